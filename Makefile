@@ -1,0 +1,46 @@
+# make setup : system packages (when root), .venv, pip install -e '.[dev]'
+# make demo  : setup + python -m ccfg demo      make test : setup + pytest
+# make bench : setup + benchmarks               make asan : tests under ASan/UBSan
+PY      := .venv/bin/python
+APT_PKGS := build-essential pkg-config libopenblas-dev glslc libvulkan-dev mesa-vulkan-drivers
+STAMP   := .venv/.installed
+
+.PHONY: setup build demo test bench asan clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml setup.py
+	@missing=$$(for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian packages: $$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "missing Debian packages (run as root or install): $$missing"; exit 1; fi; \
+	fi
+	test -x $(PY) || python3 -m venv .venv
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+# rebuild the extension in place after C changes (serialised: several shells may call it)
+build: $(STAMP)
+	flock /tmp/ccfg-build.lock $(PY) setup.py -q build_ext --inplace
+
+demo: build
+	$(PY) -m ccfg demo
+
+test: build
+	$(PY) -m pytest -q tests
+
+bench: build
+	$(PY) benchmarks/run.py
+
+asan: $(STAMP)
+	rm -rf build/ && CCFG_SANITIZE=1 flock /tmp/ccfg-build.lock $(PY) setup.py -q build_ext --inplace --force
+	LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
+	  ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	  $(PY) -m pytest -q -x tests -p no:cacheprovider
+	rm -rf build/ && flock /tmp/ccfg-build.lock $(PY) setup.py -q build_ext --inplace --force
+
+clean:
+	rm -rf build ccfg/_core*.so *.egg-info

@@ -1,0 +1,278 @@
+"""The two calls researchers make: ``sample`` (the whole loop in C) and ``guide`` (one rule on
+arrays from their own loop). Both validate input here and hand clean float32 arrays to C."""
+from __future__ import annotations
+
+import numbers
+import sys
+import time
+
+import numpy as np
+
+from . import _core
+from . import guidance as _g
+from .schedulers import PREDICTIONS, as_config, check_sampler
+
+__all__ = ["sample", "guide", "randn", "GuidanceState"]
+
+_FLOAT_KINDS = (np.float16, np.float32, np.float64)
+
+
+def _eps_array(value, name, shape=None):
+    """A finite float array of at least 1 dimension; TypeError/ValueError naming ``name``."""
+    if not isinstance(value, np.ndarray):
+        if hasattr(value, "__array__") or isinstance(value, (list, tuple)):
+            value = np.asarray(value)
+        else:
+            raise TypeError(f"{name} must be a NumPy array, got {type(value).__name__}")
+    if value.dtype.type not in _FLOAT_KINDS:
+        raise TypeError(f"{name} must be float32 or float64, got {value.dtype}")
+    if value.ndim < 1 or value.shape[0] < 1:
+        raise ValueError(f"{name} must have shape (N, ...) with N >= 1, got {value.shape}")
+    if shape is not None and value.shape != shape:
+        raise ValueError(f"{name} has shape {value.shape}, expected {shape} (the shape of eps_u)")
+    if not np.all(np.isfinite(value)):
+        raise ValueError(f"{name} contains NaN or Inf")
+    return value
+
+
+def _flat(a):
+    return np.ascontiguousarray(a, dtype=np.float32).reshape(a.shape[0], -1)
+
+
+def _python_rule_spec(rule, shape):
+    """The rule's C tuple, with its Python function adapted to (n, dim) arrays."""
+    spec = rule._spec()
+    if rule._kind != _g._PYTHON:
+        return spec
+    fn = rule.fn
+
+    def flat_fn(u, p, negs):
+        out = fn(u.reshape(shape), p.reshape(shape), [e.reshape(shape) for e in negs])
+        out = np.asarray(out)
+        if out.shape != shape:
+            raise ValueError(f"the PythonRule returned shape {out.shape}, expected {shape}")
+        return _flat(out)
+
+    return spec[:-1] + (flat_fn,)
+
+
+class GuidanceState:
+    """Per-sample state of a stateful rule (SLD momentum, DNG posterior) across ``guide`` calls."""
+
+    def __init__(self, rule, n, shape, n_neg):
+        self.rule = rule
+        self.n = n
+        self.shape = tuple(shape)
+        self.n_neg = n_neg
+        dim = int(np.prod(shape[1:], dtype=np.int64))
+        self._c = _core.guide_state(rule._spec(), n, dim, n_neg)
+
+    @property
+    def step(self):
+        """Number of ``guide`` calls this state has seen."""
+        return _core.state_info(self._c)["step"]
+
+    @property
+    def posterior(self):
+        """DNG: posterior probability of each negative per sample, shape (n_neg, n)."""
+        return _core.state_info(self._c)["dng_p"]
+
+    @property
+    def momentum(self):
+        """SLD: the momentum ν per negative, shape (n_neg, *shape)."""
+        nu = _core.state_info(self._c)["sld_nu"]
+        return None if nu is None else nu.reshape((self.n_neg,) + self.shape)
+
+    def observe(self, x_t, x_prev, eps_u, eps_n, alpha_bar, alpha_bar_prev, eta=1.0):
+        """DNG: learn from the transition ``x_t -> x_prev`` the caller took (methods §4).
+
+        The means are those of a DDIM(eta) step with each prediction; the likelihood variance is
+        ``eta² β̃`` (the DDPM posterior variance at eta = 1) or the stride variance
+        ``1 - ā/ā_prev`` when eta = 0."""
+        if self.rule._kind != _g._DNG:
+            raise ValueError("observe: only a DNG state learns from transitions")
+        x_t = _eps_array(x_t, "x_t", self.shape)
+        x_prev = _eps_array(x_prev, "x_prev", self.shape)
+        eps_u = _eps_array(eps_u, "eps_u", self.shape)
+        negs = _negatives(eps_n, self.shape)
+        if len(negs) != self.n_neg:
+            raise ValueError(f"eps_n: the state tracks {self.n_neg} negatives, got {len(negs)}")
+        ab = _g._real(alpha_bar, "alpha_bar", low=0.0, high=1.0, low_open=True)
+        abp = _g._real(alpha_bar_prev, "alpha_bar_prev", low=0.0, high=1.0, low_open=True)
+        eta = _g._real(eta, "eta", low=0.0)
+        _core.dng_observe(self.rule._spec(), self._c, _flat(x_t), _flat(x_prev), _flat(eps_u),
+                          [_flat(e) for e in negs], ab, abp, eta)
+
+    def __repr__(self):
+        return f"GuidanceState({self.rule!r}, n={self.n}, negatives={self.n_neg}, step={self.step})"
+
+
+def _negatives(eps_n, shape):
+    if eps_n is None:
+        return []
+    if isinstance(eps_n, (list, tuple)):
+        return [_eps_array(e, f"eps_n[{i}]", shape) for i, e in enumerate(eps_n)]
+    return [_eps_array(eps_n, "eps_n", shape)]
+
+
+def guide(eps_u, eps_p, eps_n, rule, state=None, *, step=None, num_steps=None):
+    """Apply a guidance ``rule`` to noise predictions from your own loop.
+
+    ``eps_u``, ``eps_p`` (or None): arrays (N, ...); ``eps_n``: None, an array or a list of arrays.
+    Returns a new float32 array (N, ...); stateful rules (SLD, DNG) return ``(eps, state)``."""
+    rule = _g.get(rule, "rule")
+    if isinstance(rule, _g._NoGuidance):
+        raise TypeError("rule must be a guidance rule or a rule name, got None")
+    u = _eps_array(eps_u, "eps_u")
+    shape = u.shape
+    p = None if eps_p is None else _eps_array(eps_p, "eps_p", shape)
+    negs = _negatives(eps_n, shape)
+    if state is not None:
+        if not isinstance(state, GuidanceState):
+            raise TypeError(f"state must be a GuidanceState from ccfg.guide, got {type(state).__name__}")
+        if state.rule != rule:
+            raise ValueError(f"state belongs to {state.rule!r}, not {rule!r}")
+        if state.shape != shape or state.n_neg != len(negs):
+            raise ValueError(f"state was made for shape {state.shape} with {state.n_neg} negatives, "
+                             f"got shape {shape} with {len(negs)}")
+    elif rule.stateful:
+        state = GuidanceState(rule, shape[0], shape, len(negs))
+    if num_steps is None:
+        if rule.negative_window != (0.0, 1.0):
+            raise ValueError("num_steps: a negative_window needs step and num_steps")
+        num_steps = 0
+    else:
+        num_steps = _g._int(num_steps, "num_steps", low=1)
+    if step is None:
+        step = state.step if state is not None else 0
+    step = _g._int(step, "step", low=0)
+    out = _core.guide(_python_rule_spec(rule, shape), _flat(u), None if p is None else _flat(p),
+                      [_flat(e) for e in negs], None if state is None else state._c, step,
+                      num_steps)
+    out = out.reshape(shape)
+    return (out, state) if rule.stateful else out
+
+
+def randn(seed, n, shape, stream=0):
+    """Standard normals, float32 (n, *shape): sample i of seed s is the same whatever n is."""
+    seed = _g._int(seed, "seed", low=0)
+    if seed >= 2 ** 64:
+        raise ValueError("seed must be < 2**64")
+    n = _g._int(n, "n", low=0)
+    stream = _g._int(stream, "stream", low=0)
+    shape = _shape(shape)
+    dim = int(np.prod(shape, dtype=np.int64))
+    return _core.randn(seed, n, dim, stream, 0).reshape((n,) + shape)
+
+
+def _shape(shape):
+    if isinstance(shape, numbers.Integral):
+        shape = (int(shape),)
+    shape = tuple(int(s) for s in shape)
+    if any(s < 1 for s in shape):
+        raise ValueError(f"shape must have positive sizes, got {shape}")
+    return shape
+
+
+class _Progress:
+    """A one-line progress bar on stderr (works in terminals and Jupyter)."""
+
+    def __init__(self, label):
+        self.label = label
+        self.t0 = time.perf_counter()
+
+    def __call__(self, step, steps):
+        width = 30
+        done = int(width * step / steps)
+        dt = time.perf_counter() - self.t0
+        sys.stderr.write(f"\r{self.label} [{'#' * done}{'.' * (width - done)}] {step}/{steps} "
+                         f"{dt:.1f}s")
+        if step == steps:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def _conditions(model, positive, negative):
+    """Condition ids for the C core and, for Python models, the id -> value table."""
+    negs = [] if negative is None else list(negative) if isinstance(negative, (list, tuple)) else [negative]
+    if hasattr(model, "_condition_id"):
+        pos = -1 if positive is None else model._condition_id(positive, "positive")
+        ids = tuple(model._condition_id(v, "negative") for v in negs)
+        return pos, ids, None
+    values = ([] if positive is None else [positive]) + negs
+    pos = -1 if positive is None else 0
+    ids = tuple(range(len(values) - len(negs), len(values)))
+    return pos, ids, values
+
+
+def _python_model(model, shape, values):
+    fn = model.fn
+
+    def call(x, t, alpha_bar, cond):
+        rows = x.shape[0]
+        conds = [None if c < 0 else values[c] for c in cond.tolist()]
+        out = np.asarray(fn(x.reshape((rows,) + shape), np.full(rows, t), conds))
+        if out.shape != (rows,) + shape:
+            raise ValueError(f"the model returned shape {out.shape}, expected {(rows,) + shape}")
+        return np.ascontiguousarray(out, dtype=np.float32).reshape(rows, -1)
+
+    return call
+
+
+def sample(model, positive=None, negative=None, guidance=None, sampler="ddim", steps=50, n=16,
+           seed=0, x_T=None, return_trajectory=False, progress=True, *, eta=0.0, karras=False,
+           scheduler=None):
+    """Sample ``model`` with a negative-guidance rule; returns float32 (n, *model.shape).
+
+    ``guidance``: a rule (``ccfg.CCFG(scale=5)``), a name (``"ccfg"``) or None. ``positive``: one
+    condition; ``negative``: one or a list. See docs/api.md for every argument."""
+    shape = getattr(model, "shape", None)
+    if shape is None or not (hasattr(model, "_c_spec") or hasattr(model, "fn")):
+        raise TypeError("model must be a ccfg model (GaussianMixture, PythonModel, ...), "
+                        f"got {type(model).__name__}")
+    shape = _shape(shape)
+    rule = _g.get(guidance)
+    sampler = check_sampler(sampler)
+    steps = _g._int(steps, "steps", low=1)
+    n = _g._int(n, "n", low=1)
+    seed = _g._int(seed, "seed", low=0)
+    if seed >= 2 ** 64:
+        raise ValueError("seed must be < 2**64")
+    eta = _g._real(eta, "eta", low=0.0)
+    if not isinstance(karras, bool):
+        raise TypeError("karras must be a bool")
+    if karras and sampler in ("ddim", "ddpm"):
+        raise ValueError(f"karras: Karras sigmas need a sigma-space sampler, not {sampler!r}")
+    if eta and sampler != "ddim":
+        raise ValueError(f"eta applies to the ddim sampler only, not {sampler!r}")
+    cfg = as_config(scheduler, getattr(model, "scheduler", None))
+    pred = getattr(model, "prediction_type", None) or cfg.prediction_type
+    if pred not in PREDICTIONS:
+        raise ValueError(f"prediction_type must be one of {sorted(PREDICTIONS)}, got {pred!r}")
+
+    if x_T is None:
+        x0 = randn(seed, n, shape, 0)
+    else:
+        x0 = _eps_array(x_T, "x_T", (n,) + shape)
+    pos, neg_ids, values = _conditions(model, positive, negative)
+    if hasattr(model, "_c_spec"):
+        kind, cmodel = 0, model._c_spec()
+    else:
+        kind, cmodel = 1, _python_model(model, shape, values)
+
+    if progress is True:
+        prog = _Progress(f"{rule!r} {sampler} {steps} steps")
+    elif progress is False or progress is None:
+        prog = None
+    elif callable(progress):
+        prog = progress
+    else:
+        raise TypeError("progress must be a bool or a callable(step, steps)")
+
+    res = _core.sample(kind, cmodel, PREDICTIONS[pred], _python_rule_spec(rule, (n,) + shape),
+                       cfg._spec(sampler, steps, eta, karras), pos, neg_ids, seed, 0, _flat(x0),
+                       bool(return_trajectory), prog)
+    if return_trajectory:
+        x, traj = res
+        return x.reshape((n,) + shape), traj.reshape((traj.shape[0], n) + shape)
+    return res.reshape((n,) + shape)

@@ -1,0 +1,122 @@
+"""Sampler and noise-schedule configuration, with diffusers' names and defaults.
+
+The schedule itself (betas, timesteps, sigmas) is computed in C (``csrc/schedule.c``);
+:func:`plan` shows what a sampler will walk.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import numbers
+import os
+
+import numpy as np
+
+from . import _core
+
+__all__ = ["SchedulerConfig", "SAMPLERS", "plan"]
+
+# must match ccfg_solver_kind in csrc/ccfg.h
+SAMPLERS = {"ddim": 0, "ddpm": 1, "euler": 2, "euler_ancestral": 3, "heun": 4, "dpmpp_2m": 5}
+# diffusers scheduler class -> sampler name
+CLASS_NAMES = {
+    "DDIMScheduler": "ddim", "DDPMScheduler": "ddpm", "EulerDiscreteScheduler": "euler",
+    "EulerAncestralDiscreteScheduler": "euler_ancestral", "HeunDiscreteScheduler": "heun",
+    "DPMSolverMultistepScheduler": "dpmpp_2m",
+}
+_BETAS = {"linear": 0, "scaled_linear": 1, "squaredcos_cap_v2": 2}
+_SPACINGS = {None: -1, "leading": 0, "trailing": 1, "linspace": 2}
+PREDICTIONS = {"epsilon": 0, "v_prediction": 1, "sample": 2}
+
+
+@dataclasses.dataclass(frozen=True)
+class SchedulerConfig:
+    """The training noise schedule and timestep spacing (diffusers' config fields)."""
+
+    num_train_timesteps: int = 1000
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+    beta_schedule: str = "linear"
+    trained_betas: tuple | None = None
+    prediction_type: str = "epsilon"
+    timestep_spacing: str | None = None      # None: each sampler's diffusers default
+    steps_offset: int = 0
+    set_alpha_to_one: bool = True
+
+    def __post_init__(self):
+        if isinstance(self.num_train_timesteps, bool) or not isinstance(self.num_train_timesteps, numbers.Integral) \
+                or self.num_train_timesteps < 2:
+            raise ValueError(f"num_train_timesteps must be an integer >= 2, got {self.num_train_timesteps!r}")
+        if self.beta_schedule not in _BETAS:
+            raise ValueError(f"beta_schedule must be one of {sorted(_BETAS)}, got {self.beta_schedule!r}")
+        if self.prediction_type not in PREDICTIONS:
+            raise ValueError(f"prediction_type must be one of {sorted(PREDICTIONS)}, "
+                             f"got {self.prediction_type!r}")
+        if self.timestep_spacing not in _SPACINGS:
+            raise ValueError("timestep_spacing must be 'leading', 'trailing', 'linspace' or None, "
+                             f"got {self.timestep_spacing!r}")
+        for name in ("beta_start", "beta_end"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not 0 < v < 1:
+                raise ValueError(f"{name} must be a number in (0, 1), got {v!r}")
+        if self.trained_betas is not None:
+            betas = np.asarray(self.trained_betas, dtype=np.float64)
+            if betas.shape != (self.num_train_timesteps,) or not np.all((betas > 0) & (betas < 1)):
+                raise ValueError("trained_betas must hold num_train_timesteps values in (0, 1)")
+            object.__setattr__(self, "trained_betas", tuple(betas.tolist()))
+
+    @classmethod
+    def from_config(cls, config):
+        """From a diffusers config dict, a path to ``scheduler_config.json`` or its folder.
+
+        Returns the config; the diffusers class name (if any) is in ``config.sampler_name``."""
+        if isinstance(config, (str, os.PathLike)):
+            path = os.fspath(config)
+            if os.path.isdir(path):
+                path = os.path.join(path, "scheduler_config.json")
+            with open(path, encoding="utf-8") as f:
+                config = json.load(f)
+        if not isinstance(config, dict):
+            raise TypeError("scheduler config must be a dict or a path to scheduler_config.json")
+        fields = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in config.items() if k in fields}
+        if kwargs.get("trained_betas") is not None:
+            kwargs["trained_betas"] = tuple(kwargs["trained_betas"])
+        return cls(**kwargs)
+
+    def _spec(self, sampler, steps, eta=0.0, karras=False):
+        """Flat tuple for the C core (layout of parse_sampler in csrc/module.c)."""
+        return (SAMPLERS[sampler], steps, float(eta), bool(karras),
+                _SPACINGS[self.timestep_spacing], int(self.steps_offset),
+                bool(self.set_alpha_to_one), int(self.num_train_timesteps),
+                _BETAS[self.beta_schedule], float(self.beta_start), float(self.beta_end),
+                None if self.trained_betas is None else np.asarray(self.trained_betas))
+
+
+def as_config(scheduler, default=None):
+    """A SchedulerConfig from None (the default), a config, a dict or a path."""
+    if scheduler is None:
+        scheduler = default if default is not None else SchedulerConfig()
+    if isinstance(scheduler, SchedulerConfig):
+        return scheduler
+    if isinstance(scheduler, (dict, str, os.PathLike)):
+        return SchedulerConfig.from_config(scheduler)
+    raise TypeError("scheduler must be a SchedulerConfig, a dict or a path to scheduler_config.json")
+
+
+def check_sampler(sampler):
+    if not isinstance(sampler, str):
+        raise TypeError(f"sampler must be a string, got {type(sampler).__name__}")
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {sorted(SAMPLERS)}, got {sampler!r}")
+    return sampler
+
+
+def plan(sampler, steps, config=None, karras=False, eta=0.0):
+    """The levels a sampler walks: dict of ``timesteps``, ``alpha_bars``, ``alpha_bars_next``,
+    ``sigmas``, ``init_noise_sigma``, ``alphas_cumprod``."""
+    from .guidance import _int
+
+    cfg = as_config(config)
+    steps = _int(steps, "steps", low=1)
+    return _core.plan(cfg._spec(check_sampler(sampler), steps, eta, karras))

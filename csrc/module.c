@@ -1,0 +1,676 @@
+/* module.c — the CPython module ccfg._core: arguments, NumPy conversion, errors, the GIL.
+ *
+ * The only file of the core that knows Python. The Python layer (the ccfg package) validates user input
+ * and hands over clean float32 (n, dim) arrays and parameter tuples; this file re-checks shapes,
+ * releases the GIL around the C work and turns ccfg statuses into Python exceptions. Python
+ * models, rules and progress bars are called back from C with the GIL re-acquired. */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#define NPY_NO_DEPRECATED_API NPY_2_0_API_VERSION
+#include <numpy/arrayobject.h>
+
+#include <string.h>
+
+#include "ccfg.h"
+
+/* ------------------------------------------------------------------------- */
+/* errors */
+
+static PyObject *raise_status(int status)
+{
+    if (PyErr_Occurred()) return NULL;       /* a callback's Python exception wins */
+    const char *msg = ccfg_last_error();
+    switch (status) {
+    case CCFG_EINVAL: PyErr_SetString(PyExc_ValueError, msg); break;
+    case CCFG_ETYPE: PyErr_SetString(PyExc_TypeError, msg); break;
+    case CCFG_ENOMEM: PyErr_SetString(PyExc_MemoryError, msg); break;
+    case CCFG_ENONFINITE: PyErr_SetString(PyExc_FloatingPointError, msg); break;
+    case CCFG_ECANCEL: PyErr_SetString(PyExc_KeyboardInterrupt, msg[0] ? msg : "cancelled"); break;
+    default: PyErr_SetString(PyExc_RuntimeError, msg[0] ? msg : "ccfg internal error"); break;
+    }
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------- */
+/* array conversion */
+
+/* A C-contiguous array of `type` with ndim dims; shape entries < 0 are free. New reference. */
+static PyArrayObject *as_array(PyObject *obj, int type, int ndim, const npy_intp *shape,
+                               const char *name)
+{
+    PyArrayObject *a = (PyArrayObject *)PyArray_FROM_OTF(obj, type, NPY_ARRAY_IN_ARRAY);
+    if (!a) return NULL;
+    if (PyArray_NDIM(a) != ndim) {
+        PyErr_Format(PyExc_ValueError, "%s must have %d dimensions, got %d", name, ndim,
+                     PyArray_NDIM(a));
+        goto fail;
+    }
+    for (int d = 0; d < ndim; d++)
+        if (shape && shape[d] >= 0 && PyArray_DIM(a, d) != shape[d]) {
+            PyErr_Format(PyExc_ValueError, "%s has size %zd in dimension %d, expected %zd", name,
+                         (Py_ssize_t)PyArray_DIM(a, d), d, (Py_ssize_t)shape[d]);
+            goto fail;
+        }
+    return a;
+fail:
+    Py_DECREF(a);
+    return NULL;
+}
+
+static float *f32(PyArrayObject *a) { return (float *)PyArray_DATA(a); }
+
+/* ------------------------------------------------------------------------- */
+/* parameter tuples (built by ccfg/guidance.py and ccfg/schedulers.py) */
+
+static int parse_rule(PyObject *spec, ccfg_rule *r, PyObject **pyfn)
+{
+    memset(r, 0, sizeof *r);
+    *pyfn = NULL;
+    if (!PyArg_ParseTuple(spec, "idddddpppiddddddddd|O;rule spec", &r->kind, &r->scale,
+                          &r->negative_scale, &r->window_start, &r->window_stop, &r->tau,
+                          &r->tau_mean, &r->naive_positive, &r->batch_global,
+                          &r->sld_warmup, &r->sld_scale, &r->sld_threshold,
+                          &r->sld_momentum_scale, &r->sld_momentum_beta, &r->dng_prior,
+                          &r->dng_temperature, &r->dng_offset, &r->dng_p_min, &r->dng_p_max,
+                          pyfn))
+        return -1;
+    if (r->kind < CCFG_RULE_NONE || r->kind > CCFG_RULE_PYTHON) {
+        PyErr_Format(PyExc_ValueError, "unknown rule kind %d", r->kind);
+        return -1;
+    }
+    if (r->kind == CCFG_RULE_PYTHON && (!*pyfn || !PyCallable_Check(*pyfn))) {
+        PyErr_SetString(PyExc_TypeError, "PythonRule needs a callable");
+        return -1;
+    }
+    return 0;
+}
+
+typedef struct {
+    ccfg_sampler_config cfg;
+    PyArrayObject *betas;                    /* keeps trained_betas alive */
+} sampler_args;
+
+static int parse_sampler(PyObject *spec, sampler_args *s)
+{
+    PyObject *betas = Py_None;
+    ccfg_sampler_config *c = &s->cfg;
+    memset(s, 0, sizeof *s);
+    if (!PyArg_ParseTuple(spec, "iidpiipiidd|O;sampler spec", &c->solver, &c->steps, &c->eta,
+                          &c->karras, &c->spacing, &c->steps_offset, &c->set_alpha_to_one,
+                          &c->num_train_timesteps, &c->beta_schedule, &c->beta_start,
+                          &c->beta_end, &betas))
+        return -1;
+    if (betas != Py_None) {
+        npy_intp shape[1] = {c->num_train_timesteps};
+        s->betas = as_array(betas, NPY_FLOAT64, 1, shape, "trained_betas");
+        if (!s->betas) return -1;
+        c->trained_betas = (const double *)PyArray_DATA(s->betas);
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------- */
+/* Python callbacks from C (GIL re-acquired) */
+
+/* copy of a C buffer as a new (n, dim) float32 array */
+static PyObject *new_2d(int64_t n, int64_t dim, const float *src)
+{
+    npy_intp shape[2] = {(npy_intp)n, (npy_intp)dim};
+    PyObject *a = PyArray_SimpleNew(2, shape, NPY_FLOAT32);
+    if (a && n > 0 && dim > 0) memcpy(PyArray_DATA((PyArrayObject *)a), src, (size_t)(n * dim) * sizeof(float));
+    return a;
+}
+
+/* result of a callback -> out (rows, dim); returns a status */
+static int take_result(PyObject *res, int64_t rows, int64_t dim, float *out, const char *what)
+{
+    if (!res) return CCFG_ECANCEL;
+    npy_intp shape[2] = {(npy_intp)rows, (npy_intp)dim};
+    PyArrayObject *a = as_array(res, NPY_FLOAT32, 2, shape, what);
+    Py_DECREF(res);
+    if (!a) return CCFG_ECANCEL;
+    memcpy(out, PyArray_DATA(a), (size_t)(rows * dim) * sizeof(float));
+    Py_DECREF(a);
+    return CCFG_OK;
+}
+
+static int python_rule(void *ctx, int64_t n, int64_t dim, const float *eps_u, const float *eps_p,
+                       int n_neg, const float *const *eps_n, float *out)
+{
+    PyGILState_STATE g = PyGILState_Ensure();
+    int status = CCFG_ECANCEL;
+    PyObject *u = new_2d(n, dim, eps_u), *p = new_2d(n, dim, eps_p), *lst = PyList_New(n_neg);
+    if (!u || !p || !lst) goto done;
+    for (int j = 0; j < n_neg; j++) {
+        PyObject *a = new_2d(n, dim, eps_n[j]);
+        if (!a) goto done;
+        PyList_SET_ITEM(lst, j, a);
+    }
+    status = take_result(PyObject_CallFunctionObjArgs((PyObject *)ctx, u, p, lst, NULL), n, dim,
+                         out, "the PythonRule's result");
+done:
+    Py_XDECREF(u);
+    Py_XDECREF(p);
+    Py_XDECREF(lst);
+    PyGILState_Release(g);
+    return status;
+}
+
+static int python_model(void *ctx, int64_t rows, int64_t dim, const float *x, double timestep,
+                        double alpha_bar, const int32_t *cond, float *out)
+{
+    PyGILState_STATE g = PyGILState_Ensure();
+    int status = CCFG_ECANCEL;
+    npy_intp n1 = (npy_intp)rows;
+    PyObject *xa = new_2d(rows, dim, x), *ca = PyArray_SimpleNew(1, &n1, NPY_INT32);
+    if (!xa || !ca) goto done;
+    memcpy(PyArray_DATA((PyArrayObject *)ca), cond, (size_t)rows * sizeof(int32_t));
+    status = take_result(PyObject_CallFunction((PyObject *)ctx, "OddO", xa, timestep, alpha_bar, ca),
+                         rows, dim, out, "the model's output");
+done:
+    Py_XDECREF(xa);
+    Py_XDECREF(ca);
+    PyGILState_Release(g);
+    return status;
+}
+
+typedef struct { PyObject *fn; } progress_ctx;
+
+static int python_progress(void *vctx, int step, int steps)
+{
+    progress_ctx *c = vctx;
+    PyGILState_STATE g = PyGILState_Ensure();
+    int status = CCFG_OK;
+    /* Ctrl-C in Jupyter: stop within one step */
+    if (PyErr_CheckSignals() < 0) status = CCFG_ECANCEL;
+    else if (c->fn && c->fn != Py_None) {
+        PyObject *r = PyObject_CallFunction(c->fn, "ii", step + 1, steps);
+        if (!r) status = CCFG_ECANCEL;
+        Py_XDECREF(r);
+    }
+    PyGILState_Release(g);
+    return status;
+}
+
+/* ------------------------------------------------------------------------- */
+/* Gaussian mixture spec (from GaussianMixture._c_spec()) */
+
+typedef struct {
+    ccfg_gmm g;
+    PyArrayObject *means, *logw, *evals, *evecs, *mask;
+} gmm_args;
+
+static void gmm_args_clear(gmm_args *a)
+{
+    Py_XDECREF(a->means);
+    Py_XDECREF(a->logw);
+    Py_XDECREF(a->evals);
+    Py_XDECREF(a->evecs);
+    Py_XDECREF(a->mask);
+}
+
+static int parse_gmm(PyObject *spec, gmm_args *a)
+{
+    memset(a, 0, sizeof *a);
+    if (!PyDict_Check(spec)) {
+        PyErr_SetString(PyExc_TypeError, "mixture spec must be a dict");
+        return -1;
+    }
+    PyObject *m = PyDict_GetItemString(spec, "means"), *lw = PyDict_GetItemString(spec, "log_weights"),
+             *ev = PyDict_GetItemString(spec, "evals"), *U = PyDict_GetItemString(spec, "evecs"),
+             *cm = PyDict_GetItemString(spec, "concept_mask");
+    if (!m || !lw || !ev || !cm) {
+        PyErr_SetString(PyExc_ValueError, "mixture spec lacks means/log_weights/evals/concept_mask");
+        return -1;
+    }
+    a->means = as_array(m, NPY_FLOAT64, 2, NULL, "means");
+    if (!a->means) goto fail;
+    npy_intp K = PyArray_DIM(a->means, 0), D = PyArray_DIM(a->means, 1);
+    npy_intp s1[1] = {K}, s2[2] = {K, D}, s3[3] = {K, D, D}, sm[2] = {-1, K};
+    a->logw = as_array(lw, NPY_FLOAT64, 1, s1, "log_weights");
+    a->evals = a->logw ? as_array(ev, NPY_FLOAT64, 2, s2, "evals") : NULL;
+    a->mask = a->evals ? as_array(cm, NPY_UINT8, 2, sm, "concept_mask") : NULL;
+    if (!a->mask) goto fail;
+    if (U && U != Py_None) {
+        a->evecs = as_array(U, NPY_FLOAT64, 3, s3, "evecs");
+        if (!a->evecs) goto fail;
+    }
+    a->g.K = K;
+    a->g.dim = D;
+    a->g.means = PyArray_DATA(a->means);
+    a->g.log_weights = PyArray_DATA(a->logw);
+    a->g.evals = PyArray_DATA(a->evals);
+    a->g.evecs = a->evecs ? PyArray_DATA(a->evecs) : NULL;
+    a->g.n_concepts = (int)PyArray_DIM(a->mask, 0);
+    a->g.concept_mask = PyArray_DATA(a->mask);
+    return 0;
+fail:
+    gmm_args_clear(a);
+    return -1;
+}
+
+/* ------------------------------------------------------------------------- */
+/* guidance state as a Python object (opaque; ccfg/guidance.py wraps it) */
+
+typedef struct {
+    PyObject_HEAD
+    ccfg_guide_state st;
+    int kind;
+} StateObject;
+
+static void state_dealloc(StateObject *self)
+{
+    ccfg_guide_state_free(&self->st);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyTypeObject StateType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "ccfg._core.GuideState",
+    .tp_basicsize = sizeof(StateObject),
+    .tp_dealloc = (destructor)state_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "per-sample state of a stateful guidance rule (C side)",
+};
+
+/* ------------------------------------------------------------------------- */
+/* module functions */
+
+static PyObject *mod_randn(PyObject *self, PyObject *args)
+{
+    unsigned long long seed, stream;
+    long long n, dim, first = 0;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "KLLK|L", &seed, &n, &dim, &stream, &first)) return NULL;
+    if (n < 0 || dim < 0) {
+        PyErr_SetString(PyExc_ValueError, "n and dim must be >= 0");
+        return NULL;
+    }
+    npy_intp shape[2] = {(npy_intp)n, (npy_intp)dim};
+    PyObject *out = PyArray_SimpleNew(2, shape, NPY_FLOAT32);
+    if (!out) return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    ccfg_randn_host(n, dim, seed, stream, first, f32((PyArrayObject *)out));
+    Py_END_ALLOW_THREADS
+    return out;
+}
+
+static PyObject *plan_dict(const ccfg_plan *p)
+{
+    npy_intp nl = p->levels, ns = p->steps, ns1 = p->steps + 1, nT = p->T;
+    PyObject *d = PyDict_New();
+    struct { const char *k; npy_intp n; const double *v; } f[] = {
+        {"timesteps", nl, p->timesteps}, {"alpha_bars", ns, p->alpha_bars},
+        {"alpha_bars_next", ns, p->alpha_bars_next}, {"sigmas", ns1, p->sigmas},
+        {"alphas_cumprod", nT, p->alphas_cumprod},
+    };
+    if (!d) return NULL;
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
+        PyObject *a = PyArray_SimpleNew(1, &f[i].n, NPY_FLOAT64);
+        if (!a) goto fail;
+        memcpy(PyArray_DATA((PyArrayObject *)a), f[i].v, (size_t)f[i].n * sizeof(double));
+        int rc = PyDict_SetItemString(d, f[i].k, a);
+        Py_DECREF(a);
+        if (rc) goto fail;
+    }
+    PyObject *s = PyFloat_FromDouble(p->init_noise_sigma);
+    if (!s || PyDict_SetItemString(d, "init_noise_sigma", s)) { Py_XDECREF(s); goto fail; }
+    Py_DECREF(s);
+    return d;
+fail:
+    Py_DECREF(d);
+    return NULL;
+}
+
+static PyObject *mod_plan(PyObject *self, PyObject *args)
+{
+    PyObject *spec, *out = NULL;
+    sampler_args sa;
+    ccfg_plan plan;
+    (void)self;
+    memset(&plan, 0, sizeof plan);
+    if (!PyArg_ParseTuple(args, "O!", &PyTuple_Type, &spec)) return NULL;
+    if (parse_sampler(spec, &sa)) return NULL;
+    int status = ccfg_plan_init(&plan, &sa.cfg);
+    if (status) raise_status(status);
+    else out = plan_dict(&plan);
+    ccfg_plan_free(&plan);
+    Py_XDECREF(sa.betas);
+    return out;
+}
+
+static PyObject *mod_gmm_eps(PyObject *self, PyObject *args)
+{
+    PyObject *spec, *xo, *co, *out = NULL;
+    double ab;
+    gmm_args ga;
+    PyArrayObject *x = NULL, *cond = NULL;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OOdO", &spec, &xo, &ab, &co)) return NULL;
+    if (parse_gmm(spec, &ga)) return NULL;
+    npy_intp sx[2] = {-1, (npy_intp)ga.g.dim};
+    x = as_array(xo, NPY_FLOAT32, 2, sx, "x");
+    if (!x) goto done;
+    npy_intp sc[1] = {PyArray_DIM(x, 0)};
+    cond = as_array(co, NPY_INT32, 1, sc, "cond");
+    if (!cond) goto done;
+    out = PyArray_SimpleNew(2, PyArray_DIMS(x), NPY_FLOAT32);
+    if (!out) goto done;
+    int status;
+    Py_BEGIN_ALLOW_THREADS
+    status = ccfg_gmm_eps(&ga.g, PyArray_DIM(x, 0), f32(x), ab, PyArray_DATA(cond),
+                          f32((PyArrayObject *)out));
+    Py_END_ALLOW_THREADS
+    if (status) {
+        Py_CLEAR(out);
+        raise_status(status);
+    }
+done:
+    Py_XDECREF(x);
+    Py_XDECREF(cond);
+    gmm_args_clear(&ga);
+    return out;
+}
+
+static PyObject *mod_guide_state(PyObject *self, PyObject *args)
+{
+    PyObject *spec, *pyfn;
+    long long n, dim;
+    int n_neg;
+    ccfg_rule rule;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "O!LLi", &PyTuple_Type, &spec, &n, &dim, &n_neg)) return NULL;
+    if (parse_rule(spec, &rule, &pyfn)) return NULL;
+    StateObject *st = PyObject_New(StateObject, &StateType);
+    if (!st) return NULL;
+    st->kind = rule.kind;
+    int status = ccfg_guide_state_init(&st->st, ccfg_backend_cpu(), &rule, n, dim, n_neg);
+    if (status) {
+        st->st.sld_nu = NULL;
+        st->st.dng_p = NULL;
+        Py_DECREF(st);
+        return raise_status(status);
+    }
+    return (PyObject *)st;
+}
+
+static PyObject *mod_state_info(PyObject *self, PyObject *args)
+{
+    StateObject *st;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "O!", &StateType, &st)) return NULL;
+    PyObject *p = Py_None, *nu = Py_None;
+    Py_INCREF(Py_None);
+    Py_INCREF(Py_None);
+    if (st->st.dng_p) {
+        npy_intp sh[2] = {st->st.n_neg, (npy_intp)st->st.n};
+        Py_DECREF(p);
+        p = PyArray_SimpleNew(2, sh, NPY_FLOAT64);
+        if (!p) goto fail;
+        memcpy(PyArray_DATA((PyArrayObject *)p), st->st.dng_p, (size_t)(sh[0] * sh[1]) * sizeof(double));
+    }
+    if (st->st.sld_nu) {
+        npy_intp sh[3] = {st->st.n_neg, (npy_intp)st->st.n, (npy_intp)st->st.dim};
+        Py_DECREF(nu);
+        nu = PyArray_SimpleNew(3, sh, NPY_FLOAT32);
+        if (!nu) goto fail;
+        memcpy(PyArray_DATA((PyArrayObject *)nu), st->st.sld_nu,
+               (size_t)(sh[0] * sh[1] * sh[2]) * sizeof(float));
+    }
+    return Py_BuildValue("{s:i,s:L,s:L,s:i,s:N,s:N}", "step", st->st.step, "n", (long long)st->st.n,
+                         "dim", (long long)st->st.dim, "n_neg", st->st.n_neg, "dng_p", p,
+                         "sld_nu", nu);
+fail:
+    Py_XDECREF(p);
+    Py_XDECREF(nu);
+    return NULL;
+}
+
+/* eps_n list -> new references in arrs[], float pointers in ptrs[] */
+static int neg_arrays(PyObject *list, int64_t n, int64_t dim, PyArrayObject **arrs,
+                      const float **ptrs, int max, int *count)
+{
+    if (!PyList_Check(list)) {
+        PyErr_SetString(PyExc_TypeError, "eps_n must be a list");
+        return -1;
+    }
+    Py_ssize_t k = PyList_GET_SIZE(list);
+    if (k > max) {
+        PyErr_Format(PyExc_ValueError, "eps_n: at most %d negatives", max);
+        return -1;
+    }
+    npy_intp shape[2] = {(npy_intp)n, (npy_intp)dim};
+    for (Py_ssize_t j = 0; j < k; j++) {
+        arrs[j] = as_array(PyList_GET_ITEM(list, j), NPY_FLOAT32, 2, shape, "eps_n");
+        if (!arrs[j]) return -1;
+        ptrs[j] = f32(arrs[j]);
+        *count = (int)j + 1;
+    }
+    return 0;
+}
+
+enum { MAXNEG = 64 };
+
+static PyObject *mod_guide(PyObject *self, PyObject *args)
+{
+    PyObject *spec, *uo, *po, *nl, *so, *pyfn, *out = NULL;
+    int step, num_steps, k = 0;
+    ccfg_rule rule;
+    PyArrayObject *u = NULL, *p = NULL, *negs[MAXNEG] = {0};
+    const float *neg_ptr[MAXNEG];
+    (void)self;
+    if (!PyArg_ParseTuple(args, "O!OOOOii", &PyTuple_Type, &spec, &uo, &po, &nl, &so, &step,
+                          &num_steps))
+        return NULL;
+    if (parse_rule(spec, &rule, &pyfn)) return NULL;
+    rule.custom = python_rule;
+    rule.custom_ctx = pyfn;
+    u = as_array(uo, NPY_FLOAT32, 2, NULL, "eps_u");
+    if (!u) goto done;
+    int64_t n = PyArray_DIM(u, 0), dim = PyArray_DIM(u, 1);
+    npy_intp shape[2] = {(npy_intp)n, (npy_intp)dim};
+    if (po != Py_None && !(p = as_array(po, NPY_FLOAT32, 2, shape, "eps_p"))) goto done;
+    if (neg_arrays(nl, n, dim, negs, neg_ptr, MAXNEG, &k)) goto done;
+    ccfg_guide_state *st = NULL;
+    if (so != Py_None) {
+        if (!PyObject_TypeCheck(so, &StateType)) {
+            PyErr_SetString(PyExc_TypeError, "state must come from ccfg.guide");
+            goto done;
+        }
+        st = &((StateObject *)so)->st;
+        if (((StateObject *)so)->kind != rule.kind) {
+            PyErr_SetString(PyExc_ValueError, "state belongs to a different rule");
+            goto done;
+        }
+    } else if (ccfg_rule_stateful(&rule)) {
+        PyErr_SetString(PyExc_ValueError, "state: a stateful rule needs its state");
+        goto done;
+    }
+    out = PyArray_SimpleNew(2, shape, NPY_FLOAT32);
+    if (!out) goto done;
+    int status;
+    /* a Python rule runs with the GIL held throughout (its callback re-enters Python) */
+    if (rule.kind == CCFG_RULE_PYTHON) {
+        status = ccfg_guide(ccfg_backend_cpu(), &rule, st, n, dim, f32(u), p ? f32(p) : NULL, k,
+                            neg_ptr, step, num_steps, 1, f32((PyArrayObject *)out));
+    } else {
+        Py_BEGIN_ALLOW_THREADS
+        status = ccfg_guide(ccfg_backend_cpu(), &rule, st, n, dim, f32(u), p ? f32(p) : NULL, k,
+                            neg_ptr, step, num_steps, 1, f32((PyArrayObject *)out));
+        Py_END_ALLOW_THREADS
+    }
+    if (status) {
+        Py_CLEAR(out);
+        raise_status(status);
+    }
+done:
+    Py_XDECREF(u);
+    Py_XDECREF(p);
+    for (int j = 0; j < MAXNEG; j++) Py_XDECREF(negs[j]);
+    return out;
+}
+
+static PyObject *mod_dng_observe(PyObject *self, PyObject *args)
+{
+    PyObject *spec, *so, *xo, *xpo, *uo, *nl, *pyfn, *ret = NULL;
+    double ab, abp, eta;
+    int k = 0;
+    ccfg_rule rule;
+    PyArrayObject *x = NULL, *xp = NULL, *u = NULL, *negs[MAXNEG] = {0};
+    const float *neg_ptr[MAXNEG];
+    (void)self;
+    if (!PyArg_ParseTuple(args, "O!O!OOOOddd", &PyTuple_Type, &spec, &StateType, &so, &xo, &xpo,
+                          &uo, &nl, &ab, &abp, &eta))
+        return NULL;
+    if (parse_rule(spec, &rule, &pyfn)) return NULL;
+    x = as_array(xo, NPY_FLOAT32, 2, NULL, "x_t");
+    if (!x) goto done;
+    npy_intp shape[2] = {PyArray_DIM(x, 0), PyArray_DIM(x, 1)};
+    xp = as_array(xpo, NPY_FLOAT32, 2, shape, "x_prev");
+    u = xp ? as_array(uo, NPY_FLOAT32, 2, shape, "eps_u") : NULL;
+    if (!u || neg_arrays(nl, shape[0], shape[1], negs, neg_ptr, MAXNEG, &k)) goto done;
+    int status;
+    ccfg_guide_state *st = &((StateObject *)so)->st;
+    Py_BEGIN_ALLOW_THREADS
+    status = ccfg_dng_observe(ccfg_backend_cpu(), &rule, st, shape[0], shape[1], f32(x), f32(xp),
+                              f32(u), k, neg_ptr, ab, abp, eta);
+    Py_END_ALLOW_THREADS
+    if (status) raise_status(status);
+    else ret = Py_NewRef(Py_None);
+done:
+    Py_XDECREF(x);
+    Py_XDECREF(xp);
+    Py_XDECREF(u);
+    for (int j = 0; j < MAXNEG; j++) Py_XDECREF(negs[j]);
+    return ret;
+}
+
+/* sample(model_kind, model, prediction_type, rule_spec, sampler_spec, positive, negatives,
+ *        seed, first, x_T, want_trajectory, progress) -> x or (x, trajectory)
+ * model_kind 0: model = GaussianMixture spec dict; 1: model = callable(x, t, alpha_bar, cond) */
+static PyObject *mod_sample(PyObject *self, PyObject *args)
+{
+    PyObject *model_obj, *rspec, *sspec, *negs_obj, *xo, *prog, *pyfn, *result = NULL;
+    PyObject *xout = NULL, *traj = NULL;
+    int model_kind, pred, positive, want_traj, n_neg = 0, status = CCFG_OK;
+    unsigned long long seed;
+    long long first;
+    ccfg_rule rule;
+    sampler_args sa = {0};
+    gmm_args ga = {0};
+    ccfg_plan plan;
+    int32_t neg_ids[MAXNEG];
+    PyArrayObject *x = NULL;
+    memset(&plan, 0, sizeof plan);
+    (void)self;
+    if (!PyArg_ParseTuple(args, "iOiO!O!iOKLOpO", &model_kind, &model_obj, &pred, &PyTuple_Type,
+                          &rspec, &PyTuple_Type, &sspec, &positive, &negs_obj, &seed, &first, &xo,
+                          &want_traj, &prog))
+        return NULL;
+    if (parse_rule(rspec, &rule, &pyfn) || parse_sampler(sspec, &sa)) goto done;
+    rule.custom = python_rule;
+    rule.custom_ctx = pyfn;
+    if (!PyTuple_Check(negs_obj) || PyTuple_GET_SIZE(negs_obj) > MAXNEG) {
+        PyErr_Format(PyExc_ValueError, "negative: at most %d negatives", MAXNEG);
+        goto done;
+    }
+    n_neg = (int)PyTuple_GET_SIZE(negs_obj);
+    for (int j = 0; j < n_neg; j++) {
+        neg_ids[j] = (int32_t)PyLong_AsLong(PyTuple_GET_ITEM(negs_obj, j));
+        if (PyErr_Occurred()) goto done;
+    }
+    ccfg_model model = {.prediction_type = pred};
+    if (model_kind == 0) {
+        if (parse_gmm(model_obj, &ga)) goto done;
+        model.eval = ccfg_gmm_model_eval;
+        model.ctx = &ga.g;
+    } else {
+        if (!PyCallable_Check(model_obj)) {
+            PyErr_SetString(PyExc_TypeError, "model must be callable");
+            goto done;
+        }
+        model.eval = python_model;
+        model.ctx = model_obj;
+    }
+    x = as_array(xo, NPY_FLOAT32, 2, NULL, "x_T");
+    if (!x) goto done;
+    int64_t n = PyArray_DIM(x, 0), dim = PyArray_DIM(x, 1);
+    if (model_kind == 0 && dim != ga.g.dim) {
+        PyErr_Format(PyExc_ValueError, "x_T has %lld values per sample, the mixture %lld",
+                     (long long)dim, (long long)ga.g.dim);
+        goto done;
+    }
+    xout = PyArray_NewCopy(x, NPY_CORDER);
+    if (!xout) goto done;
+    status = ccfg_plan_init(&plan, &sa.cfg);
+    if (status) { raise_status(status); goto done; }
+    if (want_traj) {
+        npy_intp sh[3] = {plan.steps + 1, (npy_intp)n, (npy_intp)dim};
+        traj = PyArray_SimpleNew(3, sh, NPY_FLOAT32);
+        if (!traj) goto done;
+    }
+    ccfg_guided_model gm = {.model = &model, .rule = &rule, .positive = positive,
+                            .n_neg = n_neg, .negatives = neg_ids};
+    progress_ctx pc = {prog};
+    Py_BEGIN_ALLOW_THREADS
+    status = ccfg_sample(ccfg_backend_cpu(), &gm, &plan, &sa.cfg, n, dim, seed, first,
+                         f32((PyArrayObject *)xout), traj ? f32((PyArrayObject *)traj) : NULL,
+                         python_progress, &pc);
+    Py_END_ALLOW_THREADS
+    if (status) { raise_status(status); goto done; }
+    result = traj ? PyTuple_Pack(2, xout, traj) : Py_NewRef(xout);
+done:
+    ccfg_plan_free(&plan);
+    Py_XDECREF(sa.betas);
+    gmm_args_clear(&ga);
+    Py_XDECREF(x);
+    Py_XDECREF(xout);
+    Py_XDECREF(traj);
+    return result;
+}
+
+static PyObject *mod_philox(PyObject *self, PyObject *args)
+{
+    unsigned int c[4], k[2];
+    uint32_t out[4];
+    (void)self;
+    if (!PyArg_ParseTuple(args, "(IIII)(II)", &c[0], &c[1], &c[2], &c[3], &k[0], &k[1])) return NULL;
+    const uint32_t cc[4] = {c[0], c[1], c[2], c[3]}, kk[2] = {k[0], k[1]};
+    ccfg_philox4x32(cc, kk, out);
+    return Py_BuildValue("(IIII)", out[0], out[1], out[2], out[3]);
+}
+
+static PyMethodDef methods[] = {
+    {"randn", mod_randn, METH_VARARGS, "randn(seed, n, dim, stream, first=0) -> float32 (n, dim)"},
+    {"philox4x32", mod_philox, METH_VARARGS, "philox4x32((c0,c1,c2,c3), (k0,k1)) -> 4 uint32"},
+    {"plan", mod_plan, METH_VARARGS, "plan(sampler_spec) -> dict of schedule arrays"},
+    {"gmm_eps", mod_gmm_eps, METH_VARARGS, "gmm_eps(spec, x, alpha_bar, cond) -> exact eps"},
+    {"guide_state", mod_guide_state, METH_VARARGS, "guide_state(rule_spec, n, dim, n_neg)"},
+    {"state_info", mod_state_info, METH_VARARGS, "state_info(state) -> dict (copies)"},
+    {"guide", mod_guide, METH_VARARGS,
+     "guide(rule_spec, eps_u, eps_p, eps_n_list, state, step, num_steps) -> eps"},
+    {"dng_observe", mod_dng_observe, METH_VARARGS,
+     "dng_observe(rule_spec, state, x_t, x_prev, eps_u, eps_n_list, ab, ab_prev, eta)"},
+    {"sample", mod_sample, METH_VARARGS, "the whole sampling loop (see ccfg/sampling.py)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static int exec_module(PyObject *m)
+{
+    if (PyArray_ImportNumPyAPI() < 0) return -1;
+    if (PyType_Ready(&StateType) < 0) return -1;
+    if (PyModule_AddObjectRef(m, "GuideState", (PyObject *)&StateType) < 0) return -1;
+    return 0;
+}
+
+static PyModuleDef_Slot slots[] = {
+    {Py_mod_exec, exec_module},
+    {0, NULL},
+};
+
+static struct PyModuleDef moduledef = {
+    PyModuleDef_HEAD_INIT, "_core", "ccfg's C core: guidance rules, solvers, exact mixtures.", 0,
+    methods, slots, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__core(void) { return PyModuleDef_Init(&moduledef); }

@@ -1,0 +1,154 @@
+/* sampler.c — model + guidance rule as the eps function a solver integrates.
+ *
+ * Each evaluation stacks the state once per condition the rule needs this step (rows: null,
+ * positive, negatives, each a block of n), makes ONE model call, converts the output to eps and
+ * applies the rule. Negatives outside the rule's window are not evaluated at all. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ccfg.h"
+
+typedef struct {
+    const ccfg_backend *be;
+    const ccfg_guided_model *gm;
+    const ccfg_plan *plan;
+    int64_t n, dim;
+    int max_blocks;
+    float *x_in;            /* [max_blocks, n, dim] stacked model input */
+    float *y[2];            /* [max_blocks, n, dim] model output per stage (stage 0 kept for DNG) */
+    int32_t *cond;          /* [max_blocks * n] */
+    ccfg_guide_state state;
+    /* where the blocks of the last stage-0 evaluation live, for the DNG update */
+    const float *last_u;
+    const float *last_n[64];
+    int last_k;
+    int (*progress)(void *, int, int);
+    void *progress_ctx;
+} sampler_ctx;
+
+enum { MAX_NEGATIVES = 64 };
+
+/* eps from the model's own parameterisation; x_t = a x0 + s eps, v = a eps - s x0 */
+static void to_eps(const ccfg_backend *be, int pred, int64_t count, const float *x, float *y,
+                   double alpha_bar)
+{
+    const double a = sqrt(alpha_bar), s = sqrt(1.0 - alpha_bar);
+    if (pred == CCFG_PRED_V) be->axpbypcz(count, a, y, s, x, 0.0, NULL, y);
+    else if (pred == CCFG_PRED_SAMPLE) be->axpbypcz(count, -a / s, y, 1.0 / s, x, 0.0, NULL, y);
+}
+
+static int eval_eps(void *vctx, int step, int level, int stage, const float *x_vp,
+                    double timestep, double alpha_bar, float *eps_out)
+{
+    sampler_ctx *c = vctx;
+    const ccfg_backend *be = c->be;
+    const ccfg_guided_model *gm = c->gm;
+    const ccfg_rule *rule = gm->rule;
+    const int64_t n = c->n, dim = c->dim, count = n * dim;
+    const int steps = c->plan->steps;
+    const int active = ccfg_rule_negative_active(rule, step, steps);
+    const int k = active ? gm->n_neg : 0;
+    const int has_pos = gm->positive != CCFG_UNCOND;
+    (void)level;
+
+    /* which conditions to evaluate: the null is skipped where it has zero weight */
+    int need_u = 1;
+    if (rule->kind == CCFG_RULE_NONE && has_pos) need_u = 0;
+    if (rule->kind == CCFG_RULE_NEGATIVE_PROMPT && k == 1) need_u = 0;   /* eps_n replaces it */
+    int32_t ids[2 + MAX_NEGATIVES];
+    int nb = 0;
+    if (need_u) ids[nb++] = CCFG_UNCOND;
+    if (has_pos) ids[nb++] = gm->positive;
+    for (int j = 0; j < k; j++) ids[nb++] = gm->negatives[j];
+
+    for (int b = 0; b < nb; b++) {
+        be->axpbypcz(count, 1.0, x_vp, 0.0, NULL, 0.0, NULL, c->x_in + b * count);
+        for (int64_t i = 0; i < n; i++) c->cond[b * n + i] = ids[b];
+    }
+    float *y = c->y[stage ? 1 : 0];
+    int status = gm->model->eval(gm->model->ctx, nb * n, dim, c->x_in, timestep, alpha_bar,
+                                 c->cond, y);
+    if (status) return status;
+    to_eps(be, gm->model->prediction_type, nb * count, c->x_in, y, alpha_bar);
+    if (!be->all_finite(nb * count, y))
+        return ccfg_fail(CCFG_ENONFINITE, "the model returned non-finite values at step %d", step);
+
+    int b = 0;
+    const float *eps_u = need_u ? y + (b++) * count : NULL;
+    const float *eps_p = has_pos ? y + (b++) * count : NULL;
+    const float *eps_n[MAX_NEGATIVES];
+    for (int j = 0; j < k; j++) eps_n[j] = y + (b++) * count;
+    if (!eps_u) eps_u = k ? eps_n[0] : eps_p;    /* its coefficient is zero (see above) */
+
+    if (stage == 0) {
+        c->last_u = eps_u;
+        c->last_k = k;
+        for (int j = 0; j < k; j++) c->last_n[j] = eps_n[j];
+    }
+    /* the rule applies the same window, so it reads eps_n only when they were evaluated */
+    return ccfg_guide(be, rule, &c->state, n, dim, eps_u, eps_p, gm->n_neg, eps_n, step, steps,
+                      stage == 0, eps_out);
+}
+
+static int on_transition(void *vctx, int step, const float *x_before, const float *x_after,
+                         double alpha_bar, double alpha_bar_next, double eta)
+{
+    sampler_ctx *c = vctx;
+    const ccfg_rule *rule = c->gm->rule;
+    (void)step;
+    if (rule->kind != CCFG_RULE_DNG || c->last_k == 0) return CCFG_OK;
+    return ccfg_dng_observe(c->be, rule, &c->state, c->n, c->dim, x_before, x_after, c->last_u,
+                            c->last_k, c->last_n, alpha_bar, alpha_bar_next, eta);
+}
+
+static int on_progress(void *vctx, int step, int steps)
+{
+    sampler_ctx *c = vctx;
+    return c->progress ? c->progress(c->progress_ctx, step, steps) : CCFG_OK;
+}
+
+int ccfg_sample(const ccfg_backend *be, const ccfg_guided_model *gm, const ccfg_plan *plan,
+                const ccfg_sampler_config *cfg, int64_t n, int64_t dim, uint64_t seed, int64_t first,
+                float *x, float *trajectory, int (*progress)(void *ctx, int step, int steps),
+                void *progress_ctx)
+{
+    int status;
+    sampler_ctx c;
+    memset(&c, 0, sizeof c);
+    if (gm->n_neg < 0 || gm->n_neg > MAX_NEGATIVES)
+        return ccfg_fail(CCFG_EINVAL, "negative: at most %d negatives, got %d", MAX_NEGATIVES,
+                         gm->n_neg);
+    c.be = be;
+    c.gm = gm;
+    c.plan = plan;
+    c.n = n;
+    c.dim = dim;
+    c.max_blocks = 2 + gm->n_neg;
+    c.progress = progress;
+    c.progress_ctx = progress_ctx;
+    const size_t bytes = (size_t)c.max_blocks * (size_t)n * (size_t)dim * sizeof(float);
+    c.x_in = be->alloc(bytes);
+    c.y[0] = be->alloc(bytes);
+    c.y[1] = be->alloc(bytes);
+    c.cond = malloc((size_t)c.max_blocks * (size_t)n * sizeof *c.cond);
+    if (!c.x_in || !c.y[0] || !c.y[1] || !c.cond) {
+        status = ccfg_fail(CCFG_ENOMEM, "out of memory for %lld samples of %lld values",
+                           (long long)n, (long long)dim);
+        goto fail;
+    }
+    status = ccfg_guide_state_init(&c.state, be, gm->rule, n, dim, gm->n_neg);
+    if (status) goto fail;
+
+    const ccfg_solver_callbacks cb = {
+        .eps = eval_eps, .transition = on_transition, .progress = on_progress, .ctx = &c,
+    };
+    status = ccfg_solve(be, plan, cfg, n, dim, seed, first, x, trajectory, &cb);
+fail:
+    ccfg_guide_state_free(&c.state);
+    if (c.x_in) be->release(c.x_in);
+    if (c.y[0]) be->release(c.y[0]);
+    if (c.y[1]) be->release(c.y[1]);
+    free(c.cond);
+    return status;
+}
