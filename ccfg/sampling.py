@@ -175,19 +175,21 @@ def _shape(shape):
 
 
 class _Progress:
-    """A one-line progress bar on stderr (works in terminals and Jupyter)."""
+    """A one-line progress bar on stderr (terminals and Jupyter), redrawn at most every 0.1 s."""
 
     def __init__(self, label):
         self.label = label
-        self.t0 = time.perf_counter()
+        self.t0 = self.last = time.perf_counter()
 
-    def __call__(self, step, steps):
+    def __call__(self, done, steps):
+        now = time.perf_counter()
+        if done < steps and now - self.last < 0.1:
+            return
+        self.last = now
         width = 30
-        done = int(width * step / steps)
-        dt = time.perf_counter() - self.t0
-        sys.stderr.write(f"\r{self.label} [{'#' * done}{'.' * (width - done)}] {step}/{steps} "
-                         f"{dt:.1f}s")
-        if step == steps:
+        bar = "#" * (width * done // steps)
+        sys.stderr.write(f"\r{self.label} [{bar:.<{width}}] {done}/{steps} {now - self.t0:.1f}s")
+        if done == steps:
             sys.stderr.write("\n")
         sys.stderr.flush()
 
@@ -261,7 +263,7 @@ def sample(model, positive=None, negative=None, guidance=None, sampler="ddim", s
         kind, cmodel = 1, _python_model(model, shape, values)
 
     if progress is True:
-        prog = _Progress(f"{rule!r} {sampler} {steps} steps")
+        prog = _Progress(f"{type(rule).__name__} {sampler}")
     elif progress is False or progress is None:
         prog = None
     elif callable(progress):

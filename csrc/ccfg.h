@@ -126,8 +126,9 @@ typedef struct {
      * an equivalent DDIM(eta) transition (0 deterministic, 1 DDPM / Euler ancestral). May be NULL. */
     int (*transition)(void *ctx, int step, const float *x_before_vp, const float *x_after_vp,
                       double alpha_bar, double alpha_bar_next, double eta);
-    /* after each step; nonzero return cancels (its status is returned). May be NULL. */
-    int (*progress)(void *ctx, int step, int steps);
+    /* after each step with done = steps completed (1..steps); nonzero return cancels (its status
+     * is returned). May be NULL. */
+    int (*progress)(void *ctx, int done, int steps);
     void *ctx;
 } ccfg_solver_callbacks;
 
@@ -234,7 +235,7 @@ typedef struct {
 
 int ccfg_sample(const ccfg_backend *be, const ccfg_guided_model *gm, const ccfg_plan *plan,
                 const ccfg_sampler_config *cfg, int64_t n, int64_t dim, uint64_t seed, int64_t first,
-                float *x, float *trajectory, int (*progress)(void *ctx, int step, int steps),
+                float *x, float *trajectory, int (*progress)(void *ctx, int done, int steps),
                 void *progress_ctx);
 
 #ifdef __cplusplus

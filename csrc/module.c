@@ -176,7 +176,7 @@ done:
 
 typedef struct { PyObject *fn; } progress_ctx;
 
-static int python_progress(void *vctx, int step, int steps)
+static int python_progress(void *vctx, int done, int steps)
 {
     progress_ctx *c = vctx;
     PyGILState_STATE g = PyGILState_Ensure();
@@ -184,7 +184,7 @@ static int python_progress(void *vctx, int step, int steps)
     /* Ctrl-C in Jupyter: stop within one step */
     if (PyErr_CheckSignals() < 0) status = CCFG_ECANCEL;
     else if (c->fn && c->fn != Py_None) {
-        PyObject *r = PyObject_CallFunction(c->fn, "ii", step + 1, steps);
+        PyObject *r = PyObject_CallFunction(c->fn, "ii", done, steps);
         if (!r) status = CCFG_ECANCEL;
         Py_XDECREF(r);
     }
