@@ -80,8 +80,8 @@ static void gmm_block(const ccfg_gmm *g, int64_t rows, const float *x, double a,
 int ccfg_gmm_eps(const ccfg_gmm *g, int64_t rows, const float *x, double alpha_bar,
                  const int32_t *cond, float *out)
 {
-    if (!(alpha_bar > 0.0 && alpha_bar <= 1.0))
-        return ccfg_fail(CCFG_EINVAL, "alpha_bar must lie in (0, 1], got %g", alpha_bar);
+    if (!(alpha_bar >= 0.0 && alpha_bar <= 1.0))
+        return ccfg_fail(CCFG_EINVAL, "alpha_bar must lie in [0, 1], got %g", alpha_bar);
     for (int64_t r = 0; r < rows; r++)
         if (cond[r] < CCFG_UNCOND || cond[r] >= g->n_concepts)
             return ccfg_fail(CCFG_EINVAL, "condition id %d is not a concept of this mixture",
@@ -91,7 +91,8 @@ int ccfg_gmm_eps(const ccfg_gmm *g, int64_t rows, const float *x, double alpha_b
     const double a = sqrt(alpha_bar), s2 = 1.0 - alpha_bar;
     int failed = 0;
 
-    #pragma omp parallel
+    /* threads only pay off on big batches; idle OpenMP workers spin and slow small calls */
+    #pragma omp parallel if (rows * K * D > 32768)
     {
         double *z = malloc((size_t)(K * B * D) * sizeof *z);
         double *logp = malloc((size_t)(B * K) * sizeof *logp);
