@@ -20,7 +20,7 @@ static void cpu_copy(void *dst, const void *src, size_t bytes)
 
 static void cpu_dot(int64_t n, int64_t dim, const float *a, const float *b, double *out)
 {
-    #pragma omp parallel for schedule(static) if (n * dim > 65536)
+    #pragma omp parallel for schedule(static) if (n * dim > (1 << 18))
     for (int64_t i = 0; i < n; i++) {
         const float *ai = a + i * dim, *bi = b + i * dim;
         double s = 0.0;
@@ -33,7 +33,7 @@ static void cpu_combine(int64_t n, int64_t dim, int m, const float *const *in, c
                         float *out)
 {
     /* per element in double: the coefficients (e.g. 1 - w and w) cancel, so float sums lose bits */
-    #pragma omp parallel for schedule(static) if (n * dim > 65536)
+    #pragma omp parallel for schedule(static) if (n * dim > (1 << 18))
     for (int64_t i = 0; i < n; i++) {
         const double *c = coef + i * m;
         float *o = out + i * dim;
@@ -49,7 +49,7 @@ static void cpu_axpbypcz(int64_t count, double a, const float *x, double b, cons
                          double c, const float *z, float *out)
 {
     /* double arithmetic, one rounding at the end: solver coefficients can be large and cancel */
-    #pragma omp parallel for schedule(static) if (count > 65536)
+    #pragma omp parallel for schedule(static) if (count > (1 << 18))
     for (int64_t i = 0; i < count; i++) {
         double v = (double)x[i] * a;
         if (y) v += (double)y[i] * b;
@@ -61,7 +61,7 @@ static void cpu_axpbypcz(int64_t count, double a, const float *x, double b, cons
 static int cpu_all_finite(int64_t count, const float *x)
 {
     int ok = 1;
-    #pragma omp parallel for schedule(static) reduction(&& : ok) if (count > 65536)
+    #pragma omp parallel for schedule(static) reduction(&& : ok) if (count > (1 << 18))
     for (int64_t i = 0; i < count; i++) ok = ok && isfinite(x[i]);
     return ok;
 }
@@ -70,7 +70,7 @@ static void cpu_sld(int64_t count, const float *eps_u, const float *eps_p, const
                     float *nu, double w, double s_s, double thr, double s_m, double beta_m,
                     int update, int apply, float *out)
 {
-    #pragma omp parallel for schedule(static) if (count > 65536)
+    #pragma omp parallel for schedule(static) if (count > (1 << 18))
     for (int64_t i = 0; i < count; i++) {
         double diff = (double)eps_p[i] - (double)eps_s[i];
         double mu = diff < thr ? fmin(s_s * fabs(diff), 1.0) : 0.0;

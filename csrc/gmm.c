@@ -92,7 +92,7 @@ int ccfg_gmm_eps(const ccfg_gmm *g, int64_t rows, const float *x, double alpha_b
     int failed = 0;
 
     /* threads only pay off on big batches; idle OpenMP workers spin and slow small calls */
-    #pragma omp parallel if (rows * K * D > 32768)
+    #pragma omp parallel if (rows * K * D > (1 << 20))
     {
         double *z = malloc((size_t)(K * B * D) * sizeof *z);
         double *logp = malloc((size_t)(B * K) * sizeof *logp);

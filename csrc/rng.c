@@ -51,7 +51,7 @@ static void normals4(uint64_t seed, int64_t sample, int64_t block, uint64_t stre
 void ccfg_randn_host(int64_t n, int64_t dim, uint64_t seed, uint64_t stream, int64_t first,
                      float *out)
 {
-    #pragma omp parallel for schedule(static) if (n * dim > 65536)
+    #pragma omp parallel for schedule(static) if (n * dim > (1 << 18))
     for (int64_t i = 0; i < n; i++) {
         float *row = out + i * dim;
         for (int64_t j = 0; j < dim; j += 4) {
