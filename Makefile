@@ -35,12 +35,14 @@ test: build
 bench: build
 	$(PY) benchmarks/run.py
 
+# a sanitized copy of the tree in build/asan, so the working tree's extension stays usable
 asan: $(STAMP)
-	rm -rf build/ && CCFG_SANITIZE=1 flock /tmp/ccfg-build.lock $(PY) setup.py -q build_ext --inplace --force
-	LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
+	rm -rf build/asan && mkdir -p build/asan
+	cp -r setup.py pyproject.toml README.md csrc ccfg tests build/asan/ && rm -f build/asan/ccfg/_core*.so
+	cd build/asan && CCFG_SANITIZE=1 ../../$(PY) setup.py -q build_ext --inplace
+	cd build/asan && LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
 	  ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-	  $(PY) -m pytest -q -x tests -p no:cacheprovider
-	rm -rf build/ && flock /tmp/ccfg-build.lock $(PY) setup.py -q build_ext --inplace --force
+	  ../../$(PY) -m pytest -q -x tests -p no:cacheprovider
 
 clean:
 	rm -rf build ccfg/_core*.so *.egg-info

@@ -1,0 +1,186 @@
+"""Shared helpers for the ccfg benchmarks: timing, statistics, thread report, table printing.
+
+Timing rules (DESIGN.md, "Conventions"): every number is a median of repeats measured with
+``time.perf_counter`` after warm-up runs, printed next to a peer measured in the same process.
+Nothing about time is asserted; only correctness checks (done before timing) can fail a run.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+import statistics
+import time
+
+import numpy as np
+
+
+def measure(fn, repeats=7, warmup=1, min_time=0.0):
+    """Per-call seconds of ``fn()``: ``warmup`` untimed calls, then ``repeats`` timed repeats.
+
+    With ``min_time`` > 0 each repeat runs ``fn`` ``number`` times (calibrated so that one repeat
+    lasts at least ``min_time`` seconds) and reports the mean per call of that repeat."""
+    for _ in range(warmup):
+        fn()
+    number = 1
+    if min_time > 0:
+        t0 = time.perf_counter()
+        fn()
+        one = max(time.perf_counter() - t0, 1e-9)
+        number = max(1, int(min_time / one + 0.999))
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(number):
+            fn()
+        times.append((time.perf_counter() - t0) / number)
+    return Timing(times, number)
+
+
+class Timing:
+    def __init__(self, times, number=1):
+        self.times = list(times)
+        self.number = number
+        q = np.percentile(self.times, [25, 50, 75])
+        self.q1, self.median, self.q3 = float(q[0]), float(statistics.median(self.times)), float(q[2])
+        self.min = min(self.times)
+
+    @property
+    def iqr(self):
+        return self.q3 - self.q1
+
+    @property
+    def repeats(self):
+        return len(self.times)
+
+
+def fmt_time(s):
+    if s >= 1.0:
+        return f"{s:8.3f} s "
+    if s >= 1e-3:
+        return f"{s * 1e3:8.3f} ms"
+    return f"{s * 1e6:8.2f} us"
+
+
+class Table:
+    """Rows of (case, implementation, Timing, note) printed with ratios to a named peer row."""
+
+    def __init__(self, title):
+        self.title = title
+        self.rows = []
+
+    def add(self, case, impl, timing, note="", peer=None):
+        """``peer``: the implementation name (same case) the ratio is computed against."""
+        self.rows.append((case, impl, timing, note, peer))
+
+    def render(self):
+        lines = [self.title, "-" * len(self.title)]
+        head = (f"{'case':<28} {'implementation':<40} {'median':>11} {'IQR':>11} {'min':>11} "
+                f"{'reps':>4}x{'n':<3} {'t / t_peer':>16}  note")
+        lines += [head, "-" * len(head)]
+        by_key = {(c, i): t for c, i, t, _, _ in self.rows}
+        for case, impl, t, note, peer in self.rows:
+            ratio = ""
+            if peer is not None and (case, peer) in by_key:
+                r = t.median / by_key[(case, peer)].median
+                ratio = f"{r:.2f}x {peer}"
+            lines.append(f"{case:<28} {impl:<40} {fmt_time(t.median):>11} {fmt_time(t.iqr):>11} "
+                         f"{fmt_time(t.min):>11} {t.repeats:>4}x{t.number:<3} {ratio:>16}  {note}")
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------- thread report
+def _loaded_libraries():
+    """Paths of the shared libraries mapped into this process (Linux /proc/self/maps)."""
+    paths = []
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                parts = line.split(None, 5)
+                if len(parts) == 6 and ".so" in parts[5]:
+                    p = parts[5].strip()
+                    if p not in paths:
+                        paths.append(p)
+    except OSError:
+        pass
+    return paths
+
+
+def _call_int(lib, names):
+    for nm in names:
+        fn = getattr(lib, nm, None)
+        if fn is not None:
+            fn.restype = ctypes.c_int
+            fn.argtypes = []
+            return nm, int(fn())
+    return None, None
+
+
+def _call_str(lib, names):
+    for nm in names:
+        fn = getattr(lib, nm, None)
+        if fn is not None:
+            fn.restype = ctypes.c_char_p
+            fn.argtypes = []
+            v = fn()
+            return v.decode(errors="replace").strip() if v else ""
+    return None
+
+
+def thread_report():
+    """Lines describing the CPUs and the thread pools this process will use (read-only queries;
+    nothing is set). Uses threadpoolctl when installed, else asks the loaded libraries directly."""
+    lines = []
+    try:
+        affinity = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        affinity = None
+    lines.append(f"cpus: os.cpu_count()={os.cpu_count()}, usable (affinity)={affinity}, "
+                 f"machine={platform.machine()}, python={platform.python_version()}, "
+                 f"numpy={np.__version__}")
+    try:
+        load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
+        lines.append(f"load average (1/5/15 min) at start: {load}  "
+                     "(other processes on the box share the cores: timings are noisier when high)")
+    except OSError:
+        pass
+    env = {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                                      "OMP_PROC_BIND", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+           if k in os.environ}
+    lines.append(f"thread environment: {env if env else '(none of OMP_*/OPENBLAS_*/MKL_* set)'}")
+    try:
+        import threadpoolctl  # optional, never required
+    except ImportError:
+        threadpoolctl = None
+    if threadpoolctl is not None:
+        for info in threadpoolctl.threadpool_info():
+            lines.append(f"threadpoolctl: {info.get('internal_api')} ({info.get('user_api')}) "
+                         f"num_threads={info.get('num_threads')} "
+                         f"{os.path.basename(info.get('filepath', ''))}")
+        return lines
+    lines.append("threadpoolctl: not installed; querying the loaded libraries with ctypes:")
+    found = False
+    for path in _loaded_libraries():
+        base = os.path.basename(path)
+        try:
+            lib = ctypes.CDLL(path)      # already mapped: dlopen returns the loaded handle
+        except OSError:
+            continue
+        if "gomp" in base or "libomp" in base or "iomp" in base:
+            _, n = _call_int(lib, ["omp_get_max_threads"])
+            if n is not None:
+                lines.append(f"  OpenMP  {base}: omp_get_max_threads()={n}")
+                found = True
+        if "openblas" in base:
+            nm, n = _call_int(lib, ["openblas_get_num_threads", "openblas_get_num_threads64_",
+                                    "scipy_openblas_get_num_threads64_",
+                                    "scipy_openblas_get_num_threads"])
+            cfg = _call_str(lib, ["openblas_get_config", "openblas_get_config64_",
+                                  "scipy_openblas_get_config64_", "scipy_openblas_get_config"])
+            if n is not None:
+                owner = "numpy" if "numpy" in path or "scipy_openblas" in base else "ccfg/system"
+                lines.append(f"  OpenBLAS {base} ({owner}): {nm}()={n}  [{cfg}]")
+                found = True
+    if not found:
+        lines.append("  (no OpenMP/OpenBLAS library answered)")
+    return lines
