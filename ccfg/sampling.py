@@ -30,9 +30,18 @@ def _eps_array(value, name, shape=None):
         raise ValueError(f"{name} must have shape (N, ...) with N >= 1, got {value.shape}")
     if shape is not None and value.shape != shape:
         raise ValueError(f"{name} has shape {value.shape}, expected {shape} (the shape of eps_u)")
-    if not np.all(np.isfinite(value)):
+    if not _all_finite(value):
         raise ValueError(f"{name} contains NaN or Inf")
     return value
+
+
+def _all_finite(a):
+    # a sum is NaN/Inf whenever an element is (one fast pass, no temporary); only an overflowing
+    # sum of finite values needs the exact elementwise check
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(np.add.reduce(a, axis=None)):
+            return True
+    return bool(np.isfinite(a).all())
 
 
 def _flat(a):

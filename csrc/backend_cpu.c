@@ -24,23 +24,70 @@ static void cpu_dot(int64_t n, int64_t dim, const float *a, const float *b, doub
     for (int64_t i = 0; i < n; i++) {
         const float *ai = a + i * dim, *bi = b + i * dim;
         double s = 0.0;
+        #pragma omp simd reduction(+ : s)
         for (int64_t j = 0; j < dim; j++) s += (double)ai[j] * (double)bi[j];
         out[i] = s;
+    }
+}
+
+static void cpu_direction_dots(int64_t n, int64_t dim, const float *u, const float *p, int k,
+                               const float *const *neg, double *pp, double *nn, double *np)
+{
+    #pragma omp parallel for schedule(static) if (n * dim > (1 << 18))
+    for (int64_t i = 0; i < n; i++) {
+        const float *ui = u + i * dim, *pi = p + i * dim;
+        double spp = 0.0;
+        if (k == 0) {
+            #pragma omp simd reduction(+ : spp)
+            for (int64_t j = 0; j < dim; j++) {
+                double dp = (double)pi[j] - (double)ui[j];
+                spp += dp * dp;
+            }
+        }
+        /* the first negative's pass also yields ‖D_p‖²: every input is read once when k = 1 */
+        for (int q = 0; q < k; q++) {
+            const float *ni = neg[q] + i * dim;
+            double snn = 0.0, snp = 0.0, s = 0.0;
+            #pragma omp simd reduction(+ : snn, snp, s)
+            for (int64_t j = 0; j < dim; j++) {
+                double dp = (double)pi[j] - (double)ui[j], dn = (double)ni[j] - (double)ui[j];
+                snn += dn * dn;
+                snp += dn * dp;
+                s += dp * dp;
+            }
+            nn[(int64_t)q * n + i] = snn;
+            np[(int64_t)q * n + i] = snp;
+            if (q == 0) spp = s;
+        }
+        pp[i] = spp;
     }
 }
 
 static void cpu_combine(int64_t n, int64_t dim, int m, const float *const *in, const double *coef,
                         float *out)
 {
-    /* per element in double: the coefficients (e.g. 1 - w and w) cancel, so float sums lose bits */
+    /* in double, a tile at a time: the coefficients (e.g. 1 - w and w) cancel, so float sums
+     * would lose bits; tiles keep each loop a simple vectorisable stream */
+    enum { TILE = 512 };
     #pragma omp parallel for schedule(static) if (n * dim > (1 << 18))
     for (int64_t i = 0; i < n; i++) {
         const double *c = coef + i * m;
-        float *o = out + i * dim;
-        for (int64_t j = 0; j < dim; j++) {
-            double v = 0.0;
-            for (int k = 0; k < m; k++) v += c[k] * (double)in[k][i * dim + j];
-            o[j] = (float)v;
+        double acc[TILE];
+        for (int64_t j0 = 0; j0 < dim; j0 += TILE) {
+            const int64_t len = dim - j0 < TILE ? dim - j0 : TILE;
+            const float *x0 = in[0] + i * dim + j0;
+            #pragma omp simd
+            for (int64_t j = 0; j < len; j++) acc[j] = c[0] * (double)x0[j];
+            for (int q = 1; q < m; q++) {
+                const float *xq = in[q] + i * dim + j0;
+                const double cq = c[q];
+                if (cq == 0.0) continue;
+                #pragma omp simd
+                for (int64_t j = 0; j < len; j++) acc[j] += cq * (double)xq[j];
+            }
+            float *o = out + i * dim + j0;
+            #pragma omp simd
+            for (int64_t j = 0; j < len; j++) o[j] = (float)acc[j];
         }
     }
 }
@@ -87,6 +134,7 @@ static const ccfg_backend cpu_backend = {
     .upload = cpu_copy,
     .download = cpu_copy,
     .dot = cpu_dot,
+    .direction_dots = cpu_direction_dots,
     .combine = cpu_combine,
     .axpbypcz = cpu_axpbypcz,
     .randn = ccfg_randn_host,

@@ -44,6 +44,10 @@ typedef struct ccfg_backend {
     void (*download)(void *dst, const void *src, size_t bytes);
     /* out[i] = <a_i, b_i> over dim elements, per sample, accumulated in double */
     void (*dot)(int64_t n, int64_t dim, const float *a, const float *b, double *out);
+    /* the guidance reductions in one pass over the inputs, per sample i and negative j:
+     *   pp[i] = ‖p_i - u_i‖²,  nn[j*n+i] = ‖n_j,i - u_i‖²,  np[j*n+i] = <n_j,i - u_i, p_i - u_i> */
+    void (*direction_dots)(int64_t n, int64_t dim, const float *u, const float *p, int k,
+                           const float *const *neg, double *pp, double *nn, double *np);
     /* out_i = sum_k coef[i*m + k] * in[k]_i : per-sample linear combination (the fused rule pass) */
     void (*combine)(int64_t n, int64_t dim, int m, const float *const *in, const double *coef,
                     float *out);

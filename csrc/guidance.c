@@ -81,10 +81,9 @@ int ccfg_guide(const ccfg_backend *be, const ccfg_rule *rule, ccfg_guide_state *
     const int k = ccfg_rule_negative_active(rule, step, num_steps) ? n_neg : 0;
     const int m = 2 + k;                       /* inputs: eps_u, eps_p, negatives */
     const double w = rule->scale, wn = rule->negative_scale;
-    const size_t vec = (size_t)n * (size_t)dim * sizeof(float);
+    const double norm = rule->tau_mean ? (double)dim : 1.0;   /* CCFG's tau_reduce */
     const float **in = NULL;
     double *coef = NULL, *r_p = NULL, *r_n = NULL, *dot_np = NULL;
-    float *d_p = NULL, *d_n = NULL;
 
     if (ccfg_rule_stateful(rule) && (!st || st->n != n || st->dim != dim || st->n_neg != n_neg))
         return ccfg_fail(CCFG_EINVAL, "state does not match this batch (n=%lld, dim=%lld, "
@@ -99,8 +98,8 @@ int ccfg_guide(const ccfg_backend *be, const ccfg_rule *rule, ccfg_guide_state *
     in = malloc((size_t)m * sizeof *in);
     coef = malloc((size_t)n * (size_t)m * sizeof *coef);
     r_p = malloc((size_t)n * sizeof *r_p);
-    r_n = malloc((size_t)n * sizeof *r_n);
-    dot_np = malloc((size_t)n * sizeof *dot_np);
+    r_n = malloc((size_t)n * (size_t)(k ? k : 1) * sizeof *r_n);
+    dot_np = malloc((size_t)n * (size_t)(k ? k : 1) * sizeof *dot_np);
     if (!in || !coef || !r_p || !r_n || !dot_np) {
         status = ccfg_fail(CCFG_ENOMEM, "out of memory in guidance");
         goto done;
@@ -109,44 +108,28 @@ int ccfg_guide(const ccfg_backend *be, const ccfg_rule *rule, ccfg_guide_state *
     in[1] = eps_p;
     for (int j = 0; j < k; j++) in[2 + j] = eps_n[j];
 
-    /* per-sample reductions on the guidance directions D = eps - eps_u */
-    const int needs_dp = kind == CCFG_RULE_CCFG || kind == CCFG_RULE_PERP_NEG;
-    const int needs_dn = (kind == CCFG_RULE_CCFG || kind == CCFG_RULE_PERP_NEG) && k > 0;
-    if (needs_dp || needs_dn) {
-        d_p = be->alloc(vec);
-        d_n = be->alloc(vec);
-        if (!d_p || !d_n) {
-            status = ccfg_fail(CCFG_ENOMEM, "out of memory in guidance");
-            goto done;
-        }
-        be->axpbypcz((int64_t)n * dim, 1.0, eps_p, -1.0, eps_u, 0.0, NULL, d_p);
-        be->dot(n, dim, d_p, d_p, r_p);
-    }
+    /* per-sample reductions on the guidance directions D = eps - eps_u, one pass */
+    if (kind == CCFG_RULE_CCFG || kind == CCFG_RULE_PERP_NEG)
+        be->direction_dots(n, dim, eps_u, eps_p, k, eps_n, r_p, r_n, dot_np);
 
     /* coefficients: start from CFG's (or none), then each negative adds its term */
     for (int64_t i = 0; i < n; i++) {
         double *c = coef + i * m;
         memset(c, 0, (size_t)m * sizeof *c);
         double wp = kind == CCFG_RULE_NONE ? 1.0 : w;     /* weight on D_p */
-        if (kind == CCFG_RULE_CCFG && !rule->naive_positive) {
-            double z = rule->tau * r_p[i] / (rule->tau_mean ? (double)dim : 1.0);
-            wp = w * two_sigmoid(z);
-        }
+        if (kind == CCFG_RULE_CCFG && !rule->naive_positive)
+            wp = w * two_sigmoid(rule->tau * r_p[i] / norm);
         c[0] = 1.0 - wp;
         c[1] = wp;
     }
 
     for (int j = 0; j < k; j++) {
-        if (needs_dn) {
-            be->axpbypcz((int64_t)n * dim, 1.0, eps_n[j], -1.0, eps_u, 0.0, NULL, d_n);
-            if (kind == CCFG_RULE_CCFG) be->dot(n, dim, d_n, d_n, r_n);
-            else be->dot(n, dim, d_n, d_p, dot_np);
-        }
+        const double *rn = r_n + (int64_t)j * n, *dnp = dot_np + (int64_t)j * n;
         /* Perp-Neg's projection coefficient <D_n, D_p>/‖D_p‖², per sample or whole batch */
         double global_proj = 0.0;
         if (kind == CCFG_RULE_PERP_NEG && rule->batch_global) {
             double den = sum_n(r_p, n);
-            global_proj = den > 0.0 ? sum_n(dot_np, n) / den : 0.0;
+            global_proj = den > 0.0 ? sum_n(dnp, n) / den : 0.0;
         }
         for (int64_t i = 0; i < n; i++) {
             double *c = coef + i * m;
@@ -154,15 +137,11 @@ int ccfg_guide(const ccfg_backend *be, const ccfg_rule *rule, ccfg_guide_state *
             switch (kind) {
             case CCFG_RULE_NEGATIVE_PROMPT: cn = w - 1.0; break;
             case CCFG_RULE_NEGATED_CFG: cn = wn; break;
-            case CCFG_RULE_CCFG: {
-                double z = rule->tau * r_n[i] / (rule->tau_mean ? (double)dim : 1.0);
-                cn = wn * two_sigmoid(-z);
-                break;
-            }
+            case CCFG_RULE_CCFG: cn = wn * two_sigmoid(-rule->tau * rn[i] / norm); break;
             case CCFG_RULE_PERP_NEG: {
                 /* w b perp(D_n, D_p) = w b D_n - w b proj D_p */
                 double proj = rule->batch_global ? global_proj
-                              : (r_p[i] > 0.0 ? dot_np[i] / r_p[i] : 0.0);
+                              : (r_p[i] > 0.0 ? dnp[i] / r_p[i] : 0.0);
                 cn = w * wn;
                 c[1] += w * wn * proj;
                 c[0] -= w * wn * proj;
@@ -193,8 +172,6 @@ int ccfg_guide(const ccfg_backend *be, const ccfg_rule *rule, ccfg_guide_state *
     if (update && st) st->step++;
 
 done:
-    if (d_p) be->release(d_p);
-    if (d_n) be->release(d_n);
     free(in);
     free(coef);
     free(r_p);
