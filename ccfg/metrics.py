@@ -174,10 +174,8 @@ def _subsample(x, max_samples, rng):
     return x[np.sort(rng.choice(x.shape[0], size=max_samples, replace=False))]
 
 
-def energy_distance(x, y, max_samples=MAX_SAMPLES, seed=0):
-    """Energy distance sqrt(2 E|X-Y| - E|X-X'| - E|Y-Y'|) between two sample sets (V-statistics,
-    as scipy.stats.energy_distance in 1-D). Each set is subsampled (without replacement,
-    deterministically from `seed`) to at most `max_samples` points."""
+def _sample_sets(x, y):
+    """Two sample sets as float64 (N, D) and (M, D) arrays with the same D (1-D input = D of 1)."""
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     if x.ndim == 1:
@@ -186,6 +184,14 @@ def energy_distance(x, y, max_samples=MAX_SAMPLES, seed=0):
         y = y[:, None]
     if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
         raise ValueError(f"x, y: expected (N, D) and (M, D) arrays, got {x.shape} and {y.shape}")
+    return x, y
+
+
+def energy_distance(x, y, max_samples=MAX_SAMPLES, seed=0):
+    """Energy distance sqrt(2 E|X-Y| - E|X-X'| - E|Y-Y'|) between two sample sets (V-statistics,
+    as scipy.stats.energy_distance in 1-D). Each set is subsampled (without replacement,
+    deterministically from `seed`) to at most `max_samples` points."""
+    x, y = _sample_sets(x, y)
     if not isinstance(max_samples, (numbers.Integral, np.integer)) or max_samples < 2:
         raise ValueError(f"max_samples: expected an integer >= 2, got {max_samples!r}")
     rng = np.random.default_rng(seed)
@@ -217,14 +223,7 @@ def sliced_wasserstein(x, y, n_projections=256, seed=0, p=2):
     Note: between multimodal sample sets W2 is dominated by the transport of small mode-count
     imbalances across the gaps between modes (binomial noise), so same-distribution values are not
     small at moderate n; p=1 is much less sensitive to that."""
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
-    if x.ndim == 1:
-        x = x[:, None]
-    if y.ndim == 1:
-        y = y[:, None]
-    if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
-        raise ValueError(f"x, y: expected (N, D) and (M, D) arrays, got {x.shape} and {y.shape}")
+    x, y = _sample_sets(x, y)
     if not isinstance(n_projections, (numbers.Integral, np.integer)) or n_projections < 1:
         raise ValueError(f"n_projections: expected a positive integer, got {n_projections!r}")
     if not (isinstance(p, numbers.Real) and p >= 1):
