@@ -9,6 +9,8 @@
 
 #include "ccfg.h"
 
+enum { MAX_NEGATIVES = 64 };
+
 typedef struct {
     const ccfg_backend *be;
     const ccfg_guided_model *gm;
@@ -21,13 +23,11 @@ typedef struct {
     ccfg_guide_state state;
     /* where the blocks of the last stage-0 evaluation live, for the DNG update */
     const float *last_u;
-    const float *last_n[64];
+    const float *last_n[MAX_NEGATIVES];
     int last_k;
     int (*progress)(void *, int, int);
     void *progress_ctx;
 } sampler_ctx;
-
-enum { MAX_NEGATIVES = 64 };
 
 /* eps from the model's own parameterisation; x_t = a x0 + s eps, v = a eps - s x0 */
 static void to_eps(const ccfg_backend *be, int pred, int64_t count, const float *x, float *y,
