@@ -242,6 +242,55 @@ int ccfg_sample(const ccfg_backend *be, const ccfg_guided_model *gm, const ccfg_
                 float *x, float *trajectory, int (*progress)(void *ctx, int done, int steps),
                 void *progress_ctx);
 
+/* ------------------------------------------------------------------------- */
+/* Vulkan backend (backend_vk.c): libvulkan.so.1 is opened at run time, so everything here works
+ * (and reports why not) on machines without Vulkan. Not thread-safe: one thread per device at a time.
+ * CCFG_VULKAN_LOADER overrides the loader path; CCFG_VULKAN_STAGING=1 forces device-local
+ * buffers with staging copies even where host-visible memory would do. */
+
+typedef struct {
+    int index;                      /* the N of "vulkan:N" */
+    char name[256];
+    const char *type;               /* "discrete", "integrated", "virtual", "cpu", "other" */
+    uint32_t vendor_id, device_id, api_version;
+    char driver_name[256], driver_info[256];
+    uint64_t device_local_bytes;    /* sum of the device-local heaps */
+    uint32_t subgroup_size;
+    uint32_t max_storage_buffer_range, max_workgroup_invocations, max_shared_memory;
+    int float64;                    /* shaderFloat64 */
+    int usable;                     /* Vulkan >= 1.2 with a compute queue */
+} ccfg_vk_device_info;
+
+/* The devices found (enumerated once). *count may be 0: then ccfg_vk_unavailable() says why. */
+int ccfg_vk_devices(const ccfg_vk_device_info **list, int *count);
+/* NULL when at least one device exists, else the reason (backend not built, no loader, no ICD...) */
+const char *ccfg_vk_unavailable(void);
+
+/* Device buffers of float32 (or any 4-byte words). Every op below is recorded into the device's
+ * current command buffer; ops that return values to the host (dot, direction_dots, all_finite,
+ * download) submit it and wait. Every function returns a ccfg status. */
+typedef struct ccfg_vk_buffer ccfg_vk_buffer;
+int ccfg_vk_alloc(int device, size_t bytes, ccfg_vk_buffer **out);   /* zero-filled */
+void ccfg_vk_free(ccfg_vk_buffer *b);
+int ccfg_vk_upload(ccfg_vk_buffer *dst, const void *src, size_t bytes);
+int ccfg_vk_download(void *dst, ccfg_vk_buffer *src, size_t bytes);
+int ccfg_vk_flush(int device);                                     /* submit and wait */
+
+/* the backend-table ops on device buffers; semantics as in ccfg_backend */
+int ccfg_vk_axpbypcz(int64_t count, double a, ccfg_vk_buffer *x, double b, ccfg_vk_buffer *y,
+                     double c, ccfg_vk_buffer *z, ccfg_vk_buffer *out);
+int ccfg_vk_combine(int64_t n, int64_t dim, int m, ccfg_vk_buffer *const *in, const double *coef,
+                    ccfg_vk_buffer *out);                          /* m <= 8 */
+int ccfg_vk_randn(int64_t n, int64_t dim, uint64_t seed, uint64_t stream, int64_t first,
+                  ccfg_vk_buffer *out);
+int ccfg_vk_dot(int64_t n, int64_t dim, ccfg_vk_buffer *a, ccfg_vk_buffer *b, double *out);
+int ccfg_vk_direction_dots(int64_t n, int64_t dim, ccfg_vk_buffer *u, ccfg_vk_buffer *p, int k,
+                           ccfg_vk_buffer *const *neg, double *pp, double *nn, double *np);
+int ccfg_vk_all_finite(int64_t count, ccfg_vk_buffer *x, int *result);
+int ccfg_vk_sld(int64_t count, ccfg_vk_buffer *eps_u, ccfg_vk_buffer *eps_p, ccfg_vk_buffer *eps_s,
+                ccfg_vk_buffer *nu, double w, double s_s, double thr, double s_m, double beta_m,
+                int update, int apply, ccfg_vk_buffer *out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -9,6 +9,7 @@
 #define NPY_NO_DEPRECATED_API NPY_2_0_API_VERSION
 #include <numpy/arrayobject.h>
 
+#include <omp.h>
 #include <string.h>
 
 #include "ccfg.h"
@@ -640,6 +641,236 @@ static PyObject *mod_philox(PyObject *self, PyObject *args)
     return Py_BuildValue("(IIII)", out[0], out[1], out[2], out[3]);
 }
 
+/* ------------------------------------------------------------------------- */
+/* devices and the Vulkan test hook */
+
+static int dict_set(PyObject *d, const char *key, PyObject *v)   /* steals v */
+{
+    int rc = v ? PyDict_SetItemString(d, key, v) : -1;
+    Py_XDECREF(v);
+    return rc;
+}
+
+/* [cpu entry, one dict per Vulkan device] or [cpu entry, {"backend": "vulkan", "available": False,
+ * "note": why}] */
+static PyObject *mod_devices(PyObject *self, PyObject *args)
+{
+    const ccfg_vk_device_info *info;
+    int count;
+    PyObject *list = NULL, *d = NULL;
+    (void)self; (void)args;
+    ccfg_vk_devices(&info, &count);
+    if (!(list = PyList_New(0))) return NULL;
+    if (!(d = PyDict_New())) goto fail;
+    if (dict_set(d, "backend", PyUnicode_FromString("cpu")) ||
+        dict_set(d, "threads", PyLong_FromLong(omp_get_max_threads())) ||
+        PyList_Append(list, d))
+        goto fail;
+    Py_CLEAR(d);
+    for (int i = 0; i < count; i++) {
+        const ccfg_vk_device_info *v = &info[i];
+        if (!(d = PyDict_New())) goto fail;
+        if (dict_set(d, "backend", PyUnicode_FromString("vulkan")) ||
+            dict_set(d, "index", PyLong_FromLong(v->index)) ||
+            dict_set(d, "name", PyUnicode_FromString(v->name)) ||
+            dict_set(d, "type", PyUnicode_FromString(v->type)) ||
+            dict_set(d, "vendor_id", PyLong_FromUnsignedLong(v->vendor_id)) ||
+            dict_set(d, "device_id", PyLong_FromUnsignedLong(v->device_id)) ||
+            dict_set(d, "api_version", PyUnicode_FromFormat("%u.%u.%u", v->api_version >> 22,
+                                                            (v->api_version >> 12) & 0x3ffu,
+                                                            v->api_version & 0xfffu)) ||
+            dict_set(d, "driver", PyUnicode_FromString(v->driver_name)) ||
+            dict_set(d, "driver_info", PyUnicode_FromString(v->driver_info)) ||
+            dict_set(d, "device_local_bytes", PyLong_FromUnsignedLongLong(v->device_local_bytes)) ||
+            dict_set(d, "subgroup_size", PyLong_FromUnsignedLong(v->subgroup_size)) ||
+            dict_set(d, "max_storage_buffer_range", PyLong_FromUnsignedLong(v->max_storage_buffer_range)) ||
+            dict_set(d, "max_workgroup_invocations", PyLong_FromUnsignedLong(v->max_workgroup_invocations)) ||
+            dict_set(d, "max_shared_memory", PyLong_FromUnsignedLong(v->max_shared_memory)) ||
+            dict_set(d, "float64", PyBool_FromLong(v->float64)) ||
+            dict_set(d, "available", PyBool_FromLong(v->usable)) ||
+            PyList_Append(list, d))
+            goto fail;
+        Py_CLEAR(d);
+    }
+    if (count == 0) {
+        if (!(d = PyDict_New())) goto fail;
+        if (dict_set(d, "backend", PyUnicode_FromString("vulkan")) ||
+            dict_set(d, "available", PyBool_FromLong(0)) ||
+            dict_set(d, "note", PyUnicode_FromString(ccfg_vk_unavailable())) ||
+            PyList_Append(list, d))
+            goto fail;
+        Py_CLEAR(d);
+    }
+    return list;
+fail:
+    Py_XDECREF(d);
+    Py_DECREF(list);
+    return NULL;
+}
+
+enum { VKOP_MAX = 16 };
+
+/* a new float32 array shaped like `like` (or (n,) float64 when like is NULL) */
+static PyObject *new_like(PyArrayObject *like)
+{
+    return PyArray_SimpleNew(PyArray_NDIM(like), PyArray_DIMS(like), NPY_FLOAT32);
+}
+
+/* vk_op(device, op, arrays, scalars): upload the arrays to Vulkan device `device`, run one op
+ * there and return its result (tests compare it with the CPU backend). The GIL stays held: the
+ * Vulkan backend is not thread-safe yet.
+ *   axpbypcz (x, y|None, z|None) (a, b, c[, in_place]) -> out
+ *   combine (in_0 .. in_m-1, coef float64 (n, m)) () -> out (n, dim)
+ *   randn () (n, dim, seed, stream, first) -> (n, dim)
+ *   dot (a, b) () -> float64 (n,)
+ *   direction_dots (u, p, neg_0 ..) () -> (pp (n,), nn (k, n), np (k, n))
+ *   all_finite (x,) () -> bool
+ *   sld (eps_u, eps_p, eps_s, nu, out) (w, s_s, thr, s_m, beta_m, update, apply) -> (nu, out) */
+static PyObject *mod_vk_op(PyObject *self, PyObject *args)
+{
+    int device, status = CCFG_OK;
+    const char *op;
+    PyObject *arrs, *scal, *result = NULL, *r0 = NULL, *r1 = NULL, *r2 = NULL;
+    PyArrayObject *a[VKOP_MAX] = {0}, *coef = NULL;
+    ccfg_vk_buffer *b[VKOP_MAX] = {0}, *out = NULL;
+    double s[8] = {0};
+    (void)self;
+    if (!PyArg_ParseTuple(args, "isO!O!", &device, &op, &PyTuple_Type, &arrs, &PyTuple_Type, &scal))
+        return NULL;
+    const int is_combine = !strcmp(op, "combine");
+    Py_ssize_t na = PyTuple_GET_SIZE(arrs), ns = PyTuple_GET_SIZE(scal);
+    if (na > VKOP_MAX || ns > 8) {
+        PyErr_SetString(PyExc_ValueError, "vk_op: too many arrays or scalars");
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < ns; i++) {
+        s[i] = PyFloat_AsDouble(PyTuple_GET_ITEM(scal, i));
+        if (PyErr_Occurred()) return NULL;
+    }
+    int nb = (int)na - (is_combine ? 1 : 0);
+    if (is_combine && nb < 1) {
+        PyErr_SetString(PyExc_ValueError, "vk_op combine: needs inputs and coefficients");
+        return NULL;
+    }
+    for (int i = 0; i < nb; i++) {
+        PyObject *o = PyTuple_GET_ITEM(arrs, i);
+        if (o == Py_None) continue;
+        a[i] = (PyArrayObject *)PyArray_FROM_OTF(o, NPY_FLOAT32, NPY_ARRAY_IN_ARRAY);
+        if (!a[i]) goto done;
+        size_t bytes = (size_t)PyArray_NBYTES(a[i]);
+        if ((status = ccfg_vk_alloc(device, bytes, &b[i])) ||
+            (status = ccfg_vk_upload(b[i], PyArray_DATA(a[i]), bytes)))
+            goto done;
+    }
+    int64_t n = 0, dim = 0, count = a[0] ? (int64_t)PyArray_SIZE(a[0]) : 0;
+    if (a[0] && PyArray_NDIM(a[0]) == 2) {
+        n = PyArray_DIM(a[0], 0);
+        dim = PyArray_DIM(a[0], 1);
+    }
+    if (!strcmp(op, "axpbypcz") && a[0] && nb == 3) {
+        const int in_place = ns > 3 && s[3] != 0.0;
+        if (!in_place && (status = ccfg_vk_alloc(device, (size_t)count * 4, &out))) goto done;
+        ccfg_vk_buffer *o = in_place ? b[0] : out;
+        if ((status = ccfg_vk_axpbypcz(count, s[0], b[0], s[1], b[1], s[2], b[2], o))) goto done;
+        if (!(r0 = new_like(a[0]))) goto done;
+        if ((status = ccfg_vk_download(PyArray_DATA((PyArrayObject *)r0), o, (size_t)count * 4))) goto done;
+        result = Py_NewRef(r0);
+    } else if (is_combine && a[0] && n > 0) {
+        npy_intp cs[2] = {(npy_intp)n, (npy_intp)nb};
+        coef = as_array(PyTuple_GET_ITEM(arrs, nb), NPY_FLOAT64, 2, cs, "coef");
+        if (!coef) goto done;
+        for (int i = 0; i < nb; i++)
+            if (!a[i] || PyArray_SIZE(a[i]) != count) {
+                PyErr_SetString(PyExc_ValueError, "vk_op combine: inputs must share one shape");
+                goto done;
+            }
+        if ((status = ccfg_vk_alloc(device, (size_t)count * 4, &out)) ||
+            (status = ccfg_vk_combine(n, dim, nb, b, (const double *)PyArray_DATA(coef), out)))
+            goto done;
+        if (!(r0 = new_like(a[0]))) goto done;
+        if ((status = ccfg_vk_download(PyArray_DATA((PyArrayObject *)r0), out, (size_t)count * 4))) goto done;
+        result = Py_NewRef(r0);
+    } else if (!strcmp(op, "randn") && ns == 5) {
+        /* seed and stream as exact integers: a double would lose bits above 2^53 */
+        unsigned long long seed = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(scal, 2));
+        unsigned long long stream = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(scal, 3));
+        long long first = PyLong_AsLongLong(PyTuple_GET_ITEM(scal, 4));
+        if (PyErr_Occurred()) goto done;
+        npy_intp sh[2] = {(npy_intp)s[0], (npy_intp)s[1]};
+        if (sh[0] < 0 || sh[1] < 0) {
+            PyErr_SetString(PyExc_ValueError, "vk_op randn: n and dim must be >= 0");
+            goto done;
+        }
+        if (!(r0 = PyArray_SimpleNew(2, sh, NPY_FLOAT32))) goto done;
+        size_t bytes = (size_t)(sh[0] * sh[1]) * 4;
+        if ((status = ccfg_vk_alloc(device, bytes, &out)) ||
+            (status = ccfg_vk_randn(sh[0], sh[1], seed, stream, first, out)) ||
+            (status = ccfg_vk_download(PyArray_DATA((PyArrayObject *)r0), out, bytes)))
+            goto done;
+        result = Py_NewRef(r0);
+    } else if (!strcmp(op, "dot") && nb == 2 && a[0] && a[1] && n > 0) {
+        npy_intp sh[1] = {(npy_intp)n};
+        if (PyArray_SIZE(a[1]) != count) {
+            PyErr_SetString(PyExc_ValueError, "vk_op dot: a and b differ in size");
+            goto done;
+        }
+        if (!(r0 = PyArray_SimpleNew(1, sh, NPY_FLOAT64))) goto done;
+        if ((status = ccfg_vk_dot(n, dim, b[0], b[1], (double *)PyArray_DATA((PyArrayObject *)r0))))
+            goto done;
+        result = Py_NewRef(r0);
+    } else if (!strcmp(op, "direction_dots") && nb >= 2 && n > 0) {
+        const int k = nb - 2;
+        npy_intp s1[1] = {(npy_intp)n}, s2[2] = {(npy_intp)k, (npy_intp)n};
+        for (int i = 0; i < nb; i++)
+            if (!a[i] || PyArray_SIZE(a[i]) != count) {
+                PyErr_SetString(PyExc_ValueError, "vk_op direction_dots: inputs must share one shape");
+                goto done;
+            }
+        if (!(r0 = PyArray_SimpleNew(1, s1, NPY_FLOAT64)) || !(r1 = PyArray_ZEROS(2, s2, NPY_FLOAT64, 0)) ||
+            !(r2 = PyArray_ZEROS(2, s2, NPY_FLOAT64, 0)))
+            goto done;
+        if ((status = ccfg_vk_direction_dots(n, dim, b[0], b[1], k, b + 2,
+                                             (double *)PyArray_DATA((PyArrayObject *)r0),
+                                             (double *)PyArray_DATA((PyArrayObject *)r1),
+                                             (double *)PyArray_DATA((PyArrayObject *)r2))))
+            goto done;
+        result = PyTuple_Pack(3, r0, r1, r2);
+    } else if (!strcmp(op, "all_finite") && nb == 1 && a[0]) {
+        int ok = 0;
+        if ((status = ccfg_vk_all_finite(count, b[0], &ok))) goto done;
+        result = PyBool_FromLong(ok);
+    } else if (!strcmp(op, "sld") && nb == 5 && ns == 7) {
+        for (int i = 0; i < nb; i++)
+            if (!a[i] || PyArray_SIZE(a[i]) != count) {
+                PyErr_SetString(PyExc_ValueError, "vk_op sld: inputs must share one shape");
+                goto done;
+            }
+        if ((status = ccfg_vk_sld(count, b[0], b[1], b[2], b[3], s[0], s[1], s[2], s[3], s[4],
+                                  s[5] != 0.0, s[6] != 0.0, b[4])))
+            goto done;
+        if (!(r0 = new_like(a[3])) || !(r1 = new_like(a[4]))) goto done;
+        if ((status = ccfg_vk_download(PyArray_DATA((PyArrayObject *)r0), b[3], (size_t)count * 4)) ||
+            (status = ccfg_vk_download(PyArray_DATA((PyArrayObject *)r1), b[4], (size_t)count * 4)))
+            goto done;
+        result = PyTuple_Pack(2, r0, r1);
+    } else {
+        PyErr_Format(PyExc_ValueError, "vk_op: unknown op %s or wrong arguments for it", op);
+    }
+done:
+    if (status) {
+        Py_CLEAR(result);
+        raise_status(status);
+    }
+    for (int i = 0; i < VKOP_MAX; i++) ccfg_vk_free(b[i]);
+    ccfg_vk_free(out);
+    for (int i = 0; i < VKOP_MAX; i++) Py_XDECREF(a[i]);
+    Py_XDECREF(coef);
+    Py_XDECREF(r0);
+    Py_XDECREF(r1);
+    Py_XDECREF(r2);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"randn", mod_randn, METH_VARARGS, "randn(seed, n, dim, stream, first=0) -> float32 (n, dim)"},
     {"philox4x32", mod_philox, METH_VARARGS, "philox4x32((c0,c1,c2,c3), (k0,k1)) -> 4 uint32"},
@@ -652,6 +883,8 @@ static PyMethodDef methods[] = {
     {"dng_observe", mod_dng_observe, METH_VARARGS,
      "dng_observe(rule_spec, state, x_t, x_prev, eps_u, eps_n_list, ab, ab_prev, eta)"},
     {"sample", mod_sample, METH_VARARGS, "the whole sampling loop (see ccfg/sampling.py)"},
+    {"devices", mod_devices, METH_NOARGS, "devices() -> list of dicts: the CPU, then Vulkan devices or why none"},
+    {"vk_op", mod_vk_op, METH_VARARGS, "vk_op(device, op, arrays, scalars): one backend op on a Vulkan device (tests)"},
     {NULL, NULL, 0, NULL},
 };
 
