@@ -164,14 +164,19 @@ def guide(eps_u, eps_p, eps_n, rule, state=None, *, step=None, num_steps=None):
 
 def randn(seed, n, shape, stream=0):
     """Standard normals, float32 (n, *shape): sample i of seed s is the same whatever n is."""
-    seed = _g._int(seed, "seed", low=0)
-    if seed >= 2 ** 64:
-        raise ValueError("seed must be < 2**64")
+    seed = _seed(seed)
     n = _g._int(n, "n", low=0)
     stream = _g._int(stream, "stream", low=0)
     shape = _shape(shape)
     dim = int(np.prod(shape, dtype=np.int64))
     return _core.randn(seed, n, dim, stream, 0).reshape((n,) + shape)
+
+
+def _seed(seed):
+    seed = _g._int(seed, "seed", low=0)
+    if seed >= 2 ** 64:
+        raise ValueError("seed must be < 2**64")
+    return seed
 
 
 def _shape(shape):
@@ -246,9 +251,7 @@ def sample(model, positive=None, negative=None, guidance=None, sampler="ddim", s
     sampler = check_sampler(sampler)
     steps = _g._int(steps, "steps", low=1)
     n = _g._int(n, "n", low=1)
-    seed = _g._int(seed, "seed", low=0)
-    if seed >= 2 ** 64:
-        raise ValueError("seed must be < 2**64")
+    seed = _seed(seed)
     eta = _g._real(eta, "eta", low=0.0)
     if not isinstance(karras, bool):
         raise TypeError("karras must be a bool")
