@@ -2,7 +2,8 @@
 # make demo  : setup + python -m ccfg demo      make test : setup + pytest
 # make bench : setup + benchmarks               make asan : tests under ASan/UBSan
 PY      := .venv/bin/python
-APT_PKGS := build-essential pkg-config libopenblas-dev glslc libvulkan-dev mesa-vulkan-drivers
+APT_PKGS := build-essential pkg-config libopenblas-dev glslc libvulkan-dev mesa-vulkan-drivers \
+            vulkan-validationlayers dataset-fashion-mnist
 STAMP   := .venv/.installed
 
 .PHONY: setup build demo test bench asan clean
