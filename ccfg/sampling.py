@@ -14,6 +14,66 @@ from .schedulers import PREDICTIONS, as_config, check_sampler
 
 __all__ = ["sample", "guide", "randn", "GuidanceState"]
 
+# auto's preference among Vulkan device types; lavapipe-like CPU devices ("cpu") never win over
+# the CPU backend, but "vulkan" and "vulkan:N" can select them
+_AUTO_TYPES = ("discrete", "integrated")
+_VULKAN_ORDER = ("discrete", "integrated", "virtual", "cpu", "other")
+
+
+def _vulkan_devices():
+    return [d for d in _core.devices() if d["backend"] == "vulkan" and "index" in d]
+
+
+def _vulkan_missing():
+    notes = [d.get("note") for d in _core.devices() if d["backend"] == "vulkan" and "index" not in d]
+    return notes[0] if notes and notes[0] else "no usable Vulkan device"
+
+
+def _device(device, name="device"):
+    """A device selector -> the C core's index: -1 for the CPU backend, N for Vulkan device N.
+
+    "auto": a discrete GPU, else an integrated one, else the CPU backend; "cpu"; "vulkan": the best
+    Vulkan device of any type (lavapipe included); "vulkan:N"; or an entry of ccfg.devices()."""
+    if isinstance(device, dict) and "selector" in device:
+        device = device["selector"]
+    if not isinstance(device, str):
+        raise TypeError(f"{name} must be 'auto', 'cpu', 'vulkan', 'vulkan:N' or an entry of "
+                        f"ccfg.devices(), got {type(device).__name__}")
+    sel = device.strip().lower()
+    if sel == "cpu":
+        return -1
+    if sel == "auto":
+        usable = [d for d in _vulkan_devices() if d["available"] and d["type"] in _AUTO_TYPES]
+        if not usable:
+            return -1
+        return min(usable, key=lambda d: (_AUTO_TYPES.index(d["type"]), d["index"]))["index"]
+    if sel == "vulkan":
+        usable = [d for d in _vulkan_devices() if d["available"]]
+        if not usable:
+            raise RuntimeError(f"{name}='vulkan': no Vulkan device: {_vulkan_missing()}")
+        return min(usable, key=lambda d: (_VULKAN_ORDER.index(d["type"]), d["index"]))["index"]
+    if sel.startswith("vulkan:"):
+        num = sel[len("vulkan:"):]
+        if not num.isdigit():
+            raise ValueError(f"{name}: expected 'vulkan:N' with a device number N, got {device!r}")
+        idx = int(num)
+        found = _vulkan_devices()
+        if not found:
+            raise RuntimeError(f"{name}={device!r}: no Vulkan device: {_vulkan_missing()}")
+        match = [d for d in found if d["index"] == idx]
+        if not match:
+            raise ValueError(f"{name}={device!r}: no such device (found vulkan:0..vulkan:"
+                             f"{len(found) - 1})")
+        if not match[0]["available"]:
+            raise RuntimeError(f"{name}={device!r}: {match[0]['name']} cannot run ccfg "
+                               "(needs Vulkan 1.2 and a compute queue)")
+        return idx
+    raise ValueError(f"{name} must be 'auto', 'cpu', 'vulkan' or 'vulkan:N', got {device!r}")
+
+
+def _device_name(index):
+    return "cpu" if index < 0 else f"vulkan:{index}"
+
 _FLOAT_KINDS = (np.float16, np.float32, np.float64)
 
 
@@ -68,13 +128,19 @@ def _python_rule_spec(rule, shape):
 class GuidanceState:
     """Per-sample state of a stateful rule (SLD momentum, DNG posterior) across ``guide`` calls."""
 
-    def __init__(self, rule, n, shape, n_neg):
+    def __init__(self, rule, n, shape, n_neg, device="cpu"):
         self.rule = rule
         self.n = n
         self.shape = tuple(shape)
         self.n_neg = n_neg
+        self._device = _device(device)
         dim = int(np.prod(shape[1:], dtype=np.int64))
-        self._c = _core.guide_state(rule._spec(), n, dim, n_neg)
+        self._c = _core.guide_state(rule._spec(), n, dim, n_neg, self._device)
+
+    @property
+    def device(self):
+        """Where the state lives: 'cpu' or 'vulkan:N' (guide calls with it run there)."""
+        return _device_name(self._device)
 
     @property
     def step(self):
@@ -124,11 +190,14 @@ def _negatives(eps_n, shape):
     return [_eps_array(eps_n, "eps_n", shape)]
 
 
-def guide(eps_u, eps_p, eps_n, rule, state=None, *, step=None, num_steps=None):
+def guide(eps_u, eps_p, eps_n, rule, state=None, *, step=None, num_steps=None, device=None):
     """Apply a guidance ``rule`` to noise predictions from your own loop.
 
     ``eps_u``, ``eps_p`` (or None): arrays (N, ...); ``eps_n``: None, an array or a list of arrays.
-    Returns a new float32 array (N, ...); stateful rules (SLD, DNG) return ``(eps, state)``."""
+    Returns a new float32 array (N, ...); stateful rules (SLD, DNG) return ``(eps, state)``.
+    ``device``: "cpu" (default), "auto", "vulkan" or "vulkan:N" (see docs/api.md); on a Vulkan
+    device the arrays are uploaded and the result downloaded each call, and a stateful rule's
+    state stays there (later calls with it run on its device)."""
     rule = _g.get(rule, "rule")
     if isinstance(rule, _g._NoGuidance):
         raise TypeError("rule must be a guidance rule or a rule name, got None")
@@ -136,6 +205,7 @@ def guide(eps_u, eps_p, eps_n, rule, state=None, *, step=None, num_steps=None):
     shape = u.shape
     p = None if eps_p is None else _eps_array(eps_p, "eps_p", shape)
     negs = _negatives(eps_n, shape)
+    dev = None if device is None else _device(device)
     if state is not None:
         if not isinstance(state, GuidanceState):
             raise TypeError(f"state must be a GuidanceState from ccfg.guide, got {type(state).__name__}")
@@ -144,8 +214,14 @@ def guide(eps_u, eps_p, eps_n, rule, state=None, *, step=None, num_steps=None):
         if state.shape != shape or state.n_neg != len(negs):
             raise ValueError(f"state was made for shape {state.shape} with {state.n_neg} negatives, "
                              f"got shape {shape} with {len(negs)}")
+        if dev is not None and dev != state._device:
+            raise ValueError(f"device={device!r}, but the state lives on {state.device}")
+        dev = state._device
     elif rule.stateful:
-        state = GuidanceState(rule, shape[0], shape, len(negs))
+        state = GuidanceState(rule, shape[0], shape, len(negs),
+                              device=_device_name(-1 if dev is None else dev))
+    if dev is None:
+        dev = -1
     if num_steps is None:
         if rule.negative_window != (0.0, 1.0):
             raise ValueError("num_steps: a negative_window needs step and num_steps")
@@ -157,7 +233,7 @@ def guide(eps_u, eps_p, eps_n, rule, state=None, *, step=None, num_steps=None):
     step = _g._int(step, "step", low=0)
     out = _core.guide(_python_rule_spec(rule, shape), _flat(u), None if p is None else _flat(p),
                       [_flat(e) for e in negs], None if state is None else state._c, step,
-                      num_steps)
+                      num_steps, dev)
     out = out.reshape(shape)
     return (out, state) if rule.stateful else out
 
@@ -237,11 +313,12 @@ def _python_model(model, shape, values):
 
 def sample(model, positive=None, negative=None, guidance=None, sampler="ddim", steps=50, n=16,
            seed=0, x_T=None, return_trajectory=False, progress=True, *, eta=0.0, karras=False,
-           scheduler=None):
+           scheduler=None, device="auto"):
     """Sample ``model`` with a negative-guidance rule; returns float32 (n, *model.shape).
 
     ``guidance``: a rule (``ccfg.CCFG(scale=5)``), a name (``"ccfg"``) or None. ``positive``: one
-    condition; ``negative``: one or a list. See docs/api.md for every argument."""
+    condition; ``negative``: one or a list. ``device``: "auto" (a GPU if there is one, else the
+    CPU), "cpu", "vulkan" or "vulkan:N". See docs/api.md for every argument."""
     shape = getattr(model, "shape", None)
     if shape is None or not (hasattr(model, "_c_spec") or hasattr(model, "fn")):
         raise TypeError("model must be a ccfg model (GaussianMixture, PythonModel, ...), "
@@ -259,6 +336,7 @@ def sample(model, positive=None, negative=None, guidance=None, sampler="ddim", s
         raise ValueError(f"karras: Karras sigmas need a sigma-space sampler, not {sampler!r}")
     if eta and sampler != "ddim":
         raise ValueError(f"eta applies to the ddim sampler only, not {sampler!r}")
+    dev = _device(device)
     cfg = as_config(scheduler, getattr(model, "scheduler", None))
     pred = getattr(model, "prediction_type", None) or cfg.prediction_type
     if pred not in PREDICTIONS:
@@ -285,7 +363,7 @@ def sample(model, positive=None, negative=None, guidance=None, sampler="ddim", s
 
     res = _core.sample(kind, cmodel, PREDICTIONS[pred], _python_rule_spec(rule, (n,) + shape),
                        cfg._spec(sampler, steps, eta, karras), pos, neg_ids, seed, 0, _flat(x0),
-                       bool(return_trajectory), prog)
+                       bool(return_trajectory), prog, dev)
     if return_trajectory:
         x, traj = res
         return x.reshape((n,) + shape), traj.reshape((traj.shape[0], n) + shape)

@@ -5,21 +5,38 @@
 
 #include "ccfg.h"
 
-static void *cpu_alloc(size_t bytes)
+/* Host memory; every op runs to completion before it returns, so statuses are immediate. */
+
+static void cpu_lock(const ccfg_backend *be, int acquire) { (void)be; (void)acquire; }
+
+static int cpu_alloc(const ccfg_backend *be, size_t bytes, float **out)
 {
+    (void)be;
     /* calloc(0) may return NULL; a zero-sized tensor is still a valid allocation */
-    return calloc(bytes ? bytes : 1, 1);
+    *out = calloc(bytes ? bytes : 1, 1);
+    if (!*out) return ccfg_fail(CCFG_ENOMEM, "out of memory allocating %zu bytes", bytes);
+    return CCFG_OK;
 }
 
-static void cpu_release(void *p) { free(p); }
-
-static void cpu_copy(void *dst, const void *src, size_t bytes)
+static void cpu_release(const ccfg_backend *be, void *p)
 {
-    if (bytes) memcpy(dst, src, bytes);
+    (void)be;
+    free(p);
 }
 
-static void cpu_dot(int64_t n, int64_t dim, const float *a, const float *b, double *out)
+static int cpu_copy(const ccfg_backend *be, void *dst, const void *src, size_t bytes)
 {
+    (void)be;
+    if (bytes && dst != src) memmove(dst, src, bytes);
+    return CCFG_OK;
+}
+
+static int cpu_sync(const ccfg_backend *be) { (void)be; return CCFG_OK; }
+
+static int cpu_dot(const ccfg_backend *be, int64_t n, int64_t dim, const float *a, const float *b,
+                   double *out)
+{
+    (void)be;
     #pragma omp parallel for schedule(static) if (n * dim > (1 << 18))
     for (int64_t i = 0; i < n; i++) {
         const float *ai = a + i * dim, *bi = b + i * dim;
@@ -28,11 +45,14 @@ static void cpu_dot(int64_t n, int64_t dim, const float *a, const float *b, doub
         for (int64_t j = 0; j < dim; j++) s += (double)ai[j] * (double)bi[j];
         out[i] = s;
     }
+    return CCFG_OK;
 }
 
-static void cpu_direction_dots(int64_t n, int64_t dim, const float *u, const float *p, int k,
-                               const float *const *neg, double *pp, double *nn, double *np)
+static int cpu_direction_dots(const ccfg_backend *be, int64_t n, int64_t dim, const float *u,
+                              const float *p, int k, const float *const *neg, double *pp,
+                              double *nn, double *np)
 {
+    (void)be;
     #pragma omp parallel for schedule(static) if (n * dim > (1 << 18))
     for (int64_t i = 0; i < n; i++) {
         const float *ui = u + i * dim, *pi = p + i * dim;
@@ -61,11 +81,13 @@ static void cpu_direction_dots(int64_t n, int64_t dim, const float *u, const flo
         }
         pp[i] = spp;
     }
+    return CCFG_OK;
 }
 
-static void cpu_combine(int64_t n, int64_t dim, int m, const float *const *in, const double *coef,
-                        float *out)
+static int cpu_combine(const ccfg_backend *be, int64_t n, int64_t dim, int m,
+                       const float *const *in, const double *coef, float *out)
 {
+    (void)be;
     /* in double, a tile at a time: the coefficients (e.g. 1 - w and w) cancel, so float sums
      * would lose bits; tiles keep each loop a simple vectorisable stream */
     enum { TILE = 512 };
@@ -90,11 +112,13 @@ static void cpu_combine(int64_t n, int64_t dim, int m, const float *const *in, c
             for (int64_t j = 0; j < len; j++) o[j] = (float)acc[j];
         }
     }
+    return CCFG_OK;
 }
 
-static void cpu_axpbypcz(int64_t count, double a, const float *x, double b, const float *y,
-                         double c, const float *z, float *out)
+static int cpu_axpbypcz(const ccfg_backend *be, int64_t count, double a, const float *x,
+                        double b, const float *y, double c, const float *z, float *out)
 {
+    (void)be;
     /* double arithmetic, one rounding at the end: solver coefficients can be large and cancel */
     #pragma omp parallel for schedule(static) if (count > (1 << 18))
     for (int64_t i = 0; i < count; i++) {
@@ -103,20 +127,59 @@ static void cpu_axpbypcz(int64_t count, double a, const float *x, double b, cons
         if (z) v += (double)z[i] * c;
         out[i] = (float)v;
     }
+    return CCFG_OK;
 }
 
-static int cpu_all_finite(int64_t count, const float *x)
+/* the first non-finite tag of this thread's work (the CPU runs ops in the calling thread) */
+static _Thread_local int cpu_bad_tag = -1;
+
+static int cpu_watch_finite(const ccfg_backend *be, int64_t count, const float *x, int tag)
 {
     int ok = 1;
+    (void)be;
     #pragma omp parallel for schedule(static) reduction(&& : ok) if (count > (1 << 18))
     for (int64_t i = 0; i < count; i++) ok = ok && isfinite(x[i]);
-    return ok;
+    if (!ok && (cpu_bad_tag < 0 || tag < cpu_bad_tag)) cpu_bad_tag = tag;
+    return CCFG_OK;
 }
 
-static void cpu_sld(int64_t count, const float *eps_u, const float *eps_p, const float *eps_s,
-                    float *nu, double w, double s_s, double thr, double s_m, double beta_m,
-                    int update, int apply, float *out)
+static int cpu_first_nonfinite(const ccfg_backend *be, int *tag)
 {
+    (void)be;
+    *tag = cpu_bad_tag;
+    cpu_bad_tag = -1;
+    return CCFG_OK;
+}
+
+static int cpu_gmm_load(const ccfg_backend *be, const ccfg_gmm *g, void **handle)
+{
+    (void)be; (void)g;
+    *handle = NULL;
+    return CCFG_OK;
+}
+
+static void cpu_gmm_free(const ccfg_backend *be, void *handle) { (void)be; (void)handle; }
+
+static int cpu_gmm_eps(const ccfg_backend *be, const ccfg_gmm *g, void *handle, int64_t rows,
+                       const float *x, double alpha_bar, const int32_t *cond, float *out)
+{
+    (void)be; (void)handle;
+    return ccfg_gmm_eps(g, rows, x, alpha_bar, cond, out);
+}
+
+static int cpu_randn(const ccfg_backend *be, int64_t n, int64_t dim, uint64_t seed,
+                     uint64_t stream, int64_t first, float *out)
+{
+    (void)be;
+    ccfg_randn_host(n, dim, seed, stream, first, out);
+    return CCFG_OK;
+}
+
+static int cpu_sld(const ccfg_backend *be, int64_t count, const float *eps_u, const float *eps_p,
+                   const float *eps_s, float *nu, double w, double s_s, double thr, double s_m,
+                   double beta_m, int update, int apply, float *out)
+{
+    (void)be;
     #pragma omp parallel for schedule(static) if (count > (1 << 18))
     for (int64_t i = 0; i < count; i++) {
         double diff = (double)eps_p[i] - (double)eps_s[i];
@@ -125,21 +188,41 @@ static void cpu_sld(int64_t count, const float *eps_u, const float *eps_p, const
         if (update) nu[i] = (float)(beta_m * (double)nu[i] + (1.0 - beta_m) * g);
         if (apply) out[i] = (float)((double)out[i] - w * g);
     }
+    return CCFG_OK;
 }
 
 static const ccfg_backend cpu_backend = {
     .name = "cpu",
+    .ctx = NULL,
+    .host_memory = 1,
+    .lock = cpu_lock,
     .alloc = cpu_alloc,
     .release = cpu_release,
     .upload = cpu_copy,
     .download = cpu_copy,
+    .sync = cpu_sync,
     .dot = cpu_dot,
     .direction_dots = cpu_direction_dots,
     .combine = cpu_combine,
     .axpbypcz = cpu_axpbypcz,
-    .randn = ccfg_randn_host,
-    .all_finite = cpu_all_finite,
+    .randn = cpu_randn,
+    .watch_finite = cpu_watch_finite,
+    .first_nonfinite = cpu_first_nonfinite,
     .sld = cpu_sld,
+    .gmm_load = cpu_gmm_load,
+    .gmm_free = cpu_gmm_free,
+    .gmm_eps = cpu_gmm_eps,
 };
 
 const ccfg_backend *ccfg_backend_cpu(void) { return &cpu_backend; }
+
+int ccfg_all_finite(const ccfg_backend *be, int64_t count, const float *x, int *ok)
+{
+    int status, tag;
+    *ok = 0;
+    if ((status = be->first_nonfinite(be, &tag))) return status;     /* forget older reports */
+    if ((status = be->watch_finite(be, count, x, 0))) return status;
+    if ((status = be->first_nonfinite(be, &tag))) return status;
+    *ok = tag < 0;
+    return CCFG_OK;
+}

@@ -4,16 +4,27 @@
  * The Vulkan headers are used for types only (VK_NO_PROTOTYPES); every entry point is resolved
  * through vkGetInstanceProcAddr.
  *
+ * Addresses: the backend hands out "device addresses" as `float *` that the host never
+ * dereferences (as ggml does): each allocation gets a range of a per-device fake address space
+ * (non-canonical on x86-64, so a stray dereference faults at once), pointer arithmetic on them
+ * works, and every op resolves a pointer to (buffer, element offset) by lookup. The offsets reach
+ * the shaders as push constants, so sub-arrays at any element need no descriptor offset (whose
+ * minStorageBufferOffsetAlignment would forbid most of them).
+ *
  * Execution model: each device has one command buffer that ops are recorded into, with a global
  * memory barrier after every command (simple and always correct; ops of a step depend on each
- * other anyway). The batch is submitted when the host needs a result (reductions, downloads) or
- * on ccfg_vk_flush. Descriptor sets come from a per-device pool reset after every submit.
- * Pipelines are created on first use from SPIR-V embedded at build time (build/shaders/NAME.spv.h).
+ * other anyway). The batch is submitted when the host needs a result (reductions, downloads, the
+ * non-finite watch) or on sync. Descriptor sets come from a per-device pool reset after every
+ * submit. Pipelines are created on first use from SPIR-V embedded at build time
+ * (build/shaders/NAME.spv.h); devices with shaderFloat64 get the *_f64 variants, which do the CPU
+ * backend's double arithmetic.
  *
  * Memory: on CPU and integrated devices every buffer is host-visible and coherent (persistently
  * mapped: uploads and downloads are memcpy). On discrete GPUs buffers are device-local and data
  * moves through staging buffers copied inside the batch. CCFG_VULKAN_STAGING=1 forces the
  * second path anywhere (tests use it on lavapipe). */
+#define _POSIX_C_SOURCE 200809L     /* clock_gettime */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,69 +43,16 @@ int ccfg_vk_devices(const ccfg_vk_device_info **list, int *count)
     return CCFG_OK;
 }
 const char *ccfg_vk_unavailable(void) { return no_vk; }
-int ccfg_vk_alloc(int device, size_t bytes, ccfg_vk_buffer **out)
+int ccfg_backend_vulkan(int device, const ccfg_backend **out)
 {
-    (void)device; (void)bytes;
+    (void)device;
     *out = NULL;
     return ccfg_fail(CCFG_EINTERNAL, "no Vulkan device: %s", no_vk);
 }
-void ccfg_vk_free(ccfg_vk_buffer *b) { (void)b; }
-int ccfg_vk_upload(ccfg_vk_buffer *dst, const void *src, size_t bytes)
+int ccfg_vk_copy_bench(int device, size_t bytes, int repeats, double *seconds)
 {
-    (void)dst; (void)src; (void)bytes;
-    return ccfg_fail(CCFG_EINTERNAL, "no Vulkan device: %s", no_vk);
-}
-int ccfg_vk_download(void *dst, ccfg_vk_buffer *src, size_t bytes)
-{
-    (void)dst; (void)src; (void)bytes;
-    return ccfg_fail(CCFG_EINTERNAL, "no Vulkan device: %s", no_vk);
-}
-int ccfg_vk_flush(int device)
-{
-    (void)device;
-    return ccfg_fail(CCFG_EINTERNAL, "no Vulkan device: %s", no_vk);
-}
-/* the ops are unreachable without a buffer, which ccfg_vk_alloc never hands out */
-int ccfg_vk_axpbypcz(int64_t count, double a, ccfg_vk_buffer *x, double b, ccfg_vk_buffer *y,
-                     double c, ccfg_vk_buffer *z, ccfg_vk_buffer *out)
-{
-    (void)count; (void)a; (void)x; (void)b; (void)y; (void)c; (void)z; (void)out;
-    return ccfg_fail(CCFG_EINTERNAL, "no Vulkan device: %s", no_vk);
-}
-int ccfg_vk_combine(int64_t n, int64_t dim, int m, ccfg_vk_buffer *const *in, const double *coef,
-                    ccfg_vk_buffer *out)
-{
-    (void)n; (void)dim; (void)m; (void)in; (void)coef; (void)out;
-    return ccfg_fail(CCFG_EINTERNAL, "no Vulkan device: %s", no_vk);
-}
-int ccfg_vk_randn(int64_t n, int64_t dim, uint64_t seed, uint64_t stream, int64_t first,
-                  ccfg_vk_buffer *out)
-{
-    (void)n; (void)dim; (void)seed; (void)stream; (void)first; (void)out;
-    return ccfg_fail(CCFG_EINTERNAL, "no Vulkan device: %s", no_vk);
-}
-int ccfg_vk_dot(int64_t n, int64_t dim, ccfg_vk_buffer *a, ccfg_vk_buffer *b, double *out)
-{
-    (void)n; (void)dim; (void)a; (void)b; (void)out;
-    return ccfg_fail(CCFG_EINTERNAL, "no Vulkan device: %s", no_vk);
-}
-int ccfg_vk_direction_dots(int64_t n, int64_t dim, ccfg_vk_buffer *u, ccfg_vk_buffer *p, int k,
-                           ccfg_vk_buffer *const *neg, double *pp, double *nn, double *np)
-{
-    (void)n; (void)dim; (void)u; (void)p; (void)k; (void)neg; (void)pp; (void)nn; (void)np;
-    return ccfg_fail(CCFG_EINTERNAL, "no Vulkan device: %s", no_vk);
-}
-int ccfg_vk_all_finite(int64_t count, ccfg_vk_buffer *x, int *result)
-{
-    (void)count; (void)x; (void)result;
-    return ccfg_fail(CCFG_EINTERNAL, "no Vulkan device: %s", no_vk);
-}
-int ccfg_vk_sld(int64_t count, ccfg_vk_buffer *eps_u, ccfg_vk_buffer *eps_p, ccfg_vk_buffer *eps_s,
-                ccfg_vk_buffer *nu, double w, double s_s, double thr, double s_m, double beta_m,
-                int update, int apply, ccfg_vk_buffer *out)
-{
-    (void)count; (void)eps_u; (void)eps_p; (void)eps_s; (void)nu; (void)w; (void)s_s; (void)thr;
-    (void)s_m; (void)beta_m; (void)update; (void)apply; (void)out;
+    (void)device; (void)bytes; (void)repeats;
+    *seconds = 0.0;
     return ccfg_fail(CCFG_EINTERNAL, "no Vulkan device: %s", no_vk);
 }
 
@@ -103,8 +61,8 @@ int ccfg_vk_sld(int64_t count, ccfg_vk_buffer *eps_u, ccfg_vk_buffer *eps_p, ccf
 #define VK_NO_PROTOTYPES
 #include <dlfcn.h>
 #include <pthread.h>
+#include <time.h>
 #include <vulkan/vulkan.h>
-
 /* ------------------------------------------------------------------------- */
 /* entry points, resolved at run time */
 
@@ -134,51 +92,93 @@ static struct {
 /* ------------------------------------------------------------------------- */
 /* shaders (SPIR-V generated by setup.py) and their pipelines */
 
-static const uint32_t spv_axpbypcz[] =
+#define SPV(name) static const uint32_t spv_##name[] =
+SPV(axpbypcz)
 #include "axpbypcz.spv.h"
 ;
-static const uint32_t spv_combine[] =
+SPV(axpbypcz_f64)
+#include "axpbypcz_f64.spv.h"
+;
+SPV(combine)
 #include "combine.spv.h"
 ;
-static const uint32_t spv_randn[] =
-#include "randn.spv.h"
+SPV(combine_f64)
+#include "combine_f64.spv.h"
 ;
-static const uint32_t spv_dots[] =
-#include "dots.spv.h"
-;
-static const uint32_t spv_all_finite[] =
-#include "all_finite.spv.h"
-;
-static const uint32_t spv_sld[] =
+SPV(sld)
 #include "sld.spv.h"
 ;
+SPV(sld_f64)
+#include "sld_f64.spv.h"
+;
+SPV(gmm_eps)
+#include "gmm_eps.spv.h"
+;
+SPV(gmm_eps_f64)
+#include "gmm_eps_f64.spv.h"
+;
+SPV(randn)
+#include "randn.spv.h"
+;
+SPV(dots)
+#include "dots.spv.h"
+;
+SPV(finite)
+#include "finite.spv.h"
+;
+SPV(copy)
+#include "copy.spv.h"
+;
+#undef SPV
 
-/* push constants, laid out as the shaders' `Push` blocks */
-typedef struct { uint32_t count, terms; float a, b, c; } push_axpbypcz;
-typedef struct { uint32_t count, dim, m; } push_combine;
-typedef struct { uint32_t rows, dim, blocks, seed_lo, seed_hi, stream, first; } push_randn;
-typedef struct { uint32_t dim, groups, mode, rows, row0, base; } push_dots;
-typedef struct { uint32_t count; } push_all_finite;
-typedef struct { uint32_t count, flags; float w, s_s, thr, s_m, beta_m; } push_sld;
+/* push constants, laid out as the shaders' `Push` blocks (std430: uvec2 on 8 bytes). A
+ * coefficient travels as float and as the bits of its double (real.glsl). */
+typedef struct {
+    uint32_t count, terms, ox, oy, oz, oo;
+    float af, bf, cf;
+    uint32_t pad;
+    uint32_t ad[2], bd[2], cd[2];
+} push_axpbypcz;
+typedef struct { uint32_t count, dim, m, stride_c, first_c, accumulate, oo, oi[8]; } push_combine;
+typedef struct {
+    uint32_t count, flags, ou, op, os, on, oo;
+    float wf, ssf, thrf, smf, betaf;
+    uint32_t wd[2], ssd[2], thrd[2], smd[2], betad[2];
+} push_sld;
+typedef struct { uint32_t D, K, full, ox, oo, row0; } push_gmm;
+typedef struct { uint32_t rows, dim, blocks, seed_lo, seed_hi, stream, first, oo; } push_randn;
+typedef struct { uint32_t dim, groups, mode, rows, row0, base, ou, op, on; } push_dots;
+typedef struct { uint32_t count, ox, tag; } push_finite;
+typedef struct { uint32_t count; } push_copy;
 
-enum { P_AXPBYPCZ, P_COMBINE, P_RANDN, P_DOTS, P_ALL_FINITE, P_SLD, P_COUNT };
+/* a pipeline with an _F64 twin is followed by it: P_X + 1 */
+enum { P_AXPBYPCZ, P_AXPBYPCZ_F64, P_COMBINE, P_COMBINE_F64, P_SLD, P_SLD_F64, P_GMM, P_GMM_F64,
+       P_RANDN, P_DOTS, P_FINITE, P_COPY, P_COUNT };
 
+#define PIPE(P, name, nb, push) [P] = {#name, spv_##name, sizeof spv_##name, nb, sizeof(push)}
 static const struct {
     const char *name;
     const uint32_t *code;
     size_t size;
     uint32_t bindings, push;
 } pipe_spec[P_COUNT] = {
-    [P_AXPBYPCZ] = {"axpbypcz", spv_axpbypcz, sizeof spv_axpbypcz, 4, sizeof(push_axpbypcz)},
-    [P_COMBINE] = {"combine", spv_combine, sizeof spv_combine, 10, sizeof(push_combine)},
-    [P_RANDN] = {"randn", spv_randn, sizeof spv_randn, 1, sizeof(push_randn)},
-    [P_DOTS] = {"dots", spv_dots, sizeof spv_dots, 4, sizeof(push_dots)},
-    [P_ALL_FINITE] = {"all_finite", spv_all_finite, sizeof spv_all_finite, 2, sizeof(push_all_finite)},
-    [P_SLD] = {"sld", spv_sld, sizeof spv_sld, 5, sizeof(push_sld)},
+    PIPE(P_AXPBYPCZ, axpbypcz, 4, push_axpbypcz),
+    PIPE(P_AXPBYPCZ_F64, axpbypcz_f64, 4, push_axpbypcz),
+    PIPE(P_COMBINE, combine, 10, push_combine),
+    PIPE(P_COMBINE_F64, combine_f64, 10, push_combine),
+    PIPE(P_SLD, sld, 5, push_sld),
+    PIPE(P_SLD_F64, sld_f64, 5, push_sld),
+    PIPE(P_GMM, gmm_eps, 10, push_gmm),
+    PIPE(P_GMM_F64, gmm_eps_f64, 10, push_gmm),
+    PIPE(P_RANDN, randn, 1, push_randn),
+    PIPE(P_DOTS, dots, 4, push_dots),
+    PIPE(P_FINITE, finite, 2, push_finite),
+    PIPE(P_COPY, copy, 2, push_copy),
 };
+#undef PIPE
 
 enum { MAX_BINDINGS = 10, LOCAL_SIZE = 128, MAX_GROUPS = 65535, MAX_DEVICES = 16,
-       POOL_SETS = 256 };
+       POOL_SETS = 256, COMBINE_INPUTS = 8, GMM_MAX_K = 256 };
 
 /* ------------------------------------------------------------------------- */
 /* state */
@@ -188,6 +188,15 @@ typedef struct {
     VkPipelineLayout layout;
     VkPipeline pipeline;
 } vk_pipe;
+
+typedef struct vk_buffer vk_buffer;
+
+/* one allocation handed out as a device address range [base, base + size) */
+typedef struct {
+    uintptr_t base;
+    size_t size;
+    vk_buffer *buf;
+} vk_range;
 
 typedef struct vk_dev {
     int index;
@@ -201,20 +210,29 @@ typedef struct vk_dev {
     VkDescriptorPool desc_pool;
     vk_pipe pipe[P_COUNT];
     int mapped;                 /* buffers are host-visible and persistently mapped */
+    int f64;                    /* the *_F64 pipelines (shaderFloat64 enabled) */
     int recording;              /* cmd is open with commands not yet submitted */
     uint64_t batch;             /* number of the open (or next) batch */
     int lost;                   /* a submit failed: every later call fails */
-    ccfg_vk_buffer *garbage;    /* released once the open batch has run */
+    vk_buffer *garbage;         /* released once the open batch has run */
+    vk_buffer *flag;            /* the non-finite watch: min tag seen, 0xFFFFFFFF = none */
+    /* fake address space: ranges sorted by base (bases only grow) */
+    vk_range *ranges;
+    int nranges, cap_ranges;
+    uintptr_t next_addr;
+    pthread_mutex_t mutex;      /* held by the one caller using the device (lock op) */
+    char name[320];
+    ccfg_backend be;
 } vk_dev;
 
-struct ccfg_vk_buffer {
+struct vk_buffer {
     vk_dev *d;
     VkBuffer buf;
     VkDeviceMemory mem;
     VkDeviceSize size;
     void *map;                  /* NULL unless the memory is host-visible */
     uint64_t batch_used;        /* last batch that records a command on it (0: none) */
-    ccfg_vk_buffer *next;       /* garbage list */
+    vk_buffer *next;            /* garbage list */
 };
 
 static struct {
@@ -434,9 +452,13 @@ const char *ccfg_vk_unavailable(void)
 /* ------------------------------------------------------------------------- */
 /* logical devices, created on first use */
 
+static void destroy_buffer(vk_buffer *b);
+
 static void destroy_device(vk_dev *d)
 {
     if (!d) return;
+    if (d->flag) destroy_buffer(d->flag);
+    free(d->ranges);
     if (d->dev) {
         for (int p = 0; p < P_COUNT; p++) {
             if (d->pipe[p].pipeline) vk.DestroyPipeline(d->dev, d->pipe[p].pipeline, NULL);
@@ -448,8 +470,13 @@ static void destroy_device(vk_dev *d)
         if (d->cmd_pool) vk.DestroyCommandPool(d->dev, d->cmd_pool, NULL);
         vk.DestroyDevice(d->dev, NULL);
     }
+    pthread_mutex_destroy(&d->mutex);
     free(d);
 }
+
+static int create_buffer(vk_dev *d, size_t bytes, int host_visible, vk_buffer **out);
+static int fill_flag(vk_dev *d);
+static void init_backend_table(vk_dev *d);
 
 static int get_device(int index, vk_dev **out)
 {
@@ -470,6 +497,10 @@ static int get_device(int index, vk_dev **out)
 
     d = calloc(1, sizeof *d);
     if (!d) return ccfg_fail(CCFG_ENOMEM, "out of memory opening Vulkan device %d", index);
+    if (pthread_mutex_init(&d->mutex, NULL)) {
+        free(d);
+        return ccfg_fail(CCFG_EINTERNAL, "cannot create a mutex for Vulkan device %d", index);
+    }
     d->index = index;
     d->phys = g.phys[index];
     d->batch = 1;
@@ -484,8 +515,13 @@ static int get_device(int index, vk_dev **out)
     const VkDeviceQueueCreateInfo qci = {.sType = VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO,
                                          .queueFamilyIndex = g.qfam[index], .queueCount = 1,
                                          .pQueuePriorities = &prio};
+    /* float64 shaders where the device has them: the CPU backend's arithmetic (see real.glsl) */
+    const char *no_f64 = getenv("CCFG_VULKAN_NO_F64");
+    d->f64 = g.info[index].float64 && !(no_f64 && *no_f64 && strcmp(no_f64, "0"));
+    const VkPhysicalDeviceFeatures feat = {.shaderFloat64 = d->f64 ? VK_TRUE : VK_FALSE};
     const VkDeviceCreateInfo dci = {.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO,
-                                    .queueCreateInfoCount = 1, .pQueueCreateInfos = &qci};
+                                    .queueCreateInfoCount = 1, .pQueueCreateInfos = &qci,
+                                    .pEnabledFeatures = &feat};
     r = vk.CreateDevice(d->phys, &dci, NULL, &d->dev);
     if (r != VK_SUCCESS) {
         d->dev = VK_NULL_HANDLE;
@@ -523,12 +559,22 @@ static int get_device(int index, vk_dev **out)
         vk_fail(d, "vkCreateDescriptorPool", r);
         goto fail;
     }
+    /* the fake address space of device i: [(i+1) << 48, (i+2) << 48) */
+    d->next_addr = (uintptr_t)(index + 1) << 48;
+    snprintf(d->name, sizeof d->name, "vulkan:%d (%s)", index, g.info[index].name);
+    init_backend_table(d);
+    int status;
+    if ((status = create_buffer(d, sizeof(uint32_t), 0, &d->flag)) || (status = fill_flag(d)))
+        goto fail_status;
     g.dev[index] = d;
     *out = d;
     return CCFG_OK;
 fail:
     destroy_device(d);
     return CCFG_EINTERNAL;
+fail_status:
+    destroy_device(d);
+    return status;
 }
 
 /* Pipeline p of device d, created on first use. */
@@ -628,7 +674,7 @@ static void barrier(vk_dev *d)
                           0, 1, &mb, 0, NULL, 0, NULL);
 }
 
-static void destroy_buffer(ccfg_vk_buffer *b)
+static void destroy_buffer(vk_buffer *b)
 {
     /* unmapping is implicit in vkFreeMemory */
     if (b->buf) vk.DestroyBuffer(b->d->dev, b->buf, NULL);
@@ -672,7 +718,7 @@ fail:
     if (status != CCFG_OK) d->lost = 1;
     else {
         while (d->garbage) {
-            ccfg_vk_buffer *b = d->garbage;
+            vk_buffer *b = d->garbage;
             d->garbage = b->next;
             destroy_buffer(b);
         }
@@ -681,7 +727,7 @@ fail:
 }
 
 /* Record one dispatch of pipeline p over bufs (pipe_spec[p].bindings of them). */
-static int dispatch(vk_dev *d, int p, ccfg_vk_buffer *const *bufs, const void *push,
+static int dispatch(vk_dev *d, int p, vk_buffer *const *bufs, const void *push,
                     uint32_t gx, uint32_t gy)
 {
     vk_pipe *pp;
@@ -743,11 +789,11 @@ static int find_memory(const vk_dev *d, uint32_t bits, VkMemoryPropertyFlags wan
 }
 
 /* host_visible: a staging buffer (mapped, coherent); else a storage buffer for the device */
-static int create_buffer(vk_dev *d, size_t bytes, int host_visible, ccfg_vk_buffer **out)
+static int create_buffer(vk_dev *d, size_t bytes, int host_visible, vk_buffer **out)
 {
     VkResult r;
     int status = CCFG_EINTERNAL;
-    ccfg_vk_buffer *b = calloc(1, sizeof *b);
+    vk_buffer *b = calloc(1, sizeof *b);
     *out = NULL;
     if (!b) return ccfg_fail(CCFG_ENOMEM, "out of host memory for a Vulkan buffer");
     b->d = d;
@@ -803,7 +849,7 @@ fail:
 }
 
 /* Release now, or after the open batch if it still uses the buffer. */
-static void release_buffer(ccfg_vk_buffer *b)
+static void release_buffer(vk_buffer *b)
 {
     vk_dev *d = b->d;
     if (d->recording && b->batch_used == d->batch) {
@@ -814,19 +860,18 @@ static void release_buffer(ccfg_vk_buffer *b)
     }
 }
 
-int ccfg_vk_alloc(int device, size_t bytes, ccfg_vk_buffer **out)
+/* Buffers the backend keeps for itself (partials, coefficients, parameters) live outside the
+ * address space and are released after the batch that uses them. */
+static int new_buffer(vk_dev *d, size_t bytes, vk_buffer **out)
 {
-    vk_dev *d;
-    ccfg_vk_buffer *b = NULL;
+    vk_buffer *b = NULL;
     int status;
     *out = NULL;
-    if ((status = get_device(device, &d)) != CCFG_OK) return status;
-    /* one binding covers a whole buffer; larger tensors need chunked bindings (not yet) */
-    if (bytes > g.info[device].max_storage_buffer_range)
-        return ccfg_fail(CCFG_EINVAL, "Vulkan device %d (%s): a buffer of %zu bytes exceeds the "
-                         "device's maxStorageBufferRange (%u bytes)", device, g.info[device].name,
-                         bytes, g.info[device].max_storage_buffer_range);
-    if ((status = create_buffer(d, bytes, 0, &b)) != CCFG_OK) goto fail;
+    if (bytes > g.info[d->index].max_storage_buffer_range)
+        return ccfg_fail(CCFG_EINVAL, "%s: a buffer of %zu bytes exceeds the device's "
+                         "maxStorageBufferRange (%u bytes); use fewer samples per call", d->name,
+                         bytes, g.info[d->index].max_storage_buffer_range);
+    if ((status = create_buffer(d, bytes, 0, &b)) != CCFG_OK) return status;
     if (b->map) {
         memset(b->map, 0, b->size);
     } else {
@@ -838,165 +883,273 @@ int ccfg_vk_alloc(int device, size_t bytes, ccfg_vk_buffer **out)
     *out = b;
     return CCFG_OK;
 fail:
-    if (b) release_buffer(b);
+    release_buffer(b);
     return status;
 }
 
-void ccfg_vk_free(ccfg_vk_buffer *b)
+/* host -> b at byte offset `at`; src may be reused at once */
+static int write_buffer(vk_buffer *b, size_t at, const void *src, size_t bytes)
 {
-    if (b) release_buffer(b);
-}
-
-int ccfg_vk_flush(int device)
-{
-    vk_dev *d;
-    int status = get_device(device, &d);
-    return status != CCFG_OK ? status : flush(d);
-}
-
-static int check_size(const ccfg_vk_buffer *b, size_t bytes, const char *what)
-{
-    if (!b) return ccfg_fail(CCFG_EINVAL, "Vulkan: %s is NULL", what);
-    if (bytes > b->size)
-        return ccfg_fail(CCFG_EINVAL, "Vulkan: %s holds %zu bytes, the op needs %zu", what,
-                         (size_t)b->size, bytes);
-    return CCFG_OK;
-}
-
-int ccfg_vk_upload(ccfg_vk_buffer *dst, const void *src, size_t bytes)
-{
+    vk_dev *d = b->d;
+    vk_buffer *st = NULL;
     int status;
-    ccfg_vk_buffer *st = NULL;
-    if ((status = check_size(dst, bytes, "upload destination")) != CCFG_OK) return status;
     if (!bytes) return CCFG_OK;
-    vk_dev *d = dst->d;
-    if (dst->map) {
+    if (b->map) {
         /* host writes land at once: work recorded earlier on this buffer must run first */
-        if (d->recording && dst->batch_used == d->batch && (status = flush(d)) != CCFG_OK) return status;
-        memcpy(dst->map, src, bytes);
+        if (d->recording && b->batch_used == d->batch && (status = flush(d)) != CCFG_OK) return status;
+        memcpy((char *)b->map + at, src, bytes);
         return CCFG_OK;
     }
     /* the copy is ordered inside the batch, so nothing has to be submitted here */
-    if ((status = create_buffer(d, bytes, 1, &st)) != CCFG_OK) goto fail;
+    if ((status = create_buffer(d, bytes, 1, &st)) != CCFG_OK) return status;
     memcpy(st->map, src, bytes);
-    if ((status = begin(d)) != CCFG_OK) goto fail;
-    const VkBufferCopy region = {.size = bytes};
-    vk.CmdCopyBuffer(d->cmd, st->buf, dst->buf, 1, &region);
-    st->batch_used = dst->batch_used = d->batch;
-    barrier(d);
-fail:
-    if (st) release_buffer(st);
+    if ((status = begin(d)) == CCFG_OK) {
+        const VkBufferCopy region = {.srcOffset = 0, .dstOffset = at, .size = bytes};
+        vk.CmdCopyBuffer(d->cmd, st->buf, b->buf, 1, &region);
+        st->batch_used = b->batch_used = d->batch;
+        barrier(d);
+    }
+    release_buffer(st);
     return status;
 }
 
-int ccfg_vk_download(void *dst, ccfg_vk_buffer *src, size_t bytes)
+/* b at byte offset `at` -> host, after everything recorded has run */
+static int read_buffer(void *dst, vk_buffer *b, size_t at, size_t bytes)
 {
+    vk_dev *d = b->d;
+    vk_buffer *st = NULL;
     int status;
-    ccfg_vk_buffer *st = NULL;
-    if ((status = check_size(src, bytes, "download source")) != CCFG_OK) return status;
-    vk_dev *d = src->d;
-    if (src->map) {
+    if (b->map || !bytes) {
         if ((status = flush(d)) != CCFG_OK) return status;
-        if (bytes) memcpy(dst, src->map, bytes);
+        if (bytes) memcpy(dst, (const char *)b->map + at, bytes);
         return CCFG_OK;
     }
-    if (!bytes) return flush(d);
-    if ((status = create_buffer(d, bytes, 1, &st)) != CCFG_OK) goto fail;
+    if ((status = create_buffer(d, bytes, 1, &st)) != CCFG_OK) return status;
     if ((status = begin(d)) != CCFG_OK) goto fail;
-    const VkBufferCopy region = {.size = bytes};
-    vk.CmdCopyBuffer(d->cmd, src->buf, st->buf, 1, &region);
-    st->batch_used = src->batch_used = d->batch;
+    const VkBufferCopy region = {.srcOffset = at, .dstOffset = 0, .size = bytes};
+    vk.CmdCopyBuffer(d->cmd, b->buf, st->buf, 1, &region);
+    st->batch_used = b->batch_used = d->batch;
     barrier(d);
     if ((status = flush(d)) != CCFG_OK) goto fail;
     memcpy(dst, st->map, bytes);
 fail:
-    if (st) release_buffer(st);
+    release_buffer(st);
     return status;
+}
+
+/* ------------------------------------------------------------------------- */
+/* device addresses */
+
+/* The range holding [p, p + bytes), as buffer and element offset. A pointer that is not ours is
+ * a bug in the caller: said clearly rather than crashed on. */
+static int resolve(vk_dev *d, const void *p, size_t bytes, vk_buffer **buf, uint32_t *elem)
+{
+    const uintptr_t a = (uintptr_t)p;
+    int lo = 0, hi = d->nranges - 1, found = -1;
+    while (lo <= hi) {                  /* last range with base <= a */
+        const int mid = (lo + hi) / 2;
+        if (d->ranges[mid].base <= a) {
+            found = mid;
+            lo = mid + 1;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    if (found < 0 || a - d->ranges[found].base + bytes > d->ranges[found].size || (a & 3u))
+        return ccfg_fail(CCFG_EINTERNAL, "%s: %p (%zu bytes) is not memory of this device",
+                         d->name, p, bytes);
+    *buf = d->ranges[found].buf;
+    *elem = (uint32_t)((a - d->ranges[found].base) / 4);
+    return CCFG_OK;
+}
+
+static int vk_alloc(const ccfg_backend *be, size_t bytes, float **out)
+{
+    vk_dev *d = be->ctx;
+    vk_buffer *b = NULL;
+    int status;
+    *out = NULL;
+    if (d->nranges == 0) d->next_addr = (uintptr_t)(d->index + 1) << 48;   /* reuse the space */
+    const size_t span = (bytes + 255) & ~(size_t)255;
+    if (d->next_addr + span + 256 >= (uintptr_t)(d->index + 2) << 48)
+        return ccfg_fail(CCFG_ENOMEM, "%s: device address space exhausted", d->name);
+    if (d->nranges == d->cap_ranges) {
+        const int cap = d->cap_ranges ? 2 * d->cap_ranges : 32;
+        vk_range *r = realloc(d->ranges, (size_t)cap * sizeof *r);
+        if (!r) return ccfg_fail(CCFG_ENOMEM, "out of memory for the device address table");
+        d->ranges = r;
+        d->cap_ranges = cap;
+    }
+    if ((status = new_buffer(d, bytes, &b)) != CCFG_OK) return status;
+    d->ranges[d->nranges++] = (vk_range){.base = d->next_addr, .size = bytes, .buf = b};
+    *out = (float *)d->next_addr;
+    d->next_addr += span + 256;         /* a gap: one-past-the-end never aliases the next range */
+    return CCFG_OK;
+}
+
+static void vk_release(const ccfg_backend *be, void *p)
+{
+    vk_dev *d = be->ctx;
+    if (!p) return;
+    for (int i = 0; i < d->nranges; i++)
+        if (d->ranges[i].base == (uintptr_t)p) {
+            release_buffer(d->ranges[i].buf);
+            memmove(d->ranges + i, d->ranges + i + 1, (size_t)(d->nranges - i - 1) * sizeof *d->ranges);
+            d->nranges--;
+            return;
+        }
+}
+
+static int vk_upload(const ccfg_backend *be, void *dst, const void *src, size_t bytes)
+{
+    vk_buffer *b = NULL;
+    uint32_t at = 0;
+    int status = resolve(be->ctx, dst, bytes, &b, &at);
+    return status ? status : write_buffer(b, (size_t)at * 4, src, bytes);
+}
+
+static int vk_download(const ccfg_backend *be, void *dst, const void *src, size_t bytes)
+{
+    vk_buffer *b = NULL;
+    uint32_t at = 0;
+    int status = resolve(be->ctx, src, bytes, &b, &at);
+    return status ? status : read_buffer(dst, b, (size_t)at * 4, bytes);
+}
+
+static int vk_sync(const ccfg_backend *be) { return flush(be->ctx); }
+
+static void vk_lock(const ccfg_backend *be, int acquire)
+{
+    vk_dev *d = be->ctx;
+    if (acquire) pthread_mutex_lock(&d->mutex);
+    else pthread_mutex_unlock(&d->mutex);
 }
 
 /* ------------------------------------------------------------------------- */
 /* ops */
 
-/* all buffers on one device and large enough for `count` floats */
-static int check_bufs(int64_t count, ccfg_vk_buffer *const *bufs, int nb, const char *op)
+/* count floats at each of the pointers -> buffers and element offsets; counts beyond the 32-bit
+ * element indices of the shaders are refused (buffers never get that big: maxStorageBufferRange) */
+static int resolve_all(vk_dev *d, int64_t count, const float *const *ptrs, int np, vk_buffer **bufs,
+                       uint32_t *offs, const char *op)
 {
     int status;
-    for (int i = 0; i < nb; i++) {
-        if (!bufs[i]) return ccfg_fail(CCFG_EINVAL, "Vulkan %s: buffer %d is NULL", op, i);
-        if ((status = check_size(bufs[i], (size_t)count * sizeof(float), op)) != CCFG_OK) return status;
-        if (bufs[i]->d != bufs[0]->d)
-            return ccfg_fail(CCFG_EINVAL, "Vulkan %s: buffers on different devices", op);
-    }
+    if (count < 0 || count > UINT32_MAX)
+        return ccfg_fail(CCFG_EINVAL, "%s %s: %lld elements is out of range", d->name, op,
+                         (long long)count);
+    for (int i = 0; i < np; i++)
+        if ((status = resolve(d, ptrs[i], (size_t)count * sizeof(float), &bufs[i], &offs[i])))
+            return status;
     return CCFG_OK;
 }
 
-int ccfg_vk_axpbypcz(int64_t count, double a, ccfg_vk_buffer *x, double b, ccfg_vk_buffer *y,
-                     double c, ccfg_vk_buffer *z, ccfg_vk_buffer *out)
+/* the float and the double bits of a coefficient (real.glsl's COEF) */
+static void coef_bits(double v, float *f, uint32_t bits[2])
 {
-    /* an absent term binds x in its place: every binding must be a valid buffer */
-    ccfg_vk_buffer *bufs[4] = {x, y ? y : x, z ? z : x, out};
-    int status;
-    if (count < 0) return ccfg_fail(CCFG_EINVAL, "Vulkan axpbypcz: count < 0");
-    if ((status = check_bufs(count, bufs, 4, "axpbypcz")) != CCFG_OK) return status;
-    if (!count) return CCFG_OK;
-    const push_axpbypcz pc = {(uint32_t)count, (y ? 1u : 0u) | (z ? 2u : 0u), (float)a, (float)b,
-                              (float)c};
-    return dispatch(x->d, P_AXPBYPCZ, bufs, &pc, groups_for(count), 1);
+    *f = (float)v;
+    memcpy(bits, &v, sizeof v);     /* little-endian: low word first, as packDouble2x32 takes */
 }
 
-int ccfg_vk_combine(int64_t n, int64_t dim, int m, ccfg_vk_buffer *const *in, const double *coef,
-                    ccfg_vk_buffer *out)
-{
-    ccfg_vk_buffer *bufs[MAX_BINDINGS], *cb = NULL;
-    float *cf = NULL;
-    int status;
-    if (n < 0 || dim < 0 || m < 1)
-        return ccfg_fail(CCFG_EINVAL, "Vulkan combine: needs n, dim >= 0 and m >= 1");
-    if (m > MAX_BINDINGS - 2)
-        return ccfg_fail(CCFG_EINVAL, "Vulkan combine: at most %d inputs, got %d", MAX_BINDINGS - 2, m);
-    bufs[0] = out;
-    for (int q = 0; q < MAX_BINDINGS - 2; q++) bufs[2 + q] = in[q < m ? q : 0];
-    bufs[1] = out;      /* checked below with the rest, replaced by the coefficients */
-    if ((status = check_bufs(n * dim, bufs, MAX_BINDINGS, "combine")) != CCFG_OK) return status;
-    if (!n || !dim) return CCFG_OK;
+static int pipe_real(const vk_dev *d, int p) { return d->f64 ? p + 1 : p; }
 
-    /* the coefficients travel as float32: the shader combines in float32 with fma */
-    cf = malloc((size_t)(n * m) * sizeof *cf);
-    if (!cf) return ccfg_fail(CCFG_ENOMEM, "out of memory for combine coefficients");
-    for (int64_t i = 0; i < n * m; i++) cf[i] = (float)coef[i];
-    if ((status = ccfg_vk_alloc(out->d->index, (size_t)(n * m) * sizeof *cf, &cb)) != CCFG_OK) goto fail;
-    if ((status = ccfg_vk_upload(cb, cf, (size_t)(n * m) * sizeof *cf)) != CCFG_OK) goto fail;
-    bufs[1] = cb;
-    const push_combine pc = {(uint32_t)(n * dim), (uint32_t)dim, (uint32_t)m};
-    status = dispatch(out->d, P_COMBINE, bufs, &pc, groups_for(n * dim), 1);
-fail:
-    if (cb) release_buffer(cb);     /* after the batch: the dispatch reads it */
-    free(cf);
+static int vk_axpbypcz(const ccfg_backend *be, int64_t count, double a, const float *x, double b,
+                       const float *y, double c, const float *z, float *out)
+{
+    vk_dev *d = be->ctx;
+    /* an absent term binds x in its place: every binding must be a valid buffer */
+    const float *ptrs[4] = {x, y ? y : x, z ? z : x, out};
+    vk_buffer *bufs[4];
+    uint32_t o[4];
+    int status;
+    if (!count) return CCFG_OK;
+    if ((status = resolve_all(d, count, ptrs, 4, bufs, o, "axpbypcz"))) return status;
+    push_axpbypcz pc = {.count = (uint32_t)count, .terms = (y ? 1u : 0u) | (z ? 2u : 0u),
+                        .ox = o[0], .oy = o[1], .oz = o[2], .oo = o[3]};
+    coef_bits(a, &pc.af, pc.ad);
+    coef_bits(b, &pc.bf, pc.bd);
+    coef_bits(c, &pc.cf, pc.cd);
+    return dispatch(d, pipe_real(d, P_AXPBYPCZ), bufs, &pc, groups_for(count), 1);
+}
+
+/* a host array of doubles as a new buffer of the shaders' REAL (double or float) */
+static int upload_reals(vk_dev *d, const double *v, size_t count, vk_buffer **out)
+{
+    const size_t bytes = count * (d->f64 ? sizeof(double) : sizeof(float));
+    float *f = NULL;
+    int status;
+    *out = NULL;
+    if ((status = new_buffer(d, bytes, out))) return status;
+    if (d->f64) return write_buffer(*out, 0, v, bytes);
+    if (!(f = malloc(bytes ? bytes : 1))) {
+        status = ccfg_fail(CCFG_ENOMEM, "out of memory converting coefficients");
+    } else {
+        for (size_t i = 0; i < count; i++) f[i] = (float)v[i];
+        status = write_buffer(*out, 0, f, bytes);
+    }
+    free(f);
     return status;
 }
 
-int ccfg_vk_randn(int64_t n, int64_t dim, uint64_t seed, uint64_t stream, int64_t first,
-                  ccfg_vk_buffer *out)
+static int vk_combine(const ccfg_backend *be, int64_t n, int64_t dim, int m, const float *const *in,
+                      const double *coef, float *out)
 {
+    vk_dev *d = be->ctx;
+    vk_buffer *cb = NULL, *bufs[MAX_BINDINGS], *ob;
+    uint32_t oo;
     int status;
-    if (n < 0 || dim < 0) return ccfg_fail(CCFG_EINVAL, "Vulkan randn: n and dim must be >= 0");
-    if ((status = check_bufs(n * dim, &out, 1, "randn")) != CCFG_OK) return status;
+    if (n < 0 || dim < 0 || m < 1)
+        return ccfg_fail(CCFG_EINVAL, "%s combine: needs n, dim >= 0 and m >= 1", d->name);
     if (!n || !dim) return CCFG_OK;
+    if ((status = resolve_all(d, n * dim, (const float *const *)&out, 1, &ob, &oo, "combine")))
+        return status;
+    if ((status = upload_reals(d, coef, (size_t)(n * m), &cb))) goto fail;
+    /* 8 inputs per dispatch; later dispatches add to out */
+    for (int q0 = 0; q0 < m; q0 += COMBINE_INPUTS) {
+        const int mq = m - q0 < COMBINE_INPUTS ? m - q0 : COMBINE_INPUTS;
+        push_combine pc = {.count = (uint32_t)(n * dim), .dim = (uint32_t)dim, .m = (uint32_t)mq,
+                           .stride_c = (uint32_t)m, .first_c = (uint32_t)q0,
+                           .accumulate = q0 > 0, .oo = oo};
+        const float *ptrs[COMBINE_INPUTS];
+        for (int q = 0; q < COMBINE_INPUTS; q++) ptrs[q] = in[q0 + (q < mq ? q : 0)];
+        if ((status = resolve_all(d, n * dim, ptrs, COMBINE_INPUTS, bufs + 2, pc.oi, "combine")))
+            goto fail;
+        bufs[0] = ob;
+        bufs[1] = cb;
+        if ((status = dispatch(d, pipe_real(d, P_COMBINE), bufs, &pc, groups_for(n * dim), 1)))
+            goto fail;
+    }
+fail:
+    if (cb) release_buffer(cb);     /* after the batch: the dispatches read it */
+    return status;
+}
+
+static int vk_randn(const ccfg_backend *be, int64_t n, int64_t dim, uint64_t seed, uint64_t stream,
+                    int64_t first, float *out)
+{
+    vk_dev *d = be->ctx;
+    vk_buffer *ob;
+    uint32_t oo;
+    int status;
+    if (n < 0 || dim < 0) return ccfg_fail(CCFG_EINVAL, "%s randn: n and dim must be >= 0", d->name);
+    if (!n || !dim) return CCFG_OK;
+    if ((status = resolve_all(d, n * dim, (const float *const *)&out, 1, &ob, &oo, "randn")))
+        return status;
     const int64_t blocks = (dim + 3) / 4;
     /* the CPU puts (uint32_t)stream and (uint32_t)(first + i) in the counter: same wrap here */
     const push_randn pc = {(uint32_t)n, (uint32_t)dim, (uint32_t)blocks, (uint32_t)seed,
-                           (uint32_t)(seed >> 32), (uint32_t)stream, (uint32_t)first};
-    return dispatch(out->d, P_RANDN, &out, &pc, groups_for(n * blocks), 1);
+                           (uint32_t)(seed >> 32), (uint32_t)stream, (uint32_t)first, oo};
+    return dispatch(d, P_RANDN, &ob, &pc, groups_for(n * blocks), 1);
 }
 
 /* Record the dots shader over all rows (split where n exceeds the y-dispatch limit). */
-static int record_dots(vk_dev *d, ccfg_vk_buffer *const *bufs, int64_t n, int64_t dim,
-                       uint32_t groups, uint32_t mode, uint32_t base)
+static int record_dots(vk_dev *d, vk_buffer *const *bufs, int64_t n, int64_t dim, uint32_t groups,
+                       uint32_t mode, uint32_t base, const uint32_t o[3])
 {
     int status;
     for (int64_t row0 = 0; row0 < n; row0 += MAX_GROUPS) {
         const int64_t rows = n - row0 < MAX_GROUPS ? n - row0 : MAX_GROUPS;
-        const push_dots pc = {(uint32_t)dim, groups, mode, (uint32_t)n, (uint32_t)row0, base};
+        const push_dots pc = {(uint32_t)dim, groups, mode, (uint32_t)n, (uint32_t)row0, base,
+                              o[0], o[1], o[2]};
         if ((status = dispatch(d, P_DOTS, bufs, &pc, groups, (uint32_t)rows)) != CCFG_OK) return status;
     }
     return CCFG_OK;
@@ -1019,22 +1172,27 @@ static void sum_partials(const float *part, int64_t n, uint32_t groups, double *
     }
 }
 
-int ccfg_vk_dot(int64_t n, int64_t dim, ccfg_vk_buffer *a, ccfg_vk_buffer *b, double *out)
+static int vk_dot(const ccfg_backend *be, int64_t n, int64_t dim, const float *a, const float *b,
+                  double *out)
 {
-    ccfg_vk_buffer *pb = NULL, *bufs[4] = {a, b, a, NULL};
+    vk_dev *d = be->ctx;
+    vk_buffer *pb = NULL, *bufs[4];
+    const float *ptrs[2] = {a, b};
+    uint32_t o[3] = {0, 0, 0};
     float *part = NULL;
     int status;
-    if (n < 0 || dim < 0) return ccfg_fail(CCFG_EINVAL, "Vulkan dot: n and dim must be >= 0");
-    if ((status = check_bufs(n * dim, bufs, 3, "dot")) != CCFG_OK) return status;
+    if (n < 0 || dim < 0) return ccfg_fail(CCFG_EINVAL, "%s dot: n and dim must be >= 0", d->name);
     if (!n) return CCFG_OK;
+    if ((status = resolve_all(d, n * dim, ptrs, 2, bufs, o, "dot"))) return status;
+    bufs[2] = bufs[0];
+    o[2] = o[0];
     const uint32_t groups = dot_groups(dim);
     const size_t bytes = (size_t)n * groups * sizeof(float);
-    part = malloc(bytes);
-    if (!part) return ccfg_fail(CCFG_ENOMEM, "out of memory for dot partials");
-    if ((status = ccfg_vk_alloc(a->d->index, bytes, &pb)) != CCFG_OK) goto fail;
+    if (!(part = malloc(bytes))) return ccfg_fail(CCFG_ENOMEM, "out of memory for dot partials");
+    if ((status = new_buffer(d, bytes, &pb)) != CCFG_OK) goto fail;
     bufs[3] = pb;
-    if ((status = record_dots(a->d, bufs, n, dim, groups, 0, 0)) != CCFG_OK) goto fail;
-    if ((status = ccfg_vk_download(part, pb, bytes)) != CCFG_OK) goto fail;
+    if ((status = record_dots(d, bufs, n, dim, groups, 0, 0, o)) != CCFG_OK) goto fail;
+    if ((status = read_buffer(part, pb, 0, bytes)) != CCFG_OK) goto fail;
     sum_partials(part, n, groups, out);
 fail:
     if (pb) release_buffer(pb);
@@ -1042,40 +1200,39 @@ fail:
     return status;
 }
 
-int ccfg_vk_direction_dots(int64_t n, int64_t dim, ccfg_vk_buffer *u, ccfg_vk_buffer *p, int k,
-                           ccfg_vk_buffer *const *neg, double *pp, double *nn, double *np)
+static int vk_direction_dots(const ccfg_backend *be, int64_t n, int64_t dim, const float *u,
+                             const float *p, int k, const float *const *neg, double *pp, double *nn,
+                             double *np)
 {
-    ccfg_vk_buffer *pb = NULL, *bufs[4] = {u, p, p, NULL};
+    vk_dev *d = be->ctx;
+    vk_buffer *pb = NULL, *bufs[4];
+    const float *ptrs[2] = {u, p};
+    uint32_t o[3] = {0, 0, 0};
     float *part = NULL;
     int status;
     if (n < 0 || dim < 0 || k < 0)
-        return ccfg_fail(CCFG_EINVAL, "Vulkan direction_dots: n, dim and k must be >= 0");
-    if ((status = check_bufs(n * dim, bufs, 2, "direction_dots")) != CCFG_OK) return status;
-    for (int q = 0; q < k; q++) {
-        ccfg_vk_buffer *c[2] = {u, neg[q]};
-        if ((status = check_bufs(n * dim, c, 2, "direction_dots")) != CCFG_OK) return status;
-    }
+        return ccfg_fail(CCFG_EINVAL, "%s direction_dots: n, dim and k must be >= 0", d->name);
     if (!n) return CCFG_OK;
+    if ((status = resolve_all(d, n * dim, ptrs, 2, bufs, o, "direction_dots"))) return status;
+    bufs[2] = bufs[1];
+    o[2] = o[1];
     /* one block of 3 planes [3][n][groups] per negative (one for k = 0, where only pp exists) */
     const uint32_t groups = dot_groups(dim);
     const size_t plane = (size_t)n * groups, blocks = k ? (size_t)k : 1;
     const size_t bytes = blocks * 3 * plane * sizeof(float);
     if (bytes / sizeof(float) > UINT32_MAX)
-        return ccfg_fail(CCFG_EINVAL, "Vulkan direction_dots: too many samples and negatives");
-    part = malloc(bytes);
-    if (!part) return ccfg_fail(CCFG_ENOMEM, "out of memory for direction_dots partials");
-    if ((status = ccfg_vk_alloc(u->d->index, bytes, &pb)) != CCFG_OK) goto fail;
+        return ccfg_fail(CCFG_EINVAL, "%s direction_dots: too many samples and negatives", d->name);
+    if (!(part = malloc(bytes))) return ccfg_fail(CCFG_ENOMEM, "out of memory for direction_dots partials");
+    if ((status = new_buffer(d, bytes, &pb)) != CCFG_OK) goto fail;
     bufs[3] = pb;
-    if (k == 0) {
-        if ((status = record_dots(u->d, bufs, n, dim, groups, 1, 0)) != CCFG_OK) goto fail;
-    }
+    if (k == 0 && (status = record_dots(d, bufs, n, dim, groups, 1, 0, o)) != CCFG_OK) goto fail;
     for (int q = 0; q < k; q++) {
         /* every negative's pass also yields ‖D_p‖², as on the CPU; the first one is kept */
-        bufs[2] = neg[q];
-        if ((status = record_dots(u->d, bufs, n, dim, groups, 2, (uint32_t)(q * 3 * plane))) != CCFG_OK)
+        if ((status = resolve_all(d, n * dim, &neg[q], 1, &bufs[2], &o[2], "direction_dots")) ||
+            (status = record_dots(d, bufs, n, dim, groups, 2, (uint32_t)(q * 3 * plane), o)))
             goto fail;
     }
-    if ((status = ccfg_vk_download(part, pb, bytes)) != CCFG_OK) goto fail;
+    if ((status = read_buffer(part, pb, 0, bytes)) != CCFG_OK) goto fail;
     sum_partials(part, n, groups, pp);
     for (int q = 0; q < k; q++) {
         sum_partials(part + (size_t)q * 3 * plane + plane, n, groups, nn + (int64_t)q * n);
@@ -1087,38 +1244,261 @@ fail:
     return status;
 }
 
-int ccfg_vk_all_finite(int64_t count, ccfg_vk_buffer *x, int *result)
+/* the watch flag back to "nothing seen", ordered after everything recorded */
+static int fill_flag(vk_dev *d)
 {
-    ccfg_vk_buffer *flag = NULL, *bufs[2] = {x, NULL};
-    uint32_t bad = 0;
+    const uint32_t none = 0xFFFFFFFFu;
+    return write_buffer(d->flag, 0, &none, sizeof none);
+}
+
+static int vk_watch_finite(const ccfg_backend *be, int64_t count, const float *x, int tag)
+{
+    vk_dev *d = be->ctx;
+    vk_buffer *bufs[2];
+    uint32_t o[1] = {0};
     int status;
-    if (count < 0) return ccfg_fail(CCFG_EINVAL, "Vulkan all_finite: count < 0");
-    if ((status = check_bufs(count, bufs, 1, "all_finite")) != CCFG_OK) return status;
-    *result = 1;
     if (!count) return CCFG_OK;
-    if ((status = ccfg_vk_alloc(x->d->index, sizeof bad, &flag)) != CCFG_OK) goto fail;
-    bufs[1] = flag;
-    const push_all_finite pc = {(uint32_t)count};
-    if ((status = dispatch(x->d, P_ALL_FINITE, bufs, &pc, groups_for(count), 1)) != CCFG_OK) goto fail;
-    if ((status = ccfg_vk_download(&bad, flag, sizeof bad)) != CCFG_OK) goto fail;
-    *result = bad == 0;
+    if (tag < 0) return ccfg_fail(CCFG_EINVAL, "%s watch_finite: tag must be >= 0", d->name);
+    if ((status = resolve_all(d, count, (const float *const *)&x, 1, bufs, o, "watch_finite")))
+        return status;
+    bufs[1] = d->flag;
+    const push_finite pc = {(uint32_t)count, o[0], (uint32_t)tag};
+    return dispatch(d, P_FINITE, bufs, &pc, groups_for(count), 1);
+}
+
+static int vk_first_nonfinite(const ccfg_backend *be, int *tag)
+{
+    vk_dev *d = be->ctx;
+    uint32_t v;
+    int status;
+    *tag = -1;
+    if ((status = read_buffer(&v, d->flag, 0, sizeof v))) return status;
+    if (v == 0xFFFFFFFFu) return CCFG_OK;
+    *tag = (int)v;
+    return fill_flag(d);
+}
+
+static int vk_sld(const ccfg_backend *be, int64_t count, const float *eps_u, const float *eps_p,
+                  const float *eps_s, float *nu, double w, double s_s, double thr, double s_m,
+                  double beta_m, int update, int apply, float *out)
+{
+    vk_dev *d = be->ctx;
+    const float *ptrs[5] = {eps_u, eps_p, eps_s, nu, out};
+    vk_buffer *bufs[5];
+    uint32_t o[5];
+    int status;
+    if (!count || (!update && !apply)) return CCFG_OK;
+    if ((status = resolve_all(d, count, ptrs, 5, bufs, o, "sld"))) return status;
+    push_sld pc = {.count = (uint32_t)count, .flags = (update ? 1u : 0u) | (apply ? 2u : 0u),
+                   .ou = o[0], .op = o[1], .os = o[2], .on = o[3], .oo = o[4]};
+    coef_bits(w, &pc.wf, pc.wd);
+    coef_bits(s_s, &pc.ssf, pc.ssd);
+    coef_bits(thr, &pc.thrf, pc.thrd);
+    coef_bits(s_m, &pc.smf, pc.smd);
+    coef_bits(beta_m, &pc.betaf, pc.betad);
+    return dispatch(d, pipe_real(d, P_SLD), bufs, &pc, groups_for(count), 1);
+}
+
+/* ------------------------------------------------------------------------- */
+/* the exact Gaussian mixture (shaders/gmm_eps.glsl) */
+
+typedef struct {
+    vk_buffer *mu, *lam, *U, *UT, *mask, *scratch;
+    int64_t chunk;                  /* rows per dispatch (scratch holds their w_k) */
+    double *bias;                   /* [3 + K] host staging of a, s², s, bias_k */
+} vk_gmm;
+
+static void vk_gmm_free(const ccfg_backend *be, void *handle)
+{
+    vk_gmm *m = handle;
+    vk_buffer *bs[6];
+    (void)be;
+    if (!m) return;
+    bs[0] = m->mu; bs[1] = m->lam; bs[2] = m->U; bs[3] = m->UT; bs[4] = m->mask; bs[5] = m->scratch;
+    for (int i = 0; i < 6; i++)
+        if (bs[i]) release_buffer(bs[i]);
+    free(m->bias);
+    free(m);
+}
+
+static int vk_gmm_load(const ccfg_backend *be, const ccfg_gmm *gm, void **handle)
+{
+    vk_dev *d = be->ctx;
+    const int64_t K = gm->K, D = gm->dim;
+    const size_t real = d->f64 ? sizeof(double) : sizeof(float);
+    double *t = NULL;
+    uint32_t *mask = NULL;
+    int status = CCFG_OK;
+    *handle = NULL;
+    if (K < 1 || K > GMM_MAX_K)
+        return ccfg_fail(CCFG_EINVAL, "%s: the exact mixture on a device takes 1..%d components, "
+                         "this one has %lld", d->name, GMM_MAX_K, (long long)K);
+    vk_gmm *m = calloc(1, sizeof *m);
+    if (!m || !(m->bias = malloc((size_t)(3 + K) * sizeof *m->bias))) {
+        free(m);
+        return ccfg_fail(CCFG_ENOMEM, "out of memory loading the mixture");
+    }
+    if ((status = upload_reals(d, gm->means, (size_t)(K * D), &m->mu)) ||
+        (status = upload_reals(d, gm->evals, (size_t)(K * D), &m->lam)))
+        goto fail;
+    if (gm->evecs) {
+        const size_t kdd = (size_t)(K * D * D);
+        if (!(t = malloc(kdd * sizeof *t))) {
+            status = ccfg_fail(CCFG_ENOMEM, "out of memory loading the mixture");
+            goto fail;
+        }
+        for (int64_t k = 0; k < K; k++)
+            for (int64_t i = 0; i < D; i++)
+                for (int64_t j = 0; j < D; j++) t[(k * D + j) * D + i] = gm->evecs[(k * D + i) * D + j];
+        if ((status = upload_reals(d, gm->evecs, kdd, &m->U)) ||
+            (status = upload_reals(d, t, kdd, &m->UT)))
+            goto fail;
+        /* the scratch keeps w_k of `chunk` rows: about 32 MiB, within the binding limit */
+        const size_t per_row = (size_t)(K * D) * real;
+        size_t cap = (size_t)32 << 20;
+        if (cap > g.info[d->index].max_storage_buffer_range) cap = g.info[d->index].max_storage_buffer_range;
+        m->chunk = (int64_t)(cap / per_row);
+        if (m->chunk < 1)
+            status = ccfg_fail(CCFG_EINVAL, "%s: a full-covariance mixture with K = %lld, dim = "
+                               "%lld needs more scratch per sample than one binding holds",
+                               d->name, (long long)K, (long long)D);
+        if (m->chunk > MAX_GROUPS) m->chunk = MAX_GROUPS;
+        if (status || (status = new_buffer(d, (size_t)m->chunk * per_row, &m->scratch))) goto fail;
+    } else {
+        m->chunk = MAX_GROUPS;
+    }
+    const size_t nm = (size_t)gm->n_concepts * (size_t)K;
+    if (!(mask = malloc((nm ? nm : 1) * sizeof *mask))) {
+        status = ccfg_fail(CCFG_ENOMEM, "out of memory loading the mixture");
+        goto fail;
+    }
+    for (size_t i = 0; i < nm; i++) mask[i] = gm->concept_mask[i];
+    if ((status = new_buffer(d, (nm ? nm : 1) * sizeof *mask, &m->mask)) ||
+        (status = write_buffer(m->mask, 0, mask, nm * sizeof *mask)))
+        goto fail;
+    *handle = m;
 fail:
-    if (flag) release_buffer(flag);
+    free(t);
+    free(mask);
+    if (status) vk_gmm_free(be, m);
     return status;
 }
 
-int ccfg_vk_sld(int64_t count, ccfg_vk_buffer *eps_u, ccfg_vk_buffer *eps_p, ccfg_vk_buffer *eps_s,
-                ccfg_vk_buffer *nu, double w, double s_s, double thr, double s_m, double beta_m,
-                int update, int apply, ccfg_vk_buffer *out)
+static int vk_gmm_eps(const ccfg_backend *be, const ccfg_gmm *gm, void *handle, int64_t rows,
+                      const float *x, double alpha_bar, const int32_t *cond, float *out)
 {
-    ccfg_vk_buffer *bufs[5] = {eps_u, eps_p, eps_s, nu, out};
+    vk_dev *d = be->ctx;
+    vk_gmm *m = handle;
+    const int64_t K = gm->K, D = gm->dim;
+    const float *ptrs[2] = {x, out};
+    vk_buffer *bufs[MAX_BINDINGS], *lvl = NULL, *cb = NULL;
+    uint32_t o[2] = {0, 0};
     int status;
-    if (count < 0) return ccfg_fail(CCFG_EINVAL, "Vulkan sld: count < 0");
-    if ((status = check_bufs(count, bufs, 5, "sld")) != CCFG_OK) return status;
-    if (!count || (!update && !apply)) return CCFG_OK;
-    const push_sld pc = {(uint32_t)count, (update ? 1u : 0u) | (apply ? 2u : 0u), (float)w,
-                         (float)s_s, (float)thr, (float)s_m, (float)beta_m};
-    return dispatch(eps_u->d, P_SLD, bufs, &pc, groups_for(count), 1);
+    if (!rows) return CCFG_OK;
+    if ((status = resolve_all(d, rows * D, ptrs, 2, bufs, o, "gmm_eps"))) return status;
+    /* the level: a, s², s and each component's log w_k - ½ log det C_k (GLSL has no double log) */
+    const double a = sqrt(alpha_bar), s2 = 1.0 - alpha_bar;
+    m->bias[0] = a;
+    m->bias[1] = s2;
+    m->bias[2] = sqrt(s2);
+    for (int64_t k = 0; k < K; k++) {
+        double logdet = 0.0;
+        for (int64_t j = 0; j < D; j++) logdet += log(a * a * gm->evals[k * D + j] + s2);
+        m->bias[3 + k] = gm->log_weights[k] - 0.5 * logdet;
+    }
+    if ((status = upload_reals(d, m->bias, (size_t)(3 + K), &lvl)) ||
+        (status = new_buffer(d, (size_t)rows * sizeof *cond, &cb)) ||
+        (status = write_buffer(cb, 0, cond, (size_t)rows * sizeof *cond)))
+        goto fail;
+    bufs[2] = m->mu;
+    bufs[3] = m->lam;
+    bufs[4] = m->U ? m->U : m->mu;      /* unused without rotations: any valid buffer */
+    bufs[5] = m->UT ? m->UT : m->mu;
+    bufs[6] = lvl;
+    bufs[7] = cb;
+    bufs[8] = m->mask;
+    bufs[9] = m->scratch ? m->scratch : m->mu;
+    for (int64_t r0 = 0; r0 < rows; r0 += m->chunk) {
+        const int64_t nr = rows - r0 < m->chunk ? rows - r0 : m->chunk;
+        const push_gmm pc = {(uint32_t)D, (uint32_t)K, m->U != NULL, o[0], o[1], (uint32_t)r0};
+        if ((status = dispatch(d, pipe_real(d, P_GMM), bufs, &pc, (uint32_t)nr, 1))) goto fail;
+    }
+fail:
+    if (lvl) release_buffer(lvl);
+    if (cb) release_buffer(cb);
+    return status;
+}
+
+/* ------------------------------------------------------------------------- */
+/* the backend table */
+
+static void init_backend_table(vk_dev *d)
+{
+    d->be = (ccfg_backend){
+        .name = d->name,
+        .ctx = d,
+        .host_memory = 0,
+        .lock = vk_lock,
+        .alloc = vk_alloc,
+        .release = vk_release,
+        .upload = vk_upload,
+        .download = vk_download,
+        .sync = vk_sync,
+        .dot = vk_dot,
+        .direction_dots = vk_direction_dots,
+        .combine = vk_combine,
+        .axpbypcz = vk_axpbypcz,
+        .randn = vk_randn,
+        .watch_finite = vk_watch_finite,
+        .first_nonfinite = vk_first_nonfinite,
+        .sld = vk_sld,
+        .gmm_load = vk_gmm_load,
+        .gmm_free = vk_gmm_free,
+        .gmm_eps = vk_gmm_eps,
+    };
+}
+
+static pthread_mutex_t open_mutex = PTHREAD_MUTEX_INITIALIZER;
+
+int ccfg_backend_vulkan(int device, const ccfg_backend **out)
+{
+    vk_dev *d;
+    *out = NULL;
+    pthread_mutex_lock(&open_mutex);     /* two threads must not open one device twice */
+    int status = get_device(device, &d);
+    pthread_mutex_unlock(&open_mutex);
+    if (status) return status;
+    *out = &d->be;
+    return CCFG_OK;
+}
+
+/* seconds per copy of `bytes` by shaders/copy.comp (the device's memory bandwidth, benchmarks) */
+int ccfg_vk_copy_bench(int device, size_t bytes, int repeats, double *seconds)
+{
+    const ccfg_backend *be;
+    vk_buffer *src = NULL, *dst = NULL;
+    int status;
+    *seconds = 0.0;
+    if ((status = ccfg_backend_vulkan(device, &be))) return status;
+    vk_dev *d = be->ctx;
+    bytes &= ~(size_t)15;
+    if ((status = new_buffer(d, bytes, &src)) || (status = new_buffer(d, bytes, &dst)) ||
+        (status = flush(d)))
+        goto fail;
+    vk_buffer *bufs[2] = {src, dst};
+    const push_copy pc = {(uint32_t)(bytes / 16)};
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (int r = 0; r < repeats && !status; r++)
+        status = dispatch(d, P_COPY, bufs, &pc, groups_for((int64_t)(bytes / 16)), 1);
+    if (!status) status = flush(d);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    *seconds = ((double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec)) / repeats;
+fail:
+    if (src) release_buffer(src);
+    if (dst) release_buffer(dst);
+    if (!status) status = flush(d);
+    return status;
 }
 
 #endif /* CCFG_NO_VULKAN */

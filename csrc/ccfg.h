@@ -35,40 +35,71 @@ void ccfg_clear_error(void);
 /* ------------------------------------------------------------------------- */
 /* backends: one table of operations per device; rules, solvers and models call only these */
 
-typedef struct ccfg_backend {
-    const char *name;
-    /* memory: pointers returned are the backend's; on the CPU they are host memory */
-    void *(*alloc)(size_t bytes);                 /* zero-filled, NULL on failure */
-    void (*release)(void *p);
-    void (*upload)(void *dst, const void *src, size_t bytes);
-    void (*download)(void *dst, const void *src, size_t bytes);
-    /* out[i] = <a_i, b_i> over dim elements, per sample, accumulated in double */
-    void (*dot)(int64_t n, int64_t dim, const float *a, const float *b, double *out);
+struct ccfg_gmm;
+
+/* Memory handed out by a backend is addressed by `float *` pointers and pointer arithmetic works
+ * on them as usual (a block of a stacked array is `base + b * count`). On the CPU they are host
+ * memory. On a device (host_memory == 0) they are device addresses that the host must never
+ * dereference: data crosses only through upload/download. Every op returns a ccfg status; device
+ * ops are recorded and run later, so a failure of the device may surface at a later call (always
+ * at the latest at sync or download). */
+typedef struct ccfg_backend ccfg_backend;
+struct ccfg_backend {
+    const char *name;               /* for messages: "cpu", "vulkan:0 (llvmpipe ...)" */
+    void *ctx;                      /* the device; NULL on the CPU */
+    int host_memory;                /* 1: pointers are host memory */
+    /* one caller at a time per device: held around a whole sample/guide call (CPU: no-op) */
+    void (*lock)(const ccfg_backend *be, int acquire);
+    int (*alloc)(const ccfg_backend *be, size_t bytes, float **out);   /* zero-filled */
+    void (*release)(const ccfg_backend *be, void *p);                  /* NULL is fine */
+    /* src may be reused as soon as upload returns; download waits for the device */
+    int (*upload)(const ccfg_backend *be, void *dst, const void *src, size_t bytes);
+    int (*download)(const ccfg_backend *be, void *dst, const void *src, size_t bytes);
+    int (*sync)(const ccfg_backend *be);          /* run everything recorded, wait */
+    /* out[i] = <a_i, b_i> over dim elements, per sample (host array), accumulated in double */
+    int (*dot)(const ccfg_backend *be, int64_t n, int64_t dim, const float *a, const float *b,
+               double *out);
     /* the guidance reductions in one pass over the inputs, per sample i and negative j:
-     *   pp[i] = ‖p_i - u_i‖²,  nn[j*n+i] = ‖n_j,i - u_i‖²,  np[j*n+i] = <n_j,i - u_i, p_i - u_i> */
-    void (*direction_dots)(int64_t n, int64_t dim, const float *u, const float *p, int k,
-                           const float *const *neg, double *pp, double *nn, double *np);
-    /* out_i = sum_k coef[i*m + k] * in[k]_i : per-sample linear combination (the fused rule pass) */
-    void (*combine)(int64_t n, int64_t dim, int m, const float *const *in, const double *coef,
-                    float *out);
+     *   pp[i] = ‖p_i - u_i‖²,  nn[j*n+i] = ‖n_j,i - u_i‖²,  np[j*n+i] = <n_j,i - u_i, p_i - u_i>
+     * (pp, nn, np are host arrays) */
+    int (*direction_dots)(const ccfg_backend *be, int64_t n, int64_t dim, const float *u,
+                          const float *p, int k, const float *const *neg, double *pp, double *nn,
+                          double *np);
+    /* out_i = sum_k coef[i*m + k] * in[k]_i : per-sample linear combination (the fused rule pass);
+     * coef is a host array */
+    int (*combine)(const ccfg_backend *be, int64_t n, int64_t dim, int m, const float *const *in,
+                   const double *coef, float *out);
     /* out = a*x + b*y + c*z elementwise over count; y or z may be NULL (term skipped) */
-    void (*axpbypcz)(int64_t count, double a, const float *x, double b, const float *y, double c,
-                     const float *z, float *out);
+    int (*axpbypcz)(const ccfg_backend *be, int64_t count, double a, const float *x, double b,
+                    const float *y, double c, const float *z, float *out);
     /* standard normals, Philox-4x32-10 (see rng.c): sample first+i, element j, stream */
-    void (*randn)(int64_t n, int64_t dim, uint64_t seed, uint64_t stream, int64_t first,
-                  float *out);
-    /* 1 if every value is finite */
-    int (*all_finite)(int64_t count, const float *x);
+    int (*randn)(const ccfg_backend *be, int64_t n, int64_t dim, uint64_t seed, uint64_t stream,
+                 int64_t first, float *out);
+    /* non-finite watch: if any of x[0..count) is NaN/Inf, the backend remembers min(tag) seen;
+     * first_nonfinite waits for the work recorded so far and returns that tag (-1: none), then
+     * forgets it. Lets a device check every step without waiting for it. */
+    int (*watch_finite)(const ccfg_backend *be, int64_t count, const float *x, int tag);
+    int (*first_nonfinite)(const ccfg_backend *be, int *tag);
     /* SLD, elementwise (methods §6), for one negative:
      *   g = mu * (eps_s - eps_u) + s_m * nu, mu = min(s_s |eps_p - eps_s|, 1) where (eps_p - eps_s) < thr else 0
      *   if update: nu <- beta_m * nu + (1 - beta_m) * g
      *   if apply:  out -= w * g  */
-    void (*sld)(int64_t count, const float *eps_u, const float *eps_p, const float *eps_s, float *nu,
-                double w, double s_s, double thr, double s_m, double beta_m, int update, int apply,
-                float *out);
-} ccfg_backend;
+    int (*sld)(const ccfg_backend *be, int64_t count, const float *eps_u, const float *eps_p,
+               const float *eps_s, float *nu, double w, double s_s, double thr, double s_m,
+               double beta_m, int update, int apply, float *out);
+    /* the exact Gaussian-mixture eps (gmm.c): gmm_load places the mixture's parameters on the
+     * backend (*handle, NULL on the CPU), gmm_eps evaluates rows of x (cond: host array) */
+    int (*gmm_load)(const ccfg_backend *be, const struct ccfg_gmm *g, void **handle);
+    void (*gmm_free)(const ccfg_backend *be, void *handle);
+    int (*gmm_eps)(const ccfg_backend *be, const struct ccfg_gmm *g, void *handle, int64_t rows,
+                   const float *x, double alpha_bar, const int32_t *cond, float *out);
+};
 
 const ccfg_backend *ccfg_backend_cpu(void);
+/* The backend of Vulkan device `device` (backend_vk.c), opened on first use. */
+int ccfg_backend_vulkan(int device, const ccfg_backend **out);
+/* all-finite check that returns at once: watch + first_nonfinite (syncs a device) */
+int ccfg_all_finite(const ccfg_backend *be, int64_t count, const float *x, int *ok);
 
 /* ------------------------------------------------------------------------- */
 /* random numbers */
@@ -136,12 +167,18 @@ typedef struct {
     void *ctx;
 } ccfg_solver_callbacks;
 
-/* Runs the whole loop. x: in = unit-variance x_T (n, dim), out = final sample.
- * trajectory: NULL or (steps+1, n, dim) VP-scaled states (before the first step, after each step).
+/* Runs the whole loop. x (backend memory): in = unit-variance x_T (n, dim), out = final sample.
+ * trajectory: NULL or a host array (steps+1, n, dim) of VP-scaled states (before the first step,
+ * after each step); on a device each state is downloaded, so ask for it only when needed.
+ * A NaN/Inf in the state (or a model output, see sampler.c) fails with CCFG_ENONFINITE naming the
+ * step; a device reports it when the run waits for the device, never with a result. 
  * Noise of step k comes from backend->randn(..., seed, stream = k + 1, first, ...). */
 int ccfg_solve(const ccfg_backend *be, const ccfg_plan *plan, const ccfg_sampler_config *cfg,
                int64_t n, int64_t dim, uint64_t seed, int64_t first, float *x, float *trajectory,
                const ccfg_solver_callbacks *cb);
+
+/* CCFG_ENONFINITE naming what a non-finite watch tag (see solver.c) stands for */
+int ccfg_nonfinite_error(const ccfg_plan *plan, int tag);
 
 /* ------------------------------------------------------------------------- */
 /* models */
@@ -149,16 +186,19 @@ int ccfg_solve(const ccfg_backend *be, const ccfg_plan *plan, const ccfg_sampler
 #define CCFG_UNCOND (-1)
 
 typedef struct {
-    /* rows samples x (rows, dim) at one level; cond[r] = condition id (CCFG_UNCOND = null);
-     * writes the model output (its own prediction_type) to out (rows, dim). */
-    int (*eval)(void *ctx, int64_t rows, int64_t dim, const float *x, double timestep,
-                double alpha_bar, const int32_t *cond, float *out);
+    /* rows samples x (rows, dim) at one level; cond[r] = condition id (CCFG_UNCOND = null, a host
+     * array); writes the model output (its own prediction_type) to out (rows, dim). x and out are
+     * memory of `be` when on_backend, else host arrays (the sampler downloads x and uploads out:
+     * Python models on a device pay two transfers per evaluation). */
+    int (*eval)(void *ctx, const ccfg_backend *be, int64_t rows, int64_t dim, const float *x,
+                double timestep, double alpha_bar, const int32_t *cond, float *out);
     void *ctx;
     int prediction_type;        /* ccfg_prediction */
+    int on_backend;
 } ccfg_model;
 
 /* Exact Gaussian mixture (gmm.c). Covariances as eigen-decompositions Σ_k = U_k diag(λ_k) U_kᵀ. */
-typedef struct {
+typedef struct ccfg_gmm {
     int64_t K, dim;
     const double *means;        /* [K, dim] */
     const double *log_weights;  /* [K] normalised log weights */
@@ -168,12 +208,25 @@ typedef struct {
     const uint8_t *concept_mask;/* [n_concepts, K]: 1 where component k belongs to concept c */
 } ccfg_gmm;
 
-/* eps(x) at level alpha_bar for rows with their own condition (CCFG_UNCOND = whole mixture). */
+/* eps(x) at level alpha_bar for rows with their own condition (CCFG_UNCOND = whole mixture);
+ * host arrays (the CPU backend's gmm_eps). */
 int ccfg_gmm_eps(const ccfg_gmm *g, int64_t rows, const float *x, double alpha_bar,
                  const int32_t *cond, float *out);
-/* ccfg_model.eval adaptor: ctx is a ccfg_gmm* */
-int ccfg_gmm_model_eval(void *ctx, int64_t rows, int64_t dim, const float *x, double timestep,
-                        double alpha_bar, const int32_t *cond, float *out);
+/* conditions are valid concept ids of g (shared by every backend) */
+int ccfg_gmm_check(const ccfg_gmm *g, int64_t rows, double alpha_bar, const int32_t *cond);
+
+/* A mixture as a model on one backend: its parameters placed there once. */
+typedef struct {
+    const ccfg_gmm *g;
+    const ccfg_backend *be;
+    void *handle;
+} ccfg_gmm_model;
+int ccfg_gmm_model_init(ccfg_gmm_model *m, const ccfg_backend *be, const ccfg_gmm *g);
+void ccfg_gmm_model_free(ccfg_gmm_model *m);
+/* ccfg_model.eval adaptor (on_backend = 1): ctx is a ccfg_gmm_model* */
+int ccfg_gmm_model_eval(void *ctx, const ccfg_backend *be, int64_t rows, int64_t dim,
+                        const float *x, double timestep, double alpha_bar, const int32_t *cond,
+                        float *out);
 
 /* ------------------------------------------------------------------------- */
 /* guidance rules (guidance.c) */
@@ -183,6 +236,8 @@ typedef enum {
     CCFG_RULE_PERP_NEG, CCFG_RULE_SLD, CCFG_RULE_DNG, CCFG_RULE_CCFG, CCFG_RULE_PYTHON
 } ccfg_rule_kind;
 
+#define CCFG_MAX_RULE_NEGATIVES 64
+
 typedef struct ccfg_rule {
     int kind;                       /* ccfg_rule_kind */
     double scale, negative_scale;   /* w, w_n (CCFG/NegatedCFG: w_n; PerpNeg: b; DNG: λ0) */
@@ -191,13 +246,14 @@ typedef struct ccfg_rule {
     int batch_global;                               /* Perp-Neg */
     int sld_warmup; double sld_scale, sld_threshold, sld_momentum_scale, sld_momentum_beta;
     double dng_prior, dng_temperature, dng_offset, dng_p_min, dng_p_max;
-    /* PYTHON: a rule computed elsewhere (module.c calls back into Python) */
+    /* PYTHON: a rule computed elsewhere (module.c calls back into Python), on host arrays */
     int (*custom)(void *ctx, int64_t n, int64_t dim, const float *eps_u, const float *eps_p,
                   int n_neg, const float *const *eps_n, float *out);
     void *custom_ctx;
 } ccfg_rule;
 
-/* Per-sample, per-negative state of SLD (momentum, on the backend) and DNG (posterior, host). */
+/* Per-sample, per-negative state of SLD (momentum ν, on the backend: as big as the samples) and
+ * DNG (posterior p, n_neg x n numbers on the host: updated from per-sample reductions). */
 typedef struct {
     int64_t n, dim;
     int n_neg;
@@ -237,6 +293,7 @@ typedef struct {
     const int32_t *negatives;       /* [n_neg] condition ids */
 } ccfg_guided_model;
 
+/* x: backend memory (see ccfg_solve); trajectory: NULL or host memory */
 int ccfg_sample(const ccfg_backend *be, const ccfg_guided_model *gm, const ccfg_plan *plan,
                 const ccfg_sampler_config *cfg, int64_t n, int64_t dim, uint64_t seed, int64_t first,
                 float *x, float *trajectory, int (*progress)(void *ctx, int done, int steps),
@@ -244,9 +301,11 @@ int ccfg_sample(const ccfg_backend *be, const ccfg_guided_model *gm, const ccfg_
 
 /* ------------------------------------------------------------------------- */
 /* Vulkan backend (backend_vk.c): libvulkan.so.1 is opened at run time, so everything here works
- * (and reports why not) on machines without Vulkan. Not thread-safe: one thread per device at a time.
- * CCFG_VULKAN_LOADER overrides the loader path; CCFG_VULKAN_STAGING=1 forces device-local
- * buffers with staging copies even where host-visible memory would do. */
+ * (and reports why not) on machines without Vulkan. ccfg_backend_vulkan(N) gives the backend
+ * table of device N. Environment: CCFG_VULKAN_LOADER overrides the loader path;
+ * CCFG_VULKAN_STAGING=1 forces device-local buffers with staging copies even where host-visible
+ * memory would do; CCFG_VULKAN_NO_F64=1 uses the float32 shaders even where the device has
+ * float64 (tests run both paths on one device). */
 
 typedef struct {
     int index;                      /* the N of "vulkan:N" */
@@ -265,31 +324,9 @@ typedef struct {
 int ccfg_vk_devices(const ccfg_vk_device_info **list, int *count);
 /* NULL when at least one device exists, else the reason (backend not built, no loader, no ICD...) */
 const char *ccfg_vk_unavailable(void);
-
-/* Device buffers of float32 (or any 4-byte words). Every op below is recorded into the device's
- * current command buffer; ops that return values to the host (dot, direction_dots, all_finite,
- * download) submit it and wait. Every function returns a ccfg status. */
-typedef struct ccfg_vk_buffer ccfg_vk_buffer;
-int ccfg_vk_alloc(int device, size_t bytes, ccfg_vk_buffer **out);   /* zero-filled */
-void ccfg_vk_free(ccfg_vk_buffer *b);
-int ccfg_vk_upload(ccfg_vk_buffer *dst, const void *src, size_t bytes);
-int ccfg_vk_download(void *dst, ccfg_vk_buffer *src, size_t bytes);
-int ccfg_vk_flush(int device);                                     /* submit and wait */
-
-/* the backend-table ops on device buffers; semantics as in ccfg_backend */
-int ccfg_vk_axpbypcz(int64_t count, double a, ccfg_vk_buffer *x, double b, ccfg_vk_buffer *y,
-                     double c, ccfg_vk_buffer *z, ccfg_vk_buffer *out);
-int ccfg_vk_combine(int64_t n, int64_t dim, int m, ccfg_vk_buffer *const *in, const double *coef,
-                    ccfg_vk_buffer *out);                          /* m <= 8 */
-int ccfg_vk_randn(int64_t n, int64_t dim, uint64_t seed, uint64_t stream, int64_t first,
-                  ccfg_vk_buffer *out);
-int ccfg_vk_dot(int64_t n, int64_t dim, ccfg_vk_buffer *a, ccfg_vk_buffer *b, double *out);
-int ccfg_vk_direction_dots(int64_t n, int64_t dim, ccfg_vk_buffer *u, ccfg_vk_buffer *p, int k,
-                           ccfg_vk_buffer *const *neg, double *pp, double *nn, double *np);
-int ccfg_vk_all_finite(int64_t count, ccfg_vk_buffer *x, int *result);
-int ccfg_vk_sld(int64_t count, ccfg_vk_buffer *eps_u, ccfg_vk_buffer *eps_p, ccfg_vk_buffer *eps_s,
-                ccfg_vk_buffer *nu, double w, double s_s, double thr, double s_m, double beta_m,
-                int update, int apply, ccfg_vk_buffer *out);
+/* seconds per device-to-device copy of `bytes` by shaders/copy.comp (mean of `repeats` recorded
+ * back to back): the memory bandwidth bound that benchmarks compare guide with */
+int ccfg_vk_copy_bench(int device, size_t bytes, int repeats, double *seconds);
 
 #ifdef __cplusplus
 }

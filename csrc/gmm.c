@@ -77,8 +77,7 @@ static void gmm_block(const ccfg_gmm *g, int64_t rows, const float *x, double a,
     for (int64_t q = 0; q < rows * D; q++) out[q] = (float)y[q];
 }
 
-int ccfg_gmm_eps(const ccfg_gmm *g, int64_t rows, const float *x, double alpha_bar,
-                 const int32_t *cond, float *out)
+int ccfg_gmm_check(const ccfg_gmm *g, int64_t rows, double alpha_bar, const int32_t *cond)
 {
     if (!(alpha_bar >= 0.0 && alpha_bar <= 1.0))
         return ccfg_fail(CCFG_EINVAL, "alpha_bar must lie in [0, 1], got %g", alpha_bar);
@@ -86,6 +85,14 @@ int ccfg_gmm_eps(const ccfg_gmm *g, int64_t rows, const float *x, double alpha_b
         if (cond[r] < CCFG_UNCOND || cond[r] >= g->n_concepts)
             return ccfg_fail(CCFG_EINVAL, "condition id %d is not a concept of this mixture",
                              (int)cond[r]);
+    return CCFG_OK;
+}
+
+int ccfg_gmm_eps(const ccfg_gmm *g, int64_t rows, const float *x, double alpha_bar,
+                 const int32_t *cond, float *out)
+{
+    int status = ccfg_gmm_check(g, rows, alpha_bar, cond);
+    if (status) return status;
     const int64_t K = g->K, D = g->dim, B = block_rows(K, D);
     const int64_t nblocks = (rows + B - 1) / B;
     const double a = sqrt(alpha_bar), s2 = 1.0 - alpha_bar;
@@ -121,12 +128,31 @@ int ccfg_gmm_eps(const ccfg_gmm *g, int64_t rows, const float *x, double alpha_b
     return CCFG_OK;
 }
 
-int ccfg_gmm_model_eval(void *ctx, int64_t rows, int64_t dim, const float *x, double timestep,
-                        double alpha_bar, const int32_t *cond, float *out)
+int ccfg_gmm_model_init(ccfg_gmm_model *m, const ccfg_backend *be, const ccfg_gmm *g)
 {
-    const ccfg_gmm *g = ctx;
+    m->g = g;
+    m->be = be;
+    m->handle = NULL;
+    return be->gmm_load(be, g, &m->handle);
+}
+
+void ccfg_gmm_model_free(ccfg_gmm_model *m)
+{
+    if (m->be) m->be->gmm_free(m->be, m->handle);
+    m->handle = NULL;
+}
+
+int ccfg_gmm_model_eval(void *ctx, const ccfg_backend *be, int64_t rows, int64_t dim,
+                        const float *x, double timestep, double alpha_bar, const int32_t *cond,
+                        float *out)
+{
+    const ccfg_gmm_model *m = ctx;
+    int status;
     (void)timestep;                          /* the exact model needs only the noise level */
-    if (dim != g->dim) return ccfg_fail(CCFG_EINVAL, "dim %lld != mixture dim %lld",
-                                        (long long)dim, (long long)g->dim);
-    return ccfg_gmm_eps(g, rows, x, alpha_bar, cond, out);
+    if (be != m->be)
+        return ccfg_fail(CCFG_EINVAL, "the mixture was loaded on %s, not %s", m->be->name, be->name);
+    if (dim != m->g->dim) return ccfg_fail(CCFG_EINVAL, "dim %lld != mixture dim %lld",
+                                           (long long)dim, (long long)m->g->dim);
+    if ((status = ccfg_gmm_check(m->g, rows, alpha_bar, cond))) return status;
+    return be->gmm_eps(be, m->g, m->handle, rows, x, alpha_bar, cond, out);
 }

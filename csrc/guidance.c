@@ -34,25 +34,29 @@ int ccfg_guide_state_init(ccfg_guide_state *st, const ccfg_backend *be, const cc
     st->dim = dim;
     st->n_neg = n_neg;
     st->be = be;
-    if (rule->kind == CCFG_RULE_SLD && n_neg > 0) {
-        st->sld_nu = be->alloc((size_t)n_neg * (size_t)n * (size_t)dim * sizeof(float));
-        if (!st->sld_nu) goto fail;
-    }
+    int status = CCFG_OK;
+    if (rule->kind == CCFG_RULE_SLD && n_neg > 0 &&
+        (status = be->alloc(be, (size_t)n_neg * (size_t)n * (size_t)dim * sizeof(float),
+                            &st->sld_nu)))
+        goto fail;
     if (rule->kind == CCFG_RULE_DNG && n_neg > 0) {
         st->dng_p = malloc((size_t)n_neg * (size_t)n * sizeof(double));
-        if (!st->dng_p) goto fail;
+        if (!st->dng_p) {
+            status = ccfg_fail(CCFG_ENOMEM, "out of memory allocating guidance state (n=%lld)",
+                               (long long)n);
+            goto fail;
+        }
         for (int64_t q = 0; q < (int64_t)n_neg * n; q++) st->dng_p[q] = rule->dng_prior;
     }
     return CCFG_OK;
 fail:
     ccfg_guide_state_free(st);
-    return ccfg_fail(CCFG_ENOMEM, "out of memory allocating guidance state (n=%lld, dim=%lld)",
-                     (long long)n, (long long)dim);
+    return status;
 }
 
 void ccfg_guide_state_free(ccfg_guide_state *st)
 {
-    if (st->sld_nu && st->be) st->be->release(st->sld_nu);
+    if (st->sld_nu && st->be) st->be->release(st->be, st->sld_nu);
     free(st->dng_p);
     st->sld_nu = NULL;
     st->dng_p = NULL;
@@ -62,6 +66,40 @@ void ccfg_guide_state_free(ccfg_guide_state *st)
 static double two_sigmoid(double z)
 {
     return z >= 0 ? 2.0 / (1.0 + exp(-z)) : 2.0 * exp(z) / (1.0 + exp(z));
+}
+
+/* A PythonRule sees host arrays: on a device its inputs are downloaded and its output uploaded.
+ * It sees exactly what was evaluated: the window only decides which negatives. */
+static int python_rule(const ccfg_backend *be, const ccfg_rule *rule, int64_t n, int64_t dim,
+                       const float *eps_u, const float *eps_p, int k, const float *const *eps_n,
+                       float *out)
+{
+    if (be->host_memory)
+        return rule->custom(rule->custom_ctx, n, dim, eps_u, eps_p, k, eps_n, out);
+    const size_t bytes = (size_t)n * (size_t)dim * sizeof(float);
+    int status = CCFG_OK;
+    float *host = malloc(bytes * (size_t)(3 + k));
+    const float *neg[CCFG_MAX_RULE_NEGATIVES];
+    if (k > CCFG_MAX_RULE_NEGATIVES)
+        status = ccfg_fail(CCFG_EINVAL, "a PythonRule takes at most %d negatives",
+                           CCFG_MAX_RULE_NEGATIVES);
+    else if (!host)
+        status = ccfg_fail(CCFG_ENOMEM, "out of memory copying a PythonRule's inputs");
+    if (status) goto done;
+    const size_t count = (size_t)n * (size_t)dim;
+    float *hu = host, *hp = host + count, *ho = host + 2 * count;
+    if ((status = be->download(be, hu, eps_u, bytes)) || (status = be->download(be, hp, eps_p, bytes)))
+        goto done;
+    for (int j = 0; j < k; j++) {
+        float *hn = host + (3 + (size_t)j) * count;
+        if ((status = be->download(be, hn, eps_n[j], bytes))) goto done;
+        neg[j] = hn;
+    }
+    if ((status = rule->custom(rule->custom_ctx, n, dim, hu, hp, k, neg, ho))) goto done;
+    status = be->upload(be, out, ho, bytes);
+done:
+    free(host);
+    return status;
 }
 
 /* sum_i of a per-sample quantity, for Perp-Neg's batch-global projection */
@@ -90,10 +128,7 @@ int ccfg_guide(const ccfg_backend *be, const ccfg_rule *rule, ccfg_guide_state *
                          "negatives=%d)", (long long)n, (long long)dim, n_neg);
     if (!eps_p) eps_p = eps_u;                 /* no positive: D_p = 0 */
 
-    if (kind == CCFG_RULE_PYTHON) {
-        /* the rule sees exactly what was evaluated: the window only decides which negatives */
-        return rule->custom(rule->custom_ctx, n, dim, eps_u, eps_p, k, eps_n, out);
-    }
+    if (kind == CCFG_RULE_PYTHON) return python_rule(be, rule, n, dim, eps_u, eps_p, k, eps_n, out);
 
     in = malloc((size_t)m * sizeof *in);
     coef = malloc((size_t)n * (size_t)m * sizeof *coef);
@@ -109,8 +144,9 @@ int ccfg_guide(const ccfg_backend *be, const ccfg_rule *rule, ccfg_guide_state *
     for (int j = 0; j < k; j++) in[2 + j] = eps_n[j];
 
     /* per-sample reductions on the guidance directions D = eps - eps_u, one pass */
-    if (kind == CCFG_RULE_CCFG || kind == CCFG_RULE_PERP_NEG)
-        be->direction_dots(n, dim, eps_u, eps_p, k, eps_n, r_p, r_n, dot_np);
+    if ((kind == CCFG_RULE_CCFG || kind == CCFG_RULE_PERP_NEG) &&
+        (status = be->direction_dots(be, n, dim, eps_u, eps_p, k, eps_n, r_p, r_n, dot_np)))
+        goto done;
 
     /* coefficients: start from CFG's (or none), then each negative adds its term */
     for (int64_t i = 0; i < n; i++) {
@@ -159,15 +195,17 @@ int ccfg_guide(const ccfg_backend *be, const ccfg_rule *rule, ccfg_guide_state *
         }
     }
 
-    be->combine(n, dim, m, in, coef, out);
+    if ((status = be->combine(be, n, dim, m, in, coef, out))) goto done;
 
     if (kind == CCFG_RULE_SLD && rule->sld_scale >= 1.0) {
         /* methods §6 / §10c: γ from the gate + momentum; ν updated every step, applied after warm-up */
         const int apply = step >= rule->sld_warmup;
         for (int j = 0; j < k; j++)
-            be->sld((int64_t)n * dim, eps_u, eps_p, eps_n[j], st->sld_nu + (int64_t)j * n * dim, w,
-                    rule->sld_scale, rule->sld_threshold, rule->sld_momentum_scale,
-                    rule->sld_momentum_beta, update, apply, out);
+            if ((status = be->sld(be, (int64_t)n * dim, eps_u, eps_p, eps_n[j],
+                                  st->sld_nu + (int64_t)j * n * dim, w, rule->sld_scale,
+                                  rule->sld_threshold, rule->sld_momentum_scale,
+                                  rule->sld_momentum_beta, update, apply, out)))
+                goto done;
     }
     if (update && st) st->step++;
 
@@ -205,22 +243,24 @@ int ccfg_dng_observe(const ccfg_backend *be, const ccfg_rule *rule, ccfg_guide_s
     const double var = eta > 0.0 ? s2 : 1.0 - alpha_bar / alpha_bar_prev;
     if (!(var > 0.0) || n_neg == 0) return CCFG_OK;   /* no move, nothing to learn */
 
-    r_u = be->alloc((size_t)count * sizeof(float));
-    d_n = be->alloc((size_t)count * sizeof(float));
+    if ((status = be->alloc(be, (size_t)count * sizeof(float), &r_u)) ||
+        (status = be->alloc(be, (size_t)count * sizeof(float), &d_n)))
+        goto done;
     dd = malloc((size_t)n * sizeof *dd);
     rd = malloc((size_t)n * sizeof *rd);
-    if (!r_u || !d_n || !dd || !rd) {
+    if (!dd || !rd) {
         status = ccfg_fail(CCFG_ENOMEM, "out of memory in DNG update");
         goto done;
     }
     /* r_u = x_prev - μ_u;  x_prev - μ_n = r_u - B D_n, so
      * ‖x_prev-μ_n‖² - ‖x_prev-μ_u‖² = B²‖D_n‖² - 2B <r_u, D_n> (no cancellation of big norms) */
-    be->axpbypcz(count, 1.0, x_prev, -A, x_t, -B, eps_u, r_u);
+    if ((status = be->axpbypcz(be, count, 1.0, x_prev, -A, x_t, -B, eps_u, r_u))) goto done;
     const double lo = log(rule->dng_p_min), hi = log(rule->dng_p_max);
     for (int j = 0; j < n_neg; j++) {
-        be->axpbypcz(count, 1.0, eps_n[j], -1.0, eps_u, 0.0, NULL, d_n);
-        be->dot(n, dim, d_n, d_n, dd);
-        be->dot(n, dim, r_u, d_n, rd);
+        if ((status = be->axpbypcz(be, count, 1.0, eps_n[j], -1.0, eps_u, 0.0, NULL, d_n)) ||
+            (status = be->dot(be, n, dim, d_n, d_n, dd)) ||
+            (status = be->dot(be, n, dim, r_u, d_n, rd)))
+            goto done;
         for (int64_t i = 0; i < n; i++) {
             double delta = B * B * dd[i] - 2.0 * B * rd[i];
             double *p = st->dng_p + (int64_t)j * n + i;
@@ -229,8 +269,8 @@ int ccfg_dng_observe(const ccfg_backend *be, const ccfg_rule *rule, ccfg_guide_s
         }
     }
 done:
-    if (r_u) be->release(r_u);
-    if (d_n) be->release(d_n);
+    be->release(be, r_u);
+    be->release(be, d_n);
     free(dd);
     free(rd);
     return status;

@@ -33,6 +33,38 @@ static PyObject *raise_status(int status)
 }
 
 /* ------------------------------------------------------------------------- */
+/* backends: device = -1 is the CPU backend, N >= 0 Vulkan device N (ccfg/sampling.py resolves
+ * "auto", "cpu", "vulkan:N"). A device is used by one caller at a time: its lock is taken with
+ * the GIL released (a Python model called back from C needs the GIL while holding the lock). */
+
+static int get_backend(int device, const ccfg_backend **be)
+{
+    if (device < 0) {
+        *be = ccfg_backend_cpu();
+        return CCFG_OK;
+    }
+    return ccfg_backend_vulkan(device, be);
+}
+
+/* host floats -> backend memory: on the CPU the array itself, on a device a new copy */
+static int to_backend(const ccfg_backend *be, const float *host, size_t count, float **out)
+{
+    int status;
+    *out = NULL;
+    if (be->host_memory) {
+        *out = (float *)host;
+        return CCFG_OK;
+    }
+    if ((status = be->alloc(be, count * sizeof(float), out))) return status;
+    return be->upload(be, *out, host, count * sizeof(float));
+}
+
+static void drop_backend(const ccfg_backend *be, float *p)
+{
+    if (!be->host_memory) be->release(be, p);
+}
+
+/* ------------------------------------------------------------------------- */
 /* array conversion */
 
 /* A C-contiguous array of `type` with ndim dims; shape entries < 0 are free. New reference. */
@@ -157,9 +189,12 @@ done:
     return status;
 }
 
-static int python_model(void *ctx, int64_t rows, int64_t dim, const float *x, double timestep,
-                        double alpha_bar, const int32_t *cond, float *out)
+/* ccfg_model.eval of a Python model: host arrays (on_backend = 0; sampler.c moves the data) */
+static int python_model(void *ctx, const ccfg_backend *be, int64_t rows, int64_t dim,
+                        const float *x, double timestep, double alpha_bar, const int32_t *cond,
+                        float *out)
 {
+    (void)be;
     PyGILState_STATE g = PyGILState_Ensure();
     int status = CCFG_ECANCEL;
     npy_intp n1 = (npy_intp)rows;
@@ -257,11 +292,21 @@ typedef struct {
     PyObject_HEAD
     ccfg_guide_state st;
     int kind;
+    int device;                 /* where the state lives (-1: CPU) */
 } StateObject;
 
 static void state_dealloc(StateObject *self)
 {
-    ccfg_guide_state_free(&self->st);
+    const ccfg_backend *be = self->st.be;
+    if (be && !be->host_memory) {
+        Py_BEGIN_ALLOW_THREADS
+        be->lock(be, 1);
+        ccfg_guide_state_free(&self->st);
+        be->lock(be, 0);
+        Py_END_ALLOW_THREADS
+    } else {
+        ccfg_guide_state_free(&self->st);
+    }
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -377,18 +422,28 @@ static PyObject *mod_guide_state(PyObject *self, PyObject *args)
 {
     PyObject *spec, *pyfn;
     long long n, dim;
-    int n_neg;
+    int n_neg, device = -1, status;
     ccfg_rule rule;
+    const ccfg_backend *be = NULL;
     (void)self;
-    if (!PyArg_ParseTuple(args, "O!LLi", &PyTuple_Type, &spec, &n, &dim, &n_neg)) return NULL;
+    if (!PyArg_ParseTuple(args, "O!LLi|i", &PyTuple_Type, &spec, &n, &dim, &n_neg, &device))
+        return NULL;
     if (parse_rule(spec, &rule, &pyfn)) return NULL;
     StateObject *st = PyObject_New(StateObject, &StateType);
     if (!st) return NULL;
+    memset(&st->st, 0, sizeof st->st);
     st->kind = rule.kind;
-    int status = ccfg_guide_state_init(&st->st, ccfg_backend_cpu(), &rule, n, dim, n_neg);
+    st->device = device;
+    Py_BEGIN_ALLOW_THREADS
+    status = get_backend(device, &be);
+    if (!status) {
+        be->lock(be, 1);
+        status = ccfg_guide_state_init(&st->st, be, &rule, n, dim, n_neg);
+        be->lock(be, 0);
+    }
+    Py_END_ALLOW_THREADS
     if (status) {
-        st->st.sld_nu = NULL;
-        st->st.dng_p = NULL;
+        memset(&st->st, 0, sizeof st->st);      /* init freed what it had */
         Py_DECREF(st);
         return raise_status(status);
     }
@@ -415,8 +470,18 @@ static PyObject *mod_state_info(PyObject *self, PyObject *args)
         Py_DECREF(nu);
         nu = PyArray_SimpleNew(3, sh, NPY_FLOAT32);
         if (!nu) goto fail;
-        memcpy(PyArray_DATA((PyArrayObject *)nu), st->st.sld_nu,
-               (size_t)(sh[0] * sh[1] * sh[2]) * sizeof(float));
+        const ccfg_backend *be = st->st.be;
+        int status;
+        Py_BEGIN_ALLOW_THREADS
+        be->lock(be, 1);
+        status = be->download(be, PyArray_DATA((PyArrayObject *)nu), st->st.sld_nu,
+                              (size_t)(sh[0] * sh[1] * sh[2]) * sizeof(float));
+        be->lock(be, 0);
+        Py_END_ALLOW_THREADS
+        if (status) {
+            raise_status(status);
+            goto fail;
+        }
     }
     return Py_BuildValue("{s:i,s:L,s:L,s:i,s:N,s:N}", "step", st->st.step, "n", (long long)st->st.n,
                          "dim", (long long)st->st.dim, "n_neg", st->st.n_neg, "dng_p", p,
@@ -450,18 +515,71 @@ static int neg_arrays(PyObject *list, int64_t n, int64_t dim, PyArrayObject **ar
     return 0;
 }
 
-enum { MAXNEG = 64 };
+enum { MAXNEG = CCFG_MAX_RULE_NEGATIVES };
+
+/* ccfg_guide on `be` with host inputs and output: on a device the inputs are uploaded and the
+ * result downloaded (NumPy in, NumPy out) */
+static int guide_on(const ccfg_backend *be, const ccfg_rule *rule, ccfg_guide_state *st, int64_t n,
+                    int64_t dim, const float *u, const float *p, int k, const float *const *neg,
+                    int step, int num_steps, float *out)
+{
+    const size_t count = (size_t)n * (size_t)dim;
+    float *du = NULL, *dp = NULL, *dout = NULL, *dn[MAXNEG] = {0};
+    int status;
+    if (be->host_memory)
+        return ccfg_guide(be, rule, st, n, dim, u, p, k, neg, step, num_steps, 1, out);
+    if ((status = to_backend(be, u, count, &du)) || (p && (status = to_backend(be, p, count, &dp))))
+        goto done;
+    for (int j = 0; j < k; j++)
+        if ((status = to_backend(be, neg[j], count, &dn[j]))) goto done;
+    if ((status = be->alloc(be, count * sizeof(float), &dout)) ||
+        (status = ccfg_guide(be, rule, st, n, dim, du, dp, k, (const float *const *)dn, step,
+                             num_steps, 1, dout)))
+        goto done;
+    status = be->download(be, out, dout, count * sizeof(float));
+done:
+    drop_backend(be, du);
+    drop_backend(be, dp);
+    drop_backend(be, dout);
+    for (int j = 0; j < k; j++) drop_backend(be, dn[j]);
+    return status;
+}
+
+/* ccfg_dng_observe on `be` with host inputs */
+static int observe_on(const ccfg_backend *be, const ccfg_rule *rule, ccfg_guide_state *st,
+                      int64_t n, int64_t dim, const float *x, const float *xp, const float *u,
+                      int k, const float *const *neg, double ab, double abp, double eta)
+{
+    const size_t count = (size_t)n * (size_t)dim;
+    float *dx = NULL, *dxp = NULL, *du = NULL, *dn[MAXNEG] = {0};
+    int status;
+    if ((status = to_backend(be, x, count, &dx)) || (status = to_backend(be, xp, count, &dxp)) ||
+        (status = to_backend(be, u, count, &du)))
+        goto done;
+    for (int j = 0; j < k; j++)
+        if ((status = to_backend(be, neg[j], count, &dn[j]))) goto done;
+    status = ccfg_dng_observe(be, rule, st, n, dim, dx, dxp, du, k, (const float *const *)dn, ab,
+                              abp, eta);
+done:
+    if (!be->host_memory) {
+        be->release(be, dx);
+        be->release(be, dxp);
+        be->release(be, du);
+        for (int j = 0; j < k; j++) be->release(be, dn[j]);
+    }
+    return status;
+}
 
 static PyObject *mod_guide(PyObject *self, PyObject *args)
 {
     PyObject *spec, *uo, *po, *nl, *so, *pyfn, *out = NULL;
-    int step, num_steps, k = 0;
+    int step, num_steps, k = 0, device = -1;
     ccfg_rule rule;
     PyArrayObject *u = NULL, *p = NULL, *negs[MAXNEG] = {0};
     const float *neg_ptr[MAXNEG];
     (void)self;
-    if (!PyArg_ParseTuple(args, "O!OOOOii", &PyTuple_Type, &spec, &uo, &po, &nl, &so, &step,
-                          &num_steps))
+    if (!PyArg_ParseTuple(args, "O!OOOOii|i", &PyTuple_Type, &spec, &uo, &po, &nl, &so, &step,
+                          &num_steps, &device))
         return NULL;
     if (parse_rule(spec, &rule, &pyfn)) return NULL;
     rule.custom = python_rule;
@@ -483,6 +601,10 @@ static PyObject *mod_guide(PyObject *self, PyObject *args)
             PyErr_SetString(PyExc_ValueError, "state belongs to a different rule");
             goto done;
         }
+        if (((StateObject *)so)->device != device) {
+            PyErr_SetString(PyExc_ValueError, "state lives on another device than this call's");
+            goto done;
+        }
     } else if (ccfg_rule_stateful(&rule)) {
         PyErr_SetString(PyExc_ValueError, "state: a stateful rule needs its state");
         goto done;
@@ -490,14 +612,20 @@ static PyObject *mod_guide(PyObject *self, PyObject *args)
     out = PyArray_SimpleNew(2, shape, NPY_FLOAT32);
     if (!out) goto done;
     int status;
-    /* a Python rule runs with the GIL held throughout (its callback re-enters Python) */
-    if (rule.kind == CCFG_RULE_PYTHON) {
+    const ccfg_backend *be = NULL;
+    /* a Python rule on the CPU runs with the GIL held throughout (its callback re-enters Python) */
+    if (rule.kind == CCFG_RULE_PYTHON && device < 0) {
         status = ccfg_guide(ccfg_backend_cpu(), &rule, st, n, dim, f32(u), p ? f32(p) : NULL, k,
                             neg_ptr, step, num_steps, 1, f32((PyArrayObject *)out));
     } else {
         Py_BEGIN_ALLOW_THREADS
-        status = ccfg_guide(ccfg_backend_cpu(), &rule, st, n, dim, f32(u), p ? f32(p) : NULL, k,
-                            neg_ptr, step, num_steps, 1, f32((PyArrayObject *)out));
+        status = get_backend(device, &be);
+        if (!status) {
+            be->lock(be, 1);
+            status = guide_on(be, &rule, st, n, dim, f32(u), p ? f32(p) : NULL, k, neg_ptr, step,
+                              num_steps, f32((PyArrayObject *)out));
+            be->lock(be, 0);
+        }
         Py_END_ALLOW_THREADS
     }
     if (status) {
@@ -532,9 +660,12 @@ static PyObject *mod_dng_observe(PyObject *self, PyObject *args)
     if (!u || neg_arrays(nl, shape[0], shape[1], negs, neg_ptr, MAXNEG, &k)) goto done;
     int status;
     ccfg_guide_state *st = &((StateObject *)so)->st;
+    const ccfg_backend *be = st->be ? st->be : ccfg_backend_cpu();
     Py_BEGIN_ALLOW_THREADS
-    status = ccfg_dng_observe(ccfg_backend_cpu(), &rule, st, shape[0], shape[1], f32(x), f32(xp),
-                              f32(u), k, neg_ptr, ab, abp, eta);
+    be->lock(be, 1);
+    status = observe_on(be, &rule, st, shape[0], shape[1], f32(x), f32(xp), f32(u), k, neg_ptr,
+                        ab, abp, eta);
+    be->lock(be, 0);
     Py_END_ALLOW_THREADS
     if (status) raise_status(status);
     else ret = Py_NewRef(Py_None);
@@ -546,6 +677,31 @@ done:
     return ret;
 }
 
+/* The whole run on `be`; x is a host array (in: x_T, out: the result, written only on success),
+ * the trajectory a host array or NULL. model_kind 0 places the mixture g on the backend. */
+static int sample_on(const ccfg_backend *be, int model_kind, const ccfg_gmm *g, ccfg_model *model,
+                     const ccfg_guided_model *gm, const ccfg_plan *plan,
+                     const ccfg_sampler_config *cfg, int64_t n, int64_t dim, uint64_t seed,
+                     int64_t first, float *x, float *traj, progress_ctx *pc)
+{
+    ccfg_gmm_model gmod = {0};
+    float *dx = NULL;
+    int status;
+    if (model_kind == 0) {
+        if ((status = ccfg_gmm_model_init(&gmod, be, g))) goto done;
+        model->ctx = &gmod;
+    }
+    if ((status = to_backend(be, x, (size_t)n * (size_t)dim, &dx)) ||
+        (status = ccfg_sample(be, gm, plan, cfg, n, dim, seed, first, dx, traj, python_progress,
+                              pc)))
+        goto done;
+    if (!be->host_memory) status = be->download(be, x, dx, (size_t)n * (size_t)dim * sizeof(float));
+done:
+    if (dx) drop_backend(be, dx);
+    ccfg_gmm_model_free(&gmod);
+    return status;
+}
+
 /* sample(model_kind, model, prediction_type, rule_spec, sampler_spec, positive, negatives,
  *        seed, first, x_T, want_trajectory, progress) -> x or (x, trajectory)
  * model_kind 0: model = GaussianMixture spec dict; 1: model = callable(x, t, alpha_bar, cond) */
@@ -553,7 +709,7 @@ static PyObject *mod_sample(PyObject *self, PyObject *args)
 {
     PyObject *model_obj, *rspec, *sspec, *negs_obj, *xo, *prog, *pyfn, *result = NULL;
     PyObject *xout = NULL, *traj = NULL;
-    int model_kind, pred, positive, want_traj, n_neg = 0, status = CCFG_OK;
+    int model_kind, pred, positive, want_traj, n_neg = 0, status = CCFG_OK, device = -1;
     unsigned long long seed;
     long long first;
     ccfg_rule rule;
@@ -564,9 +720,9 @@ static PyObject *mod_sample(PyObject *self, PyObject *args)
     PyArrayObject *x = NULL;
     memset(&plan, 0, sizeof plan);
     (void)self;
-    if (!PyArg_ParseTuple(args, "iOiO!O!iOKLOpO", &model_kind, &model_obj, &pred, &PyTuple_Type,
+    if (!PyArg_ParseTuple(args, "iOiO!O!iOKLOpO|i", &model_kind, &model_obj, &pred, &PyTuple_Type,
                           &rspec, &PyTuple_Type, &sspec, &positive, &negs_obj, &seed, &first, &xo,
-                          &want_traj, &prog))
+                          &want_traj, &prog, &device))
         return NULL;
     if (parse_rule(rspec, &rule, &pyfn) || parse_sampler(sspec, &sa)) goto done;
     rule.custom = python_rule;
@@ -583,8 +739,8 @@ static PyObject *mod_sample(PyObject *self, PyObject *args)
     ccfg_model model = {.prediction_type = pred};
     if (model_kind == 0) {
         if (parse_gmm(model_obj, &ga)) goto done;
-        model.eval = ccfg_gmm_model_eval;
-        model.ctx = &ga.g;
+        model.eval = ccfg_gmm_model_eval;     /* ctx: the mixture placed on the backend */
+        model.on_backend = 1;
     } else {
         if (!PyCallable_Check(model_obj)) {
             PyErr_SetString(PyExc_TypeError, "model must be callable");
@@ -613,10 +769,16 @@ static PyObject *mod_sample(PyObject *self, PyObject *args)
     ccfg_guided_model gm = {.model = &model, .rule = &rule, .positive = positive,
                             .n_neg = n_neg, .negatives = neg_ids};
     progress_ctx pc = {prog};
+    const ccfg_backend *be = NULL;
     Py_BEGIN_ALLOW_THREADS
-    status = ccfg_sample(ccfg_backend_cpu(), &gm, &plan, &sa.cfg, n, dim, seed, first,
-                         f32((PyArrayObject *)xout), traj ? f32((PyArrayObject *)traj) : NULL,
-                         python_progress, &pc);
+    status = get_backend(device, &be);
+    if (!status) {
+        be->lock(be, 1);
+        status = sample_on(be, model_kind, &ga.g, &model, &gm, &plan, &sa.cfg, n, dim, seed, first,
+                           f32((PyArrayObject *)xout), traj ? f32((PyArrayObject *)traj) : NULL,
+                           &pc);
+        be->lock(be, 0);
+    }
     Py_END_ALLOW_THREADS
     if (status) { raise_status(status); goto done; }
     result = traj ? PyTuple_Pack(2, xout, traj) : Py_NewRef(xout);
@@ -708,17 +870,18 @@ fail:
     return NULL;
 }
 
-enum { VKOP_MAX = 16 };
+enum { VKOP_MAX = 16, VKOP_GAP = 3 };
 
-/* a new float32 array shaped like `like` (or (n,) float64 when like is NULL) */
+/* a new float32 array shaped like `like` */
 static PyObject *new_like(PyArrayObject *like)
 {
     return PyArray_SimpleNew(PyArray_NDIM(like), PyArray_DIMS(like), NPY_FLOAT32);
 }
 
-/* vk_op(device, op, arrays, scalars): upload the arrays to Vulkan device `device`, run one op
- * there and return its result (tests compare it with the CPU backend). The GIL stays held: the
- * Vulkan backend is not thread-safe yet.
+/* vk_op(device, op, arrays, scalars): one backend op on backend `device` (-1: the CPU backend)
+ * through the backend table; tests compare it with references. Every input array is uploaded
+ * into ONE allocation at odd element offsets and every output lives at an odd offset too, so
+ * the device-address arithmetic is exercised by every op. A test hook: the GIL stays held.
  *   axpbypcz (x, y|None, z|None) (a, b, c[, in_place]) -> out
  *   combine (in_0 .. in_m-1, coef float64 (n, m)) () -> out (n, dim)
  *   randn () (n, dim, seed, stream, first) -> (n, dim)
@@ -728,11 +891,12 @@ static PyObject *new_like(PyArrayObject *like)
  *   sld (eps_u, eps_p, eps_s, nu, out) (w, s_s, thr, s_m, beta_m, update, apply) -> (nu, out) */
 static PyObject *mod_vk_op(PyObject *self, PyObject *args)
 {
-    int device, status = CCFG_OK;
+    int device, status = CCFG_OK, locked = 0;
     const char *op;
     PyObject *arrs, *scal, *result = NULL, *r0 = NULL, *r1 = NULL, *r2 = NULL;
     PyArrayObject *a[VKOP_MAX] = {0}, *coef = NULL;
-    ccfg_vk_buffer *b[VKOP_MAX] = {0}, *out = NULL;
+    const ccfg_backend *be = NULL;
+    float *pool = NULL, *dout = NULL, *in[VKOP_MAX] = {0};
     double s[8] = {0};
     (void)self;
     if (!PyArg_ParseTuple(args, "isO!O!", &device, &op, &PyTuple_Type, &arrs, &PyTuple_Type, &scal))
@@ -752,28 +916,40 @@ static PyObject *mod_vk_op(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "vk_op combine: needs inputs and coefficients");
         return NULL;
     }
+    size_t total = VKOP_GAP;
     for (int i = 0; i < nb; i++) {
         PyObject *o = PyTuple_GET_ITEM(arrs, i);
         if (o == Py_None) continue;
         a[i] = (PyArrayObject *)PyArray_FROM_OTF(o, NPY_FLOAT32, NPY_ARRAY_IN_ARRAY);
         if (!a[i]) goto done;
-        size_t bytes = (size_t)PyArray_NBYTES(a[i]);
-        if ((status = ccfg_vk_alloc(device, bytes, &b[i])) ||
-            (status = ccfg_vk_upload(b[i], PyArray_DATA(a[i]), bytes)))
-            goto done;
+        total += (size_t)PyArray_SIZE(a[i]) + VKOP_GAP;
     }
     int64_t n = 0, dim = 0, count = a[0] ? (int64_t)PyArray_SIZE(a[0]) : 0;
     if (a[0] && PyArray_NDIM(a[0]) == 2) {
         n = PyArray_DIM(a[0], 0);
         dim = PyArray_DIM(a[0], 1);
     }
+    if ((status = get_backend(device, &be))) goto done;
+    be->lock(be, 1);
+    locked = 1;
+    /* the inputs, packed at odd offsets into one allocation */
+    if ((status = be->alloc(be, total * sizeof(float), &pool))) goto done;
+    size_t at = VKOP_GAP;
+    for (int i = 0; i < nb; i++) {
+        if (!a[i]) continue;
+        in[i] = pool + at;
+        if ((status = be->upload(be, in[i], PyArray_DATA(a[i]), (size_t)PyArray_NBYTES(a[i]))))
+            goto done;
+        at += (size_t)PyArray_SIZE(a[i]) + VKOP_GAP;
+    }
+    float *out = NULL;
     if (!strcmp(op, "axpbypcz") && a[0] && nb == 3) {
         const int in_place = ns > 3 && s[3] != 0.0;
-        if (!in_place && (status = ccfg_vk_alloc(device, (size_t)count * 4, &out))) goto done;
-        ccfg_vk_buffer *o = in_place ? b[0] : out;
-        if ((status = ccfg_vk_axpbypcz(count, s[0], b[0], s[1], b[1], s[2], b[2], o))) goto done;
+        if (!in_place && (status = be->alloc(be, (size_t)(count + VKOP_GAP) * 4, &dout))) goto done;
+        out = in_place ? in[0] : dout + VKOP_GAP;
+        if ((status = be->axpbypcz(be, count, s[0], in[0], s[1], in[1], s[2], in[2], out))) goto done;
         if (!(r0 = new_like(a[0]))) goto done;
-        if ((status = ccfg_vk_download(PyArray_DATA((PyArrayObject *)r0), o, (size_t)count * 4))) goto done;
+        if ((status = be->download(be, PyArray_DATA((PyArrayObject *)r0), out, (size_t)count * 4))) goto done;
         result = Py_NewRef(r0);
     } else if (is_combine && a[0] && n > 0) {
         npy_intp cs[2] = {(npy_intp)n, (npy_intp)nb};
@@ -784,11 +960,13 @@ static PyObject *mod_vk_op(PyObject *self, PyObject *args)
                 PyErr_SetString(PyExc_ValueError, "vk_op combine: inputs must share one shape");
                 goto done;
             }
-        if ((status = ccfg_vk_alloc(device, (size_t)count * 4, &out)) ||
-            (status = ccfg_vk_combine(n, dim, nb, b, (const double *)PyArray_DATA(coef), out)))
+        if ((status = be->alloc(be, (size_t)(count + VKOP_GAP) * 4, &dout))) goto done;
+        out = dout + VKOP_GAP;
+        if ((status = be->combine(be, n, dim, nb, (const float *const *)in,
+                                  (const double *)PyArray_DATA(coef), out)))
             goto done;
         if (!(r0 = new_like(a[0]))) goto done;
-        if ((status = ccfg_vk_download(PyArray_DATA((PyArrayObject *)r0), out, (size_t)count * 4))) goto done;
+        if ((status = be->download(be, PyArray_DATA((PyArrayObject *)r0), out, (size_t)count * 4))) goto done;
         result = Py_NewRef(r0);
     } else if (!strcmp(op, "randn") && ns == 5) {
         /* seed and stream as exact integers: a double would lose bits above 2^53 */
@@ -803,9 +981,9 @@ static PyObject *mod_vk_op(PyObject *self, PyObject *args)
         }
         if (!(r0 = PyArray_SimpleNew(2, sh, NPY_FLOAT32))) goto done;
         size_t bytes = (size_t)(sh[0] * sh[1]) * 4;
-        if ((status = ccfg_vk_alloc(device, bytes, &out)) ||
-            (status = ccfg_vk_randn(sh[0], sh[1], seed, stream, first, out)) ||
-            (status = ccfg_vk_download(PyArray_DATA((PyArrayObject *)r0), out, bytes)))
+        if ((status = be->alloc(be, bytes + VKOP_GAP * 4, &dout)) ||
+            (status = be->randn(be, sh[0], sh[1], seed, stream, first, dout + VKOP_GAP)) ||
+            (status = be->download(be, PyArray_DATA((PyArrayObject *)r0), dout + VKOP_GAP, bytes)))
             goto done;
         result = Py_NewRef(r0);
     } else if (!strcmp(op, "dot") && nb == 2 && a[0] && a[1] && n > 0) {
@@ -815,7 +993,7 @@ static PyObject *mod_vk_op(PyObject *self, PyObject *args)
             goto done;
         }
         if (!(r0 = PyArray_SimpleNew(1, sh, NPY_FLOAT64))) goto done;
-        if ((status = ccfg_vk_dot(n, dim, b[0], b[1], (double *)PyArray_DATA((PyArrayObject *)r0))))
+        if ((status = be->dot(be, n, dim, in[0], in[1], (double *)PyArray_DATA((PyArrayObject *)r0))))
             goto done;
         result = Py_NewRef(r0);
     } else if (!strcmp(op, "direction_dots") && nb >= 2 && n > 0) {
@@ -829,15 +1007,15 @@ static PyObject *mod_vk_op(PyObject *self, PyObject *args)
         if (!(r0 = PyArray_SimpleNew(1, s1, NPY_FLOAT64)) || !(r1 = PyArray_ZEROS(2, s2, NPY_FLOAT64, 0)) ||
             !(r2 = PyArray_ZEROS(2, s2, NPY_FLOAT64, 0)))
             goto done;
-        if ((status = ccfg_vk_direction_dots(n, dim, b[0], b[1], k, b + 2,
-                                             (double *)PyArray_DATA((PyArrayObject *)r0),
-                                             (double *)PyArray_DATA((PyArrayObject *)r1),
-                                             (double *)PyArray_DATA((PyArrayObject *)r2))))
+        if ((status = be->direction_dots(be, n, dim, in[0], in[1], k, (const float *const *)(in + 2),
+                                         (double *)PyArray_DATA((PyArrayObject *)r0),
+                                         (double *)PyArray_DATA((PyArrayObject *)r1),
+                                         (double *)PyArray_DATA((PyArrayObject *)r2))))
             goto done;
         result = PyTuple_Pack(3, r0, r1, r2);
     } else if (!strcmp(op, "all_finite") && nb == 1 && a[0]) {
         int ok = 0;
-        if ((status = ccfg_vk_all_finite(count, b[0], &ok))) goto done;
+        if ((status = ccfg_all_finite(be, count, in[0], &ok))) goto done;
         result = PyBool_FromLong(ok);
     } else if (!strcmp(op, "sld") && nb == 5 && ns == 7) {
         for (int i = 0; i < nb; i++)
@@ -845,12 +1023,12 @@ static PyObject *mod_vk_op(PyObject *self, PyObject *args)
                 PyErr_SetString(PyExc_ValueError, "vk_op sld: inputs must share one shape");
                 goto done;
             }
-        if ((status = ccfg_vk_sld(count, b[0], b[1], b[2], b[3], s[0], s[1], s[2], s[3], s[4],
-                                  s[5] != 0.0, s[6] != 0.0, b[4])))
+        if ((status = be->sld(be, count, in[0], in[1], in[2], in[3], s[0], s[1], s[2], s[3], s[4],
+                              s[5] != 0.0, s[6] != 0.0, in[4])))
             goto done;
         if (!(r0 = new_like(a[3])) || !(r1 = new_like(a[4]))) goto done;
-        if ((status = ccfg_vk_download(PyArray_DATA((PyArrayObject *)r0), b[3], (size_t)count * 4)) ||
-            (status = ccfg_vk_download(PyArray_DATA((PyArrayObject *)r1), b[4], (size_t)count * 4)))
+        if ((status = be->download(be, PyArray_DATA((PyArrayObject *)r0), in[3], (size_t)count * 4)) ||
+            (status = be->download(be, PyArray_DATA((PyArrayObject *)r1), in[4], (size_t)count * 4)))
             goto done;
         result = PyTuple_Pack(2, r0, r1);
     } else {
@@ -861,14 +1039,42 @@ done:
         Py_CLEAR(result);
         raise_status(status);
     }
-    for (int i = 0; i < VKOP_MAX; i++) ccfg_vk_free(b[i]);
-    ccfg_vk_free(out);
+    if (be) {
+        be->release(be, pool);
+        be->release(be, dout);
+    }
+    if (locked) be->lock(be, 0);
     for (int i = 0; i < VKOP_MAX; i++) Py_XDECREF(a[i]);
     Py_XDECREF(coef);
     Py_XDECREF(r0);
     Py_XDECREF(r1);
     Py_XDECREF(r2);
     return result;
+}
+
+/* vk_copy_bench(device, bytes, repeats) -> seconds per copy (shaders/copy.comp) */
+static PyObject *mod_vk_copy_bench(PyObject *self, PyObject *args)
+{
+    int device, repeats, status;
+    unsigned long long bytes;
+    double sec = 0.0;
+    const ccfg_backend *be = NULL;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "iKi", &device, &bytes, &repeats)) return NULL;
+    if (repeats < 1) {
+        PyErr_SetString(PyExc_ValueError, "repeats must be >= 1");
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    status = get_backend(device, &be);
+    if (!status) {
+        be->lock(be, 1);
+        status = ccfg_vk_copy_bench(device, (size_t)bytes, repeats, &sec);
+        be->lock(be, 0);
+    }
+    Py_END_ALLOW_THREADS
+    if (status) return raise_status(status);
+    return PyFloat_FromDouble(sec);
 }
 
 static PyMethodDef methods[] = {
@@ -884,7 +1090,8 @@ static PyMethodDef methods[] = {
      "dng_observe(rule_spec, state, x_t, x_prev, eps_u, eps_n_list, ab, ab_prev, eta)"},
     {"sample", mod_sample, METH_VARARGS, "the whole sampling loop (see ccfg/sampling.py)"},
     {"devices", mod_devices, METH_NOARGS, "devices() -> list of dicts: the CPU, then Vulkan devices or why none"},
-    {"vk_op", mod_vk_op, METH_VARARGS, "vk_op(device, op, arrays, scalars): one backend op on a Vulkan device (tests)"},
+    {"vk_op", mod_vk_op, METH_VARARGS, "vk_op(device, op, arrays, scalars): one backend op on a backend (tests)"},
+    {"vk_copy_bench", mod_vk_copy_bench, METH_VARARGS, "vk_copy_bench(device, bytes, repeats) -> seconds per copy"},
     {NULL, NULL, 0, NULL},
 };
 

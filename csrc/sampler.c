@@ -9,7 +9,7 @@
 
 #include "ccfg.h"
 
-enum { MAX_NEGATIVES = 64 };
+enum { MAX_NEGATIVES = CCFG_MAX_RULE_NEGATIVES };
 
 typedef struct {
     const ccfg_backend *be;
@@ -19,7 +19,8 @@ typedef struct {
     int max_blocks;
     float *x_in;            /* [max_blocks, n, dim] stacked model input */
     float *y[2];            /* [max_blocks, n, dim] model output per stage (stage 0 kept for DNG) */
-    int32_t *cond;          /* [max_blocks * n] */
+    int32_t *cond;          /* [max_blocks * n], host */
+    float *host_x, *host_y; /* host copies for a host model on a device, else NULL */
     ccfg_guide_state state;
     /* where the blocks of the last stage-0 evaluation live, for the DNG update */
     const float *last_u;
@@ -30,12 +31,30 @@ typedef struct {
 } sampler_ctx;
 
 /* eps from the model's own parameterisation; x_t = a x0 + s eps, v = a eps - s x0 */
-static void to_eps(const ccfg_backend *be, int pred, int64_t count, const float *x, float *y,
-                   double alpha_bar)
+static int to_eps(const ccfg_backend *be, int pred, int64_t count, const float *x, float *y,
+                  double alpha_bar)
 {
     const double a = sqrt(alpha_bar), s = sqrt(1.0 - alpha_bar);
-    if (pred == CCFG_PRED_V) be->axpbypcz(count, a, y, s, x, 0.0, NULL, y);
-    else if (pred == CCFG_PRED_SAMPLE) be->axpbypcz(count, -a / s, y, 1.0 / s, x, 0.0, NULL, y);
+    if (pred == CCFG_PRED_V) return be->axpbypcz(be, count, a, y, s, x, 0.0, NULL, y);
+    if (pred == CCFG_PRED_SAMPLE) return be->axpbypcz(be, count, -a / s, y, 1.0 / s, x, 0.0, NULL, y);
+    return CCFG_OK;
+}
+
+/* One model call on the stacked input. A model that reads host arrays gets copies when the
+ * backend is a device (two transfers per evaluation: the documented cost of Python models). */
+static int call_model(sampler_ctx *c, int64_t rows, double timestep, double alpha_bar, float *y)
+{
+    const ccfg_backend *be = c->be;
+    const ccfg_model *model = c->gm->model;
+    const size_t bytes = (size_t)rows * (size_t)c->dim * sizeof(float);
+    int status;
+    if (model->on_backend || be->host_memory)
+        return model->eval(model->ctx, be, rows, c->dim, c->x_in, timestep, alpha_bar, c->cond, y);
+    if ((status = be->download(be, c->host_x, c->x_in, bytes)) ||
+        (status = model->eval(model->ctx, be, rows, c->dim, c->host_x, timestep, alpha_bar,
+                              c->cond, c->host_y)))
+        return status;
+    return be->upload(be, y, c->host_y, bytes);
 }
 
 static int eval_eps(void *vctx, int step, int level, int stage, const float *x_vp,
@@ -62,17 +81,22 @@ static int eval_eps(void *vctx, int step, int level, int stage, const float *x_v
     if (has_pos) ids[nb++] = gm->positive;
     for (int j = 0; j < k; j++) ids[nb++] = gm->negatives[j];
 
+    int status;
     for (int b = 0; b < nb; b++) {
-        be->axpbypcz(count, 1.0, x_vp, 0.0, NULL, 0.0, NULL, c->x_in + b * count);
+        if ((status = be->axpbypcz(be, count, 1.0, x_vp, 0.0, NULL, 0.0, NULL, c->x_in + b * count)))
+            return status;
         for (int64_t i = 0; i < n; i++) c->cond[b * n + i] = ids[b];
     }
     float *y = c->y[stage ? 1 : 0];
-    int status = gm->model->eval(gm->model->ctx, nb * n, dim, c->x_in, timestep, alpha_bar,
-                                 c->cond, y);
-    if (status) return status;
-    to_eps(be, gm->model->prediction_type, nb * count, c->x_in, y, alpha_bar);
-    if (!be->all_finite(nb * count, y))
-        return ccfg_fail(CCFG_ENONFINITE, "the model returned non-finite values at step %d", step);
+    if ((status = call_model(c, nb * n, timestep, alpha_bar, y)) ||
+        (status = to_eps(be, gm->model->prediction_type, nb * count, c->x_in, y, alpha_bar)) ||
+        (status = be->watch_finite(be, nb * count, y, 2 * step)))
+        return status;
+    if (be->host_memory) {      /* a device reports at its next wait (solver.c) */
+        int bad;
+        if ((status = be->first_nonfinite(be, &bad))) return status;
+        if (bad >= 0) return ccfg_nonfinite_error(c->plan, bad);
+    }
 
     int b = 0;
     const float *eps_u = need_u ? y + (b++) * count : NULL;
@@ -128,11 +152,15 @@ int ccfg_sample(const ccfg_backend *be, const ccfg_guided_model *gm, const ccfg_
     c.progress = progress;
     c.progress_ctx = progress_ctx;
     const size_t bytes = (size_t)c.max_blocks * (size_t)n * (size_t)dim * sizeof(float);
-    c.x_in = be->alloc(bytes);
-    c.y[0] = be->alloc(bytes);
-    c.y[1] = be->alloc(bytes);
+    if ((status = be->alloc(be, bytes, &c.x_in)) || (status = be->alloc(be, bytes, &c.y[0])) ||
+        (status = be->alloc(be, bytes, &c.y[1])))
+        goto fail;
     c.cond = malloc((size_t)c.max_blocks * (size_t)n * sizeof *c.cond);
-    if (!c.x_in || !c.y[0] || !c.y[1] || !c.cond) {
+    if (!gm->model->on_backend && !be->host_memory) {
+        c.host_x = malloc(bytes);
+        c.host_y = malloc(bytes);
+    }
+    if (!c.cond || (!gm->model->on_backend && !be->host_memory && (!c.host_x || !c.host_y))) {
         status = ccfg_fail(CCFG_ENOMEM, "out of memory for %lld samples of %lld values",
                            (long long)n, (long long)dim);
         goto fail;
@@ -146,9 +174,11 @@ int ccfg_sample(const ccfg_backend *be, const ccfg_guided_model *gm, const ccfg_
     status = ccfg_solve(be, plan, cfg, n, dim, seed, first, x, trajectory, &cb);
 fail:
     ccfg_guide_state_free(&c.state);
-    if (c.x_in) be->release(c.x_in);
-    if (c.y[0]) be->release(c.y[0]);
-    if (c.y[1]) be->release(c.y[1]);
+    be->release(be, c.x_in);
+    be->release(be, c.y[0]);
+    be->release(be, c.y[1]);
     free(c.cond);
+    free(c.host_x);
+    free(c.host_y);
     return status;
 }

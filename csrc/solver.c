@@ -28,6 +28,23 @@ typedef struct {
     int sigma_space;    /* state x = x_t/√ā (Euler, Euler ancestral, Heun) rather than x_t */
 } solve_args;
 
+/* a failed backend call ends the loop with its status (the caller frees the buffers) */
+#define TRY(call)                                                                                 \
+    do {                                                                                          \
+        if ((status = (call)) != CCFG_OK) return status;                                          \
+    } while (0)
+
+/* Tags of the non-finite watch: 2 step for the model's output at `step` (sampler.c), 2 step + 1
+ * for the state after `step`; the smallest is the first thing that went bad. */
+int ccfg_nonfinite_error(const ccfg_plan *plan, int tag)
+{
+    const int step = tag / 2, level = plan->solver == CCFG_SOLVER_HEUN ? 2 * step : step;
+    if (tag % 2 == 0)
+        return ccfg_fail(CCFG_ENONFINITE, "the model returned non-finite values at step %d", step);
+    return ccfg_fail(CCFG_ENONFINITE, "non-finite values at step %d (steps 0..%d; %s, timestep %g)",
+                     step, plan->steps - 1, solver_names[plan->solver], plan->timesteps[level]);
+}
+
 /* x_T -> x_0; the callbacks see VP states, the buffers are allocated by the caller */
 static int loop(const solve_args *r, float *x, float *trajectory, float *const buf[NBUF])
 {
@@ -48,8 +65,8 @@ static int loop(const solve_args *r, float *x, float *trajectory, float *const b
     float *m0 = buf[AUX0], *m1 = buf[AUX1];     /* DPM++: x0 of this step and of the last */
 
     if (sigma_space)
-        be->axpbypcz(count, k / sqrt(1.0 + sig[0] * sig[0]), x, 0.0, NULL, 0.0, NULL, vp);
-    if (trajectory) be->axpbypcz(count, 1.0, vp, 0.0, NULL, 0.0, NULL, trajectory);
+        TRY(be->axpbypcz(be, count, k / sqrt(1.0 + sig[0] * sig[0]), x, 0.0, NULL, 0.0, NULL, vp));
+    if (trajectory) TRY(be->download(be, trajectory, vp, (size_t)count * sizeof(float)));
 
     for (int i = 0; i < steps; i++) {
         const double s = sig[i], s1 = sig[i + 1];
@@ -67,7 +84,7 @@ static int loop(const solve_args *r, float *x, float *trajectory, float *const b
             std = eta * sqrt(var);
             const double cx = sqrt(an / a);
             const double ce = sqrt(fmax(1.0 - an - std * std, 0.0)) - sqrt(an * (1.0 - a) / a);
-            be->axpbypcz(count, k * cx, cur, ce, eps, 0.0, NULL, nxt);
+            TRY(be->axpbypcz(be, count, k * cx, cur, ce, eps, 0.0, NULL, nxt));
             eta_eq = eta;
             break;
         }
@@ -79,35 +96,35 @@ static int loop(const solve_args *r, float *x, float *trajectory, float *const b
             const double cx = c0 / sqrt(a) + sqrt(alpha) * (1.0 - an) / (1.0 - a);
             const double ce = -c0 * sqrt((1.0 - a) / a);
             if (plan->timesteps[i] > 0.0) std = sqrt(fmax((1.0 - an) / (1.0 - a) * beta, 1e-20));
-            be->axpbypcz(count, k * cx, cur, ce, eps, 0.0, NULL, nxt);
+            TRY(be->axpbypcz(be, count, k * cx, cur, ce, eps, 0.0, NULL, nxt));
             eta_eq = 1.0;
             break;
         }
         case CCFG_SOLVER_EULER:
             /* dx/dσ = ε */
-            be->axpbypcz(count, k, cur, s1 - s, eps, 0.0, NULL, nxt);
+            TRY(be->axpbypcz(be, count, k, cur, s1 - s, eps, 0.0, NULL, nxt));
             break;
         case CCFG_SOLVER_EULER_ANCESTRAL: {
             /* Euler down to σ_down, then noise up to σ': σ_up² + σ_down² = σ'², σ_down = σ'²/σ */
             const double down = s1 * s1 / s;
             std = s1 * sqrt(s * s - s1 * s1) / s;
-            be->axpbypcz(count, k, cur, down - s, eps, 0.0, NULL, nxt);
+            TRY(be->axpbypcz(be, count, k, cur, down - s, eps, 0.0, NULL, nxt));
             eta_eq = 1.0;
             break;
         }
         case CCFG_SOLVER_HEUN: {
             if (s1 == 0.0) {    /* the last step is plain Euler (no eval at σ = 0) */
-                be->axpbypcz(count, k, cur, -s, eps, 0.0, NULL, nxt);
+                TRY(be->axpbypcz(be, count, k, cur, -s, eps, 0.0, NULL, nxt));
                 break;
             }
             float *pred = buf[AUX1], *eps2 = buf[AUX0];
-            be->axpbypcz(count, k, cur, s1 - s, eps, 0.0, NULL, pred);
+            TRY(be->axpbypcz(be, count, k, cur, s1 - s, eps, 0.0, NULL, pred));
             /* vpn is free until the step ends: the predictor's VP view */
-            be->axpbypcz(count, 1.0 / sqrt(1.0 + s1 * s1), pred, 0.0, NULL, 0.0, NULL, vpn);
+            TRY(be->axpbypcz(be, count, 1.0 / sqrt(1.0 + s1 * s1), pred, 0.0, NULL, 0.0, NULL, vpn));
             status = cb->eps(cb->ctx, i, level + 1, 1, vpn, plan->timesteps[level + 1], abn[i],
                              eps2);
             if (status) return status;
-            be->axpbypcz(count, k, cur, 0.5 * (s1 - s), eps, 0.5 * (s1 - s), eps2, nxt);
+            TRY(be->axpbypcz(be, count, k, cur, 0.5 * (s1 - s), eps, 0.5 * (s1 - s), eps2, nxt));
             break;
         }
         case CCFG_SOLVER_DPMPP_2M: {
@@ -115,18 +132,18 @@ static int loop(const solve_args *r, float *x, float *trajectory, float *const b
              * λ = log(α_t/σ_t) = -log σ, D0 = x0, D1 = (x0 - x0_prev)/r0; first order at the first
              * step and at the last (to σ = 0, where it lands on x0) */
             const double a = 1.0 / sqrt(1.0 + s * s);
-            be->axpbypcz(count, k / a, cur, -s, eps, 0.0, NULL, m0);   /* x0 = (x - σ_t ε)/α */
+            TRY(be->axpbypcz(be, count, k / a, cur, -s, eps, 0.0, NULL, m0));   /* x0 = (x - σ_t ε)/α */
             if (s1 == 0.0) {
-                be->axpbypcz(count, 1.0, m0, 0.0, NULL, 0.0, NULL, nxt);
+                TRY(be->axpbypcz(be, count, 1.0, m0, 0.0, NULL, 0.0, NULL, nxt));
             } else {
                 const double an = 1.0 / sqrt(1.0 + s1 * s1), h = log(s / s1);
                 const double cx = (s1 * an) / (s * a), c = -an * expm1(-h);
                 if (i == 0) {
-                    be->axpbypcz(count, k * cx, cur, c, m0, 0.0, NULL, nxt);
+                    TRY(be->axpbypcz(be, count, k * cx, cur, c, m0, 0.0, NULL, nxt));
                 } else {
                     const double r0 = log(sig[i - 1] / s) / h;   /* h_prev / h */
-                    be->axpbypcz(count, k * cx, cur, c * (1.0 + 0.5 / r0), m0, -c * 0.5 / r0, m1,
-                                 nxt);
+                    TRY(be->axpbypcz(be, count, k * cx, cur, c * (1.0 + 0.5 / r0), m0, -c * 0.5 / r0, m1,
+                                 nxt));
                 }
             }
             float *t = m0; m0 = m1; m1 = t;
@@ -135,18 +152,21 @@ static int loop(const solve_args *r, float *x, float *trajectory, float *const b
         }
         if (std != 0.0) {
             float *z = buf[AUX0];
-            be->randn(n, dim, r->seed, (uint64_t)i + 1, r->first, z);
-            be->axpbypcz(count, 1.0, nxt, std, z, 0.0, NULL, nxt);
+            TRY(be->randn(be, n, dim, r->seed, (uint64_t)i + 1, r->first, z));
+            TRY(be->axpbypcz(be, count, 1.0, nxt, std, z, 0.0, NULL, nxt));
         }
-        if (!be->all_finite(count, nxt))
-            return ccfg_fail(CCFG_ENONFINITE, "non-finite values at step %d (steps 0..%d; %s, "
-                             "timestep %g)", i, steps - 1, solver_names[kind],
-                             plan->timesteps[level]);
+        /* a device is checked when the run waits for it (at the latest at the end) */
+        TRY(be->watch_finite(be, count, nxt, 2 * i + 1));
+        if (be->host_memory) {
+            int bad;
+            TRY(be->first_nonfinite(be, &bad));
+            if (bad >= 0) return ccfg_nonfinite_error(plan, bad);
+        }
         if (sigma_space)
-            be->axpbypcz(count, 1.0 / sqrt(1.0 + s1 * s1), nxt, 0.0, NULL, 0.0, NULL, vpn);
+            TRY(be->axpbypcz(be, count, 1.0 / sqrt(1.0 + s1 * s1), nxt, 0.0, NULL, 0.0, NULL, vpn));
         if (trajectory) {
             float *slot = trajectory + (int64_t)(i + 1) * count;
-            be->axpbypcz(count, 1.0, vpn, 0.0, NULL, 0.0, NULL, slot);
+            TRY(be->download(be, slot, vpn, (size_t)count * sizeof(float)));
         }
         if (cb->transition &&
             (status = cb->transition(cb->ctx, i, vp, vpn, ab[i], abn[i], eta_eq)))
@@ -157,8 +177,10 @@ static int loop(const solve_args *r, float *x, float *trajectory, float *const b
         else { vp = cur; vpn = nxt; }
         if (cb->progress && (status = cb->progress(cb->ctx, i + 1, steps))) return status;
     }
-    be->axpbypcz(count, 1.0, cur, 0.0, NULL, 0.0, NULL, x);
-    return CCFG_OK;
+    TRY(be->axpbypcz(be, count, 1.0, cur, 0.0, NULL, 0.0, NULL, x));
+    int bad;
+    TRY(be->first_nonfinite(be, &bad));
+    return bad >= 0 ? ccfg_nonfinite_error(plan, bad) : CCFG_OK;
 }
 
 int ccfg_solve(const ccfg_backend *be, const ccfg_plan *plan, const ccfg_sampler_config *cfg,
@@ -190,16 +212,14 @@ int ccfg_solve(const ccfg_backend *be, const ccfg_plan *plan, const ccfg_sampler
     need[AUX1] = kind == CCFG_SOLVER_HEUN || kind == CCFG_SOLVER_DPMPP_2M;
 
     float *buf[NBUF] = {0};
-    int status = CCFG_OK;
+    int status, stale;
+    /* forget what an earlier, failed run may have left in the watch */
+    if ((status = be->first_nonfinite(be, &stale))) return status;
     for (int b = 0; b < NBUF; b++)
-        if (need[b] && !(buf[b] = be->alloc((size_t)r.count * sizeof(float)))) {
-            status = ccfg_fail(CCFG_ENOMEM, "out of memory for %lld samples of %lld values",
-                               (long long)n, (long long)dim);
+        if (need[b] && (status = be->alloc(be, (size_t)r.count * sizeof(float), &buf[b])))
             goto fail;
-        }
     status = loop(&r, x, trajectory, buf);
 fail:
-    for (int b = 0; b < NBUF; b++)
-        if (buf[b]) be->release(buf[b]);
+    for (int b = 0; b < NBUF; b++) be->release(be, buf[b]);
     return status;
 }

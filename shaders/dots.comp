@@ -20,6 +20,7 @@ layout(push_constant) uniform Push {
     uint rows;      // samples in the whole problem (partials layout)
     uint row0;      // first sample of this dispatch (batches beyond the y-dispatch limit)
     uint base;      // where this dispatch's partials start (one block per negative)
+    uint ou, op, on;    // element offsets of the inputs in their buffers
 } p;
 
 shared float s0[128], s1[128], s2[128];
@@ -33,12 +34,12 @@ void main()
     for (uint j = gl_WorkGroupID.x * 128u + lid; j < p.dim; j += p.groups * 128u) {
         const uint k = start + j;
         if (p.mode == 0u) {
-            a0 = fma(u[k], pv[k], a0);
+            a0 = fma(u[p.ou + k], pv[p.op + k], a0);
         } else {
-            const float dp = pv[k] - u[k];
+            const float dp = pv[p.op + k] - u[p.ou + k];
             a0 = fma(dp, dp, a0);
             if (p.mode == 2u) {
-                const float dn = nv[k] - u[k];
+                const float dn = nv[p.on + k] - u[p.ou + k];
                 a1 = fma(dn, dn, a1);
                 a2 = fma(dn, dp, a2);
             }

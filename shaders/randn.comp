@@ -16,6 +16,7 @@ layout(push_constant) uniform Push {
     uint seed_lo, seed_hi;
     uint stream;    // low 32 bits, as rng.c uses it
     uint first;     // low 32 bits of the first sample index (wraps like the CPU's uint32 cast)
+    uint oo;        // element offset of out in its buffer
 } p;
 
 uvec4 philox(uvec4 c, uvec2 k)
@@ -88,7 +89,7 @@ void main()
         const float r0 = sqrt(minus2log(u.x)), r1 = sqrt(minus2log(u.z));
         const vec2 cs0 = cossin(u.y), cs1 = cossin(u.w);
         const float z[4] = float[4](r0 * cs0.x, r0 * cs0.y, r1 * cs1.x, r1 * cs1.y);
-        const uint j0 = blk * 4u, base = row * p.dim + j0;
+        const uint j0 = blk * 4u, base = p.oo + row * p.dim + j0;
         for (uint q = 0u; q < 4u && j0 + q < p.dim; q++) o[base + q] = z[q];
     }
 }

@@ -1,0 +1,15 @@
+#version 450
+// dst = src, 16 bytes per element: the device-memory bandwidth bound that benchmarks compare
+// ccfg.guide with (benchmarks/gpu.sh). Not used by sampling.
+layout(local_size_x = 128) in;
+
+layout(std430, binding = 0) readonly buffer S { vec4 src[]; };
+layout(std430, binding = 1) writeonly buffer D { vec4 dst[]; };
+
+layout(push_constant) uniform Push { uint count; } p;
+
+void main()
+{
+    const uint stride = gl_NumWorkGroups.x * gl_WorkGroupSize.x;
+    for (uint i = gl_GlobalInvocationID.x; i < p.count; i += stride) dst[i] = src[i];
+}

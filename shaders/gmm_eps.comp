@@ -1,0 +1,2 @@
+#version 450
+#include "gmm_eps.glsl"

@@ -1,0 +1,127 @@
+// The exact eps of a noised Gaussian mixture (gmm.c's formula), one workgroup per row:
+//   x_t | k ~ N(a μ_k, C_k), C_k = U_k diag(a² λ_k + s²) U_kᵀ,
+//   eps(x_t) = s Σ_k r_k U_k (z_k / c_k),  z_k = U_kᵀ (x_t - a μ_k),  c_k = a² λ_k + s²,
+//   r_k = softmax_k(bias_k - ½ Σ z_k² / c_k) over the components of the row's condition,
+//   bias_k = log w_k - ½ log det C_k (from the host: GLSL has no double log).
+// Axis-aligned mixtures (full == 0) have U = I and need no scratch; full covariances keep
+// w_k = z_k / c_k of the chunk's rows in `scratch` between the two rotations. Arithmetic in REAL
+// (double where the device has it, as the CPU does); the softmax's exp in double is our own.
+#include "real.glsl"
+layout(local_size_x = 128) in;
+
+layout(std430, binding = 0) readonly buffer X { float x[]; };
+layout(std430, binding = 1) writeonly buffer O { float o[]; };
+layout(std430, binding = 2) readonly buffer M { REAL mu[]; };       // [K, D]
+layout(std430, binding = 3) readonly buffer L { REAL lam[]; };      // [K, D]
+layout(std430, binding = 4) readonly buffer E { REAL U[]; };        // [K, D, D], column j = eigenvector j
+layout(std430, binding = 5) readonly buffer ET { REAL UT[]; };      // [K, D, D], U transposed
+layout(std430, binding = 6) readonly buffer V { REAL lvl[]; };      // a, s², s, bias[K]
+layout(std430, binding = 7) readonly buffer C { int cond[]; };      // [rows] of the whole call
+layout(std430, binding = 8) readonly buffer K_ { uint mask[]; };    // [concepts, K]
+layout(std430, binding = 9) buffer W { REAL scratch[]; };           // [chunk rows, K, D]
+
+layout(push_constant) uniform Push {
+    uint D, K, full;
+    uint ox, oo;        // element offsets of x and out
+    uint row0;          // first row of this dispatch (within the call)
+} p;
+
+const uint KMAX = 256;  // the host refuses more components
+shared REAL red[128];
+shared REAL lp[KMAX];
+
+#ifdef F64
+// e^v for v <= 0 to ~1e-16 relative: v = n ln2 + r (fdlibm's split of ln2), |r| <= ln2/2,
+// e^r = 1 + r (1 + r/2 (1 + r/3 (...))) to r^14
+double exp_neg(double v)
+{
+    if (v < -700.0lf) return 0.0lf;
+    const double n = floor(v * 1.4426950408889634lf + 0.5lf);
+    const double r = (v - n * 6.93147180369123816490e-01lf) - n * 1.90821492927058770002e-10lf;
+    double t = 1.0lf;
+    for (int q = 14; q >= 1; q--) t = 1.0lf + r * t / double(q);
+    return t * packDouble2x32(uvec2(0u, uint(int(n) + 1023) << 20));
+}
+#else
+float exp_neg(float v) { return exp(v); }
+#endif
+
+// sum of v over the workgroup, returned to every invocation
+REAL workgroup_sum(REAL v)
+{
+    const uint lid = gl_LocalInvocationID.x;
+    red[lid] = v;
+    barrier();
+    for (uint s = 64u; s > 0u; s >>= 1) {
+        if (lid < s) red[lid] += red[lid + s];
+        barrier();
+    }
+    const REAL total = red[0];
+    barrier();
+    return total;
+}
+
+void main()
+{
+    const uint lid = gl_LocalInvocationID.x;
+    const uint local_row = gl_WorkGroupID.x, row = p.row0 + local_row;
+    const uint D = p.D, K = p.K;
+    const uint xr = p.ox + row * D;
+    const REAL a = lvl[0], s2 = lvl[1], s = lvl[2], a2 = a * a;
+    const int cr = cond[row];
+
+    // log-likelihood of every component (its normalising constant included)
+    for (uint k = 0u; k < K; k++) {
+        REAL q = REAL(0.0);
+        if (p.full != 0u) {
+            const uint wk = (local_row * K + k) * D;
+            for (uint j = lid; j < D; j += 128u) {
+                REAL z = REAL(0.0);
+                for (uint d = 0u; d < D; d++)
+                    z += (REAL(x[xr + d]) - a * mu[k * D + d]) * U[(k * D + d) * D + j];
+                const REAL w = z / (a2 * lam[k * D + j] + s2);
+                scratch[wk + j] = w;
+                q += z * w;
+            }
+        } else {
+            for (uint j = lid; j < D; j += 128u) {
+                const REAL y = REAL(x[xr + j]) - a * mu[k * D + j];
+                q += y * y / (a2 * lam[k * D + j] + s2);
+            }
+        }
+        q = workgroup_sum(q);
+        if (lid == 0u) lp[k] = lvl[3u + k] - REAL(0.5) * q;
+    }
+    memoryBarrierBuffer();      // scratch written above is read by other invocations below
+    barrier();
+
+    // responsibilities within the row's condition (cond < 0: the whole mixture)
+    REAL mx = REAL(-1.0e300);
+    for (uint k = 0u; k < K; k++)
+        if (cr < 0 || mask[uint(cr) * K + k] != 0u) mx = max(mx, lp[k]);
+    REAL tot = REAL(0.0);
+    for (uint k = 0u; k < K; k++)
+        if (cr < 0 || mask[uint(cr) * K + k] != 0u) tot += exp_neg(lp[k] - mx);
+    barrier();      // everyone has read lp: it now holds s r_k
+    for (uint k = lid; k < K; k += 128u)
+        lp[k] = (cr < 0 || mask[uint(cr) * K + k] != 0u) ? s * exp_neg(lp[k] - mx) / tot : REAL(0.0);
+    barrier();
+
+    // eps = Σ_k s r_k U_k w_k
+    for (uint i = lid; i < D; i += 128u) {
+        REAL acc = REAL(0.0);
+        for (uint k = 0u; k < K; k++) {
+            const REAL r = lp[k];
+            if (r == REAL(0.0)) continue;
+            if (p.full != 0u) {
+                const uint wk = (local_row * K + k) * D;
+                REAL v = REAL(0.0);
+                for (uint j = 0u; j < D; j++) v += UT[(k * D + j) * D + i] * scratch[wk + j];
+                acc += r * v;
+            } else {
+                acc += r * (REAL(x[xr + i]) - a * mu[k * D + i]) / (a2 * lam[k * D + i] + s2);
+            }
+        }
+        o[p.oo + row * D + i] = float(acc);
+    }
+}
