@@ -120,8 +120,14 @@ SPV(gmm_eps_f64)
 SPV(randn)
 #include "randn.spv.h"
 ;
+SPV(randn_f64)
+#include "randn_f64.spv.h"
+;
 SPV(dots)
 #include "dots.spv.h"
+;
+SPV(dots_f64)
+#include "dots_f64.spv.h"
 ;
 SPV(finite)
 #include "finite.spv.h"
@@ -145,7 +151,7 @@ typedef struct {
     float wf, ssf, thrf, smf, betaf;
     uint32_t wd[2], ssd[2], thrd[2], smd[2], betad[2];
 } push_sld;
-typedef struct { uint32_t D, K, full, ox, oo, row0; } push_gmm;
+typedef struct { uint32_t D, K, full, mode, rows, ox, oo, row0; } push_gmm;
 typedef struct { uint32_t rows, dim, blocks, seed_lo, seed_hi, stream, first, oo; } push_randn;
 typedef struct { uint32_t dim, groups, mode, rows, row0, base, ou, op, on; } push_dots;
 typedef struct { uint32_t count, ox, tag; } push_finite;
@@ -153,7 +159,7 @@ typedef struct { uint32_t count; } push_copy;
 
 /* a pipeline with an _F64 twin is followed by it: P_X + 1 */
 enum { P_AXPBYPCZ, P_AXPBYPCZ_F64, P_COMBINE, P_COMBINE_F64, P_SLD, P_SLD_F64, P_GMM, P_GMM_F64,
-       P_RANDN, P_DOTS, P_FINITE, P_COPY, P_COUNT };
+       P_DOTS, P_DOTS_F64, P_RANDN, P_RANDN_F64, P_FINITE, P_COPY, P_COUNT };
 
 #define PIPE(P, name, nb, push) [P] = {#name, spv_##name, sizeof spv_##name, nb, sizeof(push)}
 static const struct {
@@ -171,7 +177,9 @@ static const struct {
     PIPE(P_GMM, gmm_eps, 10, push_gmm),
     PIPE(P_GMM_F64, gmm_eps_f64, 10, push_gmm),
     PIPE(P_RANDN, randn, 1, push_randn),
+    PIPE(P_RANDN_F64, randn_f64, 1, push_randn),
     PIPE(P_DOTS, dots, 4, push_dots),
+    PIPE(P_DOTS_F64, dots_f64, 4, push_dots),
     PIPE(P_FINITE, finite, 2, push_finite),
     PIPE(P_COPY, copy, 2, push_copy),
 };
@@ -1043,6 +1051,9 @@ static int resolve_all(vk_dev *d, int64_t count, const float *const *ptrs, int n
     return CCFG_OK;
 }
 
+/* the pipeline doing REAL arithmetic: its _F64 twin where the device has float64 */
+static int pipe_real(const vk_dev *d, int p) { return d->f64 ? p + 1 : p; }
+
 /* the float and the double bits of a coefficient (real.glsl's COEF) */
 static void coef_bits(double v, float *f, uint32_t bits[2])
 {
@@ -1050,7 +1061,6 @@ static void coef_bits(double v, float *f, uint32_t bits[2])
     memcpy(bits, &v, sizeof v);     /* little-endian: low word first, as packDouble2x32 takes */
 }
 
-static int pipe_real(const vk_dev *d, int p) { return d->f64 ? p + 1 : p; }
 
 static int vk_axpbypcz(const ccfg_backend *be, int64_t count, double a, const float *x, double b,
                        const float *y, double c, const float *z, float *out)
@@ -1138,7 +1148,7 @@ static int vk_randn(const ccfg_backend *be, int64_t n, int64_t dim, uint64_t see
     /* the CPU puts (uint32_t)stream and (uint32_t)(first + i) in the counter: same wrap here */
     const push_randn pc = {(uint32_t)n, (uint32_t)dim, (uint32_t)blocks, (uint32_t)seed,
                            (uint32_t)(seed >> 32), (uint32_t)stream, (uint32_t)first, oo};
-    return dispatch(d, P_RANDN, &ob, &pc, groups_for(n * blocks), 1);
+    return dispatch(d, pipe_real(d, P_RANDN), &ob, &pc, groups_for(n * blocks), 1);
 }
 
 /* Record the dots shader over all rows (split where n exceeds the y-dispatch limit). */
@@ -1150,7 +1160,8 @@ static int record_dots(vk_dev *d, vk_buffer *const *bufs, int64_t n, int64_t dim
         const int64_t rows = n - row0 < MAX_GROUPS ? n - row0 : MAX_GROUPS;
         const push_dots pc = {(uint32_t)dim, groups, mode, (uint32_t)n, (uint32_t)row0, base,
                               o[0], o[1], o[2]};
-        if ((status = dispatch(d, P_DOTS, bufs, &pc, groups, (uint32_t)rows)) != CCFG_OK) return status;
+        if ((status = dispatch(d, pipe_real(d, P_DOTS), bufs, &pc, groups, (uint32_t)rows)))
+            return status;
     }
     return CCFG_OK;
 }
@@ -1162,12 +1173,17 @@ static uint32_t dot_groups(int64_t dim)
     return (uint32_t)(gsz < 1 ? 1 : gsz > 1024 ? 1024 : gsz);
 }
 
-/* out[i] = sum of the `groups` float partials of row i, in double */
-static void sum_partials(const float *part, int64_t n, uint32_t groups, double *out)
+/* out[i] = sum of the `groups` partials of row i (REAL: double or float), in double; `at` counts
+ * partials from the start of the buffer */
+static void sum_partials(const vk_dev *d, const void *part, size_t at, int64_t n, uint32_t groups,
+                         double *out)
 {
     for (int64_t i = 0; i < n; i++) {
         double s = 0.0;
-        for (uint32_t gi = 0; gi < groups; gi++) s += (double)part[i * groups + gi];
+        for (uint32_t gi = 0; gi < groups; gi++) {
+            const size_t q = at + (size_t)i * groups + gi;
+            s += d->f64 ? ((const double *)part)[q] : (double)((const float *)part)[q];
+        }
         out[i] = s;
     }
 }
@@ -1179,7 +1195,7 @@ static int vk_dot(const ccfg_backend *be, int64_t n, int64_t dim, const float *a
     vk_buffer *pb = NULL, *bufs[4];
     const float *ptrs[2] = {a, b};
     uint32_t o[3] = {0, 0, 0};
-    float *part = NULL;
+    void *part = NULL;
     int status;
     if (n < 0 || dim < 0) return ccfg_fail(CCFG_EINVAL, "%s dot: n and dim must be >= 0", d->name);
     if (!n) return CCFG_OK;
@@ -1187,13 +1203,13 @@ static int vk_dot(const ccfg_backend *be, int64_t n, int64_t dim, const float *a
     bufs[2] = bufs[0];
     o[2] = o[0];
     const uint32_t groups = dot_groups(dim);
-    const size_t bytes = (size_t)n * groups * sizeof(float);
+    const size_t bytes = (size_t)n * groups * (d->f64 ? sizeof(double) : sizeof(float));
     if (!(part = malloc(bytes))) return ccfg_fail(CCFG_ENOMEM, "out of memory for dot partials");
     if ((status = new_buffer(d, bytes, &pb)) != CCFG_OK) goto fail;
     bufs[3] = pb;
     if ((status = record_dots(d, bufs, n, dim, groups, 0, 0, o)) != CCFG_OK) goto fail;
     if ((status = read_buffer(part, pb, 0, bytes)) != CCFG_OK) goto fail;
-    sum_partials(part, n, groups, out);
+    sum_partials(d, part, 0, n, groups, out);
 fail:
     if (pb) release_buffer(pb);
     free(part);
@@ -1208,7 +1224,7 @@ static int vk_direction_dots(const ccfg_backend *be, int64_t n, int64_t dim, con
     vk_buffer *pb = NULL, *bufs[4];
     const float *ptrs[2] = {u, p};
     uint32_t o[3] = {0, 0, 0};
-    float *part = NULL;
+    void *part = NULL;
     int status;
     if (n < 0 || dim < 0 || k < 0)
         return ccfg_fail(CCFG_EINVAL, "%s direction_dots: n, dim and k must be >= 0", d->name);
@@ -1219,8 +1235,8 @@ static int vk_direction_dots(const ccfg_backend *be, int64_t n, int64_t dim, con
     /* one block of 3 planes [3][n][groups] per negative (one for k = 0, where only pp exists) */
     const uint32_t groups = dot_groups(dim);
     const size_t plane = (size_t)n * groups, blocks = k ? (size_t)k : 1;
-    const size_t bytes = blocks * 3 * plane * sizeof(float);
-    if (bytes / sizeof(float) > UINT32_MAX)
+    const size_t bytes = blocks * 3 * plane * (d->f64 ? sizeof(double) : sizeof(float));
+    if (blocks * 3 * plane > UINT32_MAX)
         return ccfg_fail(CCFG_EINVAL, "%s direction_dots: too many samples and negatives", d->name);
     if (!(part = malloc(bytes))) return ccfg_fail(CCFG_ENOMEM, "out of memory for direction_dots partials");
     if ((status = new_buffer(d, bytes, &pb)) != CCFG_OK) goto fail;
@@ -1233,10 +1249,10 @@ static int vk_direction_dots(const ccfg_backend *be, int64_t n, int64_t dim, con
             goto fail;
     }
     if ((status = read_buffer(part, pb, 0, bytes)) != CCFG_OK) goto fail;
-    sum_partials(part, n, groups, pp);
+    sum_partials(d, part, 0, n, groups, pp);
     for (int q = 0; q < k; q++) {
-        sum_partials(part + (size_t)q * 3 * plane + plane, n, groups, nn + (int64_t)q * n);
-        sum_partials(part + (size_t)q * 3 * plane + 2 * plane, n, groups, np + (int64_t)q * n);
+        sum_partials(d, part, (size_t)q * 3 * plane + plane, n, groups, nn + (int64_t)q * n);
+        sum_partials(d, part, (size_t)q * 3 * plane + 2 * plane, n, groups, np + (int64_t)q * n);
     }
 fail:
     if (pb) release_buffer(pb);
@@ -1304,7 +1320,8 @@ static int vk_sld(const ccfg_backend *be, int64_t count, const float *eps_u, con
 
 typedef struct {
     vk_buffer *mu, *lam, *U, *UT, *mask, *scratch;
-    int64_t chunk;                  /* rows per dispatch (scratch holds their w_k) */
+    int64_t chunk;                  /* rows per dispatch (scratch holds their w_k or lp_k) */
+    int per_row;                    /* mode 1 of the shader: an invocation per row */
     double *bias;                   /* [3 + K] host staging of a, s², s, bias_k */
 } vk_gmm;
 
@@ -1364,6 +1381,12 @@ static int vk_gmm_load(const ccfg_backend *be, const ccfg_gmm *gm, void **handle
                                d->name, (long long)K, (long long)D);
         if (m->chunk > MAX_GROUPS) m->chunk = MAX_GROUPS;
         if (status || (status = new_buffer(d, (size_t)m->chunk * per_row, &m->scratch))) goto fail;
+    } else if (D <= 64) {
+        /* small rows: an invocation each, log-likelihoods of `chunk` rows in the scratch */
+        m->per_row = 1;
+        m->chunk = (int64_t)(((size_t)8 << 20) / ((size_t)K * real));
+        if (m->chunk > (int64_t)MAX_GROUPS * LOCAL_SIZE) m->chunk = (int64_t)MAX_GROUPS * LOCAL_SIZE;
+        if ((status = new_buffer(d, (size_t)m->chunk * (size_t)K * real, &m->scratch))) goto fail;
     } else {
         m->chunk = MAX_GROUPS;
     }
@@ -1420,8 +1443,10 @@ static int vk_gmm_eps(const ccfg_backend *be, const ccfg_gmm *gm, void *handle, 
     bufs[9] = m->scratch ? m->scratch : m->mu;
     for (int64_t r0 = 0; r0 < rows; r0 += m->chunk) {
         const int64_t nr = rows - r0 < m->chunk ? rows - r0 : m->chunk;
-        const push_gmm pc = {(uint32_t)D, (uint32_t)K, m->U != NULL, o[0], o[1], (uint32_t)r0};
-        if ((status = dispatch(d, pipe_real(d, P_GMM), bufs, &pc, (uint32_t)nr, 1))) goto fail;
+        const push_gmm pc = {(uint32_t)D, (uint32_t)K, m->U != NULL, (uint32_t)m->per_row,
+                             (uint32_t)nr, o[0], o[1], (uint32_t)r0};
+        const uint32_t groups = m->per_row ? (uint32_t)((nr + LOCAL_SIZE - 1) / LOCAL_SIZE) : (uint32_t)nr;
+        if ((status = dispatch(d, pipe_real(d, P_GMM), bufs, &pc, groups, 1))) goto fail;
     }
 fail:
     if (lvl) release_buffer(lvl);

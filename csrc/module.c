@@ -385,14 +385,37 @@ static PyObject *mod_plan(PyObject *self, PyObject *args)
     return out;
 }
 
+/* the mixture's eps on `be` with host arrays (its parameters placed there for this call) */
+static int gmm_eps_on(const ccfg_backend *be, const ccfg_gmm *g, int64_t rows, const float *x,
+                      double ab, const int32_t *cond, float *out)
+{
+    const size_t count = (size_t)rows * (size_t)g->dim;
+    ccfg_gmm_model m = {0};
+    float *dx = NULL, *dout = NULL;
+    int status;
+    if (be->host_memory) return ccfg_gmm_eps(g, rows, x, ab, cond, out);
+    if ((status = ccfg_gmm_model_init(&m, be, g)) || (status = to_backend(be, x, count, &dx)) ||
+        (status = be->alloc(be, count * sizeof(float), &dout)) ||
+        (status = ccfg_gmm_model_eval(&m, be, rows, g->dim, dx, 0.0, ab, cond, dout)))
+        goto done;
+    status = be->download(be, out, dout, count * sizeof(float));
+done:
+    be->release(be, dx);
+    be->release(be, dout);
+    ccfg_gmm_model_free(&m);
+    return status;
+}
+
 static PyObject *mod_gmm_eps(PyObject *self, PyObject *args)
 {
     PyObject *spec, *xo, *co, *out = NULL;
     double ab;
+    int device = -1;
     gmm_args ga;
     PyArrayObject *x = NULL, *cond = NULL;
+    const ccfg_backend *be = NULL;
     (void)self;
-    if (!PyArg_ParseTuple(args, "OOdO", &spec, &xo, &ab, &co)) return NULL;
+    if (!PyArg_ParseTuple(args, "OOdO|i", &spec, &xo, &ab, &co, &device)) return NULL;
     if (parse_gmm(spec, &ga)) return NULL;
     npy_intp sx[2] = {-1, (npy_intp)ga.g.dim};
     x = as_array(xo, NPY_FLOAT32, 2, sx, "x");
@@ -404,8 +427,13 @@ static PyObject *mod_gmm_eps(PyObject *self, PyObject *args)
     if (!out) goto done;
     int status;
     Py_BEGIN_ALLOW_THREADS
-    status = ccfg_gmm_eps(&ga.g, PyArray_DIM(x, 0), f32(x), ab, PyArray_DATA(cond),
-                          f32((PyArrayObject *)out));
+    status = get_backend(device, &be);
+    if (!status) {
+        be->lock(be, 1);
+        status = gmm_eps_on(be, &ga.g, PyArray_DIM(x, 0), f32(x), ab, PyArray_DATA(cond),
+                            f32((PyArrayObject *)out));
+        be->lock(be, 0);
+    }
     Py_END_ALLOW_THREADS
     if (status) {
         Py_CLEAR(out);
@@ -1081,7 +1109,7 @@ static PyMethodDef methods[] = {
     {"randn", mod_randn, METH_VARARGS, "randn(seed, n, dim, stream, first=0) -> float32 (n, dim)"},
     {"philox4x32", mod_philox, METH_VARARGS, "philox4x32((c0,c1,c2,c3), (k0,k1)) -> 4 uint32"},
     {"plan", mod_plan, METH_VARARGS, "plan(sampler_spec) -> dict of schedule arrays"},
-    {"gmm_eps", mod_gmm_eps, METH_VARARGS, "gmm_eps(spec, x, alpha_bar, cond) -> exact eps"},
+    {"gmm_eps", mod_gmm_eps, METH_VARARGS, "gmm_eps(spec, x, alpha_bar, cond, device=-1) -> exact eps"},
     {"guide_state", mod_guide_state, METH_VARARGS, "guide_state(rule_spec, n, dim, n_neg)"},
     {"state_info", mod_state_info, METH_VARARGS, "state_info(state) -> dict (copies)"},
     {"guide", mod_guide, METH_VARARGS,

@@ -3,8 +3,10 @@
 //   eps(x_t) = s Σ_k r_k U_k (z_k / c_k),  z_k = U_kᵀ (x_t - a μ_k),  c_k = a² λ_k + s²,
 //   r_k = softmax_k(bias_k - ½ Σ z_k² / c_k) over the components of the row's condition,
 //   bias_k = log w_k - ½ log det C_k (from the host: GLSL has no double log).
-// Axis-aligned mixtures (full == 0) have U = I and need no scratch; full covariances keep
-// w_k = z_k / c_k of the chunk's rows in `scratch` between the two rotations. Arithmetic in REAL
+// Axis-aligned mixtures (full == 0) have U = I; full covariances keep w_k = z_k / c_k of the
+// chunk's rows in `scratch` between the two rotations. Small axis-aligned mixtures (mode 1) take
+// one invocation per row instead of a workgroup, with the row's log-likelihoods in `scratch`:
+// a workgroup's barriers would cost more than the arithmetic. Arithmetic in REAL
 // (double where the device has it, as the CPU does); the softmax's exp in double is our own.
 #include "real.glsl"
 layout(local_size_x = 128) in;
@@ -18,10 +20,12 @@ layout(std430, binding = 5) readonly buffer ET { REAL UT[]; };      // [K, D, D]
 layout(std430, binding = 6) readonly buffer V { REAL lvl[]; };      // a, s², s, bias[K]
 layout(std430, binding = 7) readonly buffer C { int cond[]; };      // [rows] of the whole call
 layout(std430, binding = 8) readonly buffer K_ { uint mask[]; };    // [concepts, K]
-layout(std430, binding = 9) buffer W { REAL scratch[]; };           // [chunk rows, K, D]
+layout(std430, binding = 9) buffer W { REAL scratch[]; };           // [chunk rows, K, D] or [.., K]
 
 layout(push_constant) uniform Push {
     uint D, K, full;
+    uint mode;          // 0: a workgroup per row, 1: an invocation per row (axis-aligned only)
+    uint rows;          // rows in this dispatch (mode 1)
     uint ox, oo;        // element offsets of x and out
     uint row0;          // first row of this dispatch (within the call)
 } p;
@@ -61,8 +65,47 @@ REAL workgroup_sum(REAL v)
     return total;
 }
 
+bool allowed(int cr, uint k) { return cr < 0 || mask[uint(cr) * p.K + k] != 0u; }
+
+// mode 1: the whole row in one invocation
+void row_alone(uint local_row)
+{
+    const uint row = p.row0 + local_row, D = p.D, K = p.K, xr = p.ox + row * D, lk = local_row * K;
+    const REAL a = lvl[0], s2 = lvl[1], s = lvl[2], a2 = a * a;
+    const int cr = cond[row];
+    REAL mx = REAL(-1.0e300);
+    for (uint k = 0u; k < K; k++) {
+        REAL q = REAL(0.0);
+        for (uint j = 0u; j < D; j++) {
+            const REAL y = REAL(x[xr + j]) - a * mu[k * D + j];
+            q += y * y / (a2 * lam[k * D + j] + s2);
+        }
+        const REAL l = lvl[3u + k] - REAL(0.5) * q;
+        scratch[lk + k] = l;
+        if (allowed(cr, k)) mx = max(mx, l);
+    }
+    REAL tot = REAL(0.0);
+    for (uint k = 0u; k < K; k++)
+        if (allowed(cr, k)) tot += exp_neg(scratch[lk + k] - mx);
+    for (uint k = 0u; k < K; k++)
+        scratch[lk + k] = allowed(cr, k) ? s * exp_neg(scratch[lk + k] - mx) / tot : REAL(0.0);
+    for (uint i = 0u; i < D; i++) {
+        REAL acc = REAL(0.0);
+        for (uint k = 0u; k < K; k++) {
+            const REAL r = scratch[lk + k];
+            if (r != REAL(0.0))
+                acc += r * (REAL(x[xr + i]) - a * mu[k * D + i]) / (a2 * lam[k * D + i] + s2);
+        }
+        o[p.oo + row * D + i] = float(acc);
+    }
+}
+
 void main()
 {
+    if (p.mode == 1u) {         // uniform across the dispatch: no barrier below is skipped by some
+        if (gl_GlobalInvocationID.x < p.rows) row_alone(gl_GlobalInvocationID.x);
+        return;
+    }
     const uint lid = gl_LocalInvocationID.x;
     const uint local_row = gl_WorkGroupID.x, row = p.row0 + local_row;
     const uint D = p.D, K = p.K;
