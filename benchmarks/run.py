@@ -1,6 +1,6 @@
 """ccfg benchmarks (``make bench``): medians and ratios against peers measured in this process.
 
-    .venv/bin/python benchmarks/run.py [--full] [--only guide|sampling]
+    .venv/bin/python benchmarks/run.py [--full] [--only guide|sampling|vulkan]
 
 Nothing about time is asserted. Correctness checks run before each timing (ccfg vs the peer);
 a disagreement is printed as MISMATCH and makes the exit status 1. The environment is used as
@@ -23,7 +23,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--full", action="store_true",
                     help="also the high_dim d=1024, n=10k sampling case (minutes on 2 cores)")
-    ap.add_argument("--only", choices=["guide", "sampling"], help="run one benchmark group")
+    ap.add_argument("--only", choices=["guide", "sampling", "vulkan"],
+                    help="run one benchmark group")
     args = ap.parse_args(argv)
 
     sys.stdout.reconfigure(line_buffering=True)     # progress shows under `make` too
@@ -42,6 +43,10 @@ def main(argv=None):
     if args.only in (None, "sampling"):
         import bench_sampling
         bench_sampling.run(failures, full=args.full)
+        print()
+    if args.only in (None, "vulkan"):
+        import bench_vulkan
+        bench_vulkan.run(failures, full=args.full)
         print()
     print(f"total benchmark time {time.perf_counter() - t0:.1f} s")
     if failures:

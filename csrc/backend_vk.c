@@ -153,7 +153,7 @@ typedef struct {
 } push_sld;
 typedef struct { uint32_t D, K, full, mode, rows, ox, oo, row0; } push_gmm;
 typedef struct { uint32_t rows, dim, blocks, seed_lo, seed_hi, stream, first, oo; } push_randn;
-typedef struct { uint32_t dim, groups, mode, rows, row0, base, ou, op, on; } push_dots;
+typedef struct { uint32_t dim, groups, mode, rows, row0, base, ou, op, on, per_row; } push_dots;
 typedef struct { uint32_t count, ox, tag; } push_finite;
 typedef struct { uint32_t count; } push_copy;
 
@@ -186,7 +186,7 @@ static const struct {
 #undef PIPE
 
 enum { MAX_BINDINGS = 10, LOCAL_SIZE = 128, MAX_GROUPS = 65535, MAX_DEVICES = 16,
-       POOL_SETS = 256, COMBINE_INPUTS = 8, GMM_MAX_K = 256 };
+       POOL_SETS = 256, COMBINE_INPUTS = 8, GMM_MAX_K = 256, DOTS_ROW_ALONE = 64 };
 
 /* ------------------------------------------------------------------------- */
 /* state */
@@ -1156,10 +1156,15 @@ static int record_dots(vk_dev *d, vk_buffer *const *bufs, int64_t n, int64_t dim
                        uint32_t mode, uint32_t base, const uint32_t o[3])
 {
     int status;
+    if (groups == 1 && dim <= DOTS_ROW_ALONE) {     /* short rows: an invocation each */
+        const push_dots pc = {(uint32_t)dim, 1, mode, (uint32_t)n, 0, base, o[0], o[1], o[2], 1};
+        return dispatch(d, pipe_real(d, P_DOTS), bufs, &pc,
+                        (uint32_t)((n + LOCAL_SIZE - 1) / LOCAL_SIZE), 1);
+    }
     for (int64_t row0 = 0; row0 < n; row0 += MAX_GROUPS) {
         const int64_t rows = n - row0 < MAX_GROUPS ? n - row0 : MAX_GROUPS;
         const push_dots pc = {(uint32_t)dim, groups, mode, (uint32_t)n, (uint32_t)row0, base,
-                              o[0], o[1], o[2]};
+                              o[0], o[1], o[2], 0};
         if ((status = dispatch(d, pipe_real(d, P_DOTS), bufs, &pc, groups, (uint32_t)rows)))
             return status;
     }
@@ -1322,7 +1327,7 @@ typedef struct {
     vk_buffer *mu, *lam, *U, *UT, *mask, *scratch;
     int64_t chunk;                  /* rows per dispatch (scratch holds their w_k or lp_k) */
     int per_row;                    /* mode 1 of the shader: an invocation per row */
-    double *bias;                   /* [3 + K] host staging of a, s², s, bias_k */
+    double *bias;                   /* [3 + K + 2 K D] host staging of the level (gmm_eps.glsl) */
 } vk_gmm;
 
 static void vk_gmm_free(const ccfg_backend *be, void *handle)
@@ -1351,7 +1356,7 @@ static int vk_gmm_load(const ccfg_backend *be, const ccfg_gmm *gm, void **handle
         return ccfg_fail(CCFG_EINVAL, "%s: the exact mixture on a device takes 1..%d components, "
                          "this one has %lld", d->name, GMM_MAX_K, (long long)K);
     vk_gmm *m = calloc(1, sizeof *m);
-    if (!m || !(m->bias = malloc((size_t)(3 + K) * sizeof *m->bias))) {
+    if (!m || !(m->bias = malloc((size_t)(3 + K + 2 * K * D) * sizeof *m->bias))) {
         free(m);
         return ccfg_fail(CCFG_ENOMEM, "out of memory loading the mixture");
     }
@@ -1419,17 +1424,24 @@ static int vk_gmm_eps(const ccfg_backend *be, const ccfg_gmm *gm, void *handle, 
     int status;
     if (!rows) return CCFG_OK;
     if ((status = resolve_all(d, rows * D, ptrs, 2, bufs, o, "gmm_eps"))) return status;
-    /* the level: a, s², s and each component's log w_k - ½ log det C_k (GLSL has no double log) */
+    /* the level: a, s², s, each component's log w_k - ½ log det C_k (GLSL has no double log),
+     * a μ_k and 1 / c_k (the same for every row) */
     const double a = sqrt(alpha_bar), s2 = 1.0 - alpha_bar;
+    double *amu = m->bias + 3 + K, *inv_c = amu + K * D;
     m->bias[0] = a;
     m->bias[1] = s2;
     m->bias[2] = sqrt(s2);
     for (int64_t k = 0; k < K; k++) {
         double logdet = 0.0;
-        for (int64_t j = 0; j < D; j++) logdet += log(a * a * gm->evals[k * D + j] + s2);
+        for (int64_t j = 0; j < D; j++) {
+            const double c = a * a * gm->evals[k * D + j] + s2;
+            logdet += log(c);
+            amu[k * D + j] = a * gm->means[k * D + j];
+            inv_c[k * D + j] = 1.0 / c;
+        }
         m->bias[3 + k] = gm->log_weights[k] - 0.5 * logdet;
     }
-    if ((status = upload_reals(d, m->bias, (size_t)(3 + K), &lvl)) ||
+    if ((status = upload_reals(d, m->bias, (size_t)(3 + K + 2 * K * D), &lvl)) ||
         (status = new_buffer(d, (size_t)rows * sizeof *cond, &cb)) ||
         (status = write_buffer(cb, 0, cond, (size_t)rows * sizeof *cond)))
         goto fail;

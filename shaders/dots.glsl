@@ -23,12 +23,45 @@ layout(push_constant) uniform Push {
     uint row0;      // first sample of this dispatch (batches beyond the y-dispatch limit)
     uint base;      // where this dispatch's partials start (one block per negative)
     uint ou, op, on;    // element offsets of the inputs in their buffers
+    uint per_row;       // 1: one invocation per row (short rows), groups == 1, no shared memory
 } p;
 
 shared REAL s0[128], s1[128], s2[128];
 
+// short rows: a workgroup per row would spend its time in barriers
+void row_alone(uint row)
+{
+    const uint start = row * p.dim;
+    REAL a0 = REAL(0.0), a1 = REAL(0.0), a2 = REAL(0.0);
+    for (uint j = 0u; j < p.dim; j++) {
+        const uint k = start + j;
+        if (p.mode == 0u) {
+            a0 += REAL(u[p.ou + k]) * REAL(pv[p.op + k]);
+        } else {
+            const REAL dp = REAL(pv[p.op + k]) - REAL(u[p.ou + k]);
+            a0 += dp * dp;
+            if (p.mode == 2u) {
+                const REAL dn = REAL(nv[p.on + k]) - REAL(u[p.ou + k]);
+                a1 += dn * dn;
+                a2 += dn * dp;
+            }
+        }
+    }
+    const uint o = p.base + row, plane = p.rows;
+    part[o] = a0;
+    if (p.mode == 2u) {
+        part[plane + o] = a1;
+        part[2u * plane + o] = a2;
+    }
+}
+
 void main()
 {
+    if (p.per_row != 0u) {      // uniform across the dispatch
+        const uint row = p.row0 + gl_GlobalInvocationID.x;
+        if (row < p.rows) row_alone(row);
+        return;
+    }
     const uint lid = gl_LocalInvocationID.x;
     const uint row = p.row0 + gl_WorkGroupID.y;
     const uint start = row * p.dim;

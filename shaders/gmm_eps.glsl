@@ -2,7 +2,8 @@
 //   x_t | k ~ N(a μ_k, C_k), C_k = U_k diag(a² λ_k + s²) U_kᵀ,
 //   eps(x_t) = s Σ_k r_k U_k (z_k / c_k),  z_k = U_kᵀ (x_t - a μ_k),  c_k = a² λ_k + s²,
 //   r_k = softmax_k(bias_k - ½ Σ z_k² / c_k) over the components of the row's condition,
-//   bias_k = log w_k - ½ log det C_k (from the host: GLSL has no double log).
+//   bias_k = log w_k - ½ log det C_k (from the host: GLSL has no double log; the host also
+//   sends a μ_k and 1 / c_k of the level, the same for every row).
 // Axis-aligned mixtures (full == 0) have U = I; full covariances keep w_k = z_k / c_k of the
 // chunk's rows in `scratch` between the two rotations. Small axis-aligned mixtures (mode 1) take
 // one invocation per row instead of a workgroup, with the row's log-likelihoods in `scratch`:
@@ -17,7 +18,7 @@ layout(std430, binding = 2) readonly buffer M { REAL mu[]; };       // [K, D]
 layout(std430, binding = 3) readonly buffer L { REAL lam[]; };      // [K, D]
 layout(std430, binding = 4) readonly buffer E { REAL U[]; };        // [K, D, D], column j = eigenvector j
 layout(std430, binding = 5) readonly buffer ET { REAL UT[]; };      // [K, D, D], U transposed
-layout(std430, binding = 6) readonly buffer V { REAL lvl[]; };      // a, s², s, bias[K]
+layout(std430, binding = 6) readonly buffer V { REAL lvl[]; };      // a, s², s, bias[K], a μ [K, D], 1 / c [K, D]
 layout(std430, binding = 7) readonly buffer C { int cond[]; };      // [rows] of the whole call
 layout(std430, binding = 8) readonly buffer K_ { uint mask[]; };    // [concepts, K]
 layout(std430, binding = 9) buffer W { REAL scratch[]; };           // [chunk rows, K, D] or [.., K]
@@ -71,14 +72,15 @@ bool allowed(int cr, uint k) { return cr < 0 || mask[uint(cr) * p.K + k] != 0u; 
 void row_alone(uint local_row)
 {
     const uint row = p.row0 + local_row, D = p.D, K = p.K, xr = p.ox + row * D, lk = local_row * K;
-    const REAL a = lvl[0], s2 = lvl[1], s = lvl[2], a2 = a * a;
+    const REAL s = lvl[2];
+    const uint amu = 3u + K, ic = amu + K * D;
     const int cr = cond[row];
     REAL mx = REAL(-1.0e300);
     for (uint k = 0u; k < K; k++) {
         REAL q = REAL(0.0);
         for (uint j = 0u; j < D; j++) {
-            const REAL y = REAL(x[xr + j]) - a * mu[k * D + j];
-            q += y * y / (a2 * lam[k * D + j] + s2);
+            const REAL y = REAL(x[xr + j]) - lvl[amu + k * D + j];
+            q += y * y * lvl[ic + k * D + j];
         }
         const REAL l = lvl[3u + k] - REAL(0.5) * q;
         scratch[lk + k] = l;
@@ -94,7 +96,7 @@ void row_alone(uint local_row)
         for (uint k = 0u; k < K; k++) {
             const REAL r = scratch[lk + k];
             if (r != REAL(0.0))
-                acc += r * (REAL(x[xr + i]) - a * mu[k * D + i]) / (a2 * lam[k * D + i] + s2);
+                acc += r * (REAL(x[xr + i]) - lvl[amu + k * D + i]) * lvl[ic + k * D + i];
         }
         o[p.oo + row * D + i] = float(acc);
     }
@@ -110,7 +112,8 @@ void main()
     const uint local_row = gl_WorkGroupID.x, row = p.row0 + local_row;
     const uint D = p.D, K = p.K;
     const uint xr = p.ox + row * D;
-    const REAL a = lvl[0], s2 = lvl[1], s = lvl[2], a2 = a * a;
+    const REAL s = lvl[2];
+    const uint amu = 3u + K, ic = amu + K * D;
     const int cr = cond[row];
 
     // log-likelihood of every component (its normalising constant included)
@@ -121,15 +124,15 @@ void main()
             for (uint j = lid; j < D; j += 128u) {
                 REAL z = REAL(0.0);
                 for (uint d = 0u; d < D; d++)
-                    z += (REAL(x[xr + d]) - a * mu[k * D + d]) * U[(k * D + d) * D + j];
-                const REAL w = z / (a2 * lam[k * D + j] + s2);
+                    z += (REAL(x[xr + d]) - lvl[amu + k * D + d]) * U[(k * D + d) * D + j];
+                const REAL w = z * lvl[ic + k * D + j];
                 scratch[wk + j] = w;
                 q += z * w;
             }
         } else {
             for (uint j = lid; j < D; j += 128u) {
-                const REAL y = REAL(x[xr + j]) - a * mu[k * D + j];
-                q += y * y / (a2 * lam[k * D + j] + s2);
+                const REAL y = REAL(x[xr + j]) - lvl[amu + k * D + j];
+                q += y * y * lvl[ic + k * D + j];
             }
         }
         q = workgroup_sum(q);
@@ -162,7 +165,7 @@ void main()
                 for (uint j = 0u; j < D; j++) v += UT[(k * D + j) * D + i] * scratch[wk + j];
                 acc += r * v;
             } else {
-                acc += r * (REAL(x[xr + i]) - a * mu[k * D + i]) / (a2 * lam[k * D + i] + s2);
+                acc += r * (REAL(x[xr + i]) - lvl[amu + k * D + i]) * lvl[ic + k * D + i];
             }
         }
         o[p.oo + row * D + i] = float(acc);
