@@ -174,8 +174,8 @@ static const struct {
     PIPE(P_COMBINE_F64, combine_f64, 10, push_combine),
     PIPE(P_SLD, sld, 5, push_sld),
     PIPE(P_SLD_F64, sld_f64, 5, push_sld),
-    PIPE(P_GMM, gmm_eps, 10, push_gmm),
-    PIPE(P_GMM_F64, gmm_eps_f64, 10, push_gmm),
+    PIPE(P_GMM, gmm_eps, 8, push_gmm),
+    PIPE(P_GMM_F64, gmm_eps_f64, 8, push_gmm),
     PIPE(P_RANDN, randn, 1, push_randn),
     PIPE(P_RANDN_F64, randn_f64, 1, push_randn),
     PIPE(P_DOTS, dots, 4, push_dots),
@@ -1324,7 +1324,7 @@ static int vk_sld(const ccfg_backend *be, int64_t count, const float *eps_u, con
 /* the exact Gaussian mixture (shaders/gmm_eps.glsl) */
 
 typedef struct {
-    vk_buffer *mu, *lam, *U, *UT, *mask, *scratch;
+    vk_buffer *U, *UT, *mask, *scratch;     /* means and variances reach it per level (bias) */
     int64_t chunk;                  /* rows per dispatch (scratch holds their w_k or lp_k) */
     int per_row;                    /* mode 1 of the shader: an invocation per row */
     double *bias;                   /* [3 + K + 2 K D] host staging of the level (gmm_eps.glsl) */
@@ -1333,11 +1333,11 @@ typedef struct {
 static void vk_gmm_free(const ccfg_backend *be, void *handle)
 {
     vk_gmm *m = handle;
-    vk_buffer *bs[6];
+    vk_buffer *bs[4];
     (void)be;
     if (!m) return;
-    bs[0] = m->mu; bs[1] = m->lam; bs[2] = m->U; bs[3] = m->UT; bs[4] = m->mask; bs[5] = m->scratch;
-    for (int i = 0; i < 6; i++)
+    bs[0] = m->U; bs[1] = m->UT; bs[2] = m->mask; bs[3] = m->scratch;
+    for (int i = 0; i < 4; i++)
         if (bs[i]) release_buffer(bs[i]);
     free(m->bias);
     free(m);
@@ -1360,9 +1360,6 @@ static int vk_gmm_load(const ccfg_backend *be, const ccfg_gmm *gm, void **handle
         free(m);
         return ccfg_fail(CCFG_ENOMEM, "out of memory loading the mixture");
     }
-    if ((status = upload_reals(d, gm->means, (size_t)(K * D), &m->mu)) ||
-        (status = upload_reals(d, gm->evals, (size_t)(K * D), &m->lam)))
-        goto fail;
     if (gm->evecs) {
         const size_t kdd = (size_t)(K * D * D);
         if (!(t = malloc(kdd * sizeof *t))) {
@@ -1445,14 +1442,13 @@ static int vk_gmm_eps(const ccfg_backend *be, const ccfg_gmm *gm, void *handle, 
         (status = new_buffer(d, (size_t)rows * sizeof *cond, &cb)) ||
         (status = write_buffer(cb, 0, cond, (size_t)rows * sizeof *cond)))
         goto fail;
-    bufs[2] = m->mu;
-    bufs[3] = m->lam;
-    bufs[4] = m->U ? m->U : m->mu;      /* unused without rotations: any valid buffer */
-    bufs[5] = m->UT ? m->UT : m->mu;
-    bufs[6] = lvl;
-    bufs[7] = cb;
-    bufs[8] = m->mask;
-    bufs[9] = m->scratch ? m->scratch : m->mu;
+    /* unused bindings (no rotations, no scratch) get any valid buffer */
+    bufs[2] = m->U ? m->U : m->mask;
+    bufs[3] = m->UT ? m->UT : m->mask;
+    bufs[4] = lvl;
+    bufs[5] = cb;
+    bufs[6] = m->mask;
+    bufs[7] = m->scratch ? m->scratch : m->mask;
     for (int64_t r0 = 0; r0 < rows; r0 += m->chunk) {
         const int64_t nr = rows - r0 < m->chunk ? rows - r0 : m->chunk;
         const push_gmm pc = {(uint32_t)D, (uint32_t)K, m->U != NULL, (uint32_t)m->per_row,

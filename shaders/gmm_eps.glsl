@@ -14,14 +14,12 @@ layout(local_size_x = 128) in;
 
 layout(std430, binding = 0) readonly buffer X { float x[]; };
 layout(std430, binding = 1) writeonly buffer O { float o[]; };
-layout(std430, binding = 2) readonly buffer M { REAL mu[]; };       // [K, D]
-layout(std430, binding = 3) readonly buffer L { REAL lam[]; };      // [K, D]
-layout(std430, binding = 4) readonly buffer E { REAL U[]; };        // [K, D, D], column j = eigenvector j
-layout(std430, binding = 5) readonly buffer ET { REAL UT[]; };      // [K, D, D], U transposed
-layout(std430, binding = 6) readonly buffer V { REAL lvl[]; };      // a, s², s, bias[K], a μ [K, D], 1 / c [K, D]
-layout(std430, binding = 7) readonly buffer C { int cond[]; };      // [rows] of the whole call
-layout(std430, binding = 8) readonly buffer K_ { uint mask[]; };    // [concepts, K]
-layout(std430, binding = 9) buffer W { REAL scratch[]; };           // [chunk rows, K, D] or [.., K]
+layout(std430, binding = 2) readonly buffer E { REAL U[]; };        // [K, D, D], column j = eigenvector j
+layout(std430, binding = 3) readonly buffer ET { REAL UT[]; };      // [K, D, D], U transposed
+layout(std430, binding = 4) readonly buffer V { REAL lvl[]; };      // a, s², s, bias[K], a μ [K, D], 1 / c [K, D]
+layout(std430, binding = 5) readonly buffer C { int cond[]; };      // [rows] of the whole call
+layout(std430, binding = 6) readonly buffer K_ { uint mask[]; };    // [concepts, K]
+layout(std430, binding = 7) buffer W { REAL scratch[]; };           // [chunk rows, K, D] or [.., K]
 
 layout(push_constant) uniform Push {
     uint D, K, full;
