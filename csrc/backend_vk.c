@@ -354,6 +354,33 @@ static void describe_device(int i, VkPhysicalDevice pd)
     info->usable = has_compute && props.apiVersion >= VK_API_VERSION_1_2;
 }
 
+static void destroy_device(vk_dev *d);
+static int flush(vk_dev *d);
+
+/* At exit (after Python's finalisation has freed its objects): every device and the instance,
+ * so drivers and the validation layer see a clean shutdown. A device still held by a running
+ * thread is left alone, and then the instance too. */
+static void teardown(void)
+{
+    int busy = 0;
+    for (int i = 0; i < g.count; i++) {
+        vk_dev *d = g.dev[i];
+        if (!d) continue;
+        if (pthread_mutex_trylock(&d->mutex) != 0) {
+            busy = 1;
+            continue;
+        }
+        if (d->recording) flush(d);
+        pthread_mutex_unlock(&d->mutex);
+        destroy_device(d);
+        g.dev[i] = NULL;
+    }
+    if (!busy && g.instance) {
+        vk.DestroyInstance(g.instance, NULL);
+        g.instance = VK_NULL_HANDLE;
+    }
+}
+
 /* Fills g; on failure g.count stays 0 and g.reason says why. Never crashes without Vulkan. */
 static void init_instance(void)
 {
@@ -431,6 +458,8 @@ static void init_instance(void)
     }
     for (uint32_t i = 0; i < n; i++) describe_device((int)i, g.phys[i]);
     g.count = (int)n;
+    /* registered after the driver loaded: runs before the driver's own exit handlers */
+    atexit(teardown);
     return;
 
 fail_instance:
@@ -466,6 +495,12 @@ static void destroy_device(vk_dev *d)
 {
     if (!d) return;
     if (d->flag) destroy_buffer(d->flag);
+    while (d->garbage) {
+        vk_buffer *b = d->garbage;
+        d->garbage = b->next;
+        destroy_buffer(b);
+    }
+    for (int i = 0; i < d->nranges; i++) destroy_buffer(d->ranges[i].buf);   /* never released */
     free(d->ranges);
     if (d->dev) {
         for (int p = 0; p < P_COUNT; p++) {
