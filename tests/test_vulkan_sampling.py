@@ -404,3 +404,55 @@ def test_noise_bitwise_equal_with_float64():
     got = _core.vk_op(VK[0]["index"], "randn", (), (65, 20011, 2**40 + 7, 3, 5))
     want = _core.randn(2**40 + 7, 65, 20011, 3, 5)
     assert np.array_equal(got, want)
+
+
+@needs_vk
+def test_too_many_components_refused_naming_the_device():
+    rng = np.random.default_rng(0)
+    K = 300
+    m = ccfg.models.GaussianMixture(rng.standard_normal((K, 2)), np.full(K, 0.1),
+                                    concepts={"a": list(range(K // 2)), "b": list(range(K // 2, K))})
+    with pytest.raises(ValueError, match=f"{DEV} .*1..256 components"):
+        ccfg.sample(m, positive="a", guidance="cfg", steps=2, n=2, progress=False, device=DEV)
+    ccfg.sample(m, positive="a", guidance="cfg", steps=2, n=2, progress=False, device="cpu")
+
+
+@needs_vk
+def test_threads_share_a_device(toy):
+    """Two threads on one device, one with a Python model (which takes the GIL from inside the
+    run): the device lock is taken with the GIL released, so neither can deadlock the other."""
+    import threading
+    model = ccfg.models.PythonModel(lambda x, t, c: np.zeros_like(x), (2,))
+    results, errors = {}, []
+
+    def work(name, m):
+        try:
+            kw = dict(positive="A", guidance="cfg", steps=20, n=32, progress=False, device=DEV)
+            if m is model:
+                kw.pop("positive")
+            results[name] = [ccfg.sample(m, **kw) for _ in range(3)]
+        except Exception as e:      # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=("gmm", toy)),
+               threading.Thread(target=work, args=("py", model))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "deadlock"
+    assert not errors, errors
+    ref = ccfg.sample(toy, positive="A", guidance="cfg", steps=20, n=32, progress=False, device="cpu")
+    assert all(rel(x, ref) <= TOL for x in results["gmm"])
+
+
+@needs_vk
+def test_model_exception_leaves_device_usable(toy):
+    def fn(x, t, cond):
+        if t[0] < 500:
+            raise KeyError("boom")
+        return np.zeros_like(x)
+    with pytest.raises(KeyError, match="boom"):
+        ccfg.sample(ccfg.models.PythonModel(fn, (2,)), steps=10, n=3, progress=False, device=DEV)
+    cpu, vk = both(toy, positive="A", negative="B", guidance="ccfg", steps=4, n=5)
+    assert rel(vk, cpu) <= TOL
