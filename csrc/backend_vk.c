@@ -187,6 +187,9 @@ static const struct {
 
 enum { MAX_BINDINGS = 10, LOCAL_SIZE = 128, MAX_GROUPS = 65535, MAX_DEVICES = 16,
        POOL_SETS = 256, COMBINE_INPUTS = 8, GMM_MAX_K = 256, DOTS_ROW_ALONE = 64 };
+/* recycled buffers: power-of-two sizes up to RECYCLE_MAX each, RECYCLE_TOTAL bytes kept idle */
+#define RECYCLE_MAX ((size_t)16 << 20)
+#define RECYCLE_TOTAL ((size_t)64 << 20)
 
 /* ------------------------------------------------------------------------- */
 /* state */
@@ -223,6 +226,8 @@ typedef struct vk_dev {
     uint64_t batch;             /* number of the open (or next) batch */
     int lost;                   /* a submit failed: every later call fails */
     vk_buffer *garbage;         /* released once the open batch has run */
+    vk_buffer *recycled;        /* idle buffers for reuse (create_buffer) */
+    size_t recycled_bytes;
     vk_buffer *flag;            /* the non-finite watch: min tag seen, 0xFFFFFFFF = none */
     /* fake address space: ranges sorted by base (bases only grow) */
     vk_range *ranges;
@@ -240,7 +245,9 @@ struct vk_buffer {
     VkDeviceSize size;
     void *map;                  /* NULL unless the memory is host-visible */
     uint64_t batch_used;        /* last batch that records a command on it (0: none) */
-    vk_buffer *next;            /* garbage list */
+    int staging;                /* created as a staging buffer (create_buffer's host_visible) */
+    int recyclable;             /* a power-of-two size class */
+    vk_buffer *next;            /* garbage or recycled list */
 };
 
 static struct {
@@ -501,6 +508,11 @@ static void destroy_device(vk_dev *d)
         destroy_buffer(b);
     }
     for (int i = 0; i < d->nranges; i++) destroy_buffer(d->ranges[i].buf);   /* never released */
+    while (d->recycled) {
+        vk_buffer *b = d->recycled;
+        d->recycled = b->next;
+        destroy_buffer(b);
+    }
     free(d->ranges);
     if (d->dev) {
         for (int p = 0; p < P_COUNT; p++) {
@@ -726,6 +738,8 @@ static void destroy_buffer(vk_buffer *b)
 }
 
 /* Submit the open batch and wait for it. */
+static void recycle(vk_buffer *b);
+
 static int flush(vk_dev *d)
 {
     VkResult r;
@@ -763,7 +777,7 @@ fail:
         while (d->garbage) {
             vk_buffer *b = d->garbage;
             d->garbage = b->next;
-            destroy_buffer(b);
+            recycle(b);
         }
     }
     return status;
@@ -836,12 +850,29 @@ static int create_buffer(vk_dev *d, size_t bytes, int host_visible, vk_buffer **
 {
     VkResult r;
     int status = CCFG_EINTERNAL;
-    vk_buffer *b = calloc(1, sizeof *b);
     *out = NULL;
+    /* Small buffers come in power-of-two sizes and are recycled (see recycle): in the steady state
+     * a step (coefficients, partials, staging, the mixture's level) allocates no device memory. */
+    size_t cls = 0;
+    if (bytes <= RECYCLE_MAX)
+        for (cls = 256; cls < bytes; cls <<= 1) {}
+    for (vk_buffer **pp = &d->recycled; cls && *pp; pp = &(*pp)->next)
+        if ((*pp)->size == cls && (*pp)->staging == host_visible) {
+            vk_buffer *b = *pp;
+            *pp = b->next;
+            d->recycled_bytes -= cls;
+            b->next = NULL;
+            b->batch_used = 0;
+            *out = b;
+            return CCFG_OK;
+        }
+    vk_buffer *b = calloc(1, sizeof *b);
     if (!b) return ccfg_fail(CCFG_ENOMEM, "out of host memory for a Vulkan buffer");
     b->d = d;
+    b->staging = host_visible;
+    b->recyclable = cls != 0;
     /* Vulkan has no empty buffers; whole words keep vkCmdFillBuffer valid */
-    b->size = bytes < 4 ? 4 : (bytes + 3) & ~(size_t)3;
+    b->size = cls ? cls : (bytes + 3) & ~(size_t)3;
     const VkBufferCreateInfo bci = {
         .sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO, .size = b->size,
         .usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_SRC_BIT |
@@ -891,6 +922,19 @@ fail:
     return status;
 }
 
+/* An idle buffer (no batch in flight uses it): kept for reuse while the total allows. */
+static void recycle(vk_buffer *b)
+{
+    vk_dev *d = b->d;
+    if (b->recyclable && !d->lost && d->recycled_bytes + b->size <= RECYCLE_TOTAL) {
+        b->next = d->recycled;
+        d->recycled = b;
+        d->recycled_bytes += b->size;
+    } else {
+        destroy_buffer(b);
+    }
+}
+
 /* Release now, or after the open batch if it still uses the buffer. */
 static void release_buffer(vk_buffer *b)
 {
@@ -899,7 +943,7 @@ static void release_buffer(vk_buffer *b)
         b->next = d->garbage;
         d->garbage = b;
     } else {
-        destroy_buffer(b);
+        recycle(b);
     }
 }
 
