@@ -317,8 +317,8 @@ def sample(model, positive=None, negative=None, guidance=None, sampler="ddim", s
     """Sample ``model`` with a negative-guidance rule; returns float32 (n, *model.shape).
 
     ``guidance``: a rule (``ccfg.CCFG(scale=5)``), a name (``"ccfg"``) or None. ``positive``: one
-    condition; ``negative``: one or a list. ``device``: "auto" (a GPU if there is one, else the
-    CPU), "cpu", "vulkan" or "vulkan:N". See docs/api.md for every argument."""
+    condition; ``negative``: one or a list. ``device``: "auto" (a GPU if there is one and the model
+    runs there, else the CPU), "cpu", "vulkan" or "vulkan:N". See docs/api.md for every argument."""
     shape = getattr(model, "shape", None)
     if shape is None or not (hasattr(model, "_c_spec") or hasattr(model, "fn")):
         raise TypeError("model must be a ccfg model (GaussianMixture, PythonModel, ...), "
@@ -336,7 +336,11 @@ def sample(model, positive=None, negative=None, guidance=None, sampler="ddim", s
         raise ValueError(f"karras: Karras sigmas need a sigma-space sampler, not {sampler!r}")
     if eta and sampler != "ddim":
         raise ValueError(f"eta applies to the ddim sampler only, not {sampler!r}")
-    dev = _device(device)
+    # a model evaluated on the host (PythonModel) would make a GPU pay two transfers per step for
+    # a few cheap vector ops: "auto" keeps such runs on the CPU backend
+    host_model = not hasattr(model, "_c_spec")
+    dev = -1 if host_model and isinstance(device, str) and device.strip().lower() == "auto" \
+        else _device(device)
     cfg = as_config(scheduler, getattr(model, "scheduler", None))
     pred = getattr(model, "prediction_type", None) or cfg.prediction_type
     if pred not in PREDICTIONS:
