@@ -65,7 +65,8 @@ def bench_sampling(table, sel, failures, full, emulated):
         t_vk = measure(lambda: run(sel), repeats=3, warmup=0)
         rows = 3 * n * STEPS
         table.add(label, f"ccfg.sample device={sel}", t_vk,
-                  f"{rows / t_vk.median / 1e6:6.2f} M model rows/s", peer="ccfg.sample device=cpu")
+                  f"{rows / t_vk.median / 1e6:6.2f} M model rows/s",
+                  peer="ccfg.sample device=cpu")
         table.add(label, "ccfg.sample device=cpu", t_cpu,
                   f"{rows / t_cpu.median / 1e6:6.2f} M model rows/s")
         out.append((label, t_vk, t_cpu))
