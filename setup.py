@@ -49,9 +49,13 @@ def compile_shaders():
     if not comps:
         return "shaders/*.comp not found next to setup.py"
     os.makedirs(SHADER_OUT, exist_ok=True)
+    # X.comp files are thin wrappers that #include shared X.glsl bodies: a shader is stale when
+    # any of the bodies is newer than its compiled header
+    bodies = glob.glob(os.path.join("shaders", "*.glsl"))
+    newest_body = max((os.path.getmtime(b) for b in bodies), default=0.0)
     for src in comps:
         dst = os.path.join(SHADER_OUT, os.path.basename(src)[:-len(".comp")] + ".spv.h")
-        if os.path.exists(dst) and os.path.getmtime(dst) >= os.path.getmtime(src):
+        if os.path.exists(dst) and os.path.getmtime(dst) >= max(os.path.getmtime(src), newest_body):
             continue
         cmd = [glslc, "--target-env=vulkan1.2", "-O", "-mfmt=c", src, "-o", dst]
         if subprocess.run(cmd).returncode != 0:
