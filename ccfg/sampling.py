@@ -243,7 +243,8 @@ def sample(model, positive=None, negative=None, guidance=None, sampler="ddim", s
     ``guidance``: a rule (``ccfg.CCFG(scale=5)``), a name (``"ccfg"``) or None. ``positive``: one
     condition; ``negative``: one or a list. See docs/api.md for every argument."""
     shape = getattr(model, "shape", None)
-    if shape is None or not (hasattr(model, "_c_spec") or hasattr(model, "fn")):
+    native = hasattr(model, "_c_unet_sample")      # ccfg.models.UNet: the model runs in C too
+    if shape is None or not (native or hasattr(model, "_c_spec") or hasattr(model, "fn")):
         raise TypeError("model must be a ccfg model (GaussianMixture, PythonModel, ...), "
                         f"got {type(model).__name__}")
     shape = _shape(shape)
@@ -269,7 +270,9 @@ def sample(model, positive=None, negative=None, guidance=None, sampler="ddim", s
     else:
         x0 = _eps_array(x_T, "x_T", (n,) + shape)
     pos, neg_ids, values = _conditions(model, positive, negative)
-    if hasattr(model, "_c_spec"):
+    if native:
+        kind, cmodel = 2, None
+    elif hasattr(model, "_c_spec"):
         kind, cmodel = 0, model._c_spec()
     else:
         kind, cmodel = 1, _python_model(model, shape, values)
@@ -283,9 +286,14 @@ def sample(model, positive=None, negative=None, guidance=None, sampler="ddim", s
     else:
         raise TypeError("progress must be a bool or a callable(step, steps)")
 
-    res = _core.sample(kind, cmodel, PREDICTIONS[pred], _python_rule_spec(rule, (n,) + shape),
-                       cfg._spec(sampler, steps, eta, karras), pos, neg_ids, seed, 0, _flat(x0),
-                       bool(return_trajectory), prog)
+    if native:
+        res = model._c_unet_sample(PREDICTIONS[pred], _python_rule_spec(rule, (n,) + shape),
+                                   cfg._spec(sampler, steps, eta, karras), pos, neg_ids, seed, 0,
+                                   _flat(x0), bool(return_trajectory), prog)
+    else:
+        res = _core.sample(kind, cmodel, PREDICTIONS[pred], _python_rule_spec(rule, (n,) + shape),
+                           cfg._spec(sampler, steps, eta, karras), pos, neg_ids, seed, 0,
+                           _flat(x0), bool(return_trajectory), prog)
     if return_trajectory:
         x, traj = res
         return x.reshape((n,) + shape), traj.reshape((traj.shape[0], n) + shape)
