@@ -8,7 +8,8 @@
  *
  * A backend implements the whole table (nn_cpu.c: OpenBLAS sgemm + OpenMP loops). The pointers are
  * the backend's memory (host memory on the CPU). Ops never allocate: callers pass scratch sized by
- * the *_scratch helpers. */
+ * the *_scratch helpers. Scratch of conv2d and attention is split between threads, so more scratch
+ * means more parallel tiles. */
 #ifndef CCFG_NN_H
 #define CCFG_NN_H
 
@@ -16,6 +17,10 @@
 
 typedef struct ccfg_nn_ops {
     const char *name;
+    /* around each forward: the CPU pins OpenBLAS to one thread (its loops thread the GEMMs
+     * themselves); a GPU backend would open and submit its command buffer */
+    void (*begin)(void);
+    void (*end)(void);
     /* 2-D convolution, kernel k x k (k odd or even), stride s, zero padding pad0 before and pad1
      * after each spatial dimension (diffusers' Downsample2D with padding 0 pads (0, 1)):
      *   y[co, b, oy, ox] = (accumulate ? y : 0) + bias[co]

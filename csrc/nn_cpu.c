@@ -10,37 +10,85 @@
 
 /* an im2col tile narrower than this makes the GEMM inefficient */
 enum { MIN_CONV_TILE = 256 };
-/* parallel loops below this many elements run on one thread */
-#define PAR_MIN (1 << 15)
+/* parallel loops below this many elements run on one thread: a fork/join costs more than the
+ * loop, and far more on a loaded machine */
+#define PAR_MIN ((int64_t)1 << 16)
 
 int64_t ccfg_nn_conv2d_scratch(int cin, int k) { return (int64_t)cin * k * k * MIN_CONV_TILE; }
 
 int64_t ccfg_nn_attention_scratch(int hw) { return (int64_t)hw * hw; }
 
-static inline float silu1(float v) { return v / (1.0f + expf(-v)); }
-
-/* col[r, j - j0] for output columns j in [j0, j0 + cols): r = (ci, ky, kx), zero outside */
-static void im2col(int batch, int cin, int h, int w, const float *x, int k, int stride, int pad0,
-                   int ho, int wo, int64_t j0, int64_t cols, float *col)
+/* exp(x) in float, within 2 ulp (Cephes expf: x = n ln2 + r, degree-6 polynomial in r), written
+ * without calls or branches so loops using it vectorise; libm's expf made SiLU ~8% of a forward */
+static inline float exp_fast(float x)
 {
-    const int64_t n_in = (int64_t)batch * h * w;
+    x = x < -87.0f ? -87.0f : x > 88.0f ? 88.0f : x;
+    const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;   /* round(x / ln2) */
+    float r = x - n * 0.693359375f;
+    r = r + n * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    const float e = p * r * r + r + 1.0f;
+    union { int32_t i; float f; } scale = {.i = ((int32_t)n + 127) << 23};
+    return e * scale.f;
+}
+
+static inline float silu1(float v) { return v / (1.0f + exp_fast(-v)); }
+
+/* Threads: one OpenMP pool does all the parallel work; every sgemm runs single-threaded inside
+ * it (begin() pins OpenBLAS to one thread for the duration of a forward). Two pools (OpenMP loops
+ * and OpenBLAS's own pthreads) spinning against each other cost 5-25x on a shared 2-core box. */
+static int saved_blas_threads = -1;
+
+static void cpu_begin(void)
+{
+    saved_blas_threads = openblas_get_num_threads();
+    if (saved_blas_threads != 1) openblas_set_num_threads(1);
+}
+
+static void cpu_end(void)
+{
+    if (saved_blas_threads > 1) openblas_set_num_threads(saved_blas_threads);
+    saved_blas_threads = -1;
+}
+
+/* col[r, (R - row0) * wo + ox] for output rows R in [row0, row0 + rows) (R = b * ho + oy) and
+ * r = (ci, ky, kx); zero where the kernel reads padding. `cols` = the tile width rows * wo. */
+static void im2col_rows(int cin, int h, int w, const float *x, int64_t n_in, int k, int stride,
+                        int pad0, int ho, int wo, int64_t row0, int rows, float *col)
+{
     const int K = cin * k * k;
-    #pragma omp parallel for schedule(static) if ((int64_t)K * cols > PAR_MIN)
+    const int64_t cols = (int64_t)rows * wo;
     for (int r = 0; r < K; r++) {
         const int ci = r / (k * k), ky = (r / k) % k, kx = r % k;
         const float *xc = x + ci * n_in;
-        float *dst = col + (int64_t)r * cols;
-        int64_t j = j0;
-        int b = (int)(j / ((int64_t)ho * wo));
-        int rem = (int)(j % ((int64_t)ho * wo));
-        int oy = rem / wo, ox = rem % wo;
-        for (int64_t t = 0; t < cols; t++) {
-            const int iy = oy * stride + ky - pad0, ix = ox * stride + kx - pad0;
-            dst[t] = (iy >= 0 && iy < h && ix >= 0 && ix < w)
-                         ? xc[(int64_t)b * h * w + (int64_t)iy * w + ix] : 0.0f;
-            if (++ox == wo) {
-                ox = 0;
-                if (++oy == ho) { oy = 0; b++; }
+        for (int i = 0; i < rows; i++) {
+            const int64_t R = row0 + i;
+            const int b = (int)(R / ho), oy = (int)(R % ho);
+            const int iy = oy * stride + ky - pad0;
+            float *dst = col + (int64_t)r * cols + (int64_t)i * wo;
+            if (iy < 0 || iy >= h) {
+                memset(dst, 0, (size_t)wo * sizeof(float));
+                continue;
+            }
+            const float *src = xc + (int64_t)b * h * w + (int64_t)iy * w;
+            if (stride == 1) {
+                /* ix = ox + kx - pad0 is inside [0, w) for ox in [lo, hi) */
+                int lo = pad0 - kx, hi = w + pad0 - kx;
+                lo = lo < 0 ? 0 : lo > wo ? wo : lo;
+                hi = hi > wo ? wo : hi < lo ? lo : hi;
+                for (int ox = 0; ox < lo; ox++) dst[ox] = 0.0f;
+                memcpy(dst + lo, src + lo + kx - pad0, (size_t)(hi - lo) * sizeof(float));
+                for (int ox = hi; ox < wo; ox++) dst[ox] = 0.0f;
+            } else {
+                for (int ox = 0; ox < wo; ox++) {
+                    const int ix = ox * stride + kx - pad0;
+                    dst[ox] = ix >= 0 && ix < w ? src[ix] : 0.0f;
+                }
             }
         }
     }
@@ -51,8 +99,10 @@ static void cpu_conv2d(int batch, int cin, int h, int w, const float *x, int cou
                        int accumulate, float *y, float *scratch, int64_t scratch_len)
 {
     const int ho = (h + pad0 + pad1 - k) / stride + 1, wo = (w + pad0 + pad1 - k) / stride + 1;
-    const int64_t n_out = (int64_t)batch * ho * wo;
+    const int64_t n_in = (int64_t)batch * h * w, n_out = (int64_t)batch * ho * wo;
     const int K = cin * k * k;
+    const int64_t work = (int64_t)cout * K * n_out;
+    const int nt = work > 64 * PAR_MIN ? omp_get_max_threads() : 1;
     /* bias first, then every GEMM accumulates (beta = 1) */
     #pragma omp parallel for schedule(static) if ((int64_t)cout * n_out > PAR_MIN)
     for (int co = 0; co < cout; co++) {
@@ -61,19 +111,35 @@ static void cpu_conv2d(int batch, int cin, int h, int w, const float *x, int cou
         if (!accumulate) for (int64_t j = 0; j < n_out; j++) row[j] = b;
         else if (b != 0.0f) for (int64_t j = 0; j < n_out; j++) row[j] += b;
     }
-    if (k == 1 && stride == 1 && pad0 == 0 && pad1 == 0) {   /* 1x1: the GEMM alone */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cout, (int)n_out, cin, 1.0f, weight,
-                    cin, x, (int)n_out, 1.0f, y, (int)n_out);
+    if (k == 1 && stride == 1 && pad0 == 0 && pad1 == 0) {
+        /* 1x1: the GEMM alone, its columns split between the threads */
+        const int64_t part = (n_out + nt - 1) / nt;
+        #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+        for (int t = 0; t < nt; t++) {
+            const int64_t j0 = t * part, cols = n_out - j0 < part ? n_out - j0 : part;
+            if (cols > 0)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cout, (int)cols, cin, 1.0f,
+                            weight, cin, x + j0, (int)n_out, 1.0f, y + j0, (int)n_out);
+        }
         return;
     }
-    int64_t tile = scratch_len / K;
-    if (tile > n_out) tile = n_out;
-    if (tile < 1) tile = 1;     /* the planner gives at least MIN_CONV_TILE */
-    for (int64_t j0 = 0; j0 < n_out; j0 += tile) {
-        const int64_t cols = n_out - j0 < tile ? n_out - j0 : tile;
-        im2col(batch, cin, h, w, x, k, stride, pad0, ho, wo, j0, cols, scratch);
+    /* im2col in tiles of whole output rows, one tile per thread at a time */
+    const int64_t total_rows = (int64_t)batch * ho;
+    int64_t per_thread = scratch_len / nt;
+    int64_t tile_rows = per_thread / ((int64_t)K * wo);
+    if (tile_rows < 1) tile_rows = 1;   /* the planner gives at least one row per thread */
+    const int64_t balanced = (total_rows + nt - 1) / nt;
+    if (tile_rows > balanced) tile_rows = balanced;
+    const int64_t tiles = (total_rows + tile_rows - 1) / tile_rows;
+    #pragma omp parallel for schedule(dynamic) num_threads(nt) if (nt > 1)
+    for (int64_t tix = 0; tix < tiles; tix++) {
+        const int64_t row0 = tix * tile_rows;
+        const int rows = (int)(total_rows - row0 < tile_rows ? total_rows - row0 : tile_rows);
+        float *col = scratch + (int64_t)omp_get_thread_num() * per_thread;
+        const int64_t cols = (int64_t)rows * wo;
+        im2col_rows(cin, h, w, x, n_in, k, stride, pad0, ho, wo, row0, rows, col);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cout, (int)cols, K, 1.0f, weight, K,
-                    scratch, (int)cols, 1.0f, y + j0, (int)n_out);
+                    col, (int)cols, 1.0f, y + row0 * wo, (int)n_out);
     }
 }
 
@@ -86,29 +152,25 @@ static void cpu_group_norm(int batch, int c, int hw, int groups, float eps, cons
     #pragma omp parallel for collapse(2) schedule(static) if ((int64_t)c * n > PAR_MIN)
     for (int b = 0; b < batch; b++) {
         for (int g = 0; g < groups; g++) {
-            /* two passes in double: the mean, then the centred sum of squares */
-            double sum = 0.0;
+            /* sum and sum of squares in one pass, in double (activations are O(1)-O(100): no
+             * cancellation worth the float32 output) */
+            double sum = 0.0, sq = 0.0;
             for (int ci = g * cpg; ci < (g + 1) * cpg; ci++) {
                 const float *xr = x + ci * n + (int64_t)b * hw;
-                const float add = in_bias ? in_bias[(int64_t)b * c + ci] : 0.0f;
-                double s = 0.0;
-                #pragma omp simd reduction(+ : s)
-                for (int p = 0; p < hw; p++) s += (double)(xr[p] + add);
-                sum += s;
+                const double add = in_bias ? in_bias[(int64_t)b * c + ci] : 0.0f;
+                double s1 = 0.0, s2 = 0.0;
+                #pragma omp simd reduction(+ : s1, s2)
+                for (int p = 0; p < hw; p++) {
+                    const double v = (double)xr[p] + add;
+                    s1 += v;
+                    s2 += v * v;
+                }
+                sum += s1;
+                sq += s2;
             }
             const double count = (double)cpg * hw, mean = sum / count;
-            double ss = 0.0;
-            for (int ci = g * cpg; ci < (g + 1) * cpg; ci++) {
-                const float *xr = x + ci * n + (int64_t)b * hw;
-                const float add = in_bias ? in_bias[(int64_t)b * c + ci] : 0.0f;
-                double s = 0.0;
-                #pragma omp simd reduction(+ : s)
-                for (int p = 0; p < hw; p++) {
-                    const double d = (double)(xr[p] + add) - mean;
-                    s += d * d;
-                }
-                ss += s;
-            }
+            double ss = sq - sum * mean;
+            ss = ss > 0.0 ? ss : 0.0;
             const double rstd = 1.0 / sqrt(ss / count + (double)eps);
             for (int ci = g * cpg; ci < (g + 1) * cpg; ci++) {
                 const float *xr = x + ci * n + (int64_t)b * hw;
@@ -123,10 +185,13 @@ static void cpu_group_norm(int batch, int c, int hw, int groups, float eps, cons
                     a *= sc;
                     d = d * sc + sh;
                 }
-                if (silu)
+                if (silu) {
+                    #pragma omp simd
                     for (int p = 0; p < hw; p++) yr[p] = silu1(xr[p] * a + d);
-                else
+                } else {
+                    #pragma omp simd
                     for (int p = 0; p < hw; p++) yr[p] = xr[p] * a + d;
+                }
             }
         }
     }
@@ -134,7 +199,7 @@ static void cpu_group_norm(int batch, int c, int hw, int groups, float eps, cons
 
 static void cpu_silu(int64_t count, const float *x, float *y)
 {
-    #pragma omp parallel for schedule(static) if (count > PAR_MIN)
+    #pragma omp parallel for simd schedule(static) if (count > PAR_MIN)
     for (int64_t i = 0; i < count; i++) y[i] = silu1(x[i]);
 }
 
@@ -212,9 +277,8 @@ static void cpu_attention(int batch, int hw, int heads, int head_dim, const floa
     int slots = (int)(scratch_len / per);
     if (slots > omp_get_max_threads()) slots = omp_get_max_threads();
     if (slots < 1) slots = 1;
-    /* small (sample, head) problems run side by side, one single-threaded sgemm each; large ones
-     * one after the other with OpenBLAS threading inside */
-    const int side_by_side = slots > 1 && per * head_dim < (1 << 22);
+    /* (sample, head) pairs run side by side, one single-threaded sgemm each */
+    const int side_by_side = slots > 1 && (int64_t)pairs * per * head_dim > PAR_MIN;
     #pragma omp parallel for schedule(dynamic) num_threads(slots) if (side_by_side)
     for (int p = 0; p < pairs; p++) {
         const int b = p / heads, h = p % heads;
@@ -278,6 +342,8 @@ static void cpu_cnhw_to_nchw(int batch, int c, int hw, const float *x, float *y)
 
 static const ccfg_nn_ops cpu_ops = {
     .name = "cpu",
+    .begin = cpu_begin,
+    .end = cpu_end,
     .conv2d = cpu_conv2d,
     .group_norm = cpu_group_norm,
     .linear = cpu_linear,

@@ -418,9 +418,10 @@ int ccfg_unet_plan(ccfg_unet *u, int64_t max_batch, int h, int w, int chunk)
     conv_k = max64(conv_k, 9 * (int64_t)cfg->channels[0]);
     for (int s = 0; s < u->n_skips; s++) skip_total += skip_size[s];
 
-    const int64_t conv_scratch = max64(conv_k * 256, CONV_SCRATCH_FLOATS);
-    const int threads = omp_get_max_threads();
-    const int64_t attn_scratch = attn_hw * attn_hw * (threads > 0 ? threads : 1);
+    const int threads = omp_get_max_threads() > 0 ? omp_get_max_threads() : 1;
+    /* conv2d splits its scratch between threads: each needs one output row at the least */
+    const int64_t conv_scratch = max64(conv_k * max64(256, w) * threads, CONV_SCRATCH_FLOATS);
+    const int64_t attn_scratch = attn_hw * attn_hw * threads;
     const int64_t tmax = max64(T, 2 * (int64_t)cfg->channels[0]);
     int64_t tproj = 0;
     for (int l = 0; l < L; l++) tproj = max64(tproj, 2 * (int64_t)cfg->channels[l]);
@@ -619,12 +620,14 @@ int ccfg_unet_forward(ccfg_unet *u, int64_t batch, int h, int w, const float *x,
     int status = ccfg_unet_plan(u, batch, h, w, 0);
     if (status) return status;
     const int64_t chunk = u->plan.chunk;
+    if (u->ops->begin) u->ops->begin();
     const int64_t in_per = (int64_t)cfg->in_channels * h * w, out_per = (int64_t)cfg->out_channels * h * w;
     for (int64_t b0 = 0; b0 < batch; b0 += chunk) {
         const int bc = (int)(batch - b0 < chunk ? batch - b0 : chunk);
         forward_chunk(u, bc, h, w, x + b0 * in_per, t + b0, class_labels ? class_labels + b0 : NULL,
                       out + b0 * out_per);
     }
+    if (u->ops->end) u->ops->end();
     return CCFG_OK;
 }
 
