@@ -244,6 +244,9 @@ def sample(model, positive=None, negative=None, guidance=None, sampler="ddim", s
     condition; ``negative``: one or a list. See docs/api.md for every argument."""
     shape = getattr(model, "shape", None)
     native = hasattr(model, "_c_unet_sample")      # ccfg.models.UNet: the model runs in C too
+    if native and shape is None:
+        raise ValueError("model: the UNet's config has no sample_size; load it with "
+                         "UNet.from_pretrained(path, sample_size=...)")
     if shape is None or not (native or hasattr(model, "_c_spec") or hasattr(model, "fn")):
         raise TypeError("model must be a ccfg model (GaussianMixture, PythonModel, ...), "
                         f"got {type(model).__name__}")

@@ -187,6 +187,21 @@ def test_legacy_attention_names(tmp_path, saved):
     assert rel_err(out, diffusers_forward(m, x, t)) <= FORWARD_TOL
 
 
+def test_sharded_weights_and_sample_size(tmp_path, saved):
+    m, _ = saved["scale_shift"]
+    m.save_pretrained(tmp_path, max_shard_size="20KB")
+    assert os.path.isfile(tmp_path / "diffusion_pytorch_model.safetensors.index.json")
+    unet = UNet.from_pretrained(tmp_path, sample_size=16)
+    assert unet.shape == (1, 16, 16)
+    x = np.random.default_rng(2).standard_normal((2, 1, 16, 16)).astype(np.float32)
+    assert rel_err(unet(x, [3, 900]), diffusers_forward(m, x, np.array([3, 900]))) <= FORWARD_TOL
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    del cfg["sample_size"]
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="sample_size"):
+        ccfg.sample(UNet.from_pretrained(tmp_path), steps=2, n=1, progress=False)
+
+
 def test_mixed_class_labels_per_row(saved):
     """one batch of 3N rows (null, positive, negative labels) = three separate forwards."""
     m, folder = saved["class_conditional"]
