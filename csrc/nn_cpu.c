@@ -1,5 +1,9 @@
 /* nn_cpu.c — the CPU implementation of nn.h: convolutions and attention as OpenBLAS sgemm calls
  * (im2col for k > 1), everything elementwise as OpenMP loops. Layout CNHW (see nn.h). */
+/* lets GCC if-convert and vectorise exp_fast's clamp and float->int step (we never rely on
+ * floating-point traps); results are unchanged */
+#pragma GCC optimize("no-trapping-math")
+
 #include <math.h>
 #include <omp.h>
 #include <string.h>
@@ -10,6 +14,7 @@
 
 /* an im2col tile narrower than this makes the GEMM inefficient */
 enum { MIN_CONV_TILE = 256 };
+#define CACHE_TILE_FLOATS ((int64_t)1 << 18)
 /* parallel loops below this many elements run on one thread: a fork/join costs more than the
  * loop, and far more on a loaded machine */
 #define PAR_MIN ((int64_t)1 << 16)
@@ -22,7 +27,8 @@ int64_t ccfg_nn_attention_scratch(int hw) { return (int64_t)hw * hw; }
  * without calls or branches so loops using it vectorise; libm's expf made SiLU ~8% of a forward */
 static inline float exp_fast(float x)
 {
-    x = x < -87.0f ? -87.0f : x > 88.0f ? 88.0f : x;
+    x = x < -87.0f ? -87.0f : x;
+    x = x > 88.0f ? 88.0f : x;
     const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;   /* round(x / ln2) */
     float r = x - n * 0.693359375f;
     r = r + n * 2.12194440e-4f;
@@ -33,8 +39,10 @@ static inline float exp_fast(float x)
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     const float e = p * r * r + r + 1.0f;
-    union { int32_t i; float f; } scale = {.i = ((int32_t)n + 127) << 23};
-    return e * scale.f;
+    const int32_t bits = ((int32_t)n + 127) << 23;      /* 2^n */
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return e * scale;
 }
 
 static inline float silu1(float v) { return v / (1.0f + exp_fast(-v)); }
@@ -66,6 +74,40 @@ static void im2col_rows(int cin, int h, int w, const float *x, int64_t n_in, int
     for (int r = 0; r < K; r++) {
         const int ci = r / (k * k), ky = (r / k) % k, kx = r % k;
         const float *xc = x + ci * n_in;
+        if (stride == 1 && wo == w) {
+            /* 'same' convolution: the rows of one image that read inside it are one shifted
+             * block copy; then the column that fell off the edge is zeroed */
+            const int shift = kx - pad0;
+            for (int i = 0; i < rows;) {
+                const int64_t R = row0 + i;
+                const int b = (int)(R / ho), oy = (int)(R % ho);
+                int run = ho - oy;                   /* rows left in this image */
+                if (run > rows - i) run = rows - i;
+                float *dst = col + (int64_t)r * cols + (int64_t)i * wo;
+                int a = 0, z = run;                  /* rows [a, z) of the run read inside */
+                while (a < run && oy + a + ky - pad0 < 0) a++;
+                while (z > a && oy + z - 1 + ky - pad0 >= h) z--;
+                if (a > 0) memset(dst, 0, (size_t)a * wo * sizeof(float));
+                if (z < run) memset(dst + (int64_t)z * wo, 0, (size_t)(run - z) * wo * sizeof(float));
+                if (z > a) {
+                    const float *src = xc + (int64_t)b * h * w + (int64_t)(oy + a + ky - pad0) * w;
+                    float *d = dst + (int64_t)a * wo;
+                    const int64_t len = (int64_t)(z - a) * w;
+                    const int64_t lo = shift < 0 ? -shift : 0, hi = shift > 0 ? len - shift : len;
+                    if (hi > lo) memcpy(d + lo, src + lo + shift, (size_t)(hi - lo) * sizeof(float));
+                    for (int64_t j = 0; j < lo; j++) d[j] = 0.0f;
+                    for (int64_t j = hi > lo ? hi : lo; j < len; j++) d[j] = 0.0f;
+                    /* inside the block, row ends wrapped into the neighbouring row: zero them */
+                    for (int q = 0; q < z - a; q++) {
+                        float *rowp = d + (int64_t)q * w;
+                        for (int ox = 0; ox < -shift && ox < w; ox++) rowp[ox] = 0.0f;
+                        for (int ox = w - shift; ox < w; ox++) if (ox >= 0) rowp[ox] = 0.0f;
+                    }
+                }
+                i += run;
+            }
+            continue;
+        }
         for (int i = 0; i < rows; i++) {
             const int64_t R = row0 + i;
             const int b = (int)(R / ho), oy = (int)(R % ho);
@@ -76,19 +118,9 @@ static void im2col_rows(int cin, int h, int w, const float *x, int64_t n_in, int
                 continue;
             }
             const float *src = xc + (int64_t)b * h * w + (int64_t)iy * w;
-            if (stride == 1) {
-                /* ix = ox + kx - pad0 is inside [0, w) for ox in [lo, hi) */
-                int lo = pad0 - kx, hi = w + pad0 - kx;
-                lo = lo < 0 ? 0 : lo > wo ? wo : lo;
-                hi = hi > wo ? wo : hi < lo ? lo : hi;
-                for (int ox = 0; ox < lo; ox++) dst[ox] = 0.0f;
-                memcpy(dst + lo, src + lo + kx - pad0, (size_t)(hi - lo) * sizeof(float));
-                for (int ox = hi; ox < wo; ox++) dst[ox] = 0.0f;
-            } else {
-                for (int ox = 0; ox < wo; ox++) {
-                    const int ix = ox * stride + kx - pad0;
-                    dst[ox] = ix >= 0 && ix < w ? src[ix] : 0.0f;
-                }
+            for (int ox = 0; ox < wo; ox++) {
+                const int ix = ox * stride + kx - pad0;
+                dst[ox] = ix >= 0 && ix < w ? src[ix] : 0.0f;
             }
         }
     }
@@ -127,6 +159,10 @@ static void cpu_conv2d(int batch, int cin, int h, int w, const float *x, int cou
     const int64_t total_rows = (int64_t)batch * ho;
     int64_t per_thread = scratch_len / nt;
     int64_t tile_rows = per_thread / ((int64_t)K * wo);
+    /* a tile small enough to stay in cache between im2col writing it and sgemm packing it
+     * (1 MiB: measured 10-25% faster forwards than 16 MiB tiles on the Fashion-MNIST UNet) */
+    const int64_t cache_rows = CACHE_TILE_FLOATS / ((int64_t)K * wo);
+    if (tile_rows > cache_rows) tile_rows = cache_rows;
     if (tile_rows < 1) tile_rows = 1;   /* the planner gives at least one row per thread */
     const int64_t balanced = (total_rows + nt - 1) / nt;
     if (tile_rows > balanced) tile_rows = balanced;
@@ -140,6 +176,40 @@ static void cpu_conv2d(int batch, int cin, int h, int w, const float *x, int cou
         im2col_rows(cin, h, w, x, n_in, k, stride, pad0, ho, wo, row0, rows, col);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cout, (int)cols, K, 1.0f, weight, K,
                     col, (int)cols, 1.0f, y + row0 * wo, (int)n_out);
+    }
+}
+
+/* The two elementwise kernels of GroupNorm, compiled for AVX2 as well as the baseline and picked
+ * at load time (8-wide float, and the divide in SiLU dominates GroupNorm on SSE2). */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define CLONES
+#endif
+
+/* sum and sum of squares of x + add over count values, in double */
+CLONES static void sum_sq(const float *x, int count, double add, double *sum, double *sq)
+{
+    double s1 = 0.0, s2 = 0.0;
+    #pragma omp simd reduction(+ : s1, s2)
+    for (int p = 0; p < count; p++) {
+        const double v = (double)x[p] + add;
+        s1 += v;
+        s2 += v * v;
+    }
+    *sum += s1;
+    *sq += s2;
+}
+
+/* y = x * a + d, then SiLU if silu */
+CLONES static void affine_silu(const float *x, int count, float a, float d, int silu, float *y)
+{
+    if (silu) {
+        #pragma omp simd
+        for (int p = 0; p < count; p++) y[p] = silu1(x[p] * a + d);
+    } else {
+        #pragma omp simd
+        for (int p = 0; p < count; p++) y[p] = x[p] * a + d;
     }
 }
 
@@ -157,16 +227,7 @@ static void cpu_group_norm(int batch, int c, int hw, int groups, float eps, cons
             double sum = 0.0, sq = 0.0;
             for (int ci = g * cpg; ci < (g + 1) * cpg; ci++) {
                 const float *xr = x + ci * n + (int64_t)b * hw;
-                const double add = in_bias ? in_bias[(int64_t)b * c + ci] : 0.0f;
-                double s1 = 0.0, s2 = 0.0;
-                #pragma omp simd reduction(+ : s1, s2)
-                for (int p = 0; p < hw; p++) {
-                    const double v = (double)xr[p] + add;
-                    s1 += v;
-                    s2 += v * v;
-                }
-                sum += s1;
-                sq += s2;
+                sum_sq(xr, hw, in_bias ? in_bias[(int64_t)b * c + ci] : 0.0, &sum, &sq);
             }
             const double count = (double)cpg * hw, mean = sum / count;
             double ss = sq - sum * mean;
@@ -185,13 +246,7 @@ static void cpu_group_norm(int batch, int c, int hw, int groups, float eps, cons
                     a *= sc;
                     d = d * sc + sh;
                 }
-                if (silu) {
-                    #pragma omp simd
-                    for (int p = 0; p < hw; p++) yr[p] = silu1(xr[p] * a + d);
-                } else {
-                    #pragma omp simd
-                    for (int p = 0; p < hw; p++) yr[p] = xr[p] * a + d;
-                }
+                affine_silu(xr, hw, a, d, silu, yr);
             }
         }
     }
