@@ -72,8 +72,9 @@ typedef struct ccfg_nn_ops {
 
 const ccfg_nn_ops *ccfg_nn_ops_cpu(void);
 
-/* floats of scratch conv2d needs for at least one output column tile (more = bigger GEMMs) */
-int64_t ccfg_nn_conv2d_scratch(int cin, int k);
+/* floats of scratch conv2d wants per thread for images w pixels wide (one cache-sized tile of
+ * output rows; less than one row per thread would be an error) */
+int64_t ccfg_nn_conv2d_scratch(int cin, int k, int w);
 /* floats of scratch attention needs at the least (one score matrix) */
 int64_t ccfg_nn_attention_scratch(int hw);
 

@@ -19,7 +19,11 @@ enum { MIN_CONV_TILE = 256 };
  * loop, and far more on a loaded machine */
 #define PAR_MIN ((int64_t)1 << 16)
 
-int64_t ccfg_nn_conv2d_scratch(int cin, int k) { return (int64_t)cin * k * k * MIN_CONV_TILE; }
+int64_t ccfg_nn_conv2d_scratch(int cin, int k, int w)
+{
+    const int64_t row = (int64_t)cin * k * k * (w > MIN_CONV_TILE ? w : MIN_CONV_TILE);
+    return row > CACHE_TILE_FLOATS ? row : CACHE_TILE_FLOATS;
+}
 
 int64_t ccfg_nn_attention_scratch(int hw) { return (int64_t)hw * hw; }
 
@@ -134,7 +138,12 @@ static void cpu_conv2d(int batch, int cin, int h, int w, const float *x, int cou
     const int64_t n_in = (int64_t)batch * h * w, n_out = (int64_t)batch * ho * wo;
     const int K = cin * k * k;
     const int64_t work = (int64_t)cout * K * n_out;
-    const int nt = work > 64 * PAR_MIN ? omp_get_max_threads() : 1;
+    int nt = work > 64 * PAR_MIN ? omp_get_max_threads() : 1;
+    if (k > 1 || stride > 1 || pad0 || pad1) {
+        /* every thread needs one output row of im2col scratch */
+        const int64_t fit = scratch_len / ((int64_t)K * wo);
+        nt = fit < nt ? (int)(fit > 1 ? fit : 1) : nt;
+    }
     /* bias first, then every GEMM accumulates (beta = 1) */
     #pragma omp parallel for schedule(static) if ((int64_t)cout * n_out > PAR_MIN)
     for (int co = 0; co < cout; co++) {
@@ -163,7 +172,8 @@ static void cpu_conv2d(int batch, int cin, int h, int w, const float *x, int cou
      * (1 MiB: measured 10-25% faster forwards than 16 MiB tiles on the Fashion-MNIST UNet) */
     const int64_t cache_rows = CACHE_TILE_FLOATS / ((int64_t)K * wo);
     if (tile_rows > cache_rows) tile_rows = cache_rows;
-    if (tile_rows < 1) tile_rows = 1;   /* the planner gives at least one row per thread */
+    if (tile_rows < 1) tile_rows = 1;   /* the planner gives at least one row per thread
+                                         * (ccfg_nn_conv2d_scratch) */
     const int64_t balanced = (total_rows + nt - 1) / nt;
     if (tile_rows > balanced) tile_rows = balanced;
     const int64_t tiles = (total_rows + tile_rows - 1) / tile_rows;

@@ -18,8 +18,6 @@
 
 /* a chunk holds about this many pixels (samples x h x w): large GEMMs, bounded memory */
 enum { CHUNK_PIXELS = 1 << 16 };
-/* im2col tile budget in floats (16 MiB) */
-#define CONV_SCRATCH_FLOATS ((int64_t)1 << 22)
 
 typedef struct {
     int cin, cout;
@@ -419,9 +417,9 @@ int ccfg_unet_plan(ccfg_unet *u, int64_t max_batch, int h, int w, int chunk)
     for (int s = 0; s < u->n_skips; s++) skip_total += skip_size[s];
 
     const int threads = omp_get_max_threads() > 0 ? omp_get_max_threads() : 1;
-    /* conv2d splits its scratch between threads: each needs one output row at the least */
-    const int64_t conv_scratch = max64(conv_k * max64(256, w) * threads, CONV_SCRATCH_FLOATS);
-    const int64_t attn_scratch = attn_hw * attn_hw * threads;
+    /* conv2d splits its scratch between threads (the widest convolution input is at full width) */
+    const int64_t conv_scratch = ccfg_nn_conv2d_scratch((int)(conv_k / 9), 3, w) * threads;
+    const int64_t attn_scratch = attn_hw ? ccfg_nn_attention_scratch((int)attn_hw) * threads : 0;
     const int64_t tmax = max64(T, 2 * (int64_t)cfg->channels[0]);
     int64_t tproj = 0;
     for (int l = 0; l < L; l++) tproj = max64(tproj, 2 * (int64_t)cfg->channels[l]);
