@@ -316,6 +316,20 @@ def test_python_model_drives_diffusers_unet(saved):
     assert len(calls) == 10 and calls[0] == [None] * 3 + [1] * 3 + [3] * 3
 
 
+def test_trajectory_and_progress(saved):
+    _, folder = saved["tiny_1_level"]
+    unet = UNet.from_pretrained(folder)
+    seen = []
+    x, traj = ccfg.sample(unet, steps=4, n=2, seed=3, return_trajectory=True,
+                          progress=lambda done, steps: seen.append((done, steps)))
+    assert traj.shape == (5, 2) + unet.shape
+    np.testing.assert_array_equal(traj[0], ccfg.randn(3, 2, unet.shape))
+    np.testing.assert_array_equal(traj[-1], x)
+    assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    with pytest.raises(ValueError, match="no class embedding"):
+        ccfg.sample(unet, positive=0, steps=2, n=1, progress=False)
+
+
 def test_concept_names(saved):
     _, folder = saved["class_conditional"]
     unet = UNet.from_pretrained(folder, concepts=["shirt", "shoe", "bag", "coat"])
