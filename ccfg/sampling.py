@@ -360,7 +360,7 @@ def sample(model, positive=None, negative=None, guidance=None, sampler="ddim", s
         x0 = _eps_array(x_T, "x_T", (n,) + shape)
     pos, neg_ids, values = _conditions(model, positive, negative)
     if native:
-        kind, cmodel = 2, model._c_unet_spec()
+        kind, cmodel = 2, model._c_unet_spec(dev)
     elif hasattr(model, "_c_spec"):
         kind, cmodel = 0, model._c_spec()
     else:

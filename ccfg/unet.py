@@ -344,6 +344,10 @@ class UNet:
         self._c = _c_config(self.config)
         params = _flatten_params(self._c, tensors)
         self._handle = _core.unet_new(self._c, params)
+        # the weights are copied to a Vulkan device the first time a call asks for it (one C
+        # model per device, kept); the host parameter vector stays for that
+        self._params = params
+        self._device_handles = {}
         self.num_parameters = int(params.size)
 
         self.scheduler = None
@@ -433,8 +437,8 @@ class UNet:
     def __call__(self, sample, timestep, class_labels=None, device="cpu"):
         """diffusers' ``UNet2DModel.forward(sample, timestep, class_labels).sample`` as float32
         NumPy: ``sample`` (B, in_channels, H, W); ``timestep`` a number or one per sample."""
-        if device not in ("cpu", None):
-            raise ValueError(f"device: only 'cpu' runs the UNet for now, got {device!r}")
+        from .sampling import _device
+        handle = self._handle_for(_device(device if device is not None else "cpu"))
         x = np.asarray(sample)
         if x.dtype.kind not in "fiu":
             raise TypeError(f"sample: expected a real array, got dtype {x.dtype}")
@@ -468,7 +472,15 @@ class UNet:
             labels = np.ascontiguousarray(labels, dtype=np.int32)
         elif class_labels is not None:
             raise ValueError("class_labels: the model has no class embedding")
-        return _core.unet_forward(self._handle, x, t, labels)
+        return _core.unet_forward(handle, x, t, labels)
+
+    def _handle_for(self, dev):
+        """The C model whose weights live on backend dev (-1: the CPU, N: Vulkan device N)."""
+        if dev < 0:
+            return self._handle
+        if dev not in self._device_handles:
+            self._device_handles[dev] = _core.unet_new(self._c, self._params, dev)
+        return self._device_handles[dev]
 
     # ------------------------------------------------------------------ as a ccfg model
     def _condition_id(self, value, argname):
@@ -488,12 +500,11 @@ class UNet:
         raise TypeError(f"{argname}: expected a class index (int) or concept name (str), got "
                         f"{type(value).__name__}")
 
-    # the UNet's forward runs on the CPU backend only so far: ccfg.sample(device="auto") keeps it
-    # there and an explicit Vulkan device is refused (ccfg/sampling.py)
-    _vulkan = False
+    # the UNet runs on Vulkan devices too (nn_vk.c): ccfg.sample(device="auto") may pick a GPU
+    _vulkan = True
 
-    def _c_unet_spec(self):
-        """(handle, h, w, null_class, class_of) for _core.sample's model kind 2."""
+    def _c_unet_spec(self, dev=-1):
+        """(handle, h, w, null_class, class_of) for _core.sample's model kind 2 on backend dev."""
         if self.shape is None:
             raise ValueError("sample_size: the model's config has none; pass "
                              "from_pretrained(..., sample_size=)")
@@ -502,7 +513,7 @@ class UNet:
                              "sampled as a denoiser")
         class_of = np.arange(self.num_class_embeds, dtype=np.int32)
         null = -1 if self.null_class is None else self.null_class
-        return (self._handle, self.shape[1], self.shape[2], null, class_of)
+        return (self._handle_for(dev), self.shape[1], self.shape[2], null, class_of)
 
     @property
     def plan_bytes(self):

@@ -713,6 +713,7 @@ done:
 typedef struct {
     PyObject *unet;
     int h, w, null_class;
+    int device;                 /* where the UNet's weights are */
     PyArrayObject *class_of;
     ccfg_unet_model um;
     int locked;
@@ -785,8 +786,9 @@ static PyObject *mod_sample(PyObject *self, PyObject *args)
     ccfg_model model = {.prediction_type = pred};
     if (model_kind == 2) {
         if (parse_unet_args(model_obj, &ua)) goto done;
-        if (device >= 0) {
-            PyErr_SetString(PyExc_ValueError, "device: the UNet runs on the CPU backend only");
+        if (ua.device != device) {
+            PyErr_Format(PyExc_ValueError, "device: the UNet's weights are on device %d, the run "
+                         "asks for %d", ua.device, device);
             goto done;
         }
     } else if (model_kind == 0) {
@@ -1142,11 +1144,20 @@ typedef struct {
     PyObject_HEAD
     ccfg_unet *u;
     PyThread_type_lock lock;
+    int device;                 /* -1: the CPU backend, else the Vulkan device it lives on */
 } UNetObject;
 
 static void unet_dealloc(UNetObject *self)
 {
-    ccfg_unet_free(self->u);
+    if (self->u) {
+        /* device memory is released under the device's lock, which a sampling thread may hold */
+        const ccfg_backend *be = ccfg_unet_backend(self->u);
+        Py_BEGIN_ALLOW_THREADS
+        be->lock(be, 1);
+        ccfg_unet_free(self->u);
+        be->lock(be, 0);
+        Py_END_ALLOW_THREADS
+    }
     if (self->lock) PyThread_free_lock(self->lock);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
@@ -1245,13 +1256,14 @@ static PyObject *mod_unet_param_count(PyObject *self, PyObject *args)
     return PyLong_FromLongLong(n);
 }
 
-/* unet_new(config dict, params float32 1-D) -> UNet */
+/* unet_new(config dict, params float32 1-D, device=-1) -> UNet with its weights on the device */
 static PyObject *mod_unet_new(PyObject *self, PyObject *args)
 {
     PyObject *d, *po;
     ccfg_unet_config c;
+    int device = -1;
     (void)self;
-    if (!PyArg_ParseTuple(args, "OO", &d, &po) || parse_unet_config(d, &c)) return NULL;
+    if (!PyArg_ParseTuple(args, "OO|i", &d, &po, &device) || parse_unet_config(d, &c)) return NULL;
     PyArrayObject *params = as_array(po, NPY_FLOAT32, 1, NULL, "params");
     if (!params) return NULL;
     UNetObject *obj = PyObject_New(UNetObject, &UNetType);
@@ -1260,13 +1272,23 @@ static PyObject *mod_unet_new(PyObject *self, PyObject *args)
         return NULL;
     }
     obj->u = NULL;
+    obj->device = device;
     obj->lock = PyThread_allocate_lock();
     if (!obj->lock) {
         Py_DECREF(params);
         Py_DECREF(obj);
         return PyErr_NoMemory();
     }
-    int status = ccfg_unet_create(&c, f32(params), PyArray_DIM(params, 0), ccfg_nn_ops_cpu(), &obj->u);
+    const ccfg_backend *be = NULL;
+    int status;
+    Py_BEGIN_ALLOW_THREADS
+    status = get_backend(device, &be);
+    if (!status) {
+        be->lock(be, 1);
+        status = ccfg_unet_create(&c, f32(params), PyArray_DIM(params, 0), be, &obj->u);
+        be->lock(be, 0);
+    }
+    Py_END_ALLOW_THREADS
     Py_DECREF(params);
     if (status) {
         Py_DECREF(obj);
@@ -1294,11 +1316,14 @@ static PyObject *mod_unet_forward(PyObject *self, PyObject *args)
     int status = CCFG_OK;
     if (sb[0] > 0) {
         Py_BEGIN_ALLOW_THREADS
+        const ccfg_backend *be = ccfg_unet_backend(obj->u);
         PyThread_acquire_lock(obj->lock, WAIT_LOCK);
+        be->lock(be, 1);
         status = ccfg_unet_forward(obj->u, sb[0], (int)so[2], (int)so[3], f32(x),
                                    (const double *)PyArray_DATA(t),
                                    lab ? (const int32_t *)PyArray_DATA(lab) : NULL,
                                    f32((PyArrayObject *)out));
+        be->lock(be, 0);
         PyThread_release_lock(obj->lock);
         Py_END_ALLOW_THREADS
     }
@@ -1333,6 +1358,7 @@ static int parse_unet_args(PyObject *spec, unet_args *ua)
     }
     if (!(ua->class_of = as_array(co, NPY_INT32, 1, NULL, "class_of"))) return -1;
     Py_INCREF(ua->unet);
+    ua->device = ((UNetObject *)ua->unet)->device;
     return 0;
 }
 
@@ -1344,7 +1370,7 @@ static int unet_args_begin(unet_args *ua, int64_t rows, ccfg_model *model)
     ua->locked = 1;
     model->eval = ccfg_unet_model_eval;
     model->ctx = &ua->um;
-    model->on_backend = 0;
+    model->on_backend = 1;         /* x and out stay on the UNet's (= the sampler's) backend */
     return ccfg_unet_model_init(&ua->um, obj->u, ua->h, ua->w, ua->null_class,
                                 (int)PyArray_DIM(ua->class_of, 0),
                                 (const int32_t *)PyArray_DATA(ua->class_of), rows);
@@ -1362,6 +1388,166 @@ static void unet_args_clear(unet_args *ua)
 {
     Py_CLEAR(ua->class_of);
     Py_CLEAR(ua->unet);
+}
+
+/* nn_op(device, op, inputs, outputs, ints, floats, t, index) -> list of outputs: one nn.h op on
+ * a backend, for the op-by-op tests (tests/test_unet_vulkan.py). inputs: float32 arrays or None
+ * (an absent optional argument); outputs: float32 arrays whose copies are uploaded (initial values
+ * for accumulate / in-place ops), run through the op and returned; t: float64 host array
+ * (timestep_embedding), index: int32 host array (embedding_add), else None. Sizes are the
+ * caller's business (ints), as in C; the arrays are only bounds the backend checks against. */
+enum { NN_MAX_ARRAYS = 6 };
+
+static int nn_call(const ccfg_backend *be, const ccfg_nn_ops *ops, const char *op, float **in,
+                   float **out, const int *iv, int ni, const double *fv, int nf, const double *t,
+                   const int32_t *index, float *scratch, int64_t scratch_len)
+{
+#define NEED(ki, kf)                                                                              \
+    if (ni != (ki) || nf != (kf))                                                                 \
+        return ccfg_fail(CCFG_EINVAL, "nn_op %s: %d ints and %d floats expected", op, ki, kf)
+    if (!strcmp(op, "conv2d")) {
+        NEED(10, 0);
+        return ops->conv2d(be, iv[0], iv[1], iv[2], iv[3], in[0], iv[4], iv[5], iv[6], iv[7], iv[8],
+                           in[1], in[2], iv[9], out[0], scratch, scratch_len);
+    }
+    if (!strcmp(op, "group_norm")) {
+        NEED(5, 1);
+        return ops->group_norm(be, iv[0], iv[1], iv[2], iv[3], (float)fv[0], in[0], in[1], in[2],
+                               in[3], in[4], iv[4], out[0]);
+    }
+    if (!strcmp(op, "linear")) {
+        NEED(4, 0);
+        return ops->linear(be, iv[0], iv[1], iv[2], in[0], in[1], in[2], iv[3], out[0], scratch);
+    }
+    if (!strcmp(op, "silu")) {
+        NEED(1, 0);
+        return ops->silu(be, iv[0], in[0], out[0]);
+    }
+    if (!strcmp(op, "timestep_embedding")) {
+        NEED(3, 1);
+        return ops->timestep_embedding(be, iv[0], iv[1], t, iv[2], (float)fv[0], out[0]);
+    }
+    if (!strcmp(op, "embedding_add")) {
+        NEED(2, 0);
+        return ops->embedding_add(be, iv[0], iv[1], in[0], index, out[0]);
+    }
+    if (!strcmp(op, "attention")) {
+        NEED(4, 0);
+        return ops->attention(be, iv[0], iv[1], iv[2], iv[3], in[0], out[0], scratch, scratch_len);
+    }
+    if (!strcmp(op, "upsample_nearest2x")) {
+        NEED(4, 0);
+        return ops->upsample_nearest2x(be, iv[0], iv[1], iv[2], iv[3], in[0], out[0]);
+    }
+    if (!strcmp(op, "copy")) {
+        NEED(1, 0);
+        return ops->copy(be, iv[0], in[0], out[0]);
+    }
+    if (!strcmp(op, "scale")) {
+        NEED(1, 1);
+        return ops->scale(be, iv[0], (float)fv[0], out[0]);
+    }
+    if (!strcmp(op, "nchw_to_cnhw")) {
+        NEED(3, 2);
+        return ops->nchw_to_cnhw(be, iv[0], iv[1], iv[2], in[0], (float)fv[0], (float)fv[1], out[0]);
+    }
+    if (!strcmp(op, "cnhw_to_nchw")) {
+        NEED(3, 0);
+        return ops->cnhw_to_nchw(be, iv[0], iv[1], iv[2], in[0], out[0]);
+    }
+#undef NEED
+    return ccfg_fail(CCFG_EINVAL, "nn_op: unknown op %s", op);
+}
+
+static PyObject *mod_nn_op(PyObject *self, PyObject *args)
+{
+    int device, status = CCFG_OK, nin = 0, nout = 0, ni = 0, nf = 0;
+    const char *op;
+    PyObject *ino, *outo, *io, *fo, *to, *xo, *result = NULL;
+    PyArrayObject *ain[NN_MAX_ARRAYS] = {0}, *aout[NN_MAX_ARRAYS] = {0}, *ta = NULL, *xa = NULL;
+    float *din[NN_MAX_ARRAYS] = {0}, *dout[NN_MAX_ARRAYS] = {0}, *scratch = NULL;
+    int iv[16];
+    double fv[4];
+    const ccfg_backend *be = NULL;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "isO!O!O!O!OO", &device, &op, &PyList_Type, &ino, &PyList_Type,
+                          &outo, &PyTuple_Type, &io, &PyTuple_Type, &fo, &to, &xo))
+        return NULL;
+    nin = (int)PyList_GET_SIZE(ino);
+    nout = (int)PyList_GET_SIZE(outo);
+    ni = (int)PyTuple_GET_SIZE(io);
+    nf = (int)PyTuple_GET_SIZE(fo);
+    if (nin > NN_MAX_ARRAYS || nout > NN_MAX_ARRAYS || nout < 1 || ni > 16 || nf > 4) {
+        PyErr_SetString(PyExc_ValueError, "nn_op: too many arguments");
+        return NULL;
+    }
+    for (int i = 0; i < ni; i++) {
+        iv[i] = (int)PyLong_AsLong(PyTuple_GET_ITEM(io, i));
+        if (PyErr_Occurred()) return NULL;
+    }
+    for (int i = 0; i < nf; i++) {
+        fv[i] = PyFloat_AsDouble(PyTuple_GET_ITEM(fo, i));
+        if (PyErr_Occurred()) return NULL;
+    }
+    for (int i = 0; i < nin; i++) {
+        PyObject *o = PyList_GET_ITEM(ino, i);
+        if (o != Py_None && !(ain[i] = as_array(o, NPY_FLOAT32, 1, NULL, "input"))) goto done;
+    }
+    for (int i = 0; i < nout; i++) {
+        PyArrayObject *a = as_array(PyList_GET_ITEM(outo, i), NPY_FLOAT32, 1, NULL, "output");
+        if (!a) goto done;
+        aout[i] = (PyArrayObject *)PyArray_NewCopy(a, NPY_CORDER);
+        Py_DECREF(a);
+        if (!aout[i]) goto done;
+    }
+    if (to != Py_None && !(ta = as_array(to, NPY_FLOAT64, 1, NULL, "t"))) goto done;
+    if (xo != Py_None && !(xa = as_array(xo, NPY_INT32, 1, NULL, "index"))) goto done;
+    /* scratch for the CPU kernels: generous for the small sizes of the tests */
+    const int64_t scratch_len = (int64_t)1 << 22;
+    Py_BEGIN_ALLOW_THREADS
+    status = get_backend(device, &be);
+    if (!status) {
+        be->lock(be, 1);
+        for (int i = 0; i < nin && !status; i++)
+            if (ain[i]) {
+                const size_t bytes = (size_t)PyArray_NBYTES(ain[i]);
+                status = be->alloc(be, bytes ? bytes : 4, &din[i]);
+                if (!status) status = be->upload(be, din[i], f32(ain[i]), bytes);
+            }
+        for (int i = 0; i < nout && !status; i++) {
+            const size_t bytes = (size_t)PyArray_NBYTES(aout[i]);
+            status = be->alloc(be, bytes ? bytes : 4, &dout[i]);
+            if (!status) status = be->upload(be, dout[i], f32(aout[i]), bytes);
+        }
+        if (!status) status = be->alloc(be, (size_t)scratch_len * sizeof(float), &scratch);
+        if (!status)
+            status = nn_call(be, be->host_memory ? ccfg_nn_ops_cpu() : ccfg_nn_ops_vulkan(), op,
+                             din, dout, iv, ni, fv, nf, ta ? (const double *)PyArray_DATA(ta) : NULL,
+                             xa ? (const int32_t *)PyArray_DATA(xa) : NULL, scratch, scratch_len);
+        for (int i = 0; i < nout && !status; i++)
+            status = be->download(be, f32(aout[i]), dout[i], (size_t)PyArray_NBYTES(aout[i]));
+        for (int i = 0; i < NN_MAX_ARRAYS; i++) {
+            be->release(be, din[i]);
+            be->release(be, dout[i]);
+        }
+        be->release(be, scratch);
+        be->lock(be, 0);
+    }
+    Py_END_ALLOW_THREADS
+    if (status) {
+        raise_status(status);
+        goto done;
+    }
+    if (!(result = PyList_New(nout))) goto done;
+    for (int i = 0; i < nout; i++) PyList_SET_ITEM(result, i, Py_NewRef((PyObject *)aout[i]));
+done:
+    for (int i = 0; i < NN_MAX_ARRAYS; i++) {
+        Py_XDECREF(ain[i]);
+        Py_XDECREF(aout[i]);
+    }
+    Py_XDECREF(ta);
+    Py_XDECREF(xa);
+    return result;
 }
 
 /* called from exec_module */
@@ -1387,8 +1573,9 @@ static PyMethodDef methods[] = {
     {"vk_op", mod_vk_op, METH_VARARGS, "vk_op(device, op, arrays, scalars): one backend op on a backend (tests)"},
     {"vk_copy_bench", mod_vk_copy_bench, METH_VARARGS, "vk_copy_bench(device, bytes, repeats) -> seconds per copy"},
     {"unet_param_count", mod_unet_param_count, METH_VARARGS, "unet_param_count(config) -> int"},
-    {"unet_new", mod_unet_new, METH_VARARGS, "unet_new(config, params) -> UNet"},
+    {"unet_new", mod_unet_new, METH_VARARGS, "unet_new(config, params, device=-1) -> UNet"},
     {"unet_forward", mod_unet_forward, METH_VARARGS, "unet_forward(unet, x, t, labels) -> out"},
+    {"nn_op", mod_nn_op, METH_VARARGS, "nn_op(device, op, inputs, outputs, ints, floats, t, index) (tests)"},
     {"unet_plan_bytes", mod_unet_plan_bytes, METH_VARARGS, "unet_plan_bytes(unet) -> int"},
     {NULL, NULL, 0, NULL},
 };

@@ -405,22 +405,114 @@ static void cpu_cnhw_to_nchw(int batch, int c, int hw, const float *x, float *y)
                    (size_t)hw * sizeof(float));
 }
 
+/* nn.h's calling convention (backend first, a status back) around the kernels above, which cannot
+ * fail: kept apart so the kernels stay plain functions */
+#define UNUSED_BE (void)be
+static int op_begin(const ccfg_backend *be) { UNUSED_BE; cpu_begin(); return CCFG_OK; }
+static int op_end(const ccfg_backend *be) { UNUSED_BE; cpu_end(); return CCFG_OK; }
+static int op_conv2d(const ccfg_backend *be, int batch, int cin, int h, int w, const float *x,
+                     int cout, int k, int stride, int pad0, int pad1, const float *weight,
+                     const float *bias, int accumulate, float *y, float *scratch,
+                     int64_t scratch_len)
+{
+    UNUSED_BE;
+    cpu_conv2d(batch, cin, h, w, x, cout, k, stride, pad0, pad1, weight, bias, accumulate, y,
+               scratch, scratch_len);
+    return CCFG_OK;
+}
+static int op_group_norm(const ccfg_backend *be, int batch, int c, int hw, int groups, float eps,
+                         const float *x, const float *in_bias, const float *gamma,
+                         const float *beta, const float *film, int silu, float *y)
+{
+    UNUSED_BE;
+    cpu_group_norm(batch, c, hw, groups, eps, x, in_bias, gamma, beta, film, silu, y);
+    return CCFG_OK;
+}
+static int op_linear(const ccfg_backend *be, int rows, int in, int out, const float *x,
+                     const float *w, const float *bias, int silu_in, float *y, float *scratch)
+{
+    UNUSED_BE;
+    cpu_linear(rows, in, out, x, w, bias, silu_in, y, scratch);
+    return CCFG_OK;
+}
+static int op_silu(const ccfg_backend *be, int64_t count, const float *x, float *y)
+{
+    UNUSED_BE;
+    cpu_silu(count, x, y);
+    return CCFG_OK;
+}
+static int op_timestep_embedding(const ccfg_backend *be, int batch, int dim, const double *t,
+                                 int flip_sin_to_cos, float freq_shift, float *out)
+{
+    UNUSED_BE;
+    cpu_timestep_embedding(batch, dim, t, flip_sin_to_cos, freq_shift, out);
+    return CCFG_OK;
+}
+static int op_embedding_add(const ccfg_backend *be, int batch, int dim, const float *table,
+                            const int32_t *index, float *y)
+{
+    UNUSED_BE;
+    cpu_embedding_add(batch, dim, table, index, y);
+    return CCFG_OK;
+}
+static int op_attention(const ccfg_backend *be, int batch, int hw, int heads, int head_dim,
+                        const float *qkv, float *out, float *scratch, int64_t scratch_len)
+{
+    UNUSED_BE;
+    cpu_attention(batch, hw, heads, head_dim, qkv, out, scratch, scratch_len);
+    return CCFG_OK;
+}
+static int op_upsample_nearest2x(const ccfg_backend *be, int batch, int c, int h, int w,
+                                 const float *x, float *y)
+{
+    UNUSED_BE;
+    cpu_upsample_nearest2x(batch, c, h, w, x, y);
+    return CCFG_OK;
+}
+static int op_copy(const ccfg_backend *be, int64_t count, const float *x, float *y)
+{
+    UNUSED_BE;
+    cpu_copy(count, x, y);
+    return CCFG_OK;
+}
+static int op_scale(const ccfg_backend *be, int64_t count, float a, float *x)
+{
+    UNUSED_BE;
+    cpu_scale(count, a, x);
+    return CCFG_OK;
+}
+static int op_nchw_to_cnhw(const ccfg_backend *be, int batch, int c, int hw, const float *x,
+                           float mul, float add, float *y)
+{
+    UNUSED_BE;
+    cpu_nchw_to_cnhw(batch, c, hw, x, mul, add, y);
+    return CCFG_OK;
+}
+static int op_cnhw_to_nchw(const ccfg_backend *be, int batch, int c, int hw, const float *x,
+                           float *y)
+{
+    UNUSED_BE;
+    cpu_cnhw_to_nchw(batch, c, hw, x, y);
+    return CCFG_OK;
+}
+#undef UNUSED_BE
+
 static const ccfg_nn_ops cpu_ops = {
     .name = "cpu",
-    .begin = cpu_begin,
-    .end = cpu_end,
-    .conv2d = cpu_conv2d,
-    .group_norm = cpu_group_norm,
-    .linear = cpu_linear,
-    .silu = cpu_silu,
-    .timestep_embedding = cpu_timestep_embedding,
-    .embedding_add = cpu_embedding_add,
-    .attention = cpu_attention,
-    .upsample_nearest2x = cpu_upsample_nearest2x,
-    .copy = cpu_copy,
-    .scale = cpu_scale,
-    .nchw_to_cnhw = cpu_nchw_to_cnhw,
-    .cnhw_to_nchw = cpu_cnhw_to_nchw,
+    .begin = op_begin,
+    .end = op_end,
+    .conv2d = op_conv2d,
+    .group_norm = op_group_norm,
+    .linear = op_linear,
+    .silu = op_silu,
+    .timestep_embedding = op_timestep_embedding,
+    .embedding_add = op_embedding_add,
+    .attention = op_attention,
+    .upsample_nearest2x = op_upsample_nearest2x,
+    .copy = op_copy,
+    .scale = op_scale,
+    .nchw_to_cnhw = op_nchw_to_cnhw,
+    .cnhw_to_nchw = op_cnhw_to_nchw,
 };
 
 const ccfg_nn_ops *ccfg_nn_ops_cpu(void) { return &cpu_ops; }

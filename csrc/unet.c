@@ -16,6 +16,13 @@
 #include "ccfg.h"
 #include "unet.h"
 
+/* every op returns a status (nn.h); the first failure ends the forward */
+#define TRY(call)                                                                                 \
+    do {                                                                                          \
+        int try_status_ = (call);                                                                 \
+        if (try_status_) return try_status_;                                                      \
+    } while (0)
+
 /* a chunk holds about this many pixels (samples x h x w): large GEMMs, bounded memory */
 enum { CHUNK_PIXELS = 1 << 16 };
 
@@ -46,8 +53,9 @@ typedef struct {
 typedef struct {
     int64_t chunk;                      /* samples per chunk, 0 = no plan */
     int h, w;
-    float *arena;
+    float *arena;                       /* memory of the UNet's backend */
     int64_t floats;
+    float *xin, *yout;                  /* device backends: a chunk's NCHW input and output */
     float *x, *y, *p, *q, *a, *cat, *qkv, *o, *conv_scratch, *attn_scratch;
     int64_t conv_scratch_len, attn_scratch_len;
     float *tfreq, *e1, *emb, *emb_act, *temb, *lin_scratch;
@@ -57,7 +65,8 @@ typedef struct {
 struct ccfg_unet {
     ccfg_unet_config cfg;
     const ccfg_nn_ops *ops;
-    float *params;
+    const ccfg_backend *be;             /* where params and activations live */
+    float *params;                      /* memory of be */
     int64_t n_params;
     conv_p conv_in, conv_out;
     const float *t1_w, *t1_b, *t2_w, *t2_b, *class_table;
@@ -272,9 +281,11 @@ int64_t ccfg_unet_param_count(const ccfg_unet_config *cfg)
 
 const ccfg_unet_config *ccfg_unet_get_config(const ccfg_unet *u) { return &u->cfg; }
 
-static void plan_free(plan_t *p)
+const ccfg_backend *ccfg_unet_backend(const ccfg_unet *u) { return u->be; }
+
+static void plan_free(const ccfg_backend *be, plan_t *p)
 {
-    free(p->arena);
+    be->release(be, p->arena);
     free(p->skip);
     memset(p, 0, sizeof *p);
 }
@@ -282,8 +293,8 @@ static void plan_free(plan_t *p)
 void ccfg_unet_free(ccfg_unet *u)
 {
     if (!u) return;
-    plan_free(&u->plan);
-    free(u->params);
+    plan_free(u->be, &u->plan);
+    u->be->release(u->be, u->params);
     free(u->down_res);
     free(u->up_res);
     free(u->down_attn);
@@ -292,7 +303,7 @@ void ccfg_unet_free(ccfg_unet *u)
 }
 
 int ccfg_unet_create(const ccfg_unet_config *cfg, const float *params, int64_t n_params,
-                     const ccfg_nn_ops *ops, ccfg_unet **out)
+                     const ccfg_backend *be, ccfg_unet **out)
 {
     int status;
     *out = NULL;
@@ -305,9 +316,13 @@ int ccfg_unet_create(const ccfg_unet_config *cfg, const float *params, int64_t n
     if (!u) return ccfg_fail(CCFG_ENOMEM, "out of memory for the UNet");
     const int L = cfg->levels, lpb = cfg->layers_per_block;
     u->cfg = *cfg;
-    u->ops = ops ? ops : ccfg_nn_ops_cpu();
+    u->be = be ? be : ccfg_backend_cpu();
+    u->ops = u->be->host_memory ? ccfg_nn_ops_cpu() : ccfg_nn_ops_vulkan();
     u->n_params = need;
-    u->params = malloc((size_t)(need ? need : 1) * sizeof(float));
+    if ((status = u->be->alloc(u->be, (size_t)(need ? need : 1) * sizeof(float), &u->params))) {
+        u->params = NULL;
+        goto fail;
+    }
     u->down_res = calloc((size_t)(L * lpb), sizeof *u->down_res);
     u->down_attn = calloc((size_t)(L * lpb), sizeof *u->down_attn);
     u->up_res = calloc((size_t)(L * (lpb + 1)), sizeof *u->up_res);
@@ -316,8 +331,8 @@ int ccfg_unet_create(const ccfg_unet_config *cfg, const float *params, int64_t n
         status = ccfg_fail(CCFG_ENOMEM, "out of memory for %lld UNet parameters", (long long)need);
         goto fail;
     }
-    memcpy(u->params, params, (size_t)need * sizeof(float));
-    walk(u, cfg, u->params);
+    if ((status = u->be->upload(u->be, u->params, params, (size_t)need * sizeof(float)))) goto fail;
+    walk(u, cfg, u->params);     /* pointer arithmetic works on device addresses too */
     u->n_skips = 1 + L * lpb + (L - 1);
     *out = u;
     return CCFG_OK;
@@ -346,7 +361,7 @@ int ccfg_unet_plan(ccfg_unet *u, int64_t max_batch, int h, int w, int chunk)
     if (bc > max_batch) bc = max_batch;
     plan_t *p = &u->plan;
     if (p->chunk >= bc && p->h == h && p->w == w) return CCFG_OK;   /* current plan suffices */
-    plan_free(p);
+    plan_free(u->be, p);
 
     /* sizes in floats per role, walking the forward */
     int64_t act = 0, norm = 0, cat = 0, qkv = 0, o = 0, attn_hw = 0, conv_k = 0;
@@ -416,7 +431,10 @@ int ccfg_unet_plan(ccfg_unet *u, int64_t max_batch, int h, int w, int chunk)
     conv_k = max64(conv_k, 9 * (int64_t)cfg->channels[0]);
     for (int s = 0; s < u->n_skips; s++) skip_total += skip_size[s];
 
-    const int threads = omp_get_max_threads() > 0 ? omp_get_max_threads() : 1;
+    /* a device backend needs no scratch (its kernels tile on their own) but staging for host
+     * inputs and outputs */
+    const int staged = !u->be->host_memory;
+    const int threads = staged ? 0 : omp_get_max_threads() > 0 ? omp_get_max_threads() : 1;
     /* conv2d splits its scratch between threads (the widest convolution input is at full width) */
     const int64_t conv_scratch = ccfg_nn_conv2d_scratch((int)(conv_k / 9), 3, w) * threads;
     const int64_t attn_scratch = attn_hw ? ccfg_nn_attention_scratch((int)attn_hw) * threads : 0;
@@ -426,19 +444,26 @@ int ccfg_unet_plan(ccfg_unet *u, int64_t max_batch, int h, int w, int chunk)
     const int64_t sizes[] = {
         (int64_t)cfg->in_channels * bc * h * w, (int64_t)cfg->out_channels * bc * h * w, act, act,
         norm, cat, qkv, o, conv_scratch, attn_scratch,
-        bc * cfg->channels[0], bc * T, bc * T, bc * T, bc * tproj, bc * tmax, skip_total,
+        bc * cfg->channels[0], bc * T, bc * T, bc * T, bc * tproj, bc * tmax,
+        staged ? (int64_t)cfg->in_channels * bc * h * w : 0,
+        staged ? (int64_t)cfg->out_channels * bc * h * w : 0, skip_total,
     };
     float **slots[] = {&p->x, &p->y, &p->p, &p->q, &p->a, &p->cat, &p->qkv, &p->o,
                        &p->conv_scratch, &p->attn_scratch, &p->tfreq, &p->e1, &p->emb,
-                       &p->emb_act, &p->temb, &p->lin_scratch, NULL};
+                       &p->emb_act, &p->temb, &p->lin_scratch, &p->xin, &p->yout, NULL};
     const int nslots = (int)(sizeof sizes / sizeof sizes[0]);
     int64_t total = 0;
     for (int s = 0; s < nslots; s++) total += (sizes[s] + 15) & ~(int64_t)15;   /* 64-byte aligned */
-    p->arena = malloc((size_t)total * sizeof(float));
+    int status = u->be->alloc(u->be, (size_t)total * sizeof(float), &p->arena);
     p->skip = malloc((size_t)u->n_skips * sizeof *p->skip);
-    if (!p->arena || !p->skip) {
+    if (status) {
         free(skip_size);
-        plan_free(p);
+        plan_free(u->be, p);
+        return status;
+    }
+    if (!p->skip) {
+        free(skip_size);
+        plan_free(u->be, p);
         return ccfg_fail(CCFG_ENOMEM, "out of memory for the UNet activations (%lld MiB for "
                          "chunks of %lld samples of %d x %d)", (long long)(total >> 18),
                          (long long)bc, h, w);
@@ -468,102 +493,112 @@ int ccfg_unet_plan(ccfg_unet *u, int64_t max_batch, int h, int w, int chunk)
 
 typedef struct {
     const ccfg_nn_ops *ops;
+    const ccfg_backend *be;
     const ccfg_unet_config *cfg;
     plan_t *p;
     int bc;                     /* samples in this chunk */
 } run_t;
 
 /* y = resnet(x); x and y distinct; uses p->a and p->temb */
-static void resnet_fwd(const run_t *r, const resnet_p *rs, int h, int w, const float *x, float *y)
+static int resnet_fwd(const run_t *r, const resnet_p *rs, int h, int w, const float *x, float *y)
 {
     const ccfg_nn_ops *ops = r->ops;
+    const ccfg_backend *be = r->be;
     const ccfg_unet_config *cfg = r->cfg;
     plan_t *p = r->p;
     const int hw = h * w, G = cfg->norm_groups;
-    ops->group_norm(r->bc, rs->cin, hw, G, cfg->norm_eps, x, NULL, rs->norm1_w, rs->norm1_b, NULL,
-                    1, p->a);
-    ops->conv2d(r->bc, rs->cin, h, w, p->a, rs->cout, 3, 1, 1, 1, rs->conv1.w, rs->conv1.b, 0, y,
-                p->conv_scratch, p->conv_scratch_len);
-    ops->linear(r->bc, cfg->time_embed_dim, rs->temb_out, p->emb_act, rs->temb_w, rs->temb_b, 0,
-                p->temb, NULL);
-    ops->group_norm(r->bc, rs->cout, hw, G, cfg->norm_eps, y, cfg->scale_shift ? NULL : p->temb,
-                    rs->norm2_w, rs->norm2_b, cfg->scale_shift ? p->temb : NULL, 1, p->a);
+    TRY(ops->group_norm(be, r->bc, rs->cin, hw, G, cfg->norm_eps, x, NULL, rs->norm1_w, rs->norm1_b,
+                        NULL, 1, p->a));
+    TRY(ops->conv2d(be, r->bc, rs->cin, h, w, p->a, rs->cout, 3, 1, 1, 1, rs->conv1.w, rs->conv1.b,
+                    0, y, p->conv_scratch, p->conv_scratch_len));
+    TRY(ops->linear(be, r->bc, cfg->time_embed_dim, rs->temb_out, p->emb_act, rs->temb_w,
+                    rs->temb_b, 0, p->temb, NULL));
+    TRY(ops->group_norm(be, r->bc, rs->cout, hw, G, cfg->norm_eps, y,
+                        cfg->scale_shift ? NULL : p->temb, rs->norm2_w, rs->norm2_b,
+                        cfg->scale_shift ? p->temb : NULL, 1, p->a));
     const int64_t count = (int64_t)rs->cout * r->bc * hw;
     if (rs->shortcut.w)
-        ops->conv2d(r->bc, rs->cin, h, w, x, rs->cout, 1, 1, 0, 0, rs->shortcut.w, rs->shortcut.b, 0,
-                    y, p->conv_scratch, p->conv_scratch_len);
+        TRY(ops->conv2d(be, r->bc, rs->cin, h, w, x, rs->cout, 1, 1, 0, 0, rs->shortcut.w,
+                        rs->shortcut.b, 0, y, p->conv_scratch, p->conv_scratch_len));
     else
-        ops->copy(count, x, y);
-    ops->conv2d(r->bc, rs->cout, h, w, p->a, rs->cout, 3, 1, 1, 1, rs->conv2.w, rs->conv2.b, 1, y,
-                p->conv_scratch, p->conv_scratch_len);
-    if (rs->out_scale != 1.0f) ops->scale(count, 1.0f / rs->out_scale, y);
+        TRY(ops->copy(be, count, x, y));
+    TRY(ops->conv2d(be, r->bc, rs->cout, h, w, p->a, rs->cout, 3, 1, 1, 1, rs->conv2.w, rs->conv2.b,
+                    1, y, p->conv_scratch, p->conv_scratch_len));
+    if (rs->out_scale != 1.0f) TRY(ops->scale(be, count, 1.0f / rs->out_scale, y));
+    return CCFG_OK;
 }
 
 /* y = attention(y) + y, in place; uses p->a, p->qkv, p->o */
-static void attn_fwd(const run_t *r, const attn_p *at, int hw, float *y)
+static int attn_fwd(const run_t *r, const attn_p *at, int hw, float *y)
 {
     const ccfg_nn_ops *ops = r->ops;
+    const ccfg_backend *be = r->be;
     plan_t *p = r->p;
     const float *src = y;
     const int inner = at->heads * at->head_dim;
     if (at->groups) {
-        ops->group_norm(r->bc, at->c, hw, at->groups, r->cfg->norm_eps, y, NULL, at->norm_w,
-                        at->norm_b, NULL, 0, p->a);
+        TRY(ops->group_norm(be, r->bc, at->c, hw, at->groups, r->cfg->norm_eps, y, NULL, at->norm_w,
+                            at->norm_b, NULL, 0, p->a));
         src = p->a;
     }
-    ops->conv2d(r->bc, at->c, hw, 1, src, 3 * inner, 1, 1, 0, 0, at->qkv.w, at->qkv.b, 0, p->qkv,
-                NULL, 0);
-    ops->attention(r->bc, hw, at->heads, at->head_dim, p->qkv, p->o, p->attn_scratch,
-                   p->attn_scratch_len);
-    ops->conv2d(r->bc, inner, hw, 1, p->o, at->c, 1, 1, 0, 0, at->out.w, at->out.b, 1, y, NULL, 0);
-    if (at->out_scale != 1.0f) ops->scale((int64_t)at->c * r->bc * hw, 1.0f / at->out_scale, y);
+    TRY(ops->conv2d(be, r->bc, at->c, hw, 1, src, 3 * inner, 1, 1, 0, 0, at->qkv.w, at->qkv.b, 0,
+                    p->qkv, NULL, 0));
+    TRY(ops->attention(be, r->bc, hw, at->heads, at->head_dim, p->qkv, p->o, p->attn_scratch,
+                       p->attn_scratch_len));
+    TRY(ops->conv2d(be, r->bc, inner, hw, 1, p->o, at->c, 1, 1, 0, 0, at->out.w, at->out.b, 1, y,
+                    NULL, 0));
+    if (at->out_scale != 1.0f) TRY(ops->scale(be, (int64_t)at->c * r->bc * hw, 1.0f / at->out_scale,
+                                              y));
+    return CCFG_OK;
 }
 
-static void forward_chunk(ccfg_unet *u, int bc, int h, int w, const float *x, const double *t,
-                          const int32_t *labels, float *out)
+static int forward_chunk(ccfg_unet *u, int bc, int h, int w, const float *x, const double *t,
+                         const int32_t *labels, float *out)
 {
     const ccfg_nn_ops *ops = u->ops;
+    const ccfg_backend *be = u->be;
     const ccfg_unet_config *cfg = &u->cfg;
     plan_t *p = &u->plan;
-    const run_t r = {ops, cfg, p, bc};
+    const run_t r = {ops, be, cfg, p, bc};
     const int L = cfg->levels, lpb = cfg->layers_per_block, T = cfg->time_embed_dim;
     const int C0 = cfg->channels[0];
 
-    ops->nchw_to_cnhw(bc, cfg->in_channels, h * w, x, cfg->center_input_sample ? 2.0f : 1.0f,
-                      cfg->center_input_sample ? -1.0f : 0.0f, p->x);
+    TRY(ops->nchw_to_cnhw(be, bc, cfg->in_channels, h * w, x,
+                          cfg->center_input_sample ? 2.0f : 1.0f,
+                          cfg->center_input_sample ? -1.0f : 0.0f, p->x));
     /* time (and class) embedding, and its SiLU that every resnet's projection reads */
-    ops->timestep_embedding(bc, C0, t, cfg->flip_sin_to_cos, cfg->freq_shift, p->tfreq);
-    ops->linear(bc, C0, T, p->tfreq, u->t1_w, u->t1_b, 0, p->e1, NULL);
-    ops->linear(bc, T, T, p->e1, u->t2_w, u->t2_b, 1, p->emb, p->lin_scratch);
-    if (u->class_table) ops->embedding_add(bc, T, u->class_table, labels, p->emb);
-    ops->silu((int64_t)bc * T, p->emb, p->emb_act);
+    TRY(ops->timestep_embedding(be, bc, C0, t, cfg->flip_sin_to_cos, cfg->freq_shift, p->tfreq));
+    TRY(ops->linear(be, bc, C0, T, p->tfreq, u->t1_w, u->t1_b, 0, p->e1, NULL));
+    TRY(ops->linear(be, bc, T, T, p->e1, u->t2_w, u->t2_b, 1, p->emb, p->lin_scratch));
+    if (u->class_table) TRY(ops->embedding_add(be, bc, T, u->class_table, labels, p->emb));
+    TRY(ops->silu(be, (int64_t)bc * T, p->emb, p->emb_act));
 
     int ns = 0;
-    ops->conv2d(bc, cfg->in_channels, h, w, p->x, C0, 3, 1, 1, 1, u->conv_in.w, u->conv_in.b, 0,
-                p->skip[ns], p->conv_scratch, p->conv_scratch_len);
+    TRY(ops->conv2d(be, bc, cfg->in_channels, h, w, p->x, C0, 3, 1, 1, 1, u->conv_in.w,
+                    u->conv_in.b, 0, p->skip[ns], p->conv_scratch, p->conv_scratch_len));
     float *cur = p->skip[ns++];
     for (int l = 0; l < L; l++) {
         for (int j = 0; j < lpb; j++) {
             float *y = p->skip[ns++];
-            resnet_fwd(&r, &u->down_res[l * lpb + j], h, w, cur, y);
-            if (cfg->down_attention[l]) attn_fwd(&r, &u->down_attn[l * lpb + j], h * w, y);
+            TRY(resnet_fwd(&r, &u->down_res[l * lpb + j], h, w, cur, y));
+            if (cfg->down_attention[l]) TRY(attn_fwd(&r, &u->down_attn[l * lpb + j], h * w, y));
             cur = y;
         }
         if (l < L - 1) {
             const int pd = cfg->downsample_padding;
             float *y = p->skip[ns++];
-            ops->conv2d(bc, cfg->channels[l], h, w, cur, cfg->channels[l], 3, 2, pd, pd ? pd : 1,
-                        u->down_conv[l].w, u->down_conv[l].b, 0, y, p->conv_scratch,
-                        p->conv_scratch_len);
+            TRY(ops->conv2d(be, bc, cfg->channels[l], h, w, cur, cfg->channels[l], 3, 2, pd,
+                            pd ? pd : 1, u->down_conv[l].w, u->down_conv[l].b, 0, y,
+                            p->conv_scratch, p->conv_scratch_len));
             cur = y;
             h /= 2;
             w /= 2;
         }
     }
     if (cfg->mid_block) {
-        resnet_fwd(&r, &u->mid_res[0], h, w, cur, p->p);
-        if (cfg->mid_attention) attn_fwd(&r, &u->mid_attn, h * w, p->p);
-        resnet_fwd(&r, &u->mid_res[1], h, w, p->p, p->q);
+        TRY(resnet_fwd(&r, &u->mid_res[0], h, w, cur, p->p));
+        if (cfg->mid_attention) TRY(attn_fwd(&r, &u->mid_attn, h * w, p->p));
+        TRY(resnet_fwd(&r, &u->mid_res[1], h, w, p->p, p->q));
         cur = p->q;
     }
     const int64_t n = (int64_t)bc * h * w;
@@ -574,36 +609,40 @@ static void forward_chunk(ccfg_unet *u, int bc, int h, int w, const float *x, co
             const resnet_p *rs = &u->up_res[i * (lpb + 1) + j];
             const float *skip = p->skip[--ns];
             const int skip_c = rs->cin - cur_c;
-            ops->copy((int64_t)cur_c * cols, cur, p->cat);
-            ops->copy((int64_t)skip_c * cols, skip, p->cat + (int64_t)cur_c * cols);
+            TRY(ops->copy(be, (int64_t)cur_c * cols, cur, p->cat));
+            TRY(ops->copy(be, (int64_t)skip_c * cols, skip, p->cat + (int64_t)cur_c * cols));
             float *y = cur == p->p ? p->q : p->p;
-            resnet_fwd(&r, rs, h, w, p->cat, y);
-            if (cfg->up_attention[i]) attn_fwd(&r, &u->up_attn[i * (lpb + 1) + j], h * w, y);
+            TRY(resnet_fwd(&r, rs, h, w, p->cat, y));
+            if (cfg->up_attention[i]) TRY(attn_fwd(&r, &u->up_attn[i * (lpb + 1) + j], h * w, y));
             cur = y;
             cur_c = rs->cout;
         }
         if (i < L - 1) {
-            ops->upsample_nearest2x(bc, cur_c, h, w, cur, p->a);
+            TRY(ops->upsample_nearest2x(be, bc, cur_c, h, w, cur, p->a));
             h *= 2;
             w *= 2;
             cols *= 4;
             float *y = cur == p->p ? p->q : p->p;
-            ops->conv2d(bc, cur_c, h, w, p->a, cur_c, 3, 1, 1, 1, u->up_conv[i].w, u->up_conv[i].b,
-                        0, y, p->conv_scratch, p->conv_scratch_len);
+            TRY(ops->conv2d(be, bc, cur_c, h, w, p->a, cur_c, 3, 1, 1, 1, u->up_conv[i].w,
+                            u->up_conv[i].b, 0, y, p->conv_scratch, p->conv_scratch_len));
             cur = y;
         }
     }
-    ops->group_norm(bc, C0, h * w, cfg->norm_groups, cfg->norm_eps, cur, NULL, u->out_norm_w,
-                    u->out_norm_b, NULL, 1, p->a);
-    ops->conv2d(bc, C0, h, w, p->a, cfg->out_channels, 3, 1, 1, 1, u->conv_out.w, u->conv_out.b, 0,
-                p->y, p->conv_scratch, p->conv_scratch_len);
-    ops->cnhw_to_nchw(bc, cfg->out_channels, h * w, p->y, out);
+    TRY(ops->group_norm(be, bc, C0, h * w, cfg->norm_groups, cfg->norm_eps, cur, NULL,
+                        u->out_norm_w, u->out_norm_b, NULL, 1, p->a));
+    TRY(ops->conv2d(be, bc, C0, h, w, p->a, cfg->out_channels, 3, 1, 1, 1, u->conv_out.w,
+                    u->conv_out.b, 0, p->y, p->conv_scratch, p->conv_scratch_len));
+    TRY(ops->cnhw_to_nchw(be, bc, cfg->out_channels, h * w, p->y, out));
+    return CCFG_OK;
 }
 
-int ccfg_unet_forward(ccfg_unet *u, int64_t batch, int h, int w, const float *x, const double *t,
-                      const int32_t *class_labels, float *out)
+/* io_on_backend: x and out are memory of u->be (model evaluation inside a device sampling run);
+ * else host arrays, which a device backend stages through the plan's xin/yout per chunk */
+static int forward(ccfg_unet *u, int64_t batch, int h, int w, const float *x, const double *t,
+                   const int32_t *class_labels, float *out, int io_on_backend)
 {
     const ccfg_unet_config *cfg = &u->cfg;
+    const ccfg_backend *be = u->be;
     if (cfg->num_class_embeds) {
         if (!class_labels)
             return ccfg_fail(CCFG_EINVAL, "class_labels: the model is class-conditional "
@@ -618,15 +657,36 @@ int ccfg_unet_forward(ccfg_unet *u, int64_t batch, int h, int w, const float *x,
     int status = ccfg_unet_plan(u, batch, h, w, 0);
     if (status) return status;
     const int64_t chunk = u->plan.chunk;
-    if (u->ops->begin) u->ops->begin();
+    const int staged = !be->host_memory && !io_on_backend;
+    if (u->ops->begin && (status = u->ops->begin(be))) return status;
     const int64_t in_per = (int64_t)cfg->in_channels * h * w, out_per = (int64_t)cfg->out_channels * h * w;
-    for (int64_t b0 = 0; b0 < batch; b0 += chunk) {
+    for (int64_t b0 = 0; b0 < batch && !status; b0 += chunk) {
         const int bc = (int)(batch - b0 < chunk ? batch - b0 : chunk);
-        forward_chunk(u, bc, h, w, x + b0 * in_per, t + b0, class_labels ? class_labels + b0 : NULL,
-                      out + b0 * out_per);
+        const float *xc = x + b0 * in_per;
+        float *oc = out + b0 * out_per;
+        if (staged) {
+            status = be->upload(be, u->plan.xin, xc, (size_t)(bc * in_per) * sizeof(float));
+            xc = u->plan.xin;
+            oc = u->plan.yout;
+        }
+        if (!status)
+            status = forward_chunk(u, bc, h, w, xc, t + b0, class_labels ? class_labels + b0 : NULL,
+                                   oc);
+        if (!status && staged)
+            status = be->download(be, out + b0 * out_per, u->plan.yout,
+                                  (size_t)(bc * out_per) * sizeof(float));
     }
-    if (u->ops->end) u->ops->end();
-    return CCFG_OK;
+    if (u->ops->end) {
+        const int st = u->ops->end(be);
+        if (!status) status = st;
+    }
+    return status;
+}
+
+int ccfg_unet_forward(ccfg_unet *u, int64_t batch, int h, int w, const float *x, const double *t,
+                      const int32_t *class_labels, float *out)
+{
+    return forward(u, batch, h, w, x, t, class_labels, out, 0);
 }
 
 /* ------------------------------------------------------------------------- */
@@ -675,7 +735,9 @@ int ccfg_unet_model_eval(void *ctx, const ccfg_backend *be, int64_t rows, int64_
 {
     ccfg_unet_model *m = ctx;
     const ccfg_unet_config *cfg = &m->unet->cfg;
-    (void)be;           /* on_backend = 0: x and out are host arrays */
+    if (be != m->unet->be)
+        return ccfg_fail(CCFG_EINVAL, "the UNet lives on %s, the sampler runs on %s",
+                         m->unet->be->name, be->name);
     (void)alpha_bar;
     if (rows > m->max_rows)
         return ccfg_fail(CCFG_EINTERNAL, "the UNet was planned for %lld rows, got %lld",
@@ -698,6 +760,7 @@ int ccfg_unet_model_eval(void *ctx, const ccfg_backend *be, int64_t rows, int64_
             return ccfg_fail(CCFG_EINVAL, "condition id %d has no class", cond[r]);
         }
     }
-    return ccfg_unet_forward(m->unet, rows, m->h, m->w, x, m->times,
-                             m->null_class < 0 ? NULL : m->labels, out);
+    /* the sampler hands over memory of the UNet's backend (ccfg_unet_model_on_backend) */
+    return forward(m->unet, rows, m->h, m->w, x, m->times, m->null_class < 0 ? NULL : m->labels,
+                   out, 1);
 }

@@ -41,9 +41,12 @@ typedef struct ccfg_unet ccfg_unet;
 
 /* Number of float32 parameters the config needs (0 and an error if the config is invalid). */
 int64_t ccfg_unet_param_count(const ccfg_unet_config *cfg);
-/* Copies the parameters; n_params must equal ccfg_unet_param_count(cfg). */
+/* Copies the parameters (a host array) to the backend `be` (NULL: the CPU), where the model's
+ * weights and activations then live and its ops run (nn_cpu.c or nn_vk.c); n_params must equal
+ * ccfg_unet_param_count(cfg). A device UNet is used under be->lock, like any device call. */
 int ccfg_unet_create(const ccfg_unet_config *cfg, const float *params, int64_t n_params,
-                     const ccfg_nn_ops *ops, ccfg_unet **out);
+                     const ccfg_backend *be, ccfg_unet **out);
+const ccfg_backend *ccfg_unet_backend(const ccfg_unet *u);
 void ccfg_unet_free(ccfg_unet *u);
 const ccfg_unet_config *ccfg_unet_get_config(const ccfg_unet *u);
 
@@ -55,11 +58,13 @@ int ccfg_unet_plan(ccfg_unet *u, int64_t max_batch, int h, int w, int chunk);
 int64_t ccfg_unet_plan_bytes(const ccfg_unet *u);
 
 /* out (batch, out_channels, h, w) = UNet(x (batch, in_channels, h, w), t[b], class_labels[b]).
- * class_labels: NULL without class embedding, else values in [0, num_class_embeds). */
+ * x, out, t and class_labels are host arrays on every backend. class_labels: NULL without class
+ * embedding, else values in [0, num_class_embeds). */
 int ccfg_unet_forward(ccfg_unet *u, int64_t batch, int h, int w, const float *x, const double *t,
                       const int32_t *class_labels, float *out);
 
-/* ccfg_model.eval adaptor: ctx is a ccfg_unet_model. Condition ids map to class labels: id c ->
+/* ccfg_model.eval adaptor (on_backend = 1: x and out are memory of the UNet's backend, which
+ * must be the sampler's): ctx is a ccfg_unet_model. Condition ids map to class labels: id c ->
  * class_of[c] (c < n_conditions), CCFG_UNCOND -> null_class (-1: the model has no class input). */
 typedef struct {
     ccfg_unet *unet;

@@ -411,7 +411,7 @@ def test_bad_call_arguments(saved):
     with pytest.raises(ValueError, match="NaN"):
         unet(np.full_like(x, np.nan), t, labels)
     with pytest.raises(ValueError, match="device"):
-        unet(x, t, labels, device="vulkan:0")
+        unet(x, t, labels, device="vulkan:99")
     _, folder1 = saved["tiny_1_level"]
     with pytest.raises(ValueError, match="class_labels"):
         UNet.from_pretrained(folder1)(x, t, labels)
