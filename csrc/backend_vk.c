@@ -51,10 +51,11 @@ int ccfg_backend_vulkan(int device, const ccfg_backend **out)
     return ccfg_fail(CCFG_EINTERNAL, "no Vulkan device: %s", no_vk);
 }
 int ccfg_vk_nn_dispatch(const ccfg_backend *be, int kernel, int nbuf, const float *const *ptrs,
-                        const int64_t *counts, void *push, int64_t items, int per_group)
+                        const int64_t *counts, void *push, int64_t items, int per_group,
+                        uint32_t groups_y)
 {
     (void)be; (void)kernel; (void)nbuf; (void)ptrs; (void)counts; (void)push; (void)items;
-    (void)per_group;
+    (void)per_group; (void)groups_y;
     return ccfg_fail(CCFG_EINTERNAL, "no Vulkan device: %s", no_vk);
 }
 int ccfg_vk_copy_bench(int device, size_t bytes, int repeats, double *seconds)
@@ -1579,7 +1580,8 @@ fail:
 /* nn.h ops (nn_vk.c records them through this) */
 
 int ccfg_vk_nn_dispatch(const ccfg_backend *be, int kernel, int nbuf, const float *const *ptrs,
-                        const int64_t *counts, void *push, int64_t items, int per_group)
+                        const int64_t *counts, void *push, int64_t items, int per_group,
+                        uint32_t groups_y)
 {
     vk_dev *d = be->ctx;
     vk_buffer *bufs[MAX_BINDINGS];
@@ -1593,13 +1595,16 @@ int ccfg_vk_nn_dispatch(const ccfg_backend *be, int kernel, int nbuf, const floa
     if (items < 0 || items > UINT32_MAX)
         return ccfg_fail(CCFG_EINVAL, "%s nn %s: %lld work items is out of range", d->name,
                          names[kernel], (long long)items);
+    if (groups_y < 1 || groups_y > MAX_GROUPS)
+        return ccfg_fail(CCFG_EINVAL, "%s nn %s: %u workgroup rows is out of range", d->name,
+                         names[kernel], groups_y);
     if (!items) return CCFG_OK;
     for (int i = 0; i < nbuf; i++)
         if ((status = resolve_all(d, counts[i], &ptrs[i], 1, &bufs[i], &offs[i], names[kernel])))
             return status;
     const uint32_t groups = per_group ? (uint32_t)(items < MAX_GROUPS ? items : MAX_GROUPS)
                                       : groups_for(items);
-    return dispatch(d, P_NN_FIRST + kernel, bufs, push, groups, 1);
+    return dispatch(d, P_NN_FIRST + kernel, bufs, push, groups, groups_y);
 }
 
 static void init_backend_table(vk_dev *d)

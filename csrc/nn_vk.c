@@ -43,7 +43,9 @@ static int vk_conv2d(const ccfg_backend *be, int batch, int cin, int h, int w, c
                               .stride = (uint32_t)stride, .pad0 = (uint32_t)pad0,
                               .ho = (uint32_t)ho, .wo = (uint32_t)wo,
                               .flags = (bias ? 1u : 0u) | (accumulate ? 2u : 0u)};
-    return ccfg_vk_nn_dispatch(be, CCFG_VK_NN_CONV2D, 4, ptrs, counts, &pc, ny, 0);
+    const int64_t pixels = (int64_t)batch * ho * wo;
+    return ccfg_vk_nn_dispatch(be, CCFG_VK_NN_CONV2D, 4, ptrs, counts, &pc, pixels, 0,
+                               (uint32_t)((cout + CCFG_VK_CONV_COB - 1) / CCFG_VK_CONV_COB));
 }
 
 static int vk_group_norm(const ccfg_backend *be, int batch, int c, int hw, int groups, float eps,
@@ -63,7 +65,7 @@ static int vk_group_norm(const ccfg_backend *be, int batch, int c, int hw, int g
                                   .flags = (in_bias ? 1u : 0u) | (film ? 2u : 0u) |
                                            (silu ? 4u : 0u)};
     return ccfg_vk_nn_dispatch(be, CCFG_VK_NN_GROUP_NORM, 6, ptrs, counts, &pc,
-                               (int64_t)batch * groups, 1);
+                               (int64_t)batch * groups, 1, 1);
 }
 
 static int vk_linear(const ccfg_backend *be, int rows, int in, int out, const float *x,
@@ -81,7 +83,7 @@ static int vk_linear(const ccfg_backend *be, int rows, int in, int out, const fl
     const int64_t counts[4] = {(int64_t)rows * in, (int64_t)in * out, bias ? out : 0, ny};
     ccfg_vk_push_linear pc = {.rows = (uint32_t)rows, .n_in = (uint32_t)in, .n_out = (uint32_t)out,
                               .flags = (silu_in ? 1u : 0u) | (bias ? 2u : 0u)};
-    return ccfg_vk_nn_dispatch(be, CCFG_VK_NN_LINEAR, 4, ptrs, counts, &pc, ny, 0);
+    return ccfg_vk_nn_dispatch(be, CCFG_VK_NN_LINEAR, 4, ptrs, counts, &pc, ny, 0, 1);
 }
 
 static int eltwise(const ccfg_backend *be, uint32_t mode, int64_t nx, const float *x, int64_t ny,
@@ -93,7 +95,7 @@ static int eltwise(const ccfg_backend *be, uint32_t mode, int64_t nx, const floa
     const int64_t counts[2] = {nx, ny};
     pc->count = (uint32_t)ny;
     pc->mode = mode;
-    return ccfg_vk_nn_dispatch(be, CCFG_VK_NN_ELTWISE, 2, ptrs, counts, pc, ny, 0);
+    return ccfg_vk_nn_dispatch(be, CCFG_VK_NN_ELTWISE, 2, ptrs, counts, pc, ny, 0, 1);
 }
 
 static int vk_silu(const ccfg_backend *be, int64_t count, const float *x, float *y)
@@ -160,7 +162,7 @@ static int vk_attention(const ccfg_backend *be, int batch, int hw, int heads, in
                                  .heads = (uint32_t)heads, .head_dim = (uint32_t)head_dim,
                                  .scale = 1.0f / sqrtf((float)head_dim)};
     return ccfg_vk_nn_dispatch(be, CCFG_VK_NN_ATTENTION, 2, ptrs, counts, &pc,
-                               (int64_t)batch * heads * hw, 0);
+                               (int64_t)batch * heads * hw, 0, 1);
 }
 
 /* t is a host array and the table is batch x dim floats: computed on the host by the CPU op (the

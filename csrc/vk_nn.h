@@ -8,6 +8,9 @@
 
 #include "ccfg.h"
 
+/* output channels per conv2d invocation (shaders/nn_conv2d.comp COB): the y workgroups */
+enum { CCFG_VK_CONV_COB = 8 };
+
 enum { CCFG_VK_NN_CONV2D, CCFG_VK_NN_GROUP_NORM, CCFG_VK_NN_LINEAR, CCFG_VK_NN_ATTENTION,
        CCFG_VK_NN_ELTWISE, CCFG_VK_NN_COUNT };
 
@@ -34,8 +37,10 @@ typedef struct {
 /* Records one dispatch of nn pipeline `kernel` on the Vulkan backend be: binding i is the array
  * at device address ptrs[i] holding counts[i] floats; its element offset is written to the i-th
  * uint32 of `push` (the offsets lead every nn push block). `items` work items: one workgroup
- * each when per_group (group_norm), else one invocation each (grid-stride loops). */
+ * each when per_group (group_norm), else one invocation each (grid-stride loops), times
+ * groups_y workgroup rows (conv2d's output-channel blocks; 1 elsewhere). */
 int ccfg_vk_nn_dispatch(const ccfg_backend *be, int kernel, int nbuf, const float *const *ptrs,
-                        const int64_t *counts, void *push, int64_t items, int per_group);
+                        const int64_t *counts, void *push, int64_t items, int per_group,
+                        uint32_t groups_y);
 
 #endif /* CCFG_VK_NN_H */
