@@ -43,7 +43,8 @@ void main()
             }
             const float e = exp(s - m);
             l += e;
-            for (uint d = 0u; d < p.head_dim; d++) acc[d] += e * qkv[p.oq + (vrow + d) * cols + col_j];
+            for (uint d = 0u; d < p.head_dim; d++)
+                acc[d] += e * qkv[p.oq + (vrow + d) * cols + col_j];
         }
         for (uint d = 0u; d < p.head_dim; d++) o[p.oo + (qrow + d) * cols + col_i] = acc[d] / l;
     }

@@ -79,8 +79,8 @@ def test_group_norm(in_bias, film, silu):
     x = 3.0 * rnd(rng, c, batch, hw) + 1.5        # an offset: the variance is not trivial
     ib = rnd(rng, batch, c) if in_bias else None
     fl = 0.3 * rnd(rng, batch, 2 * c) if film else None
-    check("group_norm", [x, ib, rnd(rng, c), rnd(rng, c), fl], [np.zeros(c * batch * hw, np.float32)],
-          (batch, c, hw, groups, silu), (1e-5,))
+    check("group_norm", [x, ib, rnd(rng, c), rnd(rng, c), fl],
+          [np.zeros(c * batch * hw, np.float32)], (batch, c, hw, groups, silu), (1e-5,))
 
 
 @needs_vk
@@ -88,7 +88,8 @@ def test_group_norm(in_bias, film, silu):
 def test_linear(silu_in, bias):
     rng = np.random.default_rng(7 + silu_in)
     rows, n_in, n_out = 5, 37, 23
-    check("linear", [rnd(rng, rows, n_in), rnd(rng, n_out, n_in), rnd(rng, n_out) if bias else None],
+    b = rnd(rng, n_out) if bias else None
+    check("linear", [rnd(rng, rows, n_in), rnd(rng, n_out, n_in), b],
           [np.zeros(rows * n_out, np.float32)], (rows, n_in, n_out, silu_in))
 
 
