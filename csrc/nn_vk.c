@@ -43,8 +43,8 @@ static int vk_conv2d(const ccfg_backend *be, int batch, int cin, int h, int w, c
                               .stride = (uint32_t)stride, .pad0 = (uint32_t)pad0,
                               .ho = (uint32_t)ho, .wo = (uint32_t)wo,
                               .flags = (bias ? 1u : 0u) | (accumulate ? 2u : 0u)};
-    const int64_t pixels = (int64_t)batch * ho * wo;
-    return ccfg_vk_nn_dispatch(be, CCFG_VK_NN_CONV2D, 4, ptrs, counts, &pc, pixels, 0,
+    const int64_t quads = (int64_t)batch * ho * ((wo + CCFG_VK_CONV_PX - 1) / CCFG_VK_CONV_PX);
+    return ccfg_vk_nn_dispatch(be, CCFG_VK_NN_CONV2D, 4, ptrs, counts, &pc, quads, 0,
                                (uint32_t)((cout + CCFG_VK_CONV_COB - 1) / CCFG_VK_CONV_COB));
 }
 

@@ -8,8 +8,9 @@
 
 #include "ccfg.h"
 
-/* output channels per conv2d invocation (shaders/nn_conv2d.comp COB): the y workgroups */
-enum { CCFG_VK_CONV_COB = 8 };
+/* a conv2d invocation computes COB output channels (the y workgroups are channel blocks) at PX
+ * adjacent pixels of a row (shaders/nn_conv2d.comp) */
+enum { CCFG_VK_CONV_COB = 8, CCFG_VK_CONV_PX = 4 };
 
 enum { CCFG_VK_NN_CONV2D, CCFG_VK_NN_GROUP_NORM, CCFG_VK_NN_LINEAR, CCFG_VK_NN_ATTENTION,
        CCFG_VK_NN_ELTWISE, CCFG_VK_NN_COUNT };
