@@ -19,7 +19,10 @@ echo "== build"
 "$PY" -c "import ccfg; print(ccfg.__file__); [print('  ', d) for d in ccfg.devices()]"
 
 echo "== Vulkan tests"
-"$PY" -m pytest -q tests/test_vulkan.py tests/test_vulkan_sampling.py
+"$PY" -m pytest -q tests/test_vulkan.py tests/test_vulkan_sampling.py tests/test_unet_vulkan.py
 
 echo "== benchmarks (medians; ratios against the CPU backend measured in the same process)"
 PYTHONPATH=. "$PY" benchmarks/run.py --only vulkan "$@"
+
+echo "== UNet on Vulkan (forward and CCFG sampling against ccfg CPU and torch CPU)"
+PYTHONPATH=. "$PY" benchmarks/bench_unet_vulkan.py --n 16 --steps 20

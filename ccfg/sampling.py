@@ -320,7 +320,11 @@ def sample(model, positive=None, negative=None, guidance=None, sampler="ddim", s
     condition; ``negative``: one or a list. ``device``: "auto" (a GPU if there is one and the model
     runs there, else the CPU), "cpu", "vulkan" or "vulkan:N". See docs/api.md for every argument."""
     shape = getattr(model, "shape", None)
-    if shape is None or not (hasattr(model, "_c_spec") or hasattr(model, "fn")):
+    native = hasattr(model, "_c_unet_spec")      # ccfg.models.UNet: the model runs in C too
+    if native and shape is None:
+        raise ValueError("model: the UNet's config has no sample_size; load it with "
+                         "UNet.from_pretrained(path, sample_size=...)")
+    if shape is None or not (native or hasattr(model, "_c_spec") or hasattr(model, "fn")):
         raise TypeError("model must be a ccfg model (GaussianMixture, PythonModel, ...), "
                         f"got {type(model).__name__}")
     shape = _shape(shape)
@@ -338,9 +342,13 @@ def sample(model, positive=None, negative=None, guidance=None, sampler="ddim", s
         raise ValueError(f"eta applies to the ddim sampler only, not {sampler!r}")
     # a model evaluated on the host (PythonModel) would make a GPU pay two transfers per step for
     # a few cheap vector ops: "auto" keeps such runs on the CPU backend
-    host_model = not hasattr(model, "_c_spec")
+    # (a UNet that cannot run on Vulkan yet likewise stays on the CPU)
+    host_model = not hasattr(model, "_c_spec") and not (native and model._vulkan)
     dev = -1 if host_model and isinstance(device, str) and device.strip().lower() == "auto" \
         else _device(device)
+    if native and dev >= 0 and not model._vulkan:
+        raise ValueError(f"device: the UNet runs on the CPU backend only so far, got "
+                         f"{_device_name(dev)!r}; pass device='cpu'")
     cfg = as_config(scheduler, getattr(model, "scheduler", None))
     pred = getattr(model, "prediction_type", None) or cfg.prediction_type
     if pred not in PREDICTIONS:
@@ -351,7 +359,9 @@ def sample(model, positive=None, negative=None, guidance=None, sampler="ddim", s
     else:
         x0 = _eps_array(x_T, "x_T", (n,) + shape)
     pos, neg_ids, values = _conditions(model, positive, negative)
-    if hasattr(model, "_c_spec"):
+    if native:
+        kind, cmodel = 2, model._c_unet_spec(dev)
+    elif hasattr(model, "_c_spec"):
         kind, cmodel = 0, model._c_spec()
     else:
         kind, cmodel = 1, _python_model(model, shape, values)

@@ -30,6 +30,7 @@
 #include <string.h>
 
 #include "ccfg.h"
+#include "vk_nn.h"
 
 #ifdef CCFG_NO_VULKAN
 /* Built without glslc or the Vulkan headers: every entry point reports why. */
@@ -47,6 +48,14 @@ int ccfg_backend_vulkan(int device, const ccfg_backend **out)
 {
     (void)device;
     *out = NULL;
+    return ccfg_fail(CCFG_EINTERNAL, "no Vulkan device: %s", no_vk);
+}
+int ccfg_vk_nn_dispatch(const ccfg_backend *be, int kernel, int nbuf, const float *const *ptrs,
+                        const int64_t *counts, void *push, int64_t items, int per_group,
+                        uint32_t groups_y)
+{
+    (void)be; (void)kernel; (void)nbuf; (void)ptrs; (void)counts; (void)push; (void)items;
+    (void)per_group; (void)groups_y;
     return ccfg_fail(CCFG_EINTERNAL, "no Vulkan device: %s", no_vk);
 }
 int ccfg_vk_copy_bench(int device, size_t bytes, int repeats, double *seconds)
@@ -135,6 +144,21 @@ SPV(finite)
 SPV(copy)
 #include "copy.spv.h"
 ;
+SPV(nn_conv2d)
+#include "nn_conv2d.spv.h"
+;
+SPV(nn_group_norm)
+#include "nn_group_norm.spv.h"
+;
+SPV(nn_linear)
+#include "nn_linear.spv.h"
+;
+SPV(nn_attention)
+#include "nn_attention.spv.h"
+;
+SPV(nn_eltwise)
+#include "nn_eltwise.spv.h"
+;
 #undef SPV
 
 /* push constants, laid out as the shaders' `Push` blocks (std430: uvec2 on 8 bytes). A
@@ -159,7 +183,10 @@ typedef struct { uint32_t count; } push_copy;
 
 /* a pipeline with an _F64 twin is followed by it: P_X + 1 */
 enum { P_AXPBYPCZ, P_AXPBYPCZ_F64, P_COMBINE, P_COMBINE_F64, P_SLD, P_SLD_F64, P_GMM, P_GMM_F64,
-       P_DOTS, P_DOTS_F64, P_RANDN, P_RANDN_F64, P_FINITE, P_COPY, P_COUNT };
+       P_DOTS, P_DOTS_F64, P_RANDN, P_RANDN_F64, P_FINITE, P_COPY,
+       /* the nn.h ops (nn_vk.c), float32 only, in vk_nn.h's CCFG_VK_NN_* order */
+       P_NN_FIRST, P_NN_CONV2D = P_NN_FIRST, P_NN_GROUP_NORM, P_NN_LINEAR, P_NN_ATTENTION,
+       P_NN_ELTWISE, P_COUNT };
 
 #define PIPE(P, name, nb, push) [P] = {#name, spv_##name, sizeof spv_##name, nb, sizeof(push)}
 static const struct {
@@ -182,6 +209,11 @@ static const struct {
     PIPE(P_DOTS_F64, dots_f64, 4, push_dots),
     PIPE(P_FINITE, finite, 2, push_finite),
     PIPE(P_COPY, copy, 2, push_copy),
+    PIPE(P_NN_CONV2D, nn_conv2d, 4, ccfg_vk_push_conv2d),
+    PIPE(P_NN_GROUP_NORM, nn_group_norm, 6, ccfg_vk_push_group_norm),
+    PIPE(P_NN_LINEAR, nn_linear, 4, ccfg_vk_push_linear),
+    PIPE(P_NN_ATTENTION, nn_attention, 2, ccfg_vk_push_attention),
+    PIPE(P_NN_ELTWISE, nn_eltwise, 2, ccfg_vk_push_eltwise),
 };
 #undef PIPE
 
@@ -1543,6 +1575,37 @@ fail:
 
 /* ------------------------------------------------------------------------- */
 /* the backend table */
+
+/* ------------------------------------------------------------------------- */
+/* nn.h ops (nn_vk.c records them through this) */
+
+int ccfg_vk_nn_dispatch(const ccfg_backend *be, int kernel, int nbuf, const float *const *ptrs,
+                        const int64_t *counts, void *push, int64_t items, int per_group,
+                        uint32_t groups_y)
+{
+    vk_dev *d = be->ctx;
+    vk_buffer *bufs[MAX_BINDINGS];
+    uint32_t *offs = push;
+    static const char *names[CCFG_VK_NN_COUNT] = {"conv2d", "group_norm", "linear", "attention",
+                                                  "eltwise"};
+    int status;
+    if (kernel < 0 || kernel >= CCFG_VK_NN_COUNT || nbuf < 1 ||
+        (uint32_t)nbuf != pipe_spec[P_NN_FIRST + kernel].bindings)
+        return ccfg_fail(CCFG_EINTERNAL, "%s: nn kernel %d with %d arrays", d->name, kernel, nbuf);
+    if (items < 0 || items > UINT32_MAX)
+        return ccfg_fail(CCFG_EINVAL, "%s nn %s: %lld work items is out of range", d->name,
+                         names[kernel], (long long)items);
+    if (groups_y < 1 || groups_y > MAX_GROUPS)
+        return ccfg_fail(CCFG_EINVAL, "%s nn %s: %u workgroup rows is out of range", d->name,
+                         names[kernel], groups_y);
+    if (!items) return CCFG_OK;
+    for (int i = 0; i < nbuf; i++)
+        if ((status = resolve_all(d, counts[i], &ptrs[i], 1, &bufs[i], &offs[i], names[kernel])))
+            return status;
+    const uint32_t groups = per_group ? (uint32_t)(items < MAX_GROUPS ? items : MAX_GROUPS)
+                                      : groups_for(items);
+    return dispatch(d, P_NN_FIRST + kernel, bufs, push, groups, groups_y);
+}
 
 static void init_backend_table(vk_dev *d)
 {

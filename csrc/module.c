@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "ccfg.h"
+#include "unet.h"
 
 /* ------------------------------------------------------------------------- */
 /* errors */
@@ -707,6 +708,21 @@ done:
 
 /* The whole run on `be`; x is a host array (in: x_T, out: the result, written only on success),
  * the trajectory a host array or NULL. model_kind 0 places the mixture g on the backend. */
+/* model kind 2, a UNet (the UNet block below): (unet, h, w, null_class, class_of) from
+ * ccfg/unet.py's _c_unet_spec; begin locks the model and plans it for `rows`, end undoes both */
+typedef struct {
+    PyObject *unet;
+    int h, w, null_class;
+    int device;                 /* where the UNet's weights are */
+    PyArrayObject *class_of;
+    ccfg_unet_model um;
+    int locked;
+} unet_args;
+static int parse_unet_args(PyObject *spec, unet_args *ua);
+static int unet_args_begin(unet_args *ua, int64_t rows, ccfg_model *model);
+static void unet_args_end(unet_args *ua);
+static void unet_args_clear(unet_args *ua);
+
 static int sample_on(const ccfg_backend *be, int model_kind, const ccfg_gmm *g, ccfg_model *model,
                      const ccfg_guided_model *gm, const ccfg_plan *plan,
                      const ccfg_sampler_config *cfg, int64_t n, int64_t dim, uint64_t seed,
@@ -732,7 +748,8 @@ done:
 
 /* sample(model_kind, model, prediction_type, rule_spec, sampler_spec, positive, negatives,
  *        seed, first, x_T, want_trajectory, progress) -> x or (x, trajectory)
- * model_kind 0: model = GaussianMixture spec dict; 1: model = callable(x, t, alpha_bar, cond) */
+ * model_kind 0: model = GaussianMixture spec dict; 1: model = callable(x, t, alpha_bar, cond);
+ * 2: model = (UNet, h, w, null_class, class_of int32) from ccfg/unet.py (_c_unet_spec) */
 static PyObject *mod_sample(PyObject *self, PyObject *args)
 {
     PyObject *model_obj, *rspec, *sspec, *negs_obj, *xo, *prog, *pyfn, *result = NULL;
@@ -743,10 +760,12 @@ static PyObject *mod_sample(PyObject *self, PyObject *args)
     ccfg_rule rule;
     sampler_args sa = {0};
     gmm_args ga = {0};
+    unet_args ua;
     ccfg_plan plan;
     int32_t neg_ids[MAXNEG];
     PyArrayObject *x = NULL;
     memset(&plan, 0, sizeof plan);
+    memset(&ua, 0, sizeof ua);
     (void)self;
     if (!PyArg_ParseTuple(args, "iOiO!O!iOKLOpO|i", &model_kind, &model_obj, &pred, &PyTuple_Type,
                           &rspec, &PyTuple_Type, &sspec, &positive, &negs_obj, &seed, &first, &xo,
@@ -765,7 +784,14 @@ static PyObject *mod_sample(PyObject *self, PyObject *args)
         if (PyErr_Occurred()) goto done;
     }
     ccfg_model model = {.prediction_type = pred};
-    if (model_kind == 0) {
+    if (model_kind == 2) {
+        if (parse_unet_args(model_obj, &ua)) goto done;
+        if (ua.device != device) {
+            PyErr_Format(PyExc_ValueError, "device: the UNet's weights are on device %d, the run "
+                         "asks for %d", ua.device, device);
+            goto done;
+        }
+    } else if (model_kind == 0) {
         if (parse_gmm(model_obj, &ga)) goto done;
         model.eval = ccfg_gmm_model_eval;     /* ctx: the mixture placed on the backend */
         model.on_backend = 1;
@@ -800,6 +826,8 @@ static PyObject *mod_sample(PyObject *self, PyObject *args)
     const ccfg_backend *be = NULL;
     Py_BEGIN_ALLOW_THREADS
     status = get_backend(device, &be);
+    /* a UNet plans its activations here, once, for the largest stacked batch of the loop */
+    if (!status && model_kind == 2) status = unet_args_begin(&ua, (2 + (int64_t)n_neg) * n, &model);
     if (!status) {
         be->lock(be, 1);
         status = sample_on(be, model_kind, &ga.g, &model, &gm, &plan, &sa.cfg, n, dim, seed, first,
@@ -807,6 +835,7 @@ static PyObject *mod_sample(PyObject *self, PyObject *args)
                            &pc);
         be->lock(be, 0);
     }
+    unet_args_end(&ua);
     Py_END_ALLOW_THREADS
     if (status) { raise_status(status); goto done; }
     result = traj ? PyTuple_Pack(2, xout, traj) : Py_NewRef(xout);
@@ -814,6 +843,7 @@ done:
     ccfg_plan_free(&plan);
     Py_XDECREF(sa.betas);
     gmm_args_clear(&ga);
+    unet_args_clear(&ua);
     Py_XDECREF(x);
     Py_XDECREF(xout);
     Py_XDECREF(traj);
@@ -1105,6 +1135,428 @@ static PyObject *mod_vk_copy_bench(PyObject *self, PyObject *args)
     return PyFloat_FromDouble(sec);
 }
 
+/* ------------------------------------------------------------------------- */
+/* UNet2DModel (csrc/unet.h): ccfg/unet.py reads the files and checks names and shapes; this block
+ * owns the C model, runs its forward and the sampling loop with the GIL released. A lock per
+ * model serialises callers from several Python threads (the plan's buffers are shared). */
+
+typedef struct {
+    PyObject_HEAD
+    ccfg_unet *u;
+    PyThread_type_lock lock;
+    int device;                 /* -1: the CPU backend, else the Vulkan device it lives on */
+} UNetObject;
+
+static void unet_dealloc(UNetObject *self)
+{
+    if (self->u) {
+        /* device memory is released under the device's lock, which a sampling thread may hold */
+        const ccfg_backend *be = ccfg_unet_backend(self->u);
+        Py_BEGIN_ALLOW_THREADS
+        be->lock(be, 1);
+        ccfg_unet_free(self->u);
+        be->lock(be, 0);
+        Py_END_ALLOW_THREADS
+    }
+    if (self->lock) PyThread_free_lock(self->lock);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyTypeObject UNetType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "ccfg._core.UNet",
+    .tp_basicsize = sizeof(UNetObject),
+    .tp_dealloc = (destructor)unet_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "a UNet2DModel in C (made by ccfg.models.UNet)",
+};
+
+static int cfg_int(PyObject *d, const char *key, int *out)
+{
+    PyObject *v = PyDict_GetItemString(d, key);
+    if (!v) {
+        PyErr_Format(PyExc_ValueError, "unet config lacks %s", key);
+        return -1;
+    }
+    long x = PyLong_AsLong(v);
+    if (x == -1 && PyErr_Occurred()) return -1;
+    *out = (int)x;
+    return 0;
+}
+
+static int cfg_float(PyObject *d, const char *key, float *out)
+{
+    PyObject *v = PyDict_GetItemString(d, key);
+    if (!v) {
+        PyErr_Format(PyExc_ValueError, "unet config lacks %s", key);
+        return -1;
+    }
+    double x = PyFloat_AsDouble(v);
+    if (x == -1.0 && PyErr_Occurred()) return -1;
+    *out = (float)x;
+    return 0;
+}
+
+static int cfg_ints(PyObject *d, const char *key, int n, int *out)
+{
+    PyObject *v = PyDict_GetItemString(d, key);
+    if (!v || !PyTuple_Check(v) || PyTuple_GET_SIZE(v) != n) {
+        PyErr_Format(PyExc_ValueError, "unet config: %s must be a tuple of %d ints", key, n);
+        return -1;
+    }
+    for (int i = 0; i < n; i++) {
+        long x = PyLong_AsLong(PyTuple_GET_ITEM(v, i));
+        if (x == -1 && PyErr_Occurred()) return -1;
+        out[i] = (int)x;
+    }
+    return 0;
+}
+
+/* the dict built by ccfg/unet.py (_c_config) -> ccfg_unet_config */
+static int parse_unet_config(PyObject *d, ccfg_unet_config *c)
+{
+    memset(c, 0, sizeof *c);
+    if (!PyDict_Check(d)) {
+        PyErr_SetString(PyExc_TypeError, "unet config must be a dict");
+        return -1;
+    }
+    if (cfg_int(d, "levels", &c->levels)) return -1;
+    if (c->levels < 1 || c->levels > CCFG_UNET_MAX_LEVELS) {
+        PyErr_Format(PyExc_ValueError, "block_out_channels: 1 to %d levels supported",
+                     CCFG_UNET_MAX_LEVELS);
+        return -1;
+    }
+    if (cfg_int(d, "in_channels", &c->in_channels) || cfg_int(d, "out_channels", &c->out_channels) ||
+        cfg_ints(d, "channels", c->levels, c->channels) ||
+        cfg_ints(d, "down_attention", c->levels, c->down_attention) ||
+        cfg_ints(d, "up_attention", c->levels, c->up_attention) ||
+        cfg_int(d, "layers_per_block", &c->layers_per_block) ||
+        cfg_int(d, "mid_block", &c->mid_block) || cfg_int(d, "mid_attention", &c->mid_attention) ||
+        cfg_int(d, "mid_attention_groups", &c->mid_attention_groups) ||
+        cfg_int(d, "norm_groups", &c->norm_groups) || cfg_float(d, "norm_eps", &c->norm_eps) ||
+        cfg_int(d, "head_dim", &c->head_dim) || cfg_int(d, "time_embed_dim", &c->time_embed_dim) ||
+        cfg_int(d, "flip_sin_to_cos", &c->flip_sin_to_cos) ||
+        cfg_float(d, "freq_shift", &c->freq_shift) || cfg_int(d, "scale_shift", &c->scale_shift) ||
+        cfg_int(d, "downsample_padding", &c->downsample_padding) ||
+        cfg_int(d, "center_input_sample", &c->center_input_sample) ||
+        cfg_int(d, "num_class_embeds", &c->num_class_embeds) ||
+        cfg_float(d, "mid_block_scale_factor", &c->mid_block_scale_factor))
+        return -1;
+    return 0;
+}
+
+static PyObject *mod_unet_param_count(PyObject *self, PyObject *args)
+{
+    PyObject *d;
+    ccfg_unet_config c;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "O", &d) || parse_unet_config(d, &c)) return NULL;
+    int64_t n = ccfg_unet_param_count(&c);
+    if (n == 0) return raise_status(CCFG_EINVAL);
+    return PyLong_FromLongLong(n);
+}
+
+/* unet_new(config dict, params float32 1-D, device=-1) -> UNet with its weights on the device */
+static PyObject *mod_unet_new(PyObject *self, PyObject *args)
+{
+    PyObject *d, *po;
+    ccfg_unet_config c;
+    int device = -1;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OO|i", &d, &po, &device) || parse_unet_config(d, &c)) return NULL;
+    PyArrayObject *params = as_array(po, NPY_FLOAT32, 1, NULL, "params");
+    if (!params) return NULL;
+    UNetObject *obj = PyObject_New(UNetObject, &UNetType);
+    if (!obj) {
+        Py_DECREF(params);
+        return NULL;
+    }
+    obj->u = NULL;
+    obj->device = device;
+    obj->lock = PyThread_allocate_lock();
+    if (!obj->lock) {
+        Py_DECREF(params);
+        Py_DECREF(obj);
+        return PyErr_NoMemory();
+    }
+    const ccfg_backend *be = NULL;
+    int status;
+    Py_BEGIN_ALLOW_THREADS
+    status = get_backend(device, &be);
+    if (!status) {
+        be->lock(be, 1);
+        status = ccfg_unet_create(&c, f32(params), PyArray_DIM(params, 0), be, &obj->u);
+        be->lock(be, 0);
+    }
+    Py_END_ALLOW_THREADS
+    Py_DECREF(params);
+    if (status) {
+        Py_DECREF(obj);
+        return raise_status(status);
+    }
+    return (PyObject *)obj;
+}
+
+/* unet_forward(unet, x float32 (B, C, H, W), t float64 (B,), labels int32 (B,) or None) */
+static PyObject *mod_unet_forward(PyObject *self, PyObject *args)
+{
+    UNetObject *obj;
+    PyObject *xo, *to, *lo, *out = NULL;
+    PyArrayObject *x = NULL, *t = NULL, *lab = NULL;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "O!OOO", &UNetType, &obj, &xo, &to, &lo)) return NULL;
+    const ccfg_unet_config *c = ccfg_unet_get_config(obj->u);
+    npy_intp sx[4] = {-1, c->in_channels, -1, -1};
+    if (!(x = as_array(xo, NPY_FLOAT32, 4, sx, "sample"))) goto done;
+    npy_intp sb[1] = {PyArray_DIM(x, 0)};
+    if (!(t = as_array(to, NPY_FLOAT64, 1, sb, "timestep"))) goto done;
+    if (lo != Py_None && !(lab = as_array(lo, NPY_INT32, 1, sb, "class_labels"))) goto done;
+    npy_intp so[4] = {sb[0], c->out_channels, PyArray_DIM(x, 2), PyArray_DIM(x, 3)};
+    if (!(out = PyArray_SimpleNew(4, so, NPY_FLOAT32))) goto done;
+    int status = CCFG_OK;
+    if (sb[0] > 0) {
+        Py_BEGIN_ALLOW_THREADS
+        const ccfg_backend *be = ccfg_unet_backend(obj->u);
+        PyThread_acquire_lock(obj->lock, WAIT_LOCK);
+        be->lock(be, 1);
+        status = ccfg_unet_forward(obj->u, sb[0], (int)so[2], (int)so[3], f32(x),
+                                   (const double *)PyArray_DATA(t),
+                                   lab ? (const int32_t *)PyArray_DATA(lab) : NULL,
+                                   f32((PyArrayObject *)out));
+        be->lock(be, 0);
+        PyThread_release_lock(obj->lock);
+        Py_END_ALLOW_THREADS
+    }
+    if (status) {
+        Py_CLEAR(out);
+        raise_status(status);
+    }
+done:
+    Py_XDECREF(x);
+    Py_XDECREF(t);
+    Py_XDECREF(lab);
+    return out;
+}
+
+static PyObject *mod_unet_plan_bytes(PyObject *self, PyObject *args)
+{
+    UNetObject *obj;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "O!", &UNetType, &obj)) return NULL;
+    return PyLong_FromLongLong(ccfg_unet_plan_bytes(obj->u));
+}
+
+static int parse_unet_args(PyObject *spec, unet_args *ua)
+{
+    PyObject *co;
+    if (!PyTuple_Check(spec) ||
+        !PyArg_ParseTuple(spec, "O!iiiO", &UNetType, &ua->unet, &ua->h, &ua->w, &ua->null_class,
+                          &co)) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "a UNet model is (unet, h, w, null_class, class_of)");
+        return -1;
+    }
+    if (!(ua->class_of = as_array(co, NPY_INT32, 1, NULL, "class_of"))) return -1;
+    Py_INCREF(ua->unet);
+    ua->device = ((UNetObject *)ua->unet)->device;
+    return 0;
+}
+
+/* called with the GIL released */
+static int unet_args_begin(unet_args *ua, int64_t rows, ccfg_model *model)
+{
+    UNetObject *obj = (UNetObject *)ua->unet;
+    PyThread_acquire_lock(obj->lock, WAIT_LOCK);
+    ua->locked = 1;
+    model->eval = ccfg_unet_model_eval;
+    model->ctx = &ua->um;
+    model->on_backend = 1;         /* x and out stay on the UNet's (= the sampler's) backend */
+    return ccfg_unet_model_init(&ua->um, obj->u, ua->h, ua->w, ua->null_class,
+                                (int)PyArray_DIM(ua->class_of, 0),
+                                (const int32_t *)PyArray_DATA(ua->class_of), rows);
+}
+
+static void unet_args_end(unet_args *ua)
+{
+    if (!ua->locked) return;
+    ccfg_unet_model_free(&ua->um);
+    PyThread_release_lock(((UNetObject *)ua->unet)->lock);
+    ua->locked = 0;
+}
+
+static void unet_args_clear(unet_args *ua)
+{
+    Py_CLEAR(ua->class_of);
+    Py_CLEAR(ua->unet);
+}
+
+/* nn_op(device, op, inputs, outputs, ints, floats, t, index) -> list of outputs: one nn.h op on
+ * a backend, for the op-by-op tests (tests/test_unet_vulkan.py). inputs: float32 arrays or None
+ * (an absent optional argument); outputs: float32 arrays whose copies are uploaded (initial values
+ * for accumulate / in-place ops), run through the op and returned; t: float64 host array
+ * (timestep_embedding), index: int32 host array (embedding_add), else None. Sizes are the
+ * caller's business (ints), as in C; the arrays are only bounds the backend checks against. */
+enum { NN_MAX_ARRAYS = 6 };
+
+static int nn_call(const ccfg_backend *be, const ccfg_nn_ops *ops, const char *op, float **in,
+                   float **out, const int *iv, int ni, const double *fv, int nf, const double *t,
+                   const int32_t *index, float *scratch, int64_t scratch_len)
+{
+#define NEED(ki, kf)                                                                              \
+    if (ni != (ki) || nf != (kf))                                                                 \
+        return ccfg_fail(CCFG_EINVAL, "nn_op %s: %d ints and %d floats expected", op, ki, kf)
+    if (!strcmp(op, "conv2d")) {
+        NEED(10, 0);
+        return ops->conv2d(be, iv[0], iv[1], iv[2], iv[3], in[0], iv[4], iv[5], iv[6], iv[7], iv[8],
+                           in[1], in[2], iv[9], out[0], scratch, scratch_len);
+    }
+    if (!strcmp(op, "group_norm")) {
+        NEED(5, 1);
+        return ops->group_norm(be, iv[0], iv[1], iv[2], iv[3], (float)fv[0], in[0], in[1], in[2],
+                               in[3], in[4], iv[4], out[0]);
+    }
+    if (!strcmp(op, "linear")) {
+        NEED(4, 0);
+        return ops->linear(be, iv[0], iv[1], iv[2], in[0], in[1], in[2], iv[3], out[0], scratch);
+    }
+    if (!strcmp(op, "silu")) {
+        NEED(1, 0);
+        return ops->silu(be, iv[0], in[0], out[0]);
+    }
+    if (!strcmp(op, "timestep_embedding")) {
+        NEED(3, 1);
+        return ops->timestep_embedding(be, iv[0], iv[1], t, iv[2], (float)fv[0], out[0]);
+    }
+    if (!strcmp(op, "embedding_add")) {
+        NEED(2, 0);
+        return ops->embedding_add(be, iv[0], iv[1], in[0], index, out[0]);
+    }
+    if (!strcmp(op, "attention")) {
+        NEED(4, 0);
+        return ops->attention(be, iv[0], iv[1], iv[2], iv[3], in[0], out[0], scratch, scratch_len);
+    }
+    if (!strcmp(op, "upsample_nearest2x")) {
+        NEED(4, 0);
+        return ops->upsample_nearest2x(be, iv[0], iv[1], iv[2], iv[3], in[0], out[0]);
+    }
+    if (!strcmp(op, "copy")) {
+        NEED(1, 0);
+        return ops->copy(be, iv[0], in[0], out[0]);
+    }
+    if (!strcmp(op, "scale")) {
+        NEED(1, 1);
+        return ops->scale(be, iv[0], (float)fv[0], out[0]);
+    }
+    if (!strcmp(op, "nchw_to_cnhw")) {
+        NEED(3, 2);
+        return ops->nchw_to_cnhw(be, iv[0], iv[1], iv[2], in[0], (float)fv[0], (float)fv[1], out[0]);
+    }
+    if (!strcmp(op, "cnhw_to_nchw")) {
+        NEED(3, 0);
+        return ops->cnhw_to_nchw(be, iv[0], iv[1], iv[2], in[0], out[0]);
+    }
+#undef NEED
+    return ccfg_fail(CCFG_EINVAL, "nn_op: unknown op %s", op);
+}
+
+static PyObject *mod_nn_op(PyObject *self, PyObject *args)
+{
+    int device, status = CCFG_OK, nin = 0, nout = 0, ni = 0, nf = 0;
+    const char *op;
+    PyObject *ino, *outo, *io, *fo, *to, *xo, *result = NULL;
+    PyArrayObject *ain[NN_MAX_ARRAYS] = {0}, *aout[NN_MAX_ARRAYS] = {0}, *ta = NULL, *xa = NULL;
+    float *din[NN_MAX_ARRAYS] = {0}, *dout[NN_MAX_ARRAYS] = {0}, *scratch = NULL;
+    int iv[16];
+    double fv[4];
+    const ccfg_backend *be = NULL;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "isO!O!O!O!OO", &device, &op, &PyList_Type, &ino, &PyList_Type,
+                          &outo, &PyTuple_Type, &io, &PyTuple_Type, &fo, &to, &xo))
+        return NULL;
+    nin = (int)PyList_GET_SIZE(ino);
+    nout = (int)PyList_GET_SIZE(outo);
+    ni = (int)PyTuple_GET_SIZE(io);
+    nf = (int)PyTuple_GET_SIZE(fo);
+    if (nin > NN_MAX_ARRAYS || nout > NN_MAX_ARRAYS || nout < 1 || ni > 16 || nf > 4) {
+        PyErr_SetString(PyExc_ValueError, "nn_op: too many arguments");
+        return NULL;
+    }
+    for (int i = 0; i < ni; i++) {
+        iv[i] = (int)PyLong_AsLong(PyTuple_GET_ITEM(io, i));
+        if (PyErr_Occurred()) return NULL;
+    }
+    for (int i = 0; i < nf; i++) {
+        fv[i] = PyFloat_AsDouble(PyTuple_GET_ITEM(fo, i));
+        if (PyErr_Occurred()) return NULL;
+    }
+    for (int i = 0; i < nin; i++) {
+        PyObject *o = PyList_GET_ITEM(ino, i);
+        if (o != Py_None && !(ain[i] = as_array(o, NPY_FLOAT32, 1, NULL, "input"))) goto done;
+    }
+    for (int i = 0; i < nout; i++) {
+        PyArrayObject *a = as_array(PyList_GET_ITEM(outo, i), NPY_FLOAT32, 1, NULL, "output");
+        if (!a) goto done;
+        aout[i] = (PyArrayObject *)PyArray_NewCopy(a, NPY_CORDER);
+        Py_DECREF(a);
+        if (!aout[i]) goto done;
+    }
+    if (to != Py_None && !(ta = as_array(to, NPY_FLOAT64, 1, NULL, "t"))) goto done;
+    if (xo != Py_None && !(xa = as_array(xo, NPY_INT32, 1, NULL, "index"))) goto done;
+    /* scratch for the CPU kernels: generous for the small sizes of the tests */
+    const int64_t scratch_len = (int64_t)1 << 22;
+    Py_BEGIN_ALLOW_THREADS
+    status = get_backend(device, &be);
+    if (!status) {
+        be->lock(be, 1);
+        for (int i = 0; i < nin && !status; i++)
+            if (ain[i]) {
+                const size_t bytes = (size_t)PyArray_NBYTES(ain[i]);
+                status = be->alloc(be, bytes ? bytes : 4, &din[i]);
+                if (!status) status = be->upload(be, din[i], f32(ain[i]), bytes);
+            }
+        for (int i = 0; i < nout && !status; i++) {
+            const size_t bytes = (size_t)PyArray_NBYTES(aout[i]);
+            status = be->alloc(be, bytes ? bytes : 4, &dout[i]);
+            if (!status) status = be->upload(be, dout[i], f32(aout[i]), bytes);
+        }
+        if (!status) status = be->alloc(be, (size_t)scratch_len * sizeof(float), &scratch);
+        if (!status)
+            status = nn_call(be, be->host_memory ? ccfg_nn_ops_cpu() : ccfg_nn_ops_vulkan(), op,
+                             din, dout, iv, ni, fv, nf, ta ? (const double *)PyArray_DATA(ta) : NULL,
+                             xa ? (const int32_t *)PyArray_DATA(xa) : NULL, scratch, scratch_len);
+        for (int i = 0; i < nout && !status; i++)
+            status = be->download(be, f32(aout[i]), dout[i], (size_t)PyArray_NBYTES(aout[i]));
+        for (int i = 0; i < NN_MAX_ARRAYS; i++) {
+            be->release(be, din[i]);
+            be->release(be, dout[i]);
+        }
+        be->release(be, scratch);
+        be->lock(be, 0);
+    }
+    Py_END_ALLOW_THREADS
+    if (status) {
+        raise_status(status);
+        goto done;
+    }
+    if (!(result = PyList_New(nout))) goto done;
+    for (int i = 0; i < nout; i++) PyList_SET_ITEM(result, i, Py_NewRef((PyObject *)aout[i]));
+done:
+    for (int i = 0; i < NN_MAX_ARRAYS; i++) {
+        Py_XDECREF(ain[i]);
+        Py_XDECREF(aout[i]);
+    }
+    Py_XDECREF(ta);
+    Py_XDECREF(xa);
+    return result;
+}
+
+/* called from exec_module */
+static int unet_register(PyObject *m)
+{
+    if (PyType_Ready(&UNetType) < 0) return -1;
+    return PyModule_AddObjectRef(m, "UNet", (PyObject *)&UNetType);
+}
+
 static PyMethodDef methods[] = {
     {"randn", mod_randn, METH_VARARGS, "randn(seed, n, dim, stream, first=0) -> float32 (n, dim)"},
     {"philox4x32", mod_philox, METH_VARARGS, "philox4x32((c0,c1,c2,c3), (k0,k1)) -> 4 uint32"},
@@ -1120,6 +1572,11 @@ static PyMethodDef methods[] = {
     {"devices", mod_devices, METH_NOARGS, "devices() -> list of dicts: the CPU, then Vulkan devices or why none"},
     {"vk_op", mod_vk_op, METH_VARARGS, "vk_op(device, op, arrays, scalars): one backend op on a backend (tests)"},
     {"vk_copy_bench", mod_vk_copy_bench, METH_VARARGS, "vk_copy_bench(device, bytes, repeats) -> seconds per copy"},
+    {"unet_param_count", mod_unet_param_count, METH_VARARGS, "unet_param_count(config) -> int"},
+    {"unet_new", mod_unet_new, METH_VARARGS, "unet_new(config, params, device=-1) -> UNet"},
+    {"unet_forward", mod_unet_forward, METH_VARARGS, "unet_forward(unet, x, t, labels) -> out"},
+    {"nn_op", mod_nn_op, METH_VARARGS, "nn_op(device, op, inputs, outputs, ints, floats, t, index) (tests)"},
+    {"unet_plan_bytes", mod_unet_plan_bytes, METH_VARARGS, "unet_plan_bytes(unet) -> int"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1128,6 +1585,7 @@ static int exec_module(PyObject *m)
     if (PyArray_ImportNumPyAPI() < 0) return -1;
     if (PyType_Ready(&StateType) < 0) return -1;
     if (PyModule_AddObjectRef(m, "GuideState", (PyObject *)&StateType) < 0) return -1;
+    if (unet_register(m) < 0) return -1;
     return 0;
 }
 

@@ -1,0 +1,206 @@
+"""The UNet on a Vulkan device (lavapipe here): the nn.h ops of nn_vk.c against the CPU ops of
+nn_cpu.c on random inputs of odd sizes, the whole forward against diffusers' own forward for every
+configuration of tests/test_unet.py, and sampling runs on the device against the CPU backend and
+diffusers' DDIM loop.
+
+Metric: max|a - b| / max|b| over the whole output. Bounds: 1e-5 per op (float32 sums in another
+order), 1e-3 for a forward (issue 4), 1e-3 for sampling."""
+import numpy as np
+import pytest
+
+import ccfg
+from ccfg import _core
+from ccfg.models import UNet
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("diffusers")
+from diffusers import DDIMScheduler  # noqa: E402
+
+# the fixtures and helpers of the CPU tests: same configurations, same weights
+from test_unet import (CONFIGS, ddim_loop, diffusers_forward, inputs, rel_err,  # noqa: E402,F401
+                       saved, torch_one_thread)
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+VK = [d for d in _core.devices() if d["backend"] == "vulkan" and "index" in d]
+WHY = next((d["note"] for d in _core.devices() if d["backend"] == "vulkan" and "note" in d), "")
+DEV = VK[0]["index"] if VK else 0
+needs_vk = pytest.mark.skipif(not VK, reason=f"no Vulkan device: {WHY}")
+
+OP_TOL = 1e-5
+FORWARD_TOL = 1e-3
+SAMPLING_TOL = 1e-3
+
+
+def rnd(rng, *shape):
+    return rng.standard_normal(shape).astype(np.float32).ravel()
+
+
+def both(op, inputs, outputs, ints, floats=(), t=None, index=None):
+    """(Vulkan result, CPU result) of one nn op, each a list of the output arrays"""
+    vk = _core.nn_op(DEV, op, inputs, outputs, tuple(ints), tuple(floats), t, index)
+    cpu = _core.nn_op(-1, op, inputs, outputs, tuple(ints), tuple(floats), t, index)
+    return vk, cpu
+
+
+def check(op, inputs, outputs, ints, floats=(), t=None, index=None, tol=OP_TOL):
+    vk, cpu = both(op, inputs, outputs, ints, floats, t, index)
+    for a, b, init in zip(vk, cpu, outputs):
+        # a test that cannot fail is a defect: the op must have written something
+        assert not np.array_equal(b, init), f"{op}: the CPU op left its output unchanged"
+        assert np.all(np.isfinite(a)), op
+        err = rel_err(a, b)
+        assert err <= tol, f"{op}: {err:.3g}"
+    return vk, cpu
+
+
+# --------------------------------------------------------------------------- op by op
+
+@needs_vk
+@pytest.mark.parametrize("k,stride,pad0,pad1", [(3, 1, 1, 1), (1, 1, 0, 0), (3, 2, 1, 1),
+                                                (3, 2, 0, 1), (2, 1, 0, 1)])
+@pytest.mark.parametrize("bias,accumulate", [(True, False), (False, True)])
+def test_conv2d(k, stride, pad0, pad1, bias, accumulate):
+    rng = np.random.default_rng(k * 100 + stride * 10 + pad0)
+    batch, cin, h, w, cout = 3, 5, 9, 7, 11
+    ho, wo = (h + pad0 + pad1 - k) // stride + 1, (w + pad0 + pad1 - k) // stride + 1
+    x, wt = rnd(rng, cin, batch, h, w), rnd(rng, cout, cin, k, k)
+    b = rnd(rng, cout) if bias else None
+    y0 = rnd(rng, cout, batch, ho, wo)
+    check("conv2d", [x, wt, b], [y0], (batch, cin, h, w, cout, k, stride, pad0, pad1, accumulate))
+
+
+@needs_vk
+@pytest.mark.parametrize("in_bias,film,silu", [(False, False, False), (True, False, True),
+                                               (False, True, True), (True, True, False)])
+def test_group_norm(in_bias, film, silu):
+    rng = np.random.default_rng(int(in_bias) + 2 * int(film) + 4 * int(silu))
+    batch, c, hw, groups = 3, 12, 35, 4
+    x = 3.0 * rnd(rng, c, batch, hw) + 1.5        # an offset: the variance is not trivial
+    ib = rnd(rng, batch, c) if in_bias else None
+    fl = 0.3 * rnd(rng, batch, 2 * c) if film else None
+    check("group_norm", [x, ib, rnd(rng, c), rnd(rng, c), fl],
+          [np.zeros(c * batch * hw, np.float32)], (batch, c, hw, groups, silu), (1e-5,))
+
+
+@needs_vk
+@pytest.mark.parametrize("silu_in,bias", [(False, True), (True, True), (True, False)])
+def test_linear(silu_in, bias):
+    rng = np.random.default_rng(7 + silu_in)
+    rows, n_in, n_out = 5, 37, 23
+    b = rnd(rng, n_out) if bias else None
+    check("linear", [rnd(rng, rows, n_in), rnd(rng, n_out, n_in), b],
+          [np.zeros(rows * n_out, np.float32)], (rows, n_in, n_out, silu_in))
+
+
+@needs_vk
+@pytest.mark.parametrize("dim,flip,shift", [(32, True, 0.0), (33, False, 1.0)])
+def test_timestep_embedding(dim, flip, shift):
+    t = np.array([0.0, 1.0, 999.0, 37.5])
+    check("timestep_embedding", [], [np.zeros(4 * dim, np.float32)], (4, dim, flip), (shift,), t=t)
+
+
+@needs_vk
+def test_embedding_add():
+    rng = np.random.default_rng(3)
+    batch, dim, classes = 4, 19, 5
+    index = np.array([4, 0, 2, 4], np.int32)
+    check("embedding_add", [rnd(rng, classes, dim)], [rnd(rng, batch, dim)], (batch, dim),
+          index=index)
+
+
+@needs_vk
+@pytest.mark.parametrize("heads,head_dim,hw", [(1, 24, 15), (3, 8, 16), (2, 5, 1)])
+def test_attention(heads, head_dim, hw):
+    rng = np.random.default_rng(heads * 10 + hw)
+    batch = 3
+    qkv = 2.0 * rnd(rng, 3 * heads * head_dim, batch, hw)     # peaked softmax rows too
+    check("attention", [qkv], [np.zeros(heads * head_dim * batch * hw, np.float32)],
+          (batch, hw, heads, head_dim))
+
+
+@needs_vk
+def test_elementwise_and_layout_ops():
+    rng = np.random.default_rng(5)
+    batch, c, h, w = 3, 5, 7, 9
+    n = batch * c * h * w
+    x = rnd(rng, n)
+    check("silu", [x], [np.zeros(n, np.float32)], (n,))
+    check("copy", [x], [np.zeros(n, np.float32)], (n,))
+    check("scale", [], [x], (n,), (-0.7,))
+    check("upsample_nearest2x", [x], [np.zeros(4 * n, np.float32)], (batch, c, h, w))
+    check("nchw_to_cnhw", [x], [np.zeros(n, np.float32)], (batch, c, h * w), (2.0, -1.0))
+    check("cnhw_to_nchw", [x], [np.zeros(n, np.float32)], (batch, c, h * w))
+
+
+@needs_vk
+def test_op_errors_are_clear():
+    with pytest.raises(ValueError, match="head"):
+        _core.nn_op(DEV, "attention", [np.zeros(3 * 300 * 2, np.float32)],
+                    [np.zeros(300 * 2, np.float32)], (1, 2, 1, 300), (), None, None)
+    with pytest.raises(ValueError, match="groups"):
+        _core.nn_op(DEV, "group_norm", [np.zeros(10, np.float32), None, np.zeros(5, np.float32),
+                                        np.zeros(5, np.float32), None],
+                    [np.zeros(10, np.float32)], (1, 5, 2, 2, 0), (1e-5,), None, None)
+    # an array too small for the sizes given: refused by the backend, not read out of bounds
+    with pytest.raises(RuntimeError, match="not memory of this device"):
+        _core.nn_op(DEV, "copy", [np.zeros(4, np.float32)], [np.zeros(8, np.float32)], (8,), (),
+                    None, None)
+
+
+# --------------------------------------------------------------------------- the whole model
+
+@needs_vk
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_forward_on_vulkan_matches_diffusers(saved, name):
+    m, folder = saved[name]
+    unet = UNet.from_pretrained(folder)
+    x, t, labels = inputs(CONFIGS[name])
+    ref = diffusers_forward(m, x, t, labels)
+    out = unet(x, t, labels, device=f"vulkan:{DEV}")
+    assert out.dtype == np.float32 and out.shape == ref.shape
+    assert rel_err(out, ref) <= FORWARD_TOL, name
+    # the CPU model is untouched by the device copy of the weights
+    assert rel_err(unet(x, t, labels), ref) <= 1e-4
+
+
+@needs_vk
+def test_ddim_on_vulkan_matches_diffusers_and_cpu(saved):
+    m, folder = saved["3_levels_attention"]
+    unet = UNet.from_pretrained(folder)
+    n, seed = 2, 7
+    x_T = ccfg.randn(seed, n, unet.shape)
+    kw = dict(guidance=None, sampler="ddim", steps=10, n=n, seed=seed, progress=False)
+    vk = ccfg.sample(unet, device=f"vulkan:{DEV}", **kw)
+    cpu = ccfg.sample(unet, device="cpu", **kw)
+    ref = ddim_loop(m, x_T, 10, DDIMScheduler(clip_sample=False).config)
+    assert rel_err(vk, ref) <= SAMPLING_TOL
+    assert rel_err(vk, cpu) <= SAMPLING_TOL
+
+
+@needs_vk
+def test_guided_sampling_on_vulkan_matches_cpu(saved):
+    """CCFG with a negative class: one forward of 3N rows per step (null, positive, negative)
+    with mixed labels, every step on the device"""
+    _, folder = saved["class_conditional"]
+    unet = UNet.from_pretrained(folder)
+    kw = dict(positive=1, negative=[2], guidance=ccfg.CCFG(scale=3.0), sampler="ddim", steps=4,
+              n=3, seed=11, progress=False, return_trajectory=True)
+    vk, traj_vk = ccfg.sample(unet, device=f"vulkan:{DEV}", **kw)
+    cpu, traj_cpu = ccfg.sample(unet, device="cpu", **kw)
+    assert rel_err(vk, cpu) <= SAMPLING_TOL
+    assert rel_err(traj_vk, traj_cpu) <= SAMPLING_TOL
+    assert not np.allclose(traj_cpu[0], traj_cpu[-1])
+
+
+def test_auto_device_and_errors(saved):
+    _, folder = saved["tiny_1_level"]
+    unet = UNet.from_pretrained(folder)
+    x = ccfg.sample(unet, steps=2, n=2, progress=False, device="auto")
+    assert x.shape == (2,) + unet.shape and np.all(np.isfinite(x))
+    with pytest.raises(ValueError, match="device"):
+        ccfg.sample(unet, steps=2, n=2, progress=False, device="vulkan:99")
+    with pytest.raises(ValueError, match="device"):
+        unet(np.zeros((1,) + unet.shape, np.float32), 1, device="vulkan:99")
+    with pytest.raises(TypeError, match="device"):
+        unet(np.zeros((1,) + unet.shape, np.float32), 1, device=3)
