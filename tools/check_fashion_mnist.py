@@ -80,13 +80,17 @@ def main(argv=None):
     p.add_argument("--model", default=os.path.join(ROOT, "ccfg", "weights", "fashion-mnist"))
     p.add_argument("--classifier", default=os.path.join(ROOT, "ccfg", "weights", "classifier"))
     p.add_argument("--docs", default=os.path.join(ROOT, "docs"))
+    p.add_argument("--clip", action="store_true",
+                   help="clip the predicted x0 to [-1, 1] (diffusers clip_sample; ccfg's samplers "
+                        "do not do this, so the shipped config leaves it off)")
     p.add_argument("--no-docs", action="store_true", help="print only")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
     unet = UNet2DModel.from_pretrained(os.path.join(args.model, "unet"),
                                        torch_dtype=torch.float32).eval()
-    scheduler = DDIMScheduler.from_pretrained(os.path.join(args.model, "scheduler"))
+    scheduler = DDIMScheduler.from_pretrained(os.path.join(args.model, "scheduler"),
+                                              clip_sample=args.clip)
     clf, _ = train_classifier.load(args.classifier)
 
     names = data.concepts()
@@ -104,7 +108,7 @@ def main(argv=None):
         per[name] = dict(inside=float(inside), histogram=hist.tolist())
     single = [per[c]["inside"] for c in data.CLASSES]
     groups = [per[g]["inside"] for g in data.GROUPS]
-    res = dict(scale=args.scale, ddim_steps=args.steps, samples_per_concept=args.n, seed=args.seed,
+    res = dict(scale=args.scale, ddim_steps=args.steps, clip_sample=args.clip, samples_per_concept=args.n, seed=args.seed,
                sampling_seconds=round(wall, 1), single_class_mean=float(np.mean(single)),
                group_mean=float(np.mean(groups)), group_min=float(np.min(groups)),
                single_gate=SINGLE_GATE, group_gate=GROUP_GATE, per_concept=per)
@@ -112,7 +116,7 @@ def main(argv=None):
     res["group_pass"] = res["group_min"] >= GROUP_GATE
 
     lines = [f"CFG w={args.scale:g}, DDIM {args.steps} steps (eta 0), {args.n} samples per concept, "
-             f"seed {args.seed}; torch+diffusers reference sampler, {wall:.0f} s on "
+             f"seed {args.seed}, clip_sample {args.clip}; torch+diffusers reference sampler, {wall:.0f} s on "
              f"{args.threads} threads.", "",
              "| concept | classes | in concept | predicted class histogram (0-9) |",
              "|---|---|---|---|"]
