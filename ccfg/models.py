@@ -19,7 +19,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-__all__ = ["GaussianMixture", "PythonModel", "load", "PRESETS"]
+__all__ = ["GaussianMixture", "PythonModel", "UNet", "load", "PRESETS"]
 
 _PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -572,3 +572,6 @@ def load(name):
         raise ValueError(f"name: unknown model {name!r}; known models: {sorted(PRESETS)}") \
             from None
     return factory()
+
+
+from .unet import UNet  # noqa: E402  (diffusers UNet2DModel in C; see ccfg/unet.py)

@@ -320,7 +320,11 @@ def sample(model, positive=None, negative=None, guidance=None, sampler="ddim", s
     condition; ``negative``: one or a list. ``device``: "auto" (a GPU if there is one and the model
     runs there, else the CPU), "cpu", "vulkan" or "vulkan:N". See docs/api.md for every argument."""
     shape = getattr(model, "shape", None)
-    if shape is None or not (hasattr(model, "_c_spec") or hasattr(model, "fn")):
+    native = hasattr(model, "_c_unet_sample")      # ccfg.models.UNet: the model runs in C too
+    if native and shape is None:
+        raise ValueError("model: the UNet's config has no sample_size; load it with "
+                         "UNet.from_pretrained(path, sample_size=...)")
+    if shape is None or not (native or hasattr(model, "_c_spec") or hasattr(model, "fn")):
         raise TypeError("model must be a ccfg model (GaussianMixture, PythonModel, ...), "
                         f"got {type(model).__name__}")
     shape = _shape(shape)
@@ -351,7 +355,9 @@ def sample(model, positive=None, negative=None, guidance=None, sampler="ddim", s
     else:
         x0 = _eps_array(x_T, "x_T", (n,) + shape)
     pos, neg_ids, values = _conditions(model, positive, negative)
-    if hasattr(model, "_c_spec"):
+    if native:
+        kind, cmodel = 2, None
+    elif hasattr(model, "_c_spec"):
         kind, cmodel = 0, model._c_spec()
     else:
         kind, cmodel = 1, _python_model(model, shape, values)
@@ -365,9 +371,16 @@ def sample(model, positive=None, negative=None, guidance=None, sampler="ddim", s
     else:
         raise TypeError("progress must be a bool or a callable(step, steps)")
 
-    res = _core.sample(kind, cmodel, PREDICTIONS[pred], _python_rule_spec(rule, (n,) + shape),
-                       cfg._spec(sampler, steps, eta, karras), pos, neg_ids, seed, 0, _flat(x0),
-                       bool(return_trajectory), prog, dev)
+    if native:
+        if dev != -1:    # the UNet's layers exist on the CPU only (csrc/nn_cpu.c)
+            raise ValueError(f"device: a UNet runs on the CPU only, got {device!r}")
+        res = model._c_unet_sample(PREDICTIONS[pred], _python_rule_spec(rule, (n,) + shape),
+                                   cfg._spec(sampler, steps, eta, karras), pos, neg_ids, seed, 0,
+                                   _flat(x0), bool(return_trajectory), prog)
+    else:
+        res = _core.sample(kind, cmodel, PREDICTIONS[pred], _python_rule_spec(rule, (n,) + shape),
+                           cfg._spec(sampler, steps, eta, karras), pos, neg_ids, seed, 0,
+                           _flat(x0), bool(return_trajectory), prog, dev)
     if return_trajectory:
         x, traj = res
         return x.reshape((n,) + shape), traj.reshape((traj.shape[0], n) + shape)

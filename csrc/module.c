@@ -1105,6 +1105,280 @@ static PyObject *mod_vk_copy_bench(PyObject *self, PyObject *args)
     return PyFloat_FromDouble(sec);
 }
 
+/* ------------------------------------------------------------------------- */
+/* UNet2DModel (csrc/unet.h): ccfg/unet.py reads the files and checks names and shapes; this block
+ * owns the C model, runs its forward and the sampling loop with the GIL released. A lock per
+ * model serialises callers from several Python threads (the plan's buffers are shared). */
+#include "unet.h"
+
+typedef struct {
+    PyObject_HEAD
+    ccfg_unet *u;
+    PyThread_type_lock lock;
+} UNetObject;
+
+static void unet_dealloc(UNetObject *self)
+{
+    ccfg_unet_free(self->u);
+    if (self->lock) PyThread_free_lock(self->lock);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyTypeObject UNetType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "ccfg._core.UNet",
+    .tp_basicsize = sizeof(UNetObject),
+    .tp_dealloc = (destructor)unet_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "a UNet2DModel in C (made by ccfg.models.UNet)",
+};
+
+static int cfg_int(PyObject *d, const char *key, int *out)
+{
+    PyObject *v = PyDict_GetItemString(d, key);
+    if (!v) {
+        PyErr_Format(PyExc_ValueError, "unet config lacks %s", key);
+        return -1;
+    }
+    long x = PyLong_AsLong(v);
+    if (x == -1 && PyErr_Occurred()) return -1;
+    *out = (int)x;
+    return 0;
+}
+
+static int cfg_float(PyObject *d, const char *key, float *out)
+{
+    PyObject *v = PyDict_GetItemString(d, key);
+    if (!v) {
+        PyErr_Format(PyExc_ValueError, "unet config lacks %s", key);
+        return -1;
+    }
+    double x = PyFloat_AsDouble(v);
+    if (x == -1.0 && PyErr_Occurred()) return -1;
+    *out = (float)x;
+    return 0;
+}
+
+static int cfg_ints(PyObject *d, const char *key, int n, int *out)
+{
+    PyObject *v = PyDict_GetItemString(d, key);
+    if (!v || !PyTuple_Check(v) || PyTuple_GET_SIZE(v) != n) {
+        PyErr_Format(PyExc_ValueError, "unet config: %s must be a tuple of %d ints", key, n);
+        return -1;
+    }
+    for (int i = 0; i < n; i++) {
+        long x = PyLong_AsLong(PyTuple_GET_ITEM(v, i));
+        if (x == -1 && PyErr_Occurred()) return -1;
+        out[i] = (int)x;
+    }
+    return 0;
+}
+
+/* the dict built by ccfg/unet.py (_c_config) -> ccfg_unet_config */
+static int parse_unet_config(PyObject *d, ccfg_unet_config *c)
+{
+    memset(c, 0, sizeof *c);
+    if (!PyDict_Check(d)) {
+        PyErr_SetString(PyExc_TypeError, "unet config must be a dict");
+        return -1;
+    }
+    if (cfg_int(d, "levels", &c->levels)) return -1;
+    if (c->levels < 1 || c->levels > CCFG_UNET_MAX_LEVELS) {
+        PyErr_Format(PyExc_ValueError, "block_out_channels: 1 to %d levels supported",
+                     CCFG_UNET_MAX_LEVELS);
+        return -1;
+    }
+    if (cfg_int(d, "in_channels", &c->in_channels) || cfg_int(d, "out_channels", &c->out_channels) ||
+        cfg_ints(d, "channels", c->levels, c->channels) ||
+        cfg_ints(d, "down_attention", c->levels, c->down_attention) ||
+        cfg_ints(d, "up_attention", c->levels, c->up_attention) ||
+        cfg_int(d, "layers_per_block", &c->layers_per_block) ||
+        cfg_int(d, "mid_block", &c->mid_block) || cfg_int(d, "mid_attention", &c->mid_attention) ||
+        cfg_int(d, "mid_attention_groups", &c->mid_attention_groups) ||
+        cfg_int(d, "norm_groups", &c->norm_groups) || cfg_float(d, "norm_eps", &c->norm_eps) ||
+        cfg_int(d, "head_dim", &c->head_dim) || cfg_int(d, "time_embed_dim", &c->time_embed_dim) ||
+        cfg_int(d, "flip_sin_to_cos", &c->flip_sin_to_cos) ||
+        cfg_float(d, "freq_shift", &c->freq_shift) || cfg_int(d, "scale_shift", &c->scale_shift) ||
+        cfg_int(d, "downsample_padding", &c->downsample_padding) ||
+        cfg_int(d, "center_input_sample", &c->center_input_sample) ||
+        cfg_int(d, "num_class_embeds", &c->num_class_embeds) ||
+        cfg_float(d, "mid_block_scale_factor", &c->mid_block_scale_factor))
+        return -1;
+    return 0;
+}
+
+static PyObject *mod_unet_param_count(PyObject *self, PyObject *args)
+{
+    PyObject *d;
+    ccfg_unet_config c;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "O", &d) || parse_unet_config(d, &c)) return NULL;
+    int64_t n = ccfg_unet_param_count(&c);
+    if (n == 0) return raise_status(CCFG_EINVAL);
+    return PyLong_FromLongLong(n);
+}
+
+/* unet_new(config dict, params float32 1-D) -> UNet */
+static PyObject *mod_unet_new(PyObject *self, PyObject *args)
+{
+    PyObject *d, *po;
+    ccfg_unet_config c;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OO", &d, &po) || parse_unet_config(d, &c)) return NULL;
+    PyArrayObject *params = as_array(po, NPY_FLOAT32, 1, NULL, "params");
+    if (!params) return NULL;
+    UNetObject *obj = PyObject_New(UNetObject, &UNetType);
+    if (!obj) {
+        Py_DECREF(params);
+        return NULL;
+    }
+    obj->u = NULL;
+    obj->lock = PyThread_allocate_lock();
+    if (!obj->lock) {
+        Py_DECREF(params);
+        Py_DECREF(obj);
+        return PyErr_NoMemory();
+    }
+    int status = ccfg_unet_create(&c, f32(params), PyArray_DIM(params, 0), ccfg_nn_ops_cpu(), &obj->u);
+    Py_DECREF(params);
+    if (status) {
+        Py_DECREF(obj);
+        return raise_status(status);
+    }
+    return (PyObject *)obj;
+}
+
+/* unet_forward(unet, x float32 (B, C, H, W), t float64 (B,), labels int32 (B,) or None) */
+static PyObject *mod_unet_forward(PyObject *self, PyObject *args)
+{
+    UNetObject *obj;
+    PyObject *xo, *to, *lo, *out = NULL;
+    PyArrayObject *x = NULL, *t = NULL, *lab = NULL;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "O!OOO", &UNetType, &obj, &xo, &to, &lo)) return NULL;
+    const ccfg_unet_config *c = ccfg_unet_get_config(obj->u);
+    npy_intp sx[4] = {-1, c->in_channels, -1, -1};
+    if (!(x = as_array(xo, NPY_FLOAT32, 4, sx, "sample"))) goto done;
+    npy_intp sb[1] = {PyArray_DIM(x, 0)};
+    if (!(t = as_array(to, NPY_FLOAT64, 1, sb, "timestep"))) goto done;
+    if (lo != Py_None && !(lab = as_array(lo, NPY_INT32, 1, sb, "class_labels"))) goto done;
+    npy_intp so[4] = {sb[0], c->out_channels, PyArray_DIM(x, 2), PyArray_DIM(x, 3)};
+    if (!(out = PyArray_SimpleNew(4, so, NPY_FLOAT32))) goto done;
+    int status = CCFG_OK;
+    if (sb[0] > 0) {
+        Py_BEGIN_ALLOW_THREADS
+        PyThread_acquire_lock(obj->lock, WAIT_LOCK);
+        status = ccfg_unet_forward(obj->u, sb[0], (int)so[2], (int)so[3], f32(x),
+                                   (const double *)PyArray_DATA(t),
+                                   lab ? (const int32_t *)PyArray_DATA(lab) : NULL,
+                                   f32((PyArrayObject *)out));
+        PyThread_release_lock(obj->lock);
+        Py_END_ALLOW_THREADS
+    }
+    if (status) {
+        Py_CLEAR(out);
+        raise_status(status);
+    }
+done:
+    Py_XDECREF(x);
+    Py_XDECREF(t);
+    Py_XDECREF(lab);
+    return out;
+}
+
+static PyObject *mod_unet_plan_bytes(PyObject *self, PyObject *args)
+{
+    UNetObject *obj;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "O!", &UNetType, &obj)) return NULL;
+    return PyLong_FromLongLong(ccfg_unet_plan_bytes(obj->u));
+}
+
+/* unet_sample(unet, h, w, null_class, class_of int32 (K,), prediction_type, rule_spec,
+ *             sampler_spec, positive, negatives, seed, first, x_T, want_trajectory, progress)
+ * -> x or (x, trajectory): ccfg.sample with the UNet as the model, run entirely in C.
+ * Condition id c -> class class_of[c]; CCFG_UNCOND -> null_class (-1: no class input). */
+static PyObject *mod_unet_sample(PyObject *self, PyObject *args)
+{
+    UNetObject *obj;
+    PyObject *co, *rspec, *sspec, *negs_obj, *xo, *prog, *pyfn, *result = NULL;
+    PyObject *xout = NULL, *traj = NULL;
+    int h, w, null_class, pred, positive, want_traj, n_neg = 0, status = CCFG_OK;
+    unsigned long long seed;
+    long long first;
+    ccfg_rule rule;
+    sampler_args sa = {0};
+    ccfg_plan plan;
+    ccfg_unet_model um;
+    int32_t neg_ids[MAXNEG];
+    PyArrayObject *x = NULL, *class_of = NULL;
+    memset(&plan, 0, sizeof plan);
+    memset(&um, 0, sizeof um);
+    (void)self;
+    if (!PyArg_ParseTuple(args, "O!iiiOiO!O!iOKLOpO", &UNetType, &obj, &h, &w, &null_class, &co,
+                          &pred, &PyTuple_Type, &rspec, &PyTuple_Type, &sspec, &positive,
+                          &negs_obj, &seed, &first, &xo, &want_traj, &prog))
+        return NULL;
+    if (parse_rule(rspec, &rule, &pyfn) || parse_sampler(sspec, &sa)) goto done;
+    rule.custom = python_rule;
+    rule.custom_ctx = pyfn;
+    if (!(class_of = as_array(co, NPY_INT32, 1, NULL, "class_of"))) goto done;
+    if (!PyTuple_Check(negs_obj) || PyTuple_GET_SIZE(negs_obj) > MAXNEG) {
+        PyErr_Format(PyExc_ValueError, "negative: at most %d negatives", MAXNEG);
+        goto done;
+    }
+    n_neg = (int)PyTuple_GET_SIZE(negs_obj);
+    for (int j = 0; j < n_neg; j++) {
+        neg_ids[j] = (int32_t)PyLong_AsLong(PyTuple_GET_ITEM(negs_obj, j));
+        if (PyErr_Occurred()) goto done;
+    }
+    if (!(x = as_array(xo, NPY_FLOAT32, 2, NULL, "x_T"))) goto done;
+    int64_t n = PyArray_DIM(x, 0), dim = PyArray_DIM(x, 1);
+    if (!(xout = PyArray_NewCopy(x, NPY_CORDER))) goto done;
+    if ((status = ccfg_plan_init(&plan, &sa.cfg))) goto fail;
+    if (want_traj) {
+        npy_intp sh[3] = {plan.steps + 1, (npy_intp)n, (npy_intp)dim};
+        if (!(traj = PyArray_SimpleNew(3, sh, NPY_FLOAT32))) goto done;
+    }
+    ccfg_model model = {.eval = ccfg_unet_model_eval, .ctx = &um, .prediction_type = pred};
+    ccfg_guided_model gm = {.model = &model, .rule = &rule, .positive = positive,
+                            .n_neg = n_neg, .negatives = neg_ids};
+    progress_ctx pc = {prog};
+    Py_BEGIN_ALLOW_THREADS
+    PyThread_acquire_lock(obj->lock, WAIT_LOCK);
+    /* the activations are planned here, once, for the largest stacked batch of the loop */
+    status = ccfg_unet_model_init(&um, obj->u, h, w, null_class, (int)PyArray_DIM(class_of, 0),
+                                  (const int32_t *)PyArray_DATA(class_of), (2 + (int64_t)n_neg) * n);
+    if (!status)
+        status = ccfg_sample(ccfg_backend_cpu(), &gm, &plan, &sa.cfg, n, dim, seed, first,
+                             f32((PyArrayObject *)xout), traj ? f32((PyArrayObject *)traj) : NULL,
+                             python_progress, &pc);
+    ccfg_unet_model_free(&um);
+    PyThread_release_lock(obj->lock);
+    Py_END_ALLOW_THREADS
+fail:
+    if (status) {
+        raise_status(status);
+        goto done;
+    }
+    result = traj ? PyTuple_Pack(2, xout, traj) : Py_NewRef(xout);
+done:
+    ccfg_plan_free(&plan);
+    Py_XDECREF(sa.betas);
+    Py_XDECREF(class_of);
+    Py_XDECREF(x);
+    Py_XDECREF(xout);
+    Py_XDECREF(traj);
+    return result;
+}
+
+/* called from exec_module */
+static int unet_register(PyObject *m)
+{
+    if (PyType_Ready(&UNetType) < 0) return -1;
+    return PyModule_AddObjectRef(m, "UNet", (PyObject *)&UNetType);
+}
+
 static PyMethodDef methods[] = {
     {"randn", mod_randn, METH_VARARGS, "randn(seed, n, dim, stream, first=0) -> float32 (n, dim)"},
     {"philox4x32", mod_philox, METH_VARARGS, "philox4x32((c0,c1,c2,c3), (k0,k1)) -> 4 uint32"},
@@ -1120,6 +1394,11 @@ static PyMethodDef methods[] = {
     {"devices", mod_devices, METH_NOARGS, "devices() -> list of dicts: the CPU, then Vulkan devices or why none"},
     {"vk_op", mod_vk_op, METH_VARARGS, "vk_op(device, op, arrays, scalars): one backend op on a backend (tests)"},
     {"vk_copy_bench", mod_vk_copy_bench, METH_VARARGS, "vk_copy_bench(device, bytes, repeats) -> seconds per copy"},
+    {"unet_param_count", mod_unet_param_count, METH_VARARGS, "unet_param_count(config) -> int"},
+    {"unet_new", mod_unet_new, METH_VARARGS, "unet_new(config, params) -> UNet"},
+    {"unet_forward", mod_unet_forward, METH_VARARGS, "unet_forward(unet, x, t, labels) -> out"},
+    {"unet_plan_bytes", mod_unet_plan_bytes, METH_VARARGS, "unet_plan_bytes(unet) -> int"},
+    {"unet_sample", mod_unet_sample, METH_VARARGS, "ccfg.sample with a UNet (see ccfg/unet.py)"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1128,6 +1407,7 @@ static int exec_module(PyObject *m)
     if (PyArray_ImportNumPyAPI() < 0) return -1;
     if (PyType_Ready(&StateType) < 0) return -1;
     if (PyModule_AddObjectRef(m, "GuideState", (PyObject *)&StateType) < 0) return -1;
+    if (unet_register(m) < 0) return -1;
     return 0;
 }
 

@@ -1,0 +1,516 @@
+"""diffusers' ``UNet2DModel`` run natively by ccfg's C core (csrc/unet.c), loaded from a diffusers
+folder with ccfg's own safetensors reader: no torch at run time.
+
+    unet = ccfg.models.UNet.from_pretrained("path/to/pipeline")      # or its unet/ subfolder
+    eps = unet(x, t, class_labels)                                    # diffusers' forward
+    x = ccfg.sample(unet, positive=3, negative=5, guidance=ccfg.CCFG(scale=3))
+
+Here the config is checked (an unsupported value raises ``ValueError`` naming the field), every
+tensor's name and shape is checked against what the config implies (legacy attention names
+``query/key/value/proj_attn`` are accepted), and the weights are handed to C as one float32 vector
+in the order ``_param_layout`` lists (the order csrc/unet.c walks).
+"""
+from __future__ import annotations
+
+import json
+import numbers
+import os
+import re
+
+import numpy as np
+
+from . import _core
+from . import safetensors as _st
+from .schedulers import SchedulerConfig
+
+__all__ = ["UNet"]
+
+WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
+CONFIG_NAME = "config.json"
+DOWN_TYPES = {"DownBlock2D": 0, "AttnDownBlock2D": 1}
+UP_TYPES = {"UpBlock2D": 0, "AttnUpBlock2D": 1}
+_LEGACY = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out.0"}
+_LEGACY_RE = re.compile(r"^(.*\.attentions\.\d+)\.(query|key|value|proj_attn)\.(weight|bias)$")
+
+
+def _is_int(v):
+    return isinstance(v, (numbers.Integral, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def _field_int(cfg, name, default, low=None):
+    v = cfg.get(name, default)
+    if not _is_int(v) or (low is not None and v < low):
+        raise ValueError(f"{name}: expected an integer{f' >= {low}' if low is not None else ''}, "
+                         f"got {v!r}")
+    return int(v)
+
+
+def _field_real(cfg, name, default):
+    v = cfg.get(name, default)
+    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not np.isfinite(v):
+        raise ValueError(f"{name}: expected a number, got {v!r}")
+    return float(v)
+
+
+def _field_choice(cfg, name, default, choices):
+    v = cfg.get(name, default)
+    if v not in choices:
+        raise ValueError(f"{name}: {v!r} is not supported; supported: {list(choices)}")
+    return v
+
+
+def _c_config(cfg):
+    """diffusers config dict -> the dict csrc/module.c turns into ccfg_unet_config."""
+    cls = cfg.get("_class_name", "UNet2DModel")
+    if cls != "UNet2DModel":
+        raise ValueError(f"_class_name: {cls!r} is not supported; supported: ['UNet2DModel']")
+    channels = cfg.get("block_out_channels", (224, 448, 672, 896))
+    if not isinstance(channels, (list, tuple)) or not channels or not all(
+            _is_int(c) and c >= 1 for c in channels):
+        raise ValueError(f"block_out_channels: expected a list of positive integers, got "
+                         f"{channels!r}")
+    if len(channels) > 8:
+        raise ValueError(f"block_out_channels: at most 8 levels supported, got {len(channels)}")
+    L = len(channels)
+    down = cfg.get("down_block_types", ("DownBlock2D",) + ("AttnDownBlock2D",) * 3)
+    up = cfg.get("up_block_types", ("AttnUpBlock2D",) * 3 + ("UpBlock2D",))
+    for name, types, known in (("down_block_types", down, DOWN_TYPES),
+                               ("up_block_types", up, UP_TYPES)):
+        if not isinstance(types, (list, tuple)) or len(types) != L:
+            raise ValueError(f"{name}: expected {L} block types (one per block_out_channels), "
+                             f"got {types!r}")
+        for t in types:
+            if t not in known:
+                raise ValueError(f"{name}: {t!r} is not supported; supported: {list(known)}")
+    mid = _field_choice(cfg, "mid_block_type", "UNetMidBlock2D", ("UNetMidBlock2D", None))
+    _field_choice(cfg, "time_embedding_type", "positional", ("positional",))
+    _field_choice(cfg, "act_fn", "silu", ("silu", "swish"))
+    _field_choice(cfg, "downsample_type", "conv", ("conv",))
+    _field_choice(cfg, "upsample_type", "conv", ("conv",))
+    _field_choice(cfg, "class_embed_type", None, (None,))
+    shift = _field_choice(cfg, "resnet_time_scale_shift", "default", ("default", "scale_shift"))
+    groups = _field_int(cfg, "norm_num_groups", 32, low=1)
+    head = cfg.get("attention_head_dim", 8)
+    if head is not None and (not _is_int(head) or head < 1):
+        raise ValueError(f"attention_head_dim: expected a positive integer or None, got {head!r}")
+    attn_groups = cfg.get("attn_norm_num_groups", None)
+    if attn_groups is not None and (not _is_int(attn_groups) or attn_groups < 1):
+        raise ValueError(f"attn_norm_num_groups: expected a positive integer or None, got "
+                         f"{attn_groups!r}")
+    if attn_groups is None:     # UNetMidBlock2D: no GroupNorm in its attention under scale_shift
+        attn_groups = groups if shift == "default" else 0
+    n_class = cfg.get("num_class_embeds", None)
+    if n_class is not None and (not _is_int(n_class) or n_class < 1):
+        raise ValueError(f"num_class_embeds: expected a positive integer or None, got {n_class!r}")
+    tdim = cfg.get("time_embedding_dim", None)
+    if tdim is not None and (not _is_int(tdim) or tdim < 1):
+        raise ValueError(f"time_embedding_dim: expected a positive integer or None, got {tdim!r}")
+    pad = _field_int(cfg, "downsample_padding", 1, low=0)
+    if pad > 1:
+        raise ValueError(f"downsample_padding: 0 or 1 supported, got {pad}")
+    eps = _field_real(cfg, "norm_eps", 1e-5)
+    if eps <= 0:
+        raise ValueError(f"norm_eps: expected a positive number, got {eps!r}")
+    mid_scale = _field_real(cfg, "mid_block_scale_factor", 1.0)
+    if mid_scale == 0:
+        raise ValueError("mid_block_scale_factor: must be nonzero")
+    c = {
+        "in_channels": _field_int(cfg, "in_channels", 3, low=1),
+        "out_channels": _field_int(cfg, "out_channels", 3, low=1),
+        "levels": L,
+        "channels": tuple(int(x) for x in channels),
+        "down_attention": tuple(DOWN_TYPES[t] for t in down),
+        "up_attention": tuple(UP_TYPES[t] for t in up),
+        "layers_per_block": _field_int(cfg, "layers_per_block", 2, low=1),
+        "mid_block": int(mid is not None),
+        "mid_attention": int(bool(cfg.get("add_attention", True))),
+        "mid_attention_groups": int(attn_groups),
+        "norm_groups": groups,
+        "norm_eps": eps,
+        "head_dim": 0 if head is None else int(head),
+        "time_embed_dim": int(tdim) if tdim is not None else 4 * int(channels[0]),
+        "flip_sin_to_cos": int(bool(cfg.get("flip_sin_to_cos", True))),
+        "freq_shift": _field_real(cfg, "freq_shift", 0),
+        "scale_shift": int(shift == "scale_shift"),
+        "downsample_padding": pad,
+        "center_input_sample": int(bool(cfg.get("center_input_sample", False))),
+        "num_class_embeds": 0 if n_class is None else int(n_class),
+        "mid_block_scale_factor": mid_scale,
+    }
+    _check_groups(c)
+    if c["freq_shift"] >= c["channels"][0] // 2:
+        raise ValueError(f"freq_shift: must be below half of block_out_channels[0], got "
+                         f"{c['freq_shift']}")
+    return c
+
+
+def _check_groups(c):
+    """GroupNorm needs groups dividing every normalised channel count (torch would refuse)."""
+    g, L, chs = c["norm_groups"], c["levels"], c["channels"]
+    counts = set(chs)
+    for i in range(L):
+        counts |= {_up_in(c, i, j) for j in range(c["layers_per_block"] + 1)}
+    for n in sorted(counts):
+        if n % g:
+            raise ValueError(f"norm_num_groups: {g} does not divide {n} channels "
+                             f"(block_out_channels {list(chs)})")
+    ag = c["mid_attention_groups"]
+    if c["mid_block"] and c["mid_attention"] and ag and chs[-1] % ag:
+        raise ValueError(f"attn_norm_num_groups: {ag} does not divide {chs[-1]} channels")
+    hd = c["head_dim"]
+    for i in range(L):
+        attn = c["down_attention"][i] or c["up_attention"][L - 1 - i] or (
+            i == L - 1 and c["mid_block"] and c["mid_attention"])
+        if attn and hd > chs[i]:
+            raise ValueError(f"attention_head_dim: {hd} exceeds the {chs[i]} channels of level {i}")
+
+
+def _up_in(c, i, j):
+    """Input channels of resnet j of up block i (diffusers' UNet2DModel.__init__ bookkeeping)."""
+    rev = c["channels"][::-1]
+    L = c["levels"]
+    out, prev, inp = rev[i], rev[max(i - 1, 0)], rev[min(i + 1, L - 1)]
+    skip = inp if j == c["layers_per_block"] else out
+    return (prev if j == 0 else out) + skip
+
+
+def _param_layout(c):
+    """[(names, shape)] in the order csrc/unet.c walks the parameters. ``names`` is one tensor
+    name, or for attention q/k/v three names whose tensors are stacked along axis 0."""
+    T, C0 = c["time_embed_dim"], c["channels"][0]
+    out = []
+
+    def conv(prefix, cin, cout, k):
+        out.append((prefix + ".weight", (cout, cin, k, k)))
+        out.append((prefix + ".bias", (cout,)))
+
+    def linear(prefix, cin, cout):
+        out.append((prefix + ".weight", (cout, cin)))
+        out.append((prefix + ".bias", (cout,)))
+
+    def norm(prefix, ch):
+        out.append((prefix + ".weight", (ch,)))
+        out.append((prefix + ".bias", (ch,)))
+
+    def resnet(prefix, cin, cout):
+        norm(prefix + ".norm1", cin)
+        conv(prefix + ".conv1", cin, cout, 3)
+        linear(prefix + ".time_emb_proj", T, 2 * cout if c["scale_shift"] else cout)
+        norm(prefix + ".norm2", cout)
+        conv(prefix + ".conv2", cout, cout, 3)
+        if cin != cout:
+            conv(prefix + ".conv_shortcut", cin, cout, 1)
+
+    def attention(prefix, ch, with_norm):
+        hd = c["head_dim"] or ch
+        inner = (ch // hd) * hd
+        if with_norm:
+            norm(prefix + ".group_norm", ch)
+        qkv = tuple(f"{prefix}.{k}" for k in ("to_q", "to_k", "to_v"))
+        out.append((tuple(n + ".weight" for n in qkv), (inner, ch)))
+        out.append((tuple(n + ".bias" for n in qkv), (inner,)))
+        linear(prefix + ".to_out.0", inner, ch)
+
+    L, lpb, chs = c["levels"], c["layers_per_block"], c["channels"]
+    conv("conv_in", c["in_channels"], C0, 3)
+    linear("time_embedding.linear_1", C0, T)
+    linear("time_embedding.linear_2", T, T)
+    if c["num_class_embeds"]:
+        out.append(("class_embedding.weight", (c["num_class_embeds"], T)))
+    for l in range(L):
+        for j in range(lpb):
+            cin = chs[max(l - 1, 0)] if j == 0 else chs[l]
+            resnet(f"down_blocks.{l}.resnets.{j}", cin, chs[l])
+            if c["down_attention"][l]:
+                attention(f"down_blocks.{l}.attentions.{j}", chs[l], True)
+        if l < L - 1:
+            conv(f"down_blocks.{l}.downsamplers.0.conv", chs[l], chs[l], 3)
+    if c["mid_block"]:
+        resnet("mid_block.resnets.0", chs[-1], chs[-1])
+        if c["mid_attention"]:
+            attention("mid_block.attentions.0", chs[-1], bool(c["mid_attention_groups"]))
+        resnet("mid_block.resnets.1", chs[-1], chs[-1])
+    for i in range(L):
+        ch = chs[L - 1 - i]
+        for j in range(lpb + 1):
+            resnet(f"up_blocks.{i}.resnets.{j}", _up_in(c, i, j), ch)
+            if c["up_attention"][i]:
+                attention(f"up_blocks.{i}.attentions.{j}", ch, True)
+        if i < L - 1:
+            conv(f"up_blocks.{i}.upsamplers.0.conv", ch, ch, 3)
+    norm("conv_norm_out", C0)
+    conv("conv_out", C0, c["out_channels"], 3)
+    return out
+
+
+def _rename_legacy(names):
+    """file name -> canonical name (legacy attention names mapped to to_q/to_k/to_v/to_out.0)."""
+    out = {}
+    for n in names:
+        m = _LEGACY_RE.match(n)
+        canon = f"{m.group(1)}.{_LEGACY[m.group(2)]}.{m.group(3)}" if m else n
+        if canon in out:
+            raise ValueError(f"tensor {n!r}: both {out[canon]!r} and {n!r} give {canon!r}")
+        out[canon] = n
+    return out
+
+
+def _flatten_params(c, tensors):
+    """The float32 parameter vector from name -> array (canonical or legacy names)."""
+    canon = _rename_legacy(tensors)
+    used, parts = set(), []
+
+    def get(name, shape):
+        if name not in canon:
+            raise ValueError(f"tensor {name!r} is missing from the weights")
+        a = tensors[canon[name]]
+        used.add(name)
+        if a.shape != shape:
+            # legacy checkpoints may store a linear layer as a 1x1 convolution
+            if len(shape) == 2 and a.shape == shape + (1, 1):
+                a = a.reshape(shape)
+            else:
+                raise ValueError(f"tensor {canon[name]!r}: shape {tuple(a.shape)} does not match "
+                                 f"the config, expected {shape}")
+        return np.asarray(a, dtype=np.float32).ravel()
+
+    for names, shape in _param_layout(c):
+        if isinstance(names, tuple):
+            parts.extend(get(n, shape) for n in names)
+        else:
+            parts.append(get(names, shape))
+    extra = sorted(set(canon) - used)
+    if extra:
+        raise ValueError(f"tensor {canon[extra[0]]!r} is not part of this UNet2DModel config "
+                         f"({len(extra)} unexpected tensor{'s' if len(extra) > 1 else ''})")
+    return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+
+
+def _find_folder(path):
+    """(model folder, scheduler_config.json or None) for a model folder or a pipeline folder."""
+    path = os.fspath(path)
+    if not os.path.isdir(path):
+        raise ValueError(f"path: {path!r} is not a folder")
+    if os.path.isfile(os.path.join(path, CONFIG_NAME)) and not os.path.isdir(
+            os.path.join(path, "unet")):
+        model = path
+        sched = os.path.join(os.path.dirname(os.path.abspath(path)), "scheduler",
+                             "scheduler_config.json")
+    elif os.path.isfile(os.path.join(path, "unet", CONFIG_NAME)):
+        model = os.path.join(path, "unet")
+        sched = os.path.join(path, "scheduler", "scheduler_config.json")
+    else:
+        raise ValueError(f"path: {path!r} holds neither {CONFIG_NAME} nor unet/{CONFIG_NAME}")
+    return model, (sched if os.path.isfile(sched) else None)
+
+
+def _load_weights(folder, variant=None):
+    base = WEIGHTS_NAME if variant is None else WEIGHTS_NAME.replace(
+        ".safetensors", f".{variant}.safetensors")
+    single = os.path.join(folder, base)
+    if os.path.isfile(single):
+        return _st.load(single)
+    index = single + ".index.json"
+    if os.path.isfile(index):
+        with open(index, encoding="utf-8") as f:
+            weight_map = json.load(f).get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise ValueError(f"{index}: weight_map missing")
+        out = {}
+        for shard in sorted(set(weight_map.values())):
+            names = [n for n, s in weight_map.items() if s == shard]
+            out.update(_st.load(os.path.join(folder, shard), names))
+        return out
+    raise ValueError(f"path: no {base} (nor its .index.json) in {folder!r}; ccfg reads "
+                     f"safetensors weights only")
+
+
+class UNet:
+    """A diffusers ``UNet2DModel`` running in ccfg's C core.
+
+    Build it with :meth:`from_pretrained` (or from a config dict and a name -> array dict).
+    ``unet(sample, timestep, class_labels=None)`` is diffusers' forward (raw model output, float32
+    NumPy). As a ccfg model: ``shape`` = (in_channels, H, W) from ``sample_size``,
+    ``prediction_type`` and ``scheduler`` from the scheduler config; conditions are class indices or
+    ``concepts`` names; the unconditional branch uses ``null_class`` (default: the last class when
+    the model has class embeddings, the usual "num_classes + 1" training convention).
+    """
+
+    def __init__(self, config, tensors, *, scheduler=None, null_class=None, concepts=None,
+                 sample_size=None, prediction_type=None):
+        if not isinstance(config, dict):
+            raise TypeError(f"config: expected a dict, got {type(config).__name__}")
+        self.config = dict(config)
+        self._c = _c_config(self.config)
+        params = _flatten_params(self._c, tensors)
+        self._handle = _core.unet_new(self._c, params)
+        self.num_parameters = int(params.size)
+
+        self.scheduler = None
+        if scheduler is not None:
+            self.scheduler = scheduler if isinstance(scheduler, SchedulerConfig) \
+                else SchedulerConfig.from_config(scheduler)
+        if prediction_type is None:
+            prediction_type = self.scheduler.prediction_type if self.scheduler else "epsilon"
+        if prediction_type not in ("epsilon", "v_prediction", "sample"):
+            raise ValueError(f"prediction_type: expected 'epsilon', 'v_prediction' or 'sample', "
+                             f"got {prediction_type!r}")
+        self.prediction_type = prediction_type
+
+        size = self.config.get("sample_size") if sample_size is None else sample_size
+        if size is None:
+            self.shape = None
+        else:
+            hw = (size, size) if _is_int(size) else tuple(size)
+            if len(hw) != 2 or not all(_is_int(s) and s >= 1 for s in hw):
+                raise ValueError(f"sample_size: expected an int or (height, width), got {size!r}")
+            div = 2 ** (self._c["levels"] - 1)
+            if hw[0] % div or hw[1] % div:
+                raise ValueError(f"sample_size: {hw} is not a multiple of {div} (2 to the number of "
+                                 f"downsamplings)")
+            self.shape = (self._c["in_channels"], int(hw[0]), int(hw[1]))
+        self.dim = None if self.shape is None else int(np.prod(self.shape))
+
+        k = self._c["num_class_embeds"]
+        self.num_class_embeds = k
+        if k:
+            null_class = k - 1 if null_class is None else null_class
+            if not _is_int(null_class) or not 0 <= null_class < k:
+                raise ValueError(f"null_class: expected a class index in [0, {k}), got "
+                                 f"{null_class!r}")
+            self.null_class = int(null_class)
+        else:
+            if null_class is not None:
+                raise ValueError("null_class: the model has no class embedding "
+                                 "(num_class_embeds is None)")
+            self.null_class = None
+        self.concepts = self._concept_table(concepts)
+        self.concept_names = list(self.concepts)
+
+    def _concept_table(self, concepts):
+        k = self.num_class_embeds
+        if concepts is None:
+            return {}
+        if not k:
+            raise ValueError("concepts: the model has no class embedding to map concepts to")
+        if isinstance(concepts, dict):
+            items = list(concepts.items())
+        elif isinstance(concepts, (list, tuple)):
+            items = [(name, i) for i, name in enumerate(concepts)]
+        else:
+            raise TypeError("concepts: expected a list of names (index = class) or a dict "
+                            "name -> class index")
+        table = {}
+        for name, idx in items:
+            if not isinstance(name, str):
+                raise TypeError(f"concepts: names must be strings, got {name!r}")
+            if not _is_int(idx) or not 0 <= idx < k:
+                raise ValueError(f"concepts[{name!r}]: class index {idx!r} outside [0, {k})")
+            table[name] = int(idx)
+        return table
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_pretrained(cls, path, *, variant=None, null_class=None, concepts=None,
+                        sample_size=None, scheduler=None):
+        """Load a diffusers ``UNet2DModel`` folder (``config.json`` +
+        ``diffusion_pytorch_model.safetensors``, F32/F16/BF16, sharded or not) or a pipeline folder
+        holding ``unet/``; a ``scheduler/scheduler_config.json`` next to it sets ``scheduler`` and
+        ``prediction_type`` (pass ``scheduler=`` to override)."""
+        folder, sched = _find_folder(path)
+        with open(os.path.join(folder, CONFIG_NAME), encoding="utf-8") as f:
+            try:
+                config = json.load(f)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{CONFIG_NAME}: not valid JSON ({exc})") from None
+        tensors = _load_weights(folder, variant)
+        if scheduler is None and sched is not None:
+            scheduler = SchedulerConfig.from_config(sched)
+        return cls(config, tensors, scheduler=scheduler, null_class=null_class, concepts=concepts,
+                   sample_size=sample_size)
+
+    # ------------------------------------------------------------------ forward
+    def __call__(self, sample, timestep, class_labels=None, device="cpu"):
+        """diffusers' ``UNet2DModel.forward(sample, timestep, class_labels).sample`` as float32
+        NumPy: ``sample`` (B, in_channels, H, W); ``timestep`` a number or one per sample."""
+        if device not in ("cpu", None):
+            raise ValueError(f"device: only 'cpu' runs the UNet for now, got {device!r}")
+        x = np.asarray(sample)
+        if x.dtype.kind not in "fiu":
+            raise TypeError(f"sample: expected a real array, got dtype {x.dtype}")
+        if x.ndim != 4 or x.shape[1] != self._c["in_channels"]:
+            raise ValueError(f"sample: expected shape (B, {self._c['in_channels']}, H, W), got "
+                             f"{x.shape}")
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if not np.all(np.isfinite(x)):
+            raise ValueError("sample: contains NaN or Inf")
+        B = x.shape[0]
+        t = np.asarray(timestep, dtype=np.float64)
+        if t.ndim == 0:
+            t = np.full(B, float(t))
+        elif t.shape == (1,):
+            t = np.full(B, float(t[0]))
+        elif t.shape != (B,):
+            raise ValueError(f"timestep: expected a number or {B} values, got shape {t.shape}")
+        labels = None
+        if self.num_class_embeds:
+            if class_labels is None:
+                raise ValueError("class_labels: the model is class-conditional (num_class_embeds "
+                                 f"= {self.num_class_embeds}); pass one label per sample")
+            labels = np.asarray(class_labels)
+            if labels.dtype.kind not in "iu":
+                raise TypeError(f"class_labels: expected integers, got dtype {labels.dtype}")
+            labels = np.broadcast_to(labels, (B,)) if labels.ndim == 0 else labels
+            if labels.shape != (B,):
+                raise ValueError(f"class_labels: expected {B} labels, got shape {labels.shape}")
+            if np.any((labels < 0) | (labels >= self.num_class_embeds)):
+                raise ValueError(f"class_labels: values must lie in [0, {self.num_class_embeds})")
+            labels = np.ascontiguousarray(labels, dtype=np.int32)
+        elif class_labels is not None:
+            raise ValueError("class_labels: the model has no class embedding")
+        return _core.unet_forward(self._handle, x, t, labels)
+
+    # ------------------------------------------------------------------ as a ccfg model
+    def _condition_id(self, value, argname):
+        """Class index of a concept name or class index (the condition id the C core receives)."""
+        k = self.num_class_embeds
+        if not k:
+            raise ValueError(f"{argname}: the model has no class embedding, so no conditions")
+        if isinstance(value, str):
+            if value not in self.concepts:
+                raise ValueError(f"{argname}: unknown concept {value!r}; known concepts: "
+                                 f"{self.concept_names}")
+            return self.concepts[value]
+        if _is_int(value):
+            if 0 <= int(value) < k:
+                return int(value)
+            raise ValueError(f"{argname}: class index {int(value)} outside [0, {k})")
+        raise TypeError(f"{argname}: expected a class index (int) or concept name (str), got "
+                        f"{type(value).__name__}")
+
+    def _c_unet_sample(self, pred, rule_spec, sampler_spec, pos, neg_ids, seed, first, x0,
+                       trajectory, progress):
+        """The sampling loop in C with this UNet (called by ccfg.sample)."""
+        if self.shape is None:
+            raise ValueError("sample_size: the model's config has none; pass "
+                             "from_pretrained(..., sample_size=)")
+        if self._c["in_channels"] != self._c["out_channels"]:
+            raise ValueError("the UNet's out_channels differ from in_channels: it cannot be "
+                             "sampled as a denoiser")
+        class_of = np.arange(self.num_class_embeds, dtype=np.int32)
+        null = -1 if self.null_class is None else self.null_class
+        return _core.unet_sample(self._handle, self.shape[1], self.shape[2], null, class_of, pred,
+                                 rule_spec, sampler_spec, pos, neg_ids, seed, first, x0,
+                                 trajectory, progress)
+
+    @property
+    def plan_bytes(self):
+        """Bytes of activations currently planned (for the last batch size and image size)."""
+        return _core.unet_plan_bytes(self._handle)
+
+    def __repr__(self):
+        c = self._c
+        return (f"UNet(channels={list(c['channels'])}, layers_per_block={c['layers_per_block']}, "
+                f"in={c['in_channels']}, out={c['out_channels']}, shape={self.shape}, "
+                f"classes={self.num_class_embeds or None}, prediction_type="
+                f"{self.prediction_type!r}, parameters={self.num_parameters})")

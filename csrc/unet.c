@@ -1,0 +1,701 @@
+/* unet.c — diffusers' UNet2DModel forward, written once over the nn.h op table.
+ *
+ * The structure follows diffusers' unet_2d.py / unet_2d_blocks.py / resnet.py:
+ *   conv_in -> down blocks (resnets [+ attention], conv downsample) -> mid block (resnet,
+ *   [attention], resnet) -> up blocks (skip concat, resnets [+ attention], nearest 2x + conv)
+ *   -> GroupNorm, SiLU, conv_out,
+ * with the time embedding (sinusoid, linear, SiLU, linear [+ class embedding]) fed to every resnet
+ * through its own linear layer (added before norm2, or FiLM after it with scale_shift).
+ * Activations are CNHW (nn.h). A batch runs in chunks of at most plan.chunk samples; every buffer
+ * is allocated by ccfg_unet_plan, none during a forward. */
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ccfg.h"
+#include "unet.h"
+
+/* a chunk holds about this many pixels (samples x h x w): large GEMMs, bounded memory */
+enum { CHUNK_PIXELS = 1 << 16 };
+
+typedef struct {
+    int cin, cout;
+    const float *w, *b;
+} conv_p;
+
+typedef struct {
+    int cin, cout, temb_out;            /* temb_out = cout, or 2 cout with scale_shift */
+    const float *norm1_w, *norm1_b;
+    conv_p conv1;
+    const float *temb_w, *temb_b;
+    const float *norm2_w, *norm2_b;
+    conv_p conv2;
+    conv_p shortcut;                    /* w == NULL: identity */
+    float out_scale;
+} resnet_p;
+
+typedef struct {
+    int c, heads, head_dim, groups;     /* groups 0: no GroupNorm */
+    const float *norm_w, *norm_b;
+    conv_p qkv;                         /* (3 * heads * head_dim, c): to_q, to_k, to_v stacked */
+    conv_p out;                         /* to_out.0: (c, heads * head_dim) */
+    float out_scale;
+} attn_p;
+
+typedef struct {
+    int64_t chunk;                      /* samples per chunk, 0 = no plan */
+    int h, w;
+    float *arena;
+    int64_t floats;
+    float *x, *y, *p, *q, *a, *cat, *qkv, *o, *conv_scratch, *attn_scratch;
+    int64_t conv_scratch_len, attn_scratch_len;
+    float *tfreq, *e1, *emb, *emb_act, *temb, *lin_scratch;
+    float **skip;                       /* n_skips pointers into the arena */
+} plan_t;
+
+struct ccfg_unet {
+    ccfg_unet_config cfg;
+    const ccfg_nn_ops *ops;
+    float *params;
+    int64_t n_params;
+    conv_p conv_in, conv_out;
+    const float *t1_w, *t1_b, *t2_w, *t2_b, *class_table;
+    resnet_p *down_res, *up_res, mid_res[2];
+    attn_p *down_attn, *up_attn, mid_attn;
+    conv_p down_conv[CCFG_UNET_MAX_LEVELS], up_conv[CCFG_UNET_MAX_LEVELS];
+    const float *out_norm_w, *out_norm_b;
+    int n_skips;
+    plan_t plan;
+};
+
+/* ------------------------------------------------------------------------- */
+/* parameter walk: the same traversal counts the parameters and assigns the pointers */
+
+typedef struct {
+    const float *base;                  /* NULL: count only */
+    int64_t off;
+} cursor;
+
+static const float *take(cursor *c, int64_t n)
+{
+    const float *p = c->base ? c->base + c->off : NULL;
+    c->off += n;
+    return p;
+}
+
+static conv_p walk_conv(cursor *c, int cin, int cout, int k)
+{
+    conv_p p = {cin, cout, NULL, NULL};
+    p.w = take(c, (int64_t)cout * cin * k * k);
+    p.b = take(c, cout);
+    return p;
+}
+
+static resnet_p walk_resnet(cursor *c, const ccfg_unet_config *cfg, int cin, int cout, float scale)
+{
+    resnet_p r;
+    memset(&r, 0, sizeof r);
+    r.cin = cin;
+    r.cout = cout;
+    r.temb_out = cfg->scale_shift ? 2 * cout : cout;
+    r.out_scale = scale;
+    r.norm1_w = take(c, cin);
+    r.norm1_b = take(c, cin);
+    r.conv1 = walk_conv(c, cin, cout, 3);
+    r.temb_w = take(c, (int64_t)r.temb_out * cfg->time_embed_dim);
+    r.temb_b = take(c, r.temb_out);
+    r.norm2_w = take(c, cout);
+    r.norm2_b = take(c, cout);
+    r.conv2 = walk_conv(c, cout, cout, 3);
+    if (cin != cout) r.shortcut = walk_conv(c, cin, cout, 1);
+    return r;
+}
+
+static attn_p walk_attn(cursor *c, const ccfg_unet_config *cfg, int ch, int groups, float scale)
+{
+    attn_p a;
+    memset(&a, 0, sizeof a);
+    a.c = ch;
+    a.head_dim = cfg->head_dim > 0 ? cfg->head_dim : ch;
+    a.heads = ch / a.head_dim;
+    a.groups = groups;
+    a.out_scale = scale;
+    if (groups) {
+        a.norm_w = take(c, ch);
+        a.norm_b = take(c, ch);
+    }
+    const int inner = a.heads * a.head_dim;
+    a.qkv = walk_conv(c, ch, 3 * inner, 1);
+    a.out = walk_conv(c, inner, ch, 1);
+    return a;
+}
+
+/* down level l, up block i: the channel bookkeeping of diffusers' UNet2DModel.__init__ */
+static int down_in(const ccfg_unet_config *cfg, int l) { return cfg->channels[l > 0 ? l - 1 : 0]; }
+
+static int rev(const ccfg_unet_config *cfg, int i) { return cfg->channels[cfg->levels - 1 - i]; }
+
+static int up_resnet_in(const ccfg_unet_config *cfg, int i, int j)
+{
+    const int L = cfg->levels, out = rev(cfg, i), prev = rev(cfg, i > 0 ? i - 1 : 0);
+    const int in = rev(cfg, i + 1 < L ? i + 1 : L - 1);
+    const int skip = j == cfg->layers_per_block ? in : out;
+    return (j == 0 ? prev : out) + skip;
+}
+
+static int64_t walk(ccfg_unet *u, const ccfg_unet_config *cfg, const float *base)
+{
+    cursor c = {base, 0};
+    const int L = cfg->levels, lpb = cfg->layers_per_block, T = cfg->time_embed_dim;
+    const int C0 = cfg->channels[0];
+    conv_p cv = walk_conv(&c, cfg->in_channels, C0, 3);
+    if (u) u->conv_in = cv;
+    const float *t1w = take(&c, (int64_t)T * C0), *t1b = take(&c, T);
+    const float *t2w = take(&c, (int64_t)T * T), *t2b = take(&c, T);
+    const float *ct = cfg->num_class_embeds ? take(&c, (int64_t)cfg->num_class_embeds * T) : NULL;
+    if (u) {
+        u->t1_w = t1w; u->t1_b = t1b; u->t2_w = t2w; u->t2_b = t2b; u->class_table = ct;
+    }
+    for (int l = 0; l < L; l++) {
+        const int out = cfg->channels[l];
+        for (int j = 0; j < lpb; j++) {
+            resnet_p r = walk_resnet(&c, cfg, j == 0 ? down_in(cfg, l) : out, out, 1.0f);
+            if (u) u->down_res[l * lpb + j] = r;
+            if (cfg->down_attention[l]) {
+                attn_p a = walk_attn(&c, cfg, out, cfg->norm_groups, 1.0f);
+                if (u) u->down_attn[l * lpb + j] = a;
+            }
+        }
+        if (l < L - 1) {
+            cv = walk_conv(&c, out, out, 3);
+            if (u) u->down_conv[l] = cv;
+        }
+    }
+    if (cfg->mid_block) {
+        const int ch = cfg->channels[L - 1];
+        const float s = cfg->mid_block_scale_factor;
+        resnet_p r0 = walk_resnet(&c, cfg, ch, ch, s);
+        attn_p a;
+        memset(&a, 0, sizeof a);
+        if (cfg->mid_attention) a = walk_attn(&c, cfg, ch, cfg->mid_attention_groups, s);
+        resnet_p r1 = walk_resnet(&c, cfg, ch, ch, s);
+        if (u) {
+            u->mid_res[0] = r0;
+            u->mid_attn = a;
+            u->mid_res[1] = r1;
+        }
+    }
+    for (int i = 0; i < L; i++) {
+        const int out = rev(cfg, i);
+        for (int j = 0; j <= lpb; j++) {
+            resnet_p r = walk_resnet(&c, cfg, up_resnet_in(cfg, i, j), out, 1.0f);
+            if (u) u->up_res[i * (lpb + 1) + j] = r;
+            if (cfg->up_attention[i]) {
+                attn_p a = walk_attn(&c, cfg, out, cfg->norm_groups, 1.0f);
+                if (u) u->up_attn[i * (lpb + 1) + j] = a;
+            }
+        }
+        if (i < L - 1) {
+            cv = walk_conv(&c, out, out, 3);
+            if (u) u->up_conv[i] = cv;
+        }
+    }
+    const float *nw = take(&c, C0), *nb = take(&c, C0);
+    cv = walk_conv(&c, C0, cfg->out_channels, 3);
+    if (u) {
+        u->out_norm_w = nw;
+        u->out_norm_b = nb;
+        u->conv_out = cv;
+    }
+    return c.off;
+}
+
+static int check_groups(int channels, int groups, const char *where)
+{
+    if (groups < 1 || channels % groups)
+        return ccfg_fail(CCFG_EINVAL, "norm_num_groups: %d groups do not divide the %d channels of %s",
+                         groups, channels, where);
+    return CCFG_OK;
+}
+
+static int check_config(const ccfg_unet_config *cfg)
+{
+    const int L = cfg->levels;
+    if (L < 1 || L > CCFG_UNET_MAX_LEVELS)
+        return ccfg_fail(CCFG_EINVAL, "block_out_channels: 1 to %d levels supported, got %d",
+                         CCFG_UNET_MAX_LEVELS, L);
+    if (cfg->in_channels < 1 || cfg->out_channels < 1)
+        return ccfg_fail(CCFG_EINVAL, "in_channels/out_channels must be >= 1");
+    if (cfg->layers_per_block < 1)
+        return ccfg_fail(CCFG_EINVAL, "layers_per_block must be >= 1, got %d", cfg->layers_per_block);
+    if (cfg->time_embed_dim < 1)
+        return ccfg_fail(CCFG_EINVAL, "time_embedding_dim must be >= 1");
+    if (cfg->num_class_embeds < 0)
+        return ccfg_fail(CCFG_EINVAL, "num_class_embeds must be >= 0");
+    if (cfg->head_dim < 0) return ccfg_fail(CCFG_EINVAL, "attention_head_dim must be >= 1");
+    if (!(cfg->norm_eps > 0.0f)) return ccfg_fail(CCFG_EINVAL, "norm_eps must be > 0");
+    if (cfg->downsample_padding < 0 || cfg->downsample_padding > 1)
+        return ccfg_fail(CCFG_EINVAL, "downsample_padding: 0 or 1 supported, got %d",
+                         cfg->downsample_padding);
+    if (!(cfg->mid_block_scale_factor != 0.0f))
+        return ccfg_fail(CCFG_EINVAL, "mid_block_scale_factor must be nonzero");
+    for (int l = 0; l < L; l++) {
+        const int ch = cfg->channels[l];
+        if (ch < 1) return ccfg_fail(CCFG_EINVAL, "block_out_channels must be >= 1");
+        int st = check_groups(ch, cfg->norm_groups, "a block");
+        if (st) return st;
+        if ((cfg->down_attention[l] || cfg->up_attention[L - 1 - l] ||
+             (l == L - 1 && cfg->mid_block && cfg->mid_attention)) &&
+            cfg->head_dim > ch)
+            return ccfg_fail(CCFG_EINVAL, "attention_head_dim %d exceeds the %d channels of level %d",
+                             cfg->head_dim, ch, l);
+        if ((st = check_groups(down_in(cfg, l), cfg->norm_groups, "a down block input"))) return st;
+    }
+    for (int i = 0; i < L; i++)
+        for (int j = 0; j <= cfg->layers_per_block; j++) {
+            int st = check_groups(up_resnet_in(cfg, i, j), cfg->norm_groups, "an up block's concatenated input");
+            if (st) return st;
+        }
+    if (cfg->mid_block && cfg->mid_attention && cfg->mid_attention_groups) {
+        int st = check_groups(cfg->channels[L - 1], cfg->mid_attention_groups, "the mid attention");
+        if (st) return st;
+    }
+    return CCFG_OK;
+}
+
+int64_t ccfg_unet_param_count(const ccfg_unet_config *cfg)
+{
+    if (check_config(cfg)) return 0;
+    return walk(NULL, cfg, NULL);
+}
+
+const ccfg_unet_config *ccfg_unet_get_config(const ccfg_unet *u) { return &u->cfg; }
+
+static void plan_free(plan_t *p)
+{
+    free(p->arena);
+    free(p->skip);
+    memset(p, 0, sizeof *p);
+}
+
+void ccfg_unet_free(ccfg_unet *u)
+{
+    if (!u) return;
+    plan_free(&u->plan);
+    free(u->params);
+    free(u->down_res);
+    free(u->up_res);
+    free(u->down_attn);
+    free(u->up_attn);
+    free(u);
+}
+
+int ccfg_unet_create(const ccfg_unet_config *cfg, const float *params, int64_t n_params,
+                     const ccfg_nn_ops *ops, ccfg_unet **out)
+{
+    int status;
+    *out = NULL;
+    if ((status = check_config(cfg))) return status;
+    const int64_t need = walk(NULL, cfg, NULL);
+    if (n_params != need)
+        return ccfg_fail(CCFG_EINVAL, "the config needs %lld parameters, got %lld",
+                         (long long)need, (long long)n_params);
+    ccfg_unet *u = calloc(1, sizeof *u);
+    if (!u) return ccfg_fail(CCFG_ENOMEM, "out of memory for the UNet");
+    const int L = cfg->levels, lpb = cfg->layers_per_block;
+    u->cfg = *cfg;
+    u->ops = ops ? ops : ccfg_nn_ops_cpu();
+    u->n_params = need;
+    u->params = malloc((size_t)(need ? need : 1) * sizeof(float));
+    u->down_res = calloc((size_t)(L * lpb), sizeof *u->down_res);
+    u->down_attn = calloc((size_t)(L * lpb), sizeof *u->down_attn);
+    u->up_res = calloc((size_t)(L * (lpb + 1)), sizeof *u->up_res);
+    u->up_attn = calloc((size_t)(L * (lpb + 1)), sizeof *u->up_attn);
+    if (!u->params || !u->down_res || !u->down_attn || !u->up_res || !u->up_attn) {
+        status = ccfg_fail(CCFG_ENOMEM, "out of memory for %lld UNet parameters", (long long)need);
+        goto fail;
+    }
+    memcpy(u->params, params, (size_t)need * sizeof(float));
+    walk(u, cfg, u->params);
+    u->n_skips = 1 + L * lpb + (L - 1);
+    *out = u;
+    return CCFG_OK;
+fail:
+    ccfg_unet_free(u);
+    return status;
+}
+
+/* ------------------------------------------------------------------------- */
+/* planning */
+
+static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+
+int64_t ccfg_unet_plan_bytes(const ccfg_unet *u) { return u->plan.floats * (int64_t)sizeof(float); }
+
+int ccfg_unet_plan(ccfg_unet *u, int64_t max_batch, int h, int w, int chunk)
+{
+    const ccfg_unet_config *cfg = &u->cfg;
+    const int L = cfg->levels, lpb = cfg->layers_per_block, T = cfg->time_embed_dim;
+    const int div = 1 << (L - 1);
+    if (h < 1 || w < 1 || h % div || w % div)
+        return ccfg_fail(CCFG_EINVAL, "sample: height and width must be multiples of %d (2 to the "
+                         "number of downsamplings), got %d x %d", div, h, w);
+    if (max_batch < 1) return ccfg_fail(CCFG_EINVAL, "batch must be >= 1");
+    int64_t bc = chunk > 0 ? chunk : max64(1, CHUNK_PIXELS / ((int64_t)h * w));
+    if (bc > max_batch) bc = max_batch;
+    plan_t *p = &u->plan;
+    if (p->chunk >= bc && p->h == h && p->w == w) return CCFG_OK;   /* current plan suffices */
+    plan_free(p);
+
+    /* sizes in floats per role, walking the forward */
+    int64_t act = 0, norm = 0, cat = 0, qkv = 0, o = 0, attn_hw = 0, conv_k = 0;
+    int64_t skip_total = 0;
+    int64_t *skip_size = malloc((size_t)u->n_skips * sizeof *skip_size);
+    if (!skip_size) return ccfg_fail(CCFG_ENOMEM, "out of memory planning the UNet");
+    int ns = 0;
+    int64_t n = bc * h * w;     /* columns at the current level */
+    skip_size[ns++] = (int64_t)cfg->channels[0] * n;
+    conv_k = max64(conv_k, cfg->in_channels * 9);
+    for (int l = 0; l < L; l++) {
+        const int ch = cfg->channels[l];
+        for (int j = 0; j < lpb; j++) {
+            const resnet_p *r = &u->down_res[l * lpb + j];
+            norm = max64(norm, (int64_t)max64(r->cin, r->cout) * n);
+            conv_k = max64(conv_k, 9 * (int64_t)max64(r->cin, r->cout));
+            skip_size[ns++] = (int64_t)ch * n;
+            if (cfg->down_attention[l]) {
+                const attn_p *a = &u->down_attn[l * lpb + j];
+                qkv = max64(qkv, 3 * (int64_t)a->heads * a->head_dim * n);
+                o = max64(o, (int64_t)a->heads * a->head_dim * n);
+                attn_hw = max64(attn_hw, n / bc);
+            }
+        }
+        if (l < L - 1) {
+            conv_k = max64(conv_k, 9 * (int64_t)ch);
+            n /= 4;
+            skip_size[ns++] = (int64_t)ch * n;
+        }
+    }
+    /* n: columns at the lowest level */
+    if (cfg->mid_block) {
+        const int ch = cfg->channels[L - 1];
+        act = max64(act, (int64_t)ch * n);
+        norm = max64(norm, (int64_t)ch * n);
+        conv_k = max64(conv_k, 9 * (int64_t)ch);
+        if (cfg->mid_attention) {
+            const attn_p *a = &u->mid_attn;
+            qkv = max64(qkv, 3 * (int64_t)a->heads * a->head_dim * n);
+            o = max64(o, (int64_t)a->heads * a->head_dim * n);
+            attn_hw = max64(attn_hw, n / bc);
+        }
+    }
+    for (int i = 0; i < L; i++) {
+        for (int j = 0; j <= lpb; j++) {
+            const resnet_p *r = &u->up_res[i * (lpb + 1) + j];
+            cat = max64(cat, (int64_t)r->cin * n);
+            norm = max64(norm, (int64_t)max64(r->cin, r->cout) * n);
+            act = max64(act, (int64_t)r->cout * n);
+            conv_k = max64(conv_k, 9 * (int64_t)max64(r->cin, r->cout));
+            if (cfg->up_attention[i]) {
+                const attn_p *a = &u->up_attn[i * (lpb + 1) + j];
+                qkv = max64(qkv, 3 * (int64_t)a->heads * a->head_dim * n);
+                o = max64(o, (int64_t)a->heads * a->head_dim * n);
+                attn_hw = max64(attn_hw, n / bc);
+            }
+        }
+        if (i < L - 1) {
+            const int ch = rev(cfg, i);
+            n *= 4;
+            norm = max64(norm, (int64_t)ch * n);    /* the upsampled tensor lives in `a` */
+            act = max64(act, (int64_t)ch * n);
+            conv_k = max64(conv_k, 9 * (int64_t)ch);
+        }
+    }
+    norm = max64(norm, (int64_t)cfg->channels[0] * n);
+    conv_k = max64(conv_k, 9 * (int64_t)cfg->channels[0]);
+    for (int s = 0; s < u->n_skips; s++) skip_total += skip_size[s];
+
+    const int threads = omp_get_max_threads() > 0 ? omp_get_max_threads() : 1;
+    /* conv2d splits its scratch between threads (the widest convolution input is at full width) */
+    const int64_t conv_scratch = ccfg_nn_conv2d_scratch((int)(conv_k / 9), 3, w) * threads;
+    const int64_t attn_scratch = attn_hw ? ccfg_nn_attention_scratch((int)attn_hw) * threads : 0;
+    const int64_t tmax = max64(T, 2 * (int64_t)cfg->channels[0]);
+    int64_t tproj = 0;
+    for (int l = 0; l < L; l++) tproj = max64(tproj, 2 * (int64_t)cfg->channels[l]);
+    const int64_t sizes[] = {
+        (int64_t)cfg->in_channels * bc * h * w, (int64_t)cfg->out_channels * bc * h * w, act, act,
+        norm, cat, qkv, o, conv_scratch, attn_scratch,
+        bc * cfg->channels[0], bc * T, bc * T, bc * T, bc * tproj, bc * tmax, skip_total,
+    };
+    float **slots[] = {&p->x, &p->y, &p->p, &p->q, &p->a, &p->cat, &p->qkv, &p->o,
+                       &p->conv_scratch, &p->attn_scratch, &p->tfreq, &p->e1, &p->emb,
+                       &p->emb_act, &p->temb, &p->lin_scratch, NULL};
+    const int nslots = (int)(sizeof sizes / sizeof sizes[0]);
+    int64_t total = 0;
+    for (int s = 0; s < nslots; s++) total += (sizes[s] + 15) & ~(int64_t)15;   /* 64-byte aligned */
+    p->arena = malloc((size_t)total * sizeof(float));
+    p->skip = malloc((size_t)u->n_skips * sizeof *p->skip);
+    if (!p->arena || !p->skip) {
+        free(skip_size);
+        plan_free(p);
+        return ccfg_fail(CCFG_ENOMEM, "out of memory for the UNet activations (%lld MiB for "
+                         "chunks of %lld samples of %d x %d)", (long long)(total >> 18),
+                         (long long)bc, h, w);
+    }
+    int64_t off = 0;
+    for (int s = 0; s < nslots; s++) {
+        if (slots[s]) *slots[s] = p->arena + off;
+        else    /* the last slot: every skip tensor, one after the other */
+            for (int64_t k = 0, at = 0; k < u->n_skips; k++) {
+                p->skip[k] = p->arena + off + at;
+                at += skip_size[k];
+            }
+        off += (sizes[s] + 15) & ~(int64_t)15;
+    }
+    free(skip_size);
+    p->floats = total;
+    p->conv_scratch_len = conv_scratch;
+    p->attn_scratch_len = attn_scratch;
+    p->chunk = bc;
+    p->h = h;
+    p->w = w;
+    return CCFG_OK;
+}
+
+/* ------------------------------------------------------------------------- */
+/* forward */
+
+typedef struct {
+    const ccfg_nn_ops *ops;
+    const ccfg_unet_config *cfg;
+    plan_t *p;
+    int bc;                     /* samples in this chunk */
+} run_t;
+
+/* y = resnet(x); x and y distinct; uses p->a and p->temb */
+static void resnet_fwd(const run_t *r, const resnet_p *rs, int h, int w, const float *x, float *y)
+{
+    const ccfg_nn_ops *ops = r->ops;
+    const ccfg_unet_config *cfg = r->cfg;
+    plan_t *p = r->p;
+    const int hw = h * w, G = cfg->norm_groups;
+    ops->group_norm(r->bc, rs->cin, hw, G, cfg->norm_eps, x, NULL, rs->norm1_w, rs->norm1_b, NULL,
+                    1, p->a);
+    ops->conv2d(r->bc, rs->cin, h, w, p->a, rs->cout, 3, 1, 1, 1, rs->conv1.w, rs->conv1.b, 0, y,
+                p->conv_scratch, p->conv_scratch_len);
+    ops->linear(r->bc, cfg->time_embed_dim, rs->temb_out, p->emb_act, rs->temb_w, rs->temb_b, 0,
+                p->temb, NULL);
+    ops->group_norm(r->bc, rs->cout, hw, G, cfg->norm_eps, y, cfg->scale_shift ? NULL : p->temb,
+                    rs->norm2_w, rs->norm2_b, cfg->scale_shift ? p->temb : NULL, 1, p->a);
+    const int64_t count = (int64_t)rs->cout * r->bc * hw;
+    if (rs->shortcut.w)
+        ops->conv2d(r->bc, rs->cin, h, w, x, rs->cout, 1, 1, 0, 0, rs->shortcut.w, rs->shortcut.b, 0,
+                    y, p->conv_scratch, p->conv_scratch_len);
+    else
+        ops->copy(count, x, y);
+    ops->conv2d(r->bc, rs->cout, h, w, p->a, rs->cout, 3, 1, 1, 1, rs->conv2.w, rs->conv2.b, 1, y,
+                p->conv_scratch, p->conv_scratch_len);
+    if (rs->out_scale != 1.0f) ops->scale(count, 1.0f / rs->out_scale, y);
+}
+
+/* y = attention(y) + y, in place; uses p->a, p->qkv, p->o */
+static void attn_fwd(const run_t *r, const attn_p *at, int hw, float *y)
+{
+    const ccfg_nn_ops *ops = r->ops;
+    plan_t *p = r->p;
+    const float *src = y;
+    const int inner = at->heads * at->head_dim;
+    if (at->groups) {
+        ops->group_norm(r->bc, at->c, hw, at->groups, r->cfg->norm_eps, y, NULL, at->norm_w,
+                        at->norm_b, NULL, 0, p->a);
+        src = p->a;
+    }
+    ops->conv2d(r->bc, at->c, hw, 1, src, 3 * inner, 1, 1, 0, 0, at->qkv.w, at->qkv.b, 0, p->qkv,
+                NULL, 0);
+    ops->attention(r->bc, hw, at->heads, at->head_dim, p->qkv, p->o, p->attn_scratch,
+                   p->attn_scratch_len);
+    ops->conv2d(r->bc, inner, hw, 1, p->o, at->c, 1, 1, 0, 0, at->out.w, at->out.b, 1, y, NULL, 0);
+    if (at->out_scale != 1.0f) ops->scale((int64_t)at->c * r->bc * hw, 1.0f / at->out_scale, y);
+}
+
+static void forward_chunk(ccfg_unet *u, int bc, int h, int w, const float *x, const double *t,
+                          const int32_t *labels, float *out)
+{
+    const ccfg_nn_ops *ops = u->ops;
+    const ccfg_unet_config *cfg = &u->cfg;
+    plan_t *p = &u->plan;
+    const run_t r = {ops, cfg, p, bc};
+    const int L = cfg->levels, lpb = cfg->layers_per_block, T = cfg->time_embed_dim;
+    const int C0 = cfg->channels[0];
+
+    ops->nchw_to_cnhw(bc, cfg->in_channels, h * w, x, cfg->center_input_sample ? 2.0f : 1.0f,
+                      cfg->center_input_sample ? -1.0f : 0.0f, p->x);
+    /* time (and class) embedding, and its SiLU that every resnet's projection reads */
+    ops->timestep_embedding(bc, C0, t, cfg->flip_sin_to_cos, cfg->freq_shift, p->tfreq);
+    ops->linear(bc, C0, T, p->tfreq, u->t1_w, u->t1_b, 0, p->e1, NULL);
+    ops->linear(bc, T, T, p->e1, u->t2_w, u->t2_b, 1, p->emb, p->lin_scratch);
+    if (u->class_table) ops->embedding_add(bc, T, u->class_table, labels, p->emb);
+    ops->silu((int64_t)bc * T, p->emb, p->emb_act);
+
+    int ns = 0;
+    ops->conv2d(bc, cfg->in_channels, h, w, p->x, C0, 3, 1, 1, 1, u->conv_in.w, u->conv_in.b, 0,
+                p->skip[ns], p->conv_scratch, p->conv_scratch_len);
+    float *cur = p->skip[ns++];
+    for (int l = 0; l < L; l++) {
+        for (int j = 0; j < lpb; j++) {
+            float *y = p->skip[ns++];
+            resnet_fwd(&r, &u->down_res[l * lpb + j], h, w, cur, y);
+            if (cfg->down_attention[l]) attn_fwd(&r, &u->down_attn[l * lpb + j], h * w, y);
+            cur = y;
+        }
+        if (l < L - 1) {
+            const int pd = cfg->downsample_padding;
+            float *y = p->skip[ns++];
+            ops->conv2d(bc, cfg->channels[l], h, w, cur, cfg->channels[l], 3, 2, pd, pd ? pd : 1,
+                        u->down_conv[l].w, u->down_conv[l].b, 0, y, p->conv_scratch,
+                        p->conv_scratch_len);
+            cur = y;
+            h /= 2;
+            w /= 2;
+        }
+    }
+    if (cfg->mid_block) {
+        resnet_fwd(&r, &u->mid_res[0], h, w, cur, p->p);
+        if (cfg->mid_attention) attn_fwd(&r, &u->mid_attn, h * w, p->p);
+        resnet_fwd(&r, &u->mid_res[1], h, w, p->p, p->q);
+        cur = p->q;
+    }
+    const int64_t n = (int64_t)bc * h * w;
+    int64_t cols = n;
+    int cur_c = cfg->channels[L - 1];
+    for (int i = 0; i < L; i++) {
+        for (int j = 0; j <= lpb; j++) {
+            const resnet_p *rs = &u->up_res[i * (lpb + 1) + j];
+            const float *skip = p->skip[--ns];
+            const int skip_c = rs->cin - cur_c;
+            ops->copy((int64_t)cur_c * cols, cur, p->cat);
+            ops->copy((int64_t)skip_c * cols, skip, p->cat + (int64_t)cur_c * cols);
+            float *y = cur == p->p ? p->q : p->p;
+            resnet_fwd(&r, rs, h, w, p->cat, y);
+            if (cfg->up_attention[i]) attn_fwd(&r, &u->up_attn[i * (lpb + 1) + j], h * w, y);
+            cur = y;
+            cur_c = rs->cout;
+        }
+        if (i < L - 1) {
+            ops->upsample_nearest2x(bc, cur_c, h, w, cur, p->a);
+            h *= 2;
+            w *= 2;
+            cols *= 4;
+            float *y = cur == p->p ? p->q : p->p;
+            ops->conv2d(bc, cur_c, h, w, p->a, cur_c, 3, 1, 1, 1, u->up_conv[i].w, u->up_conv[i].b,
+                        0, y, p->conv_scratch, p->conv_scratch_len);
+            cur = y;
+        }
+    }
+    ops->group_norm(bc, C0, h * w, cfg->norm_groups, cfg->norm_eps, cur, NULL, u->out_norm_w,
+                    u->out_norm_b, NULL, 1, p->a);
+    ops->conv2d(bc, C0, h, w, p->a, cfg->out_channels, 3, 1, 1, 1, u->conv_out.w, u->conv_out.b, 0,
+                p->y, p->conv_scratch, p->conv_scratch_len);
+    ops->cnhw_to_nchw(bc, cfg->out_channels, h * w, p->y, out);
+}
+
+int ccfg_unet_forward(ccfg_unet *u, int64_t batch, int h, int w, const float *x, const double *t,
+                      const int32_t *class_labels, float *out)
+{
+    const ccfg_unet_config *cfg = &u->cfg;
+    if (cfg->num_class_embeds) {
+        if (!class_labels)
+            return ccfg_fail(CCFG_EINVAL, "class_labels: the model is class-conditional "
+                             "(num_class_embeds = %d)", cfg->num_class_embeds);
+        for (int64_t b = 0; b < batch; b++)
+            if (class_labels[b] < 0 || class_labels[b] >= cfg->num_class_embeds)
+                return ccfg_fail(CCFG_EINVAL, "class_labels[%lld] = %d is outside [0, %d)",
+                                 (long long)b, class_labels[b], cfg->num_class_embeds);
+    }
+    for (int64_t b = 0; b < batch; b++)
+        if (!isfinite(t[b])) return ccfg_fail(CCFG_EINVAL, "timestep[%lld] is not finite", (long long)b);
+    int status = ccfg_unet_plan(u, batch, h, w, 0);
+    if (status) return status;
+    const int64_t chunk = u->plan.chunk;
+    if (u->ops->begin) u->ops->begin();
+    const int64_t in_per = (int64_t)cfg->in_channels * h * w, out_per = (int64_t)cfg->out_channels * h * w;
+    for (int64_t b0 = 0; b0 < batch; b0 += chunk) {
+        const int bc = (int)(batch - b0 < chunk ? batch - b0 : chunk);
+        forward_chunk(u, bc, h, w, x + b0 * in_per, t + b0, class_labels ? class_labels + b0 : NULL,
+                      out + b0 * out_per);
+    }
+    if (u->ops->end) u->ops->end();
+    return CCFG_OK;
+}
+
+/* ------------------------------------------------------------------------- */
+/* as a ccfg_model */
+
+int ccfg_unet_model_init(ccfg_unet_model *m, ccfg_unet *u, int h, int w, int null_class,
+                         int n_conditions, const int32_t *class_of, int64_t max_rows)
+{
+    memset(m, 0, sizeof *m);
+    const int classes = u->cfg.num_class_embeds;
+    if (classes && (null_class < 0 || null_class >= classes))
+        return ccfg_fail(CCFG_EINVAL, "null_class: %d is outside [0, %d)", null_class, classes);
+    for (int c = 0; c < n_conditions; c++)
+        if (!classes || class_of[c] < 0 || class_of[c] >= classes)
+            return ccfg_fail(CCFG_EINVAL, "condition %d maps to class %d, outside [0, %d)", c,
+                             class_of[c], classes);
+    m->unet = u;
+    m->h = h;
+    m->w = w;
+    m->null_class = classes ? null_class : -1;
+    m->n_conditions = n_conditions;
+    m->class_of = class_of;
+    m->max_rows = max_rows;
+    m->labels = malloc((size_t)(max_rows > 0 ? max_rows : 1) * sizeof *m->labels);
+    m->times = malloc((size_t)(max_rows > 0 ? max_rows : 1) * sizeof *m->times);
+    if (!m->labels || !m->times) {
+        ccfg_unet_model_free(m);
+        return ccfg_fail(CCFG_ENOMEM, "out of memory for %lld rows", (long long)max_rows);
+    }
+    int status = ccfg_unet_plan(u, max_rows, h, w, 0);
+    if (status) ccfg_unet_model_free(m);
+    return status;
+}
+
+void ccfg_unet_model_free(ccfg_unet_model *m)
+{
+    free(m->labels);
+    free(m->times);
+    m->labels = NULL;
+    m->times = NULL;
+}
+
+int ccfg_unet_model_eval(void *ctx, int64_t rows, int64_t dim, const float *x, double timestep,
+                         double alpha_bar, const int32_t *cond, float *out)
+{
+    ccfg_unet_model *m = ctx;
+    const ccfg_unet_config *cfg = &m->unet->cfg;
+    (void)alpha_bar;
+    if (rows > m->max_rows)
+        return ccfg_fail(CCFG_EINTERNAL, "the UNet was planned for %lld rows, got %lld",
+                         (long long)m->max_rows, (long long)rows);
+    if (dim != (int64_t)cfg->in_channels * m->h * m->w || cfg->in_channels != cfg->out_channels)
+        return ccfg_fail(CCFG_EINVAL, "the UNet maps %d x %d x %d samples, got %lld values per row",
+                         cfg->in_channels, m->h, m->w, (long long)dim);
+    for (int64_t r = 0; r < rows; r++) {
+        m->times[r] = timestep;
+        if (m->null_class < 0) {
+            if (cond[r] != CCFG_UNCOND)
+                return ccfg_fail(CCFG_EINVAL, "the UNet has no class input, got condition %d",
+                                 cond[r]);
+            m->labels[r] = 0;
+        } else if (cond[r] == CCFG_UNCOND) {
+            m->labels[r] = m->null_class;
+        } else if (cond[r] >= 0 && cond[r] < m->n_conditions) {
+            m->labels[r] = m->class_of[cond[r]];
+        } else {
+            return ccfg_fail(CCFG_EINVAL, "condition id %d has no class", cond[r]);
+        }
+    }
+    return ccfg_unet_forward(m->unet, rows, m->h, m->w, x, m->times,
+                             m->null_class < 0 ? NULL : m->labels, out);
+}
