@@ -512,8 +512,9 @@ def image_summary(images, positive, negative=None, seed=0, real=None):
     ``frechet_floor`` compares as many real images from half A (at most all of it) with the same
     half B: the value a perfect sampler of that size would get. ``real``: (features, labels) of
     real images (default: the test split)."""
-    feats_x = features(images) if real is not False else None
-    labels = classify(images)
+    clf = load_classifier()
+    images = _check_images(images, clf.input_shape)
+    feats_x, labels = clf.features(images), clf.classify(images)
     out = {"n": int(labels.shape[0])}
     out.update(concept_rates(labels, positive, negative))
     out["coverage_kl"] = coverage_kl(labels, positive, negative)
