@@ -1,4 +1,4 @@
-"""The ccfg command line: ``python -m ccfg demo|sample|sweep|bench|info``.
+"""The ccfg command line: ``python -m ccfg demo|sample|sweep|compare|bench|info``.
 
     python -m ccfg demo [--out ccfg-demo] [--n 2000] [--steps 50] [--seed 0] [--scale 3]
     python -m ccfg sample --model toy2d --positive A --negative B --guidance ccfg --scale 5 \\
@@ -496,6 +496,11 @@ def cmd_bench(args):
     return 1
 
 
+def cmd_compare(args):
+    from . import compare
+    return compare.main(args.rest)
+
+
 def cmd_info(args):
     print(f"ccfg {ccfg.__version__}  ({Path(ccfg.__file__).resolve().parent})")
     print(f"python {platform.python_version()}, numpy {np.__version__}, "
@@ -538,7 +543,7 @@ def build_parser():
     ap = argparse.ArgumentParser(prog="python -m ccfg", description="ccfg: negative guidance "
                                  "for diffusion sampling (Contrastive CFG and its baselines).")
     ap.add_argument("--version", action="version", version=f"ccfg {ccfg.__version__}")
-    sub = ap.add_subparsers(dest="command", metavar="{demo,sample,sweep,bench,info}")
+    sub = ap.add_subparsers(dest="command", metavar="{demo,sample,sweep,compare,bench,info}")
 
     p = sub.add_parser("demo", help="every rule side by side on the 2-D toy, metrics, τ sweep")
     p.add_argument("--out", default="ccfg-demo", help="output folder (default ccfg-demo/)")
@@ -583,12 +588,21 @@ def build_parser():
     p.add_argument("rest", nargs=argparse.REMAINDER, help="arguments passed to benchmarks/run.py")
     p.set_defaults(func=cmd_bench)
 
+    p = sub.add_parser("compare", add_help=False, help="every rule over scales and seeds on the "
+                       "exact mixtures and Fashion-MNIST -> docs/RESULTS.md (compare --help)")
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of ccfg.compare")
+    p.set_defaults(func=cmd_compare)
+
     p = sub.add_parser("info", help="version and compute devices")
     p.set_defaults(func=cmd_info)
     return ap
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["compare"]:      # its own parser (argparse's REMAINDER drops leading options)
+        from . import compare
+        return compare.main(argv[1:])
     ap = build_parser()
     args = ap.parse_args(argv)
     if not getattr(args, "func", None):

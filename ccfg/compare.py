@@ -1,0 +1,345 @@
+"""Every negative-guidance rule on the same problems, several scales and seeds: our version of the
+paper's comparison (``python -m ccfg compare`` or ``tools/compare.py``).
+
+(a) the exact Gaussian mixtures (toy_2d, high_dim): exact metrics of ccfg.metrics;
+(b) Fashion-MNIST with the shipped concept-conditional UNet, scored by the shipped classifier run in
+C (ccfg.metrics.image_summary): (positive, negative) pairs where the negative overlaps the positive
+and one where it does not.
+
+Writes docs/RESULTS.md (tables of mean ± sd over seeds, NFE per image, wall time; the "who wins"
+text is generated from the numbers) and docs/figures/compare_*.png. Samples outside [-1, 1] are
+clipped before scoring, as diffusers' image post-processing does."""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+import ccfg
+from . import metrics as M
+from .models import GaussianMixture
+
+# (positive, negative): the negative overlaps the positive in all but the last
+IMAGE_PAIRS = [("footwear", "sneaker"), ("top", "shirt"), ("upper-body", "dress"),
+               ("warm", "coat"), ("top", "footwear")]
+TOY_MODELS = {"toy_2d": lambda: GaussianMixture.toy_2d(),
+              "high_dim": lambda: GaussianMixture.high_dim(d=64)}
+
+SIZES = {
+    # a few minutes on 2 cores: one overlapping pair and the disjoint one, one scale
+    "quick": dict(pairs=[IMAGE_PAIRS[0], IMAGE_PAIRS[-1]], scales=[3.0], seeds=3, n=4, steps=8,
+                  ddpm_steps=8, toy_n=300, toy_steps=30, toy_scales=[2.0, 4.0]),
+    # the default: every pair, two scales (< ~40 min on 2 cores for this UNet)
+    "default": dict(pairs=IMAGE_PAIRS, scales=[2.0, 4.0], seeds=3, n=8, steps=12,
+                    ddpm_steps=12, toy_n=1000, toy_steps=50, toy_scales=[1.5, 3.0, 6.0]),
+    # for tests: seconds
+    "tiny": dict(pairs=[IMAGE_PAIRS[0]], scales=[3.0], seeds=2, n=2, steps=2, ddpm_steps=2,
+                 toy_n=50, toy_steps=5, toy_scales=[3.0]),
+}
+
+TOY_COLUMNS = [("target_precision", "target precision ↑", True),
+               ("negative_leakage", "negative leakage ↓", False),
+               ("off_support_rate", "off-support ↓", False),
+               ("target_distance", "energy dist. to target ↓", False)]
+IMAGE_COLUMNS = [("target_precision", "target precision ↑", True),
+                 ("negative_leakage", "negative leakage ↓", False),
+                 ("off_positive_rate", "off-positive ↓", False),
+                 ("coverage_kl", "coverage KL ↓", False),
+                 ("frechet", "Fréchet ↓", False)]
+
+
+def rules(w):
+    """(label, rule, sampler) of every rule at scale w; DNG needs a stochastic sampler."""
+    out = [("CFG (positive only)", ccfg.CFG(w), "ddim"),
+           ("NegativePrompt", ccfg.NegativePrompt(w), "ddim"),
+           ("NegatedCFG", ccfg.NegatedCFG(w), "ddim"),
+           ("PerpNeg", ccfg.PerpNeg(w), "ddim")]
+    out += [(f"SLD {p}", ccfg.SLD(w, preset=p), "ddim") for p in ("weak", "medium", "strong", "max")]
+    out += [("DNG (ddpm)", ccfg.DNG(w), "ddpm"),
+            ("CCFG τ=0.2 sum (official)", ccfg.CCFG(w), "ddim"),
+            ("CCFG τ=0.2 mean", ccfg.CCFG(w, tau_reduce="mean"), "ddim")]
+    return out
+
+
+def nfe_per_step(rule):
+    """model evaluations per step: uncond + positive (+ the negative)"""
+    return 2 if type(rule) in (ccfg.CFG, ccfg.NegativePrompt) else 3
+
+
+def _stats(values):
+    v = np.array([x for x in values if x is not None and not math.isnan(x)], dtype=np.float64)
+    if v.size == 0:
+        return float("nan"), float("nan")
+    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0
+
+
+def _cell(mean, sd, fmt="{:.3f}"):
+    if math.isnan(mean):
+        return "–"
+    return f"{fmt.format(mean)} ± {fmt.format(sd)}"
+
+
+def _log(quiet, msg):
+    if not quiet:
+        print(msg, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------- runs
+def run_toy(size, quiet=False):
+    from .__main__ import _evaluate
+    rows = []
+    for mname, make in TOY_MODELS.items():
+        model = make()
+        for w in size["toy_scales"]:
+            for label, rule, sampler in rules(w):
+                steps = size["toy_steps"] * (2 if sampler == "ddpm" else 1)
+                per_seed, t0 = [], time.perf_counter()
+                for seed in range(size["seeds"]):
+                    x = ccfg.sample(model, positive="A", negative="B", guidance=rule,
+                                    sampler=sampler, steps=steps, n=size["toy_n"], seed=seed)
+                    per_seed.append(_evaluate(model, x, "A", "B", n_ref=min(1000, size["toy_n"]),
+                                              seed=seed))
+                wall = time.perf_counter() - t0
+                row = dict(problem=mname, positive="A", negative="B", scale=w, rule=label,
+                           sampler=f"{sampler}-{steps}", nfe=nfe_per_step(rule) * steps,
+                           wall_s=wall, seeds=size["seeds"], n=size["toy_n"])
+                for key, _, _ in TOY_COLUMNS:
+                    row[key] = _stats([m.get(key) for m in per_seed])
+                rows.append(row)
+            _log(quiet, f"toy {mname} w={w}: done")
+    return rows
+
+
+def load_fashion_model(path=None):
+    """The shipped concept-conditional UNet (ccfg/weights/fashion-mnist), or the folder ``path``;
+    None when absent."""
+    from . import data
+    from .models import UNet
+    path = path or os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights",
+                                "fashion-mnist")
+    if not os.path.isfile(os.path.join(path, "unet", "config.json")):
+        return None, path
+    return UNet.from_pretrained(path, concepts=list(data.concepts())), path
+
+
+def run_images(size, model, quiet=False, keep_samples=True, real=None):
+    """``real``: (features, labels) of the real reference images (default: the whole test split)"""
+    real = M.real_features() if real is None else real
+    rows, grids = [], {}
+    for pos, neg in size["pairs"]:
+        for w in size["scales"]:
+            for label, rule, sampler in rules(w):
+                steps = size["ddpm_steps"] if sampler == "ddpm" else size["steps"]
+                per_seed, xs, t0 = [], [], time.perf_counter()
+                for seed in range(size["seeds"]):
+                    x = ccfg.sample(model, positive=pos, negative=neg, guidance=rule,
+                                    sampler=sampler, steps=steps, n=size["n"], seed=seed, progress=False)
+                    x = np.clip(x, -1.0, 1.0)
+                    xs.append(x)
+                    per_seed.append(M.image_summary(x, pos, neg, seed=seed, real=real))
+                wall = time.perf_counter() - t0
+                row = dict(problem="fashion-mnist", positive=pos, negative=neg, scale=w,
+                           rule=label, sampler=f"{sampler}-{steps}", nfe=nfe_per_step(rule) * steps,
+                           wall_s=wall, seeds=size["seeds"], n=size["n"])
+                for key, _, _ in IMAGE_COLUMNS + [("frechet_floor", "", False)]:
+                    row[key] = _stats([m.get(key) for m in per_seed])
+                rows.append(row)
+                if keep_samples:
+                    grids[(pos, neg, w, label)] = np.concatenate(xs)
+                _log(quiet, f"{pos} not {neg} w={w} {label}: prec {row['target_precision'][0]:.2f}"
+                            f" leak {row['negative_leakage'][0]:.2f} FD {row['frechet'][0]:.2f} "
+                            f"({wall:.1f}s)")
+    return rows, grids
+
+
+# ---------------------------------------------------------------------- report
+def _table(rows, columns):
+    heads = ["rule", "sampler", "NFE/img"] + [h for _, h, _ in columns] + ["wall s"]
+    out = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
+    for r in rows:
+        cells = [r["rule"], r["sampler"], str(r["nfe"])]
+        cells += [_cell(*r[k]) for k, _, _ in columns]
+        cells.append(f"{r['wall_s']:.1f}")
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def _winners(rows, columns, tol=1e-9):
+    """Per metric: the best rule(s) by mean, and where CCFG (its best variant) stands: best, tied,
+    within one sd of the best, or behind. Only measured numbers go in."""
+    lines = []
+    for key, head, higher in columns:
+        valid = [r for r in rows if not math.isnan(r[key][0])]
+        if not valid:
+            continue
+        sign = -1.0 if higher else 1.0
+        best_v = min(sign * r[key][0] for r in valid) * sign
+        best = [r for r in valid if abs(r[key][0] - best_v) <= tol]
+        names = ", ".join(r["rule"] for r in best)
+        ccfgs = [r for r in valid if r["rule"].startswith("CCFG")]
+        if not ccfgs:
+            continue
+        bc = min(ccfgs, key=lambda r: sign * r[key][0])
+        gap = abs(bc[key][0] - best_v)
+        if bc in best:
+            verdict = "CCFG is best" if len(best) == 1 else f"CCFG ties for best ({len(best)} rules)"
+        elif gap <= max(best[0][key][1], bc[key][1]):
+            verdict = f"CCFG ({bc['rule']}, {bc[key][0]:.3f}) is behind but within one sd"
+        else:
+            verdict = f"CCFG loses: its best variant ({bc['rule']}) has {bc[key][0]:.3f}"
+        lines.append(f"  - {head}: best **{names}** ({best_v:.3f}); {verdict}.")
+    return lines
+
+
+def write_report(out_md, toy_rows, image_rows, size_name, size, meta):
+    text = ["# Negative guidance compared: every rule, several scales and seeds", "",
+            f"Generated by `python -m ccfg compare --size {size_name}` (ccfg {ccfg.__version__}), "
+            f"{meta['date']}, total wall time {meta['wall_s'] / 60:.1f} min on "
+            f"{os.cpu_count()} CPU cores. Every number is mean ± sd over {size['seeds']} seeds "
+            "(seed s: the same initial noise for every rule). NFE/img = model evaluations per image "
+            "(steps × branches). Wall time is per rule, all seeds, on a shared machine.", ""]
+    if toy_rows:
+        text += ["## (a) Exact Gaussian mixtures: positive A = {A1, A2, A3}, negative B = {A3, B1}",
+                 "", f"{size['toy_n']} samples per seed, DDIM-{size['toy_steps']} (DNG: DDPM with "
+                 "twice the steps). Metrics are exact (ccfg.metrics): target = A minus B.", ""]
+        for prob in TOY_MODELS:
+            for w in size["toy_scales"]:
+                sub = [r for r in toy_rows if r["problem"] == prob and r["scale"] == w]
+                text += [f"### {prob}, w = {w:g}", "", _table(sub, TOY_COLUMNS), "",
+                         "Who wins:"] + _winners(sub, TOY_COLUMNS) + [""]
+    if image_rows:
+        text += ["## (b) Fashion-MNIST, shipped UNet, scored by the C classifier", "",
+                 f"{size['n']} images per seed, DDIM-{size['steps']} (DNG: DDPM-"
+                 f"{size['ddpm_steps']}). Target precision = classified in P \\ Q; leakage = in Q; "
+                 "off-positive = outside P; coverage KL = KL of the class histogram inside P \\ Q "
+                 "from uniform (0 best); Fréchet = on the classifier's penultimate features against "
+                 "half of the real test images of P \\ Q; the floor is the same distance for as "
+                 "many real images from the other half (what a perfect sampler of this size "
+                 "gets).", f"Model: {meta.get('model_note', '')}", ""]
+        for pos, neg in size["pairs"]:
+            for w in size["scales"]:
+                sub = [r for r in image_rows if r["positive"] == pos and r["negative"] == neg
+                       and r["scale"] == w]
+                if not sub:
+                    continue
+                floor = sub[0]["frechet_floor"]
+                text += [f"### \"{pos}, not {neg}\", w = {w:g}", "",
+                         _table(sub, IMAGE_COLUMNS), "",
+                         f"Fréchet floor (real vs real, same size): {_cell(*floor)}", "",
+                         "Who wins:"] + _winners(sub, IMAGE_COLUMNS) + [""]
+    text += ["## Figures", "", "`docs/figures/compare_curves_*.png`: metric vs scale per rule; "
+             "`docs/figures/compare_grid_*.png`: samples per rule (seed 0 first).", ""]
+    Path(out_md).write_text("\n".join(text), encoding="utf-8")
+
+
+def plot(figdir, toy_rows, image_rows, grids, size):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    figdir = Path(figdir)
+    figdir.mkdir(parents=True, exist_ok=True)
+    files = []
+    groups = {}
+    for r in toy_rows:
+        groups.setdefault((r["problem"], "A", "B", tuple(TOY_COLUMNS)), []).append(r)
+    for r in image_rows:
+        groups.setdefault((r["problem"], r["positive"], r["negative"], tuple(IMAGE_COLUMNS)),
+                          []).append(r)
+    for (prob, pos, neg, cols), rows in groups.items():
+        fig, axes = plt.subplots(1, len(cols), figsize=(4 * len(cols), 3.4))
+        for ax, (key, head, _) in zip(axes, cols):
+            for label in dict.fromkeys(r["rule"] for r in rows):
+                pts = sorted((r["scale"], r[key][0], r[key][1]) for r in rows if r["rule"] == label)
+                xs, ms, sds = zip(*pts)
+                ax.errorbar(xs, ms, yerr=sds, marker="o", ms=3, capsize=2, label=label,
+                            ls="--" if label.startswith("CCFG") else "-")
+            ax.set_title(head, fontsize=9)
+            ax.set_xlabel("scale w")
+        axes[0].legend(fontsize=6)
+        fig.suptitle(f"{prob}: {pos}, not {neg}", fontsize=10)
+        fig.tight_layout()
+        name = figdir / f"compare_curves_{prob}_{pos}_not_{neg}.png"
+        fig.savefig(name, dpi=90)
+        plt.close(fig)
+        files.append(name)
+    # sample grids: one panel per rule for each pair at the largest scale
+    keys = {}
+    for (pos, neg, w, label), x in grids.items():
+        keys.setdefault((pos, neg), {})
+        if w == max(size["scales"]):
+            keys[(pos, neg)][label] = x
+    for (pos, neg), panels in keys.items():
+        fig, axes = plt.subplots(1, len(panels), figsize=(1.6 * len(panels), 2.0))
+        for ax, (label, x) in zip(np.atleast_1d(axes), panels.items()):
+            k = min(len(x), 16)
+            cols = int(math.ceil(math.sqrt(k)))
+            rows_ = int(math.ceil(k / cols))
+            canvas = -np.ones((rows_ * 32, cols * 32), np.float32)
+            for i in range(k):
+                canvas[(i // cols) * 32:(i // cols + 1) * 32, (i % cols) * 32:(i % cols + 1) * 32] = x[i, 0]
+            ax.imshow(canvas, cmap="gray", vmin=-1, vmax=1)
+            ax.set_title(label, fontsize=5)
+            ax.axis("off")
+        fig.suptitle(f"{pos}, not {neg}, w = {max(size['scales']):g}", fontsize=8)
+        fig.tight_layout()
+        name = figdir / f"compare_grid_{pos}_not_{neg}.png"
+        fig.savefig(name, dpi=110)
+        plt.close(fig)
+        files.append(name)
+    return files
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m ccfg compare", description=__doc__.split("\n")[0])
+    ap.add_argument("--size", choices=list(SIZES), default="default")
+    ap.add_argument("--quick", action="store_const", const="quick", dest="size",
+                    help="a few-minute run (same as --size quick)")
+    ap.add_argument("--model", default=None, help="Fashion-MNIST pipeline folder (default: the "
+                    "shipped ccfg/weights/fashion-mnist)")
+    ap.add_argument("--out", default="docs/RESULTS.md")
+    ap.add_argument("--figures", default="docs/figures")
+    ap.add_argument("--no-toy", action="store_true")
+    ap.add_argument("--no-images", action="store_true")
+    ap.add_argument("--no-plot", action="store_true")
+    ap.add_argument("--quiet", "-q", action="store_true")
+    args = ap.parse_args(argv)
+    size = SIZES[args.size]
+    t0 = time.perf_counter()
+    meta = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    toy_rows = [] if args.no_toy else run_toy(size, args.quiet)
+    image_rows, grids = [], {}
+    if not args.no_images:
+        model, path = load_fashion_model(args.model)
+        if model is None:
+            print(f"compare: no Fashion-MNIST model at {path}; skipping the image part",
+                  file=sys.stderr)
+        else:
+            info = os.path.join(path, "training.json")
+            if os.path.isfile(info):
+                with open(info) as f:
+                    tr = json.load(f)
+                meta["model_note"] = (f"{path}, {tr.get('steps_done', '?')} of "
+                                      f"{tr.get('steps', '?')} training steps")
+            image_rows, grids = run_images(size, model, args.quiet)
+    meta["wall_s"] = time.perf_counter() - t0
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    write_report(args.out, toy_rows, image_rows, args.size, size, meta)
+    files = [] if args.no_plot else plot(args.figures, toy_rows, image_rows, grids, size)
+    with open(Path(args.out).with_suffix(".json"), "w") as f:
+        json.dump(dict(meta, size=args.size, toy=toy_rows, images=image_rows), f, indent=1,
+                  default=float)
+    print(f"compare: {args.out} ({meta['wall_s'] / 60:.1f} min), {len(files)} figures")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
