@@ -102,7 +102,8 @@ def run_toy(size, quiet=False):
                 per_seed, t0 = [], time.perf_counter()
                 for seed in range(size["seeds"]):
                     x = ccfg.sample(model, positive="A", negative="B", guidance=rule,
-                                    sampler=sampler, steps=steps, n=size["toy_n"], seed=seed)
+                                    sampler=sampler, steps=steps, n=size["toy_n"], seed=seed,
+                                    progress=False)
                     per_seed.append(_evaluate(model, x, "A", "B", n_ref=min(1000, size["toy_n"]),
                                               seed=seed))
                 wall = time.perf_counter() - t0

@@ -89,3 +89,39 @@ def test_missing_model_is_skipped(tmp_path, capsys):
                        str(tmp_path / "absent"), "--out", str(tmp_path / "R.md")])
     assert rc == 0
     assert "skipping the image part" in capsys.readouterr().err
+
+
+def test_demo_fashion_part_with_a_tiny_random_unet(tmp_path, monkeypatch):
+    diffusers = pytest.importorskip("diffusers")
+    torch = pytest.importorskip("torch")
+    try:
+        xr, yr = ccfg.data.fashion_mnist("test")
+    except (FileNotFoundError, OSError) as e:
+        pytest.skip(f"Fashion-MNIST not installed: {e}")
+    real = (ccfg.metrics.features(xr[:600]), yr[:600])
+    monkeypatch.setattr(ccfg.metrics, "real_features", lambda *a, **k: real)
+    torch.manual_seed(0)
+    unet = diffusers.UNet2DModel(sample_size=32, in_channels=1, out_channels=1,
+                                 block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=4,
+                                 down_block_types=("DownBlock2D", "DownBlock2D"),
+                                 up_block_types=("UpBlock2D", "UpBlock2D"), num_class_embeds=15)
+    unet.save_pretrained(tmp_path / "m" / "unet")
+    from ccfg.__main__ import main
+    out = tmp_path / "demo"
+    rc = main(["demo", "--out", str(out), "--n", "50", "--steps", "3", "--ddpm-steps", "3",
+               "--tau-points", "2", "--quiet", "--no-plot", "--fashion-model", str(tmp_path / "m"),
+               "--fashion-n", "2", "--fashion-steps", "2"])
+    assert rc == 0
+    text = (out / "fashion.md").read_text()
+    assert "footwear, not sneaker" in text
+    assert sum(line.startswith("| ") for line in text.splitlines()) == 1 + len(compare.rules(3.0))   # header + one row per rule
+
+
+def test_demo_without_fashion_weights_skips(tmp_path, capsys):
+    from ccfg.__main__ import main
+    rc = main(["demo", "--out", str(tmp_path / "d"), "--n", "50", "--steps", "3", "--ddpm-steps",
+               "3", "--tau-points", "2", "--quiet", "--no-plot", "--fashion-model",
+               str(tmp_path / "absent")])
+    assert rc == 0
+    assert "skipping its part of the demo" in capsys.readouterr().err
+    assert not (tmp_path / "d" / "fashion.md").exists()
