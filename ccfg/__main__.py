@@ -416,7 +416,7 @@ def _demo_fashion(args, out):
         print(f"note: Fashion-MNIST test images not found ({exc}); skipping its part of the demo",
               file=sys.stderr)
         return {}
-    runs = compare.rules(w)
+    runs = compare.rules(w, args.fashion_steps)
     prog = _Progress(len(runs), enabled=not args.quiet)
     rows, grids = [], {}
     for label, rule, sampler in runs:
