@@ -297,8 +297,6 @@ def _weights_dir(name):
 
 def _check_images(images, shape, argname="images"):
     """(N, *shape) real array in [-1, 1] (float32 rounding allowed) -> C-contiguous float32."""
-    if not hasattr(images, "shape") or not hasattr(images, "dtype"):
-        images = np.asarray(images)
     images = np.asarray(images)
     if not (np.issubdtype(images.dtype, np.floating) or np.issubdtype(images.dtype, np.integer)) \
             or images.dtype == np.bool_:
@@ -325,21 +323,29 @@ class Classifier:
     def __init__(self, path=None):
         import json
         import os
-        from . import _core
-        from . import safetensors as st
         path = _weights_dir("classifier") if path is None else os.fspath(path)
         cfg_path = os.path.join(path, "config.json")
         if not os.path.isfile(cfg_path):
             raise FileNotFoundError(f"classifier: no config.json in {path}")
         with open(cfg_path) as f:
             cfg = json.load(f)
+        try:
+            self._build(path, cfg)
+        except KeyError as exc:
+            raise ValueError(f"classifier config {cfg_path}: missing key {exc}") from None
+
+    def _build(self, path, cfg):
+        import os
+        from . import _core
+        from . import safetensors as st
         self.path, self.config = path, cfg
         self.input_shape = tuple(int(v) for v in cfg["input_shape"])
         self.classes = tuple(cfg.get("classes", ()))
+        layer_list = cfg["layers"]
         tensors = st.load(os.path.join(path, "model.safetensors"))
         layers, params = [], []
         c = self.input_shape[0]
-        for i, layer in enumerate(cfg["layers"]):
+        for i, layer in enumerate(layer_list):
             t = layer.get("type")
             if t not in _LAYER_TYPES:
                 raise ValueError(f"classifier layer {i}: unknown type {t!r}")

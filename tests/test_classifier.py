@@ -156,3 +156,11 @@ def test_bad_weights_raise(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ValueError, match="flat"):
         metrics.Classifier(tmp_path)
+
+
+def test_config_without_layers_raises(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"input_shape": [1, 32, 32]}))
+    with pytest.raises(ValueError, match="missing key"):
+        metrics.Classifier(tmp_path)
+    with pytest.raises(FileNotFoundError):
+        metrics.Classifier(tmp_path / "absent")
