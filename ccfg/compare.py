@@ -351,6 +351,18 @@ def plot(figdir, toy_rows, image_rows, grids, size):
     return files
 
 
+def _sha256(folder):
+    import hashlib
+    h = hashlib.sha256()
+    name = os.path.join(folder, "unet", "diffusion_pytorch_model.safetensors")
+    if not os.path.isfile(name):
+        return "?"
+    with open(name, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m ccfg compare", description=__doc__.split("\n")[0])
     ap.add_argument("--size", choices=list(SIZES), default="default")
@@ -380,8 +392,9 @@ def main(argv=None):
             if os.path.isfile(info):
                 with open(info) as f:
                     tr = json.load(f)
-                meta["model_note"] = (f"{path}, {tr.get('steps_done', '?')} of "
-                                      f"{tr.get('steps', '?')} training steps")
+                meta["model_note"] = (f"{tr.get('steps_done', '?')} of {tr.get('steps', '?')} "
+                                      f"planned training steps ({tr.get('wall_seconds', 0) / 60:.0f}"
+                                      f" min), weights sha256 {_sha256(path)[:12]}")
             image_rows, grids = run_images(size, model, args.quiet)
     meta["wall_s"] = time.perf_counter() - t0
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
