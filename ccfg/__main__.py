@@ -465,7 +465,8 @@ def _demo_fashion(args, out):
         x = grids[m["label"]]
         canvas = -np.ones((nrow * 32, cols * 32), np.float32)
         for i in range(k):
-            canvas[(i // cols) * 32:(i // cols + 1) * 32, (i % cols) * 32:(i % cols + 1) * 32] = x[i, 0]
+            r, c = divmod(i, cols)
+            canvas[r * 32:(r + 1) * 32, c * 32:(c + 1) * 32] = x[i, 0]
         ax.imshow(canvas, cmap="gray", vmin=-1, vmax=1)
         ax.set_title(m["label"], fontsize=6)
         ax.set_xticks([])

@@ -146,7 +146,8 @@ def run_images(size, model, quiet=False, keep_samples=True, real=None):
                 per_seed, xs, t0 = [], [], time.perf_counter()
                 for seed in range(size["seeds"]):
                     x = ccfg.sample(model, positive=pos, negative=neg, guidance=rule,
-                                    sampler=sampler, steps=steps, n=size["n"], seed=seed, progress=False)
+                                    sampler=sampler, steps=steps, n=size["n"], seed=seed,
+                                    progress=False)
                     x = np.clip(x, -1.0, 1.0)
                     xs.append(x)
                     per_seed.append(M.image_summary(x, pos, neg, seed=seed, real=real))
@@ -206,8 +207,10 @@ def _winners(rows, columns):
     for key, head, names, best_v, kind, bc in _verdicts(rows, columns):
         verdict = {"best": "CCFG is best",
                    "tie": f"CCFG ties for best ({len(names)} rules)",
-                   "within_sd": f"CCFG ({bc['rule']}, {bc[key][0]:.3f}) is behind but within one sd",
-                   "loses": f"CCFG loses: its best variant ({bc['rule']}) has {bc[key][0]:.3f}"}[kind]
+                   "within_sd": f"CCFG ({bc['rule']}, {bc[key][0]:.3f}) is behind but within "
+                                "one sd",
+                   "loses": f"CCFG loses: its best variant ({bc['rule']}) has "
+                            f"{bc[key][0]:.3f}"}[kind]
         lines.append(f"  - {head}: best **{', '.join(names)}** ({best_v:.3f}); {verdict}.")
     return lines
 
@@ -227,7 +230,8 @@ def _summary(groups, columns, what):
         if not n:
             continue
         top = sorted(tally.items(), key=lambda kv: -kv[1])[:3]
-        lines.append(f"- {what}, {head}: most often best {', '.join(f'{r} ({c}/{n})' for r, c in top)}; "
+        often = ", ".join(f"{r} ({c}/{n})" for r, c in top)
+        lines.append(f"- {what}, {head}: most often best {often}; "
                      f"CCFG best alone in {kinds['best']}/{n}, tied in {kinds['tie']}/{n}, "
                      f"within one sd in {kinds['within_sd']}/{n}, behind in {kinds['loses']}/{n}.")
     return lines
@@ -267,7 +271,8 @@ def write_report(out_md, toy_rows, image_rows, size_name, size, meta):
                  f"{size['n']} images per seed, DDIM-{size['steps']} (DNG: DDPM-"
                  f"{size['ddpm_steps']}). Target precision = classified in P \\ Q; leakage = in Q; "
                  "off-positive = outside P; coverage KL = KL of the class histogram inside P \\ Q "
-                 "from uniform (0 best); Fréchet = on the classifier's penultimate features against "
+                 "from uniform (0 best); Fréchet = on the classifier's penultimate features "
+                 "against "
                  "half of the real test images of P \\ Q; the floor is the same distance for as "
                  "many real images from the other half (what a perfect sampler of this size "
                  "gets).", f"Model: {meta.get('model_note', '')}", ""]
@@ -338,7 +343,8 @@ def plot(figdir, toy_rows, image_rows, grids, size):
             rows_ = int(math.ceil(k / cols))
             canvas = -np.ones((rows_ * 32, cols * 32), np.float32)
             for i in range(k):
-                canvas[(i // cols) * 32:(i // cols + 1) * 32, (i % cols) * 32:(i % cols + 1) * 32] = x[i, 0]
+                r, c = divmod(i, cols)
+                canvas[r * 32:(r + 1) * 32, c * 32:(c + 1) * 32] = x[i, 0]
             ax.imshow(canvas, cmap="gray", vmin=-1, vmax=1)
             ax.set_title(label, fontsize=7)
             ax.axis("off")
@@ -392,9 +398,10 @@ def main(argv=None):
             if os.path.isfile(info):
                 with open(info) as f:
                     tr = json.load(f)
+                minutes = tr.get("wall_seconds", 0) / 60
                 meta["model_note"] = (f"{tr.get('steps_done', '?')} of {tr.get('steps', '?')} "
-                                      f"planned training steps ({tr.get('wall_seconds', 0) / 60:.0f}"
-                                      f" min), weights sha256 {_sha256(path)[:12]}")
+                                      f"planned training steps ({minutes:.0f} min), weights "
+                                      f"sha256 {_sha256(path)[:12]}")
             image_rows, grids = run_images(size, model, args.quiet)
     meta["wall_s"] = time.perf_counter() - t0
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

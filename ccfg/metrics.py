@@ -485,7 +485,8 @@ def frechet_distance(a, b):
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
-        raise ValueError(f"a, b: expected (n, F) and (m, F) feature arrays, got {a.shape}, {b.shape}")
+        raise ValueError(f"a, b: expected (n, F) and (m, F) feature arrays, got {a.shape}, "
+                         f"{b.shape}")
     if a.shape[0] < 2 or b.shape[0] < 2:
         raise ValueError("a, b: at least 2 rows each")
     if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
@@ -496,7 +497,8 @@ def frechet_distance(a, b):
     ra = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
     m = ra @ sb @ ra
     ev = np.linalg.eigvalsh(0.5 * (m + m.T))
-    return float(mu @ mu + np.trace(sa) + np.trace(sb) - 2.0 * np.sum(np.sqrt(np.clip(ev, 0, None))))
+    tr_sqrt = np.sum(np.sqrt(np.clip(ev, 0, None)))
+    return float(mu @ mu + np.trace(sa) + np.trace(sb) - 2.0 * tr_sqrt)
 
 
 _REAL = {}

@@ -97,11 +97,13 @@ static int walk(const ccfg_cls_layer *L, int n, int c, int h, int w, int feature
         const ccfg_cls_layer *l = &L[i];
         switch (l->type) {
         case CCFG_CLS_CONV2D: {
-            if (flat) return ccfg_fail(CCFG_EINVAL, "classifier layer %d: conv2d after the spatial mean", i);
+            if (flat)
+                return ccfg_fail(CCFG_EINVAL, "classifier layer %d: conv2d after the spatial "
+                                 "mean", i);
             if (l->in_channels != c || l->out_channels < 1 || l->kernel < 1 || l->stride < 1 ||
                 l->padding < 0)
-                return ccfg_fail(CCFG_EINVAL, "classifier layer %d: conv2d %d->%d k%d s%d p%d on %d "
-                                 "channels", i, l->in_channels, l->out_channels, l->kernel,
+                return ccfg_fail(CCFG_EINVAL, "classifier layer %d: conv2d %d->%d k%d s%d p%d on "
+                                 "%d channels", i, l->in_channels, l->out_channels, l->kernel,
                                  l->stride, l->padding, c);
             const int ho = (h + 2 * l->padding - l->kernel) / l->stride + 1;
             const int wo = (w + 2 * l->padding - l->kernel) / l->stride + 1;
@@ -117,7 +119,9 @@ static int walk(const ccfg_cls_layer *L, int n, int c, int h, int w, int feature
             break;
         }
         case CCFG_CLS_GROUP_NORM:
-            if (flat) return ccfg_fail(CCFG_EINVAL, "classifier layer %d: group_norm after the spatial mean", i);
+            if (flat)
+                return ccfg_fail(CCFG_EINVAL, "classifier layer %d: group_norm after the spatial "
+                                 "mean", i);
             if (l->in_channels != c || l->groups < 1 || c % l->groups || !(l->eps > 0.0f))
                 return ccfg_fail(CCFG_EINVAL, "classifier layer %d: group_norm of %d channels in "
                                  "%d groups (eps %g) on %d channels", i, l->in_channels, l->groups,

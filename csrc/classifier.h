@@ -12,10 +12,10 @@
 #include "nn.h"
 
 typedef enum {
-    CCFG_CLS_CONV2D = 0,        /* in_channels, out_channels, kernel, stride, padding (zero, both sides) */
+    CCFG_CLS_CONV2D = 0,        /* in/out_channels, kernel, stride, padding (zeros, both sides) */
     CCFG_CLS_GROUP_NORM = 1,    /* in_channels (= out_channels), groups, eps */
     CCFG_CLS_SILU = 2,
-    CCFG_CLS_SPATIAL_MEAN = 3,  /* (c, h, w) -> (c): mean over pixels; the tensor is flat after it */
+    CCFG_CLS_SPATIAL_MEAN = 3,  /* (c, h, w) -> (c): mean over pixels; flat from here on */
     CCFG_CLS_LINEAR = 4,        /* in_channels -> out_channels, on a flat tensor */
 } ccfg_cls_layer_type;
 

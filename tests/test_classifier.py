@@ -28,7 +28,8 @@ def _torch_model(folder=WEIGHTS):
     with open(os.path.join(folder, "config.json")) as f:
         cfg = json.load(f)
     model = _train_module().build(cfg["layers"])
-    tensors = {k: torch.from_numpy(np.array(v)) for k, v in st.load(os.path.join(folder, "model.safetensors")).items()}
+    stored = st.load(os.path.join(folder, "model.safetensors"))
+    tensors = {k: torch.from_numpy(np.array(v)) for k, v in stored.items()}
     model.load_state_dict(tensors)
     return model.eval(), cfg
 

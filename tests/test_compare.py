@@ -114,7 +114,8 @@ def test_demo_fashion_part_with_a_tiny_random_unet(tmp_path, monkeypatch):
     assert rc == 0
     text = (out / "fashion.md").read_text()
     assert "footwear, not sneaker" in text
-    assert sum(line.startswith("| ") for line in text.splitlines()) == 1 + len(compare.rules(3.0))   # header + one row per rule
+    # the header and one row per rule
+    assert sum(line.startswith("| ") for line in text.splitlines()) == 1 + len(compare.rules(3.0))
 
 
 def test_demo_without_fashion_weights_skips(tmp_path, capsys):
