@@ -285,7 +285,9 @@ def write_report(out_md, toy_rows, image_rows, size_name, size, meta):
                 floor = sub[0]["frechet_floor"]
                 text += [f"### \"{pos}, not {neg}\", w = {w:g}", "",
                          _table(sub, IMAGE_COLUMNS), "",
-                         f"Fréchet floor (real vs real, same size): {_cell(*floor)}", "",
+                         f"Fréchet floor (real vs real, same size): {_cell(*floor)}. Differences "
+                         "smaller than the floor's sd are sampling noise at this size, not "
+                         "findings.", "",
                          "Who wins:"] + _winners(sub, IMAGE_COLUMNS) + [""]
     text += ["## Figures", "", "`docs/figures/compare_curves_*.png`: metric vs scale per rule; "
              "`docs/figures/compare_grid_*.png`: samples per rule (seed 0 first).", ""]
