@@ -460,19 +460,23 @@ def _demo_fashion(args, out):
     k = min(args.fashion_n, 16)
     cols = int(math.ceil(math.sqrt(k)))
     nrow = int(math.ceil(k / cols))
-    fig, axes = plt.subplots(1, len(rows), figsize=(1.9 * len(rows), 2.6))
-    for ax, m in zip(np.atleast_1d(axes), rows):
+    ncol = int(math.ceil(len(rows) / 2))
+    fig, axes = plt.subplots(2, ncol, figsize=(2.1 * ncol, 6.4))
+    axes = np.atleast_1d(axes).ravel()
+    for ax in axes[len(rows):]:
+        ax.axis("off")
+    for ax, m in zip(axes, rows):
         x = grids[m["label"]]
         canvas = -np.ones((nrow * 32, cols * 32), np.float32)
         for i in range(k):
             r, c = divmod(i, cols)
             canvas[r * 32:(r + 1) * 32, c * 32:(c + 1) * 32] = x[i, 0]
         ax.imshow(canvas, cmap="gray", vmin=-1, vmax=1)
-        ax.set_title(m["label"], fontsize=6)
+        ax.set_title(m["label"], fontsize=7)
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_xlabel(f"target {m['target_precision']:.2f}\nleak {m['negative_leakage']:.2f}\n"
-                      f"FD {m['frechet']:.1f}", fontsize=6)
+                      f"FD {m['frechet']:.1f}", fontsize=7)
     fig.suptitle(f"{pos}, not {neg} (w = {w:g})", fontsize=9)
     fig.tight_layout()
     fig.savefig(out / "fashion.png", dpi=120)
