@@ -1,4 +1,4 @@
-"""The ccfg command line: ``python -m ccfg demo|sample|sweep|bench|info``.
+"""The ccfg command line: ``python -m ccfg demo|sample|sweep|compare|bench|info``.
 
     python -m ccfg demo [--out ccfg-demo] [--n 2000] [--steps 50] [--seed 0] [--scale 3]
     python -m ccfg sample --model toy2d --positive A --negative B --guidance ccfg --scale 5 \\
@@ -379,19 +379,110 @@ def cmd_demo(args):
         if not args.no_plot:
             print(f"note: figures skipped ({exc})", file=sys.stderr)
 
+    if not args.no_fashion:
+        files.update(_demo_fashion(args, out))
+
     dt = time.perf_counter() - t_start
     print()
     print(_md_table(rows, [("label", "rule"), ("sampler", "sampler")]))
     print()
     print(f"demo finished in {dt:.1f} s (w = {w:g}, n = {args.n}, {args.steps} steps, "
           f"seed {args.seed})")
-    for k in ("samples", "tau_sweep", "metrics"):
+    for k in ("samples", "tau_sweep", "metrics", "fashion", "fashion_grid"):
         if k in files:
             print(f"  {k + ':':<11} {files[k]}")
     print(f"  {'data:':<11} {out / 'metrics.json'}, {out / 'samples.npz'}")
     if not plotted and not args.no_plot:
         print("  (no PNGs: pip install matplotlib  or  pip install 'ccfg[plot]')")
     return 0
+
+
+def _demo_fashion(args, out):
+    """"footwear, not sneaker" on the shipped Fashion-MNIST UNet: one grid per rule, the C
+    classifier's metrics under it. Skipped (with a note) when the weights are absent."""
+    from . import compare
+    pos, neg, w = "footwear", "sneaker", float(args.fashion_scale)
+    try:
+        model, path = compare.load_fashion_model(args.fashion_model)
+    except (ValueError, OSError) as exc:
+        model, path = None, f"ccfg/weights/fashion-mnist ({exc})"
+    if model is None:
+        print(f"note: Fashion-MNIST model not found at {path}; skipping its part of the demo",
+              file=sys.stderr)
+        return {}
+    try:
+        real = M.real_features()
+    except (FileNotFoundError, OSError) as exc:
+        print(f"note: Fashion-MNIST test images not found ({exc}); skipping its part of the demo",
+              file=sys.stderr)
+        return {}
+    runs = compare.rules(w, args.fashion_steps)
+    prog = _Progress(len(runs), enabled=not args.quiet)
+    rows, grids = [], {}
+    for label, rule, sampler in runs:
+        prog.start(f"{label} {sampler}-{args.fashion_steps}")
+        t0 = time.perf_counter()
+        x = ccfg.sample(model, positive=pos, negative=neg, guidance=rule, sampler=sampler,
+                        steps=args.fashion_steps, n=args.fashion_n, seed=args.seed, progress=prog)
+        x = np.clip(x, -1.0, 1.0)
+        m = M.image_summary(x, pos, neg, seed=args.seed, real=real)
+        m.update(label=label, sampler=f"{sampler}-{args.fashion_steps}",
+                 wall_s=time.perf_counter() - t0)
+        prog.done(f"target {m['target_precision']:.2f}  leak {m['negative_leakage']:.2f}  "
+                  f"FD {m['frechet']:.1f}")
+        rows.append(m)
+        grids[label] = x
+    heads = ["rule", "sampler", "target precision ↑", "negative leakage ↓", "off-positive ↓",
+             "coverage KL ↓", "Fréchet ↓", "wall s"]
+    lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
+    for m in rows:
+        lines.append(f"| {m['label']} | {m['sampler']} | {m['target_precision']:.3f} | "
+                     f"{m['negative_leakage']:.3f} | {m['off_positive_rate']:.3f} | "
+                     f"{_fmt(m['coverage_kl'], '{:.3f}')} | {m['frechet']:.2f} | "
+                     f"{m['wall_s']:.1f} |")
+    text = [f"# \"{pos}, not {neg}\" on the shipped Fashion-MNIST UNet", "",
+            f"w = {w:g}, n = {args.fashion_n}, {args.fashion_steps} steps, seed {args.seed}; "
+            f"metrics from the classifier run in C (ccfg.metrics.image_summary). Fréchet floor "
+            f"(real vs real, same size): {rows[0]['frechet_floor']:.2f}. One seed: see "
+            f"docs/RESULTS.md for means over seeds.", "", "\n".join(lines), ""]
+    files = {}
+    (out / "fashion.md").write_text("\n".join(text), encoding="utf-8")
+    files["fashion"] = out / "fashion.md"
+    print("\n".join(lines))
+    if args.no_plot:
+        return files
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return files
+    k = min(args.fashion_n, 16)
+    cols = int(math.ceil(math.sqrt(k)))
+    nrow = int(math.ceil(k / cols))
+    ncol = int(math.ceil(len(rows) / 2))
+    fig, axes = plt.subplots(2, ncol, figsize=(2.1 * ncol, 6.4))
+    axes = np.atleast_1d(axes).ravel()
+    for ax in axes[len(rows):]:
+        ax.axis("off")
+    for ax, m in zip(axes, rows):
+        x = grids[m["label"]]
+        canvas = -np.ones((nrow * 32, cols * 32), np.float32)
+        for i in range(k):
+            r, c = divmod(i, cols)
+            canvas[r * 32:(r + 1) * 32, c * 32:(c + 1) * 32] = x[i, 0]
+        ax.imshow(canvas, cmap="gray", vmin=-1, vmax=1)
+        ax.set_title(m["label"], fontsize=7)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_xlabel(f"target {m['target_precision']:.2f}\nleak {m['negative_leakage']:.2f}\n"
+                      f"FD {m['frechet']:.1f}", fontsize=7)
+    fig.suptitle(f"{pos}, not {neg} (w = {w:g})", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out / "fashion.png", dpi=120)
+    plt.close(fig)
+    files["fashion_grid"] = out / "fashion.png"
+    return files
 
 
 # ---------------------------------------------------------------------- sample
@@ -496,6 +587,11 @@ def cmd_bench(args):
     return 1
 
 
+def cmd_compare(args):
+    from . import compare
+    return compare.main(args.rest)
+
+
 def cmd_info(args):
     print(f"ccfg {ccfg.__version__}  ({Path(ccfg.__file__).resolve().parent})")
     print(f"python {platform.python_version()}, numpy {np.__version__}, "
@@ -538,7 +634,7 @@ def build_parser():
     ap = argparse.ArgumentParser(prog="python -m ccfg", description="ccfg: negative guidance "
                                  "for diffusion sampling (Contrastive CFG and its baselines).")
     ap.add_argument("--version", action="version", version=f"ccfg {ccfg.__version__}")
-    sub = ap.add_subparsers(dest="command", metavar="{demo,sample,sweep,bench,info}")
+    sub = ap.add_subparsers(dest="command", metavar="{demo,sample,sweep,compare,bench,info}")
 
     p = sub.add_parser("demo", help="every rule side by side on the 2-D toy, metrics, τ sweep")
     p.add_argument("--out", default="ccfg-demo", help="output folder (default ccfg-demo/)")
@@ -555,6 +651,13 @@ def build_parser():
     p.add_argument("--tau-points", type=int, default=11)
     p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     p.add_argument("--no-plot", action="store_true", help="tables only, no PNGs")
+    p.add_argument("--no-fashion", action="store_true",
+                   help="skip \"footwear, not sneaker\" on the Fashion-MNIST UNet")
+    p.add_argument("--fashion-model", default=None, help="Fashion-MNIST pipeline folder "
+                   "(default: the shipped ccfg/weights/fashion-mnist)")
+    p.add_argument("--fashion-n", type=int, default=16, help="images per rule (default 16)")
+    p.add_argument("--fashion-steps", type=int, default=10, help="steps (default 10)")
+    p.add_argument("--fashion-scale", type=float, default=3.0, help="scale w (default 3)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("sample", help="sample a packaged model, save a .npy")
@@ -583,18 +686,27 @@ def build_parser():
     p.add_argument("rest", nargs=argparse.REMAINDER, help="arguments passed to benchmarks/run.py")
     p.set_defaults(func=cmd_bench)
 
+    p = sub.add_parser("compare", add_help=False, help="every rule over scales and seeds on the "
+                       "exact mixtures and Fashion-MNIST -> docs/RESULTS.md (compare --help)")
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of ccfg.compare")
+    p.set_defaults(func=cmd_compare)
+
     p = sub.add_parser("info", help="version and compute devices")
     p.set_defaults(func=cmd_info)
     return ap
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["compare"]:      # its own parser (argparse's REMAINDER drops leading options)
+        from . import compare
+        return compare.main(argv[1:])
     ap = build_parser()
     args = ap.parse_args(argv)
     if not getattr(args, "func", None):
         ap.print_help()
         return 2
-    for name in ("n", "steps", "ddpm_steps", "tau_points"):
+    for name in ("n", "steps", "ddpm_steps", "tau_points", "fashion_n", "fashion_steps"):
         if getattr(args, name, 1) is not None and getattr(args, name, 1) < 1:
             ap.error(f"--{name.replace('_', '-')} must be >= 1")
     try:

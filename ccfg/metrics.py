@@ -277,3 +277,261 @@ def summary(model, x, positive, negative=None, quantile=1e-3, seed=0):
     out["mean_nll"] = mean_nll(model, x)
     out["energy_distance"] = target_distance(model, x, positive, negative, seed=seed)
     return out
+
+
+# ====================================================================== image models
+# Fashion-MNIST samples are scored by the shipped evaluation classifier (ccfg/weights/classifier),
+# run by ccfg's C core (csrc/classifier.c): no torch at evaluation time. Concepts are the names of
+# ccfg.data (a class, a group, or a list of them for the negative: Q is their union).
+
+__all__ += ["Classifier", "load_classifier", "classify", "features", "concept_rates", "coverage_kl",
+            "frechet_distance", "real_features", "image_summary"]
+
+_LAYER_TYPES = {"conv2d": 0, "group_norm": 1, "silu": 2, "spatial_mean": 3, "linear": 4}
+
+
+def _weights_dir(name):
+    import os
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights", name)
+
+
+def _check_images(images, shape, argname="images"):
+    """(N, *shape) real array in [-1, 1] (float32 rounding allowed) -> C-contiguous float32."""
+    images = np.asarray(images)
+    if not (np.issubdtype(images.dtype, np.floating) or np.issubdtype(images.dtype, np.integer)) \
+            or images.dtype == np.bool_:
+        raise TypeError(f"{argname}: expected a real array, got dtype {images.dtype}")
+    if images.ndim != 1 + len(shape) or tuple(images.shape[1:]) != tuple(shape):
+        raise ValueError(f"{argname}: expected shape (N, {', '.join(map(str, shape))}), "
+                         f"got {images.shape}")
+    x = np.ascontiguousarray(images, dtype=np.float32)
+    if x.size:
+        if not np.all(np.isfinite(x)):
+            raise ValueError(f"{argname}: contains NaN or infinity")
+        lo, hi = float(x.min()), float(x.max())
+        if lo < -1.0 - 1e-4 or hi > 1.0 + 1e-4:
+            raise ValueError(f"{argname}: values must lie in [-1, 1] (the model's image range), "
+                             f"got [{lo:.4g}, {hi:.4g}]; clip samples first")
+    return x
+
+
+class Classifier:
+    """A sequential CNN from a folder holding ``config.json`` (ordered layer list with tensor
+    names) and ``model.safetensors``; run by the C core. ``classify``/``logits``/``features``
+    take (N, C, H, W) images in [-1, 1]."""
+
+    def __init__(self, path=None):
+        import json
+        import os
+        path = _weights_dir("classifier") if path is None else os.fspath(path)
+        cfg_path = os.path.join(path, "config.json")
+        if not os.path.isfile(cfg_path):
+            raise FileNotFoundError(f"classifier: no config.json in {path}")
+        with open(cfg_path) as f:
+            cfg = json.load(f)
+        try:
+            self._build(path, cfg)
+        except KeyError as exc:
+            raise ValueError(f"classifier config {cfg_path}: missing key {exc}") from None
+
+    def _build(self, path, cfg):
+        import os
+        from . import _core
+        from . import safetensors as st
+        self.path, self.config = path, cfg
+        self.input_shape = tuple(int(v) for v in cfg["input_shape"])
+        self.classes = tuple(cfg.get("classes", ()))
+        layer_list = cfg["layers"]
+        tensors = st.load(os.path.join(path, "model.safetensors"))
+        layers, params = [], []
+        c = self.input_shape[0]
+        for i, layer in enumerate(layer_list):
+            t = layer.get("type")
+            if t not in _LAYER_TYPES:
+                raise ValueError(f"classifier layer {i}: unknown type {t!r}")
+            spec = [_LAYER_TYPES[t], 0, 0, 0, 0, 0, 0, 0.0]
+            expect = {}
+            if t == "conv2d":
+                k = int(layer["kernel_size"])
+                spec[1:6] = [int(layer["in_channels"]), int(layer["out_channels"]), k,
+                             int(layer.get("stride", 1)), int(layer.get("padding", 0))]
+                expect = {"weight": (spec[2], spec[1], k, k), "bias": (spec[2],)}
+                c = spec[2]
+            elif t == "group_norm":
+                spec[1] = spec[2] = int(layer["num_channels"])
+                spec[6], spec[7] = int(layer["num_groups"]), float(layer.get("eps", 1e-5))
+                expect = {"weight": (spec[1],), "bias": (spec[1],)}
+            elif t == "linear":
+                spec[1:3] = [int(layer["in_features"]), int(layer["out_features"])]
+                expect = {"weight": (spec[2], spec[1]), "bias": (spec[2],)}
+            for role, shape in expect.items():   # weight then bias: the order C walks them
+                name = layer.get(role)
+                if name not in tensors:
+                    raise ValueError(f"classifier layer {i} ({t}): tensor {name!r} missing")
+                if tuple(tensors[name].shape) != shape:
+                    raise ValueError(f"classifier layer {i} ({t}): {name} has shape "
+                                     f"{tuple(tensors[name].shape)}, expected {shape}")
+                params.append(tensors[name].ravel())
+            layers.append(tuple(spec))
+        self.features_layer = int(cfg.get("features_layer", -1))
+        flat = np.concatenate(params).astype(np.float32) if params else np.zeros(0, np.float32)
+        self._c = _core.classifier_new(tuple(layers), self.input_shape, self.features_layer, flat)
+
+    def _run(self, images):
+        x = _check_images(images, self.input_shape)
+        from . import _core
+        return _core.classifier_forward(self._c, x)
+
+    def logits(self, images):
+        """(N, classes) float32 logits."""
+        return self._run(images)[0]
+
+    def features(self, images):
+        """(N, F) float32: the output of layer ``features_layer`` (the spatial mean)."""
+        return self._run(images)[1]
+
+    def classify(self, images):
+        """(N,) int64 class indices (argmax of the logits)."""
+        return np.argmax(self._run(images)[0], axis=1).astype(np.int64)
+
+
+_DEFAULT = {}
+
+
+def load_classifier(path=None):
+    """The shipped Fashion-MNIST classifier (cached), or the one in folder ``path``."""
+    key = None if path is None else str(path)
+    if key not in _DEFAULT:
+        _DEFAULT[key] = Classifier(path)
+    return _DEFAULT[key]
+
+
+def classify(images):
+    """Class index (0-9, the dataset's numbering) of each (N, 1, 32, 32) image in [-1, 1]."""
+    return load_classifier().classify(images)
+
+
+def features(images):
+    """Penultimate classifier features (after the spatial mean), (N, 128) float32."""
+    return load_classifier().features(images)
+
+
+def _concept_set(concepts, argname, allow_none=False):
+    from . import data
+    if concepts is None:
+        if allow_none:
+            return set()
+        raise ValueError(f"{argname}: a concept name is required")
+    if isinstance(concepts, str):
+        concepts = [concepts]
+    out = set()
+    for name in concepts:
+        if not isinstance(name, str):
+            raise TypeError(f"{argname}: expected concept names, got {type(name).__name__}")
+        try:
+            out.update(data.concept_classes(name))
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"{argname}: {e}") from None
+    return out
+
+
+def _target_classes(positive, negative):
+    p = _concept_set(positive, "positive")
+    q = _concept_set(negative, "negative", allow_none=True)
+    t = sorted(p - q)
+    if not t:
+        raise ValueError(f"positive {positive!r} minus negative {negative!r} contains no class")
+    return sorted(p), sorted(q), t
+
+
+def _check_labels(labels):
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels: expected a 1-D integer array, got {labels.dtype} {labels.shape}")
+    if labels.size == 0:
+        raise ValueError("labels: empty")
+    return labels.astype(np.int64)
+
+
+def concept_rates(labels, positive, negative=None):
+    """From class labels: ``target_precision`` (fraction in P \\ Q), ``negative_leakage`` (in Q;
+    0 without a negative) and ``off_positive_rate`` (outside P)."""
+    labels = _check_labels(labels)
+    p, q, t = _target_classes(positive, negative)
+    return {"target_precision": float(np.mean(np.isin(labels, t))),
+            "negative_leakage": float(np.mean(np.isin(labels, q))) if q else 0.0,
+            "off_positive_rate": float(np.mean(~np.isin(labels, p)))}
+
+
+def coverage_kl(labels, positive, negative=None):
+    """KL(h || uniform) in nats of the class histogram h of the labels that fall in P \\ Q, over the
+    classes of P \\ Q (0: every target class equally often; log |P \\ Q| at most: one class).
+    nan when no label falls in P \\ Q (there is no histogram to score)."""
+    labels = _check_labels(labels)
+    _, _, t = _target_classes(positive, negative)
+    inside = labels[np.isin(labels, t)]
+    if inside.size == 0:
+        return float("nan")
+    h = np.array([np.sum(inside == c) for c in t], dtype=np.float64) / inside.size
+    nz = h > 0
+    return float(np.sum(h[nz] * np.log(h[nz] * len(t))))
+
+
+def frechet_distance(a, b):
+    """Fréchet distance between Gaussians fitted to feature sets a (n, F) and b (m, F):
+    |mu_a - mu_b|^2 + tr(S_a + S_b - 2 (S_a S_b)^(1/2)), unbiased covariances, float64.
+    tr (S_a S_b)^(1/2) = sum of sqrt(eig(S_a^(1/2) S_b S_a^(1/2))) (symmetric PSD, so the
+    eigenvalues are real and clipped at 0 against rounding)."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
+        raise ValueError(f"a, b: expected (n, F) and (m, F) feature arrays, got {a.shape}, "
+                         f"{b.shape}")
+    if a.shape[0] < 2 or b.shape[0] < 2:
+        raise ValueError("a, b: at least 2 rows each")
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+        raise ValueError("a, b: contain NaN or infinity")
+    mu = a.mean(0) - b.mean(0)
+    sa, sb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    w, v = np.linalg.eigh(sa)
+    ra = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    m = ra @ sb @ ra
+    ev = np.linalg.eigvalsh(0.5 * (m + m.T))
+    tr_sqrt = np.sum(np.sqrt(np.clip(ev, 0, None)))
+    return float(mu @ mu + np.trace(sa) + np.trace(sb) - 2.0 * tr_sqrt)
+
+
+_REAL = {}
+
+
+def real_features(split="test", path=None):
+    """(features (N, F), labels (N,)) of the real Fashion-MNIST split (cached)."""
+    key = (split, None if path is None else str(path))
+    if key not in _REAL:
+        from . import data
+        x, y = data.fashion_mnist(split, path)
+        _REAL[key] = (features(x), y)
+    return _REAL[key]
+
+
+def image_summary(images, positive, negative=None, seed=0, real=None):
+    """Every image metric in one dict. The Fréchet distance compares the samples' features with
+    half B of the real test images of P \\ Q (split in two disjoint random halves by ``seed``);
+    ``frechet_floor`` compares as many real images from half A (at most all of it) with the same
+    half B: the value a perfect sampler of that size would get. ``real``: (features, labels) of
+    real images (default: the test split)."""
+    clf = load_classifier()
+    images = _check_images(images, clf.input_shape)
+    feats_x, labels = clf.features(images), clf.classify(images)
+    out = {"n": int(labels.shape[0])}
+    out.update(concept_rates(labels, positive, negative))
+    out["coverage_kl"] = coverage_kl(labels, positive, negative)
+    rf, rl = real_features() if real is None else real
+    _, _, t = _target_classes(positive, negative)
+    idx = np.flatnonzero(np.isin(rl, t))
+    perm = np.random.default_rng(seed).permutation(idx)
+    half_a, half_b = perm[: len(perm) // 2], perm[len(perm) // 2:]
+    n = min(labels.shape[0], len(half_a))
+    out["frechet"] = frechet_distance(feats_x, rf[half_b]) if labels.shape[0] >= 2 else float("nan")
+    out["frechet_floor"] = frechet_distance(rf[half_a[:n]], rf[half_b]) if n >= 2 else float("nan")
+    return out

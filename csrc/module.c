@@ -1557,6 +1557,126 @@ static int unet_register(PyObject *m)
     return PyModule_AddObjectRef(m, "UNet", (PyObject *)&UNetType);
 }
 
+/* ------------------------------------------------------------------------- */
+/* The evaluation classifier (csrc/classifier.h): ccfg/metrics.py reads config.json and the
+ * safetensors file, checks names and shapes, and passes the layer list and one parameter vector.
+ * A lock per model serialises Python threads (the planned activations are shared). */
+#include "classifier.h"
+
+typedef struct {
+    PyObject_HEAD
+    ccfg_classifier *c;
+    PyThread_type_lock lock;
+} ClassifierObject;
+
+static void classifier_dealloc(ClassifierObject *self)
+{
+    ccfg_classifier_free(self->c);
+    if (self->lock) PyThread_free_lock(self->lock);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyTypeObject ClassifierType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "ccfg._core.Classifier",
+    .tp_basicsize = sizeof(ClassifierObject),
+    .tp_dealloc = (destructor)classifier_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "the evaluation classifier in C (made by ccfg.metrics)",
+};
+
+/* classifier_new(layers, (c, h, w), features_layer, params float32 1-D) -> Classifier;
+ * layers: tuple of (type, in, out, kernel, stride, padding, groups, eps) */
+static PyObject *mod_classifier_new(PyObject *self, PyObject *args)
+{
+    PyObject *lo, *po, *result = NULL;
+    PyArrayObject *params = NULL;
+    ccfg_cls_layer *layers = NULL;
+    ClassifierObject *obj = NULL;
+    int c, h, w, features_layer, status;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "O!(iii)iO", &PyTuple_Type, &lo, &c, &h, &w, &features_layer, &po))
+        return NULL;
+    const Py_ssize_t n = PyTuple_GET_SIZE(lo);
+    if (n < 1 || n > 1024) {
+        PyErr_SetString(PyExc_ValueError, "layers: 1 to 1024 layers");
+        return NULL;
+    }
+    if (!(layers = PyMem_Calloc((size_t)n, sizeof *layers))) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        ccfg_cls_layer *l = &layers[i];
+        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(lo, i), "iiiiiiif;layers: each a tuple (type, in, "
+                              "out, kernel, stride, padding, groups, eps)", &l->type,
+                              &l->in_channels, &l->out_channels, &l->kernel, &l->stride,
+                              &l->padding, &l->groups, &l->eps))
+            goto done;
+    }
+    if (!(params = as_array(po, NPY_FLOAT32, 1, NULL, "params"))) goto done;
+    if (!(obj = PyObject_New(ClassifierObject, &ClassifierType))) goto done;
+    obj->c = NULL;
+    if (!(obj->lock = PyThread_allocate_lock())) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    status = ccfg_classifier_create(layers, (int)n, c, h, w, features_layer, f32(params),
+                                    (int64_t)PyArray_DIM(params, 0), &obj->c);
+    Py_END_ALLOW_THREADS
+    if (status) {
+        raise_status(status);
+        goto done;
+    }
+    result = (PyObject *)obj;
+    obj = NULL;
+done:
+    Py_XDECREF(obj);
+    Py_XDECREF(params);
+    PyMem_Free(layers);
+    return result;
+}
+
+/* classifier_forward(model, x float32 (N, c, h, w)) -> (logits (N, outputs), features (N, F)) */
+static PyObject *mod_classifier_forward(PyObject *self, PyObject *args)
+{
+    ClassifierObject *obj;
+    PyObject *xo, *logits = NULL, *feats = NULL, *result = NULL;
+    PyArrayObject *x = NULL;
+    int status = CCFG_OK;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "O!O", &ClassifierType, &obj, &xo)) return NULL;
+    if (!(x = as_array(xo, NPY_FLOAT32, 4, NULL, "images"))) goto done;
+    const npy_intp n = PyArray_DIM(x, 0);
+    npy_intp sl[2] = {n, ccfg_classifier_outputs(obj->c)};
+    npy_intp sf[2] = {n, ccfg_classifier_features(obj->c)};
+    if (!(logits = PyArray_SimpleNew(2, sl, NPY_FLOAT32))) goto done;
+    if (!(feats = PyArray_SimpleNew(2, sf, NPY_FLOAT32))) goto done;
+    Py_BEGIN_ALLOW_THREADS
+    PyThread_acquire_lock(obj->lock, WAIT_LOCK);
+    status = ccfg_classifier_forward(obj->c, (int64_t)n, f32(x), f32((PyArrayObject *)logits),
+                                     sf[1] ? f32((PyArrayObject *)feats) : NULL);
+    PyThread_release_lock(obj->lock);
+    Py_END_ALLOW_THREADS
+    if (status) {
+        raise_status(status);
+        goto done;
+    }
+    result = PyTuple_Pack(2, logits, feats);
+done:
+    Py_XDECREF(x);
+    Py_XDECREF(logits);
+    Py_XDECREF(feats);
+    return result;
+}
+
+static int classifier_register(PyObject *m)
+{
+    if (PyType_Ready(&ClassifierType) < 0) return -1;
+    return PyModule_AddObjectRef(m, "Classifier", (PyObject *)&ClassifierType);
+}
+
 static PyMethodDef methods[] = {
     {"randn", mod_randn, METH_VARARGS, "randn(seed, n, dim, stream, first=0) -> float32 (n, dim)"},
     {"philox4x32", mod_philox, METH_VARARGS, "philox4x32((c0,c1,c2,c3), (k0,k1)) -> 4 uint32"},
@@ -1577,6 +1697,10 @@ static PyMethodDef methods[] = {
     {"unet_forward", mod_unet_forward, METH_VARARGS, "unet_forward(unet, x, t, labels) -> out"},
     {"nn_op", mod_nn_op, METH_VARARGS, "nn_op(device, op, inputs, outputs, ints, floats, t, index) (tests)"},
     {"unet_plan_bytes", mod_unet_plan_bytes, METH_VARARGS, "unet_plan_bytes(unet) -> int"},
+    {"classifier_new", mod_classifier_new, METH_VARARGS,
+     "classifier_new(layers, (c, h, w), features_layer, params) -> Classifier"},
+    {"classifier_forward", mod_classifier_forward, METH_VARARGS,
+     "classifier_forward(model, images) -> (logits, features)"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1586,6 +1710,7 @@ static int exec_module(PyObject *m)
     if (PyType_Ready(&StateType) < 0) return -1;
     if (PyModule_AddObjectRef(m, "GuideState", (PyObject *)&StateType) < 0) return -1;
     if (unet_register(m) < 0) return -1;
+    if (classifier_register(m) < 0) return -1;
     return 0;
 }
 

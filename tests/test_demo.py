@@ -30,7 +30,7 @@ def _table_rows(text):
 def test_demo_small(tmp_path, capsys):
     out = tmp_path / "demo"
     rc = main(["demo", "--out", str(out), "--n", "200", "--steps", "10", "--ddpm-steps", "20",
-               "--tau-points", "3", "--quiet"])
+               "--tau-points", "3", "--quiet", "--no-fashion"])  # fashion part: test_compare.py
     assert rc == 0
     for name in ("metrics.md", "metrics.json", "samples.npz"):
         assert (out / name).is_file(), name
