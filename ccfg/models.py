@@ -14,6 +14,7 @@ prediction).
 from __future__ import annotations
 
 import math
+import os
 import numbers
 from collections.abc import Mapping
 
@@ -562,14 +563,29 @@ PRESETS = {
 }
 
 
+def _load_fashion_mnist():
+    """The shipped concept-conditional Fashion-MNIST UNet (ccfg/weights/fashion-mnist, trained by
+    tools/train_fashion_mnist.py); conditions are the concept names of ccfg.data."""
+    from . import data
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights", "fashion-mnist")
+    if not os.path.isfile(os.path.join(path, "unet", "config.json")):
+        raise FileNotFoundError(f"the Fashion-MNIST model is not installed at {path} (it ships "
+                                "with the package; reinstall ccfg)")
+    return UNet.from_pretrained(path, concepts=list(data.concepts()))
+
+
 def load(name):
-    """A packaged model by name: "toy2d", "gmm64", "gmm1024"."""
+    """A packaged model by name: "toy2d", "gmm64", "gmm1024" (exact mixtures) or "fashion-mnist"
+    (the shipped concept-conditional UNet, 32x32x1)."""
     if not isinstance(name, str):
         raise TypeError(f"name: expected a string, got {type(name).__name__}")
+    if name == "fashion-mnist":
+        return _load_fashion_mnist()
     try:
         factory = PRESETS[name]
     except KeyError:
-        raise ValueError(f"name: unknown model {name!r}; known models: {sorted(PRESETS)}") \
+        raise ValueError(f"name: unknown model {name!r}; known models: "
+                         f"{sorted(PRESETS) + ['fashion-mnist']}") \
             from None
     return factory()
 

@@ -324,3 +324,13 @@ def test_classifier_accuracy_torch_and_numpy_agree():
     assert acc >= 0.90, acc
     ref = _numpy_classifier(cfg, st.load_file(os.path.join(CLF_DIR, "model.safetensors")), x[:8])
     np.testing.assert_allclose(logits[:8], ref, rtol=1e-4, atol=1e-4)
+
+
+def test_load_fashion_mnist_model_maps_concepts_to_class_embeddings():
+    """ccfg.models.load("fashion-mnist") is the shipped UNet with the vocabulary's ids as classes."""
+    import ccfg
+    m = ccfg.models.load("fashion-mnist")
+    assert m.shape == (1, 32, 32)
+    assert m.null_class == data.NULL_ID == data.concept_id(data.NULL)
+    for name in data.concepts():
+        assert m.concepts[name] == data.concept_id(name)
