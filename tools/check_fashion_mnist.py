@@ -1,4 +1,5 @@
-"""Quality gate of the shipped Fashion-MNIST model (issue 5), with torch + diffusers as reference.
+"""Quality gate of the shipped Fashion-MNIST model (issue 5), sampled and classified by ccfg's own C
+core (--engine ccfg, the default) or by torch + diffusers as the reference (--engine torch).
 
 For every concept, sample with classifier-free guidance (eps_u + w (eps_c - eps_u), DDIM eta 0)
 from the shipped UNet and scheduler, classify the samples with the shipped classifier and report:
@@ -18,21 +19,35 @@ import sys
 import time
 
 import numpy as np
-import torch
-from diffusers import DDIMScheduler, UNet2DModel
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 from ccfg import data  # noqa: E402
-import train_classifier  # noqa: E402
 
 SINGLE_GATE, GROUP_GATE = 0.85, 0.95
 
 
-@torch.no_grad()
+def sample_cfg_ccfg(model_dir, names, n, scale, steps, seed, clip):
+    """ccfg's C UNet and DDIM (eta 0) with CFG, n samples per concept; (x, predicted classes)."""
+    import ccfg
+    if clip:
+        raise SystemExit("--clip: ccfg's samplers have no clip_sample; use --engine torch")
+    model = ccfg.models.UNet.from_pretrained(model_dir, concepts=list(data.concepts()))
+    x = np.concatenate([ccfg.sample(model, positive=name, guidance=ccfg.CFG(scale=scale),
+                                    sampler="ddim", steps=steps, n=n, seed=seed, progress=False,
+                                    device="cpu") for name in names])
+    return x, ccfg.metrics.classify(np.clip(x, -1.0, 1.0))
+
+
 def sample_cfg(unet, scheduler, concept_ids, scale, steps, seed, chunk=256):
-    """DDIM (eta 0) with CFG; one sample per entry of concept_ids."""
+    """torch + diffusers: DDIM (eta 0) with CFG; one sample per entry of concept_ids."""
+    import torch
+    with torch.no_grad():
+        return _sample_cfg_torch(torch, unet, scheduler, concept_ids, scale, steps, seed, chunk)
+
+
+def _sample_cfg_torch(torch, unet, scheduler, concept_ids, scale, steps, seed, chunk):
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn((len(concept_ids), 1, 32, 32), generator=gen)
     cond = torch.as_tensor(concept_ids, dtype=torch.long)
@@ -84,22 +99,32 @@ def main(argv=None):
                    help="clip the predicted x0 to [-1, 1] (diffusers clip_sample; ccfg's samplers "
                         "do not do this, so the shipped config leaves it off)")
     p.add_argument("--no-docs", action="store_true", help="print only")
+    p.add_argument("--engine", choices=("ccfg", "torch"), default="ccfg",
+                   help="ccfg: the C UNet + C classifier; torch: diffusers + torch (reference)")
     args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
-
-    unet = UNet2DModel.from_pretrained(os.path.join(args.model, "unet"),
-                                       torch_dtype=torch.float32).eval()
-    scheduler = DDIMScheduler.from_pretrained(os.path.join(args.model, "scheduler"),
-                                              clip_sample=args.clip)
-    clf, _ = train_classifier.load(args.classifier)
 
     names = data.concepts()
     ids = np.repeat([data.concept_id(n) for n in names], args.n)
     t0 = time.perf_counter()
-    x = sample_cfg(unet, scheduler, ids, args.scale, args.steps, args.seed)
-    wall = time.perf_counter() - t0
-    with torch.no_grad():
-        pred = clf(x.clamp(-1, 1)).argmax(1).numpy()
+    if args.engine == "ccfg":
+        x, pred = sample_cfg_ccfg(args.model, names, args.n, args.scale, args.steps, args.seed,
+                                  args.clip)
+        wall = time.perf_counter() - t0
+    else:
+        import torch
+        from diffusers import DDIMScheduler, UNet2DModel
+        import train_classifier
+        torch.set_num_threads(args.threads)
+        unet = UNet2DModel.from_pretrained(os.path.join(args.model, "unet"),
+                                           torch_dtype=torch.float32).eval()
+        scheduler = DDIMScheduler.from_pretrained(os.path.join(args.model, "scheduler"),
+                                                  clip_sample=args.clip)
+        clf, _ = train_classifier.load(args.classifier)
+        x = sample_cfg(unet, scheduler, ids, args.scale, args.steps, args.seed)
+        wall = time.perf_counter() - t0
+        with torch.no_grad():
+            pred = clf(x.clamp(-1, 1)).argmax(1).numpy()
+        x = x.numpy()
     per = {}
     for name in names:
         got = pred[ids == data.concept_id(name)]
@@ -116,8 +141,9 @@ def main(argv=None):
     res["group_pass"] = res["group_min"] >= GROUP_GATE
 
     lines = [f"CFG w={args.scale:g}, DDIM {args.steps} steps (eta 0), {args.n} samples per concept, "
-             f"seed {args.seed}, clip_sample {args.clip}; torch+diffusers reference sampler, {wall:.0f} s on "
-             f"{args.threads} threads.", "",
+             f"seed {args.seed}, clip_sample {args.clip}; "
+             + ("ccfg's C UNet and C classifier" if args.engine == "ccfg" else
+                "torch+diffusers reference sampler") + f", {wall:.0f} s on {args.threads} threads.", "",
              "| concept | classes | in concept | predicted class histogram (0-9) |",
              "|---|---|---|---|"]
     for name in names:
@@ -140,7 +166,7 @@ def main(argv=None):
     with open(os.path.join(args.docs, "quality_check.json"), "w") as f:
         json.dump(res, f, indent=1)
     n_cols = min(args.n, 16)
-    grid = x.numpy().reshape(len(names), args.n, 1, 32, 32)[:, :n_cols]
+    grid = x.reshape(len(names), args.n, 1, 32, 32)[:, :n_cols]
     write_grid(grid, names, n_cols, os.path.join(args.docs, "fashion_mnist_samples.png"))
     md = os.path.join(args.docs, "training.md")
     if os.path.exists(md):
