@@ -126,13 +126,11 @@ def run_toy(size, quiet=False):
 def load_fashion_model(path=None):
     """The shipped concept-conditional UNet (ccfg/weights/fashion-mnist), or the folder ``path``;
     None when absent."""
-    from . import data
-    from .models import UNet
-    path = path or os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights",
-                                "fashion-mnist")
+    from .models import FASHION_MNIST_DIR, _load_fashion_mnist
+    path = path or FASHION_MNIST_DIR
     if not os.path.isfile(os.path.join(path, "unet", "config.json")):
         return None, path
-    return UNet.from_pretrained(path, concepts=list(data.concepts())), path
+    return _load_fashion_mnist(path), path
 
 
 def run_images(size, model, quiet=False, keep_samples=True, real=None):

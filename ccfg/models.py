@@ -563,11 +563,14 @@ PRESETS = {
 }
 
 
-def _load_fashion_mnist():
-    """The shipped concept-conditional Fashion-MNIST UNet (ccfg/weights/fashion-mnist, trained by
+FASHION_MNIST_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights",
+                                 "fashion-mnist")
+
+
+def _load_fashion_mnist(path=FASHION_MNIST_DIR):
+    """The concept-conditional Fashion-MNIST UNet (default: the shipped one, trained by
     tools/train_fashion_mnist.py); conditions are the concept names of ccfg.data."""
     from . import data
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights", "fashion-mnist")
     if not os.path.isfile(os.path.join(path, "unet", "config.json")):
         raise FileNotFoundError(f"the Fashion-MNIST model is not installed at {path} (it ships "
                                 "with the package; reinstall ccfg)")

@@ -28,24 +28,29 @@ layout(push_constant) uniform Push {
 
 shared REAL s0[128], s1[128], s2[128];
 
+// one element's terms, shared by the one-row-per-invocation and the workgroup-per-row paths
+void accumulate(uint k, inout REAL a0, inout REAL a1, inout REAL a2)
+{
+    if (p.mode == 0u) {
+        a0 += REAL(u[p.ou + k]) * REAL(pv[p.op + k]);
+    } else {
+        const REAL dp = REAL(pv[p.op + k]) - REAL(u[p.ou + k]);
+        a0 += dp * dp;
+        if (p.mode == 2u) {
+            const REAL dn = REAL(nv[p.on + k]) - REAL(u[p.ou + k]);
+            a1 += dn * dn;
+            a2 += dn * dp;
+        }
+    }
+}
+
 // short rows: a workgroup per row would spend its time in barriers
 void row_alone(uint row)
 {
     const uint start = row * p.dim;
     REAL a0 = REAL(0.0), a1 = REAL(0.0), a2 = REAL(0.0);
     for (uint j = 0u; j < p.dim; j++) {
-        const uint k = start + j;
-        if (p.mode == 0u) {
-            a0 += REAL(u[p.ou + k]) * REAL(pv[p.op + k]);
-        } else {
-            const REAL dp = REAL(pv[p.op + k]) - REAL(u[p.ou + k]);
-            a0 += dp * dp;
-            if (p.mode == 2u) {
-                const REAL dn = REAL(nv[p.on + k]) - REAL(u[p.ou + k]);
-                a1 += dn * dn;
-                a2 += dn * dp;
-            }
-        }
+        accumulate(start + j, a0, a1, a2);
     }
     const uint o = p.base + row, plane = p.rows;
     part[o] = a0;
@@ -67,18 +72,7 @@ void main()
     const uint start = row * p.dim;
     REAL a0 = REAL(0.0), a1 = REAL(0.0), a2 = REAL(0.0);
     for (uint j = gl_WorkGroupID.x * 128u + lid; j < p.dim; j += p.groups * 128u) {
-        const uint k = start + j;
-        if (p.mode == 0u) {
-            a0 += REAL(u[p.ou + k]) * REAL(pv[p.op + k]);
-        } else {
-            const REAL dp = REAL(pv[p.op + k]) - REAL(u[p.ou + k]);
-            a0 += dp * dp;
-            if (p.mode == 2u) {
-                const REAL dn = REAL(nv[p.on + k]) - REAL(u[p.ou + k]);
-                a1 += dn * dn;
-                a2 += dn * dp;
-            }
-        }
+        accumulate(start + j, a0, a1, a2);
     }
     s0[lid] = a0; s1[lid] = a1; s2[lid] = a2;
     barrier();
