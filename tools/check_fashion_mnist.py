@@ -28,14 +28,15 @@ from ccfg import data  # noqa: E402
 SINGLE_GATE, GROUP_GATE = 0.85, 0.95
 
 
-def sample_cfg_ccfg(model_dir, names, n, scale, steps, seed, clip):
-    """ccfg's C UNet and DDIM (eta 0) with CFG, n samples per concept; (x, predicted classes)."""
+def sample_cfg_ccfg(model_dir, names, n, scale, steps, seed, clip, sampler="ddim"):
+    """ccfg's C UNet and its sampler (DDIM eta 0 by default) with CFG, n samples per concept;
+    (x, predicted classes)."""
     import ccfg
     if clip:
         raise SystemExit("--clip: ccfg's samplers have no clip_sample; use --engine torch")
     model = ccfg.models.UNet.from_pretrained(model_dir, concepts=list(data.concepts()))
     x = np.concatenate([ccfg.sample(model, positive=name, guidance=ccfg.CFG(scale=scale),
-                                    sampler="ddim", steps=steps, n=n, seed=seed, progress=False,
+                                    sampler=sampler, steps=steps, n=n, seed=seed, progress=False,
                                     device="cpu") for name in names])
     return x, ccfg.metrics.classify(np.clip(x, -1.0, 1.0))
 
@@ -101,14 +102,18 @@ def main(argv=None):
     p.add_argument("--no-docs", action="store_true", help="print only")
     p.add_argument("--engine", choices=("ccfg", "torch"), default="ccfg",
                    help="ccfg: the C UNet + C classifier; torch: diffusers + torch (reference)")
+    p.add_argument("--sampler", default="ddim",
+                   help="ccfg sampler for --engine ccfg (ddim, ddpm, euler, ...; default ddim)")
     args = p.parse_args(argv)
+    if args.engine == "torch" and args.sampler != "ddim":
+        raise SystemExit("--sampler: the torch reference samples with DDIM only")
 
     names = data.concepts()
     ids = np.repeat([data.concept_id(n) for n in names], args.n)
     t0 = time.perf_counter()
     if args.engine == "ccfg":
         x, pred = sample_cfg_ccfg(args.model, names, args.n, args.scale, args.steps, args.seed,
-                                  args.clip)
+                                  args.clip, args.sampler)
         wall = time.perf_counter() - t0
     else:
         import torch
@@ -133,14 +138,15 @@ def main(argv=None):
         per[name] = dict(inside=float(inside), histogram=hist.tolist())
     single = [per[c]["inside"] for c in data.CLASSES]
     groups = [per[g]["inside"] for g in data.GROUPS]
-    res = dict(scale=args.scale, ddim_steps=args.steps, clip_sample=args.clip, samples_per_concept=args.n, seed=args.seed,
+    res = dict(scale=args.scale, sampler=args.sampler, steps=args.steps, clip_sample=args.clip, samples_per_concept=args.n, seed=args.seed,
                sampling_seconds=round(wall, 1), single_class_mean=float(np.mean(single)),
                group_mean=float(np.mean(groups)), group_min=float(np.min(groups)),
                single_gate=SINGLE_GATE, group_gate=GROUP_GATE, per_concept=per)
     res["single_pass"] = res["single_class_mean"] >= SINGLE_GATE
     res["group_pass"] = res["group_min"] >= GROUP_GATE
 
-    lines = [f"CFG w={args.scale:g}, DDIM {args.steps} steps (eta 0), {args.n} samples per concept, "
+    sampler = "DDIM (eta 0)" if args.sampler == "ddim" else args.sampler.upper()
+    lines = [f"CFG w={args.scale:g}, {sampler} {args.steps} steps, {args.n} samples per concept, "
              f"seed {args.seed}, clip_sample {args.clip}; "
              + ("ccfg's C UNet and C classifier" if args.engine == "ccfg" else
                 "torch+diffusers reference sampler") + f", {wall:.0f} s on {args.threads} threads.", "",
