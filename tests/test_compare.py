@@ -29,6 +29,34 @@ def test_winners_text_follows_numbers():
     assert "within one sd" in compare._winners(rows, cols)[1]
 
 
+def test_head_to_head_counts_follow_numbers():
+    cols = [("target_precision", "precision", True), ("frechet", "FD", False)]
+    a, b = "CCFG τ=0.2 sum (official)", "NegatedCFG"
+    groups = [[_row(a, target_precision=(0.9, 0.01), frechet=(5.0, 0.5)),      # better, better
+               _row(b, target_precision=(0.5, 0.01), frechet=(9.0, 0.5))],
+              [_row(a, target_precision=(0.5, 0.01), frechet=(9.4, 0.5)),      # worse, within sd
+               _row(b, target_precision=(0.9, 0.01), frechet=(9.0, 0.2))],
+              [_row(a, target_precision=(1.0, 0.0), frechet=(float("nan"), 0.0)),  # tie, skipped
+               _row(b, target_precision=(1.0, 0.0), frechet=(3.0, 0.1))],
+              [_row("PerpNeg", target_precision=(1.0, 0.0), frechet=(1.0, 0.1))]]  # no pair
+    line, = compare._head_to_head(groups, cols, "toy")
+    assert "precision 1/1/1" in line and "FD 1/1/0" in line
+    assert compare._head_to_head(groups[3:], cols, "toy") == []
+
+
+def test_render_rewrites_the_report_from_its_json(tmp_path, capsys):
+    out = tmp_path / "RESULTS.md"
+    assert compare.main(["--size", "tiny", "--no-images", "--no-plot", "--quiet",
+                         "--out", str(out)]) == 0
+    first = out.read_text()
+    assert "CCFG τ=0.2 sum (official) vs NegatedCFG" in first
+    out.write_text("stale")
+    assert compare.main(["--render", "--out", str(out)]) == 0
+    assert out.read_text() == first
+    assert compare.main(["--render", "--out", str(tmp_path / "absent.md")]) == 2
+    assert "run compare first" in capsys.readouterr().err
+
+
 def test_every_rule_and_nfe():
     labels = [r[0] for r in compare.rules(3.0)]
     for want in ("CFG (positive only)", "NegativePrompt", "NegatedCFG", "PerpNeg", "SLD weak",
