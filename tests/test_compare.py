@@ -84,20 +84,14 @@ def test_toy_part_end_to_end(tmp_path):
     assert cfg["seeds"] == 2 and cfg["nfe"] == 2 * compare.SIZES["tiny"]["toy_steps"]
 
 
-def test_image_part_with_a_tiny_random_unet(tmp_path):
+def test_image_part_with_a_tiny_random_unet(tmp_path, save_tiny_fashion_unet):
     diffusers = pytest.importorskip("diffusers")
-    torch = pytest.importorskip("torch")
     try:
         xr, yr = ccfg.data.fashion_mnist("test")
     except (FileNotFoundError, OSError) as e:
         pytest.skip(f"Fashion-MNIST not installed: {e}")
     real = (ccfg.metrics.features(xr[:600]), yr[:600])      # a small reference keeps this fast
-    torch.manual_seed(0)
-    unet = diffusers.UNet2DModel(sample_size=32, in_channels=1, out_channels=1,
-                                 block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=4,
-                                 down_block_types=("DownBlock2D", "DownBlock2D"),
-                                 up_block_types=("UpBlock2D", "UpBlock2D"), num_class_embeds=15)
-    unet.save_pretrained(tmp_path / "unet")
+    save_tiny_fashion_unet(tmp_path)
     diffusers.DDPMScheduler().save_pretrained(tmp_path / "scheduler")
     model, _ = compare.load_fashion_model(str(tmp_path))
     size = dict(compare.SIZES["tiny"], pairs=[("footwear", "sneaker")])
@@ -119,21 +113,14 @@ def test_missing_model_is_skipped(tmp_path, capsys):
     assert "skipping the image part" in capsys.readouterr().err
 
 
-def test_demo_fashion_part_with_a_tiny_random_unet(tmp_path, monkeypatch):
-    diffusers = pytest.importorskip("diffusers")
-    torch = pytest.importorskip("torch")
+def test_demo_fashion_part_with_a_tiny_random_unet(tmp_path, monkeypatch, save_tiny_fashion_unet):
     try:
         xr, yr = ccfg.data.fashion_mnist("test")
     except (FileNotFoundError, OSError) as e:
         pytest.skip(f"Fashion-MNIST not installed: {e}")
     real = (ccfg.metrics.features(xr[:600]), yr[:600])
     monkeypatch.setattr(ccfg.metrics, "real_features", lambda *a, **k: real)
-    torch.manual_seed(0)
-    unet = diffusers.UNet2DModel(sample_size=32, in_channels=1, out_channels=1,
-                                 block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=4,
-                                 down_block_types=("DownBlock2D", "DownBlock2D"),
-                                 up_block_types=("UpBlock2D", "UpBlock2D"), num_class_embeds=15)
-    unet.save_pretrained(tmp_path / "m" / "unet")
+    save_tiny_fashion_unet(tmp_path / "m")
     from ccfg.__main__ import main
     out = tmp_path / "demo"
     rc = main(["demo", "--out", str(out), "--n", "50", "--steps", "3", "--ddpm-steps", "3",

@@ -12,22 +12,9 @@ import ccfg.data as data
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    diffusers = pytest.importorskip("diffusers")
-    torch = pytest.importorskip("torch")
-    try:
-        data.fashion_mnist("test")              # the classifier's weights ship; data for nothing else
-    except (FileNotFoundError, OSError) as e:
-        pytest.skip(f"Fashion-MNIST not installed: {e}")
-    path = tmp_path_factory.mktemp("fm")
-    torch.manual_seed(0)
-    unet = diffusers.UNet2DModel(sample_size=32, in_channels=1, out_channels=1,
-                                 block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=4,
-                                 down_block_types=("DownBlock2D", "DownBlock2D"),
-                                 up_block_types=("UpBlock2D", "UpBlock2D"), num_class_embeds=15)
-    unet.save_pretrained(path / "unet")
-    return path
+@pytest.fixture
+def tiny_model(tmp_path, save_tiny_fashion_unet):
+    return save_tiny_fashion_unet(tmp_path / "fm")
 
 
 def _check():
