@@ -175,6 +175,11 @@ def _table(rows, columns):
     return "\n".join(out)
 
 
+def _within_one_sd(a, b, tol=1e-9):
+    """(mean, sd) pairs a and b differ by at most the larger of their sds"""
+    return abs(a[0] - b[0]) <= max(a[1], b[1], tol)
+
+
 def _verdicts(rows, columns, tol=1e-9):
     """Per metric: (key, head, best rule names, best mean, kind, CCFG's best row) where kind says
     where CCFG's best variant stands: "best", "tie", "within_sd" (behind by at most one sd) or
@@ -191,7 +196,7 @@ def _verdicts(rows, columns, tol=1e-9):
         bc = min(ccfgs, key=lambda r: sign * r[key][0])
         if bc in best:
             kind = "best" if len(best) == 1 else "tie"
-        elif abs(bc[key][0] - best_v) <= max(best[0][key][1], bc[key][1]):
+        elif _within_one_sd(bc[key], (best_v, best[0][key][1])):
             kind = "within_sd"
         else:
             kind = "loses"
@@ -246,11 +251,11 @@ def _head_to_head(groups, columns, what, a="CCFG τ=0.2 sum (official)", b="Nega
             if ra is None or rb is None or math.isnan(ra[key][0]) or math.isnan(rb[key][0]):
                 continue
             n += 1
-            diff = (ra[key][0] - rb[key][0]) * (1.0 if higher else -1.0)
-            if abs(diff) <= max(ra[key][1], rb[key][1], 1e-9):
+            if _within_one_sd(ra[key], rb[key]):
                 tally[1] += 1
             else:
-                tally[0 if diff > 0 else 2] += 1
+                a_higher = ra[key][0] > rb[key][0]
+                tally[0 if a_higher == higher else 2] += 1
         if n:
             parts.append(f"{head} {tally[0]}/{tally[1]}/{tally[2]}")
     if not parts:
@@ -405,11 +410,8 @@ def render(out_md):
     with open(src, encoding="utf-8") as f:
         saved = json.load(f)
     size = saved.get("size_params") or SIZES[saved["size"]]
-    size = dict(size, pairs=[tuple(p) for p in size["pairs"]])
-    rows = [[dict(r, **{k: tuple(v) for k, v in r.items() if isinstance(v, list)}) for r in
-             saved[part]] for part in ("toy", "images")]
     meta = {k: saved[k] for k in ("date", "wall_s", "model_note") if k in saved}
-    write_report(out_md, rows[0], rows[1], saved["size"], size, meta)
+    write_report(out_md, saved["toy"], saved["images"], saved["size"], size, meta)
     print(f"compare: {out_md} rewritten from {src}")
     return 0
 

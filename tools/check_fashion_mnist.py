@@ -138,7 +138,8 @@ def main(argv=None):
         per[name] = dict(inside=float(inside), histogram=hist.tolist())
     single = [per[c]["inside"] for c in data.CLASSES]
     groups = [per[g]["inside"] for g in data.GROUPS]
-    res = dict(scale=args.scale, sampler=args.sampler, steps=args.steps, clip_sample=args.clip, samples_per_concept=args.n, seed=args.seed,
+    res = dict(scale=args.scale, sampler=args.sampler, steps=args.steps, clip_sample=args.clip,
+               samples_per_concept=args.n, seed=args.seed,
                sampling_seconds=round(wall, 1), single_class_mean=float(np.mean(single)),
                group_mean=float(np.mean(groups)), group_min=float(np.min(groups)),
                single_gate=SINGLE_GATE, group_gate=GROUP_GATE, per_concept=per)
