@@ -94,7 +94,7 @@ def test_sdist_carries_shaders_and_builds_the_vulkan_backend(tmp_path):
         assert wanted <= rel, f"sdist lacks {sorted(wanted - rel)}"
         assert fnmatch.filter(rel, pattern)
     for name in ("LICENSE", "CITATION.cff", "README.md", "setup.py", "pyproject.toml",
-                 "shaders/README.md"):
+                 "shaders/README.md", "docs/methods.md"):
         assert name in rel, f"sdist lacks {name}"
     assert not [n for n in rel if n.startswith("build/") or n.endswith((".so", ".o", ".pyc"))], \
         "sdist carries build outputs"
