@@ -7,7 +7,8 @@ import numbers
 
 import numpy as np
 
-__all__ = ["real", "integer", "window", "eps_array", "all_finite", "flat", "seed", "shape"]
+__all__ = ["real", "integer", "window", "eps_array", "all_finite", "flat", "seed", "shape",
+           "images"]
 
 _FLOAT_KINDS = (np.float16, np.float32, np.float64)
 
@@ -100,3 +101,23 @@ def shape(value):
     if any(s < 1 for s in value):
         raise ValueError(f"shape must have positive sizes, got {value}")
     return value
+
+
+def images(images, shape, argname="images"):
+    """(N, *shape) real array in [-1, 1] (float32 rounding allowed) -> C-contiguous float32."""
+    images = np.asarray(images)
+    if not (np.issubdtype(images.dtype, np.floating) or np.issubdtype(images.dtype, np.integer)) \
+            or images.dtype == np.bool_:
+        raise TypeError(f"{argname}: expected a real array, got dtype {images.dtype}")
+    if images.ndim != 1 + len(shape) or tuple(images.shape[1:]) != tuple(shape):
+        raise ValueError(f"{argname}: expected shape (N, {', '.join(map(str, shape))}), "
+                         f"got {images.shape}")
+    x = np.ascontiguousarray(images, dtype=np.float32)
+    if x.size:
+        if not np.all(np.isfinite(x)):
+            raise ValueError(f"{argname}: contains NaN or infinity")
+        lo, hi = float(x.min()), float(x.max())
+        if lo < -1.0 - 1e-4 or hi > 1.0 + 1e-4:
+            raise ValueError(f"{argname}: values must lie in [-1, 1] (the model's image range), "
+                             f"got [{lo:.4g}, {hi:.4g}]; clip samples first")
+    return x
