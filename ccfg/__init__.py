@@ -9,13 +9,12 @@ compared with, on a C core, returning NumPy arrays.
 from . import _core
 from . import guidance, schedulers
 from ._device import devices
+from ._version import __version__
 from .guidance import (CCFG, CFG, DNG, SLD, ComposableNot, NegatedCFG, NegativePrompt, PerpNeg,
                        PythonRule, Rule)
 from .sampling import GuidanceState, guide, randn, sample
 from .schedulers import SchedulerConfig
 from . import models, metrics
-
-__version__ = "0.1.0"
 
 __all__ = ["sample", "guide", "randn", "devices", "GuidanceState", "SchedulerConfig", "Rule",
            "CFG", "NegativePrompt", "NegatedCFG", "ComposableNot", "PerpNeg", "SLD", "DNG", "CCFG",
