@@ -14,8 +14,17 @@ from .guidance import (CCFG, CFG, DNG, SLD, ComposableNot, NegatedCFG, NegativeP
                        PythonRule, Rule)
 from .sampling import GuidanceState, guide, randn, sample
 from .schedulers import SchedulerConfig
-from . import models, metrics
+from . import classifier, data, metrics, models, plot     # light: NumPy and the C core only
 
 __all__ = ["sample", "guide", "randn", "devices", "GuidanceState", "SchedulerConfig", "Rule",
            "CFG", "NegativePrompt", "NegatedCFG", "ComposableNot", "PerpNeg", "SLD", "DNG", "CCFG",
-           "PythonRule", "guidance", "schedulers", "models", "metrics", "__version__"]
+           "PythonRule", "guidance", "schedulers", "models", "metrics", "classifier", "data",
+           "plot", "compare", "__version__"]
+
+
+def __getattr__(name):
+    # ccfg.compare (the experiment harness: argparse and report writing) loads on first use
+    if name == "compare":
+        import importlib
+        return importlib.import_module(".compare", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
