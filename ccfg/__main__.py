@@ -264,8 +264,9 @@ def cmd_demo(args):
         f"conditional prediction; chosen so that CFG alone is sharp but stays on the data, and "
         f"the 2-D toy is not saturated). n = {args.n} samples per rule, seed {args.seed}: the same "
         f"initial noise for every rule. DDIM η = 0, {args.steps} steps unless stated; DNG needs a "
-        f"stochastic sampler (methods §4), so it is also run with DDPM {args.ddpm_steps} steps "
-        f"(its deterministic run uses the stride variance). ccfg {ccfg.__version__}.",
+        f"stochastic sampler (docs/methods.md §4), so it is also run with DDPM "
+        f"{args.ddpm_steps} steps (its deterministic run uses the stride variance). "
+        f"ccfg {ccfg.__version__}.",
         "",
         "## Every rule, side by side (`samples.png`)",
         "",
@@ -285,7 +286,7 @@ def cmd_demo(args):
                   [("tau", "τ")]),
         "",
         "Reading: τ → 0 gives λ± → 1, exactly negated CFG; τ → ∞ gives plain CFG at 2w with the "
-        "negative ignored (methods §3.2). "
+        "negative ignored (docs/methods.md §3.2). "
         + (f"On this toy CCFG departs from negated CFG (distance to the target differs by more "
            f"than 10 % or the off-support rate by more than 0.05) from τ ≈ {depart:.3g}"
            if depart is not None else

@@ -2,7 +2,7 @@
 
 The maths runs in C (``csrc/guidance.c``); these classes validate parameters, print a readable
 repr for ablation records, and hand the C core a flat parameter tuple. Formulas and defaults:
-``docs/api.md`` and the design notes' ``methods.md``.
+``docs/api.md`` and ``docs/methods.md``.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ __all__ = ["Rule", "CFG", "NegativePrompt", "NegatedCFG", "ComposableNot", "Perp
 # must match ccfg_rule_kind in csrc/ccfg.h
 _NONE, _CFG, _NP, _NEGATED, _PERP, _SLD, _DNG, _CCFG, _PYTHON = range(9)
 
-# Safe Latent Diffusion presets (methods §6): warm-up steps, s_S, threshold λ, s_m, β_m
+# Safe Latent Diffusion presets (docs/methods.md §6): warm-up steps, s_S, threshold λ, s_m, β_m
 SLD_PRESETS = {
     "weak": (15, 20.0, 0.0, 0.0, 0.0),
     "medium": (10, 1000.0, 0.01, 0.3, 0.4),

@@ -66,7 +66,7 @@ class GuidanceState:
         return None if nu is None else nu.reshape((self.n_neg,) + self.shape)
 
     def observe(self, x_t, x_prev, eps_u, eps_n, alpha_bar, alpha_bar_prev, eta=1.0):
-        """DNG: learn from the transition ``x_t -> x_prev`` the caller took (methods §4).
+        """DNG: learn from the transition ``x_t -> x_prev`` the caller took (docs/methods.md §4).
 
         The means are those of a DDIM(eta) step with each prediction; the likelihood variance is
         ``eta² β̃`` (the DDPM posterior variance at eta = 1) or the stride variance
