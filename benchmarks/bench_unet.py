@@ -12,7 +12,7 @@ loaded by ``ccfg.models.UNet.from_pretrained``; PyTorch runs the in-memory diffu
 2. A whole CCFG sampling run: ``ccfg.sample`` (DDIM, ``--steps`` steps, n samples, one 3n-row
    forward per step, all in C) against the same loop in PyTorch: diffusers' DDIMScheduler
    (clip_sample off, as ccfg's schedules) driving diffusers' model, with CCFG written from
-   docs/methods.md (``eps_u + w λ+ D_p - w λ- D_n``, ``λ+ = 2σ(τ‖D_p‖²)``, ``λ- = 2σ(-τ‖D_n‖²)``).
+   docs/methods.md §3.1 (``eps_u + w λ+ D_p - w λ- D_n``, ``λ+ = 2σ(τ‖D_p‖²)``, ``λ- = 2σ(-τ‖D_n‖²)``).
 
 Threads: torch.set_num_threads(T) with T = ccfg's OpenMP thread count (or --threads, which also
 sets ccfg's through OMP_NUM_THREADS before import). Outputs are compared before timing (forward:

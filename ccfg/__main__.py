@@ -24,7 +24,9 @@ from pathlib import Path
 import numpy as np
 
 import ccfg
+from ccfg import compare, plot
 from ccfg import metrics as M
+from ccfg.compare import toy_metrics
 from ccfg.models import GaussianMixture
 
 # the metric columns of every table: key, header, format
@@ -129,19 +131,6 @@ def _load_model(name):
         raise SystemExit(f"--model: {exc}") from None
 
 
-def _evaluate(model, x, positive, negative, n_ref=2000, seed=0):
-    """The demo's metrics for one sample set (a GaussianMixture and a positive are needed)."""
-    out = {}
-    if negative is not None:
-        out["negative_leakage"] = M.negative_leakage(model, x, negative)
-    out["target_precision"] = M.target_precision(model, x, positive, negative)
-    out["off_support_rate"] = M.off_support_rate(model, x)
-    out["target_distance"] = M.target_distance(model, x, positive, negative, n_ref=n_ref,
-                                               max_samples=n_ref, seed=seed)
-    out["mean_nll"] = M.mean_nll(model, x)
-    return out
-
-
 def _mean_lambda_minus(model, traj, sampler, steps, negative, tau, max_samples=500):
     """CCFG's λ− = 2σ(−τ‖D_n‖²) averaged over the steps and samples of a trajectory (the state
     before step k is evaluated at the plan's alpha_bars[k]; first-order samplers only; the first
@@ -227,7 +216,7 @@ def cmd_demo(args):
                           steps=steps, n=args.n, seed=args.seed, progress=prog,
                           return_trajectory=want_traj)
         x, traj = res if want_traj else (res, None)
-        m = _evaluate(model, x, pos, neg, n_ref=n_ref, seed=args.seed)
+        m = toy_metrics(model, x, pos, neg, n_ref=n_ref, seed=args.seed)
         m["lambda_minus"] = (_mean_lambda_minus(model, traj, sampler, steps, neg, rule.tau)
                              if traj is not None else None)
         prog.done(f"leak {m['negative_leakage']:.3f}  off {m['off_support_rate']:.3f}  "
@@ -275,8 +264,9 @@ def cmd_demo(args):
         f"conditional prediction; chosen so that CFG alone is sharp but stays on the data, and "
         f"the 2-D toy is not saturated). n = {args.n} samples per rule, seed {args.seed}: the same "
         f"initial noise for every rule. DDIM η = 0, {args.steps} steps unless stated; DNG needs a "
-        f"stochastic sampler (methods §4), so it is also run with DDPM {args.ddpm_steps} steps "
-        f"(its deterministic run uses the stride variance). ccfg {ccfg.__version__}.",
+        f"stochastic sampler (docs/methods.md §4), so it is also run with DDPM "
+        f"{args.ddpm_steps} steps (its deterministic run uses the stride variance). "
+        f"ccfg {ccfg.__version__}.",
         "",
         "## Every rule, side by side (`samples.png`)",
         "",
@@ -296,7 +286,7 @@ def cmd_demo(args):
                   [("tau", "τ")]),
         "",
         "Reading: τ → 0 gives λ± → 1, exactly negated CFG; τ → ∞ gives plain CFG at 2w with the "
-        "negative ignored (methods §3.2). "
+        "negative ignored (docs/methods.md §3.2). "
         + (f"On this toy CCFG departs from negated CFG (distance to the target differs by more "
            f"than 10 % or the off-support rate by more than 0.05) from τ ≈ {depart:.3g}"
            if depart is not None else
@@ -329,7 +319,6 @@ def cmd_demo(args):
     try:
         if args.no_plot:
             raise ImportError("--no-plot")
-        from . import plot
         panel_samples = {"exact target (A1, A2)": exact}
         titles = {"exact target (A1, A2)": f"{args.n} exact samples of the target mixture\n"
                                            f"dist {floor:.3f} (the finite-sample floor)"}
@@ -400,7 +389,6 @@ def cmd_demo(args):
 def _demo_fashion(args, out):
     """"footwear, not sneaker" on the shipped Fashion-MNIST UNet: one grid per rule, the C
     classifier's metrics under it. Skipped (with a note) when the weights are absent."""
-    from . import compare
     pos, neg, w = "footwear", "sneaker", float(args.fashion_scale)
     try:
         model, path = compare.load_fashion_model(args.fashion_model)
@@ -511,8 +499,8 @@ def cmd_sample(args):
     print(f"{_short(rule)}, {args.sampler}-{args.steps}, n = {args.n}, seed {args.seed}: "
           f"{x.shape} {x.dtype} in {dt:.2f} s -> {out}")
     if isinstance(model, GaussianMixture) and args.positive is not None:
-        m = _evaluate(model, x, args.positive, negative, n_ref=min(2000, max(args.n, 200)),
-                      seed=args.seed)
+        m = toy_metrics(model, x, args.positive, negative, n_ref=min(2000, max(args.n, 200)),
+                         seed=args.seed)
         print("  " + "  ".join(f"{k} {v:.4g}" for k, v in m.items()))
     return 0
 
@@ -550,8 +538,8 @@ def cmd_sweep(args):
                             progress=prog)
         except (ValueError, TypeError) as exc:
             raise SystemExit(f"sweep: {param}={v}: {exc}") from None
-        m = _evaluate(model, x, args.positive, negative, n_ref=min(2000, max(args.n, 200)),
-                      seed=seed)
+        m = toy_metrics(model, x, args.positive, negative, n_ref=min(2000, max(args.n, 200)),
+                         seed=seed)
         prog.done(f"dist {m['target_distance']:.3f}")
         rows.append(dict(m, value=v, rule=_short(rule)))
     table = _md_table(rows, [("value", param), ("rule", "repr")])
@@ -564,7 +552,6 @@ def cmd_sweep(args):
     numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
     if numeric and not args.no_plot:
         try:
-            from . import plot
             cols = [c for c in _COLUMNS if c[0] in rows[0]]
             plot.metric_panels([float(v) for v in values],
                                {h: {args.guidance: [r[k] for r in rows]} for k, h, _ in cols},
@@ -588,7 +575,6 @@ def cmd_bench(args):
 
 
 def cmd_compare(args):
-    from . import compare
     return compare.main(args.rest)
 
 
@@ -699,7 +685,6 @@ def build_parser():
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["compare"]:      # its own parser (argparse's REMAINDER drops leading options)
-        from . import compare
         return compare.main(argv[1:])
     ap = build_parser()
     args = ap.parse_args(argv)

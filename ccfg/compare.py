@@ -21,10 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-import ccfg
 from . import metrics as M
-from .guidance import SLD_PRESETS
-from .models import GaussianMixture
+from ._version import __version__
+from .guidance import CCFG, CFG, DNG, SLD, SLD_PRESETS, NegatedCFG, NegativePrompt, PerpNeg
+from .models import FASHION_MNIST_DIR, GaussianMixture, _load_fashion_mnist
+from .sampling import sample
 
 # (positive, negative): the negative overlaps the positive in all but the last
 IMAGE_PAIRS = [("footwear", "sneaker"), ("top", "shirt"), ("upper-body", "dress"),
@@ -60,21 +61,21 @@ def rules(w, steps=50):
     """(label, rule, sampler) of every rule at scale w; DNG needs a stochastic sampler. SLD's
     preset warm-up counts steps of a 50-step run (diffusers' safe pipeline): it is scaled to
     ``steps`` so that a short run does not stay inside the warm-up throughout."""
-    out = [("CFG (positive only)", ccfg.CFG(w), "ddim"),
-           ("NegativePrompt", ccfg.NegativePrompt(w), "ddim"),
-           ("NegatedCFG", ccfg.NegatedCFG(w), "ddim"),
-           ("PerpNeg", ccfg.PerpNeg(w), "ddim")]
-    out += [(f"SLD {p}", ccfg.SLD(w, preset=p, warmup=int(round(SLD_PRESETS[p][0] * steps / 50))),
+    out = [("CFG (positive only)", CFG(w), "ddim"),
+           ("NegativePrompt", NegativePrompt(w), "ddim"),
+           ("NegatedCFG", NegatedCFG(w), "ddim"),
+           ("PerpNeg", PerpNeg(w), "ddim")]
+    out += [(f"SLD {p}", SLD(w, preset=p, warmup=int(round(SLD_PRESETS[p][0] * steps / 50))),
              "ddim") for p in ("weak", "medium", "strong", "max")]
-    out += [("DNG (ddpm)", ccfg.DNG(w), "ddpm"),
-            ("CCFG τ=0.2 sum (official)", ccfg.CCFG(w), "ddim"),
-            ("CCFG τ=0.2 mean", ccfg.CCFG(w, tau_reduce="mean"), "ddim")]
+    out += [("DNG (ddpm)", DNG(w), "ddpm"),
+            ("CCFG τ=0.2 sum (official)", CCFG(w), "ddim"),
+            ("CCFG τ=0.2 mean", CCFG(w, tau_reduce="mean"), "ddim")]
     return out
 
 
 def nfe_per_step(rule):
     """model evaluations per step: uncond + positive (+ the negative)"""
-    return 2 if type(rule) in (ccfg.CFG, ccfg.NegativePrompt) else 3
+    return 2 if type(rule) in (CFG, NegativePrompt) else 3
 
 
 def _stats(values):
@@ -96,8 +97,22 @@ def _log(quiet, msg):
 
 
 # ---------------------------------------------------------------------- runs
+def toy_metrics(model, x, positive, negative, n_ref=2000, seed=0):
+    """The metrics of one sample set of a GaussianMixture (for the demo, sweeps and run_toy):
+    negative leakage (when there is a negative), target precision, off-support rate, energy
+    distance to ``n_ref`` exact target samples, mean NLL."""
+    out = {}
+    if negative is not None:
+        out["negative_leakage"] = M.negative_leakage(model, x, negative)
+    out["target_precision"] = M.target_precision(model, x, positive, negative)
+    out["off_support_rate"] = M.off_support_rate(model, x)
+    out["target_distance"] = M.target_distance(model, x, positive, negative, n_ref=n_ref,
+                                               max_samples=n_ref, seed=seed)
+    out["mean_nll"] = M.mean_nll(model, x)
+    return out
+
+
 def run_toy(size, quiet=False):
-    from .__main__ import _evaluate
     rows = []
     for mname, make in TOY_MODELS.items():
         model = make()
@@ -106,11 +121,11 @@ def run_toy(size, quiet=False):
                 steps = size["toy_steps"] * (2 if sampler == "ddpm" else 1)
                 per_seed, t0 = [], time.perf_counter()
                 for seed in range(size["seeds"]):
-                    x = ccfg.sample(model, positive="A", negative="B", guidance=rule,
+                    x = sample(model, positive="A", negative="B", guidance=rule,
                                     sampler=sampler, steps=steps, n=size["toy_n"], seed=seed,
                                     progress=False)
-                    per_seed.append(_evaluate(model, x, "A", "B", n_ref=min(1000, size["toy_n"]),
-                                              seed=seed))
+                    per_seed.append(toy_metrics(model, x, "A", "B",
+                                                n_ref=min(1000, size["toy_n"]), seed=seed))
                 wall = time.perf_counter() - t0
                 row = dict(problem=mname, positive="A", negative="B", scale=w, rule=label,
                            sampler=f"{sampler}-{steps}", nfe=nfe_per_step(rule) * steps,
@@ -125,7 +140,6 @@ def run_toy(size, quiet=False):
 def load_fashion_model(path=None):
     """The shipped concept-conditional UNet (ccfg/weights/fashion-mnist), or the folder ``path``;
     None when absent."""
-    from .models import FASHION_MNIST_DIR, _load_fashion_mnist
     path = path or FASHION_MNIST_DIR
     if not os.path.isfile(os.path.join(path, "unet", "config.json")):
         return None, path
@@ -142,7 +156,7 @@ def run_images(size, model, quiet=False, keep_samples=True, real=None):
                 steps = size["ddpm_steps"] if sampler == "ddpm" else size["steps"]
                 per_seed, xs, t0 = [], [], time.perf_counter()
                 for seed in range(size["seeds"]):
-                    x = ccfg.sample(model, positive=pos, negative=neg, guidance=rule,
+                    x = sample(model, positive=pos, negative=neg, guidance=rule,
                                     sampler=sampler, steps=steps, n=size["n"], seed=seed,
                                     progress=False)
                     x = np.clip(x, -1.0, 1.0)
@@ -266,7 +280,7 @@ def _head_to_head(groups, columns, what, a="CCFG τ=0.2 sum (official)", b="Nega
 
 def write_report(out_md, toy_rows, image_rows, size_name, size, meta):
     text = ["# Negative guidance compared: every rule, several scales and seeds", "",
-            f"Generated by `python -m ccfg compare --size {size_name}` (ccfg {ccfg.__version__}), "
+            f"Generated by `python -m ccfg compare --size {size_name}` (ccfg {__version__}), "
             f"{meta['date']}, total wall time {meta['wall_s'] / 60:.1f} min on "
             f"{os.cpu_count()} CPU cores. Every number is mean ± sd over {size['seeds']} seeds "
             "(seed s: the same initial noise for every rule). SLD's preset warm-up (in steps of a "

@@ -2,12 +2,11 @@
 
 The maths runs in C (``csrc/guidance.c``); these classes validate parameters, print a readable
 repr for ablation records, and hand the C core a flat parameter tuple. Formulas and defaults:
-``docs/api.md`` and the design notes' ``methods.md``.
+``docs/api.md`` and ``docs/methods.md``.
 """
 from __future__ import annotations
 
-import math
-import numbers
+from . import _validate as _v
 
 __all__ = ["Rule", "CFG", "NegativePrompt", "NegatedCFG", "ComposableNot", "PerpNeg", "SLD",
            "DNG", "CCFG", "PythonRule", "get", "NAMES"]
@@ -15,50 +14,13 @@ __all__ = ["Rule", "CFG", "NegativePrompt", "NegatedCFG", "ComposableNot", "Perp
 # must match ccfg_rule_kind in csrc/ccfg.h
 _NONE, _CFG, _NP, _NEGATED, _PERP, _SLD, _DNG, _CCFG, _PYTHON = range(9)
 
-# Safe Latent Diffusion presets (methods §6): warm-up steps, s_S, threshold λ, s_m, β_m
+# Safe Latent Diffusion presets (docs/methods.md §6): warm-up steps, s_S, threshold λ, s_m, β_m
 SLD_PRESETS = {
     "weak": (15, 20.0, 0.0, 0.0, 0.0),
     "medium": (10, 1000.0, 0.01, 0.3, 0.4),
     "strong": (7, 2000.0, 0.025, 0.5, 0.7),
     "max": (0, 5000.0, 1.0, 0.5, 0.7),
 }
-
-
-def _real(value, name, *, low=None, high=None, low_open=False, allow_none=False):
-    """A finite real number, or a TypeError/ValueError that names the argument."""
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    if low is not None and (value < low or (low_open and value == low)):
-        raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {value}")
-    if high is not None and value > high:
-        raise ValueError(f"{name} must be <= {high}, got {value}")
-    return value
-
-
-def _int(value, name, *, low=None):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
-    value = int(value)
-    if low is not None and value < low:
-        raise ValueError(f"{name} must be >= {low}, got {value}")
-    return value
-
-
-def _window(window):
-    if window is None:
-        return (0.0, 1.0)
-    if not isinstance(window, (tuple, list)) or len(window) != 2:
-        raise TypeError("negative_window must be a (start, stop) pair of fractions")
-    start = _real(window[0], "negative_window start", low=0.0, high=1.0)
-    stop = _real(window[1], "negative_window stop", low=0.0, high=1.0)
-    if start > stop:
-        raise ValueError(f"negative_window start {start} is after stop {stop}")
-    return (start, stop)
 
 
 class Rule:
@@ -69,8 +31,8 @@ class Rule:
     name = "none"
 
     def __init__(self, scale=7.5, negative_window=None):
-        self.scale = _real(scale, "scale")
-        self.negative_window = _window(negative_window)
+        self.scale = _v.real(scale, "scale")
+        self.negative_window = _v.window(negative_window)
 
     # parameters shown in repr and compared by ==, in order
     def _params(self):
@@ -141,7 +103,7 @@ class NegatedCFG(Rule):
 
     def __init__(self, scale=7.5, negative_scale=None, negative_window=None):
         super().__init__(scale, negative_window)
-        self.negative_scale = _real(negative_scale, "negative_scale", allow_none=True)
+        self.negative_scale = _v.real(negative_scale, "negative_scale", allow_none=True)
 
     def _params(self):
         return {"scale": self.scale, "negative_scale": self.negative_scale}
@@ -163,7 +125,7 @@ class PerpNeg(Rule):
 
     def __init__(self, scale=7.5, negative_scale=1.0, batch_global=False, negative_window=None):
         super().__init__(scale, negative_window)
-        self.negative_scale = _real(negative_scale, "negative_scale")
+        self.negative_scale = _v.real(negative_scale, "negative_scale")
         if not isinstance(batch_global, bool):
             raise TypeError("batch_global must be a bool")
         self.batch_global = batch_global
@@ -189,11 +151,13 @@ class SLD(Rule):
             raise ValueError(f"preset must be one of {sorted(SLD_PRESETS)}, got {preset!r}")
         self.preset = preset
         p = SLD_PRESETS[preset]
-        self.warmup = p[0] if warmup is None else _int(warmup, "warmup", low=0)
-        self.safety_scale = p[1] if safety_scale is None else _real(safety_scale, "safety_scale", low=0.0)
-        self.threshold = p[2] if threshold is None else _real(threshold, "threshold")
-        self.momentum_scale = p[3] if momentum_scale is None else _real(momentum_scale, "momentum_scale")
-        self.momentum_beta = p[4] if momentum_beta is None else _real(
+        self.warmup = p[0] if warmup is None else _v.integer(warmup, "warmup", low=0)
+        self.safety_scale = p[1] if safety_scale is None else _v.real(
+            safety_scale, "safety_scale", low=0.0)
+        self.threshold = p[2] if threshold is None else _v.real(threshold, "threshold")
+        self.momentum_scale = p[3] if momentum_scale is None else _v.real(
+            momentum_scale, "momentum_scale")
+        self.momentum_beta = p[4] if momentum_beta is None else _v.real(
             momentum_beta, "momentum_beta", low=0.0, high=1.0)
         self._sld = (self.warmup, self.safety_scale, self.threshold, self.momentum_scale,
                      self.momentum_beta)
@@ -215,14 +179,14 @@ class DNG(Rule):
     def __init__(self, scale=7.5, negative_scale=None, prior=0.01, temperature=0.2, offset=2e-4,
                  p_min=1e-6, p_max=0.8, negative_window=None):
         super().__init__(scale, negative_window)
-        self.negative_scale = _real(negative_scale, "negative_scale", allow_none=True)
-        self.prior = _real(prior, "prior", low=0.0, high=1.0, low_open=True)
+        self.negative_scale = _v.real(negative_scale, "negative_scale", allow_none=True)
+        self.prior = _v.real(prior, "prior", low=0.0, high=1.0, low_open=True)
         if self.prior >= 1.0:
             raise ValueError(f"prior must be < 1, got {self.prior}")
-        self.temperature = _real(temperature, "temperature", low=0.0)
-        self.offset = _real(offset, "offset")
-        self.p_min = _real(p_min, "p_min", low=0.0, low_open=True)
-        self.p_max = _real(p_max, "p_max", high=1.0)
+        self.temperature = _v.real(temperature, "temperature", low=0.0)
+        self.offset = _v.real(offset, "offset")
+        self.p_min = _v.real(p_min, "p_min", low=0.0, low_open=True)
+        self.p_max = _v.real(p_max, "p_max", high=1.0)
         if self.p_max >= 1.0:
             raise ValueError(f"p_max must be < 1, got {self.p_max}")
         if not self.p_min <= self.prior <= self.p_max:
@@ -246,11 +210,11 @@ class CCFG(Rule):
     def __init__(self, scale=7.5, tau=0.2, tau_reduce="sum", negative_scale=None,
                  naive_positive=False, negative_window=None):
         super().__init__(scale, negative_window)
-        self.tau = _real(tau, "tau", low=0.0)
+        self.tau = _v.real(tau, "tau", low=0.0)
         if tau_reduce not in ("sum", "mean"):
             raise ValueError(f"tau_reduce must be 'sum' or 'mean', got {tau_reduce!r}")
         self.tau_reduce = tau_reduce
-        self.negative_scale = _real(negative_scale, "negative_scale", allow_none=True)
+        self.negative_scale = _v.real(negative_scale, "negative_scale", allow_none=True)
         if not isinstance(naive_positive, bool):
             raise TypeError("naive_positive must be a bool")
         self.naive_positive = naive_positive

@@ -22,6 +22,9 @@ import numbers
 
 import numpy as np
 
+from . import _validate as _v
+from . import data
+from .classifier import Classifier, load_classifier
 from .models import GaussianMixture
 
 __all__ = ["negative_leakage", "target_precision", "target_tv", "off_support_rate", "mean_nll",
@@ -282,129 +285,12 @@ def summary(model, x, positive, negative=None, quantile=1e-3, seed=0):
 # ====================================================================== image models
 # Fashion-MNIST samples are scored by the shipped evaluation classifier (ccfg/weights/classifier),
 # run by ccfg's C core (csrc/classifier.c): no torch at evaluation time. Concepts are the names of
-# ccfg.data (a class, a group, or a list of them for the negative: Q is their union).
+# ccfg.data (a class, a group, or a list of them for the negative: Q is their union). The
+# classifier itself (loading, the C forward pass) is ccfg.classifier; its Classifier and
+# load_classifier are re-exported here.
 
 __all__ += ["Classifier", "load_classifier", "classify", "features", "concept_rates", "coverage_kl",
             "frechet_distance", "real_features", "image_summary"]
-
-_LAYER_TYPES = {"conv2d": 0, "group_norm": 1, "silu": 2, "spatial_mean": 3, "linear": 4}
-
-
-def _weights_dir(name):
-    import os
-    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights", name)
-
-
-def _check_images(images, shape, argname="images"):
-    """(N, *shape) real array in [-1, 1] (float32 rounding allowed) -> C-contiguous float32."""
-    images = np.asarray(images)
-    if not (np.issubdtype(images.dtype, np.floating) or np.issubdtype(images.dtype, np.integer)) \
-            or images.dtype == np.bool_:
-        raise TypeError(f"{argname}: expected a real array, got dtype {images.dtype}")
-    if images.ndim != 1 + len(shape) or tuple(images.shape[1:]) != tuple(shape):
-        raise ValueError(f"{argname}: expected shape (N, {', '.join(map(str, shape))}), "
-                         f"got {images.shape}")
-    x = np.ascontiguousarray(images, dtype=np.float32)
-    if x.size:
-        if not np.all(np.isfinite(x)):
-            raise ValueError(f"{argname}: contains NaN or infinity")
-        lo, hi = float(x.min()), float(x.max())
-        if lo < -1.0 - 1e-4 or hi > 1.0 + 1e-4:
-            raise ValueError(f"{argname}: values must lie in [-1, 1] (the model's image range), "
-                             f"got [{lo:.4g}, {hi:.4g}]; clip samples first")
-    return x
-
-
-class Classifier:
-    """A sequential CNN from a folder holding ``config.json`` (ordered layer list with tensor
-    names) and ``model.safetensors``; run by the C core. ``classify``/``logits``/``features``
-    take (N, C, H, W) images in [-1, 1]."""
-
-    def __init__(self, path=None):
-        import json
-        import os
-        path = _weights_dir("classifier") if path is None else os.fspath(path)
-        cfg_path = os.path.join(path, "config.json")
-        if not os.path.isfile(cfg_path):
-            raise FileNotFoundError(f"classifier: no config.json in {path}")
-        with open(cfg_path) as f:
-            cfg = json.load(f)
-        try:
-            self._build(path, cfg)
-        except KeyError as exc:
-            raise ValueError(f"classifier config {cfg_path}: missing key {exc}") from None
-
-    def _build(self, path, cfg):
-        import os
-        from . import _core
-        from . import safetensors as st
-        self.path, self.config = path, cfg
-        self.input_shape = tuple(int(v) for v in cfg["input_shape"])
-        self.classes = tuple(cfg.get("classes", ()))
-        layer_list = cfg["layers"]
-        tensors = st.load(os.path.join(path, "model.safetensors"))
-        layers, params = [], []
-        c = self.input_shape[0]
-        for i, layer in enumerate(layer_list):
-            t = layer.get("type")
-            if t not in _LAYER_TYPES:
-                raise ValueError(f"classifier layer {i}: unknown type {t!r}")
-            spec = [_LAYER_TYPES[t], 0, 0, 0, 0, 0, 0, 0.0]
-            expect = {}
-            if t == "conv2d":
-                k = int(layer["kernel_size"])
-                spec[1:6] = [int(layer["in_channels"]), int(layer["out_channels"]), k,
-                             int(layer.get("stride", 1)), int(layer.get("padding", 0))]
-                expect = {"weight": (spec[2], spec[1], k, k), "bias": (spec[2],)}
-                c = spec[2]
-            elif t == "group_norm":
-                spec[1] = spec[2] = int(layer["num_channels"])
-                spec[6], spec[7] = int(layer["num_groups"]), float(layer.get("eps", 1e-5))
-                expect = {"weight": (spec[1],), "bias": (spec[1],)}
-            elif t == "linear":
-                spec[1:3] = [int(layer["in_features"]), int(layer["out_features"])]
-                expect = {"weight": (spec[2], spec[1]), "bias": (spec[2],)}
-            for role, shape in expect.items():   # weight then bias: the order C walks them
-                name = layer.get(role)
-                if name not in tensors:
-                    raise ValueError(f"classifier layer {i} ({t}): tensor {name!r} missing")
-                if tuple(tensors[name].shape) != shape:
-                    raise ValueError(f"classifier layer {i} ({t}): {name} has shape "
-                                     f"{tuple(tensors[name].shape)}, expected {shape}")
-                params.append(tensors[name].ravel())
-            layers.append(tuple(spec))
-        self.features_layer = int(cfg.get("features_layer", -1))
-        flat = np.concatenate(params).astype(np.float32) if params else np.zeros(0, np.float32)
-        self._c = _core.classifier_new(tuple(layers), self.input_shape, self.features_layer, flat)
-
-    def _run(self, images):
-        x = _check_images(images, self.input_shape)
-        from . import _core
-        return _core.classifier_forward(self._c, x)
-
-    def logits(self, images):
-        """(N, classes) float32 logits."""
-        return self._run(images)[0]
-
-    def features(self, images):
-        """(N, F) float32: the output of layer ``features_layer`` (the spatial mean)."""
-        return self._run(images)[1]
-
-    def classify(self, images):
-        """(N,) int64 class indices (argmax of the logits)."""
-        return np.argmax(self._run(images)[0], axis=1).astype(np.int64)
-
-
-_DEFAULT = {}
-
-
-def load_classifier(path=None):
-    """The shipped Fashion-MNIST classifier (cached), or the one in folder ``path``."""
-    key = None if path is None else str(path)
-    if key not in _DEFAULT:
-        _DEFAULT[key] = Classifier(path)
-    return _DEFAULT[key]
-
 
 def classify(images):
     """Class index (0-9, the dataset's numbering) of each (N, 1, 32, 32) image in [-1, 1]."""
@@ -417,7 +303,6 @@ def features(images):
 
 
 def _concept_set(concepts, argname, allow_none=False):
-    from . import data
     if concepts is None:
         if allow_none:
             return set()
@@ -508,7 +393,6 @@ def real_features(split="test", path=None):
     """(features (N, F), labels (N,)) of the real Fashion-MNIST split (cached)."""
     key = (split, None if path is None else str(path))
     if key not in _REAL:
-        from . import data
         x, y = data.fashion_mnist(split, path)
         _REAL[key] = (features(x), y)
     return _REAL[key]
@@ -521,7 +405,7 @@ def image_summary(images, positive, negative=None, seed=0, real=None):
     half B: the value a perfect sampler of that size would get. ``real``: (features, labels) of
     real images (default: the test split)."""
     clf = load_classifier()
-    images = _check_images(images, clf.input_shape)
+    images = _v.images(images, clf.input_shape)
     feats_x, labels = clf.features(images), clf.classify(images)
     out = {"n": int(labels.shape[0])}
     out.update(concept_rates(labels, positive, negative))

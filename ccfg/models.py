@@ -20,6 +20,9 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from . import data
+from .unet import UNet      # diffusers UNet2DModel in C; see ccfg/unet.py
+
 __all__ = ["GaussianMixture", "PythonModel", "UNet", "load", "PRESETS"]
 
 _PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
@@ -570,7 +573,6 @@ FASHION_MNIST_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "we
 def _load_fashion_mnist(path=FASHION_MNIST_DIR):
     """The concept-conditional Fashion-MNIST UNet (default: the shipped one, trained by
     tools/train_fashion_mnist.py); conditions are the concept names of ccfg.data."""
-    from . import data
     if not os.path.isfile(os.path.join(path, "unet", "config.json")):
         raise FileNotFoundError(f"the Fashion-MNIST model is not installed at {path} (it ships "
                                 "with the package; reinstall ccfg)")
@@ -592,5 +594,3 @@ def load(name):
             from None
     return factory()
 
-
-from .unet import UNet  # noqa: E402  (diffusers UNet2DModel in C; see ccfg/unet.py)

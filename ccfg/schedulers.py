@@ -13,6 +13,7 @@ import os
 import numpy as np
 
 from . import _core
+from . import _validate as _v
 
 __all__ = ["SchedulerConfig", "SAMPLERS", "plan"]
 
@@ -115,8 +116,6 @@ def check_sampler(sampler):
 def plan(sampler, steps, config=None, karras=False, eta=0.0):
     """The levels a sampler walks: dict of ``timesteps``, ``alpha_bars``, ``alpha_bars_next``,
     ``sigmas``, ``init_noise_sigma``, ``alphas_cumprod``."""
-    from .guidance import _int
-
     cfg = as_config(config)
-    steps = _int(steps, "steps", low=1)
+    steps = _v.integer(steps, "steps", low=1)
     return _core.plan(cfg._spec(check_sampler(sampler), steps, eta, karras))

@@ -19,7 +19,7 @@ import re
 
 import numpy as np
 
-from . import _core
+from . import _core, _device
 from . import safetensors as _st
 from .schedulers import SchedulerConfig
 
@@ -437,8 +437,7 @@ class UNet:
     def __call__(self, sample, timestep, class_labels=None, device="cpu"):
         """diffusers' ``UNet2DModel.forward(sample, timestep, class_labels).sample`` as float32
         NumPy: ``sample`` (B, in_channels, H, W); ``timestep`` a number or one per sample."""
-        from .sampling import _device
-        handle = self._handle_for(_device(device if device is not None else "cpu"))
+        handle = self._handle_for(_device.resolve(device if device is not None else "cpu"))
         x = np.asarray(sample)
         if x.dtype.kind not in "fiu":
             raise TypeError(f"sample: expected a real array, got dtype {x.dtype}")
@@ -475,11 +474,11 @@ class UNet:
         return _core.unet_forward(handle, x, t, labels)
 
     def _handle_for(self, dev):
-        """The C model whose weights live on backend dev (-1: the CPU, N: Vulkan device N)."""
-        if dev < 0:
+        """The C model whose weights live on device ``dev`` ("cpu" or "vulkan:N")."""
+        if dev == "cpu":
             return self._handle
         if dev not in self._device_handles:
-            self._device_handles[dev] = _core.unet_new(self._c, self._params, dev)
+            self._device_handles[dev] = _core.unet_new(self._c, self._params, _device.index(dev))
         return self._device_handles[dev]
 
     # ------------------------------------------------------------------ as a ccfg model
@@ -500,10 +499,7 @@ class UNet:
         raise TypeError(f"{argname}: expected a class index (int) or concept name (str), got "
                         f"{type(value).__name__}")
 
-    # the UNet runs on Vulkan devices too (nn_vk.c): ccfg.sample(device="auto") may pick a GPU
-    _vulkan = True
-
-    def _c_unet_spec(self, dev=-1):
+    def _c_unet_spec(self, dev="cpu"):
         """(handle, h, w, null_class, class_of) for _core.sample's model kind 2 on backend dev."""
         if self.shape is None:
             raise ValueError("sample_size: the model's config has none; pass "

@@ -1,6 +1,6 @@
 """Independent NumPy reference for every ccfg guidance rule.
 
-Written only from the specification (design notes ``methods.md`` §1-§6, §10c, and ``docs/api.md``),
+Written only from the specification (``docs/methods.md`` §1-§6, §10c, and ``docs/api.md``),
 never from the C core. Everything is computed in float64. Conventions:
 
 - ``eps_u``, ``eps_p`` are arrays of shape ``(N, ...)``; ``eps_p=None`` means ``eps_p = eps_u``.
@@ -172,7 +172,7 @@ SLD_PRESETS = {
 
 
 class SLDRef:
-    """Safe Latent Diffusion with momentum per sample and per negative (methods §6, §10c).
+    """Safe Latent Diffusion with momentum per sample and per negative (docs/methods.md §6, §10c).
 
     Per step i (i = ``step`` if given, else the number of previous calls):
       μ   = min(s_S |eps_p - eps_S|, 1) elementwise, 0 where (eps_p - eps_S) >= λ

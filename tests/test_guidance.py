@@ -1,6 +1,6 @@
 """ccfg.guide against the independent NumPy reference (tests/reference_rules.py).
 
-Every expected value comes from the specification (methods.md, docs/api.md), never from ccfg itself.
+Every expected value comes from the specification (docs/methods.md, docs/api.md), never from ccfg itself.
 """
 from __future__ import annotations
 
@@ -429,7 +429,7 @@ TV_N = TV_U + np.array([[0.0, 0.0, 3.0, 1.0]])
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("rule,expected", [
-    # methods.md §3.5b, values as written in the spec
+    # docs/methods.md §3.5b, values as written in the spec
     (lambda: ccfg.CCFG(scale=7.5, tau=0.2), [9.080315, 8.780315, -5.064131, -1.788044]),
     (lambda: ccfg.CCFG(scale=7.5, tau=0.5), [11.065879, 10.765879, -0.001178, -0.100393]),
     (lambda: ccfg.NegatedCFG(scale=7.5), [7.6, 7.3, -22.2, -7.5]),
@@ -476,7 +476,7 @@ def test_ccfg_tau_to_zero_is_negated_cfg(shape, k):
 
 
 def test_ccfg_large_tau_is_cfg_at_2w():
-    """τ → ∞: plain CFG at 2w, negative ignored (methods §3.2)."""
+    """τ → ∞: plain CFG at 2w, negative ignored (docs/methods.md §3.2)."""
     u, p, ns = make((3, 4, 4), 2, 1110, d_scale=3.0)
     a = guide(u, p, ns, ccfg.CCFG(scale=4.0, tau=1e4))
     assert_close(a, R.cfg(u, p, None, 8.0))

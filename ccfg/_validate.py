@@ -1,0 +1,123 @@
+"""Argument validators shared by every module: each returns the clean value or raises a
+TypeError/ValueError that names the argument. Bottom layer: imports NumPy only."""
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+__all__ = ["real", "integer", "window", "eps_array", "all_finite", "flat", "seed", "shape",
+           "images"]
+
+_FLOAT_KINDS = (np.float16, np.float32, np.float64)
+
+
+def real(value, name, *, low=None, high=None, low_open=False, allow_none=False):
+    """A finite real number, or a TypeError/ValueError that names the argument."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if low is not None and (value < low or (low_open and value == low)):
+        raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {value}")
+    if high is not None and value > high:
+        raise ValueError(f"{name} must be <= {high}, got {value}")
+    return value
+
+
+def integer(value, name, *, low=None):
+    """An int (bools refused), at least ``low`` when given."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
+    value = int(value)
+    if low is not None and value < low:
+        raise ValueError(f"{name} must be >= {low}, got {value}")
+    return value
+
+
+def window(value):
+    """A rule's ``negative_window``: None (the whole run) or a (start, stop) pair of fractions."""
+    if value is None:
+        return (0.0, 1.0)
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise TypeError("negative_window must be a (start, stop) pair of fractions")
+    start = real(value[0], "negative_window start", low=0.0, high=1.0)
+    stop = real(value[1], "negative_window stop", low=0.0, high=1.0)
+    if start > stop:
+        raise ValueError(f"negative_window start {start} is after stop {stop}")
+    return (start, stop)
+
+
+def eps_array(value, name, shape=None):
+    """A finite float array of at least 1 dimension; TypeError/ValueError naming ``name``."""
+    if not isinstance(value, np.ndarray):
+        if hasattr(value, "__array__") or isinstance(value, (list, tuple)):
+            value = np.asarray(value)
+        else:
+            raise TypeError(f"{name} must be a NumPy array, got {type(value).__name__}")
+    if value.dtype.type not in _FLOAT_KINDS:
+        raise TypeError(f"{name} must be float32 or float64, got {value.dtype}")
+    if value.ndim < 1 or value.shape[0] < 1:
+        raise ValueError(f"{name} must have shape (N, ...) with N >= 1, got {value.shape}")
+    if shape is not None and value.shape != shape:
+        raise ValueError(f"{name} has shape {value.shape}, expected {shape} (the shape of eps_u)")
+    if not all_finite(value):
+        raise ValueError(f"{name} contains NaN or Inf")
+    return value
+
+
+def all_finite(a):
+    """True when no element of ``a`` is NaN or Inf."""
+    # a sum is NaN/Inf whenever an element is (one fast pass, no temporary); only an overflowing
+    # sum of finite values needs the exact elementwise check
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(np.add.reduce(a, axis=None)):
+            return True
+    return bool(np.isfinite(a).all())
+
+
+def flat(a):
+    """``a`` as a C-contiguous float32 (N, dim) array (the layout the C core takes)."""
+    return np.ascontiguousarray(a, dtype=np.float32).reshape(a.shape[0], -1)
+
+
+def seed(value):
+    """A seed: an integer in [0, 2**64)."""
+    value = integer(value, "seed", low=0)
+    if value >= 2 ** 64:
+        raise ValueError("seed must be < 2**64")
+    return value
+
+
+def shape(value):
+    """A sample shape: an int or a sequence of positive sizes -> tuple."""
+    if isinstance(value, numbers.Integral):
+        value = (int(value),)
+    value = tuple(int(s) for s in value)
+    if any(s < 1 for s in value):
+        raise ValueError(f"shape must have positive sizes, got {value}")
+    return value
+
+
+def images(images, shape, argname="images"):
+    """(N, *shape) real array in [-1, 1] (float32 rounding allowed) -> C-contiguous float32."""
+    images = np.asarray(images)
+    if not (np.issubdtype(images.dtype, np.floating) or np.issubdtype(images.dtype, np.integer)) \
+            or images.dtype == np.bool_:
+        raise TypeError(f"{argname}: expected a real array, got dtype {images.dtype}")
+    if images.ndim != 1 + len(shape) or tuple(images.shape[1:]) != tuple(shape):
+        raise ValueError(f"{argname}: expected shape (N, {', '.join(map(str, shape))}), "
+                         f"got {images.shape}")
+    x = np.ascontiguousarray(images, dtype=np.float32)
+    if x.size:
+        if not np.all(np.isfinite(x)):
+            raise ValueError(f"{argname}: contains NaN or infinity")
+        lo, hi = float(x.min()), float(x.max())
+        if lo < -1.0 - 1e-4 or hi > 1.0 + 1e-4:
+            raise ValueError(f"{argname}: values must lie in [-1, 1] (the model's image range), "
+                             f"got [{lo:.4g}, {hi:.4g}]; clip samples first")
+    return x
