@@ -58,12 +58,12 @@ int py_parse_rule(PyObject *spec, ccfg_rule *rule);
 /* the model objects (py_models.c): what sample() takes as its model */
 typedef struct py_model py_model;
 extern PyTypeObject py_ModelType;
-/* a new model object around `model`; `owner` (a reference is taken) keeps what model.ctx points
- * into alive; ctx_free (may be NULL) frees ctx when the object dies; lock/unlock (may be NULL)
- * serialise runs of one model between threads, called with the GIL released before the device
- * lock is taken */
-PyObject *py_model_new(ccfg_model model, PyObject *owner, void (*ctx_free)(void *ctx),
-                       void (*lock)(void *ctx), void (*unlock)(void *ctx));
+/* a new model object around `model`: `owner` (a reference is taken) and `data` (freed by
+ * data_free when the object dies) keep what model.ctx points into alive; lock/unlock (may be
+ * NULL) serialise runs of one model between threads: they get `data` and are called with the GIL
+ * released, before the device's lock is taken */
+PyObject *py_model_new(ccfg_model model, PyObject *owner, void *data, void (*data_free)(void *),
+                       void (*lock)(void *), void (*unlock)(void *));
 const ccfg_model *py_model_get(PyObject *obj);
 void py_model_lock(PyObject *obj, int acquire);
 

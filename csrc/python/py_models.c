@@ -11,14 +11,15 @@ struct py_model {
     PyObject_HEAD
     ccfg_model model;
     PyObject *owner;                    /* keeps what model.ctx points into alive */
-    void (*ctx_free)(void *ctx);
-    void (*lock)(void *ctx);
-    void (*unlock)(void *ctx);
+    void *data;                         /* the kind's own allocation (model.ctx lives in it) */
+    void (*data_free)(void *data);
+    void (*lock)(void *data);
+    void (*unlock)(void *data);
 };
 
 static void model_dealloc(py_model *self)
 {
-    if (self->ctx_free) self->ctx_free(self->model.ctx);
+    if (self->data_free) self->data_free(self->data);
     Py_XDECREF(self->owner);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
@@ -32,17 +33,18 @@ PyTypeObject py_ModelType = {
     .tp_doc = "a model as the C sampler sees it (made by a ccfg model's _c_model)",
 };
 
-PyObject *py_model_new(ccfg_model model, PyObject *owner, void (*ctx_free)(void *ctx),
-                       void (*lock)(void *ctx), void (*unlock)(void *ctx))
+PyObject *py_model_new(ccfg_model model, PyObject *owner, void *data, void (*data_free)(void *),
+                       void (*lock)(void *), void (*unlock)(void *))
 {
     py_model *m = PyObject_New(py_model, &py_ModelType);
     if (!m) {
-        if (ctx_free) ctx_free(model.ctx);
+        if (data_free) data_free(data);
         return NULL;
     }
     m->model = model;
     m->owner = Py_XNewRef(owner);
-    m->ctx_free = ctx_free;
+    m->data = data;
+    m->data_free = data_free;
     m->lock = lock;
     m->unlock = unlock;
     return (PyObject *)m;
@@ -61,8 +63,8 @@ const ccfg_model *py_model_get(PyObject *obj)
 void py_model_lock(PyObject *obj, int acquire)
 {
     py_model *m = (py_model *)obj;
-    if (acquire && m->lock) m->lock(m->model.ctx);
-    if (!acquire && m->unlock) m->unlock(m->model.ctx);
+    if (acquire && m->lock) m->lock(m->data);
+    if (!acquire && m->unlock) m->unlock(m->data);
 }
 
 /* ------------------------------------------------------------------------- */
@@ -136,7 +138,7 @@ PyObject *py_gmm_model(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "O", &spec)) return NULL;
     gmm_args *a = parse_gmm(spec);
     if (!a) return NULL;
-    return py_model_new(ccfg_gmm_as_model(&a->placed, &a->g), NULL, gmm_args_free, NULL, NULL);
+    return py_model_new(ccfg_gmm_as_model(&a->placed, &a->g), NULL, a, gmm_args_free, NULL, NULL);
 }
 
 /* the mixture's eps on `be` with host arrays (its parameters placed there for this call) */
@@ -242,7 +244,7 @@ PyObject *py_python_model(PyObject *self, PyObject *args)
         return NULL;
     }
     const ccfg_model m = {.eval = python_model_eval, .ctx = fn, .on_backend = 0};
-    return py_model_new(m, fn, NULL, NULL, NULL);
+    return py_model_new(m, fn, NULL, NULL, NULL, NULL);
 }
 
 int py_models_register(PyObject *m)

@@ -258,7 +258,7 @@ PyObject *py_unet_model(PyObject *self, PyObject *args)
     const ccfg_model m = ccfg_unet_as_model(&c->um, unet->u, h, w, null_class,
                                             (int)PyArray_DIM(c->class_of, 0),
                                             (const int32_t *)PyArray_DATA(c->class_of));
-    return py_model_new(m, NULL, unet_model_free, unet_model_lock, unet_model_unlock);
+    return py_model_new(m, NULL, c, unet_model_free, unet_model_lock, unet_model_unlock);
 }
 
 int py_unet_register(PyObject *m)
