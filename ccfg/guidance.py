@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from . import _validate as _v
 
+# the rule classes: `import ccfg` exports exactly these (a new rule adds its class name here)
 __all__ = ["Rule", "CFG", "NegativePrompt", "NegatedCFG", "ComposableNot", "PerpNeg", "SLD",
-           "DNG", "CCFG", "PythonRule", "get", "NAMES"]
+           "DNG", "CCFG", "APG", "PythonRule"]
 
 # rule name -> class, filled by Rule.__init_subclass__ as the classes below are defined
 NAMES = {}
@@ -246,6 +247,29 @@ class CCFG(Rule):
     def _c_params(self):
         return {"tau": self.tau, "tau_mean": self.tau_reduce == "mean",
                 "naive_positive": self.naive_positive}
+
+
+class APG(Rule):
+    """Adaptive Projected Guidance (Sadat, Hilliges & Weber, arXiv 2410.02416, Algorithm 1, without
+    momentum): ``eps_p + (w - 1) (D_orth + eta D_par)``, where ``D = eps_p - eps_u`` is first
+    rescaled to norm at most ``norm_threshold`` per sample (0: no rescaling) and split into its
+    parts parallel and orthogonal to ``eps_p``. ``eta = 1`` without rescaling is CFG. Negatives are
+    ignored (a positive-only baseline, like CFG); applied to noise predictions (the paper applies
+    it to the denoised prediction)."""
+
+    _c_rule = "apg"
+    name = "apg"
+
+    def __init__(self, scale=7.5, eta=0.0, norm_threshold=0.0):
+        super().__init__(scale)
+        self.eta = _v.real(eta, "eta")
+        self.norm_threshold = _v.real(norm_threshold, "norm_threshold", low=0.0)
+
+    def _params(self):
+        return {"scale": self.scale, "eta": self.eta, "norm_threshold": self.norm_threshold}
+
+    def _c_params(self):
+        return {"eta": self.eta, "norm_threshold": self.norm_threshold}
 
 
 class PythonRule(Rule):

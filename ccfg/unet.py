@@ -60,7 +60,7 @@ def _field_choice(cfg, name, default, choices):
 
 
 def _c_config(cfg):
-    """diffusers config dict -> the dict csrc/module.c turns into ccfg_unet_config."""
+    """diffusers config dict -> the dict csrc/python/py_unet.c turns into ccfg_unet_config."""
     cls = cfg.get("_class_name", "UNet2DModel")
     if cls != "UNet2DModel":
         raise ValueError(f"_class_name: {cls!r} is not supported; supported: ['UNet2DModel']")

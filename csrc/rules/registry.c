@@ -12,7 +12,8 @@
     X(perp_neg)                                                                                   \
     X(sld)                                                                                        \
     X(dng)                                                                                        \
-    X(ccfg)
+    X(ccfg)                                                                                       \
+    X(apg)
 
 #define DECLARE(name) extern const ccfg_rule_impl ccfg_rule_##name;
 RULES(DECLARE)
