@@ -63,7 +63,9 @@ def compile_shaders():
     return None
 
 
-sources = sorted(os.path.join("csrc", f) for f in os.listdir("csrc") if f.endswith(".c"))
+# the core (csrc/*.c), one file per guidance rule (csrc/rules/), the Python bindings (csrc/python/)
+sources = sorted(glob.glob(os.path.join("csrc", "**", "*.c"), recursive=True))
+headers = sorted(glob.glob(os.path.join("csrc", "**", "*.h"), recursive=True))
 cflags = pkg_config("--cflags")
 libs = pkg_config("--libs") or ["-lopenblas"]
 extra_compile = ["-std=c11", "-O3", "-Wall", "-Wextra", "-fopenmp", "-fvisibility=hidden"]
@@ -88,7 +90,6 @@ setup(
         define_macros=macros,
         extra_compile_args=cflags + extra_compile,
         extra_link_args=libs + extra_link,
-        depends=[os.path.join("csrc", f) for f in os.listdir("csrc") if f.endswith(".h")]
-        + shader_headers,
+        depends=headers + shader_headers,
     )],
 )

@@ -89,10 +89,10 @@ def run(failures):
     try:
         from ccfg import _core
         flat = [a.reshape(N, -1) for a in (eps_u, eps_p, eps_n)]
-        spec = rule._spec()
-        core_out = _core.guide(spec, flat[0], flat[1], [flat[2]], None, 0, 0)
+        spec = rule._c_spec()
+        core_out = _core.guide(spec, flat[0], flat[1], [flat[2]], None, 0, 0, "cpu")
         if np.array_equal(core_out.reshape(got.shape), got):
-            t_core = measure(lambda: _core.guide(spec, flat[0], flat[1], [flat[2]], None, 0, 0),
+            t_core = measure(lambda: _core.guide(spec, flat[0], flat[1], [flat[2]], None, 0, 0, "cpu"),
                              repeats=15, warmup=3, min_time=0.05)
     except Exception as exc:  # private API: report and go on
         print(f"(internal _core.guide not timed: {type(exc).__name__}: {exc})")

@@ -101,7 +101,7 @@ def bench_guide(table, sel, info, failures):
     table.add(case, "ccfg.guide device=cpu", t_cpu, f"{gbs(t_cpu):6.2f} GB/s")
     # the device's own bandwidth: a copy shader over device-resident buffers
     nbytes = min(64 << 20, info["max_storage_buffer_range"]) & ~15
-    idx = info["index"]
+    idx = f"vulkan:{info['index']}"          # the copy bench opens the device by name
     _core.vk_copy_bench(idx, nbytes, 2)                      # warm-up (pipeline, memory)
     # each repeat: seconds per copy of 10 recorded back to back and waited for once
     t_copy = Timing([_core.vk_copy_bench(idx, nbytes, 10) for _ in range(5)])

@@ -10,15 +10,13 @@ from . import _core
 from . import guidance, schedulers
 from ._device import devices
 from ._version import __version__
-from .guidance import (CCFG, CFG, DNG, SLD, ComposableNot, NegatedCFG, NegativePrompt, PerpNeg,
-                       PythonRule, Rule)
+from .guidance import *  # noqa: F401,F403  every rule class (ccfg.guidance.__all__)
 from .sampling import GuidanceState, guide, randn, sample
 from .schedulers import SchedulerConfig
 from . import classifier, data, metrics, models, plot     # light: NumPy and the C core only
 
-__all__ = ["sample", "guide", "randn", "devices", "GuidanceState", "SchedulerConfig", "Rule",
-           "CFG", "NegativePrompt", "NegatedCFG", "ComposableNot", "PerpNeg", "SLD", "DNG", "CCFG",
-           "PythonRule", "guidance", "schedulers", "models", "metrics", "classifier", "data",
+__all__ = ["sample", "guide", "randn", "devices", "GuidanceState", "SchedulerConfig",
+           *guidance.__all__, "guidance", "schedulers", "models", "metrics", "classifier", "data",
            "plot", "compare", "__version__"]
 
 

@@ -1,12 +1,12 @@
 """Compute devices: the one place that lists them (``ccfg.devices()``) and parses a device
 selector ("auto", "cpu", "vulkan", "vulkan:N" or an entry of ``ccfg.devices()``) into a
-canonical device name, "cpu" or "vulkan:N". Python code passes these names around; only the calls
-into the C core convert them, with :func:`index`. Bottom layer: imports ``_core`` only."""
+canonical device name, "cpu" or "vulkan:N", which is also what the C core opens by
+(``ccfg_backend_open``). Bottom layer: imports ``_core`` only."""
 from __future__ import annotations
 
 from . import _core
 
-__all__ = ["devices", "resolve", "index"]
+__all__ = ["devices", "resolve"]
 
 # auto's preference among Vulkan device types; lavapipe-like CPU devices ("cpu") never win over
 # the CPU backend, but "vulkan" and "vulkan:N" can select them
@@ -99,9 +99,3 @@ def resolve(device, name="device", host_model=False):
                                "(needs Vulkan 1.2 and a compute queue)")
         return f"vulkan:{idx}"
     raise ValueError(f"{name} must be 'auto', 'cpu', 'vulkan' or 'vulkan:N', got {device!r}")
-
-
-def index(name):
-    """The C core's device number of a canonical name from :func:`resolve`: -1 for "cpu", N for
-    "vulkan:N". Used only where Python calls into ``_core``."""
-    return -1 if name == "cpu" else int(name[len("vulkan:"):])

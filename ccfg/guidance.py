@@ -1,18 +1,20 @@
 """Guidance rules: one small class per rule, holding its parameters.
 
-The maths runs in C (``csrc/guidance.c``); these classes validate parameters, print a readable
-repr for ablation records, and hand the C core a flat parameter tuple. Formulas and defaults:
-``docs/api.md`` and ``docs/methods.md``.
+The maths runs in C (one file per rule in ``csrc/rules/``, run by ``csrc/guidance.c``); these
+classes validate parameters, print a readable repr for ablation records, and hand the C core the
+rule's registry name with its parameters by name (``_c_spec``). Formulas and defaults:
+``docs/api.md`` and ``docs/methods.md``. Adding a rule: ``CONTRIBUTING.md``.
 """
 from __future__ import annotations
 
 from . import _validate as _v
 
+# the rule classes: `import ccfg` exports exactly these (a new rule adds its class name here)
 __all__ = ["Rule", "CFG", "NegativePrompt", "NegatedCFG", "ComposableNot", "PerpNeg", "SLD",
-           "DNG", "CCFG", "PythonRule", "get", "NAMES"]
+           "DNG", "CCFG", "APG", "PythonRule"]
 
-# must match ccfg_rule_kind in csrc/ccfg.h
-_NONE, _CFG, _NP, _NEGATED, _PERP, _SLD, _DNG, _CCFG, _PYTHON = range(9)
+# rule name -> class, filled by Rule.__init_subclass__ as the classes below are defined
+NAMES = {}
 
 # Safe Latent Diffusion presets (docs/methods.md §6): warm-up steps, s_S, threshold λ, s_m, β_m
 SLD_PRESETS = {
@@ -24,11 +26,20 @@ SLD_PRESETS = {
 
 
 class Rule:
-    """Base class: a guidance rule on noise predictions (see ``ccfg.guide``)."""
+    """Base class: a guidance rule on noise predictions (see ``ccfg.guide``).
 
-    _kind = _NONE
+    A subclass sets ``name`` (what ``guidance="..."`` accepts), ``_c_rule`` (the C registry name,
+    ``csrc/rules/registry.c``) and returns its own parameters, by the C names, from
+    ``_c_params``; public subclasses are listed in ``NAMES`` by themselves."""
+
+    _c_rule = "none"
     stateful = False
     name = "none"
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if not cls.__name__.startswith("_") and cls.name not in ("none", "python"):
+            NAMES[cls.name] = cls
 
     def __init__(self, scale=7.5, negative_window=None):
         self.scale = _v.real(scale, "scale")
@@ -56,17 +67,17 @@ class Rule:
         ns = getattr(self, "negative_scale", None)
         return self.scale if ns is None else ns
 
-    def _spec(self):
-        """Flat parameter tuple for the C core (layout of parse_rule in csrc/module.c)."""
-        g = self.__dict__.get
-        sld = g("_sld", (0, 0.0, 0.0, 0.0, 0.0))
-        return (self._kind, self.scale, float(self.effective_negative_scale),
-                self.negative_window[0], self.negative_window[1],
-                float(g("tau", 0.0)), g("tau_reduce", "sum") == "mean",
-                bool(g("naive_positive", False)), bool(g("batch_global", False)),
-                int(sld[0]), float(sld[1]), float(sld[2]), float(sld[3]), float(sld[4]),
-                float(g("prior", 0.5)), float(g("temperature", 0.0)), float(g("offset", 0.0)),
-                float(g("p_min", 1e-6)), float(g("p_max", 0.99)), g("fn", None))
+    def _c_params(self):
+        """The rule's own parameters for the C core, by the names its C file declares."""
+        return {}
+
+    def _c_spec(self):
+        """(C registry name, {parameter: value}) for the C core (csrc/python/py_guide.c)."""
+        params = {"scale": self.scale, "negative_scale": float(self.effective_negative_scale),
+                  "window_start": self.negative_window[0],
+                  "window_stop": self.negative_window[1]}
+        params.update(self._c_params())
+        return (self._c_rule, params)
 
 
 class _NoGuidance(Rule):
@@ -84,21 +95,21 @@ class _NoGuidance(Rule):
 class CFG(Rule):
     """Classifier-free guidance, ``eps_u + w (eps_p - eps_u)``; negatives are ignored."""
 
-    _kind = _CFG
+    _c_rule = "cfg"
     name = "cfg"
 
 
 class NegativePrompt(Rule):
     """The negative replaces the null prediction: ``eps_n + w (eps_p - eps_n)`` (2 NFE/step)."""
 
-    _kind = _NP
+    _c_rule = "negative_prompt"
     name = "negative_prompt"
 
 
 class NegatedCFG(Rule):
     """Negated CFG: ``eps_u + w D_p - w_n D_n`` (signed guidance when ``negative_scale`` differs)."""
 
-    _kind = _NEGATED
+    _c_rule = "negated_cfg"
     name = "negated_cfg"
 
     def __init__(self, scale=7.5, negative_scale=None, negative_window=None):
@@ -112,7 +123,7 @@ class NegatedCFG(Rule):
 class ComposableNot(Rule):
     """Composable Diffusion's NOT: ``eps_u + w (eps_p - eps_n)``, i.e. negated CFG with w_n = w."""
 
-    _kind = _NEGATED
+    _c_rule = "negated_cfg"       # with w_n = w (effective_negative_scale)
     name = "composable_not"
 
 
@@ -120,7 +131,7 @@ class PerpNeg(Rule):
     """Perp-Neg: ``eps_u + w (D_p - b perp(D_n, D_p))``, projection per sample unless
     ``batch_global=True`` (the official/ComfyUI behaviour: one projection over the batch)."""
 
-    _kind = _PERP
+    _c_rule = "perp_neg"
     name = "perp_neg"
 
     def __init__(self, scale=7.5, negative_scale=1.0, batch_global=False, negative_window=None):
@@ -134,11 +145,14 @@ class PerpNeg(Rule):
         return {"scale": self.scale, "negative_scale": self.negative_scale,
                 "batch_global": self.batch_global}
 
+    def _c_params(self):
+        return {"batch_global": self.batch_global}
+
 
 class SLD(Rule):
     """Safe Latent Diffusion: elementwise-gated safety term with momentum (stateful)."""
 
-    _kind = _SLD
+    _c_rule = "sld"
     name = "sld"
     stateful = True
 
@@ -159,20 +173,23 @@ class SLD(Rule):
             momentum_scale, "momentum_scale")
         self.momentum_beta = p[4] if momentum_beta is None else _v.real(
             momentum_beta, "momentum_beta", low=0.0, high=1.0)
-        self._sld = (self.warmup, self.safety_scale, self.threshold, self.momentum_scale,
-                     self.momentum_beta)
 
     def _params(self):
         return {"scale": self.scale, "preset": self.preset, "warmup": self.warmup,
                 "safety_scale": self.safety_scale, "threshold": self.threshold,
                 "momentum_scale": self.momentum_scale, "momentum_beta": self.momentum_beta}
 
+    def _c_params(self):
+        return {"warmup": self.warmup, "safety_scale": self.safety_scale,
+                "threshold": self.threshold, "momentum_scale": self.momentum_scale,
+                "momentum_beta": self.momentum_beta}
+
 
 class DNG(Rule):
     """Dynamic Negative Guidance: negative scale ``λ0 p/(1-p)`` from a per-sample posterior ``p``
     that the sample belongs to the negative, updated from each transition (stateful)."""
 
-    _kind = _DNG
+    _c_rule = "dng"
     name = "dng"
     stateful = True
 
@@ -198,13 +215,17 @@ class DNG(Rule):
                 "temperature": self.temperature, "offset": self.offset, "p_min": self.p_min,
                 "p_max": self.p_max}
 
+    def _c_params(self):
+        return {"prior": self.prior, "temperature": self.temperature, "offset": self.offset,
+                "p_min": self.p_min, "p_max": self.p_max}
+
 
 class CCFG(Rule):
     """Contrastive CFG: ``eps_u + w λ+ D_p - w_n λ- D_n`` with ``λ+ = 2σ(τ‖D_p‖²)``,
     ``λ- = 2σ(-τ‖D_n‖²)`` per sample. ``tau_reduce="sum"`` is the official rule; ``"mean"``
     divides the squared norms by the element count (a τ that carries across resolutions)."""
 
-    _kind = _CCFG
+    _c_rule = "ccfg"
     name = "ccfg"
 
     def __init__(self, scale=7.5, tau=0.2, tau_reduce="sum", negative_scale=None,
@@ -223,11 +244,38 @@ class CCFG(Rule):
         return {"scale": self.scale, "tau": self.tau, "tau_reduce": self.tau_reduce,
                 "negative_scale": self.negative_scale, "naive_positive": self.naive_positive}
 
+    def _c_params(self):
+        return {"tau": self.tau, "tau_mean": self.tau_reduce == "mean",
+                "naive_positive": self.naive_positive}
+
+
+class APG(Rule):
+    """Adaptive Projected Guidance (Sadat, Hilliges & Weber, arXiv 2410.02416, Algorithm 1, without
+    momentum): ``eps_p + (w - 1) (D_orth + eta D_par)``, where ``D = eps_p - eps_u`` is first
+    rescaled to norm at most ``norm_threshold`` per sample (0: no rescaling) and split into its
+    parts parallel and orthogonal to ``eps_p``. ``eta = 1`` without rescaling is CFG. Negatives are
+    ignored (a positive-only baseline, like CFG); applied to noise predictions (the paper applies
+    it to the denoised prediction)."""
+
+    _c_rule = "apg"
+    name = "apg"
+
+    def __init__(self, scale=7.5, eta=0.0, norm_threshold=0.0):
+        super().__init__(scale)
+        self.eta = _v.real(eta, "eta")
+        self.norm_threshold = _v.real(norm_threshold, "norm_threshold", low=0.0)
+
+    def _params(self):
+        return {"scale": self.scale, "eta": self.eta, "norm_threshold": self.norm_threshold}
+
+    def _c_params(self):
+        return {"eta": self.eta, "norm_threshold": self.norm_threshold}
+
 
 class PythonRule(Rule):
     """A rule written in Python: ``fn(eps_u, eps_p, eps_n_list) -> eps`` on arrays (n, ...)."""
 
-    _kind = _PYTHON
+    _c_rule = "python"            # defined by the bindings: calls fn back on host arrays
     name = "python"
 
     def __init__(self, fn, negative_window=None):
@@ -239,11 +287,9 @@ class PythonRule(Rule):
     def _params(self):
         return {"fn": getattr(self.fn, "__name__", repr(self.fn))}
 
+    def _c_params(self):
+        return {"fn": self.fn}
 
-NAMES = {
-    "cfg": CFG, "negative_prompt": NegativePrompt, "negated_cfg": NegatedCFG,
-    "composable_not": ComposableNot, "perp_neg": PerpNeg, "sld": SLD, "dng": DNG, "ccfg": CCFG,
-}
 
 
 def get(guidance, argname="guidance"):

@@ -250,6 +250,17 @@ class GaussianMixture:
             }
         return self._spec
 
+    # the model handle ccfg.sample hands to C (see CONTRIBUTING.md, "A model kind"): the C core
+    # places the parameters on the run's device
+    _runs_in_c = True
+
+    def _c_model(self, device, positive, negatives):
+        """(C model, positive id, negative ids) for one ccfg.sample run."""
+        from . import _core
+        pos = -1 if positive is None else self._condition_id(positive, "positive")
+        ids = tuple(self._condition_id(v, "negative") for v in negatives)
+        return _core.gmm_model(self._c_spec()), pos, ids
+
     def _condition_id(self, value, argname):
         """Concept id (index in `concept_names`) of a concept name or index."""
         if isinstance(value, str):
@@ -552,6 +563,30 @@ class PythonModel:
 
     def __call__(self, x, t, cond):
         return self.fn(x, t, cond)
+
+    # evaluated on the host: device="auto" keeps its runs on the CPU backend (a GPU would pay two
+    # transfers per evaluation for a few vector ops)
+    _runs_in_c = False
+
+    def _c_model(self, device, positive, negatives):
+        """(C model, positive id, negative ids) for one ccfg.sample run: the condition values
+        are numbered 0.. in order (positive first) and handed back to fn by that number."""
+        from . import _core
+        values = ([] if positive is None else [positive]) + list(negatives)
+        pos = -1 if positive is None else 0
+        ids = tuple(range(len(values) - len(negatives), len(values)))
+        fn, shape = self.fn, self.shape
+
+        def call(x, t, alpha_bar, cond):
+            rows = x.shape[0]
+            conds = [None if c < 0 else values[c] for c in cond.tolist()]
+            out = np.asarray(fn(x.reshape((rows,) + shape), np.full(rows, t), conds))
+            if out.shape != (rows,) + shape:
+                raise ValueError(f"the model returned shape {out.shape}, expected "
+                                 f"{(rows,) + shape}")
+            return np.ascontiguousarray(out, dtype=np.float32).reshape(rows, -1)
+
+        return _core.python_model(call), pos, ids
 
     def __repr__(self):
         name = getattr(self.fn, "__name__", type(self.fn).__name__)

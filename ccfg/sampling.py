@@ -15,12 +15,12 @@ from .schedulers import PREDICTIONS, as_config, check_sampler
 __all__ = ["sample", "guide", "randn", "GuidanceState"]
 
 
-def _python_rule_spec(rule, shape):
-    """The rule's C tuple, with its Python function adapted to (n, dim) arrays."""
-    spec = rule._spec()
-    if rule._kind != _g._PYTHON:
-        return spec
-    fn = rule.fn
+def _rule_spec(rule, shape):
+    """The rule's C spec; a PythonRule's function is adapted to the (n, dim) arrays C passes."""
+    name, params = rule._c_spec()
+    if "fn" not in params:
+        return (name, params)
+    fn = params["fn"]
 
     def flat_fn(u, p, negs):
         out = fn(u.reshape(shape), p.reshape(shape), [e.reshape(shape) for e in negs])
@@ -29,7 +29,7 @@ def _python_rule_spec(rule, shape):
             raise ValueError(f"the PythonRule returned shape {out.shape}, expected {shape}")
         return _v.flat(out)
 
-    return spec[:-1] + (flat_fn,)
+    return (name, dict(params, fn=flat_fn))
 
 
 class GuidanceState:
@@ -42,7 +42,7 @@ class GuidanceState:
         self.n_neg = n_neg
         self._dev = _device.resolve(device)
         dim = int(np.prod(shape[1:], dtype=np.int64))
-        self._c = _core.guide_state(rule._spec(), n, dim, n_neg, _device.index(self._dev))
+        self._c = _core.guide_state(rule._c_spec(), n, dim, n_neg, self._dev)
 
     @property
     def device(self):
@@ -57,12 +57,17 @@ class GuidanceState:
     @property
     def posterior(self):
         """DNG: posterior probability of each negative per sample, shape (n_neg, n)."""
-        return _core.state_info(self._c)["dng_p"]
+        if self.rule.name != "dng":
+            return None
+        p = _core.state_info(self._c)["host"]
+        return None if p is None else p.reshape(self.n_neg, self.n)
 
     @property
     def momentum(self):
         """SLD: the momentum ν per negative, shape (n_neg, *shape)."""
-        nu = _core.state_info(self._c)["sld_nu"]
+        if self.rule.name != "sld":
+            return None
+        nu = _core.state_info(self._c)["device_state"]
         return None if nu is None else nu.reshape((self.n_neg,) + self.shape)
 
     def observe(self, x_t, x_prev, eps_u, eps_n, alpha_bar, alpha_bar_prev, eta=1.0):
@@ -71,7 +76,7 @@ class GuidanceState:
         The means are those of a DDIM(eta) step with each prediction; the likelihood variance is
         ``eta² β̃`` (the DDPM posterior variance at eta = 1) or the stride variance
         ``1 - ā/ā_prev`` when eta = 0."""
-        if self.rule._kind != _g._DNG:
+        if self.rule.name != "dng":
             raise ValueError("observe: only a DNG state learns from transitions")
         x_t = _v.eps_array(x_t, "x_t", self.shape)
         x_prev = _v.eps_array(x_prev, "x_prev", self.shape)
@@ -82,7 +87,7 @@ class GuidanceState:
         ab = _v.real(alpha_bar, "alpha_bar", low=0.0, high=1.0, low_open=True)
         abp = _v.real(alpha_bar_prev, "alpha_bar_prev", low=0.0, high=1.0, low_open=True)
         eta = _v.real(eta, "eta", low=0.0)
-        _core.dng_observe(self.rule._spec(), self._c, _v.flat(x_t), _v.flat(x_prev), _v.flat(eps_u),
+        _core.observe(self.rule._c_spec(), self._c, _v.flat(x_t), _v.flat(x_prev), _v.flat(eps_u),
                           [_v.flat(e) for e in negs], ab, abp, eta)
 
     def __repr__(self):
@@ -137,9 +142,9 @@ def guide(eps_u, eps_p, eps_n, rule, state=None, *, step=None, num_steps=None, d
     if step is None:
         step = state.step if state is not None else 0
     step = _v.integer(step, "step", low=0)
-    out = _core.guide(_python_rule_spec(rule, shape), _v.flat(u), None if p is None else _v.flat(p),
+    out = _core.guide(_rule_spec(rule, shape), _v.flat(u), None if p is None else _v.flat(p),
                       [_v.flat(e) for e in negs], None if state is None else state._c, step,
-                      num_steps, _device.index(dev))
+                      num_steps, dev)
     out = out.reshape(shape)
     return (out, state) if rule.stateful else out
 
@@ -174,31 +179,10 @@ class _Progress:
         sys.stderr.flush()
 
 
-def _conditions(model, positive, negative):
-    """Condition ids for the C core and, for Python models, the id -> value table."""
-    negs = [] if negative is None else list(negative) if isinstance(negative, (list, tuple)) else [negative]
-    if hasattr(model, "_condition_id"):
-        pos = -1 if positive is None else model._condition_id(positive, "positive")
-        ids = tuple(model._condition_id(v, "negative") for v in negs)
-        return pos, ids, None
-    values = ([] if positive is None else [positive]) + negs
-    pos = -1 if positive is None else 0
-    ids = tuple(range(len(values) - len(negs), len(values)))
-    return pos, ids, values
-
-
-def _python_model(model, shape, values):
-    fn = model.fn
-
-    def call(x, t, alpha_bar, cond):
-        rows = x.shape[0]
-        conds = [None if c < 0 else values[c] for c in cond.tolist()]
-        out = np.asarray(fn(x.reshape((rows,) + shape), np.full(rows, t), conds))
-        if out.shape != (rows,) + shape:
-            raise ValueError(f"the model returned shape {out.shape}, expected {(rows,) + shape}")
-        return np.ascontiguousarray(out, dtype=np.float32).reshape(rows, -1)
-
-    return call
+def _negative_list(negative):
+    if negative is None:
+        return []
+    return list(negative) if isinstance(negative, (list, tuple)) else [negative]
 
 
 def sample(model, positive=None, negative=None, guidance=None, sampler="ddim", steps=50, n=16,
@@ -209,14 +193,13 @@ def sample(model, positive=None, negative=None, guidance=None, sampler="ddim", s
     ``guidance``: a rule (``ccfg.CCFG(scale=5)``), a name (``"ccfg"``) or None. ``positive``: one
     condition; ``negative``: one or a list. ``device``: "auto" (a GPU if there is one and the model
     runs there, else the CPU), "cpu", "vulkan" or "vulkan:N". See docs/api.md for every argument."""
-    shape = getattr(model, "shape", None)
-    native = hasattr(model, "_c_unet_spec")      # ccfg.models.UNet: the model runs in C too
-    if native and shape is None:
-        raise ValueError("model: the UNet's config has no sample_size; load it with "
-                         "UNet.from_pretrained(path, sample_size=...)")
-    if shape is None or not (native or hasattr(model, "_c_spec") or hasattr(model, "fn")):
-        raise TypeError("model must be a ccfg model (GaussianMixture, PythonModel, ...), "
+    if not hasattr(model, "_c_model"):
+        raise TypeError("model must be a ccfg model (GaussianMixture, PythonModel, UNet, ...), "
                         f"got {type(model).__name__}")
+    shape = getattr(model, "shape", None)
+    if shape is None:
+        raise ValueError("model: it has no sample shape (a UNet whose config has no sample_size: "
+                         "load it with UNet.from_pretrained(path, sample_size=...))")
     shape = _v.shape(shape)
     rule = _g.get(guidance)
     sampler = check_sampler(sampler)
@@ -233,8 +216,7 @@ def sample(model, positive=None, negative=None, guidance=None, sampler="ddim", s
     # a model evaluated on the host (PythonModel) would make a GPU pay two transfers per step for
     # a few cheap vector ops: "auto" keeps such runs on the CPU backend; the C models (mixtures,
     # UNet) run on whichever device is picked
-    host_model = not (native or hasattr(model, "_c_spec"))
-    dev = _device.resolve(device, host_model=host_model)
+    dev = _device.resolve(device, host_model=not model._runs_in_c)
     cfg = as_config(scheduler, getattr(model, "scheduler", None))
     pred = getattr(model, "prediction_type", None) or cfg.prediction_type
     if pred not in PREDICTIONS:
@@ -244,13 +226,8 @@ def sample(model, positive=None, negative=None, guidance=None, sampler="ddim", s
         x0 = randn(seed, n, shape, 0)
     else:
         x0 = _v.eps_array(x_T, "x_T", (n,) + shape)
-    pos, neg_ids, values = _conditions(model, positive, negative)
-    if native:
-        kind, cmodel = 2, model._c_unet_spec(dev)
-    elif hasattr(model, "_c_spec"):
-        kind, cmodel = 0, model._c_spec()
-    else:
-        kind, cmodel = 1, _python_model(model, shape, values)
+    # the model hands C one handle for this run, with its condition ids (CONTRIBUTING.md)
+    cmodel, pos, neg_ids = model._c_model(dev, positive, _negative_list(negative))
 
     if progress is True:
         prog = _Progress(f"{type(rule).__name__} {sampler}")
@@ -261,9 +238,9 @@ def sample(model, positive=None, negative=None, guidance=None, sampler="ddim", s
     else:
         raise TypeError("progress must be a bool or a callable(step, steps)")
 
-    res = _core.sample(kind, cmodel, PREDICTIONS[pred], _python_rule_spec(rule, (n,) + shape),
+    res = _core.sample(cmodel, PREDICTIONS[pred], _rule_spec(rule, (n,) + shape),
                        cfg._spec(sampler, steps, eta, karras), pos, neg_ids, seed, 0, _v.flat(x0),
-                       bool(return_trajectory), prog, _device.index(dev))
+                       bool(return_trajectory), prog, dev)
     if return_trajectory:
         x, traj = res
         return x.reshape((n,) + shape), traj.reshape((traj.shape[0], n) + shape)

@@ -86,7 +86,7 @@ class SchedulerConfig:
         return cls(**kwargs)
 
     def _spec(self, sampler, steps, eta=0.0, karras=False):
-        """Flat tuple for the C core (layout of parse_sampler in csrc/module.c)."""
+        """Flat tuple for the C core (layout of parse_sampler in csrc/python/py_sample.c)."""
         return (SAMPLERS[sampler], steps, float(eta), bool(karras),
                 _SPACINGS[self.timestep_spacing], int(self.steps_offset),
                 bool(self.set_alpha_to_one), int(self.num_train_timesteps),

@@ -60,7 +60,7 @@ def _field_choice(cfg, name, default, choices):
 
 
 def _c_config(cfg):
-    """diffusers config dict -> the dict csrc/module.c turns into ccfg_unet_config."""
+    """diffusers config dict -> the dict csrc/python/py_unet.c turns into ccfg_unet_config."""
     cls = cfg.get("_class_name", "UNet2DModel")
     if cls != "UNet2DModel":
         raise ValueError(f"_class_name: {cls!r} is not supported; supported: ['UNet2DModel']")
@@ -478,7 +478,7 @@ class UNet:
         if dev == "cpu":
             return self._handle
         if dev not in self._device_handles:
-            self._device_handles[dev] = _core.unet_new(self._c, self._params, _device.index(dev))
+            self._device_handles[dev] = _core.unet_new(self._c, self._params, dev)
         return self._device_handles[dev]
 
     # ------------------------------------------------------------------ as a ccfg model
@@ -499,17 +499,24 @@ class UNet:
         raise TypeError(f"{argname}: expected a class index (int) or concept name (str), got "
                         f"{type(value).__name__}")
 
-    def _c_unet_spec(self, dev="cpu"):
-        """(handle, h, w, null_class, class_of) for _core.sample's model kind 2 on backend dev."""
+    # the model handle ccfg.sample hands to C (see CONTRIBUTING.md, "A model kind")
+    _runs_in_c = True
+
+    def _c_model(self, device, positive, negatives):
+        """(C model, positive id, negative ids) for one ccfg.sample run on ``device``."""
         if self.shape is None:
             raise ValueError("sample_size: the model's config has none; pass "
                              "from_pretrained(..., sample_size=)")
         if self._c["in_channels"] != self._c["out_channels"]:
             raise ValueError("the UNet's out_channels differ from in_channels: it cannot be "
                              "sampled as a denoiser")
+        pos = -1 if positive is None else self._condition_id(positive, "positive")
+        ids = tuple(self._condition_id(v, "negative") for v in negatives)
         class_of = np.arange(self.num_class_embeds, dtype=np.int32)
         null = -1 if self.null_class is None else self.null_class
-        return (self._handle_for(dev), self.shape[1], self.shape[2], null, class_of)
+        handle = _core.unet_model(self._handle_for(device), self.shape[1], self.shape[2], null,
+                                  class_of)
+        return handle, pos, ids
 
     @property
     def plan_bytes(self):

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "ccfg.h"
+#include "nn.h"
 
 /* Host memory; every op runs to completion before it returns, so statuses are immediate. */
 
@@ -191,30 +192,45 @@ static int cpu_sld(const ccfg_backend *be, int64_t count, const float *eps_u, co
     return CCFG_OK;
 }
 
-static const ccfg_backend cpu_backend = {
+static const ccfg_guide_ops cpu_guide_ops = {
+    .dot = cpu_dot,
+    .direction_dots = cpu_direction_dots,
+    .combine = cpu_combine,
+    .sld = cpu_sld,
+};
+
+static const ccfg_gmm_ops cpu_gmm_ops = {
+    .load = cpu_gmm_load,
+    .free = cpu_gmm_free,
+    .eps = cpu_gmm_eps,
+};
+
+static ccfg_backend cpu_backend = {
     .name = "cpu",
     .ctx = NULL,
     .host_memory = 1,
+    .synchronous = 1,
     .lock = cpu_lock,
     .alloc = cpu_alloc,
     .release = cpu_release,
     .upload = cpu_copy,
     .download = cpu_copy,
     .sync = cpu_sync,
-    .dot = cpu_dot,
-    .direction_dots = cpu_direction_dots,
-    .combine = cpu_combine,
     .axpbypcz = cpu_axpbypcz,
     .randn = cpu_randn,
     .watch_finite = cpu_watch_finite,
     .first_nonfinite = cpu_first_nonfinite,
-    .sld = cpu_sld,
-    .gmm_load = cpu_gmm_load,
-    .gmm_free = cpu_gmm_free,
-    .gmm_eps = cpu_gmm_eps,
+    .guide = &cpu_guide_ops,
+    .gmm = &cpu_gmm_ops,
+    .nn = NULL,             /* nn_cpu.c's table, set on first use (see ccfg_backend_cpu) */
 };
 
-const ccfg_backend *ccfg_backend_cpu(void) { return &cpu_backend; }
+/* the network table lives in nn_cpu.c; it is a constant, so setting it twice is harmless */
+const ccfg_backend *ccfg_backend_cpu(void)
+{
+    if (!cpu_backend.nn) cpu_backend.nn = ccfg_nn_ops_cpu();
+    return &cpu_backend;
+}
 
 int ccfg_all_finite(const ccfg_backend *be, int64_t count, const float *x, int *ok)
 {

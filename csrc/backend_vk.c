@@ -30,6 +30,7 @@
 #include <string.h>
 
 #include "ccfg.h"
+#include "nn.h"
 #include "vk_nn.h"
 
 #ifdef CCFG_NO_VULKAN
@@ -1607,29 +1608,39 @@ int ccfg_vk_nn_dispatch(const ccfg_backend *be, int kernel, int nbuf, const floa
     return dispatch(d, P_NN_FIRST + kernel, bufs, push, groups, groups_y);
 }
 
+static const ccfg_guide_ops vk_guide_ops = {
+    .dot = vk_dot,
+    .direction_dots = vk_direction_dots,
+    .combine = vk_combine,
+    .sld = vk_sld,
+};
+
+static const ccfg_gmm_ops vk_gmm_ops = {
+    .load = vk_gmm_load,
+    .free = vk_gmm_free,
+    .eps = vk_gmm_eps,
+};
+
 static void init_backend_table(vk_dev *d)
 {
     d->be = (ccfg_backend){
         .name = d->name,
         .ctx = d,
         .host_memory = 0,
+        .synchronous = 0,
         .lock = vk_lock,
         .alloc = vk_alloc,
         .release = vk_release,
         .upload = vk_upload,
         .download = vk_download,
         .sync = vk_sync,
-        .dot = vk_dot,
-        .direction_dots = vk_direction_dots,
-        .combine = vk_combine,
         .axpbypcz = vk_axpbypcz,
         .randn = vk_randn,
         .watch_finite = vk_watch_finite,
         .first_nonfinite = vk_first_nonfinite,
-        .sld = vk_sld,
-        .gmm_load = vk_gmm_load,
-        .gmm_free = vk_gmm_free,
-        .gmm_eps = vk_gmm_eps,
+        .guide = &vk_guide_ops,
+        .gmm = &vk_gmm_ops,
+        .nn = ccfg_nn_ops_vulkan(),
     };
 }
 

@@ -33,29 +33,18 @@ int ccfg_fail(int status, const char *fmt, ...);
 void ccfg_clear_error(void);
 
 /* ------------------------------------------------------------------------- */
-/* backends: one table of operations per device; rules, solvers and models call only these */
+/* backends: a device object with memory, transfer and sync functions, the vector ops every
+ * solver needs, and one capability table per kind of work (guidance kernels, the exact mixture,
+ * network layers). Rules, solvers and models call only these; each table is implemented once per
+ * backend (backend_cpu.c + nn_cpu.c, backend_vk.c + nn_vk.c). A backend is opened by name through
+ * the registry in backend.c ("cpu", "vulkan:0"). */
 
 struct ccfg_gmm;
-
-/* Memory handed out by a backend is addressed by `float *` pointers and pointer arithmetic works
- * on them as usual (a block of a stacked array is `base + b * count`). On the CPU they are host
- * memory. On a device (host_memory == 0) they are device addresses that the host must never
- * dereference: data crosses only through upload/download. Every op returns a ccfg status; device
- * ops are recorded and run later, so a failure of the device may surface at a later call (always
- * at the latest at sync or download). */
+struct ccfg_nn_ops;                 /* nn.h */
 typedef struct ccfg_backend ccfg_backend;
-struct ccfg_backend {
-    const char *name;               /* for messages: "cpu", "vulkan:0 (llvmpipe ...)" */
-    void *ctx;                      /* the device; NULL on the CPU */
-    int host_memory;                /* 1: pointers are host memory */
-    /* one caller at a time per device: held around a whole sample/guide call (CPU: no-op) */
-    void (*lock)(const ccfg_backend *be, int acquire);
-    int (*alloc)(const ccfg_backend *be, size_t bytes, float **out);   /* zero-filled */
-    void (*release)(const ccfg_backend *be, void *p);                  /* NULL is fine */
-    /* src may be reused as soon as upload returns; download waits for the device */
-    int (*upload)(const ccfg_backend *be, void *dst, const void *src, size_t bytes);
-    int (*download)(const ccfg_backend *be, void *dst, const void *src, size_t bytes);
-    int (*sync)(const ccfg_backend *be);          /* run everything recorded, wait */
+
+/* kernels of the guidance rules (rules/ and guidance.c) */
+typedef struct ccfg_guide_ops {
     /* out[i] = <a_i, b_i> over dim elements, per sample (host array), accumulated in double */
     int (*dot)(const ccfg_backend *be, int64_t n, int64_t dim, const float *a, const float *b,
                double *out);
@@ -69,6 +58,46 @@ struct ccfg_backend {
      * coef is a host array */
     int (*combine)(const ccfg_backend *be, int64_t n, int64_t dim, int m, const float *const *in,
                    const double *coef, float *out);
+    /* SLD, elementwise (docs/methods.md §6), for one negative:
+     *   g = mu * (eps_s - eps_u) + s_m * nu, mu = min(s_s |eps_p - eps_s|, 1) where (eps_p - eps_s) < thr else 0
+     *   if update: nu <- beta_m * nu + (1 - beta_m) * g
+     *   if apply:  out -= w * g  */
+    int (*sld)(const ccfg_backend *be, int64_t count, const float *eps_u, const float *eps_p,
+               const float *eps_s, float *nu, double w, double s_s, double thr, double s_m,
+               double beta_m, int update, int apply, float *out);
+} ccfg_guide_ops;
+
+/* the exact Gaussian-mixture eps (gmm.c): load places the mixture's parameters on the backend
+ * (*handle, NULL on the CPU), eps evaluates rows of x (cond: host array) */
+typedef struct ccfg_gmm_ops {
+    int (*load)(const ccfg_backend *be, const struct ccfg_gmm *g, void **handle);
+    void (*free)(const ccfg_backend *be, void *handle);
+    int (*eps)(const ccfg_backend *be, const struct ccfg_gmm *g, void *handle, int64_t rows,
+               const float *x, double alpha_bar, const int32_t *cond, float *out);
+} ccfg_gmm_ops;
+
+/* Memory handed out by a backend is addressed by `float *` pointers and pointer arithmetic works
+ * on them as usual (a block of a stacked array is `base + b * count`). Where host_memory is 1 they
+ * are host memory; elsewhere they are device addresses that the host must never dereference:
+ * data crosses only through upload/download. host_memory is a property of the memory only (host
+ * data needs no copy); it never chooses kernels — the tables below do. Every op returns a ccfg
+ * status; device ops are recorded and run later, so a failure of the device may surface at a
+ * later call (always at the latest at sync or download). */
+struct ccfg_backend {
+    const char *name;               /* its registry name and, for messages, what it is:
+                                       "cpu", "vulkan:0 (llvmpipe ...)" */
+    void *ctx;                      /* the device; NULL on the CPU */
+    int host_memory;                /* 1: pointers are host memory (zero-copy from the host) */
+    int synchronous;                /* 1: ops finish before they return, so reading the finite
+                                       watch costs no wait (a device reports at its next wait) */
+    /* one caller at a time per device: held around a whole sample/guide call (CPU: no-op) */
+    void (*lock)(const ccfg_backend *be, int acquire);
+    int (*alloc)(const ccfg_backend *be, size_t bytes, float **out);   /* zero-filled */
+    void (*release)(const ccfg_backend *be, void *p);                  /* NULL is fine */
+    /* src may be reused as soon as upload returns; download waits for the device */
+    int (*upload)(const ccfg_backend *be, void *dst, const void *src, size_t bytes);
+    int (*download)(const ccfg_backend *be, void *dst, const void *src, size_t bytes);
+    int (*sync)(const ccfg_backend *be);          /* run everything recorded, wait */
     /* out = a*x + b*y + c*z elementwise over count; y or z may be NULL (term skipped) */
     int (*axpbypcz)(const ccfg_backend *be, int64_t count, double a, const float *x, double b,
                     const float *y, double c, const float *z, float *out);
@@ -80,24 +109,23 @@ struct ccfg_backend {
      * forgets it. Lets a device check every step without waiting for it. */
     int (*watch_finite)(const ccfg_backend *be, int64_t count, const float *x, int tag);
     int (*first_nonfinite)(const ccfg_backend *be, int *tag);
-    /* SLD, elementwise (methods §6), for one negative:
-     *   g = mu * (eps_s - eps_u) + s_m * nu, mu = min(s_s |eps_p - eps_s|, 1) where (eps_p - eps_s) < thr else 0
-     *   if update: nu <- beta_m * nu + (1 - beta_m) * g
-     *   if apply:  out -= w * g  */
-    int (*sld)(const ccfg_backend *be, int64_t count, const float *eps_u, const float *eps_p,
-               const float *eps_s, float *nu, double w, double s_s, double thr, double s_m,
-               double beta_m, int update, int apply, float *out);
-    /* the exact Gaussian-mixture eps (gmm.c): gmm_load places the mixture's parameters on the
-     * backend (*handle, NULL on the CPU), gmm_eps evaluates rows of x (cond: host array) */
-    int (*gmm_load)(const ccfg_backend *be, const struct ccfg_gmm *g, void **handle);
-    void (*gmm_free)(const ccfg_backend *be, void *handle);
-    int (*gmm_eps)(const ccfg_backend *be, const struct ccfg_gmm *g, void *handle, int64_t rows,
-                   const float *x, double alpha_bar, const int32_t *cond, float *out);
+    /* capability tables */
+    const ccfg_guide_ops *guide;
+    const ccfg_gmm_ops *gmm;
+    const struct ccfg_nn_ops *nn;
 };
 
+/* The registry (backend.c): a backend by name, "cpu" or "PREFIX:N" ("vulkan:0"), opened on first
+ * use. An unknown name or device fails with CCFG_EINVAL naming it. */
+int ccfg_backend_open(const char *name, const ccfg_backend **out);
 const ccfg_backend *ccfg_backend_cpu(void);
-/* The backend of Vulkan device `device` (backend_vk.c), opened on first use. */
+/* The backend of Vulkan device `device` (backend_vk.c), opened on first use (the registry's
+ * "vulkan" driver). */
 int ccfg_backend_vulkan(int device, const ccfg_backend **out);
+/* host floats -> backend memory: the host array itself where the backend's memory is the host's,
+ * else a new copy on the backend; ccfg_backend_drop releases what from_host made */
+int ccfg_backend_from_host(const ccfg_backend *be, const float *host, size_t count, float **out);
+void ccfg_backend_drop(const ccfg_backend *be, float *p);
 /* all-finite check that returns at once: watch + first_nonfinite (syncs a device) */
 int ccfg_all_finite(const ccfg_backend *be, int64_t count, const float *x, int *ok);
 
@@ -185,16 +213,23 @@ int ccfg_nonfinite_error(const ccfg_plan *plan, int tag);
 
 #define CCFG_UNCOND (-1)
 
-typedef struct {
+/* A model as the sampler sees it: one kind of model = one eval function (and its optional
+ * begin/end), filled in by the model's own file (gmm.c, unet.c, the Python bindings). */
+typedef struct ccfg_model {
     /* rows samples x (rows, dim) at one level; cond[r] = condition id (CCFG_UNCOND = null, a host
      * array); writes the model output (its own prediction_type) to out (rows, dim). x and out are
      * memory of `be` when on_backend, else host arrays (the sampler downloads x and uploads out:
      * Python models on a device pay two transfers per evaluation). */
     int (*eval)(void *ctx, const ccfg_backend *be, int64_t rows, int64_t dim, const float *x,
                 double timestep, double alpha_bar, const int32_t *cond, float *out);
+    /* optional, around one sampling run on `be` of up to max_rows stacked rows: place parameters,
+     * plan activations, check that the model can run there (NULL: nothing to do) */
+    int (*begin)(void *ctx, const ccfg_backend *be, int64_t max_rows);
+    void (*end)(void *ctx);
     void *ctx;
     int prediction_type;        /* ccfg_prediction */
     int on_backend;
+    int64_t dim;                /* values per sample it takes; 0: any */
 } ccfg_model;
 
 /* Exact Gaussian mixture (gmm.c). Covariances as eigen-decompositions Σ_k = U_k diag(λ_k) U_kᵀ. */
@@ -227,44 +262,62 @@ void ccfg_gmm_model_free(ccfg_gmm_model *m);
 int ccfg_gmm_model_eval(void *ctx, const ccfg_backend *be, int64_t rows, int64_t dim,
                         const float *x, double timestep, double alpha_bar, const int32_t *cond,
                         float *out);
+/* The mixture g as a sampler model: `m` holds its placement; begin places the parameters on the
+ * run's backend, end frees them. m and g must outlive the run. */
+ccfg_model ccfg_gmm_as_model(ccfg_gmm_model *m, const ccfg_gmm *g);
 
 /* ------------------------------------------------------------------------- */
-/* guidance rules (guidance.c) */
+/* guidance rules: guidance.c runs any rule; each rule is one record (rules/rule.h) in one file
+ * of csrc/rules/, listed in rules/registry.c and found by name. */
 
-typedef enum {
-    CCFG_RULE_NONE, CCFG_RULE_CFG, CCFG_RULE_NEGATIVE_PROMPT, CCFG_RULE_NEGATED_CFG,
-    CCFG_RULE_PERP_NEG, CCFG_RULE_SLD, CCFG_RULE_DNG, CCFG_RULE_CCFG, CCFG_RULE_PYTHON
-} ccfg_rule_kind;
+typedef struct ccfg_rule_impl ccfg_rule_impl;
 
 #define CCFG_MAX_RULE_NEGATIVES 64
+#define CCFG_RULE_MAX_PARAMS 8
 
 typedef struct ccfg_rule {
-    int kind;                       /* ccfg_rule_kind */
-    double scale, negative_scale;   /* w, w_n (CCFG/NegatedCFG: w_n; PerpNeg: b; DNG: λ0) */
-    double window_start, window_stop;
-    double tau; int tau_mean; int naive_positive;   /* CCFG */
-    int batch_global;                               /* Perp-Neg */
-    int sld_warmup; double sld_scale, sld_threshold, sld_momentum_scale, sld_momentum_beta;
-    double dng_prior, dng_temperature, dng_offset, dng_p_min, dng_p_max;
-    /* PYTHON: a rule computed elsewhere (module.c calls back into Python), on host arrays */
-    int (*custom)(void *ctx, int64_t n, int64_t dim, const float *eps_u, const float *eps_p,
-                  int n_neg, const float *const *eps_n, float *out);
-    void *custom_ctx;
+    const ccfg_rule_impl *impl;
+    double scale, negative_scale;   /* w and the rule's negative weight (CCFG/NegatedCFG: w_n;
+                                       PerpNeg: b; DNG: λ0) */
+    double window_start, window_stop;   /* the negatives' window, fractions of the steps */
+    double p[CCFG_RULE_MAX_PARAMS]; /* the rule's own parameters, named by impl->params */
+    void *host_ctx;                 /* for a rule computed on the host (ccfg_rule_impl.host) */
 } ccfg_rule;
 
-/* Per-sample, per-negative state of SLD (momentum ν, on the backend: as big as the samples) and
- * DNG (posterior p, n_neg x n numbers on the host: updated from per-sample reductions). */
+/* the rule named `name` ("ccfg", "perp_neg", ...) or NULL */
+const ccfg_rule_impl *ccfg_rule_find(const char *name);
+/* every registered rule, NULL-terminated */
+const ccfg_rule_impl *const *ccfg_rule_list(void);
+const char *ccfg_rule_name(const ccfg_rule_impl *impl);
+/* the names of the rule's own parameters (rule->p), NULL-terminated */
+const char *const *ccfg_rule_param_names(const ccfg_rule_impl *impl);
+/* an empty rule of this kind (window: every step): set every parameter by name next */
+int ccfg_rule_init(ccfg_rule *rule, const ccfg_rule_impl *impl);
+/* sets a parameter by name: "scale", "negative_scale", "window_start", "window_stop" or one of
+ * the rule's own; CCFG_EINVAL naming it when the rule has no such parameter */
+int ccfg_rule_set(ccfg_rule *rule, const char *name, double value);
+
+int ccfg_rule_stateful(const ccfg_rule *rule);
+/* does the rule evaluate its negatives at this step (its window; CFG never) */
+int ccfg_rule_negative_active(const ccfg_rule *rule, int step, int num_steps);
+/* does the rule read eps_u when there is a positive (has_positive) and k active negatives */
+int ccfg_rule_needs_null(const ccfg_rule *rule, int has_positive, int k);
+
+/* Per-sample, per-negative state of a stateful rule: numbers on the backend (SLD: momentum ν,
+ * as big as the samples) and numbers on the host (DNG: posterior p, updated from per-sample
+ * reductions); which and how many is the rule's business. */
 typedef struct {
     int64_t n, dim;
     int n_neg;
     int step;                       /* evaluations seen with update on */
-    float *sld_nu;                  /* [n_neg, n, dim] or NULL */
-    double *dng_p;                  /* [n_neg, n] or NULL */
+    const ccfg_rule_impl *impl;     /* the rule it belongs to */
     const ccfg_backend *be;
+    float *device;                  /* [device_count] backend memory, or NULL */
+    int64_t device_count;
+    double *host;                   /* [host_count] host memory, or NULL */
+    int64_t host_count;
 } ccfg_guide_state;
 
-int ccfg_rule_stateful(const ccfg_rule *rule);
-int ccfg_rule_negative_active(const ccfg_rule *rule, int step, int num_steps);
 /* Allocates the state a stateful rule needs (no-op for stateless rules). */
 int ccfg_guide_state_init(ccfg_guide_state *st, const ccfg_backend *be, const ccfg_rule *rule,
                           int64_t n, int64_t dim, int n_neg);
@@ -276,11 +329,14 @@ int ccfg_guide(const ccfg_backend *be, const ccfg_rule *rule, ccfg_guide_state *
                int64_t dim, const float *eps_u, const float *eps_p, int n_neg,
                const float *const *eps_n, int step, int num_steps, int update, float *out);
 
-/* DNG posterior update from the transition x_t -> x_prev (VP-scaled), DDIM(eta) means. */
-int ccfg_dng_observe(const ccfg_backend *be, const ccfg_rule *rule, ccfg_guide_state *st, int64_t n,
-                     int64_t dim, const float *x_t, const float *x_prev, const float *eps_u,
-                     int n_neg, const float *const *eps_n, double alpha_bar, double alpha_bar_prev,
-                     double eta);
+/* does the rule learn from the sampler's transitions (DNG) */
+int ccfg_rule_observes(const ccfg_rule *rule);
+/* The rule's update from the transition x_t -> x_prev (VP-scaled), DDIM(eta) means, for a rule
+ * that observes (CCFG_EINVAL otherwise). */
+int ccfg_guide_observe(const ccfg_backend *be, const ccfg_rule *rule, ccfg_guide_state *st,
+                       int64_t n, int64_t dim, const float *x_t, const float *x_prev,
+                       const float *eps_u, int n_neg, const float *const *eps_n, double alpha_bar,
+                       double alpha_bar_prev, double eta);
 
 /* ------------------------------------------------------------------------- */
 /* sampling: model + rule + solver (sampler.c) */

@@ -176,7 +176,7 @@ int ccfg_classifier_create(const ccfg_cls_layer *layers, int n_layers, int in_ch
                          (long long)n_params, (long long)r.params);
     c = calloc(1, sizeof *c);
     if (!c) goto nomem;
-    c->ops = ccfg_nn_ops_cpu();
+    c->ops = ccfg_backend_cpu()->nn;
     c->n_layers = n_layers;
     c->in_c = in_channels;
     c->h = h;

@@ -133,13 +133,14 @@ int ccfg_gmm_model_init(ccfg_gmm_model *m, const ccfg_backend *be, const ccfg_gm
     m->g = g;
     m->be = be;
     m->handle = NULL;
-    return be->gmm_load(be, g, &m->handle);
+    return be->gmm->load(be, g, &m->handle);
 }
 
 void ccfg_gmm_model_free(ccfg_gmm_model *m)
 {
-    if (m->be) m->be->gmm_free(m->be, m->handle);
+    if (m->be) m->be->gmm->free(m->be, m->handle);
     m->handle = NULL;
+    m->be = NULL;
 }
 
 int ccfg_gmm_model_eval(void *ctx, const ccfg_backend *be, int64_t rows, int64_t dim,
@@ -154,5 +155,24 @@ int ccfg_gmm_model_eval(void *ctx, const ccfg_backend *be, int64_t rows, int64_t
     if (dim != m->g->dim) return ccfg_fail(CCFG_EINVAL, "dim %lld != mixture dim %lld",
                                            (long long)dim, (long long)m->g->dim);
     if ((status = ccfg_gmm_check(m->g, rows, alpha_bar, cond))) return status;
-    return be->gmm_eps(be, m->g, m->handle, rows, x, alpha_bar, cond, out);
+    return be->gmm->eps(be, m->g, m->handle, rows, x, alpha_bar, cond, out);
+}
+
+/* the sampler model: parameters placed on the run's backend at begin, freed at end */
+static int gmm_begin(void *ctx, const ccfg_backend *be, int64_t max_rows)
+{
+    ccfg_gmm_model *m = ctx;
+    (void)max_rows;
+    return ccfg_gmm_model_init(m, be, m->g);
+}
+
+static void gmm_end(void *ctx) { ccfg_gmm_model_free(ctx); }
+
+ccfg_model ccfg_gmm_as_model(ccfg_gmm_model *m, const ccfg_gmm *g)
+{
+    m->g = g;
+    m->be = NULL;
+    m->handle = NULL;
+    return (ccfg_model){.eval = ccfg_gmm_model_eval, .begin = gmm_begin, .end = gmm_end, .ctx = m,
+                        .on_backend = 1, .dim = g->dim};
 }

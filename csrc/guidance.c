@@ -1,29 +1,97 @@
-/* guidance.c — every guidance rule, on noise predictions, per sample.
+/* guidance.c — runs any guidance rule (rules/rule.h) on noise predictions, per sample.
  *
- * All rules but SLD are, per sample i, a linear combination
- *     eps_hat_i = c_u eps_u_i + c_p eps_p_i + sum_j c_j eps_n_j,i
- * whose coefficients depend only on per-sample reductions (norms, dots) and state. So each rule is
- * (1) a few per-sample reductions, (2) coefficients on the host, (3) one fused backend pass
- * (`combine`). SLD is elementwise and has its own backend op. Formulas: docs/methods.md. */
+ * Every rule is (1) per-sample reductions on the backend, (2) a coefficient table on the host,
+ * (3) one fused backend pass (guide->combine), (4) optionally an elementwise pass of its own.
+ * This file does the bookkeeping around those steps: parameters by name, the negatives' window,
+ * the state, and the host copies a rule computed on the host needs on a device. Formulas:
+ * docs/methods.md, one file per rule in rules/. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "ccfg.h"
+#include "rules/rule.h"
 
-int ccfg_rule_stateful(const ccfg_rule *rule)
+const char *ccfg_rule_name(const ccfg_rule_impl *impl) { return impl->name; }
+
+const char *const *ccfg_rule_param_names(const ccfg_rule_impl *impl)
 {
-    return rule->kind == CCFG_RULE_SLD || rule->kind == CCFG_RULE_DNG;
+    static const char *const none[] = {NULL};
+    return impl->params ? impl->params : none;
 }
+
+int ccfg_rule_init(ccfg_rule *rule, const ccfg_rule_impl *impl)
+{
+    memset(rule, 0, sizeof *rule);
+    rule->impl = impl;
+    rule->window_stop = 1.0;
+    int count = 0;
+    while (impl->params && impl->params[count]) count++;
+    if (count > CCFG_RULE_MAX_PARAMS)
+        return ccfg_fail(CCFG_EINTERNAL, "rule %s has %d parameters, at most %d fit", impl->name,
+                         count, CCFG_RULE_MAX_PARAMS);
+    return CCFG_OK;
+}
+
+int ccfg_rule_set(ccfg_rule *rule, const char *name, double value)
+{
+    const ccfg_rule_impl *impl = rule->impl;
+    if (!strcmp(name, "scale")) rule->scale = value;
+    else if (!strcmp(name, "negative_scale")) rule->negative_scale = value;
+    else if (!strcmp(name, "window_start")) rule->window_start = value;
+    else if (!strcmp(name, "window_stop")) rule->window_stop = value;
+    else {
+        for (int i = 0; impl->params && impl->params[i]; i++)
+            if (!strcmp(impl->params[i], name)) {
+                rule->p[i] = value;
+                return CCFG_OK;
+            }
+        return ccfg_fail(CCFG_EINVAL, "rule %s has no parameter %s", impl->name, name);
+    }
+    return CCFG_OK;
+}
+
+int ccfg_rule_stateful(const ccfg_rule *rule) { return rule->impl->state_init != NULL; }
+
+int ccfg_rule_observes(const ccfg_rule *rule) { return rule->impl->observe != NULL; }
 
 /* diffusers' guider window: step i of N is inside when int(start N) <= i < int(stop N) */
 int ccfg_rule_negative_active(const ccfg_rule *rule, int step, int num_steps)
 {
-    if (rule->kind == CCFG_RULE_NONE || rule->kind == CCFG_RULE_CFG) return 0;
+    if (!rule->impl->uses_negatives) return 0;
     if (num_steps <= 0) return 1;
     int lo = (int)(rule->window_start * num_steps);
     int hi = (int)(rule->window_stop * num_steps);
     return step >= lo && step < hi;
+}
+
+int ccfg_rule_needs_null(const ccfg_rule *rule, int has_positive, int k)
+{
+    return rule->impl->needs_null ? rule->impl->needs_null(rule, has_positive, k) : 1;
+}
+
+/* 2σ(z) without overflow */
+double ccfg_two_sigmoid(double z)
+{
+    return z >= 0 ? 2.0 / (1.0 + exp(-z)) : 2.0 * exp(z) / (1.0 + exp(z));
+}
+
+int ccfg_guide_state_alloc(ccfg_guide_state *st, int64_t device_count, int64_t host_count)
+{
+    int status;
+    if (device_count > 0) {
+        if ((status = st->be->alloc(st->be, (size_t)device_count * sizeof(float), &st->device)))
+            return status;
+        st->device_count = device_count;
+    }
+    if (host_count > 0) {
+        st->host = calloc((size_t)host_count, sizeof(double));
+        if (!st->host)
+            return ccfg_fail(CCFG_ENOMEM, "out of memory allocating guidance state (n=%lld)",
+                             (long long)st->n);
+        st->host_count = host_count;
+    }
+    return CCFG_OK;
 }
 
 int ccfg_guide_state_init(ccfg_guide_state *st, const ccfg_backend *be, const ccfg_rule *rule,
@@ -34,57 +102,38 @@ int ccfg_guide_state_init(ccfg_guide_state *st, const ccfg_backend *be, const cc
     st->dim = dim;
     st->n_neg = n_neg;
     st->be = be;
-    int status = CCFG_OK;
-    if (rule->kind == CCFG_RULE_SLD && n_neg > 0 &&
-        (status = be->alloc(be, (size_t)n_neg * (size_t)n * (size_t)dim * sizeof(float),
-                            &st->sld_nu)))
-        goto fail;
-    if (rule->kind == CCFG_RULE_DNG && n_neg > 0) {
-        st->dng_p = malloc((size_t)n_neg * (size_t)n * sizeof(double));
-        if (!st->dng_p) {
-            status = ccfg_fail(CCFG_ENOMEM, "out of memory allocating guidance state (n=%lld)",
-                               (long long)n);
-            goto fail;
-        }
-        for (int64_t q = 0; q < (int64_t)n_neg * n; q++) st->dng_p[q] = rule->dng_prior;
-    }
-    return CCFG_OK;
-fail:
-    ccfg_guide_state_free(st);
+    st->impl = rule->impl;
+    if (!rule->impl->state_init || n_neg == 0) return CCFG_OK;
+    int status = rule->impl->state_init(st, rule);
+    if (status) ccfg_guide_state_free(st);
     return status;
 }
 
 void ccfg_guide_state_free(ccfg_guide_state *st)
 {
-    if (st->sld_nu && st->be) st->be->release(st->be, st->sld_nu);
-    free(st->dng_p);
-    st->sld_nu = NULL;
-    st->dng_p = NULL;
+    if (st->device && st->be) st->be->release(st->be, st->device);
+    free(st->host);
+    st->device = NULL;
+    st->host = NULL;
+    st->device_count = st->host_count = 0;
 }
 
-/* 2σ(z) and 2σ(-z) without overflow */
-static double two_sigmoid(double z)
+/* A rule computed on the host sees host arrays: on a device its inputs are downloaded and its
+ * output uploaded. It sees exactly what was evaluated: the window only decides which negatives. */
+static int host_rule(const ccfg_backend *be, const ccfg_rule *rule, int64_t n, int64_t dim,
+                     const float *eps_u, const float *eps_p, int k, const float *const *eps_n,
+                     float *out)
 {
-    return z >= 0 ? 2.0 / (1.0 + exp(-z)) : 2.0 * exp(z) / (1.0 + exp(z));
-}
-
-/* A PythonRule sees host arrays: on a device its inputs are downloaded and its output uploaded.
- * It sees exactly what was evaluated: the window only decides which negatives. */
-static int python_rule(const ccfg_backend *be, const ccfg_rule *rule, int64_t n, int64_t dim,
-                       const float *eps_u, const float *eps_p, int k, const float *const *eps_n,
-                       float *out)
-{
-    if (be->host_memory)
-        return rule->custom(rule->custom_ctx, n, dim, eps_u, eps_p, k, eps_n, out);
+    if (be->host_memory) return rule->impl->host(rule, n, dim, eps_u, eps_p, k, eps_n, out);
     const size_t bytes = (size_t)n * (size_t)dim * sizeof(float);
     int status = CCFG_OK;
     float *host = malloc(bytes * (size_t)(3 + k));
     const float *neg[CCFG_MAX_RULE_NEGATIVES];
     if (k > CCFG_MAX_RULE_NEGATIVES)
-        status = ccfg_fail(CCFG_EINVAL, "a PythonRule takes at most %d negatives",
+        status = ccfg_fail(CCFG_EINVAL, "a rule on host arrays takes at most %d negatives",
                            CCFG_MAX_RULE_NEGATIVES);
     else if (!host)
-        status = ccfg_fail(CCFG_ENOMEM, "out of memory copying a PythonRule's inputs");
+        status = ccfg_fail(CCFG_ENOMEM, "out of memory copying a host rule's inputs");
     if (status) goto done;
     const size_t count = (size_t)n * (size_t)dim;
     float *hu = host, *hp = host + count, *ho = host + 2 * count;
@@ -95,183 +144,88 @@ static int python_rule(const ccfg_backend *be, const ccfg_rule *rule, int64_t n,
         if ((status = be->download(be, hn, eps_n[j], bytes))) goto done;
         neg[j] = hn;
     }
-    if ((status = rule->custom(rule->custom_ctx, n, dim, hu, hp, k, neg, ho))) goto done;
+    if ((status = rule->impl->host(rule, n, dim, hu, hp, k, neg, ho))) goto done;
     status = be->upload(be, out, ho, bytes);
 done:
     free(host);
     return status;
 }
 
-/* sum_i of a per-sample quantity, for Perp-Neg's batch-global projection */
-static double sum_n(const double *v, int64_t n)
+static int state_matches(const ccfg_guide_state *st, const ccfg_rule *rule, int64_t n,
+                         int64_t dim, int n_neg)
 {
-    double s = 0.0;
-    for (int64_t i = 0; i < n; i++) s += v[i];
-    return s;
+    return st && st->impl == rule->impl && st->n == n && st->dim == dim && st->n_neg == n_neg;
 }
 
 int ccfg_guide(const ccfg_backend *be, const ccfg_rule *rule, ccfg_guide_state *st, int64_t n,
                int64_t dim, const float *eps_u, const float *eps_p, int n_neg,
                const float *const *eps_n, int step, int num_steps, int update, float *out)
 {
+    const ccfg_rule_impl *impl = rule->impl;
     int status = CCFG_OK;
-    const int kind = rule->kind;
     const int k = ccfg_rule_negative_active(rule, step, num_steps) ? n_neg : 0;
     const int m = 2 + k;                       /* inputs: eps_u, eps_p, negatives */
-    const double w = rule->scale, wn = rule->negative_scale;
-    const double norm = rule->tau_mean ? (double)dim : 1.0;   /* CCFG's tau_reduce */
     const float **in = NULL;
-    double *coef = NULL, *r_p = NULL, *r_n = NULL, *dot_np = NULL;
+    double *coef = NULL, *pp = NULL, *nn = NULL, *np = NULL, *extra = NULL;
 
-    if (ccfg_rule_stateful(rule) && (!st || st->n != n || st->dim != dim || st->n_neg != n_neg))
+    if (ccfg_rule_stateful(rule) && !state_matches(st, rule, n, dim, n_neg))
         return ccfg_fail(CCFG_EINVAL, "state does not match this batch (n=%lld, dim=%lld, "
                          "negatives=%d)", (long long)n, (long long)dim, n_neg);
     if (!eps_p) eps_p = eps_u;                 /* no positive: D_p = 0 */
 
-    if (kind == CCFG_RULE_PYTHON) return python_rule(be, rule, n, dim, eps_u, eps_p, k, eps_n, out);
+    if (impl->host) return host_rule(be, rule, n, dim, eps_u, eps_p, k, eps_n, out);
 
+    const size_t kn = (size_t)n * (size_t)(k ? k : 1);
     in = malloc((size_t)m * sizeof *in);
-    coef = malloc((size_t)n * (size_t)m * sizeof *coef);
-    r_p = malloc((size_t)n * sizeof *r_p);
-    r_n = malloc((size_t)n * (size_t)(k ? k : 1) * sizeof *r_n);
-    dot_np = malloc((size_t)n * (size_t)(k ? k : 1) * sizeof *dot_np);
-    if (!in || !coef || !r_p || !r_n || !dot_np) {
+    coef = calloc((size_t)n * (size_t)m, sizeof *coef);
+    pp = malloc((size_t)n * sizeof *pp);
+    nn = malloc(kn * sizeof *nn);
+    np = malloc(kn * sizeof *np);
+    extra = impl->n_extra ? malloc((size_t)n * (size_t)impl->n_extra * sizeof *extra) : NULL;
+    if (!in || !coef || !pp || !nn || !np || (impl->n_extra && !extra)) {
         status = ccfg_fail(CCFG_ENOMEM, "out of memory in guidance");
         goto done;
     }
     in[0] = eps_u;
     in[1] = eps_p;
     for (int j = 0; j < k; j++) in[2 + j] = eps_n[j];
+    ccfg_rule_inputs ri = {
+        .n = n, .dim = dim, .k = k, .step = step, .eps_u = eps_u, .eps_p = eps_p,
+        .eps_n = eps_n, .pp = pp, .nn = nn, .np = np, .extra = extra,
+    };
 
-    /* per-sample reductions on the guidance directions D = eps - eps_u, one pass */
-    if ((kind == CCFG_RULE_CCFG || kind == CCFG_RULE_PERP_NEG) &&
-        (status = be->direction_dots(be, n, dim, eps_u, eps_p, k, eps_n, r_p, r_n, dot_np)))
+    /* 1. per-sample reductions on the guidance directions D = eps - eps_u, one pass */
+    if (impl->direction_dots &&
+        (status = be->guide->direction_dots(be, n, dim, eps_u, eps_p, k, eps_n, pp, nn, np)))
         goto done;
-
-    /* coefficients: start from CFG's (or none), then each negative adds its term */
-    for (int64_t i = 0; i < n; i++) {
-        double *c = coef + i * m;
-        memset(c, 0, (size_t)m * sizeof *c);
-        double wp = kind == CCFG_RULE_NONE ? 1.0 : w;     /* weight on D_p */
-        if (kind == CCFG_RULE_CCFG && !rule->naive_positive)
-            wp = w * two_sigmoid(rule->tau * r_p[i] / norm);
-        c[0] = 1.0 - wp;
-        c[1] = wp;
-    }
-
-    for (int j = 0; j < k; j++) {
-        const double *rn = r_n + (int64_t)j * n, *dnp = dot_np + (int64_t)j * n;
-        /* Perp-Neg's projection coefficient <D_n, D_p>/‖D_p‖², per sample or whole batch */
-        double global_proj = 0.0;
-        if (kind == CCFG_RULE_PERP_NEG && rule->batch_global) {
-            double den = sum_n(r_p, n);
-            global_proj = den > 0.0 ? sum_n(dnp, n) / den : 0.0;
-        }
-        for (int64_t i = 0; i < n; i++) {
-            double *c = coef + i * m;
-            double cn = 0.0;                 /* weight on D_n_j (subtracted) */
-            switch (kind) {
-            case CCFG_RULE_NEGATIVE_PROMPT: cn = w - 1.0; break;
-            case CCFG_RULE_NEGATED_CFG: cn = wn; break;
-            case CCFG_RULE_CCFG: cn = wn * two_sigmoid(-rule->tau * rn[i] / norm); break;
-            case CCFG_RULE_PERP_NEG: {
-                /* w b perp(D_n, D_p) = w b D_n - w b proj D_p */
-                double proj = rule->batch_global ? global_proj
-                              : (r_p[i] > 0.0 ? dnp[i] / r_p[i] : 0.0);
-                cn = w * wn;
-                c[1] += w * wn * proj;
-                c[0] -= w * wn * proj;
-                break;
-            }
-            case CCFG_RULE_DNG: {
-                double p = st->dng_p[(int64_t)j * n + i];
-                cn = wn * p / (1.0 - p);
-                break;
-            }
-            default: cn = 0.0; break;        /* SLD: elementwise below */
-            }
-            c[2 + j] = -cn;
-            c[0] += cn;
-        }
-    }
-
-    if ((status = be->combine(be, n, dim, m, in, coef, out))) goto done;
-
-    if (kind == CCFG_RULE_SLD && rule->sld_scale >= 1.0) {
-        /* methods §6 / §10c: γ from the gate + momentum; ν updated every step, applied after warm-up */
-        const int apply = step >= rule->sld_warmup;
-        for (int j = 0; j < k; j++)
-            if ((status = be->sld(be, (int64_t)n * dim, eps_u, eps_p, eps_n[j],
-                                  st->sld_nu + (int64_t)j * n * dim, w, rule->sld_scale,
-                                  rule->sld_threshold, rule->sld_momentum_scale,
-                                  rule->sld_momentum_beta, update, apply, out)))
-                goto done;
-    }
+    if (impl->reduce && (status = impl->reduce(be, rule, &ri))) goto done;
+    /* 2. coefficients on the host, 3. one fused pass, 4. the rule's own elementwise pass */
+    if ((status = impl->coefficients(rule, st, &ri, coef)) ||
+        (status = be->guide->combine(be, n, dim, m, in, coef, out)))
+        goto done;
+    if (impl->after && (status = impl->after(be, rule, st, &ri, update, out))) goto done;
     if (update && st) st->step++;
 
 done:
     free(in);
     free(coef);
-    free(r_p);
-    free(r_n);
-    free(dot_np);
+    free(pp);
+    free(nn);
+    free(np);
+    free(extra);
     return status;
 }
 
-int ccfg_dng_observe(const ccfg_backend *be, const ccfg_rule *rule, ccfg_guide_state *st, int64_t n,
-                     int64_t dim, const float *x_t, const float *x_prev, const float *eps_u,
-                     int n_neg, const float *const *eps_n, double alpha_bar, double alpha_bar_prev,
-                     double eta)
+int ccfg_guide_observe(const ccfg_backend *be, const ccfg_rule *rule, ccfg_guide_state *st,
+                       int64_t n, int64_t dim, const float *x_t, const float *x_prev,
+                       const float *eps_u, int n_neg, const float *const *eps_n, double alpha_bar,
+                       double alpha_bar_prev, double eta)
 {
-    int status = CCFG_OK;
-    float *r_u = NULL, *d_n = NULL;
-    double *dd = NULL, *rd = NULL;
-    const int64_t count = n * dim;
-
-    if (rule->kind != CCFG_RULE_DNG || !st || !st->dng_p || st->n != n || st->dim != dim ||
-        st->n_neg != n_neg)
-        return ccfg_fail(CCFG_EINVAL, "state does not belong to a DNG rule with this batch");
-    if (!(alpha_bar > 0.0 && alpha_bar <= 1.0 && alpha_bar_prev > 0.0 && alpha_bar_prev <= 1.0))
-        return ccfg_fail(CCFG_EINVAL, "alpha_bar and alpha_bar_prev must lie in (0, 1]");
-
-    /* DDIM(eta) transition x_t -> x_prev: mean A x_t + B eps, noise variance s² = eta² β̃ */
-    const double beta_tilde = (1.0 - alpha_bar_prev) / (1.0 - alpha_bar) * (1.0 - alpha_bar / alpha_bar_prev);
-    const double s2 = alpha_bar < 1.0 ? eta * eta * beta_tilde : 0.0;
-    const double A = sqrt(alpha_bar_prev / alpha_bar);
-    const double B = sqrt(fmax(1.0 - alpha_bar_prev - s2, 0.0)) - A * sqrt(1.0 - alpha_bar);
-    /* the likelihood needs a variance; a deterministic step uses its stride variance (methods §4.3) */
-    const double var = eta > 0.0 ? s2 : 1.0 - alpha_bar / alpha_bar_prev;
-    if (!(var > 0.0) || n_neg == 0) return CCFG_OK;   /* no move, nothing to learn */
-
-    if ((status = be->alloc(be, (size_t)count * sizeof(float), &r_u)) ||
-        (status = be->alloc(be, (size_t)count * sizeof(float), &d_n)))
-        goto done;
-    dd = malloc((size_t)n * sizeof *dd);
-    rd = malloc((size_t)n * sizeof *rd);
-    if (!dd || !rd) {
-        status = ccfg_fail(CCFG_ENOMEM, "out of memory in DNG update");
-        goto done;
-    }
-    /* r_u = x_prev - μ_u;  x_prev - μ_n = r_u - B D_n, so
-     * ‖x_prev-μ_n‖² - ‖x_prev-μ_u‖² = B²‖D_n‖² - 2B <r_u, D_n> (no cancellation of big norms) */
-    if ((status = be->axpbypcz(be, count, 1.0, x_prev, -A, x_t, -B, eps_u, r_u))) goto done;
-    const double lo = log(rule->dng_p_min), hi = log(rule->dng_p_max);
-    for (int j = 0; j < n_neg; j++) {
-        if ((status = be->axpbypcz(be, count, 1.0, eps_n[j], -1.0, eps_u, 0.0, NULL, d_n)) ||
-            (status = be->dot(be, n, dim, d_n, d_n, dd)) ||
-            (status = be->dot(be, n, dim, r_u, d_n, rd)))
-            goto done;
-        for (int64_t i = 0; i < n; i++) {
-            double delta = B * B * dd[i] - 2.0 * B * rd[i];
-            double *p = st->dng_p + (int64_t)j * n + i;
-            double lp = log(*p) + (-rule->dng_temperature * delta + rule->dng_offset) / (2.0 * var);
-            *p = exp(fmin(fmax(lp, lo), hi));
-        }
-    }
-done:
-    be->release(be, r_u);
-    be->release(be, d_n);
-    free(dd);
-    free(rd);
-    return status;
+    if (!rule->impl->observe)
+        return ccfg_fail(CCFG_EINVAL, "rule %s does not learn from transitions", rule->impl->name);
+    if (!state_matches(st, rule, n, dim, n_neg) || (!st->host && !st->device))
+        return ccfg_fail(CCFG_EINVAL, "state does not belong to a %s rule with this batch",
+                         rule->impl->name);
+    return rule->impl->observe(be, rule, st, n, dim, x_t, x_prev, eps_u, n_neg, eps_n, alpha_bar,
+                               alpha_bar_prev, eta);
 }

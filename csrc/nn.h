@@ -6,10 +6,9 @@
  * along channels is two contiguous copies and a per-head attention slice is a sub-matrix.
  * Only the model boundary (input, output) is NCHW.
  *
- * A backend implements the whole table (nn_cpu.c: OpenBLAS sgemm + OpenMP loops; nn_vk.c: compute
- * shaders recorded into the device's command buffer). Calling convention: every op takes the
- * backend it runs on first (`be`: ccfg_backend_cpu() or NULL for the CPU table, the Vulkan device's
- * backend for the Vulkan table) and returns a ccfg status (CCFG_OK, or an error already reported
+ * A backend implements the whole table and hands it out as be->nn (nn_cpu.c: OpenBLAS sgemm +
+ * OpenMP loops; nn_vk.c: compute shaders recorded into the device's command buffer). Calling
+ * convention: every op takes the backend it runs on first (`be`; the CPU table also accepts NULL) and returns a ccfg status (CCFG_OK, or an error already reported
  * through ccfg_fail). Float pointers are the backend's memory (host memory on the CPU, device
  * addresses from be->alloc on Vulkan); the per-sample inputs t (timestep_embedding) and index
  * (embedding_add) are host arrays on every backend. Ops never allocate device memory: callers pass
@@ -25,6 +24,9 @@
 
 typedef struct ccfg_nn_ops {
     const char *name;
+    /* 1: conv2d and attention work in the caller's scratch (split between host threads);
+     * 0: the kernels tile on their own and ignore it */
+    int uses_scratch;
     /* around each forward: the CPU pins OpenBLAS to one thread (its loops thread the GEMMs
      * themselves); a GPU backend would open and submit its command buffer */
     int (*begin)(const ccfg_backend *be);

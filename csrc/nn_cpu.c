@@ -499,6 +499,7 @@ static int op_cnhw_to_nchw(const ccfg_backend *be, int batch, int c, int hw, con
 
 static const ccfg_nn_ops cpu_ops = {
     .name = "cpu",
+    .uses_scratch = 1,
     .begin = op_begin,
     .end = op_end,
     .conv2d = op_conv2d,

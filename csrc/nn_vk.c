@@ -195,6 +195,7 @@ static int vk_embedding_add(const ccfg_backend *be, int batch, int dim, const fl
 
 static const ccfg_nn_ops vk_ops = {
     .name = "vulkan",
+    .uses_scratch = 0,
     .begin = vk_begin,
     .end = vk_end,
     .conv2d = vk_conv2d,

@@ -71,10 +71,9 @@ static int eval_eps(void *vctx, int step, int level, int stage, const float *x_v
     const int has_pos = gm->positive != CCFG_UNCOND;
     (void)level;
 
-    /* which conditions to evaluate: the null is skipped where it has zero weight */
-    int need_u = 1;
-    if (rule->kind == CCFG_RULE_NONE && has_pos) need_u = 0;
-    if (rule->kind == CCFG_RULE_NEGATIVE_PROMPT && k == 1) need_u = 0;   /* eps_n replaces it */
+    /* which conditions to evaluate: the rule says whether it reads the null (a negative prompt
+     * replaces it; no guidance with a positive needs only the positive) */
+    const int need_u = ccfg_rule_needs_null(rule, has_pos, k);
     int32_t ids[2 + MAX_NEGATIVES];
     int nb = 0;
     if (need_u) ids[nb++] = CCFG_UNCOND;
@@ -92,7 +91,7 @@ static int eval_eps(void *vctx, int step, int level, int stage, const float *x_v
         (status = to_eps(be, gm->model->prediction_type, nb * count, c->x_in, y, alpha_bar)) ||
         (status = be->watch_finite(be, nb * count, y, 2 * step)))
         return status;
-    if (be->host_memory) {      /* a device reports at its next wait (solver.c) */
+    if (be->synchronous) {      /* a device reports at its next wait (solver.c) */
         int bad;
         if ((status = be->first_nonfinite(be, &bad))) return status;
         if (bad >= 0) return ccfg_nonfinite_error(c->plan, bad);
@@ -121,9 +120,9 @@ static int on_transition(void *vctx, int step, const float *x_before, const floa
     sampler_ctx *c = vctx;
     const ccfg_rule *rule = c->gm->rule;
     (void)step;
-    if (rule->kind != CCFG_RULE_DNG || c->last_k == 0) return CCFG_OK;
-    return ccfg_dng_observe(c->be, rule, &c->state, c->n, c->dim, x_before, x_after, c->last_u,
-                            c->last_k, c->last_n, alpha_bar, alpha_bar_next, eta);
+    if (!ccfg_rule_observes(rule) || c->last_k == 0) return CCFG_OK;
+    return ccfg_guide_observe(c->be, rule, &c->state, c->n, c->dim, x_before, x_after, c->last_u,
+                              c->last_k, c->last_n, alpha_bar, alpha_bar_next, eta);
 }
 
 static int on_progress(void *vctx, int step, int steps)
@@ -143,6 +142,11 @@ int ccfg_sample(const ccfg_backend *be, const ccfg_guided_model *gm, const ccfg_
     if (gm->n_neg < 0 || gm->n_neg > MAX_NEGATIVES)
         return ccfg_fail(CCFG_EINVAL, "negative: at most %d negatives, got %d", MAX_NEGATIVES,
                          gm->n_neg);
+    const ccfg_model *model = gm->model;
+    int begun = 0;
+    if (model->dim > 0 && model->dim != dim)
+        return ccfg_fail(CCFG_EINVAL, "x_T has %lld values per sample, the model %lld",
+                         (long long)dim, (long long)model->dim);
     c.be = be;
     c.gm = gm;
     c.plan = plan;
@@ -167,12 +171,17 @@ int ccfg_sample(const ccfg_backend *be, const ccfg_guided_model *gm, const ccfg_
     }
     status = ccfg_guide_state_init(&c.state, be, gm->rule, n, dim, gm->n_neg);
     if (status) goto fail;
+    /* the model prepares for the largest stacked batch of the loop (a UNet plans its activations
+     * once, a mixture places its parameters on the backend) */
+    if (model->begin && (status = model->begin(model->ctx, be, (int64_t)c.max_blocks * n))) goto fail;
+    begun = 1;
 
     const ccfg_solver_callbacks cb = {
         .eps = eval_eps, .transition = on_transition, .progress = on_progress, .ctx = &c,
     };
     status = ccfg_solve(be, plan, cfg, n, dim, seed, first, x, trajectory, &cb);
 fail:
+    if (begun && model->end) model->end(model->ctx);
     ccfg_guide_state_free(&c.state);
     be->release(be, c.x_in);
     be->release(be, c.y[0]);

@@ -157,7 +157,7 @@ static int loop(const solve_args *r, float *x, float *trajectory, float *const b
         }
         /* a device is checked when the run waits for it (at the latest at the end) */
         TRY(be->watch_finite(be, count, nxt, 2 * i + 1));
-        if (be->host_memory) {
+        if (be->synchronous) {
             int bad;
             TRY(be->first_nonfinite(be, &bad));
             if (bad >= 0) return ccfg_nonfinite_error(plan, bad);

@@ -317,7 +317,7 @@ int ccfg_unet_create(const ccfg_unet_config *cfg, const float *params, int64_t n
     const int L = cfg->levels, lpb = cfg->layers_per_block;
     u->cfg = *cfg;
     u->be = be ? be : ccfg_backend_cpu();
-    u->ops = u->be->host_memory ? ccfg_nn_ops_cpu() : ccfg_nn_ops_vulkan();
+    u->ops = u->be->nn;
     u->n_params = need;
     if ((status = u->be->alloc(u->be, (size_t)(need ? need : 1) * sizeof(float), &u->params))) {
         u->params = NULL;
@@ -434,7 +434,8 @@ int ccfg_unet_plan(ccfg_unet *u, int64_t max_batch, int h, int w, int chunk)
     /* a device backend needs no scratch (its kernels tile on their own) but staging for host
      * inputs and outputs */
     const int staged = !u->be->host_memory;
-    const int threads = staged ? 0 : omp_get_max_threads() > 0 ? omp_get_max_threads() : 1;
+    const int threads = !u->ops->uses_scratch ? 0
+                        : omp_get_max_threads() > 0 ? omp_get_max_threads() : 1;
     /* conv2d splits its scratch between threads (the widest convolution input is at full width) */
     const int64_t conv_scratch = ccfg_nn_conv2d_scratch((int)(conv_k / 9), 3, w) * threads;
     const int64_t attn_scratch = attn_hw ? ccfg_nn_attention_scratch((int)attn_hw) * threads : 0;
@@ -760,7 +761,37 @@ int ccfg_unet_model_eval(void *ctx, const ccfg_backend *be, int64_t rows, int64_
             return ccfg_fail(CCFG_EINVAL, "condition id %d has no class", cond[r]);
         }
     }
-    /* the sampler hands over memory of the UNet's backend (ccfg_unet_model_on_backend) */
+    /* the sampler hands over memory of the UNet's backend (on_backend = 1) */
     return forward(m->unet, rows, m->h, m->w, x, m->times, m->null_class < 0 ? NULL : m->labels,
                    out, 1);
+}
+
+/* as the sampler's model: the run's backend must be the UNet's; activations are planned once for
+ * the largest stacked batch at begin */
+static int unet_begin(void *ctx, const ccfg_backend *be, int64_t max_rows)
+{
+    ccfg_unet_model *m = ctx;
+    if (be != m->unet->be)
+        return ccfg_fail(CCFG_EINVAL, "device: the UNet's weights are on %s, the run asks for %s",
+                         m->unet->be->name, be->name);
+    const ccfg_unet_model args = *m;
+    return ccfg_unet_model_init(m, args.unet, args.h, args.w, args.null_class, args.n_conditions,
+                                args.class_of, max_rows);
+}
+
+static void unet_end(void *ctx) { ccfg_unet_model_free(ctx); }
+
+ccfg_model ccfg_unet_as_model(ccfg_unet_model *m, ccfg_unet *u, int h, int w, int null_class,
+                              int n_conditions, const int32_t *class_of)
+{
+    memset(m, 0, sizeof *m);
+    m->unet = u;
+    m->h = h;
+    m->w = w;
+    m->null_class = null_class;
+    m->n_conditions = n_conditions;
+    m->class_of = class_of;
+    return (ccfg_model){.eval = ccfg_unet_model_eval, .begin = unet_begin, .end = unet_end,
+                        .ctx = m, .on_backend = 1,
+                        .dim = (int64_t)u->cfg.in_channels * h * w};
 }

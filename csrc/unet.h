@@ -2,8 +2,8 @@
  *
  * The Python layer (ccfg/unet.py) reads config.json and the safetensors file, checks every
  * tensor's name and shape and hands over ONE float32 vector holding all parameters in the order
- * ccfg_unet_create walks them (documented in ccfg/unet.py: _param_layout). The ops come from an
- * nn.h table, so the same walk runs on any backend. */
+ * ccfg_unet_create walks them (documented in ccfg/unet.py: _param_layout). The ops come from the
+ * backend's nn table (be->nn), so the same walk runs on any backend. */
 #ifndef CCFG_UNET_H
 #define CCFG_UNET_H
 
@@ -83,5 +83,9 @@ void ccfg_unet_model_free(ccfg_unet_model *m);
 int ccfg_unet_model_eval(void *ctx, const ccfg_backend *be, int64_t rows, int64_t dim,
                          const float *x, double timestep, double alpha_bar, const int32_t *cond,
                          float *out);
+/* The UNet as a sampler model (begin = ccfg_unet_model_init for the run's rows on the UNet's own
+ * backend, end = ccfg_unet_model_free); m and class_of must outlive the run. */
+ccfg_model ccfg_unet_as_model(ccfg_unet_model *m, ccfg_unet *u, int h, int w, int null_class,
+                              int n_conditions, const int32_t *class_of);
 
 #endif /* CCFG_UNET_H */

@@ -18,7 +18,7 @@ import numpy as np
 __all__ = [
     "as_neg_list", "in_window", "sigmoid",
     "cfg", "negative_prompt", "negated_cfg", "composable_not", "perp_neg", "ccfg_rule",
-    "SLD_PRESETS", "SLDRef", "DNGRef", "ddim_mean",
+    "SLD_PRESETS", "SLDRef", "DNGRef", "ddim_mean", "apg",
 ]
 
 
@@ -282,3 +282,22 @@ class DNGRef:
                 newp = self.p[j] * np.exp(expo)
             self.p[j] = np.clip(newp, self.p_min, self.p_max)
         return self
+
+
+# ------------------------------------------------------------------------------------------- APG
+def apg(eps_u, eps_p, scale=7.5, eta=0.0, norm_threshold=0.0):
+    """Adaptive Projected Guidance, Sadat, Hilliges & Weber (arXiv 2410.02416), Algorithm 1 without
+    momentum, on noise predictions: D = eps_p - eps_u; if r > 0, D *= min(1, r / ||D||);
+    D_par = <D, v> v with v = eps_p / ||eps_p|| (v = 0 when eps_p = 0); D_orth = D - D_par;
+    result = eps_p + (w - 1) (D_orth + eta D_par). Per sample, in float64."""
+    u, p, _ = _prep(eps_u, eps_p, None)
+    d = p - u
+    if norm_threshold > 0:
+        norm = np.sqrt(_sq(d))
+        with np.errstate(divide="ignore"):
+            d = d * np.minimum(1.0, norm_threshold / norm)
+    pnorm = np.sqrt(_sq(p))
+    v = np.divide(p, pnorm, out=np.zeros_like(p), where=pnorm > 0)
+    d_par = _dot(d, v) * v
+    d_orth = d - d_par
+    return p + (scale - 1.0) * (d_orth + eta * d_par)

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 VK = [d for d in _core.devices() if d["backend"] == "vulkan" and "index" in d]
 WHY = next((d["note"] for d in _core.devices() if d["backend"] == "vulkan" and "note" in d), "")
-DEV = VK[0]["index"] if VK else 0
+DEV = f"vulkan:{VK[0]['index']}" if VK else "vulkan:0"   # the backend the op hooks open by name
 needs_vk = pytest.mark.skipif(not VK, reason=f"no Vulkan device: {WHY}")
 
 OP_TOL = 1e-5
@@ -39,7 +39,7 @@ def rnd(rng, *shape):
 def both(op, inputs, outputs, ints, floats=(), t=None, index=None):
     """(Vulkan result, CPU result) of one nn op, each a list of the output arrays"""
     vk = _core.nn_op(DEV, op, inputs, outputs, tuple(ints), tuple(floats), t, index)
-    cpu = _core.nn_op(-1, op, inputs, outputs, tuple(ints), tuple(floats), t, index)
+    cpu = _core.nn_op("cpu", op, inputs, outputs, tuple(ints), tuple(floats), t, index)
     return vk, cpu
 
 
@@ -157,7 +157,7 @@ def test_forward_on_vulkan_matches_diffusers(saved, name):
     unet = UNet.from_pretrained(folder)
     x, t, labels = inputs(CONFIGS[name])
     ref = diffusers_forward(m, x, t, labels)
-    out = unet(x, t, labels, device=f"vulkan:{DEV}")
+    out = unet(x, t, labels, device=DEV)
     assert out.dtype == np.float32 and out.shape == ref.shape
     assert rel_err(out, ref) <= FORWARD_TOL, name
     # the CPU model is untouched by the device copy of the weights
@@ -171,7 +171,7 @@ def test_ddim_on_vulkan_matches_diffusers_and_cpu(saved):
     n, seed = 2, 7
     x_T = ccfg.randn(seed, n, unet.shape)
     kw = dict(guidance=None, sampler="ddim", steps=10, n=n, seed=seed, progress=False)
-    vk = ccfg.sample(unet, device=f"vulkan:{DEV}", **kw)
+    vk = ccfg.sample(unet, device=DEV, **kw)
     cpu = ccfg.sample(unet, device="cpu", **kw)
     ref = ddim_loop(m, x_T, 10, DDIMScheduler(clip_sample=False).config)
     assert rel_err(vk, ref) <= SAMPLING_TOL
@@ -186,7 +186,7 @@ def test_guided_sampling_on_vulkan_matches_cpu(saved):
     unet = UNet.from_pretrained(folder)
     kw = dict(positive=1, negative=[2], guidance=ccfg.CCFG(scale=3.0), sampler="ddim", steps=4,
               n=3, seed=11, progress=False, return_trajectory=True)
-    vk, traj_vk = ccfg.sample(unet, device=f"vulkan:{DEV}", **kw)
+    vk, traj_vk = ccfg.sample(unet, device=DEV, **kw)
     cpu, traj_cpu = ccfg.sample(unet, device="cpu", **kw)
     assert rel_err(vk, cpu) <= SAMPLING_TOL
     assert rel_err(traj_vk, traj_cpu) <= SAMPLING_TOL

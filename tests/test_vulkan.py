@@ -17,7 +17,7 @@ from ccfg import _core
 VK = [d for d in _core.devices() if d["backend"] == "vulkan" and "index" in d]
 WHY = next((d["note"] for d in _core.devices() if d["backend"] == "vulkan" and "note" in d), "")
 needs_vk = pytest.mark.skipif(not VK, reason=f"no Vulkan device: {WHY}")
-DEV = VK[0]["index"] if VK else 0
+DEV = f"vulkan:{VK[0]['index']}" if VK else "vulkan:0"   # the backend the op hooks open by name
 
 # (n, dim): 1, 7 and ~1e6 elements, batch 1 and 65 (65 x 1000003 floats would exceed lavapipe's
 # 128 MiB maxStorageBufferRange, which phase 1 refuses rather than chunks)
@@ -220,7 +220,7 @@ def test_buffer_beyond_max_storage_buffer_range_is_refused():
 @needs_vk
 def test_bad_device_index():
     with pytest.raises(ValueError, match="no Vulkan device 99"):
-        _core.vk_op(99, "all_finite", (np.ones(3, np.float32),), ())
+        _core.vk_op("vulkan:99", "all_finite", (np.ones(3, np.float32),), ())
 
 
 def run_py(code, **env):
@@ -237,13 +237,13 @@ import numpy as np
 from ccfg import _core
 rng = np.random.default_rng(0)
 x, y = rng.standard_normal((2, 65, 777)).astype(np.float32)
-r = _core.vk_op(0, "axpbypcz", (x, y, None), (2.0, -1.0, 0.0))
+r = _core.vk_op("vulkan:0", "axpbypcz", (x, y, None), (2.0, -1.0, 0.0))
 assert np.max(np.abs(r - (2.0 * x.astype(np.float64) - y).astype(np.float32))) < 1e-6
-d = _core.vk_op(0, "dot", (x, x), ())
+d = _core.vk_op("vulkan:0", "dot", (x, x), ())
 assert np.allclose(d, (x.astype(np.float64) ** 2).sum(1), rtol=1e-5)
-z = _core.vk_op(0, "randn", (), (65, 777, 3, 0, 0))
+z = _core.vk_op("vulkan:0", "randn", (), (65, 777, 3, 0, 0))
 assert np.allclose(z, _core.randn(3, 65, 777, 0, 0), atol=2e-6)
-assert _core.vk_op(0, "all_finite", (x,), ()) is True
+assert _core.vk_op("vulkan:0", "all_finite", (x,), ()) is True
 print("ok")
 """
     r = run_py(code, CCFG_VULKAN_STAGING="1")
@@ -263,7 +263,7 @@ print("\\n".join(str(d) for d in ds))
 vk = [d for d in ds if d["backend"] == "vulkan"]
 assert len(vk) == 1 and not vk[0]["available"] and vk[0]["note"], vk
 try:
-    _core.vk_op(0, "all_finite", (np.ones(3, np.float32),), ())
+    _core.vk_op("vulkan:0", "all_finite", (np.ones(3, np.float32),), ())
 except RuntimeError as e:
     print("error:", e)
 else:

@@ -117,7 +117,7 @@ def test_gmm_eps_on_device_matches_numpy(kind):
         for concept in (None, 0, 1):
             cond = np.full(20, -1 if concept is None else concept, np.int32)
             want = m._eps_numpy(x.astype(np.float64), ab, concept)
-            got = _core.gmm_eps(spec, x, ab, cond, VK[0]["index"])
+            got = _core.gmm_eps(spec, x, ab, cond, DEV)
             assert rel(got, want) <= TOL, (kind, ab, concept, rel(got, want))
 
 
@@ -401,7 +401,7 @@ def test_validation_layer_reports_no_errors(tmp_path, staging):
 def test_noise_bitwise_equal_with_float64():
     """With float64 shaders the device's normals are the CPU's bit for bit (Box–Muller in double,
     one rounding), not merely within float32 ulps."""
-    got = _core.vk_op(VK[0]["index"], "randn", (), (65, 20011, 2**40 + 7, 3, 5))
+    got = _core.vk_op(DEV, "randn", (), (65, 20011, 2**40 + 7, 3, 5))
     want = _core.randn(2**40 + 7, 65, 20011, 3, 5)
     assert np.array_equal(got, want)
 

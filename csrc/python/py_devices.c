@@ -1,0 +1,125 @@
+/* python/py_devices.c — what there is to run on: devices(), counter-based random numbers on
+ * the host, and the device copy benchmark. */
+#include <omp.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "python/py.h"
+
+PyObject *py_randn(PyObject *self, PyObject *args)
+{
+    unsigned long long seed, stream;
+    long long n, dim, first = 0;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "KLLK|L", &seed, &n, &dim, &stream, &first)) return NULL;
+    if (n < 0 || dim < 0) {
+        PyErr_SetString(PyExc_ValueError, "n and dim must be >= 0");
+        return NULL;
+    }
+    npy_intp shape[2] = {(npy_intp)n, (npy_intp)dim};
+    PyObject *out = PyArray_SimpleNew(2, shape, NPY_FLOAT32);
+    if (!out) return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    ccfg_randn_host(n, dim, seed, stream, first, py_f32((PyArrayObject *)out));
+    Py_END_ALLOW_THREADS
+    return out;
+}
+PyObject *py_philox(PyObject *self, PyObject *args)
+{
+    unsigned int c[4], k[2];
+    uint32_t out[4];
+    (void)self;
+    if (!PyArg_ParseTuple(args, "(IIII)(II)", &c[0], &c[1], &c[2], &c[3], &k[0], &k[1])) return NULL;
+    const uint32_t cc[4] = {c[0], c[1], c[2], c[3]}, kk[2] = {k[0], k[1]};
+    ccfg_philox4x32(cc, kk, out);
+    return Py_BuildValue("(IIII)", out[0], out[1], out[2], out[3]);
+}
+
+/* devices() -> [cpu entry, one dict per Vulkan device] or [cpu entry, {"backend": "vulkan",
+ * "available": False, "note": why}] */
+PyObject *py_devices(PyObject *self, PyObject *args)
+{
+    const ccfg_vk_device_info *info;
+    int count;
+    PyObject *list = NULL, *d = NULL;
+    (void)self; (void)args;
+    ccfg_vk_devices(&info, &count);
+    if (!(list = PyList_New(0))) return NULL;
+    if (!(d = PyDict_New())) goto fail;
+    if (py_dict_set(d, "backend", PyUnicode_FromString("cpu")) ||
+        py_dict_set(d, "threads", PyLong_FromLong(omp_get_max_threads())) ||
+        PyList_Append(list, d))
+        goto fail;
+    Py_CLEAR(d);
+    for (int i = 0; i < count; i++) {
+        const ccfg_vk_device_info *v = &info[i];
+        if (!(d = PyDict_New())) goto fail;
+        if (py_dict_set(d, "backend", PyUnicode_FromString("vulkan")) ||
+            py_dict_set(d, "index", PyLong_FromLong(v->index)) ||
+            py_dict_set(d, "name", PyUnicode_FromString(v->name)) ||
+            py_dict_set(d, "type", PyUnicode_FromString(v->type)) ||
+            py_dict_set(d, "vendor_id", PyLong_FromUnsignedLong(v->vendor_id)) ||
+            py_dict_set(d, "device_id", PyLong_FromUnsignedLong(v->device_id)) ||
+            py_dict_set(d, "api_version", PyUnicode_FromFormat("%u.%u.%u", v->api_version >> 22,
+                                                            (v->api_version >> 12) & 0x3ffu,
+                                                            v->api_version & 0xfffu)) ||
+            py_dict_set(d, "driver", PyUnicode_FromString(v->driver_name)) ||
+            py_dict_set(d, "driver_info", PyUnicode_FromString(v->driver_info)) ||
+            py_dict_set(d, "device_local_bytes", PyLong_FromUnsignedLongLong(v->device_local_bytes)) ||
+            py_dict_set(d, "subgroup_size", PyLong_FromUnsignedLong(v->subgroup_size)) ||
+            py_dict_set(d, "max_storage_buffer_range", PyLong_FromUnsignedLong(v->max_storage_buffer_range)) ||
+            py_dict_set(d, "max_workgroup_invocations", PyLong_FromUnsignedLong(v->max_workgroup_invocations)) ||
+            py_dict_set(d, "max_shared_memory", PyLong_FromUnsignedLong(v->max_shared_memory)) ||
+            py_dict_set(d, "float64", PyBool_FromLong(v->float64)) ||
+            py_dict_set(d, "available", PyBool_FromLong(v->usable)) ||
+            PyList_Append(list, d))
+            goto fail;
+        Py_CLEAR(d);
+    }
+    if (count == 0) {
+        if (!(d = PyDict_New())) goto fail;
+        if (py_dict_set(d, "backend", PyUnicode_FromString("vulkan")) ||
+            py_dict_set(d, "available", PyBool_FromLong(0)) ||
+            py_dict_set(d, "note", PyUnicode_FromString(ccfg_vk_unavailable())) ||
+            PyList_Append(list, d))
+            goto fail;
+        Py_CLEAR(d);
+    }
+    return list;
+fail:
+    Py_XDECREF(d);
+    Py_DECREF(list);
+    return NULL;
+}
+
+/* vk_copy_bench(device, bytes, repeats) -> seconds per copy (shaders/copy.comp); device is a
+ * Vulkan device's name ("vulkan:N") */
+PyObject *py_vk_copy_bench(PyObject *self, PyObject *args)
+{
+    int repeats, status, index = -1;
+    const char *device;
+    unsigned long long bytes;
+    double sec = 0.0;
+    const ccfg_backend *be = NULL;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "sKi", &device, &bytes, &repeats)) return NULL;
+    if (repeats < 1) {
+        PyErr_SetString(PyExc_ValueError, "repeats must be >= 1");
+        return NULL;
+    }
+    if (sscanf(device, "vulkan:%d", &index) != 1 || index < 0) {
+        PyErr_Format(PyExc_ValueError, "device: the copy benchmark needs 'vulkan:N', got '%s'",
+                     device);
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    status = py_open_backend(device, &be);
+    if (!status) {
+        be->lock(be, 1);
+        status = ccfg_vk_copy_bench(index, (size_t)bytes, repeats, &sec);
+        be->lock(be, 0);
+    }
+    Py_END_ALLOW_THREADS
+    if (status) return py_raise_status(status);
+    return PyFloat_FromDouble(sec);
+}

@@ -1,0 +1,404 @@
+/* python/py_guide.c — rules by name, ccfg.guide on arrays, the guidance state, observe.
+ *
+ * A rule crosses from Python as (name, {parameter: value}) (ccfg/guidance.py Rule._c_spec):
+ * the name picks the record from the C registry (rules/registry.c), each parameter is set by
+ * name, and every parameter the rule declares must be given. "python" is the one rule defined
+ * here: a Python function called back on host arrays. */
+#include <string.h>
+
+#include "python/py.h"
+#include "rules/rule.h"
+
+/* ------------------------------------------------------------------------- */
+/* the Python rule: fn(eps_u, eps_p, [eps_n...]) -> eps, on (n, dim) float32 arrays */
+
+static int python_rule_host(const ccfg_rule *r, int64_t n, int64_t dim, const float *eps_u,
+                            const float *eps_p, int k, const float *const *eps_n, float *out)
+{
+    PyGILState_STATE g = PyGILState_Ensure();
+    int status = CCFG_ECANCEL;
+    PyObject *u = py_new_2d(n, dim, eps_u), *p = py_new_2d(n, dim, eps_p), *lst = PyList_New(k);
+    if (!u || !p || !lst) goto done;
+    for (int j = 0; j < k; j++) {
+        PyObject *a = py_new_2d(n, dim, eps_n[j]);
+        if (!a) goto done;
+        PyList_SET_ITEM(lst, j, a);
+    }
+    status = py_take_result(PyObject_CallFunctionObjArgs((PyObject *)r->host_ctx, u, p, lst, NULL),
+                            n, dim, out, "the PythonRule's result");
+done:
+    Py_XDECREF(u);
+    Py_XDECREF(p);
+    Py_XDECREF(lst);
+    PyGILState_Release(g);
+    return status;
+}
+
+static const ccfg_rule_impl python_rule = {
+    .name = "python",
+    .uses_negatives = 1,
+    .host = python_rule_host,
+};
+
+int py_parse_rule(PyObject *spec, ccfg_rule *r)
+{
+    const char *name;
+    PyObject *params, *key, *value;
+    Py_ssize_t pos = 0;
+    memset(r, 0, sizeof *r);
+    if (!PyArg_ParseTuple(spec, "sO!;a rule spec is (name, {parameter: value})", &name,
+                          &PyDict_Type, &params))
+        return -1;
+    const ccfg_rule_impl *impl = !strcmp(name, "python") ? &python_rule : ccfg_rule_find(name);
+    if (!impl) {
+        PyErr_Format(PyExc_ValueError, "unknown rule %s", name);
+        return -1;
+    }
+    if (ccfg_rule_init(r, impl)) {
+        py_raise_status(CCFG_EINTERNAL);
+        return -1;
+    }
+    while (PyDict_Next(params, &pos, &key, &value)) {
+        const char *k = PyUnicode_Check(key) ? PyUnicode_AsUTF8(key) : NULL;
+        if (!k) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "rule parameters are named by strings");
+            return -1;
+        }
+        if (impl == &python_rule && !strcmp(k, "fn")) {
+            if (!PyCallable_Check(value)) {
+                PyErr_SetString(PyExc_TypeError, "PythonRule needs a callable");
+                return -1;
+            }
+            r->host_ctx = value;          /* borrowed: the spec outlives the call */
+            continue;
+        }
+        double v = PyFloat_AsDouble(value);
+        if (v == -1.0 && PyErr_Occurred()) {
+            PyErr_Format(PyExc_TypeError, "rule %s: parameter %s must be a number", name, k);
+            return -1;
+        }
+        if (ccfg_rule_set(r, k, v)) {
+            py_raise_status(CCFG_EINVAL);
+            return -1;
+        }
+    }
+    const char *const *own = ccfg_rule_param_names(impl);
+    for (int i = 0; own[i]; i++)
+        if (!PyDict_GetItemString(params, own[i])) {
+            PyErr_Format(PyExc_ValueError, "rule %s: parameter %s is missing", name, own[i]);
+            return -1;
+        }
+    if (impl == &python_rule && !r->host_ctx) {
+        PyErr_SetString(PyExc_TypeError, "PythonRule needs a callable");
+        return -1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------- */
+/* the guidance state as a Python object (opaque; ccfg/sampling.py's GuidanceState wraps it) */
+
+typedef struct {
+    PyObject_HEAD
+    ccfg_guide_state st;
+} StateObject;
+
+static void state_dealloc(StateObject *self)
+{
+    const ccfg_backend *be = self->st.be;
+    if (be && !be->synchronous) {
+        /* device memory is released under the device's lock, which a sampling thread may hold */
+        Py_BEGIN_ALLOW_THREADS
+        be->lock(be, 1);
+        ccfg_guide_state_free(&self->st);
+        be->lock(be, 0);
+        Py_END_ALLOW_THREADS
+    } else {
+        ccfg_guide_state_free(&self->st);
+    }
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyTypeObject StateType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "ccfg._core.GuideState",
+    .tp_basicsize = sizeof(StateObject),
+    .tp_dealloc = (destructor)state_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "per-sample state of a stateful guidance rule (C side)",
+};
+
+/* guide_state(rule_spec, n, dim, n_neg, device) -> GuideState on that device */
+PyObject *py_guide_state(PyObject *self, PyObject *args)
+{
+    PyObject *spec;
+    const char *device;
+    long long n, dim;
+    int n_neg, status;
+    ccfg_rule rule;
+    const ccfg_backend *be = NULL;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "O!LLis", &PyTuple_Type, &spec, &n, &dim, &n_neg, &device))
+        return NULL;
+    if (py_parse_rule(spec, &rule)) return NULL;
+    StateObject *st = PyObject_New(StateObject, &StateType);
+    if (!st) return NULL;
+    memset(&st->st, 0, sizeof st->st);
+    Py_BEGIN_ALLOW_THREADS
+    status = py_open_backend(device, &be);
+    if (!status) {
+        be->lock(be, 1);
+        status = ccfg_guide_state_init(&st->st, be, &rule, n, dim, n_neg);
+        be->lock(be, 0);
+    }
+    Py_END_ALLOW_THREADS
+    if (status) {
+        memset(&st->st, 0, sizeof st->st);      /* init freed what it had */
+        Py_DECREF(st);
+        return py_raise_status(status);
+    }
+    return (PyObject *)st;
+}
+
+/* state_info(state) -> {step, n, dim, n_neg, host: float64 (host_count,) | None,
+ *                       device: float32 (device_count,) | None}  (copies) */
+PyObject *py_state_info(PyObject *self, PyObject *args)
+{
+    StateObject *so;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "O!", &StateType, &so)) return NULL;
+    const ccfg_guide_state *st = &so->st;
+    PyObject *host = Py_NewRef(Py_None), *dev = Py_NewRef(Py_None);
+    if (st->host) {
+        npy_intp sh[1] = {(npy_intp)st->host_count};
+        Py_SETREF(host, PyArray_SimpleNew(1, sh, NPY_FLOAT64));
+        if (!host) goto fail;
+        memcpy(PyArray_DATA((PyArrayObject *)host), st->host, (size_t)sh[0] * sizeof(double));
+    }
+    if (st->device) {
+        npy_intp sh[1] = {(npy_intp)st->device_count};
+        Py_SETREF(dev, PyArray_SimpleNew(1, sh, NPY_FLOAT32));
+        if (!dev) goto fail;
+        const ccfg_backend *be = st->be;
+        int status;
+        Py_BEGIN_ALLOW_THREADS
+        be->lock(be, 1);
+        status = be->download(be, PyArray_DATA((PyArrayObject *)dev), st->device,
+                              (size_t)sh[0] * sizeof(float));
+        be->lock(be, 0);
+        Py_END_ALLOW_THREADS
+        if (status) {
+            py_raise_status(status);
+            goto fail;
+        }
+    }
+    return Py_BuildValue("{s:i,s:L,s:L,s:i,s:s,s:s,s:N,s:N}", "step", st->step, "n",
+                         (long long)st->n, "dim", (long long)st->dim, "n_neg", st->n_neg, "rule",
+                         ccfg_rule_name(st->impl), "device", st->be ? st->be->name : "", "host",
+                         host, "device_state", dev);
+fail:
+    Py_XDECREF(host);
+    Py_XDECREF(dev);
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------- */
+/* guide and observe: NumPy in, NumPy out; on a device the inputs are uploaded and the result
+ * downloaded */
+
+static int guide_on(const ccfg_backend *be, const ccfg_rule *rule, ccfg_guide_state *st, int64_t n,
+                    int64_t dim, const float *u, const float *p, int k, const float *const *neg,
+                    int step, int num_steps, float *out)
+{
+    const size_t count = (size_t)n * (size_t)dim;
+    float *du = NULL, *dp = NULL, *dout = NULL, *dn[PY_MAX_NEGATIVES] = {0};
+    int status;
+    if (be->host_memory)
+        return ccfg_guide(be, rule, st, n, dim, u, p, k, neg, step, num_steps, 1, out);
+    if ((status = ccfg_backend_from_host(be, u, count, &du)) ||
+        (p && (status = ccfg_backend_from_host(be, p, count, &dp))))
+        goto done;
+    for (int j = 0; j < k; j++)
+        if ((status = ccfg_backend_from_host(be, neg[j], count, &dn[j]))) goto done;
+    if ((status = be->alloc(be, count * sizeof(float), &dout)) ||
+        (status = ccfg_guide(be, rule, st, n, dim, du, dp, k, (const float *const *)dn, step,
+                             num_steps, 1, dout)))
+        goto done;
+    status = be->download(be, out, dout, count * sizeof(float));
+done:
+    ccfg_backend_drop(be, du);
+    ccfg_backend_drop(be, dp);
+    ccfg_backend_drop(be, dout);
+    for (int j = 0; j < k; j++) ccfg_backend_drop(be, dn[j]);
+    return status;
+}
+
+/* guide(rule_spec, eps_u, eps_p|None, [eps_n...], state|None, step, num_steps, device) -> eps */
+PyObject *py_guide(PyObject *self, PyObject *args)
+{
+    PyObject *spec, *uo, *po, *nl, *so, *out = NULL;
+    const char *device;
+    int step, num_steps, k = 0, status = CCFG_OK;
+    ccfg_rule rule;
+    PyArrayObject *u = NULL, *p = NULL, *negs[PY_MAX_NEGATIVES] = {0};
+    const float *neg_ptr[PY_MAX_NEGATIVES];
+    const ccfg_backend *be = NULL;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "O!OOOOiis", &PyTuple_Type, &spec, &uo, &po, &nl, &so, &step,
+                          &num_steps, &device))
+        return NULL;
+    if (py_parse_rule(spec, &rule)) return NULL;
+    u = py_as_array(uo, NPY_FLOAT32, 2, NULL, "eps_u");
+    if (!u) goto done;
+    int64_t n = PyArray_DIM(u, 0), dim = PyArray_DIM(u, 1);
+    npy_intp shape[2] = {(npy_intp)n, (npy_intp)dim};
+    if (po != Py_None && !(p = py_as_array(po, NPY_FLOAT32, 2, shape, "eps_p"))) goto done;
+    if (py_array_list(nl, n, dim, negs, neg_ptr, PY_MAX_NEGATIVES, &k, "eps_n")) goto done;
+    Py_BEGIN_ALLOW_THREADS
+    status = py_open_backend(device, &be);
+    Py_END_ALLOW_THREADS
+    if (status) {
+        py_raise_status(status);
+        goto done;
+    }
+    ccfg_guide_state *st = NULL;
+    if (so != Py_None) {
+        if (!PyObject_TypeCheck(so, &StateType)) {
+            PyErr_SetString(PyExc_TypeError, "state must come from ccfg.guide");
+            goto done;
+        }
+        st = &((StateObject *)so)->st;
+        if (st->impl != rule.impl) {
+            PyErr_SetString(PyExc_ValueError, "state belongs to a different rule");
+            goto done;
+        }
+        if (st->be != be) {
+            PyErr_SetString(PyExc_ValueError, "state lives on another device than this call's");
+            goto done;
+        }
+    } else if (ccfg_rule_stateful(&rule)) {
+        PyErr_SetString(PyExc_ValueError, "state: a stateful rule needs its state");
+        goto done;
+    }
+    out = PyArray_SimpleNew(2, shape, NPY_FLOAT32);
+    if (!out) goto done;
+    if (rule.impl->host && be->synchronous) {
+        /* a Python rule on the CPU runs with the GIL held throughout (it calls back at once) */
+        status = ccfg_guide(be, &rule, st, n, dim, py_f32(u), p ? py_f32(p) : NULL, k, neg_ptr,
+                            step, num_steps, 1, py_f32((PyArrayObject *)out));
+    } else {
+        Py_BEGIN_ALLOW_THREADS
+        be->lock(be, 1);
+        status = guide_on(be, &rule, st, n, dim, py_f32(u), p ? py_f32(p) : NULL, k, neg_ptr, step,
+                          num_steps, py_f32((PyArrayObject *)out));
+        be->lock(be, 0);
+        Py_END_ALLOW_THREADS
+    }
+    if (status) {
+        Py_CLEAR(out);
+        py_raise_status(status);
+    }
+done:
+    Py_XDECREF(u);
+    Py_XDECREF(p);
+    for (int j = 0; j < PY_MAX_NEGATIVES; j++) Py_XDECREF(negs[j]);
+    return out;
+}
+
+static int observe_on(const ccfg_backend *be, const ccfg_rule *rule, ccfg_guide_state *st,
+                      int64_t n, int64_t dim, const float *x, const float *xp, const float *u,
+                      int k, const float *const *neg, double ab, double abp, double eta)
+{
+    const size_t count = (size_t)n * (size_t)dim;
+    float *dx = NULL, *dxp = NULL, *du = NULL, *dn[PY_MAX_NEGATIVES] = {0};
+    int status;
+    if ((status = ccfg_backend_from_host(be, x, count, &dx)) ||
+        (status = ccfg_backend_from_host(be, xp, count, &dxp)) ||
+        (status = ccfg_backend_from_host(be, u, count, &du)))
+        goto done;
+    for (int j = 0; j < k; j++)
+        if ((status = ccfg_backend_from_host(be, neg[j], count, &dn[j]))) goto done;
+    status = ccfg_guide_observe(be, rule, st, n, dim, dx, dxp, du, k, (const float *const *)dn, ab,
+                                abp, eta);
+done:
+    ccfg_backend_drop(be, dx);
+    ccfg_backend_drop(be, dxp);
+    ccfg_backend_drop(be, du);
+    for (int j = 0; j < k; j++) ccfg_backend_drop(be, dn[j]);
+    return status;
+}
+
+/* observe(rule_spec, state, x_t, x_prev, eps_u, [eps_n...], alpha_bar, alpha_bar_prev, eta):
+ * a stateful rule learns from the transition x_t -> x_prev (DNG) */
+PyObject *py_observe(PyObject *self, PyObject *args)
+{
+    PyObject *spec, *so, *xo, *xpo, *uo, *nl, *ret = NULL;
+    double ab, abp, eta;
+    int k = 0;
+    ccfg_rule rule;
+    PyArrayObject *x = NULL, *xp = NULL, *u = NULL, *negs[PY_MAX_NEGATIVES] = {0};
+    const float *neg_ptr[PY_MAX_NEGATIVES];
+    (void)self;
+    if (!PyArg_ParseTuple(args, "O!O!OOOOddd", &PyTuple_Type, &spec, &StateType, &so, &xo, &xpo,
+                          &uo, &nl, &ab, &abp, &eta))
+        return NULL;
+    if (py_parse_rule(spec, &rule)) return NULL;
+    x = py_as_array(xo, NPY_FLOAT32, 2, NULL, "x_t");
+    if (!x) goto done;
+    npy_intp shape[2] = {PyArray_DIM(x, 0), PyArray_DIM(x, 1)};
+    xp = py_as_array(xpo, NPY_FLOAT32, 2, shape, "x_prev");
+    u = xp ? py_as_array(uo, NPY_FLOAT32, 2, shape, "eps_u") : NULL;
+    if (!u || py_array_list(nl, shape[0], shape[1], negs, neg_ptr, PY_MAX_NEGATIVES, &k, "eps_n"))
+        goto done;
+    int status;
+    ccfg_guide_state *st = &((StateObject *)so)->st;
+    const ccfg_backend *be = st->be ? st->be : ccfg_backend_cpu();
+    Py_BEGIN_ALLOW_THREADS
+    be->lock(be, 1);
+    status = observe_on(be, &rule, st, shape[0], shape[1], py_f32(x), py_f32(xp), py_f32(u), k,
+                        neg_ptr, ab, abp, eta);
+    be->lock(be, 0);
+    Py_END_ALLOW_THREADS
+    if (status) py_raise_status(status);
+    else ret = Py_NewRef(Py_None);
+done:
+    Py_XDECREF(x);
+    Py_XDECREF(xp);
+    Py_XDECREF(u);
+    for (int j = 0; j < PY_MAX_NEGATIVES; j++) Py_XDECREF(negs[j]);
+    return ret;
+}
+
+/* rules() -> {name: (parameter names...)}: the C registry, for ccfg/guidance.py's checks */
+PyObject *py_rules(PyObject *self, PyObject *args)
+{
+    (void)self; (void)args;
+    PyObject *d = PyDict_New();
+    if (!d) return NULL;
+    for (const ccfg_rule_impl *const *r = ccfg_rule_list(); *r; r++) {
+        const char *const *names = ccfg_rule_param_names(*r);
+        int count = 0;
+        while (names[count]) count++;
+        PyObject *t = PyTuple_New(count);
+        if (!t) goto fail;
+        for (int i = 0; i < count; i++) {
+            PyObject *s = PyUnicode_FromString(names[i]);
+            if (!s) {
+                Py_DECREF(t);
+                goto fail;
+            }
+            PyTuple_SET_ITEM(t, i, s);
+        }
+        if (py_dict_set(d, ccfg_rule_name(*r), t)) goto fail;
+    }
+    return d;
+fail:
+    Py_DECREF(d);
+    return NULL;
+}
+
+int py_guide_register(PyObject *m)
+{
+    if (PyType_Ready(&StateType) < 0) return -1;
+    return PyModule_AddObjectRef(m, "GuideState", (PyObject *)&StateType);
+}
