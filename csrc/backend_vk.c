@@ -1,4 +1,5 @@
-/* backend_vk.c — the Vulkan backend: loader opened at run time, devices, buffers, pipelines.
+/* backend_vk.c — the Vulkan backend: loader opened at run time, devices, buffers, pipelines
+ * (its ops are in backend_vk_ops.c; what the two share is vk_backend.h).
  *
  * Why dlopen: `import ccfg` must work, and the CPU backend must run, on machines without Vulkan.
  * The Vulkan headers are used for types only (VK_NO_PROTOTYPES); every entry point is resolved
@@ -68,11 +69,10 @@ int ccfg_vk_copy_bench(int device, size_t bytes, int repeats, double *seconds)
 
 #else /* the real backend */
 
-#define VK_NO_PROTOTYPES
 #include <dlfcn.h>
-#include <pthread.h>
 #include <time.h>
-#include <vulkan/vulkan.h>
+
+#include "vk_backend.h"
 /* ------------------------------------------------------------------------- */
 /* entry points, resolved at run time */
 
@@ -162,33 +162,6 @@ SPV(nn_eltwise)
 ;
 #undef SPV
 
-/* push constants, laid out as the shaders' `Push` blocks (std430: uvec2 on 8 bytes). A
- * coefficient travels as float and as the bits of its double (real.glsl). */
-typedef struct {
-    uint32_t count, terms, ox, oy, oz, oo;
-    float af, bf, cf;
-    uint32_t pad;
-    uint32_t ad[2], bd[2], cd[2];
-} push_axpbypcz;
-typedef struct { uint32_t count, dim, m, stride_c, first_c, accumulate, oo, oi[8]; } push_combine;
-typedef struct {
-    uint32_t count, flags, ou, op, os, on, oo;
-    float wf, ssf, thrf, smf, betaf;
-    uint32_t wd[2], ssd[2], thrd[2], smd[2], betad[2];
-} push_sld;
-typedef struct { uint32_t D, K, full, mode, rows, ox, oo, row0; } push_gmm;
-typedef struct { uint32_t rows, dim, blocks, seed_lo, seed_hi, stream, first, oo; } push_randn;
-typedef struct { uint32_t dim, groups, mode, rows, row0, base, ou, op, on, per_row; } push_dots;
-typedef struct { uint32_t count, ox, tag; } push_finite;
-typedef struct { uint32_t count; } push_copy;
-
-/* a pipeline with an _F64 twin is followed by it: P_X + 1 */
-enum { P_AXPBYPCZ, P_AXPBYPCZ_F64, P_COMBINE, P_COMBINE_F64, P_SLD, P_SLD_F64, P_GMM, P_GMM_F64,
-       P_DOTS, P_DOTS_F64, P_RANDN, P_RANDN_F64, P_FINITE, P_COPY,
-       /* the nn.h ops (nn_vk.c), float32 only, in vk_nn.h's CCFG_VK_NN_* order */
-       P_NN_FIRST, P_NN_CONV2D = P_NN_FIRST, P_NN_GROUP_NORM, P_NN_LINEAR, P_NN_ATTENTION,
-       P_NN_ELTWISE, P_COUNT };
-
 #define PIPE(P, name, nb, push) [P] = {#name, spv_##name, sizeof spv_##name, nb, sizeof(push)}
 static const struct {
     const char *name;
@@ -218,70 +191,12 @@ static const struct {
 };
 #undef PIPE
 
-enum { MAX_BINDINGS = 10, LOCAL_SIZE = 128, MAX_GROUPS = 65535, MAX_DEVICES = 16,
-       POOL_SETS = 256, COMBINE_INPUTS = 8, GMM_MAX_K = 256, DOTS_ROW_ALONE = 64 };
 /* recycled buffers: power-of-two sizes up to RECYCLE_MAX each, RECYCLE_TOTAL bytes kept idle */
 #define RECYCLE_MAX ((size_t)16 << 20)
 #define RECYCLE_TOTAL ((size_t)64 << 20)
 
 /* ------------------------------------------------------------------------- */
 /* state */
-
-typedef struct {
-    VkDescriptorSetLayout dsl;
-    VkPipelineLayout layout;
-    VkPipeline pipeline;
-} vk_pipe;
-
-typedef struct vk_buffer vk_buffer;
-
-/* one allocation handed out as a device address range [base, base + size) */
-typedef struct {
-    uintptr_t base;
-    size_t size;
-    vk_buffer *buf;
-} vk_range;
-
-typedef struct vk_dev {
-    int index;
-    VkPhysicalDevice phys;
-    VkPhysicalDeviceMemoryProperties mem;
-    VkDevice dev;
-    VkQueue queue;
-    VkCommandPool cmd_pool;
-    VkCommandBuffer cmd;
-    VkFence fence;
-    VkDescriptorPool desc_pool;
-    vk_pipe pipe[P_COUNT];
-    int mapped;                 /* buffers are host-visible and persistently mapped */
-    int f64;                    /* the *_F64 pipelines (shaderFloat64 enabled) */
-    int recording;              /* cmd is open with commands not yet submitted */
-    uint64_t batch;             /* number of the open (or next) batch */
-    int lost;                   /* a submit failed: every later call fails */
-    vk_buffer *garbage;         /* released once the open batch has run */
-    vk_buffer *recycled;        /* idle buffers for reuse (create_buffer) */
-    size_t recycled_bytes;
-    vk_buffer *flag;            /* the non-finite watch: min tag seen, 0xFFFFFFFF = none */
-    /* fake address space: ranges sorted by base (bases only grow) */
-    vk_range *ranges;
-    int nranges, cap_ranges;
-    uintptr_t next_addr;
-    pthread_mutex_t mutex;      /* held by the one caller using the device (lock op) */
-    char name[320];
-    ccfg_backend be;
-} vk_dev;
-
-struct vk_buffer {
-    vk_dev *d;
-    VkBuffer buf;
-    VkDeviceMemory mem;
-    VkDeviceSize size;
-    void *map;                  /* NULL unless the memory is host-visible */
-    uint64_t batch_used;        /* last batch that records a command on it (0: none) */
-    int staging;                /* created as a staging buffer (create_buffer's host_visible) */
-    int recyclable;             /* a power-of-two size class */
-    vk_buffer *next;            /* garbage or recycled list */
-};
 
 static struct {
     void *lib;
@@ -563,7 +478,6 @@ static void destroy_device(vk_dev *d)
 }
 
 static int create_buffer(vk_dev *d, size_t bytes, int host_visible, vk_buffer **out);
-static int fill_flag(vk_dev *d);
 static void init_backend_table(vk_dev *d);
 
 static int get_device(int index, vk_dev **out)
@@ -590,6 +504,7 @@ static int get_device(int index, vk_dev **out)
         return ccfg_fail(CCFG_EINTERNAL, "cannot create a mutex for Vulkan device %d", index);
     }
     d->index = index;
+    d->max_storage_buffer_range = g.info[index].max_storage_buffer_range;
     d->phys = g.phys[index];
     d->batch = 1;
     vk.GetPhysicalDeviceMemoryProperties(d->phys, &d->mem);
@@ -652,7 +567,7 @@ static int get_device(int index, vk_dev **out)
     snprintf(d->name, sizeof d->name, "vulkan:%d (%s)", index, g.info[index].name);
     init_backend_table(d);
     int status;
-    if ((status = create_buffer(d, sizeof(uint32_t), 0, &d->flag)) || (status = fill_flag(d)))
+    if ((status = create_buffer(d, sizeof(uint32_t), 0, &d->flag)) || (status = vkb_fill_flag(d)))
         goto fail_status;
     g.dev[index] = d;
     *out = d;
@@ -817,7 +732,7 @@ fail:
 }
 
 /* Record one dispatch of pipeline p over bufs (pipe_spec[p].bindings of them). */
-static int dispatch(vk_dev *d, int p, vk_buffer *const *bufs, const void *push,
+int vkb_dispatch(vk_dev *d, int p, vk_buffer *const *bufs, const void *push,
                     uint32_t gx, uint32_t gy)
 {
     vk_pipe *pp;
@@ -859,7 +774,7 @@ static int dispatch(vk_dev *d, int p, vk_buffer *const *bufs, const void *push,
 }
 
 /* workgroups for a grid-stride loop over count items */
-static uint32_t groups_for(int64_t count)
+uint32_t vkb_groups_for(int64_t count)
 {
     int64_t gsz = (count + LOCAL_SIZE - 1) / LOCAL_SIZE;
     return (uint32_t)(gsz < 1 ? 1 : gsz > MAX_GROUPS ? MAX_GROUPS : gsz);
@@ -969,7 +884,7 @@ static void recycle(vk_buffer *b)
 }
 
 /* Release now, or after the open batch if it still uses the buffer. */
-static void release_buffer(vk_buffer *b)
+void vkb_release_buffer(vk_buffer *b)
 {
     vk_dev *d = b->d;
     if (d->recording && b->batch_used == d->batch) {
@@ -982,7 +897,7 @@ static void release_buffer(vk_buffer *b)
 
 /* Buffers the backend keeps for itself (partials, coefficients, parameters) live outside the
  * address space and are released after the batch that uses them. */
-static int new_buffer(vk_dev *d, size_t bytes, vk_buffer **out)
+int vkb_new_buffer(vk_dev *d, size_t bytes, vk_buffer **out)
 {
     vk_buffer *b = NULL;
     int status;
@@ -1003,12 +918,12 @@ static int new_buffer(vk_dev *d, size_t bytes, vk_buffer **out)
     *out = b;
     return CCFG_OK;
 fail:
-    release_buffer(b);
+    vkb_release_buffer(b);
     return status;
 }
 
 /* host -> b at byte offset `at`; src may be reused at once */
-static int write_buffer(vk_buffer *b, size_t at, const void *src, size_t bytes)
+int vkb_write_buffer(vk_buffer *b, size_t at, const void *src, size_t bytes)
 {
     vk_dev *d = b->d;
     vk_buffer *st = NULL;
@@ -1029,12 +944,12 @@ static int write_buffer(vk_buffer *b, size_t at, const void *src, size_t bytes)
         st->batch_used = b->batch_used = d->batch;
         barrier(d);
     }
-    release_buffer(st);
+    vkb_release_buffer(st);
     return status;
 }
 
 /* b at byte offset `at` -> host, after everything recorded has run */
-static int read_buffer(void *dst, vk_buffer *b, size_t at, size_t bytes)
+int vkb_read_buffer(void *dst, vk_buffer *b, size_t at, size_t bytes)
 {
     vk_dev *d = b->d;
     vk_buffer *st = NULL;
@@ -1053,7 +968,7 @@ static int read_buffer(void *dst, vk_buffer *b, size_t at, size_t bytes)
     if ((status = flush(d)) != CCFG_OK) goto fail;
     memcpy(dst, st->map, bytes);
 fail:
-    release_buffer(st);
+    vkb_release_buffer(st);
     return status;
 }
 
@@ -1062,7 +977,7 @@ fail:
 
 /* The range holding [p, p + bytes), as buffer and element offset. A pointer that is not ours is
  * a bug in the caller: said clearly rather than crashed on. */
-static int resolve(vk_dev *d, const void *p, size_t bytes, vk_buffer **buf, uint32_t *elem)
+int vkb_resolve(vk_dev *d, const void *p, size_t bytes, vk_buffer **buf, uint32_t *elem)
 {
     const uintptr_t a = (uintptr_t)p;
     int lo = 0, hi = d->nranges - 1, found = -1;
@@ -1100,7 +1015,7 @@ static int vk_alloc(const ccfg_backend *be, size_t bytes, float **out)
         d->ranges = r;
         d->cap_ranges = cap;
     }
-    if ((status = new_buffer(d, bytes, &b)) != CCFG_OK) return status;
+    if ((status = vkb_new_buffer(d, bytes, &b)) != CCFG_OK) return status;
     d->ranges[d->nranges++] = (vk_range){.base = d->next_addr, .size = bytes, .buf = b};
     *out = (float *)d->next_addr;
     d->next_addr += span + 256;         /* a gap: one-past-the-end never aliases the next range */
@@ -1113,7 +1028,7 @@ static void vk_release(const ccfg_backend *be, void *p)
     if (!p) return;
     for (int i = 0; i < d->nranges; i++)
         if (d->ranges[i].base == (uintptr_t)p) {
-            release_buffer(d->ranges[i].buf);
+            vkb_release_buffer(d->ranges[i].buf);
             memmove(d->ranges + i, d->ranges + i + 1, (size_t)(d->nranges - i - 1) * sizeof *d->ranges);
             d->nranges--;
             return;
@@ -1124,16 +1039,16 @@ static int vk_upload(const ccfg_backend *be, void *dst, const void *src, size_t 
 {
     vk_buffer *b = NULL;
     uint32_t at = 0;
-    int status = resolve(be->ctx, dst, bytes, &b, &at);
-    return status ? status : write_buffer(b, (size_t)at * 4, src, bytes);
+    int status = vkb_resolve(be->ctx, dst, bytes, &b, &at);
+    return status ? status : vkb_write_buffer(b, (size_t)at * 4, src, bytes);
 }
 
 static int vk_download(const ccfg_backend *be, void *dst, const void *src, size_t bytes)
 {
     vk_buffer *b = NULL;
     uint32_t at = 0;
-    int status = resolve(be->ctx, src, bytes, &b, &at);
-    return status ? status : read_buffer(dst, b, (size_t)at * 4, bytes);
+    int status = vkb_resolve(be->ctx, src, bytes, &b, &at);
+    return status ? status : vkb_read_buffer(dst, b, (size_t)at * 4, bytes);
 }
 
 static int vk_sync(const ccfg_backend *be) { return flush(be->ctx); }
@@ -1143,435 +1058,6 @@ static void vk_lock(const ccfg_backend *be, int acquire)
     vk_dev *d = be->ctx;
     if (acquire) pthread_mutex_lock(&d->mutex);
     else pthread_mutex_unlock(&d->mutex);
-}
-
-/* ------------------------------------------------------------------------- */
-/* ops */
-
-/* count floats at each of the pointers -> buffers and element offsets; counts beyond the 32-bit
- * element indices of the shaders are refused (buffers never get that big: maxStorageBufferRange) */
-static int resolve_all(vk_dev *d, int64_t count, const float *const *ptrs, int np, vk_buffer **bufs,
-                       uint32_t *offs, const char *op)
-{
-    int status;
-    if (count < 0 || count > UINT32_MAX)
-        return ccfg_fail(CCFG_EINVAL, "%s %s: %lld elements is out of range", d->name, op,
-                         (long long)count);
-    for (int i = 0; i < np; i++)
-        if ((status = resolve(d, ptrs[i], (size_t)count * sizeof(float), &bufs[i], &offs[i])))
-            return status;
-    return CCFG_OK;
-}
-
-/* the pipeline doing REAL arithmetic: its _F64 twin where the device has float64 */
-static int pipe_real(const vk_dev *d, int p) { return d->f64 ? p + 1 : p; }
-
-/* the float and the double bits of a coefficient (real.glsl's COEF) */
-static void coef_bits(double v, float *f, uint32_t bits[2])
-{
-    *f = (float)v;
-    memcpy(bits, &v, sizeof v);     /* little-endian: low word first, as packDouble2x32 takes */
-}
-
-
-static int vk_axpbypcz(const ccfg_backend *be, int64_t count, double a, const float *x, double b,
-                       const float *y, double c, const float *z, float *out)
-{
-    vk_dev *d = be->ctx;
-    /* an absent term binds x in its place: every binding must be a valid buffer */
-    const float *ptrs[4] = {x, y ? y : x, z ? z : x, out};
-    vk_buffer *bufs[4];
-    uint32_t o[4];
-    int status;
-    if (!count) return CCFG_OK;
-    if ((status = resolve_all(d, count, ptrs, 4, bufs, o, "axpbypcz"))) return status;
-    push_axpbypcz pc = {.count = (uint32_t)count, .terms = (y ? 1u : 0u) | (z ? 2u : 0u),
-                        .ox = o[0], .oy = o[1], .oz = o[2], .oo = o[3]};
-    coef_bits(a, &pc.af, pc.ad);
-    coef_bits(b, &pc.bf, pc.bd);
-    coef_bits(c, &pc.cf, pc.cd);
-    return dispatch(d, pipe_real(d, P_AXPBYPCZ), bufs, &pc, groups_for(count), 1);
-}
-
-/* a host array of doubles as a new buffer of the shaders' REAL (double or float) */
-static int upload_reals(vk_dev *d, const double *v, size_t count, vk_buffer **out)
-{
-    const size_t bytes = count * (d->f64 ? sizeof(double) : sizeof(float));
-    float *f = NULL;
-    int status;
-    *out = NULL;
-    if ((status = new_buffer(d, bytes, out))) return status;
-    if (d->f64) return write_buffer(*out, 0, v, bytes);
-    if (!(f = malloc(bytes ? bytes : 1))) {
-        status = ccfg_fail(CCFG_ENOMEM, "out of memory converting coefficients");
-    } else {
-        for (size_t i = 0; i < count; i++) f[i] = (float)v[i];
-        status = write_buffer(*out, 0, f, bytes);
-    }
-    free(f);
-    return status;
-}
-
-static int vk_combine(const ccfg_backend *be, int64_t n, int64_t dim, int m, const float *const *in,
-                      const double *coef, float *out)
-{
-    vk_dev *d = be->ctx;
-    vk_buffer *cb = NULL, *bufs[MAX_BINDINGS], *ob;
-    uint32_t oo;
-    int status;
-    if (n < 0 || dim < 0 || m < 1)
-        return ccfg_fail(CCFG_EINVAL, "%s combine: needs n, dim >= 0 and m >= 1", d->name);
-    if (!n || !dim) return CCFG_OK;
-    if ((status = resolve_all(d, n * dim, (const float *const *)&out, 1, &ob, &oo, "combine")))
-        return status;
-    if ((status = upload_reals(d, coef, (size_t)(n * m), &cb))) goto fail;
-    /* 8 inputs per dispatch; later dispatches add to out */
-    for (int q0 = 0; q0 < m; q0 += COMBINE_INPUTS) {
-        const int mq = m - q0 < COMBINE_INPUTS ? m - q0 : COMBINE_INPUTS;
-        push_combine pc = {.count = (uint32_t)(n * dim), .dim = (uint32_t)dim, .m = (uint32_t)mq,
-                           .stride_c = (uint32_t)m, .first_c = (uint32_t)q0,
-                           .accumulate = q0 > 0, .oo = oo};
-        const float *ptrs[COMBINE_INPUTS];
-        for (int q = 0; q < COMBINE_INPUTS; q++) ptrs[q] = in[q0 + (q < mq ? q : 0)];
-        if ((status = resolve_all(d, n * dim, ptrs, COMBINE_INPUTS, bufs + 2, pc.oi, "combine")))
-            goto fail;
-        bufs[0] = ob;
-        bufs[1] = cb;
-        if ((status = dispatch(d, pipe_real(d, P_COMBINE), bufs, &pc, groups_for(n * dim), 1)))
-            goto fail;
-    }
-fail:
-    if (cb) release_buffer(cb);     /* after the batch: the dispatches read it */
-    return status;
-}
-
-static int vk_randn(const ccfg_backend *be, int64_t n, int64_t dim, uint64_t seed, uint64_t stream,
-                    int64_t first, float *out)
-{
-    vk_dev *d = be->ctx;
-    vk_buffer *ob;
-    uint32_t oo;
-    int status;
-    if (n < 0 || dim < 0) return ccfg_fail(CCFG_EINVAL, "%s randn: n and dim must be >= 0", d->name);
-    if (!n || !dim) return CCFG_OK;
-    if ((status = resolve_all(d, n * dim, (const float *const *)&out, 1, &ob, &oo, "randn")))
-        return status;
-    const int64_t blocks = (dim + 3) / 4;
-    /* the CPU puts (uint32_t)stream and (uint32_t)(first + i) in the counter: same wrap here */
-    const push_randn pc = {(uint32_t)n, (uint32_t)dim, (uint32_t)blocks, (uint32_t)seed,
-                           (uint32_t)(seed >> 32), (uint32_t)stream, (uint32_t)first, oo};
-    return dispatch(d, pipe_real(d, P_RANDN), &ob, &pc, groups_for(n * blocks), 1);
-}
-
-/* Record the dots shader over all rows (split where n exceeds the y-dispatch limit). */
-static int record_dots(vk_dev *d, vk_buffer *const *bufs, int64_t n, int64_t dim, uint32_t groups,
-                       uint32_t mode, uint32_t base, const uint32_t o[3])
-{
-    int status;
-    if (groups == 1 && dim <= DOTS_ROW_ALONE) {     /* short rows: an invocation each */
-        const push_dots pc = {(uint32_t)dim, 1, mode, (uint32_t)n, 0, base, o[0], o[1], o[2], 1};
-        return dispatch(d, pipe_real(d, P_DOTS), bufs, &pc,
-                        (uint32_t)((n + LOCAL_SIZE - 1) / LOCAL_SIZE), 1);
-    }
-    for (int64_t row0 = 0; row0 < n; row0 += MAX_GROUPS) {
-        const int64_t rows = n - row0 < MAX_GROUPS ? n - row0 : MAX_GROUPS;
-        const push_dots pc = {(uint32_t)dim, groups, mode, (uint32_t)n, (uint32_t)row0, base,
-                              o[0], o[1], o[2], 0};
-        if ((status = dispatch(d, pipe_real(d, P_DOTS), bufs, &pc, groups, (uint32_t)rows)))
-            return status;
-    }
-    return CCFG_OK;
-}
-
-/* partial sums per sample: about 8 elements per thread, at most 1024 workgroups per sample */
-static uint32_t dot_groups(int64_t dim)
-{
-    int64_t gsz = (dim + LOCAL_SIZE * 8 - 1) / (LOCAL_SIZE * 8);
-    return (uint32_t)(gsz < 1 ? 1 : gsz > 1024 ? 1024 : gsz);
-}
-
-/* out[i] = sum of the `groups` partials of row i (REAL: double or float), in double; `at` counts
- * partials from the start of the buffer */
-static void sum_partials(const vk_dev *d, const void *part, size_t at, int64_t n, uint32_t groups,
-                         double *out)
-{
-    for (int64_t i = 0; i < n; i++) {
-        double s = 0.0;
-        for (uint32_t gi = 0; gi < groups; gi++) {
-            const size_t q = at + (size_t)i * groups + gi;
-            s += d->f64 ? ((const double *)part)[q] : (double)((const float *)part)[q];
-        }
-        out[i] = s;
-    }
-}
-
-static int vk_dot(const ccfg_backend *be, int64_t n, int64_t dim, const float *a, const float *b,
-                  double *out)
-{
-    vk_dev *d = be->ctx;
-    vk_buffer *pb = NULL, *bufs[4];
-    const float *ptrs[2] = {a, b};
-    uint32_t o[3] = {0, 0, 0};
-    void *part = NULL;
-    int status;
-    if (n < 0 || dim < 0) return ccfg_fail(CCFG_EINVAL, "%s dot: n and dim must be >= 0", d->name);
-    if (!n) return CCFG_OK;
-    if ((status = resolve_all(d, n * dim, ptrs, 2, bufs, o, "dot"))) return status;
-    bufs[2] = bufs[0];
-    o[2] = o[0];
-    const uint32_t groups = dot_groups(dim);
-    const size_t bytes = (size_t)n * groups * (d->f64 ? sizeof(double) : sizeof(float));
-    if (!(part = malloc(bytes))) return ccfg_fail(CCFG_ENOMEM, "out of memory for dot partials");
-    if ((status = new_buffer(d, bytes, &pb)) != CCFG_OK) goto fail;
-    bufs[3] = pb;
-    if ((status = record_dots(d, bufs, n, dim, groups, 0, 0, o)) != CCFG_OK) goto fail;
-    if ((status = read_buffer(part, pb, 0, bytes)) != CCFG_OK) goto fail;
-    sum_partials(d, part, 0, n, groups, out);
-fail:
-    if (pb) release_buffer(pb);
-    free(part);
-    return status;
-}
-
-static int vk_direction_dots(const ccfg_backend *be, int64_t n, int64_t dim, const float *u,
-                             const float *p, int k, const float *const *neg, double *pp, double *nn,
-                             double *np)
-{
-    vk_dev *d = be->ctx;
-    vk_buffer *pb = NULL, *bufs[4];
-    const float *ptrs[2] = {u, p};
-    uint32_t o[3] = {0, 0, 0};
-    void *part = NULL;
-    int status;
-    if (n < 0 || dim < 0 || k < 0)
-        return ccfg_fail(CCFG_EINVAL, "%s direction_dots: n, dim and k must be >= 0", d->name);
-    if (!n) return CCFG_OK;
-    if ((status = resolve_all(d, n * dim, ptrs, 2, bufs, o, "direction_dots"))) return status;
-    bufs[2] = bufs[1];
-    o[2] = o[1];
-    /* one block of 3 planes [3][n][groups] per negative (one for k = 0, where only pp exists) */
-    const uint32_t groups = dot_groups(dim);
-    const size_t plane = (size_t)n * groups, blocks = k ? (size_t)k : 1;
-    const size_t bytes = blocks * 3 * plane * (d->f64 ? sizeof(double) : sizeof(float));
-    if (blocks * 3 * plane > UINT32_MAX)
-        return ccfg_fail(CCFG_EINVAL, "%s direction_dots: too many samples and negatives", d->name);
-    if (!(part = malloc(bytes))) return ccfg_fail(CCFG_ENOMEM, "out of memory for direction_dots partials");
-    if ((status = new_buffer(d, bytes, &pb)) != CCFG_OK) goto fail;
-    bufs[3] = pb;
-    if (k == 0 && (status = record_dots(d, bufs, n, dim, groups, 1, 0, o)) != CCFG_OK) goto fail;
-    for (int q = 0; q < k; q++) {
-        /* every negative's pass also yields ‖D_p‖², as on the CPU; the first one is kept */
-        if ((status = resolve_all(d, n * dim, &neg[q], 1, &bufs[2], &o[2], "direction_dots")) ||
-            (status = record_dots(d, bufs, n, dim, groups, 2, (uint32_t)(q * 3 * plane), o)))
-            goto fail;
-    }
-    if ((status = read_buffer(part, pb, 0, bytes)) != CCFG_OK) goto fail;
-    sum_partials(d, part, 0, n, groups, pp);
-    for (int q = 0; q < k; q++) {
-        sum_partials(d, part, (size_t)q * 3 * plane + plane, n, groups, nn + (int64_t)q * n);
-        sum_partials(d, part, (size_t)q * 3 * plane + 2 * plane, n, groups, np + (int64_t)q * n);
-    }
-fail:
-    if (pb) release_buffer(pb);
-    free(part);
-    return status;
-}
-
-/* the watch flag back to "nothing seen", ordered after everything recorded */
-static int fill_flag(vk_dev *d)
-{
-    const uint32_t none = 0xFFFFFFFFu;
-    return write_buffer(d->flag, 0, &none, sizeof none);
-}
-
-static int vk_watch_finite(const ccfg_backend *be, int64_t count, const float *x, int tag)
-{
-    vk_dev *d = be->ctx;
-    vk_buffer *bufs[2];
-    uint32_t o[1] = {0};
-    int status;
-    if (!count) return CCFG_OK;
-    if (tag < 0) return ccfg_fail(CCFG_EINVAL, "%s watch_finite: tag must be >= 0", d->name);
-    if ((status = resolve_all(d, count, (const float *const *)&x, 1, bufs, o, "watch_finite")))
-        return status;
-    bufs[1] = d->flag;
-    const push_finite pc = {(uint32_t)count, o[0], (uint32_t)tag};
-    return dispatch(d, P_FINITE, bufs, &pc, groups_for(count), 1);
-}
-
-static int vk_first_nonfinite(const ccfg_backend *be, int *tag)
-{
-    vk_dev *d = be->ctx;
-    uint32_t v;
-    int status;
-    *tag = -1;
-    if ((status = read_buffer(&v, d->flag, 0, sizeof v))) return status;
-    if (v == 0xFFFFFFFFu) return CCFG_OK;
-    *tag = (int)v;
-    return fill_flag(d);
-}
-
-static int vk_sld(const ccfg_backend *be, int64_t count, const float *eps_u, const float *eps_p,
-                  const float *eps_s, float *nu, double w, double s_s, double thr, double s_m,
-                  double beta_m, int update, int apply, float *out)
-{
-    vk_dev *d = be->ctx;
-    const float *ptrs[5] = {eps_u, eps_p, eps_s, nu, out};
-    vk_buffer *bufs[5];
-    uint32_t o[5];
-    int status;
-    if (!count || (!update && !apply)) return CCFG_OK;
-    if ((status = resolve_all(d, count, ptrs, 5, bufs, o, "sld"))) return status;
-    push_sld pc = {.count = (uint32_t)count, .flags = (update ? 1u : 0u) | (apply ? 2u : 0u),
-                   .ou = o[0], .op = o[1], .os = o[2], .on = o[3], .oo = o[4]};
-    coef_bits(w, &pc.wf, pc.wd);
-    coef_bits(s_s, &pc.ssf, pc.ssd);
-    coef_bits(thr, &pc.thrf, pc.thrd);
-    coef_bits(s_m, &pc.smf, pc.smd);
-    coef_bits(beta_m, &pc.betaf, pc.betad);
-    return dispatch(d, pipe_real(d, P_SLD), bufs, &pc, groups_for(count), 1);
-}
-
-/* ------------------------------------------------------------------------- */
-/* the exact Gaussian mixture (shaders/gmm_eps.glsl) */
-
-typedef struct {
-    vk_buffer *U, *UT, *mask, *scratch;     /* means and variances reach it per level (bias) */
-    int64_t chunk;                  /* rows per dispatch (scratch holds their w_k or lp_k) */
-    int per_row;                    /* mode 1 of the shader: an invocation per row */
-    double *bias;                   /* [3 + K + 2 K D] host staging of the level (gmm_eps.glsl) */
-} vk_gmm;
-
-static void vk_gmm_free(const ccfg_backend *be, void *handle)
-{
-    vk_gmm *m = handle;
-    vk_buffer *bs[4];
-    (void)be;
-    if (!m) return;
-    bs[0] = m->U; bs[1] = m->UT; bs[2] = m->mask; bs[3] = m->scratch;
-    for (int i = 0; i < 4; i++)
-        if (bs[i]) release_buffer(bs[i]);
-    free(m->bias);
-    free(m);
-}
-
-static int vk_gmm_load(const ccfg_backend *be, const ccfg_gmm *gm, void **handle)
-{
-    vk_dev *d = be->ctx;
-    const int64_t K = gm->K, D = gm->dim;
-    const size_t real = d->f64 ? sizeof(double) : sizeof(float);
-    double *t = NULL;
-    uint32_t *mask = NULL;
-    int status = CCFG_OK;
-    *handle = NULL;
-    if (K < 1 || K > GMM_MAX_K)
-        return ccfg_fail(CCFG_EINVAL, "%s: the exact mixture on a device takes 1..%d components, "
-                         "this one has %lld", d->name, GMM_MAX_K, (long long)K);
-    vk_gmm *m = calloc(1, sizeof *m);
-    if (!m || !(m->bias = malloc((size_t)(3 + K + 2 * K * D) * sizeof *m->bias))) {
-        free(m);
-        return ccfg_fail(CCFG_ENOMEM, "out of memory loading the mixture");
-    }
-    if (gm->evecs) {
-        const size_t kdd = (size_t)(K * D * D);
-        if (!(t = malloc(kdd * sizeof *t))) {
-            status = ccfg_fail(CCFG_ENOMEM, "out of memory loading the mixture");
-            goto fail;
-        }
-        for (int64_t k = 0; k < K; k++)
-            for (int64_t i = 0; i < D; i++)
-                for (int64_t j = 0; j < D; j++) t[(k * D + j) * D + i] = gm->evecs[(k * D + i) * D + j];
-        if ((status = upload_reals(d, gm->evecs, kdd, &m->U)) ||
-            (status = upload_reals(d, t, kdd, &m->UT)))
-            goto fail;
-        /* the scratch keeps w_k of `chunk` rows: about 32 MiB, within the binding limit */
-        const size_t per_row = (size_t)(K * D) * real;
-        size_t cap = (size_t)32 << 20;
-        if (cap > g.info[d->index].max_storage_buffer_range) cap = g.info[d->index].max_storage_buffer_range;
-        m->chunk = (int64_t)(cap / per_row);
-        if (m->chunk < 1)
-            status = ccfg_fail(CCFG_EINVAL, "%s: a full-covariance mixture with K = %lld, dim = "
-                               "%lld needs more scratch per sample than one binding holds",
-                               d->name, (long long)K, (long long)D);
-        if (m->chunk > MAX_GROUPS) m->chunk = MAX_GROUPS;
-        if (status || (status = new_buffer(d, (size_t)m->chunk * per_row, &m->scratch))) goto fail;
-    } else if (D <= 64) {
-        /* small rows: an invocation each, log-likelihoods of `chunk` rows in the scratch */
-        m->per_row = 1;
-        m->chunk = (int64_t)(((size_t)8 << 20) / ((size_t)K * real));
-        if (m->chunk > (int64_t)MAX_GROUPS * LOCAL_SIZE) m->chunk = (int64_t)MAX_GROUPS * LOCAL_SIZE;
-        if ((status = new_buffer(d, (size_t)m->chunk * (size_t)K * real, &m->scratch))) goto fail;
-    } else {
-        m->chunk = MAX_GROUPS;
-    }
-    const size_t nm = (size_t)gm->n_concepts * (size_t)K;
-    if (!(mask = malloc((nm ? nm : 1) * sizeof *mask))) {
-        status = ccfg_fail(CCFG_ENOMEM, "out of memory loading the mixture");
-        goto fail;
-    }
-    for (size_t i = 0; i < nm; i++) mask[i] = gm->concept_mask[i];
-    if ((status = new_buffer(d, (nm ? nm : 1) * sizeof *mask, &m->mask)) ||
-        (status = write_buffer(m->mask, 0, mask, nm * sizeof *mask)))
-        goto fail;
-    *handle = m;
-fail:
-    free(t);
-    free(mask);
-    if (status) vk_gmm_free(be, m);
-    return status;
-}
-
-static int vk_gmm_eps(const ccfg_backend *be, const ccfg_gmm *gm, void *handle, int64_t rows,
-                      const float *x, double alpha_bar, const int32_t *cond, float *out)
-{
-    vk_dev *d = be->ctx;
-    vk_gmm *m = handle;
-    const int64_t K = gm->K, D = gm->dim;
-    const float *ptrs[2] = {x, out};
-    vk_buffer *bufs[MAX_BINDINGS], *lvl = NULL, *cb = NULL;
-    uint32_t o[2] = {0, 0};
-    int status;
-    if (!rows) return CCFG_OK;
-    if ((status = resolve_all(d, rows * D, ptrs, 2, bufs, o, "gmm_eps"))) return status;
-    /* the level: a, s², s, each component's log w_k - ½ log det C_k (GLSL has no double log),
-     * a μ_k and 1 / c_k (the same for every row) */
-    const double a = sqrt(alpha_bar), s2 = 1.0 - alpha_bar;
-    double *amu = m->bias + 3 + K, *inv_c = amu + K * D;
-    m->bias[0] = a;
-    m->bias[1] = s2;
-    m->bias[2] = sqrt(s2);
-    for (int64_t k = 0; k < K; k++) {
-        double logdet = 0.0;
-        for (int64_t j = 0; j < D; j++) {
-            const double c = a * a * gm->evals[k * D + j] + s2;
-            logdet += log(c);
-            amu[k * D + j] = a * gm->means[k * D + j];
-            inv_c[k * D + j] = 1.0 / c;
-        }
-        m->bias[3 + k] = gm->log_weights[k] - 0.5 * logdet;
-    }
-    if ((status = upload_reals(d, m->bias, (size_t)(3 + K + 2 * K * D), &lvl)) ||
-        (status = new_buffer(d, (size_t)rows * sizeof *cond, &cb)) ||
-        (status = write_buffer(cb, 0, cond, (size_t)rows * sizeof *cond)))
-        goto fail;
-    /* unused bindings (no rotations, no scratch) get any valid buffer */
-    bufs[2] = m->U ? m->U : m->mask;
-    bufs[3] = m->UT ? m->UT : m->mask;
-    bufs[4] = lvl;
-    bufs[5] = cb;
-    bufs[6] = m->mask;
-    bufs[7] = m->scratch ? m->scratch : m->mask;
-    for (int64_t r0 = 0; r0 < rows; r0 += m->chunk) {
-        const int64_t nr = rows - r0 < m->chunk ? rows - r0 : m->chunk;
-        const push_gmm pc = {(uint32_t)D, (uint32_t)K, m->U != NULL, (uint32_t)m->per_row,
-                             (uint32_t)nr, o[0], o[1], (uint32_t)r0};
-        const uint32_t groups = m->per_row ? (uint32_t)((nr + LOCAL_SIZE - 1) / LOCAL_SIZE) : (uint32_t)nr;
-        if ((status = dispatch(d, pipe_real(d, P_GMM), bufs, &pc, groups, 1))) goto fail;
-    }
-fail:
-    if (lvl) release_buffer(lvl);
-    if (cb) release_buffer(cb);
-    return status;
 }
 
 /* ------------------------------------------------------------------------- */
@@ -1601,25 +1087,12 @@ int ccfg_vk_nn_dispatch(const ccfg_backend *be, int kernel, int nbuf, const floa
                          names[kernel], groups_y);
     if (!items) return CCFG_OK;
     for (int i = 0; i < nbuf; i++)
-        if ((status = resolve_all(d, counts[i], &ptrs[i], 1, &bufs[i], &offs[i], names[kernel])))
+        if ((status = vkb_resolve_all(d, counts[i], &ptrs[i], 1, &bufs[i], &offs[i], names[kernel])))
             return status;
     const uint32_t groups = per_group ? (uint32_t)(items < MAX_GROUPS ? items : MAX_GROUPS)
-                                      : groups_for(items);
-    return dispatch(d, P_NN_FIRST + kernel, bufs, push, groups, groups_y);
+                                      : vkb_groups_for(items);
+    return vkb_dispatch(d, P_NN_FIRST + kernel, bufs, push, groups, groups_y);
 }
-
-static const ccfg_guide_ops vk_guide_ops = {
-    .dot = vk_dot,
-    .direction_dots = vk_direction_dots,
-    .combine = vk_combine,
-    .sld = vk_sld,
-};
-
-static const ccfg_gmm_ops vk_gmm_ops = {
-    .load = vk_gmm_load,
-    .free = vk_gmm_free,
-    .eps = vk_gmm_eps,
-};
 
 static void init_backend_table(vk_dev *d)
 {
@@ -1634,12 +1107,12 @@ static void init_backend_table(vk_dev *d)
         .upload = vk_upload,
         .download = vk_download,
         .sync = vk_sync,
-        .axpbypcz = vk_axpbypcz,
-        .randn = vk_randn,
-        .watch_finite = vk_watch_finite,
-        .first_nonfinite = vk_first_nonfinite,
-        .guide = &vk_guide_ops,
-        .gmm = &vk_gmm_ops,
+        .axpbypcz = vkb_axpbypcz,
+        .randn = vkb_randn,
+        .watch_finite = vkb_watch_finite,
+        .first_nonfinite = vkb_first_nonfinite,
+        .guide = &vkb_guide_ops,
+        .gmm = &vkb_gmm_ops,
         .nn = ccfg_nn_ops_vulkan(),
     };
 }
@@ -1668,7 +1141,7 @@ int ccfg_vk_copy_bench(int device, size_t bytes, int repeats, double *seconds)
     if ((status = ccfg_backend_vulkan(device, &be))) return status;
     vk_dev *d = be->ctx;
     bytes &= ~(size_t)15;
-    if ((status = new_buffer(d, bytes, &src)) || (status = new_buffer(d, bytes, &dst)) ||
+    if ((status = vkb_new_buffer(d, bytes, &src)) || (status = vkb_new_buffer(d, bytes, &dst)) ||
         (status = flush(d)))
         goto fail;
     vk_buffer *bufs[2] = {src, dst};
@@ -1676,13 +1149,13 @@ int ccfg_vk_copy_bench(int device, size_t bytes, int repeats, double *seconds)
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     for (int r = 0; r < repeats && !status; r++)
-        status = dispatch(d, P_COPY, bufs, &pc, groups_for((int64_t)(bytes / 16)), 1);
+        status = vkb_dispatch(d, P_COPY, bufs, &pc, vkb_groups_for((int64_t)(bytes / 16)), 1);
     if (!status) status = flush(d);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     *seconds = ((double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec)) / repeats;
 fail:
-    if (src) release_buffer(src);
-    if (dst) release_buffer(dst);
+    if (src) vkb_release_buffer(src);
+    if (dst) vkb_release_buffer(dst);
     if (!status) status = flush(d);
     return status;
 }

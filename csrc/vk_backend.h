@@ -1,0 +1,132 @@
+/* vk_backend.h — what the two files of the Vulkan backend share (internal to csrc/):
+ *   backend_vk.c      the loader, devices, pipelines, batches, buffers and device addresses,
+ *                     the memory/transfer/sync half of the backend table, the registry's open;
+ *   backend_vk_ops.c  the ops: the solver's vector ops, the guidance and mixture tables.
+ * (nn_vk.c records the network ops through vk_nn.h.) Only compiled with the Vulkan headers. */
+#ifndef CCFG_VK_BACKEND_H
+#define CCFG_VK_BACKEND_H
+
+#define VK_NO_PROTOTYPES
+#include <pthread.h>
+#include <stdint.h>
+#include <vulkan/vulkan.h>
+
+#include "ccfg.h"
+
+/* push constants, laid out as the shaders' `Push` blocks (std430: uvec2 on 8 bytes). A
+ * coefficient travels as float and as the bits of its double (real.glsl). */
+typedef struct {
+    uint32_t count, terms, ox, oy, oz, oo;
+    float af, bf, cf;
+    uint32_t pad;
+    uint32_t ad[2], bd[2], cd[2];
+} push_axpbypcz;
+typedef struct { uint32_t count, dim, m, stride_c, first_c, accumulate, oo, oi[8]; } push_combine;
+typedef struct {
+    uint32_t count, flags, ou, op, os, on, oo;
+    float wf, ssf, thrf, smf, betaf;
+    uint32_t wd[2], ssd[2], thrd[2], smd[2], betad[2];
+} push_sld;
+typedef struct { uint32_t D, K, full, mode, rows, ox, oo, row0; } push_gmm;
+typedef struct { uint32_t rows, dim, blocks, seed_lo, seed_hi, stream, first, oo; } push_randn;
+typedef struct { uint32_t dim, groups, mode, rows, row0, base, ou, op, on, per_row; } push_dots;
+typedef struct { uint32_t count, ox, tag; } push_finite;
+typedef struct { uint32_t count; } push_copy;
+
+/* a pipeline with an _F64 twin is followed by it: P_X + 1 */
+enum { P_AXPBYPCZ, P_AXPBYPCZ_F64, P_COMBINE, P_COMBINE_F64, P_SLD, P_SLD_F64, P_GMM, P_GMM_F64,
+       P_DOTS, P_DOTS_F64, P_RANDN, P_RANDN_F64, P_FINITE, P_COPY,
+       /* the nn.h ops (nn_vk.c), float32 only, in vk_nn.h's CCFG_VK_NN_* order */
+       P_NN_FIRST, P_NN_CONV2D = P_NN_FIRST, P_NN_GROUP_NORM, P_NN_LINEAR, P_NN_ATTENTION,
+       P_NN_ELTWISE, P_COUNT };
+
+enum { MAX_BINDINGS = 10, LOCAL_SIZE = 128, MAX_GROUPS = 65535, MAX_DEVICES = 16,
+       POOL_SETS = 256, COMBINE_INPUTS = 8, GMM_MAX_K = 256, DOTS_ROW_ALONE = 64 };
+
+typedef struct {
+    VkDescriptorSetLayout dsl;
+    VkPipelineLayout layout;
+    VkPipeline pipeline;
+} vk_pipe;
+
+typedef struct vk_buffer vk_buffer;
+
+/* one allocation handed out as a device address range [base, base + size) */
+typedef struct {
+    uintptr_t base;
+    size_t size;
+    vk_buffer *buf;
+} vk_range;
+
+typedef struct vk_dev {
+    int index;
+    VkPhysicalDevice phys;
+    VkPhysicalDeviceMemoryProperties mem;
+    VkDevice dev;
+    VkQueue queue;
+    VkCommandPool cmd_pool;
+    VkCommandBuffer cmd;
+    VkFence fence;
+    VkDescriptorPool desc_pool;
+    vk_pipe pipe[P_COUNT];
+    int mapped;                 /* buffers are host-visible and persistently mapped */
+    int f64;                    /* the *_F64 pipelines (shaderFloat64 enabled) */
+    int recording;              /* cmd is open with commands not yet submitted */
+    uint64_t batch;             /* number of the open (or next) batch */
+    int lost;                   /* a submit failed: every later call fails */
+    vk_buffer *garbage;         /* released once the open batch has run */
+    vk_buffer *recycled;        /* idle buffers for reuse (create_buffer) */
+    size_t recycled_bytes;
+    vk_buffer *flag;            /* the non-finite watch: min tag seen, 0xFFFFFFFF = none */
+    /* fake address space: ranges sorted by base (bases only grow) */
+    vk_range *ranges;
+    int nranges, cap_ranges;
+    uintptr_t next_addr;
+    pthread_mutex_t mutex;      /* held by the one caller using the device (lock op) */
+    uint32_t max_storage_buffer_range;  /* bytes one binding may span */
+    char name[320];
+    ccfg_backend be;
+} vk_dev;
+
+struct vk_buffer {
+    vk_dev *d;
+    VkBuffer buf;
+    VkDeviceMemory mem;
+    VkDeviceSize size;
+    void *map;                  /* NULL unless the memory is host-visible */
+    uint64_t batch_used;        /* last batch that records a command on it (0: none) */
+    int staging;                /* created as a staging buffer (create_buffer's host_visible) */
+    int recyclable;             /* a power-of-two size class */
+    vk_buffer *next;            /* garbage or recycled list */
+};
+
+/* ---- backend_vk.c: batches, buffers, addresses */
+/* Record one dispatch of pipeline p over bufs (the pipeline's bindings of them). */
+int vkb_dispatch(vk_dev *d, int p, vk_buffer *const *bufs, const void *push, uint32_t groups,
+                 uint32_t groups_y);
+/* workgroups for a grid-stride loop over count items */
+uint32_t vkb_groups_for(int64_t count);
+/* a buffer the backend keeps for itself (partials, coefficients, parameters) */
+int vkb_new_buffer(vk_dev *d, size_t bytes, vk_buffer **out);
+void vkb_release_buffer(vk_buffer *b);
+/* host -> b at byte offset `at` (src reusable at once); b -> host after everything recorded */
+int vkb_write_buffer(vk_buffer *b, size_t at, const void *src, size_t bytes);
+int vkb_read_buffer(void *dst, vk_buffer *b, size_t at, size_t bytes);
+/* the buffer and element offset holding the device address range [p, p + bytes) */
+int vkb_resolve(vk_dev *d, const void *p, size_t bytes, vk_buffer **buf, uint32_t *elem);
+
+/* ---- backend_vk_ops.c: the ops */
+int vkb_resolve_all(vk_dev *d, int64_t count, const float *const *ptrs, int np, vk_buffer **bufs,
+                    uint32_t *offs, const char *what);
+int vkb_pipe_real(const vk_dev *d, int p);
+int vkb_fill_flag(vk_dev *d);
+int vkb_axpbypcz(const ccfg_backend *be, int64_t count, double a, const float *x, double b,
+                 const float *y, double c, const float *z, float *out);
+int vkb_randn(const ccfg_backend *be, int64_t n, int64_t dim, uint64_t seed, uint64_t stream,
+              int64_t first, float *out);
+int vkb_watch_finite(const ccfg_backend *be, int64_t count, const float *x, int tag);
+int vkb_first_nonfinite(const ccfg_backend *be, int *tag);
+extern const ccfg_guide_ops vkb_guide_ops;
+extern const ccfg_gmm_ops vkb_gmm_ops;
+
+#endif /* CCFG_VK_BACKEND_H */
