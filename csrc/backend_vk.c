@@ -733,7 +733,7 @@ fail:
 
 /* Record one dispatch of pipeline p over bufs (pipe_spec[p].bindings of them). */
 int vkb_dispatch(vk_dev *d, int p, vk_buffer *const *bufs, const void *push,
-                    uint32_t gx, uint32_t gy)
+                 uint32_t gx, uint32_t gy)
 {
     vk_pipe *pp;
     VkDescriptorSet set;

@@ -14,7 +14,7 @@
 /* count floats at each of the pointers -> buffers and element offsets; counts beyond the 32-bit
  * element indices of the shaders are refused (buffers never get that big: maxStorageBufferRange) */
 int vkb_resolve_all(vk_dev *d, int64_t count, const float *const *ptrs, int np, vk_buffer **bufs,
-                       uint32_t *offs, const char *op)
+                    uint32_t *offs, const char *op)
 {
     int status;
     if (count < 0 || count > UINT32_MAX)
@@ -38,7 +38,7 @@ static void coef_bits(double v, float *f, uint32_t bits[2])
 
 
 int vkb_axpbypcz(const ccfg_backend *be, int64_t count, double a, const float *x, double b,
-                       const float *y, double c, const float *z, float *out)
+                 const float *y, double c, const float *z, float *out)
 {
     vk_dev *d = be->ctx;
     /* an absent term binds x in its place: every binding must be a valid buffer */
@@ -109,7 +109,7 @@ fail:
 }
 
 int vkb_randn(const ccfg_backend *be, int64_t n, int64_t dim, uint64_t seed, uint64_t stream,
-                    int64_t first, float *out)
+              int64_t first, float *out)
 {
     vk_dev *d = be->ctx;
     vk_buffer *ob;
