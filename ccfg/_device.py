@@ -11,7 +11,9 @@ __all__ = ["devices", "resolve"]
 # auto's preference among Vulkan device types; lavapipe-like CPU devices ("cpu") never win over
 # the CPU backend, but "vulkan" and "vulkan:N" can select them
 _AUTO_TYPES = ("discrete", "integrated")
-_VULKAN_ORDER = ("discrete", "integrated", "virtual", "cpu", "other")
+_ANY_ORDER = ("discrete", "integrated", "virtual", "cpu", "other")
+# how errors name a backend's devices
+_LABEL = {"vulkan": "Vulkan"}
 
 
 class Device(dict):
@@ -21,44 +23,49 @@ class Device(dict):
         if self["backend"] == "cpu":
             return f"cpu ({self['threads']} threads, OpenBLAS)"
         if "index" not in self:
-            return f"vulkan: none ({self['note']})"
-        return f"vulkan:{self['index']} {self['name']} ({self['type']})"
+            return f"{self['backend']}: none ({self['note']})"
+        return f"{self['selector']} {self['name']} ({self['type']})"
 
     __repr__ = __str__
 
 
 def devices():
     """The compute devices ccfg found, and why others are missing: the CPU backend, then each
-    Vulkan device (``vulkan:N``) with its type, vendor, driver, memory and limits, or one entry
-    whose ``note`` says why there is none (backend not built, no loader, no driver)."""
+    device of every other backend the C core registers (``vulkan:N``) with its type, vendor,
+    driver, memory and limits, or one entry per backend whose ``note`` says why it has none
+    (backend not built, no loader, no driver)."""
     out = []
     for d in _core.devices():
         d = Device(d)
-        d.setdefault("available", True)
-        d.setdefault("selector", "cpu" if d["backend"] == "cpu" else f"vulkan:{d.get('index', '')}")
+        d.setdefault("selector", d["backend"])
+        d.setdefault("name", d["backend"])
         if d["backend"] == "cpu":
-            d.update(name="cpu", note=f"{d['threads']} threads, OpenBLAS + OpenMP")
-        d.setdefault("name", "vulkan")
+            d["note"] = f"{d['threads']} threads, OpenBLAS + OpenMP"
         out.append(d)
     return out
 
 
-def _vulkan_devices(found):
-    return [d for d in found if d["backend"] == "vulkan" and "index" in d]
+def _offered(found, backend):
+    """The devices of an indexed backend (entries with an index)."""
+    return [d for d in found if d["backend"] == backend and "index" in d]
 
 
-def _vulkan_missing(found):
-    notes = [d.get("note") for d in found if d["backend"] == "vulkan" and "index" not in d]
-    return notes[0] if notes and notes[0] else "no usable Vulkan device"
+def _missing(found, backend):
+    notes = [d.get("note") for d in found if d["backend"] == backend and "index" not in d]
+    return notes[0] if notes and notes[0] else f"no usable {backend} device"
+
+
+def _rank(d, order):
+    return (order.index(d["type"]) if d["type"] in order else len(order), d["index"])
 
 
 def resolve(device, name="device", host_model=False):
-    """A device selector -> its canonical name: "cpu" or "vulkan:N".
+    """A device selector -> its canonical name: "cpu" or "BACKEND:N" ("vulkan:0").
 
     "auto": a discrete GPU, else an integrated one, else the CPU backend (always the CPU backend
     when ``host_model``: a model evaluated on the host would make a GPU pay two transfers per
-    step); "cpu"; "vulkan": the best Vulkan device of any type (lavapipe included); "vulkan:N"; or
-    an entry of ccfg.devices(). ``name`` is the argument named in errors."""
+    step); "cpu"; a backend's name ("vulkan"): its best device of any type (lavapipe included);
+    "BACKEND:N"; or an entry of ccfg.devices(). ``name`` is the argument named in errors."""
     if isinstance(device, dict) and "selector" in device:
         device = device["selector"]
     if not isinstance(device, str):
@@ -67,35 +74,37 @@ def resolve(device, name="device", host_model=False):
     sel = device.strip().lower()
     if sel == "cpu" or (sel == "auto" and host_model):
         return "cpu"
+    found = devices()
+    backends = {d["backend"] for d in found} - {"cpu"}
     if sel == "auto":
-        usable = [d for d in _vulkan_devices(devices())
+        usable = [d for b in sorted(backends) for d in _offered(found, b)
                   if d["available"] and d["type"] in _AUTO_TYPES]
         if not usable:
             return "cpu"
-        best = min(usable, key=lambda d: (_AUTO_TYPES.index(d["type"]), d["index"]))
-        return f"vulkan:{best['index']}"
-    if sel == "vulkan":
-        found = devices()
-        usable = [d for d in _vulkan_devices(found) if d["available"]]
+        return min(usable, key=lambda d: _rank(d, _AUTO_TYPES))["selector"]
+    if sel in backends:
+        usable = [d for d in _offered(found, sel) if d["available"]]
         if not usable:
-            raise RuntimeError(f"{name}='vulkan': no Vulkan device: {_vulkan_missing(found)}")
-        best = min(usable, key=lambda d: (_VULKAN_ORDER.index(d["type"]), d["index"]))
-        return f"vulkan:{best['index']}"
-    if sel.startswith("vulkan:"):
-        num = sel[len("vulkan:"):]
+            raise RuntimeError(f"{name}={sel!r}: no {_LABEL.get(sel, sel)} device: "
+                               f"{_missing(found, sel)}")
+        return min(usable, key=lambda d: _rank(d, _ANY_ORDER))["selector"]
+    backend, _, num = sel.partition(":")
+    if backend in backends:
         if not num.isdigit():
-            raise ValueError(f"{name}: expected 'vulkan:N' with a device number N, got {device!r}")
-        idx = int(num)
-        found = devices()
-        vulkan = _vulkan_devices(found)
-        if not vulkan:
-            raise RuntimeError(f"{name}={device!r}: no Vulkan device: {_vulkan_missing(found)}")
-        match = [d for d in vulkan if d["index"] == idx]
+            raise ValueError(f"{name}: expected '{backend}:N' with a device number N, got "
+                             f"{device!r}")
+        offered = _offered(found, backend)
+        if not offered:
+            raise RuntimeError(f"{name}={device!r}: no {_LABEL.get(backend, backend)} device: "
+                               f"{_missing(found, backend)}")
+        match = [d for d in offered if d["index"] == int(num)]
         if not match:
-            raise ValueError(f"{name}={device!r}: no such device (found vulkan:0..vulkan:"
-                             f"{len(vulkan) - 1})")
+            raise ValueError(f"{name}={device!r}: no such device (found {backend}:0..{backend}:"
+                             f"{len(offered) - 1})")
         if not match[0]["available"]:
             raise RuntimeError(f"{name}={device!r}: {match[0]['name']} cannot run ccfg "
                                "(needs Vulkan 1.2 and a compute queue)")
-        return f"vulkan:{idx}"
-    raise ValueError(f"{name} must be 'auto', 'cpu', 'vulkan' or 'vulkan:N', got {device!r}")
+        return match[0]["selector"]
+    raise ValueError(f"{name} must be 'auto', 'cpu', "
+                     + ", ".join(f"'{b}', '{b}:N'" for b in sorted(backends))
+                     + f" or an entry of ccfg.devices(), got {device!r}")

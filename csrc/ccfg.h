@@ -118,6 +118,22 @@ struct ccfg_backend {
 /* The registry (backend.c): a backend by name, "cpu" or "PREFIX:N" ("vulkan:0"), opened on first
  * use. An unknown name or device fails with CCFG_EINVAL naming it. */
 int ccfg_backend_open(const char *name, const ccfg_backend **out);
+
+/* One device a registered backend offers (ccfg.devices() lists them). A backend that offers none
+ * is listed once with index -1, available 0 and a note saying why. */
+typedef struct {
+    char name[64];                  /* what ccfg_backend_open takes: "cpu", "vulkan:0" */
+    const char *backend;            /* the driver's name: "cpu", "vulkan" */
+    int index;                      /* the N of "backend:N"; -1 for an unindexed backend */
+    char label[256];                /* the device's own name */
+    const char *type;               /* "cpu", "discrete", "integrated", "virtual", "other" */
+    int available;                  /* can run ccfg */
+    const char *note;               /* NULL, or why the backend offers no device */
+} ccfg_device;
+
+/* Every device of every registered backend, in registry order (*list stays valid until the next
+ * call; not thread-safe against itself: the bindings call it with the GIL held). */
+int ccfg_devices(const ccfg_device **list, int *count);
 const ccfg_backend *ccfg_backend_cpu(void);
 /* The backend of Vulkan device `device` (backend_vk.c), opened on first use (the registry's
  * "vulkan" driver). */

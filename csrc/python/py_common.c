@@ -1,7 +1,7 @@
 /* python/py_common.c — errors, array conversion and backends by name, for every binding. */
-#include <string.h>
+#include "python/py.h"      /* first: Python.h sets the feature macros */
 
-#include "python/py.h"
+#include <string.h>
 
 PyObject *py_raise_status(int status)
 {

@@ -1,10 +1,10 @@
 /* python/py_devices.c — what there is to run on: devices(), counter-based random numbers on
  * the host, and the device copy benchmark. */
+#include "python/py.h"      /* first: Python.h sets the feature macros */
+
 #include <omp.h>
 #include <stdio.h>
 #include <string.h>
-
-#include "python/py.h"
 
 PyObject *py_randn(PyObject *self, PyObject *args)
 {
@@ -35,54 +35,67 @@ PyObject *py_philox(PyObject *self, PyObject *args)
     return Py_BuildValue("(IIII)", out[0], out[1], out[2], out[3]);
 }
 
-/* devices() -> [cpu entry, one dict per Vulkan device] or [cpu entry, {"backend": "vulkan",
- * "available": False, "note": why}] */
+/* the details one kind of backend adds to its entries (a new backend may add none) */
+static int backend_details(PyObject *d, const ccfg_device *dev)
+{
+    if (!strcmp(dev->backend, "cpu"))
+        return py_dict_set(d, "threads", PyLong_FromLong(omp_get_max_threads()));
+    if (!strcmp(dev->backend, "vulkan") && dev->index >= 0) {
+        const ccfg_vk_device_info *info, *v = NULL;
+        int count;
+        ccfg_vk_devices(&info, &count);
+        for (int i = 0; i < count; i++)
+            if (info[i].index == dev->index) v = &info[i];
+        if (!v) return 0;
+        return py_dict_set(d, "vendor_id", PyLong_FromUnsignedLong(v->vendor_id)) ||
+               py_dict_set(d, "device_id", PyLong_FromUnsignedLong(v->device_id)) ||
+               py_dict_set(d, "api_version",
+                           PyUnicode_FromFormat("%u.%u.%u", v->api_version >> 22,
+                                                (v->api_version >> 12) & 0x3ffu,
+                                                v->api_version & 0xfffu)) ||
+               py_dict_set(d, "driver", PyUnicode_FromString(v->driver_name)) ||
+               py_dict_set(d, "driver_info", PyUnicode_FromString(v->driver_info)) ||
+               py_dict_set(d, "device_local_bytes",
+                           PyLong_FromUnsignedLongLong(v->device_local_bytes)) ||
+               py_dict_set(d, "subgroup_size", PyLong_FromUnsignedLong(v->subgroup_size)) ||
+               py_dict_set(d, "max_storage_buffer_range",
+                           PyLong_FromUnsignedLong(v->max_storage_buffer_range)) ||
+               py_dict_set(d, "max_workgroup_invocations",
+                           PyLong_FromUnsignedLong(v->max_workgroup_invocations)) ||
+               py_dict_set(d, "max_shared_memory", PyLong_FromUnsignedLong(v->max_shared_memory)) ||
+               py_dict_set(d, "float64", PyBool_FromLong(v->float64));
+    }
+    return 0;
+}
+
+/* devices() -> one dict per device of every registered backend (csrc/backend.c): backend,
+ * selector (the name ccfg_backend_open takes), index (indexed backends), name, type, available,
+ * and the backend's details; a backend without devices appears once with available False and a
+ * note saying why */
 PyObject *py_devices(PyObject *self, PyObject *args)
 {
-    const ccfg_vk_device_info *info;
+    const ccfg_device *devs;
     int count;
     PyObject *list = NULL, *d = NULL;
     (void)self; (void)args;
-    ccfg_vk_devices(&info, &count);
+    ccfg_devices(&devs, &count);
     if (!(list = PyList_New(0))) return NULL;
-    if (!(d = PyDict_New())) goto fail;
-    if (py_dict_set(d, "backend", PyUnicode_FromString("cpu")) ||
-        py_dict_set(d, "threads", PyLong_FromLong(omp_get_max_threads())) ||
-        PyList_Append(list, d))
-        goto fail;
-    Py_CLEAR(d);
     for (int i = 0; i < count; i++) {
-        const ccfg_vk_device_info *v = &info[i];
+        const ccfg_device *v = &devs[i];
         if (!(d = PyDict_New())) goto fail;
-        if (py_dict_set(d, "backend", PyUnicode_FromString("vulkan")) ||
-            py_dict_set(d, "index", PyLong_FromLong(v->index)) ||
-            py_dict_set(d, "name", PyUnicode_FromString(v->name)) ||
-            py_dict_set(d, "type", PyUnicode_FromString(v->type)) ||
-            py_dict_set(d, "vendor_id", PyLong_FromUnsignedLong(v->vendor_id)) ||
-            py_dict_set(d, "device_id", PyLong_FromUnsignedLong(v->device_id)) ||
-            py_dict_set(d, "api_version", PyUnicode_FromFormat("%u.%u.%u", v->api_version >> 22,
-                                                            (v->api_version >> 12) & 0x3ffu,
-                                                            v->api_version & 0xfffu)) ||
-            py_dict_set(d, "driver", PyUnicode_FromString(v->driver_name)) ||
-            py_dict_set(d, "driver_info", PyUnicode_FromString(v->driver_info)) ||
-            py_dict_set(d, "device_local_bytes", PyLong_FromUnsignedLongLong(v->device_local_bytes)) ||
-            py_dict_set(d, "subgroup_size", PyLong_FromUnsignedLong(v->subgroup_size)) ||
-            py_dict_set(d, "max_storage_buffer_range", PyLong_FromUnsignedLong(v->max_storage_buffer_range)) ||
-            py_dict_set(d, "max_workgroup_invocations", PyLong_FromUnsignedLong(v->max_workgroup_invocations)) ||
-            py_dict_set(d, "max_shared_memory", PyLong_FromUnsignedLong(v->max_shared_memory)) ||
-            py_dict_set(d, "float64", PyBool_FromLong(v->float64)) ||
-            py_dict_set(d, "available", PyBool_FromLong(v->usable)) ||
-            PyList_Append(list, d))
+        if (py_dict_set(d, "backend", PyUnicode_FromString(v->backend)) ||
+            py_dict_set(d, "available", PyBool_FromLong(v->available)))
             goto fail;
-        Py_CLEAR(d);
-    }
-    if (count == 0) {
-        if (!(d = PyDict_New())) goto fail;
-        if (py_dict_set(d, "backend", PyUnicode_FromString("vulkan")) ||
-            py_dict_set(d, "available", PyBool_FromLong(0)) ||
-            py_dict_set(d, "note", PyUnicode_FromString(ccfg_vk_unavailable())) ||
-            PyList_Append(list, d))
+        if (v->note) {
+            if (py_dict_set(d, "note", PyUnicode_FromString(v->note))) goto fail;
+        } else if (py_dict_set(d, "selector", PyUnicode_FromString(v->name)) ||
+                   py_dict_set(d, "name", PyUnicode_FromString(v->label)) ||
+                   py_dict_set(d, "type", PyUnicode_FromString(v->type)) ||
+                   (v->index >= 0 && py_dict_set(d, "index", PyLong_FromLong(v->index))) ||
+                   backend_details(d, v)) {
             goto fail;
+        }
+        if (PyList_Append(list, d)) goto fail;
         Py_CLEAR(d);
     }
     return list;

@@ -4,9 +4,10 @@
  * the name picks the record from the C registry (rules/registry.c), each parameter is set by
  * name, and every parameter the rule declares must be given. "python" is the one rule defined
  * here: a Python function called back on host arrays. */
+#include "python/py.h"      /* first: Python.h sets the feature macros */
+
 #include <string.h>
 
-#include "python/py.h"
 #include "rules/rule.h"
 
 /* ------------------------------------------------------------------------- */

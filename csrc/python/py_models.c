@@ -3,9 +3,9 @@
  * A model object (ccfg._core.Model) holds a ccfg_model for the sampler plus the Python objects
  * its C side points into. Each model kind makes one: gmm_model(spec) here, python_model(fn) here,
  * UNet.model(...) in py_unet.c. sample() neither knows nor asks which kind it got. */
-#include <string.h>
+#include "python/py.h"      /* first: Python.h sets the feature macros */
 
-#include "python/py.h"
+#include <string.h>
 
 struct py_model {
     PyObject_HEAD

@@ -3,9 +3,9 @@
  * sample() takes a model object (py_models.c, py_unet.c), a rule spec (py_guide.c), a sampler
  * spec (ccfg/schedulers.py SchedulerConfig._spec) and a device name; it runs model + rule +
  * solver on that backend with the GIL released. */
-#include <string.h>
+#include "python/py.h"      /* first: Python.h sets the feature macros */
 
-#include "python/py.h"
+#include <string.h>
 
 /* ------------------------------------------------------------------------- */
 /* the sampler spec: a tuple from ccfg/schedulers.py (SchedulerConfig._spec) */

@@ -1,9 +1,10 @@
 /* python/py_testhooks.c — single backend ops from Python, for the op-by-op tests that compare
  * every backend with independent references (tests/test_vulkan.py, tests/test_unet_vulkan.py).
  * Test hooks: the GIL stays held in vk_op. */
+#include "python/py.h"      /* first: Python.h sets the feature macros */
+
 #include <string.h>
 
-#include "python/py.h"
 #include "nn.h"
 
 enum { VKOP_MAX = 16, VKOP_GAP = 3 };

@@ -2,9 +2,10 @@
  * and shapes; this file owns the C model, runs its forward with the GIL released and makes its
  * sampler model (unet_model). A lock per UNet serialises callers from several Python threads
  * (the plan's buffers are shared); it is always taken before the device's lock. */
+#include "python/py.h"      /* first: Python.h sets the feature macros */
+
 #include <string.h>
 
-#include "python/py.h"
 #include "unet.h"
 
 typedef struct {
