@@ -20,43 +20,9 @@ typedef struct {
     int (*list)(ccfg_device *out, int max, const char **why);
 } backend_driver;
 
-static int open_cpu(int index, const ccfg_backend **out)
-{
-    (void)index;
-    *out = ccfg_backend_cpu();
-    return CCFG_OK;
-}
-
-static int list_cpu(ccfg_device *out, int max, const char **why)
-{
-    (void)why;
-    if (max < 1) return 0;
-    snprintf(out->name, sizeof out->name, "cpu");
-    snprintf(out->label, sizeof out->label, "cpu");
-    out->type = "cpu";
-    out->available = 1;
-    return 1;
-}
-
-static int list_vulkan(ccfg_device *out, int max, const char **why)
-{
-    const ccfg_vk_device_info *info;
-    int count = 0;
-    ccfg_vk_devices(&info, &count);
-    if (count == 0) *why = ccfg_vk_unavailable();
-    for (int i = 0; i < count && i < max; i++) {
-        snprintf(out[i].name, sizeof out[i].name, "vulkan:%d", info[i].index);
-        snprintf(out[i].label, sizeof out[i].label, "%s", info[i].name);
-        out[i].index = info[i].index;
-        out[i].type = info[i].type;
-        out[i].available = info[i].usable;
-    }
-    return count < max ? count : max;
-}
-
 static const backend_driver drivers[] = {
-    {"cpu", 0, open_cpu, list_cpu},
-    {"vulkan", 1, ccfg_backend_vulkan, list_vulkan},
+    {"cpu", 0, ccfg_backend_cpu_open, ccfg_backend_cpu_list},             /* backend_cpu.c */
+    {"vulkan", 1, ccfg_backend_vulkan, ccfg_backend_vulkan_list},         /* backend_vk.c */
 };
 
 enum { MAX_LISTED = 64 };

@@ -1,5 +1,6 @@
 /* backend_cpu.c — the CPU backend: host memory, OpenMP loops, double accumulation. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -241,4 +242,23 @@ int ccfg_all_finite(const ccfg_backend *be, int64_t count, const float *x, int *
     if ((status = be->first_nonfinite(be, &tag))) return status;
     *ok = tag < 0;
     return CCFG_OK;
+}
+
+/* the registry's driver (backend.c): one device, "cpu" */
+int ccfg_backend_cpu_open(int index, const ccfg_backend **out)
+{
+    (void)index;
+    *out = ccfg_backend_cpu();
+    return CCFG_OK;
+}
+
+int ccfg_backend_cpu_list(ccfg_device *out, int max, const char **why)
+{
+    (void)why;
+    if (max < 1) return 0;
+    snprintf(out->name, sizeof out->name, "cpu");
+    snprintf(out->label, sizeof out->label, "cpu");
+    out->type = "cpu";
+    out->available = 1;
+    return 1;
 }

@@ -34,6 +34,23 @@
 #include "nn.h"
 #include "vk_nn.h"
 
+/* the registry's list: every device found (ccfg_vk_devices), or why there is none */
+int ccfg_backend_vulkan_list(ccfg_device *out, int max, const char **why)
+{
+    const ccfg_vk_device_info *info;
+    int count = 0;
+    ccfg_vk_devices(&info, &count);
+    if (count == 0) *why = ccfg_vk_unavailable();
+    for (int i = 0; i < count && i < max; i++) {
+        snprintf(out[i].name, sizeof out[i].name, "vulkan:%d", info[i].index);
+        snprintf(out[i].label, sizeof out[i].label, "%s", info[i].name);
+        out[i].index = info[i].index;
+        out[i].type = info[i].type;
+        out[i].available = info[i].usable;
+    }
+    return count < max ? count : max;
+}
+
 #ifdef CCFG_NO_VULKAN
 /* Built without glslc or the Vulkan headers: every entry point reports why. */
 

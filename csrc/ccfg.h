@@ -138,6 +138,10 @@ const ccfg_backend *ccfg_backend_cpu(void);
 /* The backend of Vulkan device `device` (backend_vk.c), opened on first use (the registry's
  * "vulkan" driver). */
 int ccfg_backend_vulkan(int device, const ccfg_backend **out);
+/* the drivers' open and list functions, for the registry (backend.c) */
+int ccfg_backend_cpu_open(int index, const ccfg_backend **out);
+int ccfg_backend_cpu_list(ccfg_device *out, int max, const char **why);
+int ccfg_backend_vulkan_list(ccfg_device *out, int max, const char **why);
 /* host floats -> backend memory: the host array itself where the backend's memory is the host's,
  * else a new copy on the backend; ccfg_backend_drop releases what from_host made */
 int ccfg_backend_from_host(const ccfg_backend *be, const float *host, size_t count, float **out);
