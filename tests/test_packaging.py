@@ -88,7 +88,8 @@ def test_sdist_carries_shaders_and_builds_the_vulkan_backend(tmp_path):
     top = names[0].split("/", 1)[0]
     rel = {n.split("/", 1)[1] for n in names if "/" in n}
 
-    for pattern in ("shaders/*.comp", "shaders/*.glsl", "csrc/*.c", "csrc/*.h"):
+    for pattern in ("shaders/*.comp", "shaders/*.glsl", "csrc/*.c", "csrc/*.h", "csrc/rules/*.[ch]",
+                    "csrc/python/*.[ch]"):
         wanted = {p.relative_to(ROOT).as_posix() for p in ROOT.glob(pattern)}
         assert wanted, f"the repository has no {pattern}"
         assert wanted <= rel, f"sdist lacks {sorted(wanted - rel)}"
