@@ -100,7 +100,7 @@ int ccfg_vk_copy_bench(int device, size_t bytes, int repeats, double *seconds)
     X(GetPhysicalDeviceMemoryProperties) X(GetPhysicalDeviceQueueFamilyProperties)                \
     X(CreateDevice) X(DestroyDevice) X(GetDeviceQueue) X(CreateBuffer) X(DestroyBuffer)           \
     X(GetBufferMemoryRequirements) X(AllocateMemory) X(FreeMemory) X(BindBufferMemory)            \
-    X(MapMemory) X(CreateShaderModule) X(DestroyShaderModule) X(CreateDescriptorSetLayout)       \
+    X(MapMemory) X(InvalidateMappedMemoryRanges) X(CreateShaderModule) X(DestroyShaderModule) X(CreateDescriptorSetLayout)       \
     X(CreatePipelineLayout) X(CreateComputePipelines) X(CreateDescriptorPool)                     \
     X(ResetDescriptorPool) X(AllocateDescriptorSets) X(UpdateDescriptorSets)                      \
     X(CreateCommandPool) X(DestroyCommandPool) X(AllocateCommandBuffers) X(BeginCommandBuffer)    \
@@ -211,6 +211,9 @@ static const struct {
 /* recycled buffers: power-of-two sizes up to RECYCLE_MAX each, RECYCLE_TOTAL bytes kept idle */
 #define RECYCLE_MAX ((size_t)16 << 20)
 #define RECYCLE_TOTAL ((size_t)64 << 20)
+/* above RECYCLE_MAX, the largest idle staging buffer of each direction is kept (up to SPARE_MAX):
+ * large uploads and downloads then allocate and page-fault no new host-visible memory */
+#define SPARE_MAX ((size_t)1 << 30)
 
 /* ------------------------------------------------------------------------- */
 /* state */
@@ -478,6 +481,8 @@ static void destroy_device(vk_dev *d)
         d->recycled = b->next;
         destroy_buffer(b);
     }
+    for (int k = 0; k < BUF_KINDS; k++)
+        if (d->spare[k]) destroy_buffer(d->spare[k]);
     free(d->ranges);
     if (d->dev) {
         for (int p = 0; p < P_COUNT; p++) {
@@ -494,7 +499,7 @@ static void destroy_device(vk_dev *d)
     free(d);
 }
 
-static int create_buffer(vk_dev *d, size_t bytes, int host_visible, vk_buffer **out);
+static int create_buffer(vk_dev *d, size_t bytes, int kind, vk_buffer **out);
 static void init_backend_table(vk_dev *d);
 
 static int get_device(int index, vk_dev **out)
@@ -584,7 +589,7 @@ static int get_device(int index, vk_dev **out)
     snprintf(d->name, sizeof d->name, "vulkan:%d (%s)", index, g.info[index].name);
     init_backend_table(d);
     int status;
-    if ((status = create_buffer(d, sizeof(uint32_t), 0, &d->flag)) || (status = vkb_fill_flag(d)))
+    if ((status = create_buffer(d, sizeof(uint32_t), BUF_DEVICE, &d->flag)) || (status = vkb_fill_flag(d)))
         goto fail_status;
     g.dev[index] = d;
     *out = d;
@@ -810,8 +815,9 @@ static int find_memory(const vk_dev *d, uint32_t bits, VkMemoryPropertyFlags wan
     return 0;
 }
 
-/* host_visible: a staging buffer (mapped, coherent); else a storage buffer for the device */
-static int create_buffer(vk_dev *d, size_t bytes, int host_visible, vk_buffer **out)
+/* kind BUF_UPLOAD / BUF_READBACK: a staging buffer (mapped); BUF_DEVICE: a storage buffer for the
+ * device (mapped too on devices whose memory the host sees, d->mapped) */
+static int create_buffer(vk_dev *d, size_t bytes, int kind, vk_buffer **out)
 {
     VkResult r;
     int status = CCFG_EINTERNAL;
@@ -822,7 +828,7 @@ static int create_buffer(vk_dev *d, size_t bytes, int host_visible, vk_buffer **
     if (bytes <= RECYCLE_MAX)
         for (cls = 256; cls < bytes; cls <<= 1) {}
     for (vk_buffer **pp = &d->recycled; cls && *pp; pp = &(*pp)->next)
-        if ((*pp)->size == cls && (*pp)->staging == host_visible) {
+        if ((*pp)->size == cls && (*pp)->kind == kind) {
             vk_buffer *b = *pp;
             *pp = b->next;
             d->recycled_bytes -= cls;
@@ -831,10 +837,16 @@ static int create_buffer(vk_dev *d, size_t bytes, int host_visible, vk_buffer **
             *out = b;
             return CCFG_OK;
         }
+    if (!cls && kind != BUF_DEVICE && d->spare[kind] && d->spare[kind]->size >= bytes) {
+        *out = d->spare[kind];
+        d->spare[kind] = NULL;
+        (*out)->batch_used = 0;
+        return CCFG_OK;
+    }
     vk_buffer *b = calloc(1, sizeof *b);
     if (!b) return ccfg_fail(CCFG_ENOMEM, "out of host memory for a Vulkan buffer");
     b->d = d;
-    b->staging = host_visible;
+    b->kind = kind;
     b->recyclable = cls != 0;
     /* Vulkan has no empty buffers; whole words keep vkCmdFillBuffer valid */
     b->size = cls ? cls : (bytes + 3) & ~(size_t)3;
@@ -852,12 +864,18 @@ static int create_buffer(vk_dev *d, size_t bytes, int host_visible, vk_buffer **
     vk.GetBufferMemoryRequirements(d->dev, b->buf, &req);
     const VkMemoryPropertyFlags hv = VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT;
     const VkMemoryPropertyFlags dl = VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT;
-    const int mapped = host_visible || d->mapped;
+    const VkMemoryPropertyFlags cached = VK_MEMORY_PROPERTY_HOST_CACHED_BIT;
+    const int mapped = kind != BUF_DEVICE || d->mapped;
     uint32_t type;
-    int found = mapped ? find_memory(d, req.memoryTypeBits, hv | dl, &type) ||
-                             find_memory(d, req.memoryTypeBits, hv, &type)
-                       : find_memory(d, req.memoryTypeBits, dl, &type) ||
-                             find_memory(d, req.memoryTypeBits, 0, &type);
+    int found = kind == BUF_READBACK
+                    ? find_memory(d, req.memoryTypeBits, hv | cached, &type) ||
+                          find_memory(d, req.memoryTypeBits,
+                                      VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | cached, &type) ||
+                          find_memory(d, req.memoryTypeBits, hv, &type)
+                : mapped ? find_memory(d, req.memoryTypeBits, hv | dl, &type) ||
+                               find_memory(d, req.memoryTypeBits, hv, &type)
+                         : find_memory(d, req.memoryTypeBits, dl, &type) ||
+                               find_memory(d, req.memoryTypeBits, 0, &type);
     if (!found) {
         status = ccfg_fail(CCFG_EINTERNAL, "Vulkan device %d (%s): no memory type for a %s buffer",
                            d->index, g.info[d->index].name, mapped ? "host-visible" : "device");
@@ -865,6 +883,7 @@ static int create_buffer(vk_dev *d, size_t bytes, int host_visible, vk_buffer **
     }
     const VkMemoryAllocateInfo mai = {.sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO,
                                       .allocationSize = req.size, .memoryTypeIndex = type};
+    b->coherent = (d->mem.memoryTypes[type].propertyFlags & VK_MEMORY_PROPERTY_HOST_COHERENT_BIT) != 0;
     if ((r = vk.AllocateMemory(d->dev, &mai, NULL, &b->mem)) != VK_SUCCESS) {
         b->mem = VK_NULL_HANDLE;
         status = ccfg_fail(CCFG_EINTERNAL, "Vulkan device %d (%s): allocating %zu bytes failed: %s",
@@ -895,6 +914,11 @@ static void recycle(vk_buffer *b)
         b->next = d->recycled;
         d->recycled = b;
         d->recycled_bytes += b->size;
+    } else if (!b->recyclable && b->kind != BUF_DEVICE && !d->lost && b->size <= SPARE_MAX &&
+               (!d->spare[b->kind] || d->spare[b->kind]->size <= b->size)) {
+        if (d->spare[b->kind]) destroy_buffer(d->spare[b->kind]);
+        b->next = NULL;
+        d->spare[b->kind] = b;
     } else {
         destroy_buffer(b);
     }
@@ -923,7 +947,7 @@ int vkb_new_buffer(vk_dev *d, size_t bytes, vk_buffer **out)
         return ccfg_fail(CCFG_EINVAL, "%s: a buffer of %zu bytes exceeds the device's "
                          "maxStorageBufferRange (%u bytes); use fewer samples per call", d->name,
                          bytes, g.info[d->index].max_storage_buffer_range);
-    if ((status = create_buffer(d, bytes, 0, &b)) != CCFG_OK) return status;
+    if ((status = create_buffer(d, bytes, BUF_DEVICE, &b)) != CCFG_OK) return status;
     if (b->map) {
         memset(b->map, 0, b->size);
     } else {
@@ -953,7 +977,7 @@ int vkb_write_buffer(vk_buffer *b, size_t at, const void *src, size_t bytes)
         return CCFG_OK;
     }
     /* the copy is ordered inside the batch, so nothing has to be submitted here */
-    if ((status = create_buffer(d, bytes, 1, &st)) != CCFG_OK) return status;
+    if ((status = create_buffer(d, bytes, BUF_UPLOAD, &st)) != CCFG_OK) return status;
     memcpy(st->map, src, bytes);
     if ((status = begin(d)) == CCFG_OK) {
         const VkBufferCopy region = {.srcOffset = 0, .dstOffset = at, .size = bytes};
@@ -965,6 +989,18 @@ int vkb_write_buffer(vk_buffer *b, size_t at, const void *src, size_t bytes)
     return status;
 }
 
+/* what the device wrote to b is visible to host reads (non-coherent memory needs an invalidate) */
+static int host_sees(vk_buffer *b)
+{
+    VkResult r;
+    if (b->coherent) return CCFG_OK;
+    const VkMappedMemoryRange range = {.sType = VK_STRUCTURE_TYPE_MAPPED_MEMORY_RANGE,
+                                       .memory = b->mem, .offset = 0, .size = VK_WHOLE_SIZE};
+    if ((r = vk.InvalidateMappedMemoryRanges(b->d->dev, 1, &range)) != VK_SUCCESS)
+        return vk_fail(b->d, "vkInvalidateMappedMemoryRanges", r);
+    return CCFG_OK;
+}
+
 /* b at byte offset `at` -> host, after everything recorded has run */
 int vkb_read_buffer(void *dst, vk_buffer *b, size_t at, size_t bytes)
 {
@@ -972,17 +1008,18 @@ int vkb_read_buffer(void *dst, vk_buffer *b, size_t at, size_t bytes)
     vk_buffer *st = NULL;
     int status;
     if (b->map || !bytes) {
-        if ((status = flush(d)) != CCFG_OK) return status;
+        if ((status = flush(d)) != CCFG_OK || (bytes && (status = host_sees(b)) != CCFG_OK))
+            return status;
         if (bytes) memcpy(dst, (const char *)b->map + at, bytes);
         return CCFG_OK;
     }
-    if ((status = create_buffer(d, bytes, 1, &st)) != CCFG_OK) return status;
+    if ((status = create_buffer(d, bytes, BUF_READBACK, &st)) != CCFG_OK) return status;
     if ((status = begin(d)) != CCFG_OK) goto fail;
     const VkBufferCopy region = {.srcOffset = at, .dstOffset = 0, .size = bytes};
     vk.CmdCopyBuffer(d->cmd, b->buf, st->buf, 1, &region);
     st->batch_used = b->batch_used = d->batch;
     barrier(d);
-    if ((status = flush(d)) != CCFG_OK) goto fail;
+    if ((status = flush(d)) != CCFG_OK || (status = host_sees(st)) != CCFG_OK) goto fail;
     memcpy(dst, st->map, bytes);
 fail:
     vkb_release_buffer(st);

@@ -51,6 +51,11 @@ typedef struct {
 
 typedef struct vk_buffer vk_buffer;
 
+/* what a buffer is for: the device's own storage, or host-visible staging in one direction.
+ * Readback staging prefers HOST_CACHED memory: host reads from uncached (write-combined) memory
+ * run at a fraction of a GB/s on discrete GPUs. */
+enum { BUF_DEVICE, BUF_UPLOAD, BUF_READBACK, BUF_KINDS };
+
 /* one allocation handed out as a device address range [base, base + size) */
 typedef struct {
     uintptr_t base;
@@ -76,6 +81,7 @@ typedef struct vk_dev {
     int lost;                   /* a submit failed: every later call fails */
     vk_buffer *garbage;         /* released once the open batch has run */
     vk_buffer *recycled;        /* idle buffers for reuse (create_buffer) */
+    vk_buffer *spare[BUF_KINDS];/* the largest idle staging buffer above RECYCLE_MAX, per kind */
     size_t recycled_bytes;
     vk_buffer *flag;            /* the non-finite watch: min tag seen, 0xFFFFFFFF = none */
     /* fake address space: ranges sorted by base (bases only grow) */
@@ -95,7 +101,8 @@ struct vk_buffer {
     VkDeviceSize size;
     void *map;                  /* NULL unless the memory is host-visible */
     uint64_t batch_used;        /* last batch that records a command on it (0: none) */
-    int staging;                /* created as a staging buffer (create_buffer's host_visible) */
+    int kind;                   /* BUF_DEVICE, BUF_UPLOAD or BUF_READBACK (create_buffer) */
+    int coherent;               /* host-coherent memory (else invalidate before host reads) */
     int recyclable;             /* a power-of-two size class */
     vk_buffer *next;            /* garbage or recycled list */
 };

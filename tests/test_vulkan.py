@@ -230,6 +230,25 @@ def run_py(code, **env):
 
 
 @needs_vk
+def test_large_staging_buffers_are_reused_correctly():
+    """Transfers above the recycled sizes (16 MiB) go through the spare staging buffers, which are
+    reused across calls and directions: a second, different array must come back exactly."""
+    code = """
+import numpy as np
+from ccfg import _core
+rng = np.random.default_rng(1)
+for trial in range(3):
+    n = (5, 6, 5)[trial]
+    x = rng.standard_normal((n, 1 << 20)).astype(np.float32)      # 20-24 MiB
+    r = _core.vk_op("vulkan:0", "axpbypcz", (x, None, None), (1.0, 0.0, 0.0))
+    assert np.array_equal(r, x), trial
+print("ok")
+"""
+    r = run_py(code, CCFG_VULKAN_STAGING="1")
+    assert r.returncode == 0 and "ok" in r.stdout, r.stderr
+
+
+@needs_vk
 def test_staging_path():
     """Device-local buffers with staging copies (the discrete-GPU path), forced on this device."""
     code = """
