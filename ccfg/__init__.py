@@ -13,11 +13,11 @@ from ._version import __version__
 from .guidance import *  # noqa: F401,F403  every rule class (ccfg.guidance.__all__)
 from .sampling import GuidanceState, guide, randn, sample
 from .schedulers import SchedulerConfig
-from . import classifier, data, metrics, models, plot     # light: NumPy and the C core only
+from . import classifier, data, metrics, models, plot, profiling  # light: NumPy + the C core
 
 __all__ = ["sample", "guide", "randn", "devices", "GuidanceState", "SchedulerConfig",
            *guidance.__all__, "guidance", "schedulers", "models", "metrics", "classifier", "data",
-           "plot", "compare", "__version__"]
+           "plot", "profiling", "compare", "__version__"]
 
 
 def __getattr__(name):

@@ -77,6 +77,13 @@ int ccfg_vk_nn_dispatch(const ccfg_backend *be, int kernel, int nbuf, const floa
     (void)per_group; (void)groups_y;
     return ccfg_fail(CCFG_EINTERNAL, "no Vulkan device: %s", no_vk);
 }
+int ccfg_vk_profile(int device, int action, ccfg_vk_profile_entry *out, int max, int *count,
+                    ccfg_vk_profile_totals *totals)
+{
+    (void)device; (void)action; (void)out; (void)max; (void)totals;
+    *count = 0;
+    return ccfg_fail(CCFG_EINTERNAL, "no Vulkan device: %s", no_vk);
+}
 int ccfg_vk_copy_bench(int device, size_t bytes, int repeats, double *seconds)
 {
     (void)device; (void)bytes; (void)repeats;
@@ -107,7 +114,9 @@ int ccfg_vk_copy_bench(int device, size_t bytes, int repeats, double *seconds)
     X(EndCommandBuffer) X(CmdBindPipeline) X(CmdBindDescriptorSets) X(CmdPushConstants)           \
     X(CmdDispatch) X(CmdPipelineBarrier) X(CmdCopyBuffer) X(CmdFillBuffer) X(QueueSubmit)         \
     X(CreateFence) X(DestroyFence) X(WaitForFences) X(ResetFences) X(DestroyDescriptorPool)       \
-    X(DestroyPipeline) X(DestroyPipelineLayout) X(DestroyDescriptorSetLayout)
+    X(DestroyPipeline) X(DestroyPipelineLayout) X(DestroyDescriptorSetLayout)                   \
+    X(CreateQueryPool) X(DestroyQueryPool) X(CmdResetQueryPool) X(CmdWriteTimestamp)            \
+    X(GetQueryPoolResults)
 
 #define VK_MEMBER(f) PFN_vk##f f;
 static struct {
@@ -225,6 +234,8 @@ static struct {
     ccfg_vk_device_info info[MAX_DEVICES];
     VkPhysicalDevice phys[MAX_DEVICES];
     uint32_t qfam[MAX_DEVICES];
+    uint32_t ts_bits[MAX_DEVICES];      /* the queue family's timestampValidBits */
+    float ts_period[MAX_DEVICES];       /* ns per timestamp tick */
     vk_dev *dev[MAX_DEVICES];
     char reason[512];           /* why there is no device, when count == 0 */
 } g;
@@ -324,8 +335,10 @@ static void describe_device(int i, VkPhysicalDevice pd)
     for (uint32_t q = 0; q < nq && !has_compute; q++)
         if (qf[q].queueFlags & VK_QUEUE_COMPUTE_BIT) {
             g.qfam[i] = q;
+            g.ts_bits[i] = qf[q].timestampValidBits;
             has_compute = 1;
         }
+    g.ts_period[i] = props.limits.timestampPeriod;
     info->usable = has_compute && props.apiVersion >= VK_API_VERSION_1_2;
 }
 
@@ -492,6 +505,7 @@ static void destroy_device(vk_dev *d)
         }
         if (d->desc_pool) vk.DestroyDescriptorPool(d->dev, d->desc_pool, NULL);
         if (d->fence) vk.DestroyFence(d->dev, d->fence, NULL);
+        if (d->queries) vk.DestroyQueryPool(d->dev, d->queries, NULL);
         if (d->cmd_pool) vk.DestroyCommandPool(d->dev, d->cmd_pool, NULL);
         vk.DestroyDevice(d->dev, NULL);
     }
@@ -527,6 +541,8 @@ static int get_device(int index, vk_dev **out)
     }
     d->index = index;
     d->max_storage_buffer_range = g.info[index].max_storage_buffer_range;
+    d->tick_ns = g.ts_period[index];
+    d->ts_mask = g.ts_bits[index] >= 64 ? ~(uint64_t)0 : (((uint64_t)1 << g.ts_bits[index]) - 1);
     d->phys = g.phys[index];
     d->batch = 1;
     vk.GetPhysicalDeviceMemoryProperties(d->phys, &d->mem);
@@ -680,6 +696,42 @@ static int begin(vk_dev *d)
     VkResult r = vk.BeginCommandBuffer(d->cmd, &bi);   /* resets it: the pool allows that */
     if (r != VK_SUCCESS) return vk_fail(d, "vkBeginCommandBuffer", r);
     d->recording = 1;
+    if (d->profiling) {
+        vk.CmdResetQueryPool(d->cmd, d->queries, 0, PROFILE_QUERIES);
+        vk.CmdWriteTimestamp(d->cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, d->queries, 0);
+        d->nqueries = 1;
+    }
+    return CCFG_OK;
+}
+
+/* Profile: the command just recorded (and its barrier) ended; every command is followed by a
+ * full barrier, so the difference of consecutive timestamps is that command's time. */
+static void stamp(vk_dev *d, int kind)
+{
+    if (!d->profiling) return;
+    if (d->nqueries >= PROFILE_QUERIES) {
+        d->prof_unstamped++;
+        return;
+    }
+    vk.CmdWriteTimestamp(d->cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, d->queries, d->nqueries);
+    d->query_kind[d->nqueries++] = (int16_t)kind;
+}
+
+/* after a batch ran: its timestamps into the per-kind totals */
+static int collect_profile(vk_dev *d)
+{
+    uint64_t *t = d->query_ticks;
+    if (!d->profiling || d->nqueries < 2) return CCFG_OK;
+    VkResult r = vk.GetQueryPoolResults(d->dev, d->queries, 0, d->nqueries,
+                                        sizeof d->query_ticks, t, sizeof t[0],
+                                        VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT);
+    if (r != VK_SUCCESS) return vk_fail(d, "vkGetQueryPoolResults", r);
+    for (uint32_t q = 1; q < d->nqueries; q++) {
+        const uint64_t ticks = ((t[q] & d->ts_mask) - (t[q - 1] & d->ts_mask)) & d->ts_mask;
+        d->prof_count[d->query_kind[q]]++;
+        d->prof_ns[d->query_kind[q]] += (double)ticks * d->tick_ns;
+    }
+    d->nqueries = 0;
     return CCFG_OK;
 }
 
@@ -731,9 +783,17 @@ static int flush(vk_dev *d)
         status = vk_fail(d, "vkQueueSubmit", r);
         goto fail;
     }
+    struct timespec w0, w1;
+    if (d->profiling) clock_gettime(CLOCK_MONOTONIC, &w0);
     if ((r = vk.WaitForFences(d->dev, 1, &d->fence, VK_TRUE, UINT64_MAX)) != VK_SUCCESS) {
         status = vk_fail(d, "vkWaitForFences", r);
         goto fail;
+    }
+    if (d->profiling) {
+        clock_gettime(CLOCK_MONOTONIC, &w1);
+        d->prof_wait_ns += 1e9 * (double)(w1.tv_sec - w0.tv_sec) + (double)(w1.tv_nsec - w0.tv_nsec);
+        d->prof_batches++;
+        if ((status = collect_profile(d)) != CCFG_OK) goto fail;
     }
     if ((r = vk.ResetDescriptorPool(d->dev, d->desc_pool, 0)) != VK_SUCCESS) {
         status = vk_fail(d, "vkResetDescriptorPool", r);
@@ -792,6 +852,7 @@ int vkb_dispatch(vk_dev *d, int p, vk_buffer *const *bufs, const void *push,
     vk.CmdPushConstants(d->cmd, pp->layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, pipe_spec[p].push, push);
     vk.CmdDispatch(d->cmd, gx, gy, 1);
     barrier(d);
+    stamp(d, p);
     return CCFG_OK;
 }
 
@@ -984,6 +1045,7 @@ int vkb_write_buffer(vk_buffer *b, size_t at, const void *src, size_t bytes)
         vk.CmdCopyBuffer(d->cmd, st->buf, b->buf, 1, &region);
         st->batch_used = b->batch_used = d->batch;
         barrier(d);
+        stamp(d, PROF_UPLOAD);
     }
     vkb_release_buffer(st);
     return status;
@@ -1019,6 +1081,7 @@ int vkb_read_buffer(void *dst, vk_buffer *b, size_t at, size_t bytes)
     vk.CmdCopyBuffer(d->cmd, b->buf, st->buf, 1, &region);
     st->batch_used = b->batch_used = d->batch;
     barrier(d);
+    stamp(d, PROF_DOWNLOAD);
     if ((status = flush(d)) != CCFG_OK || (status = host_sees(st)) != CCFG_OK) goto fail;
     memcpy(dst, st->map, bytes);
 fail:
@@ -1182,6 +1245,53 @@ int ccfg_backend_vulkan(int device, const ccfg_backend **out)
     pthread_mutex_unlock(&open_mutex);
     if (status) return status;
     *out = &d->be;
+    return CCFG_OK;
+}
+
+/* the per-dispatch profile of device `device`: action 1 starts (and clears) it, 0 stops it, 2 only
+ * reads. The totals so far go to out (one entry per kind that ran, at most max). */
+int ccfg_vk_profile(int device, int action, ccfg_vk_profile_entry *out, int max, int *count,
+                    ccfg_vk_profile_totals *totals)
+{
+    const ccfg_backend *be;
+    int status;
+    *count = 0;
+    if ((status = ccfg_backend_vulkan(device, &be))) return status;
+    vk_dev *d = be->ctx;
+    if ((status = flush(d))) return status;          /* what ran so far belongs to the old state */
+    if (action == 1) {
+        if (!g.ts_bits[d->index] || !(d->tick_ns > 0.0))
+            return ccfg_fail(CCFG_EINVAL, "%s has no timestamps on its compute queue: it cannot "
+                             "be profiled", d->name);
+        if (!d->queries) {
+            const VkQueryPoolCreateInfo qi = {.sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO,
+                                              .queryType = VK_QUERY_TYPE_TIMESTAMP,
+                                              .queryCount = PROFILE_QUERIES};
+            VkResult r = vk.CreateQueryPool(d->dev, &qi, NULL, &d->queries);
+            if (r != VK_SUCCESS) {
+                d->queries = VK_NULL_HANDLE;
+                return vk_fail(d, "vkCreateQueryPool", r);
+            }
+        }
+        memset(d->prof_count, 0, sizeof d->prof_count);
+        memset(d->prof_ns, 0, sizeof d->prof_ns);
+        d->prof_batches = d->prof_unstamped = 0;
+        d->prof_wait_ns = 0.0;
+        d->profiling = 1;
+    } else if (action == 0) {
+        d->profiling = 0;
+    }
+    for (int k = 0; k < PROF_KINDS && *count < max; k++) {
+        if (!d->prof_count[k]) continue;
+        out[*count].kind = k == PROF_UPLOAD ? "upload (staging copy)"
+                           : k == PROF_DOWNLOAD ? "download (staging copy)" : pipe_spec[k].name;
+        out[*count].count = d->prof_count[k];
+        out[*count].ms = d->prof_ns[k] * 1e-6;
+        (*count)++;
+    }
+    totals->batches = d->prof_batches;
+    totals->unstamped = d->prof_unstamped;
+    totals->wait_ms = d->prof_wait_ns * 1e-6;
     return CCFG_OK;
 }
 

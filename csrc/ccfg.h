@@ -400,6 +400,22 @@ typedef struct {
 int ccfg_vk_devices(const ccfg_vk_device_info **list, int *count);
 /* NULL when at least one device exists, else the reason (backend not built, no loader, no ICD...) */
 const char *ccfg_vk_unavailable(void);
+/* The per-dispatch profile of Vulkan device `device`, from timestamp queries written after every
+ * command (each is followed by a full barrier, so consecutive timestamps time one command):
+ * action 1 starts it (clearing the totals), 0 stops it, 2 only reads. Fills out with the time
+ * per kind of command (a shader's name, or a staging copy) since the start. */
+typedef struct {
+    const char *kind;
+    uint64_t count;
+    double ms;
+} ccfg_vk_profile_entry;
+typedef struct {
+    uint64_t batches;               /* submits (each waits for the device) */
+    uint64_t unstamped;             /* commands past the timestamps a batch has room for */
+    double wait_ms;                 /* host time spent waiting for batches */
+} ccfg_vk_profile_totals;
+int ccfg_vk_profile(int device, int action, ccfg_vk_profile_entry *out, int max, int *count,
+                    ccfg_vk_profile_totals *totals);
 /* seconds per device-to-device copy of `bytes` by shaders/copy.comp (mean of `repeats` recorded
  * back to back): the memory bandwidth bound that benchmarks compare guide with */
 int ccfg_vk_copy_bench(int device, size_t bytes, int repeats, double *seconds);

@@ -40,6 +40,9 @@ enum { P_AXPBYPCZ, P_AXPBYPCZ_F64, P_COMBINE, P_COMBINE_F64, P_SLD, P_SLD_F64, P
        P_NN_FIRST, P_NN_CONV2D = P_NN_FIRST, P_NN_GROUP_NORM, P_NN_LINEAR, P_NN_ATTENTION,
        P_NN_ELTWISE, P_COUNT };
 
+/* the profile: timestamps per batch, and the kinds it reports (the pipelines, then the copies) */
+enum { PROFILE_QUERIES = 4096, PROF_UPLOAD = P_COUNT, PROF_DOWNLOAD, PROF_KINDS };
+
 enum { MAX_BINDINGS = 10, LOCAL_SIZE = 128, MAX_GROUPS = 65535, MAX_DEVICES = 16,
        POOL_SETS = 256, COMBINE_INPUTS = 8, GMM_MAX_K = 256, DOTS_ROW_ALONE = 64 };
 
@@ -90,6 +93,18 @@ typedef struct vk_dev {
     uintptr_t next_addr;
     pthread_mutex_t mutex;      /* held by the one caller using the device (lock op) */
     uint32_t max_storage_buffer_range;  /* bytes one binding may span */
+    /* the per-dispatch profile (ccfg_vk_profile): a timestamp after every command of a batch */
+    int profiling;
+    VkQueryPool queries;        /* PROFILE_QUERIES timestamps, reset at the start of each batch */
+    uint32_t nqueries;          /* written in the open batch (query 0: the batch's start) */
+    int16_t query_kind[PROFILE_QUERIES];    /* what ended at query i: a P_* or PROF_* kind */
+    uint64_t query_ticks[PROFILE_QUERIES];  /* the batch's timestamps, read back */
+    double tick_ns;             /* timestampPeriod */
+    uint64_t ts_mask;           /* the queue's timestampValidBits */
+    uint64_t prof_count[PROF_KINDS];
+    double prof_ns[PROF_KINDS];
+    uint64_t prof_batches, prof_unstamped;  /* submits; commands past PROFILE_QUERIES */
+    double prof_wait_ns;        /* host time spent waiting for batches */
     char name[320];
     ccfg_backend be;
 } vk_dev;

@@ -32,6 +32,7 @@ PyObject *py_randn(PyObject *, PyObject *);             /* py_devices.c */
 PyObject *py_philox(PyObject *, PyObject *);
 PyObject *py_devices(PyObject *, PyObject *);
 PyObject *py_vk_copy_bench(PyObject *, PyObject *);
+PyObject *py_vk_profile(PyObject *, PyObject *);
 PyObject *py_vk_op(PyObject *, PyObject *);             /* py_testhooks.c */
 PyObject *py_nn_op(PyObject *, PyObject *);
 
@@ -68,6 +69,8 @@ static PyMethodDef methods[] = {
     {"philox4x32", py_philox, METH_VARARGS, "philox4x32((c0,c1,c2,c3), (k0,k1)) -> 4 uint32"},
     {"vk_copy_bench", py_vk_copy_bench, METH_VARARGS,
      "vk_copy_bench(device, bytes, repeats) -> seconds per copy"},
+    {"vk_profile", py_vk_profile, METH_VARARGS,
+     "vk_profile(device, 'start'|'stop'|'read') -> time per shader kind (timestamp queries)"},
     /* test hooks */
     {"vk_op", py_vk_op, METH_VARARGS,
      "vk_op(device, op, arrays, scalars): one backend op on a backend (tests)"},

@@ -136,3 +136,51 @@ PyObject *py_vk_copy_bench(PyObject *self, PyObject *args)
     if (status) return py_raise_status(status);
     return PyFloat_FromDouble(sec);
 }
+
+/* vk_profile(device, action) -> {"kinds": [(kind, count, ms)...], "batches", "unstamped",
+ * "wait_ms"}: action "start" (clears), "stop" or "read"; device is "vulkan:N" (ccfg.profiling) */
+PyObject *py_vk_profile(PyObject *self, PyObject *args)
+{
+    const char *device, *action;
+    int index = -1, act, status, count = 0;
+    ccfg_vk_profile_entry entries[64];
+    ccfg_vk_profile_totals totals = {0};
+    const ccfg_backend *be = NULL;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "ss", &device, &action)) return NULL;
+    if (!strcmp(action, "start")) act = 1;
+    else if (!strcmp(action, "stop")) act = 0;
+    else if (!strcmp(action, "read")) act = 2;
+    else {
+        PyErr_Format(PyExc_ValueError, "action: 'start', 'stop' or 'read', got '%s'", action);
+        return NULL;
+    }
+    if (sscanf(device, "vulkan:%d", &index) != 1 || index < 0) {
+        PyErr_Format(PyExc_ValueError, "device: only Vulkan devices are profiled ('vulkan:N'), "
+                     "got '%s'", device);
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    status = py_open_backend(device, &be);
+    if (!status) {
+        be->lock(be, 1);
+        status = ccfg_vk_profile(index, act, entries, 64, &count, &totals);
+        be->lock(be, 0);
+    }
+    Py_END_ALLOW_THREADS
+    if (status) return py_raise_status(status);
+    PyObject *kinds = PyList_New(count);
+    if (!kinds) return NULL;
+    for (int i = 0; i < count; i++) {
+        PyObject *t = Py_BuildValue("(sKd)", entries[i].kind, (unsigned long long)entries[i].count,
+                                    entries[i].ms);
+        if (!t) {
+            Py_DECREF(kinds);
+            return NULL;
+        }
+        PyList_SET_ITEM(kinds, i, t);
+    }
+    return Py_BuildValue("{s:N,s:K,s:K,s:d}", "kinds", kinds, "batches",
+                         (unsigned long long)totals.batches, "unstamped",
+                         (unsigned long long)totals.unstamped, "wait_ms", totals.wait_ms);
+}

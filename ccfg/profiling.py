@@ -1,0 +1,83 @@
+"""Where the time goes on a Vulkan device: the time of every shader dispatch and staging copy,
+from Vulkan timestamp queries, summed per kind.
+
+    with ccfg.profiling.profile("vulkan:0") as prof:
+        ccfg.sample(model, "A", "B", ccfg.CCFG(3.0), steps=20, n=10_000, device="vulkan:0")
+    print(prof)                 # kind, calls, total ms, mean us, share; submits and host waits
+    print(prof.per(20))         # the same per step
+
+Every recorded command is followed by a full barrier, so the difference of consecutive
+timestamps is that command's device time. ``batches`` counts submits, each of which the host
+waits for: a rule that needs per-sample reductions on the host waits once per step.
+"""
+from __future__ import annotations
+
+import contextlib
+
+from . import _core, _device
+
+__all__ = ["profile", "Profile"]
+
+
+class Profile:
+    """The totals of one profiled stretch: ``rows`` [(kind, calls, ms)], ``batches`` (submits),
+    ``wait_ms`` (host time waiting for them), ``unstamped`` (commands a batch had no timestamp
+    left for) and the ``device``."""
+
+    def __init__(self, device):
+        self.device = device
+        self.rows = []
+        self.batches = 0
+        self.wait_ms = 0.0
+        self.unstamped = 0
+
+    def _fill(self, raw):
+        self.rows = sorted(raw["kinds"], key=lambda r: -r[2])
+        self.batches = raw["batches"]
+        self.wait_ms = raw["wait_ms"]
+        self.unstamped = raw["unstamped"]
+
+    @property
+    def device_ms(self):
+        """Device time of all profiled commands."""
+        return sum(r[2] for r in self.rows)
+
+    def per(self, count):
+        """The same profile divided by ``count`` (steps, forwards) for per-step numbers."""
+        if count < 1:
+            raise ValueError(f"count must be >= 1, got {count}")
+        out = Profile(self.device)
+        out.rows = [(k, c / count, ms / count) for k, c, ms in self.rows]
+        out.batches = self.batches / count
+        out.wait_ms = self.wait_ms / count
+        out.unstamped = self.unstamped / count
+        return out
+
+    def __str__(self):
+        total = self.device_ms or 1.0
+        lines = [f"{'kind':<26} {'calls':>9} {'total ms':>10} {'mean us':>10} {'share':>6}"]
+        for kind, calls, ms in self.rows:
+            mean = 1e3 * ms / calls if calls else 0.0
+            lines.append(f"{kind:<26} {calls:>9.6g} {ms:>10.3f} {mean:>10.1f} {ms / total:>6.1%}")
+        lines.append(f"{'device time':<26} {'':>9} {self.device_ms:>10.3f}")
+        lines.append(f"submits {self.batches:.6g}, host waiting {self.wait_ms:.3f} ms"
+                     + (f", {self.unstamped:.6g} commands not timed" if self.unstamped else "")
+                     + f" ({self.device})")
+        return "\n".join(lines)
+
+    __repr__ = __str__
+
+
+@contextlib.contextmanager
+def profile(device="vulkan"):
+    """Profile everything run on a Vulkan ``device`` inside the block (any selector that
+    resolves to "vulkan:N"); yields a :class:`Profile`, filled when the block ends."""
+    dev = _device.resolve(device)
+    if not dev.startswith("vulkan:"):
+        raise ValueError(f"device: only Vulkan devices are profiled, got {device!r} ({dev})")
+    _core.vk_profile(dev, "start")
+    prof = Profile(dev)
+    try:
+        yield prof
+    finally:
+        prof._fill(_core.vk_profile(dev, "stop"))
