@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Run HERE, on the Debian development machine: packs into gpu-carry/carry.tar.xz (git-ignored, well
+# under the device tool's 64 MiB) what the lent GPU machine lacks, so that the device tool can carry
+# it: carry=["gpu-carry"]. Then, there:
+#     bash benchmarks/gpu_remote.sh [gpu_vs_torch.py arguments]
+# What the H200 machine was seen to have: Python 3.12 with Python.h, gcc 13, NumPy, PyTorch with
+# CUDA, the NVIDIA Vulkan ICD under /usr/local/nvidia/share/vulkan/icd.d/. What it lacks, and what
+# this script copies from this machine's Debian packages: OpenBLAS (library and cblas.h), glslc
+# (with libshaderc), the Vulkan headers and loader, the glvnd libraries the NVIDIA ICD needs
+# (without libGLdispatch/libGLX/libEGL, vkCreateInstance fails with VK_ERROR_INCOMPATIBLE_DRIVER),
+# and diffusers with its pure-Python dependencies (wheels for the remote's Python, --target).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DEST=gpu-carry
+OUT=$(mktemp -d)/carry
+PYV=${REMOTE_PYTHON_VERSION:-3.12}
+LIBDIR=/usr/lib/x86_64-linux-gnu
+mkdir -p "$OUT/lib" "$OUT/bin" "$OUT/include/vulkan" "$OUT/py"
+
+missing=$(for p in glslc libshaderc1 libvulkan1 libvulkan-dev libopenblas0-pthread \
+                   libopenblas-pthread-dev libglvnd0 libglx0 libegl1; do
+              dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
+if [ -n "$missing" ]; then
+    echo "installing: $missing"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+fi
+
+# libraries: the real files under their sonames (cp -L follows the alternatives' symlinks)
+for so in libopenblas.so.0 libgfortran.so.5 libquadmath.so.0 libshaderc.so.1 libvulkan.so.1 \
+          libGLdispatch.so.0 libGLX.so.0 libEGL.so.1 libOpenGL.so.0 libGL.so.1; do
+    if [ -e "$LIBDIR/$so" ]; then cp -L "$LIBDIR/$so" "$OUT/lib/$so"; else echo "note: no $so here"; fi
+done
+ln -sf libopenblas.so.0 "$OUT/lib/libopenblas.so"       # for -lopenblas at link time
+cp -L "$(command -v glslc)" "$OUT/bin/glslc"
+strip --strip-unneeded "$OUT"/lib/*.so.* "$OUT/bin/glslc" 2>/dev/null || true
+cp /usr/include/vulkan/*.h "$OUT/include/vulkan/"         # the C headers (not vulkan.hpp's)
+[ -d /usr/include/vk_video ] && cp -r /usr/include/vk_video "$OUT/include/"
+cp /usr/include/x86_64-linux-gnu/openblas-pthread/*.h "$OUT/include/"
+
+# diffusers (the version tested here) and what it imports that a torch install may lack, as
+# wheels for the remote Python, without dependencies resolved (numpy and torch are there)
+PY=${PY:-.venv/bin/python}
+pins=$("$PY" - <<'PYEOF'
+from importlib.metadata import version
+names = ["diffusers", "huggingface_hub", "safetensors", "regex", "pillow", "importlib_metadata",
+         "zipp", "tqdm", "pyyaml", "packaging", "filelock", "fsspec", "typing_extensions",
+         "requests", "urllib3", "idna", "certifi", "charset_normalizer", "hf_xet"]
+print(" ".join(f"{n}=={version(n)}" for n in names))
+PYEOF
+)
+"$PY" -m pip download -q --no-deps --only-binary=:all: --python-version "$PYV" \
+    --implementation cp --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 \
+    --platform manylinux_2_28_x86_64 --platform any -d "$OUT/wheels" $pins 2>&1 \
+    | grep -v "^WARNING: Location" || true
+mkdir -p "$DEST"
+tar -C "$(dirname "$OUT")" -cJf "$DEST/carry.tar.xz" carry
+echo "$DEST/carry.tar.xz: $(du -h "$DEST/carry.tar.xz" | cut -f1) (unpacked $(du -sh "$OUT" | cut -f1))"
+rm -rf "$(dirname "$OUT")"

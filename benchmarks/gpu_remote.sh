@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Run THERE, on a lent GPU machine, from the repository root, with gpu-carry/ (made here by
+# benchmarks/gpu_prepare.sh) carried along: build with the carried toolchain, run the Vulkan tests
+# and benchmarks/gpu_vs_torch.py (arguments are passed on; --profile is a good first run).
+# Results also go to $OUT (the device tool's output folder) when it is set.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-python3}
+[ -f gpu-carry/carry.tar.xz ] || { echo "gpu-carry/carry.tar.xz missing: run benchmarks/gpu_prepare.sh on the dev machine"; exit 2; }
+C=${CARRY_DIR:-/tmp/ccfg-carry}/carry
+if [ ! -d "$C" ]; then
+    mkdir -p "$(dirname "$C")" && tar -C "$(dirname "$C")" -xJf gpu-carry/carry.tar.xz
+fi
+export PATH="$C/bin:$PATH"
+export LD_LIBRARY_PATH="$C/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export LIBRARY_PATH="$C/lib${LIBRARY_PATH:+:$LIBRARY_PATH}"
+export CPATH="$C/include${CPATH:+:$CPATH}"
+export CCFG_VULKAN_LOADER="$C/lib/libvulkan.so.1"
+if [ -z "${VK_DRIVER_FILES:-}" ]; then
+    icd=$(ls /usr/local/nvidia/share/vulkan/icd.d/*.json /usr/share/vulkan/icd.d/nvidia*.json \
+              /etc/vulkan/icd.d/nvidia*.json 2>/dev/null | head -1 || true)
+    [ -n "$icd" ] && export VK_DRIVER_FILES="$icd"
+fi
+echo "VK_DRIVER_FILES=${VK_DRIVER_FILES:-<loader default>}"
+if [ ! -d "$C/py" ] || [ -z "$(ls -A "$C/py")" ]; then
+    "$PY" -m pip install -q --no-deps --no-index --target "$C/py" "$C"/wheels/*.whl
+fi
+export PYTHONPATH="$PWD:$C/py${PYTHONPATH:+:$PYTHONPATH}"
+command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv || true
+
+log=${OUT:-/tmp}/gpu_run.txt
+{
+    echo "== build"
+    time "$PY" setup.py -q build_ext --inplace
+    "$PY" -c "import ccfg; [print('  ', d) for d in ccfg.devices()]"
+    echo "== Vulkan tests"
+    "$PY" -m pytest -q -p no:cacheprovider tests/test_vulkan.py tests/test_vulkan_sampling.py \
+        tests/test_unet_vulkan.py tests/test_profiling.py tests/test_apg.py || true
+    echo "== gpu_vs_torch"
+    "$PY" benchmarks/gpu_vs_torch.py "$@"
+} 2>&1 | tee "$log"
