@@ -416,6 +416,12 @@ static int op_conv2d(const ccfg_backend *be, int batch, int cin, int h, int w, c
                      int64_t scratch_len)
 {
     UNUSED_BE;
+    /* im2col needs one output row of scratch at the least (ccfg_nn_conv2d_scratch per thread):
+     * less would be written past its end */
+    const int64_t row = (int64_t)cin * k * k * ((w + pad0 + pad1 - k) / (stride > 0 ? stride : 1) + 1);
+    if ((k > 1 || stride > 1 || pad0 || pad1) && scratch_len < row)
+        return ccfg_fail(CCFG_EINVAL, "nn conv2d: %lld floats of scratch, one output row of "
+                         "im2col needs %lld", (long long)scratch_len, (long long)row);
     cpu_conv2d(batch, cin, h, w, x, cout, k, stride, pad0, pad1, weight, bias, accumulate, y,
                scratch, scratch_len);
     return CCFG_OK;
@@ -459,6 +465,12 @@ static int op_attention(const ccfg_backend *be, int batch, int hw, int heads, in
                         const float *qkv, float *out, float *scratch, int64_t scratch_len)
 {
     UNUSED_BE;
+    /* one hw x hw score matrix at the least (ccfg_nn_attention_scratch): less would be written
+     * past its end */
+    if (scratch_len < ccfg_nn_attention_scratch(hw))
+        return ccfg_fail(CCFG_EINVAL, "nn attention: %lld floats of scratch for %d tokens, needs "
+                         "%lld", (long long)scratch_len, hw,
+                         (long long)ccfg_nn_attention_scratch(hw));
     cpu_attention(batch, hw, heads, head_dim, qkv, out, scratch, scratch_len);
     return CCFG_OK;
 }

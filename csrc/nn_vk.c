@@ -158,11 +158,26 @@ static int vk_attention(const ccfg_backend *be, int batch, int hw, int heads, in
     if ((status = fits(3 * n, "attention"))) return status;
     const float *ptrs[2] = {qkv, out};
     const int64_t counts[2] = {3 * n, n};
+    /* Keys are split between `lanes` invocations per query so that no invocation loops more
+     * than ~8k key x channel steps: long sequences spread over a GPU's lanes, and Mesa's lavapipe,
+     * which stops a loop after 65535 iterations per invocation, stays correct. Short sequences
+     * keep one invocation per query (no merge cost). */
+    uint32_t lanes = 1;
+    while (lanes < CCFG_VK_ATTENTION_WG &&
+           ((int64_t)hw + lanes - 1) / lanes * head_dim > 8192)
+        lanes *= 2;
     ccfg_vk_push_attention pc = {.batch = (uint32_t)batch, .hw = (uint32_t)hw,
                                  .heads = (uint32_t)heads, .head_dim = (uint32_t)head_dim,
-                                 .scale = 1.0f / sqrtf((float)head_dim)};
+                                 .scale = 1.0f / sqrtf((float)head_dim), .lanes = lanes};
+    /* 64 / lanes queries per workgroup, 65535 workgroups per dispatch row, rows past that */
+    const int64_t queries = (int64_t)batch * heads * hw, per_group = CCFG_VK_ATTENTION_WG / lanes;
+    const int64_t groups = (queries + per_group - 1) / per_group, per_row = 65535;
+    const int64_t rows = (groups + per_row - 1) / per_row;
+    if (rows > per_row)
+        return ccfg_fail(CCFG_EINVAL, "Vulkan nn attention: %lld queries is too many for one "
+                         "dispatch", (long long)queries);
     return ccfg_vk_nn_dispatch(be, CCFG_VK_NN_ATTENTION, 2, ptrs, counts, &pc,
-                               (int64_t)batch * heads * hw, 0, 1);
+                               groups < per_row ? groups : per_row, 1, (uint32_t)rows);
 }
 
 /* t is a host array and the table is batch x dim floats: computed on the host by the CPU op (the

@@ -29,7 +29,10 @@ typedef struct { uint32_t ox, ow, ob, oy, rows, n_in, n_out, flags; } ccfg_vk_pu
 typedef struct {
     uint32_t oq, oo, batch, hw, heads, head_dim;
     float scale;
+    uint32_t lanes;             /* invocations sharing one query's keys (a power of two <= 64) */
 } ccfg_vk_push_attention;
+/* shaders/nn_attention.comp's workgroup: 64 invocations = 64 / lanes queries */
+enum { CCFG_VK_ATTENTION_WG = 64 };
 typedef struct {
     uint32_t ox, oy, count, mode, batch, c, h, w;
     float a, b;

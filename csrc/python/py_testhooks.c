@@ -302,8 +302,11 @@ PyObject *py_nn_op(PyObject *self, PyObject *args)
     }
     if (to != Py_None && !(ta = py_as_array(to, NPY_FLOAT64, 1, NULL, "t"))) goto done;
     if (xo != Py_None && !(xa = py_as_array(xo, NPY_INT32, 1, NULL, "index"))) goto done;
-    /* scratch for the CPU kernels: generous for the small sizes of the tests */
-    const int64_t scratch_len = (int64_t)1 << 22;
+    /* scratch for the CPU kernels: generous for the small sizes of the tests; attention needs a
+     * tokens x tokens score matrix (ints: batch, hw, heads, head_dim) */
+    int64_t scratch_len = (int64_t)1 << 22;
+    if (!strcmp(op, "attention") && ni >= 2 && (int64_t)iv[1] * iv[1] > scratch_len)
+        scratch_len = (int64_t)iv[1] * iv[1];
     Py_BEGIN_ALLOW_THREADS
     status = py_open_backend(device, &be);
     if (!status) {
@@ -319,7 +322,8 @@ PyObject *py_nn_op(PyObject *self, PyObject *args)
             status = be->alloc(be, bytes ? bytes : 4, &dout[i]);
             if (!status) status = be->upload(be, dout[i], py_f32(aout[i]), bytes);
         }
-        if (!status) status = be->alloc(be, (size_t)scratch_len * sizeof(float), &scratch);
+        if (!be->nn->uses_scratch) scratch_len = 0;     /* the device kernels tile themselves */
+        else if (!status) status = be->alloc(be, (size_t)scratch_len * sizeof(float), &scratch);
         if (!status)
             status = nn_call(be, be->nn, op,
                              din, dout, iv, ni, fv, nf, ta ? (const double *)PyArray_DATA(ta) : NULL,
