@@ -29,6 +29,26 @@ _BETAS = {"linear": 0, "scaled_linear": 1, "squaredcos_cap_v2": 2}
 _SPACINGS = {None: -1, "leading": 0, "trailing": 1, "linspace": 2}
 PREDICTIONS = {"epsilon": 0, "v_prediction": 1, "sample": 2}
 
+# diffusers scheduler options ccfg implements at one setting only (what ccfg's samplers do): a
+# config with another value raises, naming the option, rather than being silently run otherwise
+_FIXED = {
+    "variance_type": ("fixed_small", "fixed_small_log", None),
+    "use_karras_sigmas": (False,),           # ccfg.sample(karras=True) selects Karras sigmas
+    "use_exponential_sigmas": (False,), "use_beta_sigmas": (False,), "use_flow_sigmas": (False,),
+    "use_lu_lambdas": (False,), "use_dynamic_shifting": (False,), "euler_at_final": (False,),
+    "flow_shift": (1.0,), "time_shift_type": ("exponential",), "interpolation_type": ("linear",),
+    "timestep_type": ("discrete",), "sigma_min": (None,), "sigma_max": (None,),
+    "final_sigmas_type": ("zero",), "solver_order": (2,), "algorithm_type": ("dpmsolver++",),
+    "solver_type": ("midpoint",), "lower_order_final": (True,),
+    "lambda_min_clipped": (float("-inf"),),
+}
+
+
+def _same(value, allowed):
+    return any(value is a or (type(value) is type(a) and value == a) or
+               (isinstance(a, float) and isinstance(value, (int, float))
+                and not isinstance(value, bool) and float(value) == a) for a in allowed)
+
 
 @dataclasses.dataclass(frozen=True)
 class SchedulerConfig:
@@ -43,6 +63,15 @@ class SchedulerConfig:
     timestep_spacing: str | None = None      # None: each sampler's diffusers default
     steps_offset: int = 0
     set_alpha_to_one: bool = True
+    # the predicted x0 of ddim/ddpm steps, as diffusers processes it (docs/methods.md §15.4-15.5);
+    # off by default here (diffusers' DDIMScheduler() and DDPMScheduler() default to clip_sample=True,
+    # and from_config takes whatever a config says)
+    clip_sample: bool = False
+    clip_sample_range: float = 1.0
+    thresholding: bool = False
+    dynamic_thresholding_ratio: float = 0.995
+    sample_max_value: float = 1.0
+    rescale_betas_zero_snr: bool = False
 
     def __post_init__(self):
         if isinstance(self.num_train_timesteps, bool) or not isinstance(self.num_train_timesteps, numbers.Integral) \
@@ -60,6 +89,21 @@ class SchedulerConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, numbers.Real) or not 0 < v < 1:
                 raise ValueError(f"{name} must be a number in (0, 1), got {v!r}")
+        for name in ("clip_sample", "thresholding", "rescale_betas_zero_snr", "set_alpha_to_one"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
+        for name, low in (("clip_sample_range", 0.0), ("sample_max_value", 1.0)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not (v > low or
+                                                                              (low and v == low)):
+                raise ValueError(f"{name} must be a number {'>=' if low else '>'} {low:g}, "
+                                 f"got {v!r}")
+        r = self.dynamic_thresholding_ratio
+        if isinstance(r, bool) or not isinstance(r, numbers.Real) or not 0 < r <= 1:
+            raise ValueError(f"dynamic_thresholding_ratio must lie in (0, 1], got {r!r}")
+        if self.rescale_betas_zero_snr:
+            raise ValueError("rescale_betas_zero_snr: ccfg's samplers do not rescale betas to a "
+                             "zero terminal SNR yet; this config cannot be honoured")
         if self.trained_betas is not None:
             betas = np.asarray(self.trained_betas, dtype=np.float64)
             if betas.shape != (self.num_train_timesteps,) or not np.all((betas > 0) & (betas < 1)):
@@ -80,18 +124,37 @@ class SchedulerConfig:
         if not isinstance(config, dict):
             raise TypeError("scheduler config must be a dict or a path to scheduler_config.json")
         fields = {f.name for f in dataclasses.fields(cls)}
-        kwargs = {k: v for k, v in config.items() if k in fields}
+        kwargs = {}
+        for key, value in config.items():
+            if key.startswith("_"):              # _class_name, _diffusers_version: metadata
+                continue
+            if key in fields:
+                kwargs[key] = value
+                continue
+            if key not in _FIXED:
+                raise ValueError(f"{key}: a scheduler option ccfg does not know; it cannot be "
+                                 "honoured (remove it from the config if it has no effect)")
+            if not _same(value, _FIXED[key]):
+                raise ValueError(f"{key}={value!r}: ccfg's samplers support only "
+                                 f"{' or '.join(repr(v) for v in _FIXED[key])}")
         if kwargs.get("trained_betas") is not None:
             kwargs["trained_betas"] = tuple(kwargs["trained_betas"])
         return cls(**kwargs)
 
     def _spec(self, sampler, steps, eta=0.0, karras=False):
         """Flat tuple for the C core (layout of parse_sampler in csrc/python/py_sample.c)."""
+        clip = float(self.clip_sample_range) if self.clip_sample else 0.0
+        ratio = float(self.dynamic_thresholding_ratio) if self.thresholding else 0.0
+        if (clip or ratio) and sampler not in ("ddim", "ddpm"):
+            which = "thresholding" if ratio else "clip_sample"
+            raise ValueError(f"{which}: the {sampler} sampler does not process x0 in ccfg (only "
+                             "ddim and ddpm do); load the scheduler config with it off")
         return (SAMPLERS[sampler], steps, float(eta), bool(karras),
                 _SPACINGS[self.timestep_spacing], int(self.steps_offset),
                 bool(self.set_alpha_to_one), int(self.num_train_timesteps),
                 _BETAS[self.beta_schedule], float(self.beta_start), float(self.beta_end),
-                None if self.trained_betas is None else np.asarray(self.trained_betas))
+                None if self.trained_betas is None else np.asarray(self.trained_betas),
+                clip, ratio, float(self.sample_max_value))
 
 
 def as_config(scheduler, default=None):

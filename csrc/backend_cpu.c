@@ -169,6 +169,23 @@ static int cpu_gmm_eps(const ccfg_backend *be, const ccfg_gmm *g, void *handle, 
     return ccfg_gmm_eps(g, rows, x, alpha_bar, cond, out);
 }
 
+static int cpu_clamp_rows(const ccfg_backend *be, int64_t n, int64_t dim, const float *x,
+                          const double *bound, int divide, float *out)
+{
+    (void)be;
+    #pragma omp parallel for schedule(static) if (n * dim > (1 << 18))
+    for (int64_t i = 0; i < n; i++) {
+        const float b = (float)bound[i];
+        const float *xi = x + i * dim;
+        float *oi = out + i * dim;
+        for (int64_t j = 0; j < dim; j++) {
+            const float v = fminf(fmaxf(xi[j], -b), b);
+            oi[j] = divide ? v / b : v;
+        }
+    }
+    return CCFG_OK;
+}
+
 static int cpu_randn(const ccfg_backend *be, int64_t n, int64_t dim, uint64_t seed,
                      uint64_t stream, int64_t first, float *out)
 {
@@ -218,6 +235,7 @@ static ccfg_backend cpu_backend = {
     .download = cpu_copy,
     .sync = cpu_sync,
     .axpbypcz = cpu_axpbypcz,
+    .clamp_rows = cpu_clamp_rows,
     .randn = cpu_randn,
     .watch_finite = cpu_watch_finite,
     .first_nonfinite = cpu_first_nonfinite,

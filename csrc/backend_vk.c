@@ -171,6 +171,9 @@ SPV(finite)
 SPV(copy)
 #include "copy.spv.h"
 ;
+SPV(clamp_rows)
+#include "clamp_rows.spv.h"
+;
 SPV(nn_conv2d)
 #include "nn_conv2d.spv.h"
 ;
@@ -209,6 +212,7 @@ static const struct {
     PIPE(P_DOTS_F64, dots_f64, 4, push_dots),
     PIPE(P_FINITE, finite, 2, push_finite),
     PIPE(P_COPY, copy, 2, push_copy),
+    PIPE(P_CLAMP, clamp_rows, 3, push_clamp),
     PIPE(P_NN_CONV2D, nn_conv2d, 4, ccfg_vk_push_conv2d),
     PIPE(P_NN_GROUP_NORM, nn_group_norm, 6, ccfg_vk_push_group_norm),
     PIPE(P_NN_LINEAR, nn_linear, 4, ccfg_vk_push_linear),
@@ -1225,6 +1229,7 @@ static void init_backend_table(vk_dev *d)
         .download = vk_download,
         .sync = vk_sync,
         .axpbypcz = vkb_axpbypcz,
+        .clamp_rows = vkb_clamp_rows,
         .randn = vkb_randn,
         .watch_finite = vkb_watch_finite,
         .first_nonfinite = vkb_first_nonfinite,

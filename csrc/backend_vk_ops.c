@@ -108,6 +108,36 @@ fail:
     return status;
 }
 
+int vkb_clamp_rows(const ccfg_backend *be, int64_t n, int64_t dim, const float *x,
+                   const double *bound, int divide, float *out)
+{
+    vk_dev *d = be->ctx;
+    vk_buffer *bufs[3], *bb = NULL;
+    uint32_t o[2];
+    float *host = NULL;
+    int status;
+    if (n < 0 || dim < 0) return ccfg_fail(CCFG_EINVAL, "%s clamp_rows: n and dim must be >= 0", d->name);
+    if (!n || !dim) return CCFG_OK;
+    const float *ptrs[2] = {x, out};
+    vk_buffer *xb[2];
+    if ((status = vkb_resolve_all(d, n * dim, ptrs, 2, xb, o, "clamp_rows"))) return status;
+    if (!(host = malloc((size_t)n * sizeof *host)))
+        return ccfg_fail(CCFG_ENOMEM, "out of memory for clamp bounds");
+    for (int64_t i = 0; i < n; i++) host[i] = (float)bound[i];
+    if ((status = vkb_new_buffer(d, (size_t)n * sizeof *host, &bb)) ||
+        (status = vkb_write_buffer(bb, 0, host, (size_t)n * sizeof *host)))
+        goto done;
+    bufs[0] = xb[0];
+    bufs[1] = bb;
+    bufs[2] = xb[1];
+    const push_clamp pc = {(uint32_t)(n * dim), (uint32_t)dim, divide != 0, o[0], o[1]};
+    status = vkb_dispatch(d, P_CLAMP, bufs, &pc, vkb_groups_for(n * dim), 1);
+done:
+    if (bb) vkb_release_buffer(bb);
+    free(host);
+    return status;
+}
+
 int vkb_randn(const ccfg_backend *be, int64_t n, int64_t dim, uint64_t seed, uint64_t stream,
               int64_t first, float *out)
 {

@@ -101,6 +101,10 @@ struct ccfg_backend {
     /* out = a*x + b*y + c*z elementwise over count; y or z may be NULL (term skipped) */
     int (*axpbypcz)(const ccfg_backend *be, int64_t count, double a, const float *x, double b,
                     const float *y, double c, const float *z, float *out);
+    /* per row i of (n, dim): out = clamp(x, -b_i, b_i), divided by b_i when divide; in float32
+     * with b_i = (float)bound[i] (bound: host array [n], every b_i > 0) */
+    int (*clamp_rows)(const ccfg_backend *be, int64_t n, int64_t dim, const float *x,
+                      const double *bound, int divide, float *out);
     /* standard normals, Philox-4x32-10 (see rng.c): sample first+i, element j, stream */
     int (*randn)(const ccfg_backend *be, int64_t n, int64_t dim, uint64_t seed, uint64_t stream,
                  int64_t first, float *out);
@@ -180,6 +184,12 @@ typedef struct {
     int beta_schedule;          /* ccfg_beta_schedule */
     double beta_start, beta_end;
     const double *trained_betas;/* NULL or num_train_timesteps values, overrides beta_schedule */
+    /* the predicted x0 of a DDIM/DDPM step, as diffusers' schedulers process it (0: off):
+     * clip_sample > 0 clamps it to [-clip_sample, clip_sample] (diffusers' clip_sample_range);
+     * threshold_ratio > 0 is dynamic thresholding (Imagen): per sample s = the threshold_ratio
+     * quantile of |x0| clamped to [1, sample_max], x0 = clamp(x0, -s, s) / s */
+    double clip_sample;
+    double threshold_ratio, sample_max;
 } ccfg_sampler_config;
 
 /* Everything a solver walks, computed once from the config.

@@ -256,6 +256,19 @@ int ccfg_plan_init(ccfg_plan *plan, const ccfg_sampler_config *cfg)
                          "euler_ancestral, heun, dpmpp_2m), not %s", name);
     if (solver == CCFG_SOLVER_DDIM && !(cfg->eta >= 0.0 && cfg->eta <= 1.0))
         return ccfg_fail(CCFG_EINVAL, "eta must be in [0, 1], got %g", cfg->eta);
+    if (!(cfg->clip_sample >= 0.0 && isfinite(cfg->clip_sample)))
+        return ccfg_fail(CCFG_EINVAL, "clip_sample_range must be a finite number > 0, got %g",
+                         cfg->clip_sample);
+    if (!(cfg->threshold_ratio >= 0.0 && cfg->threshold_ratio <= 1.0))
+        return ccfg_fail(CCFG_EINVAL, "dynamic_thresholding_ratio must lie in (0, 1], got %g",
+                         cfg->threshold_ratio);
+    if (cfg->threshold_ratio > 0.0 && !(cfg->sample_max >= 1.0 && isfinite(cfg->sample_max)))
+        return ccfg_fail(CCFG_EINVAL, "sample_max_value must be a finite number >= 1, got %g",
+                         cfg->sample_max);
+    if ((cfg->clip_sample > 0.0 || cfg->threshold_ratio > 0.0) && is_sigma_solver(solver))
+        return ccfg_fail(CCFG_EINVAL, "%s: the %s sampler does not process x0 in ccfg (only ddim "
+                         "and ddpm do); load the scheduler config with it off",
+                         cfg->threshold_ratio > 0.0 ? "thresholding" : "clip_sample", name);
 
     const int levels = solver == CCFG_SOLVER_HEUN ? 2 * N - 1 : N;
     plan->solver = solver;

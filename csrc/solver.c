@@ -6,6 +6,7 @@
  * or two backend axpbypcz calls, their coefficients computed here in double. */
 #include <math.h>
 #include <stddef.h>
+#include <stdlib.h>
 
 #include "ccfg.h"
 
@@ -26,6 +27,11 @@ typedef struct {
     int64_t first;
     double eta;         /* DDIM's eta, 0 for the others */
     int sigma_space;    /* state x = x_t/√ā (Euler, Euler ancestral, Heun) rather than x_t */
+    /* DDIM/DDPM x0 processing (clip_sample, thresholding): off when both are 0 */
+    double clip, ratio, sample_max;
+    double *bounds;     /* [n] per-row bounds (host) */
+    float *host_x0;     /* [n, dim] x0 on the host, for the quantiles (NULL on host memory) */
+    double *sorted;     /* [dim] one row's |x0|, sorted */
 } solve_args;
 
 /* a failed backend call ends the loop with its status (the caller frees the buffers) */
@@ -45,6 +51,44 @@ int ccfg_nonfinite_error(const ccfg_plan *plan, int tag)
                      step, plan->steps - 1, solver_names[plan->solver], plan->timesteps[level]);
 }
 
+static int cmp_double(const void *a, const void *b)
+{
+    const double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* The predicted x0 of a DDIM/DDPM step, x0 = (k x - √(1-ā) ε) / √ā, processed as diffusers'
+ * schedulers do (docs/methods.md §15.4-15.5): clip_sample clamps it to ±clip_sample_range; dynamic
+ * thresholding (Imagen; diffusers' _threshold_sample) takes per sample the `ratio` quantile s of
+ * |x0| (linear interpolation, as torch.quantile), clamps s to [1, sample_max] and maps x0 to
+ * clamp(x0, -s, s) / s. The quantile is taken on the host (a download per step on a device). */
+static int processed_x0(const solve_args *r, const float *cur, const float *eps, double k,
+                        double a, float *x0)
+{
+    const ccfg_backend *be = r->be;
+    const int64_t n = r->n, dim = r->dim;
+    int status;
+    TRY(be->axpbypcz(be, r->count, k / sqrt(a), cur, -sqrt((1.0 - a) / a), eps, 0.0, NULL, x0));
+    if (r->ratio <= 0.0) {
+        for (int64_t i = 0; i < n; i++) r->bounds[i] = r->clip;
+        return be->clamp_rows(be, n, dim, x0, r->bounds, 0, x0);
+    }
+    const float *h = x0;
+    if (!be->host_memory) {
+        TRY(be->download(be, r->host_x0, x0, (size_t)r->count * sizeof(float)));
+        h = r->host_x0;
+    }
+    const double pos = r->ratio * (double)(dim - 1);
+    const int64_t lo = (int64_t)floor(pos), hi = lo + 1 < dim ? lo + 1 : lo;
+    for (int64_t i = 0; i < n; i++) {
+        for (int64_t j = 0; j < dim; j++) r->sorted[j] = fabs((double)h[i * dim + j]);
+        qsort(r->sorted, (size_t)dim, sizeof(double), cmp_double);
+        const double q = r->sorted[lo] + (r->sorted[hi] - r->sorted[lo]) * (pos - (double)lo);
+        r->bounds[i] = fmin(fmax(q, 1.0), r->sample_max);
+    }
+    return be->clamp_rows(be, n, dim, x0, r->bounds, 1, x0);
+}
+
 /* x_T -> x_0; the callbacks see VP states, the buffers are allocated by the caller */
 static int loop(const solve_args *r, float *x, float *trajectory, float *const buf[NBUF])
 {
@@ -55,6 +99,7 @@ static int loop(const solve_args *r, float *x, float *trajectory, float *const b
     const int64_t n = r->n, dim = r->dim, count = r->count;
     const double eta = r->eta;
     const double *sig = plan->sigmas, *ab = plan->alpha_bars, *abn = plan->alpha_bars_next;
+    const int x0_processed = r->clip > 0.0 || r->ratio > 0.0;
     int status;
     /* The state is k * cur. The first step reads x_T in place with k = init_noise_sigma: storing
      * σ_max x_T in float32 would round a value the step then mostly cancels (σ_max ~ 1e4 on
@@ -82,9 +127,16 @@ static int loop(const solve_args *r, float *x, float *trajectory, float *const b
             const double a = ab[i], an = abn[i];
             const double var = (1.0 - an) / (1.0 - a) * (1.0 - a / an);
             std = eta * sqrt(var);
-            const double cx = sqrt(an / a);
-            const double ce = sqrt(fmax(1.0 - an - std * std, 0.0)) - sqrt(an * (1.0 - a) / a);
-            TRY(be->axpbypcz(be, count, k * cx, cur, ce, eps, 0.0, NULL, nxt));
+            if (x0_processed) {
+                /* x0 clipped or thresholded; ε stays the model's (use_clipped_model_output off) */
+                TRY(processed_x0(r, cur, eps, k, a, buf[AUX1]));
+                TRY(be->axpbypcz(be, count, sqrt(an), buf[AUX1],
+                                 sqrt(fmax(1.0 - an - std * std, 0.0)), eps, 0.0, NULL, nxt));
+            } else {
+                const double cx = sqrt(an / a);
+                const double ce = sqrt(fmax(1.0 - an - std * std, 0.0)) - sqrt(an * (1.0 - a) / a);
+                TRY(be->axpbypcz(be, count, k * cx, cur, ce, eps, 0.0, NULL, nxt));
+            }
             eta_eq = eta;
             break;
         }
@@ -96,7 +148,14 @@ static int loop(const solve_args *r, float *x, float *trajectory, float *const b
             const double cx = c0 / sqrt(a) + sqrt(alpha) * (1.0 - an) / (1.0 - a);
             const double ce = -c0 * sqrt((1.0 - a) / a);
             if (plan->timesteps[i] > 0.0) std = sqrt(fmax((1.0 - an) / (1.0 - a) * beta, 1e-20));
-            TRY(be->axpbypcz(be, count, k * cx, cur, ce, eps, 0.0, NULL, nxt));
+            if (x0_processed) {
+                /* the posterior mean from the processed x0 and x */
+                TRY(processed_x0(r, cur, eps, k, a, buf[AUX1]));
+                TRY(be->axpbypcz(be, count, c0, buf[AUX1],
+                                 k * sqrt(alpha) * (1.0 - an) / (1.0 - a), cur, 0.0, NULL, nxt));
+            } else {
+                TRY(be->axpbypcz(be, count, k * cx, cur, ce, eps, 0.0, NULL, nxt));
+            }
             eta_eq = 1.0;
             break;
         }
@@ -204,22 +263,42 @@ int ccfg_solve(const ccfg_backend *be, const ccfg_plan *plan, const ccfg_sampler
         .first = first, .eta = kind == CCFG_SOLVER_DDIM ? cfg->eta : 0.0,
         .sigma_space = kind == CCFG_SOLVER_EULER || kind == CCFG_SOLVER_EULER_ANCESTRAL ||
                        kind == CCFG_SOLVER_HEUN,
+        .clip = cfg->clip_sample, .ratio = cfg->threshold_ratio, .sample_max = cfg->sample_max,
     };
+    solve_args ra = r;
+    const int x0_processed = r.clip > 0.0 || r.ratio > 0.0;
+    if (x0_processed && kind != CCFG_SOLVER_DDIM && kind != CCFG_SOLVER_DDPM)
+        return ccfg_fail(CCFG_EINVAL, "clip_sample/thresholding: only the ddim and ddpm samplers "
+                         "process x0, not %s", solver_names[kind]);
     int need[NBUF] = {1, 1, r.sigma_space, r.sigma_space, 1, 0, 0};
     need[AUX0] = (kind == CCFG_SOLVER_DDIM && r.eta > 0.0) || kind == CCFG_SOLVER_DDPM ||
                  kind == CCFG_SOLVER_EULER_ANCESTRAL || kind == CCFG_SOLVER_HEUN ||
                  kind == CCFG_SOLVER_DPMPP_2M;
-    need[AUX1] = kind == CCFG_SOLVER_HEUN || kind == CCFG_SOLVER_DPMPP_2M;
+    need[AUX1] = kind == CCFG_SOLVER_HEUN || kind == CCFG_SOLVER_DPMPP_2M || x0_processed;
 
     float *buf[NBUF] = {0};
-    int status, stale;
+    int status = CCFG_OK, stale;
+    if (x0_processed) {
+        ra.bounds = malloc((size_t)n * sizeof *ra.bounds);
+        if (r.ratio > 0.0) {
+            ra.sorted = malloc((size_t)dim * sizeof *ra.sorted);
+            if (!be->host_memory) ra.host_x0 = malloc((size_t)r.count * sizeof *ra.host_x0);
+        }
+        if (!ra.bounds || (r.ratio > 0.0 && (!ra.sorted || (!be->host_memory && !ra.host_x0)))) {
+            status = ccfg_fail(CCFG_ENOMEM, "out of memory for x0 processing");
+            goto fail;
+        }
+    }
     /* forget what an earlier, failed run may have left in the watch */
     if ((status = be->first_nonfinite(be, &stale))) return status;
     for (int b = 0; b < NBUF; b++)
         if (need[b] && (status = be->alloc(be, (size_t)r.count * sizeof(float), &buf[b])))
             goto fail;
-    status = loop(&r, x, trajectory, buf);
+    status = loop(&ra, x, trajectory, buf);
 fail:
     for (int b = 0; b < NBUF; b++) be->release(be, buf[b]);
+    free(ra.bounds);
+    free(ra.sorted);
+    free(ra.host_x0);
     return status;
 }

@@ -32,10 +32,11 @@ typedef struct { uint32_t rows, dim, blocks, seed_lo, seed_hi, stream, first, oo
 typedef struct { uint32_t dim, groups, mode, rows, row0, base, ou, op, on, per_row; } push_dots;
 typedef struct { uint32_t count, ox, tag; } push_finite;
 typedef struct { uint32_t count; } push_copy;
+typedef struct { uint32_t count, dim, divide, ox, oo; } push_clamp;
 
 /* a pipeline with an _F64 twin is followed by it: P_X + 1 */
 enum { P_AXPBYPCZ, P_AXPBYPCZ_F64, P_COMBINE, P_COMBINE_F64, P_SLD, P_SLD_F64, P_GMM, P_GMM_F64,
-       P_DOTS, P_DOTS_F64, P_RANDN, P_RANDN_F64, P_FINITE, P_COPY,
+       P_DOTS, P_DOTS_F64, P_RANDN, P_RANDN_F64, P_FINITE, P_COPY, P_CLAMP,
        /* the nn.h ops (nn_vk.c), float32 only, in vk_nn.h's CCFG_VK_NN_* order */
        P_NN_FIRST, P_NN_CONV2D = P_NN_FIRST, P_NN_GROUP_NORM, P_NN_LINEAR, P_NN_ATTENTION,
        P_NN_ELTWISE, P_COUNT };
@@ -144,6 +145,8 @@ int vkb_pipe_real(const vk_dev *d, int p);
 int vkb_fill_flag(vk_dev *d);
 int vkb_axpbypcz(const ccfg_backend *be, int64_t count, double a, const float *x, double b,
                  const float *y, double c, const float *z, float *out);
+int vkb_clamp_rows(const ccfg_backend *be, int64_t n, int64_t dim, const float *x,
+                   const double *bound, int divide, float *out);
 int vkb_randn(const ccfg_backend *be, int64_t n, int64_t dim, uint64_t seed, uint64_t stream,
               int64_t first, float *out);
 int vkb_watch_finite(const ccfg_backend *be, int64_t count, const float *x, int tag);
