@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from . import _core, _device
+from . import _core, _device, _tensors
 from . import _validate as _v
 from . import guidance as _g
 from .schedulers import PREDICTIONS, as_config, check_sampler
@@ -107,12 +107,17 @@ def guide(eps_u, eps_p, eps_n, rule, state=None, *, step=None, num_steps=None, d
 
     ``eps_u``, ``eps_p`` (or None): arrays (N, ...); ``eps_n``: None, an array or a list of arrays.
     Returns a new float32 array (N, ...); stateful rules (SLD, DNG) return ``(eps, state)``.
+    PyTorch tensors work too (any float dtype, any device, ``requires_grad`` or not): they are read
+    detached as float32 on the host (no copy for a float32 CPU tensor) and the result comes back
+    as a tensor of ``eps_u``'s dtype and device, outside autograd.
     ``device``: "cpu" (default), "auto", "vulkan" or "vulkan:N" (see docs/api.md); on a Vulkan
     device the arrays are uploaded and the result downloaded each call, and a stateful rule's
     state stays there (later calls with it run on its device)."""
     rule = _g.get(rule, "rule")
     if isinstance(rule, _g._NoGuidance):
         raise TypeError("rule must be a guidance rule or a rule name, got None")
+    ref = eps_u if _tensors.is_tensor(eps_u) else None
+    eps_u, eps_p, eps_n = _host_arrays(eps_u, eps_p, eps_n)
     u = _v.eps_array(eps_u, "eps_u")
     shape = u.shape
     p = None if eps_p is None else _v.eps_array(eps_p, "eps_p", shape)
@@ -146,7 +151,20 @@ def guide(eps_u, eps_p, eps_n, rule, state=None, *, step=None, num_steps=None, d
                       [_v.flat(e) for e in negs], None if state is None else state._c, step,
                       num_steps, dev)
     out = out.reshape(shape)
+    if ref is not None:
+        out = _tensors.like(out, ref)
     return (out, state) if rule.stateful else out
+
+
+def _host_arrays(eps_u, eps_p, eps_n):
+    """Torch tensors among the inputs as float32 NumPy arrays (see ccfg/_tensors.py)."""
+    def conv(x, name):
+        return _tensors.to_array(x, name) if _tensors.is_tensor(x) else x
+    if isinstance(eps_n, (list, tuple)):
+        eps_n = [conv(e, f"eps_n[{i}]") for i, e in enumerate(eps_n)]
+    else:
+        eps_n = conv(eps_n, "eps_n")
+    return conv(eps_u, "eps_u"), conv(eps_p, "eps_p"), eps_n
 
 
 def randn(seed, n, shape, stream=0):
