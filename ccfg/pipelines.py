@@ -1,0 +1,155 @@
+"""Text-to-image with negative guidance: a diffusers Stable Diffusion folder run by ccfg's sampler.
+
+    pipe = ccfg.pipelines.StableDiffusion.from_pretrained(folder)
+    images = pipe("a pair of boots", negative_prompt="sneakers", guidance=ccfg.CCFG(7.5),
+                  steps=30, n=4, seed=0)                    # (4, H, W, 3) uint8
+
+The folder is what ``StableDiffusionPipeline.save_pretrained`` writes (tokenizer, text_encoder,
+unet, vae, scheduler). The text encoder and the VAE run through transformers/diffusers (PyTorch:
+``pip install 'ccfg[pipelines]'``); the UNet runs through PyTorch (``unet="torch"``); ccfg runs the
+loop itself: the initial noise (``ccfg.randn``, the same for every rule), the solver with the
+folder's scheduler config, and any guidance rule with one positive and any number of negative
+prompts. The native UNet2DConditionModel (``unet="ccfg"``) is not implemented yet and raises.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from . import _validate as _v
+from . import sampling
+from .schedulers import SchedulerConfig
+
+__all__ = ["StableDiffusion"]
+
+
+class _TextConditioned:
+    """The UNet as a ccfg model whose conditions are prompt embeddings: condition id -1 is the
+    empty prompt, 0 the positive, 1.. the negatives (the C sampler stacks them per step)."""
+
+    _runs_in_c = False
+
+    def __init__(self, pipe, shape, embeddings, null):
+        self.pipe, self.shape = pipe, shape
+        self.embeddings, self.null = embeddings, null
+        self.prediction_type = pipe.scheduler.prediction_type
+        self.scheduler = pipe.scheduler
+
+    def _c_model(self, device, positive, negatives):
+        from . import _core
+        torch, unet = self.pipe._torch, self.pipe.unet
+        table = np.concatenate([self.embeddings, self.null])       # null last: index -1
+        shape = self.shape
+
+        def call(x, t, alpha_bar, cond):
+            rows = x.shape[0]
+            with torch.no_grad():
+                xt = torch.from_numpy(x.reshape((rows,) + shape)).to(self.pipe.torch_device,
+                                                                       self.pipe.dtype)
+                ctx = torch.from_numpy(table[cond]).to(self.pipe.torch_device, self.pipe.dtype)
+                out = unet(xt, t, encoder_hidden_states=ctx, return_dict=False)[0]
+            return out.float().cpu().numpy().reshape(rows, -1)
+
+        return _core.python_model(call), 0, tuple(range(1, 1 + len(negatives)))
+
+
+class StableDiffusion:
+    """A Stable Diffusion 1.x/2.x pipeline folder with ccfg's sampler and rules (module doc)."""
+
+    def __init__(self, tokenizer, text_encoder, vae, unet, scheduler, torch_device="cpu",
+                 dtype=None):
+        import torch
+        self._torch = torch
+        self.tokenizer, self.text_encoder, self.vae, self.unet = tokenizer, text_encoder, vae, unet
+        self.scheduler = scheduler
+        self.torch_device = torch.device(torch_device)
+        self.dtype = dtype or torch.float32
+        self.vae_scale = 2 ** (len(vae.config.block_out_channels) - 1)
+
+    @classmethod
+    def from_pretrained(cls, folder, unet="torch", torch_device="cpu", dtype=None):
+        """Load a pipeline folder. ``unet``: "torch" (diffusers' UNet2DConditionModel);
+        ``torch_device`` and ``dtype`` place the torch modules (e.g. "cuda", torch.float16)."""
+        if unet not in ("torch", "ccfg"):
+            raise ValueError(f"unet must be 'torch' or 'ccfg', got {unet!r}")
+        if unet == "ccfg":
+            raise NotImplementedError("unet='ccfg': the native UNet2DConditionModel is not "
+                                      "implemented yet; use unet='torch'")
+        if not os.path.isfile(os.path.join(folder, "model_index.json")):
+            raise FileNotFoundError(f"folder: no model_index.json in {folder!r} (a folder written "
+                                    "by StableDiffusionPipeline.save_pretrained)")
+        try:
+            import torch
+            from diffusers import AutoencoderKL, UNet2DConditionModel
+            from transformers import CLIPTextModel, CLIPTokenizer
+        except ImportError as exc:
+            raise ImportError("ccfg.pipelines needs torch, diffusers and transformers: "
+                              "pip install 'ccfg[pipelines]'") from exc
+        dtype = dtype or torch.float32
+
+        def load(kind, sub):
+            return kind.from_pretrained(os.path.join(folder, sub)).to(torch_device, dtype).eval()
+        tokenizer = CLIPTokenizer.from_pretrained(os.path.join(folder, "tokenizer"))
+        scheduler = SchedulerConfig.from_config(os.path.join(folder, "scheduler"))
+        return cls(tokenizer, load(CLIPTextModel, "text_encoder"), load(AutoencoderKL, "vae"),
+                   load(UNet2DConditionModel, "unet"), scheduler, torch_device, dtype)
+
+    def encode(self, prompts):
+        """Text-encoder hidden states of each prompt, float32 (k, tokens, width), as diffusers'
+        pipeline encodes them (padded to the tokenizer's maximum length)."""
+        torch = self._torch
+        ids = self.tokenizer(list(prompts), padding="max_length",
+                             max_length=self.tokenizer.model_max_length, truncation=True,
+                             return_tensors="pt").input_ids.to(self.torch_device)
+        with torch.no_grad():
+            out = self.text_encoder(ids)[0]
+        return out.float().cpu().numpy()
+
+    def decode(self, latents):
+        """Images in [0, 1], float32 (n, H, W, 3), from latents (n, c, h, w)."""
+        torch = self._torch
+        with torch.no_grad():
+            z = torch.from_numpy(np.ascontiguousarray(latents)).to(self.torch_device, self.dtype)
+            img = self.vae.decode(z / self.vae.config.scaling_factor, return_dict=False)[0]
+        img = (img.float() / 2 + 0.5).clamp(0, 1)
+        return img.permute(0, 2, 3, 1).cpu().numpy()
+
+    def __call__(self, prompt, negative_prompt=None, guidance=None, *, sampler="ddim", steps=50,
+                 n=1, seed=0, height=None, width=None, eta=0.0, output="uint8", progress=True,
+                 device="cpu", return_latents=False):
+        """Images for one ``prompt``: uint8 (n, H, W, 3) (``output="float"``: [0, 1] float32),
+        with ``latents`` too when ``return_latents``. ``negative_prompt``: None, a string or a
+        list; ``guidance``: any ccfg rule (None: the plain conditional prediction); the sampler
+        and the C loop run on ``device`` ("cpu" or a Vulkan device; the torch UNet is called
+        back on the host either way). The initial noise is ``ccfg.randn(seed, n, latent shape)``."""
+        if not isinstance(prompt, str):
+            raise TypeError(f"prompt must be a string, got {type(prompt).__name__}")
+        if negative_prompt is None:
+            negatives = []
+        elif isinstance(negative_prompt, str):
+            negatives = [negative_prompt]
+        elif isinstance(negative_prompt, (list, tuple)) and all(isinstance(s, str)
+                                                                for s in negative_prompt):
+            negatives = list(negative_prompt)
+        else:
+            raise TypeError("negative_prompt must be None, a string or a list of strings")
+        if output not in ("uint8", "float"):
+            raise ValueError(f"output must be 'uint8' or 'float', got {output!r}")
+        size = self.unet.config.sample_size * self.vae_scale
+        height = size if height is None else _v.integer(height, "height", low=1)
+        width = size if width is None else _v.integer(width, "width", low=1)
+        for name, v in (("height", height), ("width", width)):
+            if v % self.vae_scale:
+                raise ValueError(f"{name} must be a multiple of {self.vae_scale}, got {v}")
+        shape = (self.unet.config.in_channels, height // self.vae_scale, width // self.vae_scale)
+        emb = self.encode([prompt] + negatives)
+        null = self.encode([""])
+        model = _TextConditioned(self, shape, emb, null)
+        latents = sampling.sample(model, positive=prompt, negative=negatives or None,
+                                  guidance=guidance, sampler=sampler, steps=steps, n=n, seed=seed,
+                                  eta=eta, progress=progress, device=device)
+        images = self.decode(latents)
+        if output == "uint8":
+            images = (images * 255.0).round().astype(np.uint8)
+        return (images, latents) if return_latents else images
