@@ -17,13 +17,14 @@ from . import classifier, data, metrics, models, plot, profiling  # light: NumPy
 
 __all__ = ["sample", "guide", "randn", "devices", "GuidanceState", "SchedulerConfig",
            *guidance.__all__, "guidance", "schedulers", "models", "metrics", "classifier", "data",
-           "plot", "profiling", "compare", "pipelines", "__version__"]
+           "plot", "profiling", "compare", "pipelines", "guiders", "__version__"]
 
 
 def __getattr__(name):
     # ccfg.compare (the experiment harness: argparse and report writing) and ccfg.pipelines
-    # (diffusers pipeline folders; torch only when one is loaded) load on first use
-    if name in ("compare", "pipelines"):
+    # (diffusers pipeline folders; torch only when one is loaded) and ccfg.guiders (imports
+    # diffusers) load on first use
+    if name in ("compare", "pipelines", "guiders"):
         import importlib
         return importlib.import_module("." + name, __name__)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
