@@ -21,7 +21,7 @@ from . import _validate as _v
 from . import sampling
 from .schedulers import SchedulerConfig
 
-__all__ = ["StableDiffusion"]
+__all__ = ["StableDiffusion", "make_tiny_random"]
 
 
 class _TextConditioned:
@@ -88,12 +88,16 @@ class StableDiffusion:
                               "pip install 'ccfg[pipelines]'") from exc
         dtype = dtype or torch.float32
 
-        def load(kind, sub):
-            return kind.from_pretrained(os.path.join(folder, sub)).to(torch_device, dtype).eval()
+        def load(kind, sub, **kw):
+            return kind.from_pretrained(os.path.join(folder, sub), **kw).to(torch_device,
+                                                                             dtype).eval()
         tokenizer = CLIPTokenizer.from_pretrained(os.path.join(folder, "tokenizer"))
         scheduler = SchedulerConfig.from_config(os.path.join(folder, "scheduler"))
-        return cls(tokenizer, load(CLIPTextModel, "text_encoder"), load(AutoencoderKL, "vae"),
-                   load(UNet2DConditionModel, "unet"), scheduler, torch_device, dtype)
+        # low_cpu_mem_usage=False: diffusers' default wants `accelerate`, and warns without it
+        return cls(tokenizer, load(CLIPTextModel, "text_encoder"),
+                   load(AutoencoderKL, "vae", low_cpu_mem_usage=False),
+                   load(UNet2DConditionModel, "unet", low_cpu_mem_usage=False), scheduler,
+                   torch_device, dtype)
 
     def encode(self, prompts):
         """Text-encoder hidden states of each prompt, float32 (k, tokens, width), as diffusers'
@@ -153,3 +157,64 @@ class StableDiffusion:
         if output == "uint8":
             images = (images * 255.0).round().astype(np.uint8)
         return (images, latents) if return_latents else images
+
+
+def _bytes_to_unicode():
+    """CLIP's byte -> printable character table (the base alphabet of its BPE vocabulary)"""
+    bs = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+          + list(range(ord("®"), ord("ÿ") + 1)))
+    cs, extra = bs[:], 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + extra)
+            extra += 1
+    return [chr(c) for c in cs]
+
+
+def make_tiny_random(folder, seed=0):
+    """Write a tiny Stable-Diffusion-shaped pipeline folder with random weights to ``folder`` and
+    return its path: a character-level CLIP tokenizer (no merges, 16 tokens), a 2-layer text
+    encoder of width 32, a 2-level UNet2DConditionModel with cross-attention (8x8 latents), a
+    2-level VAE (16x16 images) and an SD-style DDIM scheduler. For tests and tutorials where no
+    model hub can be reached; its pictures mean nothing."""
+    import json
+
+    import torch
+    from diffusers import (AutoencoderKL, DDIMScheduler, StableDiffusionPipeline,
+                           UNet2DConditionModel)
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    os.makedirs(folder, exist_ok=True)
+    chars = _bytes_to_unicode()
+    vocab = {c: i for i, c in enumerate(chars)}
+    vocab.update({c + "</w>": len(chars) + i for i, c in enumerate(chars)})
+    vocab["<|startoftext|>"], vocab["<|endoftext|>"] = len(vocab), len(vocab) + 1
+    tok_dir = os.path.join(folder, "_vocab")
+    os.makedirs(tok_dir, exist_ok=True)
+    with open(os.path.join(tok_dir, "vocab.json"), "w", encoding="utf-8") as f:
+        json.dump(vocab, f)
+    with open(os.path.join(tok_dir, "merges.txt"), "w", encoding="utf-8") as f:
+        f.write("#version: 0.2\n")
+    tok = CLIPTokenizer(os.path.join(tok_dir, "vocab.json"), os.path.join(tok_dir, "merges.txt"),
+                        model_max_length=16)
+    torch.manual_seed(seed)
+    te = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(vocab), hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+        num_attention_heads=4, max_position_embeddings=16, bos_token_id=vocab["<|startoftext|>"],
+        eos_token_id=vocab["<|endoftext|>"], pad_token_id=vocab["<|endoftext|>"]))
+    unet = UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, block_out_channels=(32, 64),
+        layers_per_block=1, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=32,
+        attention_head_dim=8, norm_num_groups=32)
+    vae = AutoencoderKL(
+        block_out_channels=(32, 64), in_channels=3, out_channels=3, latent_channels=4,
+        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+        norm_num_groups=32, sample_size=16)
+    sched = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+                          clip_sample=False, set_alpha_to_one=False, steps_offset=1)
+    StableDiffusionPipeline(vae=vae, text_encoder=te, tokenizer=tok, unet=unet, scheduler=sched,
+                            safety_checker=None, feature_extractor=None,
+                            requires_safety_checker=False).save_pretrained(folder)
+    return folder
