@@ -189,6 +189,9 @@ SPV(nn_attention)
 SPV(nn_eltwise)
 #include "nn_eltwise.spv.h"
 ;
+SPV(nn_layer_norm)
+#include "nn_layer_norm.spv.h"
+;
 #undef SPV
 
 #define PIPE(P, name, nb, push) [P] = {#name, spv_##name, sizeof spv_##name, nb, sizeof(push)}
@@ -216,8 +219,9 @@ static const struct {
     PIPE(P_NN_CONV2D, nn_conv2d, 4, ccfg_vk_push_conv2d),
     PIPE(P_NN_GROUP_NORM, nn_group_norm, 6, ccfg_vk_push_group_norm),
     PIPE(P_NN_LINEAR, nn_linear, 4, ccfg_vk_push_linear),
-    PIPE(P_NN_ATTENTION, nn_attention, 2, ccfg_vk_push_attention),
+    PIPE(P_NN_ATTENTION, nn_attention, 4, ccfg_vk_push_attention),
     PIPE(P_NN_ELTWISE, nn_eltwise, 2, ccfg_vk_push_eltwise),
+    PIPE(P_NN_LAYER_NORM, nn_layer_norm, 4, ccfg_vk_push_layer_norm),
 };
 #undef PIPE
 
@@ -1195,7 +1199,7 @@ int ccfg_vk_nn_dispatch(const ccfg_backend *be, int kernel, int nbuf, const floa
     vk_buffer *bufs[MAX_BINDINGS];
     uint32_t *offs = push;
     static const char *names[CCFG_VK_NN_COUNT] = {"conv2d", "group_norm", "linear", "attention",
-                                                  "eltwise"};
+                                                  "eltwise", "layer_norm"};
     int status;
     if (kernel < 0 || kernel >= CCFG_VK_NN_COUNT || nbuf < 1 ||
         (uint32_t)nbuf != pipe_spec[P_NN_FIRST + kernel].bindings)

@@ -69,6 +69,22 @@ typedef struct ccfg_nn_ops {
      * (sample, head) pairs run at once) */
     int (*attention)(const ccfg_backend *be, int batch, int hw, int heads, int head_dim,
                      const float *qkv, float *out, float *scratch, int64_t scratch_len);
+    /* attention with queries and keys of their own lengths (cross-attention over a text
+     * condition): q (heads*head_dim, batch*nq), k and v (heads*head_dim, batch*nk), out like q;
+     * out_h[:, b, i] = V_h[:, b, :] softmax(K_h[:, b, :]ᵀ q_h[:, b, i] / sqrt(head_dim)).
+     * attention above is this with q, k, v the three row blocks of qkv and nq = nk = hw.
+     * scratch: at least nq*nk floats (ccfg_nn_attention_scratch for nq = nk) */
+    int (*attention_qkv)(const ccfg_backend *be, int batch, int nq, int nk, int heads,
+                         int head_dim, const float *q, const float *k, const float *v, float *out,
+                         float *scratch, int64_t scratch_len);
+    /* LayerNorm over the c channels of every column (a token in CNHW), as torch's:
+     *   y[:, j] = (x[:, j] - mean_j) / sqrt(var_j + eps) * gamma + beta   (biased variance)
+     * x, y (c, cols); gamma, beta (c) or NULL (no affine); y may alias x */
+    int (*layer_norm)(const ccfg_backend *be, int64_t cols, int c, float eps, const float *x,
+                      const float *gamma, const float *beta, float *y);
+    /* GEGLU (diffusers' feed-forward gate): x (2f, cols) holds [h; g] row blocks, y (f, cols) =
+     * h * gelu(g), gelu exact: g/2 (1 + erf(g/√2)) */
+    int (*geglu)(const ccfg_backend *be, int64_t cols, int f, const float *x, float *y);
     /* nearest-neighbour 2x upsampling: y (c, batch, 2h, 2w) from x (c, batch, h, w) */
     int (*upsample_nearest2x)(const ccfg_backend *be, int batch, int c, int h, int w,
                               const float *x, float *y);

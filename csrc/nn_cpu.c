@@ -311,34 +311,37 @@ static void cpu_embedding_add(int batch, int dim, const float *table, const int3
 }
 
 /* one (sample, head): S = Kᵀ Q scaled, softmax over keys, out = V Sᵀ */
-static void attention_one(int64_t n, int hw, int d, float scale, const float *q, const float *k,
-                          const float *v, float *out, float *s)
+/* one (sample, head): nq queries against nk keys; q and out rows are strided by nqs columns,
+ * k and v rows by nks */
+static void attention_one(int64_t nqs, int64_t nks, int nq, int nk, int d, float scale,
+                          const float *q, const float *k, const float *v, float *out, float *s)
 {
-    /* s[i, j] = scale * <q_i, k_j> (row i = query pixel) */
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, hw, hw, d, scale, q, (int)n, k, (int)n,
-                0.0f, s, hw);
-    for (int i = 0; i < hw; i++) {
-        float *row = s + (int64_t)i * hw, m = row[0], sum = 0.0f;
-        for (int j = 1; j < hw; j++) m = row[j] > m ? row[j] : m;
-        for (int j = 0; j < hw; j++) {
+    /* s[i, j] = scale * <q_i, k_j> (row i = query) */
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nq, nk, d, scale, q, (int)nqs, k,
+                (int)nks, 0.0f, s, nk);
+    for (int i = 0; i < nq; i++) {
+        float *row = s + (int64_t)i * nk, m = row[0], sum = 0.0f;
+        for (int j = 1; j < nk; j++) m = row[j] > m ? row[j] : m;
+        for (int j = 0; j < nk; j++) {
             row[j] = expf(row[j] - m);
             sum += row[j];
         }
         const float inv = 1.0f / sum;
-        for (int j = 0; j < hw; j++) row[j] *= inv;
+        for (int j = 0; j < nk; j++) row[j] *= inv;
     }
     /* out[:, i] = sum_j v[:, j] s[i, j] */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, d, hw, hw, 1.0f, v, (int)n, s, hw, 0.0f,
-                out, (int)n);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, d, nq, nk, 1.0f, v, (int)nks, s, nk,
+                0.0f, out, (int)nqs);
 }
 
-static void cpu_attention(int batch, int hw, int heads, int head_dim, const float *qkv, float *out,
-                          float *scratch, int64_t scratch_len)
+static void cpu_attention_qkv(int batch, int nq, int nk, int heads, int head_dim, const float *q,
+                              const float *k, const float *v, float *out, float *scratch,
+                              int64_t scratch_len)
 {
-    const int64_t n = (int64_t)batch * hw, inner = (int64_t)heads * head_dim;
+    const int64_t nqs = (int64_t)batch * nq, nks = (int64_t)batch * nk;
     const float scale = 1.0f / sqrtf((float)head_dim);
     const int pairs = batch * heads;
-    const int64_t per = (int64_t)hw * hw;
+    const int64_t per = (int64_t)nq * nk;
     int slots = (int)(scratch_len / per);
     if (slots > omp_get_max_threads()) slots = omp_get_max_threads();
     if (slots < 1) slots = 1;
@@ -347,11 +350,64 @@ static void cpu_attention(int batch, int hw, int heads, int head_dim, const floa
     #pragma omp parallel for schedule(dynamic) num_threads(slots) if (side_by_side)
     for (int p = 0; p < pairs; p++) {
         const int b = p / heads, h = p % heads;
-        const int64_t off = (int64_t)b * hw;
+        const int64_t rq = (int64_t)h * head_dim;
         float *s = scratch + (side_by_side ? (int64_t)omp_get_thread_num() * per : 0);
-        attention_one(n, hw, head_dim, scale, qkv + h * head_dim * n + off,
-                      qkv + (inner + h * head_dim) * n + off,
-                      qkv + (2 * inner + h * head_dim) * n + off, out + h * head_dim * n + off, s);
+        attention_one(nqs, nks, nq, nk, head_dim, scale, q + rq * nqs + (int64_t)b * nq,
+                      k + rq * nks + (int64_t)b * nk, v + rq * nks + (int64_t)b * nk,
+                      out + rq * nqs + (int64_t)b * nq, s);
+    }
+}
+
+static void cpu_attention(int batch, int hw, int heads, int head_dim, const float *qkv, float *out,
+                          float *scratch, int64_t scratch_len)
+{
+    const int64_t block = (int64_t)heads * head_dim * batch * hw;   /* one of q, k, v */
+    cpu_attention_qkv(batch, hw, hw, heads, head_dim, qkv, qkv + block, qkv + 2 * block, out,
+                      scratch, scratch_len);
+}
+
+/* LayerNorm per column over c channels: columns in blocks so that the inner loops run along rows
+ * (contiguous in CNHW) and the statistics of a block stay in registers/L1 */
+static void cpu_layer_norm(int64_t cols, int c, float eps, const float *x, const float *gamma,
+                          const float *beta, float *y)
+{
+    enum { BLK = 256 };
+    const int64_t blocks = (cols + BLK - 1) / BLK;
+    #pragma omp parallel for schedule(static) if (cols * c > PAR_MIN)
+    for (int64_t bk = 0; bk < blocks; bk++) {
+        const int64_t j0 = bk * BLK, nb = cols - j0 < BLK ? cols - j0 : BLK;
+        double sum[BLK], sq[BLK];
+        float a[BLK], d[BLK];
+        for (int64_t j = 0; j < nb; j++) sum[j] = sq[j] = 0.0;
+        for (int ci = 0; ci < c; ci++) {
+            const float *xr = x + (int64_t)ci * cols + j0;
+            for (int64_t j = 0; j < nb; j++) {
+                sum[j] += xr[j];
+                sq[j] += (double)xr[j] * xr[j];
+            }
+        }
+        for (int64_t j = 0; j < nb; j++) {
+            const double mean = sum[j] / c, var = fmax(sq[j] / c - mean * mean, 0.0);
+            const double rstd = 1.0 / sqrt(var + (double)eps);
+            a[j] = (float)rstd;
+            d[j] = (float)(-mean * rstd);
+        }
+        for (int ci = 0; ci < c; ci++) {
+            const float *xr = x + (int64_t)ci * cols + j0;
+            float *yr = y + (int64_t)ci * cols + j0;
+            const float gm = gamma ? gamma[ci] : 1.0f, bt = beta ? beta[ci] : 0.0f;
+            for (int64_t j = 0; j < nb; j++) yr[j] = (xr[j] * a[j] + d[j]) * gm + bt;
+        }
+    }
+}
+
+static void cpu_geglu(int64_t cols, int f, const float *x, float *y)
+{
+    const int64_t count = (int64_t)f * cols;
+    #pragma omp parallel for schedule(static) if (count > PAR_MIN)
+    for (int64_t i = 0; i < count; i++) {
+        const float g = x[count + i];
+        y[i] = x[i] * (0.5f * g * (1.0f + erff(g * 0.70710678118654752f)));
     }
 }
 
@@ -474,6 +530,35 @@ static int op_attention(const ccfg_backend *be, int batch, int hw, int heads, in
     cpu_attention(batch, hw, heads, head_dim, qkv, out, scratch, scratch_len);
     return CCFG_OK;
 }
+static int op_attention_qkv(const ccfg_backend *be, int batch, int nq, int nk, int heads,
+                            int head_dim, const float *q, const float *k, const float *v,
+                            float *out, float *scratch, int64_t scratch_len)
+{
+    UNUSED_BE;
+    if (batch < 0 || nq < 1 || nk < 1 || heads < 1 || head_dim < 1)
+        return ccfg_fail(CCFG_EINVAL, "nn attention_qkv: invalid sizes");
+    if (scratch_len < (int64_t)nq * nk)
+        return ccfg_fail(CCFG_EINVAL, "nn attention_qkv: %lld floats of scratch for %d x %d "
+                         "scores, needs %lld", (long long)scratch_len, nq, nk,
+                         (long long)nq * nk);
+    cpu_attention_qkv(batch, nq, nk, heads, head_dim, q, k, v, out, scratch, scratch_len);
+    return CCFG_OK;
+}
+static int op_layer_norm(const ccfg_backend *be, int64_t cols, int c, float eps, const float *x,
+                         const float *gamma, const float *beta, float *y)
+{
+    UNUSED_BE;
+    if (cols < 0 || c < 1) return ccfg_fail(CCFG_EINVAL, "nn layer_norm: invalid sizes");
+    cpu_layer_norm(cols, c, eps, x, gamma, beta, y);
+    return CCFG_OK;
+}
+static int op_geglu(const ccfg_backend *be, int64_t cols, int f, const float *x, float *y)
+{
+    UNUSED_BE;
+    if (cols < 0 || f < 1) return ccfg_fail(CCFG_EINVAL, "nn geglu: invalid sizes");
+    cpu_geglu(cols, f, x, y);
+    return CCFG_OK;
+}
 static int op_upsample_nearest2x(const ccfg_backend *be, int batch, int c, int h, int w,
                                  const float *x, float *y)
 {
@@ -521,6 +606,9 @@ static const ccfg_nn_ops cpu_ops = {
     .timestep_embedding = op_timestep_embedding,
     .embedding_add = op_embedding_add,
     .attention = op_attention,
+    .attention_qkv = op_attention_qkv,
+    .layer_norm = op_layer_norm,
+    .geglu = op_geglu,
     .upsample_nearest2x = op_upsample_nearest2x,
     .copy = op_copy,
     .scale = op_scale,

@@ -143,41 +143,78 @@ static int vk_cnhw_to_nchw(const ccfg_backend *be, int batch, int c, int hw, con
     return eltwise(be, 5, n, x, n, y, &pc);
 }
 
-static int vk_attention(const ccfg_backend *be, int batch, int hw, int heads, int head_dim,
-                        const float *qkv, float *out, float *scratch, int64_t scratch_len)
+static int vk_attention_qkv(const ccfg_backend *be, int batch, int nq, int nk, int heads,
+                            int head_dim, const float *q, const float *k, const float *v,
+                            float *out, float *scratch, int64_t scratch_len)
 {
     (void)scratch;
     (void)scratch_len;
-    if (batch < 0 || hw < 1 || heads < 1 || head_dim < 1)
+    if (batch < 0 || nq < 1 || nk < 1 || heads < 1 || head_dim < 1)
         return ccfg_fail(CCFG_EINVAL, "Vulkan nn attention: invalid sizes");
     if (head_dim > 256)     /* shaders/nn_attention.comp's MAX_HEAD_DIM */
         return ccfg_fail(CCFG_EINVAL, "Vulkan nn attention: heads of %d channels; the shader "
                          "supports up to 256 (set attention_head_dim)", head_dim);
-    const int64_t n = (int64_t)heads * head_dim * batch * hw;
+    const int64_t nqe = (int64_t)heads * head_dim * batch * nq;
+    const int64_t nke = (int64_t)heads * head_dim * batch * nk;
     int status;
-    if ((status = fits(3 * n, "attention"))) return status;
-    const float *ptrs[2] = {qkv, out};
-    const int64_t counts[2] = {3 * n, n};
+    if ((status = fits(nqe, "attention")) || (status = fits(nke, "attention"))) return status;
+    const float *ptrs[4] = {q, k, v, out};
+    const int64_t counts[4] = {nqe, nke, nke, nqe};
     /* Keys are split between `lanes` invocations per query so that no invocation loops more
      * than ~8k key x channel steps: long sequences spread over a GPU's lanes, and Mesa's lavapipe,
      * which stops a loop after 65535 iterations per invocation, stays correct. Short sequences
      * keep one invocation per query (no merge cost). */
     uint32_t lanes = 1;
     while (lanes < CCFG_VK_ATTENTION_WG &&
-           ((int64_t)hw + lanes - 1) / lanes * head_dim > 8192)
+           ((int64_t)nk + lanes - 1) / lanes * head_dim > 8192)
         lanes *= 2;
-    ccfg_vk_push_attention pc = {.batch = (uint32_t)batch, .hw = (uint32_t)hw,
-                                 .heads = (uint32_t)heads, .head_dim = (uint32_t)head_dim,
+    ccfg_vk_push_attention pc = {.batch = (uint32_t)batch, .nq = (uint32_t)nq,
+                                 .nk = (uint32_t)nk, .heads = (uint32_t)heads,
+                                 .head_dim = (uint32_t)head_dim,
                                  .scale = 1.0f / sqrtf((float)head_dim), .lanes = lanes};
     /* 64 / lanes queries per workgroup, 65535 workgroups per dispatch row, rows past that */
-    const int64_t queries = (int64_t)batch * heads * hw, per_group = CCFG_VK_ATTENTION_WG / lanes;
+    const int64_t queries = (int64_t)batch * heads * nq, per_group = CCFG_VK_ATTENTION_WG / lanes;
     const int64_t groups = (queries + per_group - 1) / per_group, per_row = 65535;
     const int64_t rows = (groups + per_row - 1) / per_row;
     if (rows > per_row)
         return ccfg_fail(CCFG_EINVAL, "Vulkan nn attention: %lld queries is too many for one "
                          "dispatch", (long long)queries);
-    return ccfg_vk_nn_dispatch(be, CCFG_VK_NN_ATTENTION, 2, ptrs, counts, &pc,
+    return ccfg_vk_nn_dispatch(be, CCFG_VK_NN_ATTENTION, 4, ptrs, counts, &pc,
                                groups < per_row ? groups : per_row, 1, (uint32_t)rows);
+}
+
+/* self-attention: q, k and v are the three row blocks of qkv */
+static int vk_attention(const ccfg_backend *be, int batch, int hw, int heads, int head_dim,
+                        const float *qkv, float *out, float *scratch, int64_t scratch_len)
+{
+    if (batch < 0 || hw < 1 || heads < 1 || head_dim < 1)
+        return ccfg_fail(CCFG_EINVAL, "Vulkan nn attention: invalid sizes");
+    const int64_t block = (int64_t)heads * head_dim * batch * hw;
+    return vk_attention_qkv(be, batch, hw, hw, heads, head_dim, qkv, qkv + block, qkv + 2 * block,
+                            out, scratch, scratch_len);
+}
+
+static int vk_layer_norm(const ccfg_backend *be, int64_t cols, int c, float eps, const float *x,
+                         const float *gamma, const float *beta, float *y)
+{
+    int status;
+    if (cols < 0 || c < 1) return ccfg_fail(CCFG_EINVAL, "Vulkan nn layer_norm: invalid sizes");
+    if (!cols) return CCFG_OK;
+    if ((status = fits(cols * c, "layer_norm"))) return status;
+    const int affine = gamma && beta;
+    /* without an affine the x binding stands in for gamma and beta (never read) */
+    const float *ptrs[4] = {x, affine ? gamma : x, affine ? beta : x, y};
+    const int64_t counts[4] = {cols * c, affine ? c : 1, affine ? c : 1, cols * c};
+    ccfg_vk_push_layer_norm pc = {.cols = (uint32_t)cols, .c = (uint32_t)c,
+                                  .affine = (uint32_t)affine, .eps = eps};
+    return ccfg_vk_nn_dispatch(be, CCFG_VK_NN_LAYER_NORM, 4, ptrs, counts, &pc, cols, 0, 1);
+}
+
+static int vk_geglu(const ccfg_backend *be, int64_t cols, int f, const float *x, float *y)
+{
+    ccfg_vk_push_eltwise pc = {0};
+    if (cols < 0 || f < 1) return ccfg_fail(CCFG_EINVAL, "Vulkan nn geglu: invalid sizes");
+    return eltwise(be, 6, 2 * cols * f, x, cols * f, y, &pc);
 }
 
 /* t is a host array and the table is batch x dim floats: computed on the host by the CPU op (the
@@ -220,6 +257,9 @@ static const ccfg_nn_ops vk_ops = {
     .timestep_embedding = vk_timestep_embedding,
     .embedding_add = vk_embedding_add,
     .attention = vk_attention,
+    .attention_qkv = vk_attention_qkv,
+    .layer_norm = vk_layer_norm,
+    .geglu = vk_geglu,
     .upsample_nearest2x = vk_upsample_nearest2x,
     .copy = vk_copy,
     .scale = vk_scale,

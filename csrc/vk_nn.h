@@ -13,7 +13,7 @@
 enum { CCFG_VK_CONV_COB = 8, CCFG_VK_CONV_PX = 4 };
 
 enum { CCFG_VK_NN_CONV2D, CCFG_VK_NN_GROUP_NORM, CCFG_VK_NN_LINEAR, CCFG_VK_NN_ATTENTION,
-       CCFG_VK_NN_ELTWISE, CCFG_VK_NN_COUNT };
+       CCFG_VK_NN_ELTWISE, CCFG_VK_NN_LAYER_NORM, CCFG_VK_NN_COUNT };
 
 typedef struct {
     uint32_t ox, ow, ob, oy;
@@ -27,10 +27,14 @@ typedef struct {
 } ccfg_vk_push_group_norm;
 typedef struct { uint32_t ox, ow, ob, oy, rows, n_in, n_out, flags; } ccfg_vk_push_linear;
 typedef struct {
-    uint32_t oq, oo, batch, hw, heads, head_dim;
+    uint32_t oq, ok, ov, oo, batch, nq, nk, heads, head_dim;
     float scale;
     uint32_t lanes;             /* invocations sharing one query's keys (a power of two <= 64) */
 } ccfg_vk_push_attention;
+typedef struct {
+    uint32_t ox, og, ob, oy, cols, c, affine;
+    float eps;
+} ccfg_vk_push_layer_norm;
 /* shaders/nn_attention.comp's workgroup: 64 invocations = 64 / lanes queries */
 enum { CCFG_VK_ATTENTION_WG = 64 };
 typedef struct {

@@ -235,6 +235,19 @@ static int nn_call(const ccfg_backend *be, const ccfg_nn_ops *ops, const char *o
         NEED(4, 0);
         return ops->attention(be, iv[0], iv[1], iv[2], iv[3], in[0], out[0], scratch, scratch_len);
     }
+    if (!strcmp(op, "attention_qkv")) {
+        NEED(5, 0);
+        return ops->attention_qkv(be, iv[0], iv[1], iv[2], iv[3], iv[4], in[0], in[1], in[2],
+                                  out[0], scratch, scratch_len);
+    }
+    if (!strcmp(op, "layer_norm")) {
+        NEED(2, 1);
+        return ops->layer_norm(be, iv[0], iv[1], (float)fv[0], in[0], in[1], in[2], out[0]);
+    }
+    if (!strcmp(op, "geglu")) {
+        NEED(2, 0);
+        return ops->geglu(be, iv[0], iv[1], in[0], out[0]);
+    }
     if (!strcmp(op, "upsample_nearest2x")) {
         NEED(4, 0);
         return ops->upsample_nearest2x(be, iv[0], iv[1], iv[2], iv[3], in[0], out[0]);
@@ -307,6 +320,8 @@ PyObject *py_nn_op(PyObject *self, PyObject *args)
     int64_t scratch_len = (int64_t)1 << 22;
     if (!strcmp(op, "attention") && ni >= 2 && (int64_t)iv[1] * iv[1] > scratch_len)
         scratch_len = (int64_t)iv[1] * iv[1];
+    if (!strcmp(op, "attention_qkv") && ni >= 3 && (int64_t)iv[1] * iv[2] > scratch_len)
+        scratch_len = (int64_t)iv[1] * iv[2];
     Py_BEGIN_ALLOW_THREADS
     status = py_open_backend(device, &be);
     if (!status) {
