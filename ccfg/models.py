@@ -254,9 +254,12 @@ class GaussianMixture:
     # places the parameters on the run's device
     _runs_in_c = True
 
-    def _c_model(self, device, positive, negatives):
+    def _c_model(self, device, positive, negatives, null=None):
         """(C model, positive id, negative ids) for one ccfg.sample run."""
         from . import _core
+        if null is not None:
+            raise ValueError("null: the exact mixture's null is the whole mixture; it cannot "
+                             "be replaced")
         pos = -1 if positive is None else self._condition_id(positive, "positive")
         ids = tuple(self._condition_id(v, "negative") for v in negatives)
         return _core.gmm_model(self._c_spec()), pos, ids
@@ -568,9 +571,10 @@ class PythonModel:
     # transfers per evaluation for a few vector ops)
     _runs_in_c = False
 
-    def _c_model(self, device, positive, negatives):
+    def _c_model(self, device, positive, negatives, null=None):
         """(C model, positive id, negative ids) for one ccfg.sample run: the condition values
-        are numbered 0.. in order (positive first) and handed back to fn by that number."""
+        are numbered 0.. in order (positive first) and handed back to fn by that number; the
+        unconditional rows get ``null`` (None unless given)."""
         from . import _core
         values = ([] if positive is None else [positive]) + list(negatives)
         pos = -1 if positive is None else 0
@@ -579,7 +583,7 @@ class PythonModel:
 
         def call(x, t, alpha_bar, cond):
             rows = x.shape[0]
-            conds = [None if c < 0 else values[c] for c in cond.tolist()]
+            conds = [null if c < 0 else values[c] for c in cond.tolist()]
             out = np.asarray(fn(x.reshape((rows,) + shape), np.full(rows, t), conds))
             if out.shape != (rows,) + shape:
                 raise ValueError(f"the model returned shape {out.shape}, expected "

@@ -36,7 +36,7 @@ class _TextConditioned:
         self.prediction_type = pipe.scheduler.prediction_type
         self.scheduler = pipe.scheduler
 
-    def _c_model(self, device, positive, negatives):
+    def _c_model(self, device, positive, negatives, null=None):
         from . import _core
         torch, unet = self.pipe._torch, self.pipe.unet
         table = np.concatenate([self.embeddings, self.null])       # null last: index -1

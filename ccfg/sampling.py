@@ -205,11 +205,13 @@ def _negative_list(negative):
 
 def sample(model, positive=None, negative=None, guidance=None, sampler="ddim", steps=50, n=16,
            seed=0, x_T=None, return_trajectory=False, progress=True, *, eta=0.0, karras=False,
-           scheduler=None, device="auto"):
+           scheduler=None, device="auto", null=None):
     """Sample ``model`` with a negative-guidance rule; returns float32 (n, *model.shape).
 
     ``guidance``: a rule (``ccfg.CCFG(scale=5)``), a name (``"ccfg"``) or None. ``positive``: one
-    condition; ``negative``: one or a list. ``device``: "auto" (a GPU if there is one and the model
+    condition; ``negative``: one or a list; ``null``: the unconditional condition (a PythonModel
+    receives it instead of None, e.g. an empty prompt's embedding; a class-conditional UNet takes a
+    class or concept for its null class). ``device``: "auto" (a GPU if there is one and the model
     runs there, else the CPU), "cpu", "vulkan" or "vulkan:N". See docs/api.md for every argument."""
     if not hasattr(model, "_c_model"):
         raise TypeError("model must be a ccfg model (GaussianMixture, PythonModel, UNet, ...), "
@@ -245,7 +247,7 @@ def sample(model, positive=None, negative=None, guidance=None, sampler="ddim", s
     else:
         x0 = _v.eps_array(x_T, "x_T", (n,) + shape)
     # the model hands C one handle for this run, with its condition ids (CONTRIBUTING.md)
-    cmodel, pos, neg_ids = model._c_model(dev, positive, _negative_list(negative))
+    cmodel, pos, neg_ids = model._c_model(dev, positive, _negative_list(negative), null)
 
     if progress is True:
         prog = _Progress(f"{type(rule).__name__} {sampler}")

@@ -502,8 +502,9 @@ class UNet:
     # the model handle ccfg.sample hands to C (see CONTRIBUTING.md, "A model kind")
     _runs_in_c = True
 
-    def _c_model(self, device, positive, negatives):
-        """(C model, positive id, negative ids) for one ccfg.sample run on ``device``."""
+    def _c_model(self, device, positive, negatives, null=None):
+        """(C model, positive id, negative ids) for one ccfg.sample run on ``device``; ``null``
+        (a class index or concept name) replaces ``null_class`` for this run."""
         if self.shape is None:
             raise ValueError("sample_size: the model's config has none; pass "
                              "from_pretrained(..., sample_size=)")
@@ -513,7 +514,12 @@ class UNet:
         pos = -1 if positive is None else self._condition_id(positive, "positive")
         ids = tuple(self._condition_id(v, "negative") for v in negatives)
         class_of = np.arange(self.num_class_embeds, dtype=np.int32)
-        null = -1 if self.null_class is None else self.null_class
+        if null is not None:
+            if not self.num_class_embeds:
+                raise ValueError("null: the model has no class embedding, so no null class")
+            null = self._condition_id(null, "null")
+        else:
+            null = -1 if self.null_class is None else self.null_class
         handle = _core.unet_model(self._handle_for(device), self.shape[1], self.shape[2], null,
                                   class_of)
         return handle, pos, ids
