@@ -27,6 +27,7 @@ import math
 from diffusers.configuration_utils import register_to_config
 from diffusers.guiders.guider_utils import BaseGuidance, GuiderOutput
 
+from . import _core
 from . import guidance as _g
 from .sampling import guide
 
@@ -50,10 +51,9 @@ class _RuleGuider(BaseGuidance):
                               "state.observe)" if rule == "dng" else ""))
         self.guidance_scale = guidance_scale
         self.rule = cls(scale=guidance_scale, **(params or {}))
+        # the C record says whether the rule reads a negative branch at all
+        self._uses_negative = _core.rule_uses_negatives(self.rule._c_spec()[0])
         self._ccfg_state = None
-
-    def _uses_negative(self):
-        return self.rule._c_spec()[0] not in ("cfg", "none", "apg")
 
     def _is_enabled(self):
         if not self._enabled:
@@ -63,13 +63,13 @@ class _RuleGuider(BaseGuidance):
             hi = int(self._stop * self._num_inference_steps)
             if not lo <= self._step < hi:
                 return False
-        return not math.isclose(self.guidance_scale, 1.0) or self._uses_negative()
+        return not math.isclose(self.guidance_scale, 1.0) or self._uses_negative
 
     @property
     def num_conditions(self) -> int:
         if not self._is_enabled():
             return 1
-        return 3 if self._uses_negative() else 2
+        return 3 if self._uses_negative else 2
 
     @property
     def is_conditional(self) -> bool:

@@ -143,12 +143,9 @@ class SchedulerConfig:
 
     def _spec(self, sampler, steps, eta=0.0, karras=False):
         """Flat tuple for the C core (layout of parse_sampler in csrc/python/py_sample.c)."""
+        # (the C plan refuses them for samplers other than ddim and ddpm, naming the option)
         clip = float(self.clip_sample_range) if self.clip_sample else 0.0
         ratio = float(self.dynamic_thresholding_ratio) if self.thresholding else 0.0
-        if (clip or ratio) and sampler not in ("ddim", "ddpm"):
-            which = "thresholding" if ratio else "clip_sample"
-            raise ValueError(f"{which}: the {sampler} sampler does not process x0 in ccfg (only "
-                             "ddim and ddpm do); load the scheduler config with it off")
         return (SAMPLERS[sampler], steps, float(eta), bool(karras),
                 _SPACINGS[self.timestep_spacing], int(self.steps_offset),
                 bool(self.set_alpha_to_one), int(self.num_train_timesteps),

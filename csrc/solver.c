@@ -258,14 +258,15 @@ int ccfg_solve(const ccfg_backend *be, const ccfg_plan *plan, const ccfg_sampler
     const int kind = plan->solver;
     if (kind == CCFG_SOLVER_DDIM && !(cfg->eta >= 0.0 && cfg->eta <= 1.0))
         return ccfg_fail(CCFG_EINVAL, "eta must be in [0, 1], got %g", cfg->eta);
-    const solve_args r = {
+    solve_args r = {
         .be = be, .plan = plan, .cb = cb, .n = n, .dim = dim, .count = n * dim, .seed = seed,
         .first = first, .eta = kind == CCFG_SOLVER_DDIM ? cfg->eta : 0.0,
         .sigma_space = kind == CCFG_SOLVER_EULER || kind == CCFG_SOLVER_EULER_ANCESTRAL ||
                        kind == CCFG_SOLVER_HEUN,
         .clip = cfg->clip_sample, .ratio = cfg->threshold_ratio, .sample_max = cfg->sample_max,
     };
-    solve_args ra = r;
+    /* plan_init refuses these for other samplers; a plan made from another config must not
+     * drop them silently either */
     const int x0_processed = r.clip > 0.0 || r.ratio > 0.0;
     if (x0_processed && kind != CCFG_SOLVER_DDIM && kind != CCFG_SOLVER_DDPM)
         return ccfg_fail(CCFG_EINVAL, "clip_sample/thresholding: only the ddim and ddpm samplers "
@@ -279,12 +280,12 @@ int ccfg_solve(const ccfg_backend *be, const ccfg_plan *plan, const ccfg_sampler
     float *buf[NBUF] = {0};
     int status = CCFG_OK, stale;
     if (x0_processed) {
-        ra.bounds = malloc((size_t)n * sizeof *ra.bounds);
+        r.bounds = malloc((size_t)n * sizeof *r.bounds);
         if (r.ratio > 0.0) {
-            ra.sorted = malloc((size_t)dim * sizeof *ra.sorted);
-            if (!be->host_memory) ra.host_x0 = malloc((size_t)r.count * sizeof *ra.host_x0);
+            r.sorted = malloc((size_t)dim * sizeof *r.sorted);
+            if (!be->host_memory) r.host_x0 = malloc((size_t)r.count * sizeof *r.host_x0);
         }
-        if (!ra.bounds || (r.ratio > 0.0 && (!ra.sorted || (!be->host_memory && !ra.host_x0)))) {
+        if (!r.bounds || (r.ratio > 0.0 && (!r.sorted || (!be->host_memory && !r.host_x0)))) {
             status = ccfg_fail(CCFG_ENOMEM, "out of memory for x0 processing");
             goto fail;
         }
@@ -294,11 +295,11 @@ int ccfg_solve(const ccfg_backend *be, const ccfg_plan *plan, const ccfg_sampler
     for (int b = 0; b < NBUF; b++)
         if (need[b] && (status = be->alloc(be, (size_t)r.count * sizeof(float), &buf[b])))
             goto fail;
-    status = loop(&ra, x, trajectory, buf);
+    status = loop(&r, x, trajectory, buf);
 fail:
     for (int b = 0; b < NBUF; b++) be->release(be, buf[b]);
-    free(ra.bounds);
-    free(ra.sorted);
-    free(ra.host_x0);
+    free(r.bounds);
+    free(r.sorted);
+    free(r.host_x0);
     return status;
 }

@@ -12,6 +12,7 @@ PyObject *py_guide_state(PyObject *, PyObject *);
 PyObject *py_state_info(PyObject *, PyObject *);
 PyObject *py_observe(PyObject *, PyObject *);
 PyObject *py_rules(PyObject *, PyObject *);
+PyObject *py_rule_uses_negatives(PyObject *, PyObject *);
 int py_guide_register(PyObject *m);
 PyObject *py_gmm_model(PyObject *, PyObject *);         /* py_models.c */
 PyObject *py_python_model(PyObject *, PyObject *);
@@ -45,6 +46,8 @@ static PyMethodDef methods[] = {
     {"observe", py_observe, METH_VARARGS,
      "observe(rule_spec, state, x_t, x_prev, eps_u, eps_n_list, ab, ab_prev, eta)"},
     {"rules", py_rules, METH_NOARGS, "rules() -> {name: parameter names} of the C registry"},
+    {"rule_uses_negatives", py_rule_uses_negatives, METH_VARARGS,
+     "rule_uses_negatives(name) -> bool: whether the rule ever evaluates negatives"},
     /* sampling and models */
     {"plan", py_plan, METH_VARARGS, "plan(sampler_spec) -> dict of schedule arrays"},
     {"sample", py_sample, METH_VARARGS, "the whole sampling loop (see ccfg/sampling.py)"},

@@ -398,6 +398,21 @@ fail:
     return NULL;
 }
 
+/* rule_uses_negatives(name) -> bool: does the registered rule ever evaluate negatives (CFG, APG
+ * and none do not); what a caller needs to know to prepare a negative branch */
+PyObject *py_rule_uses_negatives(PyObject *self, PyObject *args)
+{
+    const char *name;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "s", &name)) return NULL;
+    const ccfg_rule_impl *impl = !strcmp(name, "python") ? &python_rule : ccfg_rule_find(name);
+    if (!impl) {
+        PyErr_Format(PyExc_ValueError, "unknown rule %s", name);
+        return NULL;
+    }
+    return PyBool_FromLong(impl->uses_negatives);
+}
+
 int py_guide_register(PyObject *m)
 {
     if (PyType_Ready(&StateType) < 0) return -1;
