@@ -19,7 +19,7 @@ import re
 
 import numpy as np
 
-from . import _core, _device
+from . import _core, _device, _tensors
 from . import safetensors as _st
 from .schedulers import SchedulerConfig
 
@@ -27,8 +27,12 @@ __all__ = ["UNet"]
 
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 CONFIG_NAME = "config.json"
-DOWN_TYPES = {"DownBlock2D": 0, "AttnDownBlock2D": 1}
-UP_TYPES = {"UpBlock2D": 0, "AttnUpBlock2D": 1}
+# what follows each resnet of a block (csrc/unet.h: CCFG_UNET_*_ATTENTION, CCFG_UNET_TRANSFORMER)
+SELF_ATTENTION, TRANSFORMER = 1, 2
+DOWN_TYPES = {"DownBlock2D": 0, "AttnDownBlock2D": SELF_ATTENTION}
+UP_TYPES = {"UpBlock2D": 0, "AttnUpBlock2D": SELF_ATTENTION}
+COND_DOWN_TYPES = {"DownBlock2D": 0, "CrossAttnDownBlock2D": TRANSFORMER}
+COND_UP_TYPES = {"UpBlock2D": 0, "CrossAttnUpBlock2D": TRANSFORMER}
 _LEGACY = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out.0"}
 _LEGACY_RE = re.compile(r"^(.*\.attentions\.\d+)\.(query|key|value|proj_attn)\.(weight|bias)$")
 
@@ -60,45 +64,61 @@ def _field_choice(cfg, name, default, choices):
 
 
 def _c_config(cfg):
-    """diffusers config dict -> the dict csrc/python/py_unet.c turns into ccfg_unet_config."""
+    """diffusers config dict -> the dict csrc/python/py_unet.c turns into ccfg_unet_config; the
+    config's ``_class_name`` picks the model class."""
     cls = cfg.get("_class_name", "UNet2DModel")
-    if cls != "UNet2DModel":
-        raise ValueError(f"_class_name: {cls!r} is not supported; supported: ['UNet2DModel']")
-    channels = cfg.get("block_out_channels", (224, 448, 672, 896))
+    if cls not in _CONFIGS:
+        raise ValueError(f"_class_name: {cls!r} is not supported; supported: {list(_CONFIGS)}")
+    c = _CONFIGS[cls](cfg)
+    c["class_name"] = cls
+    return c
+
+
+def _as_numpy(value, argname):
+    """A real array from an array-like or a torch tensor (any float dtype or device)."""
+    a = _tensors.to_array(value, argname) if _tensors.is_tensor(value) else np.asarray(value)
+    if a.dtype.kind not in "fiu":
+        raise TypeError(f"{argname}: expected real numbers, got dtype {a.dtype}")
+    return a
+
+
+def _block_types(cfg, name, default, known, L):
+    types = cfg.get(name, default)
+    if not isinstance(types, (list, tuple)) or len(types) != L:
+        raise ValueError(f"{name}: expected {L} block types (one per block_out_channels), "
+                         f"got {types!r}")
+    for t in types:
+        if t not in known:
+            raise ValueError(f"{name}: {t!r} is not supported; supported: {list(known)}")
+    return tuple(known[t] for t in types)
+
+
+def _per_level(cfg, name, default, L):
+    """An int, or a list of one int per level (diffusers broadcasts an int)."""
+    v = cfg.get(name, default)
+    vals = [v] * L if _is_int(v) else v
+    if not isinstance(vals, (list, tuple)) or len(vals) != L or not all(
+            _is_int(x) and x >= 1 for x in vals):
+        raise ValueError(f"{name}: expected a positive integer or {L} of them (one per "
+                         f"block_out_channels), got {v!r}")
+    return tuple(int(x) for x in vals)
+
+
+def _shared_fields(cfg, in_default, channels_default):
+    """The fields UNet2DModel and UNet2DConditionModel read alike (level count, resnets, time
+    embedding); the class-specific ones are added by the caller."""
+    channels = cfg.get("block_out_channels", channels_default)
     if not isinstance(channels, (list, tuple)) or not channels or not all(
             _is_int(c) and c >= 1 for c in channels):
         raise ValueError(f"block_out_channels: expected a list of positive integers, got "
                          f"{channels!r}")
     if len(channels) > 8:
         raise ValueError(f"block_out_channels: at most 8 levels supported, got {len(channels)}")
-    L = len(channels)
-    down = cfg.get("down_block_types", ("DownBlock2D",) + ("AttnDownBlock2D",) * 3)
-    up = cfg.get("up_block_types", ("AttnUpBlock2D",) * 3 + ("UpBlock2D",))
-    for name, types, known in (("down_block_types", down, DOWN_TYPES),
-                               ("up_block_types", up, UP_TYPES)):
-        if not isinstance(types, (list, tuple)) or len(types) != L:
-            raise ValueError(f"{name}: expected {L} block types (one per block_out_channels), "
-                             f"got {types!r}")
-        for t in types:
-            if t not in known:
-                raise ValueError(f"{name}: {t!r} is not supported; supported: {list(known)}")
-    mid = _field_choice(cfg, "mid_block_type", "UNetMidBlock2D", ("UNetMidBlock2D", None))
     _field_choice(cfg, "time_embedding_type", "positional", ("positional",))
     _field_choice(cfg, "act_fn", "silu", ("silu", "swish"))
-    _field_choice(cfg, "downsample_type", "conv", ("conv",))
-    _field_choice(cfg, "upsample_type", "conv", ("conv",))
     _field_choice(cfg, "class_embed_type", None, (None,))
     shift = _field_choice(cfg, "resnet_time_scale_shift", "default", ("default", "scale_shift"))
     groups = _field_int(cfg, "norm_num_groups", 32, low=1)
-    head = cfg.get("attention_head_dim", 8)
-    if head is not None and (not _is_int(head) or head < 1):
-        raise ValueError(f"attention_head_dim: expected a positive integer or None, got {head!r}")
-    attn_groups = cfg.get("attn_norm_num_groups", None)
-    if attn_groups is not None and (not _is_int(attn_groups) or attn_groups < 1):
-        raise ValueError(f"attn_norm_num_groups: expected a positive integer or None, got "
-                         f"{attn_groups!r}")
-    if attn_groups is None:     # UNetMidBlock2D: no GroupNorm in its attention under scale_shift
-        attn_groups = groups if shift == "default" else 0
     n_class = cfg.get("num_class_embeds", None)
     if n_class is not None and (not _is_int(n_class) or n_class < 1):
         raise ValueError(f"num_class_embeds: expected a positive integer or None, got {n_class!r}")
@@ -114,20 +134,15 @@ def _c_config(cfg):
     mid_scale = _field_real(cfg, "mid_block_scale_factor", 1.0)
     if mid_scale == 0:
         raise ValueError("mid_block_scale_factor: must be nonzero")
-    c = {
-        "in_channels": _field_int(cfg, "in_channels", 3, low=1),
-        "out_channels": _field_int(cfg, "out_channels", 3, low=1),
+    L = len(channels)
+    return {
+        "in_channels": _field_int(cfg, "in_channels", in_default, low=1),
+        "out_channels": _field_int(cfg, "out_channels", in_default, low=1),
         "levels": L,
         "channels": tuple(int(x) for x in channels),
-        "down_attention": tuple(DOWN_TYPES[t] for t in down),
-        "up_attention": tuple(UP_TYPES[t] for t in up),
         "layers_per_block": _field_int(cfg, "layers_per_block", 2, low=1),
-        "mid_block": int(mid is not None),
-        "mid_attention": int(bool(cfg.get("add_attention", True))),
-        "mid_attention_groups": int(attn_groups),
         "norm_groups": groups,
         "norm_eps": eps,
-        "head_dim": 0 if head is None else int(head),
         "time_embed_dim": int(tdim) if tdim is not None else 4 * int(channels[0]),
         "flip_sin_to_cos": int(bool(cfg.get("flip_sin_to_cos", True))),
         "freq_shift": _field_real(cfg, "freq_shift", 0),
@@ -136,12 +151,121 @@ def _c_config(cfg):
         "center_input_sample": int(bool(cfg.get("center_input_sample", False))),
         "num_class_embeds": 0 if n_class is None else int(n_class),
         "mid_block_scale_factor": mid_scale,
+        # text conditioning: none unless the class says so
+        "cross_attention_dim": 0,
+        "heads": (0,) * L,
+        "transformer_layers": (0,) * L,
+        "use_linear_projection": False,
     }
+
+
+def _finish(c):
     _check_groups(c)
     if c["freq_shift"] >= c["channels"][0] // 2:
         raise ValueError(f"freq_shift: must be below half of block_out_channels[0], got "
                          f"{c['freq_shift']}")
     return c
+
+
+def _config_unet2d(cfg):
+    """UNet2DModel (unet_2d.py): self-attention blocks, optional class embedding."""
+    c = _shared_fields(cfg, 3, (224, 448, 672, 896))
+    L = c["levels"]
+    down = _block_types(cfg, "down_block_types", ("DownBlock2D",) + ("AttnDownBlock2D",) * 3,
+                        DOWN_TYPES, L)
+    up = _block_types(cfg, "up_block_types", ("AttnUpBlock2D",) * 3 + ("UpBlock2D",), UP_TYPES, L)
+    mid = _field_choice(cfg, "mid_block_type", "UNetMidBlock2D", ("UNetMidBlock2D", None))
+    _field_choice(cfg, "downsample_type", "conv", ("conv",))
+    _field_choice(cfg, "upsample_type", "conv", ("conv",))
+    head = cfg.get("attention_head_dim", 8)
+    if head is not None and (not _is_int(head) or head < 1):
+        raise ValueError(f"attention_head_dim: expected a positive integer or None, got {head!r}")
+    attn_groups = cfg.get("attn_norm_num_groups", None)
+    if attn_groups is not None and (not _is_int(attn_groups) or attn_groups < 1):
+        raise ValueError(f"attn_norm_num_groups: expected a positive integer or None, got "
+                         f"{attn_groups!r}")
+    if attn_groups is None:     # UNetMidBlock2D: no GroupNorm in its attention under scale_shift
+        attn_groups = c["norm_groups"] if not c["scale_shift"] else 0
+    c.update({
+        "down_attention": down,
+        "up_attention": up,
+        "mid_block": int(mid is not None),
+        "mid_attention": SELF_ATTENTION if cfg.get("add_attention", True) else 0,
+        "mid_attention_groups": int(attn_groups),
+        "head_dim": 0 if head is None else int(head),
+    })
+    return _finish(c)
+
+
+# UNet2DConditionModel fields whose only supported value is the default, and why it matters
+_CONDITION_FIXED = {
+    "only_cross_attention": False, "dual_cross_attention": False, "encoder_hid_dim": None,
+    "encoder_hid_dim_type": None, "addition_embed_type": None, "time_embedding_act_fn": None,
+    "timestep_post_act": None, "time_cond_proj_dim": None, "conv_in_kernel": 3,
+    "conv_out_kernel": 3, "projection_class_embeddings_input_dim": None,
+    "attention_type": "default", "class_embeddings_concat": False,
+    "mid_block_only_cross_attention": None, "cross_attention_norm": None,
+    "reverse_transformer_layers_per_block": None, "num_attention_heads": None,
+}
+
+
+def _config_condition(cfg):
+    """UNet2DConditionModel (unet_2d_condition.py): Transformer2DModel blocks attending to
+    condition tokens (a text encoder's hidden states). diffusers calls the per-level head COUNT
+    ``attention_head_dim`` in this class (its own naming bug, kept for compatibility)."""
+    for name, value in _CONDITION_FIXED.items():
+        got = cfg.get(name, value)
+        same = got == value or (isinstance(got, (list, tuple)) and value is False
+                                and not any(got))
+        if not same:
+            raise ValueError(f"{name}: {got!r} is not supported (only {value!r})")
+    c = _shared_fields(cfg, 4, (320, 640, 1280, 1280))
+    L = c["levels"]
+    down = _block_types(cfg, "down_block_types",
+                        ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",), COND_DOWN_TYPES, L)
+    up = _block_types(cfg, "up_block_types", ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+                      COND_UP_TYPES, L)
+    mid = _field_choice(cfg, "mid_block_type", "UNetMidBlock2DCrossAttn",
+                        ("UNetMidBlock2DCrossAttn", None))
+    lpb = cfg.get("layers_per_block", 2)
+    if isinstance(lpb, (list, tuple)):      # one per block: ccfg supports equal counts
+        if not lpb or len(set(lpb)) != 1 or not _is_int(lpb[0]) or lpb[0] < 1:
+            raise ValueError(f"layers_per_block: one count for every block supported, got {lpb!r}")
+        c["layers_per_block"] = int(lpb[0])
+    xdim = cfg.get("cross_attention_dim", 1280)
+    if isinstance(xdim, (list, tuple)) and xdim and len(set(xdim)) == 1:
+        xdim = xdim[0]
+    if not _is_int(xdim) or xdim < 1:
+        raise ValueError(f"cross_attention_dim: expected a positive integer (one for every block), "
+                         f"got {xdim!r}")
+    tl = cfg.get("transformer_layers_per_block", 1)
+    if isinstance(tl, (list, tuple)) and any(isinstance(x, (list, tuple)) for x in tl):
+        raise ValueError(f"transformer_layers_per_block: per-layer lists are not supported, got "
+                         f"{tl!r}")
+    c.update({
+        "down_attention": down,
+        "up_attention": up,
+        "mid_block": int(mid is not None),
+        "mid_attention": TRANSFORMER if mid is not None else 0,
+        "mid_attention_groups": 0,
+        "head_dim": 0,
+        "cross_attention_dim": int(xdim),
+        "heads": _per_level(cfg, "attention_head_dim", 8, L),
+        "transformer_layers": _per_level(cfg, "transformer_layers_per_block", 1, L),
+        "use_linear_projection": bool(cfg.get("use_linear_projection", False)),
+    })
+    for l, (ch, h) in enumerate(zip(c["channels"], c["heads"])):
+        if h > ch:
+            raise ValueError(f"attention_head_dim: {h} heads for the {ch} channels of level {l}")
+    # upcast_attention: diffusers computes attention scores in float32 under it; ccfg always
+    # does, so both values are honoured. dropout is the identity at inference.
+    for name in ("upcast_attention", "use_linear_projection"):
+        if not isinstance(cfg.get(name, False), bool):
+            raise ValueError(f"{name}: expected true or false, got {cfg.get(name)!r}")
+    return _finish(c)
+
+
+_CONFIGS = {"UNet2DModel": _config_unet2d, "UNet2DConditionModel": _config_condition}
 
 
 def _check_groups(c):
@@ -159,8 +283,8 @@ def _check_groups(c):
         raise ValueError(f"attn_norm_num_groups: {ag} does not divide {chs[-1]} channels")
     hd = c["head_dim"]
     for i in range(L):
-        attn = c["down_attention"][i] or c["up_attention"][L - 1 - i] or (
-            i == L - 1 and c["mid_block"] and c["mid_attention"])
+        attn = SELF_ATTENTION in (c["down_attention"][i], c["up_attention"][L - 1 - i]) or (
+            i == L - 1 and c["mid_block"] and c["mid_attention"] == SELF_ATTENTION)
         if attn and hd > chs[i]:
             raise ValueError(f"attention_head_dim: {hd} exceeds the {chs[i]} channels of level {i}")
 
@@ -211,6 +335,36 @@ def _param_layout(c):
         out.append((tuple(n + ".bias" for n in qkv), (inner,)))
         linear(prefix + ".to_out.0", inner, ch)
 
+    def transformer(prefix, ch, heads, layers):
+        # Transformer2DModel: proj_in/proj_out are Linear (use_linear_projection) or 1x1 Conv2d
+        inner = heads * (ch // heads)
+        D = c["cross_attention_dim"]
+        lin = c["use_linear_projection"]
+        norm(prefix + ".norm", ch)
+        out.append((prefix + ".proj_in.weight", (inner, ch) if lin else (inner, ch, 1, 1)))
+        out.append((prefix + ".proj_in.bias", (inner,)))
+        for b in range(layers):
+            blk = f"{prefix}.transformer_blocks.{b}"
+            norm(blk + ".norm1", inner)
+            out.append((tuple(f"{blk}.attn1.{k}.weight" for k in ("to_q", "to_k", "to_v")),
+                        (inner, inner)))
+            linear(blk + ".attn1.to_out.0", inner, inner)
+            norm(blk + ".norm2", inner)
+            out.append((blk + ".attn2.to_q.weight", (inner, inner)))
+            out.append((tuple(f"{blk}.attn2.{k}.weight" for k in ("to_k", "to_v")), (inner, D)))
+            linear(blk + ".attn2.to_out.0", inner, inner)
+            norm(blk + ".norm3", inner)
+            linear(blk + ".ff.net.0.proj", inner, 8 * inner)
+            linear(blk + ".ff.net.2", 4 * inner, inner)
+        out.append((prefix + ".proj_out.weight", (ch, inner) if lin else (ch, inner, 1, 1)))
+        out.append((prefix + ".proj_out.bias", (ch,)))
+
+    def block_attention(kind, prefix, ch, level):
+        if kind == SELF_ATTENTION:
+            attention(prefix, ch, True)
+        elif kind == TRANSFORMER:
+            transformer(prefix, ch, c["heads"][level], c["transformer_layers"][level])
+
     L, lpb, chs = c["levels"], c["layers_per_block"], c["channels"]
     conv("conv_in", c["in_channels"], C0, 3)
     linear("time_embedding.linear_1", C0, T)
@@ -221,21 +375,21 @@ def _param_layout(c):
         for j in range(lpb):
             cin = chs[max(l - 1, 0)] if j == 0 else chs[l]
             resnet(f"down_blocks.{l}.resnets.{j}", cin, chs[l])
-            if c["down_attention"][l]:
-                attention(f"down_blocks.{l}.attentions.{j}", chs[l], True)
+            block_attention(c["down_attention"][l], f"down_blocks.{l}.attentions.{j}", chs[l], l)
         if l < L - 1:
             conv(f"down_blocks.{l}.downsamplers.0.conv", chs[l], chs[l], 3)
     if c["mid_block"]:
         resnet("mid_block.resnets.0", chs[-1], chs[-1])
-        if c["mid_attention"]:
+        if c["mid_attention"] == SELF_ATTENTION:
             attention("mid_block.attentions.0", chs[-1], bool(c["mid_attention_groups"]))
+        elif c["mid_attention"] == TRANSFORMER:
+            block_attention(TRANSFORMER, "mid_block.attentions.0", chs[-1], L - 1)
         resnet("mid_block.resnets.1", chs[-1], chs[-1])
     for i in range(L):
         ch = chs[L - 1 - i]
         for j in range(lpb + 1):
             resnet(f"up_blocks.{i}.resnets.{j}", _up_in(c, i, j), ch)
-            if c["up_attention"][i]:
-                attention(f"up_blocks.{i}.attentions.{j}", ch, True)
+            block_attention(c["up_attention"][i], f"up_blocks.{i}.attentions.{j}", ch, L - 1 - i)
         if i < L - 1:
             conv(f"up_blocks.{i}.upsamplers.0.conv", ch, ch, 3)
     norm("conv_norm_out", C0)
@@ -281,7 +435,7 @@ def _flatten_params(c, tensors):
             parts.append(get(names, shape))
     extra = sorted(set(canon) - used)
     if extra:
-        raise ValueError(f"tensor {canon[extra[0]]!r} is not part of this UNet2DModel config "
+        raise ValueError(f"tensor {canon[extra[0]]!r} is not part of this {c['class_name']} config "
                          f"({len(extra)} unexpected tensor{'s' if len(extra) > 1 else ''})")
     return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
@@ -377,6 +531,9 @@ class UNet:
 
         k = self._c["num_class_embeds"]
         self.num_class_embeds = k
+        self.class_name = self._c["class_name"]
+        # text conditioning: the width of a condition token (0: none)
+        self.cross_attention_dim = self._c["cross_attention_dim"]
         if k:
             null_class = k - 1 if null_class is None else null_class
             if not _is_int(null_class) or not 0 <= null_class < k:
@@ -434,9 +591,13 @@ class UNet:
                    sample_size=sample_size)
 
     # ------------------------------------------------------------------ forward
-    def __call__(self, sample, timestep, class_labels=None, device="cpu"):
-        """diffusers' ``UNet2DModel.forward(sample, timestep, class_labels).sample`` as float32
-        NumPy: ``sample`` (B, in_channels, H, W); ``timestep`` a number or one per sample."""
+    def __call__(self, sample, timestep, class_labels=None, device="cpu", *,
+                 encoder_hidden_states=None):
+        """diffusers' ``forward(sample, timestep, ...).sample`` as float32 NumPy: ``sample``
+        (B, in_channels, H, W); ``timestep`` a number or one per sample; ``class_labels`` for a
+        class-conditional model; ``encoder_hidden_states`` (B, L, cross_attention_dim) (or one
+        (L, D) / (1, L, D) condition for every sample) for a text-conditioned
+        ``UNet2DConditionModel``. Arrays of any real dtype and torch tensors are accepted."""
         handle = self._handle_for(_device.resolve(device if device is not None else "cpu"))
         x = np.asarray(sample)
         if x.dtype.kind not in "fiu":
@@ -471,7 +632,34 @@ class UNet:
             labels = np.ascontiguousarray(labels, dtype=np.int32)
         elif class_labels is not None:
             raise ValueError("class_labels: the model has no class embedding")
-        return _core.unet_forward(handle, x, t, labels)
+        ctx = None
+        if self.cross_attention_dim:
+            if encoder_hidden_states is None:
+                raise ValueError(f"encoder_hidden_states: the UNet is text-conditioned "
+                                 f"(cross_attention_dim = {self.cross_attention_dim}); pass the "
+                                 f"condition tokens, (B, L, {self.cross_attention_dim})")
+            ctx = self._tokens(encoder_hidden_states, "encoder_hidden_states", batch=B)
+        elif encoder_hidden_states is not None:
+            raise ValueError("encoder_hidden_states: the model has no cross-attention")
+        return _core.unet_forward(handle, x, t, labels, ctx)
+
+    def _tokens(self, value, argname, batch=None):
+        """A condition's tokens as float32 (n, L, D): (L, D) is one condition; (n, L, D) is n
+        (``batch``: n must be 1 or ``batch``). Torch tensors are read through NumPy."""
+        D = self.cross_attention_dim
+        a = _as_numpy(value, argname)
+        if a.ndim == 2:
+            a = a[None]
+        if a.ndim != 3 or a.shape[2] != D or a.shape[1] < 1:
+            raise ValueError(f"{argname}: expected condition tokens of shape (L, {D}) or "
+                             f"(n, L, {D}), got {tuple(a.shape)}")
+        if batch is not None and a.shape[0] not in (1, batch):
+            raise ValueError(f"{argname}: {a.shape[0]} conditions for {batch} samples (give 1 "
+                             f"or one per sample)")
+        a = np.ascontiguousarray(a, dtype=np.float32)
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"{argname}: contains NaN or Inf")
+        return a
 
     def _handle_for(self, dev):
         """The C model whose weights live on device ``dev`` ("cpu" or "vulkan:N")."""
@@ -482,7 +670,7 @@ class UNet:
         return self._device_handles[dev]
 
     # ------------------------------------------------------------------ as a ccfg model
-    def _condition_id(self, value, argname):
+    def _condition_id(self, value, argname):  # class-conditional models
         """Class index of a concept name or class index (the condition id the C core receives)."""
         k = self.num_class_embeds
         if not k:
@@ -504,13 +692,16 @@ class UNet:
 
     def _c_model(self, device, positive, negatives, null=None):
         """(C model, positive id, negative ids) for one ccfg.sample run on ``device``; ``null``
-        (a class index or concept name) replaces ``null_class`` for this run."""
+        (a class index or concept name) replaces ``null_class`` for this run. For a
+        text-conditioned UNet every condition, ``null`` included, is an array of tokens."""
         if self.shape is None:
             raise ValueError("sample_size: the model's config has none; pass "
                              "from_pretrained(..., sample_size=)")
         if self._c["in_channels"] != self._c["out_channels"]:
             raise ValueError("the UNet's out_channels differ from in_channels: it cannot be "
                              "sampled as a denoiser")
+        if self.cross_attention_dim:
+            return self._c_model_text(device, positive, negatives, null)
         pos = -1 if positive is None else self._condition_id(positive, "positive")
         ids = tuple(self._condition_id(v, "negative") for v in negatives)
         class_of = np.arange(self.num_class_embeds, dtype=np.int32)
@@ -522,6 +713,41 @@ class UNet:
             null = -1 if self.null_class is None else self.null_class
         handle = _core.unet_model(self._handle_for(device), self.shape[1], self.shape[2], null,
                                   class_of)
+        return handle, pos, ids
+
+    def _c_model_text(self, device, positive, negatives, null):
+        """Conditions as token arrays: the positive is id 0, the negatives 1.. (all of one token
+        count, which the null shares)."""
+        if self.num_class_embeds:
+            raise ValueError("num_class_embeds: sampling a UNet conditioned on both text and "
+                             "classes is not supported; call the UNet's forward directly")
+        conds = ([] if positive is None else [("positive", positive)]) + [
+            (f"negative[{i}]", v) for i, v in enumerate(negatives)]
+        arrays = []
+        for name, v in conds:
+            a = self._tokens(v, name)
+            if a.shape[0] != 1:
+                raise ValueError(f"{name}: one condition (L, {self.cross_attention_dim}) per "
+                                 f"run; per-sample conditions are not supported in sampling, "
+                                 f"got {a.shape[0]}")
+            arrays.append(a[0])
+        null_tokens = None
+        if null is not None:
+            null_tokens = self._tokens(null, "null")
+            if null_tokens.shape[0] != 1:
+                raise ValueError(f"null: one unconditional embedding (L, "
+                                 f"{self.cross_attention_dim}), got {null_tokens.shape[0]}")
+            null_tokens = null_tokens[0]
+        lengths = {a.shape[0] for a in arrays} | (
+            set() if null_tokens is None else {null_tokens.shape[0]})
+        if len(lengths) > 1:
+            raise ValueError(f"positive, negative, null: every condition needs the same token "
+                             f"count (pad the prompts alike), got {sorted(lengths)}")
+        contexts = np.stack(arrays) if arrays else None
+        handle = _core.unet_model(self._handle_for(device), self.shape[1], self.shape[2], -1,
+                                  np.zeros(0, np.int32), contexts, null_tokens)
+        pos = -1 if positive is None else 0
+        ids = tuple(range(1 if positive is not None else 0, len(arrays)))
         return handle, pos, ids
 
     @property

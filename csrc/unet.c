@@ -1,13 +1,23 @@
-/* unet.c — diffusers' UNet2DModel forward, written once over the nn.h op table.
+/* unet.c — diffusers' UNet2DModel and UNet2DConditionModel forward, written once over the nn.h
+ * op table.
  *
- * The structure follows diffusers' unet_2d.py / unet_2d_blocks.py / resnet.py:
+ * The structure follows diffusers' unet_2d.py / unet_2d_condition.py / unet_2d_blocks.py /
+ * resnet.py / transformer_2d.py / attention.py:
  *   conv_in -> down blocks (resnets [+ attention], conv downsample) -> mid block (resnet,
  *   [attention], resnet) -> up blocks (skip concat, resnets [+ attention], nearest 2x + conv)
  *   -> GroupNorm, SiLU, conv_out,
  * with the time embedding (sinusoid, linear, SiLU, linear [+ class embedding]) fed to every resnet
  * through its own linear layer (added before norm2, or FiLM after it with scale_shift).
- * Activations are CNHW (nn.h). A batch runs in chunks of at most plan.chunk samples; every buffer
- * is allocated by ccfg_unet_plan, none during a forward. */
+ * "Attention" after a resnet is either UNet2DModel's self-attention block or, in a text-conditioned
+ * UNet, a Transformer2DModel:
+ *   h = proj_in(GroupNorm(x))                                   (1x1 conv or linear: one GEMM)
+ *   per BasicTransformerBlock:  h += attn1(LN1(h))               (self-attention over pixels)
+ *                               h += attn2(LN2(h), context)      (keys, values from the condition)
+ *                               h += W2 GEGLU(W1 LN3(h) + b1) + b2
+ *   x += proj_out(h)
+ * Activations are CNHW (nn.h): a token is a column, so every linear layer is a 1x1 convolution.
+ * A batch runs in chunks of at most plan.chunk samples; every buffer is allocated by
+ * ccfg_unet_plan, none during a forward. */
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -50,15 +60,39 @@ typedef struct {
     float out_scale;
 } attn_p;
 
+/* one BasicTransformerBlock (attention.py; norm_type "layer_norm", GEGLU feed-forward) */
+typedef struct {
+    const float *norm1_w, *norm1_b, *norm2_w, *norm2_b, *norm3_w, *norm3_b;
+    conv_p qkv1;                        /* attn1 to_q, to_k, to_v stacked: (3 inner, inner), no bias */
+    conv_p out1;                        /* attn1 to_out.0: (inner, inner) + bias */
+    conv_p q2;                          /* attn2 to_q: (inner, inner), no bias */
+    conv_p kv2;                         /* attn2 to_k, to_v stacked: (2 inner, D), no bias */
+    conv_p out2;
+    conv_p ff1;                         /* ff.net.0.proj: (8 inner, inner) + bias -> [h; gate] */
+    conv_p ff2;                         /* ff.net.2: (inner, 4 inner) + bias */
+} tblock_p;
+
+/* one Transformer2DModel (continuous input): inner = heads * head_dim channels inside */
+typedef struct {
+    int c, heads, head_dim, inner, layers, groups;
+    const float *norm_w, *norm_b;
+    conv_p proj_in, proj_out;
+    const tblock_p *blocks;             /* `layers` blocks in the UNet's tblocks array */
+} xformer_p;
+
 typedef struct {
     int64_t chunk;                      /* samples per chunk, 0 = no plan */
-    int h, w;
+    int h, w, ctx_len;
     float *arena;                       /* memory of the UNet's backend */
     int64_t floats;
     float *xin, *yout;                  /* device backends: a chunk's NCHW input and output */
     float *x, *y, *p, *q, *a, *cat, *qkv, *o, *conv_scratch, *attn_scratch;
     int64_t conv_scratch_len, attn_scratch_len;
     float *tfreq, *e1, *emb, *emb_act, *temb, *lin_scratch;
+    /* transformers: hidden tokens, the condition's keys and values, feed-forward, the condition
+     * itself (CNHW: (D, chunk * ctx_len)) and its host copy, filled per chunk */
+    float *th, *kv, *ff, *ffh, *ctx;
+    float *ctx_host;                    /* host memory */
     float **skip;                       /* n_skips pointers into the arena */
 } plan_t;
 
@@ -72,6 +106,8 @@ struct ccfg_unet {
     const float *t1_w, *t1_b, *t2_w, *t2_b, *class_table;
     resnet_p *down_res, *up_res, mid_res[2];
     attn_p *down_attn, *up_attn, mid_attn;
+    xformer_p *down_tf, *up_tf, mid_tf;     /* where the block's attention is a transformer */
+    tblock_p *tblocks;                      /* every transformer's blocks, in walk order */
     conv_p down_conv[CCFG_UNET_MAX_LEVELS], up_conv[CCFG_UNET_MAX_LEVELS];
     const float *out_norm_w, *out_norm_b;
     int n_skips;
@@ -84,6 +120,8 @@ struct ccfg_unet {
 typedef struct {
     const float *base;                  /* NULL: count only */
     int64_t off;
+    tblock_p *blocks;                   /* NULL: count only */
+    int n_blocks;                       /* transformer blocks walked so far */
 } cursor;
 
 static const float *take(cursor *c, int64_t n)
@@ -140,6 +178,56 @@ static attn_p walk_attn(cursor *c, const ccfg_unet_config *cfg, int ch, int grou
     return a;
 }
 
+static conv_p walk_linear_nobias(cursor *c, int cin, int cout)
+{
+    conv_p p = {cin, cout, NULL, NULL};
+    p.w = take(c, (int64_t)cout * cin);
+    return p;
+}
+
+static void walk_norm(cursor *c, int ch, const float **w, const float **b)
+{
+    *w = take(c, ch);
+    *b = take(c, ch);
+}
+
+/* a Transformer2DModel of `layers` blocks over ch channels with `heads` heads (diffusers:
+ * head_dim = ch / heads, inner = heads * head_dim); proj_in/proj_out are the same GEMM whether
+ * stored as 1x1 convolutions or linear layers (use_linear_projection) */
+static xformer_p walk_transformer(cursor *c, const ccfg_unet_config *cfg, int ch, int heads,
+                                  int layers)
+{
+    xformer_p t;
+    memset(&t, 0, sizeof t);
+    t.c = ch;
+    t.heads = heads;
+    t.head_dim = ch / heads;
+    t.inner = t.heads * t.head_dim;
+    t.layers = layers;
+    t.groups = cfg->norm_groups;
+    const int inner = t.inner, D = cfg->cross_attention_dim;
+    walk_norm(c, ch, &t.norm_w, &t.norm_b);
+    t.proj_in = walk_conv(c, ch, inner, 1);
+    t.blocks = c->blocks ? c->blocks + c->n_blocks : NULL;
+    for (int i = 0; i < layers; i++) {
+        tblock_p b;
+        walk_norm(c, inner, &b.norm1_w, &b.norm1_b);
+        b.qkv1 = walk_linear_nobias(c, inner, 3 * inner);
+        b.out1 = walk_conv(c, inner, inner, 1);
+        walk_norm(c, inner, &b.norm2_w, &b.norm2_b);
+        b.q2 = walk_linear_nobias(c, inner, inner);
+        b.kv2 = walk_linear_nobias(c, D, 2 * inner);
+        b.out2 = walk_conv(c, inner, inner, 1);
+        walk_norm(c, inner, &b.norm3_w, &b.norm3_b);
+        b.ff1 = walk_conv(c, inner, 8 * inner, 1);
+        b.ff2 = walk_conv(c, 4 * inner, inner, 1);
+        if (c->blocks) c->blocks[c->n_blocks] = b;
+        c->n_blocks++;
+    }
+    t.proj_out = walk_conv(c, inner, ch, 1);
+    return t;
+}
+
 /* down level l, up block i: the channel bookkeeping of diffusers' UNet2DModel.__init__ */
 static int down_in(const ccfg_unet_config *cfg, int l) { return cfg->channels[l > 0 ? l - 1 : 0]; }
 
@@ -153,9 +241,10 @@ static int up_resnet_in(const ccfg_unet_config *cfg, int i, int j)
     return (j == 0 ? prev : out) + skip;
 }
 
-static int64_t walk(ccfg_unet *u, const ccfg_unet_config *cfg, const float *base)
+/* the parameter count; *n_blocks (if not NULL): the transformer blocks */
+static int64_t walk(ccfg_unet *u, const ccfg_unet_config *cfg, const float *base, int *n_blocks)
 {
-    cursor c = {base, 0};
+    cursor c = {base, 0, u ? u->tblocks : NULL, 0};
     const int L = cfg->levels, lpb = cfg->layers_per_block, T = cfg->time_embed_dim;
     const int C0 = cfg->channels[0];
     conv_p cv = walk_conv(&c, cfg->in_channels, C0, 3);
@@ -171,9 +260,13 @@ static int64_t walk(ccfg_unet *u, const ccfg_unet_config *cfg, const float *base
         for (int j = 0; j < lpb; j++) {
             resnet_p r = walk_resnet(&c, cfg, j == 0 ? down_in(cfg, l) : out, out, 1.0f);
             if (u) u->down_res[l * lpb + j] = r;
-            if (cfg->down_attention[l]) {
+            if (cfg->down_attention[l] == CCFG_UNET_SELF_ATTENTION) {
                 attn_p a = walk_attn(&c, cfg, out, cfg->norm_groups, 1.0f);
                 if (u) u->down_attn[l * lpb + j] = a;
+            } else if (cfg->down_attention[l] == CCFG_UNET_TRANSFORMER) {
+                xformer_p t = walk_transformer(&c, cfg, out, cfg->heads[l],
+                                               cfg->transformer_layers[l]);
+                if (u) u->down_tf[l * lpb + j] = t;
             }
         }
         if (l < L - 1) {
@@ -186,12 +279,18 @@ static int64_t walk(ccfg_unet *u, const ccfg_unet_config *cfg, const float *base
         const float s = cfg->mid_block_scale_factor;
         resnet_p r0 = walk_resnet(&c, cfg, ch, ch, s);
         attn_p a;
+        xformer_p t;
         memset(&a, 0, sizeof a);
-        if (cfg->mid_attention) a = walk_attn(&c, cfg, ch, cfg->mid_attention_groups, s);
+        memset(&t, 0, sizeof t);
+        if (cfg->mid_attention == CCFG_UNET_SELF_ATTENTION)
+            a = walk_attn(&c, cfg, ch, cfg->mid_attention_groups, s);
+        else if (cfg->mid_attention == CCFG_UNET_TRANSFORMER)   /* not scaled: diffusers' too */
+            t = walk_transformer(&c, cfg, ch, cfg->heads[L - 1], cfg->transformer_layers[L - 1]);
         resnet_p r1 = walk_resnet(&c, cfg, ch, ch, s);
         if (u) {
             u->mid_res[0] = r0;
             u->mid_attn = a;
+            u->mid_tf = t;
             u->mid_res[1] = r1;
         }
     }
@@ -200,9 +299,13 @@ static int64_t walk(ccfg_unet *u, const ccfg_unet_config *cfg, const float *base
         for (int j = 0; j <= lpb; j++) {
             resnet_p r = walk_resnet(&c, cfg, up_resnet_in(cfg, i, j), out, 1.0f);
             if (u) u->up_res[i * (lpb + 1) + j] = r;
-            if (cfg->up_attention[i]) {
+            if (cfg->up_attention[i] == CCFG_UNET_SELF_ATTENTION) {
                 attn_p a = walk_attn(&c, cfg, out, cfg->norm_groups, 1.0f);
                 if (u) u->up_attn[i * (lpb + 1) + j] = a;
+            } else if (cfg->up_attention[i] == CCFG_UNET_TRANSFORMER) {
+                xformer_p t = walk_transformer(&c, cfg, out, cfg->heads[L - 1 - i],
+                                               cfg->transformer_layers[L - 1 - i]);
+                if (u) u->up_tf[i * (lpb + 1) + j] = t;
             }
         }
         if (i < L - 1) {
@@ -217,6 +320,7 @@ static int64_t walk(ccfg_unet *u, const ccfg_unet_config *cfg, const float *base
         u->out_norm_b = nb;
         u->conv_out = cv;
     }
+    if (n_blocks) *n_blocks = c.n_blocks;
     return c.off;
 }
 
@@ -249,14 +353,36 @@ static int check_config(const ccfg_unet_config *cfg)
                          cfg->downsample_padding);
     if (!(cfg->mid_block_scale_factor != 0.0f))
         return ccfg_fail(CCFG_EINVAL, "mid_block_scale_factor must be nonzero");
+    if (cfg->cross_attention_dim < 0)
+        return ccfg_fail(CCFG_EINVAL, "cross_attention_dim must be >= 1");
+    if (cfg->mid_attention < 0 || cfg->mid_attention > CCFG_UNET_TRANSFORMER)
+        return ccfg_fail(CCFG_EINVAL, "mid_block_type: unknown attention kind %d", cfg->mid_attention);
     for (int l = 0; l < L; l++) {
         const int ch = cfg->channels[l];
         if (ch < 1) return ccfg_fail(CCFG_EINVAL, "block_out_channels must be >= 1");
         int st = check_groups(ch, cfg->norm_groups, "a block");
         if (st) return st;
-        if ((cfg->down_attention[l] || cfg->up_attention[L - 1 - l] ||
-             (l == L - 1 && cfg->mid_block && cfg->mid_attention)) &&
-            cfg->head_dim > ch)
+        const int kinds[3] = {cfg->down_attention[l], cfg->up_attention[L - 1 - l],
+                              l == L - 1 && cfg->mid_block ? cfg->mid_attention : 0};
+        int self_attention = 0, transformer = 0;
+        for (int k = 0; k < 3; k++) {
+            if (kinds[k] < 0 || kinds[k] > CCFG_UNET_TRANSFORMER)
+                return ccfg_fail(CCFG_EINVAL, "block types: unknown attention kind %d", kinds[k]);
+            self_attention |= kinds[k] == CCFG_UNET_SELF_ATTENTION;
+            transformer |= kinds[k] == CCFG_UNET_TRANSFORMER;
+        }
+        if (transformer) {
+            if (cfg->cross_attention_dim < 1)
+                return ccfg_fail(CCFG_EINVAL, "cross_attention_dim: level %d has cross-attention "
+                                 "blocks but no condition width", l);
+            if (cfg->heads[l] < 1 || cfg->heads[l] > ch)
+                return ccfg_fail(CCFG_EINVAL, "attention_head_dim: %d heads for the %d channels of "
+                                 "level %d", cfg->heads[l], ch, l);
+            if (cfg->transformer_layers[l] < 1)
+                return ccfg_fail(CCFG_EINVAL, "transformer_layers_per_block: level %d has %d",
+                                 l, cfg->transformer_layers[l]);
+        }
+        if (self_attention && cfg->head_dim > ch)
             return ccfg_fail(CCFG_EINVAL, "attention_head_dim %d exceeds the %d channels of level %d",
                              cfg->head_dim, ch, l);
         if ((st = check_groups(down_in(cfg, l), cfg->norm_groups, "a down block input"))) return st;
@@ -276,7 +402,7 @@ static int check_config(const ccfg_unet_config *cfg)
 int64_t ccfg_unet_param_count(const ccfg_unet_config *cfg)
 {
     if (check_config(cfg)) return 0;
-    return walk(NULL, cfg, NULL);
+    return walk(NULL, cfg, NULL, NULL);
 }
 
 const ccfg_unet_config *ccfg_unet_get_config(const ccfg_unet *u) { return &u->cfg; }
@@ -287,6 +413,7 @@ static void plan_free(const ccfg_backend *be, plan_t *p)
 {
     be->release(be, p->arena);
     free(p->skip);
+    free(p->ctx_host);
     memset(p, 0, sizeof *p);
 }
 
@@ -299,6 +426,9 @@ void ccfg_unet_free(ccfg_unet *u)
     free(u->up_res);
     free(u->down_attn);
     free(u->up_attn);
+    free(u->down_tf);
+    free(u->up_tf);
+    free(u->tblocks);
     free(u);
 }
 
@@ -308,7 +438,8 @@ int ccfg_unet_create(const ccfg_unet_config *cfg, const float *params, int64_t n
     int status;
     *out = NULL;
     if ((status = check_config(cfg))) return status;
-    const int64_t need = walk(NULL, cfg, NULL);
+    int n_blocks = 0;
+    const int64_t need = walk(NULL, cfg, NULL, &n_blocks);
     if (n_params != need)
         return ccfg_fail(CCFG_EINVAL, "the config needs %lld parameters, got %lld",
                          (long long)need, (long long)n_params);
@@ -327,12 +458,16 @@ int ccfg_unet_create(const ccfg_unet_config *cfg, const float *params, int64_t n
     u->down_attn = calloc((size_t)(L * lpb), sizeof *u->down_attn);
     u->up_res = calloc((size_t)(L * (lpb + 1)), sizeof *u->up_res);
     u->up_attn = calloc((size_t)(L * (lpb + 1)), sizeof *u->up_attn);
-    if (!u->params || !u->down_res || !u->down_attn || !u->up_res || !u->up_attn) {
+    u->down_tf = calloc((size_t)(L * lpb), sizeof *u->down_tf);
+    u->up_tf = calloc((size_t)(L * (lpb + 1)), sizeof *u->up_tf);
+    u->tblocks = calloc((size_t)(n_blocks ? n_blocks : 1), sizeof *u->tblocks);
+    if (!u->params || !u->down_res || !u->down_attn || !u->up_res || !u->up_attn || !u->down_tf ||
+        !u->up_tf || !u->tblocks) {
         status = ccfg_fail(CCFG_ENOMEM, "out of memory for %lld UNet parameters", (long long)need);
         goto fail;
     }
     if ((status = u->be->upload(u->be, u->params, params, (size_t)need * sizeof(float)))) goto fail;
-    walk(u, cfg, u->params);     /* pointer arithmetic works on device addresses too */
+    walk(u, cfg, u->params, NULL);     /* pointer arithmetic works on device addresses too */
     u->n_skips = 1 + L * lpb + (L - 1);
     *out = u;
     return CCFG_OK;
@@ -348,46 +483,77 @@ static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 
 int64_t ccfg_unet_plan_bytes(const ccfg_unet *u) { return u->plan.floats * (int64_t)sizeof(float); }
 
-int ccfg_unet_plan(ccfg_unet *u, int64_t max_batch, int h, int w, int chunk)
+/* the largest buffer each role needs, in floats, walking the forward */
+typedef struct {
+    int64_t act, norm, cat, qkv, o, conv_k, attn_pairs;
+    int64_t th, kv, ff, ffh;
+} plan_sizes;
+
+static void need_attention(plan_sizes *z, const attn_p *a, int64_t n, int64_t hw)
+{
+    const int64_t inner = (int64_t)a->heads * a->head_dim;
+    z->qkv = max64(z->qkv, 3 * inner * n);
+    z->o = max64(z->o, inner * n);
+    z->attn_pairs = max64(z->attn_pairs, hw * hw);
+}
+
+static void need_transformer(plan_sizes *z, const xformer_p *t, int64_t n, int64_t hw,
+                             int64_t bc, int ctx_len)
+{
+    const int64_t inner = t->inner;
+    z->norm = max64(z->norm, max64(t->c, inner) * n);   /* GroupNorm, then each LayerNorm */
+    z->th = max64(z->th, inner * n);
+    z->qkv = max64(z->qkv, 3 * inner * n);
+    z->o = max64(z->o, inner * n);
+    z->kv = max64(z->kv, 2 * inner * bc * ctx_len);
+    z->ff = max64(z->ff, 8 * inner * n);
+    z->ffh = max64(z->ffh, 4 * inner * n);
+    z->attn_pairs = max64(z->attn_pairs, max64(hw * hw, hw * ctx_len));
+}
+
+int ccfg_unet_plan(ccfg_unet *u, int64_t max_batch, int h, int w, int ctx_len, int chunk)
 {
     const ccfg_unet_config *cfg = &u->cfg;
     const int L = cfg->levels, lpb = cfg->layers_per_block, T = cfg->time_embed_dim;
+    const int D = cfg->cross_attention_dim;
     const int div = 1 << (L - 1);
     if (h < 1 || w < 1 || h % div || w % div)
         return ccfg_fail(CCFG_EINVAL, "sample: height and width must be multiples of %d (2 to the "
                          "number of downsamplings), got %d x %d", div, h, w);
     if (max_batch < 1) return ccfg_fail(CCFG_EINVAL, "batch must be >= 1");
+    if (D ? ctx_len < 1 : ctx_len != 0)
+        return ccfg_fail(CCFG_EINVAL, D ? "encoder_hidden_states: the condition needs >= 1 token"
+                                        : "encoder_hidden_states: the UNet has no cross-attention");
     int64_t bc = chunk > 0 ? chunk : max64(1, CHUNK_PIXELS / ((int64_t)h * w));
     if (bc > max_batch) bc = max_batch;
     plan_t *p = &u->plan;
-    if (p->chunk >= bc && p->h == h && p->w == w) return CCFG_OK;   /* current plan suffices */
+    if (p->chunk >= bc && p->h == h && p->w == w && p->ctx_len == ctx_len)
+        return CCFG_OK;     /* the current plan suffices */
     plan_free(u->be, p);
 
-    /* sizes in floats per role, walking the forward */
-    int64_t act = 0, norm = 0, cat = 0, qkv = 0, o = 0, attn_hw = 0, conv_k = 0;
+    plan_sizes z;
+    memset(&z, 0, sizeof z);
     int64_t skip_total = 0;
     int64_t *skip_size = malloc((size_t)u->n_skips * sizeof *skip_size);
     if (!skip_size) return ccfg_fail(CCFG_ENOMEM, "out of memory planning the UNet");
     int ns = 0;
     int64_t n = bc * h * w;     /* columns at the current level */
     skip_size[ns++] = (int64_t)cfg->channels[0] * n;
-    conv_k = max64(conv_k, cfg->in_channels * 9);
+    z.conv_k = max64(z.conv_k, cfg->in_channels * 9);
     for (int l = 0; l < L; l++) {
         const int ch = cfg->channels[l];
         for (int j = 0; j < lpb; j++) {
             const resnet_p *r = &u->down_res[l * lpb + j];
-            norm = max64(norm, (int64_t)max64(r->cin, r->cout) * n);
-            conv_k = max64(conv_k, 9 * (int64_t)max64(r->cin, r->cout));
+            z.norm = max64(z.norm, (int64_t)max64(r->cin, r->cout) * n);
+            z.conv_k = max64(z.conv_k, 9 * (int64_t)max64(r->cin, r->cout));
             skip_size[ns++] = (int64_t)ch * n;
-            if (cfg->down_attention[l]) {
-                const attn_p *a = &u->down_attn[l * lpb + j];
-                qkv = max64(qkv, 3 * (int64_t)a->heads * a->head_dim * n);
-                o = max64(o, (int64_t)a->heads * a->head_dim * n);
-                attn_hw = max64(attn_hw, n / bc);
-            }
+            if (cfg->down_attention[l] == CCFG_UNET_SELF_ATTENTION)
+                need_attention(&z, &u->down_attn[l * lpb + j], n, n / bc);
+            else if (cfg->down_attention[l] == CCFG_UNET_TRANSFORMER)
+                need_transformer(&z, &u->down_tf[l * lpb + j], n, n / bc, bc, ctx_len);
         }
         if (l < L - 1) {
-            conv_k = max64(conv_k, 9 * (int64_t)ch);
+            z.conv_k = max64(z.conv_k, 9 * (int64_t)ch);
             n /= 4;
             skip_size[ns++] = (int64_t)ch * n;
         }
@@ -395,40 +561,36 @@ int ccfg_unet_plan(ccfg_unet *u, int64_t max_batch, int h, int w, int chunk)
     /* n: columns at the lowest level */
     if (cfg->mid_block) {
         const int ch = cfg->channels[L - 1];
-        act = max64(act, (int64_t)ch * n);
-        norm = max64(norm, (int64_t)ch * n);
-        conv_k = max64(conv_k, 9 * (int64_t)ch);
-        if (cfg->mid_attention) {
-            const attn_p *a = &u->mid_attn;
-            qkv = max64(qkv, 3 * (int64_t)a->heads * a->head_dim * n);
-            o = max64(o, (int64_t)a->heads * a->head_dim * n);
-            attn_hw = max64(attn_hw, n / bc);
-        }
+        z.act = max64(z.act, (int64_t)ch * n);
+        z.norm = max64(z.norm, (int64_t)ch * n);
+        z.conv_k = max64(z.conv_k, 9 * (int64_t)ch);
+        if (cfg->mid_attention == CCFG_UNET_SELF_ATTENTION)
+            need_attention(&z, &u->mid_attn, n, n / bc);
+        else if (cfg->mid_attention == CCFG_UNET_TRANSFORMER)
+            need_transformer(&z, &u->mid_tf, n, n / bc, bc, ctx_len);
     }
     for (int i = 0; i < L; i++) {
         for (int j = 0; j <= lpb; j++) {
             const resnet_p *r = &u->up_res[i * (lpb + 1) + j];
-            cat = max64(cat, (int64_t)r->cin * n);
-            norm = max64(norm, (int64_t)max64(r->cin, r->cout) * n);
-            act = max64(act, (int64_t)r->cout * n);
-            conv_k = max64(conv_k, 9 * (int64_t)max64(r->cin, r->cout));
-            if (cfg->up_attention[i]) {
-                const attn_p *a = &u->up_attn[i * (lpb + 1) + j];
-                qkv = max64(qkv, 3 * (int64_t)a->heads * a->head_dim * n);
-                o = max64(o, (int64_t)a->heads * a->head_dim * n);
-                attn_hw = max64(attn_hw, n / bc);
-            }
+            z.cat = max64(z.cat, (int64_t)r->cin * n);
+            z.norm = max64(z.norm, (int64_t)max64(r->cin, r->cout) * n);
+            z.act = max64(z.act, (int64_t)r->cout * n);
+            z.conv_k = max64(z.conv_k, 9 * (int64_t)max64(r->cin, r->cout));
+            if (cfg->up_attention[i] == CCFG_UNET_SELF_ATTENTION)
+                need_attention(&z, &u->up_attn[i * (lpb + 1) + j], n, n / bc);
+            else if (cfg->up_attention[i] == CCFG_UNET_TRANSFORMER)
+                need_transformer(&z, &u->up_tf[i * (lpb + 1) + j], n, n / bc, bc, ctx_len);
         }
         if (i < L - 1) {
             const int ch = rev(cfg, i);
             n *= 4;
-            norm = max64(norm, (int64_t)ch * n);    /* the upsampled tensor lives in `a` */
-            act = max64(act, (int64_t)ch * n);
-            conv_k = max64(conv_k, 9 * (int64_t)ch);
+            z.norm = max64(z.norm, (int64_t)ch * n);    /* the upsampled tensor lives in `a` */
+            z.act = max64(z.act, (int64_t)ch * n);
+            z.conv_k = max64(z.conv_k, 9 * (int64_t)ch);
         }
     }
-    norm = max64(norm, (int64_t)cfg->channels[0] * n);
-    conv_k = max64(conv_k, 9 * (int64_t)cfg->channels[0]);
+    z.norm = max64(z.norm, (int64_t)cfg->channels[0] * n);
+    z.conv_k = max64(z.conv_k, 9 * (int64_t)cfg->channels[0]);
     for (int s = 0; s < u->n_skips; s++) skip_total += skip_size[s];
 
     /* a device backend needs no scratch (its kernels tile on their own) but staging for host
@@ -437,32 +599,36 @@ int ccfg_unet_plan(ccfg_unet *u, int64_t max_batch, int h, int w, int chunk)
     const int threads = !u->ops->uses_scratch ? 0
                         : omp_get_max_threads() > 0 ? omp_get_max_threads() : 1;
     /* conv2d splits its scratch between threads (the widest convolution input is at full width) */
-    const int64_t conv_scratch = ccfg_nn_conv2d_scratch((int)(conv_k / 9), 3, w) * threads;
-    const int64_t attn_scratch = attn_hw ? ccfg_nn_attention_scratch((int)attn_hw) * threads : 0;
+    const int64_t conv_scratch = ccfg_nn_conv2d_scratch((int)(z.conv_k / 9), 3, w) * threads;
+    const int64_t attn_scratch = z.attn_pairs * threads;
     const int64_t tmax = max64(T, 2 * (int64_t)cfg->channels[0]);
+    const int64_t ctx = (int64_t)D * bc * ctx_len;
     int64_t tproj = 0;
     for (int l = 0; l < L; l++) tproj = max64(tproj, 2 * (int64_t)cfg->channels[l]);
     const int64_t sizes[] = {
-        (int64_t)cfg->in_channels * bc * h * w, (int64_t)cfg->out_channels * bc * h * w, act, act,
-        norm, cat, qkv, o, conv_scratch, attn_scratch,
+        (int64_t)cfg->in_channels * bc * h * w, (int64_t)cfg->out_channels * bc * h * w, z.act,
+        z.act, z.norm, z.cat, z.qkv, z.o, conv_scratch, attn_scratch,
         bc * cfg->channels[0], bc * T, bc * T, bc * T, bc * tproj, bc * tmax,
         staged ? (int64_t)cfg->in_channels * bc * h * w : 0,
-        staged ? (int64_t)cfg->out_channels * bc * h * w : 0, skip_total,
+        staged ? (int64_t)cfg->out_channels * bc * h * w : 0,
+        z.th, z.kv, z.ff, z.ffh, ctx, skip_total,
     };
     float **slots[] = {&p->x, &p->y, &p->p, &p->q, &p->a, &p->cat, &p->qkv, &p->o,
                        &p->conv_scratch, &p->attn_scratch, &p->tfreq, &p->e1, &p->emb,
-                       &p->emb_act, &p->temb, &p->lin_scratch, &p->xin, &p->yout, NULL};
+                       &p->emb_act, &p->temb, &p->lin_scratch, &p->xin, &p->yout,
+                       &p->th, &p->kv, &p->ff, &p->ffh, &p->ctx, NULL};
     const int nslots = (int)(sizeof sizes / sizeof sizes[0]);
     int64_t total = 0;
     for (int s = 0; s < nslots; s++) total += (sizes[s] + 15) & ~(int64_t)15;   /* 64-byte aligned */
     int status = u->be->alloc(u->be, (size_t)total * sizeof(float), &p->arena);
     p->skip = malloc((size_t)u->n_skips * sizeof *p->skip);
+    p->ctx_host = ctx ? malloc((size_t)ctx * sizeof *p->ctx_host) : NULL;
     if (status) {
         free(skip_size);
         plan_free(u->be, p);
         return status;
     }
-    if (!p->skip) {
+    if (!p->skip || (ctx && !p->ctx_host)) {
         free(skip_size);
         plan_free(u->be, p);
         return ccfg_fail(CCFG_ENOMEM, "out of memory for the UNet activations (%lld MiB for "
@@ -486,6 +652,7 @@ int ccfg_unet_plan(ccfg_unet *u, int64_t max_batch, int h, int w, int chunk)
     p->chunk = bc;
     p->h = h;
     p->w = w;
+    p->ctx_len = ctx_len;
     return CCFG_OK;
 }
 
@@ -498,6 +665,7 @@ typedef struct {
     const ccfg_unet_config *cfg;
     plan_t *p;
     int bc;                     /* samples in this chunk */
+    int ctx_len;                /* tokens per condition (p->ctx holds the chunk's) */
 } run_t;
 
 /* y = resnet(x); x and y distinct; uses p->a and p->temb */
@@ -553,6 +721,62 @@ static int attn_fwd(const run_t *r, const attn_p *at, int hw, float *y)
     return CCFG_OK;
 }
 
+/* a 1x1 convolution over the `cols` columns of x (cin, cols): y = W x + b (+ y) */
+static int pointwise(const run_t *r, int64_t cols, const conv_p *c, const float *x, int accumulate,
+                     float *y)
+{
+    /* conv2d over bc "images" of cols/bc x 1 pixels: the one GEMM, no scratch */
+    return r->ops->conv2d(r->be, r->bc, c->cin, (int)(cols / r->bc), 1, x, c->cout, 1, 1, 0, 0,
+                          c->w, c->b, accumulate, y, NULL, 0);
+}
+
+/* y = Transformer2DModel(y) + y in place (hw pixels per sample); uses p->a, th, qkv, o, kv, ff,
+ * ffh and the chunk's condition tokens p->ctx. diffusers' fixed epsilons: GroupNorm 1e-6,
+ * LayerNorm 1e-5. Dropout is the identity at inference. */
+static int transformer_fwd(const run_t *r, const xformer_p *tf, int hw, float *y)
+{
+    const ccfg_nn_ops *ops = r->ops;
+    const ccfg_backend *be = r->be;
+    plan_t *p = r->p;
+    const int64_t n = (int64_t)r->bc * hw, nctx = (int64_t)r->bc * r->ctx_len;
+    const int inner = tf->inner;
+    TRY(ops->group_norm(be, r->bc, tf->c, hw, tf->groups, 1e-6f, y, NULL, tf->norm_w, tf->norm_b,
+                        NULL, 0, p->a));
+    TRY(pointwise(r, n, &tf->proj_in, p->a, 0, p->th));
+    for (int i = 0; i < tf->layers; i++) {
+        const tblock_p *b = &tf->blocks[i];
+        /* self-attention over the pixels of each sample */
+        TRY(ops->layer_norm(be, n, inner, 1e-5f, p->th, b->norm1_w, b->norm1_b, p->a));
+        TRY(pointwise(r, n, &b->qkv1, p->a, 0, p->qkv));
+        TRY(ops->attention(be, r->bc, hw, tf->heads, tf->head_dim, p->qkv, p->o, p->attn_scratch,
+                           p->attn_scratch_len));
+        TRY(pointwise(r, n, &b->out1, p->o, 1, p->th));
+        /* cross-attention: queries from the pixels, keys and values from the condition tokens */
+        TRY(ops->layer_norm(be, n, inner, 1e-5f, p->th, b->norm2_w, b->norm2_b, p->a));
+        TRY(pointwise(r, n, &b->q2, p->a, 0, p->qkv));
+        TRY(pointwise(r, nctx, &b->kv2, p->ctx, 0, p->kv));
+        TRY(ops->attention_qkv(be, r->bc, hw, r->ctx_len, tf->heads, tf->head_dim, p->qkv, p->kv,
+                               p->kv + (int64_t)inner * nctx, p->o, p->attn_scratch,
+                               p->attn_scratch_len));
+        TRY(pointwise(r, n, &b->out2, p->o, 1, p->th));
+        /* feed-forward: GEGLU to 4 inner, back to inner */
+        TRY(ops->layer_norm(be, n, inner, 1e-5f, p->th, b->norm3_w, b->norm3_b, p->a));
+        TRY(pointwise(r, n, &b->ff1, p->a, 0, p->ff));
+        TRY(ops->geglu(be, n, 4 * inner, p->ff, p->ffh));
+        TRY(pointwise(r, n, &b->ff2, p->ffh, 1, p->th));
+    }
+    return pointwise(r, n, &tf->proj_out, p->th, 1, y);
+}
+
+/* whatever follows resnet j of a block: nothing, self-attention or a transformer */
+static int block_attention_fwd(const run_t *r, int kind, const attn_p *a, const xformer_p *t, int hw,
+                               float *y)
+{
+    if (kind == CCFG_UNET_SELF_ATTENTION) return attn_fwd(r, a, hw, y);
+    if (kind == CCFG_UNET_TRANSFORMER) return transformer_fwd(r, t, hw, y);
+    return CCFG_OK;
+}
+
 static int forward_chunk(ccfg_unet *u, int bc, int h, int w, const float *x, const double *t,
                          const int32_t *labels, float *out)
 {
@@ -560,7 +784,7 @@ static int forward_chunk(ccfg_unet *u, int bc, int h, int w, const float *x, con
     const ccfg_backend *be = u->be;
     const ccfg_unet_config *cfg = &u->cfg;
     plan_t *p = &u->plan;
-    const run_t r = {ops, be, cfg, p, bc};
+    const run_t r = {ops, be, cfg, p, bc, p->ctx_len};
     const int L = cfg->levels, lpb = cfg->layers_per_block, T = cfg->time_embed_dim;
     const int C0 = cfg->channels[0];
 
@@ -582,7 +806,8 @@ static int forward_chunk(ccfg_unet *u, int bc, int h, int w, const float *x, con
         for (int j = 0; j < lpb; j++) {
             float *y = p->skip[ns++];
             TRY(resnet_fwd(&r, &u->down_res[l * lpb + j], h, w, cur, y));
-            if (cfg->down_attention[l]) TRY(attn_fwd(&r, &u->down_attn[l * lpb + j], h * w, y));
+            TRY(block_attention_fwd(&r, cfg->down_attention[l], &u->down_attn[l * lpb + j],
+                                    &u->down_tf[l * lpb + j], h * w, y));
             cur = y;
         }
         if (l < L - 1) {
@@ -598,7 +823,7 @@ static int forward_chunk(ccfg_unet *u, int bc, int h, int w, const float *x, con
     }
     if (cfg->mid_block) {
         TRY(resnet_fwd(&r, &u->mid_res[0], h, w, cur, p->p));
-        if (cfg->mid_attention) TRY(attn_fwd(&r, &u->mid_attn, h * w, p->p));
+        TRY(block_attention_fwd(&r, cfg->mid_attention, &u->mid_attn, &u->mid_tf, h * w, p->p));
         TRY(resnet_fwd(&r, &u->mid_res[1], h, w, p->p, p->q));
         cur = p->q;
     }
@@ -614,7 +839,8 @@ static int forward_chunk(ccfg_unet *u, int bc, int h, int w, const float *x, con
             TRY(ops->copy(be, (int64_t)skip_c * cols, skip, p->cat + (int64_t)cur_c * cols));
             float *y = cur == p->p ? p->q : p->p;
             TRY(resnet_fwd(&r, rs, h, w, p->cat, y));
-            if (cfg->up_attention[i]) TRY(attn_fwd(&r, &u->up_attn[i * (lpb + 1) + j], h * w, y));
+            TRY(block_attention_fwd(&r, cfg->up_attention[i], &u->up_attn[i * (lpb + 1) + j],
+                                    &u->up_tf[i * (lpb + 1) + j], h * w, y));
             cur = y;
             cur_c = rs->cout;
         }
@@ -637,10 +863,28 @@ static int forward_chunk(ccfg_unet *u, int bc, int h, int w, const float *x, con
     return CCFG_OK;
 }
 
+/* the chunk's condition tokens into p->ctx, CNHW (D, bc * ctx_len): token j of sample b is
+ * column b * ctx_len + j (transposed on the host from each sample's (ctx_len, D) array) */
+static int load_context(ccfg_unet *u, int bc, const float *const *rows)
+{
+    plan_t *p = &u->plan;
+    const int D = u->cfg.cross_attention_dim, Lc = p->ctx_len;
+    const int64_t cols = (int64_t)bc * Lc;
+    for (int b = 0; b < bc; b++)
+        for (int j = 0; j < Lc; j++) {
+            const float *tok = rows[b] + (int64_t)j * D;
+            float *col = p->ctx_host + (int64_t)b * Lc + j;
+            for (int d = 0; d < D; d++) col[(int64_t)d * cols] = tok[d];
+        }
+    return u->be->upload(u->be, p->ctx, p->ctx_host, (size_t)(D * cols) * sizeof(float));
+}
+
 /* io_on_backend: x and out are memory of u->be (model evaluation inside a device sampling run);
- * else host arrays, which a device backend stages through the plan's xin/yout per chunk */
+ * else host arrays, which a device backend stages through the plan's xin/yout per chunk.
+ * ctx_rows: per sample, its condition's (ctx_len, D) host array (NULL without cross-attention) */
 static int forward(ccfg_unet *u, int64_t batch, int h, int w, const float *x, const double *t,
-                   const int32_t *class_labels, float *out, int io_on_backend)
+                   const int32_t *class_labels, const float *const *ctx_rows, int ctx_len,
+                   float *out, int io_on_backend)
 {
     const ccfg_unet_config *cfg = &u->cfg;
     const ccfg_backend *be = u->be;
@@ -653,9 +897,15 @@ static int forward(ccfg_unet *u, int64_t batch, int h, int w, const float *x, co
                 return ccfg_fail(CCFG_EINVAL, "class_labels[%lld] = %d is outside [0, %d)",
                                  (long long)b, class_labels[b], cfg->num_class_embeds);
     }
+    if (cfg->cross_attention_dim && !ctx_rows)
+        return ccfg_fail(CCFG_EINVAL, "encoder_hidden_states: the UNet is text-conditioned "
+                         "(cross_attention_dim = %d); pass the condition tokens",
+                         cfg->cross_attention_dim);
+    if (!cfg->cross_attention_dim && ctx_rows)
+        return ccfg_fail(CCFG_EINVAL, "encoder_hidden_states: the UNet has no cross-attention");
     for (int64_t b = 0; b < batch; b++)
         if (!isfinite(t[b])) return ccfg_fail(CCFG_EINVAL, "timestep[%lld] is not finite", (long long)b);
-    int status = ccfg_unet_plan(u, batch, h, w, 0);
+    int status = ccfg_unet_plan(u, batch, h, w, ctx_rows ? ctx_len : 0, 0);
     if (status) return status;
     const int64_t chunk = u->plan.chunk;
     const int staged = !be->host_memory && !io_on_backend;
@@ -670,6 +920,7 @@ static int forward(ccfg_unet *u, int64_t batch, int h, int w, const float *x, co
             xc = u->plan.xin;
             oc = u->plan.yout;
         }
+        if (!status && ctx_rows) status = load_context(u, bc, ctx_rows + b0);
         if (!status)
             status = forward_chunk(u, bc, h, w, xc, t + b0, class_labels ? class_labels + b0 : NULL,
                                    oc);
@@ -685,39 +936,66 @@ static int forward(ccfg_unet *u, int64_t batch, int h, int w, const float *x, co
 }
 
 int ccfg_unet_forward(ccfg_unet *u, int64_t batch, int h, int w, const float *x, const double *t,
-                      const int32_t *class_labels, float *out)
+                      const int32_t *class_labels, const float *context, int64_t context_batch,
+                      int ctx_len, float *out)
 {
-    return forward(u, batch, h, w, x, t, class_labels, out, 0);
+    if (!context) return forward(u, batch, h, w, x, t, class_labels, NULL, 0, out, 0);
+    if (context_batch != 1 && context_batch != batch)
+        return ccfg_fail(CCFG_EINVAL, "encoder_hidden_states: %lld conditions for %lld samples "
+                         "(give 1 or one per sample)", (long long)context_batch, (long long)batch);
+    const float **rows = malloc((size_t)(batch > 0 ? batch : 1) * sizeof *rows);
+    if (!rows) return ccfg_fail(CCFG_ENOMEM, "out of memory for %lld conditions", (long long)batch);
+    const int64_t per = (int64_t)ctx_len * u->cfg.cross_attention_dim;
+    for (int64_t b = 0; b < batch; b++) rows[b] = context + (context_batch == 1 ? 0 : b * per);
+    const int status = forward(u, batch, h, w, x, t, class_labels, rows, ctx_len, out, 0);
+    free(rows);
+    return status;
 }
 
 /* ------------------------------------------------------------------------- */
 /* as a ccfg_model */
 
 int ccfg_unet_model_init(ccfg_unet_model *m, ccfg_unet *u, int h, int w, int null_class,
-                         int n_conditions, const int32_t *class_of, int64_t max_rows)
+                         int n_conditions, const int32_t *class_of, const float *contexts,
+                         const float *null_context, int ctx_len, int64_t max_rows)
 {
     memset(m, 0, sizeof *m);
-    const int classes = u->cfg.num_class_embeds;
+    const int classes = u->cfg.num_class_embeds, text = u->cfg.cross_attention_dim > 0;
+    if (text && classes)
+        return ccfg_fail(CCFG_EINVAL, "num_class_embeds: sampling a UNet conditioned on both text "
+                         "and classes is not supported (call its forward directly)");
+    if (text) {
+        if (ctx_len < 1 || (n_conditions && !contexts))
+            return ccfg_fail(CCFG_EINVAL, "the text-conditioned UNet needs its conditions' tokens");
+    } else if (contexts || null_context) {
+        return ccfg_fail(CCFG_EINVAL, "encoder_hidden_states: the UNet has no cross-attention");
+    }
     if (classes && (null_class < 0 || null_class >= classes))
         return ccfg_fail(CCFG_EINVAL, "null_class: %d is outside [0, %d)", null_class, classes);
-    for (int c = 0; c < n_conditions; c++)
-        if (!classes || class_of[c] < 0 || class_of[c] >= classes)
-            return ccfg_fail(CCFG_EINVAL, "condition %d maps to class %d, outside [0, %d)", c,
-                             class_of[c], classes);
+    if (!text)
+        for (int c = 0; c < n_conditions; c++)
+            if (!classes || class_of[c] < 0 || class_of[c] >= classes)
+                return ccfg_fail(CCFG_EINVAL, "condition %d maps to class %d, outside [0, %d)", c,
+                                 class_of[c], classes);
     m->unet = u;
     m->h = h;
     m->w = w;
     m->null_class = classes ? null_class : -1;
     m->n_conditions = n_conditions;
     m->class_of = class_of;
+    m->contexts = contexts;
+    m->null_context = null_context;
+    m->ctx_len = text ? ctx_len : 0;
     m->max_rows = max_rows;
-    m->labels = malloc((size_t)(max_rows > 0 ? max_rows : 1) * sizeof *m->labels);
-    m->times = malloc((size_t)(max_rows > 0 ? max_rows : 1) * sizeof *m->times);
-    if (!m->labels || !m->times) {
+    const size_t rows = (size_t)(max_rows > 0 ? max_rows : 1);
+    m->labels = malloc(rows * sizeof *m->labels);
+    m->times = malloc(rows * sizeof *m->times);
+    m->row_context = malloc(rows * sizeof *m->row_context);
+    if (!m->labels || !m->times || !m->row_context) {
         ccfg_unet_model_free(m);
         return ccfg_fail(CCFG_ENOMEM, "out of memory for %lld rows", (long long)max_rows);
     }
-    int status = ccfg_unet_plan(u, max_rows, h, w, 0);
+    int status = ccfg_unet_plan(u, max_rows, h, w, m->ctx_len, 0);
     if (status) ccfg_unet_model_free(m);
     return status;
 }
@@ -726,8 +1004,10 @@ void ccfg_unet_model_free(ccfg_unet_model *m)
 {
     free(m->labels);
     free(m->times);
+    free(m->row_context);
     m->labels = NULL;
     m->times = NULL;
+    m->row_context = NULL;
 }
 
 int ccfg_unet_model_eval(void *ctx, const ccfg_backend *be, int64_t rows, int64_t dim,
@@ -746,13 +1026,25 @@ int ccfg_unet_model_eval(void *ctx, const ccfg_backend *be, int64_t rows, int64_
     if (dim != (int64_t)cfg->in_channels * m->h * m->w || cfg->in_channels != cfg->out_channels)
         return ccfg_fail(CCFG_EINVAL, "the UNet maps %d x %d x %d samples, got %lld values per row",
                          cfg->in_channels, m->h, m->w, (long long)dim);
+    const int64_t per = (int64_t)m->ctx_len * cfg->cross_attention_dim;
     for (int64_t r = 0; r < rows; r++) {
         m->times[r] = timestep;
-        if (m->null_class < 0) {
+        m->labels[r] = 0;
+        if (m->ctx_len) {           /* text-conditioned: condition -> its tokens */
+            if (cond[r] == CCFG_UNCOND) {
+                if (!m->null_context)
+                    return ccfg_fail(CCFG_EINVAL, "null: the rule needs the unconditional branch; "
+                                     "pass null= (e.g. an empty prompt's embedding)");
+                m->row_context[r] = m->null_context;
+            } else if (cond[r] >= 0 && cond[r] < m->n_conditions) {
+                m->row_context[r] = m->contexts + cond[r] * per;
+            } else {
+                return ccfg_fail(CCFG_EINVAL, "condition id %d has no embedding", cond[r]);
+            }
+        } else if (m->null_class < 0) {
             if (cond[r] != CCFG_UNCOND)
                 return ccfg_fail(CCFG_EINVAL, "the UNet has no class input, got condition %d",
                                  cond[r]);
-            m->labels[r] = 0;
         } else if (cond[r] == CCFG_UNCOND) {
             m->labels[r] = m->null_class;
         } else if (cond[r] >= 0 && cond[r] < m->n_conditions) {
@@ -763,7 +1055,7 @@ int ccfg_unet_model_eval(void *ctx, const ccfg_backend *be, int64_t rows, int64_
     }
     /* the sampler hands over memory of the UNet's backend (on_backend = 1) */
     return forward(m->unet, rows, m->h, m->w, x, m->times, m->null_class < 0 ? NULL : m->labels,
-                   out, 1);
+                   m->ctx_len ? m->row_context : NULL, m->ctx_len, out, 1);
 }
 
 /* as the sampler's model: the run's backend must be the UNet's; activations are planned once for
@@ -776,13 +1068,15 @@ static int unet_begin(void *ctx, const ccfg_backend *be, int64_t max_rows)
                          m->unet->be->name, be->name);
     const ccfg_unet_model args = *m;
     return ccfg_unet_model_init(m, args.unet, args.h, args.w, args.null_class, args.n_conditions,
-                                args.class_of, max_rows);
+                                args.class_of, args.contexts, args.null_context, args.ctx_len,
+                                max_rows);
 }
 
 static void unet_end(void *ctx) { ccfg_unet_model_free(ctx); }
 
 ccfg_model ccfg_unet_as_model(ccfg_unet_model *m, ccfg_unet *u, int h, int w, int null_class,
-                              int n_conditions, const int32_t *class_of)
+                              int n_conditions, const int32_t *class_of, const float *contexts,
+                              const float *null_context, int ctx_len)
 {
     memset(m, 0, sizeof *m);
     m->unet = u;
@@ -791,6 +1085,9 @@ ccfg_model ccfg_unet_as_model(ccfg_unet_model *m, ccfg_unet *u, int h, int w, in
     m->null_class = null_class;
     m->n_conditions = n_conditions;
     m->class_of = class_of;
+    m->contexts = contexts;
+    m->null_context = null_context;
+    m->ctx_len = ctx_len;
     return (ccfg_model){.eval = ccfg_unet_model_eval, .begin = unet_begin, .end = unet_end,
                         .ctx = m, .on_backend = 1,
                         .dim = (int64_t)u->cfg.in_channels * h * w};

@@ -1,4 +1,5 @@
-/* unet.h — diffusers' UNet2DModel (positional time embedding, conv down/upsampling) in C.
+/* unet.h — diffusers' UNet2DModel and UNet2DConditionModel (positional time embedding, conv
+ * down/upsampling, self-attention blocks or Transformer2DModel cross-attention blocks) in C.
  *
  * The Python layer (ccfg/unet.py) reads config.json and the safetensors file, checks every
  * tensor's name and shape and hands over ONE float32 vector holding all parameters in the order
@@ -14,15 +15,22 @@
 
 enum { CCFG_UNET_MAX_LEVELS = 8 };
 
+/* what follows each resnet of a block (down_attention, up_attention, mid_attention) */
+enum {
+    CCFG_UNET_NO_ATTENTION = 0,
+    CCFG_UNET_SELF_ATTENTION = 1,   /* UNet2DModel's Attention: GroupNorm, one head set, residual */
+    CCFG_UNET_TRANSFORMER = 2,      /* Transformer2DModel: BasicTransformerBlocks with cross-attention */
+};
+
 typedef struct {
     int in_channels, out_channels;
     int levels;                                 /* len(block_out_channels) */
     int channels[CCFG_UNET_MAX_LEVELS];         /* block_out_channels */
-    int down_attention[CCFG_UNET_MAX_LEVELS];   /* level l is an AttnDownBlock2D */
-    int up_attention[CCFG_UNET_MAX_LEVELS];     /* up block i (level levels-1-i) is an AttnUpBlock2D */
+    int down_attention[CCFG_UNET_MAX_LEVELS];   /* CCFG_UNET_*: AttnDownBlock2D, CrossAttnDownBlock2D */
+    int up_attention[CCFG_UNET_MAX_LEVELS];     /* up block i (level levels-1-i), likewise */
     int layers_per_block;                       /* resnets per down block; up blocks have one more */
     int mid_block;                              /* 0: no mid block, 1: UNetMidBlock2D */
-    int mid_attention;                          /* add_attention */
+    int mid_attention;                          /* CCFG_UNET_*: add_attention, UNetMidBlock2DCrossAttn */
     int mid_attention_groups;                   /* GroupNorm groups of the mid attention, 0 = no norm */
     int norm_groups;                            /* norm_num_groups */
     float norm_eps;
@@ -35,6 +43,14 @@ typedef struct {
     int center_input_sample;
     int num_class_embeds;                       /* 0 = no class embedding */
     float mid_block_scale_factor;
+    /* text conditioning (UNet2DConditionModel): the transformers attend to condition tokens of
+     * cross_attention_dim channels (0: no transformer blocks). Level l's transformers have
+     * heads[l] heads of channels[l] / heads[l] (diffusers' attention_head_dim of this class, which
+     * is a head count) and transformer_layers[l] BasicTransformerBlocks; up block i uses level
+     * levels-1-i's, the mid block the last level's. */
+    int cross_attention_dim;
+    int heads[CCFG_UNET_MAX_LEVELS];
+    int transformer_layers[CCFG_UNET_MAX_LEVELS];
 } ccfg_unet_config;
 
 typedef struct ccfg_unet ccfg_unet;
@@ -50,42 +66,56 @@ const ccfg_backend *ccfg_unet_backend(const ccfg_unet *u);
 void ccfg_unet_free(ccfg_unet *u);
 const ccfg_unet_config *ccfg_unet_get_config(const ccfg_unet *u);
 
-/* Plans the activations for batches of up to max_batch samples of h x w (allocates only when the
- * current plan is too small; forward plans by itself, sampling plans once before the loop).
- * Work is done in chunks of at most `chunk` samples (0 = automatic). */
-int ccfg_unet_plan(ccfg_unet *u, int64_t max_batch, int h, int w, int chunk);
+/* Plans the activations for batches of up to max_batch samples of h x w with conditions of
+ * ctx_len tokens (0 without cross-attention) (allocates only when the current plan is too small;
+ * forward plans by itself, sampling plans once before the loop). Work is done in chunks of at
+ * most `chunk` samples (0 = automatic). */
+int ccfg_unet_plan(ccfg_unet *u, int64_t max_batch, int h, int w, int ctx_len, int chunk);
 /* Bytes held by the current plan (activations and scratch). */
 int64_t ccfg_unet_plan_bytes(const ccfg_unet *u);
 
-/* out (batch, out_channels, h, w) = UNet(x (batch, in_channels, h, w), t[b], class_labels[b]).
- * x, out, t and class_labels are host arrays on every backend. class_labels: NULL without class
- * embedding, else values in [0, num_class_embeds). */
+/* out (batch, out_channels, h, w) = UNet(x (batch, in_channels, h, w), t[b], class_labels[b],
+ * context[b]). x, out, t, class_labels and context are host arrays on every backend.
+ * class_labels: NULL without class embedding, else values in [0, num_class_embeds).
+ * context: NULL without cross-attention, else `context_batch` (1 or batch) conditions of ctx_len
+ * tokens of cross_attention_dim floats (diffusers' encoder_hidden_states, (B, L, D) row-major);
+ * one condition is shared by every sample. */
 int ccfg_unet_forward(ccfg_unet *u, int64_t batch, int h, int w, const float *x, const double *t,
-                      const int32_t *class_labels, float *out);
+                      const int32_t *class_labels, const float *context, int64_t context_batch,
+                      int ctx_len, float *out);
 
 /* ccfg_model.eval adaptor (on_backend = 1: x and out are memory of the UNet's backend, which
- * must be the sampler's): ctx is a ccfg_unet_model. Condition ids map to class labels: id c ->
- * class_of[c] (c < n_conditions), CCFG_UNCOND -> null_class (-1: the model has no class input). */
+ * must be the sampler's): ctx is a ccfg_unet_model. A class-conditional UNet maps condition ids
+ * to class labels: id c -> class_of[c] (c < n_conditions), CCFG_UNCOND -> null_class (-1: the
+ * model has no class input). A text-conditioned UNet (cross_attention_dim > 0) maps them to
+ * condition token arrays instead: id c -> contexts + c * ctx_len * cross_attention_dim, CCFG_UNCOND
+ * -> null_context (NULL: a run that needs the unconditional branch fails, naming `null`). */
 typedef struct {
     ccfg_unet *unet;
     int h, w;
     int null_class;
     int n_conditions;
     const int32_t *class_of;
-    int32_t *labels;        /* scratch, planned rows */
-    double *times;          /* scratch, planned rows */
+    const float *contexts;          /* (n_conditions, ctx_len, D) host, or NULL */
+    const float *null_context;      /* (ctx_len, D) host, or NULL */
+    int ctx_len;
+    int32_t *labels;                /* scratch, planned rows */
+    double *times;                  /* scratch, planned rows */
+    const float **row_context;      /* scratch, planned rows */
     int64_t max_rows;
 } ccfg_unet_model;
 
 int ccfg_unet_model_init(ccfg_unet_model *m, ccfg_unet *u, int h, int w, int null_class,
-                         int n_conditions, const int32_t *class_of, int64_t max_rows);
+                         int n_conditions, const int32_t *class_of, const float *contexts,
+                         const float *null_context, int ctx_len, int64_t max_rows);
 void ccfg_unet_model_free(ccfg_unet_model *m);
 int ccfg_unet_model_eval(void *ctx, const ccfg_backend *be, int64_t rows, int64_t dim,
                          const float *x, double timestep, double alpha_bar, const int32_t *cond,
                          float *out);
 /* The UNet as a sampler model (begin = ccfg_unet_model_init for the run's rows on the UNet's own
- * backend, end = ccfg_unet_model_free); m and class_of must outlive the run. */
+ * backend, end = ccfg_unet_model_free); m, class_of and the contexts must outlive the run. */
 ccfg_model ccfg_unet_as_model(ccfg_unet_model *m, ccfg_unet *u, int h, int w, int null_class,
-                              int n_conditions, const int32_t *class_of);
+                              int n_conditions, const int32_t *class_of, const float *contexts,
+                              const float *null_context, int ctx_len);
 
 #endif /* CCFG_UNET_H */

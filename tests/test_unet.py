@@ -354,7 +354,7 @@ def write_config(folder, cfg):
     ("time_embedding_type", "fourier"), ("act_fn", "gelu"), ("resnet_time_scale_shift", "spatial"),
     ("down_block_types", ["CrossAttnDownBlock2D", "DownBlock2D"]), ("class_embed_type", "timestep"),
     ("downsample_type", "resnet"), ("norm_num_groups", 3), ("mid_block_type", "UNetMidBlock2DCrossAttn"),
-    ("downsample_padding", 2), ("_class_name", "UNet2DConditionModel"),
+    ("downsample_padding", 2), ("_class_name", "UNet1DModel"),
 ])
 def test_unsupported_config_names_field(tmp_path, saved, field, value):
     _, folder = saved["class_conditional"]

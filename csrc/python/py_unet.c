@@ -35,7 +35,7 @@ static PyTypeObject UNetType = {
     .tp_basicsize = sizeof(UNetObject),
     .tp_dealloc = (destructor)unet_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "a UNet2DModel in C (made by ccfg.models.UNet)",
+    .tp_doc = "a UNet2DModel or UNet2DConditionModel in C (made by ccfg.models.UNet)",
 };
 
 static int cfg_int(PyObject *d, const char *key, int *out)
@@ -107,7 +107,10 @@ static int parse_unet_config(PyObject *d, ccfg_unet_config *c)
         cfg_int(d, "downsample_padding", &c->downsample_padding) ||
         cfg_int(d, "center_input_sample", &c->center_input_sample) ||
         cfg_int(d, "num_class_embeds", &c->num_class_embeds) ||
-        cfg_float(d, "mid_block_scale_factor", &c->mid_block_scale_factor))
+        cfg_float(d, "mid_block_scale_factor", &c->mid_block_scale_factor) ||
+        cfg_int(d, "cross_attention_dim", &c->cross_attention_dim) ||
+        cfg_ints(d, "heads", c->levels, c->heads) ||
+        cfg_ints(d, "transformer_layers", c->levels, c->transformer_layers))
         return -1;
     return 0;
 }
@@ -163,20 +166,28 @@ PyObject *py_unet_new(PyObject *self, PyObject *args)
     return (PyObject *)obj;
 }
 
-/* unet_forward(unet, x float32 (B, C, H, W), t float64 (B,), labels int32 (B,) or None) */
+/* unet_forward(unet, x float32 (B, C, H, W), t float64 (B,), labels int32 (B,) or None,
+ *              context float32 (1 or B, L, D) or None) */
 PyObject *py_unet_forward(PyObject *self, PyObject *args)
 {
     UNetObject *obj;
-    PyObject *xo, *to, *lo, *out = NULL;
-    PyArrayObject *x = NULL, *t = NULL, *lab = NULL;
+    PyObject *xo, *to, *lo, *co = Py_None, *out = NULL;
+    PyArrayObject *x = NULL, *t = NULL, *lab = NULL, *ctx = NULL;
     (void)self;
-    if (!PyArg_ParseTuple(args, "O!OOO", &UNetType, &obj, &xo, &to, &lo)) return NULL;
+    if (!PyArg_ParseTuple(args, "O!OOO|O", &UNetType, &obj, &xo, &to, &lo, &co)) return NULL;
     const ccfg_unet_config *c = ccfg_unet_get_config(obj->u);
     npy_intp sx[4] = {-1, c->in_channels, -1, -1};
     if (!(x = py_as_array(xo, NPY_FLOAT32, 4, sx, "sample"))) goto done;
     npy_intp sb[1] = {PyArray_DIM(x, 0)};
     if (!(t = py_as_array(to, NPY_FLOAT64, 1, sb, "timestep"))) goto done;
     if (lo != Py_None && !(lab = py_as_array(lo, NPY_INT32, 1, sb, "class_labels"))) goto done;
+    npy_intp sc[3] = {-1, -1, c->cross_attention_dim};
+    if (co != Py_None && !(ctx = py_as_array(co, NPY_FLOAT32, 3, sc, "encoder_hidden_states")))
+        goto done;
+    if (ctx && PyArray_DIM(ctx, 1) > INT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "encoder_hidden_states: too many tokens");
+        goto done;
+    }
     npy_intp so[4] = {sb[0], c->out_channels, PyArray_DIM(x, 2), PyArray_DIM(x, 3)};
     if (!(out = PyArray_SimpleNew(4, so, NPY_FLOAT32))) goto done;
     int status = CCFG_OK;
@@ -188,6 +199,8 @@ PyObject *py_unet_forward(PyObject *self, PyObject *args)
         status = ccfg_unet_forward(obj->u, sb[0], (int)so[2], (int)so[3], py_f32(x),
                                    (const double *)PyArray_DATA(t),
                                    lab ? (const int32_t *)PyArray_DATA(lab) : NULL,
+                                   ctx ? py_f32(ctx) : NULL, ctx ? PyArray_DIM(ctx, 0) : 0,
+                                   ctx ? (int)PyArray_DIM(ctx, 1) : 0,
                                    py_f32((PyArrayObject *)out));
         be->lock(be, 0);
         PyThread_release_lock(obj->lock);
@@ -201,6 +214,7 @@ done:
     Py_XDECREF(x);
     Py_XDECREF(t);
     Py_XDECREF(lab);
+    Py_XDECREF(ctx);
     return out;
 }
 
@@ -213,13 +227,15 @@ PyObject *py_unet_plan_bytes(PyObject *self, PyObject *args)
 }
 
 /* ------------------------------------------------------------------------- */
-/* the UNet as a sampler model: unet_model(unet, h, w, null_class, class_of int32) -> Model.
- * Condition id c is class class_of[c]; the null is null_class (-1: no class input). */
+/* the UNet as a sampler model: unet_model(unet, h, w, null_class, class_of int32[,
+ * contexts float32 (n, L, D) or None, null_context float32 (L, D) or None]) -> Model.
+ * A class-conditional UNet: condition id c is class class_of[c], the null is null_class (-1: no
+ * class input). A text-conditioned one: condition id c is contexts[c], the null null_context. */
 
 typedef struct {
     ccfg_unet_model um;
     UNetObject *unet;
-    PyArrayObject *class_of;
+    PyArrayObject *class_of, *contexts, *null_context;
 } unet_model_ctx;
 
 static void unet_model_free(void *ctx)
@@ -228,6 +244,8 @@ static void unet_model_free(void *ctx)
     ccfg_unet_model_free(&c->um);
     Py_XDECREF(c->unet);
     Py_XDECREF(c->class_of);
+    Py_XDECREF(c->contexts);
+    Py_XDECREF(c->null_context);
     PyMem_Free(c);
 }
 
@@ -245,20 +263,34 @@ static void unet_model_unlock(void *ctx)
 PyObject *py_unet_model(PyObject *self, PyObject *args)
 {
     UNetObject *unet;
-    PyObject *co;
+    PyObject *co, *xo = Py_None, *no = Py_None;
     int h, w, null_class;
     (void)self;
-    if (!PyArg_ParseTuple(args, "O!iiiO", &UNetType, &unet, &h, &w, &null_class, &co)) return NULL;
+    if (!PyArg_ParseTuple(args, "O!iiiO|OO", &UNetType, &unet, &h, &w, &null_class, &co, &xo, &no))
+        return NULL;
     unet_model_ctx *c = PyMem_Calloc(1, sizeof *c);
     if (!c) return PyErr_NoMemory();
-    if (!(c->class_of = py_as_array(co, NPY_INT32, 1, NULL, "class_of"))) {
-        PyMem_Free(c);
+    c->unet = (UNetObject *)Py_NewRef((PyObject *)unet);
+    const int D = ccfg_unet_get_config(unet->u)->cross_attention_dim;
+    npy_intp sx[3] = {-1, -1, D}, sn[2] = {-1, D};
+    if (!(c->class_of = py_as_array(co, NPY_INT32, 1, NULL, "class_of")) ||
+        (xo != Py_None && !(c->contexts = py_as_array(xo, NPY_FLOAT32, 3, sx, "contexts")))) {
+        unet_model_free(c);
         return NULL;
     }
-    c->unet = (UNetObject *)Py_NewRef((PyObject *)unet);
-    const ccfg_model m = ccfg_unet_as_model(&c->um, unet->u, h, w, null_class,
-                                            (int)PyArray_DIM(c->class_of, 0),
-                                            (const int32_t *)PyArray_DATA(c->class_of));
+    /* the null's tokens must be as many as the conditions' (they share the planned buffers) */
+    if (c->contexts) sn[0] = PyArray_DIM(c->contexts, 1);
+    if (no != Py_None && !(c->null_context = py_as_array(no, NPY_FLOAT32, 2, sn, "null"))) {
+        unet_model_free(c);
+        return NULL;
+    }
+    const int ctx_len = c->contexts ? (int)PyArray_DIM(c->contexts, 1)
+                        : c->null_context ? (int)PyArray_DIM(c->null_context, 0) : 0;
+    const ccfg_model m = ccfg_unet_as_model(
+        &c->um, unet->u, h, w, null_class,
+        c->contexts ? (int)PyArray_DIM(c->contexts, 0) : (int)PyArray_DIM(c->class_of, 0),
+        (const int32_t *)PyArray_DATA(c->class_of), c->contexts ? py_f32(c->contexts) : NULL,
+        c->null_context ? py_f32(c->null_context) : NULL, ctx_len);
     return py_model_new(m, NULL, c, unet_model_free, unet_model_lock, unet_model_unlock);
 }
 
