@@ -6,10 +6,11 @@
 
 The folder is what ``StableDiffusionPipeline.save_pretrained`` writes (tokenizer, text_encoder,
 unet, vae, scheduler). The text encoder and the VAE run through transformers/diffusers (PyTorch:
-``pip install 'ccfg[pipelines]'``); the UNet runs through PyTorch (``unet="torch"``); ccfg runs the
-loop itself: the initial noise (``ccfg.randn``, the same for every rule), the solver with the
-folder's scheduler config, and any guidance rule with one positive and any number of negative
-prompts. The native UNet2DConditionModel (``unet="ccfg"``) is not implemented yet and raises.
+``pip install 'ccfg[pipelines]'``). The UNet runs natively in ccfg's C core (``unet="ccfg"``, the
+default: CPU or Vulkan, the whole sampling loop in C) or through PyTorch (``unet="torch"``, called
+back from the C loop each step; any torch device and dtype). ccfg runs the loop itself: the initial
+noise (``ccfg.randn``, the same for every rule), the solver with the folder's scheduler config,
+and any guidance rule with one positive and any number of negative prompts.
 """
 from __future__ import annotations
 
@@ -22,6 +23,21 @@ from . import sampling
 from .schedulers import SchedulerConfig
 
 __all__ = ["StableDiffusion", "make_tiny_random"]
+
+
+class _NativeText:
+    """ccfg's native UNet2DConditionModel at the pipeline's latent size: conditions are the prompt
+    embeddings themselves (the C model holds them for the run)."""
+
+    _runs_in_c = True
+
+    def __init__(self, unet, shape):
+        self.unet, self.shape = unet, shape
+        self.prediction_type = unet.prediction_type
+        self.scheduler = unet.scheduler
+
+    def _c_model(self, device, positive, negatives, null=None):
+        return self.unet._c_model_text(device, positive, negatives, null, hw=self.shape[1:])
 
 
 class _TextConditioned:
@@ -63,19 +79,23 @@ class StableDiffusion:
         self._torch = torch
         self.tokenizer, self.text_encoder, self.vae, self.unet = tokenizer, text_encoder, vae, unet
         self.scheduler = scheduler
+        # the UNet: ccfg's (ccfg.models.UNet, a dict config) or diffusers' (torch)
+        from .unet import UNet
+        self.native_unet = isinstance(unet, UNet)
+        ucfg = unet.config if self.native_unet else dict(unet.config)
+        self.latent_channels = ucfg.get("in_channels", 4)
+        self.latent_size = ucfg.get("sample_size", None)
         self.torch_device = torch.device(torch_device)
         self.dtype = dtype or torch.float32
         self.vae_scale = 2 ** (len(vae.config.block_out_channels) - 1)
 
     @classmethod
-    def from_pretrained(cls, folder, unet="torch", torch_device="cpu", dtype=None):
-        """Load a pipeline folder. ``unet``: "torch" (diffusers' UNet2DConditionModel);
-        ``torch_device`` and ``dtype`` place the torch modules (e.g. "cuda", torch.float16)."""
+    def from_pretrained(cls, folder, unet="ccfg", torch_device="cpu", dtype=None):
+        """Load a pipeline folder. ``unet``: "ccfg" (native, ccfg.models.UNet) or "torch"
+        (diffusers' UNet2DConditionModel); ``torch_device`` and ``dtype`` place the torch modules
+        (the text encoder, the VAE and a torch UNet; e.g. "cuda", torch.float16)."""
         if unet not in ("torch", "ccfg"):
-            raise ValueError(f"unet must be 'torch' or 'ccfg', got {unet!r}")
-        if unet == "ccfg":
-            raise NotImplementedError("unet='ccfg': the native UNet2DConditionModel is not "
-                                      "implemented yet; use unet='torch'")
+            raise ValueError(f"unet must be 'ccfg' or 'torch', got {unet!r}")
         if not os.path.isfile(os.path.join(folder, "model_index.json")):
             raise FileNotFoundError(f"folder: no model_index.json in {folder!r} (a folder written "
                                     "by StableDiffusionPipeline.save_pretrained)")
@@ -93,10 +113,14 @@ class StableDiffusion:
                                                                              dtype).eval()
         tokenizer = CLIPTokenizer.from_pretrained(os.path.join(folder, "tokenizer"))
         scheduler = SchedulerConfig.from_config(os.path.join(folder, "scheduler"))
-        # low_cpu_mem_usage=False: diffusers' default wants `accelerate`, and warns without it
+        if unet == "ccfg":
+            from .unet import UNet
+            unet_model = UNet.from_pretrained(folder, scheduler=scheduler)
+        else:
+            # low_cpu_mem_usage=False: diffusers' default wants `accelerate`, and warns without it
+            unet_model = load(UNet2DConditionModel, "unet", low_cpu_mem_usage=False)
         return cls(tokenizer, load(CLIPTextModel, "text_encoder"),
-                   load(AutoencoderKL, "vae", low_cpu_mem_usage=False),
-                   load(UNet2DConditionModel, "unet", low_cpu_mem_usage=False), scheduler,
+                   load(AutoencoderKL, "vae", low_cpu_mem_usage=False), unet_model, scheduler,
                    torch_device, dtype)
 
     def encode(self, prompts):
@@ -125,8 +149,9 @@ class StableDiffusion:
         """Images for one ``prompt``: uint8 (n, H, W, 3) (``output="float"``: [0, 1] float32),
         with ``latents`` too when ``return_latents``. ``negative_prompt``: None, a string or a
         list; ``guidance``: any ccfg rule (None: the plain conditional prediction); the sampler
-        and the C loop run on ``device`` ("cpu" or a Vulkan device; the torch UNet is called
-        back on the host either way). The initial noise is ``ccfg.randn(seed, n, latent shape)``."""
+        and the C loop run on ``device`` ("cpu" or a Vulkan device: the native UNet runs there
+        too; a torch UNet is called back on the host). The initial noise is
+        ``ccfg.randn(seed, n, latent shape)``."""
         if not isinstance(prompt, str):
             raise TypeError(f"prompt must be a string, got {type(prompt).__name__}")
         if negative_prompt is None:
@@ -140,19 +165,31 @@ class StableDiffusion:
             raise TypeError("negative_prompt must be None, a string or a list of strings")
         if output not in ("uint8", "float"):
             raise ValueError(f"output must be 'uint8' or 'float', got {output!r}")
-        size = self.unet.config.sample_size * self.vae_scale
-        height = size if height is None else _v.integer(height, "height", low=1)
-        width = size if width is None else _v.integer(width, "width", low=1)
+        size = self.latent_size
+        if isinstance(size, int):
+            size = (size, size)
+        if (height is None or width is None) and not (isinstance(size, (list, tuple))
+                                                      and len(size) == 2):
+            raise ValueError(f"height, width: the UNet's config has no usable sample_size "
+                             f"({self.latent_size!r}); pass both")
+        height = size[0] * self.vae_scale if height is None else _v.integer(height, "height",
+                                                                            low=1)
+        width = size[1] * self.vae_scale if width is None else _v.integer(width, "width", low=1)
         for name, v in (("height", height), ("width", width)):
             if v % self.vae_scale:
                 raise ValueError(f"{name} must be a multiple of {self.vae_scale}, got {v}")
-        shape = (self.unet.config.in_channels, height // self.vae_scale, width // self.vae_scale)
+        shape = (self.latent_channels, height // self.vae_scale, width // self.vae_scale)
         emb = self.encode([prompt] + negatives)
         null = self.encode([""])
-        model = _TextConditioned(self, shape, emb, null)
-        latents = sampling.sample(model, positive=prompt, negative=negatives or None,
-                                  guidance=guidance, sampler=sampler, steps=steps, n=n, seed=seed,
-                                  eta=eta, progress=progress, device=device)
+        if self.native_unet:
+            model = _NativeText(self.unet, shape)
+            positive, negative, null_arg = emb[0], list(emb[1:]) or None, null[0]
+        else:
+            model = _TextConditioned(self, shape, emb, null)
+            positive, negative, null_arg = prompt, negatives or None, None
+        latents = sampling.sample(model, positive=positive, negative=negative, guidance=guidance,
+                                  sampler=sampler, steps=steps, n=n, seed=seed, eta=eta,
+                                  progress=progress, device=device, null=null_arg)
         images = self.decode(latents)
         if output == "uint8":
             images = (images * 255.0).round().astype(np.uint8)

@@ -715,9 +715,9 @@ class UNet:
                                   class_of)
         return handle, pos, ids
 
-    def _c_model_text(self, device, positive, negatives, null):
+    def _c_model_text(self, device, positive, negatives, null, hw=None):
         """Conditions as token arrays: the positive is id 0, the negatives 1.. (all of one token
-        count, which the null shares)."""
+        count, which the null shares). ``hw``: latent (height, width) other than ``shape``'s."""
         if self.num_class_embeds:
             raise ValueError("num_class_embeds: sampling a UNet conditioned on both text and "
                              "classes is not supported; call the UNet's forward directly")
@@ -744,8 +744,9 @@ class UNet:
             raise ValueError(f"positive, negative, null: every condition needs the same token "
                              f"count (pad the prompts alike), got {sorted(lengths)}")
         contexts = np.stack(arrays) if arrays else None
-        handle = _core.unet_model(self._handle_for(device), self.shape[1], self.shape[2], -1,
-                                  np.zeros(0, np.int32), contexts, null_tokens)
+        h, w = self.shape[1:] if hw is None else hw
+        handle = _core.unet_model(self._handle_for(device), h, w, -1, np.zeros(0, np.int32),
+                                  contexts, null_tokens)
         pos = -1 if positive is None else 0
         ids = tuple(range(1 if positive is not None else 0, len(arrays)))
         return handle, pos, ids
