@@ -716,37 +716,29 @@ class UNet:
         return handle, pos, ids
 
     def _c_model_text(self, device, positive, negatives, null, hw=None):
-        """Conditions as token arrays: the positive is id 0, the negatives 1.. (all of one token
-        count, which the null shares). ``hw``: latent (height, width) other than ``shape``'s."""
+        """Conditions as token arrays: the positive is id 0, the negatives 1.. Each is (L, D) (or
+        (1, L, D)): the same for every sample, or (n, L, D): one per sample of the run (the C
+        model checks n). Every condition, the null included, has the same token count L.
+        ``hw``: latent (height, width) other than ``shape``'s."""
         if self.num_class_embeds:
             raise ValueError("num_class_embeds: sampling a UNet conditioned on both text and "
                              "classes is not supported; call the UNet's forward directly")
         conds = ([] if positive is None else [("positive", positive)]) + [
-            (f"negative[{i}]", v) for i, v in enumerate(negatives)]
-        arrays = []
-        for name, v in conds:
-            a = self._tokens(v, name)
-            if a.shape[0] != 1:
-                raise ValueError(f"{name}: one condition (L, {self.cross_attention_dim}) per "
-                                 f"run; per-sample conditions are not supported in sampling, "
-                                 f"got {a.shape[0]}")
-            arrays.append(a[0])
-        null_tokens = None
-        if null is not None:
-            null_tokens = self._tokens(null, "null")
-            if null_tokens.shape[0] != 1:
-                raise ValueError(f"null: one unconditional embedding (L, "
-                                 f"{self.cross_attention_dim}), got {null_tokens.shape[0]}")
-            null_tokens = null_tokens[0]
-        lengths = {a.shape[0] for a in arrays} | (
-            set() if null_tokens is None else {null_tokens.shape[0]})
+            (f"negative[{i}]" if len(negatives) > 1 else "negative", v)
+            for i, v in enumerate(negatives)]
+        arrays = [(name, self._tokens(v, name)) for name, v in conds]
+        null_tokens = None if null is None else self._tokens(null, "null")
+        named = arrays + ([] if null_tokens is None else [("null", null_tokens)])
+        lengths = {a.shape[1] for _, a in named}
         if len(lengths) > 1:
-            raise ValueError(f"positive, negative, null: every condition needs the same token "
-                             f"count (pad the prompts alike), got {sorted(lengths)}")
-        contexts = np.stack(arrays) if arrays else None
+            raise ValueError(", ".join(n for n, _ in named) + ": every condition needs the same "
+                             f"token count (pad the prompts alike), got "
+                             + ", ".join(f"{n} {a.shape[1]}" for n, a in named))
+        counts = np.array([a.shape[0] for _, a in arrays], dtype=np.int32)
+        contexts = np.concatenate([a for _, a in arrays]) if arrays else None
         h, w = self.shape[1:] if hw is None else hw
         handle = _core.unet_model(self._handle_for(device), h, w, -1, np.zeros(0, np.int32),
-                                  contexts, null_tokens)
+                                  contexts, counts if arrays else None, null_tokens)
         pos = -1 if positive is None else 0
         ids = tuple(range(1 if positive is not None else 0, len(arrays)))
         return handle, pos, ids

@@ -252,9 +252,10 @@ typedef struct ccfg_model {
      * Python models on a device pay two transfers per evaluation). */
     int (*eval)(void *ctx, const ccfg_backend *be, int64_t rows, int64_t dim, const float *x,
                 double timestep, double alpha_bar, const int32_t *cond, float *out);
-    /* optional, around one sampling run on `be` of up to max_rows stacked rows: place parameters,
-     * plan activations, check that the model can run there (NULL: nothing to do) */
-    int (*begin)(void *ctx, const ccfg_backend *be, int64_t max_rows);
+    /* optional, around one sampling run on `be` of n samples and up to max_rows stacked rows
+     * (rows come in blocks of n, one block per condition: row r is sample r % n): place
+     * parameters, plan activations, check that the model can run there (NULL: nothing to do) */
+    int (*begin)(void *ctx, const ccfg_backend *be, int64_t n, int64_t max_rows);
     void (*end)(void *ctx);
     void *ctx;
     int prediction_type;        /* ccfg_prediction */

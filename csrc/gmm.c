@@ -159,9 +159,10 @@ int ccfg_gmm_model_eval(void *ctx, const ccfg_backend *be, int64_t rows, int64_t
 }
 
 /* the sampler model: parameters placed on the run's backend at begin, freed at end */
-static int gmm_begin(void *ctx, const ccfg_backend *be, int64_t max_rows)
+static int gmm_begin(void *ctx, const ccfg_backend *be, int64_t n, int64_t max_rows)
 {
     ccfg_gmm_model *m = ctx;
+    (void)n;
     (void)max_rows;
     return ccfg_gmm_model_init(m, be, m->g);
 }

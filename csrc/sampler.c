@@ -173,7 +173,7 @@ int ccfg_sample(const ccfg_backend *be, const ccfg_guided_model *gm, const ccfg_
     if (status) goto fail;
     /* the model prepares for the largest stacked batch of the loop (a UNet plans its activations
      * once, a mixture places its parameters on the backend) */
-    if (model->begin && (status = model->begin(model->ctx, be, (int64_t)c.max_blocks * n))) goto fail;
+    if (model->begin && (status = model->begin(model->ctx, be, n, (int64_t)c.max_blocks * n))) goto fail;
     begun = 1;
 
     const ccfg_solver_callbacks cb = {

@@ -955,18 +955,36 @@ int ccfg_unet_forward(ccfg_unet *u, int64_t batch, int h, int w, const float *x,
 /* ------------------------------------------------------------------------- */
 /* as a ccfg_model */
 
+/* a condition's token arrays: one shared, or one per sample of the run */
+static int check_count(int count, int64_t n, int c)     /* c: the condition, -1 the null */
+{
+    if (count == 1 || count == n) return CCFG_OK;
+    if (c < 0)
+        return ccfg_fail(CCFG_EINVAL, "null: %d embeddings for n = %lld samples (give one, or one "
+                         "per sample)", count, (long long)n);
+    return ccfg_fail(CCFG_EINVAL, "condition %d: %d embeddings for n = %lld samples (give one, or "
+                     "one per sample)", c, count, (long long)n);
+}
+
 int ccfg_unet_model_init(ccfg_unet_model *m, ccfg_unet *u, int h, int w, int null_class,
                          int n_conditions, const int32_t *class_of, const float *contexts,
-                         const float *null_context, int ctx_len, int64_t max_rows)
+                         const int32_t *ctx_count, const float *null_context, int null_count,
+                         int ctx_len, int64_t n, int64_t max_rows)
 {
     memset(m, 0, sizeof *m);
     const int classes = u->cfg.num_class_embeds, text = u->cfg.cross_attention_dim > 0;
+    if (n < 1 || max_rows < n)
+        return ccfg_fail(CCFG_EINVAL, "the UNet model needs n >= 1 samples and rows >= n");
     if (text && classes)
         return ccfg_fail(CCFG_EINVAL, "num_class_embeds: sampling a UNet conditioned on both text "
                          "and classes is not supported (call its forward directly)");
     if (text) {
-        if (ctx_len < 1 || (n_conditions && !contexts))
+        if (ctx_len < 1 || (n_conditions && (!contexts || !ctx_count)))
             return ccfg_fail(CCFG_EINVAL, "the text-conditioned UNet needs its conditions' tokens");
+        int status;
+        for (int c = 0; c < n_conditions; c++)
+            if ((status = check_count(ctx_count[c], n, c))) return status;
+        if (null_context && (status = check_count(null_count, n, -1))) return status;
     } else if (contexts || null_context) {
         return ccfg_fail(CCFG_EINVAL, "encoder_hidden_states: the UNet has no cross-attention");
     }
@@ -984,17 +1002,23 @@ int ccfg_unet_model_init(ccfg_unet_model *m, ccfg_unet *u, int h, int w, int nul
     m->n_conditions = n_conditions;
     m->class_of = class_of;
     m->contexts = contexts;
+    m->ctx_count = ctx_count;
     m->null_context = null_context;
+    m->null_count = null_count;
     m->ctx_len = text ? ctx_len : 0;
+    m->n = n;
     m->max_rows = max_rows;
     const size_t rows = (size_t)(max_rows > 0 ? max_rows : 1);
     m->labels = malloc(rows * sizeof *m->labels);
     m->times = malloc(rows * sizeof *m->times);
     m->row_context = malloc(rows * sizeof *m->row_context);
-    if (!m->labels || !m->times || !m->row_context) {
+    m->ctx_first = malloc((size_t)(n_conditions > 0 ? n_conditions : 1) * sizeof *m->ctx_first);
+    if (!m->labels || !m->times || !m->row_context || !m->ctx_first) {
         ccfg_unet_model_free(m);
         return ccfg_fail(CCFG_ENOMEM, "out of memory for %lld rows", (long long)max_rows);
     }
+    for (int c = 0, first = 0; text && c < n_conditions; first += ctx_count[c], c++)
+        m->ctx_first[c] = first;
     int status = ccfg_unet_plan(u, max_rows, h, w, m->ctx_len, 0);
     if (status) ccfg_unet_model_free(m);
     return status;
@@ -1005,9 +1029,11 @@ void ccfg_unet_model_free(ccfg_unet_model *m)
     free(m->labels);
     free(m->times);
     free(m->row_context);
+    free(m->ctx_first);
     m->labels = NULL;
     m->times = NULL;
     m->row_context = NULL;
+    m->ctx_first = NULL;
 }
 
 int ccfg_unet_model_eval(void *ctx, const ccfg_backend *be, int64_t rows, int64_t dim,
@@ -1030,14 +1056,16 @@ int ccfg_unet_model_eval(void *ctx, const ccfg_backend *be, int64_t rows, int64_
     for (int64_t r = 0; r < rows; r++) {
         m->times[r] = timestep;
         m->labels[r] = 0;
-        if (m->ctx_len) {           /* text-conditioned: condition -> its tokens */
+        if (m->ctx_len) {           /* text-conditioned: condition -> its tokens (sample r % n) */
+            const int64_t sample = r % m->n;
             if (cond[r] == CCFG_UNCOND) {
                 if (!m->null_context)
                     return ccfg_fail(CCFG_EINVAL, "null: the rule needs the unconditional branch; "
                                      "pass null= (e.g. an empty prompt's embedding)");
-                m->row_context[r] = m->null_context;
+                m->row_context[r] = m->null_context + (m->null_count > 1 ? sample : 0) * per;
             } else if (cond[r] >= 0 && cond[r] < m->n_conditions) {
-                m->row_context[r] = m->contexts + cond[r] * per;
+                const int64_t k = m->ctx_first[cond[r]] + (m->ctx_count[cond[r]] > 1 ? sample : 0);
+                m->row_context[r] = m->contexts + k * per;
             } else {
                 return ccfg_fail(CCFG_EINVAL, "condition id %d has no embedding", cond[r]);
             }
@@ -1060,7 +1088,7 @@ int ccfg_unet_model_eval(void *ctx, const ccfg_backend *be, int64_t rows, int64_
 
 /* as the sampler's model: the run's backend must be the UNet's; activations are planned once for
  * the largest stacked batch at begin */
-static int unet_begin(void *ctx, const ccfg_backend *be, int64_t max_rows)
+static int unet_begin(void *ctx, const ccfg_backend *be, int64_t n, int64_t max_rows)
 {
     ccfg_unet_model *m = ctx;
     if (be != m->unet->be)
@@ -1068,15 +1096,16 @@ static int unet_begin(void *ctx, const ccfg_backend *be, int64_t max_rows)
                          m->unet->be->name, be->name);
     const ccfg_unet_model args = *m;
     return ccfg_unet_model_init(m, args.unet, args.h, args.w, args.null_class, args.n_conditions,
-                                args.class_of, args.contexts, args.null_context, args.ctx_len,
-                                max_rows);
+                                args.class_of, args.contexts, args.ctx_count, args.null_context,
+                                args.null_count, args.ctx_len, n, max_rows);
 }
 
 static void unet_end(void *ctx) { ccfg_unet_model_free(ctx); }
 
 ccfg_model ccfg_unet_as_model(ccfg_unet_model *m, ccfg_unet *u, int h, int w, int null_class,
                               int n_conditions, const int32_t *class_of, const float *contexts,
-                              const float *null_context, int ctx_len)
+                              const int32_t *ctx_count, const float *null_context, int null_count,
+                              int ctx_len)
 {
     memset(m, 0, sizeof *m);
     m->unet = u;
@@ -1086,7 +1115,9 @@ ccfg_model ccfg_unet_as_model(ccfg_unet_model *m, ccfg_unet *u, int h, int w, in
     m->n_conditions = n_conditions;
     m->class_of = class_of;
     m->contexts = contexts;
+    m->ctx_count = ctx_count;
     m->null_context = null_context;
+    m->null_count = null_count;
     m->ctx_len = ctx_len;
     return (ccfg_model){.eval = ccfg_unet_model_eval, .begin = unet_begin, .end = unet_end,
                         .ctx = m, .on_backend = 1,

@@ -88,17 +88,23 @@ int ccfg_unet_forward(ccfg_unet *u, int64_t batch, int h, int w, const float *x,
  * must be the sampler's): ctx is a ccfg_unet_model. A class-conditional UNet maps condition ids
  * to class labels: id c -> class_of[c] (c < n_conditions), CCFG_UNCOND -> null_class (-1: the
  * model has no class input). A text-conditioned UNet (cross_attention_dim > 0) maps them to
- * condition token arrays instead: id c -> contexts + c * ctx_len * cross_attention_dim, CCFG_UNCOND
- * -> null_context (NULL: a run that needs the unconditional branch fails, naming `null`). */
+ * condition token arrays instead. Condition c holds ctx_count[c] token arrays of (ctx_len, D),
+ * one after the other in `contexts` (condition 0 first): 1 (every sample the same) or n (one per
+ * sample: row r, sample r % n, takes array r % n). CCFG_UNCOND takes null_context, null_count
+ * arrays likewise (NULL: a run that needs the unconditional branch fails, naming `null`). */
 typedef struct {
     ccfg_unet *unet;
     int h, w;
     int null_class;
     int n_conditions;
     const int32_t *class_of;
-    const float *contexts;          /* (n_conditions, ctx_len, D) host, or NULL */
-    const float *null_context;      /* (ctx_len, D) host, or NULL */
+    const float *contexts;          /* (sum of ctx_count, ctx_len, D) host, or NULL */
+    const int32_t *ctx_count;       /* (n_conditions) */
+    const float *null_context;      /* (null_count, ctx_len, D) host, or NULL */
+    int null_count;
     int ctx_len;
+    int64_t n;                      /* samples of the run (rows are blocks of n) */
+    int64_t *ctx_first;             /* scratch: condition c's first array */
     int32_t *labels;                /* scratch, planned rows */
     double *times;                  /* scratch, planned rows */
     const float **row_context;      /* scratch, planned rows */
@@ -107,7 +113,8 @@ typedef struct {
 
 int ccfg_unet_model_init(ccfg_unet_model *m, ccfg_unet *u, int h, int w, int null_class,
                          int n_conditions, const int32_t *class_of, const float *contexts,
-                         const float *null_context, int ctx_len, int64_t max_rows);
+                         const int32_t *ctx_count, const float *null_context, int null_count,
+                         int ctx_len, int64_t n, int64_t max_rows);
 void ccfg_unet_model_free(ccfg_unet_model *m);
 int ccfg_unet_model_eval(void *ctx, const ccfg_backend *be, int64_t rows, int64_t dim,
                          const float *x, double timestep, double alpha_bar, const int32_t *cond,
@@ -116,6 +123,7 @@ int ccfg_unet_model_eval(void *ctx, const ccfg_backend *be, int64_t rows, int64_
  * backend, end = ccfg_unet_model_free); m, class_of and the contexts must outlive the run. */
 ccfg_model ccfg_unet_as_model(ccfg_unet_model *m, ccfg_unet *u, int h, int w, int null_class,
                               int n_conditions, const int32_t *class_of, const float *contexts,
-                              const float *null_context, int ctx_len);
+                              const int32_t *ctx_count, const float *null_context, int null_count,
+                              int ctx_len);
 
 #endif /* CCFG_UNET_H */

@@ -228,14 +228,16 @@ PyObject *py_unet_plan_bytes(PyObject *self, PyObject *args)
 
 /* ------------------------------------------------------------------------- */
 /* the UNet as a sampler model: unet_model(unet, h, w, null_class, class_of int32[,
- * contexts float32 (n, L, D) or None, null_context float32 (L, D) or None]) -> Model.
+ * contexts float32 (k, L, D) or None, counts int32 (conditions,) or None,
+ * null_context float32 (k0, L, D) or None]) -> Model.
  * A class-conditional UNet: condition id c is class class_of[c], the null is null_class (-1: no
- * class input). A text-conditioned one: condition id c is contexts[c], the null null_context. */
+ * class input). A text-conditioned one: condition c owns counts[c] consecutive token arrays of
+ * `contexts` (1 shared, or one per sample), the null the k0 of null_context (unet.h). */
 
 typedef struct {
     ccfg_unet_model um;
     UNetObject *unet;
-    PyArrayObject *class_of, *contexts, *null_context;
+    PyArrayObject *class_of, *contexts, *counts, *null_context;
 } unet_model_ctx;
 
 static void unet_model_free(void *ctx)
@@ -245,6 +247,7 @@ static void unet_model_free(void *ctx)
     Py_XDECREF(c->unet);
     Py_XDECREF(c->class_of);
     Py_XDECREF(c->contexts);
+    Py_XDECREF(c->counts);
     Py_XDECREF(c->null_context);
     PyMem_Free(c);
 }
@@ -263,34 +266,54 @@ static void unet_model_unlock(void *ctx)
 PyObject *py_unet_model(PyObject *self, PyObject *args)
 {
     UNetObject *unet;
-    PyObject *co, *xo = Py_None, *no = Py_None;
+    PyObject *co, *xo = Py_None, *ko = Py_None, *no = Py_None;
     int h, w, null_class;
     (void)self;
-    if (!PyArg_ParseTuple(args, "O!iiiO|OO", &UNetType, &unet, &h, &w, &null_class, &co, &xo, &no))
+    if (!PyArg_ParseTuple(args, "O!iiiO|OOO", &UNetType, &unet, &h, &w, &null_class, &co, &xo, &ko,
+                          &no))
         return NULL;
     unet_model_ctx *c = PyMem_Calloc(1, sizeof *c);
     if (!c) return PyErr_NoMemory();
     c->unet = (UNetObject *)Py_NewRef((PyObject *)unet);
     const int D = ccfg_unet_get_config(unet->u)->cross_attention_dim;
-    npy_intp sx[3] = {-1, -1, D}, sn[2] = {-1, D};
+    npy_intp sx[3] = {-1, -1, D}, sn[3] = {-1, -1, D};
     if (!(c->class_of = py_as_array(co, NPY_INT32, 1, NULL, "class_of")) ||
-        (xo != Py_None && !(c->contexts = py_as_array(xo, NPY_FLOAT32, 3, sx, "contexts")))) {
+        (xo != Py_None && !(c->contexts = py_as_array(xo, NPY_FLOAT32, 3, sx, "contexts"))) ||
+        (ko != Py_None && !(c->counts = py_as_array(ko, NPY_INT32, 1, NULL, "counts")))) {
+        unet_model_free(c);
+        return NULL;
+    }
+    if (!c->contexts != !c->counts) {
+        PyErr_SetString(PyExc_ValueError, "contexts and counts come together");
+        unet_model_free(c);
+        return NULL;
+    }
+    int64_t total = 0;
+    for (npy_intp i = 0; c->counts && i < PyArray_DIM(c->counts, 0); i++) {
+        const int32_t k = ((const int32_t *)PyArray_DATA(c->counts))[i];
+        if (k < 1) break;
+        total += k;
+    }
+    if (c->contexts && total != PyArray_DIM(c->contexts, 0)) {
+        PyErr_SetString(PyExc_ValueError, "counts must be >= 1 and add up to len(contexts)");
         unet_model_free(c);
         return NULL;
     }
     /* the null's tokens must be as many as the conditions' (they share the planned buffers) */
-    if (c->contexts) sn[0] = PyArray_DIM(c->contexts, 1);
-    if (no != Py_None && !(c->null_context = py_as_array(no, NPY_FLOAT32, 2, sn, "null"))) {
+    if (c->contexts) sn[1] = PyArray_DIM(c->contexts, 1);
+    if (no != Py_None && !(c->null_context = py_as_array(no, NPY_FLOAT32, 3, sn, "null"))) {
         unet_model_free(c);
         return NULL;
     }
     const int ctx_len = c->contexts ? (int)PyArray_DIM(c->contexts, 1)
-                        : c->null_context ? (int)PyArray_DIM(c->null_context, 0) : 0;
+                        : c->null_context ? (int)PyArray_DIM(c->null_context, 1) : 0;
     const ccfg_model m = ccfg_unet_as_model(
         &c->um, unet->u, h, w, null_class,
-        c->contexts ? (int)PyArray_DIM(c->contexts, 0) : (int)PyArray_DIM(c->class_of, 0),
+        c->counts ? (int)PyArray_DIM(c->counts, 0) : (int)PyArray_DIM(c->class_of, 0),
         (const int32_t *)PyArray_DATA(c->class_of), c->contexts ? py_f32(c->contexts) : NULL,
-        c->null_context ? py_f32(c->null_context) : NULL, ctx_len);
+        c->counts ? (const int32_t *)PyArray_DATA(c->counts) : NULL,
+        c->null_context ? py_f32(c->null_context) : NULL,
+        c->null_context ? (int)PyArray_DIM(c->null_context, 0) : 0, ctx_len);
     return py_model_new(m, NULL, c, unet_model_free, unet_model_lock, unet_model_unlock);
 }
 
