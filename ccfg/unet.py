@@ -219,6 +219,11 @@ def _config_condition(cfg):
                                 and not any(got))
         if not same:
             raise ValueError(f"{name}: {got!r} is not supported (only {value!r})")
+    lpb = cfg.get("layers_per_block", 2)
+    if isinstance(lpb, (list, tuple)):      # one per block: ccfg supports equal counts
+        if not lpb or len(set(lpb)) != 1 or not _is_int(lpb[0]) or lpb[0] < 1:
+            raise ValueError(f"layers_per_block: one count for every block supported, got {lpb!r}")
+        cfg = dict(cfg, layers_per_block=int(lpb[0]))
     c = _shared_fields(cfg, 4, (320, 640, 1280, 1280))
     L = c["levels"]
     down = _block_types(cfg, "down_block_types",
@@ -227,11 +232,6 @@ def _config_condition(cfg):
                       COND_UP_TYPES, L)
     mid = _field_choice(cfg, "mid_block_type", "UNetMidBlock2DCrossAttn",
                         ("UNetMidBlock2DCrossAttn", None))
-    lpb = cfg.get("layers_per_block", 2)
-    if isinstance(lpb, (list, tuple)):      # one per block: ccfg supports equal counts
-        if not lpb or len(set(lpb)) != 1 or not _is_int(lpb[0]) or lpb[0] < 1:
-            raise ValueError(f"layers_per_block: one count for every block supported, got {lpb!r}")
-        c["layers_per_block"] = int(lpb[0])
     xdim = cfg.get("cross_attention_dim", 1280)
     if isinstance(xdim, (list, tuple)) and xdim and len(set(xdim)) == 1:
         xdim = xdim[0]
@@ -648,11 +648,12 @@ class UNet:
         (``batch``: n must be 1 or ``batch``). Torch tensors are read through NumPy."""
         D = self.cross_attention_dim
         a = _as_numpy(value, argname)
+        given = tuple(a.shape)
         if a.ndim == 2:
             a = a[None]
         if a.ndim != 3 or a.shape[2] != D or a.shape[1] < 1:
             raise ValueError(f"{argname}: expected condition tokens of shape (L, {D}) or "
-                             f"(n, L, {D}), got {tuple(a.shape)}")
+                             f"(n, L, {D}), got {given}")
         if batch is not None and a.shape[0] not in (1, batch):
             raise ValueError(f"{argname}: {a.shape[0]} conditions for {batch} samples (give 1 "
                              f"or one per sample)")
@@ -728,6 +729,9 @@ class UNet:
             for i, v in enumerate(negatives)]
         arrays = [(name, self._tokens(v, name)) for name, v in conds]
         null_tokens = None if null is None else self._tokens(null, "null")
+        if not arrays and null_tokens is None:
+            raise ValueError("null: a run without conditions samples the unconditional branch; "
+                             "pass null= (e.g. an empty prompt's embedding)")
         named = arrays + ([] if null_tokens is None else [("null", null_tokens)])
         lengths = {a.shape[1] for _, a in named}
         if len(lengths) > 1:
