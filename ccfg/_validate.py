@@ -8,9 +8,14 @@ import numbers
 import numpy as np
 
 __all__ = ["real", "integer", "window", "eps_array", "all_finite", "flat", "seed", "shape",
-           "images"]
+           "images", "INT_MAX", "FLOAT32_MAX"]
 
 _FLOAT_KINDS = (np.float16, np.float32, np.float64)
+# the largest C ``int``: step counts, steps, offsets and indices cross into the core as int, so
+# an integer argument is refused above this (a ValueError naming it, not C's OverflowError)
+INT_MAX = 2 ** 31 - 1
+# the core computes in float32: a float64 input beyond this would become inf on conversion
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def real(value, name, *, low=None, high=None, low_open=False, allow_none=False):
@@ -19,7 +24,11 @@ def real(value, name, *, low=None, high=None, low_open=False, allow_none=False):
         return None
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:           # an int beyond the float range
+        raise ValueError(f"{name} must be finite, got an integer of {value.bit_length()} "
+                         "bits") from None
     if not math.isfinite(value):
         raise ValueError(f"{name} must be finite, got {value}")
     if low is not None and (value < low or (low_open and value == low)):
@@ -29,14 +38,22 @@ def real(value, name, *, low=None, high=None, low_open=False, allow_none=False):
     return value
 
 
-def integer(value, name, *, low=None):
-    """An int (bools refused), at least ``low`` when given."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+def integer(value, name, *, low=None, high=INT_MAX):
+    """An int (bools refused), at least ``low`` when given and at most ``high`` (default: the
+    largest C int, what the core takes; None: unbounded)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
     value = int(value)
     if low is not None and value < low:
-        raise ValueError(f"{name} must be >= {low}, got {value}")
+        raise ValueError(f"{name} must be >= {low}, got {_short(value)}")
+    if high is not None and value > high:
+        raise ValueError(f"{name} must be <= {high}, got {_short(value)}")
     return value
+
+
+def _short(value):
+    """An int for a message: its digits, or its size when it has too many to print."""
+    return str(value) if abs(value) < 10 ** 30 else f"an integer of {value.bit_length()} bits"
 
 
 def window(value):
@@ -53,12 +70,19 @@ def window(value):
 
 
 def eps_array(value, name, shape=None):
-    """A finite float array of at least 1 dimension; TypeError/ValueError naming ``name``."""
+    """A finite float array of at least 1 dimension whose values fit float32 (the core's type);
+    TypeError/ValueError naming ``name``. Masked arrays are refused (their masked values would be
+    used as they are); other ndarray subclasses are read as plain arrays."""
+    if isinstance(value, np.ma.MaskedArray):
+        raise TypeError(f"{name}: masked arrays are not accepted (the values under the mask would "
+                        f"be used); pass {name}.filled(...) or a plain array")
     if not isinstance(value, np.ndarray):
         if hasattr(value, "__array__") or isinstance(value, (list, tuple)):
             value = np.asarray(value)
         else:
             raise TypeError(f"{name} must be a NumPy array, got {type(value).__name__}")
+    elif type(value) is not np.ndarray:
+        value = np.asarray(value)
     if value.dtype.type not in _FLOAT_KINDS:
         raise TypeError(f"{name} must be float32 or float64, got {value.dtype}")
     if value.ndim < 1 or value.shape[0] < 1:
@@ -67,6 +91,10 @@ def eps_array(value, name, shape=None):
         raise ValueError(f"{name} has shape {value.shape}, expected {shape} (the shape of eps_u)")
     if not all_finite(value):
         raise ValueError(f"{name} contains NaN or Inf")
+    if value.dtype == np.float64 and value.size and (value.max() > FLOAT32_MAX or
+                                                     value.min() < -FLOAT32_MAX):
+        raise ValueError(f"{name} has values beyond the float32 range (|x| > {FLOAT32_MAX:.4g}); "
+                         "ccfg computes in float32")
     return value
 
 
@@ -87,7 +115,7 @@ def flat(a):
 
 def seed(value):
     """A seed: an integer in [0, 2**64)."""
-    value = integer(value, "seed", low=0)
+    value = integer(value, "seed", low=0, high=None)
     if value >= 2 ** 64:
         raise ValueError("seed must be < 2**64")
     return value
@@ -95,8 +123,14 @@ def seed(value):
 
 def shape(value):
     """A sample shape: an int or a sequence of positive sizes -> tuple."""
-    if isinstance(value, numbers.Integral):
-        value = (int(value),)
+    if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)):
+        value = (value,)
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise TypeError(f"shape must be an int or a sequence of ints, got {type(value).__name__}")
+    value = tuple(value)
+    if not all(isinstance(s, numbers.Integral) and not isinstance(s, (bool, np.bool_))
+               for s in value):
+        raise TypeError(f"shape must be an int or a sequence of ints, got {value!r}")
     value = tuple(int(s) for s in value)
     if any(s < 1 for s in value):
         raise ValueError(f"shape must have positive sizes, got {value}")

@@ -165,7 +165,9 @@ class SLD(Rule):
             raise ValueError(f"preset must be one of {sorted(SLD_PRESETS)}, got {preset!r}")
         self.preset = preset
         p = SLD_PRESETS[preset]
-        self.warmup = p[0] if warmup is None else _v.integer(warmup, "warmup", low=0)
+        # a step index in C (an int): bounded so it cannot overflow there
+        self.warmup = p[0] if warmup is None else _v.integer(warmup, "warmup", low=0,
+                                                             high=_v.INT_MAX)
         self.safety_scale = p[1] if safety_scale is None else _v.real(
             safety_scale, "safety_scale", low=0.0)
         self.threshold = p[2] if threshold is None else _v.real(threshold, "threshold")

@@ -2,6 +2,7 @@
 arrays from their own loop). Both validate input here and hand clean float32 arrays to C."""
 from __future__ import annotations
 
+import math
 import sys
 import time
 
@@ -22,11 +23,23 @@ def _rule_spec(rule, shape):
         return (name, params)
     fn = params["fn"]
 
+    label = f"the PythonRule {getattr(fn, '__name__', type(fn).__name__)!s}"
+
     def flat_fn(u, p, negs):
         out = fn(u.reshape(shape), p.reshape(shape), [e.reshape(shape) for e in negs])
+        if _tensors.is_tensor(out):
+            out = _tensors.to_array(out, label)
+        if isinstance(out, np.ma.MaskedArray):
+            raise TypeError(f"{label} returned a masked array; return a plain array")
         out = np.asarray(out)
+        if out.dtype.kind not in "fiu" or out.dtype == np.bool_:
+            raise TypeError(f"{label} returned dtype {out.dtype}, expected real numbers")
         if out.shape != shape:
-            raise ValueError(f"the PythonRule returned shape {out.shape}, expected {shape}")
+            raise ValueError(f"{label} returned shape {out.shape}, expected {shape}")
+        if not _v.all_finite(out) or (out.dtype.kind == "f" and out.size and
+                                      np.max(np.abs(out)) > _v.FLOAT32_MAX):
+            raise FloatingPointError(f"{label} returned NaN or Inf (or values beyond the "
+                                     "float32 range)")
         return _v.flat(out)
 
     return (name, dict(params, fn=flat_fn))
@@ -36,9 +49,16 @@ class GuidanceState:
     """Per-sample state of a stateful rule (SLD momentum, DNG posterior) across ``guide`` calls."""
 
     def __init__(self, rule, n, shape, n_neg, device="cpu"):
+        if not isinstance(rule, _g.Rule):
+            raise TypeError(f"rule must be a guidance rule, got {type(rule).__name__}")
+        n = _v.integer(n, "n", low=1)
+        shape = _v.shape(shape)
+        if shape[0] != n:
+            raise ValueError(f"shape: its first size is the sample count n = {n}, got {shape}")
+        n_neg = _v.integer(n_neg, "n_neg", low=0)
         self.rule = rule
         self.n = n
-        self.shape = tuple(shape)
+        self.shape = shape
         self.n_neg = n_neg
         self._dev = _device.resolve(device)
         dim = int(np.prod(shape[1:], dtype=np.int64))
@@ -150,6 +170,10 @@ def guide(eps_u, eps_p, eps_n, rule, state=None, *, step=None, num_steps=None, d
     out = _core.guide(_rule_spec(rule, shape), _v.flat(u), None if p is None else _v.flat(p),
                       [_v.flat(e) for e in negs], None if state is None else state._c, step,
                       num_steps, dev)
+    if not _v.all_finite(out):
+        # finite inputs (checked above) and a non-finite result: float32 overflow in the rule
+        raise FloatingPointError(f"rule {rule!r} gave NaN or Inf from finite inputs (float32 "
+                                 "overflow: its scales or the inputs are too large)")
     out = out.reshape(shape)
     if ref is not None:
         out = _tensors.like(out, ref)
@@ -170,10 +194,15 @@ def _host_arrays(eps_u, eps_p, eps_n):
 def randn(seed, n, shape, stream=0):
     """Standard normals, float32 (n, *shape): sample i of seed s is the same whatever n is."""
     seed = _v.seed(seed)
-    n = _v.integer(n, "n", low=0)
-    stream = _v.integer(stream, "stream", low=0)
+    # the Philox counter holds the sample index, the block of 4 values and the stream in 32 bits
+    # each: past these they would wrap and repeat earlier numbers
+    n = _v.integer(n, "n", low=0, high=2 ** 32)
+    stream = _v.integer(stream, "stream", low=0, high=2 ** 32 - 1)
     shape = _v.shape(shape)
-    dim = int(np.prod(shape, dtype=np.int64))
+    dim = math.prod(shape)
+    if dim > 2 ** 34:
+        raise ValueError(f"shape: {dim} values per sample; at most 2**34 (the counter's block "
+                         "index is 32 bits)")
     return _core.randn(seed, n, dim, stream, 0).reshape((n,) + shape)
 
 

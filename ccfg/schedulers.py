@@ -28,6 +28,8 @@ CLASS_NAMES = {
 _BETAS = {"linear": 0, "scaled_linear": 1, "squaredcos_cap_v2": 2}
 _SPACINGS = {None: -1, "leading": 0, "trailing": 1, "linspace": 2}
 PREDICTIONS = {"epsilon": 0, "v_prediction": 1, "sample": 2}
+# the most training timesteps a config may declare (diffusers' models use 1000)
+MAX_TRAIN_TIMESTEPS = 1_000_000
 
 # diffusers scheduler options ccfg implements at one setting only (what ccfg's samplers do): a
 # config with another value raises, naming the option, rather than being silently run otherwise
@@ -74,15 +76,26 @@ class SchedulerConfig:
     rescale_betas_zero_snr: bool = False
 
     def __post_init__(self):
-        if isinstance(self.num_train_timesteps, bool) or not isinstance(self.num_train_timesteps, numbers.Integral) \
-                or self.num_train_timesteps < 2:
-            raise ValueError(f"num_train_timesteps must be an integer >= 2, got {self.num_train_timesteps!r}")
-        if self.beta_schedule not in _BETAS:
+        T = self.num_train_timesteps
+        if isinstance(T, (bool, np.bool_)) or not isinstance(T, numbers.Integral):
+            raise TypeError(f"num_train_timesteps must be an integer, got {T!r}")
+        # the schedule keeps several float64 arrays of this length: bounded so that an untrusted
+        # scheduler_config.json cannot make it allocate gigabytes (diffusers models use 1000)
+        _v.integer(T, "num_train_timesteps", low=2, high=MAX_TRAIN_TIMESTEPS)
+        object.__setattr__(self, "num_train_timesteps", int(T))
+        off = self.steps_offset
+        if isinstance(off, (bool, np.bool_)) or not isinstance(off, numbers.Integral):
+            raise TypeError(f"steps_offset must be an integer, got {off!r}")
+        # every timestep plus the offset must stay below num_train_timesteps
+        _v.integer(off, "steps_offset", low=0, high=int(T) - 1)
+        object.__setattr__(self, "steps_offset", int(off))
+        if not isinstance(self.beta_schedule, str) or self.beta_schedule not in _BETAS:
             raise ValueError(f"beta_schedule must be one of {sorted(_BETAS)}, got {self.beta_schedule!r}")
-        if self.prediction_type not in PREDICTIONS:
+        if not isinstance(self.prediction_type, str) or self.prediction_type not in PREDICTIONS:
             raise ValueError(f"prediction_type must be one of {sorted(PREDICTIONS)}, "
                              f"got {self.prediction_type!r}")
-        if self.timestep_spacing not in _SPACINGS:
+        if not isinstance(self.timestep_spacing, (str, type(None))) or \
+                self.timestep_spacing not in _SPACINGS:
             raise ValueError("timestep_spacing must be 'leading', 'trailing', 'linspace' or None, "
                              f"got {self.timestep_spacing!r}")
         for name in ("beta_start", "beta_end"):
@@ -105,7 +118,12 @@ class SchedulerConfig:
             raise ValueError("rescale_betas_zero_snr: ccfg's samplers do not rescale betas to a "
                              "zero terminal SNR yet; this config cannot be honoured")
         if self.trained_betas is not None:
-            betas = np.asarray(self.trained_betas, dtype=np.float64)
+            tb = self.trained_betas
+            if isinstance(tb, (str, bytes, dict)) or not hasattr(tb, "__len__") or any(
+                    isinstance(b, (bool, np.bool_)) or not isinstance(b, numbers.Real) for b in tb):
+                raise ValueError("trained_betas must be a list of numbers in (0, 1), got "
+                                 f"{type(tb).__name__}")
+            betas = np.asarray(tb, dtype=np.float64)
             if betas.shape != (self.num_train_timesteps,) or not np.all((betas > 0) & (betas < 1)):
                 raise ValueError("trained_betas must hold num_train_timesteps values in (0, 1)")
             object.__setattr__(self, "trained_betas", tuple(betas.tolist()))
@@ -120,12 +138,17 @@ class SchedulerConfig:
             if os.path.isdir(path):
                 path = os.path.join(path, "scheduler_config.json")
             with open(path, encoding="utf-8") as f:
-                config = json.load(f)
+                try:
+                    config = json.load(f)
+                except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                    raise ValueError(f"{path}: not valid JSON ({exc})") from None
         if not isinstance(config, dict):
             raise TypeError("scheduler config must be a dict or a path to scheduler_config.json")
         fields = {f.name for f in dataclasses.fields(cls)}
         kwargs = {}
         for key, value in config.items():
+            if not isinstance(key, str):
+                raise TypeError(f"scheduler config: option names must be strings, got {key!r}")
             if key.startswith("_"):              # _class_name, _diffusers_version: metadata
                 continue
             if key in fields:
@@ -137,8 +160,6 @@ class SchedulerConfig:
             if not _same(value, _FIXED[key]):
                 raise ValueError(f"{key}={value!r}: ccfg's samplers support only "
                                  f"{' or '.join(repr(v) for v in _FIXED[key])}")
-        if kwargs.get("trained_betas") is not None:
-            kwargs["trained_betas"] = tuple(kwargs["trained_betas"])
         return cls(**kwargs)
 
     def _spec(self, sampler, steps, eta=0.0, karras=False):

@@ -1,0 +1,145 @@
+"""Issue 13, items 5 and 6: out-of-range or non-finite arguments raise a ValueError/TypeError/
+FloatingPointError that names what is wrong (never an OverflowError from C argument parsing, a
+silent wrap or a silent NaN)."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+import ccfg
+from ccfg.models import GaussianMixture
+
+u32 = np.zeros((2, 3), np.float32)
+
+
+# ============================================================ item 5: exception types, names
+mix = GaussianMixture.toy_2d()
+
+
+@pytest.mark.parametrize("value", [2 ** 31, 2 ** 63, 2 ** 64, 10 ** 30])
+def test_steps_beyond_c_int_name_steps(value):
+    with pytest.raises(ValueError, match="steps"):
+        ccfg.sample(mix, steps=value, n=2, progress=False)
+    with pytest.raises(ValueError, match="steps"):
+        ccfg.schedulers.plan("ddim", value)
+
+
+@pytest.mark.parametrize("value", [2 ** 31, 2 ** 64])
+def test_guide_step_and_num_steps_beyond_c_int(value):
+    with pytest.raises(ValueError, match="step"):
+        ccfg.guide(u32, u32, u32, ccfg.CFG(), step=value)
+    with pytest.raises(ValueError, match="num_steps"):
+        ccfg.guide(u32, u32, u32, ccfg.CFG(), num_steps=value)
+
+
+@pytest.mark.parametrize("field", ["steps_offset", "num_train_timesteps"])
+@pytest.mark.parametrize("value", [2 ** 31, 2 ** 64])
+def test_scheduler_ints_beyond_c_int(field, value):
+    with pytest.raises(ValueError, match=field):
+        ccfg.SchedulerConfig(**{field: value})
+    with pytest.raises(ValueError, match=field):
+        ccfg.SchedulerConfig.from_config({field: value})
+
+
+def test_num_train_timesteps_bounded():
+    """a scheduler_config.json with num_train_timesteps = 2**30 made C allocate gigabytes"""
+    with pytest.raises(ValueError, match="num_train_timesteps"):
+        ccfg.SchedulerConfig(num_train_timesteps=2 ** 30)
+
+
+@pytest.mark.parametrize("value,exc", [(1.7, TypeError), ("1", TypeError), (True, TypeError),
+                                       (-1, ValueError), (1000, ValueError)])
+def test_steps_offset_must_be_an_int_in_range(value, exc):
+    with pytest.raises(exc, match="steps_offset"):
+        ccfg.SchedulerConfig(steps_offset=value)
+    with pytest.raises(exc, match="steps_offset"):
+        ccfg.SchedulerConfig.from_config({"steps_offset": value})
+
+
+@pytest.mark.parametrize("field", ["set_alpha_to_one", "clip_sample", "thresholding"])
+def test_scheduler_bools_refuse_strings(field):
+    with pytest.raises(TypeError, match=field):
+        ccfg.SchedulerConfig.from_config({field: "no"})
+
+
+def test_num_train_timesteps_float_names_field():
+    with pytest.raises((TypeError, ValueError), match="num_train_timesteps"):
+        ccfg.SchedulerConfig(num_train_timesteps=1000.0)
+
+
+@pytest.mark.parametrize("value", [2 ** 31, 2 ** 40, 2 ** 64])
+def test_sld_warmup_bounded_at_construction(value):
+    with pytest.raises(ValueError, match="warmup"):
+        ccfg.SLD(warmup=value)
+
+
+# ============================================================= item 6: silent non-finite values
+@pytest.mark.parametrize("arg", ["eps_u", "eps_p", "eps_n"])
+def test_guide_float64_beyond_float32_range(arg):
+    """float64 1e39 became inf in the float32 conversion: NaN/inf out, a NumPy warning only"""
+    a = {"eps_u": np.zeros((2, 3)), "eps_p": np.zeros((2, 3)), "eps_n": np.zeros((2, 3))}
+    a[arg] = np.full((2, 3), 1e39)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match=arg):
+            ccfg.guide(a["eps_u"], a["eps_p"], a["eps_n"], ccfg.CCFG())
+
+
+def test_x_T_beyond_float32_range():
+    with pytest.raises(ValueError, match="x_T"):
+        ccfg.sample(mix, n=2, steps=2, x_T=np.full((2, 2), -1e39), progress=False)
+
+
+@pytest.mark.parametrize("arg", ["eps_u", "eps_p", "eps_n"])
+def test_guide_refuses_masked_arrays(arg):
+    """a NaN under a masked array's mask passed the finiteness check"""
+    a = {"eps_u": np.zeros((2, 3)), "eps_p": np.zeros((2, 3)), "eps_n": np.zeros((2, 3))}
+    data = np.zeros((2, 3))
+    data[0, 0] = np.nan
+    a[arg] = np.ma.masked_array(data, mask=np.isnan(data))
+    with pytest.raises(TypeError, match=arg):
+        ccfg.guide(a["eps_u"], a["eps_p"], a["eps_n"], ccfg.CFG())
+
+
+def test_python_rule_nan_output_raises():
+    rule = ccfg.PythonRule(lambda u, p, ns: np.full_like(u, np.nan))
+    with pytest.raises(FloatingPointError, match="PythonRule"):
+        ccfg.guide(u32, u32, u32, rule)
+    with pytest.raises(FloatingPointError, match="PythonRule"):
+        ccfg.sample(mix, positive="A", negative="B", guidance=rule, steps=2, n=2, progress=False)
+
+
+def test_guide_overflowing_rule_raises():
+    """finite inputs, a scale that overflows float32: the result was inf without a word"""
+    u = np.zeros((2, 3), np.float32)
+    p = np.full((2, 3), 1e30, np.float32)
+    with pytest.raises(FloatingPointError, match="CFG"):
+        ccfg.guide(u, p, None, ccfg.CFG(scale=1e30))
+
+
+@pytest.mark.parametrize("stream", [2 ** 32, 2 ** 32 + 5, 2 ** 64, 2 ** 70])
+def test_randn_stream_out_of_range(stream):
+    """stream 2**32 gave stream 0's numbers (the counter holds 32 bits of it)"""
+    with pytest.raises(ValueError, match="stream"):
+        ccfg.randn(0, 2, 3, stream=stream)
+
+
+def test_randn_largest_stream_is_distinct():
+    a = ccfg.randn(0, 2, 3, stream=2 ** 32 - 1)
+    assert not np.array_equal(a, ccfg.randn(0, 2, 3, stream=0))
+
+
+@pytest.mark.parametrize("seed", [2 ** 64, -1])
+def test_randn_seed_out_of_range(seed):
+    with pytest.raises(ValueError, match="seed"):
+        ccfg.randn(seed, 2, 3)
+
+
+def test_randn_sample_index_cannot_wrap():
+    """the sample index in the counter is 32 bits: n past 2**32 would repeat samples"""
+    with pytest.raises(ValueError, match="n"):
+        ccfg.randn(0, 2 ** 32 + 1, 0)
+
+
