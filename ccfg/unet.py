@@ -13,6 +13,7 @@ in the order ``_param_layout`` lists (the order csrc/unet.c walks).
 from __future__ import annotations
 
 import json
+import math
 import numbers
 import os
 import re
@@ -20,6 +21,7 @@ import re
 import numpy as np
 
 from . import _core, _device, _tensors
+from . import _validate as _v
 from . import safetensors as _st
 from .schedulers import SchedulerConfig
 
@@ -34,6 +36,21 @@ UP_TYPES = {"UpBlock2D": 0, "AttnUpBlock2D": SELF_ATTENTION}
 COND_DOWN_TYPES = {"DownBlock2D": 0, "CrossAttnDownBlock2D": TRANSFORMER}
 COND_UP_TYPES = {"UpBlock2D": 0, "CrossAttnUpBlock2D": TRANSFORMER}
 _LEGACY = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out.0"}
+
+# Upper bounds on config values. A config.json is untrusted input and each of these sizes
+# multiplies memory or work before a weight is checked (layers_per_block = 10**9 once meant
+# enumerating 10**9 layers), so a value above its bound raises ValueError naming the field.
+# Every bound is far above any published diffusers UNet (Stable Diffusion 1.x/2.x/XL: channels
+# <= 1280, 2-3 resnets per block, <= 10 transformer layers, cross_attention_dim <= 2048, 1000
+# classes at most in class-conditional models). docs/api.md lists them.
+MAX_LEVELS = 8                    # len(block_out_channels)
+MAX_CHANNELS = 16384              # block_out_channels, in/out_channels, norm groups, head sizes
+MAX_TIME_EMBED_DIM = 65536        # time_embedding_dim
+MAX_CROSS_ATTENTION_DIM = 16384   # cross_attention_dim (a condition token's width)
+MAX_LAYERS_PER_BLOCK = 64         # layers_per_block (resnets per down block; up blocks have one more)
+MAX_TRANSFORMER_LAYERS = 64       # transformer_layers_per_block
+MAX_CLASS_EMBEDS = 1_000_000      # num_class_embeds
+MAX_SAMPLE_SIZE = 16384           # sample_size (each side)
 _LEGACY_RE = re.compile(r"^(.*\.attentions\.\d+)\.(query|key|value|proj_attn)\.(weight|bias)$")
 
 
@@ -41,34 +58,69 @@ def _is_int(v):
     return isinstance(v, (numbers.Integral, np.integer)) and not isinstance(v, (bool, np.bool_))
 
 
-def _field_int(cfg, name, default, low=None):
-    v = cfg.get(name, default)
-    if not _is_int(v) or (low is not None and v < low):
-        raise ValueError(f"{name}: expected an integer{f' >= {low}' if low is not None else ''}, "
-                         f"got {v!r}")
+def _short(v):
+    """repr for a message, cut when long (a config value may be huge)."""
+    r = repr(v)
+    return r if len(r) <= 80 else r[:60] + f"... ({len(r)} characters)"
+
+
+def _check_int(v, name, low, high, what="an integer"):
+    """``v`` as an int in [low, high], or a ValueError naming ``name``."""
+    if not _is_int(v) or v < low or v > high:
+        raise ValueError(f"{name}: expected {what} in [{low}, {high}], got {_short(v)}")
     return int(v)
+
+
+def _field_int(cfg, name, default, low=0, high=MAX_CHANNELS):
+    return _check_int(cfg.get(name, default), name, low, high)
+
+
+def _field_opt_int(cfg, name, high, low=1):
+    """An int in [low, high] or None (absent)."""
+    v = cfg.get(name, None)
+    return None if v is None else _check_int(v, name, low, high, "an integer or null")
 
 
 def _field_real(cfg, name, default):
     v = cfg.get(name, default)
-    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not np.isfinite(v):
-        raise ValueError(f"{name}: expected a number, got {v!r}")
-    return float(v)
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
+        raise ValueError(f"{name}: expected a number, got {_short(v)}")
+    try:
+        f = float(v)
+    except OverflowError:
+        f = float("inf")
+    if not np.isfinite(f):
+        raise ValueError(f"{name}: expected a finite number, got {_short(v)}")
+    return f
+
+
+def _field_bool(cfg, name, default):
+    v = cfg.get(name, default)
+    if not isinstance(v, (bool, np.bool_)):
+        raise ValueError(f"{name}: expected true or false, got {_short(v)}")
+    return bool(v)
 
 
 def _field_choice(cfg, name, default, choices):
     v = cfg.get(name, default)
-    if v not in choices:
-        raise ValueError(f"{name}: {v!r} is not supported; supported: {list(choices)}")
+    if not isinstance(v, (str, type(None))) or v not in choices:
+        raise ValueError(f"{name}: {_short(v)} is not supported; supported: {list(choices)}")
     return v
 
 
 def _c_config(cfg):
     """diffusers config dict -> the dict csrc/python/py_unet.c turns into ccfg_unet_config; the
-    config's ``_class_name`` picks the model class."""
+    config's ``_class_name`` picks the model class. Every integer field is bounded (the MAX_*
+    constants above); a bad field raises ValueError naming it."""
+    if not isinstance(cfg, dict):
+        raise TypeError(f"config: expected a dict, got {type(cfg).__name__}")
+    bad = [k for k in cfg if not isinstance(k, str)]
+    if bad:
+        raise TypeError(f"config: field names must be strings, got {_short(bad[0])}")
     cls = cfg.get("_class_name", "UNet2DModel")
-    if cls not in _CONFIGS:
-        raise ValueError(f"_class_name: {cls!r} is not supported; supported: {list(_CONFIGS)}")
+    if not isinstance(cls, str) or cls not in _CONFIGS:
+        raise ValueError(f"_class_name: {_short(cls)} is not supported; supported: "
+                         f"{list(_CONFIGS)}")
     c = _CONFIGS[cls](cfg)
     c["class_name"] = cls
     return c
@@ -86,21 +138,21 @@ def _block_types(cfg, name, default, known, L):
     types = cfg.get(name, default)
     if not isinstance(types, (list, tuple)) or len(types) != L:
         raise ValueError(f"{name}: expected {L} block types (one per block_out_channels), "
-                         f"got {types!r}")
+                         f"got {_short(types)}")
     for t in types:
-        if t not in known:
-            raise ValueError(f"{name}: {t!r} is not supported; supported: {list(known)}")
+        if not isinstance(t, str) or t not in known:
+            raise ValueError(f"{name}: {_short(t)} is not supported; supported: {list(known)}")
     return tuple(known[t] for t in types)
 
 
-def _per_level(cfg, name, default, L):
-    """An int, or a list of one int per level (diffusers broadcasts an int)."""
+def _per_level(cfg, name, default, L, high):
+    """An int, or a list of one int per level (diffusers broadcasts an int), each in [1, high]."""
     v = cfg.get(name, default)
     vals = [v] * L if _is_int(v) else v
     if not isinstance(vals, (list, tuple)) or len(vals) != L or not all(
-            _is_int(x) and x >= 1 for x in vals):
-        raise ValueError(f"{name}: expected a positive integer or {L} of them (one per "
-                         f"block_out_channels), got {v!r}")
+            _is_int(x) and 1 <= x <= high for x in vals):
+        raise ValueError(f"{name}: expected an integer in [1, {high}] or {L} of them (one per "
+                         f"block_out_channels), got {_short(v)}")
     return tuple(int(x) for x in vals)
 
 
@@ -109,25 +161,23 @@ def _shared_fields(cfg, in_default, channels_default):
     embedding); the class-specific ones are added by the caller."""
     channels = cfg.get("block_out_channels", channels_default)
     if not isinstance(channels, (list, tuple)) or not channels or not all(
-            _is_int(c) and c >= 1 for c in channels):
-        raise ValueError(f"block_out_channels: expected a list of positive integers, got "
-                         f"{channels!r}")
-    if len(channels) > 8:
-        raise ValueError(f"block_out_channels: at most 8 levels supported, got {len(channels)}")
+            _is_int(c) and 1 <= c <= MAX_CHANNELS for c in channels):
+        raise ValueError(f"block_out_channels: expected a list of integers in [1, "
+                         f"{MAX_CHANNELS}], got {_short(channels)}")
+    if len(channels) > MAX_LEVELS:
+        raise ValueError(f"block_out_channels: at most {MAX_LEVELS} levels supported, got "
+                         f"{len(channels)}")
     _field_choice(cfg, "time_embedding_type", "positional", ("positional",))
     _field_choice(cfg, "act_fn", "silu", ("silu", "swish"))
     _field_choice(cfg, "class_embed_type", None, (None,))
     shift = _field_choice(cfg, "resnet_time_scale_shift", "default", ("default", "scale_shift"))
     groups = _field_int(cfg, "norm_num_groups", 32, low=1)
-    n_class = cfg.get("num_class_embeds", None)
-    if n_class is not None and (not _is_int(n_class) or n_class < 1):
-        raise ValueError(f"num_class_embeds: expected a positive integer or None, got {n_class!r}")
-    tdim = cfg.get("time_embedding_dim", None)
-    if tdim is not None and (not _is_int(tdim) or tdim < 1):
-        raise ValueError(f"time_embedding_dim: expected a positive integer or None, got {tdim!r}")
-    pad = _field_int(cfg, "downsample_padding", 1, low=0)
-    if pad > 1:
-        raise ValueError(f"downsample_padding: 0 or 1 supported, got {pad}")
+    n_class = _field_opt_int(cfg, "num_class_embeds", MAX_CLASS_EMBEDS)
+    tdim = _field_opt_int(cfg, "time_embedding_dim", MAX_TIME_EMBED_DIM)
+    pad = _field_int(cfg, "downsample_padding", 1, low=0, high=1)
+    lpb = cfg.get("layers_per_block", 2)
+    if not isinstance(lpb, (list, tuple)):      # (a list: UNet2DConditionModel, checked there)
+        lpb = _check_int(lpb, "layers_per_block", 1, MAX_LAYERS_PER_BLOCK)
     eps = _field_real(cfg, "norm_eps", 1e-5)
     if eps <= 0:
         raise ValueError(f"norm_eps: expected a positive number, got {eps!r}")
@@ -140,15 +190,15 @@ def _shared_fields(cfg, in_default, channels_default):
         "out_channels": _field_int(cfg, "out_channels", in_default, low=1),
         "levels": L,
         "channels": tuple(int(x) for x in channels),
-        "layers_per_block": _field_int(cfg, "layers_per_block", 2, low=1),
+        "layers_per_block": lpb,
         "norm_groups": groups,
         "norm_eps": eps,
         "time_embed_dim": int(tdim) if tdim is not None else 4 * int(channels[0]),
-        "flip_sin_to_cos": int(bool(cfg.get("flip_sin_to_cos", True))),
+        "flip_sin_to_cos": int(_field_bool(cfg, "flip_sin_to_cos", True)),
         "freq_shift": _field_real(cfg, "freq_shift", 0),
         "scale_shift": int(shift == "scale_shift"),
         "downsample_padding": pad,
-        "center_input_sample": int(bool(cfg.get("center_input_sample", False))),
+        "center_input_sample": int(_field_bool(cfg, "center_input_sample", False)),
         "num_class_embeds": 0 if n_class is None else int(n_class),
         "mid_block_scale_factor": mid_scale,
         # text conditioning: none unless the class says so
@@ -178,19 +228,19 @@ def _config_unet2d(cfg):
     _field_choice(cfg, "downsample_type", "conv", ("conv",))
     _field_choice(cfg, "upsample_type", "conv", ("conv",))
     head = cfg.get("attention_head_dim", 8)
-    if head is not None and (not _is_int(head) or head < 1):
-        raise ValueError(f"attention_head_dim: expected a positive integer or None, got {head!r}")
-    attn_groups = cfg.get("attn_norm_num_groups", None)
-    if attn_groups is not None and (not _is_int(attn_groups) or attn_groups < 1):
-        raise ValueError(f"attn_norm_num_groups: expected a positive integer or None, got "
-                         f"{attn_groups!r}")
+    if head is not None:
+        head = _check_int(head, "attention_head_dim", 1, MAX_CHANNELS, "an integer or null")
+    attn_groups = _field_opt_int(cfg, "attn_norm_num_groups", MAX_CHANNELS)
+    if isinstance(cfg.get("layers_per_block", 2), (list, tuple)):
+        raise ValueError("layers_per_block: UNet2DModel takes one integer, got "
+                         f"{_short(cfg['layers_per_block'])}")
     if attn_groups is None:     # UNetMidBlock2D: no GroupNorm in its attention under scale_shift
         attn_groups = c["norm_groups"] if not c["scale_shift"] else 0
     c.update({
         "down_attention": down,
         "up_attention": up,
         "mid_block": int(mid is not None),
-        "mid_attention": SELF_ATTENTION if cfg.get("add_attention", True) else 0,
+        "mid_attention": SELF_ATTENTION if _field_bool(cfg, "add_attention", True) else 0,
         "mid_attention_groups": int(attn_groups),
         "head_dim": 0 if head is None else int(head),
     })
@@ -215,15 +265,11 @@ def _config_condition(cfg):
     ``attention_head_dim`` in this class (its own naming bug, kept for compatibility)."""
     for name, value in _CONDITION_FIXED.items():
         got = cfg.get(name, value)
-        same = got == value or (isinstance(got, (list, tuple)) and value is False
-                                and not any(got))
+        same = (type(got) is type(value) and got == value) or (
+            isinstance(got, (list, tuple)) and value is False
+            and all(isinstance(g, bool) and not g for g in got))
         if not same:
-            raise ValueError(f"{name}: {got!r} is not supported (only {value!r})")
-    lpb = cfg.get("layers_per_block", 2)
-    if isinstance(lpb, (list, tuple)):      # one per block: ccfg supports equal counts
-        if not lpb or len(set(lpb)) != 1 or not _is_int(lpb[0]) or lpb[0] < 1:
-            raise ValueError(f"layers_per_block: one count for every block supported, got {lpb!r}")
-        cfg = dict(cfg, layers_per_block=int(lpb[0]))
+            raise ValueError(f"{name}: {_short(got)} is not supported (only {value!r})")
     c = _shared_fields(cfg, 4, (320, 640, 1280, 1280))
     L = c["levels"]
     down = _block_types(cfg, "down_block_types",
@@ -232,16 +278,22 @@ def _config_condition(cfg):
                       COND_UP_TYPES, L)
     mid = _field_choice(cfg, "mid_block_type", "UNetMidBlock2DCrossAttn",
                         ("UNetMidBlock2DCrossAttn", None))
+    lpb = cfg.get("layers_per_block", 2)
+    if isinstance(lpb, (list, tuple)):      # one per block: ccfg supports equal counts
+        if len(lpb) != L or not all(_is_int(x) for x in lpb) or len(set(lpb)) != 1:
+            raise ValueError(f"layers_per_block: one count for every block supported, got "
+                             f"{_short(lpb)}")
+        c["layers_per_block"] = _check_int(lpb[0], "layers_per_block", 1, MAX_LAYERS_PER_BLOCK)
     xdim = cfg.get("cross_attention_dim", 1280)
-    if isinstance(xdim, (list, tuple)) and xdim and len(set(xdim)) == 1:
+    if isinstance(xdim, (list, tuple)) and xdim and all(_is_int(x) for x in xdim) and \
+            len(set(xdim)) == 1:
         xdim = xdim[0]
-    if not _is_int(xdim) or xdim < 1:
-        raise ValueError(f"cross_attention_dim: expected a positive integer (one for every block), "
-                         f"got {xdim!r}")
+    xdim = _check_int(xdim, "cross_attention_dim", 1, MAX_CROSS_ATTENTION_DIM,
+                      "an integer (one for every block)")
     tl = cfg.get("transformer_layers_per_block", 1)
     if isinstance(tl, (list, tuple)) and any(isinstance(x, (list, tuple)) for x in tl):
         raise ValueError(f"transformer_layers_per_block: per-layer lists are not supported, got "
-                         f"{tl!r}")
+                         f"{_short(tl)}")
     c.update({
         "down_attention": down,
         "up_attention": up,
@@ -249,19 +301,18 @@ def _config_condition(cfg):
         "mid_attention": TRANSFORMER if mid is not None else 0,
         "mid_attention_groups": 0,
         "head_dim": 0,
-        "cross_attention_dim": int(xdim),
-        "heads": _per_level(cfg, "attention_head_dim", 8, L),
-        "transformer_layers": _per_level(cfg, "transformer_layers_per_block", 1, L),
-        "use_linear_projection": bool(cfg.get("use_linear_projection", False)),
+        "cross_attention_dim": xdim,
+        "heads": _per_level(cfg, "attention_head_dim", 8, L, MAX_CHANNELS),
+        "transformer_layers": _per_level(cfg, "transformer_layers_per_block", 1, L,
+                                         MAX_TRANSFORMER_LAYERS),
+        "use_linear_projection": _field_bool(cfg, "use_linear_projection", False),
     })
     for l, (ch, h) in enumerate(zip(c["channels"], c["heads"])):
         if h > ch:
             raise ValueError(f"attention_head_dim: {h} heads for the {ch} channels of level {l}")
     # upcast_attention: diffusers computes attention scores in float32 under it; ccfg always
     # does, so both values are honoured. dropout is the identity at inference.
-    for name in ("upcast_attention", "use_linear_projection"):
-        if not isinstance(cfg.get(name, False), bool):
-            raise ValueError(f"{name}: expected true or false, got {cfg.get(name)!r}")
+    _field_bool(cfg, "upcast_attention", False)
     return _finish(c)
 
 
@@ -299,102 +350,161 @@ def _up_in(c, i, j):
 
 
 def _param_layout(c):
-    """[(names, shape)] in the order csrc/unet.c walks the parameters. ``names`` is one tensor
-    name, or for attention q/k/v three names whose tensors are stacked along axis 0."""
+    """Yield (names, shape) in the order csrc/unet.c walks the parameters. ``names`` is one tensor
+    name, or for attention q/k/v three names whose tensors are stacked along axis 0. A generator:
+    a caller stops at the first tensor that is missing (a config may imply far more layers than
+    the weights hold; _flatten_params checks the count first, _param_count)."""
     T, C0 = c["time_embed_dim"], c["channels"][0]
-    out = []
 
     def conv(prefix, cin, cout, k):
-        out.append((prefix + ".weight", (cout, cin, k, k)))
-        out.append((prefix + ".bias", (cout,)))
+        yield prefix + ".weight", (cout, cin, k, k)
+        yield prefix + ".bias", (cout,)
 
     def linear(prefix, cin, cout):
-        out.append((prefix + ".weight", (cout, cin)))
-        out.append((prefix + ".bias", (cout,)))
+        yield prefix + ".weight", (cout, cin)
+        yield prefix + ".bias", (cout,)
 
     def norm(prefix, ch):
-        out.append((prefix + ".weight", (ch,)))
-        out.append((prefix + ".bias", (ch,)))
+        yield prefix + ".weight", (ch,)
+        yield prefix + ".bias", (ch,)
 
     def resnet(prefix, cin, cout):
-        norm(prefix + ".norm1", cin)
-        conv(prefix + ".conv1", cin, cout, 3)
-        linear(prefix + ".time_emb_proj", T, 2 * cout if c["scale_shift"] else cout)
-        norm(prefix + ".norm2", cout)
-        conv(prefix + ".conv2", cout, cout, 3)
+        yield from norm(prefix + ".norm1", cin)
+        yield from conv(prefix + ".conv1", cin, cout, 3)
+        yield from linear(prefix + ".time_emb_proj", T, 2 * cout if c["scale_shift"] else cout)
+        yield from norm(prefix + ".norm2", cout)
+        yield from conv(prefix + ".conv2", cout, cout, 3)
         if cin != cout:
-            conv(prefix + ".conv_shortcut", cin, cout, 1)
+            yield from conv(prefix + ".conv_shortcut", cin, cout, 1)
 
     def attention(prefix, ch, with_norm):
         hd = c["head_dim"] or ch
         inner = (ch // hd) * hd
         if with_norm:
-            norm(prefix + ".group_norm", ch)
+            yield from norm(prefix + ".group_norm", ch)
         qkv = tuple(f"{prefix}.{k}" for k in ("to_q", "to_k", "to_v"))
-        out.append((tuple(n + ".weight" for n in qkv), (inner, ch)))
-        out.append((tuple(n + ".bias" for n in qkv), (inner,)))
-        linear(prefix + ".to_out.0", inner, ch)
+        yield tuple(n + ".weight" for n in qkv), (inner, ch)
+        yield tuple(n + ".bias" for n in qkv), (inner,)
+        yield from linear(prefix + ".to_out.0", inner, ch)
 
     def transformer(prefix, ch, heads, layers):
         # Transformer2DModel: proj_in/proj_out are Linear (use_linear_projection) or 1x1 Conv2d
         inner = heads * (ch // heads)
         D = c["cross_attention_dim"]
         lin = c["use_linear_projection"]
-        norm(prefix + ".norm", ch)
-        out.append((prefix + ".proj_in.weight", (inner, ch) if lin else (inner, ch, 1, 1)))
-        out.append((prefix + ".proj_in.bias", (inner,)))
+        yield from norm(prefix + ".norm", ch)
+        yield prefix + ".proj_in.weight", (inner, ch) if lin else (inner, ch, 1, 1)
+        yield prefix + ".proj_in.bias", (inner,)
         for b in range(layers):
             blk = f"{prefix}.transformer_blocks.{b}"
-            norm(blk + ".norm1", inner)
-            out.append((tuple(f"{blk}.attn1.{k}.weight" for k in ("to_q", "to_k", "to_v")),
-                        (inner, inner)))
-            linear(blk + ".attn1.to_out.0", inner, inner)
-            norm(blk + ".norm2", inner)
-            out.append((blk + ".attn2.to_q.weight", (inner, inner)))
-            out.append((tuple(f"{blk}.attn2.{k}.weight" for k in ("to_k", "to_v")), (inner, D)))
-            linear(blk + ".attn2.to_out.0", inner, inner)
-            norm(blk + ".norm3", inner)
-            linear(blk + ".ff.net.0.proj", inner, 8 * inner)
-            linear(blk + ".ff.net.2", 4 * inner, inner)
-        out.append((prefix + ".proj_out.weight", (ch, inner) if lin else (ch, inner, 1, 1)))
-        out.append((prefix + ".proj_out.bias", (ch,)))
+            yield from norm(blk + ".norm1", inner)
+            yield (tuple(f"{blk}.attn1.{k}.weight" for k in ("to_q", "to_k", "to_v")),
+                   (inner, inner))
+            yield from linear(blk + ".attn1.to_out.0", inner, inner)
+            yield from norm(blk + ".norm2", inner)
+            yield blk + ".attn2.to_q.weight", (inner, inner)
+            yield tuple(f"{blk}.attn2.{k}.weight" for k in ("to_k", "to_v")), (inner, D)
+            yield from linear(blk + ".attn2.to_out.0", inner, inner)
+            yield from norm(blk + ".norm3", inner)
+            yield from linear(blk + ".ff.net.0.proj", inner, 8 * inner)
+            yield from linear(blk + ".ff.net.2", 4 * inner, inner)
+        yield prefix + ".proj_out.weight", (ch, inner) if lin else (ch, inner, 1, 1)
+        yield prefix + ".proj_out.bias", (ch,)
 
     def block_attention(kind, prefix, ch, level):
         if kind == SELF_ATTENTION:
-            attention(prefix, ch, True)
+            yield from attention(prefix, ch, True)
         elif kind == TRANSFORMER:
-            transformer(prefix, ch, c["heads"][level], c["transformer_layers"][level])
+            yield from transformer(prefix, ch, c["heads"][level], c["transformer_layers"][level])
 
     L, lpb, chs = c["levels"], c["layers_per_block"], c["channels"]
-    conv("conv_in", c["in_channels"], C0, 3)
-    linear("time_embedding.linear_1", C0, T)
-    linear("time_embedding.linear_2", T, T)
+    yield from conv("conv_in", c["in_channels"], C0, 3)
+    yield from linear("time_embedding.linear_1", C0, T)
+    yield from linear("time_embedding.linear_2", T, T)
     if c["num_class_embeds"]:
-        out.append(("class_embedding.weight", (c["num_class_embeds"], T)))
+        yield "class_embedding.weight", (c["num_class_embeds"], T)
     for l in range(L):
         for j in range(lpb):
             cin = chs[max(l - 1, 0)] if j == 0 else chs[l]
-            resnet(f"down_blocks.{l}.resnets.{j}", cin, chs[l])
-            block_attention(c["down_attention"][l], f"down_blocks.{l}.attentions.{j}", chs[l], l)
+            yield from resnet(f"down_blocks.{l}.resnets.{j}", cin, chs[l])
+            yield from block_attention(c["down_attention"][l], f"down_blocks.{l}.attentions.{j}",
+                                       chs[l], l)
         if l < L - 1:
-            conv(f"down_blocks.{l}.downsamplers.0.conv", chs[l], chs[l], 3)
+            yield from conv(f"down_blocks.{l}.downsamplers.0.conv", chs[l], chs[l], 3)
     if c["mid_block"]:
-        resnet("mid_block.resnets.0", chs[-1], chs[-1])
+        yield from resnet("mid_block.resnets.0", chs[-1], chs[-1])
         if c["mid_attention"] == SELF_ATTENTION:
-            attention("mid_block.attentions.0", chs[-1], bool(c["mid_attention_groups"]))
+            yield from attention("mid_block.attentions.0", chs[-1], bool(c["mid_attention_groups"]))
         elif c["mid_attention"] == TRANSFORMER:
-            block_attention(TRANSFORMER, "mid_block.attentions.0", chs[-1], L - 1)
-        resnet("mid_block.resnets.1", chs[-1], chs[-1])
+            yield from block_attention(TRANSFORMER, "mid_block.attentions.0", chs[-1], L - 1)
+        yield from resnet("mid_block.resnets.1", chs[-1], chs[-1])
     for i in range(L):
         ch = chs[L - 1 - i]
         for j in range(lpb + 1):
-            resnet(f"up_blocks.{i}.resnets.{j}", _up_in(c, i, j), ch)
-            block_attention(c["up_attention"][i], f"up_blocks.{i}.attentions.{j}", ch, L - 1 - i)
+            yield from resnet(f"up_blocks.{i}.resnets.{j}", _up_in(c, i, j), ch)
+            yield from block_attention(c["up_attention"][i], f"up_blocks.{i}.attentions.{j}", ch,
+                                       L - 1 - i)
         if i < L - 1:
-            conv(f"up_blocks.{i}.upsamplers.0.conv", ch, ch, 3)
-    norm("conv_norm_out", C0)
-    conv("conv_out", C0, c["out_channels"], 3)
-    return out
+            yield from conv(f"up_blocks.{i}.upsamplers.0.conv", ch, ch, 3)
+    yield from norm("conv_norm_out", C0)
+    yield from conv("conv_out", C0, c["out_channels"], 3)
+
+
+def _param_count(c):
+    """The number of parameter values the config implies (the size of everything _param_layout
+    lists), by arithmetic: O(levels x layers_per_block), whatever the transformer depth."""
+    T, C0 = c["time_embed_dim"], c["channels"][0]
+    D = c["cross_attention_dim"]
+
+    def resnet(cin, cout):
+        tout = 2 * cout if c["scale_shift"] else cout
+        n = 2 * cin + (9 * cin * cout + cout) + (T * tout + tout) + 2 * cout + (9 * cout * cout
+                                                                                  + cout)
+        return n + (cin * cout + cout if cin != cout else 0)
+
+    def attention(ch, with_norm):
+        hd = c["head_dim"] or ch
+        inner = (ch // hd) * hd
+        return (2 * ch if with_norm else 0) + 3 * inner * ch + 3 * inner + inner * ch + ch
+
+    def transformer(ch, heads, layers):
+        i = heads * (ch // heads)
+        # norm1, q/k/v, out, norm2, q, k/v, out, norm3, ff in (GEGLU: 8i), ff out
+        block = (2 * i + 3 * i * i + (i * i + i) + 2 * i + i * i + 2 * i * D + (i * i + i)
+                 + 2 * i + (8 * i * i + 8 * i) + (4 * i * i + i))
+        return 2 * ch + (i * ch + i) + layers * block + (ch * i + ch)
+
+    def block_attention(kind, ch, level):
+        if kind == SELF_ATTENTION:
+            return attention(ch, True)
+        if kind == TRANSFORMER:
+            return transformer(ch, c["heads"][level], c["transformer_layers"][level])
+        return 0
+
+    L, lpb, chs = c["levels"], c["layers_per_block"], c["channels"]
+    n = (9 * c["in_channels"] * C0 + C0) + (C0 * T + T) + (T * T + T)
+    n += c["num_class_embeds"] * T
+    for l in range(L):
+        for j in range(lpb):
+            cin = chs[max(l - 1, 0)] if j == 0 else chs[l]
+            n += resnet(cin, chs[l]) + block_attention(c["down_attention"][l], chs[l], l)
+        if l < L - 1:
+            n += 9 * chs[l] * chs[l] + chs[l]
+    if c["mid_block"]:
+        n += 2 * resnet(chs[-1], chs[-1])
+        if c["mid_attention"] == SELF_ATTENTION:
+            n += attention(chs[-1], bool(c["mid_attention_groups"]))
+        elif c["mid_attention"] == TRANSFORMER:
+            n += block_attention(TRANSFORMER, chs[-1], L - 1)
+    for i in range(L):
+        ch = chs[L - 1 - i]
+        for j in range(lpb + 1):
+            n += resnet(_up_in(c, i, j), ch) + block_attention(c["up_attention"][i], ch,
+                                                               L - 1 - i)
+        if i < L - 1:
+            n += 9 * ch * ch + ch
+    n += 2 * C0 + (9 * C0 * c["out_channels"] + c["out_channels"])
+    return n
 
 
 def _rename_legacy(names):
@@ -410,23 +520,46 @@ def _rename_legacy(names):
 
 
 def _flatten_params(c, tensors):
-    """The float32 parameter vector from name -> array (canonical or legacy names)."""
+    """The float32 parameter vector from name -> array (canonical or legacy names).
+
+    The count of values the config implies (_param_count, arithmetic) is compared with the count
+    the weights hold before anything is copied: when they differ, the layout is walked only as
+    far as the first tensor that is missing or misshapen (each step of the walk uses up a tensor
+    that is there, so the walk is bounded by the weights, not by the config) to name it."""
+    if not isinstance(tensors, dict):
+        raise TypeError(f"tensors: expected a dict name -> array, got {type(tensors).__name__}")
+    for name, a in tensors.items():
+        if not isinstance(name, str):
+            raise TypeError(f"tensors: names must be strings, got {_short(name)}")
+        if not hasattr(a, "shape") or not hasattr(a, "dtype"):
+            raise TypeError(f"tensor {name!r}: expected an array, got {type(a).__name__}")
     canon = _rename_legacy(tensors)
+    present = sum(math.prod(tuple(a.shape)) for a in tensors.values())
+    implied = _param_count(c)
+    counts = "" if implied == present else (
+        f" (the config implies {implied} parameter values, the weights hold {present})")
     used, parts = set(), []
 
     def get(name, shape):
         if name not in canon:
-            raise ValueError(f"tensor {name!r} is missing from the weights")
+            raise ValueError(f"tensor {name!r} is missing from the weights{counts}")
         a = tensors[canon[name]]
         used.add(name)
-        if a.shape != shape:
+        if tuple(a.shape) != shape:
             # legacy checkpoints may store a linear layer as a 1x1 convolution
-            if len(shape) == 2 and a.shape == shape + (1, 1):
+            if len(shape) == 2 and tuple(a.shape) == shape + (1, 1):
                 a = a.reshape(shape)
             else:
                 raise ValueError(f"tensor {canon[name]!r}: shape {tuple(a.shape)} does not match "
-                                 f"the config, expected {shape}")
-        return np.asarray(a, dtype=np.float32).ravel()
+                                 f"the config, expected {shape}{counts}")
+        if counts:              # this walk only names the fault: copy nothing
+            return None
+        a = _as_numpy(a, f"tensor {canon[name]!r}")
+        a = np.asarray(a, dtype=np.float32).ravel()
+        if not _v.all_finite(a):
+            raise ValueError(f"tensor {canon[name]!r}: contains NaN or Inf (or values beyond "
+                             "the float32 range)")
+        return a
 
     for names, shape in _param_layout(c):
         if isinstance(names, tuple):
@@ -436,7 +569,10 @@ def _flatten_params(c, tensors):
     extra = sorted(set(canon) - used)
     if extra:
         raise ValueError(f"tensor {canon[extra[0]]!r} is not part of this {c['class_name']} config "
-                         f"({len(extra)} unexpected tensor{'s' if len(extra) > 1 else ''})")
+                         f"({len(extra)} unexpected tensor{'s' if len(extra) > 1 else ''}){counts}")
+    if counts:                  # cannot happen while _param_count matches _param_layout
+        raise ValueError(f"weights: the config implies {implied} parameter values, the weights "
+                         f"hold {present}")
     return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
 
@@ -458,7 +594,25 @@ def _find_folder(path):
     return model, (sched if os.path.isfile(sched) else None)
 
 
+def _shard_path(index, folder, tensor, shard):
+    """The file of a weight_map entry, refused (ValueError naming the entry) unless it is a
+    relative path that stays inside the model folder once every symlink is resolved."""
+    entry = f"{index}: weight_map entry {tensor!r} -> {shard!r}"
+    if not isinstance(shard, str) or not shard or "\0" in shard:
+        raise ValueError(f"{entry}: expected a file name")
+    if os.path.isabs(shard) or os.path.splitdrive(shard)[0]:
+        raise ValueError(f"{entry}: an absolute path is refused (shards live in the model folder)")
+    root = os.path.realpath(folder)
+    path = os.path.realpath(os.path.join(root, shard))
+    if os.path.commonpath([root, path]) != root or path == root:
+        raise ValueError(f"{entry}: the file is outside the model folder {folder!r} (refused)")
+    return path
+
+
 def _load_weights(folder, variant=None):
+    if variant is not None and (not isinstance(variant, str) or not variant or
+                                os.sep in variant or "/" in variant or "\0" in variant):
+        raise ValueError(f"variant: expected a name such as 'fp16', got {_short(variant)}")
     base = WEIGHTS_NAME if variant is None else WEIGHTS_NAME.replace(
         ".safetensors", f".{variant}.safetensors")
     single = os.path.join(folder, base)
@@ -466,14 +620,28 @@ def _load_weights(folder, variant=None):
         return _st.load(single)
     index = single + ".index.json"
     if os.path.isfile(index):
-        with open(index, encoding="utf-8") as f:
-            weight_map = json.load(f).get("weight_map")
-        if not isinstance(weight_map, dict):
-            raise ValueError(f"{index}: weight_map missing")
+        name = os.path.basename(index)
+        with open(index, "rb") as f:
+            try:
+                data = json.loads(f.read().decode("utf-8"))
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise ValueError(f"{name}: not valid JSON ({exc})") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{name}: expected a JSON object holding a weight_map, got "
+                             f"{type(data).__name__}")
+        weight_map = data.get("weight_map")
+        if not isinstance(weight_map, dict) or not weight_map:
+            raise ValueError(f"{name}: weight_map missing or not an object of tensor -> file "
+                             f"(got {type(weight_map).__name__})")
+        shards = {}         # file -> (its resolved path, the tensors it holds)
+        for tensor, shard in weight_map.items():
+            if not isinstance(shard, str) or shard not in shards:
+                shards[shard] = (_shard_path(name, folder, tensor, shard), [])
+            shards[shard][1].append(tensor)
         out = {}
-        for shard in sorted(set(weight_map.values())):
-            names = [n for n, s in weight_map.items() if s == shard]
-            out.update(_st.load(os.path.join(folder, shard), names))
+        for shard in sorted(shards):
+            path, names = shards[shard]
+            out.update(_st.load(path, names))
         return out
     raise ValueError(f"path: no {base} (nor its .index.json) in {folder!r}; ccfg reads "
                      f"safetensors weights only")
@@ -519,9 +687,11 @@ class UNet:
         if size is None:
             self.shape = None
         else:
-            hw = (size, size) if _is_int(size) else tuple(size)
-            if len(hw) != 2 or not all(_is_int(s) and s >= 1 for s in hw):
-                raise ValueError(f"sample_size: expected an int or (height, width), got {size!r}")
+            hw = (size, size) if _is_int(size) else size
+            if not isinstance(hw, (list, tuple)) or len(hw) != 2 or not all(
+                    _is_int(s) and 1 <= s <= MAX_SAMPLE_SIZE for s in hw):
+                raise ValueError(f"sample_size: expected an int or (height, width), each in "
+                                 f"[1, {MAX_SAMPLE_SIZE}], got {_short(size)}")
             div = 2 ** (self._c["levels"] - 1)
             if hw[0] % div or hw[1] % div:
                 raise ValueError(f"sample_size: {hw} is not a multiple of {div} (2 to the number of "
