@@ -7,7 +7,7 @@ import numbers
 
 import numpy as np
 
-__all__ = ["real", "integer", "window", "eps_array", "all_finite", "flat", "seed", "shape",
+__all__ = ["as_array", "is_int", "real", "integer", "window", "eps_array", "all_finite", "flat", "seed", "shape",
            "images", "INT_MAX", "FLOAT32_MAX"]
 
 _FLOAT_KINDS = (np.float16, np.float32, np.float64)
@@ -36,6 +36,24 @@ def real(value, name, *, low=None, high=None, low_open=False, allow_none=False):
     if high is not None and value > high:
         raise ValueError(f"{name} must be <= {high}, got {value}")
     return value
+
+
+def as_array(value, name, dtype=None):
+    """``np.asarray(value, dtype)``, with a ragged or non-numeric value's error naming ``name``
+    (NumPy's own says "setting an array element with a sequence") and masked arrays refused."""
+    if isinstance(value, np.ma.MaskedArray):
+        raise TypeError(f"{name}: masked arrays are not accepted (the values under the mask would "
+                        f"be used); pass {name}.filled(...) or a plain array")
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):
+            return np.asarray(value, dtype=dtype)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise TypeError(f"{name}: expected an array of numbers ({exc})") from None
+
+
+def is_int(value):
+    """An integer (Python or NumPy), not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
 
 
 def integer(value, name, *, low=None, high=INT_MAX):
@@ -78,7 +96,7 @@ def eps_array(value, name, shape=None):
                         f"be used); pass {name}.filled(...) or a plain array")
     if not isinstance(value, np.ndarray):
         if hasattr(value, "__array__") or isinstance(value, (list, tuple)):
-            value = np.asarray(value)
+            value = as_array(value, name)
         else:
             raise TypeError(f"{name} must be a NumPy array, got {type(value).__name__}")
     elif type(value) is not np.ndarray:
@@ -139,7 +157,7 @@ def shape(value):
 
 def images(images, shape, argname="images"):
     """(N, *shape) real array in [-1, 1] (float32 rounding allowed) -> C-contiguous float32."""
-    images = np.asarray(images)
+    images = as_array(images, argname)
     if not (np.issubdtype(images.dtype, np.floating) or np.issubdtype(images.dtype, np.integer)) \
             or images.dtype == np.bool_:
         raise TypeError(f"{argname}: expected a real array, got dtype {images.dtype}")

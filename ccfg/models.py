@@ -20,6 +20,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from . import _validate as _v
 from . import data
 from .unet import UNet      # diffusers UNet2DModel in C; see ccfg/unet.py
 
@@ -29,6 +30,7 @@ _PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 _LOG_2PI = math.log(2.0 * math.pi)
 # rows per chunk are chosen so that one chunk's work arrays hold about this many float64 values
 _CHUNK_VALUES = 1 << 21
+_FLOAT32_TINY = float(np.finfo(np.float32).tiny)
 
 
 def _is_int(v):
@@ -38,7 +40,7 @@ def _is_int(v):
 def _float_array(value, argname):
     try:
         arr = np.array(value, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise TypeError(f"{argname}: expected an array of real numbers ({exc})") from None
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{argname}: contains non-finite values (NaN or Inf)")
@@ -82,6 +84,9 @@ class GaussianMixture:
         means = _float_array(means, "means")
         if means.ndim != 2 or means.shape[0] < 1 or means.shape[1] < 1:
             raise ValueError(f"means: expected shape (K, D) with K, D >= 1, got {means.shape}")
+        if np.max(np.abs(means)) > _v.FLOAT32_MAX:
+            raise ValueError(f"means: values beyond the float32 range (|x| > "
+                             f"{_v.FLOAT32_MAX:.4g}); ccfg samples in float32")
         K, D = means.shape
         self.K, self.dim, self.shape = int(K), int(D), (int(D),)
         self.means = means
@@ -139,6 +144,13 @@ class GaussianMixture:
         else:
             raise ValueError(f"covs: expected shape ({K},), ({K}, {D}) or ({K}, {D}, {D}), "
                              f"got {covs.shape}")
+        # the noise predictions divide by the variances and sampling runs in float32: variances
+        # outside float32's normal range would overflow them (1e-320 gave inf silently)
+        lo, hi = float(np.min(evals)), float(np.max(evals))
+        if lo < _FLOAT32_TINY or hi > _v.FLOAT32_MAX:
+            raise ValueError(f"covs: variances (eigenvalues) must lie in [{_FLOAT32_TINY:.4g}, "
+                             f"{_v.FLOAT32_MAX:.4g}] (float32's normal range), got "
+                             f"[{lo:.4g}, {hi:.4g}]")
         self._evals = np.ascontiguousarray(evals)
         self._evecs = evecs
 
@@ -289,7 +301,7 @@ class GaussianMixture:
 
     # ------------------------------------------------------------------ helpers
     def _check_x(self, x, argname="x"):
-        arr = np.asarray(x)
+        arr = _v.as_array(x, argname)
         if arr.dtype.kind not in "fiu":
             raise TypeError(f"{argname}: expected a real array, got dtype {arr.dtype}")
         single = arr.ndim == 1
@@ -297,6 +309,12 @@ class GaussianMixture:
             arr = arr[None, :]
         if arr.ndim != 2 or arr.shape[1] != self.dim:
             raise ValueError(f"{argname}: expected shape (N, {self.dim}), got {np.shape(x)}")
+        if arr.size and arr.dtype.kind == "f":
+            with np.errstate(invalid="ignore"):
+                big = np.max(np.abs(arr)) > _v.FLOAT32_MAX     # (NaN: checked by the caller)
+            if big:
+                raise ValueError(f"{argname}: values beyond the float32 range (|x| > "
+                                 f"{_v.FLOAT32_MAX:.4g}); ccfg computes in float32")
         return arr, single
 
     def _row_ids(self, concept, n, argname="concept"):
@@ -413,7 +431,13 @@ class GaussianMixture:
         x = x.astype(np.float64, copy=False)
         if not np.all(np.isfinite(x)):
             raise ValueError("x: contains non-finite values")
-        return self._eps_ids(x, ab, self._row_ids(concept, x.shape[0]), single)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            out = self._eps_ids(x, ab, self._row_ids(concept, x.shape[0]), single)
+        if not _v.all_finite(out):
+            raise FloatingPointError(
+                f"eps: the exact noise prediction at alpha_bar={ab} overflows (x, the means or "
+                "the inverse variances are too large)")
+        return out
 
     def _eps_ids(self, x, ab, ids, single=False):
         s = math.sqrt(1.0 - ab)
@@ -460,6 +484,10 @@ class GaussianMixture:
             if not np.all(np.isfinite(xf)):
                 raise ValueError("x: contains non-finite values")
             out = fn(self._c_spec(), xf, ab, ids)
+        if not _v.all_finite(out):
+            raise FloatingPointError(
+                f"eps: the exact noise prediction at alpha_bar={ab} overflows float32 (x, the "
+                "means or the inverse variances are too large)")
         return out[0] if single else out
 
     # ------------------------------------------------------------------ presets
@@ -584,7 +612,10 @@ class PythonModel:
         def call(x, t, alpha_bar, cond):
             rows = x.shape[0]
             conds = [null if c < 0 else values[c] for c in cond.tolist()]
-            out = np.asarray(fn(x.reshape((rows,) + shape), np.full(rows, t), conds))
+            out = _v.as_array(fn(x.reshape((rows,) + shape), np.full(rows, t), conds),
+                              "the model's output")
+            if out.dtype.kind not in "fiu":
+                raise TypeError(f"the model returned dtype {out.dtype}, expected real numbers")
             if out.shape != (rows,) + shape:
                 raise ValueError(f"the model returned shape {out.shape}, expected "
                                  f"{(rows,) + shape}")

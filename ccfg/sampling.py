@@ -52,9 +52,12 @@ class GuidanceState:
         if not isinstance(rule, _g.Rule):
             raise TypeError(f"rule must be a guidance rule, got {type(rule).__name__}")
         n = _v.integer(n, "n", low=1)
-        shape = _v.shape(shape)
-        if shape[0] != n:
-            raise ValueError(f"shape: its first size is the sample count n = {n}, got {shape}")
+        if isinstance(shape, (str, bytes)) or not hasattr(shape, "__iter__"):
+            raise TypeError(f"shape must be a sequence of ints, got {type(shape).__name__}")
+        shape = tuple(shape)
+        if not shape or not all(_v.is_int(s) and s >= 0 for s in shape) or shape[0] != n:
+            raise ValueError(f"shape must be (n, ...) with n = {n} and sizes >= 0, got {shape}")
+        shape = tuple(int(s) for s in shape)
         n_neg = _v.integer(n_neg, "n_neg", low=0)
         self.rule = rule
         self.n = n

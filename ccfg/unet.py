@@ -128,7 +128,8 @@ def _c_config(cfg):
 
 def _as_numpy(value, argname):
     """A real array from an array-like or a torch tensor (any float dtype or device)."""
-    a = _tensors.to_array(value, argname) if _tensors.is_tensor(value) else np.asarray(value)
+    a = _tensors.to_array(value, argname) if _tensors.is_tensor(value) else \
+        _v.as_array(value, argname)
     if a.dtype.kind not in "fiu":
         raise TypeError(f"{argname}: expected real numbers, got dtype {a.dtype}")
     return a
@@ -769,7 +770,7 @@ class UNet:
         (L, D) / (1, L, D) condition for every sample) for a text-conditioned
         ``UNet2DConditionModel``. Arrays of any real dtype and torch tensors are accepted."""
         handle = self._handle_for(_device.resolve(device if device is not None else "cpu"))
-        x = np.asarray(sample)
+        x = _v.as_array(sample, "sample")
         if x.dtype.kind not in "fiu":
             raise TypeError(f"sample: expected a real array, got dtype {x.dtype}")
         if x.ndim != 4 or x.shape[1] != self._c["in_channels"]:
@@ -779,7 +780,12 @@ class UNet:
         if not np.all(np.isfinite(x)):
             raise ValueError("sample: contains NaN or Inf")
         B = x.shape[0]
-        t = np.asarray(timestep, dtype=np.float64)
+        t = _v.as_array(timestep, "timestep")
+        if t.dtype.kind not in "fiu":
+            raise TypeError(f"timestep: expected numbers, got dtype {t.dtype}")
+        t = t.astype(np.float64)
+        if not np.all(np.isfinite(t)):
+            raise ValueError("timestep: contains NaN or Inf")
         if t.ndim == 0:
             t = np.full(B, float(t))
         elif t.shape == (1,):
@@ -791,7 +797,7 @@ class UNet:
             if class_labels is None:
                 raise ValueError("class_labels: the model is class-conditional (num_class_embeds "
                                  f"= {self.num_class_embeds}); pass one label per sample")
-            labels = np.asarray(class_labels)
+            labels = _v.as_array(class_labels, "class_labels")
             if labels.dtype.kind not in "iu":
                 raise TypeError(f"class_labels: expected integers, got dtype {labels.dtype}")
             labels = np.broadcast_to(labels, (B,)) if labels.ndim == 0 else labels

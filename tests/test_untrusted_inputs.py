@@ -143,3 +143,53 @@ def test_randn_sample_index_cannot_wrap():
         ccfg.randn(0, 2 ** 32 + 1, 0)
 
 
+
+
+# ================================================== found by tests/test_properties.py (hypothesis)
+def test_gmm_mean_beyond_float32_refused():
+    """a mean of 1e39 (finite in float64) made eps return -inf without a word"""
+    with pytest.raises(ValueError, match="means"):
+        GaussianMixture([[1e39, 0.0]], 1.0)
+
+
+@pytest.mark.parametrize("var", [1e-320, 1e-45, 1e39])
+def test_gmm_variances_outside_float32_refused(var):
+    """a variance of 1e-320 overflowed 1/variance: inf noise predictions, NumPy warnings only"""
+    with pytest.raises(ValueError, match="covs"):
+        GaussianMixture([[0.0, 0.0]], var)
+
+
+def test_gmm_eps_overflow_raises():
+    m = GaussianMixture([[3e38]], 1.0)
+    with pytest.raises(FloatingPointError, match="eps"):
+        m.eps([[-3e38]], 0.5)
+
+
+@pytest.mark.parametrize("method", ["eps", "log_prob", "posterior"])
+def test_gmm_x_beyond_float32_or_ragged_names_x(method):
+    """x = 1e300 gave NaN posteriors; a ragged x raised NumPy's unnamed 'inhomogeneous shape'"""
+    m = GaussianMixture([[0.0]], 1.0)
+    args = (0.5,) if method == "eps" else ()
+    with pytest.raises(ValueError, match="x"):
+        getattr(m, method)([[1e300]], *args)
+    with pytest.raises(TypeError, match="x"):
+        getattr(m, method)([[0.0], [0.0, 0.0]], *args)
+
+
+def test_gmm_huge_integer_means_named():
+    """means=[[10**400]] raised OverflowError from NumPy"""
+    with pytest.raises((TypeError, ValueError), match="means"):
+        GaussianMixture([[10 ** 400]], 1.0)
+
+
+def test_guide_zero_width_samples_with_a_stateful_rule():
+    """(N, 0) arrays are accepted by guide; a stateful rule must take them too"""
+    z = np.zeros((2, 0), np.float32)
+    out, state = ccfg.guide(z, z, z, ccfg.SLD())
+    assert out.shape == (2, 0) and state.step == 1
+
+
+def test_python_model_ragged_output_names_the_model():
+    model = ccfg.models.PythonModel(lambda x, t, c: [[0.0], [0.0, 0.0]], 2)
+    with pytest.raises(TypeError, match="model"):
+        ccfg.sample(model, steps=2, n=2, progress=False)
