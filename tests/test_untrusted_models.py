@@ -215,3 +215,57 @@ def test_shard_inside_the_folder_still_loads(tmp_path):
     sharded(str(tmp_path / "model"), TINY, lambda d: os.path.join("sub", "b.safetensors"))
     unet = UNet.from_pretrained(tmp_path / "model")
     assert unet.num_parameters == sum(a.size for a in weights_for(TINY).values())
+
+
+# ================================== the classifier's config.json (the same pattern: ints to C)
+def classifier_folder(tmp_path, mutate):
+    import shutil
+    from ccfg import classifier
+    src = classifier._weights_dir("classifier")
+    shutil.copy(os.path.join(src, "model.safetensors"), tmp_path / "model.safetensors")
+    with open(os.path.join(src, "config.json")) as f:
+        cfg = json.load(f)
+    cfg = mutate(cfg)
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    return tmp_path
+
+
+def _set_layer(i, key, value):
+    def mutate(cfg):
+        cfg["layers"][i][key] = value
+        return cfg
+    return mutate
+
+
+@pytest.mark.parametrize("mutate,match", [
+    (_set_layer(0, "out_channels", 2 ** 40), "out_channels"),
+    (_set_layer(0, "kernel_size", 3.7), "kernel_size"),
+    (_set_layer(0, "kernel_size", "3"), "kernel_size"),
+    (_set_layer(0, "stride", 2 ** 31), "stride"),
+    (_set_layer(1, "num_groups", -8), "num_groups"),
+    (_set_layer(1, "eps", "x"), "eps"),
+    (_set_layer(0, "weight", ["layers.0.weight"]), "layer 0"),
+    (lambda c: dict(c, input_shape=[1, 2 ** 31, 32]), "input_shape"),
+    (lambda c: dict(c, input_shape=[1, 32.5, 32]), "input_shape"),
+    (lambda c: dict(c, features_layer=2 ** 40), "features_layer"),
+    (lambda c: dict(c, layers=[["conv2d"]]), "layer 0"),
+    (lambda c: dict(c, layers="conv2d"), "layers"),
+    (lambda c: [c], "JSON object"),
+], ids=["out_channels_huge", "kernel_float", "kernel_str", "stride_huge", "groups_negative",
+        "eps_str", "tensor_name_list", "input_huge", "input_float", "features_huge",
+        "layer_not_object", "layers_not_list", "config_list"])
+def test_classifier_config_values_bounded_and_named(tmp_path, mutate, match):
+    """ints went to C unchecked (OverflowError), floats and strings were truncated by int()
+    (kernel_size 3.7 read as 3), a list tensor name raised TypeError: unhashable"""
+    from ccfg.classifier import Classifier
+    folder = classifier_folder(tmp_path, mutate)
+    with pytest.raises(ValueError, match=match):
+        Classifier(folder)
+
+
+def test_classifier_config_not_json_names_the_file(tmp_path):
+    from ccfg.classifier import Classifier
+    folder = classifier_folder(tmp_path, lambda c: c)
+    (folder / "config.json").write_text("{oops")
+    with pytest.raises(ValueError, match="config.json"):
+        Classifier(folder)
