@@ -290,9 +290,17 @@ def sample(model, positive=None, negative=None, guidance=None, sampler="ddim", s
     else:
         raise TypeError("progress must be a bool or a callable(step, steps)")
 
-    res = _core.sample(cmodel, PREDICTIONS[pred], _rule_spec(rule, (n,) + shape),
-                       cfg._spec(sampler, steps, eta, karras), pos, neg_ids, seed, 0, _v.flat(x0),
-                       bool(return_trajectory), prog, dev)
+    try:
+        res = _core.sample(cmodel, PREDICTIONS[pred], _rule_spec(rule, (n,) + shape),
+                           cfg._spec(sampler, steps, eta, karras), pos, neg_ids, seed, 0,
+                           _v.flat(x0), bool(return_trajectory), prog, dev)
+    except FloatingPointError as exc:
+        msg = str(exc)
+        if "model" in msg or "PythonRule" in msg:       # already says whose output it was
+            raise
+        # finite model outputs, a non-finite guided prediction or step: say which run it was
+        raise FloatingPointError(f"{msg}: guidance {rule!r} with sampler {sampler!r} overflowed "
+                                 "float32 (lower the guidance scales)") from None
     if return_trajectory:
         x, traj = res
         return x.reshape((n,) + shape), traj.reshape((traj.shape[0], n) + shape)

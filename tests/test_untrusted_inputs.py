@@ -193,3 +193,11 @@ def test_python_model_ragged_output_names_the_model():
     model = ccfg.models.PythonModel(lambda x, t, c: [[0.0], [0.0, 0.0]], 2)
     with pytest.raises(TypeError, match="model"):
         ccfg.sample(model, steps=2, n=2, progress=False)
+
+
+def test_sample_overflow_names_the_guidance():
+    """the C message named only the step ("non-finite values at step 0 (...)")"""
+    mix2 = GaussianMixture.toy_2d()
+    with pytest.raises(FloatingPointError, match=r"guidance CFG\(scale=3e\+38\)"):
+        ccfg.sample(mix2, positive="A", negative="B", guidance=ccfg.CFG(scale=3e38), steps=3,
+                    n=2, progress=False)
