@@ -40,7 +40,7 @@ def pipe_folder(pipe):
 
 @pytest.fixture(scope="module")
 def pipe(folder):
-    p = ccfg.pipelines.StableDiffusion.from_pretrained(folder)
+    p = ccfg.pipelines.StableDiffusion.from_pretrained(folder, unet="torch")   # torch modules
     p._folder = folder
     return p
 
