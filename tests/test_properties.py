@@ -7,7 +7,8 @@ crash, a NaN in a result) fails.
 
 The examples are derandomized (the same on every run and in CI) and nothing is stored in a
 hypothesis database. ``CALLS`` counts the calls made; ``test_zz_call_count`` (last in the file)
-checks the total and prints it (run with ``-s`` to see it)."""
+checks the total and prints it (run with ``-s`` to see it). ``CCFG_PROPERTIES_SCALE=k`` runs k
+times the examples and ``CCFG_PROPERTIES_RANDOM=1`` draws new ones (a longer hunt, not for CI)."""
 from __future__ import annotations
 
 import collections
@@ -37,8 +38,14 @@ T0 = time.perf_counter()
 ERRORS = (ValueError, TypeError, RuntimeError, FloatingPointError)
 
 
+# a longer, random run (not for CI): CCFG_PROPERTIES_SCALE=10 CCFG_PROPERTIES_RANDOM=1
+_SCALE = float(os.environ.get("CCFG_PROPERTIES_SCALE", "1"))
+_RANDOM = bool(os.environ.get("CCFG_PROPERTIES_RANDOM"))
+
+
 def cfg(n):
-    return settings(max_examples=n, deadline=None, derandomize=True, database=None,
+    return settings(max_examples=max(1, int(n * _SCALE)), deadline=None,
+                    derandomize=not _RANDOM, database=None,
                     suppress_health_check=list(HealthCheck))
 
 
