@@ -179,12 +179,14 @@ def _shared_fields(cfg, in_default, channels_default):
     lpb = cfg.get("layers_per_block", 2)
     if not isinstance(lpb, (list, tuple)):      # (a list: UNet2DConditionModel, checked there)
         lpb = _check_int(lpb, "layers_per_block", 1, MAX_LAYERS_PER_BLOCK)
+    # both reach C as float32: a value that rounds to 0 there (1e-46) divides by zero
     eps = _field_real(cfg, "norm_eps", 1e-5)
-    if eps <= 0:
-        raise ValueError(f"norm_eps: expected a positive number, got {eps!r}")
+    if not 1e-30 <= eps <= 1.0:
+        raise ValueError(f"norm_eps: expected a number in [1e-30, 1], got {eps!r}")
     mid_scale = _field_real(cfg, "mid_block_scale_factor", 1.0)
-    if mid_scale == 0:
-        raise ValueError("mid_block_scale_factor: must be nonzero")
+    if not 1e-6 <= abs(mid_scale) <= 1e6:
+        raise ValueError(f"mid_block_scale_factor: expected a magnitude in [1e-6, 1e6], got "
+                         f"{mid_scale!r}")
     L = len(channels)
     return {
         "in_channels": _field_int(cfg, "in_channels", in_default, low=1),
@@ -817,7 +819,12 @@ class UNet:
             ctx = self._tokens(encoder_hidden_states, "encoder_hidden_states", batch=B)
         elif encoder_hidden_states is not None:
             raise ValueError("encoder_hidden_states: the model has no cross-attention")
-        return _core.unet_forward(handle, x, t, labels, ctx)
+        out = _core.unet_forward(handle, x, t, labels, ctx)
+        if not _v.all_finite(out):
+            # finite weights and inputs (both checked): the activations overflowed float32
+            raise FloatingPointError("the UNet's forward gave NaN or Inf from finite sample, "
+                                     "timestep and weights (its activations overflowed float32)")
+        return out
 
     def _tokens(self, value, argname, batch=None):
         """A condition's tokens as float32 (n, L, D): (L, D) is one condition; (n, L, D) is n

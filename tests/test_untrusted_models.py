@@ -269,3 +269,21 @@ def test_classifier_config_not_json_names_the_file(tmp_path):
     (folder / "config.json").write_text("{oops")
     with pytest.raises(ValueError, match="config.json"):
         Classifier(folder)
+
+
+@pytest.mark.parametrize("field,value", [("mid_block_scale_factor", 9.7e-46),
+                                         ("mid_block_scale_factor", 1e300),
+                                         ("norm_eps", 1e-50), ("norm_eps", 5.0)])
+def test_config_reals_that_break_float32_refused(field, value):
+    """found by tests/test_properties.py: mid_block_scale_factor = 9.7e-46 is nonzero in float64
+    but 0 in the core's float32, and the forward returned NaN without a word"""
+    with pytest.raises(ValueError, match=field):
+        U._c_config(dict(TINY, **{field: value}))
+
+
+def test_forward_overflow_raises():
+    cfg = dict(TINY, mid_block_type="UNetMidBlock2D", mid_block_scale_factor=1e-6)
+    tensors = {k: np.full(v.shape, 1e3, np.float32) for k, v in weights_for(cfg).items()}
+    unet = UNet(cfg, tensors)
+    with pytest.raises(FloatingPointError, match="UNet"):
+        unet(np.full((1, 1, 8, 8), 1e30, np.float32), 10)
