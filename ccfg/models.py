@@ -164,6 +164,9 @@ class GaussianMixture:
             if np.any(w <= 0):
                 raise ValueError("weights: every weight must be > 0")
             w = w / w.sum()
+            if np.any(w < np.finfo(np.float64).tiny):
+                raise ValueError("weights: a weight is too small next to the others (it "
+                                 "normalises to 0); drop its component instead")
         self.weights = w
         self._log_weights = np.log(w) - _logsumexp(np.log(w), axis=0)
 

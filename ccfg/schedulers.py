@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import numbers
 import os
 
@@ -30,6 +31,8 @@ _SPACINGS = {None: -1, "leading": 0, "trailing": 1, "linspace": 2}
 PREDICTIONS = {"epsilon": 0, "v_prediction": 1, "sample": 2}
 # the most training timesteps a config may declare (diffusers' models use 1000)
 MAX_TRAIN_TIMESTEPS = 1_000_000
+# the smallest last alpha_bar of a training schedule (diffusers' schedules end near 1e-9..1e-3)
+MIN_ALPHA_BAR = 1e-30
 
 # diffusers scheduler options ccfg implements at one setting only (what ccfg's samplers do): a
 # config with another value raises, naming the option, rather than being silently run otherwise
@@ -127,6 +130,32 @@ class SchedulerConfig:
             if betas.shape != (self.num_train_timesteps,) or not np.all((betas > 0) & (betas < 1)):
                 raise ValueError("trained_betas must hold num_train_timesteps values in (0, 1)")
             object.__setattr__(self, "trained_betas", tuple(betas.tolist()))
+        self._check_alphas_cumprod()
+
+    def _check_alphas_cumprod(self):
+        """The training schedule's last alpha_bar must stay above MIN_ALPHA_BAR: the samplers
+        divide by its square root and scale the noise by sqrt((1 - ā)/ā) in float32, and an
+        underflowing product (beta_start=0.875, beta_end=0.5) gave NaN levels without a word.
+        (The cosine schedule's is fixed by num_train_timesteps and stays far above it.)"""
+        if self.trained_betas is None and self.beta_schedule == "squaredcos_cap_v2":
+            return
+        T = self.num_train_timesteps
+        if self.trained_betas is not None:
+            betas, what = np.asarray(self.trained_betas), "trained_betas"
+        else:
+            lo, hi = float(self.beta_start), float(self.beta_end)
+            if self.beta_schedule == "scaled_linear":
+                lo, hi = lo ** 0.5, hi ** 0.5
+            betas = np.linspace(lo, hi, T)
+            if self.beta_schedule == "scaled_linear":
+                betas = betas * betas
+            what = (f"beta_start={self.beta_start!r}, beta_end={self.beta_end!r} "
+                    f"({self.beta_schedule}, num_train_timesteps={T})")
+        log_last = float(np.sum(np.log1p(-np.clip(betas, 0.0, 1.0 - 1e-16))))
+        if log_last < math.log(MIN_ALPHA_BAR):
+            raise ValueError(f"{what}: alphas_cumprod falls to exp({log_last:.4g}), below "
+                             f"{MIN_ALPHA_BAR:g}; the betas are too large for the samplers "
+                             "(float32 levels)")
 
     @classmethod
     def from_config(cls, config):

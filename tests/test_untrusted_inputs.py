@@ -201,3 +201,21 @@ def test_sample_overflow_names_the_guidance():
     with pytest.raises(FloatingPointError, match=r"guidance CFG\(scale=3e\+38\)"):
         ccfg.sample(mix2, positive="A", negative="B", guidance=ccfg.CFG(scale=3e38), steps=3,
                     n=2, progress=False)
+
+
+@pytest.mark.parametrize("kwargs,field", [
+    (dict(beta_start=0.875, beta_end=0.5), "beta_start"),
+    (dict(beta_start=0.2, beta_end=0.3, beta_schedule="scaled_linear"), "beta_start"),
+    (dict(num_train_timesteps=4, trained_betas=[1 - 1e-9] * 4), "trained_betas"),
+], ids=["linear", "scaled_linear", "trained"])
+def test_schedule_whose_alphas_cumprod_underflows_refused(kwargs, field):
+    """found by tests/test_properties.py: beta_start=0.875, beta_end=0.5 gave NaN levels in
+    plan (and non-finite samples) without naming the schedule"""
+    with pytest.raises(ValueError, match=field):
+        ccfg.SchedulerConfig(**kwargs)
+
+
+def test_gmm_weight_that_normalises_to_zero_refused():
+    """found by tests/test_properties.py: weights [1, 1, 5e-324] gave log(0) = -inf weights"""
+    with pytest.raises(ValueError, match="weights"):
+        GaussianMixture([[0.0], [1.0], [2.0]], 1.0, weights=[1.0, 1.0, 5e-324])
