@@ -609,6 +609,8 @@ def _shard_path(index, folder, tensor, shard):
     path = os.path.realpath(os.path.join(root, shard))
     if os.path.commonpath([root, path]) != root or path == root:
         raise ValueError(f"{entry}: the file is outside the model folder {folder!r} (refused)")
+    if not os.path.isfile(path):
+        raise ValueError(f"{entry}: no such file in the model folder")
     return path
 
 

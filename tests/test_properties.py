@@ -567,10 +567,79 @@ def test_unet_config_properties(config, sample_size, build):
         assert np.all(np.isfinite(out))
 
 
+# ---------------------------------------------------- sharded checkpoints: the weight_map's paths
+SHARD_NAMES = ["a.safetensors", "sub/b.safetensors", "../outside.safetensors",
+               "sub/../../outside.safetensors", "link.safetensors", "sub/../a.safetensors",
+               "./a.safetensors", "", ".", "..", "sub", "\x00a", "missing.safetensors",
+               "a.safetensors/", "//etc/passwd"]
+
+
+@pytest.fixture(scope="module")
+def shard_folder(tmp_path_factory):
+    """a model folder (TINY UNet config) with shards inside, one outside and a symlink out"""
+    from ccfg import safetensors as sft
+    root = tmp_path_factory.mktemp("shards")
+    folder = root / "model"
+    (folder / "sub").mkdir(parents=True)
+    cfg = BASES[0]
+    (folder / "config.json").write_text(__import__("json").dumps(cfg))
+    tensors = {}
+    for names, shape in U._param_layout(U._c_config(cfg)):
+        for n_ in (names if isinstance(names, tuple) else (names,)):
+            tensors[n_] = np.zeros(shape, np.float32)
+    names = sorted(tensors)
+    half = len(names) // 2
+    for path, part in ((folder / "a.safetensors", names[:half]),
+                       (folder / "sub" / "b.safetensors", names[half:]),
+                       (root / "outside.safetensors", names)):
+        sft.save(str(path), {n_: tensors[n_] for n_ in part})
+    (folder / "link.safetensors").symlink_to(root / "outside.safetensors")
+    return folder, names, half
+
+
+@cfg(400)
+@given(data=st.data())
+def test_weight_map_properties(shard_folder, data):
+    """UNet.from_pretrained on a sharded folder whose index names random paths: a result, or a
+    ValueError naming the index, the entry or the tensor; and no file outside the folder is read
+    (every path _st.load opens resolves inside it)."""
+    import json
+    import os
+    from ccfg import safetensors as sft
+    RAN.add("weight_map")
+    folder, names, half = shard_folder
+    good = {n_: "a.safetensors" if i < half else "sub/b.safetensors"
+            for i, n_ in enumerate(names)}
+    wm = dict(good)
+    for _ in range(data.draw(st.integers(0, 3))):
+        wm[data.draw(st.sampled_from(names))] = data.draw(st.sampled_from(SHARD_NAMES))
+    index = {"metadata": {}, "weight_map": wm}
+    if data.draw(rare(8)):
+        index = data.draw(st.one_of(JUNK, st.just({"weight_map": data.draw(JUNK)})))
+    path = folder / (U.WEIGHTS_NAME + ".index.json")
+    path.write_text(json.dumps(index))
+    opened = []
+    real_load = sft.load
+
+    def spy(p, names_=None):
+        opened.append(os.path.realpath(p))
+        return real_load(p, names_)
+
+    U._st.load = spy
+    try:
+        call("UNet.from_pretrained (sharded)", {"index.json", "weight_map", "tensor", "path"},
+             UNet.from_pretrained, folder)
+    finally:
+        U._st.load = real_load
+    root = os.path.realpath(folder)
+    for p in opened:
+        assert os.path.commonpath([root, p]) == root, f"read {p}, outside the model folder"
+
+
 # ------------------------------------------------------------------------------ the total count
 def test_zz_call_count():
     """The closing count (run the whole file: ``pytest -s tests/test_properties.py``)."""
-    if RAN != {"guide", "sample", "gmm", "python_model", "scheduler", "unet"}:
+    if RAN != {"guide", "sample", "gmm", "python_model", "scheduler", "unet", "weight_map"}:
         pytest.skip("only part of the file ran")
     total = sum(CALLS.values())
     print(f"\nhypothesis: {total} generated calls in {time.perf_counter() - T0:.1f} s: "

@@ -287,3 +287,18 @@ def test_forward_overflow_raises():
     unet = UNet(cfg, tensors)
     with pytest.raises(FloatingPointError, match="UNet"):
         unet(np.full((1, 1, 8, 8), 1e30, np.float32), 10)
+
+
+@pytest.mark.parametrize("entry", ["missing.safetensors", "sub"])
+def test_shard_that_is_not_a_file_names_the_entry(tmp_path, entry):
+    """found by tests/test_properties.py: FileNotFoundError / IsADirectoryError from open()"""
+    folder = tmp_path / "model"
+    sharded(str(folder), TINY, lambda d: os.path.join("sub", "b.safetensors"))
+    idx = folder / (U.WEIGHTS_NAME + ".index.json")
+    index = json.loads(idx.read_text())
+    first = sorted(index["weight_map"])[0]
+    index["weight_map"][first] = entry
+    idx.write_text(json.dumps(index))
+    with pytest.raises(ValueError, match="weight_map") as info:
+        UNet.from_pretrained(folder)
+    assert entry in str(info.value)
