@@ -235,7 +235,7 @@ def check_guide_result(res, u, rule):
 
 
 # ------------------------------------------------------------------------------------ ccfg.guide
-@cfg(1200)
+@cfg(1000)
 @given(inputs=eps_inputs(), drawn=st.lists(rules(), min_size=1, max_size=3),
        step=mostly(st.one_of(st.none(), st.integers(0, 10)), INTS),
        num_steps=mostly(st.one_of(st.none(), st.integers(1, 10)), INTS),
@@ -303,7 +303,7 @@ SAMPLE_NAMES = {"model", "positive", "negative", "guidance", "sampler", "steps",
                 "steps_offset"}
 
 
-@cfg(1500)
+@cfg(1000)
 @given(data=st.data(), model_kind=mostly(st.just("gmm"), st.sampled_from(["ok", "ok", "nan",
                                                                          "shape", "list"]),
                                          odds=3),
@@ -392,7 +392,7 @@ ARRAYISH = st.one_of(
 GMM_NAMES = {"means", "covs", "weights", "concepts", "names", "x", "alpha_bar", "concept"}
 
 
-@cfg(2000)
+@cfg(1500)
 @given(args=gmm_args(), data=st.data(), alpha_bar=mostly(st.floats(0, 1), PARAM))
 def test_gaussian_mixture_properties(args, data, alpha_bar):
     RAN.add("gmm")
@@ -456,7 +456,7 @@ SCHED_NAMES = set(SCHED_FIELDS) | set(S._FIXED) | {"steps", "sampler", "karras",
                                                    "scheduler", "spacing"}
 
 
-@cfg(2000)
+@cfg(1500)
 @given(fields=st.fixed_dictionaries({}, optional=SCHED_FIELDS),
        extra=st.fixed_dictionaries({}, optional=DIFFUSERS_EXTRA),
        unknown=mostly(st.just({}), st.dictionaries(st.text(min_size=1, max_size=4), ANY,
@@ -527,7 +527,7 @@ def unet_configs(draw):
     return cfg
 
 
-@cfg(2500)
+@cfg(2000)
 @given(config=unet_configs(), sample_size=mostly(st.none(), UNET_VALUE),
        build=st.integers(0, 2))
 def test_unet_config_properties(config, sample_size, build):
@@ -597,7 +597,7 @@ def shard_folder(tmp_path_factory):
     return folder, names, half
 
 
-@cfg(400)
+@cfg(300)
 @given(data=st.data())
 def test_weight_map_properties(shard_folder, data):
     """UNet.from_pretrained on a sharded folder whose index names random paths: a result, or a
