@@ -43,7 +43,7 @@ def as_array(value, name, dtype=None):
     (NumPy's own says "setting an array element with a sequence") and masked arrays refused."""
     if isinstance(value, np.ma.MaskedArray):
         raise TypeError(f"{name}: masked arrays are not accepted (the values under the mask would "
-                        f"be used); pass {name}.filled(...) or a plain array")
+                        "be used); fill it (.filled(value)) or pass a plain array")
     try:
         with np.errstate(over="ignore", invalid="ignore"):
             return np.asarray(value, dtype=dtype)
@@ -93,7 +93,7 @@ def eps_array(value, name, shape=None):
     used as they are); other ndarray subclasses are read as plain arrays."""
     if isinstance(value, np.ma.MaskedArray):
         raise TypeError(f"{name}: masked arrays are not accepted (the values under the mask would "
-                        f"be used); pass {name}.filled(...) or a plain array")
+                        "be used); fill it (.filled(value)) or pass a plain array")
     if not isinstance(value, np.ndarray):
         if hasattr(value, "__array__") or isinstance(value, (list, tuple)):
             value = as_array(value, name)

@@ -29,10 +29,8 @@ def _rule_spec(rule, shape):
         out = fn(u.reshape(shape), p.reshape(shape), [e.reshape(shape) for e in negs])
         if _tensors.is_tensor(out):
             out = _tensors.to_array(out, label)
-        if isinstance(out, np.ma.MaskedArray):
-            raise TypeError(f"{label} returned a masked array; return a plain array")
-        out = np.asarray(out)
-        if out.dtype.kind not in "fiu" or out.dtype == np.bool_:
+        out = _v.as_array(out, label)       # (ragged or masked: a TypeError naming the rule)
+        if out.dtype.kind not in "fiu":
             raise TypeError(f"{label} returned dtype {out.dtype}, expected real numbers")
         if out.shape != shape:
             raise ValueError(f"{label} returned shape {out.shape}, expected {shape}")

@@ -219,3 +219,11 @@ def test_gmm_weight_that_normalises_to_zero_refused():
     """found by tests/test_properties.py: weights [1, 1, 5e-324] gave log(0) = -inf weights"""
     with pytest.raises(ValueError, match="weights"):
         GaussianMixture([[0.0], [1.0], [2.0]], 1.0, weights=[1.0, 1.0, 5e-324])
+
+
+@pytest.mark.parametrize("out,exc", [([[0.0], [1.0, 2.0]], TypeError), ("x", TypeError)],
+                         ids=["ragged", "string"])
+def test_python_rule_bad_output_names_the_rule(out, exc):
+    rule = ccfg.PythonRule(lambda u, p, ns: out)
+    with pytest.raises(exc, match="PythonRule"):
+        ccfg.guide(u32, u32, u32, rule)
