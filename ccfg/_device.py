@@ -4,6 +4,8 @@ canonical device name, "cpu" or "vulkan:N", which is also what the C core opens 
 (``ccfg_backend_open``). Bottom layer: imports ``_core`` only."""
 from __future__ import annotations
 
+import warnings
+
 from . import _core
 
 __all__ = ["devices", "resolve"]
@@ -37,12 +39,35 @@ def devices():
     out = []
     for d in _core.devices():
         d = Device(d)
+        # the keys every entry has (COMMON_KEYS); backends add their own details
         d.setdefault("selector", d["backend"])
         d.setdefault("name", d["backend"])
+        d.setdefault("type", None)
+        d.setdefault("available", False)
         if d["backend"] == "cpu":
             d["note"] = f"{d['threads']} threads, OpenBLAS + OpenMP"
+        elif "index" in d and d["type"] == "cpu":
+            d.setdefault("note", _SOFTWARE_NOTE)
+        d.setdefault("note", None)
         out.append(d)
     return out
+
+
+COMMON_KEYS = ("backend", "selector", "name", "type", "available", "note")
+_SOFTWARE_NOTE = ("a software Vulkan driver running on the CPU (lavapipe): for testing, much slower "
+                  "than the CPU backend")
+_warned = set()
+
+
+def _warn_software(d):
+    """Once per device: a bare backend name picked a software device."""
+    if d["selector"] in _warned:
+        return
+    _warned.add(d["selector"])
+    warnings.warn(f"device='{d['backend']}' selected {d['selector']} {d['name']}, {_SOFTWARE_NOTE}"
+                  f". It is the only {_LABEL.get(d['backend'], d['backend'])} "
+                  f"device here; use device='cpu' or 'auto' for speed, or device='{d['selector']}' "
+                  "to select it explicitly without this warning.", RuntimeWarning, stacklevel=4)
 
 
 def _offered(found, backend):
@@ -65,7 +90,9 @@ def resolve(device, name="device", host_model=False):
     "auto": a discrete GPU, else an integrated one, else the CPU backend (always the CPU backend
     when ``host_model``: a model evaluated on the host would make a GPU pay two transfers per
     step); "cpu"; a backend's name ("vulkan"): its best device of any type (lavapipe included);
-    "BACKEND:N"; or an entry of ccfg.devices(). ``name`` is the argument named in errors."""
+    "BACKEND:N"; or an entry of ccfg.devices(). ``name`` is the argument named in errors.
+    A bare backend name that can only pick a software device (lavapipe) warns, once per process
+    (RuntimeWarning); "vulkan:N" selects it silently."""
     if isinstance(device, dict) and "selector" in device:
         device = device["selector"]
     if not isinstance(device, str):
@@ -87,7 +114,10 @@ def resolve(device, name="device", host_model=False):
         if not usable:
             raise RuntimeError(f"{name}={sel!r}: no {_LABEL.get(sel, sel)} device: "
                                f"{_missing(found, sel)}")
-        return min(usable, key=lambda d: _rank(d, _ANY_ORDER))["selector"]
+        best = min(usable, key=lambda d: _rank(d, _ANY_ORDER))
+        if best["type"] == "cpu":
+            _warn_software(best)
+        return best["selector"]
     backend, _, num = sel.partition(":")
     if backend in backends:
         if not num.isdigit():

@@ -15,9 +15,11 @@ def is_tensor(x):
 
 
 def to_array(t, name):
-    """A float32 NumPy array of tensor ``t``; TypeError naming ``name`` for a non-float tensor."""
-    if not t.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got {t.dtype}")
+    """A float32 NumPy array of tensor ``t`` (any real dtype: float or integer, the rule of
+    docs/api.md "dtypes"); TypeError naming ``name`` for a bool or complex tensor."""
+    if t.is_complex() or str(t.dtype) == "torch.bool":
+        raise TypeError(f"{name} must be a tensor of real numbers (any float or integer dtype, "
+                        f"read as float32), got {t.dtype}")
     t = t.detach()
     if t.device.type != "cpu":
         t = t.to("cpu")
@@ -27,9 +29,11 @@ def to_array(t, name):
 
 
 def like(array, ref):
-    """NumPy ``array`` as a tensor of ``ref``'s dtype and device."""
+    """NumPy ``array`` as a tensor of ``ref``'s dtype (float32 when ``ref`` is an integer
+    tensor: a guided prediction is not an integer) and device."""
     import torch
     out = torch.from_numpy(array)
-    if out.dtype != ref.dtype or out.device != ref.device:
-        out = out.to(device=ref.device, dtype=ref.dtype)
+    dtype = ref.dtype if ref.is_floating_point() else out.dtype
+    if out.dtype != dtype or out.device != ref.device:
+        out = out.to(device=ref.device, dtype=dtype)
     return out

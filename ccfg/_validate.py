@@ -7,10 +7,12 @@ import numbers
 
 import numpy as np
 
-__all__ = ["as_array", "is_int", "real", "integer", "window", "eps_array", "all_finite", "flat", "seed", "shape",
+__all__ = ["as_array", "name", "canonical", "is_int", "real", "integer", "window", "eps_array", "all_finite", "flat", "seed", "shape",
            "images", "INT_MAX", "FLOAT32_MAX"]
 
-_FLOAT_KINDS = (np.float16, np.float32, np.float64)
+# the one dtype rule of guide, sample (x_T) and UNet: any real dtype (float16/32/64, signed or
+# unsigned integers) is read as float32, the core's type; bool, complex and objects are refused
+_REAL_KINDS = "fiu"
 # the largest C ``int``: step counts, steps, offsets and indices cross into the core as int, so
 # an integer argument is refused above this (a ValueError naming it, not C's OverflowError)
 INT_MAX = 2 ** 31 - 1
@@ -36,6 +38,28 @@ def real(value, name, *, low=None, high=None, low_open=False, allow_none=False):
     if high is not None and value > high:
         raise ValueError(f"{name} must be <= {high}, got {value}")
     return value
+
+
+def name(value, argname, choices=None):
+    """A name ccfg defines (sampler, rule, prediction type, schedule, ...), matched
+    case-insensitively and without surrounding spaces: the lower-case string. With ``choices``,
+    a ValueError naming ``argname`` and listing them when it is not one."""
+    if not isinstance(value, str):
+        raise TypeError(f"{argname} must be a string, got {type(value).__name__}")
+    key = value.strip().lower()
+    if choices is not None and key not in choices:
+        raise ValueError(f"{argname} must be one of {sorted(choices)}, got {value!r}")
+    return key
+
+
+def canonical(value, names):
+    """The entry of ``names`` that the string ``value`` names: itself, else the one entry equal
+    to it case-insensitively (surrounding spaces ignored); None when there is none or several."""
+    if value in names:
+        return value
+    key = value.strip().casefold()
+    match = [n for n in names if isinstance(n, str) and n.casefold() == key]
+    return match[0] if len(match) == 1 else None
 
 
 def as_array(value, name, dtype=None):
@@ -88,7 +112,8 @@ def window(value):
 
 
 def eps_array(value, name, shape=None):
-    """A finite float array of at least 1 dimension whose values fit float32 (the core's type);
+    """A finite real array (any float or integer dtype) of at least 1 dimension whose values fit
+    float32 (the core's type);
     TypeError/ValueError naming ``name``. Masked arrays are refused (their masked values would be
     used as they are); other ndarray subclasses are read as plain arrays."""
     if isinstance(value, np.ma.MaskedArray):
@@ -101,15 +126,16 @@ def eps_array(value, name, shape=None):
             raise TypeError(f"{name} must be a NumPy array, got {type(value).__name__}")
     elif type(value) is not np.ndarray:
         value = np.asarray(value)
-    if value.dtype.type not in _FLOAT_KINDS:
-        raise TypeError(f"{name} must be float32 or float64, got {value.dtype}")
+    if value.dtype.kind not in _REAL_KINDS:
+        raise TypeError(f"{name} must be an array of real numbers (any float or integer dtype, "
+                        f"read as float32), got {value.dtype}")
     if value.ndim < 1 or value.shape[0] < 1:
         raise ValueError(f"{name} must have shape (N, ...) with N >= 1, got {value.shape}")
     if shape is not None and value.shape != shape:
         raise ValueError(f"{name} has shape {value.shape}, expected {shape} (the shape of eps_u)")
     if not all_finite(value):
         raise ValueError(f"{name} contains NaN or Inf")
-    if value.dtype == np.float64 and value.size and (value.max() > FLOAT32_MAX or
+    if value.dtype.itemsize > 4 and value.size and (value.max() > FLOAT32_MAX or
                                                      value.min() < -FLOAT32_MAX):
         raise ValueError(f"{name} has values beyond the float32 range (|x| > {FLOAT32_MAX:.4g}); "
                          "ccfg computes in float32")
@@ -156,7 +182,10 @@ def shape(value):
 
 
 def images(images, shape, argname="images"):
-    """(N, *shape) real array in [-1, 1] (float32 rounding allowed) -> C-contiguous float32."""
+    """(N, *shape) real array -> C-contiguous float32 clipped to [-1, 1], the model's image range
+    (what ``ccfg.sample`` returns goes in as it is: its values may stray a little beyond ±1, as a
+    diffusion sampler's do, and are clipped here as they would be for display). Images in [0, 1]
+    or [0, 255] must be mapped to [-1, 1] first."""
     images = as_array(images, argname)
     if not (np.issubdtype(images.dtype, np.floating) or np.issubdtype(images.dtype, np.integer)) \
             or images.dtype == np.bool_:
@@ -168,8 +197,6 @@ def images(images, shape, argname="images"):
     if x.size:
         if not np.all(np.isfinite(x)):
             raise ValueError(f"{argname}: contains NaN or infinity")
-        lo, hi = float(x.min()), float(x.max())
-        if lo < -1.0 - 1e-4 or hi > 1.0 + 1e-4:
-            raise ValueError(f"{argname}: values must lie in [-1, 1] (the model's image range), "
-                             f"got [{lo:.4g}, {hi:.4g}]; clip samples first")
+        if float(x.min()) < -1.0 or float(x.max()) > 1.0:
+            x = np.clip(x, -1.0, 1.0)
     return x

@@ -53,23 +53,26 @@ _CONCEPT_CLASSES.update({g: tuple(CLASSES.index(c) for c in members)
 
 
 def _check_name(name):
+    """The concept's canonical name (matched case-insensitively: "Sneaker" is "sneaker")."""
     if not isinstance(name, str):
         raise TypeError(f"concept: expected a concept name (str), got {type(name).__name__}")
-    if name != NULL and name not in _CONCEPT_CLASSES:
+    key = name.strip().lower()
+    if key != NULL and key not in _CONCEPT_CLASSES:
         raise ValueError(f"concept: unknown concept {name!r}; valid names: "
                          f"{', '.join(CONCEPTS)}, {NULL}")
+    return key
 
 
 def concept_id(name):
     """The class-embedding index of concept `name` (``"null"`` -> `NULL_ID`)."""
-    _check_name(name)
+    name = _check_name(name)
     return NULL_ID if name == NULL else CONCEPTS.index(name)
 
 
 def concept_classes(name):
     """The class indices (dataset numbering, sorted) that concept `name` contains.
     The null concept contains every class."""
-    _check_name(name)
+    name = _check_name(name)
     if name == NULL:
         return tuple(range(len(CLASSES)))
     return tuple(sorted(_CONCEPT_CLASSES[name]))
@@ -126,6 +129,7 @@ def fashion_mnist_raw(split="train", path=None):
     """The split as stored: uint8 images (N, 28, 28) and uint8 labels (N,).
 
     Files are looked up in `path`, else in ``$CCFG_DATA``, else in `DEFAULT_DIR`."""
+    split = split.strip().lower() if isinstance(split, str) else split
     if split not in FILES:
         raise ValueError(f"split: expected 'train' or 'test', got {split!r}")
     directory, source = _data_dir(path)

@@ -234,8 +234,7 @@ class CCFG(Rule):
                  naive_positive=False, negative_window=None):
         super().__init__(scale, negative_window)
         self.tau = _v.real(tau, "tau", low=0.0)
-        if tau_reduce not in ("sum", "mean"):
-            raise ValueError(f"tau_reduce must be 'sum' or 'mean', got {tau_reduce!r}")
+        tau_reduce = _v.name(tau_reduce, "tau_reduce", ("sum", "mean"))
         self.tau_reduce = tau_reduce
         self.negative_scale = _v.real(negative_scale, "negative_scale", allow_none=True)
         if not isinstance(naive_positive, bool):
@@ -301,7 +300,7 @@ def get(guidance, argname="guidance"):
     if isinstance(guidance, Rule):
         return guidance
     if isinstance(guidance, str):
-        key = guidance.lower().replace("-", "_")
+        key = guidance.strip().lower().replace("-", "_")
         if key not in NAMES:
             raise ValueError(f"{argname}: unknown rule {guidance!r}; known: {sorted(NAMES)}")
         return NAMES[key]()

@@ -252,8 +252,7 @@ def target_distance(model, x, positive, negative=None, method="energy", n_ref=MA
     """
     tgt = target(model, positive, negative)
     x = _check_samples(model, x)
-    if method not in ("energy", "sliced_wasserstein"):
-        raise ValueError(f"method: expected 'energy' or 'sliced_wasserstein', got {method!r}")
+    method = _v.name(method, "method", ("energy", "sliced_wasserstein"))
     if not isinstance(n_ref, (numbers.Integral, np.integer)) or n_ref < 2:
         raise ValueError(f"n_ref: expected an integer >= 2, got {n_ref!r}")
     ref, _ = model._sample_components(int(n_ref), seed, tgt)

@@ -282,11 +282,12 @@ class GaussianMixture:
     def _condition_id(self, value, argname):
         """Concept id (index in `concept_names`) of a concept name or index."""
         if isinstance(value, str):
-            try:
-                return self.concept_names.index(value)
-            except ValueError:
+            # exact, else the one name equal to it case-insensitively
+            name = _v.canonical(value, self.concept_names)
+            if name is None:
                 raise ValueError(f"{argname}: unknown concept {value!r}; known concepts: "
-                                 f"{self.concept_names}") from None
+                                 f"{self.concept_names}")
+            return self.concept_names.index(name)
         if _is_int(value):
             v = int(value)
             if 0 <= v < len(self.concept_names):
@@ -583,12 +584,7 @@ class PythonModel:
             raise TypeError(f"shape: expected a tuple of positive integers, got {shape!r}")
         if any(s < 1 for s in shape):
             raise ValueError(f"shape: every dimension must be >= 1, got {shape!r}")
-        if not isinstance(prediction_type, str):
-            raise TypeError(f"prediction_type: expected a string, got "
-                            f"{type(prediction_type).__name__}")
-        if prediction_type not in _PREDICTION_TYPES:
-            raise ValueError(f"prediction_type: expected one of {list(_PREDICTION_TYPES)}, got "
-                             f"{prediction_type!r}")
+        prediction_type = _v.name(prediction_type, "prediction_type", _PREDICTION_TYPES)
         self.fn = fn
         self.shape = tuple(int(s) for s in shape)
         self.dim = int(np.prod(self.shape))
@@ -657,6 +653,7 @@ def load(name):
     (the shipped concept-conditional UNet, 32x32x1)."""
     if not isinstance(name, str):
         raise TypeError(f"name: expected a string, got {type(name).__name__}")
+    name = _v.canonical(name, ["fashion-mnist", *PRESETS]) or name
     if name == "fashion-mnist":
         return _load_fashion_mnist()
     try:

@@ -207,24 +207,62 @@ def randn(seed, n, shape, stream=0):
     return _core.randn(seed, n, dim, stream, 0).reshape((n,) + shape)
 
 
-class _Progress:
-    """A one-line progress bar on stderr (terminals and Jupyter), redrawn at most every 0.1 s."""
+def _interactive(stream):
+    """A terminal or a Jupyter kernel's stream: where a redrawn (\\r) bar renders as one line."""
+    try:
+        if stream.isatty():
+            return True
+    except (AttributeError, ValueError):        # no isatty, or a closed stream
+        return False
+    # ipykernel's OutStream renders \r like a terminal; a log file or a pipe does not
+    return type(stream).__module__.startswith("ipykernel")
 
-    def __init__(self, label):
+
+def _clock(seconds):
+    seconds = int(round(seconds))
+    return f"{seconds // 60}:{seconds % 60:02d}" if seconds < 3600 else \
+        f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class _Progress:
+    """Progress of one ``sample`` run on stderr (read when the run starts, so a redirected
+    ``sys.stderr`` is honoured). On a terminal or in Jupyter: a one-line bar redrawn with ``\\r``
+    at most every 0.1 s. Anywhere else (a log file, a pipe, CI): plain lines, one every 10 % of
+    the steps or 5 s, whichever comes later, and one at the end — each with step/steps, elapsed
+    time and ETA, so a log gets a few readable lines instead of hundreds of redraws."""
+
+    LINE_FRACTION = 0.1      # a plain line every 10 % of the steps ...
+    LINE_SECONDS = 5.0       # ... but not more often than every 5 s
+
+    def __init__(self, label, stream=None):
         self.label = label
+        self.stream = sys.stderr if stream is None else stream
+        self.bar = _interactive(self.stream)
         self.t0 = self.last = time.perf_counter()
+        self.last_done = 0
 
     def __call__(self, done, steps):
         now = time.perf_counter()
-        if done < steps and now - self.last < 0.1:
-            return
+        elapsed = now - self.t0
+        eta = elapsed / done * (steps - done) if done else float("nan")
+        timing = f"{_clock(elapsed)} elapsed" + (f", ETA {_clock(eta)}" if 0 < done < steps else "")
+        if self.bar:
+            if done < steps and now - self.last < 0.1:
+                return
+            width = 30
+            bar = "#" * (width * done // steps)
+            self.stream.write(f"\r{self.label} [{bar:.<{width}}] {done}/{steps} {timing}")
+            if done == steps:
+                self.stream.write("\n")
+        else:
+            if done < steps and (done - self.last_done < max(1, steps * self.LINE_FRACTION)
+                                 or now - self.last < self.LINE_SECONDS):
+                return
+            self.last_done = done
+            self.stream.write(f"{self.label}: step {done}/{steps} ({100 * done // steps}%), "
+                              f"{timing}\n")
         self.last = now
-        width = 30
-        bar = "#" * (width * done // steps)
-        sys.stderr.write(f"\r{self.label} [{bar:.<{width}}] {done}/{steps} {now - self.t0:.1f}s")
-        if done == steps:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
+        self.stream.flush()
 
 
 def _negative_list(negative):
@@ -268,9 +306,8 @@ def sample(model, positive=None, negative=None, guidance=None, sampler="ddim", s
     # UNet) run on whichever device is picked
     dev = _device.resolve(device, host_model=not model._runs_in_c)
     cfg = as_config(scheduler, getattr(model, "scheduler", None))
-    pred = getattr(model, "prediction_type", None) or cfg.prediction_type
-    if pred not in PREDICTIONS:
-        raise ValueError(f"prediction_type must be one of {sorted(PREDICTIONS)}, got {pred!r}")
+    pred = _v.name(getattr(model, "prediction_type", None) or cfg.prediction_type,
+                   "prediction_type", PREDICTIONS)
 
     if x_T is None:
         x0 = randn(seed, n, shape, 0)

@@ -92,6 +92,11 @@ class SchedulerConfig:
         # every timestep plus the offset must stay below num_train_timesteps
         _v.integer(off, "steps_offset", low=0, high=int(T) - 1)
         object.__setattr__(self, "steps_offset", int(off))
+        # names are matched case-insensitively (stored in their canonical lower case)
+        for field in ("beta_schedule", "prediction_type", "timestep_spacing"):
+            v = getattr(self, field)
+            if isinstance(v, str):
+                object.__setattr__(self, field, v.strip().lower())
         if not isinstance(self.beta_schedule, str) or self.beta_schedule not in _BETAS:
             raise ValueError(f"beta_schedule must be one of {sorted(_BETAS)}, got {self.beta_schedule!r}")
         if not isinstance(self.prediction_type, str) or self.prediction_type not in PREDICTIONS:
@@ -216,11 +221,8 @@ def as_config(scheduler, default=None):
 
 
 def check_sampler(sampler):
-    if not isinstance(sampler, str):
-        raise TypeError(f"sampler must be a string, got {type(sampler).__name__}")
-    if sampler not in SAMPLERS:
-        raise ValueError(f"sampler must be one of {sorted(SAMPLERS)}, got {sampler!r}")
-    return sampler
+    """The sampler's canonical name (matched case-insensitively: "DDIM" is "ddim")."""
+    return _v.name(sampler, "sampler", SAMPLERS)
 
 
 def plan(sampler, steps, config=None, karras=False, eta=0.0):

@@ -683,9 +683,8 @@ class UNet:
                 else SchedulerConfig.from_config(scheduler)
         if prediction_type is None:
             prediction_type = self.scheduler.prediction_type if self.scheduler else "epsilon"
-        if prediction_type not in ("epsilon", "v_prediction", "sample"):
-            raise ValueError(f"prediction_type: expected 'epsilon', 'v_prediction' or 'sample', "
-                             f"got {prediction_type!r}")
+        prediction_type = _v.name(prediction_type, "prediction_type",
+                                  ("epsilon", "v_prediction", "sample"))
         self.prediction_type = prediction_type
 
         size = self.config.get("sample_size") if sample_size is None else sample_size
@@ -862,10 +861,11 @@ class UNet:
         if not k:
             raise ValueError(f"{argname}: the model has no class embedding, so no conditions")
         if isinstance(value, str):
-            if value not in self.concepts:
+            name = _v.canonical(value, self.concept_names)   # exact, else case-insensitive
+            if name is None:
                 raise ValueError(f"{argname}: unknown concept {value!r}; known concepts: "
                                  f"{self.concept_names}")
-            return self.concepts[value]
+            return self.concepts[name]
         if _is_int(value):
             if 0 <= int(value) < k:
                 return int(value)

@@ -189,7 +189,8 @@ def test_unknown_concept_lists_valid_names():
     for name in data.concepts(include_null=True):
         assert name in str(e.value)
     with pytest.raises(ValueError):
-        data.concept_classes("Top")
+        data.concept_classes("Tops")
+    assert data.concept_classes("Top") == data.concept_classes("top")   # case-insensitive
     with pytest.raises(TypeError, match="concept"):
         data.concept_id(3)
 

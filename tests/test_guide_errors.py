@@ -50,7 +50,7 @@ def test_eps_u_without_batch(bad):
 
 
 # ------------------------------------------------------------------------------------ dtypes
-BAD_DTYPES = [np.int32, np.int64, np.uint8, np.complex64, np.complex128, object, np.bool_]
+BAD_DTYPES = [np.complex64, np.complex128, object, np.bool_]
 
 
 @pytest.mark.parametrize("dtype", BAD_DTYPES, ids=lambda d: np.dtype(d).name)
@@ -67,7 +67,27 @@ def test_bad_dtype(dtype, arg):
 def test_bad_dtype_in_negative_list():
     u, p, ns = arrays(k=2)
     with pytest.raises(TypeError, match="eps_n"):
-        ccfg.guide(u, p, [ns[0], ns[1].astype(np.int32)], ccfg.NegatedCFG())
+        ccfg.guide(u, p, [ns[0], ns[1].astype(np.complex64)], ccfg.NegatedCFG())
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64, np.uint8, np.float16, np.float64],
+                         ids=lambda d: np.dtype(d).name)
+def test_any_real_dtype_is_read_as_float32(dtype):
+    """One dtype rule for guide, sample and UNet (docs/api.md): any real dtype -> float32."""
+    rng = np.random.default_rng(0)
+    u, p, n = (rng.integers(-3, 4, (4, 6)).astype(dtype) for _ in range(3))
+    if dtype == np.uint8:
+        u, p, n = (np.abs(a.astype(np.int64)).astype(dtype) for a in (u, p, n))
+    out = ccfg.guide(u, p, n, ccfg.CCFG(5.0))
+    ref = ccfg.guide(*(a.astype(np.float32) for a in (u, p, n)), ccfg.CCFG(5.0))
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, ref)
+    m = ccfg.models.GaussianMixture.toy_2d()
+    x_T = np.ones((3, 2), dtype)
+    np.testing.assert_array_equal(
+        ccfg.sample(m, "A", "B", "ccfg", steps=3, n=3, x_T=x_T, progress=False, device="cpu"),
+        ccfg.sample(m, "A", "B", "ccfg", steps=3, n=3, x_T=x_T.astype(np.float32),
+                    progress=False, device="cpu"))
 
 
 @pytest.mark.parametrize("arg", ["eps_u", "eps_p", "eps_n"])
@@ -143,7 +163,7 @@ def test_ccfg_tau_wrong_type():
         ccfg.CCFG(tau="0.2")
 
 
-@pytest.mark.parametrize("bad", ["max", "SUM", "", "l2"])
+@pytest.mark.parametrize("bad", ["max", "sums", "", "l2"])
 def test_ccfg_bad_tau_reduce(bad):
     with pytest.raises(ValueError, match="tau_reduce"):
         ccfg.CCFG(tau_reduce=bad)

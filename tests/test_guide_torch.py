@@ -53,9 +53,16 @@ def test_stateful_rule_and_mixed_inputs():
     assert isinstance(out2, torch.Tensor) and state.step == 2
 
 
-def test_integer_tensors_are_refused_by_name():
+def test_integer_tensors_are_read_as_float32_and_bool_refused_by_name():
+    """The dtype rule of docs/api.md: any real dtype is read as float32 (as for arrays)."""
     u, p, n = tensors()
+    p_int = p.round().to(torch.int32)
+    out = ccfg.guide(u, p_int, n, ccfg.CCFG(5.0))
+    ref = ccfg.guide(u, p_int.float(), n, ccfg.CCFG(5.0))
+    assert torch.equal(out, ref)
+    out = ccfg.guide(u.round().to(torch.int64), p, n, ccfg.CCFG(5.0))
+    assert out.dtype == torch.float32            # an integer eps_u: the result is float32
     with pytest.raises(TypeError, match="eps_p"):
-        ccfg.guide(u, p.to(torch.int32), n, ccfg.CCFG(5.0))
+        ccfg.guide(u, p > 0, n, ccfg.CCFG(5.0))
     with pytest.raises(TypeError, match=r"eps_n\[0\]"):
-        ccfg.guide(u, p, [n.to(torch.int64)], ccfg.CCFG(5.0))
+        ccfg.guide(u, p, [n.to(torch.complex64)], ccfg.CCFG(5.0))
