@@ -2,10 +2,13 @@
 
 matplotlib is optional (``pip install matplotlib`` or ``pip install 'ccfg[plot]'``) and imported only
 inside the functions that draw. Figures are built with matplotlib's object API on the Agg canvas, so
-saving never touches pyplot's global state or the backend of a running Jupyter session; with
-``path=None`` the functions return the ``matplotlib.figure.Figure`` (Jupyter shows it inline).
+saving never touches pyplot's global state or the backend of a running Jupyter session. The
+functions return the ``matplotlib.figure.Figure`` (a subclass with ``_repr_png_``), so Jupyter
+shows it inline as a picture whether or not pyplot was ever imported (a plain Figure made outside
+pyplot shows as ``<Figure ...>``).
 
-``image_grid`` needs no matplotlib: it writes PNG files itself (zlib + struct).
+``image_grid`` needs no matplotlib: it writes PNG files itself (zlib + struct), and the grid it
+returns (a uint8 array) shows inline in Jupyter as a picture too.
 """
 from __future__ import annotations
 
@@ -34,9 +37,32 @@ def _mpl():
     return Figure, FigureCanvasAgg
 
 
+_FIGURE_CLASS = []
+
+
+def _figure_class():
+    """matplotlib's Figure with ``_repr_png_`` (made once, when matplotlib is first needed)."""
+    if not _FIGURE_CLASS:
+        Figure, _ = _mpl()
+
+        class InlineFigure(Figure):
+            """A Figure that IPython/Jupyter displays as a PNG without pyplot."""
+
+            def _repr_png_(self):
+                import io
+                buf = io.BytesIO()
+                self.savefig(buf, format="png", dpi=100)
+                return buf.getvalue()
+
+        InlineFigure.__module__ = __name__
+        InlineFigure.__qualname__ = "InlineFigure"
+        _FIGURE_CLASS.append(InlineFigure)
+    return _FIGURE_CLASS[0]
+
+
 def _new_figure(figsize, layout="constrained"):
-    Figure, FigureCanvasAgg = _mpl()
-    fig = Figure(figsize=figsize, layout=layout)
+    _, FigureCanvasAgg = _mpl()
+    fig = _figure_class()(figsize=figsize, layout=layout)
     FigureCanvasAgg(fig)            # the Agg canvas: savefig never goes through pyplot
     return fig
 
@@ -300,13 +326,25 @@ def _png_bytes(img):
             + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b""))
 
 
+class ImageGrid(np.ndarray):
+    """The uint8 grid ``image_grid`` returns: a plain ndarray that Jupyter shows as a PNG."""
+
+    def _repr_png_(self):
+        a = np.asarray(self)
+        if a.dtype != np.uint8 or not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] == 3)) \
+                or a.size == 0:
+            return None                 # (an array derived from it: shown as an array)
+        return _png_bytes(np.ascontiguousarray(a))
+
+
 def image_grid(images, path=None, nrow=8, *, padding=2, pad_value=1.0, scale=1):
     """Tile images in [-1, 1] into one grid (``nrow`` images per row, like torchvision).
 
     images : (N, C, H, W) with C = 1 or 3, or (N, H, W); values outside [-1, 1] are clipped.
     path : write a PNG there (no matplotlib needed); None: only return the grid.
     scale : integer upscaling factor (nearest neighbour), handy for 32x32 images.
-    Returns the grid as uint8, (H', W') for one channel or (H', W', 3).
+    Returns the grid as uint8, (H', W') for one channel or (H', W', 3): an ndarray (subclass
+    ``ImageGrid``) that Jupyter displays as the picture.
     """
     x = np.asarray(images)
     if x.dtype.kind not in "fiu":
@@ -338,6 +376,7 @@ def image_grid(images, path=None, nrow=8, *, padding=2, pad_value=1.0, scale=1):
         y0, x0 = padding + r * (h + padding), padding + q * (w + padding)
         grid[:, y0:y0 + h, x0:x0 + w] = u8[i]
     out = grid[0] if c == 1 else np.ascontiguousarray(grid.transpose(1, 2, 0))
+    out = out.view(ImageGrid)
     if path is not None:
         path = os.fspath(path)
         d = os.path.dirname(path)
