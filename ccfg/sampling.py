@@ -280,7 +280,10 @@ def sample(model, positive=None, negative=None, guidance=None, sampler="ddim", s
     condition; ``negative``: one or a list; ``null``: the unconditional condition (a PythonModel
     receives it instead of None, e.g. an empty prompt's embedding; a class-conditional UNet takes a
     class or concept for its null class). ``device``: "auto" (a GPU if there is one and the model
-    runs there, else the CPU), "cpu", "vulkan" or "vulkan:N". See docs/api.md for every argument."""
+    runs there, else the CPU), "cpu", "vulkan" or "vulkan:N". ``progress``: True (a bar on a
+    terminal or in Jupyter, a plain line with ETA every 10 % / 5 s in logs and pipes), False
+    (silent) or a callable(step, steps). Names (sampler, rule, device, concepts) are matched
+    case-insensitively. See docs/api.md for every argument."""
     if not hasattr(model, "_c_model"):
         raise TypeError("model must be a ccfg model (GaussianMixture, PythonModel, UNet, ...), "
                         f"got {type(model).__name__}")
