@@ -330,6 +330,11 @@ def sweep(grid, executor=None, out=None, metrics="auto", progress=True, workers=
     if out is not None:
         for r in read_records(out):
             done[_key(r, names)] = r
+        if os.path.exists(out) and os.path.getsize(out):
+            with open(out, "rb+") as f:          # end a torn last line before appending
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":
+                    f.write(b"\n")
     records = [None] * len(all_cells)
     todo = []
     for i, c in enumerate(all_cells):

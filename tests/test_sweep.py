@@ -136,4 +136,6 @@ def test_bad_grids_name_the_problem():
     with pytest.raises(ValueError, match="empty"):
         ccfg.sweep({"model": []}, executor="serial")
     with pytest.raises(TypeError, match="pass it by name"):
-        ccfg.sweep({"model": [ccfg.models.UNet.__new__(ccfg.models.UNet)]}, progress=False)
+        unet = ccfg.models.load("fashion-mnist")
+        del unet._ccfg_preset           # a UNet loaded some other way: no name to send
+        ccfg.sweep({"model": [unet]}, progress=False)
