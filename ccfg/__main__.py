@@ -214,7 +214,7 @@ def cmd_demo(args):
         want_traj = isinstance(rule, ccfg.CCFG) and sampler in ("ddim", "ddpm")
         res = ccfg.sample(model, positive=pos, negative=neg, guidance=rule, sampler=sampler,
                           steps=steps, n=args.n, seed=args.seed, progress=prog,
-                          return_trajectory=want_traj)
+                          return_trajectory=want_traj, device=args.device)
         x, traj = res if want_traj else (res, None)
         m = toy_metrics(model, x, pos, neg, n_ref=n_ref, seed=args.seed)
         m["lambda_minus"] = (_mean_lambda_minus(model, traj, sampler, steps, neg, rule.tau)
@@ -411,7 +411,8 @@ def _demo_fashion(args, out):
         prog.start(f"{label} {sampler}-{args.fashion_steps}")
         t0 = time.perf_counter()
         x = ccfg.sample(model, positive=pos, negative=neg, guidance=rule, sampler=sampler,
-                        steps=args.fashion_steps, n=args.fashion_n, seed=args.seed, progress=prog)
+                        steps=args.fashion_steps, n=args.fashion_n, seed=args.seed, progress=prog,
+                        device=args.device)
         x = np.clip(x, -1.0, 1.0)
         m = M.image_summary(x, pos, neg, seed=args.seed, real=real)
         m.update(label=label, sampler=f"{sampler}-{args.fashion_steps}",
@@ -488,14 +489,21 @@ def cmd_sample(args):
     try:
         x = ccfg.sample(model, positive=args.positive, negative=negative, guidance=rule,
                         sampler=args.sampler, steps=args.steps, n=args.n, seed=args.seed,
-                        progress=not args.quiet, eta=args.eta, karras=args.karras)
+                        progress=not args.quiet, eta=args.eta, karras=args.karras,
+                        device=args.device)
     except (ValueError, TypeError) as exc:
         raise SystemExit(f"sample: {exc}") from None
     dt = time.perf_counter() - t0
     out = Path(args.out)
     if out.parent and not out.parent.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
-    np.save(out, x)
+    if out.suffix.lower() == ".png":
+        if x.ndim != 4:
+            raise SystemExit(f"--out {out}: a PNG grid needs an image model (samples of shape "
+                             f"{x.shape[1:]}); name the file .npy")
+        plot.image_grid(np.clip(x, -1.0, 1.0), out, nrow=int(math.ceil(math.sqrt(len(x)))))
+    else:
+        np.save(out, x)
     print(f"{_short(rule)}, {args.sampler}-{args.steps}, n = {args.n}, seed {args.seed}: "
           f"{x.shape} {x.dtype} in {dt:.2f} s -> {out}")
     if isinstance(model, GaussianMixture) and args.positive is not None:
@@ -506,7 +514,59 @@ def cmd_sample(args):
 
 
 # ---------------------------------------------------------------------- sweep
+def _read_grid(path):
+    """A grid file: TOML (tomllib) or JSON, by its suffix. A TOML file may hold the grid at its
+    top level or under [grid]; a scalar value is a one-value list."""
+    path = Path(path)
+    if not path.is_file():
+        raise SystemExit(f"--grid: no file {path}")
+    try:
+        if path.suffix.lower() == ".json":
+            grid = json.loads(path.read_text(encoding="utf-8"))
+        else:
+            import tomllib
+            grid = tomllib.loads(path.read_text(encoding="utf-8"))
+    except Exception as exc:        # a user's file: one line, no traceback
+        raise SystemExit(f"--grid {path}: cannot parse ({exc})") from None
+    if isinstance(grid, dict) and isinstance(grid.get("grid"), dict):
+        grid = grid["grid"]
+    if not isinstance(grid, dict) or not grid:
+        raise SystemExit(f"--grid {path}: expected a table of ccfg.sample arguments")
+    return {k: (v if isinstance(v, list) else [v]) for k, v in grid.items()}
+
+
+def cmd_sweep_grid(args):
+    grid = _read_grid(args.grid)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    fixed = {} if args.device == "auto" or "device" in grid else {"device": args.device}
+    try:
+        recs = ccfg.sweep(grid, executor="serial" if args.workers == 0 else None,
+                          workers=args.workers or None, out=out / "sweep.jsonl",
+                          progress=not args.quiet, **fixed)
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        raise SystemExit(f"sweep: {exc}") from None
+    varied = [k for k, v in grid.items() if len(v) > 1]
+    metric_keys = [k for k in recs[0] if k not in grid and k not in
+                   ("rule", "wall_s", "n", "target") and isinstance(recs[0][k], (int, float))]
+    heads = varied + metric_keys
+    lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
+    for r in recs:
+        lines.append("| " + " | ".join(
+            f"{r.get(k):.4g}" if isinstance(r.get(k), float) else str(r.get(k)) for k in heads)
+            + " |")
+    table = "\n".join(lines)
+    (out / "sweep.md").write_text(f"# sweep of {args.grid}\n\n{table}\n", encoding="utf-8")
+    print(table)
+    print(f"  records: {out / 'sweep.jsonl'}  table: {out / 'sweep.md'}")
+    return 0
+
+
 def cmd_sweep(args):
+    if args.grid:
+        return cmd_sweep_grid(args)
+    if not args.param or not args.values:
+        raise SystemExit("sweep: give --grid FILE, or --param NAME with --values V1,V2,...")
     model = _load_model(args.model)
     if not isinstance(model, GaussianMixture) or args.positive is None:
         raise SystemExit("sweep: the metrics need a GaussianMixture model and a --positive")
@@ -594,14 +654,16 @@ def cmd_info(args):
             print(f"  {d}")
     print(f"rules:    none, {', '.join(ccfg.guidance.NAMES)}")
     print(f"samplers: {', '.join(ccfg.schedulers.SAMPLERS)}")
-    print(f"models:   {', '.join(ccfg.models.PRESETS)}")
+    print(f"models:   {', '.join(ccfg.models.PRESETS)} (exact Gaussian mixtures), fashion-mnist "
+          f"(the shipped concept-conditional UNet, 32x32x1; concepts: "
+          f"{', '.join(ccfg.data.concepts())})")
     return 0
 
 
 # ---------------------------------------------------------------------- parser
 def _common_sampling(p, n=1000):
     p.add_argument("--model", default="toy2d", help="packaged model (default toy2d; "
-                   f"known: {', '.join(ccfg.models.PRESETS)})")
+                   f"known: {', '.join([*ccfg.models.PRESETS, 'fashion-mnist'])})")
     p.add_argument("--positive", default=None, help="positive concept (e.g. A)")
     p.add_argument("--negative", action="append", default=[],
                    help="negative concept (repeat for several)")
@@ -614,6 +676,12 @@ def _common_sampling(p, n=1000):
     p.add_argument("--n", type=int, default=n)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+    _device_arg(p)
+
+
+def _device_arg(p):
+    p.add_argument("--device", default="auto", help="compute device: auto, cpu, vulkan or "
+                   "vulkan:N (default auto; see `python -m ccfg info`)")
 
 
 def build_parser():
@@ -644,6 +712,7 @@ def build_parser():
     p.add_argument("--fashion-n", type=int, default=16, help="images per rule (default 16)")
     p.add_argument("--fashion-steps", type=int, default=10, help="steps (default 10)")
     p.add_argument("--fashion-scale", type=float, default=3.0, help="scale w (default 3)")
+    _device_arg(p)
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("sample", help="sample a packaged model, save a .npy")
@@ -654,14 +723,22 @@ def build_parser():
                    help="any other rule parameter, e.g. --param preset=strong")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM eta")
     p.add_argument("--karras", action="store_true", help="Karras sigmas (sigma samplers)")
-    p.add_argument("--out", default="samples.npy", help="output .npy (default samples.npy)")
+    p.add_argument("--out", default="samples.npy", help="output file: a .png image grid (image "
+                   "models) or a .npy array (default samples.npy)")
     p.set_defaults(func=cmd_sample)
 
-    p = sub.add_parser("sweep", help="one rule parameter over a list of values, metrics table")
+    p = sub.add_parser("sweep", help="ccfg.sweep over a grid file (--grid), or one rule "
+                       "parameter of a mixture over a list of values (--param/--values)")
     _common_sampling(p)
-    p.add_argument("--param", required=True, help="parameter to sweep (tau, scale, "
+    p.add_argument("--grid", default=None, metavar="FILE", help="a TOML or JSON table mapping "
+                   "ccfg.sample arguments (and rule parameters such as scale) to lists of values; "
+                   "every combination is one cell, run by ccfg.sweep; records go to "
+                   "OUT/sweep.jsonl and a rerun resumes from them")
+    p.add_argument("--workers", type=int, default=None, help="local processes for --grid "
+                   "(default 2, or the CPU count if smaller; 0 runs in this process)")
+    p.add_argument("--param", default=None, help="parameter to sweep (tau, scale, "
                    "negative_scale, steps, seed, ...)")
-    p.add_argument("--values", required=True, help="comma-separated values")
+    p.add_argument("--values", default=None, help="comma-separated values")
     p.add_argument("--fixed", action="append", default=[], metavar="KEY=VALUE",
                    help="other rule parameters held fixed")
     p.add_argument("--out", default="ccfg-sweep", help="output folder (default ccfg-sweep/)")
@@ -677,7 +754,7 @@ def build_parser():
     p.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of ccfg.compare")
     p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser("info", help="version and compute devices")
+    p = sub.add_parser("info", help="version, compute devices, rules, samplers and models")
     p.set_defaults(func=cmd_info)
     return ap
 
@@ -696,6 +773,10 @@ def main(argv=None):
             ap.error(f"--{name.replace('_', '-')} must be >= 1")
     try:
         return args.func(args)
+    except (ValueError, TypeError, FileNotFoundError, ImportError, RuntimeError) as exc:
+        # a user's mistake (or a missing optional package): one line, no traceback
+        print(f"python -m ccfg {args.command}: error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130

@@ -431,18 +431,23 @@ def render(out_md):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m ccfg compare", description=__doc__.split("\n")[0])
-    ap.add_argument("--size", choices=list(SIZES), default="default")
+    ap = argparse.ArgumentParser(prog="python -m ccfg compare", description=" ".join(__doc__.split("\n\n")[0].split()))
+    ap.add_argument("--size", choices=list(SIZES), default="default",
+                    help="quick: minutes; default: about 35 min on 2 cores; tiny: seconds (tests)")
     ap.add_argument("--quick", action="store_const", const="quick", dest="size",
                     help="a few-minute run (same as --size quick)")
     ap.add_argument("--model", default=None, help="Fashion-MNIST pipeline folder (default: the "
                     "shipped ccfg/weights/fashion-mnist)")
-    ap.add_argument("--out", default="docs/RESULTS.md")
-    ap.add_argument("--figures", default="docs/figures")
-    ap.add_argument("--no-toy", action="store_true")
-    ap.add_argument("--no-images", action="store_true")
-    ap.add_argument("--no-plot", action="store_true")
-    ap.add_argument("--quiet", "-q", action="store_true")
+    ap.add_argument("--out", default="ccfg-compare/RESULTS.md",
+                    help="the report (default ccfg-compare/RESULTS.md; its numbers go to the "
+                         ".json beside it). The committed report is docs/RESULTS.md: pass "
+                         "--out docs/RESULTS.md --figures docs/figures to regenerate it.")
+    ap.add_argument("--figures", default="ccfg-compare/figures",
+                    help="folder of the figures (default ccfg-compare/figures)")
+    ap.add_argument("--no-toy", action="store_true", help="skip the exact mixtures")
+    ap.add_argument("--no-images", action="store_true", help="skip Fashion-MNIST")
+    ap.add_argument("--no-plot", action="store_true", help="no figures")
+    ap.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     ap.add_argument("--render", action="store_true",
                     help="rewrite --out from the numbers already in its .json (no sampling, "
                          "figures untouched)")

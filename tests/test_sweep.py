@@ -139,3 +139,45 @@ def test_bad_grids_name_the_problem():
         unet = ccfg.models.load("fashion-mnist")
         del unet._ccfg_preset           # a UNet loaded some other way: no name to send
         ccfg.sweep({"model": [unet]}, progress=False)
+
+
+# ---------------------------------------------------------------------- the CLI front
+def test_cli_sweep_grid_file(tmp_path, capsys):
+    from ccfg.__main__ import main
+    grid = tmp_path / "g.toml"
+    grid.write_text('model = "toy2d"\npositive = "A"\nnegative = "B"\n'
+                    'guidance = ["cfg", "ccfg"]\nscale = [2.0, 3.0]\nn = 32\nsteps = 3\n')
+    assert main(["sweep", "--grid", str(grid), "--out", str(tmp_path / "o"), "-q",
+                 "--workers", "0", "--device", "cpu"]) == 0
+    recs = read_records(tmp_path / "o" / "sweep.jsonl")
+    assert len(recs) == 4 and recs[0]["device"] == "cpu"
+    ref = ccfg.sweep({"model": ["toy2d"], "positive": ["A"], "negative": ["B"],
+                      "guidance": ["cfg", "ccfg"], "scale": [2.0, 3.0], "n": [32],
+                      "steps": [3]}, executor="serial", progress=False, device="cpu")
+    _same(recs, ref)
+    assert "| guidance | scale |" in capsys.readouterr().out
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(SystemExit, match="cannot parse"):
+        main(["sweep", "--grid", str(tmp_path / "bad.json"), "-q"])
+
+
+def test_cli_sample_png_info_and_one_line_errors(tmp_path):
+    import subprocess
+    import sys
+    out = tmp_path / "grid.png"
+    r = subprocess.run([sys.executable, "-m", "ccfg", "sample", "--model", "fashion-mnist",
+                        "--positive", "footwear", "--negative", "sneaker", "--guidance", "ccfg",
+                        "--n", "4", "--steps", "2", "--out", str(out), "-q", "--device", "cpu"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    r = subprocess.run([sys.executable, "-m", "ccfg", "info"], capture_output=True, text=True)
+    assert "fashion-mnist" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "ccfg", "sample", "--model", "fashion-mnist",
+                        "--positive", "nonsense", "--n", "2", "--steps", "1", "-q",
+                        "--out", str(tmp_path / "x.npy")], capture_output=True, text=True)
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    r = subprocess.run([sys.executable, "-m", "ccfg", "compare", "--help"],
+                       capture_output=True, text=True)
+    assert "ccfg-compare/RESULTS.md" in r.stdout and "tools/compare.py``)." in r.stdout
