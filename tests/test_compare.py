@@ -145,3 +145,11 @@ def test_demo_without_fashion_weights_skips(tmp_path, capsys):
     assert rc == 0
     assert "skipping its part of the demo" in capsys.readouterr().err
     assert not (tmp_path / "d" / "fashion.md").exists()
+
+
+def test_compare_default_out_is_not_the_source_tree(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert compare.main(["--size", "tiny", "--no-images", "--no-plot", "--quiet",
+                         "--device", "cpu"]) == 0
+    assert (tmp_path / "ccfg-compare" / "RESULTS.md").is_file()
+    assert not (tmp_path / "docs").exists()
