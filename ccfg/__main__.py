@@ -575,14 +575,38 @@ def cmd_sweep_grid(args):
     return 0
 
 
+def _sweep_one_param_via_grid(args):
+    """--param/--values on a model that is not a mixture (fashion-mnist): the same sweep as a
+    one-key grid, run by ccfg.sweep in this process, with the image metrics."""
+    values = [_literal(v) for v in args.values.split(",") if v.strip()]
+    if not values:
+        raise SystemExit("--values: give a comma-separated list, e.g. 1,2,4")
+    grid = {"model": [args.model], "positive": [args.positive], "guidance": [args.guidance],
+            "sampler": [args.sampler], "steps": [args.steps], "n": [args.n], "seed": [args.seed]}
+    if args.negative:
+        grid["negative"] = [args.negative[0] if len(args.negative) == 1 else args.negative]
+    if args.scale is not None:
+        grid["scale"] = [args.scale]
+    grid.update({k: [v] for k, v in _key_values(args.fixed, "--fixed").items()})
+    grid[args.param.replace("-", "_")] = values
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    grid_file = out / "grid.json"
+    grid_file.write_text(json.dumps(grid), encoding="utf-8")
+    args.grid, args.workers = str(grid_file), 0
+    return cmd_sweep_grid(args)
+
+
 def cmd_sweep(args):
     if args.grid:
         return cmd_sweep_grid(args)
     if not args.param or not args.values:
         raise SystemExit("sweep: give --grid FILE, or --param NAME with --values V1,V2,...")
     model = _load_model(args.model)
-    if not isinstance(model, GaussianMixture) or args.positive is None:
-        raise SystemExit("sweep: the metrics need a GaussianMixture model and a --positive")
+    if args.positive is None:
+        raise SystemExit("sweep: the metrics need a --positive")
+    if not isinstance(model, GaussianMixture):
+        return _sweep_one_param_via_grid(args)
     fixed = _key_values(args.fixed, "--fixed")
     values = [_literal(v) for v in args.values.split(",") if v.strip()]
     if not values:

@@ -181,3 +181,13 @@ def test_cli_sample_png_info_and_one_line_errors(tmp_path):
     r = subprocess.run([sys.executable, "-m", "ccfg", "compare", "--help"],
                        capture_output=True, text=True)
     assert "ccfg-compare/RESULTS.md" in r.stdout and "tools/compare.py``)." in r.stdout
+
+
+def test_cli_one_param_sweep_on_fashion_mnist(tmp_path):
+    from ccfg.__main__ import main
+    out = tmp_path / "sw"
+    assert main(["sweep", "--model", "fashion-mnist", "--positive", "footwear", "--negative",
+                 "sneaker", "--guidance", "ccfg", "--param", "scale", "--values", "2,4",
+                 "--n", "2", "--steps", "2", "--out", str(out), "-q"]) == 0
+    recs = read_records(out / "sweep.jsonl")
+    assert [r["scale"] for r in recs] == [2, 4] and all("frechet" in r for r in recs)
