@@ -14,8 +14,9 @@ from .guidance import *  # noqa: F401,F403  every rule class (ccfg.guidance.__al
 from .sampling import GuidanceState, guide, randn, sample
 from .schedulers import SchedulerConfig
 from . import classifier, data, metrics, models, plot, profiling  # light: NumPy + the C core
+from .sweep import sweep  # noqa: E402  (ccfg.sweep is the function; the module is ccfg/sweep.py)
 
-__all__ = ["sample", "guide", "randn", "devices", "GuidanceState", "SchedulerConfig",
+__all__ = ["sample", "guide", "randn", "devices", "GuidanceState", "SchedulerConfig", "sweep",
            *guidance.__all__, "guidance", "schedulers", "models", "metrics", "classifier", "data",
            "plot", "profiling", "compare", "pipelines", "guiders", "__version__"]
 

@@ -214,7 +214,7 @@ def cmd_demo(args):
         want_traj = isinstance(rule, ccfg.CCFG) and sampler in ("ddim", "ddpm")
         res = ccfg.sample(model, positive=pos, negative=neg, guidance=rule, sampler=sampler,
                           steps=steps, n=args.n, seed=args.seed, progress=prog,
-                          return_trajectory=want_traj)
+                          return_trajectory=want_traj, device=args.device)
         x, traj = res if want_traj else (res, None)
         m = toy_metrics(model, x, pos, neg, n_ref=n_ref, seed=args.seed)
         m["lambda_minus"] = (_mean_lambda_minus(model, traj, sampler, steps, neg, rule.tau)
@@ -331,7 +331,8 @@ def cmd_demo(args):
                                   f"{r['off_support_rate']:.3f}")
         plot.scatter_2d(model, panel_samples, out / "samples.png", target=tgt, titles=titles,
                         title=f"positive A, negative B, w = {w:g}, n = {args.n}, seed "
-                              f"{args.seed}; green: exact target components; grey bands: data "
+                              f"{args.seed}, DDIM-{args.steps} (DNG (ddpm): DDPM-"
+                              f"{args.ddpm_steps}); green: exact target components; grey bands: data "
                               f"log-density (2 nats per band)")
         files["samples"] = out / "samples.png"
         xs = [r["tau"] for r in sweep_rows]
@@ -386,6 +387,14 @@ def cmd_demo(args):
     return 0
 
 
+_FASHION_LEGEND = (
+    "target: fraction of images the shipped classifier puts in the target classes (positive "
+    "minus negative; higher is better).  leak: fraction in the negative's classes (lower is "
+    "better).\nFD: Fréchet distance between the classifier features of the images and of real "
+    "test images of the target (lower is better; the floor, real vs real at this size, is in "
+    "fashion.md).  \"no guidance\": the positive's conditional model alone.")
+
+
 def _demo_fashion(args, out):
     """"footwear, not sneaker" on the shipped Fashion-MNIST UNet: one grid per rule, the C
     classifier's metrics under it. Skipped (with a note) when the weights are absent."""
@@ -404,14 +413,16 @@ def _demo_fashion(args, out):
         print(f"note: Fashion-MNIST test images not found ({exc}); skipping its part of the demo",
               file=sys.stderr)
         return {}
-    runs = compare.rules(w, args.fashion_steps)
+    # the unguided conditional model first: what every rule is measured against
+    runs = [("no guidance", None, "ddim")] + compare.rules(w, args.fashion_steps)
     prog = _Progress(len(runs), enabled=not args.quiet)
     rows, grids = [], {}
     for label, rule, sampler in runs:
         prog.start(f"{label} {sampler}-{args.fashion_steps}")
         t0 = time.perf_counter()
         x = ccfg.sample(model, positive=pos, negative=neg, guidance=rule, sampler=sampler,
-                        steps=args.fashion_steps, n=args.fashion_n, seed=args.seed, progress=prog)
+                        steps=args.fashion_steps, n=args.fashion_n, seed=args.seed, progress=prog,
+                        device=args.device)
         x = np.clip(x, -1.0, 1.0)
         m = M.image_summary(x, pos, neg, seed=args.seed, real=real)
         m.update(label=label, sampler=f"{sampler}-{args.fashion_steps}",
@@ -460,13 +471,16 @@ def _demo_fashion(args, out):
             r, c = divmod(i, cols)
             canvas[r * 32:(r + 1) * 32, c * 32:(c + 1) * 32] = x[i, 0]
         ax.imshow(canvas, cmap="gray", vmin=-1, vmax=1)
-        ax.set_title(m["label"], fontsize=7)
+        ax.set_title(f"{m['label']}\n{m['sampler']}", fontsize=7)
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_xlabel(f"target {m['target_precision']:.2f}\nleak {m['negative_leakage']:.2f}\n"
                       f"FD {m['frechet']:.1f}", fontsize=7)
-    fig.suptitle(f"{pos}, not {neg} (w = {w:g})", fontsize=9)
-    fig.tight_layout()
+    fig.suptitle(f"\"{pos}, not {neg}\" on the shipped Fashion-MNIST UNet: w = {w:g}, "
+                 f"n = {args.fashion_n} per rule (first {k} shown), {args.fashion_steps} steps, "
+                 f"seed {args.seed} (the same noise for every rule)", fontsize=9)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    fig.text(0.5, 0.01, _FASHION_LEGEND, ha="center", va="bottom", fontsize=7, wrap=True)
     fig.savefig(out / "fashion.png", dpi=120)
     plt.close(fig)
     files["fashion_grid"] = out / "fashion.png"
@@ -488,14 +502,21 @@ def cmd_sample(args):
     try:
         x = ccfg.sample(model, positive=args.positive, negative=negative, guidance=rule,
                         sampler=args.sampler, steps=args.steps, n=args.n, seed=args.seed,
-                        progress=not args.quiet, eta=args.eta, karras=args.karras)
+                        progress=not args.quiet, eta=args.eta, karras=args.karras,
+                        device=args.device)
     except (ValueError, TypeError) as exc:
         raise SystemExit(f"sample: {exc}") from None
     dt = time.perf_counter() - t0
     out = Path(args.out)
     if out.parent and not out.parent.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
-    np.save(out, x)
+    if out.suffix.lower() == ".png":
+        if x.ndim != 4:
+            raise SystemExit(f"--out {out}: a PNG grid needs an image model (samples of shape "
+                             f"{x.shape[1:]}); name the file .npy")
+        plot.image_grid(np.clip(x, -1.0, 1.0), out, nrow=int(math.ceil(math.sqrt(len(x)))))
+    else:
+        np.save(out, x)
     print(f"{_short(rule)}, {args.sampler}-{args.steps}, n = {args.n}, seed {args.seed}: "
           f"{x.shape} {x.dtype} in {dt:.2f} s -> {out}")
     if isinstance(model, GaussianMixture) and args.positive is not None:
@@ -506,10 +527,86 @@ def cmd_sample(args):
 
 
 # ---------------------------------------------------------------------- sweep
+def _read_grid(path):
+    """A grid file: TOML (tomllib) or JSON, by its suffix. A TOML file may hold the grid at its
+    top level or under [grid]; a scalar value is a one-value list."""
+    path = Path(path)
+    if not path.is_file():
+        raise SystemExit(f"--grid: no file {path}")
+    try:
+        if path.suffix.lower() == ".json":
+            grid = json.loads(path.read_text(encoding="utf-8"))
+        else:
+            import tomllib
+            grid = tomllib.loads(path.read_text(encoding="utf-8"))
+    except Exception as exc:        # a user's file: one line, no traceback
+        raise SystemExit(f"--grid {path}: cannot parse ({exc})") from None
+    if isinstance(grid, dict) and isinstance(grid.get("grid"), dict):
+        grid = grid["grid"]
+    if not isinstance(grid, dict) or not grid:
+        raise SystemExit(f"--grid {path}: expected a table of ccfg.sample arguments")
+    return {k: (v if isinstance(v, list) else [v]) for k, v in grid.items()}
+
+
+def cmd_sweep_grid(args):
+    grid = _read_grid(args.grid)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    fixed = {} if args.device == "auto" or "device" in grid else {"device": args.device}
+    try:
+        recs = ccfg.sweep(grid, executor="serial" if args.workers == 0 else None,
+                          workers=args.workers or None, out=out / "sweep.jsonl",
+                          progress=not args.quiet, **fixed)
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        raise SystemExit(f"sweep: {exc}") from None
+    varied = [k for k, v in grid.items() if len(v) > 1]
+    metric_keys = [k for k in recs[0] if k not in grid and k not in
+                   ("rule", "wall_s", "n", "target") and isinstance(recs[0][k], (int, float))]
+    heads = varied + metric_keys
+    lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
+    for r in recs:
+        lines.append("| " + " | ".join(
+            f"{r.get(k):.4g}" if isinstance(r.get(k), float) else str(r.get(k)) for k in heads)
+            + " |")
+    table = "\n".join(lines)
+    (out / "sweep.md").write_text(f"# sweep of {args.grid}\n\n{table}\n", encoding="utf-8")
+    print(table)
+    print(f"  records: {out / 'sweep.jsonl'}  table: {out / 'sweep.md'}")
+    return 0
+
+
+def _sweep_one_param_via_grid(args):
+    """--param/--values on a model that is not a mixture (fashion-mnist): the same sweep as a
+    one-key grid, run by ccfg.sweep in this process, with the image metrics."""
+    values = [_literal(v) for v in args.values.split(",") if v.strip()]
+    if not values:
+        raise SystemExit("--values: give a comma-separated list, e.g. 1,2,4")
+    grid = {"model": [args.model], "positive": [args.positive], "guidance": [args.guidance],
+            "sampler": [args.sampler], "steps": [args.steps], "n": [args.n], "seed": [args.seed]}
+    if args.negative:
+        grid["negative"] = [args.negative[0] if len(args.negative) == 1 else args.negative]
+    if args.scale is not None:
+        grid["scale"] = [args.scale]
+    grid.update({k: [v] for k, v in _key_values(args.fixed, "--fixed").items()})
+    grid[args.param.replace("-", "_")] = values
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    grid_file = out / "grid.json"
+    grid_file.write_text(json.dumps(grid), encoding="utf-8")
+    args.grid, args.workers = str(grid_file), 0
+    return cmd_sweep_grid(args)
+
+
 def cmd_sweep(args):
+    if args.grid:
+        return cmd_sweep_grid(args)
+    if not args.param or not args.values:
+        raise SystemExit("sweep: give --grid FILE, or --param NAME with --values V1,V2,...")
     model = _load_model(args.model)
-    if not isinstance(model, GaussianMixture) or args.positive is None:
-        raise SystemExit("sweep: the metrics need a GaussianMixture model and a --positive")
+    if args.positive is None:
+        raise SystemExit("sweep: the metrics need a --positive")
+    if not isinstance(model, GaussianMixture):
+        return _sweep_one_param_via_grid(args)
     fixed = _key_values(args.fixed, "--fixed")
     values = [_literal(v) for v in args.values.split(",") if v.strip()]
     if not values:
@@ -594,14 +691,16 @@ def cmd_info(args):
             print(f"  {d}")
     print(f"rules:    none, {', '.join(ccfg.guidance.NAMES)}")
     print(f"samplers: {', '.join(ccfg.schedulers.SAMPLERS)}")
-    print(f"models:   {', '.join(ccfg.models.PRESETS)}")
+    print(f"models:   {', '.join(ccfg.models.PRESETS)} (exact Gaussian mixtures), fashion-mnist "
+          f"(the shipped concept-conditional UNet, 32x32x1; concepts: "
+          f"{', '.join(ccfg.data.concepts())})")
     return 0
 
 
 # ---------------------------------------------------------------------- parser
 def _common_sampling(p, n=1000):
     p.add_argument("--model", default="toy2d", help="packaged model (default toy2d; "
-                   f"known: {', '.join(ccfg.models.PRESETS)})")
+                   f"known: {', '.join([*ccfg.models.PRESETS, 'fashion-mnist'])})")
     p.add_argument("--positive", default=None, help="positive concept (e.g. A)")
     p.add_argument("--negative", action="append", default=[],
                    help="negative concept (repeat for several)")
@@ -614,6 +713,12 @@ def _common_sampling(p, n=1000):
     p.add_argument("--n", type=int, default=n)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+    _device_arg(p)
+
+
+def _device_arg(p):
+    p.add_argument("--device", default="auto", help="compute device: auto, cpu, vulkan or "
+                   "vulkan:N (default auto; see `python -m ccfg info`)")
 
 
 def build_parser():
@@ -644,6 +749,7 @@ def build_parser():
     p.add_argument("--fashion-n", type=int, default=16, help="images per rule (default 16)")
     p.add_argument("--fashion-steps", type=int, default=10, help="steps (default 10)")
     p.add_argument("--fashion-scale", type=float, default=3.0, help="scale w (default 3)")
+    _device_arg(p)
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("sample", help="sample a packaged model, save a .npy")
@@ -654,14 +760,22 @@ def build_parser():
                    help="any other rule parameter, e.g. --param preset=strong")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM eta")
     p.add_argument("--karras", action="store_true", help="Karras sigmas (sigma samplers)")
-    p.add_argument("--out", default="samples.npy", help="output .npy (default samples.npy)")
+    p.add_argument("--out", default="samples.npy", help="output file: a .png image grid (image "
+                   "models) or a .npy array (default samples.npy)")
     p.set_defaults(func=cmd_sample)
 
-    p = sub.add_parser("sweep", help="one rule parameter over a list of values, metrics table")
+    p = sub.add_parser("sweep", help="ccfg.sweep over a grid file (--grid), or one rule "
+                       "parameter of a mixture over a list of values (--param/--values)")
     _common_sampling(p)
-    p.add_argument("--param", required=True, help="parameter to sweep (tau, scale, "
+    p.add_argument("--grid", default=None, metavar="FILE", help="a TOML or JSON table mapping "
+                   "ccfg.sample arguments (and rule parameters such as scale) to lists of values; "
+                   "every combination is one cell, run by ccfg.sweep; records go to "
+                   "OUT/sweep.jsonl and a rerun resumes from them")
+    p.add_argument("--workers", type=int, default=None, help="local processes for --grid "
+                   "(default 2, or the CPU count if smaller; 0 runs in this process)")
+    p.add_argument("--param", default=None, help="parameter to sweep (tau, scale, "
                    "negative_scale, steps, seed, ...)")
-    p.add_argument("--values", required=True, help="comma-separated values")
+    p.add_argument("--values", default=None, help="comma-separated values")
     p.add_argument("--fixed", action="append", default=[], metavar="KEY=VALUE",
                    help="other rule parameters held fixed")
     p.add_argument("--out", default="ccfg-sweep", help="output folder (default ccfg-sweep/)")
@@ -677,7 +791,7 @@ def build_parser():
     p.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of ccfg.compare")
     p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser("info", help="version and compute devices")
+    p = sub.add_parser("info", help="version, compute devices, rules, samplers and models")
     p.set_defaults(func=cmd_info)
     return ap
 
@@ -696,6 +810,10 @@ def main(argv=None):
             ap.error(f"--{name.replace('_', '-')} must be >= 1")
     try:
         return args.func(args)
+    except (ValueError, TypeError, FileNotFoundError, ImportError, RuntimeError) as exc:
+        # a user's mistake (or a missing optional package): one line, no traceback
+        print(f"python -m ccfg {args.command}: error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130

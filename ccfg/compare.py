@@ -112,7 +112,7 @@ def toy_metrics(model, x, positive, negative, n_ref=2000, seed=0):
     return out
 
 
-def run_toy(size, quiet=False):
+def run_toy(size, quiet=False, device="auto"):
     rows = []
     for mname, make in TOY_MODELS.items():
         model = make()
@@ -123,7 +123,7 @@ def run_toy(size, quiet=False):
                 for seed in range(size["seeds"]):
                     x = sample(model, positive="A", negative="B", guidance=rule,
                                     sampler=sampler, steps=steps, n=size["toy_n"], seed=seed,
-                                    progress=False)
+                                    progress=False, device=device)
                     per_seed.append(toy_metrics(model, x, "A", "B",
                                                 n_ref=min(1000, size["toy_n"]), seed=seed))
                 wall = time.perf_counter() - t0
@@ -146,7 +146,7 @@ def load_fashion_model(path=None):
     return _load_fashion_mnist(path), path
 
 
-def run_images(size, model, quiet=False, keep_samples=True, real=None):
+def run_images(size, model, quiet=False, keep_samples=True, real=None, device="auto"):
     """``real``: (features, labels) of the real reference images (default: the whole test split)"""
     real = M.real_features() if real is None else real
     rows, grids = [], {}
@@ -158,7 +158,7 @@ def run_images(size, model, quiet=False, keep_samples=True, real=None):
                 for seed in range(size["seeds"]):
                     x = sample(model, positive=pos, negative=neg, guidance=rule,
                                     sampler=sampler, steps=steps, n=size["n"], seed=seed,
-                                    progress=False)
+                                    progress=False, device=device)
                     x = np.clip(x, -1.0, 1.0)
                     xs.append(x)
                     per_seed.append(M.image_summary(x, pos, neg, seed=seed, real=real))
@@ -431,18 +431,25 @@ def render(out_md):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m ccfg compare", description=__doc__.split("\n")[0])
-    ap.add_argument("--size", choices=list(SIZES), default="default")
+    ap = argparse.ArgumentParser(prog="python -m ccfg compare", description=" ".join(__doc__.split("\n\n")[0].split()))
+    ap.add_argument("--size", choices=list(SIZES), default="default",
+                    help="quick: minutes; default: about 35 min on 2 cores; tiny: seconds (tests)")
     ap.add_argument("--quick", action="store_const", const="quick", dest="size",
                     help="a few-minute run (same as --size quick)")
     ap.add_argument("--model", default=None, help="Fashion-MNIST pipeline folder (default: the "
                     "shipped ccfg/weights/fashion-mnist)")
-    ap.add_argument("--out", default="docs/RESULTS.md")
-    ap.add_argument("--figures", default="docs/figures")
-    ap.add_argument("--no-toy", action="store_true")
-    ap.add_argument("--no-images", action="store_true")
-    ap.add_argument("--no-plot", action="store_true")
-    ap.add_argument("--quiet", "-q", action="store_true")
+    ap.add_argument("--out", default="ccfg-compare/RESULTS.md",
+                    help="the report (default ccfg-compare/RESULTS.md; its numbers go to the "
+                         ".json beside it). The committed report is docs/RESULTS.md: pass "
+                         "--out docs/RESULTS.md --figures docs/figures to regenerate it.")
+    ap.add_argument("--figures", default="ccfg-compare/figures",
+                    help="folder of the figures (default ccfg-compare/figures)")
+    ap.add_argument("--no-toy", action="store_true", help="skip the exact mixtures")
+    ap.add_argument("--no-images", action="store_true", help="skip Fashion-MNIST")
+    ap.add_argument("--no-plot", action="store_true", help="no figures")
+    ap.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+    ap.add_argument("--device", default="auto", help="compute device: auto, cpu, vulkan or "
+                    "vulkan:N (default auto)")
     ap.add_argument("--render", action="store_true",
                     help="rewrite --out from the numbers already in its .json (no sampling, "
                          "figures untouched)")
@@ -452,7 +459,7 @@ def main(argv=None):
     size = SIZES[args.size]
     t0 = time.perf_counter()
     meta = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
-    toy_rows = [] if args.no_toy else run_toy(size, args.quiet)
+    toy_rows = [] if args.no_toy else run_toy(size, args.quiet, args.device)
     image_rows, grids = [], {}
     if not args.no_images:
         model, path = load_fashion_model(args.model)
@@ -468,7 +475,7 @@ def main(argv=None):
                 meta["model_note"] = (f"{tr.get('steps_done', '?')} of {tr.get('steps', '?')} "
                                       f"planned training steps ({minutes:.0f} min), weights "
                                       f"sha256 {_sha256(path)[:12]}")
-            image_rows, grids = run_images(size, model, args.quiet)
+            image_rows, grids = run_images(size, model, args.quiet, device=args.device)
     meta["wall_s"] = time.perf_counter() - t0
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     write_report(args.out, toy_rows, image_rows, args.size, size, meta)

@@ -655,12 +655,15 @@ def load(name):
         raise TypeError(f"name: expected a string, got {type(name).__name__}")
     name = _v.canonical(name, ["fashion-mnist", *PRESETS]) or name
     if name == "fashion-mnist":
-        return _load_fashion_mnist()
-    try:
-        factory = PRESETS[name]
-    except KeyError:
-        raise ValueError(f"name: unknown model {name!r}; known models: "
-                         f"{sorted(PRESETS) + ['fashion-mnist']}") \
-            from None
-    return factory()
+        model = _load_fashion_mnist()
+    else:
+        try:
+            factory = PRESETS[name]
+        except KeyError:
+            raise ValueError(f"name: unknown model {name!r}; known models: "
+                             f"{sorted(PRESETS) + ['fashion-mnist']}") \
+                from None
+        model = factory()
+    model._ccfg_preset = name      # ccfg.sweep sends it to workers by this name
+    return model
 

@@ -20,7 +20,7 @@ import zlib
 
 import numpy as np
 
-__all__ = ["scatter_2d", "metric_curve", "metric_panels", "image_grid", "plot_limits"]
+__all__ = ["scatter_2d", "metric_curve", "metric_panels", "image_grid", "plot_limits", "sweep_curve"]
 
 # colour cycle (colour-blind safe, Okabe–Ito) for curves
 _COLORS = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000"]
@@ -385,3 +385,58 @@ def image_grid(images, path=None, nrow=8, *, padding=2, pad_value=1.0, scale=1):
         with open(path, "wb") as f:
             f.write(_png_bytes(out))
     return out
+
+
+# ---------------------------------------------------------------------- sweep records
+def sweep_curve(records, x, y, hue="guidance", path=None, *, over="seed", band=0.95, logx=None,
+                title=None, ax=None, dpi=120):
+    """A metric against a parameter from ``ccfg.sweep`` records: one line per value of ``hue``
+    (the mean over ``over``, default the seeds) with a confidence band (Student-t interval of the
+    mean at level ``band``; none where a point has one value). Records whose ``y`` is missing or
+    None are left out. Returns the Figure."""
+    groups = {}
+    for r in records:
+        if r.get(y) is None or r.get(x) is None:
+            continue
+        groups.setdefault(str(r.get(hue)), {}).setdefault(float(r[x]), []).append(float(r[y]))
+    if not groups:
+        raise ValueError(f"records: no record has both {x!r} and {y!r}")
+    if ax is None:
+        fig = _new_figure((5.0, 3.4))
+        ax = fig.subplots()
+        own = True
+    else:
+        fig, own = ax.figure, False
+    try:
+        from scipy.stats import t as student_t
+    except ImportError:             # pragma: no cover - scipy is optional
+        student_t = None
+    for i, (lab, pts) in enumerate(groups.items()):
+        xs = np.array(sorted(pts))
+        mean = np.array([np.mean(pts[v]) for v in xs])
+        half = []
+        for v in xs:
+            k = len(pts[v])
+            if k < 2:
+                half.append(0.0)
+                continue
+            q = student_t.ppf(0.5 + band / 2, k - 1) if student_t else 1.96
+            half.append(q * np.std(pts[v], ddof=1) / np.sqrt(k))
+        half = np.array(half)
+        c = _COLORS[i % len(_COLORS)]
+        ax.plot(xs, mean, marker="o", ms=3.5, lw=1.5, color=c, label=lab)
+        ax.fill_between(xs, mean - half, mean + half, color=c, alpha=0.2, lw=0)
+    allx = np.array([v for pts in groups.values() for v in pts])
+    if logx is None:
+        logx = bool(np.all(allx > 0) and allx.max() / allx.min() > 100)
+    if logx:
+        ax.set_xscale("log")
+    ax.set_xlabel(x, fontsize=8)
+    ax.set_ylabel(y, fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.grid(True, alpha=0.3)
+    ax.set_title(title or f"{y} vs {x} (mean over {over}, {band:.0%} band)", fontsize=8)
+    ax.legend(fontsize=6.5, frameon=False, title=hue, title_fontsize=6.5)
+    if own:
+        return _save(fig, path, dpi)
+    return fig

@@ -129,8 +129,12 @@ def test_demo_fashion_part_with_a_tiny_random_unet(tmp_path, monkeypatch, save_t
     assert rc == 0
     text = (out / "fashion.md").read_text()
     assert "footwear, not sneaker" in text
-    # the header and one row per rule
-    assert sum(line.startswith("| ") for line in text.splitlines()) == 1 + len(compare.rules(3.0))
+    # the header, the unguided panel and one row per rule
+    assert sum(line.startswith("| ") for line in text.splitlines()) == 2 + len(compare.rules(3.0))
+    assert "| no guidance | ddim-2 |" in text
+    # the figure's legend defines every metric shown under its panels
+    from ccfg.__main__ import _FASHION_LEGEND
+    assert all(f"{name}:" in _FASHION_LEGEND for name in ("target", "leak", "FD"))
 
 
 def test_demo_without_fashion_weights_skips(tmp_path, capsys):
@@ -141,3 +145,11 @@ def test_demo_without_fashion_weights_skips(tmp_path, capsys):
     assert rc == 0
     assert "skipping its part of the demo" in capsys.readouterr().err
     assert not (tmp_path / "d" / "fashion.md").exists()
+
+
+def test_compare_default_out_is_not_the_source_tree(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert compare.main(["--size", "tiny", "--no-images", "--no-plot", "--quiet",
+                         "--device", "cpu"]) == 0
+    assert (tmp_path / "ccfg-compare" / "RESULTS.md").is_file()
+    assert not (tmp_path / "docs").exists()

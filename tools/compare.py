@@ -12,4 +12,5 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from ccfg.compare import main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # this script regenerates the committed report; `python -m ccfg compare` writes elsewhere
+    sys.exit(main(["--out", "docs/RESULTS.md", "--figures", "docs/figures", *sys.argv[1:]]))
