@@ -29,6 +29,7 @@ static PyObject *new_like(PyArrayObject *like)
 PyObject *py_vk_op(PyObject *self, PyObject *args)
 {
     int status = CCFG_OK, locked = 0;
+    py_run run;
     const char *device, *op;
     PyObject *arrs, *scal, *result = NULL, *r0 = NULL, *r1 = NULL, *r2 = NULL;
     PyArrayObject *a[VKOP_MAX] = {0}, *coef = NULL;
@@ -67,7 +68,7 @@ PyObject *py_vk_op(PyObject *self, PyObject *args)
         dim = PyArray_DIM(a[0], 1);
     }
     if ((status = py_open_backend(device, &be))) goto done;
-    be->lock(be, 1);
+    if ((status = py_run_enter(&run, "vk_op", be, NULL))) goto done;
     locked = 1;
     /* the inputs, packed at odd offsets into one allocation */
     if ((status = be->alloc(be, total * sizeof(float), &pool))) goto done;
@@ -187,7 +188,7 @@ done:
         be->release(be, pool);
         be->release(be, dout);
     }
-    if (locked) be->lock(be, 0);
+    if (locked) py_run_leave(&run);
     for (int i = 0; i < VKOP_MAX; i++) Py_XDECREF(a[i]);
     Py_XDECREF(coef);
     Py_XDECREF(r0);
@@ -537,9 +538,9 @@ PyObject *py_nn_op(PyObject *self, PyObject *args)
         goto done;
     }
     Py_BEGIN_ALLOW_THREADS
+    py_run run;
     status = py_open_backend(device, &be);
-    if (!status) {
-        be->lock(be, 1);
+    if (!status && !(status = py_run_enter(&run, "nn_op", be, NULL))) {
         for (int i = 0; i < nin && !status; i++)
             if (ain[i]) {
                 const size_t bytes = (size_t)PyArray_NBYTES(ain[i]);
@@ -564,7 +565,7 @@ PyObject *py_nn_op(PyObject *self, PyObject *args)
             be->release(be, dout[i]);
         }
         be->release(be, scratch);
-        be->lock(be, 0);
+        py_run_leave(&run);
     }
     Py_END_ALLOW_THREADS
     if (status) {
