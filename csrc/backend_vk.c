@@ -549,6 +549,7 @@ static int get_device(int index, vk_dev **out)
     }
     d->index = index;
     d->max_storage_buffer_range = g.info[index].max_storage_buffer_range;
+    d->loop_limit = strstr(g.info[index].driver_name, "llvmpipe") ? 65535 : 0;
     d->tick_ns = g.ts_period[index];
     d->ts_mask = g.ts_bits[index] >= 64 ? ~(uint64_t)0 : (((uint64_t)1 << g.ts_bits[index]) - 1);
     d->phys = g.phys[index];
