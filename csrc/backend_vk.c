@@ -217,9 +217,9 @@ static const struct {
     PIPE(P_COPY, copy, 2, push_copy),
     PIPE(P_CLAMP, clamp_rows, 3, push_clamp),
     PIPE(P_NN_CONV2D, nn_conv2d, 4, ccfg_vk_push_conv2d),
-    PIPE(P_NN_GROUP_NORM, nn_group_norm, 6, ccfg_vk_push_group_norm),
+    PIPE(P_NN_GROUP_NORM, nn_group_norm, 7, ccfg_vk_push_group_norm),
     PIPE(P_NN_LINEAR, nn_linear, 4, ccfg_vk_push_linear),
-    PIPE(P_NN_ATTENTION, nn_attention, 4, ccfg_vk_push_attention),
+    PIPE(P_NN_ATTENTION, nn_attention, 5, ccfg_vk_push_attention),
     PIPE(P_NN_ELTWISE, nn_eltwise, 2, ccfg_vk_push_eltwise),
     PIPE(P_NN_LAYER_NORM, nn_layer_norm, 4, ccfg_vk_push_layer_norm),
 };
@@ -549,6 +549,7 @@ static int get_device(int index, vk_dev **out)
     }
     d->index = index;
     d->max_storage_buffer_range = g.info[index].max_storage_buffer_range;
+    d->loop_limit = strstr(g.info[index].driver_name, "llvmpipe") ? 65535 : 0;
     d->tick_ns = g.ts_period[index];
     d->ts_mask = g.ts_bits[index] >= 64 ? ~(uint64_t)0 : (((uint64_t)1 << g.ts_bits[index]) - 1);
     d->phys = g.phys[index];

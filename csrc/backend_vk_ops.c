@@ -360,6 +360,21 @@ static int vk_gmm_load(const ccfg_backend *be, const ccfg_gmm *gm, void **handle
     if (K < 1 || K > GMM_MAX_K)
         return ccfg_fail(CCFG_EINVAL, "%s: the exact mixture on a device takes 1..%d components, "
                          "this one has %lld", d->name, GMM_MAX_K, (long long)K);
+    /* an invocation of gmm_eps.glsl loops about 2 K ceil(D / 128) (D + 1) times with full
+     * covariances, 2 K ceil(D / 128) with diagonal ones, 3 K D for small rows (an invocation per
+     * row, D <= 64), plus 8 K + a few for the reductions: past 3/4 of a driver's loop limit
+     * (the count misses short loops: lavapipe was wrong from K = 100, D = 160 on, counted 65.4k,
+     * right at K = 90, counted 58.9k), refused rather than silently wrong */
+    const int64_t tiles = (D + 127) / 128;
+    const int64_t loops = (gm->evecs ? 2 * K * tiles * (D + 1) : D <= 64 ? 3 * K * D
+                                                                          : 2 * K * tiles) +
+                          8 * K + 256;
+    if (d->loop_limit && loops > (int64_t)d->loop_limit / 4 * 3)
+        return ccfg_fail(CCFG_EINVAL, "%s: the exact mixture with K = %lld components of "
+                         "dimension %lld (%s covariances) loops past this driver's limit of %u "
+                         "iterations per invocation; run it on the CPU (device=\"cpu\")",
+                         d->name, (long long)K, (long long)D, gm->evecs ? "full" : "diagonal",
+                         d->loop_limit);
     vk_gmm *m = calloc(1, sizeof *m);
     if (!m || !(m->bias = malloc((size_t)(3 + K + 2 * K * D) * sizeof *m->bias))) {
         free(m);

@@ -32,6 +32,13 @@ const char *ccfg_last_error(void);
 int ccfg_fail(int status, const char *fmt, ...);
 void ccfg_clear_error(void);
 
+/* Interrupts: long C work outside the sampler's steps (a network forward) asks
+ * ccfg_check_interrupt() between layers; it calls the host's check (set once, e.g. by the Python
+ * module: a pending Ctrl-C) at most every few milliseconds per thread and returns CCFG_ECANCEL
+ * when the check says stop (nonzero), else CCFG_OK. Without a check it never stops. */
+void ccfg_set_interrupt_check(int (*check)(void));
+int ccfg_check_interrupt(void);
+
 /* ------------------------------------------------------------------------- */
 /* backends: a device object with memory, transfer and sync functions, the vector ops every
  * solver needs, and one capability table per kind of work (guidance kernels, the exact mixture,

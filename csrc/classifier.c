@@ -304,7 +304,7 @@ static int forward_chunk(ccfg_classifier *c, int bc, const float *x, float *logi
         default:
             status = ccfg_fail(CCFG_EINVAL, "classifier layer %d: unknown type %d", i, l->type);
         }
-        if (status) return status;
+        if (status || (status = ccfg_check_interrupt())) return status;   /* Ctrl-C: a layer */
         if (i == c->features_layer && features)     /* flat: rows (bc, ch) */
             memcpy(features, c->act[cur], (size_t)bc * ch * sizeof(float));
     }

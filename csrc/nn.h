@@ -11,10 +11,12 @@
  * convention: every op takes the backend it runs on first (`be`; the CPU table also accepts NULL) and returns a ccfg status (CCFG_OK, or an error already reported
  * through ccfg_fail). Float pointers are the backend's memory (host memory on the CPU, device
  * addresses from be->alloc on Vulkan); the per-sample inputs t (timestep_embedding) and index
- * (embedding_add) are host arrays on every backend. Ops never allocate device memory: callers pass
- * scratch sized by the *_scratch helpers (the Vulkan table ignores scratch). Scratch of conv2d and
- * attention is split between threads, so more scratch means more parallel tiles. A Vulkan op only
- * records work: results are there after be->sync (or a download). */
+ * (embedding_add) are host arrays on every backend. Callers pass the ops' scratch, sized by the
+ * *_scratch helpers; the Vulkan table ignores it (its group_norm and long attention keep a few
+ * floats per group or query in device memory of their own, freed after the batch that uses
+ * them). Scratch of conv2d and attention is split between threads, so more scratch means more
+ * parallel tiles. A Vulkan op only records work: results are there after be->sync (or a
+ * download). */
 #ifndef CCFG_NN_H
 #define CCFG_NN_H
 

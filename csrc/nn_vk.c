@@ -1,8 +1,15 @@
 /* nn_vk.c — the nn.h ops on a Vulkan device: each op checks its sizes, fills the push constants
- * of its shader (shaders/nn_*.comp, float32) and records one dispatch into the device's command
+ * of its shader (shaders/nn_*.comp, float32) and records its dispatches into the device's command
  * buffer (backend_vk.c, via vk_nn.h). Nothing is submitted here: the work runs at the next host
  * sync (a download, be->sync). Optional arrays (bias, in_bias, film) are replaced by a bound
- * array the shader never reads, with a flag saying so. */
+ * array the shader never reads, with a flag saying so.
+ *
+ * No invocation may loop more than CCFG_VK_LOOP_BUDGET times, whatever the sizes (vk_nn.h: a
+ * software device silently stops longer loops): long reductions are split between invocations
+ * (layer_norm's and attention's lanes, group_norm's slices) or between dispatches that accumulate
+ * (linear's inputs, conv2d's input channels, attention's key blocks). group_norm and long
+ * attention keep a few floats per (sample, group) or query in device scratch of their own,
+ * released once the batch that uses it has run. */
 #include <math.h>
 #include <stdlib.h>
 
@@ -17,6 +24,26 @@ static int fits(int64_t count, const char *op)
         return ccfg_fail(CCFG_EINVAL, "Vulkan nn %s: %lld elements is out of range", op,
                          (long long)count);
     return CCFG_OK;
+}
+
+/* the rounds of a grid-stride loop over `items` (at most 65535 workgroups of 128 invocations) */
+static int64_t grid_rounds(int64_t items)
+{
+    const int64_t per = (int64_t)CCFG_VK_MAX_GROUPS * CCFG_VK_LOCAL_SIZE;
+    return items > per ? (items + per - 1) / per : 1;
+}
+
+/* one dispatch of `groups` workgroups (one item each) in rows of at most 65535 */
+static int dispatch_groups(const ccfg_backend *be, int kernel, int nbuf, const float *const *ptrs,
+                           const int64_t *counts, void *push, int64_t groups, const char *op)
+{
+    const int64_t per_row = CCFG_VK_MAX_GROUPS, rows = (groups + per_row - 1) / per_row;
+    if (rows > per_row)
+        return ccfg_fail(CCFG_EINVAL, "Vulkan nn %s: %lld workgroups is too many for one dispatch",
+                         op, (long long)groups);
+    if (!groups) return CCFG_OK;
+    return ccfg_vk_nn_dispatch(be, kernel, nbuf, ptrs, counts, push,
+                               groups < per_row ? groups : per_row, 1, (uint32_t)rows);
 }
 
 static int vk_begin(const ccfg_backend *be) { (void)be; return CCFG_OK; }
@@ -36,16 +63,35 @@ static int vk_conv2d(const ccfg_backend *be, int batch, int cin, int h, int w, c
     const int64_t nx = (int64_t)cin * batch * h * w, ny = (int64_t)cout * batch * ho * wo;
     int status;
     if ((status = fits(nx, "conv2d")) || (status = fits(ny, "conv2d"))) return status;
-    const float *ptrs[4] = {x, weight, bias ? bias : weight, y};
-    const int64_t counts[4] = {nx, (int64_t)cout * cin * k * k, bias ? cout : 0, ny};
-    ccfg_vk_push_conv2d pc = {.batch = (uint32_t)batch, .cin = (uint32_t)cin, .h = (uint32_t)h,
+    const int64_t kk = (int64_t)k * k, n_in = (int64_t)batch * h * w;
+    const int64_t quads = (int64_t)batch * ho * ((wo + CCFG_VK_CONV_PX - 1) / CCFG_VK_CONV_PX);
+    /* an invocation loops k x (1 + k x (1 + channels)) times per round of its grid-stride loop:
+     * the input channels go in chunks that keep that within the budget, later chunks
+     * accumulating onto the first */
+    const int64_t budget = CCFG_VK_LOOP_BUDGET / grid_rounds(quads);
+    int64_t chunk = (budget - k - kk) / kk;
+    if (chunk < 1)
+        return ccfg_fail(CCFG_EINVAL, "Vulkan nn conv2d: a %dx%d kernel over %lld output pixels "
+                         "is more work per invocation than the device can loop", k, k,
+                         (long long)(ny / cout));
+    if (chunk > cin) chunk = cin;
+    ccfg_vk_push_conv2d pc = {.batch = (uint32_t)batch, .h = (uint32_t)h,
                               .w = (uint32_t)w, .cout = (uint32_t)cout, .k = (uint32_t)k,
                               .stride = (uint32_t)stride, .pad0 = (uint32_t)pad0,
                               .ho = (uint32_t)ho, .wo = (uint32_t)wo,
-                              .flags = (bias ? 1u : 0u) | (accumulate ? 2u : 0u)};
-    const int64_t quads = (int64_t)batch * ho * ((wo + CCFG_VK_CONV_PX - 1) / CCFG_VK_CONV_PX);
-    return ccfg_vk_nn_dispatch(be, CCFG_VK_NN_CONV2D, 4, ptrs, counts, &pc, quads, 0,
-                               (uint32_t)((cout + CCFG_VK_CONV_COB - 1) / CCFG_VK_CONV_COB));
+                              .wstride = (uint32_t)((int64_t)cin * kk)};
+    for (int64_t c0 = 0; c0 < cin; c0 += chunk) {
+        const int64_t nc = cin - c0 < chunk ? cin - c0 : chunk;
+        const float *ptrs[4] = {x + c0 * n_in, weight + c0 * kk, bias ? bias : weight, y};
+        const int64_t counts[4] = {nx - c0 * n_in, (int64_t)cout * cin * kk - c0 * kk,
+                                   bias ? cout : 0, ny};
+        pc.cin = (uint32_t)nc;
+        pc.flags = (bias && c0 == 0 ? 1u : 0u) | (accumulate || c0 > 0 ? 2u : 0u);
+        status = ccfg_vk_nn_dispatch(be, CCFG_VK_NN_CONV2D, 4, ptrs, counts, &pc, quads, 0,
+                                     (uint32_t)((cout + CCFG_VK_CONV_COB - 1) / CCFG_VK_CONV_COB));
+        if (status) return status;
+    }
+    return CCFG_OK;
 }
 
 static int vk_group_norm(const ccfg_backend *be, int batch, int c, int hw, int groups, float eps,
@@ -57,15 +103,37 @@ static int vk_group_norm(const ccfg_backend *be, int batch, int c, int hw, int g
     const int64_t n = (int64_t)c * batch * hw;
     int status;
     if ((status = fits(n, "group_norm"))) return status;
-    const float *ptrs[6] = {x, in_bias ? in_bias : x, gamma, beta, film ? film : x, y};
-    const int64_t counts[6] = {n, in_bias ? (int64_t)batch * c : 0, c, c,
-                               film ? 2 * (int64_t)batch * c : 0, n};
+    /* phase 0 takes slices of 128 x e values of a group (e >= 16, so large groups spread over
+     * many workgroups; larger when a group would have more than 4096 slices, which phase 1
+     * loops over): phase 0 loops about 2e times, phase 1 at most 4096 */
+    const int64_t pairs = (int64_t)batch * groups, per_group = (int64_t)(c / groups) * hw;
+    int64_t e = 16;
+    while ((per_group + 128 * e - 1) / (128 * e) > 4096) e *= 2;
+    const int64_t part = 128 * e, parts = (per_group + part - 1) / part;
+    const int64_t nstats = 2 * pairs * (parts + 1);
+    if (!pairs) return CCFG_OK;
+    if ((status = fits(nstats, "group_norm"))) return status;
+    float *stats = NULL;
+    if ((status = be->alloc(be, (size_t)nstats * sizeof(float), &stats))) return status;
+    const float *ptrs[7] = {x, in_bias ? in_bias : x, gamma, beta, film ? film : x, y, stats};
+    const int64_t counts[7] = {n, in_bias ? (int64_t)batch * c : 0, c, c,
+                               film ? 2 * (int64_t)batch * c : 0, n, nstats};
     ccfg_vk_push_group_norm pc = {.batch = (uint32_t)batch, .c = (uint32_t)c, .hw = (uint32_t)hw,
                                   .groups = (uint32_t)groups, .eps = eps,
                                   .flags = (in_bias ? 1u : 0u) | (film ? 2u : 0u) |
-                                           (silu ? 4u : 0u)};
-    return ccfg_vk_nn_dispatch(be, CCFG_VK_NN_GROUP_NORM, 6, ptrs, counts, &pc,
-                               (int64_t)batch * groups, 1, 1);
+                                           (silu ? 4u : 0u),
+                                  .part = (uint32_t)part, .parts = (uint32_t)parts};
+    pc.phase = 0;
+    status = dispatch_groups(be, CCFG_VK_NN_GROUP_NORM, 7, ptrs, counts, &pc, pairs * parts,
+                             "group_norm");
+    pc.phase = 1;
+    if (!status)
+        status = ccfg_vk_nn_dispatch(be, CCFG_VK_NN_GROUP_NORM, 7, ptrs, counts, &pc, pairs, 0, 1);
+    pc.phase = 2;
+    if (!status)
+        status = ccfg_vk_nn_dispatch(be, CCFG_VK_NN_GROUP_NORM, 7, ptrs, counts, &pc, n, 0, 1);
+    be->release(be, stats);     /* after the batch that uses it (backend_vk.c) */
+    return status;
 }
 
 static int vk_linear(const ccfg_backend *be, int rows, int in, int out, const float *x,
@@ -79,11 +147,20 @@ static int vk_linear(const ccfg_backend *be, int rows, int in, int out, const fl
     if ((status = fits((int64_t)rows * in, "linear")) || (status = fits(ny, "linear")) ||
         (status = fits((int64_t)in * out, "linear")))
         return status;
-    const float *ptrs[4] = {x, w, bias ? bias : w, y};
-    const int64_t counts[4] = {(int64_t)rows * in, (int64_t)in * out, bias ? out : 0, ny};
-    ccfg_vk_push_linear pc = {.rows = (uint32_t)rows, .n_in = (uint32_t)in, .n_out = (uint32_t)out,
-                              .flags = (silu_in ? 1u : 0u) | (bias ? 2u : 0u)};
-    return ccfg_vk_nn_dispatch(be, CCFG_VK_NN_LINEAR, 4, ptrs, counts, &pc, ny, 0, 1);
+    /* an invocation loops over its inputs once per round of its grid-stride loop: long inputs go
+     * in chunks within the budget, later chunks accumulating onto the first */
+    const int64_t chunk = CCFG_VK_LOOP_BUDGET / grid_rounds(ny);
+    ccfg_vk_push_linear pc = {.rows = (uint32_t)rows, .n_out = (uint32_t)out, .ld = (uint32_t)in};
+    for (int64_t i0 = 0; i0 < in; i0 += chunk) {
+        const float *ptrs[4] = {x + i0, w + i0, bias ? bias : w, y};
+        const int64_t counts[4] = {(int64_t)rows * in - i0, (int64_t)in * out - i0,
+                                   bias ? out : 0, ny};
+        pc.n_in = (uint32_t)(in - i0 < chunk ? in - i0 : chunk);
+        pc.flags = (silu_in ? 1u : 0u) | (bias && i0 == 0 ? 2u : 0u) | (i0 > 0 ? 4u : 0u);
+        if ((status = ccfg_vk_nn_dispatch(be, CCFG_VK_NN_LINEAR, 4, ptrs, counts, &pc, ny, 0, 1)))
+            return status;
+    }
+    return CCFG_OK;
 }
 
 static int eltwise(const ccfg_backend *be, uint32_t mode, int64_t nx, const float *x, int64_t ny,
@@ -158,29 +235,44 @@ static int vk_attention_qkv(const ccfg_backend *be, int batch, int nq, int nk, i
     const int64_t nke = (int64_t)heads * head_dim * batch * nk;
     int status;
     if ((status = fits(nqe, "attention")) || (status = fits(nke, "attention"))) return status;
-    const float *ptrs[4] = {q, k, v, out};
-    const int64_t counts[4] = {nqe, nke, nke, nqe};
-    /* Keys are split between `lanes` invocations per query so that no invocation loops more
-     * than ~8k key x channel steps: long sequences spread over a GPU's lanes, and Mesa's lavapipe,
-     * which stops a loop after 65535 iterations per invocation, stays correct. Short sequences
-     * keep one invocation per query (no merge cost). */
+    /* Keys are split between `lanes` invocations per query so that one invocation does not loop
+     * over ~8k key x channel steps: long sequences spread over a GPU's lanes. Short sequences keep
+     * one invocation per query (no merge cost). */
     uint32_t lanes = 1;
     while (lanes < CCFG_VK_ATTENTION_WG &&
            ((int64_t)nk + lanes - 1) / lanes * head_dim > 8192)
         lanes *= 2;
+    /* An invocation loops about 10 head_dim + 64 times besides its keys (clearing its
+     * accumulator, the merge) and at most 3 head_dim + 1 times per key: keys go in blocks within
+     * the budget, one dispatch each; between blocks each query's running maximum and sum wait
+     * in `state` (shaders/nn_attention.comp) */
+    const int64_t per_lane = (CCFG_VK_LOOP_BUDGET - 10 * (int64_t)head_dim - 64) /
+                             (3 * (int64_t)head_dim + 1);
+    const int64_t block = per_lane * lanes < nk ? per_lane * lanes : nk;
+    /* 64 / lanes queries per workgroup, 65535 workgroups per dispatch row, rows past that */
+    const int64_t queries = (int64_t)batch * heads * nq, per_group = CCFG_VK_ATTENTION_WG / lanes;
+    const int64_t groups = (queries + per_group - 1) / per_group;
+    if (!queries) return CCFG_OK;
+    float *state = NULL;
+    if (block < nk) {
+        if ((status = fits(2 * queries, "attention"))) return status;
+        if ((status = be->alloc(be, (size_t)(2 * queries) * sizeof(float), &state))) return status;
+    }
+    const float *ptrs[5] = {q, k, v, out, state ? state : out};
+    const int64_t counts[5] = {nqe, nke, nke, nqe, state ? 2 * queries : 0};
     ccfg_vk_push_attention pc = {.batch = (uint32_t)batch, .nq = (uint32_t)nq,
                                  .nk = (uint32_t)nk, .heads = (uint32_t)heads,
                                  .head_dim = (uint32_t)head_dim,
                                  .scale = 1.0f / sqrtf((float)head_dim), .lanes = lanes};
-    /* 64 / lanes queries per workgroup, 65535 workgroups per dispatch row, rows past that */
-    const int64_t queries = (int64_t)batch * heads * nq, per_group = CCFG_VK_ATTENTION_WG / lanes;
-    const int64_t groups = (queries + per_group - 1) / per_group, per_row = 65535;
-    const int64_t rows = (groups + per_row - 1) / per_row;
-    if (rows > per_row)
-        return ccfg_fail(CCFG_EINVAL, "Vulkan nn attention: %lld queries is too many for one "
-                         "dispatch", (long long)queries);
-    return ccfg_vk_nn_dispatch(be, CCFG_VK_NN_ATTENTION, 4, ptrs, counts, &pc,
-                               groups < per_row ? groups : per_row, 1, (uint32_t)rows);
+    for (int64_t k0 = 0; k0 < nk && !status; k0 += block) {
+        pc.k0 = (uint32_t)k0;
+        pc.kn = (uint32_t)(nk - k0 < block ? nk - k0 : block);
+        pc.flags = (k0 == 0 ? 1u : 0u) | (k0 + block >= nk ? 2u : 0u);
+        status = dispatch_groups(be, CCFG_VK_NN_ATTENTION, 5, ptrs, counts, &pc, groups,
+                                 "attention");
+    }
+    be->release(be, state);     /* after the batch that uses it (backend_vk.c) */
+    return status;
 }
 
 /* self-attention: q, k and v are the three row blocks of qkv */
@@ -202,12 +294,22 @@ static int vk_layer_norm(const ccfg_backend *be, int64_t cols, int c, float eps,
     if (!cols) return CCFG_OK;
     if ((status = fits(cols * c, "layer_norm"))) return status;
     const int affine = gamma && beta;
+    /* `lanes` invocations share a column's channels when one alone would loop past the budget
+     * (three passes over its share, two trees of log2(lanes) steps) */
+    uint32_t lanes = 1;
+    while (lanes < 128 && 3 * (((int64_t)c + lanes - 1) / lanes) + 64 > CCFG_VK_LOOP_BUDGET)
+        lanes *= 2;
+    if (3 * (((int64_t)c + lanes - 1) / lanes) + 64 > CCFG_VK_LOOP_BUDGET)
+        return ccfg_fail(CCFG_EINVAL, "Vulkan nn layer_norm: %d channels is more than the device "
+                         "can loop over", c);
     /* without an affine the x binding stands in for gamma and beta (never read) */
     const float *ptrs[4] = {x, affine ? gamma : x, affine ? beta : x, y};
     const int64_t counts[4] = {cols * c, affine ? c : 1, affine ? c : 1, cols * c};
     ccfg_vk_push_layer_norm pc = {.cols = (uint32_t)cols, .c = (uint32_t)c,
-                                  .affine = (uint32_t)affine, .eps = eps};
-    return ccfg_vk_nn_dispatch(be, CCFG_VK_NN_LAYER_NORM, 4, ptrs, counts, &pc, cols, 0, 1);
+                                  .affine = (uint32_t)affine, .eps = eps, .lanes = lanes};
+    const int64_t per_group = 128 / lanes;
+    return dispatch_groups(be, CCFG_VK_NN_LAYER_NORM, 4, ptrs, counts, &pc,
+                           (cols + per_group - 1) / per_group, "layer_norm");
 }
 
 static int vk_geglu(const ccfg_backend *be, int64_t cols, int f, const float *x, float *y)

@@ -17,11 +17,13 @@
  *   x += proj_out(h)
  * Activations are CNHW (nn.h): a token is a column, so every linear layer is a 1x1 convolution.
  * A batch runs in chunks of at most plan.chunk samples; every buffer is allocated by
- * ccfg_unet_plan, none during a forward. */
+ * ccfg_unet_plan, none during a forward. Between layers a forward checks for Ctrl-C
+ * (ccfg_check_interrupt) and, on a device, has the recorded work run in pieces (checkpoint). */
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "ccfg.h"
 #include "unet.h"
@@ -659,6 +661,18 @@ int ccfg_unet_plan(ccfg_unet *u, int64_t max_batch, int h, int w, int ctx_len, i
 /* ------------------------------------------------------------------------- */
 /* forward */
 
+/* How a forward on a device that only records work (be->synchronous == 0) is paced: at each
+ * checkpoint (between layers) the recorded work is submitted once it would take about
+ * PACE_SECONDS to run, so that Ctrl-C, checked at every checkpoint, lands within about a layer
+ * instead of after the whole forward. The time per checkpoint is learnt from the submits of this
+ * forward (the largest seen; the first checkpoint submits to measure): a GPU then submits a few
+ * times per forward, a slow device (lavapipe) at every checkpoint. */
+#define PACE_SECONDS 0.05
+typedef struct {
+    double per_checkpoint;      /* seconds, < 0 until measured */
+    int since;                  /* checkpoints since the last submit */
+} pace_t;
+
 typedef struct {
     const ccfg_nn_ops *ops;
     const ccfg_backend *be;
@@ -666,7 +680,32 @@ typedef struct {
     plan_t *p;
     int bc;                     /* samples in this chunk */
     int ctx_len;                /* tokens per condition (p->ctx holds the chunk's) */
+    pace_t *pace;
 } run_t;
+
+static double seconds_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* between layers: submit the recorded work if it is due (see pace_t), then check for Ctrl-C */
+static int checkpoint(const run_t *r)
+{
+    pace_t *pc = r->pace;
+    if (!r->be->synchronous) {
+        pc->since++;
+        if (pc->per_checkpoint < 0.0 || pc->since * pc->per_checkpoint >= PACE_SECONDS) {
+            const double t0 = seconds_now();
+            TRY(r->be->sync(r->be));
+            const double per = (seconds_now() - t0) / pc->since;
+            if (per > pc->per_checkpoint) pc->per_checkpoint = per;
+            pc->since = 0;
+        }
+    }
+    return ccfg_check_interrupt();
+}
 
 /* y = resnet(x); x and y distinct; uses p->a and p->temb */
 static int resnet_fwd(const run_t *r, const resnet_p *rs, int h, int w, const float *x, float *y)
@@ -680,6 +719,7 @@ static int resnet_fwd(const run_t *r, const resnet_p *rs, int h, int w, const fl
                         NULL, 1, p->a));
     TRY(ops->conv2d(be, r->bc, rs->cin, h, w, p->a, rs->cout, 3, 1, 1, 1, rs->conv1.w, rs->conv1.b,
                     0, y, p->conv_scratch, p->conv_scratch_len));
+    TRY(checkpoint(r));
     TRY(ops->linear(be, r->bc, cfg->time_embed_dim, rs->temb_out, p->emb_act, rs->temb_w,
                     rs->temb_b, 0, p->temb, NULL));
     TRY(ops->group_norm(be, r->bc, rs->cout, hw, G, cfg->norm_eps, y,
@@ -694,7 +734,7 @@ static int resnet_fwd(const run_t *r, const resnet_p *rs, int h, int w, const fl
     TRY(ops->conv2d(be, r->bc, rs->cout, h, w, p->a, rs->cout, 3, 1, 1, 1, rs->conv2.w, rs->conv2.b,
                     1, y, p->conv_scratch, p->conv_scratch_len));
     if (rs->out_scale != 1.0f) TRY(ops->scale(be, count, 1.0f / rs->out_scale, y));
-    return CCFG_OK;
+    return checkpoint(r);
 }
 
 /* y = attention(y) + y, in place; uses p->a, p->qkv, p->o */
@@ -718,7 +758,7 @@ static int attn_fwd(const run_t *r, const attn_p *at, int hw, float *y)
                     NULL, 0));
     if (at->out_scale != 1.0f) TRY(ops->scale(be, (int64_t)at->c * r->bc * hw, 1.0f / at->out_scale,
                                               y));
-    return CCFG_OK;
+    return checkpoint(r);
 }
 
 /* a 1x1 convolution over the `cols` columns of x (cin, cols): y = W x + b (+ y) */
@@ -764,6 +804,7 @@ static int transformer_fwd(const run_t *r, const xformer_p *tf, int hw, float *y
         TRY(pointwise(r, n, &b->ff1, p->a, 0, p->ff));
         TRY(ops->geglu(be, n, 4 * inner, p->ff, p->ffh));
         TRY(pointwise(r, n, &b->ff2, p->ffh, 1, p->th));
+        TRY(checkpoint(r));
     }
     return pointwise(r, n, &tf->proj_out, p->th, 1, y);
 }
@@ -778,13 +819,13 @@ static int block_attention_fwd(const run_t *r, int kind, const attn_p *a, const 
 }
 
 static int forward_chunk(ccfg_unet *u, int bc, int h, int w, const float *x, const double *t,
-                         const int32_t *labels, float *out)
+                         const int32_t *labels, float *out, pace_t *pace)
 {
     const ccfg_nn_ops *ops = u->ops;
     const ccfg_backend *be = u->be;
     const ccfg_unet_config *cfg = &u->cfg;
     plan_t *p = &u->plan;
-    const run_t r = {ops, be, cfg, p, bc, p->ctx_len};
+    const run_t r = {ops, be, cfg, p, bc, p->ctx_len, pace};
     const int L = cfg->levels, lpb = cfg->layers_per_block, T = cfg->time_embed_dim;
     const int C0 = cfg->channels[0];
 
@@ -816,6 +857,7 @@ static int forward_chunk(ccfg_unet *u, int bc, int h, int w, const float *x, con
             TRY(ops->conv2d(be, bc, cfg->channels[l], h, w, cur, cfg->channels[l], 3, 2, pd,
                             pd ? pd : 1, u->down_conv[l].w, u->down_conv[l].b, 0, y,
                             p->conv_scratch, p->conv_scratch_len));
+            TRY(checkpoint(&r));
             cur = y;
             h /= 2;
             w /= 2;
@@ -852,6 +894,7 @@ static int forward_chunk(ccfg_unet *u, int bc, int h, int w, const float *x, con
             float *y = cur == p->p ? p->q : p->p;
             TRY(ops->conv2d(be, bc, cur_c, h, w, p->a, cur_c, 3, 1, 1, 1, u->up_conv[i].w,
                             u->up_conv[i].b, 0, y, p->conv_scratch, p->conv_scratch_len));
+            TRY(checkpoint(&r));
             cur = y;
         }
     }
@@ -910,6 +953,7 @@ static int forward(ccfg_unet *u, int64_t batch, int h, int w, const float *x, co
     const int64_t chunk = u->plan.chunk;
     const int staged = !be->host_memory && !io_on_backend;
     if (u->ops->begin && (status = u->ops->begin(be))) return status;
+    pace_t pace = {-1.0, 0};
     const int64_t in_per = (int64_t)cfg->in_channels * h * w, out_per = (int64_t)cfg->out_channels * h * w;
     for (int64_t b0 = 0; b0 < batch && !status; b0 += chunk) {
         const int bc = (int)(batch - b0 < chunk ? batch - b0 : chunk);
@@ -923,7 +967,7 @@ static int forward(ccfg_unet *u, int64_t batch, int h, int w, const float *x, co
         if (!status && ctx_rows) status = load_context(u, bc, ctx_rows + b0);
         if (!status)
             status = forward_chunk(u, bc, h, w, xc, t + b0, class_labels ? class_labels + b0 : NULL,
-                                   oc);
+                                   oc, &pace);
         if (!status && staged)
             status = be->download(be, out + b0 * out_per, u->plan.yout,
                                   (size_t)(bc * out_per) * sizeof(float));

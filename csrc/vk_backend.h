@@ -94,6 +94,10 @@ typedef struct vk_dev {
     uintptr_t next_addr;
     pthread_mutex_t mutex;      /* held by the one caller using the device (lock op) */
     uint32_t max_storage_buffer_range;  /* bytes one binding may span */
+    /* iterations an invocation's loops may run in total before the driver ends them silently
+     * (Mesa's llvmpipe/lavapipe: 65535); 0: no such limit. The nn shaders stay within
+     * CCFG_VK_LOOP_BUDGET on every device (nn_vk.c); the mixture's refuses work past it here. */
+    uint32_t loop_limit;
     /* the per-dispatch profile (ccfg_vk_profile): a timestamp after every command of a batch */
     int profiling;
     VkQueryPool queries;        /* PROFILE_QUERIES timestamps, reset at the start of each batch */

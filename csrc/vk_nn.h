@@ -12,28 +12,55 @@
  * adjacent pixels of a row (shaders/nn_conv2d.comp) */
 enum { CCFG_VK_CONV_COB = 8, CCFG_VK_CONV_PX = 4 };
 
+/* What one invocation may loop, in iterations of all its loops together. Mesa's lavapipe ends
+ * every invocation's loops after 65535 iterations in total (gallivm's loop limiter, shared by all
+ * loops of a shader) and the results are then silently wrong, so no shader may depend on the
+ * sizes for its loop counts: nn_vk.c splits reductions across invocations (lanes) or dispatches
+ * (chunks of the reduced dimension, accumulated) to stay within this budget, half the limit:
+ * the host's counts are upper bounds of the loops that depend on sizes, and the margin covers
+ * the short fixed ones (constant-count loops such as conv2d's register blocks are unrolled). A
+ * GPU has no such limit; there the split only costs a few extra dispatches at sizes no model
+ * reaches. */
+enum { CCFG_VK_LOOP_BUDGET = 32768 };
+/* workgroups per dispatch dimension and invocations per workgroup of the grid-stride shaders
+ * (backend_vk.c MAX_GROUPS, LOCAL_SIZE): one invocation loops over ceil(items / (65535 * 128))
+ * items */
+enum { CCFG_VK_MAX_GROUPS = 65535, CCFG_VK_LOCAL_SIZE = 128 };
+
 enum { CCFG_VK_NN_CONV2D, CCFG_VK_NN_GROUP_NORM, CCFG_VK_NN_LINEAR, CCFG_VK_NN_ATTENTION,
        CCFG_VK_NN_ELTWISE, CCFG_VK_NN_LAYER_NORM, CCFG_VK_NN_COUNT };
 
+/* cin: the input channels of this dispatch (a chunk: x and w start at its first channel),
+ * wstride: floats per output channel of w (all input channels x k x k) */
 typedef struct {
     uint32_t ox, ow, ob, oy;
-    uint32_t batch, cin, h, w, cout, k, stride, pad0, ho, wo, flags;
+    uint32_t batch, cin, h, w, cout, k, stride, pad0, ho, wo, flags, wstride;
 } ccfg_vk_push_conv2d;
+/* three phases (shaders/nn_group_norm.comp): 0 partial statistics of `part`-sized slices of each
+ * (sample, group), 1 their merge into (mean, 1/std) per (sample, group), 2 the normalisation */
 typedef struct {
-    uint32_t ox, oib, og, obe, of, oy;
+    uint32_t ox, oib, og, obe, of, oy, os;
     uint32_t batch, c, hw, groups;
     float eps;
-    uint32_t flags;
+    uint32_t flags, phase, part, parts;
 } ccfg_vk_push_group_norm;
-typedef struct { uint32_t ox, ow, ob, oy, rows, n_in, n_out, flags; } ccfg_vk_push_linear;
+/* n_in: the inputs of this dispatch (a chunk: x and w start at its first input), ld: floats per
+ * row of x and of w (all inputs) */
+typedef struct { uint32_t ox, ow, ob, oy, rows, n_in, n_out, flags, ld; } ccfg_vk_push_linear;
+/* keys [k0, k0 + kn) of each query in this dispatch; flags bit 0: the first block of keys (no
+ * state yet), bit 1: the last (normalise). Between blocks the running maximum and sum of every
+ * query live in the state array (2 floats per query) and its unnormalised output in `out`. */
 typedef struct {
-    uint32_t oq, ok, ov, oo, batch, nq, nk, heads, head_dim;
+    uint32_t oq, ok, ov, oo, os, batch, nq, nk, heads, head_dim;
     float scale;
     uint32_t lanes;             /* invocations sharing one query's keys (a power of two <= 64) */
+    uint32_t k0, kn, flags;
 } ccfg_vk_push_attention;
+/* lanes: invocations sharing one column's channels (a power of two <= 128) */
 typedef struct {
     uint32_t ox, og, ob, oy, cols, c, affine;
     float eps;
+    uint32_t lanes;
 } ccfg_vk_push_layer_norm;
 /* shaders/nn_attention.comp's workgroup: 64 invocations = 64 / lanes queries */
 enum { CCFG_VK_ATTENTION_WG = 64 };

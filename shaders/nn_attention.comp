@@ -3,15 +3,19 @@
 // query i). q and out are (heads*head_dim, batch*nq), k and v (heads*head_dim, batch*nk), CNHW
 // (self-attention binds the three row blocks of one qkv array; cross-attention a text condition).
 // A workgroup of WG invocations serves WG / lanes queries; the `lanes` invocations of one query
-// split its keys (j = lane, lane + lanes, ...). Each keeps an online softmax over its keys
-// (running maximum m, sum l, accumulator acc, rescaled whenever m grows: no score matrix is
+// split its keys (j = k0 + lane, k0 + lane + lanes, ...). Each keeps an online softmax over its
+// keys (running maximum m, sum l, accumulator acc, rescaled whenever m grows: no score matrix is
 // stored), and the lanes' partial results are merged through shared memory:
 //     M = max m_t,  L = sum l_t e^(m_t - M),  out = sum acc_t e^(m_t - M) / L.
-// Why split the keys: besides spreading long sequences over a GPU's lanes, no loop of one
-// invocation then runs more than (nk / lanes) * head_dim times. Mesa's lavapipe stops a loop after
-// 65535 iterations in total per invocation; one invocation looping over all keys with an inner loop
-// over head_dim gave silently wrong output from 32k tokens x head_dim on. The host picks lanes
-// (csrc/nn_vk.c); lanes = 1 is one invocation per query and needs no merge.
+// Why split the keys: besides spreading long sequences over a GPU's lanes, an invocation's loops
+// then run about (keys / lanes) * 3 * head_dim times. Mesa's lavapipe ends an invocation's loops
+// after 65535 iterations in total, silently (one invocation looping over all keys gave wrong
+// output from 32k tokens x head_dim on), so the host also splits the keys into blocks of kn, one
+// dispatch each, within the loop budget (csrc/vk_nn.h CCFG_VK_LOOP_BUDGET): between blocks a
+// query's running maximum and sum wait in `ml` (2 floats per query) and its unnormalised output in
+// `out`; the first block (flags bit 0) starts from nothing, the last (bit 1) divides by the sum.
+// One block of all keys (both bits) is a single pass. lanes = 1 is one invocation per query and
+// needs no merge. The host picks lanes and blocks (csrc/nn_vk.c).
 layout(local_size_x = 64) in;
 
 const uint WG = 64u;                // CCFG_VK_ATTENTION_WG
@@ -21,13 +25,15 @@ const uint CHUNK = 32u;             // accumulator columns merged per round
 layout(std430, binding = 0) readonly buffer Q { float qb[]; };
 layout(std430, binding = 1) readonly buffer K { float kb[]; };
 layout(std430, binding = 2) readonly buffer V { float vb[]; };
-layout(std430, binding = 3) writeonly buffer O { float o[]; };
+layout(std430, binding = 3) buffer O { float o[]; };
+layout(std430, binding = 4) buffer ST { float ml[]; };
 
 layout(push_constant) uniform Push {
-    uint oq, ok, ov, oo;
+    uint oq, ok, ov, oo, os;
     uint batch, nq, nk, heads, head_dim;
     float scale;
     uint lanes;
+    uint k0, kn, flags;     // this dispatch's keys [k0, k0 + kn); bit 0 first block, bit 1 last
 } p;
 
 shared float s_m[WG];
@@ -53,7 +59,7 @@ void main()
     for (uint d = 0u; d < p.head_dim; d++) acc[d] = 0.0;
     float m = -3.0e38, l = 0.0;
     if (live) {
-        for (uint j = lane; j < p.nk; j += p.lanes) {
+        for (uint j = p.k0 + lane; j < p.k0 + p.kn; j += p.lanes) {
             const uint col_j = b * p.nk + j;
             float s = 0.0;
             for (uint d = 0u; d < p.head_dim; d++)
@@ -86,7 +92,19 @@ void main()
         if (lane < st) s_l[t] += s_l[t + st];
         barrier();
     }
-    const float L = s_l[first];
+    // the block's share, then the earlier blocks' (their maximum and sum in ml, their
+    // unnormalised output in o), both rescaled to the larger maximum
+    const bool first_block = (p.flags & 1u) != 0u, last_block = (p.flags & 2u) != 0u;
+    float g_blk = 1.0, g_prev = 0.0, L = s_l[first];
+    float m_all = s_m[first];
+    if (!first_block && live) {
+        const float m_prev = ml[p.os + 2u * idx], l_prev = ml[p.os + 2u * idx + 1u];
+        m_all = max(m_all, m_prev);
+        g_blk = exp(s_m[first] - m_all);
+        g_prev = exp(m_prev - m_all);
+        L = L * g_blk + l_prev * g_prev;
+    }
+    const float scale_out = last_block ? 1.0 / L : 1.0;
     for (uint d0 = 0u; d0 < p.head_dim; d0 += CHUNK) {
         const uint nd = min(CHUNK, p.head_dim - d0);
         for (uint c = 0u; c < nd; c++) s_acc[t * CHUNK + c] = acc[d0 + c] * f;
@@ -97,8 +115,16 @@ void main()
             barrier();
         }
         if (live)
-            for (uint c = lane; c < nd; c += p.lanes)
-                o[p.oo + (row + d0 + c) * qcols + col_i] = s_acc[first * CHUNK + c] / L;
+            for (uint c = lane; c < nd; c += p.lanes) {
+                const uint at = p.oo + (row + d0 + c) * qcols + col_i;
+                float v = s_acc[first * CHUNK + c] * g_blk;
+                if (!first_block) v += o[at] * g_prev;
+                o[at] = v * scale_out;
+            }
         barrier();
+    }
+    if (!last_block && live && lane == 0u) {
+        ml[p.os + 2u * idx] = m_all;
+        ml[p.os + 2u * idx + 1u] = L;
     }
 }

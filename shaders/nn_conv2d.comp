@@ -7,6 +7,9 @@
 // the output size, which the host computes). Out-of-image taps read a clamped address and are
 // masked to zero rather than branched around (SIMD-friendly on CPU drivers).
 // Every array is a buffer plus an element offset (backend_vk.c device addresses).
+// Many input channels are split into chunks by the host (cin channels per dispatch; x and w start
+// at the chunk's first channel, w's rows are wstride floats apart): later chunks accumulate, so no
+// invocation loops past the loop budget (csrc/vk_nn.h CCFG_VK_LOOP_BUDGET).
 layout(local_size_x = 128) in;
 
 const uint COB = 8u;   // output channels per invocation: vk_nn.h CCFG_VK_CONV_COB
@@ -21,6 +24,7 @@ layout(push_constant) uniform Push {
     uint ox, ow, ob, oy;
     uint batch, cin, h, w, cout, k, stride, pad0, ho, wo;
     uint flags;     // bit 0: bias present, bit 1: accumulate into y
+    uint wstride;   // floats per output channel of w (every input channel x k x k)
 } p;
 
 void main()
@@ -32,7 +36,7 @@ void main()
     const uint kk = p.k * p.k;
     // weight rows of this block; channels past cout read the last row and are never written
     uint wrow[COB];
-    for (uint j = 0u; j < COB; j++) wrow[j] = p.ow + min(co0 + j, p.cout - 1u) * p.cin * kk;
+    for (uint j = 0u; j < COB; j++) wrow[j] = p.ow + min(co0 + j, p.cout - 1u) * p.wstride;
     const uint gstride = gl_NumWorkGroups.x * gl_WorkGroupSize.x;
     for (uint it = gl_GlobalInvocationID.x; it < items; it += gstride) {
         const uint row = it / quads, q = it - row * quads;      // row = b * ho + oy

@@ -1,9 +1,16 @@
 #version 450
-// nn.h group_norm: one workgroup per (sample b, group g). v = x + in_bias[b, c]; two passes over
-// the group's channels x pixels (mean, then the biased variance of the centred values, as torch);
-// then v = (v - mean) / sqrt(var + eps) * gamma + beta, optional FiLM v * (1 + film[b, c]) +
-// film[b, c + C], optional SiLU. Partial sums meet in shared memory (tree, no subgroup ops).
-// y may alias x: each element is read by the invocation that writes it, after both reductions.
+// nn.h group_norm in three dispatches (p.phase), so that no invocation's loops grow with the size
+// of a group (csrc/vk_nn.h CCFG_VK_LOOP_BUDGET) and large groups spread over many workgroups:
+//   0  partial statistics: workgroup (pair, s), pair = (sample b, group g), takes elements
+//      [s * part, (s + 1) * part) of the group's cg * hw values v = x + in_bias[b, c], and writes
+//      their mean and the sum of squared deviations from it (two passes over the slice, so the
+//      variance is as stable as torch's) to stats[2 * (pair * parts + s)];
+//   1  one invocation per pair merges its `parts` slices (Chan et al.'s pairwise update) into
+//      (mean, 1 / sqrt(var + eps)) at stats[2 * (pairs * parts + pair)] (biased variance);
+//   2  one invocation per element: v = (v - mean) * rstd * gamma[c] + beta[c], optional FiLM
+//      v * (1 + film[b, c]) + film[b, c + C], optional SiLU. y may alias x (read before written,
+//      by the same invocation, after phases 0 and 1 have read everything).
+// Partial sums of a slice meet in shared memory (tree, no subgroup ops).
 layout(local_size_x = 128) in;
 
 layout(std430, binding = 0) readonly buffer X { float x[]; };
@@ -12,26 +19,28 @@ layout(std430, binding = 2) readonly buffer G { float gamma[]; };
 layout(std430, binding = 3) readonly buffer BE { float beta[]; };
 layout(std430, binding = 4) readonly buffer F { float film[]; };
 layout(std430, binding = 5) buffer Y { float y[]; };
+layout(std430, binding = 6) buffer S { float stats[]; };
 
 layout(push_constant) uniform Push {
-    uint ox, oib, og, obe, of, oy;
+    uint ox, oib, og, obe, of, oy, os;
     uint batch, c, hw, groups;
     float eps;
     uint flags;     // bit 0: in_bias, bit 1: film, bit 2: silu
+    uint phase, part, parts;
 } p;
 
-shared float part[128];
+shared float red[128];
 
 float reduce_sum(float v)
 {
     const uint t = gl_LocalInvocationID.x;
-    part[t] = v;
+    red[t] = v;
     barrier();
     for (uint s = 64u; s > 0u; s >>= 1) {
-        if (t < s) part[t] += part[t + s];
+        if (t < s) red[t] += red[t + s];
         barrier();
     }
-    const float r = part[0];
+    const float r = red[0];
     barrier();
     return r;
 }
@@ -43,27 +52,73 @@ float load(uint c, uint b, uint pix)
     return v;
 }
 
-void main()
+void partials()
 {
     const uint cg = p.c / p.groups, n = cg * p.hw, t = gl_LocalInvocationID.x;
-    for (uint wg = gl_WorkGroupID.x; wg < p.batch * p.groups; wg += gl_NumWorkGroups.x) {
-        const uint b = wg / p.groups, g = wg - b * p.groups, c0 = g * cg;
-        float s = 0.0;
-        for (uint i = t; i < n; i += 128u) s += load(c0 + i / p.hw, b, i % p.hw);
-        const float mean = reduce_sum(s) / float(n);
-        float q = 0.0;
-        for (uint i = t; i < n; i += 128u) {
-            const float d = load(c0 + i / p.hw, b, i % p.hw) - mean;
-            q += d * d;
-        }
-        const float rstd = 1.0 / sqrt(reduce_sum(q) / float(n) + p.eps);
-        for (uint i = t; i < n; i += 128u) {
-            const uint c = c0 + i / p.hw, pix = i % p.hw;
-            float v = (load(c, b, pix) - mean) * rstd * gamma[p.og + c] + beta[p.obe + c];
-            if ((p.flags & 2u) != 0u)
-                v = v * (1.0 + film[p.of + b * 2u * p.c + c]) + film[p.of + b * 2u * p.c + p.c + c];
-            if ((p.flags & 4u) != 0u) v = v / (1.0 + exp(-v));
-            y[p.oy + (c * p.batch + b) * p.hw + pix] = v;
-        }
+    const uint pairs = p.batch * p.groups;
+    // one slice per workgroup; rows of workgroups past 65535 (the host caps each dimension)
+    const uint wg = gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x;
+    if (wg >= pairs * p.parts) return;      // uniform across the workgroup: no barrier skipped
+    const uint pair = wg / p.parts, s = wg - pair * p.parts;
+    const uint b = pair / p.groups, g = pair - b * p.groups, c0 = g * cg;
+    const uint i0 = s * p.part, i1 = min(n, i0 + p.part);
+    float sum = 0.0;
+    for (uint i = i0 + t; i < i1; i += 128u) sum += load(c0 + i / p.hw, b, i % p.hw);
+    const float mean = reduce_sum(sum) / float(i1 - i0);
+    float q = 0.0;
+    for (uint i = i0 + t; i < i1; i += 128u) {
+        const float d = load(c0 + i / p.hw, b, i % p.hw) - mean;
+        q += d * d;
     }
+    const float m2 = reduce_sum(q);
+    if (t == 0u) {
+        stats[p.os + 2u * wg] = mean;
+        stats[p.os + 2u * wg + 1u] = m2;
+    }
+}
+
+void merge()
+{
+    const uint cg = p.c / p.groups, n = cg * p.hw;
+    const uint pairs = p.batch * p.groups;
+    const uint gstride = gl_NumWorkGroups.x * gl_WorkGroupSize.x;
+    for (uint pair = gl_GlobalInvocationID.x; pair < pairs; pair += gstride) {
+        float cnt = 0.0, mean = 0.0, m2 = 0.0;
+        for (uint s = 0u; s < p.parts; s++) {
+            const uint at = p.os + 2u * (pair * p.parts + s);
+            const float ns = float(min(n, (s + 1u) * p.part) - s * p.part);
+            const float tot = cnt + ns, d = stats[at] - mean;
+            mean += d * (ns / tot);
+            m2 += stats[at + 1u] + d * d * (cnt * ns / tot);
+            cnt = tot;
+        }
+        const uint at = p.os + 2u * (pairs * p.parts + pair);
+        stats[at] = mean;
+        stats[at + 1u] = 1.0 / sqrt(m2 / float(n) + p.eps);
+    }
+}
+
+void apply()
+{
+    const uint cg = p.c / p.groups, count = p.c * p.batch * p.hw;
+    const uint pairs = p.batch * p.groups;
+    const uint gstride = gl_NumWorkGroups.x * gl_WorkGroupSize.x;
+    for (uint i = gl_GlobalInvocationID.x; i < count; i += gstride) {
+        // i indexes (c, b, pix) in CNHW
+        const uint c = i / (p.batch * p.hw), r = i - c * p.batch * p.hw;
+        const uint b = r / p.hw, pix = r - b * p.hw;
+        const uint at = p.os + 2u * (pairs * p.parts + b * p.groups + c / cg);
+        float v = (load(c, b, pix) - stats[at]) * stats[at + 1u] * gamma[p.og + c] + beta[p.obe + c];
+        if ((p.flags & 2u) != 0u)
+            v = v * (1.0 + film[p.of + b * 2u * p.c + c]) + film[p.of + b * 2u * p.c + p.c + c];
+        if ((p.flags & 4u) != 0u) v = v / (1.0 + exp(-v));
+        y[p.oy + i] = v;
+    }
+}
+
+void main()
+{
+    if (p.phase == 0u) partials();
+    else if (p.phase == 1u) merge();
+    else apply();
 }

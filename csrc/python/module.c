@@ -82,9 +82,21 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+/* the C core's interrupt check (ccfg_check_interrupt, between a forward's layers): runs Python's
+ * signal handlers in the main thread; a KeyboardInterrupt (or a handler's exception) stays set
+ * and is what the call raises (py_raise_status). Called without the GIL. */
+static int python_interrupted(void)
+{
+    PyGILState_STATE g = PyGILState_Ensure();
+    const int stop = PyErr_CheckSignals() < 0;
+    PyGILState_Release(g);
+    return stop;
+}
+
 static int exec_module(PyObject *m)
 {
     if (PyArray_ImportNumPyAPI() < 0) return -1;
+    ccfg_set_interrupt_check(python_interrupted);
     if (py_guide_register(m) < 0 || py_models_register(m) < 0 || py_unet_register(m) < 0 ||
         py_classifier_register(m) < 0)
         return -1;

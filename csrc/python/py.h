@@ -51,6 +51,36 @@ int py_dict_set(PyObject *d, const char *key, PyObject *v);
  * device the first time takes a while) */
 int py_open_backend(const char *name, const ccfg_backend **be);
 
+/* ---- runs: the locks a call holds while C computes (GIL released), per thread.
+ * A call that computes on a device takes the model's lock (a UNet's, or NULL) and then the
+ * device's, through py_run_enter, and lets go with py_run_leave. A callback into Python from
+ * inside a run (progress, a Python model or rule) is bracketed by py_callback_enter/leave, which
+ * let go of the innermost run's locks meanwhile (after the device has run what was recorded;
+ * a pending non-finite report is kept and re-reported): the callback may call ccfg.guide,
+ * ccfg.sample or the same UNet on the same device, and other threads may use them. Python code
+ * that runs while a run holds its locks (a signal handler in a Ctrl-C check) and calls in again
+ * gets CCFG_EINTERNAL ("re-entrant call: ...", a RuntimeError) from py_run_enter instead of
+ * waiting for itself forever. */
+typedef struct py_run py_run;
+struct py_run {
+    const char *what;               /* "ccfg.sample", ... (for the re-entrancy message) */
+    const ccfg_backend *be;
+    PyThread_type_lock model_lock;  /* NULL: none */
+    int held;                       /* the locks are held (not let go by a callback) */
+    py_run *outer;                  /* the enclosing run of this thread, or NULL */
+};
+typedef struct {
+    py_run *run;                    /* the run let go of, or NULL */
+    int tag;                        /* its pending non-finite report (-1: none) */
+} py_callback;
+int py_run_enter(py_run *r, const char *what, const ccfg_backend *be, PyThread_type_lock model_lock);
+void py_run_leave(py_run *r);
+/* 1 if a run of this thread holds be's lock now (a deallocator then frees without taking it) */
+int py_run_holds(const ccfg_backend *be);
+/* both without the GIL: enter before taking it, leave after giving it back */
+int py_callback_enter(py_callback *cb);
+int py_callback_leave(py_callback *cb);
+
 /* ---- objects shared between files */
 /* a rule by name with its parameters by name: spec = (name, {param: value}) (ccfg/guidance.py
  * Rule._c_spec); a Python rule ("python") carries its function as params["fn"] */
@@ -59,12 +89,12 @@ int py_parse_rule(PyObject *spec, ccfg_rule *rule);
 typedef struct py_model py_model;
 extern PyTypeObject py_ModelType;
 /* a new model object around `model`: `owner` (a reference is taken) and `data` (freed by
- * data_free when the object dies) keep what model.ctx points into alive; lock/unlock (may be
- * NULL) serialise runs of one model between threads: they get `data` and are called with the GIL
- * released, before the device's lock is taken */
+ * data_free when the object dies) keep what model.ctx points into alive; `lock` (may be NULL, not
+ * owned: a UNet's) serialises runs of one model between threads: runs take it before the
+ * device's lock (py_run_enter) */
 PyObject *py_model_new(ccfg_model model, PyObject *owner, void *data, void (*data_free)(void *),
-                       void (*lock)(void *), void (*unlock)(void *));
+                       PyThread_type_lock lock);
 const ccfg_model *py_model_get(PyObject *obj);
-void py_model_lock(PyObject *obj, int acquire);
+PyThread_type_lock py_model_lock(PyObject *obj);
 
 #endif /* CCFG_PY_H */

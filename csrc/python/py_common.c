@@ -1,6 +1,7 @@
 /* python/py_common.c — errors, array conversion and backends by name, for every binding. */
 #include "python/py.h"      /* first: Python.h sets the feature macros */
 
+#include <math.h>
 #include <string.h>
 
 PyObject *py_raise_status(int status)
@@ -93,4 +94,93 @@ int py_dict_set(PyObject *d, const char *key, PyObject *v)
 int py_open_backend(const char *name, const ccfg_backend **be)
 {
     return ccfg_backend_open(name, be);
+}
+
+/* ------------------------------------------------------------------------- */
+/* runs and callbacks (py.h) */
+
+static _Thread_local py_run *current_run;
+
+/* the CPU backend's lock does nothing: holding it twice is no deadlock */
+static int device_lock_blocks(const ccfg_backend *be) { return be && be != ccfg_backend_cpu(); }
+
+int py_run_enter(py_run *r, const char *what, const ccfg_backend *be, PyThread_type_lock model_lock)
+{
+    for (const py_run *o = current_run; o; o = o->outer) {
+        if (!o->held) continue;
+        if (model_lock && o->model_lock == model_lock)
+            return ccfg_fail(CCFG_EINTERNAL, "re-entrant call: %s uses a model that %s is already "
+                             "using in this thread (call it from a progress callback, a "
+                             "PythonModel or a PythonRule instead)", what, o->what);
+        if (o->be == be && device_lock_blocks(be))
+            return ccfg_fail(CCFG_EINTERNAL, "re-entrant call: %s is already running on device "
+                             "%s in this thread (call %s from a progress callback, a PythonModel "
+                             "or a PythonRule instead)", o->what, be->name, what);
+    }
+    r->what = what;
+    r->be = be;
+    r->model_lock = model_lock;
+    if (model_lock) PyThread_acquire_lock(model_lock, WAIT_LOCK);
+    if (be) be->lock(be, 1);
+    r->held = 1;
+    r->outer = current_run;
+    current_run = r;
+    return CCFG_OK;
+}
+
+int py_run_holds(const ccfg_backend *be)
+{
+    for (const py_run *o = current_run; o; o = o->outer)
+        if (o->held && o->be == be) return 1;
+    return 0;
+}
+
+void py_run_leave(py_run *r)
+{
+    if (r->held) {
+        if (r->be) r->be->lock(r->be, 0);
+        if (r->model_lock) PyThread_release_lock(r->model_lock);
+        r->held = 0;
+    }
+    current_run = r->outer;
+}
+
+int py_callback_enter(py_callback *cb)
+{
+    py_run *r = current_run;
+    int status;
+    cb->run = NULL;
+    cb->tag = -1;
+    /* only the run's own C code (GIL released) lets go of it: a callback reached from Python
+     * code that runs inside the run (a signal handler) leaves the locks alone */
+    if (!r || !r->held || PyGILState_Check()) return CCFG_OK;
+    /* the device runs what is recorded, and its non-finite watch is read (a run the callback
+     * starts clears it) */
+    if (r->be && (status = r->be->first_nonfinite(r->be, &cb->tag))) return status;
+    if (r->be) r->be->lock(r->be, 0);
+    if (r->model_lock) PyThread_release_lock(r->model_lock);
+    r->held = 0;
+    cb->run = r;
+    return CCFG_OK;
+}
+
+int py_callback_leave(py_callback *cb)
+{
+    py_run *r = cb->run;
+    int status = CCFG_OK;
+    if (!r) return CCFG_OK;
+    if (r->model_lock) PyThread_acquire_lock(r->model_lock, WAIT_LOCK);
+    if (r->be) r->be->lock(r->be, 1);
+    r->held = 1;
+    cb->run = NULL;
+    if (cb->tag >= 0 && r->be) {
+        /* report it again: a NaN watched under the same tag */
+        const float nan = NAN;
+        float *p = NULL;
+        if (!(status = r->be->alloc(r->be, sizeof nan, &p)) &&
+            !(status = r->be->upload(r->be, p, &nan, sizeof nan)))
+            status = r->be->watch_finite(r->be, 1, p, cb->tag);
+        r->be->release(r->be, p);
+    }
+    return status;
 }

@@ -125,12 +125,12 @@ PyObject *py_vk_copy_bench(PyObject *self, PyObject *args)
                      device);
         return NULL;
     }
+    py_run run;
     Py_BEGIN_ALLOW_THREADS
     status = py_open_backend(device, &be);
-    if (!status) {
-        be->lock(be, 1);
+    if (!status && !(status = py_run_enter(&run, "the copy benchmark", be, NULL))) {
         status = ccfg_vk_copy_bench(index, (size_t)bytes, repeats, &sec);
-        be->lock(be, 0);
+        py_run_leave(&run);
     }
     Py_END_ALLOW_THREADS
     if (status) return py_raise_status(status);
@@ -160,12 +160,12 @@ PyObject *py_vk_profile(PyObject *self, PyObject *args)
                      "got '%s'", device);
         return NULL;
     }
+    py_run run;
     Py_BEGIN_ALLOW_THREADS
     status = py_open_backend(device, &be);
-    if (!status) {
-        be->lock(be, 1);
+    if (!status && !(status = py_run_enter(&run, "the profile", be, NULL))) {
         status = ccfg_vk_profile(index, act, entries, 64, &count, &totals);
-        be->lock(be, 0);
+        py_run_leave(&run);
     }
     Py_END_ALLOW_THREADS
     if (status) return py_raise_status(status);

@@ -16,8 +16,11 @@
 static int python_rule_host(const ccfg_rule *r, int64_t n, int64_t dim, const float *eps_u,
                             const float *eps_p, int k, const float *const *eps_n, float *out)
 {
+    py_callback cb;
+    int status = py_callback_enter(&cb);       /* the run's locks, let go meanwhile */
+    if (status) return status;
     PyGILState_STATE g = PyGILState_Ensure();
-    int status = CCFG_ECANCEL;
+    status = CCFG_ECANCEL;
     PyObject *u = py_new_2d(n, dim, eps_u), *p = py_new_2d(n, dim, eps_p), *lst = PyList_New(k);
     if (!u || !p || !lst) goto done;
     for (int j = 0; j < k; j++) {
@@ -32,7 +35,8 @@ done:
     Py_XDECREF(p);
     Py_XDECREF(lst);
     PyGILState_Release(g);
-    return status;
+    const int back = py_callback_leave(&cb);
+    return status ? status : back;
 }
 
 static const ccfg_rule_impl python_rule = {
@@ -107,8 +111,9 @@ typedef struct {
 static void state_dealloc(StateObject *self)
 {
     const ccfg_backend *be = self->st.be;
-    if (be && !be->synchronous) {
-        /* device memory is released under the device's lock, which a sampling thread may hold */
+    if (be && !be->synchronous && !py_run_holds(be)) {
+        /* device memory is released under the device's lock, which a sampling thread may hold
+         * (this thread may hold it already: a signal handler's object dies inside a run) */
         Py_BEGIN_ALLOW_THREADS
         be->lock(be, 1);
         ccfg_guide_state_free(&self->st);
@@ -145,12 +150,12 @@ PyObject *py_guide_state(PyObject *self, PyObject *args)
     StateObject *st = PyObject_New(StateObject, &StateType);
     if (!st) return NULL;
     memset(&st->st, 0, sizeof st->st);
+    py_run run;
     Py_BEGIN_ALLOW_THREADS
     status = py_open_backend(device, &be);
-    if (!status) {
-        be->lock(be, 1);
+    if (!status && !(status = py_run_enter(&run, "ccfg.guide", be, NULL))) {
         status = ccfg_guide_state_init(&st->st, be, &rule, n, dim, n_neg);
-        be->lock(be, 0);
+        py_run_leave(&run);
     }
     Py_END_ALLOW_THREADS
     if (status) {
@@ -182,11 +187,13 @@ PyObject *py_state_info(PyObject *self, PyObject *args)
         if (!dev) goto fail;
         const ccfg_backend *be = st->be;
         int status;
+        py_run run;
         Py_BEGIN_ALLOW_THREADS
-        be->lock(be, 1);
-        status = be->download(be, PyArray_DATA((PyArrayObject *)dev), st->device,
-                              (size_t)sh[0] * sizeof(float));
-        be->lock(be, 0);
+        if (!(status = py_run_enter(&run, "reading a guidance state", be, NULL))) {
+            status = be->download(be, PyArray_DATA((PyArrayObject *)dev), st->device,
+                                  (size_t)sh[0] * sizeof(float));
+            py_run_leave(&run);
+        }
         Py_END_ALLOW_THREADS
         if (status) {
             py_raise_status(status);
@@ -288,11 +295,13 @@ PyObject *py_guide(PyObject *self, PyObject *args)
         status = ccfg_guide(be, &rule, st, n, dim, py_f32(u), p ? py_f32(p) : NULL, k, neg_ptr,
                             step, num_steps, 1, py_f32((PyArrayObject *)out));
     } else {
+        py_run run;
         Py_BEGIN_ALLOW_THREADS
-        be->lock(be, 1);
-        status = guide_on(be, &rule, st, n, dim, py_f32(u), p ? py_f32(p) : NULL, k, neg_ptr, step,
-                          num_steps, py_f32((PyArrayObject *)out));
-        be->lock(be, 0);
+        if (!(status = py_run_enter(&run, "ccfg.guide", be, NULL))) {
+            status = guide_on(be, &rule, st, n, dim, py_f32(u), p ? py_f32(p) : NULL, k, neg_ptr,
+                              step, num_steps, py_f32((PyArrayObject *)out));
+            py_run_leave(&run);
+        }
         Py_END_ALLOW_THREADS
     }
     if (status) {
@@ -354,11 +363,13 @@ PyObject *py_observe(PyObject *self, PyObject *args)
     int status;
     ccfg_guide_state *st = &((StateObject *)so)->st;
     const ccfg_backend *be = st->be ? st->be : ccfg_backend_cpu();
+    py_run run;
     Py_BEGIN_ALLOW_THREADS
-    be->lock(be, 1);
-    status = observe_on(be, &rule, st, shape[0], shape[1], py_f32(x), py_f32(xp), py_f32(u), k,
-                        neg_ptr, ab, abp, eta);
-    be->lock(be, 0);
+    if (!(status = py_run_enter(&run, "GuidanceState.observe", be, NULL))) {
+        status = observe_on(be, &rule, st, shape[0], shape[1], py_f32(x), py_f32(xp), py_f32(u),
+                            k, neg_ptr, ab, abp, eta);
+        py_run_leave(&run);
+    }
     Py_END_ALLOW_THREADS
     if (status) py_raise_status(status);
     else ret = Py_NewRef(Py_None);

@@ -13,8 +13,7 @@ struct py_model {
     PyObject *owner;                    /* keeps what model.ctx points into alive */
     void *data;                         /* the kind's own allocation (model.ctx lives in it) */
     void (*data_free)(void *data);
-    void (*lock)(void *data);
-    void (*unlock)(void *data);
+    PyThread_type_lock lock;            /* not owned (a UNet's), or NULL */
 };
 
 static void model_dealloc(py_model *self)
@@ -34,7 +33,7 @@ PyTypeObject py_ModelType = {
 };
 
 PyObject *py_model_new(ccfg_model model, PyObject *owner, void *data, void (*data_free)(void *),
-                       void (*lock)(void *), void (*unlock)(void *))
+                       PyThread_type_lock lock)
 {
     py_model *m = PyObject_New(py_model, &py_ModelType);
     if (!m) {
@@ -46,7 +45,6 @@ PyObject *py_model_new(ccfg_model model, PyObject *owner, void *data, void (*dat
     m->data = data;
     m->data_free = data_free;
     m->lock = lock;
-    m->unlock = unlock;
     return (PyObject *)m;
 }
 
@@ -60,12 +58,7 @@ const ccfg_model *py_model_get(PyObject *obj)
     return &((py_model *)obj)->model;
 }
 
-void py_model_lock(PyObject *obj, int acquire)
-{
-    py_model *m = (py_model *)obj;
-    if (acquire && m->lock) m->lock(m->data);
-    if (!acquire && m->unlock) m->unlock(m->data);
-}
+PyThread_type_lock py_model_lock(PyObject *obj) { return ((py_model *)obj)->lock; }
 
 /* ------------------------------------------------------------------------- */
 /* the exact Gaussian mixture: a spec dict from GaussianMixture._c_spec() */
@@ -138,7 +131,7 @@ PyObject *py_gmm_model(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "O", &spec)) return NULL;
     gmm_args *a = parse_gmm(spec);
     if (!a) return NULL;
-    return py_model_new(ccfg_gmm_as_model(&a->placed, &a->g), NULL, a, gmm_args_free, NULL, NULL);
+    return py_model_new(ccfg_gmm_as_model(&a->placed, &a->g), NULL, a, gmm_args_free, NULL);
 }
 
 /* the mixture's eps on `be` with host arrays (its parameters placed there for this call) */
@@ -188,13 +181,13 @@ PyObject *py_gmm_eps(PyObject *self, PyObject *args)
     out = PyArray_SimpleNew(2, PyArray_DIMS(x), NPY_FLOAT32);
     if (!out) goto done;
     int status;
+    py_run run;
     Py_BEGIN_ALLOW_THREADS
     status = py_open_backend(device, &be);
-    if (!status) {
-        be->lock(be, 1);
+    if (!status && !(status = py_run_enter(&run, "the mixture's eps", be, NULL))) {
         status = gmm_eps_on(be, &ga->g, PyArray_DIM(x, 0), py_f32(x), ab, PyArray_DATA(cond),
                             py_f32((PyArrayObject *)out));
-        be->lock(be, 0);
+        py_run_leave(&run);
     }
     Py_END_ALLOW_THREADS
     if (status) {
@@ -217,8 +210,11 @@ static int python_model_eval(void *ctx, const ccfg_backend *be, int64_t rows, in
                              const int32_t *cond, float *out)
 {
     (void)be;
+    py_callback cb;
+    int status = py_callback_enter(&cb);       /* the run's locks, let go meanwhile */
+    if (status) return status;
     PyGILState_STATE g = PyGILState_Ensure();
-    int status = CCFG_ECANCEL;
+    status = CCFG_ECANCEL;
     npy_intp n1 = (npy_intp)rows;
     PyObject *xa = py_new_2d(rows, dim, x), *ca = PyArray_SimpleNew(1, &n1, NPY_INT32);
     if (!xa || !ca) goto done;
@@ -230,7 +226,8 @@ done:
     Py_XDECREF(xa);
     Py_XDECREF(ca);
     PyGILState_Release(g);
-    return status;
+    const int back = py_callback_leave(&cb);
+    return status ? status : back;
 }
 
 /* python_model(fn) -> Model */
@@ -244,7 +241,7 @@ PyObject *py_python_model(PyObject *self, PyObject *args)
         return NULL;
     }
     const ccfg_model m = {.eval = python_model_eval, .ctx = fn, .on_backend = 0};
-    return py_model_new(m, fn, NULL, NULL, NULL, NULL);
+    return py_model_new(m, fn, NULL, NULL, NULL);
 }
 
 int py_models_register(PyObject *m)

@@ -81,20 +81,28 @@ PyObject *py_plan(PyObject *self, PyObject *args)
 
 typedef struct { PyObject *fn; } progress_ctx;
 
+/* A caller's function runs with the run's locks let go (py_callback_enter: the device first runs
+ * what is recorded, so on a device the callback also sees real progress): it may preview with the
+ * same UNet or call guide/sample on the same device. Without one, only the Ctrl-C check runs,
+ * the locks held (no flush per step). */
 static int python_progress(void *vctx, int done, int steps)
 {
     progress_ctx *c = vctx;
+    const int user = c->fn && c->fn != Py_None;
+    py_callback cb = {0};
+    int status = user ? py_callback_enter(&cb) : CCFG_OK;
+    if (status) return status;
     PyGILState_STATE g = PyGILState_Ensure();
-    int status = CCFG_OK;
     /* Ctrl-C in Jupyter: stop within one step */
     if (PyErr_CheckSignals() < 0) status = CCFG_ECANCEL;
-    else if (c->fn && c->fn != Py_None) {
+    else if (user) {
         PyObject *r = PyObject_CallFunction(c->fn, "ii", done, steps);
         if (!r) status = CCFG_ECANCEL;
         Py_XDECREF(r);
     }
     PyGILState_Release(g);
-    return status;
+    const int back = user ? py_callback_leave(&cb) : CCFG_OK;
+    return status ? status : back;
 }
 
 /* The whole run on `be`; x is a host array (in: x_T, out: the result, written only on success),
@@ -169,17 +177,15 @@ PyObject *py_sample(PyObject *self, PyObject *args)
                             .n_neg = n_neg, .negatives = neg_ids};
     progress_ctx pc = {prog};
     const ccfg_backend *be = NULL;
+    py_run run;
     Py_BEGIN_ALLOW_THREADS
     status = py_open_backend(device, &be);
-    if (!status) {
-        /* the model's own lock first (a UNet serialises its callers), then the device's */
-        py_model_lock(model_obj, 1);
-        be->lock(be, 1);
+    /* the model's own lock first (a UNet serialises its callers), then the device's */
+    if (!status && !(status = py_run_enter(&run, "ccfg.sample", be, py_model_lock(model_obj)))) {
         status = sample_on(be, &gm, &plan, &sa.cfg, n, dim, seed, first,
                            py_f32((PyArrayObject *)xout),
                            traj ? py_f32((PyArrayObject *)traj) : NULL, &pc);
-        be->lock(be, 0);
-        py_model_lock(model_obj, 0);
+        py_run_leave(&run);
     }
     Py_END_ALLOW_THREADS
     if (status) {

@@ -29,6 +29,7 @@ static PyObject *new_like(PyArrayObject *like)
 PyObject *py_vk_op(PyObject *self, PyObject *args)
 {
     int status = CCFG_OK, locked = 0;
+    py_run run;
     const char *device, *op;
     PyObject *arrs, *scal, *result = NULL, *r0 = NULL, *r1 = NULL, *r2 = NULL;
     PyArrayObject *a[VKOP_MAX] = {0}, *coef = NULL;
@@ -67,7 +68,7 @@ PyObject *py_vk_op(PyObject *self, PyObject *args)
         dim = PyArray_DIM(a[0], 1);
     }
     if ((status = py_open_backend(device, &be))) goto done;
-    be->lock(be, 1);
+    if ((status = py_run_enter(&run, "vk_op", be, NULL))) goto done;
     locked = 1;
     /* the inputs, packed at odd offsets into one allocation */
     if ((status = be->alloc(be, total * sizeof(float), &pool))) goto done;
@@ -82,6 +83,10 @@ PyObject *py_vk_op(PyObject *self, PyObject *args)
     float *out = NULL;
     if (!strcmp(op, "axpbypcz") && a[0] && nb == 3) {
         const int in_place = ns > 3 && s[3] != 0.0;
+        if ((a[1] && PyArray_SIZE(a[1]) != count) || (a[2] && PyArray_SIZE(a[2]) != count)) {
+            PyErr_SetString(PyExc_ValueError, "vk_op axpbypcz: x, y and z must share one size");
+            goto done;
+        }
         if (!in_place && (status = be->alloc(be, (size_t)(count + VKOP_GAP) * 4, &dout))) goto done;
         out = in_place ? in[0] : dout + VKOP_GAP;
         if ((status = be->axpbypcz(be, count, s[0], in[0], s[1], in[1], s[2], in[2], out))) goto done;
@@ -111,11 +116,14 @@ PyObject *py_vk_op(PyObject *self, PyObject *args)
         unsigned long long stream = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(scal, 3));
         long long first = PyLong_AsLongLong(PyTuple_GET_ITEM(scal, 4));
         if (PyErr_Occurred()) goto done;
-        npy_intp sh[2] = {(npy_intp)s[0], (npy_intp)s[1]};
-        if (sh[0] < 0 || sh[1] < 0) {
-            PyErr_SetString(PyExc_ValueError, "vk_op randn: n and dim must be >= 0");
+        /* n and dim as doubles: in range before they become integers, their product too */
+        if (!(s[0] >= 0.0 && s[0] <= 2147483647.0 && s[1] >= 0.0 && s[1] <= 2147483647.0) ||
+            s[0] * s[1] > 1e12) {
+            PyErr_SetString(PyExc_ValueError, "vk_op randn: n and dim must be in [0, 2^31) and "
+                            "n * dim at most 10^12");
             goto done;
         }
+        npy_intp sh[2] = {(npy_intp)s[0], (npy_intp)s[1]};
         if (!(r0 = PyArray_SimpleNew(2, sh, NPY_FLOAT32))) goto done;
         size_t bytes = (size_t)(sh[0] * sh[1]) * 4;
         if ((status = be->alloc(be, bytes + VKOP_GAP * 4, &dout)) ||
@@ -180,7 +188,7 @@ done:
         be->release(be, pool);
         be->release(be, dout);
     }
-    if (locked) be->lock(be, 0);
+    if (locked) py_run_leave(&run);
     for (int i = 0; i < VKOP_MAX; i++) Py_XDECREF(a[i]);
     Py_XDECREF(coef);
     Py_XDECREF(r0);
@@ -194,9 +202,149 @@ done:
  * float32 arrays or None (an absent optional argument); outputs: float32 arrays whose copies are
  * uploaded (initial values for accumulate / in-place ops), run through the op and returned; t:
  * float64 host array (timestep_embedding), index: int32 host array (embedding_add), else None.
- * Sizes are the caller's business (ints), as in C; the arrays are only bounds the backend checks
- * against. */
+ * Sizes are ints, as in C, but checked here against the arrays before anything runs (nn_check):
+ * the CPU ops trust their caller (the UNet plans its sizes), so a hook that passed them on
+ * unchecked would read and write past the arrays. Scratch is sized from the arguments. */
 enum { NN_MAX_ARRAYS = 6 };
+
+/* what one op reads and writes, in floats, from its sizes */
+typedef struct {
+    int ni, nf;                     /* ints and floats it takes */
+    int nin, nout;                  /* inputs and outputs it uses */
+    int64_t in[NN_MAX_ARRAYS];      /* floats each input needs (0: not used) */
+    int optional[NN_MAX_ARRAYS];    /* 1: the input may be None */
+    int64_t out[NN_MAX_ARRAYS];
+    int64_t t, index;               /* host arrays: entries needed (-1: not used) */
+    int64_t scratch;                /* CPU scratch floats at the least */
+} nn_need;
+
+/* a * b * ... for sizes already checked >= 0, or -1 past 2^62 */
+static int64_t prod(int n, const int64_t *v)
+{
+    int64_t r = 1;
+    for (int i = 0; i < n; i++) {
+        if (v[i] && r > ((int64_t)1 << 62) / v[i]) return -1;
+        r *= v[i];
+    }
+    return r;
+}
+#define PROD(...) prod((int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)), \
+                       (int64_t[]){__VA_ARGS__})
+
+static const char wrong_ints[] = "wrong number of ints";
+
+/* fills *w for op with the ints iv; an error message (static) if the sizes are invalid */
+static const char *nn_need_of(const char *op, const int64_t *iv, int ni, nn_need *w)
+{
+    memset(w, 0, sizeof *w);
+    w->t = w->index = -1;
+#define EXPECT(i, f) do { w->ni = (i); w->nf = (f); if (ni != (i)) return wrong_ints; } \
+    while (0)
+#define AT_LEAST(k, lo) do { if (iv[k] < (lo)) return "the sizes are out of range"; } while (0)
+    if (!strcmp(op, "conv2d")) {
+        EXPECT(10, 0);
+        for (int k = 1; k <= 6; k++) AT_LEAST(k, 1);
+        AT_LEAST(0, 0); AT_LEAST(7, 0); AT_LEAST(8, 0);
+        const int64_t b = iv[0], cin = iv[1], h = iv[2], wd = iv[3], cout = iv[4], k = iv[5];
+        const int64_t s = iv[6], p0 = iv[7], p1 = iv[8];
+        if (h + p0 + p1 < k || wd + p0 + p1 < k) return "the kernel is larger than the image";
+        const int64_t ho = (h + p0 + p1 - k) / s + 1, wo = (wd + p0 + p1 - k) / s + 1;
+        w->nin = 3; w->nout = 1;
+        w->in[0] = PROD(cin, b, h, wd);
+        w->in[1] = PROD(cout, cin, k, k);
+        w->in[2] = cout; w->optional[2] = 1;
+        w->out[0] = PROD(cout, b, ho, wo);
+        w->scratch = PROD(cin, k, k, wo > 256 ? wo : 256);
+    } else if (!strcmp(op, "group_norm")) {
+        EXPECT(5, 1);
+        AT_LEAST(0, 0); AT_LEAST(1, 1); AT_LEAST(2, 1); AT_LEAST(3, 1);
+        if (iv[1] % iv[3]) return "groups must divide the channels";
+        w->nin = 5; w->nout = 1;
+        w->in[0] = w->out[0] = PROD(iv[1], iv[0], iv[2]);
+        w->in[1] = PROD(iv[0], iv[1]); w->optional[1] = 1;
+        w->in[2] = w->in[3] = iv[1];
+        w->in[4] = PROD(2, iv[0], iv[1]); w->optional[4] = 1;
+    } else if (!strcmp(op, "linear")) {
+        EXPECT(4, 0);
+        AT_LEAST(0, 0); AT_LEAST(1, 1); AT_LEAST(2, 1);
+        w->nin = 3; w->nout = 1;
+        w->in[0] = PROD(iv[0], iv[1]);
+        w->in[1] = PROD(iv[2], iv[1]);
+        w->in[2] = iv[2]; w->optional[2] = 1;
+        w->out[0] = PROD(iv[0], iv[2]);
+        if (iv[3]) w->scratch = w->in[0];       /* the CPU stages SiLU(x) there */
+    } else if (!strcmp(op, "silu") || !strcmp(op, "copy")) {
+        EXPECT(1, 0);
+        AT_LEAST(0, 0);
+        w->nin = w->nout = 1;
+        w->in[0] = w->out[0] = iv[0];
+    } else if (!strcmp(op, "scale")) {
+        EXPECT(1, 1);
+        AT_LEAST(0, 0);
+        w->nout = 1;
+        w->out[0] = iv[0];
+    } else if (!strcmp(op, "timestep_embedding")) {
+        EXPECT(3, 1);
+        AT_LEAST(0, 0); AT_LEAST(1, 1);
+        w->nout = 1;
+        w->out[0] = PROD(iv[0], iv[1]);
+        w->t = iv[0];
+    } else if (!strcmp(op, "embedding_add")) {
+        EXPECT(2, 0);
+        AT_LEAST(0, 0); AT_LEAST(1, 1);
+        w->nin = w->nout = 1;
+        w->in[0] = iv[1];       /* one row at the least; the indices are checked against it */
+        w->out[0] = PROD(iv[0], iv[1]);
+        w->index = iv[0];
+    } else if (!strcmp(op, "attention")) {
+        EXPECT(4, 0);
+        AT_LEAST(0, 0); AT_LEAST(1, 1); AT_LEAST(2, 1); AT_LEAST(3, 1);
+        w->nin = w->nout = 1;
+        w->out[0] = PROD(iv[2], iv[3], iv[0], iv[1]);
+        w->in[0] = PROD(3, iv[2], iv[3], iv[0], iv[1]);
+        w->scratch = PROD(iv[1], iv[1]);
+    } else if (!strcmp(op, "attention_qkv")) {
+        EXPECT(5, 0);
+        AT_LEAST(0, 0);
+        for (int k = 1; k <= 4; k++) AT_LEAST(k, 1);
+        w->nin = 3; w->nout = 1;
+        w->in[0] = w->out[0] = PROD(iv[3], iv[4], iv[0], iv[1]);
+        w->in[1] = w->in[2] = PROD(iv[3], iv[4], iv[0], iv[2]);
+        w->scratch = PROD(iv[1], iv[2]);
+    } else if (!strcmp(op, "layer_norm")) {
+        EXPECT(2, 1);
+        AT_LEAST(0, 0); AT_LEAST(1, 1);
+        w->nin = 3; w->nout = 1;
+        w->in[0] = w->out[0] = PROD(iv[0], iv[1]);
+        w->in[1] = w->in[2] = iv[1];
+        w->optional[1] = w->optional[2] = 1;
+    } else if (!strcmp(op, "geglu")) {
+        EXPECT(2, 0);
+        AT_LEAST(0, 0); AT_LEAST(1, 1);
+        w->nin = w->nout = 1;
+        w->in[0] = PROD(2, iv[0], iv[1]);
+        w->out[0] = PROD(iv[0], iv[1]);
+    } else if (!strcmp(op, "upsample_nearest2x")) {
+        EXPECT(4, 0);
+        AT_LEAST(0, 0); AT_LEAST(1, 1); AT_LEAST(2, 1); AT_LEAST(3, 1);
+        w->nin = w->nout = 1;
+        w->in[0] = PROD(iv[0], iv[1], iv[2], iv[3]);
+        w->out[0] = PROD(4, iv[0], iv[1], iv[2], iv[3]);
+    } else if (!strcmp(op, "nchw_to_cnhw") || !strcmp(op, "cnhw_to_nchw")) {
+        EXPECT(3, op[0] == 'n' ? 2 : 0);
+        AT_LEAST(0, 0); AT_LEAST(1, 1); AT_LEAST(2, 1);
+        w->nin = w->nout = 1;
+        w->in[0] = w->out[0] = PROD(iv[0], iv[1], iv[2]);
+    } else {
+        return "unknown op";
+    }
+#undef EXPECT
+#undef AT_LEAST
+    for (int i = 0; i < NN_MAX_ARRAYS; i++)
+        if (w->in[i] < 0 || w->out[i] < 0) return "the sizes are too large";
+    if (w->scratch < 0) return "the sizes are too large";
+    return NULL;
+}
 
 static int nn_call(const ccfg_backend *be, const ccfg_nn_ops *ops, const char *op, float **in,
                    float **out, const int *iv, int ni, const double *fv, int nf, const double *t,
@@ -275,12 +423,14 @@ static int nn_call(const ccfg_backend *be, const ccfg_nn_ops *ops, const char *o
 PyObject *py_nn_op(PyObject *self, PyObject *args)
 {
     int status = CCFG_OK, nin = 0, nout = 0, ni = 0, nf = 0;
-    const char *device, *op;
+    const char *device, *op, *why;
     PyObject *ino, *outo, *io, *fo, *to, *xo, *result = NULL;
     PyArrayObject *ain[NN_MAX_ARRAYS] = {0}, *aout[NN_MAX_ARRAYS] = {0}, *ta = NULL, *xa = NULL;
     float *din[NN_MAX_ARRAYS] = {0}, *dout[NN_MAX_ARRAYS] = {0}, *scratch = NULL;
     int iv[16];
+    int64_t iv64[16];
     double fv[4];
+    nn_need need;
     const ccfg_backend *be = NULL;
     (void)self;
     if (!PyArg_ParseTuple(args, "ssO!O!O!O!OO", &device, &op, &PyList_Type, &ino, &PyList_Type,
@@ -295,12 +445,36 @@ PyObject *py_nn_op(PyObject *self, PyObject *args)
         return NULL;
     }
     for (int i = 0; i < ni; i++) {
-        iv[i] = (int)PyLong_AsLong(PyTuple_GET_ITEM(io, i));
-        if (PyErr_Occurred()) return NULL;
+        const long long v = PyLong_AsLongLong(PyTuple_GET_ITEM(io, i));
+        if (PyErr_Occurred()) {
+            if (PyErr_ExceptionMatches(PyExc_OverflowError)) {
+                PyErr_Clear();
+                PyErr_Format(PyExc_ValueError, "nn_op %s: int %d is out of range", op, i);
+            }
+            return NULL;
+        }
+        if (v < INT32_MIN || v > INT32_MAX) {
+            PyErr_Format(PyExc_ValueError, "nn_op %s: int %d (%lld) is out of range", op, i, v);
+            return NULL;
+        }
+        iv64[i] = v;
+        iv[i] = (int)v;
     }
     for (int i = 0; i < nf; i++) {
         fv[i] = PyFloat_AsDouble(PyTuple_GET_ITEM(fo, i));
         if (PyErr_Occurred()) return NULL;
+    }
+    if ((why = nn_need_of(op, iv64, ni, &need))) {
+        if (why == wrong_ints)
+            PyErr_Format(PyExc_ValueError, "nn_op %s: %d ints expected, got %d", op, need.ni, ni);
+        else
+            PyErr_Format(PyExc_ValueError, "nn_op %s: %s", op, why);
+        return NULL;
+    }
+    if (nf != need.nf || nin < need.nin || nout < need.nout) {
+        PyErr_Format(PyExc_ValueError, "nn_op %s: %d ints, %d floats, %d inputs and %d outputs "
+                     "expected", op, need.ni, need.nf, need.nin, need.nout);
+        return NULL;
     }
     for (int i = 0; i < nin; i++) {
         PyObject *o = PyList_GET_ITEM(ino, i);
@@ -315,17 +489,58 @@ PyObject *py_nn_op(PyObject *self, PyObject *args)
     }
     if (to != Py_None && !(ta = py_as_array(to, NPY_FLOAT64, 1, NULL, "t"))) goto done;
     if (xo != Py_None && !(xa = py_as_array(xo, NPY_INT32, 1, NULL, "index"))) goto done;
-    /* scratch for the CPU kernels: generous for the small sizes of the tests; attention needs a
-     * tokens x tokens score matrix (ints: batch, hw, heads, head_dim) */
+    /* every array the op reads or writes holds what the sizes say (a larger one is fine) */
+    for (int i = 0; i < need.nin; i++) {
+        if (!ain[i] && !need.optional[i]) {
+            PyErr_Format(PyExc_ValueError, "nn_op %s: input %d is required", op, i);
+            goto done;
+        }
+        if (ain[i] && PyArray_SIZE(ain[i]) < need.in[i]) {
+            PyErr_Format(PyExc_ValueError, "nn_op %s: input %d holds %zd floats, the sizes need "
+                         "%lld", op, i, (Py_ssize_t)PyArray_SIZE(ain[i]), (long long)need.in[i]);
+            goto done;
+        }
+    }
+    for (int i = 0; i < need.nout; i++)
+        if (PyArray_SIZE(aout[i]) < need.out[i]) {
+            PyErr_Format(PyExc_ValueError, "nn_op %s: output %d holds %zd floats, the sizes need "
+                         "%lld", op, i, (Py_ssize_t)PyArray_SIZE(aout[i]), (long long)need.out[i]);
+            goto done;
+        }
+    if (need.t >= 0 && (!ta || PyArray_SIZE(ta) < need.t)) {
+        PyErr_Format(PyExc_ValueError, "nn_op %s: t must hold %lld timesteps", op,
+                     (long long)need.t);
+        goto done;
+    }
+    if (need.index >= 0) {
+        if (!xa || PyArray_SIZE(xa) < need.index) {
+            PyErr_Format(PyExc_ValueError, "nn_op %s: index must hold %lld entries", op,
+                         (long long)need.index);
+            goto done;
+        }
+        /* every index a row of the table (input 0, rows of iv[1] floats) */
+        const int64_t rows = PyArray_SIZE(ain[0]) / iv64[1];
+        for (int64_t b = 0; b < need.index; b++) {
+            const int32_t k = ((const int32_t *)PyArray_DATA(xa))[b];
+            if (k < 0 || k >= rows) {
+                PyErr_Format(PyExc_ValueError, "nn_op %s: index[%lld] = %d is outside the table's "
+                             "%lld rows", op, (long long)b, k, (long long)rows);
+                goto done;
+            }
+        }
+    }
+    /* scratch for the CPU kernels: what the op needs at the least (need.scratch), else room for
+     * parallel tiles (conv2d, attention split theirs between threads) */
     int64_t scratch_len = (int64_t)1 << 22;
-    if (!strcmp(op, "attention") && ni >= 2 && (int64_t)iv[1] * iv[1] > scratch_len)
-        scratch_len = (int64_t)iv[1] * iv[1];
-    if (!strcmp(op, "attention_qkv") && ni >= 3 && (int64_t)iv[1] * iv[2] > scratch_len)
-        scratch_len = (int64_t)iv[1] * iv[2];
+    if (need.scratch > scratch_len) scratch_len = need.scratch;
+    if ((uint64_t)scratch_len > SIZE_MAX / sizeof(float)) {
+        PyErr_Format(PyExc_ValueError, "nn_op %s: the sizes are too large", op);
+        goto done;
+    }
     Py_BEGIN_ALLOW_THREADS
+    py_run run;
     status = py_open_backend(device, &be);
-    if (!status) {
-        be->lock(be, 1);
+    if (!status && !(status = py_run_enter(&run, "nn_op", be, NULL))) {
         for (int i = 0; i < nin && !status; i++)
             if (ain[i]) {
                 const size_t bytes = (size_t)PyArray_NBYTES(ain[i]);
@@ -350,7 +565,7 @@ PyObject *py_nn_op(PyObject *self, PyObject *args)
             be->release(be, dout[i]);
         }
         be->release(be, scratch);
-        be->lock(be, 0);
+        py_run_leave(&run);
     }
     Py_END_ALLOW_THREADS
     if (status) {
@@ -368,4 +583,3 @@ done:
     Py_XDECREF(xa);
     return result;
 }
-

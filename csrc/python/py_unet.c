@@ -19,11 +19,15 @@ static void unet_dealloc(UNetObject *self)
     if (self->u) {
         /* device memory is released under the device's lock, which a sampling thread may hold */
         const ccfg_backend *be = ccfg_unet_backend(self->u);
-        Py_BEGIN_ALLOW_THREADS
-        be->lock(be, 1);
-        ccfg_unet_free(self->u);
-        be->lock(be, 0);
-        Py_END_ALLOW_THREADS
+        if (py_run_holds(be)) {
+            ccfg_unet_free(self->u);   /* this thread holds it: a signal handler inside a run */
+        } else {
+            Py_BEGIN_ALLOW_THREADS
+            be->lock(be, 1);
+            ccfg_unet_free(self->u);
+            be->lock(be, 0);
+            Py_END_ALLOW_THREADS
+        }
     }
     if (self->lock) PyThread_free_lock(self->lock);
     Py_TYPE(self)->tp_free((PyObject *)self);
@@ -150,12 +154,12 @@ PyObject *py_unet_new(PyObject *self, PyObject *args)
     }
     const ccfg_backend *be = NULL;
     int status;
+    py_run run;
     Py_BEGIN_ALLOW_THREADS
     status = py_open_backend(device, &be);
-    if (!status) {
-        be->lock(be, 1);
+    if (!status && !(status = py_run_enter(&run, "placing a UNet", be, NULL))) {
         status = ccfg_unet_create(&c, py_f32(params), PyArray_DIM(params, 0), be, &obj->u);
-        be->lock(be, 0);
+        py_run_leave(&run);
     }
     Py_END_ALLOW_THREADS
     Py_DECREF(params);
@@ -192,18 +196,19 @@ PyObject *py_unet_forward(PyObject *self, PyObject *args)
     if (!(out = PyArray_SimpleNew(4, so, NPY_FLOAT32))) goto done;
     int status = CCFG_OK;
     if (sb[0] > 0) {
+        py_run run;
         Py_BEGIN_ALLOW_THREADS
         const ccfg_backend *be = ccfg_unet_backend(obj->u);
-        PyThread_acquire_lock(obj->lock, WAIT_LOCK);
-        be->lock(be, 1);
-        status = ccfg_unet_forward(obj->u, sb[0], (int)so[2], (int)so[3], py_f32(x),
-                                   (const double *)PyArray_DATA(t),
-                                   lab ? (const int32_t *)PyArray_DATA(lab) : NULL,
-                                   ctx ? py_f32(ctx) : NULL, ctx ? PyArray_DIM(ctx, 0) : 0,
-                                   ctx ? (int)PyArray_DIM(ctx, 1) : 0,
-                                   py_f32((PyArrayObject *)out));
-        be->lock(be, 0);
-        PyThread_release_lock(obj->lock);
+        status = py_run_enter(&run, "the UNet's forward", be, obj->lock);
+        if (!status) {
+            status = ccfg_unet_forward(obj->u, sb[0], (int)so[2], (int)so[3], py_f32(x),
+                                       (const double *)PyArray_DATA(t),
+                                       lab ? (const int32_t *)PyArray_DATA(lab) : NULL,
+                                       ctx ? py_f32(ctx) : NULL, ctx ? PyArray_DIM(ctx, 0) : 0,
+                                       ctx ? (int)PyArray_DIM(ctx, 1) : 0,
+                                       py_f32((PyArrayObject *)out));
+            py_run_leave(&run);
+        }
         Py_END_ALLOW_THREADS
     }
     if (status) {
@@ -250,17 +255,6 @@ static void unet_model_free(void *ctx)
     Py_XDECREF(c->counts);
     Py_XDECREF(c->null_context);
     PyMem_Free(c);
-}
-
-/* runs with the GIL released, before the device's lock */
-static void unet_model_lock(void *ctx)
-{
-    PyThread_acquire_lock(((unet_model_ctx *)ctx)->unet->lock, WAIT_LOCK);
-}
-
-static void unet_model_unlock(void *ctx)
-{
-    PyThread_release_lock(((unet_model_ctx *)ctx)->unet->lock);
 }
 
 PyObject *py_unet_model(PyObject *self, PyObject *args)
@@ -314,7 +308,7 @@ PyObject *py_unet_model(PyObject *self, PyObject *args)
         c->counts ? (const int32_t *)PyArray_DATA(c->counts) : NULL,
         c->null_context ? py_f32(c->null_context) : NULL,
         c->null_context ? (int)PyArray_DIM(c->null_context, 0) : 0, ctx_len);
-    return py_model_new(m, NULL, c, unet_model_free, unet_model_lock, unet_model_unlock);
+    return py_model_new(m, NULL, c, unet_model_free, unet->lock);
 }
 
 int py_unet_register(PyObject *m)
