@@ -29,9 +29,9 @@ def test_trained_betas_below_double_precision_are_refused():
 
 def test_alphas_cumprod_underflow_is_refused():
     # before: the plan held NaN levels (82 of 322) and init_noise_sigma = inf, silently
-    cfg = SchedulerConfig(num_train_timesteps=50115, beta_start=0.0003, beta_end=0.05)
-    with pytest.raises(ValueError, match="alphas_cumprod underflows"):
-        plan("heun", 322, cfg)
+    with pytest.raises(ValueError, match="alphas_cumprod"):    # by the config or the C plan
+        plan("heun", 322, SchedulerConfig(num_train_timesteps=50115, beta_start=0.0003,
+                                          beta_end=0.05))
 
 
 def test_num_train_timesteps_is_bounded():
