@@ -1,23 +1,31 @@
 # make setup : system packages (when root), .venv, pip install -e '.[dev]'
 # make demo  : setup + python -m ccfg demo      make test : setup + pytest
 # make bench : setup + benchmarks               make asan : tests under ASan/UBSan
+# make fuzz  : libFuzzer targets (fuzz/) over their corpus, FUZZ_SECONDS in all (default 60)
 PY      := .venv/bin/python
 APT_PKGS := build-essential pkg-config libopenblas-dev glslc libvulkan-dev mesa-vulkan-drivers \
             vulkan-validationlayers dataset-fashion-mnist
+# make fuzz only: clang and its compiler-rt (libFuzzer, ASan, UBSan runtimes)
+FUZZ_APT_PKGS := clang libclang-rt-dev
 STAMP   := .venv/.installed
 
-.PHONY: setup build demo test bench asan clean
+.PHONY: setup build demo test bench asan fuzz fuzz-build fuzz-merge clean
 
-setup: $(STAMP)
-
-$(STAMP): pyproject.toml setup.py
-	@missing=$$(for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+# missing Debian packages of the list $(1): installed with apt-get when root, else named
+define apt_install
+@missing=$$(for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing Debian packages: $$missing"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	  else echo "missing Debian packages (run as root or install): $$missing"; exit 1; fi; \
 	fi
+endef
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml setup.py
+	$(call apt_install,$(APT_PKGS))
 	test -x $(PY) || python3 -m venv .venv
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
@@ -44,6 +52,45 @@ asan: $(STAMP)
 	cd build/asan && LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
 	  ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	  ../../$(PY) -m pytest -q -x tests -p no:cacheprovider
+
+# libFuzzer targets (fuzz/*_fuzz.c) linked against the C core directly (no Python), with ASan and
+# UBSan; the core's objects are built once into build/fuzz. See fuzz/README.md.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := $(patsubst fuzz/%_fuzz.c,%,$(wildcard fuzz/*_fuzz.c))
+FUZZ_DIR := build/fuzz
+FUZZ_CC ?= clang
+FUZZ_CFLAGS := -std=c11 -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined \
+               -fno-sanitize-recover=undefined -Wall -Wextra -Wno-unknown-pragmas \
+               '-DCCFG_NO_VULKAN="not in the fuzz build"' -Icsrc -Ifuzz/include -Ifuzz \
+               $(shell pkg-config --cflags openblas 2>/dev/null)
+FUZZ_LIBS := $(or $(shell pkg-config --libs openblas 2>/dev/null),-lopenblas) -lm -ldl
+FUZZ_CORE := $(sort $(wildcard csrc/*.c csrc/rules/*.c))
+FUZZ_OBJS := $(FUZZ_CORE:%.c=$(FUZZ_DIR)/%.o)
+FUZZ_HEADERS := $(wildcard csrc/*.h csrc/rules/*.h fuzz/*.h fuzz/include/*.h)
+
+$(FUZZ_DIR)/.packages: Makefile
+	$(call apt_install,$(FUZZ_APT_PKGS) libopenblas-dev pkg-config)
+	@mkdir -p $(FUZZ_DIR) && touch $@
+
+$(FUZZ_DIR)/%.o: %.c $(FUZZ_HEADERS) $(FUZZ_DIR)/.packages
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
+
+$(FUZZ_DIR)/%_fuzz: fuzz/%_fuzz.c $(FUZZ_OBJS) $(FUZZ_HEADERS)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer $< $(FUZZ_OBJS) $(FUZZ_LIBS) -o $@
+
+.SECONDARY: $(FUZZ_OBJS)
+
+fuzz-build: $(FUZZ_TARGETS:%=$(FUZZ_DIR)/%_fuzz)
+
+# every target over its corpus (fuzz/corpus/TARGET, read only), FUZZ_SECONDS split between them;
+# new inputs go to build/fuzz/new/TARGET, a crash to build/fuzz/artifacts/ (and fails the run)
+fuzz: fuzz-build
+	fuzz/run.sh $(FUZZ_DIR) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+# fold what runs found (build/fuzz/new/TARGET) into the kept corpus, minimised by coverage
+fuzz-merge: fuzz-build
+	fuzz/run.sh --merge $(FUZZ_DIR) 0 $(FUZZ_TARGETS)
 
 clean:
 	rm -rf build ccfg/_core*.so *.egg-info

@@ -13,6 +13,9 @@
 
 /* samples per pass: bounds the activations (32 channels of 32x32 at 256 samples = 32 MiB) */
 enum { CLS_MAX_CHUNK = 256 };
+/* bounds that keep every size and count far below int64 (and h * w below int) overflow, whatever
+ * a config says: channels and features, kernel/stride/padding, pixels of every activation */
+enum { CLS_MAX_WIDTH = 1 << 16, CLS_MAX_KERNEL = 1 << 10, CLS_MAX_PIXELS = 1 << 24 };
 
 struct ccfg_classifier {
     const ccfg_nn_ops *ops;
@@ -82,8 +85,9 @@ static int walk(const ccfg_cls_layer *L, int n, int c, int h, int w, int feature
 {
     memset(r, 0, sizeof *r);
     if (n < 1 || n > 1024) return ccfg_fail(CCFG_EINVAL, "classifier: %d layers (1 to 1024)", n);
-    if (c < 1 || h < 1 || w < 1)
-        return ccfg_fail(CCFG_EINVAL, "classifier: input (%d, %d, %d) must be positive", c, h, w);
+    if (c < 1 || h < 1 || w < 1 || c > CLS_MAX_WIDTH || (int64_t)h * w > CLS_MAX_PIXELS)
+        return ccfg_fail(CCFG_EINVAL, "classifier: input (%d, %d, %d) must be positive, with at "
+                         "most %d channels and %d pixels", c, h, w, CLS_MAX_WIDTH, CLS_MAX_PIXELS);
     if (features_layer < -1 || features_layer >= n)
         return ccfg_fail(CCFG_EINVAL, "classifier: features_layer %d is not a layer index",
                          features_layer);
@@ -97,15 +101,20 @@ static int walk(const ccfg_cls_layer *L, int n, int c, int h, int w, int feature
                 return ccfg_fail(CCFG_EINVAL, "classifier layer %d: conv2d after the spatial "
                                  "mean", i);
             if (l->in_channels != c || l->out_channels < 1 || l->kernel < 1 || l->stride < 1 ||
-                l->padding < 0)
+                l->padding < 0 || l->out_channels > CLS_MAX_WIDTH || l->kernel > CLS_MAX_KERNEL ||
+                l->stride > CLS_MAX_KERNEL || l->padding > CLS_MAX_KERNEL)
                 return ccfg_fail(CCFG_EINVAL, "classifier layer %d: conv2d %d->%d k%d s%d p%d on "
-                                 "%d channels", i, l->in_channels, l->out_channels, l->kernel,
-                                 l->stride, l->padding, c);
-            const int ho = (h + 2 * l->padding - l->kernel) / l->stride + 1;
-            const int wo = (w + 2 * l->padding - l->kernel) / l->stride + 1;
+                                 "%d channels (at most %d channels; kernel, stride, padding at "
+                                 "most %d)", i, l->in_channels, l->out_channels, l->kernel,
+                                 l->stride, l->padding, c, CLS_MAX_WIDTH, CLS_MAX_KERNEL);
             if (h + 2 * l->padding < l->kernel || w + 2 * l->padding < l->kernel)
                 return ccfg_fail(CCFG_EINVAL, "classifier layer %d: kernel %d larger than the "
                                  "padded %dx%d input", i, l->kernel, h, w);
+            const int ho = (h + 2 * l->padding - l->kernel) / l->stride + 1;
+            const int wo = (w + 2 * l->padding - l->kernel) / l->stride + 1;
+            if ((int64_t)ho * wo > CLS_MAX_PIXELS)
+                return ccfg_fail(CCFG_EINVAL, "classifier layer %d: a %dx%d output is more than "
+                                 "the %d pixels supported", i, ho, wo, CLS_MAX_PIXELS);
             int64_t s = ccfg_nn_conv2d_scratch(c, l->kernel, w);
             if (s > r->conv_scratch) r->conv_scratch = s;
             r->params += (int64_t)l->out_channels * c * l->kernel * l->kernel + l->out_channels;
@@ -132,7 +141,8 @@ static int walk(const ccfg_cls_layer *L, int n, int c, int h, int w, int feature
             h = w = 1;
             break;
         case CCFG_CLS_LINEAR:
-            if (!flat || l->in_channels != c || l->out_channels < 1)
+            if (!flat || l->in_channels != c || l->out_channels < 1 ||
+                l->out_channels > CLS_MAX_WIDTH)
                 return ccfg_fail(CCFG_EINVAL, "classifier layer %d: linear %d->%d needs a flat "
                                  "input of %d features", i, l->in_channels, l->out_channels, c);
             r->params += (int64_t)l->out_channels * c + l->out_channels;

@@ -60,8 +60,10 @@ int ccfg_rule_negative_active(const ccfg_rule *rule, int step, int num_steps)
 {
     if (!rule->impl->uses_negatives) return 0;
     if (num_steps <= 0) return 1;
-    int lo = (int)(rule->window_start * num_steps);
-    int hi = (int)(rule->window_stop * num_steps);
+    /* int() of diffusers, in doubles: a window value out of int's range (or NaN) must not be
+     * converted to int (undefined); a NaN bound leaves the negatives off */
+    const double lo = trunc(rule->window_start * num_steps);
+    const double hi = trunc(rule->window_stop * num_steps);
     return step >= lo && step < hi;
 }
 
@@ -163,6 +165,10 @@ int ccfg_guide(const ccfg_backend *be, const ccfg_rule *rule, ccfg_guide_state *
 {
     const ccfg_rule_impl *impl = rule->impl;
     int status = CCFG_OK;
+    if (n < 0 || dim < 0 || n_neg < 0 || n_neg > CCFG_MAX_RULE_NEGATIVES)
+        return ccfg_fail(CCFG_EINVAL, "guide: n = %lld, dim = %lld and %d negatives (at most %d) "
+                         "are not sizes", (long long)n, (long long)dim, n_neg,
+                         CCFG_MAX_RULE_NEGATIVES);
     const int k = ccfg_rule_negative_active(rule, step, num_steps) ? n_neg : 0;
     const int m = 2 + k;                       /* inputs: eps_u, eps_p, negatives */
     const float **in = NULL;

@@ -43,7 +43,8 @@ static inline float exp_fast(float x)
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     const float e = p * r * r + r + 1.0f;
-    const int32_t bits = ((int32_t)n + 127) << 23;      /* 2^n */
+    /* 2^n; a NaN x (NaN n) must not reach the int conversion (undefined): its e is NaN anyway */
+    const int32_t bits = ((int32_t)(n > -127.0f ? n : -127.0f) + 127) << 23;
     float scale;
     memcpy(&scale, &bits, sizeof scale);
     return e * scale;

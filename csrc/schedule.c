@@ -14,6 +14,10 @@ static const char *const solver_names[] = {"ddim", "ddpm", "euler", "euler_ances
                                            "dpmpp_2m"};
 static const char *const spacing_names[] = {"leading", "trailing", "linspace"};
 
+/* the training schedule is held in full (a few arrays of T doubles): bounded so that an untrusted
+ * scheduler config cannot ask for gigabytes (diffusers' schedulers use 1000) */
+enum { MAX_TRAIN_TIMESTEPS = 1 << 20 };
+
 static int is_sigma_solver(int s) { return s != CCFG_SOLVER_DDIM && s != CCFG_SOLVER_DDPM; }
 
 /* value i of numpy.linspace(a, b, num): i * ((b - a) / (num - 1)) + a, the endpoint exact */
@@ -71,7 +75,16 @@ static int make_alphas_cumprod(const ccfg_sampler_config *cfg, double *ac)
             return ccfg_fail(CCFG_EINVAL, "beta_start = %g, beta_end = %g give beta[%d] = %g, "
                              "outside (0, 1)", cfg->beta_start, cfg->beta_end, i, beta);
         }
+        /* a beta below double precision (1 - beta == 1) adds no noise: ā would stay 1, σ 0 */
+        if (1.0 - beta == 1.0)
+            return ccfg_fail(CCFG_EINVAL, "%s[%d] = %g adds no noise in double precision (1 - beta "
+                             "rounds to 1)", cfg->trained_betas ? "trained_betas" : "beta", i, beta);
         prod *= 1.0 - beta;
+        /* ā this small makes σ² = (1 - ā)/ā overflow (or ā reach 0): the plan would hold NaN */
+        if (!(prod > 1e-300))
+            return ccfg_fail(CCFG_EINVAL, "alphas_cumprod underflows at training step %d of %d "
+                             "(the betas remove all signal): use fewer num_train_timesteps or "
+                             "smaller betas", i, T);
         ac[i] = prod;
     }
     return CCFG_OK;
@@ -117,9 +130,16 @@ static double sigma_at(const double *sig, int T, double t)
 static double sigma_to_t(const double *log_sig, int T, double sigma)
 {
     const double ls = log(fmax(sigma, 1e-10));
-    int low = 0;
-    for (int j = 0; j < T; j++)
-        if (ls - log_sig[j] >= 0.0) low = j;     /* log σ grows with t: the last one at or below */
+    /* the last j with log σ_j at or below: log σ never decreases with t (every beta is in (0, 1)),
+     * so the condition holds on a prefix, found by bisection (a scan made Karras plans
+     * O(steps x num_train_timesteps)) */
+    int lo = 0, hi = T;
+    while (lo < hi) {
+        const int mid = lo + (hi - lo) / 2;
+        if (ls - log_sig[mid] >= 0.0) lo = mid + 1;
+        else hi = mid;
+    }
+    int low = lo > 0 ? lo - 1 : 0;
     if (low > T - 2) low = T - 2;
     double w = (log_sig[low] - ls) / (log_sig[low] - log_sig[low + 1]);
     w = fmin(fmax(w, 0.0), 1.0);
@@ -239,7 +259,9 @@ int ccfg_plan_init(ccfg_plan *plan, const ccfg_sampler_config *cfg)
         return ccfg_fail(CCFG_EINVAL, "solver must be one of ddim, ddpm, euler, euler_ancestral, "
                          "heun, dpmpp_2m, got %d", solver);
     const char *name = solver_names[solver];
-    if (T < 2) return ccfg_fail(CCFG_EINVAL, "num_train_timesteps must be >= 2, got %d", T);
+    if (T < 2 || T > MAX_TRAIN_TIMESTEPS)
+        return ccfg_fail(CCFG_EINVAL, "num_train_timesteps must be in [2, %d], got %d",
+                         MAX_TRAIN_TIMESTEPS, T);
     if (N < 1) return ccfg_fail(CCFG_EINVAL, "steps must be >= 1, got %d", N);
     if (N > T)
         return ccfg_fail(CCFG_EINVAL, "steps must be <= num_train_timesteps (%d), got %d", T, N);

@@ -126,7 +126,9 @@ static int loop(const solve_args *r, float *x, float *trajectory, float *const b
             /* x' = √ā' x0 + √(1-ā'-std²) ε + std z, x0 = (x - √(1-ā) ε)/√ā  (DDIM eq. 12) */
             const double a = ab[i], an = abn[i];
             const double var = (1.0 - an) / (1.0 - a) * (1.0 - a / an);
-            std = eta * sqrt(var);
+            /* noise only when eta > 0 (its buffer exists only then): 0 * NaN is NaN, and var is
+             * NaN where ā = 1 */
+            std = eta > 0.0 ? eta * sqrt(var) : 0.0;
             if (x0_processed) {
                 /* x0 clipped or thresholded; ε stays the model's (use_clipped_model_output off) */
                 TRY(processed_x0(r, cur, eps, k, a, buf[AUX1]));

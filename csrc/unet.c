@@ -37,6 +37,9 @@
 
 /* a chunk holds about this many pixels (samples x h x w): large GEMMs, bounded memory */
 enum { CHUNK_PIXELS = 1 << 16 };
+/* the most columns (samples x (pixels + condition tokens)) one chunk may hold, whatever chunk a
+ * caller asks for: with the CCFG_UNET_MAX_* bounds every plan size stays far below int64 */
+#define MAX_CHUNK_COLUMNS ((int64_t)1 << 28)
 
 typedef struct {
     int cin, cout;
@@ -340,12 +343,17 @@ static int check_config(const ccfg_unet_config *cfg)
     if (L < 1 || L > CCFG_UNET_MAX_LEVELS)
         return ccfg_fail(CCFG_EINVAL, "block_out_channels: 1 to %d levels supported, got %d",
                          CCFG_UNET_MAX_LEVELS, L);
-    if (cfg->in_channels < 1 || cfg->out_channels < 1)
-        return ccfg_fail(CCFG_EINVAL, "in_channels/out_channels must be >= 1");
-    if (cfg->layers_per_block < 1)
-        return ccfg_fail(CCFG_EINVAL, "layers_per_block must be >= 1, got %d", cfg->layers_per_block);
-    if (cfg->time_embed_dim < 1)
-        return ccfg_fail(CCFG_EINVAL, "time_embedding_dim must be >= 1");
+    const int W = CCFG_UNET_MAX_WIDTH, NL = CCFG_UNET_MAX_LAYERS;
+    if (cfg->in_channels < 1 || cfg->out_channels < 1 || cfg->in_channels > W ||
+        cfg->out_channels > W)
+        return ccfg_fail(CCFG_EINVAL, "in_channels/out_channels must be in [1, %d], got %d and %d",
+                         W, cfg->in_channels, cfg->out_channels);
+    if (cfg->layers_per_block < 1 || cfg->layers_per_block > NL)
+        return ccfg_fail(CCFG_EINVAL, "layers_per_block must be in [1, %d], got %d", NL,
+                         cfg->layers_per_block);
+    if (cfg->time_embed_dim < 1 || cfg->time_embed_dim > W)
+        return ccfg_fail(CCFG_EINVAL, "time_embedding_dim must be in [1, %d], got %d", W,
+                         cfg->time_embed_dim);
     if (cfg->num_class_embeds < 0)
         return ccfg_fail(CCFG_EINVAL, "num_class_embeds must be >= 0");
     if (cfg->head_dim < 0) return ccfg_fail(CCFG_EINVAL, "attention_head_dim must be >= 1");
@@ -355,13 +363,15 @@ static int check_config(const ccfg_unet_config *cfg)
                          cfg->downsample_padding);
     if (!(cfg->mid_block_scale_factor != 0.0f))
         return ccfg_fail(CCFG_EINVAL, "mid_block_scale_factor must be nonzero");
-    if (cfg->cross_attention_dim < 0)
-        return ccfg_fail(CCFG_EINVAL, "cross_attention_dim must be >= 1");
+    if (cfg->cross_attention_dim < 0 || cfg->cross_attention_dim > W)
+        return ccfg_fail(CCFG_EINVAL, "cross_attention_dim must be in [0, %d] (0: none), got %d",
+                         W, cfg->cross_attention_dim);
     if (cfg->mid_attention < 0 || cfg->mid_attention > CCFG_UNET_TRANSFORMER)
         return ccfg_fail(CCFG_EINVAL, "mid_block_type: unknown attention kind %d", cfg->mid_attention);
     for (int l = 0; l < L; l++) {
         const int ch = cfg->channels[l];
-        if (ch < 1) return ccfg_fail(CCFG_EINVAL, "block_out_channels must be >= 1");
+        if (ch < 1 || ch > W)
+            return ccfg_fail(CCFG_EINVAL, "block_out_channels must be in [1, %d], got %d", W, ch);
         int st = check_groups(ch, cfg->norm_groups, "a block");
         if (st) return st;
         const int kinds[3] = {cfg->down_attention[l], cfg->up_attention[L - 1 - l],
@@ -380,9 +390,9 @@ static int check_config(const ccfg_unet_config *cfg)
             if (cfg->heads[l] < 1 || cfg->heads[l] > ch)
                 return ccfg_fail(CCFG_EINVAL, "attention_head_dim: %d heads for the %d channels of "
                                  "level %d", cfg->heads[l], ch, l);
-            if (cfg->transformer_layers[l] < 1)
-                return ccfg_fail(CCFG_EINVAL, "transformer_layers_per_block: level %d has %d",
-                                 l, cfg->transformer_layers[l]);
+            if (cfg->transformer_layers[l] < 1 || cfg->transformer_layers[l] > NL)
+                return ccfg_fail(CCFG_EINVAL, "transformer_layers_per_block: level %d has %d "
+                                 "(1 to %d supported)", l, cfg->transformer_layers[l], NL);
         }
         if (self_attention && cfg->head_dim > ch)
             return ccfg_fail(CCFG_EINVAL, "attention_head_dim %d exceeds the %d channels of level %d",
@@ -522,12 +532,21 @@ int ccfg_unet_plan(ccfg_unet *u, int64_t max_batch, int h, int w, int ctx_len, i
     if (h < 1 || w < 1 || h % div || w % div)
         return ccfg_fail(CCFG_EINVAL, "sample: height and width must be multiples of %d (2 to the "
                          "number of downsamplings), got %d x %d", div, h, w);
+    if ((int64_t)h * w > CCFG_UNET_MAX_PIXELS)
+        return ccfg_fail(CCFG_EINVAL, "sample: %d x %d is more than the %d pixels supported", h, w,
+                         CCFG_UNET_MAX_PIXELS);
     if (max_batch < 1) return ccfg_fail(CCFG_EINVAL, "batch must be >= 1");
     if (D ? ctx_len < 1 : ctx_len != 0)
         return ccfg_fail(CCFG_EINVAL, D ? "encoder_hidden_states: the condition needs >= 1 token"
                                         : "encoder_hidden_states: the UNet has no cross-attention");
+    if (ctx_len > CCFG_UNET_MAX_TOKENS)
+        return ccfg_fail(CCFG_EINVAL, "encoder_hidden_states: %d tokens, at most %d supported",
+                         ctx_len, CCFG_UNET_MAX_TOKENS);
     int64_t bc = chunk > 0 ? chunk : max64(1, CHUNK_PIXELS / ((int64_t)h * w));
     if (bc > max_batch) bc = max_batch;
+    /* "at most chunk samples": a chunk of columns (pixels and tokens) every size below fits */
+    const int64_t cols = (int64_t)h * w + ctx_len;
+    if (bc * cols > MAX_CHUNK_COLUMNS) bc = max64(1, MAX_CHUNK_COLUMNS / cols);
     plan_t *p = &u->plan;
     if (p->chunk >= bc && p->h == h && p->w == w && p->ctx_len == ctx_len)
         return CCFG_OK;     /* the current plan suffices */

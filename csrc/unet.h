@@ -14,6 +14,16 @@
 #include "nn.h"
 
 enum { CCFG_UNET_MAX_LEVELS = 8 };
+/* Bounds that keep every count and size below int64 overflow and the config walk short, whatever
+ * an (untrusted) config says: channel widths (in/out, block_out_channels, time embedding,
+ * cross-attention), resnets per block and transformer blocks per level, pixels per sample
+ * (h * w) and condition tokens. */
+enum {
+    CCFG_UNET_MAX_WIDTH = 1 << 16,
+    CCFG_UNET_MAX_LAYERS = 64,
+    CCFG_UNET_MAX_PIXELS = 1 << 24,
+    CCFG_UNET_MAX_TOKENS = 1 << 20,
+};
 
 /* what follows each resnet of a block (down_attention, up_attention, mid_attention) */
 enum {

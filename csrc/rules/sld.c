@@ -4,6 +4,8 @@
  *   ν <- β_m ν + (1 - β_m) g       (every step: momentum per sample and negative)
  *   eps_hat = eps_u + w D_p - w g  (from step `warmup` on)
  * The state is ν on the backend, [n_neg, n, dim]. */
+#include <math.h>
+
 #include "rules/rule.h"
 
 enum { WARMUP, SAFETY_SCALE, THRESHOLD, MOMENTUM_SCALE, MOMENTUM_BETA };
@@ -25,8 +27,10 @@ static int after(const ccfg_backend *be, const ccfg_rule *r, ccfg_guide_state *s
     int status;
     /* s_S < 1 switches the safety guidance off, as the official pipeline does */
     if (r->p[SAFETY_SCALE] < 1.0) return CCFG_OK;
-    const int apply = in->step >= (int)r->p[WARMUP];
+    /* compared in doubles: a warmup beyond int (or NaN) must not be converted (undefined) */
+    const int apply = in->step >= trunc(r->p[WARMUP]);
     const int64_t count = in->n * in->dim;
+    if (count == 0) return CCFG_OK;     /* no momentum was allocated (st->device is NULL) */
     for (int j = 0; j < in->k; j++)
         if ((status = be->guide->sld(be, count, in->eps_u, in->eps_p, in->eps_n[j],
                                      st->device + (int64_t)j * count, r->scale,
