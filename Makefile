@@ -47,7 +47,7 @@ bench: build
 # a sanitized copy of the tree in build/asan, so the working tree's extension stays usable
 asan: $(STAMP)
 	rm -rf build/asan && mkdir -p build/asan
-	cp -r setup.py pyproject.toml README.md LICENSE CITATION.cff MANIFEST.in CONTRIBUTING.md csrc shaders ccfg tests tools docs benchmarks notebooks build/asan/ && rm -f build/asan/ccfg/_core*.so
+	cp -r setup.py pyproject.toml README.md SECURITY.md LICENSE CITATION.cff MANIFEST.in CONTRIBUTING.md csrc shaders ccfg tests tools docs benchmarks notebooks build/asan/ && rm -f build/asan/ccfg/_core*.so
 	cd build/asan && CCFG_SANITIZE=1 ../../$(PY) setup.py -q build_ext --inplace
 	cd build/asan && LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
 	  ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
