@@ -53,7 +53,7 @@ class Classifier:
         with open(cfg_path, "rb") as f:
             try:
                 cfg = json.loads(f.read().decode("utf-8"))
-            except (ValueError, UnicodeDecodeError) as exc:
+            except (ValueError, UnicodeDecodeError, RecursionError) as exc:   # nesting: too deep
                 raise ValueError(f"classifier config {cfg_path}: not valid JSON ({exc})") from None
         if not isinstance(cfg, dict):
             raise ValueError(f"classifier config {cfg_path}: expected a JSON object, got "

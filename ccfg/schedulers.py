@@ -174,7 +174,7 @@ class SchedulerConfig:
             with open(path, encoding="utf-8") as f:
                 try:
                     config = json.load(f)
-                except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
                     raise ValueError(f"{path}: not valid JSON ({exc})") from None
         if not isinstance(config, dict):
             raise TypeError("scheduler config must be a dict or a path to scheduler_config.json")

@@ -629,7 +629,7 @@ def _load_weights(folder, variant=None):
         with open(index, "rb") as f:
             try:
                 data = json.loads(f.read().decode("utf-8"))
-            except (ValueError, UnicodeDecodeError) as exc:
+            except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # nesting: too deep
                 raise ValueError(f"{name}: not valid JSON ({exc})") from None
         if not isinstance(data, dict):
             raise ValueError(f"{name}: expected a JSON object holding a weight_map, got "
@@ -756,7 +756,7 @@ class UNet:
         with open(os.path.join(folder, CONFIG_NAME), encoding="utf-8") as f:
             try:
                 config = json.load(f)
-            except json.JSONDecodeError as exc:
+            except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
                 raise ValueError(f"{CONFIG_NAME}: not valid JSON ({exc})") from None
         tensors = _load_weights(folder, variant)
         if scheduler is None and sched is not None:
