@@ -242,13 +242,14 @@ static int vk_attention_qkv(const ccfg_backend *be, int batch, int nq, int nk, i
     while (lanes < CCFG_VK_ATTENTION_WG &&
            ((int64_t)nk + lanes - 1) / lanes * head_dim > 8192)
         lanes *= 2;
-    /* An invocation loops about 10 head_dim + 64 times besides its keys (clearing its
-     * accumulator, the merge) and at most 3 head_dim + 1 times per key: keys go in blocks within
-     * the budget, one dispatch each; between blocks each query's running maximum and sum wait
-     * in `state` (shaders/nn_attention.comp) */
-    const int64_t per_lane = (CCFG_VK_LOOP_BUDGET - 10 * (int64_t)head_dim - 64) /
-                             (3 * (int64_t)head_dim + 1);
-    const int64_t block = per_lane * lanes < nk ? per_lane * lanes : nk;
+    /* An invocation loops about 11 head_dim + 64 times besides its keys (reading its query,
+     * clearing its accumulator, the merge) and at most 3 head_dim + 1 times per round of KB keys:
+     * keys go in blocks within the budget, one dispatch each; between blocks each query's running
+     * maximum and sum wait in `state` (shaders/nn_attention.comp) */
+    const int64_t rounds = (CCFG_VK_LOOP_BUDGET - 11 * (int64_t)head_dim - 64) /
+                           (3 * (int64_t)head_dim + 1);
+    const int64_t per_block = rounds * CCFG_VK_ATTENTION_KB * lanes;
+    const int64_t block = per_block < nk ? per_block : nk;
     /* 64 / lanes queries per workgroup, 65535 workgroups per dispatch row, rows past that */
     const int64_t queries = (int64_t)batch * heads * nq, per_group = CCFG_VK_ATTENTION_WG / lanes;
     const int64_t groups = (queries + per_group - 1) / per_group;

@@ -62,8 +62,9 @@ typedef struct {
     float eps;
     uint32_t lanes;
 } ccfg_vk_push_layer_norm;
-/* shaders/nn_attention.comp's workgroup: 64 invocations = 64 / lanes queries */
-enum { CCFG_VK_ATTENTION_WG = 64 };
+/* shaders/nn_attention.comp's workgroup: 64 invocations = 64 / lanes queries; an invocation
+ * takes KB keys per round of its loop */
+enum { CCFG_VK_ATTENTION_WG = 64, CCFG_VK_ATTENTION_KB = 4 };
 typedef struct {
     uint32_t ox, oy, count, mode, batch, c, h, w;
     float a, b;
