@@ -114,7 +114,7 @@ static int vk_group_norm(const ccfg_backend *be, int batch, int c, int hw, int g
     if (!pairs) return CCFG_OK;
     if ((status = fits(nstats, "group_norm"))) return status;
     float *stats = NULL;
-    if ((status = be->alloc(be, (size_t)nstats * sizeof(float), &stats))) return status;
+    if ((status = ccfg_vk_nn_scratch(be, (size_t)nstats * sizeof(float), &stats))) return status;
     const float *ptrs[7] = {x, in_bias ? in_bias : x, gamma, beta, film ? film : x, y, stats};
     const int64_t counts[7] = {n, in_bias ? (int64_t)batch * c : 0, c, c,
                                film ? 2 * (int64_t)batch * c : 0, n, nstats};
@@ -257,7 +257,8 @@ static int vk_attention_qkv(const ccfg_backend *be, int batch, int nq, int nk, i
     float *state = NULL;
     if (block < nk) {
         if ((status = fits(2 * queries, "attention"))) return status;
-        if ((status = be->alloc(be, (size_t)(2 * queries) * sizeof(float), &state))) return status;
+        if ((status = ccfg_vk_nn_scratch(be, (size_t)(2 * queries) * sizeof(float), &state)))
+            return status;
     }
     const float *ptrs[5] = {q, k, v, out, state ? state : out};
     const int64_t counts[5] = {nqe, nke, nke, nqe, state ? 2 * queries : 0};

@@ -79,4 +79,9 @@ int ccfg_vk_nn_dispatch(const ccfg_backend *be, int kernel, int nbuf, const floa
                         const int64_t *counts, void *push, int64_t items, int per_group,
                         uint32_t groups_y);
 
+/* Device scratch for an op's own bookkeeping (group_norm's statistics, attention's state
+ * between key blocks): like be->alloc but not zero-filled (no fill command); free it with
+ * be->release right after recording (it lives until the batch using it has run). */
+int ccfg_vk_nn_scratch(const ccfg_backend *be, size_t bytes, float **out);
+
 #endif /* CCFG_VK_NN_H */
