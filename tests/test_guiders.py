@@ -40,7 +40,9 @@ def pipe_folder(pipe):
 
 @pytest.fixture(scope="module")
 def pipe(folder):
-    p = ccfg.pipelines.StableDiffusion.from_pretrained(folder)
+    # the loops here call pipe.unet as diffusers' module (the pipeline's default is now the
+    # native UNet, which returns arrays)
+    p = ccfg.pipelines.StableDiffusion.from_pretrained(folder, unet="torch")
     p._folder = folder
     return p
 
