@@ -77,6 +77,12 @@ int ccfg_vk_nn_dispatch(const ccfg_backend *be, int kernel, int nbuf, const floa
     (void)per_group; (void)groups_y;
     return ccfg_fail(CCFG_EINTERNAL, "no Vulkan device: %s", no_vk);
 }
+int ccfg_vk_nn_scratch(const ccfg_backend *be, size_t bytes, float **out)
+{
+    (void)be; (void)bytes;
+    *out = NULL;
+    return ccfg_fail(CCFG_EINTERNAL, "no Vulkan device: %s", no_vk);
+}
 int ccfg_vk_profile(int device, int action, ccfg_vk_profile_entry *out, int max, int *count,
                     ccfg_vk_profile_totals *totals)
 {
@@ -1124,9 +1130,10 @@ int vkb_resolve(vk_dev *d, const void *p, size_t bytes, vk_buffer **buf, uint32_
     return CCFG_OK;
 }
 
-static int vk_alloc(const ccfg_backend *be, size_t bytes, float **out)
+/* a device address range of `bytes`, zero-filled when `zero` (be->alloc), else left as the
+ * memory comes (scratch an op writes before it reads, ccfg_vk_nn_scratch: no fill command) */
+static int alloc_range(vk_dev *d, size_t bytes, int zero, float **out)
 {
-    vk_dev *d = be->ctx;
     vk_buffer *b = NULL;
     int status;
     *out = NULL;
@@ -1141,11 +1148,29 @@ static int vk_alloc(const ccfg_backend *be, size_t bytes, float **out)
         d->ranges = r;
         d->cap_ranges = cap;
     }
-    if ((status = vkb_new_buffer(d, bytes, &b)) != CCFG_OK) return status;
+    if (zero) {
+        if ((status = vkb_new_buffer(d, bytes, &b)) != CCFG_OK) return status;
+    } else {
+        if (bytes > d->max_storage_buffer_range)
+            return ccfg_fail(CCFG_EINVAL, "%s: a buffer of %zu bytes exceeds the device's "
+                             "maxStorageBufferRange (%u bytes)", d->name, bytes,
+                             d->max_storage_buffer_range);
+        if ((status = create_buffer(d, bytes, BUF_DEVICE, &b)) != CCFG_OK) return status;
+    }
     d->ranges[d->nranges++] = (vk_range){.base = d->next_addr, .size = bytes, .buf = b};
     *out = (float *)d->next_addr;
     d->next_addr += span + 256;         /* a gap: one-past-the-end never aliases the next range */
     return CCFG_OK;
+}
+
+static int vk_alloc(const ccfg_backend *be, size_t bytes, float **out)
+{
+    return alloc_range(be->ctx, bytes, 1, out);
+}
+
+int ccfg_vk_nn_scratch(const ccfg_backend *be, size_t bytes, float **out)
+{
+    return alloc_range(be->ctx, bytes, 0, out);
 }
 
 static void vk_release(const ccfg_backend *be, void *p)

@@ -114,7 +114,7 @@ static int vk_group_norm(const ccfg_backend *be, int batch, int c, int hw, int g
     if (!pairs) return CCFG_OK;
     if ((status = fits(nstats, "group_norm"))) return status;
     float *stats = NULL;
-    if ((status = be->alloc(be, (size_t)nstats * sizeof(float), &stats))) return status;
+    if ((status = ccfg_vk_nn_scratch(be, (size_t)nstats * sizeof(float), &stats))) return status;
     const float *ptrs[7] = {x, in_bias ? in_bias : x, gamma, beta, film ? film : x, y, stats};
     const int64_t counts[7] = {n, in_bias ? (int64_t)batch * c : 0, c, c,
                                film ? 2 * (int64_t)batch * c : 0, n, nstats};
@@ -242,13 +242,14 @@ static int vk_attention_qkv(const ccfg_backend *be, int batch, int nq, int nk, i
     while (lanes < CCFG_VK_ATTENTION_WG &&
            ((int64_t)nk + lanes - 1) / lanes * head_dim > 8192)
         lanes *= 2;
-    /* An invocation loops about 10 head_dim + 64 times besides its keys (clearing its
-     * accumulator, the merge) and at most 3 head_dim + 1 times per key: keys go in blocks within
-     * the budget, one dispatch each; between blocks each query's running maximum and sum wait
-     * in `state` (shaders/nn_attention.comp) */
-    const int64_t per_lane = (CCFG_VK_LOOP_BUDGET - 10 * (int64_t)head_dim - 64) /
-                             (3 * (int64_t)head_dim + 1);
-    const int64_t block = per_lane * lanes < nk ? per_lane * lanes : nk;
+    /* An invocation loops about 11 head_dim + 64 times besides its keys (reading its query,
+     * clearing its accumulator, the merge) and at most 3 head_dim + 1 times per round of KB keys:
+     * keys go in blocks within the budget, one dispatch each; between blocks each query's running
+     * maximum and sum wait in `state` (shaders/nn_attention.comp) */
+    const int64_t rounds = (CCFG_VK_LOOP_BUDGET - 11 * (int64_t)head_dim - 64) /
+                           (3 * (int64_t)head_dim + 1);
+    const int64_t per_block = rounds * CCFG_VK_ATTENTION_KB * lanes;
+    const int64_t block = per_block < nk ? per_block : nk;
     /* 64 / lanes queries per workgroup, 65535 workgroups per dispatch row, rows past that */
     const int64_t queries = (int64_t)batch * heads * nq, per_group = CCFG_VK_ATTENTION_WG / lanes;
     const int64_t groups = (queries + per_group - 1) / per_group;
@@ -256,7 +257,8 @@ static int vk_attention_qkv(const ccfg_backend *be, int batch, int nq, int nk, i
     float *state = NULL;
     if (block < nk) {
         if ((status = fits(2 * queries, "attention"))) return status;
-        if ((status = be->alloc(be, (size_t)(2 * queries) * sizeof(float), &state))) return status;
+        if ((status = ccfg_vk_nn_scratch(be, (size_t)(2 * queries) * sizeof(float), &state)))
+            return status;
     }
     const float *ptrs[5] = {q, k, v, out, state ? state : out};
     const int64_t counts[5] = {nqe, nke, nke, nqe, state ? 2 * queries : 0};

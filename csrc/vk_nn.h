@@ -62,8 +62,9 @@ typedef struct {
     float eps;
     uint32_t lanes;
 } ccfg_vk_push_layer_norm;
-/* shaders/nn_attention.comp's workgroup: 64 invocations = 64 / lanes queries */
-enum { CCFG_VK_ATTENTION_WG = 64 };
+/* shaders/nn_attention.comp's workgroup: 64 invocations = 64 / lanes queries; an invocation
+ * takes KB keys per round of its loop */
+enum { CCFG_VK_ATTENTION_WG = 64, CCFG_VK_ATTENTION_KB = 4 };
 typedef struct {
     uint32_t ox, oy, count, mode, batch, c, h, w;
     float a, b;
@@ -77,5 +78,10 @@ typedef struct {
 int ccfg_vk_nn_dispatch(const ccfg_backend *be, int kernel, int nbuf, const float *const *ptrs,
                         const int64_t *counts, void *push, int64_t items, int per_group,
                         uint32_t groups_y);
+
+/* Device scratch for an op's own bookkeeping (group_norm's statistics, attention's state
+ * between key blocks): like be->alloc but not zero-filled (no fill command); free it with
+ * be->release right after recording (it lives until the batch using it has run). */
+int ccfg_vk_nn_scratch(const ccfg_backend *be, size_t bytes, float **out);
 
 #endif /* CCFG_VK_NN_H */

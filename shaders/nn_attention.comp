@@ -21,6 +21,7 @@ layout(local_size_x = 64) in;
 const uint WG = 64u;                // CCFG_VK_ATTENTION_WG
 const uint MAX_HEAD_DIM = 256u;     // the host refuses larger heads
 const uint CHUNK = 32u;             // accumulator columns merged per round
+const uint KB = 4u;                 // keys per round of an invocation: CCFG_VK_ATTENTION_KB
 
 layout(std430, binding = 0) readonly buffer Q { float qb[]; };
 layout(std430, binding = 1) readonly buffer K { float kb[]; };
@@ -55,26 +56,52 @@ void main()
     const uint row = hd * p.head_dim;
     const uint col_i = b * p.nq + i;
 
-    float acc[MAX_HEAD_DIM];
-    for (uint d = 0u; d < p.head_dim; d++) acc[d] = 0.0;
+    float acc[MAX_HEAD_DIM], qv[MAX_HEAD_DIM];     // the query, scaled, read once
+    for (uint d = 0u; d < p.head_dim; d++) {
+        acc[d] = 0.0;
+        qv[d] = live ? qb[p.oq + (row + d) * qcols + col_i] * p.scale : 0.0;
+    }
     float m = -3.0e38, l = 0.0;
     if (live) {
-        for (uint j = p.k0 + lane; j < p.k0 + p.kn; j += p.lanes) {
-            const uint col_j = b * p.nk + j;
-            float s = 0.0;
-            for (uint d = 0u; d < p.head_dim; d++)
-                s += qb[p.oq + (row + d) * qcols + col_i] * kb[p.ok + (row + d) * kcols + col_j];
-            s *= p.scale;
-            if (s > m) {
-                const float f = exp(m - s);
+        // KB keys per round, lane + lanes * u apart (the invocations of a query read adjacent
+        // keys): one pass over the channels serves KB scores, and the accumulator is rescaled
+        // and updated once per round instead of once per key
+        const uint end = p.k0 + p.kn;
+        for (uint j0 = p.k0; j0 < end; j0 += KB * p.lanes) {
+            float s[KB];
+            uint cj[KB];
+            bool ok[KB];
+            for (uint u = 0u; u < KB; u++) {
+                const uint j = j0 + lane + u * p.lanes;
+                ok[u] = j < end;
+                cj[u] = b * p.nk + min(j, end - 1u);
+                s[u] = 0.0;
+            }
+            for (uint d = 0u; d < p.head_dim; d++) {
+                const float qd = qv[d];
+                const uint base = p.ok + (row + d) * kcols;
+                for (uint u = 0u; u < KB; u++) s[u] += qd * kb[base + cj[u]];
+            }
+            float mx = m;
+            for (uint u = 0u; u < KB; u++)
+                if (ok[u]) mx = max(mx, s[u]);
+            if (mx > m) {
+                const float f = exp(m - mx);
                 l *= f;
                 for (uint d = 0u; d < p.head_dim; d++) acc[d] *= f;
-                m = s;
+                m = mx;
             }
-            const float e = exp(s - m);
-            l += e;
-            for (uint d = 0u; d < p.head_dim; d++)
-                acc[d] += e * vb[p.ov + (row + d) * kcols + col_j];
+            float e[KB];
+            for (uint u = 0u; u < KB; u++) {
+                e[u] = ok[u] ? exp(s[u] - m) : 0.0;
+                l += e[u];
+            }
+            for (uint d = 0u; d < p.head_dim; d++) {
+                const uint base = p.ov + (row + d) * kcols;
+                float a = acc[d];
+                for (uint u = 0u; u < KB; u++) a += e[u] * vb[base + cj[u]];
+                acc[d] = a;
+            }
         }
     }
 
