@@ -35,7 +35,8 @@ log=${OUT:-/tmp}/gpu_run.txt
     "$PY" -c "import ccfg; [print('  ', d) for d in ccfg.devices()]"
     echo "== Vulkan tests"
     "$PY" -m pytest -q -p no:cacheprovider tests/test_vulkan.py tests/test_vulkan_sampling.py \
-        tests/test_unet_vulkan.py tests/test_profiling.py tests/test_apg.py || true
+        tests/test_unet_vulkan.py tests/test_unet_condition.py tests/test_pipelines.py \
+        tests/test_profiling.py tests/test_apg.py || true
     echo "== gpu_vs_torch"
     "$PY" benchmarks/gpu_vs_torch.py "$@"
 } 2>&1 | tee "$log"
