@@ -109,8 +109,9 @@ class StableDiffusion:
         dtype = dtype or torch.float32
 
         def load(kind, sub, **kw):
-            return kind.from_pretrained(os.path.join(folder, sub), **kw).to(torch_device,
-                                                                             dtype).eval()
+            # safetensors only: never unpickle a checkpoint's .bin files (SECURITY.md)
+            return kind.from_pretrained(os.path.join(folder, sub), use_safetensors=True,
+                                        **kw).to(torch_device, dtype).eval()
         tokenizer = CLIPTokenizer.from_pretrained(os.path.join(folder, "tokenizer"))
         scheduler = SchedulerConfig.from_config(os.path.join(folder, "scheduler"))
         if unet == "ccfg":
