@@ -60,7 +60,7 @@ FUZZ_TARGETS := $(patsubst fuzz/%_fuzz.c,%,$(wildcard fuzz/*_fuzz.c))
 FUZZ_DIR := build/fuzz
 FUZZ_CC ?= clang
 FUZZ_CFLAGS := -std=c11 -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined \
-               -fno-sanitize-recover=undefined -Wall -Wextra -Wno-unknown-pragmas \
+               -fno-sanitize-recover=undefined -Wall -Wextra -Wno-unknown-pragmas -D_GNU_SOURCE \
                '-DCCFG_NO_VULKAN="not in the fuzz build"' -Icsrc -Ifuzz/include -Ifuzz \
                $(shell pkg-config --cflags openblas 2>/dev/null)
 FUZZ_LIBS := $(or $(shell pkg-config --libs openblas 2>/dev/null),-lopenblas) -lm -ldl
