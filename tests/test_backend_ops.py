@@ -82,7 +82,7 @@ CONVS = [
     (1, 2560, 1280, 8, 8, 3, 1, 1, 1),
     (1, 320, 320, 64, 64, 3, 2, 1, 1),
     (1, 640, 640, 33, 31, 3, 2, 0, 1),
-    (2, 320, 960, 64, 64, 1, 1, 0, 0),
+    (1, 320, 960, 64, 64, 1, 1, 0, 0),
     (3, 5, 7, 257, 129, 3, 1, 1, 1),
     (1, 8000, 9, 5, 6, 3, 1, 1, 1),
     (1, 3000, 5, 4, 4, 5, 1, 2, 2),
@@ -385,12 +385,11 @@ def test_rule(rule, shape):
 
 # --------------------------------------------------------------------------- the exact mixture
 
-@pytest.mark.parametrize("K,D", [(8, 160), (100, 160)])
-def test_full_covariance_mixture_agrees_or_is_refused(K, D):
+def test_full_covariance_mixture_agrees_or_is_refused(K=100, D=160):
     """gmm_eps.glsl loops about 2 K D ceil(D / 128) times per invocation with full covariances: on
     a driver that ends loops past a limit (lavapipe: K = 100, D = 160 was 1.8 % wrong, K = 120
-    84 %, silently) the device refuses such a mixture by name; elsewhere, and well below the
-    limit, it agrees with the CPU"""
+    84 %, silently) the device refuses such a mixture by name; elsewhere it agrees with the CPU
+    (below the limit: test_vulkan_sampling's full-covariance runs)"""
     rng = np.random.default_rng(D)
     # the eigen-decomposition GaussianMixture would compute, drawn directly (rotations from QR):
     # a hundred eigh calls cost seconds
@@ -402,7 +401,7 @@ def test_full_covariance_mixture_agrees_or_is_refused(K, D):
     x = rng.standard_normal((4, D)).astype(np.float32)
     cond = np.full(4, -1, np.int32)
     want = _core.gmm_eps(spec, x, 0.5, cond, "cpu")
-    if VK[0].get("driver") == "llvmpipe" and K > 50:
+    if VK[0].get("driver") == "llvmpipe":
         with pytest.raises(ValueError, match="loops past this driver's limit"):
             _core.gmm_eps(spec, x, 0.5, cond, DEV)
     else:
