@@ -1,6 +1,10 @@
 """ccfg benchmarks (``make bench``): medians and ratios against peers measured in this process.
 
-    .venv/bin/python benchmarks/run.py [--full] [--only guide|sampling|vulkan]
+    .venv/bin/python benchmarks/run.py [--full] [--only guide|sampling|vulkan|unet_condition]
+
+The default run (``make bench``) is guide, sampling and vulkan. ``--only unet_condition`` runs
+bench_unet_condition.py (diffusers UNet2DConditionModel against ccfg's C UNet on the CPU, two
+configs; a few minutes on 2 cores), which no default run includes.
 
 Nothing about time is asserted. Correctness checks run before each timing (ccfg vs the peer);
 a disagreement is printed as MISMATCH and makes the exit status 1. The environment is used as
@@ -23,8 +27,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--full", action="store_true",
                     help="also the high_dim d=1024, n=10k sampling case (minutes on 2 cores)")
-    ap.add_argument("--only", choices=["guide", "sampling", "vulkan"],
-                    help="run one benchmark group")
+    ap.add_argument("--only", choices=["guide", "sampling", "vulkan", "unet_condition"],
+                    help="run one benchmark group (unet_condition: only when named)")
     args = ap.parse_args(argv)
 
     sys.stdout.reconfigure(line_buffering=True)     # progress shows under `make` too
@@ -47,6 +51,10 @@ def main(argv=None):
     if args.only in (None, "vulkan"):
         import bench_vulkan
         bench_vulkan.run(failures, full=args.full)
+        print()
+    if args.only == "unet_condition":
+        import bench_unet_condition
+        bench_unet_condition.run(failures)
         print()
     print(f"total benchmark time {time.perf_counter() - t0:.1f} s")
     if failures:
