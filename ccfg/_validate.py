@@ -2,6 +2,7 @@
 TypeError/ValueError that names the argument. Bottom layer: imports NumPy only."""
 from __future__ import annotations
 
+import json
 import math
 import numbers
 
@@ -91,6 +92,17 @@ def integer(value, name, *, low=None, high=INT_MAX):
     if high is not None and value > high:
         raise ValueError(f"{name} must be <= {high}, got {_short(value)}")
     return value
+
+
+def json_file(path, label):
+    """The parsed contents of JSON file ``path``; ValueError starting with ``label`` when it is
+    not UTF-8 JSON (nesting too deep for the decoder included: an untrusted file must not escape as
+    RecursionError)."""
+    with open(path, "rb") as f:
+        try:
+            return json.loads(f.read().decode("utf-8"))
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            raise ValueError(f"{label}: not valid JSON ({exc})") from None
 
 
 def _short(value):

@@ -8,7 +8,6 @@ Fashion-MNIST samples for ``ccfg.metrics``; ``tools/train_classifier.py`` trains
 """
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
@@ -50,11 +49,7 @@ class Classifier:
         cfg_path = os.path.join(path, "config.json")
         if not os.path.isfile(cfg_path):
             raise FileNotFoundError(f"classifier: no config.json in {path}")
-        with open(cfg_path, "rb") as f:
-            try:
-                cfg = json.loads(f.read().decode("utf-8"))
-            except (ValueError, UnicodeDecodeError, RecursionError) as exc:   # nesting: too deep
-                raise ValueError(f"classifier config {cfg_path}: not valid JSON ({exc})") from None
+        cfg = _v.json_file(cfg_path, f"classifier config {cfg_path}")
         if not isinstance(cfg, dict):
             raise ValueError(f"classifier config {cfg_path}: expected a JSON object, got "
                              f"{type(cfg).__name__}")

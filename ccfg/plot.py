@@ -60,6 +60,15 @@ def _figure_class():
     return _FIGURE_CLASS[0]
 
 
+def _figure_for(ax, size=(5.0, 3.4)):
+    """(figure, axes, own): a new figure with one Axes, or the given Axes and its figure (own is
+    False: the caller neither titles nor saves it)."""
+    if ax is None:
+        fig = _new_figure(size)
+        return fig, fig.subplots(), True
+    return ax.figure, ax, False
+
+
 def _new_figure(figsize, layout="constrained"):
     _, FigureCanvasAgg = _mpl()
     fig = _figure_class()(figsize=figsize, layout=layout)
@@ -245,12 +254,7 @@ def metric_curve(xs, ys_by_label, xlabel, ylabel, path=None, *, references=None,
     ax : draw into an existing matplotlib Axes instead of a new figure (``path`` is then ignored).
     Returns the Figure.
     """
-    if ax is None:
-        fig = _new_figure((5.0, 3.4))
-        ax = fig.subplots()
-        own = True
-    else:
-        fig, own = ax.figure, False
+    fig, ax, own = _figure_for(ax)
     allx = []
     for i, (lab, ys) in enumerate(ys_by_label.items()):
         x = np.asarray(xs[lab] if isinstance(xs, dict) else xs, dtype=np.float64)
@@ -401,12 +405,7 @@ def sweep_curve(records, x, y, hue="guidance", path=None, *, over="seed", band=0
         groups.setdefault(str(r.get(hue)), {}).setdefault(float(r[x]), []).append(float(r[y]))
     if not groups:
         raise ValueError(f"records: no record has both {x!r} and {y!r}")
-    if ax is None:
-        fig = _new_figure((5.0, 3.4))
-        ax = fig.subplots()
-        own = True
-    else:
-        fig, own = ax.figure, False
+    fig, ax, own = _figure_for(ax)
     try:
         from scipy.stats import t as student_t
     except ImportError:             # pragma: no cover - scipy is optional

@@ -6,7 +6,6 @@ The schedule itself (betas, timesteps, sigmas) is computed in C (``csrc/schedule
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import numbers
 import os
@@ -171,11 +170,7 @@ class SchedulerConfig:
             path = os.fspath(config)
             if os.path.isdir(path):
                 path = os.path.join(path, "scheduler_config.json")
-            with open(path, encoding="utf-8") as f:
-                try:
-                    config = json.load(f)
-                except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-                    raise ValueError(f"{path}: not valid JSON ({exc})") from None
+            config = _v.json_file(path, path)
         if not isinstance(config, dict):
             raise TypeError("scheduler config must be a dict or a path to scheduler_config.json")
         fields = {f.name for f in dataclasses.fields(cls)}

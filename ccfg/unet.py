@@ -12,7 +12,6 @@ in the order ``_param_layout`` lists (the order csrc/unet.c walks).
 """
 from __future__ import annotations
 
-import json
 import math
 import numbers
 import os
@@ -626,11 +625,7 @@ def _load_weights(folder, variant=None):
     index = single + ".index.json"
     if os.path.isfile(index):
         name = os.path.basename(index)
-        with open(index, "rb") as f:
-            try:
-                data = json.loads(f.read().decode("utf-8"))
-            except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # nesting: too deep
-                raise ValueError(f"{name}: not valid JSON ({exc})") from None
+        data = _v.json_file(index, name)
         if not isinstance(data, dict):
             raise ValueError(f"{name}: expected a JSON object holding a weight_map, got "
                              f"{type(data).__name__}")
@@ -753,11 +748,7 @@ class UNet:
         holding ``unet/``; a ``scheduler/scheduler_config.json`` next to it sets ``scheduler`` and
         ``prediction_type`` (pass ``scheduler=`` to override)."""
         folder, sched = _find_folder(path)
-        with open(os.path.join(folder, CONFIG_NAME), encoding="utf-8") as f:
-            try:
-                config = json.load(f)
-            except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-                raise ValueError(f"{CONFIG_NAME}: not valid JSON ({exc})") from None
+        config = _v.json_file(os.path.join(folder, CONFIG_NAME), CONFIG_NAME)
         tensors = _load_weights(folder, variant)
         if scheduler is None and sched is not None:
             scheduler = SchedulerConfig.from_config(sched)
