@@ -180,6 +180,12 @@ SPV(copy)
 SPV(clamp_rows)
 #include "clamp_rows.spv.h"
 ;
+SPV(coef)
+#include "coef.spv.h"
+;
+SPV(coef_f64)
+#include "coef_f64.spv.h"
+;
 SPV(nn_conv2d)
 #include "nn_conv2d.spv.h"
 ;
@@ -222,6 +228,8 @@ static const struct {
     PIPE(P_FINITE, finite, 2, push_finite),
     PIPE(P_COPY, copy, 2, push_copy),
     PIPE(P_CLAMP, clamp_rows, 3, push_clamp),
+    PIPE(P_COEF, coef, 4, push_coef),
+    PIPE(P_COEF_F64, coef_f64, 4, push_coef),
     PIPE(P_NN_CONV2D, nn_conv2d, 4, ccfg_vk_push_conv2d),
     PIPE(P_NN_GROUP_NORM, nn_group_norm, 7, ccfg_vk_push_group_norm),
     PIPE(P_NN_LINEAR, nn_linear, 4, ccfg_vk_push_linear),
@@ -574,6 +582,10 @@ static int get_device(int index, vk_dev **out)
     /* float64 shaders where the device has them: the CPU backend's arithmetic (see real.glsl) */
     const char *no_f64 = getenv("CCFG_VULKAN_NO_F64");
     d->f64 = g.info[index].float64 && !(no_f64 && *no_f64 && strcmp(no_f64, "0"));
+    /* the coefficient tables of rules with a device form on the host, as before combine_form
+     * (tests compare the two paths on one device; benchmarks measure the round trip it saves) */
+    const char *host_coef = getenv("CCFG_VULKAN_HOST_COEFFICIENTS");
+    d->host_coefficients = host_coef && *host_coef && strcmp(host_coef, "0");
     const VkPhysicalDeviceFeatures feat = {.shaderFloat64 = d->f64 ? VK_TRUE : VK_FALSE};
     const VkDeviceCreateInfo dci = {.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO,
                                     .queueCreateInfoCount = 1, .pQueueCreateInfos = &qci,
@@ -1263,7 +1275,7 @@ static void init_backend_table(vk_dev *d)
         .randn = vkb_randn,
         .watch_finite = vkb_watch_finite,
         .first_nonfinite = vkb_first_nonfinite,
-        .guide = &vkb_guide_ops,
+        .guide = d->host_coefficients ? &vkb_guide_ops_host_coefficients : &vkb_guide_ops,
         .gmm = &vkb_gmm_ops,
         .nn = ccfg_nn_ops_vulkan(),
     };

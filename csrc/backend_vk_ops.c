@@ -75,19 +75,15 @@ static int upload_reals(vk_dev *d, const double *v, size_t count, vk_buffer **ou
     return status;
 }
 
-static int vk_combine(const ccfg_backend *be, int64_t n, int64_t dim, int m, const float *const *in,
-                      const double *coef, float *out)
+/* out = the combination of the m inputs by the coefficient table cb (REAL [n][m], on the device) */
+static int record_combine(vk_dev *d, int64_t n, int64_t dim, int m, const float *const *in,
+                          vk_buffer *cb, float *out)
 {
-    vk_dev *d = be->ctx;
-    vk_buffer *cb = NULL, *bufs[MAX_BINDINGS], *ob;
+    vk_buffer *bufs[MAX_BINDINGS], *ob;
     uint32_t oo;
     int status;
-    if (n < 0 || dim < 0 || m < 1)
-        return ccfg_fail(CCFG_EINVAL, "%s combine: needs n, dim >= 0 and m >= 1", d->name);
-    if (!n || !dim) return CCFG_OK;
     if ((status = vkb_resolve_all(d, n * dim, (const float *const *)&out, 1, &ob, &oo, "combine")))
         return status;
-    if ((status = upload_reals(d, coef, (size_t)(n * m), &cb))) goto fail;
     /* 8 inputs per dispatch; later dispatches add to out */
     for (int q0 = 0; q0 < m; q0 += COMBINE_INPUTS) {
         const int mq = m - q0 < COMBINE_INPUTS ? m - q0 : COMBINE_INPUTS;
@@ -97,13 +93,26 @@ static int vk_combine(const ccfg_backend *be, int64_t n, int64_t dim, int m, con
         const float *ptrs[COMBINE_INPUTS];
         for (int q = 0; q < COMBINE_INPUTS; q++) ptrs[q] = in[q0 + (q < mq ? q : 0)];
         if ((status = vkb_resolve_all(d, n * dim, ptrs, COMBINE_INPUTS, bufs + 2, pc.oi, "combine")))
-            goto fail;
+            return status;
         bufs[0] = ob;
         bufs[1] = cb;
         if ((status = vkb_dispatch(d, vkb_pipe_real(d, P_COMBINE), bufs, &pc, vkb_groups_for(n * dim), 1)))
-            goto fail;
+            return status;
     }
-fail:
+    return CCFG_OK;
+}
+
+static int vk_combine(const ccfg_backend *be, int64_t n, int64_t dim, int m, const float *const *in,
+                      const double *coef, float *out)
+{
+    vk_dev *d = be->ctx;
+    vk_buffer *cb = NULL;
+    int status;
+    if (n < 0 || dim < 0 || m < 1)
+        return ccfg_fail(CCFG_EINVAL, "%s combine: needs n, dim >= 0 and m >= 1", d->name);
+    if (!n || !dim) return CCFG_OK;
+    if ((status = upload_reals(d, coef, (size_t)(n * m), &cb)) == CCFG_OK)
+        status = record_combine(d, n, dim, m, in, cb, out);
     if (cb) vkb_release_buffer(cb);     /* after the batch: the dispatches read it */
     return status;
 }
@@ -226,37 +235,58 @@ fail:
     return status;
 }
 
-static int vk_direction_dots(const ccfg_backend *be, int64_t n, int64_t dim, const float *u,
-                             const float *p, int k, const float *const *neg, double *pp, double *nn,
-                             double *np)
+/* The direction_dots partials, recorded into a new buffer *pb: one block of 3 planes
+ * [3][n][groups] per negative (one for k = 0, where only pp exists), block j holding ‖D_p‖²,
+ * ‖D_n_j‖², <D_n_j, D_p> (coef.glsl reads this layout). */
+static int record_direction_dots(vk_dev *d, int64_t n, int64_t dim, const float *u,
+                                 const float *p, int k, const float *const *neg, vk_buffer **pb,
+                                 uint32_t *groups_out, size_t *bytes_out)
 {
-    vk_dev *d = be->ctx;
-    vk_buffer *pb = NULL, *bufs[4];
+    vk_buffer *bufs[4];
     const float *ptrs[2] = {u, p};
     uint32_t o[3] = {0, 0, 0};
-    void *part = NULL;
     int status;
-    if (n < 0 || dim < 0 || k < 0)
-        return ccfg_fail(CCFG_EINVAL, "%s direction_dots: n, dim and k must be >= 0", d->name);
-    if (!n) return CCFG_OK;
+    *pb = NULL;
     if ((status = vkb_resolve_all(d, n * dim, ptrs, 2, bufs, o, "direction_dots"))) return status;
     bufs[2] = bufs[1];
     o[2] = o[1];
-    /* one block of 3 planes [3][n][groups] per negative (one for k = 0, where only pp exists) */
     const uint32_t groups = dot_groups(dim);
     const size_t plane = (size_t)n * groups, blocks = k ? (size_t)k : 1;
     const size_t bytes = blocks * 3 * plane * (d->f64 ? sizeof(double) : sizeof(float));
     if (blocks * 3 * plane > UINT32_MAX)
         return ccfg_fail(CCFG_EINVAL, "%s direction_dots: too many samples and negatives", d->name);
-    if (!(part = malloc(bytes))) return ccfg_fail(CCFG_ENOMEM, "out of memory for direction_dots partials");
-    if ((status = vkb_new_buffer(d, bytes, &pb)) != CCFG_OK) goto fail;
-    bufs[3] = pb;
-    if (k == 0 && (status = record_dots(d, bufs, n, dim, groups, 1, 0, o)) != CCFG_OK) goto fail;
+    if ((status = vkb_new_buffer(d, bytes, pb)) != CCFG_OK) return status;
+    bufs[3] = *pb;
+    if (k == 0 && (status = record_dots(d, bufs, n, dim, groups, 1, 0, o)) != CCFG_OK) return status;
     for (int q = 0; q < k; q++) {
         /* every negative's pass also yields ‖D_p‖², as on the CPU; the first one is kept */
         if ((status = vkb_resolve_all(d, n * dim, &neg[q], 1, &bufs[2], &o[2], "direction_dots")) ||
             (status = record_dots(d, bufs, n, dim, groups, 2, (uint32_t)(q * 3 * plane), o)))
-            goto fail;
+            return status;
+    }
+    *groups_out = groups;
+    *bytes_out = bytes;
+    return CCFG_OK;
+}
+
+static int vk_direction_dots(const ccfg_backend *be, int64_t n, int64_t dim, const float *u,
+                             const float *p, int k, const float *const *neg, double *pp, double *nn,
+                             double *np)
+{
+    vk_dev *d = be->ctx;
+    vk_buffer *pb = NULL;
+    void *part = NULL;
+    uint32_t groups = 0;
+    size_t bytes = 0;
+    int status;
+    if (n < 0 || dim < 0 || k < 0)
+        return ccfg_fail(CCFG_EINVAL, "%s direction_dots: n, dim and k must be >= 0", d->name);
+    if (!n) return CCFG_OK;
+    if ((status = record_direction_dots(d, n, dim, u, p, k, neg, &pb, &groups, &bytes))) goto fail;
+    const size_t plane = (size_t)n * groups;
+    if (!(part = malloc(bytes))) {
+        status = ccfg_fail(CCFG_ENOMEM, "out of memory for direction_dots partials");
+        goto fail;
     }
     if ((status = vkb_read_buffer(part, pb, 0, bytes)) != CCFG_OK) goto fail;
     sum_partials(d, part, 0, n, groups, pp);
@@ -267,6 +297,77 @@ static int vk_direction_dots(const ccfg_backend *be, int64_t n, int64_t dim, con
 fail:
     if (pb) vkb_release_buffer(pb);
     free(part);
+    return status;
+}
+
+/* Guidance with a coefficient form (ccfg.h): the direction_dots partials, coef.glsl's stages
+ * turning them into the table, and combine reading it, all recorded into the open batch. Nothing
+ * is read back, so a step of CCFG or Perp-Neg waits for the device no more than NegatedCFG's. */
+static int vk_combine_form(const ccfg_backend *be, const ccfg_coef_form *form, int64_t n,
+                           int64_t dim, const float *u, const float *p, int k,
+                           const float *const *neg, float *out)
+{
+    vk_dev *d = be->ctx;
+    vk_buffer *pb = NULL, *rb = NULL, *cb = NULL, *gb = NULL, *bufs[4];
+    const size_t real = d->f64 ? sizeof(double) : sizeof(float);
+    const int m = 2 + k;
+    const int global = form->family == CCFG_FORM_PERPENDICULAR && form->batch_global && k > 0;
+    uint32_t groups = 0;
+    size_t bytes = 0;
+    int status;
+    if (n < 0 || dim < 0 || k < 0 || k > CCFG_MAX_RULE_NEGATIVES)
+        return ccfg_fail(CCFG_EINVAL, "%s guide: needs n, dim >= 0 and 0..%d negatives", d->name,
+                         CCFG_MAX_RULE_NEGATIVES);
+    if (form->family != CCFG_FORM_CONTRASTIVE && form->family != CCFG_FORM_PERPENDICULAR)
+        return ccfg_fail(CCFG_EINTERNAL, "%s guide: no coefficient form %d", d->name, form->family);
+    if (!n || !dim) return CCFG_OK;
+    if ((size_t)n * (size_t)m > UINT32_MAX)
+        return ccfg_fail(CCFG_EINVAL, "%s guide: too many samples and negatives", d->name);
+    if ((status = record_direction_dots(d, n, dim, u, p, k, neg, &pb, &groups, &bytes))) goto fail;
+    const uint32_t slices = (uint32_t)((n + 128 * 256 - 1) / (128 * 256));   /* coef.glsl SLICE */
+    push_coef pc = {.n = (uint32_t)n, .k = (uint32_t)k, .groups = groups,
+                    .count = (uint32_t)((k ? (size_t)k : 1) * 3 * (size_t)n),
+                    .family = (uint32_t)form->family,
+                    .flags = (form->naive_positive ? 1u : 0u) | (global ? 2u : 0u),
+                    .slices = slices};
+    coef_bits(form->w, &pc.wf, pc.wd);
+    coef_bits(form->w_n, &pc.wnf, pc.wnd);
+    coef_bits(form->tau_eff, &pc.tauf, pc.taud);
+    /* one partial per sample (short rows): the partials are the reductions */
+    if (groups > 1 && (status = vkb_new_buffer(d, (size_t)pc.count * real, &rb))) goto fail;
+    if ((status = vkb_new_buffer(d, (size_t)n * (size_t)m * real, &cb)) ||
+        (global && (status = vkb_new_buffer(d, (size_t)k * slices * 2 * real, &gb))))
+        goto fail;
+    /* unused bindings get any valid buffer */
+    bufs[0] = pb;
+    bufs[1] = rb ? rb : pb;
+    bufs[2] = cb;
+    bufs[3] = gb ? gb : pb;
+    if (rb) {
+        pc.stage = 0;
+        if ((status = vkb_dispatch(d, vkb_pipe_real(d, P_COEF), bufs, &pc,
+                                   vkb_groups_for(pc.count), 1)))
+            goto fail;
+    }
+    if (global) {
+        pc.stage = 1;
+        if ((status = vkb_dispatch(d, vkb_pipe_real(d, P_COEF), bufs, &pc, slices, (uint32_t)k)))
+            goto fail;
+    }
+    pc.stage = 2;
+    if ((status = vkb_dispatch(d, vkb_pipe_real(d, P_COEF), bufs, &pc, vkb_groups_for(n), 1)))
+        goto fail;
+    const float *in[2 + CCFG_MAX_RULE_NEGATIVES];
+    in[0] = u;
+    in[1] = p;
+    for (int j = 0; j < k; j++) in[2 + j] = neg[j];
+    status = record_combine(d, n, dim, m, in, cb, out);
+fail:
+    /* released after the batch has run: the dispatches read them */
+    if (pb) vkb_release_buffer(pb);
+    if (rb) vkb_release_buffer(rb);
+    if (cb) vkb_release_buffer(cb);
+    if (gb) vkb_release_buffer(gb);
     return status;
 }
 
@@ -483,6 +584,14 @@ fail:
 }
 
 const ccfg_guide_ops vkb_guide_ops = {
+    .dot = vk_dot,
+    .direction_dots = vk_direction_dots,
+    .combine = vk_combine,
+    .sld = vk_sld,
+    .combine_form = vk_combine_form,
+};
+
+const ccfg_guide_ops vkb_guide_ops_host_coefficients = {
     .dot = vk_dot,
     .direction_dots = vk_direction_dots,
     .combine = vk_combine,

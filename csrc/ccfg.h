@@ -50,6 +50,25 @@ struct ccfg_gmm;
 struct ccfg_nn_ops;                 /* nn.h */
 typedef struct ccfg_backend ccfg_backend;
 
+/* A rule's coefficient table as a formula a backend evaluates next to the data (a rule's
+ * `device_form`, rules/rule.h): on a device the reductions never go to the host. The family fixes
+ * the formula, written once per backend that has combine_form; the host supplies only per-step
+ * scalars. Per sample i, with D = eps - eps_u and the direction_dots reductions, rows in the
+ * order of the host's `coefficients` (c_u last: it collects the others):
+ *   CCFG_FORM_CONTRASTIVE (CCFG): c_p = w λ+, c_n_j = -w_n λ-_j, c_u = 1 - c_p - sum_j c_n_j,
+ *       λ+ = 2σ(τ_eff ‖D_p‖²) (1 with naive_positive), λ-_j = 2σ(-τ_eff ‖D_n_j‖²);
+ *   CCFG_FORM_PERPENDICULAR (Perp-Neg): c_n_j = -w b, π_j = <D_n_j, D_p> / ‖D_p‖² (0 where
+ *       ‖D_p‖ = 0), of the sample or of the batch's sums (batch_global),
+ *       c_p = w + sum_j w b π_j, c_u = 1 - w - sum_j (w b π_j - w b).  (b = w_n) */
+typedef enum { CCFG_FORM_CONTRASTIVE = 1, CCFG_FORM_PERPENDICULAR = 2 } ccfg_form_family;
+typedef struct {
+    int family;                     /* ccfg_form_family */
+    double w, w_n;                  /* the rule's scale and negative weight (CCFG w_n, Perp-Neg b) */
+    double tau_eff;                 /* CONTRASTIVE: the step's τ / N (rules/ccfg.c tau_effective) */
+    int naive_positive;             /* CONTRASTIVE: λ+ = 1 */
+    int batch_global;               /* PERPENDICULAR: one projection over the whole batch */
+} ccfg_coef_form;
+
 /* kernels of the guidance rules (rules/ and guidance.c) */
 typedef struct ccfg_guide_ops {
     /* out[i] = <a_i, b_i> over dim elements, per sample (host array), accumulated in double */
@@ -72,6 +91,13 @@ typedef struct ccfg_guide_ops {
     int (*sld)(const ccfg_backend *be, int64_t count, const float *eps_u, const float *eps_p,
                const float *eps_s, float *nu, double w, double s_s, double thr, double s_m,
                double beta_m, int update, int apply, float *out);
+    /* direction_dots, the coefficient table of `form` and combine in one go, none of it leaving
+     * the backend: out_i = c_u u_i + c_p p_i + sum_j c_n_j neg[j]_i. NULL where the backend has
+     * no such path: guidance.c then computes the table on the host (the CPU, whose memory is the
+     * host's, and devices forced to with CCFG_VULKAN_HOST_COEFFICIENTS=1). */
+    int (*combine_form)(const ccfg_backend *be, const ccfg_coef_form *form, int64_t n,
+                        int64_t dim, const float *u, const float *p, int k,
+                        const float *const *neg, float *out);
 } ccfg_guide_ops;
 
 /* the exact Gaussian-mixture eps (gmm.c): load places the mixture's parameters on the backend
@@ -399,7 +425,9 @@ int ccfg_sample(const ccfg_backend *be, const ccfg_guided_model *gm, const ccfg_
  * table of device N. Environment: CCFG_VULKAN_LOADER overrides the loader path;
  * CCFG_VULKAN_STAGING=1 forces device-local buffers with staging copies even where host-visible
  * memory would do; CCFG_VULKAN_NO_F64=1 uses the float32 shaders even where the device has
- * float64 (tests run both paths on one device). */
+ * float64 (tests run both paths on one device); CCFG_VULKAN_HOST_COEFFICIENTS=1 computes the
+ * coefficient tables of CCFG and Perp-Neg on the host as the CPU does (their reductions are
+ * downloaded every step) instead of on the device (guide op combine_form). */
 
 typedef struct {
     int index;                      /* the N of "vulkan:N" */

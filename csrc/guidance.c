@@ -1,7 +1,8 @@
 /* guidance.c — runs any guidance rule (rules/rule.h) on noise predictions, per sample.
  *
  * Every rule is (1) per-sample reductions on the backend, (2) a coefficient table on the host,
- * (3) one fused backend pass (guide->combine), (4) optionally an elementwise pass of its own.
+ * (3) one fused backend pass (guide->combine), (4) optionally an elementwise pass of its own;
+ * a rule with a device form has 1-3 done by the backend's combine_form where there is one.
  * This file does the bookkeeping around those steps: parameters by name, the negatives' window,
  * the state, and the host copies a rule computed on the host needs on a device. Formulas:
  * docs/methods.md, one file per rule in rules/. */
@@ -180,6 +181,19 @@ int ccfg_guide(const ccfg_backend *be, const ccfg_rule *rule, ccfg_guide_state *
     if (!eps_p) eps_p = eps_u;                 /* no positive: D_p = 0 */
 
     if (impl->host) return host_rule(be, rule, n, dim, eps_u, eps_p, k, eps_n, out);
+
+    /* 1-3 on the backend, where it has them: a device sends no reductions to the host */
+    if (impl->device_form && be->guide->combine_form) {
+        ccfg_coef_form form;
+        const ccfg_rule_inputs ri = {.n = n, .dim = dim, .k = k, .step = step, .eps_u = eps_u,
+                                     .eps_p = eps_p, .eps_n = eps_n};
+        if ((status = impl->device_form(rule, &ri, &form)) ||
+            (status = be->guide->combine_form(be, &form, n, dim, eps_u, eps_p, k, eps_n, out)))
+            return status;
+        if (impl->after && (status = impl->after(be, rule, st, &ri, update, out))) return status;
+        if (update && st) st->step++;
+        return CCFG_OK;
+    }
 
     const size_t kn = (size_t)n * (size_t)(k ? k : 1);
     in = malloc((size_t)m * sizeof *in);

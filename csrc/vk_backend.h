@@ -31,12 +31,18 @@ typedef struct { uint32_t D, K, full, mode, rows, ox, oo, row0; } push_gmm;
 typedef struct { uint32_t rows, dim, blocks, seed_lo, seed_hi, stream, first, oo; } push_randn;
 typedef struct { uint32_t dim, groups, mode, rows, row0, base, ou, op, on, per_row; } push_dots;
 typedef struct { uint32_t count, ox, tag; } push_finite;
+typedef struct {
+    uint32_t n, k, groups, count, stage, family, flags, slices;
+    float wf, wnf, tauf;
+    uint32_t pad;
+    uint32_t wd[2], wnd[2], taud[2];
+} push_coef;
 typedef struct { uint32_t count; } push_copy;
 typedef struct { uint32_t count, dim, divide, ox, oo; } push_clamp;
 
 /* a pipeline with an _F64 twin is followed by it: P_X + 1 */
 enum { P_AXPBYPCZ, P_AXPBYPCZ_F64, P_COMBINE, P_COMBINE_F64, P_SLD, P_SLD_F64, P_GMM, P_GMM_F64,
-       P_DOTS, P_DOTS_F64, P_RANDN, P_RANDN_F64, P_FINITE, P_COPY, P_CLAMP,
+       P_DOTS, P_DOTS_F64, P_RANDN, P_RANDN_F64, P_FINITE, P_COPY, P_CLAMP, P_COEF, P_COEF_F64,
        /* the nn.h ops (nn_vk.c), float32 only, in vk_nn.h's CCFG_VK_NN_* order */
        P_NN_FIRST, P_NN_CONV2D = P_NN_FIRST, P_NN_GROUP_NORM, P_NN_LINEAR, P_NN_ATTENTION,
        P_NN_ELTWISE, P_NN_LAYER_NORM, P_COUNT };
@@ -80,6 +86,7 @@ typedef struct vk_dev {
     vk_pipe pipe[P_COUNT];
     int mapped;                 /* buffers are host-visible and persistently mapped */
     int f64;                    /* the *_F64 pipelines (shaderFloat64 enabled) */
+    int host_coefficients;      /* CCFG_VULKAN_HOST_COEFFICIENTS: no guide op combine_form */
     int recording;              /* cmd is open with commands not yet submitted */
     uint64_t batch;             /* number of the open (or next) batch */
     int lost;                   /* a submit failed: every later call fails */
@@ -156,6 +163,7 @@ int vkb_randn(const ccfg_backend *be, int64_t n, int64_t dim, uint64_t seed, uin
 int vkb_watch_finite(const ccfg_backend *be, int64_t count, const float *x, int tag);
 int vkb_first_nonfinite(const ccfg_backend *be, int *tag);
 extern const ccfg_guide_ops vkb_guide_ops;
+extern const ccfg_guide_ops vkb_guide_ops_host_coefficients;    /* the same without combine_form */
 extern const ccfg_gmm_ops vkb_gmm_ops;
 
 #endif /* CCFG_VK_BACKEND_H */

@@ -2,7 +2,8 @@
  *   eps_hat = eps_u + w (D_p - b sum_j perp(D_n_j, D_p)),
  *   perp(D_n, D_p) = D_n - (<D_n, D_p> / ‖D_p‖²) D_p,
  * the projection per sample, or one projection over the whole batch (batch_global). b is the
- * rule's negative_scale. */
+ * rule's negative_scale. The device form (CCFG_FORM_PERPENDICULAR) is the same table computed on
+ * the backend, with the batch sums reduced there. */
 #include "rules/rule.h"
 
 enum { BATCH_GLOBAL };
@@ -45,10 +46,20 @@ static int coefficients(const ccfg_rule *r, const ccfg_guide_state *st,
     return CCFG_OK;
 }
 
+static int device_form(const ccfg_rule *r, const ccfg_rule_inputs *in, ccfg_coef_form *form)
+{
+    (void)in;
+    *form = (ccfg_coef_form){.family = CCFG_FORM_PERPENDICULAR, .w = r->scale,
+                             .w_n = r->negative_scale,
+                             .batch_global = r->p[BATCH_GLOBAL] != 0.0};
+    return CCFG_OK;
+}
+
 const ccfg_rule_impl ccfg_rule_perp_neg = {
     .name = "perp_neg",
     .params = params,
     .uses_negatives = 1,
     .direction_dots = 1,
     .coefficients = coefficients,
+    .device_form = device_form,
 };

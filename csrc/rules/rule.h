@@ -6,6 +6,10 @@
  *   2. coefficients: on the host, the rule fills one row (c_u, c_p, c_n_1 .. c_n_k) per sample,
  *      eps_hat_i = c_u eps_u_i + c_p eps_p_i + sum_j c_n_j eps_n_j,i   (D = eps - eps_u);
  *   3. one fused backend pass (guide->combine) applies the table;
+ *   (1-3 on the backend instead: a rule whose table is one of the formula families of
+ *   ccfg_coef_form describes it in `device_form`, and a backend with guide->combine_form computes
+ *   reductions, table and pass where the data is, with no host round trip per step; the host
+ *   `coefficients` stays the reference and the path of every other backend;)
  *   4. `after`: an elementwise pass of the rule's own (SLD), optional.
  * A rule computed elsewhere (a Python function) sets `host` instead and sees host arrays.
  * Stateful rules allocate their state in state_init (via ccfg_guide_state_alloc) and may learn
@@ -41,6 +45,9 @@ struct ccfg_rule_impl {
     /* the coefficient table coef[n, 2 + k] (zeroed before the call) */
     int (*coefficients)(const ccfg_rule *r, const ccfg_guide_state *st,
                         const ccfg_rule_inputs *in, double *coef);
+    /* the same table as a ccfg_coef_form: the family and this call's scalars, from the functions
+     * `coefficients` uses (in: sizes and step; no reductions). NULL: no device form. */
+    int (*device_form)(const ccfg_rule *r, const ccfg_rule_inputs *in, ccfg_coef_form *form);
     /* an elementwise pass after combine, on `out` (NULL: none) */
     int (*after)(const ccfg_backend *be, const ccfg_rule *r, ccfg_guide_state *st,
                  const ccfg_rule_inputs *in, int update, float *out);
