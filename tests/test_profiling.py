@@ -44,6 +44,47 @@ def test_contrastive_rules_reduce_once_per_step():
     assert prof.per(4).rows[0][1] == prof.rows[0][1] / 4
 
 
+def submits(rule, steps=5):
+    with ccfg.profiling.profile(DEV) as prof:
+        run(rule, steps=steps)
+    return prof.batches, kinds(prof)
+
+
+def test_contrastive_rules_submit_no_more_than_negated_cfg():
+    """issue 11: the coefficient tables of CCFG and Perp-Neg are computed on the device
+    (shaders/coef.glsl), so a step waits for the device no more often than NegatedCFG's, whose
+    table is constant (counts, not times)"""
+    base, _ = submits(ccfg.NegatedCFG(3.0))
+    for rule in (ccfg.CCFG(3.0), ccfg.CCFG(3.0, tau_reduce="mean", naive_positive=True),
+                 ccfg.PerpNeg(3.0), ccfg.PerpNeg(3.0, batch_global=True)):
+        got, k = submits(rule)
+        assert got <= base, (rule, got, base)
+        assert k["coef"][0] >= 5 and k["dots"][0] == 5        # the table is made on the device
+
+
+def test_host_coefficients_wait_once_per_step():
+    """the positive control of the test above: the host table (CCFG_VULKAN_HOST_COEFFICIENTS=1)
+    reads the reductions back every step, one submit each"""
+    code = f"""
+import ccfg
+m = ccfg.models.GaussianMixture.toy_2d()
+counts = []
+for rule in (ccfg.NegatedCFG(3.0), ccfg.CCFG(3.0)):
+    with ccfg.profiling.profile("{DEV}") as prof:
+        ccfg.sample(m, "A", "B", rule, steps=5, n=64, progress=False, device="{DEV}")
+    counts.append(prof.batches)
+    assert not any(k.startswith("coef") for k, _, _ in prof.rows)
+assert counts[1] >= counts[0] + 5, counts
+print("ok")
+"""
+    import os
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, CCFG_VULKAN_HOST_COEFFICIENTS="1"))
+    assert r.returncode == 0 and "ok" in r.stdout, r.stderr
+
+
 def test_profile_stops_at_the_end_of_the_block():
     with ccfg.profiling.profile(DEV) as prof:
         run(ccfg.CFG(2.0), steps=2)

@@ -1,0 +1,215 @@
+"""CCFG's and Perp-Neg's coefficient tables computed on a Vulkan device (guide op combine_form,
+shaders/coef.glsl) against the independent NumPy reference (tests/reference_rules.py) and the
+CPU backend.
+
+The table itself is read through probe columns: every sample gets 2 + k extra elements where
+eps_u is (1, 0, 0, ..), eps_p (0, 1, 0, ..) and negative j is 1 at 2 + j, so the guided output
+there is exactly the coefficient (c_u, c_p, c_n_j) the device used, rounded once to float32. The
+reference applied to the same arrays gives the coefficient in float64 from the specification
+(the probes enter the reductions of both alike). Zero directions cannot carry probes (the inputs
+must be equal everywhere), so they are checked on the output."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import ccfg
+import reference_rules as R
+from ccfg import _core
+
+VK = [d for d in _core.devices() if d["backend"] == "vulkan" and "index" in d and d["available"]]
+pytestmark = pytest.mark.skipif(not VK, reason="no Vulkan device")
+DEV = f"vulkan:{VK[0]['index']}" if VK else "vulkan:0"
+F64 = bool(VK and VK[0]["float64"])
+ULP = 2.0 ** -24
+
+
+def rules(w=None):
+    """(name, ccfg rule with negative_window w, reference function of (u, p, negs, active))"""
+    return [
+        ("ccfg", ccfg.CCFG(scale=3.0, tau=0.2, negative_scale=2.0, negative_window=w),
+         lambda u, p, n, a: R.ccfg_rule(u, p, n, scale=3.0, tau=0.2, negative_scale=2.0, active=a)),
+        ("ccfg_mean", ccfg.CCFG(scale=5.0, tau=7.0, tau_reduce="mean", negative_window=w),
+         lambda u, p, n, a: R.ccfg_rule(u, p, n, scale=5.0, tau=7.0, tau_reduce="mean", active=a)),
+        ("ccfg_naive", ccfg.CCFG(scale=3.0, tau=0.05, naive_positive=True, negative_window=w),
+         lambda u, p, n, a: R.ccfg_rule(u, p, n, scale=3.0, tau=0.05, naive_positive=True,
+                                        active=a)),
+        ("perp_neg", ccfg.PerpNeg(scale=4.0, negative_scale=0.7, negative_window=w),
+         lambda u, p, n, a: R.perp_neg(u, p, n, scale=4.0, negative_scale=0.7, active=a)),
+        ("perp_neg_global", ccfg.PerpNeg(scale=4.0, negative_scale=0.7, batch_global=True, negative_window=w),
+         lambda u, p, n, a: R.perp_neg(u, p, n, scale=4.0, negative_scale=0.7, batch_global=True,
+                                       active=a)),
+    ]
+
+
+RULE_IDS = [r[0] for r in rules()]
+
+
+def rule_named(name, window=None):
+    return next(r for r in rules(window) if r[0] == name)
+
+
+def probed(n, dim, k, seed, spread=0.3):
+    """u, p, [neg_j] (n, dim + 2 + k) float32 with probe columns at dim.. (see the docstring)"""
+    rng = np.random.default_rng(seed)
+    m = 2 + k
+    u = rng.standard_normal((n, dim + m)).astype(np.float32)
+    p = (u + spread * rng.standard_normal(u.shape)).astype(np.float32)
+    negs = [(u + spread * rng.standard_normal(u.shape)).astype(np.float32) for _ in range(k)]
+    for q, a in enumerate([u, p] + negs):
+        a[:, dim:] = 0.0
+        a[:, dim + q] = 1.0
+    return u, p, negs
+
+
+def check_table(got, want, dim, tol):
+    """probe columns of the device's output against the reference's float64 coefficients: within
+    `tol` of the row's scale (cancellation in c_u is bounded by the sum of the |c_q|)"""
+    c_dev = got[:, dim:].astype(np.float64)
+    c_ref = want[:, dim:]
+    bound = tol * (1.0 + np.sum(np.abs(c_ref), axis=1, keepdims=True))
+    assert np.all(np.abs(c_dev - c_ref) <= bound), float(np.max(np.abs(c_dev - c_ref) / bound))
+
+
+def rel(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300))
+
+
+@pytest.mark.parametrize("name", RULE_IDS)
+@pytest.mark.parametrize("k", [0, 1, 2, 3])
+@pytest.mark.parametrize("n,dim", [(1, 2), (37, 2), (9, 70), (5, 3000)])
+def test_table_matches_reference_and_cpu(name, k, n, dim):
+    """dim 2 and 70: one partial per sample; 3000: three partials per sample, summed on the
+    device (coef.glsl stage 0)"""
+    _, rule, ref = rule_named(name)
+    u, p, negs = probed(n, dim, k, seed=100 * k + n)
+    got = ccfg.guide(u, p, negs, rule, device=DEV)
+    want = ref(u, p, negs, True)
+    # one float32 rounding of the coefficient, plus the exp and summation order
+    check_table(got, want, dim, 4 * ULP if F64 else 32 * ULP)
+    assert rel(got, want) <= 1e-6
+    cpu = ccfg.guide(u, p, negs, rule, device="cpu")
+    assert rel(got, cpu) <= (1e-7 if F64 else 1e-5)
+
+
+@pytest.mark.parametrize("name", RULE_IDS)
+def test_many_negatives_and_samples(name):
+    """7 negatives (9 inputs: combine takes 8 per dispatch) and 70,000 samples (Perp-Neg's batch
+    sums over three slices of 32,768 in coef.glsl stage 1)"""
+    _, rule, ref = rule_named(name)
+    u, p, negs = probed(40, 5, 7, seed=7)
+    check_table(ccfg.guide(u, p, negs, rule, device=DEV), ref(u, p, negs, True), 5,
+                4 * ULP if F64 else 32 * ULP)
+    u, p, negs = probed(70_000, 1, 2, seed=8, spread=0.05)
+    got = ccfg.guide(u, p, negs, rule, device=DEV)
+    want = ref(u, p, negs, True)
+    check_table(got, want, 1, 4 * ULP if F64 else 64 * ULP)
+    assert rel(got, ccfg.guide(u, p, negs, rule, device="cpu")) <= (1e-7 if F64 else 1e-5)
+
+
+@pytest.mark.parametrize("name", RULE_IDS)
+def test_zero_directions(name):
+    """samples whose positive or negatives equal eps_u exactly: ‖D‖² = 0 (CCFG λ = 1,
+    Perp-Neg projection 0), and a batch with no positive direction at all (global: 0 / 0)"""
+    _, rule, ref = rule_named(name)
+    rng = np.random.default_rng(3)
+    u = rng.standard_normal((6, 40)).astype(np.float32)
+    p = u + rng.standard_normal(u.shape).astype(np.float32)
+    n1 = u + rng.standard_normal(u.shape).astype(np.float32)
+    n2 = n1.copy()
+    p[[0, 3]] = u[[0, 3]]
+    n1[[1, 3]] = u[[1, 3]]
+    n2[[2, 3]] = u[[2, 3]]
+    for pp in (p, u.copy()):
+        got = ccfg.guide(u, pp, [n1, n2], rule, device=DEV)
+        want = ref(u, pp, [n1, n2], True)
+        assert rel(got, want) <= 1e-6
+        assert rel(got, ccfg.guide(u, pp, [n1, n2], rule, device="cpu")) <= (1e-7 if F64 else 1e-5)
+
+
+@pytest.mark.parametrize("name", RULE_IDS)
+def test_window_switches_the_negatives_off(name):
+    """outside negative_window the step has k = 0: the device table is CFG-like (CCFG keeps λ+)"""
+    _, rule, ref = rule_named(name, (0.5, 1.0))
+    u, p, negs = probed(11, 30, 2, seed=5)
+    for step, active in ((0, False), (4, False), (5, True), (9, True)):
+        got = ccfg.guide(u, p, negs, rule, step=step, num_steps=10, device=DEV)
+        want = ref(u, p, negs, active)
+        assert rel(got, want) <= 1e-6, (step, rel(got, want))
+        if not active:       # the negatives' probe columns get nothing
+            assert np.all(got[:, 32:] == 0.0)
+
+
+def run_py(code, **env):
+    e = dict(os.environ, **env)
+    return subprocess.run([sys.executable, "-c", code], env=e, capture_output=True, text=True,
+                          timeout=300, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+SAME_AS_HOST = """
+import numpy as np, ccfg
+rng = np.random.default_rng(0)
+out = {}
+for name, rule in (("ccfg", ccfg.CCFG(3.0, tau=0.3)), ("perp", ccfg.PerpNeg(3.0, 0.8)),
+                   ("global", ccfg.PerpNeg(3.0, 0.8, batch_global=True))):
+    for dim in (2, 3000):
+        u = rng.standard_normal((50, dim)).astype(np.float32)
+        p, n1, n2 = (u + 0.2 * rng.standard_normal(u.shape)).astype(np.float32), u + 0.1, u - 0.3
+        out[f"{name}_{dim}"] = ccfg.guide(u, p, [n1, n2], rule, device="%s")
+np.savez("%s", **out)
+"""
+
+
+def test_device_table_equals_the_host_table_on_the_same_device(tmp_path):
+    """the same device with CCFG_VULKAN_HOST_COEFFICIENTS=1 (partials read back, table from
+    rules/*.c): the same partial sums in the same order, so with float64 shaders the outputs are
+    equal (per-sample Perp-Neg bit for bit; CCFG up to the last bit of our exp, the batch sums up
+    to their summation order); with float32 shaders within float32 rounding"""
+    a, b = tmp_path / "dev.npz", tmp_path / "host.npz"
+    r1 = run_py(SAME_AS_HOST % (DEV, a))
+    r2 = run_py(SAME_AS_HOST % (DEV, b), CCFG_VULKAN_HOST_COEFFICIENTS="1")
+    assert r1.returncode == 0 and r2.returncode == 0, r1.stderr + r2.stderr
+    dev, host = np.load(a), np.load(b)
+    for key in dev.files:
+        if F64 and key.startswith("perp"):
+            assert np.array_equal(dev[key], host[key]), key
+        else:
+            assert rel(dev[key], host[key]) <= (1e-7 if F64 else 1e-5), key
+
+
+FLOAT32 = """
+import numpy as np, ccfg, sys
+sys.path.insert(0, "tests")
+import test_device_coefficients as T
+for name in T.RULE_IDS:
+    _, rule, ref = T.rule_named(name)
+    for k in (0, 1, 3):
+        for n, dim in ((37, 2), (5, 3000)):
+            u, p, negs = T.probed(n, dim, k, seed=k + n)
+            got = ccfg.guide(u, p, negs, rule, device="%s")
+            T.check_table(got, ref(u, p, negs, True), dim, 32 * T.ULP)
+            assert T.rel(got, ccfg.guide(u, p, negs, rule, device="cpu")) <= 1e-5
+print("ok")
+"""
+
+
+def test_float32_shaders():
+    """devices without float64 (forced here with CCFG_VULKAN_NO_F64=1): the table in float"""
+    r = run_py(FLOAT32 % DEV, CCFG_VULKAN_NO_F64="1")
+    assert r.returncode == 0 and "ok" in r.stdout, r.stdout + r.stderr[-3000:]
+
+
+def test_sampling_with_a_window_matches_cpu():
+    """whole runs: CCFG and Perp-Neg with two negatives switched on for part of the run"""
+    m = ccfg.models.load("toy2d")
+    for rule in (ccfg.CCFG(scale=3.0, negative_window=(0.2, 0.8)),
+                 ccfg.PerpNeg(scale=3.0, negative_window=(0.3, 1.0)),
+                 ccfg.PerpNeg(scale=3.0, batch_global=True)):
+        kw = dict(positive="A", negative=["B", "B"], guidance=rule, steps=10, n=300,
+                  progress=False)
+        vk = ccfg.sample(m, device=DEV, **kw)
+        cpu = ccfg.sample(m, device="cpu", **kw)
+        assert rel(vk, cpu) <= 1e-5, rule
