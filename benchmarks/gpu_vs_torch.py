@@ -6,7 +6,8 @@
 Rows (each a ratio measured in this process, same weights, same inputs; medians):
   1. host<->device round trip of one array (upload + download), GB/s, against torch .to()/.cpu()
   2. the copy shader's bandwidth against torch's device-to-device copy
-  3. per-step cost of CCFG, Perp-Neg and DNG against NegatedCFG (exact toy mixture, same sampler)
+  3. per-step cost of CCFG, Perp-Neg and DNG against NegatedCFG (exact toy mixture, same sampler),
+     with submits per step (checked: CCFG and Perp-Neg no more than NegatedCFG)
   4. exact-mixture sampling, n = 1M, d = 2 and 64, against ccfg's CPU backend
   5. a CIFAR-sized UNet2DModel forward (fp32; torch with TF32 off, TF32 on and bf16 autocast)
   6. a whole CCFG DDIM run on the shipped Fashion-MNIST model against a torch loop
@@ -120,16 +121,28 @@ def rules(rep, P, vk, profile):
     times, outs = {}, {}
     rules_ = {"NegatedCFG": ccfg.NegatedCFG(3.0), "CCFG": ccfg.CCFG(3.0),
               "PerpNeg": ccfg.PerpNeg(3.0), "DNG": ccfg.DNG(3.0)}
+    submits = {}
     for name, rule in rules_.items():
         outs[name] = ccfg.sample(toy, "A", "B", rule, device=vk, **kw)
         cpu = ccfg.sample(toy, "A", "B", rule, device="cpu", **kw)
         rep.check(f"toy {name} {vk} vs cpu", rel_err(outs[name], cpu), 1e-4)
         times[name] = measure(lambda: ccfg.sample(toy, "A", "B", rule, device=vk, **kw),
                               repeats=P["repeats"]).median / P["toy_steps"]
+        # every run is profiled once: submits per step tell whether the step waits for the host
+        with ccfg.profiling.profile(vk) as prof:
+            ccfg.sample(toy, "A", "B", rule, device=vk, **kw)
+        per = prof.per(P["toy_steps"])
+        submits[name] = per.batches
+        print(f"toy_2d {name}: {per.batches:.2f} submits per step, coefficient tables on the "
+              f"device: {any(k.startswith('coef') for k, _, _ in prof.rows)}")
         if profile:
-            with ccfg.profiling.profile(vk) as prof:
-                ccfg.sample(toy, "A", "B", rule, device=vk, **kw)
-            print(f"\nprofile, toy_2d {name}, per step:\n{prof.per(P['toy_steps'])}\n")
+            print(f"\nprofile, toy_2d {name}, per step:\n{per}\n")
+    # CCFG's and Perp-Neg's tables are made on the device (no host round trip per step), unless
+    # CCFG_VULKAN_HOST_COEFFICIENTS=1 asks for the host path
+    if os.environ.get("CCFG_VULKAN_HOST_COEFFICIENTS", "") in ("", "0"):
+        for name in ("CCFG", "PerpNeg"):
+            rep.check(f"toy {name} submits per step above NegatedCFG's",
+                      max(0.0, submits[name] - submits["NegatedCFG"]), 0.0)
     for name in ("CCFG", "PerpNeg", "DNG"):
         rep.row(f"toy_2d n={P['toy_n']} {name} per step", times[name], times["NegatedCFG"],
                 "NegatedCFG, same device", "<= 1.1x")
