@@ -62,6 +62,16 @@ def test_contrastive_rules_submit_no_more_than_negated_cfg():
         assert k["coef"][0] >= 5 and k["dots"][0] == 5        # the table is made on the device
 
 
+def test_dng_waits_once_per_transition():
+    """DNG's posterior stays on the host: its update reads the reductions of every negative back
+    in one submit per transition (not two per negative)"""
+    m = ccfg.models.GaussianMixture.toy_2d()
+    with ccfg.profiling.profile(DEV) as prof:
+        ccfg.sample(m, "A", ["B", "B", "B"], ccfg.DNG(3.0), sampler="ddpm", steps=5, n=64,
+                    progress=False, device=DEV)
+    assert prof.batches <= 5 + 1, prof.batches      # 4 transitions observed, the final read
+
+
 def test_host_coefficients_wait_once_per_step():
     """the positive control of the test above: the host table (CCFG_VULKAN_HOST_COEFFICIENTS=1)
     reads the reductions back every step, one submit each"""

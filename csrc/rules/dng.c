@@ -4,7 +4,9 @@
  *   eps_hat = eps_u + w D_p - λ0 sum_j p_j/(1 - p_j) D_n_j,
  * p_j updated after each transition x_t -> x_prev from the likelihood of that move under the
  * negative's and the null's DDIM(eta) means (observe). λ0 is the rule's negative_scale. The state
- * is p on the host, [n_neg, n]. */
+ * is p on the host, [n_neg, n]: on a device its coefficient table is uploaded each step (no wait)
+ * and observe reads its reductions back once per transition (one wait; docs/PERFORMANCE.md says
+ * what moving p to the device would take). */
 #include <math.h>
 #include <stdlib.h>
 
@@ -44,8 +46,8 @@ static int observe(const ccfg_backend *be, const ccfg_rule *r, ccfg_guide_state 
                    double eta)
 {
     int status = CCFG_OK;
-    float *r_u = NULL, *d_n = NULL;
-    double *dd = NULL, *rd = NULL;
+    float *zero = NULL, *r_u = NULL, *d_n = NULL;
+    double *rr = NULL, *dd = NULL, *rd = NULL;
     const int64_t count = n * dim;
 
     if (!(alpha_bar > 0.0 && alpha_bar <= 1.0 && alpha_bar_prev > 0.0 && alpha_bar_prev <= 1.0))
@@ -59,35 +61,50 @@ static int observe(const ccfg_backend *be, const ccfg_rule *r, ccfg_guide_state 
     /* the likelihood needs a variance; a deterministic step uses its stride variance (§4.3) */
     const double var = eta > 0.0 ? s2 : 1.0 - alpha_bar / alpha_bar_prev;
     if (!(var > 0.0) || n_neg == 0) return CCFG_OK;   /* no move, nothing to learn */
+    if (n_neg > CCFG_MAX_RULE_NEGATIVES)
+        return ccfg_fail(CCFG_EINVAL, "DNG takes at most %d negatives", CCFG_MAX_RULE_NEGATIVES);
 
-    if ((status = be->alloc(be, (size_t)count * sizeof(float), &r_u)) ||
-        (status = be->alloc(be, (size_t)count * sizeof(float), &d_n)))
+    /* every D_n_j at once: their reductions come back in one read (on a device, one wait per
+     * transition rather than two per negative) */
+    if ((status = be->alloc(be, (size_t)count * sizeof(float), &zero)) ||
+        (status = be->alloc(be, (size_t)count * sizeof(float), &r_u)) ||
+        (status = be->alloc(be, (size_t)count * (size_t)n_neg * sizeof(float), &d_n)))
         goto done;
-    dd = malloc((size_t)n * sizeof *dd);
-    rd = malloc((size_t)n * sizeof *rd);
-    if (!dd || !rd) {
+    rr = malloc((size_t)n * sizeof *rr);
+    dd = malloc((size_t)n * (size_t)n_neg * sizeof *dd);
+    rd = malloc((size_t)n * (size_t)n_neg * sizeof *rd);
+    if (!rr || !dd || !rd) {
         status = ccfg_fail(CCFG_ENOMEM, "out of memory in DNG update");
         goto done;
     }
     /* r_u = x_prev - μ_u;  x_prev - μ_n = r_u - B D_n, so
      * ‖x_prev-μ_n‖² - ‖x_prev-μ_u‖² = B²‖D_n‖² - 2B <r_u, D_n> (no cancellation of big norms) */
     if ((status = be->axpbypcz(be, count, 1.0, x_prev, -A, x_t, -B, eps_u, r_u))) goto done;
+    const float *d_ns[CCFG_MAX_RULE_NEGATIVES];
+    for (int j = 0; j < n_neg; j++) {
+        float *dj = d_n + (int64_t)j * count;
+        if ((status = be->axpbypcz(be, count, 1.0, eps_n[j], -1.0, eps_u, 0.0, NULL, dj)))
+            goto done;
+        d_ns[j] = dj;
+    }
+    /* direction_dots about the zero vector: nn_j = ‖D_n_j‖², np_j = <D_n_j, r_u> */
+    if ((status = be->guide->direction_dots(be, n, dim, zero, r_u, n_neg, d_ns, rr, dd, rd)))
+        goto done;
     const double lo = log(r->p[P_MIN]), hi = log(r->p[P_MAX]);
     for (int j = 0; j < n_neg; j++) {
-        if ((status = be->axpbypcz(be, count, 1.0, eps_n[j], -1.0, eps_u, 0.0, NULL, d_n)) ||
-            (status = be->guide->dot(be, n, dim, d_n, d_n, dd)) ||
-            (status = be->guide->dot(be, n, dim, r_u, d_n, rd)))
-            goto done;
         for (int64_t i = 0; i < n; i++) {
-            double delta = B * B * dd[i] - 2.0 * B * rd[i];
+            const int64_t q = (int64_t)j * n + i;
+            double delta = B * B * dd[q] - 2.0 * B * rd[q];
             double *p = st->host + (int64_t)j * n + i;
             double lp = log(*p) + (-r->p[TEMPERATURE] * delta + r->p[OFFSET]) / (2.0 * var);
             *p = exp(fmin(fmax(lp, lo), hi));
         }
     }
 done:
+    be->release(be, zero);
     be->release(be, r_u);
     be->release(be, d_n);
+    free(rr);
     free(dd);
     free(rd);
     return status;
