@@ -69,7 +69,7 @@ def test_dng_waits_once_per_transition():
     with ccfg.profiling.profile(DEV) as prof:
         ccfg.sample(m, "A", ["B", "B", "B"], ccfg.DNG(3.0), sampler="ddpm", steps=5, n=64,
                     progress=False, device=DEV)
-    assert prof.batches <= 5 + 1, prof.batches      # 4 transitions observed, the final read
+    assert prof.batches <= 5 + 1, prof.batches      # at most one per step, and the final read
 
 
 def test_host_coefficients_wait_once_per_step():
