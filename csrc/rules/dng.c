@@ -60,7 +60,7 @@ static int observe(const ccfg_backend *be, const ccfg_rule *r, ccfg_guide_state 
     const double B = sqrt(fmax(1.0 - alpha_bar_prev - s2, 0.0)) - A * sqrt(1.0 - alpha_bar);
     /* the likelihood needs a variance; a deterministic step uses its stride variance (§4.3) */
     const double var = eta > 0.0 ? s2 : 1.0 - alpha_bar / alpha_bar_prev;
-    if (!(var > 0.0) || n_neg == 0) return CCFG_OK;   /* no move, nothing to learn */
+    if (!(var > 0.0) || n_neg == 0 || n == 0) return CCFG_OK;   /* no move, nothing to learn */
     if (n_neg > CCFG_MAX_RULE_NEGATIVES)
         return ccfg_fail(CCFG_EINVAL, "DNG takes at most %d negatives", CCFG_MAX_RULE_NEGATIVES);
 
