@@ -64,12 +64,35 @@ static int vk_conv2d(const ccfg_backend *be, int batch, int cin, int h, int w, c
     int status;
     if ((status = fits(nx, "conv2d")) || (status = fits(ny, "conv2d"))) return status;
     const int64_t kk = (int64_t)k * k, n_in = (int64_t)batch * h * w;
-    const int64_t quads = (int64_t)batch * ho * ((wo + CCFG_VK_CONV_PX - 1) / CCFG_VK_CONV_PX);
-    /* an invocation loops k x (1 + k x (1 + channels)) times per round of its grid-stride loop:
-     * the input channels go in chunks that keep that within the budget, later chunks
-     * accumulating onto the first */
-    const int64_t budget = CCFG_VK_LOOP_BUDGET / grid_rounds(quads);
-    int64_t chunk = (budget - k - kk) / kk;
+    /* At most BM / 2 output channels (first and last layers, narrow models): the tiled shader
+     * would waste half or more of its multiply-adds on channels that do not exist, so the direct
+     * shader computes them (8-channel blocks, no shared memory). Otherwise the implicit GEMM. */
+    const int direct = cout <= CCFG_VK_CONV_BM / 2;
+    int64_t items, rounds;
+    uint32_t groups_y;
+    if (direct) {
+        items = (int64_t)batch * ho * ((wo + CCFG_VK_CONV_PX - 1) / CCFG_VK_CONV_PX);
+        rounds = grid_rounds(items);
+        groups_y = (uint32_t)((cout + CCFG_VK_CONV_COB - 1) / CCFG_VK_CONV_COB);
+    } else {
+        /* tiles of BN output pixels (x workgroups, a grid-stride loop past 65535) by BM output
+         * channels (y workgroups) */
+        items = (ny / cout + CCFG_VK_CONV_BN - 1) / CCFG_VK_CONV_BN;
+        rounds = (items + CCFG_VK_MAX_GROUPS - 1) / CCFG_VK_MAX_GROUPS;
+        const int64_t mtiles = (cout + CCFG_VK_CONV_BM - 1) / CCFG_VK_CONV_BM;
+        if (mtiles > CCFG_VK_MAX_GROUPS)
+            return ccfg_fail(CCFG_EINVAL, "Vulkan nn conv2d: %d output channels is too many",
+                             cout);
+        groups_y = (uint32_t)mtiles;
+    }
+    /* The input channels go in chunks that keep an invocation's loops within the budget, later
+     * chunks accumulating onto the first. Per round of its grid-stride loop an invocation loops
+     * k x (1 + k x (1 + channels)) times in the direct shader, and k + k*k x (1 + channels / BK)
+     * times in the tiled one (per stage of BK channels; the loops inside a stage are unrolled),
+     * whose chunks are multiples of BK. */
+    const int64_t budget = CCFG_VK_LOOP_BUDGET / (rounds > 1 ? rounds : 1);
+    int64_t chunk = direct ? (budget - k - kk) / kk
+                           : ((budget - k) / kk - 1) * CCFG_VK_CONV_BK;
     if (chunk < 1)
         return ccfg_fail(CCFG_EINVAL, "Vulkan nn conv2d: a %dx%d kernel over %lld output pixels "
                          "is more work per invocation than the device can loop", k, k,
@@ -87,8 +110,8 @@ static int vk_conv2d(const ccfg_backend *be, int batch, int cin, int h, int w, c
                                    bias ? cout : 0, ny};
         pc.cin = (uint32_t)nc;
         pc.flags = (bias && c0 == 0 ? 1u : 0u) | (accumulate || c0 > 0 ? 2u : 0u);
-        status = ccfg_vk_nn_dispatch(be, CCFG_VK_NN_CONV2D, 4, ptrs, counts, &pc, quads, 0,
-                                     (uint32_t)((cout + CCFG_VK_CONV_COB - 1) / CCFG_VK_CONV_COB));
+        status = ccfg_vk_nn_dispatch(be, direct ? CCFG_VK_NN_CONV2D_DIRECT : CCFG_VK_NN_CONV2D,
+                                     4, ptrs, counts, &pc, items, !direct, groups_y);
         if (status) return status;
     }
     return CCFG_OK;
