@@ -60,6 +60,7 @@ typedef struct {
     float scale;
     uint32_t lanes;             /* invocations sharing one query's keys (a power of two <= 64) */
     uint32_t k0, kn, flags;
+    uint32_t tk;                /* keys per shared-memory tile: a multiple of KB x lanes */
 } ccfg_vk_push_attention;
 /* lanes: invocations sharing one column's channels (a power of two <= 128) */
 typedef struct {
@@ -67,9 +68,10 @@ typedef struct {
     float eps;
     uint32_t lanes;
 } ccfg_vk_push_layer_norm;
-/* shaders/nn_attention.comp's workgroup: 64 invocations = 64 / lanes queries; an invocation
- * takes KB keys per round of its loop */
-enum { CCFG_VK_ATTENTION_WG = 64, CCFG_VK_ATTENTION_KB = 4 };
+/* shaders/nn_attention.comp's workgroup: 64 invocations = 64 / lanes queries of one (sample,
+ * head); an invocation takes KB keys per round of its loop; K and V go through shared memory in
+ * tiles of TILE / head_dim keys (TILE floats each) */
+enum { CCFG_VK_ATTENTION_WG = 64, CCFG_VK_ATTENTION_KB = 4, CCFG_VK_ATTENTION_TILE = 1920 };
 typedef struct {
     uint32_t ox, oy, count, mode, batch, c, h, w;
     float a, b;

@@ -276,6 +276,10 @@ ATTENTION_QKV = [
     (2, 5, 20011, 2, 200),          # several key blocks (one dispatch each), a short last one
     (1, 8, 65613, 1, 256),
     (1, 4 * 65535 + 3, 3, 1, 2),
+    # K/V tiles in shared memory: the widest head (a tile of 7 keys), and lanes split over a tile
+    # with workgroups whose last queries do not exist (nq not a multiple of 64 / lanes)
+    (3, 7, 50, 3, 256),
+    (2, 100, 1000, 3, 40),
 ]
 
 
