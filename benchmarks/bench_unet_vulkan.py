@@ -13,12 +13,14 @@ weights with a fixed torch seed, saved with ``save_pretrained``.
    whole loop stays there) against the CPU backend.
 
 With ``--profile`` it instead profiles one forward per shader kind (``ccfg.profiling``) of the
-shipped Fashion-MNIST UNet (``--n`` rows x 3) and of a CIFAR-sized UNet2DModel with random weights
+shipped Fashion-MNIST UNet (3 x ``--n`` rows) and of a CIFAR-sized UNet2DModel with random weights
 (block_out_channels (128, 256, 256, 256), attention heads of 32 at 16x16 and below, as
-benchmarks/gpu_vs_torch.py; ``--cifar-rows`` rows). Its layers_per_block is ``--cifar-layers``, 1 by
-default: with 2 (38.4M parameters) the parameters exceed lavapipe's 128 MiB maxStorageBufferRange;
-with 1 (25.9M) every convolution and attention shape of the model is still there, once., after a check against the CPU backend, and times the forward
-(medians of ``--repeats``).
+benchmarks/gpu_vs_torch.py; ``--cifar-rows`` rows), each after a check against the CPU backend,
+and times the forward on the device and on the CPU backend (medians of ``--repeats``). The CIFAR
+model's layers_per_block is ``--cifar-layers``, 1 by default: with 2 (38.4M parameters) the
+parameters exceed lavapipe's 128 MiB maxStorageBufferRange; with 1 (25.9M) every convolution and
+attention shape of the model is still there, once. Run it with ``PYTHONPATH=.`` from the
+repository root to measure the extension built there.
 
 Outputs are compared before timing (forward against torch: max|a-b|/max|b| <= 1e-3; sampling
 device against CPU <= 1e-3); a mismatch is printed and the exit status is 1. Skips (exit 0) when
