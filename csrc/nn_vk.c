@@ -87,9 +87,10 @@ static int vk_conv2d(const ccfg_backend *be, int batch, int cin, int h, int w, c
     }
     /* The input channels go in chunks that keep an invocation's loops within the budget, later
      * chunks accumulating onto the first. Per round of its grid-stride loop an invocation loops
-     * k x (1 + k x (1 + channels)) times in the direct shader, and k + k*k x (1 + channels / BK)
-     * times in the tiled one (per stage of BK channels; the loops inside a stage are unrolled),
-     * whose chunks are multiples of BK. */
+     * k x (1 + k x (1 + channels)) times in the direct shader, and k*k x channels / BK times in
+     * the tiled one (once per stage of BK channels; the loops inside a stage are unrolled; the
+     * bound below, k + k*k x (1 + channels / BK), keeps a margin), whose chunks are multiples of
+     * BK. */
     const int64_t budget = CCFG_VK_LOOP_BUDGET / (rounds > 1 ? rounds : 1);
     int64_t chunk = direct ? (budget - k - kk) / kk
                            : ((budget - k) / kk - 1) * CCFG_VK_CONV_BK;

@@ -4,15 +4,16 @@
 // P = batch * ho * wo output pixels, where X~ (im2col) is never stored: its tiles are gathered
 // from x straight into shared memory.
 //
-// A workgroup computes a BM x BN tile of Y (BM output channels: gl_WorkGroupID.y; BN output
-// pixels: gl_WorkGroupID.x, grid-stride over pixel tiles past 65535). The reduction runs tap by
-// tap (ky, kx) and, within a tap, over the input channels in chunks of BK: per chunk the 128
-// invocations stage a BK x BM slice of W and a BK x BN slice of X~ in shared memory (8 KiB), then
-// each multiplies TM x TN = 8 x 4 from them in registers. Every value staged is read by BN / TN =
-// 16 (W) or BM / TM = 8 (X~) invocations from shared memory instead of global memory; walking taps
-// outside channels means a tap's input position (and its padding test) is computed once per tap,
+// A workgroup computes a BM x BN = 64 x 128 tile of Y (BM output channels: gl_WorkGroupID.y; BN
+// output pixels: gl_WorkGroupID.x, grid-stride over pixel tiles past 65535). The reduction runs in
+// stages: tap by tap (ky, kx) and, within a tap, over the input channels in chunks of BK = 8. Per
+// stage the 128 invocations copy a BK x BM slice of W and a BK x BN slice of X~ into shared memory
+// (6 KiB), then each multiplies 8 x 8 outputs from vec4 reads of it. Every staged weight is read
+// by 16 invocations and every staged input by 8, from shared memory instead of global memory. The
+// next stage's global loads are issued before this stage's multiply-adds (software pipelining).
+// Taps outside channels: a stage's input position and padding test are computed once per stage,
 // not per element (no division in the inner loop), at the cost of rounding each tap's channels up
-// to BK (only the first convolution, 1-4 input channels, pays for that).
+// to BK (only a first convolution of 1-4 input channels pays much for that).
 //
 // y = (accumulate ? y : 0) + bias + conv(x, w); padding pad0 before, pad1 after (pad1 only bounds
 // the output size, which the host computes). Out-of-image taps, channels past cin and rows past
@@ -21,7 +22,7 @@
 // channels are split into chunks by the host (cin channels per dispatch; x and w start at the
 // chunk's first channel, w's rows are wstride floats apart): later chunks accumulate, so no
 // invocation loops past the loop budget (csrc/vk_nn.h CCFG_VK_LOOP_BUDGET). The constant-count
-// loops are unrolled, so an invocation loops about k + k*k*(1 + ceil(cin / BK)) times per tile.
+// loops are unrolled, so an invocation loops k*k*ceil(cin / BK) times per tile (one per stage).
 layout(local_size_x = 128) in;
 
 const uint BM = 64u;    // output channels per tile: vk_nn.h CCFG_VK_CONV_BM
@@ -46,6 +47,29 @@ layout(push_constant) uniform Push {
 // As[c][m / 4], Bs[c][n / 4]: the stage, read as vec4s (two of each per channel and invocation)
 shared vec4 As[BK][BM / 4u];
 shared vec4 Bs[BK][BN / 4u];
+
+// The global values of stage (tap, c0) this invocation stages: 4 weights (output channels
+// m0 + 4 am + q, input channel c0 + ac) and BK inputs (its pixel, channels c0 .. c0 + BK - 1 at
+// the tap's offset). Out-of-image taps and channels past cin read a clamped address, masked to 0.
+void fetch(uint tap, uint c0, uint wrow[4], bool mok[4], uint ac, int iy0, int ix0, bool pv,
+           uint xb, uint n_in, uint kk, out vec4 wv, out float xv[BK])
+{
+    const uint ky = tap / p.k, kx = tap - ky * p.k;
+    const int iy = iy0 + int(ky), ix = ix0 + int(kx);
+    const bool ok = pv && iy >= 0 && iy < int(p.h) && ix >= 0 && ix < int(p.w);
+    const uint xo = xb + uint(clamp(iy, 0, int(p.h) - 1)) * p.w + uint(clamp(ix, 0, int(p.w) - 1));
+    const uint ca = c0 + ac;
+    const uint wcol = min(ca, p.cin - 1u) * kk + tap;
+    [[unroll]] for (uint q = 0u; q < 4u; q++) {
+        const float v = wt[wrow[q] + wcol];
+        wv[q] = (mok[q] && ca < p.cin) ? v : 0.0;
+    }
+    [[unroll]] for (uint c = 0u; c < BK; c++) {
+        const uint cb = c0 + c;
+        const float v = x[xo + min(cb, p.cin - 1u) * n_in];
+        xv[c] = (ok && cb < p.cin) ? v : 0.0;
+    }
+}
 
 void main()
 {
@@ -80,43 +104,36 @@ void main()
             acc[i][1] = vec4(0.0);
         }
 
-        for (uint ky = 0u; ky < p.k; ky++) {
-            const int iy = iy0 + int(ky);
-            const bool vy = pv && iy >= 0 && iy < int(p.h);
-            const uint rowbase = xb + uint(clamp(iy, 0, int(p.h) - 1)) * p.w;
-            for (uint kx = 0u; kx < p.k; kx++) {
-                const int ix = ix0 + int(kx);
-                const bool ok = vy && ix >= 0 && ix < int(p.w);
-                const uint xo = rowbase + uint(clamp(ix, 0, int(p.w) - 1));
-                const uint tap = ky * p.k + kx;
-                for (uint c0 = 0u; c0 < p.cin; c0 += BK) {
-                    const uint ca = c0 + ac;
-                    const uint wcol = min(ca, p.cin - 1u) * kk + tap;
-                    vec4 wv;
-                    [[unroll]] for (uint q = 0u; q < 4u; q++) {
-                        const float v = wt[wrow[q] + wcol];
-                        wv[q] = (mok[q] && ca < p.cin) ? v : 0.0;
-                    }
-                    As[ac][am] = wv;
-                    [[unroll]] for (uint c = 0u; c < BK; c++) {
-                        const uint cb = c0 + c;
-                        const float v = x[xo + min(cb, p.cin - 1u) * n_in];
-                        Bs[c][t / 4u][t % 4u] = (ok && cb < p.cin) ? v : 0.0;
-                    }
-                    barrier();
-                    [[unroll]] for (uint c = 0u; c < BK; c++) {
-                        const vec4 a0 = As[c][tm], a1 = As[c][8u + tm];
-                        const vec4 b0 = Bs[c][tn], b1 = Bs[c][16u + tn];
-                        [[unroll]] for (uint q = 0u; q < 4u; q++) {
-                            acc[q][0] += a0[q] * b0;
-                            acc[q][1] += a0[q] * b1;
-                            acc[4u + q][0] += a1[q] * b0;
-                            acc[4u + q][1] += a1[q] * b1;
-                        }
-                    }
-                    barrier();
+        // Stages in order (tap, then channels c0 = 0, BK, ...). Software pipelining: the global
+        // loads of the next stage are issued into registers before this stage's multiply-adds,
+        // so their latency is hidden behind them within the workgroup; the registers are written
+        // to shared memory once the stage has been read.
+        const uint nst = (p.cin + BK - 1u) / BK, stages = kk * nst;
+        uint tap = 0u, c0 = 0u;
+        vec4 wv;
+        float xv[BK];
+        fetch(tap, c0, wrow, mok, ac, iy0, ix0, pv, xb, n_in, kk, wv, xv);
+        for (uint st = 0u; st < stages; st++) {
+            As[ac][am] = wv;
+            [[unroll]] for (uint c = 0u; c < BK; c++) Bs[c][t / 4u][t % 4u] = xv[c];
+            barrier();
+            c0 += BK;
+            if (c0 >= p.cin) {
+                c0 = 0u;
+                tap++;
+            }
+            if (st + 1u < stages) fetch(tap, c0, wrow, mok, ac, iy0, ix0, pv, xb, n_in, kk, wv, xv);
+            [[unroll]] for (uint c = 0u; c < BK; c++) {
+                const vec4 a0 = As[c][tm], a1 = As[c][8u + tm];
+                const vec4 b0 = Bs[c][tn], b1 = Bs[c][16u + tn];
+                [[unroll]] for (uint q = 0u; q < 4u; q++) {
+                    acc[q][0] += a0[q] * b0;
+                    acc[q][1] += a0[q] * b1;
+                    acc[4u + q][0] += a1[q] * b0;
+                    acc[4u + q][1] += a1[q] * b1;
                 }
             }
+            barrier();
         }
 
         // acc[i][h]: channel m0 + 4 tm + i (i < 4) or m0 + 32 + 4 tm + i - 4, pixels
