@@ -12,6 +12,16 @@ weights with a fixed torch seed, saved with ``save_pretrained``.
 2. A CCFG DDIM run of ``--steps`` steps, n samples: ``ccfg.sample(device=...)`` (on a device the
    whole loop stays there) against the CPU backend.
 
+With ``--profile`` it instead profiles one forward per shader kind (``ccfg.profiling``) of the
+shipped Fashion-MNIST UNet (3 x ``--n`` rows) and of a CIFAR-sized UNet2DModel with random weights
+(block_out_channels (128, 256, 256, 256), attention heads of 32 at 16x16 and below, as
+benchmarks/gpu_vs_torch.py; ``--cifar-rows`` rows), each after a check against the CPU backend,
+and times the forward on the device and on the CPU backend (medians of ``--repeats``). The CIFAR
+model's layers_per_block is ``--cifar-layers``, 1 by default: with 2 (38.4M parameters) the
+parameters exceed lavapipe's 128 MiB maxStorageBufferRange; with 1 (25.9M) every convolution and
+attention shape of the model is still there, once. Run it with ``PYTHONPATH=.`` from the
+repository root to measure the extension built there.
+
 Outputs are compared before timing (forward against torch: max|a-b|/max|b| <= 1e-3; sampling
 device against CPU <= 1e-3); a mismatch is printed and the exit status is 1. Skips (exit 0) when
 there is no Vulkan device. Nothing about time is asserted. Defaults are small: lavapipe (a CPU
@@ -38,11 +48,66 @@ def parse():
     ap.add_argument("--n", type=int, default=4, help="samples (3n rows per forward)")
     ap.add_argument("--steps", type=int, default=10, help="sampling steps")
     ap.add_argument("--repeats", type=int, default=3, help="timed forward repeats")
+    ap.add_argument("--profile", action="store_true",
+                    help="per-kind device time of one forward (shipped and CIFAR-sized UNets)")
+    ap.add_argument("--cifar-rows", type=int, default=2, help="rows of the CIFAR-sized forward")
+    ap.add_argument("--cifar-layers", type=int, default=1,
+                    help="layers_per_block of the CIFAR-sized model (2 needs > 128 MiB buffers)")
     return ap.parse_args()
 
 
 def rel_err(a, b):
     return float(np.max(np.abs(np.asarray(a, np.float64) - b)) / np.max(np.abs(b)))
+
+
+def profile_forwards(args, sel):
+    """--profile: per-kind device time of one forward of the shipped model and of a CIFAR-sized
+    one on device `sel`, each checked against the CPU backend first."""
+    import torch
+    from diffusers import UNet2DModel
+
+    failures = []
+    torch.manual_seed(0)
+    ch = (128, 256, 256, 256)
+    cifar = UNet2DModel(sample_size=32, in_channels=3, out_channels=3, block_out_channels=ch,
+                        layers_per_block=args.cifar_layers,
+                        down_block_types=("DownBlock2D",) + ("AttnDownBlock2D",) * 3,
+                        up_block_types=("AttnUpBlock2D",) * 3 + ("UpBlock2D",),
+                        attention_head_dim=32, norm_num_groups=32).eval()
+    params = sum(p.numel() for p in cifar.parameters())
+    folder = tempfile.mkdtemp(prefix="ccfg_bench_unet_vk_cifar_")
+    cifar.save_pretrained(folder)
+    del cifar
+    rng = np.random.default_rng(0)
+    shipped = ccfg.models.load("fashion-mnist")
+    cases = [("shipped Fashion-MNIST UNet", shipped,
+              rng.standard_normal((3 * args.n, 1, 32, 32)).astype(np.float32),
+              np.repeat(np.array([0, 1, 2]), args.n)),
+             (f"CIFAR-sized UNet2DModel {ch} ({params / 1e6:.1f}M params)",
+              ccfg.models.UNet.from_pretrained(folder),
+              rng.standard_normal((args.cifar_rows, 3, 32, 32)).astype(np.float32), None)]
+    for name, unet, x, labels in cases:
+        def fwd(device):
+            if labels is None:
+                return unet(x, 500, device=device)
+            return unet(x, 500, labels, device=device)
+        ref = fwd("cpu")
+        err = rel_err(fwd(sel), ref)
+        ok = err <= 1e-3
+        print(f"{name}, {len(x)} rows: max|{sel} - cpu| / max|cpu| = {err:.2e} "
+              f"({'ok' if ok else 'MISMATCH'})")
+        if not ok:
+            failures.append(name)
+        with ccfg.profiling.profile(sel) as prof:
+            fwd(sel)
+        print(f"profile, one forward of {len(x)} rows:\n{prof}")
+        t_dev = measure(lambda: fwd(sel), repeats=args.repeats).median
+        t_cpu = measure(lambda: fwd("cpu"), repeats=args.repeats).median
+        print(f"forward median: {sel} {1e3 * t_dev:.1f} ms, ccfg cpu {1e3 * t_cpu:.1f} ms "
+              f"(ratio {t_dev / t_cpu:.2f})\n")
+    if failures:
+        print("MISMATCH in: " + ", ".join(failures))
+    return 1 if failures else 0
 
 
 def main():
@@ -54,6 +119,8 @@ def main():
         why = next((d.get("note") for d in ccfg.devices() if d.get("backend") == "vulkan"), "")
         print(f"skipped: no Vulkan device ({why})")
         return 0
+    if args.profile:
+        return profile_forwards(args, f"vulkan:{devices[0]['index']}")
     import torch
     from diffusers import UNet2DModel
 

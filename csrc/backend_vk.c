@@ -204,6 +204,9 @@ SPV(nn_eltwise)
 SPV(nn_layer_norm)
 #include "nn_layer_norm.spv.h"
 ;
+SPV(nn_conv2d_direct)
+#include "nn_conv2d_direct.spv.h"
+;
 #undef SPV
 
 #define PIPE(P, name, nb, push) [P] = {#name, spv_##name, sizeof spv_##name, nb, sizeof(push)}
@@ -236,6 +239,7 @@ static const struct {
     PIPE(P_NN_ATTENTION, nn_attention, 5, ccfg_vk_push_attention),
     PIPE(P_NN_ELTWISE, nn_eltwise, 2, ccfg_vk_push_eltwise),
     PIPE(P_NN_LAYER_NORM, nn_layer_norm, 4, ccfg_vk_push_layer_norm),
+    PIPE(P_NN_CONV2D_DIRECT, nn_conv2d_direct, 4, ccfg_vk_push_conv2d),
 };
 #undef PIPE
 
@@ -1237,7 +1241,7 @@ int ccfg_vk_nn_dispatch(const ccfg_backend *be, int kernel, int nbuf, const floa
     vk_buffer *bufs[MAX_BINDINGS];
     uint32_t *offs = push;
     static const char *names[CCFG_VK_NN_COUNT] = {"conv2d", "group_norm", "linear", "attention",
-                                                  "eltwise", "layer_norm"};
+                                                  "eltwise", "layer_norm", "conv2d"};
     int status;
     if (kernel < 0 || kernel >= CCFG_VK_NN_COUNT || nbuf < 1 ||
         (uint32_t)nbuf != pipe_spec[P_NN_FIRST + kernel].bindings)

@@ -64,12 +64,36 @@ static int vk_conv2d(const ccfg_backend *be, int batch, int cin, int h, int w, c
     int status;
     if ((status = fits(nx, "conv2d")) || (status = fits(ny, "conv2d"))) return status;
     const int64_t kk = (int64_t)k * k, n_in = (int64_t)batch * h * w;
-    const int64_t quads = (int64_t)batch * ho * ((wo + CCFG_VK_CONV_PX - 1) / CCFG_VK_CONV_PX);
-    /* an invocation loops k x (1 + k x (1 + channels)) times per round of its grid-stride loop:
-     * the input channels go in chunks that keep that within the budget, later chunks
-     * accumulating onto the first */
-    const int64_t budget = CCFG_VK_LOOP_BUDGET / grid_rounds(quads);
-    int64_t chunk = (budget - k - kk) / kk;
+    /* At most BM / 2 output channels (first and last layers, narrow models): the tiled shader
+     * would waste half or more of its multiply-adds on channels that do not exist, so the direct
+     * shader computes them (8-channel blocks, no shared memory). Otherwise the implicit GEMM. */
+    const int direct = cout <= CCFG_VK_CONV_BM / 2;
+    int64_t items, rounds;
+    uint32_t groups_y;
+    if (direct) {
+        items = (int64_t)batch * ho * ((wo + CCFG_VK_CONV_PX - 1) / CCFG_VK_CONV_PX);
+        rounds = grid_rounds(items);
+        groups_y = (uint32_t)((cout + CCFG_VK_CONV_COB - 1) / CCFG_VK_CONV_COB);
+    } else {
+        /* tiles of BN output pixels (x workgroups, a grid-stride loop past 65535) by BM output
+         * channels (y workgroups) */
+        items = (ny / cout + CCFG_VK_CONV_BN - 1) / CCFG_VK_CONV_BN;
+        rounds = (items + CCFG_VK_MAX_GROUPS - 1) / CCFG_VK_MAX_GROUPS;
+        const int64_t mtiles = (cout + CCFG_VK_CONV_BM - 1) / CCFG_VK_CONV_BM;
+        if (mtiles > CCFG_VK_MAX_GROUPS)
+            return ccfg_fail(CCFG_EINVAL, "Vulkan nn conv2d: %d output channels is too many",
+                             cout);
+        groups_y = (uint32_t)mtiles;
+    }
+    /* The input channels go in chunks that keep an invocation's loops within the budget, later
+     * chunks accumulating onto the first. Per round of its grid-stride loop an invocation loops
+     * k x (1 + k x (1 + channels)) times in the direct shader, and k*k x channels / BK times in
+     * the tiled one (once per stage of BK channels; the loops inside a stage are unrolled; the
+     * bound below, k + k*k x (1 + channels / BK), keeps a margin), whose chunks are multiples of
+     * BK. */
+    const int64_t budget = CCFG_VK_LOOP_BUDGET / (rounds > 1 ? rounds : 1);
+    int64_t chunk = direct ? (budget - k - kk) / kk
+                           : ((budget - k) / kk - 1) * CCFG_VK_CONV_BK;
     if (chunk < 1)
         return ccfg_fail(CCFG_EINVAL, "Vulkan nn conv2d: a %dx%d kernel over %lld output pixels "
                          "is more work per invocation than the device can loop", k, k,
@@ -87,8 +111,8 @@ static int vk_conv2d(const ccfg_backend *be, int batch, int cin, int h, int w, c
                                    bias ? cout : 0, ny};
         pc.cin = (uint32_t)nc;
         pc.flags = (bias && c0 == 0 ? 1u : 0u) | (accumulate || c0 > 0 ? 2u : 0u);
-        status = ccfg_vk_nn_dispatch(be, CCFG_VK_NN_CONV2D, 4, ptrs, counts, &pc, quads, 0,
-                                     (uint32_t)((cout + CCFG_VK_CONV_COB - 1) / CCFG_VK_CONV_COB));
+        status = ccfg_vk_nn_dispatch(be, direct ? CCFG_VK_NN_CONV2D_DIRECT : CCFG_VK_NN_CONV2D,
+                                     4, ptrs, counts, &pc, items, !direct, groups_y);
         if (status) return status;
     }
     return CCFG_OK;
@@ -235,24 +259,34 @@ static int vk_attention_qkv(const ccfg_backend *be, int batch, int nq, int nk, i
     const int64_t nke = (int64_t)heads * head_dim * batch * nk;
     int status;
     if ((status = fits(nqe, "attention")) || (status = fits(nke, "attention"))) return status;
-    /* Keys are split between `lanes` invocations per query so that one invocation does not loop
-     * over ~8k key x channel steps: long sequences spread over a GPU's lanes. Short sequences keep
-     * one invocation per query (no merge cost). */
+    /* Keys go through shared memory in tiles of tk keys, shared by the workgroup's 64 / lanes
+     * queries. Keys are split between `lanes` invocations per query so that one invocation does
+     * not loop over ~8k key x channel steps (long sequences spread over a GPU's lanes), but at
+     * most tk / KB of them, so that a tile gives every lane a round of KB keys. Short sequences
+     * keep one invocation per query (no merge cost). */
+    const int64_t fit = CCFG_VK_ATTENTION_TILE / head_dim;     /* >= 7 keys */
     uint32_t lanes = 1;
-    while (lanes < CCFG_VK_ATTENTION_WG &&
+    while (lanes < CCFG_VK_ATTENTION_WG && 2 * lanes * CCFG_VK_ATTENTION_KB <= fit &&
            ((int64_t)nk + lanes - 1) / lanes * head_dim > 8192)
         lanes *= 2;
+    /* whole rounds of KB keys for every lane: no lane idles in a tile's last round */
+    const int64_t round = (int64_t)CCFG_VK_ATTENTION_KB * lanes;
+    const int64_t tk = fit >= round ? fit / round * round : fit;
     /* An invocation loops about 11 head_dim + 64 times besides its keys (reading its query,
-     * clearing its accumulator, the merge) and at most 3 head_dim + 1 times per round of KB keys:
-     * keys go in blocks within the budget, one dispatch each; between blocks each query's running
-     * maximum and sum wait in `state` (shaders/nn_attention.comp) */
-    const int64_t rounds = (CCFG_VK_LOOP_BUDGET - 11 * (int64_t)head_dim - 64) /
-                           (3 * (int64_t)head_dim + 1);
-    const int64_t per_block = rounds * CCFG_VK_ATTENTION_KB * lanes;
+     * clearing its accumulator, the merge); per tile, about tk x head_dim / 64 times to copy it
+     * and 3 head_dim + 1 times per round of KB keys of its lanes: keys go in blocks of whole
+     * tiles within the budget, one dispatch each; between blocks each query's running maximum
+     * and sum wait in `state` (shaders/nn_attention.comp) */
+    const int64_t per_tile = (tk * head_dim + CCFG_VK_ATTENTION_WG - 1) / CCFG_VK_ATTENTION_WG +
+                             (tk + CCFG_VK_ATTENTION_KB * lanes - 1) /
+                             (CCFG_VK_ATTENTION_KB * lanes) * (3 * (int64_t)head_dim + 1) + 2;
+    const int64_t tiles = (CCFG_VK_LOOP_BUDGET - 11 * (int64_t)head_dim - 64) / per_tile;
+    const int64_t per_block = (tiles > 1 ? tiles : 1) * tk;
     const int64_t block = per_block < nk ? per_block : nk;
-    /* 64 / lanes queries per workgroup, 65535 workgroups per dispatch row, rows past that */
+    /* ceil(nq / (64 / lanes)) workgroups per (sample, head), 65535 per dispatch row, rows past
+     * that */
     const int64_t queries = (int64_t)batch * heads * nq, per_group = CCFG_VK_ATTENTION_WG / lanes;
-    const int64_t groups = (queries + per_group - 1) / per_group;
+    const int64_t groups = (int64_t)batch * heads * ((nq + per_group - 1) / per_group);
     if (!queries) return CCFG_OK;
     float *state = NULL;
     if (block < nk) {
@@ -265,7 +299,8 @@ static int vk_attention_qkv(const ccfg_backend *be, int batch, int nq, int nk, i
     ccfg_vk_push_attention pc = {.batch = (uint32_t)batch, .nq = (uint32_t)nq,
                                  .nk = (uint32_t)nk, .heads = (uint32_t)heads,
                                  .head_dim = (uint32_t)head_dim,
-                                 .scale = 1.0f / sqrtf((float)head_dim), .lanes = lanes};
+                                 .scale = 1.0f / sqrtf((float)head_dim), .lanes = lanes,
+                                 .tk = (uint32_t)tk};
     for (int64_t k0 = 0; k0 < nk && !status; k0 += block) {
         pc.k0 = (uint32_t)k0;
         pc.kn = (uint32_t)(nk - k0 < block ? nk - k0 : block);

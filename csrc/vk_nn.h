@@ -8,8 +8,13 @@
 
 #include "ccfg.h"
 
-/* a conv2d invocation computes COB output channels (the y workgroups are channel blocks) at PX
- * adjacent pixels of a row (shaders/nn_conv2d.comp) */
+/* shaders/nn_conv2d.comp (an implicit GEMM): a workgroup computes a tile of BM output channels
+ * (the y workgroups) x BN output pixels (the x workgroups, grid-stride past 65535), staging BK
+ * input channels of one tap at a time in shared memory ((BM + BN) x BK floats, 6 KiB) */
+enum { CCFG_VK_CONV_BM = 64, CCFG_VK_CONV_BN = 128, CCFG_VK_CONV_BK = 8 };
+/* shaders/nn_conv2d_direct.comp, for convolutions of at most BM / 2 output channels (where the
+ * tile would waste half its multiply-adds or more): an invocation computes COB output channels
+ * (the y workgroups are channel blocks) at PX adjacent pixels of a row, reading x and w directly */
 enum { CCFG_VK_CONV_COB = 8, CCFG_VK_CONV_PX = 4 };
 
 /* What one invocation may loop, in iterations of all its loops together. Mesa's lavapipe ends
@@ -28,7 +33,7 @@ enum { CCFG_VK_LOOP_BUDGET = 32768 };
 enum { CCFG_VK_MAX_GROUPS = 65535, CCFG_VK_LOCAL_SIZE = 128 };
 
 enum { CCFG_VK_NN_CONV2D, CCFG_VK_NN_GROUP_NORM, CCFG_VK_NN_LINEAR, CCFG_VK_NN_ATTENTION,
-       CCFG_VK_NN_ELTWISE, CCFG_VK_NN_LAYER_NORM, CCFG_VK_NN_COUNT };
+       CCFG_VK_NN_ELTWISE, CCFG_VK_NN_LAYER_NORM, CCFG_VK_NN_CONV2D_DIRECT, CCFG_VK_NN_COUNT };
 
 /* cin: the input channels of this dispatch (a chunk: x and w start at its first channel),
  * wstride: floats per output channel of w (all input channels x k x k) */
@@ -55,6 +60,7 @@ typedef struct {
     float scale;
     uint32_t lanes;             /* invocations sharing one query's keys (a power of two <= 64) */
     uint32_t k0, kn, flags;
+    uint32_t tk;                /* keys per shared-memory tile: a multiple of KB x lanes */
 } ccfg_vk_push_attention;
 /* lanes: invocations sharing one column's channels (a power of two <= 128) */
 typedef struct {
@@ -62,9 +68,10 @@ typedef struct {
     float eps;
     uint32_t lanes;
 } ccfg_vk_push_layer_norm;
-/* shaders/nn_attention.comp's workgroup: 64 invocations = 64 / lanes queries; an invocation
- * takes KB keys per round of its loop */
-enum { CCFG_VK_ATTENTION_WG = 64, CCFG_VK_ATTENTION_KB = 4 };
+/* shaders/nn_attention.comp's workgroup: 64 invocations = 64 / lanes queries of one (sample,
+ * head); an invocation takes KB keys per round of its loop; K and V go through shared memory in
+ * tiles of TILE / head_dim keys (TILE floats each) */
+enum { CCFG_VK_ATTENTION_WG = 64, CCFG_VK_ATTENTION_KB = 4, CCFG_VK_ATTENTION_TILE = 1920 };
 typedef struct {
     uint32_t ox, oy, count, mode, batch, c, h, w;
     float a, b;

@@ -1,19 +1,36 @@
 #version 450
-// nn.h conv2d in CNHW, direct, register-blocked: an invocation computes COB output channels (a
-// block picked by gl_WorkGroupID.y, the same for the whole workgroup, so weight reads are
-// uniform) at PX adjacent output pixels of one row (b, oy, ox..ox+PX-1), summing over
-// (ky, kx, ci) in float32: each weight read serves PX outputs and each input read COB outputs.
+#extension GL_EXT_control_flow_attributes : require
+// nn.h conv2d in CNHW as an implicit GEMM: Y (cout x P) = W (cout x cin*k*k) * X~ (cin*k*k x P),
+// P = batch * ho * wo output pixels, where X~ (im2col) is never stored: its tiles are gathered
+// from x straight into shared memory.
+//
+// A workgroup computes a BM x BN = 64 x 128 tile of Y (BM output channels: gl_WorkGroupID.y; BN
+// output pixels: gl_WorkGroupID.x, grid-stride over pixel tiles past 65535). The reduction runs in
+// stages: tap by tap (ky, kx) and, within a tap, over the input channels in chunks of BK = 8. Per
+// stage the 128 invocations copy a BK x BM slice of W and a BK x BN slice of X~ into shared memory
+// (6 KiB), then each multiplies 8 x 8 outputs from vec4 reads of it. Every staged weight is read
+// by 16 invocations and every staged input by 8, from shared memory instead of global memory. The
+// next stage's global loads are issued before this stage's multiply-adds (software pipelining).
+// Taps outside channels: a stage's input position and padding test are computed once per stage,
+// not per element (no division in the inner loop), at the cost of rounding each tap's channels up
+// to BK (only a first convolution of 1-4 input channels pays much for that).
+//
 // y = (accumulate ? y : 0) + bias + conv(x, w); padding pad0 before, pad1 after (pad1 only bounds
-// the output size, which the host computes). Out-of-image taps read a clamped address and are
-// masked to zero rather than branched around (SIMD-friendly on CPU drivers).
-// Every array is a buffer plus an element offset (backend_vk.c device addresses).
-// Many input channels are split into chunks by the host (cin channels per dispatch; x and w start
-// at the chunk's first channel, w's rows are wstride floats apart): later chunks accumulate, so no
-// invocation loops past the loop budget (csrc/vk_nn.h CCFG_VK_LOOP_BUDGET).
+// the output size, which the host computes). Out-of-image taps, channels past cin and rows past
+// cout read a clamped address and are masked to zero rather than branched around.
+// Every array is a buffer plus an element offset (backend_vk.c device addresses). Many input
+// channels are split into chunks by the host (cin channels per dispatch; x and w start at the
+// chunk's first channel, w's rows are wstride floats apart): later chunks accumulate, so no
+// invocation loops past the loop budget (csrc/vk_nn.h CCFG_VK_LOOP_BUDGET). The constant-count
+// loops are unrolled, so an invocation loops k*k*ceil(cin / BK) times per tile (one per stage).
 layout(local_size_x = 128) in;
 
-const uint COB = 8u;   // output channels per invocation: vk_nn.h CCFG_VK_CONV_COB
-const uint PX = 4u;    // output pixels per invocation: vk_nn.h CCFG_VK_CONV_PX
+const uint BM = 64u;    // output channels per tile: vk_nn.h CCFG_VK_CONV_BM
+const uint BN = 128u;   // output pixels per tile: vk_nn.h CCFG_VK_CONV_BN
+const uint BK = 8u;     // input channels per shared-memory stage: vk_nn.h CCFG_VK_CONV_BK
+const uint NT = 128u;   // invocations: 8 rows (tm) x 16 columns (tn)
+// an invocation computes 8 x 8 outputs: channels 4 tm + q and 32 + 4 tm + q, pixels 4 tn + e and
+// 64 + 4 tn + e (q, e < 4), read from shared memory as vec4s
 
 layout(std430, binding = 0) readonly buffer X { float x[]; };
 layout(std430, binding = 1) readonly buffer W { float wt[]; };
@@ -27,58 +44,114 @@ layout(push_constant) uniform Push {
     uint wstride;   // floats per output channel of w (every input channel x k x k)
 } p;
 
+// As[c][m / 4], Bs[c][n / 4]: the stage, read as vec4s (two of each per channel and invocation)
+shared vec4 As[BK][BM / 4u];
+shared vec4 Bs[BK][BN / 4u];
+
+// The global values of stage (tap, c0) this invocation stages: 4 weights (output channels
+// m0 + 4 am + q, input channel c0 + ac) and BK inputs (its pixel, channels c0 .. c0 + BK - 1 at
+// the tap's offset). Out-of-image taps and channels past cin read a clamped address, masked to 0.
+void fetch(uint tap, uint c0, uint wrow[4], bool mok[4], uint ac, int iy0, int ix0, bool pv,
+           uint xb, uint n_in, uint kk, out vec4 wv, out float xv[BK])
+{
+    const uint ky = tap / p.k, kx = tap - ky * p.k;
+    const int iy = iy0 + int(ky), ix = ix0 + int(kx);
+    const bool ok = pv && iy >= 0 && iy < int(p.h) && ix >= 0 && ix < int(p.w);
+    const uint xo = xb + uint(clamp(iy, 0, int(p.h) - 1)) * p.w + uint(clamp(ix, 0, int(p.w) - 1));
+    const uint ca = c0 + ac;
+    const uint wcol = min(ca, p.cin - 1u) * kk + tap;
+    [[unroll]] for (uint q = 0u; q < 4u; q++) {
+        const float v = wt[wrow[q] + wcol];
+        wv[q] = (mok[q] && ca < p.cin) ? v : 0.0;
+    }
+    [[unroll]] for (uint c = 0u; c < BK; c++) {
+        const uint cb = c0 + c;
+        const float v = x[xo + min(cb, p.cin - 1u) * n_in];
+        xv[c] = (ok && cb < p.cin) ? v : 0.0;
+    }
+}
+
 void main()
 {
-    const uint quads = (p.wo + PX - 1u) / PX;
-    const uint plane = p.ho * p.wo, n_in = p.batch * p.h * p.w, n_out = p.batch * plane;
-    const uint items = p.batch * p.ho * quads;
-    const uint co0 = gl_WorkGroupID.y * COB;
-    const uint kk = p.k * p.k;
-    // weight rows of this block; channels past cout read the last row and are never written
-    uint wrow[COB];
-    for (uint j = 0u; j < COB; j++) wrow[j] = p.ow + min(co0 + j, p.cout - 1u) * p.wstride;
-    const uint gstride = gl_NumWorkGroups.x * gl_WorkGroupSize.x;
-    for (uint it = gl_GlobalInvocationID.x; it < items; it += gstride) {
-        const uint row = it / quads, q = it - row * quads;      // row = b * ho + oy
-        const uint b = row / p.ho, oyy = row - b * p.ho;
-        const uint ox0 = q * PX;
-        const int iy0 = int(oyy * p.stride) - int(p.pad0);
-        float acc[COB][PX];
-        for (uint j = 0u; j < COB; j++)
-            for (uint e = 0u; e < PX; e++) acc[j][e] = 0.0;
-        for (uint ky = 0u; ky < p.k; ky++) {
-            const int iy = iy0 + int(ky);
-            const bool vy = iy >= 0 && iy < int(p.h);
-            const uint rowbase = p.ox + b * p.h * p.w + uint(clamp(iy, 0, int(p.h) - 1)) * p.w;
-            for (uint kx = 0u; kx < p.k; kx++) {
-                uint xo[PX];
-                bool ok[PX];
-                for (uint e = 0u; e < PX; e++) {
-                    const int ix = int((ox0 + e) * p.stride) - int(p.pad0) + int(kx);
-                    ok[e] = vy && ix >= 0 && ix < int(p.w);
-                    xo[e] = rowbase + uint(clamp(ix, 0, int(p.w) - 1));
-                }
-                const uint tap = ky * p.k + kx;
-                for (uint ci = 0u; ci < p.cin; ci++) {
-                    float xv[PX];
-                    for (uint e = 0u; e < PX; e++) xv[e] = ok[e] ? x[xo[e] + ci * n_in] : 0.0;
-                    for (uint j = 0u; j < COB; j++) {
-                        const float wv = wt[wrow[j] + ci * kk + tap];
-                        for (uint e = 0u; e < PX; e++) acc[j][e] += wv * xv[e];
-                    }
+    const uint t = gl_LocalInvocationID.x;
+    const uint plane = p.ho * p.wo, n_out = p.batch * plane;
+    const uint hw = p.h * p.w, n_in = p.batch * hw, kk = p.k * p.k;
+    const uint m0 = gl_WorkGroupID.y * BM;
+    const uint tm = t / 16u, tn = t % 16u;
+    // loading W: input channel ac of the stage, output channels m0 + 4 am + q (one vec4 each)
+    const uint ac = t % BK, am = t / BK;
+    uint wrow[4];
+    bool mok[4];
+    [[unroll]] for (uint q = 0u; q < 4u; q++) {
+        wrow[q] = p.ow + min(m0 + 4u * am + q, p.cout - 1u) * p.wstride;
+        mok[q] = m0 + 4u * am + q < p.cout;
+    }
+
+    const uint tiles = (n_out + BN - 1u) / BN;
+    for (uint tile = gl_WorkGroupID.x; tile < tiles; tile += gl_NumWorkGroups.x) {
+        const uint n0 = tile * BN;
+        // loading X~: the invocation gathers pixel n0 + t for every channel of a stage
+        const uint pn = n0 + t;
+        const bool pv = pn < n_out;
+        const uint pc = min(pn, n_out - 1u);
+        const uint b = pc / plane, rem = pc - b * plane, oyy = rem / p.wo, oxx = rem - oyy * p.wo;
+        const int iy0 = int(oyy * p.stride) - int(p.pad0), ix0 = int(oxx * p.stride) - int(p.pad0);
+        const uint xb = p.ox + b * hw;
+
+        vec4 acc[8][2];
+        [[unroll]] for (uint i = 0u; i < 8u; i++) {
+            acc[i][0] = vec4(0.0);
+            acc[i][1] = vec4(0.0);
+        }
+
+        // Stages in order (tap, then channels c0 = 0, BK, ...). Software pipelining: the global
+        // loads of the next stage are issued into registers before this stage's multiply-adds,
+        // so their latency is hidden behind them within the workgroup; the registers are written
+        // to shared memory once the stage has been read.
+        const uint nst = (p.cin + BK - 1u) / BK, stages = kk * nst;
+        uint tap = 0u, c0 = 0u;
+        vec4 wv;
+        float xv[BK];
+        fetch(tap, c0, wrow, mok, ac, iy0, ix0, pv, xb, n_in, kk, wv, xv);
+        for (uint st = 0u; st < stages; st++) {
+            As[ac][am] = wv;
+            [[unroll]] for (uint c = 0u; c < BK; c++) Bs[c][t / 4u][t % 4u] = xv[c];
+            barrier();
+            c0 += BK;
+            if (c0 >= p.cin) {
+                c0 = 0u;
+                tap++;
+            }
+            if (st + 1u < stages) fetch(tap, c0, wrow, mok, ac, iy0, ix0, pv, xb, n_in, kk, wv, xv);
+            [[unroll]] for (uint c = 0u; c < BK; c++) {
+                const vec4 a0 = As[c][tm], a1 = As[c][8u + tm];
+                const vec4 b0 = Bs[c][tn], b1 = Bs[c][16u + tn];
+                [[unroll]] for (uint q = 0u; q < 4u; q++) {
+                    acc[q][0] += a0[q] * b0;
+                    acc[q][1] += a0[q] * b1;
+                    acc[4u + q][0] += a1[q] * b0;
+                    acc[4u + q][1] += a1[q] * b1;
                 }
             }
+            barrier();
         }
-        for (uint j = 0u; j < COB; j++) {
-            const uint co = co0 + j;
-            if (co >= p.cout) break;
-            const float bv = (p.flags & 1u) != 0u ? bias[p.ob + co] : 0.0;
-            for (uint e = 0u; e < PX; e++) {
-                if (ox0 + e >= p.wo) break;
-                const uint at = p.oy + co * n_out + b * plane + oyy * p.wo + ox0 + e;
-                float v = acc[j][e] + bv;
-                if ((p.flags & 2u) != 0u) v += y[at];
-                y[at] = v;
+
+        // acc[i][h]: channel m0 + 4 tm + i (i < 4) or m0 + 32 + 4 tm + i - 4, pixels
+        // n0 + 64 h + 4 tn + e
+        [[unroll]] for (uint i = 0u; i < 8u; i++) {
+            const uint co = m0 + (i < 4u ? 4u * tm + i : 32u + 4u * tm + i - 4u);
+            if (co < p.cout) {
+                const float bv = (p.flags & 1u) != 0u ? bias[p.ob + co] : 0.0;
+                [[unroll]] for (uint h = 0u; h < 2u; h++)
+                    [[unroll]] for (uint e = 0u; e < 4u; e++) {
+                        const uint pj = n0 + 64u * h + 4u * tn + e;
+                        if (pj < n_out) {
+                            const uint at = p.oy + co * n_out + pj;
+                            float v = acc[i][h][e] + bv;
+                            if ((p.flags & 2u) != 0u) v += y[at];
+                            y[at] = v;
+                        }
+                    }
             }
         }
     }
