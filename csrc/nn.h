@@ -114,4 +114,10 @@ int64_t ccfg_nn_conv2d_scratch(int cin, int k, int w);
  * counts) */
 int64_t ccfg_nn_attention_scratch(int head_dim);
 
+/* time per op kind of the CPU table, process-wide, for benchmarks (off by default; off, it costs
+ * one untaken branch per op call): start = 1 clears the totals and turns timing on (returns 0);
+ * start = 0 turns it off and writes up to cap kinds that were called (name, total ms, calls),
+ * returning how many */
+int ccfg_nn_cpu_profile(int start, const char **names, double *ms, int64_t *calls, int cap);
+
 #endif /* CCFG_NN_H */

@@ -1,6 +1,6 @@
 /* nn_cpu_attn.h — the CPU attention kernel, flash-style; included by nn_cpu.c once per instruction
  * set (AVX2+FMA and the baseline), ATTN_FN(name) giving each copy its own names. Not a header of
- * its own: it uses nn_cpu.c's exp_fast, v8f, ATTN_QB and ATTN_KB.
+ * its own: it uses nn_cpu.c's exp_fast, VF, ATTN_QB and ATTN_KB.
  *
  * One call computes ATTN_QB queries of one (sample, head) against all nk keys. The layout is
  * CNHW's: row c of q, k, v is channel c, tokens contiguous along it, so a query block's scores
@@ -11,23 +11,23 @@
  *   o[c][i]  = o[c][i] * alpha[i] + sum_j v[c][j] * p[j][i]
  * Keys go in blocks of ATTN_KB so that st (ATTN_KB x ATTN_QB floats, 32 KiB) stays in L1/L2; the
  * block's k and v rows are read once per query block. Per thread: ws of ATTN_QB * (2d + ATTN_KB)
- * + ATTN_KB * d floats, 32-byte aligned (ccfg_nn_attention_scratch). */
+ * + ATTN_KB * d floats, 64-byte aligned (ccfg_nn_attention_scratch); 64-byte aligned. */
 
 /* st[j][0..QB) for the keys [0, jn4) of the block (jn4 a multiple of 4; keys past the block's
- * end are zeros in kp and their scores are never read): 4 keys x 16 queries per register tile (8
- * vectors of 8). kp: the block's keys packed in groups of 4, kp[(j/4) * 4d + 4c + j%4] = k[c][j],
+ * end are zeros in kp and their scores are never read): 4 keys x 2 vectors of queries per register
+ * tile. kp: the block's keys packed in groups of 4, kp[(j/4) * 4d + 4c + j%4] = k[c][j],
  * so that the tile reads them contiguously (unpacked, a head's d rows lie batch*nk floats apart:
  * at SD's 2 x 4096 tokens, 32 KiB, all on one L1 set) */
 static inline void ATTN_FN(scores)(int d, int jn4, const float *qs, const float *kp, float *st)
 {
     for (int j = 0; j < jn4; j += 4)
-        for (int sub = 0; sub < ATTN_QB; sub += 16) {
-            v8f a00 = {0}, a01 = {0}, a10 = {0}, a11 = {0}, a20 = {0}, a21 = {0}, a30 = {0},
+        for (int sub = 0; sub < ATTN_QB; sub += 2 * VN) {
+            VF a00 = {0}, a01 = {0}, a10 = {0}, a11 = {0}, a20 = {0}, a21 = {0}, a30 = {0},
                 a31 = {0};
             const float *kc = kp + (int64_t)j * d;
             for (int c = 0; c < d; c++, kc += 4) {
-                const v8f q0 = *(const v8f *)(qs + c * ATTN_QB + sub);
-                const v8f q1 = *(const v8f *)(qs + c * ATTN_QB + sub + 8);
+                const VF q0 = *(const VF *)(qs + c * ATTN_QB + sub);
+                const VF q1 = *(const VF *)(qs + c * ATTN_QB + sub + VN);
                 const float k0 = kc[0], k1 = kc[1], k2 = kc[2], k3 = kc[3];
                 a00 += k0 * q0;
                 a01 += k0 * q1;
@@ -39,34 +39,34 @@ static inline void ATTN_FN(scores)(int d, int jn4, const float *qs, const float 
                 a31 += k3 * q1;
             }
             float *s = st + (int64_t)j * ATTN_QB + sub;
-            *(v8f *)(s) = a00;
-            *(v8f *)(s + 8) = a01;
-            *(v8f *)(s + ATTN_QB) = a10;
-            *(v8f *)(s + ATTN_QB + 8) = a11;
-            *(v8f *)(s + 2 * ATTN_QB) = a20;
-            *(v8f *)(s + 2 * ATTN_QB + 8) = a21;
-            *(v8f *)(s + 3 * ATTN_QB) = a30;
-            *(v8f *)(s + 3 * ATTN_QB + 8) = a31;
+            *(VF *)(s) = a00;
+            *(VF *)(s + VN) = a01;
+            *(VF *)(s + ATTN_QB) = a10;
+            *(VF *)(s + ATTN_QB + VN) = a11;
+            *(VF *)(s + 2 * ATTN_QB) = a20;
+            *(VF *)(s + 2 * ATTN_QB + VN) = a21;
+            *(VF *)(s + 3 * ATTN_QB) = a30;
+            *(VF *)(s + 3 * ATTN_QB + VN) = a31;
         }
 }
 
-/* o[c][i] = o[c][i] * alpha[i] + sum_{j < jn} v[c][j] p[j][i]: 4 channels x 16 queries per tile */
+/* o[c][i] = o[c][i] * alpha[i] + sum_{j < jn} v[c][j] p[j][i]: 4 channels x 2 vectors of queries per tile */
 static inline void ATTN_FN(accumulate)(int d, int jn, const float *p, const float *v, int64_t nks,
                                        const float *alpha, float *o)
 {
     int c = 0;
     for (; c + 4 <= d; c += 4)
-        for (int sub = 0; sub < ATTN_QB; sub += 16) {
-            const v8f al0 = *(const v8f *)(alpha + sub), al1 = *(const v8f *)(alpha + sub + 8);
+        for (int sub = 0; sub < ATTN_QB; sub += 2 * VN) {
+            const VF al0 = *(const VF *)(alpha + sub), al1 = *(const VF *)(alpha + sub + VN);
             float *o0 = o + c * ATTN_QB + sub;
-            v8f a00 = *(v8f *)(o0) * al0, a01 = *(v8f *)(o0 + 8) * al1;
-            v8f a10 = *(v8f *)(o0 + ATTN_QB) * al0, a11 = *(v8f *)(o0 + ATTN_QB + 8) * al1;
-            v8f a20 = *(v8f *)(o0 + 2 * ATTN_QB) * al0, a21 = *(v8f *)(o0 + 2 * ATTN_QB + 8) * al1;
-            v8f a30 = *(v8f *)(o0 + 3 * ATTN_QB) * al0, a31 = *(v8f *)(o0 + 3 * ATTN_QB + 8) * al1;
+            VF a00 = *(VF *)(o0) * al0, a01 = *(VF *)(o0 + VN) * al1;
+            VF a10 = *(VF *)(o0 + ATTN_QB) * al0, a11 = *(VF *)(o0 + ATTN_QB + VN) * al1;
+            VF a20 = *(VF *)(o0 + 2 * ATTN_QB) * al0, a21 = *(VF *)(o0 + 2 * ATTN_QB + VN) * al1;
+            VF a30 = *(VF *)(o0 + 3 * ATTN_QB) * al0, a31 = *(VF *)(o0 + 3 * ATTN_QB + VN) * al1;
             const float *v0 = v + c * nks, *v1 = v0 + nks, *v2 = v1 + nks, *v3 = v2 + nks;
             for (int j = 0; j < jn; j++) {
-                const v8f p0 = *(const v8f *)(p + (int64_t)j * ATTN_QB + sub);
-                const v8f p1 = *(const v8f *)(p + (int64_t)j * ATTN_QB + sub + 8);
+                const VF p0 = *(const VF *)(p + (int64_t)j * ATTN_QB + sub);
+                const VF p1 = *(const VF *)(p + (int64_t)j * ATTN_QB + sub + VN);
                 a00 += v0[j] * p0;
                 a01 += v0[j] * p1;
                 a10 += v1[j] * p0;
@@ -76,40 +76,40 @@ static inline void ATTN_FN(accumulate)(int d, int jn, const float *p, const floa
                 a30 += v3[j] * p0;
                 a31 += v3[j] * p1;
             }
-            *(v8f *)(o0) = a00;
-            *(v8f *)(o0 + 8) = a01;
-            *(v8f *)(o0 + ATTN_QB) = a10;
-            *(v8f *)(o0 + ATTN_QB + 8) = a11;
-            *(v8f *)(o0 + 2 * ATTN_QB) = a20;
-            *(v8f *)(o0 + 2 * ATTN_QB + 8) = a21;
-            *(v8f *)(o0 + 3 * ATTN_QB) = a30;
-            *(v8f *)(o0 + 3 * ATTN_QB + 8) = a31;
+            *(VF *)(o0) = a00;
+            *(VF *)(o0 + VN) = a01;
+            *(VF *)(o0 + ATTN_QB) = a10;
+            *(VF *)(o0 + ATTN_QB + VN) = a11;
+            *(VF *)(o0 + 2 * ATTN_QB) = a20;
+            *(VF *)(o0 + 2 * ATTN_QB + VN) = a21;
+            *(VF *)(o0 + 3 * ATTN_QB) = a30;
+            *(VF *)(o0 + 3 * ATTN_QB + VN) = a31;
         }
     for (; c < d; c++)      /* the last channels, one at a time */
-        for (int sub = 0; sub < ATTN_QB; sub += 16) {
+        for (int sub = 0; sub < ATTN_QB; sub += 2 * VN) {
             float *o0 = o + c * ATTN_QB + sub;
-            v8f a0 = *(v8f *)(o0) * *(const v8f *)(alpha + sub);
-            v8f a1 = *(v8f *)(o0 + 8) * *(const v8f *)(alpha + sub + 8);
+            VF a0 = *(VF *)(o0) * *(const VF *)(alpha + sub);
+            VF a1 = *(VF *)(o0 + VN) * *(const VF *)(alpha + sub + VN);
             const float *vc = v + c * nks;
             for (int j = 0; j < jn; j++) {
-                a0 += vc[j] * *(const v8f *)(p + (int64_t)j * ATTN_QB + sub);
-                a1 += vc[j] * *(const v8f *)(p + (int64_t)j * ATTN_QB + sub + 8);
+                a0 += vc[j] * *(const VF *)(p + (int64_t)j * ATTN_QB + sub);
+                a1 += vc[j] * *(const VF *)(p + (int64_t)j * ATTN_QB + sub + VN);
             }
-            *(v8f *)(o0) = a0;
-            *(v8f *)(o0 + 8) = a1;
+            *(VF *)(o0) = a0;
+            *(VF *)(o0 + VN) = a1;
         }
 }
 
 /* queries [0, qn) (qn <= ATTN_QB) of one (sample, head): q and out rows strided by nqs floats, k
- * and v rows by nks; ws: ATTN_QB * (2d + ATTN_KB) floats, 32-byte aligned */
+ * and v rows by nks; ws: ATTN_QB * (2d + ATTN_KB) floats, 64-byte aligned */
 static void ATTN_FN(query_block)(int d, int qn, int nk, float scale, const float *q, int64_t nqs,
                                  const float *k, const float *v, int64_t nks, float *out,
                                  float *ws)
 {
     float *qs = ws, *o = ws + (int64_t)d * ATTN_QB, *st = o + (int64_t)d * ATTN_QB;
     float *kp = st + (int64_t)ATTN_KB * ATTN_QB;
-    float m[ATTN_QB] __attribute__((aligned(32))), l[ATTN_QB] __attribute__((aligned(32)));
-    float alpha[ATTN_QB] __attribute__((aligned(32)));
+    float m[ATTN_QB] __attribute__((aligned(64))), l[ATTN_QB] __attribute__((aligned(64)));
+    float alpha[ATTN_QB] __attribute__((aligned(64)));
     for (int c = 0; c < d; c++) {
         const float *qc = q + c * nqs;
         float *qd = qs + c * ATTN_QB;
@@ -134,7 +134,7 @@ static void ATTN_FN(query_block)(int d, int qn, int nk, float scale, const float
         ATTN_FN(scores)(d, jn4, qs, kp, st);
         /* online softmax, lane-wise: new running max, the factor for what was accumulated under
          * the old one, p = exp(s - max) in place, and the running sum */
-        float mx[ATTN_QB] __attribute__((aligned(32))), sum[ATTN_QB] __attribute__((aligned(32)));
+        float mx[ATTN_QB] __attribute__((aligned(64))), sum[ATTN_QB] __attribute__((aligned(64)));
         for (int i = 0; i < ATTN_QB; i++) mx[i] = m[i];
         for (int j = 0; j < jn; j++) {
             const float *s = st + (int64_t)j * ATTN_QB;
