@@ -302,10 +302,45 @@ static int conv3x3_direct(int batch, int cin, int h, int w, const float *x, int 
     return 1;
 }
 
+/* 1x1 convolution (every projection and shortcut of a UNet): nn_cpu_conv.h's pointwise tile
+ * instead of OpenBLAS's Haswell sgemm (AVX2 only: half this CPU's FMA width). Columns in chunks
+ * of 256 (a chunk of x stays in L2 across the output-channel tiles); each output is one sum over
+ * ci in order, wherever its column falls. */
+static void conv1x1_direct(int batch, int cin, int h, int w, const float *x, int cout,
+                           const float *weight, const float *bias, int accumulate, float *y)
+{
+    enum { CHUNK = 256 };
+    const int isa = kernel_isa(), co_tile = isa == 2 ? 12 : 6;
+    const int nco = (cout + co_tile - 1) / co_tile;
+    const int64_t n = (int64_t)batch * h * w, chunks = (n + CHUNK - 1) / CHUNK;
+    const int64_t items = chunks * nco;
+    const int par = items > 1 && (int64_t)cout * cin * n > 64 * PAR_MIN;
+    #pragma omp parallel for schedule(static) if (par)
+    for (int64_t it = 0; it < items; it++) {
+        const int64_t j0 = (it / nco) * CHUNK, j1 = j0 + CHUNK < n ? j0 + CHUNK : n;
+        const int co0 = (int)(it % nco) * co_tile;
+#ifdef KERNEL_CLONES
+        if (isa == 2) {
+            pointwise_block_avx512(cin, n, x, weight, cout, co0, bias, accumulate, y, j0, j1);
+            continue;
+        }
+        if (isa == 1) {
+            pointwise_block_avx2(cin, n, x, weight, cout, co0, bias, accumulate, y, j0, j1);
+            continue;
+        }
+#endif
+        pointwise_block_base(cin, n, x, weight, cout, co0, bias, accumulate, y, j0, j1);
+    }
+}
+
 static void cpu_conv2d(int batch, int cin, int h, int w, const float *x, int cout, int k,
                        int stride, int pad0, int pad1, const float *weight, const float *bias,
                        int accumulate, float *y, float *scratch, int64_t scratch_len)
 {
+    if (k == 1 && stride == 1 && pad0 == 0 && pad1 == 0) {
+        conv1x1_direct(batch, cin, h, w, x, cout, weight, bias, accumulate, y);
+        return;
+    }
     if (k == 3 && stride == 1 && pad0 == 1 && pad1 == 1 &&
         conv3x3_direct(batch, cin, h, w, x, cout, weight, bias, accumulate, y, scratch,
                        scratch_len))
@@ -365,10 +400,10 @@ static void cpu_conv2d(int batch, int cin, int h, int w, const float *x, int cou
     }
 }
 
-/* The two elementwise kernels of GroupNorm, compiled for AVX2 as well as the baseline and picked
- * at load time (8-wide float, and the divide in SiLU dominates GroupNorm on SSE2). */
+/* The two elementwise kernels of GroupNorm, compiled for AVX-512 and AVX2 as well as the baseline
+ * and picked at load time (16- or 8-wide float; the divide in SiLU dominates GroupNorm on SSE2) */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define CLONES __attribute__((target_clones("avx2", "default")))
+#define CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define CLONES
 #endif
@@ -681,7 +716,7 @@ static void cpu_cnhw_to_nchw(int batch, int c, int hw, const float *x, float *y)
 enum { P_CONV3, P_CONV1, P_GN, P_LIN, P_SILU, P_TEMB, P_EMB, P_ATT, P_ATTX, P_LN, P_GEGLU, P_UP,
        P_COPY, P_SCALE, P_LAYOUT, P_KINDS };
 static const char *const prof_names[P_KINDS] = {
-    "conv kxk (3x3 direct; else im2col)", "conv 1x1 / projection (sgemm)", "group_norm (+SiLU)",
+    "conv kxk (3x3 direct; else im2col)", "conv 1x1 / projection", "group_norm (+SiLU)",
     "linear", "silu", "timestep_embedding", "embedding_add", "self-attention",
     "cross-attention (attention_qkv)", "layer_norm", "geglu", "upsample_nearest2x", "copy",
     "scale", "layout (nchw <-> cnhw)"};

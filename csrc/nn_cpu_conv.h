@@ -65,3 +65,52 @@ static void CONV_FN(direct_block)(int cin, int h, int w, const float *xp, int64_
         }
     }
 }
+
+/* Output channels [co0, co0 + CO) (the ones < cout stored) over columns [j0, j1) of a 1x1
+ * convolution, a GEMM over CNHW's columns: y[co, j] = (y + bias) or bias, + sum_ci w[co, ci]
+ * x[ci, j]. Register tile CO channels x 2 VN columns; the weights are broadcast from their rows
+ * (CO sequential streams, no packing); the columns past the last whole tile one at a time, in the
+ * same order of operations as a lane. */
+static void CONV_FN(pointwise_block)(int cin, int64_t n, const float *x, const float *weight,
+                                     int cout, int co0, const float *bias, int accumulate,
+                                     float *y, int64_t j0, int64_t j1)
+{
+    const float *wr[CO];
+    for (int c = 0; c < CO; c++)    /* rows past cout compute from row co0, never stored */
+        wr[c] = weight + (int64_t)(co0 + c < cout ? co0 + c : co0) * cin;
+    const int nc = cout - co0 < CO ? cout - co0 : CO;
+    int64_t v0 = j0;
+    for (; v0 + 2 * VN <= j1; v0 += 2 * VN) {
+        VF a[CO][2];
+        for (int c = 0; c < CO; c++) a[c][0] = a[c][1] = (VF){0};
+        const float *xs = x + v0;
+        for (int ci = 0; ci < cin; ci++, xs += n) {
+            VF x0, x1;
+            memcpy(&x0, xs, sizeof x0);
+            memcpy(&x1, xs + VN, sizeof x1);
+            for (int c = 0; c < CO; c++) {
+                a[c][0] += wr[c][ci] * x0;
+                a[c][1] += wr[c][ci] * x1;
+            }
+        }
+        for (int c = 0; c < nc; c++) {
+            float t[2 * VN];
+            memcpy(t, &a[c][0], sizeof a[c][0]);
+            memcpy(t + VN, &a[c][1], sizeof a[c][1]);
+            const float bc = bias ? bias[co0 + c] : 0.0f;
+            float *o = y + (int64_t)(co0 + c) * n + v0;
+            if (accumulate)
+                for (int q = 0; q < 2 * VN; q++) o[q] = (o[q] + bc) + t[q];
+            else
+                for (int q = 0; q < 2 * VN; q++) o[q] = bc + t[q];
+        }
+    }
+    for (; v0 < j1; v0++)
+        for (int c = 0; c < nc; c++) {
+            float s = 0.0f;
+            for (int ci = 0; ci < cin; ci++) s += wr[c][ci] * x[(int64_t)ci * n + v0];
+            const float bc = bias ? bias[co0 + c] : 0.0f;
+            float *o = y + (int64_t)(co0 + c) * n + v0;
+            *o = (accumulate ? *o + bc : bc) + s;
+        }
+}
