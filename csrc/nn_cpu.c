@@ -1,5 +1,8 @@
-/* nn_cpu.c — the CPU implementation of nn.h: convolutions and attention as OpenBLAS sgemm calls
- * (im2col for k > 1), everything elementwise as OpenMP loops. Layout CNHW (see nn.h). */
+/* nn_cpu.c — the CPU implementation of nn.h. Layout CNHW (see nn.h). 3x3 stride-1 convolutions
+ * and 1x1 convolutions by register-tiled direct kernels (nn_cpu_conv.h), other convolutions by
+ * im2col + OpenBLAS sgemm, attention flash-style (nn_cpu_attn.h), everything elementwise as
+ * OpenMP loops; ccfg_nn_cpu_profile times the ops per kind. docs/PERFORMANCE.md ("CPU attention,
+ * flash-style; direct convolutions") has the measurements behind each choice. */
 /* lets GCC if-convert and vectorise exp_fast's clamp and float->int step (we never rely on
  * floating-point traps); results are unchanged */
 #pragma GCC optimize("no-trapping-math")
