@@ -184,3 +184,27 @@ def thread_report():
     if not found:
         lines.append("  (no OpenMP/OpenBLAS library answered)")
     return lines
+
+
+def profile_forward(fn, repeats=3):
+    """Time per op kind of ccfg's CPU nn ops (``_core.nn_profile``, off outside this call) over
+    ``repeats`` calls of ``fn`` (one warm-up call first, unprofiled): returns the printable table,
+    per call, with the wall time between ops (Python, planning, waits) as its own row."""
+    from ccfg import _core
+    fn()
+    _core.nn_profile("start")
+    t0 = time.perf_counter()
+    try:
+        for _ in range(repeats):
+            fn()
+    finally:
+        kinds = _core.nn_profile("stop")
+    wall = (time.perf_counter() - t0) * 1e3 / repeats
+    rows = sorted(((k, c / repeats, ms / repeats) for k, (c, ms) in kinds.items()),
+                  key=lambda r: -r[2])
+    rows.append(("other (outside the ops)", 0, wall - sum(r[2] for r in rows)))
+    lines = [f"  {'op kind':34} {'calls':>6} {'ms':>9} {'share':>6}"]
+    for kind, calls, ms in rows:
+        lines.append(f"  {kind:34} {calls:6.0f} {ms:9.2f} {100 * ms / wall:5.1f}%")
+    lines.append(f"  {'forward (wall)':34} {'':6} {wall:9.2f} {100.0:5.1f}%")
+    return "\n".join(lines)

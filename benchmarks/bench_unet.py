@@ -17,7 +17,10 @@ loaded by ``ccfg.models.UNet.from_pretrained``; PyTorch runs the in-memory diffu
 Threads: torch.set_num_threads(T) with T = ccfg's OpenMP thread count (or --threads, which also
 sets ccfg's through OMP_NUM_THREADS before import). Outputs are compared before timing (forward:
 max|a-b|/max|b| <= 1e-4, sampling <= 1e-3); a mismatch is printed and the exit status is 1.
-Nothing about time is asserted.
+Nothing about time is asserted. The forwards of ccfg and torch alternate (a, b, a, b, ...) so
+that load from other processes falls on both sides. ``--profile K`` (default 3; 0: off) then
+prints ccfg's forward time per op kind (convolutions, GroupNorm, attention, linear, elementwise,
+copies; ``_core.nn_profile``, which costs nothing when off) over K more forwards.
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ import argparse
 import os
 import sys
 import tempfile
+import time
 
 
 def parse():
@@ -36,6 +40,9 @@ def parse():
                     help="timed sampling runs each (>= 1; the last one is also the check)")
     ap.add_argument("--threads", type=int, default=None, help="threads for both (default: ccfg's)")
     ap.add_argument("--layers", type=int, default=2, help="layers_per_block")
+    ap.add_argument("--profile", type=int, default=3, metavar="K",
+                    help="print ccfg's forward time per op kind over K forwards (0: off; "
+                         "default 3)")
     return ap.parse_args()
 
 
@@ -49,7 +56,7 @@ import torch  # noqa: E402
 from diffusers import DDIMScheduler, UNet2DModel  # noqa: E402
 
 import ccfg  # noqa: E402
-from bench_common import Table, measure, thread_report  # noqa: E402
+from bench_common import Table, Timing, measure, profile_forward, thread_report  # noqa: E402
 
 SCALE, TAU, POS, NEG, NULL = 3.0, 0.5, 1, 2, 10
 
@@ -65,6 +72,21 @@ def build(layers):
     folder = tempfile.mkdtemp(prefix="ccfg_bench_unet_")
     model.save_pretrained(folder)
     return model, ccfg.models.UNet.from_pretrained(folder), folder
+
+
+def measure_pair(fa, fb, repeats, warmup=1):
+    """(Timing of fa, Timing of fb), their calls alternating a, b, a, b, ... after ``warmup``
+    untimed calls of each, so that load from other processes falls on both sides"""
+    for _ in range(warmup):
+        fa()
+        fb()
+    ta, tb = [], []
+    for _ in range(repeats):
+        for fn, times in ((fa, ta), (fb, tb)):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+    return Timing(ta), Timing(tb)
 
 
 def rel_err(a, b):
@@ -119,14 +141,17 @@ def main():
     print(f"forward check: max|ccfg - torch| / max|torch| = {err:.2e} ({status})")
     if status != "ok":
         failures.append("forward")
-    t_ccfg = measure(lambda: unet(x, 500, labels), repeats=ARGS.repeats)
-    t_torch = measure(torch_forward, repeats=ARGS.repeats)
+    t_ccfg, t_torch = measure_pair(lambda: unet(x, 500, labels), torch_forward, ARGS.repeats)
     case = f"forward, {rows} rows"
     table.add(case, "torch (diffusers UNet2DModel)", t_torch)
     table.add(case, "ccfg C (OpenBLAS + OpenMP)", t_ccfg, peer="torch (diffusers UNet2DModel)")
     print(f"forward: ccfg {t_ccfg.median:.3f} s, torch {t_torch.median:.3f} s, "
           f"ratio ccfg/torch = {t_ccfg.median / t_torch.median:.2f}; activations planned: "
           f"{unet.plan_bytes / 2**20:.0f} MiB")
+    if ARGS.profile > 0:
+        print(f"ccfg forward of {rows} rows by op kind (mean of {ARGS.profile}; load "
+              f"{os.getloadavg()[0]:.1f}):")
+        print(profile_forward(lambda: unet(x, 500, labels), ARGS.profile))
 
     # ---------------------------------------------------------------- sampling
     x_T = ccfg.randn(0, n, unet.shape)

@@ -67,15 +67,15 @@ typedef struct ccfg_nn_ops {
     /* multi-head self-attention over the hw pixels of each sample (softmax in float32):
      *   qkv: (3*heads*head_dim, batch*hw) CNHW rows = [q heads | k heads | v heads]
      *   out: (heads*head_dim, batch*hw), out_h = V_h softmax(K_hᵀ Q_h / sqrt(head_dim))
-     * scratch: scratch_len floats, at least ccfg_nn_attention_scratch(hw) (more lets several
-     * (sample, head) pairs run at once) */
+     * scratch: scratch_len floats, at least ccfg_nn_attention_scratch(head_dim) (one thread's
+     * blocks; n times that lets n threads work at once) */
     int (*attention)(const ccfg_backend *be, int batch, int hw, int heads, int head_dim,
                      const float *qkv, float *out, float *scratch, int64_t scratch_len);
     /* attention with queries and keys of their own lengths (cross-attention over a text
      * condition): q (heads*head_dim, batch*nq), k and v (heads*head_dim, batch*nk), out like q;
      * out_h[:, b, i] = V_h[:, b, :] softmax(K_h[:, b, :]ᵀ q_h[:, b, i] / sqrt(head_dim)).
      * attention above is this with q, k, v the three row blocks of qkv and nq = nk = hw.
-     * scratch: at least nq*nk floats (ccfg_nn_attention_scratch for nq = nk) */
+     * scratch: as attention's, at least ccfg_nn_attention_scratch(head_dim) */
     int (*attention_qkv)(const ccfg_backend *be, int batch, int nq, int nk, int heads,
                          int head_dim, const float *q, const float *k, const float *v, float *out,
                          float *scratch, int64_t scratch_len);
@@ -109,7 +109,15 @@ const ccfg_nn_ops *ccfg_nn_ops_vulkan(void);
 /* floats of scratch conv2d wants per thread for images w pixels wide (one cache-sized tile of
  * output rows; less than one row per thread would be an error) */
 int64_t ccfg_nn_conv2d_scratch(int cin, int k, int w);
-/* floats of scratch attention needs at the least (one score matrix) */
-int64_t ccfg_nn_attention_scratch(int hw);
+/* floats of scratch attention and attention_qkv need per thread for heads of head_dim channels
+ * (blocks of queries, their accumulators and one block of scores: independent of the token
+ * counts) */
+int64_t ccfg_nn_attention_scratch(int head_dim);
+
+/* time per op kind of the CPU table, process-wide, for benchmarks (off by default; off, it costs
+ * one untaken branch per op call): start = 1 clears the totals and turns timing on (returns 0);
+ * start = 0 turns it off and writes up to cap kinds that were called (name, total ms, calls),
+ * returning how many */
+int ccfg_nn_cpu_profile(int start, const char **names, double *ms, int64_t *calls, int cap);
 
 #endif /* CCFG_NN_H */

@@ -1,16 +1,54 @@
-/* nn_cpu.c — the CPU implementation of nn.h: convolutions and attention as OpenBLAS sgemm calls
- * (im2col for k > 1), everything elementwise as OpenMP loops. Layout CNHW (see nn.h). */
+/* nn_cpu.c — the CPU implementation of nn.h. Layout CNHW (see nn.h). 3x3 stride-1 convolutions
+ * and 1x1 convolutions by register-tiled direct kernels (nn_cpu_conv.h), other convolutions by
+ * im2col + OpenBLAS sgemm, attention flash-style (nn_cpu_attn.h), everything elementwise as
+ * OpenMP loops; ccfg_nn_cpu_profile times the ops per kind. docs/PERFORMANCE.md ("CPU attention,
+ * flash-style; direct convolutions") has the measurements behind each choice. */
 /* lets GCC if-convert and vectorise exp_fast's clamp and float->int step (we never rely on
  * floating-point traps); results are unchanged */
 #pragma GCC optimize("no-trapping-math")
 
 #include <math.h>
 #include <omp.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cblas.h>
 
 #include "nn.h"
+
+/* The register-tiled kernels (nn_cpu_attn.h, nn_cpu_conv.h) are plain C on GCC's vector
+ * extension, compiled three times: AVX-512 (16 floats a register: this machine kind, AMD EPYC,
+ * does 512-bit FMAs at full rate and oneDNN uses them), AVX2+FMA (8) and the baseline (8 floats
+ * as two SSE registers), picked at run time (kernel_isa). fp-contract turns `a += k * q` into
+ * FMAs in the copies that have them. */
+typedef float v16f __attribute__((vector_size(64)));
+typedef float v8f __attribute__((vector_size(32)));
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define KERNEL_CLONES 1
+#endif
+
+/* 2: AVX-512F, 1: AVX2 and FMA, 0: the baseline copy. The environment variable
+ * CCFG_CPU_KERNELS=avx2 or =baseline caps the choice (read once), so that the tests can run the
+ * copies this CPU would not pick. */
+static int kernel_isa(void)
+{
+#ifdef KERNEL_CLONES
+    static int isa = -1;
+    int v = __atomic_load_n(&isa, __ATOMIC_RELAXED);
+    if (v < 0) {
+        __builtin_cpu_init();
+        v = __builtin_cpu_supports("avx512f") ? 2
+            : __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? 1 : 0;
+        const char *cap = getenv("CCFG_CPU_KERNELS");
+        if (cap && !strcmp(cap, "avx2") && v > 1) v = 1;
+        if (cap && !strcmp(cap, "baseline")) v = 0;
+        __atomic_store_n(&isa, v, __ATOMIC_RELAXED);
+    }
+    return v;
+#else
+    return 0;
+#endif
+}
 
 /* an im2col tile narrower than this makes the GEMM inefficient */
 enum { MIN_CONV_TILE = 256 };
@@ -25,11 +63,9 @@ int64_t ccfg_nn_conv2d_scratch(int cin, int k, int w)
     return row > CACHE_TILE_FLOATS ? row : CACHE_TILE_FLOATS;
 }
 
-int64_t ccfg_nn_attention_scratch(int hw) { return (int64_t)hw * hw; }
-
 /* exp(x) in float, within 2 ulp (Cephes expf: x = n ln2 + r, degree-6 polynomial in r), written
  * without calls or branches so loops using it vectorise; libm's expf made SiLU ~8% of a forward */
-static inline float exp_fast(float x)
+static inline __attribute__((always_inline)) float exp_fast(float x)
 {
     x = x < -87.0f ? -87.0f : x;
     x = x > 88.0f ? 88.0f : x;
@@ -131,10 +167,187 @@ static void im2col_rows(int cin, int h, int w, const float *x, int64_t n_in, int
     }
 }
 
+/* Direct 3x3 convolution (nn_cpu_conv.h) for stride 1 and padding 1, every ResNet convolution
+ * of a UNet: no im2col (9 copies of the input, then sgemm packing it again). */
+
+/* the zero-padded planes of sample b: xp[ci * ps + (y + 1) * wp + x + 1] = x[ci, b, y, x], ps =
+ * (h + 2) * wp + 64 (zeros past the last row for the last tile's reads) */
+static void pad_sample(int cin, int h, int w, const float *x, int64_t n_in, int b, int64_t ps,
+                       float *xp)
+{
+    const int wp = w + 2;
+    for (int ci = 0; ci < cin; ci++) {
+        float *pl = xp + ci * ps;
+        const float *src = x + ci * n_in + (int64_t)b * h * w;
+        memset(pl, 0, (size_t)wp * sizeof(float));
+        for (int y = 0; y < h; y++) {
+            float *row = pl + (int64_t)(y + 1) * wp;
+            row[0] = 0.0f;
+            memcpy(row + 1, src + (int64_t)y * w, (size_t)w * sizeof(float));
+            row[w + 1] = 0.0f;
+        }
+        memset(pl + (int64_t)(h + 1) * wp, 0, (size_t)(ps - (int64_t)(h + 1) * wp) * sizeof(float));
+    }
+}
+
+#ifdef KERNEL_CLONES
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx2,fma")
+#pragma GCC optimize("fp-contract=fast")
+#define CONV_FN(name) name##_avx512
+#define CO 12
+#define VF v16f
+#define VN 16
+#include "nn_cpu_conv.h"
+#undef CONV_FN
+#undef CO
+#undef VF
+#undef VN
+#pragma GCC pop_options
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#pragma GCC optimize("fp-contract=fast")
+#define CONV_FN(name) name##_avx2
+#define CO 6
+#define VF v8f
+#define VN 8
+#include "nn_cpu_conv.h"
+#undef CONV_FN
+#undef CO
+#undef VF
+#undef VN
+#pragma GCC pop_options
+#endif
+#define CONV_FN(name) name##_base
+#define CO 6
+#define VF v8f
+#define VN 8
+#include "nn_cpu_conv.h"
+#undef CONV_FN
+#undef CO
+#undef VF
+#undef VN
+
+/* 1 when the direct kernel ran; 0: the layer or the scratch does not suit it (decided by the
+ * layer's shape and the scratch, never by the batch, so a sample's result does not depend on
+ * the batch it is in) */
+/* the weights of output channels [cb * co_tile, +co_tile) as wk[(ci * 9 + tap) * co_tile + c]
+ * (zeros past cout); each weight row read contiguously */
+static void pack_conv_tile(int cin, int cout, int co_tile, int cb, const float *weight, float *wk)
+{
+    const int64_t row = (int64_t)cin * 9;
+    for (int c = 0; c < co_tile; c++) {
+        const int co = cb * co_tile + c;
+        if (co >= cout) {
+            for (int64_t r = 0; r < row; r++) wk[r * co_tile + c] = 0.0f;
+            continue;
+        }
+        const float *wr = weight + (int64_t)co * row;
+        for (int64_t r = 0; r < row; r++) wk[r * co_tile + c] = wr[r];
+    }
+}
+
+static int conv3x3_direct(int batch, int cin, int h, int w, const float *x, int cout,
+                          const float *weight, const float *bias, int accumulate, float *y,
+                          float *scratch, int64_t scratch_len)
+{
+    const int isa = kernel_isa(), co_tile = isa == 2 ? 12 : 6;
+    const int nco = (cout + co_tile - 1) / co_tile;
+    /* per thread: one sample's padded planes and one tile's packed weights */
+    const int64_t ps = (int64_t)(h + 2) * (w + 2) + 64, tile_len = (int64_t)co_tile * cin * 9;
+    const int64_t per = (int64_t)cin * ps + tile_len;
+    /* narrow images waste 2 of every w + 2 virtual columns */
+    if (w < 8 || per > scratch_len) return 0;
+    int nt = omp_get_max_threads();
+    const int64_t n_in = (int64_t)batch * h * w;
+    const int64_t items = (int64_t)batch * nco;
+    if (items < 2 || (int64_t)cout * cin * 9 * n_in < 64 * PAR_MIN) nt = 1;
+    /* the whole layer packed once, shared, when the scratch holds it besides the threads'
+     * planes; else each item packs its tile (same numbers, more packing) */
+    const int64_t all_len = tile_len * nco;
+    const int shared = all_len + nt * per <= scratch_len;
+    float *const base = shared ? scratch + all_len : scratch;
+    if (((shared ? scratch_len - all_len : scratch_len) / per) < nt)
+        nt = (int)((shared ? scratch_len - all_len : scratch_len) / per);
+    if (nt < 1) nt = 1;
+    if (shared)
+        for (int cb = 0; cb < nco; cb++)
+            pack_conv_tile(cin, cout, co_tile, cb, weight, scratch + cb * tile_len);
+    #pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        float *xp = base + (int64_t)omp_get_thread_num() * per, *own = xp + (int64_t)cin * ps;
+        int padded = -1;    /* the sample whose planes are in xp */
+        /* items sample-major: a thread's static share covers few samples, each padded once */
+        #pragma omp for schedule(static)
+        for (int64_t it = 0; it < items; it++) {
+            const int b = (int)(it / nco), cb = (int)(it % nco);
+            if (b != padded) pad_sample(cin, h, w, x, n_in, b, ps, xp);
+            padded = b;
+            const float *wk = own;
+            if (shared) wk = scratch + cb * tile_len;
+            else pack_conv_tile(cin, cout, co_tile, cb, weight, own);
+#ifdef KERNEL_CLONES
+            if (isa == 2) {
+                direct_block_avx512(cin, h, w, xp, ps, wk, cout, cb * co_tile, bias, accumulate,
+                                    y, n_in, b);
+                continue;
+            }
+            if (isa == 1) {
+                direct_block_avx2(cin, h, w, xp, ps, wk, cout, cb * co_tile, bias, accumulate,
+                                  y, n_in, b);
+                continue;
+            }
+#endif
+            direct_block_base(cin, h, w, xp, ps, wk, cout, cb * co_tile, bias, accumulate, y,
+                              n_in, b);
+        }
+    }
+    return 1;
+}
+
+/* 1x1 convolution (every projection and shortcut of a UNet): nn_cpu_conv.h's pointwise tile
+ * instead of OpenBLAS's Haswell sgemm (AVX2 only: half this CPU's FMA width). Columns in chunks
+ * of 256 (a chunk of x stays in L2 across the output-channel tiles); each output is one sum over
+ * ci in order, wherever its column falls. */
+static void conv1x1_direct(int batch, int cin, int h, int w, const float *x, int cout,
+                           const float *weight, const float *bias, int accumulate, float *y)
+{
+    enum { CHUNK = 256 };
+    const int isa = kernel_isa(), co_tile = isa == 2 ? 12 : 6;
+    const int nco = (cout + co_tile - 1) / co_tile;
+    const int64_t n = (int64_t)batch * h * w, chunks = (n + CHUNK - 1) / CHUNK;
+    const int64_t items = chunks * nco;
+    const int par = items > 1 && (int64_t)cout * cin * n > 64 * PAR_MIN;
+    #pragma omp parallel for schedule(static) if (par)
+    for (int64_t it = 0; it < items; it++) {
+        const int64_t j0 = (it / nco) * CHUNK, j1 = j0 + CHUNK < n ? j0 + CHUNK : n;
+        const int co0 = (int)(it % nco) * co_tile;
+#ifdef KERNEL_CLONES
+        if (isa == 2) {
+            pointwise_block_avx512(cin, n, x, weight, cout, co0, bias, accumulate, y, j0, j1);
+            continue;
+        }
+        if (isa == 1) {
+            pointwise_block_avx2(cin, n, x, weight, cout, co0, bias, accumulate, y, j0, j1);
+            continue;
+        }
+#endif
+        pointwise_block_base(cin, n, x, weight, cout, co0, bias, accumulate, y, j0, j1);
+    }
+}
+
 static void cpu_conv2d(int batch, int cin, int h, int w, const float *x, int cout, int k,
                        int stride, int pad0, int pad1, const float *weight, const float *bias,
                        int accumulate, float *y, float *scratch, int64_t scratch_len)
 {
+    if (k == 1 && stride == 1 && pad0 == 0 && pad1 == 0) {
+        conv1x1_direct(batch, cin, h, w, x, cout, weight, bias, accumulate, y);
+        return;
+    }
+    if (k == 3 && stride == 1 && pad0 == 1 && pad1 == 1 &&
+        conv3x3_direct(batch, cin, h, w, x, cout, weight, bias, accumulate, y, scratch,
+                       scratch_len))
+        return;
     const int ho = (h + pad0 + pad1 - k) / stride + 1, wo = (w + pad0 + pad1 - k) / stride + 1;
     const int64_t n_in = (int64_t)batch * h * w, n_out = (int64_t)batch * ho * wo;
     const int K = cin * k * k;
@@ -190,10 +403,10 @@ static void cpu_conv2d(int batch, int cin, int h, int w, const float *x, int cou
     }
 }
 
-/* The two elementwise kernels of GroupNorm, compiled for AVX2 as well as the baseline and picked
- * at load time (8-wide float, and the divide in SiLU dominates GroupNorm on SSE2). */
+/* The two elementwise kernels of GroupNorm, compiled for AVX-512 and AVX2 as well as the baseline
+ * and picked at load time (16- or 8-wide float; the divide in SiLU dominates GroupNorm on SSE2) */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define CLONES __attribute__((target_clones("avx2", "default")))
+#define CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define CLONES
 #endif
@@ -311,28 +524,50 @@ static void cpu_embedding_add(int batch, int dim, const float *table, const int3
     }
 }
 
-/* one (sample, head): S = Kᵀ Q scaled, softmax over keys, out = V Sᵀ */
-/* one (sample, head): nq queries against nk keys; q and out rows are strided by nqs columns,
- * k and v rows by nks */
-static void attention_one(int64_t nqs, int64_t nks, int nq, int nk, int d, float scale,
-                          const float *q, const float *k, const float *v, float *out, float *s)
+/* Attention, flash-style (nn_cpu_attn.h): blocks of ATTN_QB queries against keys in blocks of
+ * ATTN_KB, online softmax with exp_fast, scores never larger than one block. Before, one sgemm
+ * wrote each (sample, head)'s whole nq x nk score matrix (4 MiB at 1024 tokens, 64 MiB at SD's
+ * 4096), a scalar softmax called libm's expf over it in three passes, and a second sgemm with the
+ * head's 8-160 channels as its inner dimension read it back: 2.9x torch's time. */
+enum { ATTN_QB = 64, ATTN_KB = 128 };
+
+#ifdef KERNEL_CLONES
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx2,fma")
+#pragma GCC optimize("fp-contract=fast")
+#define ATTN_FN(name) name##_avx512
+#define VF v16f
+#define VN 16
+#include "nn_cpu_attn.h"
+#undef ATTN_FN
+#undef VF
+#undef VN
+#pragma GCC pop_options
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#pragma GCC optimize("fp-contract=fast")
+#define ATTN_FN(name) name##_avx2
+#define VF v8f
+#define VN 8
+#include "nn_cpu_attn.h"
+#undef ATTN_FN
+#undef VF
+#undef VN
+#pragma GCC pop_options
+#endif
+#define ATTN_FN(name) name##_base
+#define VF v8f
+#define VN 8
+#include "nn_cpu_attn.h"
+#undef ATTN_FN
+#undef VF
+#undef VN
+
+int64_t ccfg_nn_attention_scratch(int head_dim)
 {
-    /* s[i, j] = scale * <q_i, k_j> (row i = query) */
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nq, nk, d, scale, q, (int)nqs, k,
-                (int)nks, 0.0f, s, nk);
-    for (int i = 0; i < nq; i++) {
-        float *row = s + (int64_t)i * nk, m = row[0], sum = 0.0f;
-        for (int j = 1; j < nk; j++) m = row[j] > m ? row[j] : m;
-        for (int j = 0; j < nk; j++) {
-            row[j] = expf(row[j] - m);
-            sum += row[j];
-        }
-        const float inv = 1.0f / sum;
-        for (int j = 0; j < nk; j++) row[j] *= inv;
-    }
-    /* out[:, i] = sum_j v[:, j] s[i, j] */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, d, nq, nk, 1.0f, v, (int)nks, s, nk,
-                0.0f, out, (int)nqs);
+    /* the query block, its accumulator, one block of scores and one of packed keys, plus 64
+     * bytes of alignment */
+    return (int64_t)ATTN_QB * (2 * (int64_t)head_dim + ATTN_KB) + (int64_t)ATTN_KB * head_dim + 16;
 }
 
 static void cpu_attention_qkv(int batch, int nq, int nk, int heads, int head_dim, const float *q,
@@ -341,21 +576,37 @@ static void cpu_attention_qkv(int batch, int nq, int nk, int heads, int head_dim
 {
     const int64_t nqs = (int64_t)batch * nq, nks = (int64_t)batch * nk;
     const float scale = 1.0f / sqrtf((float)head_dim);
-    const int pairs = batch * heads;
-    const int64_t per = (int64_t)nq * nk;
-    int slots = (int)(scratch_len / per);
-    if (slots > omp_get_max_threads()) slots = omp_get_max_threads();
+    const int64_t per = ccfg_nn_attention_scratch(head_dim);
+    const int qblocks = (nq + ATTN_QB - 1) / ATTN_QB;
+    const int64_t items = (int64_t)batch * heads * qblocks;
+    int slots = (int)(scratch_len / per < omp_get_max_threads() ? scratch_len / per
+                                                                  : omp_get_max_threads());
     if (slots < 1) slots = 1;
-    /* (sample, head) pairs run side by side, one single-threaded sgemm each */
-    const int side_by_side = slots > 1 && (int64_t)pairs * per * head_dim > PAR_MIN;
-    #pragma omp parallel for schedule(dynamic) num_threads(slots) if (side_by_side)
-    for (int p = 0; p < pairs; p++) {
-        const int b = p / heads, h = p % heads;
-        const int64_t rq = (int64_t)h * head_dim;
-        float *s = scratch + (side_by_side ? (int64_t)omp_get_thread_num() * per : 0);
-        attention_one(nqs, nks, nq, nk, head_dim, scale, q + rq * nqs + (int64_t)b * nq,
-                      k + rq * nks + (int64_t)b * nk, v + rq * nks + (int64_t)b * nk,
-                      out + rq * nqs + (int64_t)b * nq, s);
+    const int par = slots > 1 && items > 1 && items * ATTN_QB * nk * head_dim > PAR_MIN;
+    const int isa = kernel_isa();
+    /* (sample, head, query block) items, each on its own: one thread's slice of scratch */
+    #pragma omp parallel for schedule(static) num_threads(slots) if (par)
+    for (int64_t it = 0; it < items; it++) {
+        const int qb = (int)(it % qblocks);
+        const int pair = (int)(it / qblocks), b = pair / heads, h = pair % heads;
+        const int64_t rq = (int64_t)h * head_dim, i0 = (int64_t)qb * ATTN_QB;
+        const int qn = nq - i0 < ATTN_QB ? (int)(nq - i0) : ATTN_QB;
+        float *ws = scratch + (par ? (int64_t)omp_get_thread_num() * per : 0);
+        ws += (0u - (uintptr_t)ws / sizeof(float)) & 15;    /* 64-byte aligned vector loads */
+        const float *qp = q + rq * nqs + (int64_t)b * nq + i0;
+        const float *kp = k + rq * nks + (int64_t)b * nk, *vp = v + rq * nks + (int64_t)b * nk;
+        float *op = out + rq * nqs + (int64_t)b * nq + i0;
+#ifdef KERNEL_CLONES
+        if (isa == 2) {
+            query_block_avx512(head_dim, qn, nk, scale, qp, nqs, kp, vp, nks, op, ws);
+            continue;
+        }
+        if (isa == 1) {
+            query_block_avx2(head_dim, qn, nk, scale, qp, nqs, kp, vp, nks, op, ws);
+            continue;
+        }
+#endif
+        query_block_base(head_dim, qn, nk, scale, qp, nqs, kp, vp, nks, op, ws);
     }
 }
 
@@ -462,6 +713,56 @@ static void cpu_cnhw_to_nchw(int batch, int c, int hw, const float *x, float *y)
                    (size_t)hw * sizeof(float));
 }
 
+/* Time per op kind (ccfg_nn_cpu_profile in nn.h): one relaxed load and a not-taken branch per op
+ * call when off; when on, two omp_get_wtime calls and two atomic adds per call (ops take
+ * microseconds to seconds). Process-wide: concurrent forwards on several host threads add up. */
+enum { P_CONV3, P_CONV1, P_GN, P_LIN, P_SILU, P_TEMB, P_EMB, P_ATT, P_ATTX, P_LN, P_GEGLU, P_UP,
+       P_COPY, P_SCALE, P_LAYOUT, P_KINDS };
+static const char *const prof_names[P_KINDS] = {
+    "conv kxk (3x3 direct; else im2col)", "conv 1x1 / projection", "group_norm (+SiLU)",
+    "linear", "silu", "timestep_embedding", "embedding_add", "self-attention",
+    "cross-attention (attention_qkv)", "layer_norm", "geglu", "upsample_nearest2x", "copy",
+    "scale", "layout (nchw <-> cnhw)"};
+static int prof_on;
+static double prof_sec[P_KINDS];
+static int64_t prof_calls[P_KINDS];
+
+static inline double prof_begin(void)
+{
+    return __atomic_load_n(&prof_on, __ATOMIC_RELAXED) ? omp_get_wtime() : 0.0;
+}
+
+static inline void prof_end(int kind, double t0)
+{
+    if (!__atomic_load_n(&prof_on, __ATOMIC_RELAXED)) return;
+    const double dt = omp_get_wtime() - t0;
+    #pragma omp atomic
+    prof_sec[kind] += dt;
+    #pragma omp atomic
+    prof_calls[kind]++;
+}
+
+int ccfg_nn_cpu_profile(int start, const char **names, double *ms, int64_t *calls, int cap)
+{
+    if (start) {
+        __atomic_store_n(&prof_on, 0, __ATOMIC_RELAXED);
+        memset(prof_sec, 0, sizeof prof_sec);
+        memset(prof_calls, 0, sizeof prof_calls);
+        __atomic_store_n(&prof_on, 1, __ATOMIC_RELAXED);
+        return 0;
+    }
+    __atomic_store_n(&prof_on, 0, __ATOMIC_RELAXED);
+    int n = 0;
+    for (int k = 0; k < P_KINDS && n < cap; k++) {
+        if (!prof_calls[k]) continue;
+        names[n] = prof_names[k];
+        ms[n] = prof_sec[k] * 1e3;
+        calls[n] = prof_calls[k];
+        n++;
+    }
+    return n;
+}
+
 /* nn.h's calling convention (backend first, a status back) around the kernels above, which cannot
  * fail: kept apart so the kernels stay plain functions */
 #define UNUSED_BE (void)be
@@ -479,8 +780,10 @@ static int op_conv2d(const ccfg_backend *be, int batch, int cin, int h, int w, c
     if ((k > 1 || stride > 1 || pad0 || pad1) && scratch_len < row)
         return ccfg_fail(CCFG_EINVAL, "nn conv2d: %lld floats of scratch, one output row of "
                          "im2col needs %lld", (long long)scratch_len, (long long)row);
+    const double t0 = prof_begin();
     cpu_conv2d(batch, cin, h, w, x, cout, k, stride, pad0, pad1, weight, bias, accumulate, y,
                scratch, scratch_len);
+    prof_end(k > 1 || stride > 1 || pad0 || pad1 ? P_CONV3 : P_CONV1, t0);
     return CCFG_OK;
 }
 static int op_group_norm(const ccfg_backend *be, int batch, int c, int hw, int groups, float eps,
@@ -488,47 +791,61 @@ static int op_group_norm(const ccfg_backend *be, int batch, int c, int hw, int g
                          const float *beta, const float *film, int silu, float *y)
 {
     UNUSED_BE;
+    const double t0 = prof_begin();
     cpu_group_norm(batch, c, hw, groups, eps, x, in_bias, gamma, beta, film, silu, y);
+    prof_end(P_GN, t0);
     return CCFG_OK;
 }
 static int op_linear(const ccfg_backend *be, int rows, int in, int out, const float *x,
                      const float *w, const float *bias, int silu_in, float *y, float *scratch)
 {
     UNUSED_BE;
+    const double t0 = prof_begin();
     cpu_linear(rows, in, out, x, w, bias, silu_in, y, scratch);
+    prof_end(P_LIN, t0);
     return CCFG_OK;
 }
 static int op_silu(const ccfg_backend *be, int64_t count, const float *x, float *y)
 {
     UNUSED_BE;
+    const double t0 = prof_begin();
     cpu_silu(count, x, y);
+    prof_end(P_SILU, t0);
     return CCFG_OK;
 }
 static int op_timestep_embedding(const ccfg_backend *be, int batch, int dim, const double *t,
                                  int flip_sin_to_cos, float freq_shift, float *out)
 {
     UNUSED_BE;
+    const double t0 = prof_begin();
     cpu_timestep_embedding(batch, dim, t, flip_sin_to_cos, freq_shift, out);
+    prof_end(P_TEMB, t0);
     return CCFG_OK;
 }
 static int op_embedding_add(const ccfg_backend *be, int batch, int dim, const float *table,
                             const int32_t *index, float *y)
 {
     UNUSED_BE;
+    const double t0 = prof_begin();
     cpu_embedding_add(batch, dim, table, index, y);
+    prof_end(P_EMB, t0);
     return CCFG_OK;
 }
 static int op_attention(const ccfg_backend *be, int batch, int hw, int heads, int head_dim,
                         const float *qkv, float *out, float *scratch, int64_t scratch_len)
 {
     UNUSED_BE;
-    /* one hw x hw score matrix at the least (ccfg_nn_attention_scratch): less would be written
-     * past its end */
-    if (scratch_len < ccfg_nn_attention_scratch(hw))
-        return ccfg_fail(CCFG_EINVAL, "nn attention: %lld floats of scratch for %d tokens, needs "
-                         "%lld", (long long)scratch_len, hw,
-                         (long long)ccfg_nn_attention_scratch(hw));
+    if (batch < 0 || hw < 1 || heads < 1 || head_dim < 1)
+        return ccfg_fail(CCFG_EINVAL, "nn attention: invalid sizes");
+    /* one thread's blocks at the least (ccfg_nn_attention_scratch): less would be written past
+     * its end */
+    if (scratch_len < ccfg_nn_attention_scratch(head_dim))
+        return ccfg_fail(CCFG_EINVAL, "nn attention: %lld floats of scratch for heads of %d "
+                         "channels, needs %lld", (long long)scratch_len, head_dim,
+                         (long long)ccfg_nn_attention_scratch(head_dim));
+    const double t0 = prof_begin();
     cpu_attention(batch, hw, heads, head_dim, qkv, out, scratch, scratch_len);
+    prof_end(P_ATT, t0);
     return CCFG_OK;
 }
 static int op_attention_qkv(const ccfg_backend *be, int batch, int nq, int nk, int heads,
@@ -538,11 +855,13 @@ static int op_attention_qkv(const ccfg_backend *be, int batch, int nq, int nk, i
     UNUSED_BE;
     if (batch < 0 || nq < 1 || nk < 1 || heads < 1 || head_dim < 1)
         return ccfg_fail(CCFG_EINVAL, "nn attention_qkv: invalid sizes");
-    if (scratch_len < (int64_t)nq * nk)
-        return ccfg_fail(CCFG_EINVAL, "nn attention_qkv: %lld floats of scratch for %d x %d "
-                         "scores, needs %lld", (long long)scratch_len, nq, nk,
-                         (long long)nq * nk);
+    if (scratch_len < ccfg_nn_attention_scratch(head_dim))
+        return ccfg_fail(CCFG_EINVAL, "nn attention_qkv: %lld floats of scratch for heads of %d "
+                         "channels, needs %lld", (long long)scratch_len, head_dim,
+                         (long long)ccfg_nn_attention_scratch(head_dim));
+    const double t0 = prof_begin();
     cpu_attention_qkv(batch, nq, nk, heads, head_dim, q, k, v, out, scratch, scratch_len);
+    prof_end(P_ATTX, t0);
     return CCFG_OK;
 }
 static int op_layer_norm(const ccfg_backend *be, int64_t cols, int c, float eps, const float *x,
@@ -550,47 +869,61 @@ static int op_layer_norm(const ccfg_backend *be, int64_t cols, int c, float eps,
 {
     UNUSED_BE;
     if (cols < 0 || c < 1) return ccfg_fail(CCFG_EINVAL, "nn layer_norm: invalid sizes");
+    const double t0 = prof_begin();
     cpu_layer_norm(cols, c, eps, x, gamma, beta, y);
+    prof_end(P_LN, t0);
     return CCFG_OK;
 }
 static int op_geglu(const ccfg_backend *be, int64_t cols, int f, const float *x, float *y)
 {
     UNUSED_BE;
     if (cols < 0 || f < 1) return ccfg_fail(CCFG_EINVAL, "nn geglu: invalid sizes");
+    const double t0 = prof_begin();
     cpu_geglu(cols, f, x, y);
+    prof_end(P_GEGLU, t0);
     return CCFG_OK;
 }
 static int op_upsample_nearest2x(const ccfg_backend *be, int batch, int c, int h, int w,
                                  const float *x, float *y)
 {
     UNUSED_BE;
+    const double t0 = prof_begin();
     cpu_upsample_nearest2x(batch, c, h, w, x, y);
+    prof_end(P_UP, t0);
     return CCFG_OK;
 }
 static int op_copy(const ccfg_backend *be, int64_t count, const float *x, float *y)
 {
     UNUSED_BE;
+    const double t0 = prof_begin();
     cpu_copy(count, x, y);
+    prof_end(P_COPY, t0);
     return CCFG_OK;
 }
 static int op_scale(const ccfg_backend *be, int64_t count, float a, float *x)
 {
     UNUSED_BE;
+    const double t0 = prof_begin();
     cpu_scale(count, a, x);
+    prof_end(P_SCALE, t0);
     return CCFG_OK;
 }
 static int op_nchw_to_cnhw(const ccfg_backend *be, int batch, int c, int hw, const float *x,
                            float mul, float add, float *y)
 {
     UNUSED_BE;
+    const double t0 = prof_begin();
     cpu_nchw_to_cnhw(batch, c, hw, x, mul, add, y);
+    prof_end(P_LAYOUT, t0);
     return CCFG_OK;
 }
 static int op_cnhw_to_nchw(const ccfg_backend *be, int batch, int c, int hw, const float *x,
                            float *y)
 {
     UNUSED_BE;
+    const double t0 = prof_begin();
     cpu_cnhw_to_nchw(batch, c, hw, x, y);
+    prof_end(P_LAYOUT, t0);
     return CCFG_OK;
 }
 #undef UNUSED_BE

@@ -497,20 +497,20 @@ int64_t ccfg_unet_plan_bytes(const ccfg_unet *u) { return u->plan.floats * (int6
 
 /* the largest buffer each role needs, in floats, walking the forward */
 typedef struct {
-    int64_t act, norm, cat, qkv, o, conv_k, attn_pairs;
+    int64_t act, norm, cat, qkv, o, conv_k, attn_thread;   /* attn_thread: per thread */
     int64_t th, kv, ff, ffh;
 } plan_sizes;
 
-static void need_attention(plan_sizes *z, const attn_p *a, int64_t n, int64_t hw)
+static void need_attention(plan_sizes *z, const attn_p *a, int64_t n)
 {
     const int64_t inner = (int64_t)a->heads * a->head_dim;
     z->qkv = max64(z->qkv, 3 * inner * n);
     z->o = max64(z->o, inner * n);
-    z->attn_pairs = max64(z->attn_pairs, hw * hw);
+    z->attn_thread = max64(z->attn_thread, ccfg_nn_attention_scratch(a->head_dim));
 }
 
-static void need_transformer(plan_sizes *z, const xformer_p *t, int64_t n, int64_t hw,
-                             int64_t bc, int ctx_len)
+static void need_transformer(plan_sizes *z, const xformer_p *t, int64_t n, int64_t bc,
+                             int ctx_len)
 {
     const int64_t inner = t->inner;
     z->norm = max64(z->norm, max64(t->c, inner) * n);   /* GroupNorm, then each LayerNorm */
@@ -520,7 +520,7 @@ static void need_transformer(plan_sizes *z, const xformer_p *t, int64_t n, int64
     z->kv = max64(z->kv, 2 * inner * bc * ctx_len);
     z->ff = max64(z->ff, 8 * inner * n);
     z->ffh = max64(z->ffh, 4 * inner * n);
-    z->attn_pairs = max64(z->attn_pairs, max64(hw * hw, hw * ctx_len));
+    z->attn_thread = max64(z->attn_thread, ccfg_nn_attention_scratch(t->head_dim));
 }
 
 int ccfg_unet_plan(ccfg_unet *u, int64_t max_batch, int h, int w, int ctx_len, int chunk)
@@ -569,9 +569,9 @@ int ccfg_unet_plan(ccfg_unet *u, int64_t max_batch, int h, int w, int ctx_len, i
             z.conv_k = max64(z.conv_k, 9 * (int64_t)max64(r->cin, r->cout));
             skip_size[ns++] = (int64_t)ch * n;
             if (cfg->down_attention[l] == CCFG_UNET_SELF_ATTENTION)
-                need_attention(&z, &u->down_attn[l * lpb + j], n, n / bc);
+                need_attention(&z, &u->down_attn[l * lpb + j], n);
             else if (cfg->down_attention[l] == CCFG_UNET_TRANSFORMER)
-                need_transformer(&z, &u->down_tf[l * lpb + j], n, n / bc, bc, ctx_len);
+                need_transformer(&z, &u->down_tf[l * lpb + j], n, bc, ctx_len);
         }
         if (l < L - 1) {
             z.conv_k = max64(z.conv_k, 9 * (int64_t)ch);
@@ -586,9 +586,9 @@ int ccfg_unet_plan(ccfg_unet *u, int64_t max_batch, int h, int w, int ctx_len, i
         z.norm = max64(z.norm, (int64_t)ch * n);
         z.conv_k = max64(z.conv_k, 9 * (int64_t)ch);
         if (cfg->mid_attention == CCFG_UNET_SELF_ATTENTION)
-            need_attention(&z, &u->mid_attn, n, n / bc);
+            need_attention(&z, &u->mid_attn, n);
         else if (cfg->mid_attention == CCFG_UNET_TRANSFORMER)
-            need_transformer(&z, &u->mid_tf, n, n / bc, bc, ctx_len);
+            need_transformer(&z, &u->mid_tf, n, bc, ctx_len);
     }
     for (int i = 0; i < L; i++) {
         for (int j = 0; j <= lpb; j++) {
@@ -598,9 +598,9 @@ int ccfg_unet_plan(ccfg_unet *u, int64_t max_batch, int h, int w, int ctx_len, i
             z.act = max64(z.act, (int64_t)r->cout * n);
             z.conv_k = max64(z.conv_k, 9 * (int64_t)max64(r->cin, r->cout));
             if (cfg->up_attention[i] == CCFG_UNET_SELF_ATTENTION)
-                need_attention(&z, &u->up_attn[i * (lpb + 1) + j], n, n / bc);
+                need_attention(&z, &u->up_attn[i * (lpb + 1) + j], n);
             else if (cfg->up_attention[i] == CCFG_UNET_TRANSFORMER)
-                need_transformer(&z, &u->up_tf[i * (lpb + 1) + j], n, n / bc, bc, ctx_len);
+                need_transformer(&z, &u->up_tf[i * (lpb + 1) + j], n, bc, ctx_len);
         }
         if (i < L - 1) {
             const int ch = rev(cfg, i);
@@ -621,7 +621,7 @@ int ccfg_unet_plan(ccfg_unet *u, int64_t max_batch, int h, int w, int ctx_len, i
                         : omp_get_max_threads() > 0 ? omp_get_max_threads() : 1;
     /* conv2d splits its scratch between threads (the widest convolution input is at full width) */
     const int64_t conv_scratch = ccfg_nn_conv2d_scratch((int)(z.conv_k / 9), 3, w) * threads;
-    const int64_t attn_scratch = z.attn_pairs * threads;
+    const int64_t attn_scratch = z.attn_thread * threads;
     const int64_t tmax = max64(T, 2 * (int64_t)cfg->channels[0]);
     const int64_t ctx = (int64_t)D * bc * ctx_len;
     int64_t tproj = 0;

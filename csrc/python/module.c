@@ -36,6 +36,7 @@ PyObject *py_vk_copy_bench(PyObject *, PyObject *);
 PyObject *py_vk_profile(PyObject *, PyObject *);
 PyObject *py_vk_op(PyObject *, PyObject *);             /* py_testhooks.c */
 PyObject *py_nn_op(PyObject *, PyObject *);
+PyObject *py_nn_profile(PyObject *, PyObject *);
 
 static PyMethodDef methods[] = {
     /* guidance */
@@ -79,6 +80,8 @@ static PyMethodDef methods[] = {
      "vk_op(device, op, arrays, scalars): one backend op on a backend (tests)"},
     {"nn_op", py_nn_op, METH_VARARGS,
      "nn_op(device, op, inputs, outputs, ints, floats, t, index) (tests)"},
+    {"nn_profile", py_nn_profile, METH_VARARGS,
+     "nn_profile('start'|'stop') -> {op kind: (calls, ms)} of the CPU nn ops (benchmarks)"},
     {NULL, NULL, 0, NULL},
 };
 

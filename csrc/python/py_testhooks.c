@@ -583,3 +583,36 @@ done:
     Py_XDECREF(xa);
     return result;
 }
+
+/* nn_profile(action) -> {kind: (calls, ms)}: time per op kind of the CPU nn table
+ * (ccfg_nn_cpu_profile), process-wide; "start" clears and turns timing on (returns {}), "stop"
+ * turns it off and returns the totals. For benchmarks (bench_unet.py --profile). */
+PyObject *py_nn_profile(PyObject *self, PyObject *args)
+{
+    const char *action;
+    const char *names[32];
+    double ms[32];
+    int64_t calls[32];
+    (void)self;
+    if (!PyArg_ParseTuple(args, "s", &action)) return NULL;
+    int start;
+    if (!strcmp(action, "start")) start = 1;
+    else if (!strcmp(action, "stop")) start = 0;
+    else {
+        PyErr_Format(PyExc_ValueError, "action: 'start' or 'stop', got '%s'", action);
+        return NULL;
+    }
+    const int n = ccfg_nn_cpu_profile(start, names, ms, calls, 32);
+    PyObject *d = PyDict_New();
+    if (!d) return NULL;
+    for (int i = 0; i < n; i++) {
+        PyObject *t = Py_BuildValue("(Ld)", (long long)calls[i], ms[i]);
+        if (!t || PyDict_SetItemString(d, names[i], t) < 0) {
+            Py_XDECREF(t);
+            Py_DECREF(d);
+            return NULL;
+        }
+        Py_DECREF(t);
+    }
+    return d;
+}
