@@ -80,7 +80,7 @@ static int64_t chunk_rows(int64_t dim)
 /* Sums over a row in a fixed order: LANES running sums (element j goes to sum j % LANES), then
  * those summed pairwise. Independent sums keep the adds from waiting on each other (two AVX-512
  * registers per sum), and the order is the same whatever the vector width, so every clone (and
- * every batch size: rows never mix) gives the same bits. */
+ * every batch size: rows never mix) gives the same bits. Rows shorter than LANES sum in order. */
 enum { LANES = 16 };
 
 static inline double lanes_total(double *a)
@@ -96,6 +96,23 @@ static inline void row_sums(int64_t dim, const float *ui, const float *pi, const
                             int want_pp, int want_nn, int want_np, double *pp, double *nn,
                             double *np)
 {
+    if (dim < LANES) {
+        /* short rows (a 2-D mixture): in element order, without the lanes' setup */
+        double a = 0.0, b = 0.0, c = 0.0;
+        for (int64_t j = 0; j < dim; j++) {
+            const double u = (double)ui[j], dp = (double)pi[j] - u;
+            if (want_pp) a += dp * dp;
+            if (want_nn || want_np) {
+                const double dn = (double)ni[j] - u;
+                if (want_nn) b += dn * dn;
+                if (want_np) c += dn * dp;
+            }
+        }
+        if (want_pp) *pp = a;
+        if (want_nn) *nn = b;
+        if (want_np) *np = c;
+        return;
+    }
     double spp[LANES] = {0}, snn[LANES] = {0}, snp[LANES] = {0};
     int64_t j0 = 0;
     for (; j0 + LANES <= dim; j0 += LANES) {
@@ -152,7 +169,7 @@ static inline void dots_row(int64_t dim, const float *ui, const float *pi, int k
  * skipped; up to four inputs go in one loop (each element read once, summed in input order),
  * more a tile at a time through an accumulator. Returns 0 when a written value is NaN/Inf
  * (float32 overflow). next >= 0: see the prefetch below. */
-static inline int combine_row(int64_t dim, int m, const float *const *in, int64_t off,
+static inline __attribute__((always_inline)) int combine_row(int64_t dim, int m, const float *const *in, int64_t off,
                               const double *c, float *out, int64_t next)
 {
     enum { TILE = 512 };
@@ -465,20 +482,28 @@ static int cpu_first_nonfinite(const ccfg_backend *be, int *tag)
     return CCFG_OK;
 }
 
+/* a mixture placed on the CPU: its scratch, made once per run (no allocation per step) */
 static int cpu_gmm_load(const ccfg_backend *be, const ccfg_gmm *g, void **handle)
 {
-    (void)be; (void)g;
-    *handle = NULL;
-    return CCFG_OK;
+    ccfg_gmm_work *w = NULL;
+    (void)be;
+    int status = ccfg_gmm_work_new(g, &w);
+    *handle = w;
+    return status;
 }
 
-static void cpu_gmm_free(const ccfg_backend *be, void *handle) { (void)be; (void)handle; }
+static void cpu_gmm_free(const ccfg_backend *be, void *handle)
+{
+    (void)be;
+    ccfg_gmm_work_free(handle);
+}
 
 static int cpu_gmm_eps(const ccfg_backend *be, const ccfg_gmm *g, void *handle, int64_t rows,
                        const float *x, double alpha_bar, const int32_t *cond, float *out)
 {
-    (void)be; (void)handle;
-    return ccfg_gmm_eps(g, rows, x, alpha_bar, cond, out);
+    (void)be;
+    return handle ? ccfg_gmm_eps_with(g, handle, rows, x, alpha_bar, cond, out)
+                  : ccfg_gmm_eps(g, rows, x, alpha_bar, cond, out);
 }
 
 static int cpu_clamp_rows(const ccfg_backend *be, int64_t n, int64_t dim, const float *x,

@@ -319,6 +319,13 @@ typedef struct ccfg_gmm {
  * host arrays (the CPU backend's gmm_eps). */
 int ccfg_gmm_eps(const ccfg_gmm *g, int64_t rows, const float *x, double alpha_bar,
                  const int32_t *cond, float *out);
+/* the same with scratch made once (ccfg_gmm_work_new; the CPU backend's placement of a mixture),
+ * so a sampler step allocates nothing; one evaluation at a time per work */
+typedef struct ccfg_gmm_work ccfg_gmm_work;
+int ccfg_gmm_work_new(const ccfg_gmm *g, ccfg_gmm_work **out);
+void ccfg_gmm_work_free(ccfg_gmm_work *w);
+int ccfg_gmm_eps_with(const ccfg_gmm *g, ccfg_gmm_work *w, int64_t rows, const float *x,
+                      double alpha_bar, const int32_t *cond, float *out);
 /* conditions are valid concept ids of g (shared by every backend) */
 int ccfg_gmm_check(const ccfg_gmm *g, int64_t rows, double alpha_bar, const int32_t *cond);
 
