@@ -13,6 +13,9 @@
 #include <omp.h>
 #endif
 
+/* elementwise ops (axpbypcz, the NaN watch) go parallel above this many floats (16 MiB) */
+#define ELEMENTWISE_PARALLEL (1 << 22)
+
 /* Host memory; every op runs to completion before it returns, so statuses are immediate. */
 
 static void cpu_lock(const ccfg_backend *be, int acquire) { (void)be; (void)acquire; }
@@ -448,8 +451,11 @@ static int cpu_axpbypcz(const ccfg_backend *be, int64_t count, double a, const f
                         double b, const float *y, double c, const float *z, float *out)
 {
     (void)be;
-    /* double arithmetic, one rounding at the end: solver coefficients can be large and cancel */
-    #pragma omp parallel for schedule(static) if (count > (1 << 18))
+    /* double arithmetic, one rounding at the end: solver coefficients can be large and cancel.
+     * Elementwise passes run several times per sampler step; a second thread pays off only on
+     * large arrays (waking it costs more than a pass over a few MB, and on a loaded machine
+     * far more: PERFORMANCE.md, issue 16) */
+    #pragma omp parallel for schedule(static) if (count > ELEMENTWISE_PARALLEL)
     for (int64_t i = 0; i < count; i++) {
         double v = (double)x[i] * a;
         if (y) v += (double)y[i] * b;
@@ -468,7 +474,7 @@ static int cpu_watch_finite(const ccfg_backend *be, int64_t count, const float *
     (void)be;
     /* |x| <= FLT_MAX is false for NaN and ±Inf; without a branch the loop vectorises (it runs
      * on every input of ccfg.guide whose rule does not fold the check into its reductions) */
-    #pragma omp parallel for simd schedule(static) reduction(& : ok) if (count > (1 << 18))
+    #pragma omp parallel for simd schedule(static) reduction(& : ok) if (count > ELEMENTWISE_PARALLEL)
     for (int64_t i = 0; i < count; i++) ok &= fabsf(x[i]) <= FLT_MAX;
     if (!ok && (cpu_bad_tag < 0 || tag < cpu_bad_tag)) cpu_bad_tag = tag;
     return CCFG_OK;
