@@ -109,15 +109,76 @@ def run(failures):
               f"{gbs(2 * nbytes_in, t_copy):6.2f} GB/s (12 MiB read + 12 MiB written)",
               peer="numpy")
     print(table.render())
+    run_large(failures)
     r_bw = gbs(moved, t_ccfg) / gbs(2 * nbytes_in, t_copy)
     print(f"summary: ccfg.guide is {t_np.median / t_ccfg.median:.2f}x the speed of NumPy; "
           f"its achieved bandwidth is {100 * r_bw:.0f}% of np.copyto's; "
           f"time per call = {t_ccfg.median / t_copy.median:.2f}x one 12 MiB copy")
     if t_core is not None:
-        print(f"         Python-side validation (isfinite per input, shape checks) costs "
+        print(f"         Python-side checks (shapes, dtypes; NaN/Inf now in the C pass) cost "
               f"{fmt_ms(t_ccfg.median - t_core.median)} per call "
               f"({100 * (1 - t_core.median / t_ccfg.median):.0f}% of ccfg.guide)")
     return table
+
+
+def run_large(failures, n=512):
+    """Issue 16's row: N=512 x (4,64,64) float32, 32 MiB per array (out of cache), against
+    np.copyto's bandwidth and the CCFG formula in NumPy, with a per-phase profile:
+      Python-side checks + call = guide - _core.guide (same output buffer);
+      allocation / first touch of the result = guide - guide(out=);
+      the C pass (reductions, NaN/Inf checks, table, combine; one pass over the inputs) =
+      _core.guide with out= and no names (no checks asked for: the bare kernel)."""
+    global N
+    saved, N = N, n
+    try:
+        rule = ccfg.CCFG(scale=SCALE, tau=TAU)
+        u, p, ng = make_inputs()
+    finally:
+        N = saved
+    out = np.empty_like(u)
+    got = ccfg.guide(u, p, ng, rule, out=out)
+    ref64 = numpy_ccfg(u.astype(np.float64), p.astype(np.float64), ng.astype(np.float64))
+    d64 = float(np.max(np.abs(got.astype(np.float64) - ref64)))
+    tol = 1e-4 * float(np.max(np.abs(ref64)))
+    print(f"N={n}: max|ccfg - f64 formula| = {d64:.2e} (tolerance {tol:.1e}) -> "
+          f"{'OK' if d64 <= tol else 'MISMATCH'}")
+    if d64 > tol:
+        failures.append(f"guide N={n}: disagrees with the NumPy CCFG rule (max diff {d64:.3g})")
+    from ccfg import _core
+    spec = rule._c_spec()
+    fl = [a.reshape(n, -1) for a in (u, p, ng)]
+    of = out.reshape(n, -1)
+    src = np.concatenate([u.ravel(), p.ravel(), ng.ravel()])
+    dst = np.empty_like(src)
+    fns = {"guide": lambda: ccfg.guide(u, p, ng, rule),
+           "guide out=": lambda: ccfg.guide(u, p, ng, rule, out=out),
+           "kernel": lambda: _core.guide(spec, fl[0], fl[1], [fl[2]], None, 0, 0, "cpu", of),
+           "numpy": lambda: numpy_ccfg(u, p, ng),
+           "copy": lambda: np.copyto(dst, src)}
+    # interleaved, so that every implementation sees the same load
+    import time
+    times = {k: [] for k in fns}
+    for f in fns.values():
+        f()
+    for _ in range(9):
+        for k, f in fns.items():
+            t0 = time.perf_counter()
+            f()
+            times[k].append(time.perf_counter() - t0)
+    med = {k: float(np.median(v)) for k, v in times.items()}
+    moved = 4 * u.nbytes
+    copy_bw = 2 * src.nbytes / med["copy"]
+    print(f"guide CCFG N={n} x (4,64,64) float32 ({u.nbytes >> 20} MiB per array), medians of 9, "
+          "interleaved:")
+    for k in ("guide", "guide out=", "kernel", "numpy"):
+        bw = moved / med[k]
+        print(f"  {k:11s} {med[k] * 1e3:8.2f} ms  {bw / 1e9:6.2f} GB/s (3 reads + 1 write) = "
+              f"{100 * bw / copy_bw:5.1f}% of np.copyto's {copy_bw / 1e9:.1f} GB/s;  "
+              f"{med['numpy'] / med[k]:5.2f}x NumPy")
+    print(f"  profile: Python checks + call {1e3 * (med['guide out='] - med['kernel']):.2f} ms, "
+          f"result allocation/first touch {1e3 * (med['guide'] - med['guide out=']):.2f} ms, "
+          f"C pass {1e3 * med['kernel']:.2f} ms")
+    return med
 
 
 def fmt_ms(s):

@@ -94,6 +94,50 @@ def numpy_sample(gmm, x_T, ab, ab_next, positive, negative, w=SCALE, tau=TAU):
     return x.reshape(x_T.shape)
 
 
+def numpy_sample_unguided(gmm, x_T, ab, ab_next):
+    """Unguided DDIM (eta = 0) on the whole mixture: one GEMM (x @ μᵀ) per step, float64."""
+    x = np.array(x_T, dtype=np.float64).reshape(x_T.shape[0], -1)
+    for t in range(len(ab)):
+        (e,) = gmm.eps(x, ab[t], (None,))
+        x0 = (x - math.sqrt(1.0 - ab[t]) * e) / math.sqrt(ab[t])
+        x = math.sqrt(ab_next[t]) * x0 + math.sqrt(1.0 - ab_next[t]) * e
+    return x.reshape(x_T.shape)
+
+
+def isotropic_k8(d=64, K=8, seed=0):
+    """Issue 16's unguided case: K = 8 isotropic components in d = 64, means ~ N(0, 0.25 I),
+    variances 0.05..0.2, equal weights."""
+    rng = np.random.default_rng(seed)
+    means = 0.5 * rng.standard_normal((K, d))
+    return ccfg.models.GaussianMixture(means, np.linspace(0.05, 0.2, K))
+
+
+def phase_profile(label, model, n, ab, guided):
+    """ccfg's time per step split by phase, each timed on its own at a mid-run level: the
+    mixture's eps on the stacked rows (3 conditions guided, 1 unguided: responsibilities, exp,
+    eps; the C call alone), the CCFG rule on n rows (ccfg.guide), and the rest
+    of a step (solver, stacking, NaN watch, Python) as the difference to a whole run / steps."""
+    x = ccfg.randn(1, n, model.shape).reshape(n, -1)
+    mid = float(ab[len(ab) // 2])
+    if guided:
+        xs = np.concatenate([x, x, x])
+        conds = [None] * n + ["A"] * n + ["B"] * n
+    else:
+        xs, conds = x, None
+    from ccfg import _core          # private entry point: the C call without Python checks
+    spec = model._c_spec()
+    ids = model._row_ids(conds, xs.shape[0])
+    xs = np.ascontiguousarray(xs, dtype=np.float32)
+    t_eps = measure(lambda: _core.gmm_eps(spec, xs, mid, ids), repeats=5, warmup=1).median
+    t_guide = 0.0
+    if guided:
+        e = model.eps(x, mid)
+        rule = ccfg.CCFG(scale=SCALE, tau=TAU)
+        t_guide = measure(lambda: ccfg.guide(e, e + 0.01, e - 0.01, rule), repeats=5,
+                          warmup=1).median
+    return t_eps, t_guide
+
+
 # ---------------------------------------------------------------------- checks and timing
 def check_schedule(failures):
     plan = ccfg.schedulers.plan("ddim", STEPS)
@@ -175,9 +219,43 @@ def run(failures, full=False):
         cases.append(("high_dim d=1024 n=10k", ccfg.models.GaussianMixture.high_dim(d=1024),
                       10_000, 1e-4))
     for label, model, n, atol in cases:
-        results.append((label,) + bench_case(table, label, model, n, ab, ab_next, failures, atol))
+        results.append((label,) + bench_case(table, label, model, n, ab, ab_next, failures, atol)
+                       + (model, n, True))
+    label = "isotropic d=64 K=8 n=10k unguided"
+    model = isotropic_k8()
+    results.append((label,) + bench_unguided(table, label, model, 10_000, ab, ab_next, failures)
+                   + (model, 10_000, False))
     print(table.render())
-    for label, t_c, t_n in results:
+    for label, t_c, t_n, model, n, guided in results:
         print(f"summary {label}: ccfg.sample is {t_n.median / t_c.median:.2f}x the speed of NumPy "
               f"({t_c.median:.3f} s vs {t_n.median:.3f} s, medians)")
+        t_eps, t_guide = phase_profile(label, model, n, ab, guided)
+        step = t_c.median / STEPS
+        print(f"  profile per step ({1e3 * step:.2f} ms): mixture eps {1e3 * t_eps:.2f} ms "
+              f"(responsibilities, exp, eps; {'3 conditions' if guided else '1 condition'}), "
+              f"guidance {1e3 * t_guide:.2f} ms, solver/stacking/NaN watch/Python "
+              f"{1e3 * max(step - t_eps - t_guide, 0.0):.2f} ms")
     return table
+
+
+def bench_unguided(table, label, model, n, ab, ab_next, failures, atol=1e-4):
+    gmm = NumpyGMM(model)
+    x_T = ccfg.randn(0, n, model.shape)
+
+    def run_ccfg():
+        return ccfg.sample(model, guidance=None, sampler="ddim", steps=STEPS, n=n, seed=0,
+                           x_T=x_T, progress=False)
+
+    def run_numpy():
+        return numpy_sample_unguided(gmm, x_T, ab, ab_next)
+
+    x_c, x_n = run_ccfg(), run_numpy()
+    compare(label, x_c, x_n, model, failures, atol)
+    t_c = measure(run_ccfg, repeats=5, warmup=0)
+    t_n = measure(run_numpy, repeats=5, warmup=0)
+    rows = n * STEPS
+    table.add(label, "ccfg.sample (C core)", t_c,
+              f"{rows / t_c.median / 1e6:6.2f} M model rows/s", peer="numpy")
+    table.add(label, "numpy", t_n, f"{rows / t_n.median / 1e6:6.2f} M model rows/s (float64, "
+              "one GEMM per step)")
+    return t_c, t_n

@@ -123,11 +123,13 @@ def window(value):
     return (start, stop)
 
 
-def eps_array(value, name, shape=None):
+def eps_array(value, name, shape=None, finite=True):
     """A finite real array (any float or integer dtype) of at least 1 dimension whose values fit
     float32 (the core's type);
     TypeError/ValueError naming ``name``. Masked arrays are refused (their masked values would be
-    used as they are); other ndarray subclasses are read as plain arrays."""
+    used as they are); other ndarray subclasses are read as plain arrays. ``finite=False`` leaves
+    the NaN/Inf check of a float32 array to the caller (``guide``: the C core checks while it
+    reads, one pass over the data instead of two); other dtypes are checked here all the same."""
     if isinstance(value, np.ma.MaskedArray):
         raise TypeError(f"{name}: masked arrays are not accepted (the values under the mask would "
                         "be used); fill it (.filled(value)) or pass a plain array")
@@ -145,7 +147,7 @@ def eps_array(value, name, shape=None):
         raise ValueError(f"{name} must have shape (N, ...) with N >= 1, got {value.shape}")
     if shape is not None and value.shape != shape:
         raise ValueError(f"{name} has shape {value.shape}, expected {shape} (the shape of eps_u)")
-    if not all_finite(value):
+    if (finite or value.dtype != np.float32) and not all_finite(value):
         raise ValueError(f"{name} contains NaN or Inf")
     if value.dtype.itemsize > 4 and value.size and (value.max() > FLOAT32_MAX or
                                                      value.min() < -FLOAT32_MAX):

@@ -115,15 +115,40 @@ class GuidanceState:
         return f"GuidanceState({self.rule!r}, n={self.n}, negatives={self.n_neg}, step={self.step})"
 
 
-def _negatives(eps_n, shape):
+def _negative_names(eps_n):
     if eps_n is None:
         return []
     if isinstance(eps_n, (list, tuple)):
-        return [_v.eps_array(e, f"eps_n[{i}]", shape) for i, e in enumerate(eps_n)]
-    return [_v.eps_array(eps_n, "eps_n", shape)]
+        return [f"eps_n[{i}]" for i in range(len(eps_n))]
+    return ["eps_n"]
 
 
-def guide(eps_u, eps_p, eps_n, rule, state=None, *, step=None, num_steps=None, device=None):
+def _negatives(eps_n, shape, finite=True):
+    if eps_n is None:
+        return []
+    if isinstance(eps_n, (list, tuple)):
+        return [_v.eps_array(e, f"eps_n[{i}]", shape, finite) for i, e in enumerate(eps_n)]
+    return [_v.eps_array(eps_n, "eps_n", shape, finite)]
+
+
+def _out_array(out, shape, inputs):
+    """``guide``'s ``out=``: a writeable C-contiguous float32 NumPy array of the inputs' shape that
+    shares no memory with what the core reads (it is written while they are read)."""
+    if not isinstance(out, np.ndarray) or isinstance(out, np.ma.MaskedArray):
+        raise TypeError(f"out must be a NumPy array, got {type(out).__name__}")
+    if out.dtype != np.float32:
+        raise TypeError(f"out must have dtype float32, got {out.dtype}")
+    if out.shape != shape:
+        raise ValueError(f"out has shape {out.shape}, expected {shape} (the shape of eps_u)")
+    if not out.flags.c_contiguous or not out.flags.writeable or not out.flags.aligned:
+        raise ValueError("out must be a writeable, aligned, C-contiguous array")
+    if any(np.may_share_memory(out, a) for a in inputs):
+        raise ValueError("out shares memory with an input; pass a separate buffer")
+    return out.reshape(shape[0], -1)
+
+
+def guide(eps_u, eps_p, eps_n, rule, state=None, *, step=None, num_steps=None, device=None,
+          out=None):
     """Apply a guidance ``rule`` to noise predictions from your own loop.
 
     ``eps_u``, ``eps_p`` (or None): arrays (N, ...); ``eps_n``: None, an array or a list of arrays.
@@ -133,16 +158,22 @@ def guide(eps_u, eps_p, eps_n, rule, state=None, *, step=None, num_steps=None, d
     as a tensor of ``eps_u``'s dtype and device, outside autograd.
     ``device``: "cpu" (default), "auto", "vulkan" or "vulkan:N" (see docs/api.md); on a Vulkan
     device the arrays are uploaded and the result downloaded each call, and a stateful rule's
-    state stays there (later calls with it run on its device)."""
+    state stays there (later calls with it run on its device).
+    ``out``: a float32 NumPy array of ``eps_u``'s shape (C-contiguous, writeable, sharing no
+    memory with the inputs) to write the result into, as NumPy ufuncs do; it is returned (as it
+    is, also when the inputs are tensors). Reusing one buffer across calls saves allocating and
+    first-touching the result's pages each call."""
     rule = _g.get(rule, "rule")
     if isinstance(rule, _g._NoGuidance):
         raise TypeError("rule must be a guidance rule or a rule name, got None")
     ref = eps_u if _tensors.is_tensor(eps_u) else None
     eps_u, eps_p, eps_n = _host_arrays(eps_u, eps_p, eps_n)
-    u = _v.eps_array(eps_u, "eps_u")
+    # float32 arrays are checked for NaN/Inf by the core as it reads them (names passed below)
+    u = _v.eps_array(eps_u, "eps_u", finite=False)
     shape = u.shape
-    p = None if eps_p is None else _v.eps_array(eps_p, "eps_p", shape)
-    negs = _negatives(eps_n, shape)
+    p = None if eps_p is None else _v.eps_array(eps_p, "eps_p", shape, finite=False)
+    negs = _negatives(eps_n, shape, finite=False)
+    names = ("eps_u", "eps_p", *_negative_names(eps_n))
     dev = None if device is None else _device.resolve(device)
     if state is not None:
         if not isinstance(state, GuidanceState):
@@ -168,17 +199,23 @@ def guide(eps_u, eps_p, eps_n, rule, state=None, *, step=None, num_steps=None, d
     if step is None:
         step = state.step if state is not None else 0
     step = _v.integer(step, "step", low=0)
-    out = _core.guide(_rule_spec(rule, shape), _v.flat(u), None if p is None else _v.flat(p),
-                      [_v.flat(e) for e in negs], None if state is None else state._c, step,
-                      num_steps, dev)
-    if not _v.all_finite(out):
-        # finite inputs (checked above) and a non-finite result: float32 overflow in the rule
-        raise FloatingPointError(f"rule {rule!r} gave NaN or Inf from finite inputs (float32 "
-                                 "overflow: its scales or the inputs are too large)")
-    out = out.reshape(shape)
-    if ref is not None:
-        out = _tensors.like(out, ref)
-    return (out, state) if rule.stateful else out
+    flat_u, flat_p = _v.flat(u), None if p is None else _v.flat(p)
+    flat_n = [_v.flat(e) for e in negs]
+    target = None
+    if out is not None:
+        target = _out_array(out, shape, [a for a in (flat_u, flat_p, *flat_n) if a is not None])
+    # NaN/Inf inputs raise ValueError naming the input; a NaN/Inf result (float32 overflow in
+    # the rule) FloatingPointError naming the rule
+    res = _core.guide(_rule_spec(rule, shape), flat_u, flat_p, flat_n,
+                      None if state is None else state._c, step, num_steps, dev, target, names,
+                      repr(rule))
+    if out is not None:
+        res = out
+    else:
+        res = res.reshape(shape)
+        if ref is not None:
+            res = _tensors.like(res, ref)
+    return (res, state) if rule.stateful else res
 
 
 def _host_arrays(eps_u, eps_p, eps_n):

@@ -1,4 +1,5 @@
 /* backend_cpu.c — the CPU backend: host memory, OpenMP loops, double accumulation. */
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -6,6 +7,14 @@
 
 #include "ccfg.h"
 #include "nn.h"
+#include "rules/rule.h"       /* ccfg_two_sigmoid: the rules' own 2σ, for the same bits */
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* elementwise ops (axpbypcz, the NaN watch) go parallel above this many floats (16 MiB) */
+#define ELEMENTWISE_PARALLEL (1 << 22)
 
 /* Host memory; every op runs to completion before it returns, so statuses are immediate. */
 
@@ -35,6 +44,303 @@ static int cpu_copy(const ccfg_backend *be, void *dst, const void *src, size_t b
 
 static int cpu_sync(const ccfg_backend *be) { (void)be; return CCFG_OK; }
 
+/* ------------------------------------------------------------------------- */
+/* Guidance kernels. Each is a function over a range of rows, compiled for AVX-512 and AVX2 as
+ * well as the baseline and picked at load time (the reductions and the combine accumulate in
+ * double: 8 lanes instead of SSE2's 2 keep them at memory speed). One call per thread: the
+ * OpenMP region splits the rows, so a (100k x 2) batch pays no per-row dispatch.
+ *
+ * They also report NaN/Inf for free (ccfg_cpu_guide_flags): the reductions are sums of squares
+ * of D = eps - eps_u in double, which cannot overflow for float32 inputs, so they are finite
+ * exactly when every input element they read is; the output is tested while it is written. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(CCFG_NO_CLONES)
+#define GUIDE_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define GUIDE_CLONES
+#endif
+
+static _Thread_local unsigned cpu_guide_flags;
+
+unsigned ccfg_cpu_guide_flags(void)
+{
+    const unsigned f = cpu_guide_flags;
+    cpu_guide_flags = 0;
+    return f;
+}
+
+/* Rows go to threads in chunks of about 256 KiB of each input, handed out as threads come
+ * free: on a shared machine a thread that loses its core does not hold the other back (a static
+ * half each would wait for it). */
+static int64_t chunk_rows(int64_t dim)
+{
+    const int64_t r = ((int64_t)1 << 16) / (dim > 0 ? dim : 1);
+    return r < 1 ? 1 : r;
+}
+
+/* parallel above this many elements: below it the OpenMP wake-up costs more than it saves */
+#define GUIDE_PARALLEL(n, dim) ((n) > 1 && (n) * (dim) > (1 << 17))
+
+/* Sums over a row in a fixed order: LANES running sums (element j goes to sum j % LANES), then
+ * those summed pairwise. Independent sums keep the adds from waiting on each other (two AVX-512
+ * registers per sum), and the order is the same whatever the vector width, so every clone (and
+ * every batch size: rows never mix) gives the same bits. Rows shorter than LANES sum in order. */
+enum { LANES = 16 };
+
+static inline double lanes_total(double *a)
+{
+    for (int w = LANES / 2; w >= 1; w /= 2)
+        for (int l = 0; l < w; l++) a[l] += a[l + w];
+    return a[0];
+}
+
+/* one row's reductions of the direction D_n = n - u with D_p = p - u: ‖D_p‖² (want_pp), ‖D_n‖²
+ * (want_nn), <D_n, D_p> (want_np); n may be NULL when only ‖D_p‖² is wanted */
+static inline void row_sums(int64_t dim, const float *ui, const float *pi, const float *ni,
+                            int want_pp, int want_nn, int want_np, double *pp, double *nn,
+                            double *np)
+{
+    if (dim < LANES) {
+        /* short rows (a 2-D mixture): in element order, without the lanes' setup */
+        double a = 0.0, b = 0.0, c = 0.0;
+        for (int64_t j = 0; j < dim; j++) {
+            const double u = (double)ui[j], dp = (double)pi[j] - u;
+            if (want_pp) a += dp * dp;
+            if (want_nn || want_np) {
+                const double dn = (double)ni[j] - u;
+                if (want_nn) b += dn * dn;
+                if (want_np) c += dn * dp;
+            }
+        }
+        if (want_pp) *pp = a;
+        if (want_nn) *nn = b;
+        if (want_np) *np = c;
+        return;
+    }
+    double spp[LANES] = {0}, snn[LANES] = {0}, snp[LANES] = {0};
+    int64_t j0 = 0;
+    for (; j0 + LANES <= dim; j0 += LANES) {
+        #pragma omp simd
+        for (int l = 0; l < LANES; l++) {
+            const double u = (double)ui[j0 + l], dp = (double)pi[j0 + l] - u;
+            if (want_pp) spp[l] += dp * dp;
+            if (want_nn || want_np) {
+                const double dn = (double)ni[j0 + l] - u;
+                if (want_nn) snn[l] += dn * dn;
+                if (want_np) snp[l] += dn * dp;
+            }
+        }
+    }
+    for (int l = 0; j0 + l < dim; l++) {
+        const double u = (double)ui[j0 + l], dp = (double)pi[j0 + l] - u;
+        if (want_pp) spp[l] += dp * dp;
+        if (want_nn || want_np) {
+            const double dn = (double)ni[j0 + l] - u;
+            if (want_nn) snn[l] += dn * dn;
+            if (want_np) snp[l] += dn * dp;
+        }
+    }
+    if (want_pp) *pp = lanes_total(spp);
+    if (want_nn) *nn = lanes_total(snn);
+    if (want_np) *np = lanes_total(snp);
+}
+
+/* one row's direction_dots (the definition in ccfg.h; k = 0 fills pp only), or only what a
+ * coefficient form needs (want_nn, want_np: CCFG reads ‖D_n‖², Perp-Neg <D_n, D_p>). The first
+ * negative's pass also yields ‖D_p‖²: every input is read once. A non-finite input element
+ * makes a wanted sum it enters non-finite (see above), and every input enters one. */
+static inline void dots_row(int64_t dim, const float *ui, const float *pi, int k,
+                            const float *const *neg, int64_t off, int want_nn, int want_np,
+                            double *pp, double *nn, double *np)
+{
+    if (k == 0) {
+        row_sums(dim, ui, pi, NULL, 1, 0, 0, pp, NULL, NULL);
+        return;
+    }
+    for (int q = 0; q < k; q++) {
+        const float *ni = neg[q] + off;
+        if (want_nn && want_np)
+            row_sums(dim, ui, pi, ni, q == 0, 1, 1, pp, &nn[q], &np[q]);
+        else if (want_nn)
+            row_sums(dim, ui, pi, ni, q == 0, 1, 0, pp, &nn[q], NULL);
+        else
+            row_sums(dim, ui, pi, ni, q == 0, 0, 1, pp, NULL, &np[q]);
+    }
+}
+
+/* one row of out = sum_q c[q] in[q] in double, rounded once: the coefficients (e.g. 1 - w and
+ * w) cancel, so float sums would lose bits. An input after the first with a zero coefficient is
+ * skipped; up to four inputs go in one loop (each element read once, summed in input order),
+ * more a tile at a time through an accumulator. Returns 0 when a written value is NaN/Inf
+ * (float32 overflow). next >= 0: see the prefetch below. */
+static inline __attribute__((always_inline)) int combine_row(int64_t dim, int m, const float *const *in, int64_t off,
+                              const double *c, float *out, int64_t next)
+{
+    enum { TILE = 512 };
+    const float *x[2 + CCFG_MAX_RULE_NEGATIVES];
+    double cc[2 + CCFG_MAX_RULE_NEGATIVES] = {0};
+    int used = 0, ok = 1;
+    for (int q = 0; q < m; q++)
+        if (q == 0 || c[q] != 0.0) {
+            x[used] = in[q] + off;
+            cc[used++] = c[q];
+        }
+    float *o = out + off;
+    for (int64_t j0 = 0; j0 < dim; j0 += TILE) {
+        const int64_t len = dim - j0 < TILE ? dim - j0 : TILE;
+        int tile_ok = 1;
+        if (used <= 4) {
+            const float *x0 = x[0] + j0, *x1 = x[used > 1] + j0, *x2 = x[used > 2 ? 2 : 0] + j0,
+                        *x3 = x[used > 3 ? 3 : 0] + j0;
+            const double c0 = cc[0], c1 = cc[1], c2 = cc[2], c3 = cc[3];
+            float *oj = o + j0;
+            if (used == 1) {
+                #pragma omp simd reduction(& : tile_ok)
+                for (int64_t j = 0; j < len; j++) {
+                    const float v = (float)(c0 * (double)x0[j]);
+                    oj[j] = v;
+                    tile_ok &= fabsf(v) <= FLT_MAX;          /* false for NaN too */
+                }
+            } else if (used == 2) {
+                #pragma omp simd reduction(& : tile_ok)
+                for (int64_t j = 0; j < len; j++) {
+                    const float v = (float)(c0 * (double)x0[j] + c1 * (double)x1[j]);
+                    oj[j] = v;
+                    tile_ok &= fabsf(v) <= FLT_MAX;
+                }
+            } else if (used == 3) {
+                #pragma omp simd reduction(& : tile_ok)
+                for (int64_t j = 0; j < len; j++) {
+                    const float v = (float)(c0 * (double)x0[j] + c1 * (double)x1[j] +
+                                            c2 * (double)x2[j]);
+                    oj[j] = v;
+                    tile_ok &= fabsf(v) <= FLT_MAX;
+                }
+            } else {
+                #pragma omp simd reduction(& : tile_ok)
+                for (int64_t j = 0; j < len; j++) {
+                    const float v = (float)(c0 * (double)x0[j] + c1 * (double)x1[j] +
+                                            c2 * (double)x2[j] + c3 * (double)x3[j]);
+                    oj[j] = v;
+                    tile_ok &= fabsf(v) <= FLT_MAX;
+                }
+            }
+        } else {
+            double acc[TILE];
+            #pragma omp simd
+            for (int64_t j = 0; j < len; j++) acc[j] = cc[0] * (double)x[0][j0 + j];
+            for (int q = 1; q < used; q++) {
+                const float *xq = x[q] + j0;
+                const double cq = cc[q];
+                #pragma omp simd
+                for (int64_t j = 0; j < len; j++) acc[j] += cq * (double)xq[j];
+            }
+            #pragma omp simd reduction(& : tile_ok)
+            for (int64_t j = 0; j < len; j++) {
+                const float v = (float)acc[j];
+                o[j0 + j] = v;
+                tile_ok &= fabsf(v) <= FLT_MAX;
+            }
+        }
+        ok &= tile_ok;
+        /* the fused pass (form_rows) reads a row twice: the reductions from memory, then this
+         * from cache. Asking for the same tile of the next row meanwhile keeps memory busy
+         * through this half too (next < 0: no next row) */
+        if (next >= 0)
+            for (int q = 0; q < m; q++)
+                for (int64_t j = 0; j < len; j += 16) __builtin_prefetch(in[q] + next + j0 + j, 0, 2);
+    }
+    return ok;
+}
+
+GUIDE_CLONES
+static unsigned dots_rows(int64_t lo, int64_t hi, int64_t n, int64_t dim, const float *u,
+                          const float *p, int k, const float *const *neg, double *pp, double *nn,
+                          double *np)
+{
+    unsigned flags = 0;
+    double rn[CCFG_MAX_RULE_NEGATIVES], rp[CCFG_MAX_RULE_NEGATIVES];
+    for (int64_t i = lo; i < hi; i++) {
+        const int64_t off = i * dim;
+        dots_row(dim, u + off, p + off, k, neg, off, 1, 1, &pp[i], rn, rp);
+        int ok = isfinite(pp[i]);
+        for (int q = 0; q < k; q++) {
+            nn[(int64_t)q * n + i] = rn[q];
+            np[(int64_t)q * n + i] = rp[q];
+            ok &= isfinite(rn[q]) && isfinite(rp[q]);
+        }
+        if (!ok) flags |= CCFG_CPU_BAD_INPUT;
+    }
+    return flags;
+}
+
+GUIDE_CLONES
+static unsigned combine_rows(int64_t lo, int64_t hi, int64_t dim, int m, const float *const *in,
+                             const double *coef, float *out)
+{
+    int ok = 1;
+    for (int64_t i = lo; i < hi; i++) ok &= combine_row(dim, m, in, i * dim, coef + i * m, out, -1);
+    return ok ? 0u : CCFG_CPU_BAD_OUTPUT;
+}
+
+/* a row's coefficients from its reductions, in the operations (and order) of the rule's host
+ * `coefficients` (rules/ccfg.c, rules/perp_neg.c), so both paths give the same bits;
+ * proj_global: Perp-Neg's batch projection per negative, NULL for the per-sample one */
+static void form_row(const ccfg_coef_form *f, int k, double pp, const double *nn,
+                     const double *np, const double *proj_global, double *c)
+{
+    const double w = f->w;
+    if (f->family == CCFG_FORM_CONTRASTIVE) {
+        const double tau = f->tau_eff;
+        const double wp = f->naive_positive ? w : w * ccfg_two_sigmoid(tau * pp);
+        c[0] = 1.0 - wp;
+        c[1] = wp;
+        for (int j = 0; j < k; j++) {
+            const double cn = f->w_n * ccfg_two_sigmoid(-tau * nn[j]);
+            c[2 + j] = -cn;
+            c[0] += cn;
+        }
+    } else {                                    /* CCFG_FORM_PERPENDICULAR, b = w_n */
+        const double b = f->w_n;
+        c[0] = 1.0 - w;
+        c[1] = w;
+        for (int j = 0; j < k; j++) {
+            const double proj = proj_global ? proj_global[j] : (pp > 0.0 ? np[j] / pp : 0.0);
+            const double cn = w * b;
+            c[1] += w * b * proj;
+            c[0] -= w * b * proj;
+            c[2 + j] = -cn;
+            c[0] += cn;
+        }
+    }
+}
+
+/* the fused pass: per row, reductions, coefficients and combine while the row is in cache, so
+ * the inputs cross the memory bus once */
+GUIDE_CLONES
+static unsigned form_rows(const ccfg_coef_form *f, int64_t lo, int64_t hi, int64_t dim, int k,
+                          const float *const *in, float *out)
+{
+    unsigned flags = 0;
+    int ok_out = 1;
+    double rn[CCFG_MAX_RULE_NEGATIVES], rp[CCFG_MAX_RULE_NEGATIVES];
+    double c[2 + CCFG_MAX_RULE_NEGATIVES];
+    for (int64_t i = lo; i < hi; i++) {
+        const int64_t off = i * dim;
+        double pp = 0.0;
+        if (f->family == CCFG_FORM_CONTRASTIVE)
+            dots_row(dim, in[0] + off, in[1] + off, k, in + 2, off, 1, 0, &pp, rn, rp);
+        else
+            dots_row(dim, in[0] + off, in[1] + off, k, in + 2, off, 0, 1, &pp, rn, rp);
+        const double *wanted = f->family == CCFG_FORM_CONTRASTIVE ? rn : rp;
+        int ok = isfinite(pp);
+        for (int q = 0; q < k; q++) ok &= isfinite(wanted[q]);
+        if (!ok) flags |= CCFG_CPU_BAD_INPUT;
+        form_row(f, k, pp, rn, rp, NULL, c);
+        ok_out &= combine_row(dim, 2 + k, in, off, c, out, i + 1 < hi ? off + dim : -1);
+    }
+    return flags | (ok_out ? 0u : CCFG_CPU_BAD_OUTPUT);
+}
+
 static int cpu_dot(const ccfg_backend *be, int64_t n, int64_t dim, const float *a, const float *b,
                    double *out)
 {
@@ -54,66 +360,90 @@ static int cpu_direction_dots(const ccfg_backend *be, int64_t n, int64_t dim, co
                               const float *p, int k, const float *const *neg, double *pp,
                               double *nn, double *np)
 {
+    unsigned flags = 0;
     (void)be;
-    #pragma omp parallel for schedule(static) if (n * dim > (1 << 18))
-    for (int64_t i = 0; i < n; i++) {
-        const float *ui = u + i * dim, *pi = p + i * dim;
-        double spp = 0.0;
-        if (k == 0) {
-            #pragma omp simd reduction(+ : spp)
-            for (int64_t j = 0; j < dim; j++) {
-                double dp = (double)pi[j] - (double)ui[j];
-                spp += dp * dp;
-            }
-        }
-        /* the first negative's pass also yields ‖D_p‖²: every input is read once when k = 1 */
-        for (int q = 0; q < k; q++) {
-            const float *ni = neg[q] + i * dim;
-            double snn = 0.0, snp = 0.0, s = 0.0;
-            #pragma omp simd reduction(+ : snn, snp, s)
-            for (int64_t j = 0; j < dim; j++) {
-                double dp = (double)pi[j] - (double)ui[j], dn = (double)ni[j] - (double)ui[j];
-                snn += dn * dn;
-                snp += dn * dp;
-                s += dp * dp;
-            }
-            nn[(int64_t)q * n + i] = snn;
-            np[(int64_t)q * n + i] = snp;
-            if (q == 0) spp = s;
-        }
-        pp[i] = spp;
+    const int64_t rows = chunk_rows(dim), chunks = (n + rows - 1) / rows;
+    #pragma omp parallel for schedule(dynamic) reduction(| : flags) if (GUIDE_PARALLEL(n, dim))
+    for (int64_t ch = 0; ch < chunks; ch++) {
+        const int64_t lo = ch * rows, hi = lo + rows < n ? lo + rows : n;
+        flags |= dots_rows(lo, hi, n, dim, u, p, k, neg, pp, nn, np);
     }
+    cpu_guide_flags |= flags;
     return CCFG_OK;
 }
 
 static int cpu_combine(const ccfg_backend *be, int64_t n, int64_t dim, int m,
                        const float *const *in, const double *coef, float *out)
 {
+    unsigned flags = 0;
     (void)be;
-    /* in double, a tile at a time: the coefficients (e.g. 1 - w and w) cancel, so float sums
-     * would lose bits; tiles keep each loop a simple vectorisable stream */
-    enum { TILE = 512 };
-    #pragma omp parallel for schedule(static) if (n * dim > (1 << 18))
-    for (int64_t i = 0; i < n; i++) {
-        const double *c = coef + i * m;
-        double acc[TILE];
-        for (int64_t j0 = 0; j0 < dim; j0 += TILE) {
-            const int64_t len = dim - j0 < TILE ? dim - j0 : TILE;
-            const float *x0 = in[0] + i * dim + j0;
-            #pragma omp simd
-            for (int64_t j = 0; j < len; j++) acc[j] = c[0] * (double)x0[j];
-            for (int q = 1; q < m; q++) {
-                const float *xq = in[q] + i * dim + j0;
-                const double cq = c[q];
-                if (cq == 0.0) continue;
-                #pragma omp simd
-                for (int64_t j = 0; j < len; j++) acc[j] += cq * (double)xq[j];
-            }
-            float *o = out + i * dim + j0;
-            #pragma omp simd
-            for (int64_t j = 0; j < len; j++) o[j] = (float)acc[j];
-        }
+    const int64_t rows = chunk_rows(dim), chunks = (n + rows - 1) / rows;
+    #pragma omp parallel for schedule(dynamic) reduction(| : flags) if (GUIDE_PARALLEL(n, dim))
+    for (int64_t ch = 0; ch < chunks; ch++) {
+        const int64_t lo = ch * rows, hi = lo + rows < n ? lo + rows : n;
+        flags |= combine_rows(lo, hi, dim, m, in, coef, out);
     }
+    cpu_guide_flags |= flags;
+    return CCFG_OK;
+}
+
+/* Perp-Neg over the whole batch: the projection needs every row's reductions first, so two
+ * passes (reductions, then the table and combine), summed in the host rule's order */
+static int cpu_form_global(const ccfg_backend *be, const ccfg_coef_form *f, int64_t n,
+                           int64_t dim, int k, const float *const *in, float *out)
+{
+    const int m = 2 + k;
+    int status = CCFG_OK;
+    double *pp = malloc((size_t)n * sizeof *pp), *nn = malloc((size_t)n * k * sizeof *nn);
+    double *np = malloc((size_t)n * k * sizeof *np), *coef = malloc((size_t)n * m * sizeof *coef);
+    double proj[CCFG_MAX_RULE_NEGATIVES];
+    if (!pp || !nn || !np || !coef) {
+        status = ccfg_fail(CCFG_ENOMEM, "out of memory in guidance (n=%lld)", (long long)n);
+        goto done;
+    }
+    if ((status = cpu_direction_dots(be, n, dim, in[0], in[1], k, in + 2, pp, nn, np))) goto done;
+    double den = 0.0;
+    for (int64_t i = 0; i < n; i++) den += pp[i];
+    for (int j = 0; j < k; j++) {
+        double s = 0.0;
+        for (int64_t i = 0; i < n; i++) s += np[(int64_t)j * n + i];
+        proj[j] = den > 0.0 ? s / den : 0.0;
+    }
+    for (int64_t i = 0; i < n; i++) form_row(f, k, pp[i], NULL, NULL, proj, coef + i * m);
+    status = cpu_combine(be, n, dim, m, in, coef, out);
+done:
+    free(pp);
+    free(nn);
+    free(np);
+    free(coef);
+    return status;
+}
+
+/* direction_dots, the form's table and combine (ccfg.h) in one pass over the inputs */
+static int cpu_combine_form(const ccfg_backend *be, const ccfg_coef_form *f, int64_t n,
+                            int64_t dim, const float *u, const float *p, int k,
+                            const float *const *neg, float *out)
+{
+    const float *in[2 + CCFG_MAX_RULE_NEGATIVES];
+    unsigned flags = 0;
+    if (n < 0 || dim < 0 || k < 0 || k > CCFG_MAX_RULE_NEGATIVES)
+        return ccfg_fail(CCFG_EINVAL, "cpu guide: needs n, dim >= 0 and 0..%d negatives",
+                         CCFG_MAX_RULE_NEGATIVES);
+    if (f->family != CCFG_FORM_CONTRASTIVE && f->family != CCFG_FORM_PERPENDICULAR)
+        return ccfg_fail(CCFG_EINTERNAL, "cpu guide: no coefficient form %d", f->family);
+    if (!n || !dim) return CCFG_OK;
+    in[0] = u;
+    in[1] = p;
+    for (int j = 0; j < k; j++) in[2 + j] = neg[j];
+    if (f->family == CCFG_FORM_PERPENDICULAR && f->batch_global && k > 0)
+        return cpu_form_global(be, f, n, dim, k, in, out);
+    const int64_t rows = chunk_rows(dim), chunks = (n + rows - 1) / rows;
+    #pragma omp parallel for schedule(dynamic) reduction(| : flags) if (GUIDE_PARALLEL(n, dim))
+    for (int64_t ch = 0; ch < chunks; ch++) {
+        const int64_t lo = ch * rows, hi = lo + rows < n ? lo + rows : n;
+        flags |= form_rows(f, lo, hi, dim, k, in, out);
+    }
+    cpu_guide_flags |= flags;
     return CCFG_OK;
 }
 
@@ -121,8 +451,11 @@ static int cpu_axpbypcz(const ccfg_backend *be, int64_t count, double a, const f
                         double b, const float *y, double c, const float *z, float *out)
 {
     (void)be;
-    /* double arithmetic, one rounding at the end: solver coefficients can be large and cancel */
-    #pragma omp parallel for schedule(static) if (count > (1 << 18))
+    /* double arithmetic, one rounding at the end: solver coefficients can be large and cancel.
+     * Elementwise passes run several times per sampler step; a second thread pays off only on
+     * large arrays (waking it costs more than a pass over a few MB, and on a loaded machine
+     * far more: PERFORMANCE.md, issue 16) */
+    #pragma omp parallel for schedule(static) if (count > ELEMENTWISE_PARALLEL)
     for (int64_t i = 0; i < count; i++) {
         double v = (double)x[i] * a;
         if (y) v += (double)y[i] * b;
@@ -139,8 +472,10 @@ static int cpu_watch_finite(const ccfg_backend *be, int64_t count, const float *
 {
     int ok = 1;
     (void)be;
-    #pragma omp parallel for schedule(static) reduction(&& : ok) if (count > (1 << 18))
-    for (int64_t i = 0; i < count; i++) ok = ok && isfinite(x[i]);
+    /* |x| <= FLT_MAX is false for NaN and ±Inf; without a branch the loop vectorises (it runs
+     * on every input of ccfg.guide whose rule does not fold the check into its reductions) */
+    #pragma omp parallel for simd schedule(static) reduction(& : ok) if (count > ELEMENTWISE_PARALLEL)
+    for (int64_t i = 0; i < count; i++) ok &= fabsf(x[i]) <= FLT_MAX;
     if (!ok && (cpu_bad_tag < 0 || tag < cpu_bad_tag)) cpu_bad_tag = tag;
     return CCFG_OK;
 }
@@ -153,20 +488,28 @@ static int cpu_first_nonfinite(const ccfg_backend *be, int *tag)
     return CCFG_OK;
 }
 
+/* a mixture placed on the CPU: its scratch, made once per run (no allocation per step) */
 static int cpu_gmm_load(const ccfg_backend *be, const ccfg_gmm *g, void **handle)
 {
-    (void)be; (void)g;
-    *handle = NULL;
-    return CCFG_OK;
+    ccfg_gmm_work *w = NULL;
+    (void)be;
+    int status = ccfg_gmm_work_new(g, &w);
+    *handle = w;
+    return status;
 }
 
-static void cpu_gmm_free(const ccfg_backend *be, void *handle) { (void)be; (void)handle; }
+static void cpu_gmm_free(const ccfg_backend *be, void *handle)
+{
+    (void)be;
+    ccfg_gmm_work_free(handle);
+}
 
 static int cpu_gmm_eps(const ccfg_backend *be, const ccfg_gmm *g, void *handle, int64_t rows,
                        const float *x, double alpha_bar, const int32_t *cond, float *out)
 {
-    (void)be; (void)handle;
-    return ccfg_gmm_eps(g, rows, x, alpha_bar, cond, out);
+    (void)be;
+    return handle ? ccfg_gmm_eps_with(g, handle, rows, x, alpha_bar, cond, out)
+                  : ccfg_gmm_eps(g, rows, x, alpha_bar, cond, out);
 }
 
 static int cpu_clamp_rows(const ccfg_backend *be, int64_t n, int64_t dim, const float *x,
@@ -215,6 +558,7 @@ static const ccfg_guide_ops cpu_guide_ops = {
     .direction_dots = cpu_direction_dots,
     .combine = cpu_combine,
     .sld = cpu_sld,
+    .combine_form = cpu_combine_form,
 };
 
 static const ccfg_gmm_ops cpu_gmm_ops = {

@@ -93,8 +93,9 @@ typedef struct ccfg_guide_ops {
                double beta_m, int update, int apply, float *out);
     /* direction_dots, the coefficient table of `form` and combine in one go, none of it leaving
      * the backend: out_i = c_u u_i + c_p p_i + sum_j c_n_j neg[j]_i. NULL where the backend has
-     * no such path: guidance.c then computes the table on the host (the CPU, whose memory is the
-     * host's, and devices forced to with CCFG_VULKAN_HOST_COEFFICIENTS=1). */
+     * no such path: guidance.c then computes the table on the host (devices forced to with
+     * CCFG_VULKAN_HOST_COEFFICIENTS=1). The CPU has one for speed, not for transfers: per row,
+     * reductions, table and combine while the row is in cache (one pass over the inputs). */
     int (*combine_form)(const ccfg_backend *be, const ccfg_coef_form *form, int64_t n,
                         int64_t dim, const float *u, const float *p, int k,
                         const float *const *neg, float *out);
@@ -185,6 +186,13 @@ int ccfg_backend_from_host(const ccfg_backend *be, const float *host, size_t cou
 void ccfg_backend_drop(const ccfg_backend *be, float *p);
 /* all-finite check that returns at once: watch + first_nonfinite (syncs a device) */
 int ccfg_all_finite(const ccfg_backend *be, int64_t count, const float *x, int *ok);
+/* What the CPU guidance kernels (direction_dots, combine, combine_form) saw in this thread since
+ * the last call, which clears it: CCFG_CPU_BAD_INPUT, a reduction was NaN/Inf (an input element
+ * it read was: sums of squares of float32 differences cannot overflow a double);
+ * CCFG_CPU_BAD_OUTPUT, a value written was NaN/Inf. Lets ccfg.guide check finiteness without a
+ * pass of its own (csrc/python/py_guide.c). */
+enum { CCFG_CPU_BAD_INPUT = 1, CCFG_CPU_BAD_OUTPUT = 2 };
+unsigned ccfg_cpu_guide_flags(void);
 
 /* ------------------------------------------------------------------------- */
 /* random numbers */
@@ -311,6 +319,13 @@ typedef struct ccfg_gmm {
  * host arrays (the CPU backend's gmm_eps). */
 int ccfg_gmm_eps(const ccfg_gmm *g, int64_t rows, const float *x, double alpha_bar,
                  const int32_t *cond, float *out);
+/* the same with scratch made once (ccfg_gmm_work_new; the CPU backend's placement of a mixture),
+ * so a sampler step allocates nothing; one evaluation at a time per work */
+typedef struct ccfg_gmm_work ccfg_gmm_work;
+int ccfg_gmm_work_new(const ccfg_gmm *g, ccfg_gmm_work **out);
+void ccfg_gmm_work_free(ccfg_gmm_work *w);
+int ccfg_gmm_eps_with(const ccfg_gmm *g, ccfg_gmm_work *w, int64_t rows, const float *x,
+                      double alpha_bar, const int32_t *cond, float *out);
 /* conditions are valid concept ids of g (shared by every backend) */
 int ccfg_gmm_check(const ccfg_gmm *g, int64_t rows, double alpha_bar, const int32_t *cond);
 

@@ -12,6 +12,16 @@
 
 #include "ccfg.h"
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define GUIDE_CLONES_GMM __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define GUIDE_CLONES_GMM
+#endif
+
 /* rows per block: keeps the K whitened copies of a block around 8 MB */
 static int64_t block_rows(int64_t K, int64_t dim)
 {
@@ -77,6 +87,286 @@ static void gmm_block(const ccfg_gmm *g, int64_t rows, const float *x, double a,
     for (int64_t q = 0; q < rows * D; q++) out[q] = (float)y[q];
 }
 
+/* ------------------------------------------------------------------------- */
+/* Axis-aligned components (evecs NULL: isotropic or diagonal covariances), the common case, in
+ * blocks of R rows held across SIMD lanes: every quantity of a row lives in its own lane, so a
+ * row's result never depends on its neighbours, the block size, the thread or the batch size
+ * (the sampler's promise: the same sample whatever n), and nothing is summed horizontally.
+ * Per block: x transposed to (D, R) in double; log-densities q_k = log w_k - ½ log|C_k|
+ * - ½ Σ_d (x_d - a μ_kd)² / c_kd, a vectorised exp, then per condition the responsibilities and
+ * eps_d = s Σ_k r_k (x_d - a μ_kd) / c_kd. Rows the sampler stacked for several conditions
+ * (identical x, bit for bit) share their densities and exps. */
+enum { GMM_R = 16 };
+
+/* exp(x) for x <= 0 in double, vectorisable (no table, no branch): 2^k e^r with |r| <= ln2/2,
+ * e^r by its Taylor polynomial to degree 13 (truncation < 5e-18 relative), 2^k built in the
+ * exponent bits. Below -708 it returns 0 (the responsibilities divide by a sum >= 1: such a
+ * term is below 1e-307 of it). Agrees with libm's exp to a few ulp. */
+static inline double exp_nonpos(double x)
+{
+    const double LOG2E = 1.4426950408889634, LN2_HI = 6.93147180369123816490e-01,
+                 LN2_LO = 1.90821492927058770002e-10, SHIFT = 6755399441055744.0;   /* 1.5 * 2^52 */
+    const double keep = x >= -708.0 ? 1.0 : 0.0;
+    x = x >= -708.0 ? x : -708.0;
+    const double kd = x * LOG2E + SHIFT;           /* k = round(x log2 e) in the low bits */
+    const double k = kd - SHIFT;
+    const double r = (x - k * LN2_HI) - k * LN2_LO;
+    double p = 1.0 / 6227020800.0;                 /* 1/13! */
+    p = p * r + 1.0 / 479001600.0;
+    p = p * r + 1.0 / 39916800.0;
+    p = p * r + 1.0 / 3628800.0;
+    p = p * r + 1.0 / 362880.0;
+    p = p * r + 1.0 / 40320.0;
+    p = p * r + 1.0 / 5040.0;
+    p = p * r + 1.0 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    p = p * r + 1.0;
+    p = p * r + 1.0;
+    int64_t kb, sb;
+    const double shift = SHIFT;
+    memcpy(&kb, &kd, sizeof kb);
+    memcpy(&sb, &shift, sizeof sb);
+    const int64_t bits = (kb - sb + 1023) << 52;   /* 2^k, k in [-1022, 0] here */
+    double two_k;
+    memcpy(&two_k, &bits, sizeof two_k);
+    return p * two_k * keep;
+}
+
+/* the step's constants of axis-aligned components: shared by every block of one call */
+typedef struct {
+    int64_t K, D;
+    int iso;                        /* every component isotropic: eps by the cheaper form */
+    double a, s;
+    const double *amu;              /* [K, D] a μ */
+    const double *ic;               /* [K, D] 1 / c_kd */
+    const double *base;             /* [K] log w_k - ½ Σ_d log c_kd */
+    const uint8_t *mask;            /* concept masks [n_concepts, K] */
+} gmm_axis;
+
+/* per-thread scratch of one block, in doubles */
+static size_t axis_scratch(int64_t K, int64_t D) { return (size_t)(2 * D + 3 * K + 4) * GMM_R; }
+
+/* one block: x rows src[0..nr) (the rest of the R lanes repeat row src[0]); for each of nb
+ * conditions j, outputs to rows dst[j * R + i] (< 0: none) with that row's condition */
+GUIDE_CLONES_GMM
+static void axis_block(const gmm_axis *P, int nr, const int64_t *src, int nb, const int64_t *dst,
+                       const float *x, const int32_t *cond, float *out, double *ws)
+{
+    enum { R = GMM_R };
+    const int64_t K = P->K, D = P->D;
+    double *xT = ws, *q = xT + D * R, *E = q + K * R, *W = E + K * R, *mx = W + K * R;
+    double *M = mx + R, *tot = M + R, *A = tot + R, *eT = A + R;     /* eT: eps, (D, R) */
+    for (int i = 0; i < R; i++) {
+        const float *xi = x + src[i < nr ? i : 0] * D;
+        for (int64_t d = 0; d < D; d++) xT[d * R + i] = (double)xi[d];
+    }
+    /* log densities; M: the largest per lane */
+    for (int i = 0; i < R; i++) M[i] = -INFINITY;
+    for (int64_t k = 0; k < K; k++) {
+        const double *amu = P->amu + k * D, *ic = P->ic + k * D;
+        double acc[R];
+        for (int i = 0; i < R; i++) acc[i] = 0.0;
+        if (P->iso) {
+            for (int64_t d = 0; d < D; d++) {
+                const double m = amu[d], *xd = xT + d * R;
+                #pragma omp simd
+                for (int i = 0; i < R; i++) {
+                    const double t = xd[i] - m;
+                    acc[i] += t * t;
+                }
+            }
+            const double c = ic[0];
+            #pragma omp simd
+            for (int i = 0; i < R; i++) acc[i] *= c;
+        } else {
+            for (int64_t d = 0; d < D; d++) {
+                const double m = amu[d], c = ic[d], *xd = xT + d * R;
+                #pragma omp simd
+                for (int i = 0; i < R; i++) {
+                    const double t = xd[i] - m;
+                    acc[i] += t * t * c;
+                }
+            }
+        }
+        const double b = P->base[k];
+        #pragma omp simd
+        for (int i = 0; i < R; i++) {
+            q[k * R + i] = b - 0.5 * acc[i];
+            M[i] = q[k * R + i] > M[i] ? q[k * R + i] : M[i];
+        }
+    }
+    for (int64_t k = 0; k < K; k++) {
+        #pragma omp simd
+        for (int i = 0; i < R; i++) E[k * R + i] = exp_nonpos(q[k * R + i] - M[i]);
+    }
+    for (int j = 0; j < nb; j++) {
+        const int64_t *dj = dst + j * R;
+        /* responsibilities within each lane's condition: exp(q - M) renormalised over the
+         * allowed components; a condition whose best component lies far below M (its exps
+         * would lose precision or vanish) gets exps of its own */
+        for (int i = 0; i < R; i++) {
+            tot[i] = 0.0;
+            mx[i] = -INFINITY;
+        }
+        for (int i = 0; i < R; i++) {
+            if (i >= nr || dj[i] < 0) {                 /* a lane without output */
+                tot[i] = 1.0;
+                for (int64_t k = 0; k < K; k++) W[k * R + i] = 0.0;
+                continue;
+            }
+            const uint8_t *mk = cond[dj[i]] >= 0 ? P->mask + (int64_t)cond[dj[i]] * K : NULL;
+            for (int64_t k = 0; k < K; k++)
+                if ((!mk || mk[k]) && q[k * R + i] > mx[i]) mx[i] = q[k * R + i];
+            const int own = M[i] - mx[i] > 600.0;
+            for (int64_t k = 0; k < K; k++) {
+                const double e = (mk && !mk[k]) ? 0.0
+                                 : own ? exp_nonpos(q[k * R + i] - mx[i]) : E[k * R + i];
+                W[k * R + i] = e;
+                tot[i] += e;
+            }
+        }
+        for (int64_t k = 0; k < K; k++) {
+            #pragma omp simd
+            for (int i = 0; i < R; i++) W[k * R + i] /= tot[i];
+        }
+        /* eps; the isotropic form: s (x_d Σ_k r_k/c_k - Σ_k (r_k/c_k) a μ_kd) */
+        if (P->iso) {
+            for (int i = 0; i < R; i++) A[i] = 0.0;
+            for (int64_t k = 0; k < K; k++) {
+                const double c = P->ic[k * D];
+                #pragma omp simd
+                for (int i = 0; i < R; i++) {
+                    W[k * R + i] *= c;
+                    A[i] += W[k * R + i];
+                }
+            }
+        }
+        for (int64_t d = 0; d < D; d++) {
+            double acc[R];
+            const double *xd = xT + d * R;
+            if (P->iso) {
+                #pragma omp simd
+                for (int i = 0; i < R; i++) acc[i] = xd[i] * A[i];
+                for (int64_t k = 0; k < K; k++) {
+                    const double m = P->amu[k * D + d];
+                    #pragma omp simd
+                    for (int i = 0; i < R; i++) acc[i] -= W[k * R + i] * m;
+                }
+            } else {
+                for (int i = 0; i < R; i++) acc[i] = 0.0;
+                for (int64_t k = 0; k < K; k++) {
+                    const double m = P->amu[k * D + d], c = P->ic[k * D + d];
+                    #pragma omp simd
+                    for (int i = 0; i < R; i++) acc[i] += W[k * R + i] * ((xd[i] - m) * c);
+                }
+            }
+            #pragma omp simd
+            for (int i = 0; i < R; i++) eT[d * R + i] = P->s * acc[i];
+        }
+        /* back to rows: contiguous float stores, one row at a time */
+        for (int i = 0; i < nr; i++) {
+            if (dj[i] < 0) continue;
+            float *o = out + dj[i] * D;
+            for (int64_t d = 0; d < D; d++) o[d] = (float)eT[d * R + i];
+        }
+    }
+}
+
+/* the step's constants (K log evaluations per dimension, once per call) */
+static void axis_params(const ccfg_gmm *g, double alpha_bar, int iso, double *amu, double *ic,
+                        double *base, gmm_axis *P)
+{
+    const int64_t K = g->K, D = g->dim;
+    const double a = sqrt(alpha_bar), s2 = 1.0 - alpha_bar;
+    for (int64_t k = 0; k < K; k++) {
+        double logdet = 0.0;
+        for (int64_t d = 0; d < D; d++) {
+            const double c = a * a * g->evals[k * D + d] + s2;
+            amu[k * D + d] = a * g->means[k * D + d];
+            ic[k * D + d] = 1.0 / c;
+            logdet += log(c);
+        }
+        base[k] = g->log_weights[k] - 0.5 * logdet;
+    }
+    *P = (gmm_axis){.K = K, .D = D, .iso = iso, .a = a, .s = sqrt(s2), .amu = amu, .ic = ic,
+                    .base = base, .mask = g->concept_mask};
+}
+
+/* every component's eigenvalues equal (the isotropic eps form applies) */
+static int all_isotropic(const ccfg_gmm *g)
+{
+    for (int64_t k = 0; k < g->K; k++)
+        for (int64_t d = 1; d < g->dim; d++)
+            if (g->evals[k * g->dim + d] != g->evals[k * g->dim]) return 0;
+    return 1;
+}
+
+/* rows stacked by the sampler as nb blocks of the same x: the largest nb <= 2 + the most
+ * negatives with rows % nb == 0 and the blocks' first rows equal (each row is still compared
+ * before it shares) */
+static int stacked_blocks(int64_t rows, int64_t D, const float *x)
+{
+    for (int nb = 2 + CCFG_MAX_RULE_NEGATIVES; nb >= 2; nb--) {
+        if (rows % nb) continue;
+        const int64_t m = rows / nb;
+        int same = 1;
+        for (int j = 1; j < nb && same; j++)
+            same = !memcmp(x, x + j * m * D, (size_t)D * sizeof *x);
+        if (same) return nb;
+    }
+    return 1;
+}
+
+/* rows [u0, u1) of the first stacked block with their copies in the other blocks */
+static void axis_range(const gmm_axis *P, int64_t u0, int64_t u1, int64_t m, int nb,
+                       const float *x, const int32_t *cond, float *out, double *ws)
+{
+    enum { R = GMM_R };
+    const int64_t D = P->D;
+    int64_t src[R], dst[(2 + CCFG_MAX_RULE_NEGATIVES) * R];
+    for (int64_t u = u0; u < u1; u += R) {
+        const int nr = (int)(u1 - u < R ? u1 - u : R);
+        for (int i = 0; i < nr; i++) src[i] = u + i;
+        for (int j = 0; j < nb; j++)
+            for (int i = 0; i < nr; i++) {
+                const int64_t r = u + i + j * m;
+                dst[j * R + i] = (j == 0 || !memcmp(x + r * D, x + (u + i) * D,
+                                                    (size_t)D * sizeof *x)) ? r : -1;
+            }
+        axis_block(P, nr, src, nb, dst, x, cond, out, ws);
+        /* a row that differs from its block-0 row (not the sampler's stacking): on its own */
+        for (int j = 1; j < nb; j++)
+            for (int i = 0; i < nr; i++)
+                if (dst[j * R + i] < 0) {
+                    const int64_t r = u + i + j * m;
+                    axis_block(P, 1, &r, 1, &r, x, cond, out, ws);
+                }
+    }
+}
+
+/* all rows, threads over blocks of rows; ws: `threads` scratch areas of axis_scratch doubles */
+static void axis_eps(const gmm_axis *P, int64_t rows, const float *x, const int32_t *cond,
+                     float *out, double *ws, int threads)
+{
+    const int nb = stacked_blocks(rows, P->D, x);
+    const int64_t m = rows / nb, per = 4 * GMM_R, chunks = (m + per - 1) / per;
+    const size_t scratch = axis_scratch(P->K, P->D);
+    #pragma omp parallel for schedule(dynamic) num_threads(threads) \
+        if (threads > 1 && rows * P->K * P->D > (1 << 15))
+    for (int64_t c = 0; c < chunks; c++) {
+#ifdef _OPENMP
+        double *w = ws + (size_t)omp_get_thread_num() * scratch;
+#else
+        double *w = ws;
+#endif
+        const int64_t u0 = c * per, u1 = u0 + per < m ? u0 + per : m;
+        axis_range(P, u0, u1, m, nb, x, cond, out, w);
+    }
+}
+
 int ccfg_gmm_check(const ccfg_gmm *g, int64_t rows, double alpha_bar, const int32_t *cond)
 {
     if (!(alpha_bar >= 0.0 && alpha_bar <= 1.0))
@@ -88,11 +378,54 @@ int ccfg_gmm_check(const ccfg_gmm *g, int64_t rows, double alpha_bar, const int3
     return CCFG_OK;
 }
 
-int ccfg_gmm_eps(const ccfg_gmm *g, int64_t rows, const float *x, double alpha_bar,
-                 const int32_t *cond, float *out)
+/* what one evaluation needs besides the mixture, allocated once per placement (cpu_gmm_load):
+ * no allocation per sampler step */
+struct ccfg_gmm_work {
+    int iso, threads;
+    double *amu, *ic, *base;        /* axis-aligned: the step's constants */
+    double *scratch;                /* axis-aligned: per-thread block scratch */
+};
+
+int ccfg_gmm_work_new(const ccfg_gmm *g, ccfg_gmm_work **out)
 {
-    int status = ccfg_gmm_check(g, rows, alpha_bar, cond);
-    if (status) return status;
+    ccfg_gmm_work *w = calloc(1, sizeof *w);
+    *out = NULL;
+    if (!w) goto fail;
+    if (!g->evecs) {
+        const size_t kd = (size_t)(g->K * g->dim);
+#ifdef _OPENMP
+        w->threads = omp_get_max_threads();
+#else
+        w->threads = 1;
+#endif
+        w->iso = all_isotropic(g);
+        w->amu = malloc((kd ? kd : 1) * sizeof *w->amu);
+        w->ic = malloc((kd ? kd : 1) * sizeof *w->ic);
+        w->base = malloc((size_t)(g->K ? g->K : 1) * sizeof *w->base);
+        w->scratch = malloc(axis_scratch(g->K, g->dim) * (size_t)w->threads * sizeof *w->scratch);
+        if (!w->amu || !w->ic || !w->base || !w->scratch) goto fail;
+    }
+    *out = w;
+    return CCFG_OK;
+fail:
+    ccfg_gmm_work_free(w);
+    return ccfg_fail(CCFG_ENOMEM, "out of memory for the Gaussian-mixture denoiser");
+}
+
+void ccfg_gmm_work_free(ccfg_gmm_work *w)
+{
+    if (!w) return;
+    free(w->amu);
+    free(w->ic);
+    free(w->base);
+    free(w->scratch);
+    free(w);
+}
+
+/* full covariances: blocks of rows through BLAS, in double */
+static int full_eps(const ccfg_gmm *g, int64_t rows, const float *x, double alpha_bar,
+                    const int32_t *cond, float *out)
+{
     const int64_t K = g->K, D = g->dim, B = block_rows(K, D);
     const int64_t nblocks = (rows + B - 1) / B;
     const double a = sqrt(alpha_bar), s2 = 1.0 - alpha_bar;
@@ -126,6 +459,30 @@ int ccfg_gmm_eps(const ccfg_gmm *g, int64_t rows, const float *x, double alpha_b
     }
     if (failed) return ccfg_fail(CCFG_ENOMEM, "out of memory in the Gaussian-mixture denoiser");
     return CCFG_OK;
+}
+
+int ccfg_gmm_eps_with(const ccfg_gmm *g, ccfg_gmm_work *w, int64_t rows, const float *x,
+                      double alpha_bar, const int32_t *cond, float *out)
+{
+    int status = ccfg_gmm_check(g, rows, alpha_bar, cond);
+    if (status) return status;
+    if (g->evecs) return full_eps(g, rows, x, alpha_bar, cond, out);
+    if (rows <= 0 || g->dim <= 0) return CCFG_OK;
+    gmm_axis P;
+    axis_params(g, alpha_bar, w->iso, w->amu, w->ic, w->base, &P);
+    axis_eps(&P, rows, x, cond, out, w->scratch, w->threads);
+    return CCFG_OK;
+}
+
+int ccfg_gmm_eps(const ccfg_gmm *g, int64_t rows, const float *x, double alpha_bar,
+                 const int32_t *cond, float *out)
+{
+    ccfg_gmm_work *w;
+    int status = ccfg_gmm_work_new(g, &w);
+    if (status) return status;
+    status = ccfg_gmm_eps_with(g, w, rows, x, alpha_bar, cond, out);
+    ccfg_gmm_work_free(w);
+    return status;
 }
 
 int ccfg_gmm_model_init(ccfg_gmm_model *m, const ccfg_backend *be, const ccfg_gmm *g)

@@ -241,19 +241,55 @@ done:
     return status;
 }
 
-/* guide(rule_spec, eps_u, eps_p|None, [eps_n...], state|None, step, num_steps, device) -> eps */
+/* NaN/Inf checks of a guide call (when the caller hands the names to use in messages). On the CPU,
+ * a rule with a coefficient form reads every input in its reductions and the kernels report
+ * NaN/Inf as they go (ccfg_cpu_guide_flags): no pass of its own over the inputs; every other
+ * path scans its inputs first (so a stateful rule never learns from them) and the result after
+ * unless a CPU combine wrote it last (it flags what it writes). */
+typedef struct {
+    int inputs_folded, output_folded;
+} guide_checks;
+
+static guide_checks guide_checks_for(const ccfg_backend *be, const ccfg_rule *rule, int k,
+                                     int step, int num_steps)
+{
+    const ccfg_rule_impl *impl = rule->impl;
+    const int cpu = be == ccfg_backend_cpu();
+    const int k_active = ccfg_rule_negative_active(rule, step, num_steps) ? k : 0;
+    guide_checks c;
+    c.output_folded = cpu && !impl->after && !impl->host;
+    c.inputs_folded = c.output_folded && impl->device_form && !impl->state_init && k_active == k;
+    return c;
+}
+
+/* the index of the first of `count` arrays with a NaN/Inf, or -1 */
+static int first_nonfinite_array(const float *const *arr, int count, int64_t size)
+{
+    const ccfg_backend *cpu = ccfg_backend_cpu();
+    for (int j = 0; j < count; j++) {
+        int ok = 1;
+        if (arr[j] && ccfg_all_finite(cpu, size, arr[j], &ok) == CCFG_OK && !ok) return j;
+    }
+    return -1;
+}
+
+/* guide(rule_spec, eps_u, eps_p|None, [eps_n...], state|None, step, num_steps, device
+ *       [, out|None, names|None, label]) -> eps (out itself when given)
+ * names: (eps_u's, eps_p's, each eps_n's) for "NAME contains NaN or Inf" (ValueError); with them
+ * a NaN/Inf result raises FloatingPointError naming `label` (the rule). Without names nothing is
+ * checked (the caller has). out: a C-contiguous writeable float32 (n, dim) array to write into. */
 PyObject *py_guide(PyObject *self, PyObject *args)
 {
-    PyObject *spec, *uo, *po, *nl, *so, *out = NULL;
-    const char *device;
+    PyObject *spec, *uo, *po, *nl, *so, *out = NULL, *outo = Py_None, *names = Py_None;
+    const char *device, *label = "";
     int step, num_steps, k = 0, status = CCFG_OK;
     ccfg_rule rule;
     PyArrayObject *u = NULL, *p = NULL, *negs[PY_MAX_NEGATIVES] = {0};
     const float *neg_ptr[PY_MAX_NEGATIVES];
     const ccfg_backend *be = NULL;
     (void)self;
-    if (!PyArg_ParseTuple(args, "O!OOOOiis", &PyTuple_Type, &spec, &uo, &po, &nl, &so, &step,
-                          &num_steps, &device))
+    if (!PyArg_ParseTuple(args, "O!OOOOiis|OOs", &PyTuple_Type, &spec, &uo, &po, &nl, &so, &step,
+                          &num_steps, &device, &outo, &names, &label))
         return NULL;
     if (py_parse_rule(spec, &rule)) return NULL;
     u = py_as_array(uo, NPY_FLOAT32, 2, NULL, "eps_u");
@@ -262,6 +298,10 @@ PyObject *py_guide(PyObject *self, PyObject *args)
     npy_intp shape[2] = {(npy_intp)n, (npy_intp)dim};
     if (po != Py_None && !(p = py_as_array(po, NPY_FLOAT32, 2, shape, "eps_p"))) goto done;
     if (py_array_list(nl, n, dim, negs, neg_ptr, PY_MAX_NEGATIVES, &k, "eps_n")) goto done;
+    if (names != Py_None && (!PyTuple_Check(names) || PyTuple_GET_SIZE(names) != 2 + k)) {
+        PyErr_Format(PyExc_TypeError, "guide: names must be a tuple of %d strings", 2 + k);
+        goto done;
+    }
     Py_BEGIN_ALLOW_THREADS
     status = py_open_backend(device, &be);
     Py_END_ALLOW_THREADS
@@ -288,25 +328,74 @@ PyObject *py_guide(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "state: a stateful rule needs its state");
         goto done;
     }
-    out = PyArray_SimpleNew(2, shape, NPY_FLOAT32);
-    if (!out) goto done;
+    if (outo != Py_None) {
+        PyArrayObject *oa = (PyArrayObject *)outo;
+        if (!PyArray_Check(outo) || PyArray_TYPE(oa) != NPY_FLOAT32) {
+            PyErr_SetString(PyExc_TypeError, "out must be a float32 NumPy array");
+            goto done;
+        }
+        if (PyArray_NDIM(oa) != 2 || PyArray_DIM(oa, 0) != shape[0] ||
+            PyArray_DIM(oa, 1) != shape[1] || !PyArray_IS_C_CONTIGUOUS(oa) ||
+            !PyArray_ISWRITEABLE(oa) || !PyArray_ISALIGNED(oa)) {
+            PyErr_SetString(PyExc_ValueError, "out must be a writeable C-contiguous float32 array "
+                            "of the inputs' shape");
+            goto done;
+        }
+        out = Py_NewRef(outo);
+    } else {
+        out = PyArray_SimpleNew(2, shape, NPY_FLOAT32);
+        if (!out) goto done;
+    }
+    const int checks = names != Py_None;
+    const guide_checks gc = guide_checks_for(be, &rule, k, step, num_steps);
+    const float *all[2 + PY_MAX_NEGATIVES];
+    all[0] = py_f32(u);
+    all[1] = p ? py_f32(p) : NULL;
+    for (int j = 0; j < k; j++) all[2 + j] = neg_ptr[j];
+    const int64_t count = n * dim;
+    float *op = py_f32((PyArrayObject *)out);
+    int bad_in = -1, bad_out = 0;
     if (rule.impl->host && be->synchronous) {
         /* a Python rule on the CPU runs with the GIL held throughout (it calls back at once) */
-        status = ccfg_guide(be, &rule, st, n, dim, py_f32(u), p ? py_f32(p) : NULL, k, neg_ptr,
-                            step, num_steps, 1, py_f32((PyArrayObject *)out));
+        if (checks && (bad_in = first_nonfinite_array(all, 2 + k, count)) >= 0) goto nonfinite;
+        status = ccfg_guide(be, &rule, st, n, dim, all[0], all[1], k, neg_ptr, step, num_steps, 1,
+                            op);
+        if (!status && checks) bad_out = first_nonfinite_array((const float *const *)&op, 1, count) >= 0;
     } else {
         py_run run;
         Py_BEGIN_ALLOW_THREADS
-        if (!(status = py_run_enter(&run, "ccfg.guide", be, NULL))) {
-            status = guide_on(be, &rule, st, n, dim, py_f32(u), p ? py_f32(p) : NULL, k, neg_ptr,
-                              step, num_steps, py_f32((PyArrayObject *)out));
+        if (checks && !gc.inputs_folded) bad_in = first_nonfinite_array(all, 2 + k, count);
+        if (bad_in < 0 && !(status = py_run_enter(&run, "ccfg.guide", be, NULL))) {
+            (void)ccfg_cpu_guide_flags();                   /* forget older reports */
+            status = guide_on(be, &rule, st, n, dim, all[0], all[1], k, neg_ptr, step, num_steps,
+                              op);
+            const unsigned flags = ccfg_cpu_guide_flags();
             py_run_leave(&run);
+            if (!status && checks) {
+                /* the error path only: which input it was */
+                if (gc.inputs_folded && (flags & CCFG_CPU_BAD_INPUT))
+                    bad_in = first_nonfinite_array(all, 2 + k, count);
+                else if (gc.output_folded)
+                    bad_out = (flags & CCFG_CPU_BAD_OUTPUT) != 0;
+                else
+                    bad_out = first_nonfinite_array((const float *const *)&op, 1, count) >= 0;
+            }
         }
         Py_END_ALLOW_THREADS
     }
+nonfinite:
     if (status) {
         Py_CLEAR(out);
         py_raise_status(status);
+    } else if (bad_in >= 0) {
+        Py_CLEAR(out);
+        PyObject *nm = PyTuple_GET_ITEM(names, bad_in);
+        PyErr_Format(PyExc_ValueError, "%S contains NaN or Inf", nm);
+    } else if (bad_out) {
+        /* finite inputs and a non-finite result: float32 overflow in the rule */
+        Py_CLEAR(out);
+        PyErr_Format(PyExc_FloatingPointError, "rule %s gave NaN or Inf from finite inputs "
+                     "(float32 overflow: its scales or the inputs are too large)", label);
     }
 done:
     Py_XDECREF(u);
