@@ -123,7 +123,8 @@ def _negatives(eps_n, shape):
     return [_v.eps_array(eps_n, "eps_n", shape)]
 
 
-def guide(eps_u, eps_p, eps_n, rule, state=None, *, step=None, num_steps=None, device=None):
+def guide(eps_u, eps_p, eps_n, rule, state=None, *, step=None, num_steps=None, device=None,
+          alpha_bar=None):
     """Apply a guidance ``rule`` to noise predictions from your own loop.
 
     ``eps_u``, ``eps_p`` (or None): arrays (N, ...); ``eps_n``: None, an array or a list of arrays.
@@ -133,7 +134,9 @@ def guide(eps_u, eps_p, eps_n, rule, state=None, *, step=None, num_steps=None, d
     as a tensor of ``eps_u``'s dtype and device, outside autograd.
     ``device``: "cpu" (default), "auto", "vulkan" or "vulkan:N" (see docs/api.md); on a Vulkan
     device the arrays are uploaded and the result downloaded each call, and a stateful rule's
-    state stays there (later calls with it run on its device)."""
+    state stays there (later calls with it run on its device).
+    ``alpha_bar``: the step's noise level ā_t in (0, 1), for rules that read it (CCFG with
+    ``tau="nce"`` or ``"pilot_noise"``; they raise naming it when it is missing)."""
     rule = _g.get(rule, "rule")
     if isinstance(rule, _g._NoGuidance):
         raise TypeError("rule must be a guidance rule or a rule name, got None")
@@ -168,9 +171,11 @@ def guide(eps_u, eps_p, eps_n, rule, state=None, *, step=None, num_steps=None, d
     if step is None:
         step = state.step if state is not None else 0
     step = _v.integer(step, "step", low=0)
+    alpha_bar = (float("nan") if alpha_bar is None else
+                 _v.real(alpha_bar, "alpha_bar", low=0.0, high=1.0, low_open=True))
     out = _core.guide(_rule_spec(rule, shape), _v.flat(u), None if p is None else _v.flat(p),
                       [_v.flat(e) for e in negs], None if state is None else state._c, step,
-                      num_steps, dev)
+                      num_steps, dev, alpha_bar)
     if not _v.all_finite(out):
         # finite inputs (checked above) and a non-finite result: float32 overflow in the rule
         raise FloatingPointError(f"rule {rule!r} gave NaN or Inf from finite inputs (float32 "

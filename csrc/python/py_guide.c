@@ -6,6 +6,7 @@
  * here: a Python function called back on host arrays. */
 #include "python/py.h"      /* first: Python.h sets the feature macros */
 
+#include <math.h>
 #include <string.h>
 
 #include "rules/rule.h"
@@ -216,21 +217,22 @@ fail:
 
 static int guide_on(const ccfg_backend *be, const ccfg_rule *rule, ccfg_guide_state *st, int64_t n,
                     int64_t dim, const float *u, const float *p, int k, const float *const *neg,
-                    int step, int num_steps, float *out)
+                    int step, int num_steps, double alpha_bar, float *out)
 {
     const size_t count = (size_t)n * (size_t)dim;
     float *du = NULL, *dp = NULL, *dout = NULL, *dn[PY_MAX_NEGATIVES] = {0};
     int status;
     if (be->host_memory)
-        return ccfg_guide(be, rule, st, n, dim, u, p, k, neg, step, num_steps, 1, out);
+        return ccfg_guide_at(be, rule, st, n, dim, u, p, k, neg, step, num_steps, alpha_bar, 1,
+                             out);
     if ((status = ccfg_backend_from_host(be, u, count, &du)) ||
         (p && (status = ccfg_backend_from_host(be, p, count, &dp))))
         goto done;
     for (int j = 0; j < k; j++)
         if ((status = ccfg_backend_from_host(be, neg[j], count, &dn[j]))) goto done;
     if ((status = be->alloc(be, count * sizeof(float), &dout)) ||
-        (status = ccfg_guide(be, rule, st, n, dim, du, dp, k, (const float *const *)dn, step,
-                             num_steps, 1, dout)))
+        (status = ccfg_guide_at(be, rule, st, n, dim, du, dp, k, (const float *const *)dn, step,
+                                num_steps, alpha_bar, 1, dout)))
         goto done;
     status = be->download(be, out, dout, count * sizeof(float));
 done:
@@ -241,19 +243,21 @@ done:
     return status;
 }
 
-/* guide(rule_spec, eps_u, eps_p|None, [eps_n...], state|None, step, num_steps, device) -> eps */
+/* guide(rule_spec, eps_u, eps_p|None, [eps_n...], state|None, step, num_steps, device
+ *       [, alpha_bar]) -> eps   (alpha_bar: the step's ā_t, NaN = unknown) */
 PyObject *py_guide(PyObject *self, PyObject *args)
 {
     PyObject *spec, *uo, *po, *nl, *so, *out = NULL;
     const char *device;
     int step, num_steps, k = 0, status = CCFG_OK;
+    double alpha_bar = NAN;
     ccfg_rule rule;
     PyArrayObject *u = NULL, *p = NULL, *negs[PY_MAX_NEGATIVES] = {0};
     const float *neg_ptr[PY_MAX_NEGATIVES];
     const ccfg_backend *be = NULL;
     (void)self;
-    if (!PyArg_ParseTuple(args, "O!OOOOiis", &PyTuple_Type, &spec, &uo, &po, &nl, &so, &step,
-                          &num_steps, &device))
+    if (!PyArg_ParseTuple(args, "O!OOOOiis|d", &PyTuple_Type, &spec, &uo, &po, &nl, &so, &step,
+                          &num_steps, &device, &alpha_bar))
         return NULL;
     if (py_parse_rule(spec, &rule)) return NULL;
     u = py_as_array(uo, NPY_FLOAT32, 2, NULL, "eps_u");
@@ -292,14 +296,15 @@ PyObject *py_guide(PyObject *self, PyObject *args)
     if (!out) goto done;
     if (rule.impl->host && be->synchronous) {
         /* a Python rule on the CPU runs with the GIL held throughout (it calls back at once) */
-        status = ccfg_guide(be, &rule, st, n, dim, py_f32(u), p ? py_f32(p) : NULL, k, neg_ptr,
-                            step, num_steps, 1, py_f32((PyArrayObject *)out));
+        status = ccfg_guide_at(be, &rule, st, n, dim, py_f32(u), p ? py_f32(p) : NULL, k,
+                               neg_ptr, step, num_steps, alpha_bar, 1,
+                               py_f32((PyArrayObject *)out));
     } else {
         py_run run;
         Py_BEGIN_ALLOW_THREADS
         if (!(status = py_run_enter(&run, "ccfg.guide", be, NULL))) {
             status = guide_on(be, &rule, st, n, dim, py_f32(u), p ? py_f32(p) : NULL, k, neg_ptr,
-                              step, num_steps, py_f32((PyArrayObject *)out));
+                              step, num_steps, alpha_bar, py_f32((PyArrayObject *)out));
             py_run_leave(&run);
         }
         Py_END_ALLOW_THREADS

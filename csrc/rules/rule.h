@@ -20,6 +20,7 @@ typedef struct {
     int64_t n, dim;
     int k;
     int step;                       /* the sampler step (or the guide call's step) */
+    double alpha_bar;               /* the step's ā_t (VP), NaN when the caller does not know it */
     const float *eps_u, *eps_p;     /* backend memory; eps_p == eps_u without a positive */
     const float *const *eps_n;      /* [k] */
     /* per-sample reductions (host arrays), filled before `coefficients` runs */
@@ -49,6 +50,8 @@ struct ccfg_rule_impl {
                 int k, const float *const *eps_n, float *out);
     /* state: allocate (st->n, dim, n_neg, be are set) and learn from a transition */
     int (*state_init)(ccfg_guide_state *st, const ccfg_rule *r);
+    /* with these parameters, does the rule use its state (NULL: whenever it has state_init) */
+    int (*needs_state)(const ccfg_rule *r);
     int (*observe)(const ccfg_backend *be, const ccfg_rule *r, ccfg_guide_state *st, int64_t n,
                    int64_t dim, const float *x_t, const float *x_prev, const float *eps_u,
                    int n_neg, const float *const *eps_n, double alpha_bar, double alpha_bar_prev,
