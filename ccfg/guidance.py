@@ -255,6 +255,13 @@ class CCFG(Rule):
         super().__init__(scale, negative_window)
         tau_reduce = _v.name(tau_reduce, "tau_reduce", ("sum", "mean"))
         if isinstance(tau, str):
+            try:
+                float(tau)
+            except ValueError:
+                pass
+            else:       # a number in a string is a mistake, not a schedule name
+                raise TypeError(f"tau must be a real number or a schedule name, got the string "
+                                f"{tau!r} (pass the number itself)")
             names = sorted(set(self._SCHEDULES) - {"constant"}) + ["auto"]
             self.tau = _v.name(tau, "tau", names)
             if tau_reduce != "sum":
