@@ -223,31 +223,91 @@ class DNG(Rule):
 
 
 class CCFG(Rule):
-    """Contrastive CFG: ``eps_u + w λ+ D_p - w_n λ- D_n`` with ``λ+ = 2σ(τ‖D_p‖²)``,
-    ``λ- = 2σ(-τ‖D_n‖²)`` per sample. ``tau_reduce="sum"`` is the official rule; ``"mean"``
-    divides the squared norms by the element count (a τ that carries across resolutions)."""
+    """Contrastive CFG: ``eps_u + w λ+ D_p - w_n λ- D_n`` with ``λ+ = 2σ(τ_t‖D_p‖²)``,
+    ``λ- = 2σ(-τ_t‖D_n‖²)`` per sample (docs/methods.md §3).
+
+    ``tau``: a number is the official constant τ (default 0.2, summed norms: the authors' code);
+    ``tau_reduce="mean"`` divides the squared norms by the element count. A name picks a τ
+    schedule, one τ_t per step, multiplied by ``tau_scale`` (docs/methods.md §3.7 derives each,
+    docs/TAU.md measures them against the best fixed τ):
+
+    - ``"auto"``: the recommended schedule (currently ``"nce"``);
+    - ``"dim"``: ``τ_t = tau_scale / sqrt(N)`` (N elements per sample);
+    - ``"nce"``: ``τ_t = tau_scale / (2 (1 - ā_t))``, the log-likelihood ratio of the noisy
+      conditionals for unit-variance data (needs the step's ā_t: samplers pass it,
+      ``ccfg.guide`` takes ``alpha_bar=``);
+    - ``"pilot"``: ``τ = tau_scale ln3 / median‖D_n‖²`` measured on the batch at the first step
+      with negatives (λ- = 1/2 at the median), then frozen (stateful);
+    - ``"pilot_noise"``: the pilot τ, then rescaled by the expected growth of ‖D‖²,
+      ``ā_0(1-ā_0) / (ā_t(1-ā_t))`` (needs ā_t; stateful);
+    - ``"batch"``: the pilot's calibration redone at every step (no state; a sample's τ depends
+      on the rest of its batch).
+    """
 
     _c_rule = "ccfg"
     name = "ccfg"
+    # tau schedule -> the code csrc/rules/ccfg.c reads as tau_schedule
+    _SCHEDULES = {"constant": 0, "dim": 1, "nce": 2, "pilot": 3, "pilot_noise": 4, "batch": 5}
+    AUTO = "nce"
 
     def __init__(self, scale=7.5, tau=0.2, tau_reduce="sum", negative_scale=None,
-                 naive_positive=False, negative_window=None):
+                 naive_positive=False, negative_window=None, tau_scale=1.0):
         super().__init__(scale, negative_window)
-        self.tau = _v.real(tau, "tau", low=0.0)
         tau_reduce = _v.name(tau_reduce, "tau_reduce", ("sum", "mean"))
+        if isinstance(tau, str):
+            try:
+                float(tau)
+            except ValueError:
+                pass
+            else:       # a number in a string is a mistake, not a schedule name
+                raise TypeError(f"tau must be a real number or a schedule name, got the string "
+                                f"{tau!r} (pass the number itself)")
+            names = sorted(set(self._SCHEDULES) - {"constant"}) + ["auto"]
+            self.tau = _v.name(tau, "tau", names)
+            if tau_reduce != "sum":
+                raise ValueError(f"tau_reduce: {tau_reduce!r} applies to a constant tau; the "
+                                 f"schedule tau={self.tau!r} sets its own normalisation")
+        else:
+            try:
+                self.tau = _v.real(tau, "tau", low=0.0)
+            except TypeError:
+                raise TypeError(f"tau must be a real number or a schedule name "
+                                f"({', '.join(repr(n) for n in sorted(self._SCHEDULES))}, "
+                                f"'auto'), got {type(tau).__name__}") from None
+        self.tau_scale = _v.real(tau_scale, "tau_scale", low=0.0, low_open=True)
+        if not isinstance(tau, str) and self.tau_scale != 1.0:
+            raise ValueError("tau_scale: multiplies a named tau schedule; with a numeric tau "
+                             "give the number itself")
         self.tau_reduce = tau_reduce
         self.negative_scale = _v.real(negative_scale, "negative_scale", allow_none=True)
         if not isinstance(naive_positive, bool):
             raise TypeError("naive_positive must be a bool")
         self.naive_positive = naive_positive
 
+    @property
+    def tau_schedule(self):
+        """The schedule the C core runs: "constant" for a numeric tau, "auto" resolved."""
+        if not isinstance(self.tau, str):
+            return "constant"
+        return self.AUTO if self.tau == "auto" else self.tau
+
+    @property
+    def stateful(self):
+        return self.tau_schedule in ("pilot", "pilot_noise")
+
     def _params(self):
-        return {"scale": self.scale, "tau": self.tau, "tau_reduce": self.tau_reduce,
-                "negative_scale": self.negative_scale, "naive_positive": self.naive_positive}
+        p = {"scale": self.scale, "tau": self.tau, "tau_reduce": self.tau_reduce,
+             "negative_scale": self.negative_scale, "naive_positive": self.naive_positive}
+        if isinstance(self.tau, str):
+            p["tau_scale"] = self.tau_scale
+        return p
 
     def _c_params(self):
-        return {"tau": self.tau, "tau_mean": self.tau_reduce == "mean",
-                "naive_positive": self.naive_positive}
+        named = isinstance(self.tau, str)
+        return {"tau": self.tau_scale if named else self.tau,
+                "tau_mean": self.tau_reduce == "mean",
+                "naive_positive": self.naive_positive,
+                "tau_schedule": self._SCHEDULES[self.tau_schedule]}
 
 
 class APG(Rule):

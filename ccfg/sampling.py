@@ -148,7 +148,7 @@ def _out_array(out, shape, inputs):
 
 
 def guide(eps_u, eps_p, eps_n, rule, state=None, *, step=None, num_steps=None, device=None,
-          out=None):
+          out=None, alpha_bar=None):
     """Apply a guidance ``rule`` to noise predictions from your own loop.
 
     ``eps_u``, ``eps_p`` (or None): arrays (N, ...); ``eps_n``: None, an array or a list of arrays.
@@ -162,7 +162,9 @@ def guide(eps_u, eps_p, eps_n, rule, state=None, *, step=None, num_steps=None, d
     ``out``: a float32 NumPy array of ``eps_u``'s shape (C-contiguous, writeable, sharing no
     memory with the inputs) to write the result into, as NumPy ufuncs do; it is returned (as it
     is, also when the inputs are tensors). Reusing one buffer across calls saves allocating and
-    first-touching the result's pages each call."""
+    first-touching the result's pages each call.
+    ``alpha_bar``: the step's noise level ā_t in (0, 1), for rules that read it (CCFG with
+    ``tau="nce"`` or ``"pilot_noise"``; they raise naming it when it is missing)."""
     rule = _g.get(rule, "rule")
     if isinstance(rule, _g._NoGuidance):
         raise TypeError("rule must be a guidance rule or a rule name, got None")
@@ -199,6 +201,8 @@ def guide(eps_u, eps_p, eps_n, rule, state=None, *, step=None, num_steps=None, d
     if step is None:
         step = state.step if state is not None else 0
     step = _v.integer(step, "step", low=0)
+    alpha_bar = (float("nan") if alpha_bar is None else
+                 _v.real(alpha_bar, "alpha_bar", low=0.0, high=1.0, low_open=True))
     flat_u, flat_p = _v.flat(u), None if p is None else _v.flat(p)
     flat_n = [_v.flat(e) for e in negs]
     target = None
@@ -208,7 +212,7 @@ def guide(eps_u, eps_p, eps_n, rule, state=None, *, step=None, num_steps=None, d
     # the rule) FloatingPointError naming the rule
     res = _core.guide(_rule_spec(rule, shape), flat_u, flat_p, flat_n,
                       None if state is None else state._c, step, num_steps, dev, target, names,
-                      repr(rule))
+                      repr(rule), alpha_bar)
     if out is not None:
         res = out
     else:

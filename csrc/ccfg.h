@@ -407,6 +407,12 @@ void ccfg_guide_state_free(ccfg_guide_state *st);
 int ccfg_guide(const ccfg_backend *be, const ccfg_rule *rule, ccfg_guide_state *st, int64_t n,
                int64_t dim, const float *eps_u, const float *eps_p, int n_neg,
                const float *const *eps_n, int step, int num_steps, int update, float *out);
+/* the same, telling the rule the step's noise level ā_t (CCFG's noise-aware τ schedules need it;
+ * ccfg_guide passes NaN, "unknown") */
+int ccfg_guide_at(const ccfg_backend *be, const ccfg_rule *rule, ccfg_guide_state *st, int64_t n,
+                  int64_t dim, const float *eps_u, const float *eps_p, int n_neg,
+                  const float *const *eps_n, int step, int num_steps, double alpha_bar,
+                  int update, float *out);
 
 /* does the rule learn from the sampler's transitions (DNG) */
 int ccfg_rule_observes(const ccfg_rule *rule);

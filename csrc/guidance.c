@@ -52,7 +52,11 @@ int ccfg_rule_set(ccfg_rule *rule, const char *name, double value)
     return CCFG_OK;
 }
 
-int ccfg_rule_stateful(const ccfg_rule *rule) { return rule->impl->state_init != NULL; }
+int ccfg_rule_stateful(const ccfg_rule *rule)
+{
+    const ccfg_rule_impl *impl = rule->impl;
+    return impl->state_init != NULL && (!impl->needs_state || impl->needs_state(rule));
+}
 
 int ccfg_rule_observes(const ccfg_rule *rule) { return rule->impl->observe != NULL; }
 
@@ -106,7 +110,7 @@ int ccfg_guide_state_init(ccfg_guide_state *st, const ccfg_backend *be, const cc
     st->n_neg = n_neg;
     st->be = be;
     st->impl = rule->impl;
-    if (!rule->impl->state_init || n_neg == 0) return CCFG_OK;
+    if (!ccfg_rule_stateful(rule) || n_neg == 0) return CCFG_OK;
     int status = rule->impl->state_init(st, rule);
     if (status) ccfg_guide_state_free(st);
     return status;
@@ -164,6 +168,15 @@ int ccfg_guide(const ccfg_backend *be, const ccfg_rule *rule, ccfg_guide_state *
                int64_t dim, const float *eps_u, const float *eps_p, int n_neg,
                const float *const *eps_n, int step, int num_steps, int update, float *out)
 {
+    return ccfg_guide_at(be, rule, st, n, dim, eps_u, eps_p, n_neg, eps_n, step, num_steps, NAN,
+                         update, out);
+}
+
+int ccfg_guide_at(const ccfg_backend *be, const ccfg_rule *rule, ccfg_guide_state *st, int64_t n,
+                  int64_t dim, const float *eps_u, const float *eps_p, int n_neg,
+                  const float *const *eps_n, int step, int num_steps, double alpha_bar,
+                  int update, float *out)
+{
     const ccfg_rule_impl *impl = rule->impl;
     int status = CCFG_OK;
     if (n < 0 || dim < 0 || n_neg < 0 || n_neg > CCFG_MAX_RULE_NEGATIVES)
@@ -182,17 +195,23 @@ int ccfg_guide(const ccfg_backend *be, const ccfg_rule *rule, ccfg_guide_state *
 
     if (impl->host) return host_rule(be, rule, n, dim, eps_u, eps_p, k, eps_n, out);
 
-    /* 1-3 on the backend, where it has them: a device sends no reductions to the host */
+    /* 1-3 on the backend, where it has them: a device sends no reductions to the host (a rule
+     * whose table needs this call's reductions on the host gives family 0 and takes the host loop) */
     if (impl->device_form && be->guide->combine_form) {
         ccfg_coef_form form;
-        const ccfg_rule_inputs ri = {.n = n, .dim = dim, .k = k, .step = step, .eps_u = eps_u,
-                                     .eps_p = eps_p, .eps_n = eps_n};
-        if ((status = impl->device_form(rule, &ri, &form)) ||
-            (status = be->guide->combine_form(be, &form, n, dim, eps_u, eps_p, k, eps_n, out)))
-            return status;
-        if (impl->after && (status = impl->after(be, rule, st, &ri, update, out))) return status;
-        if (update && st) st->step++;
-        return CCFG_OK;
+        const ccfg_rule_inputs ri = {.n = n, .dim = dim, .k = k, .step = step,
+                                     .alpha_bar = alpha_bar, .eps_u = eps_u, .eps_p = eps_p,
+                                     .eps_n = eps_n};
+        if ((status = impl->device_form(rule, st, &ri, &form))) return status;
+        if (form.family) {
+            if ((status = be->guide->combine_form(be, &form, n, dim, eps_u, eps_p, k, eps_n, out)))
+                return status;
+            if (update && impl->learn && (status = impl->learn(rule, st, &ri))) return status;
+            if (impl->after && (status = impl->after(be, rule, st, &ri, update, out)))
+                return status;
+            if (update && st) st->step++;
+            return CCFG_OK;
+        }
     }
 
     const size_t kn = (size_t)n * (size_t)(k ? k : 1);
@@ -210,7 +229,7 @@ int ccfg_guide(const ccfg_backend *be, const ccfg_rule *rule, ccfg_guide_state *
     in[1] = eps_p;
     for (int j = 0; j < k; j++) in[2 + j] = eps_n[j];
     ccfg_rule_inputs ri = {
-        .n = n, .dim = dim, .k = k, .step = step, .eps_u = eps_u, .eps_p = eps_p,
+        .n = n, .dim = dim, .k = k, .step = step, .alpha_bar = alpha_bar, .eps_u = eps_u, .eps_p = eps_p,
         .eps_n = eps_n, .pp = pp, .nn = nn, .np = np, .extra = extra,
     };
 
@@ -223,6 +242,7 @@ int ccfg_guide(const ccfg_backend *be, const ccfg_rule *rule, ccfg_guide_state *
     if ((status = impl->coefficients(rule, st, &ri, coef)) ||
         (status = be->guide->combine(be, n, dim, m, in, coef, out)))
         goto done;
+    if (update && impl->learn && (status = impl->learn(rule, st, &ri))) goto done;
     if (impl->after && (status = impl->after(be, rule, st, &ri, update, out))) goto done;
     if (update && st) st->step++;
 

@@ -110,8 +110,8 @@ static int eval_eps(void *vctx, int step, int level, int stage, const float *x_v
         for (int j = 0; j < k; j++) c->last_n[j] = eps_n[j];
     }
     /* the rule applies the same window, so it reads eps_n only when they were evaluated */
-    return ccfg_guide(be, rule, &c->state, n, dim, eps_u, eps_p, gm->n_neg, eps_n, step, steps,
-                      stage == 0, eps_out);
+    return ccfg_guide_at(be, rule, &c->state, n, dim, eps_u, eps_p, gm->n_neg, eps_n, step, steps,
+                         alpha_bar, stage == 0, eps_out);
 }
 
 static int on_transition(void *vctx, int step, const float *x_before, const float *x_after,

@@ -18,7 +18,7 @@ import numpy as np
 __all__ = [
     "as_neg_list", "in_window", "sigmoid",
     "cfg", "negative_prompt", "negated_cfg", "composable_not", "perp_neg", "ccfg_rule",
-    "SLD_PRESETS", "SLDRef", "DNGRef", "ddim_mean", "apg",
+    "SLD_PRESETS", "SLDRef", "DNGRef", "ddim_mean", "apg", "CCFGScheduleRef",
 ]
 
 
@@ -301,3 +301,56 @@ def apg(eps_u, eps_p, scale=7.5, eta=0.0, norm_threshold=0.0):
     d_par = _dot(d, v) * v
     d_orth = d - d_par
     return p + (scale - 1.0) * (d_orth + eta * d_par)
+
+
+# --------------------------------------------------------------------- CCFG τ schedules (§3.7)
+class CCFGScheduleRef:
+    """CCFG with a τ schedule (docs/methods.md §3.7), one τ_t per step, then the official rule
+    ``ccfg_rule`` with ``tau=τ_t``. Written from the derivations, not from the C:
+
+    - "dim":         τ_t = s / sqrt(N)                         (N elements per sample)
+    - "nce":         τ_t = s / (2 (1 - ā_t))
+    - "pilot":       τ_0 = s · logit⁻¹-solved so that λ- = 2σ(-τ m) = 1/2 at m, the median of
+                     ‖D_n‖² over samples and negatives at the first call with negatives; frozen
+    - "pilot_noise": τ_0 as for pilot, then τ_t = τ_0 ā_0(1-ā_0) / (ā_t(1-ā_t))
+    - "batch":       the pilot's τ computed again at every call (no state)
+    A call without active negatives calibrates (for that call only) on the median ‖D_p‖².
+    ``update=False`` (Heun's corrector) never calibrates."""
+
+    def __init__(self, schedule, scale=7.5, tau_scale=1.0, negative_scale=None,
+                 naive_positive=False):
+        self.schedule, self.scale, self.s = schedule, scale, tau_scale
+        self.negative_scale, self.naive_positive = negative_scale, naive_positive
+        self.tau0 = None
+        self.ab0 = None
+
+    def _calibrate(self, u, p, ns):
+        sq = [_sq(n - u).ravel() for n in ns] if ns else [_sq(p - u).ravel()]
+        m = float(np.median(np.concatenate(sq)))
+        # solve 2σ(-τ m) = 1/2, i.e. σ(τ m) = 3/4: τ m = log(0.75 / 0.25)
+        return self.s * math.log(0.75 / 0.25) / m if m > 0 else 0.0
+
+    def tau_t(self, eps_u, eps_p, eps_n=None, alpha_bar=None, active=True, update=True):
+        u, p, ns = _prep(eps_u, eps_p, eps_n)
+        ns = ns if active else []
+        N = int(np.prod(u.shape[1:]))
+        sch = self.schedule
+        if sch == "dim":
+            return self.s / math.sqrt(N)
+        if sch == "nce":
+            return self.s / (2.0 * (1.0 - alpha_bar))
+        if sch == "batch" or (sch in ("pilot", "pilot_noise") and self.tau0 is None):
+            tau = self._calibrate(u, p, ns)
+            if sch != "batch" and update and ns and tau > 0:
+                self.tau0, self.ab0 = tau, alpha_bar
+            return tau         # at the pilot call itself ā_t = ā_0: no rescaling
+        if sch == "pilot":
+            return self.tau0
+        if sch == "pilot_noise":
+            return self.tau0 * self.ab0 * (1 - self.ab0) / (alpha_bar * (1 - alpha_bar))
+        raise ValueError(sch)
+
+    def __call__(self, eps_u, eps_p, eps_n=None, alpha_bar=None, active=True, update=True):
+        tau = self.tau_t(eps_u, eps_p, eps_n, alpha_bar, active, update)
+        return ccfg_rule(eps_u, eps_p, eps_n if active else None, scale=self.scale, tau=tau,
+                         negative_scale=self.negative_scale, naive_positive=self.naive_positive)

@@ -6,6 +6,7 @@
  * here: a Python function called back on host arrays. */
 #include "python/py.h"      /* first: Python.h sets the feature macros */
 
+#include <math.h>
 #include <string.h>
 
 #include "rules/rule.h"
@@ -216,21 +217,22 @@ fail:
 
 static int guide_on(const ccfg_backend *be, const ccfg_rule *rule, ccfg_guide_state *st, int64_t n,
                     int64_t dim, const float *u, const float *p, int k, const float *const *neg,
-                    int step, int num_steps, float *out)
+                    int step, int num_steps, double alpha_bar, float *out)
 {
     const size_t count = (size_t)n * (size_t)dim;
     float *du = NULL, *dp = NULL, *dout = NULL, *dn[PY_MAX_NEGATIVES] = {0};
     int status;
     if (be->host_memory)
-        return ccfg_guide(be, rule, st, n, dim, u, p, k, neg, step, num_steps, 1, out);
+        return ccfg_guide_at(be, rule, st, n, dim, u, p, k, neg, step, num_steps, alpha_bar, 1,
+                             out);
     if ((status = ccfg_backend_from_host(be, u, count, &du)) ||
         (p && (status = ccfg_backend_from_host(be, p, count, &dp))))
         goto done;
     for (int j = 0; j < k; j++)
         if ((status = ccfg_backend_from_host(be, neg[j], count, &dn[j]))) goto done;
     if ((status = be->alloc(be, count * sizeof(float), &dout)) ||
-        (status = ccfg_guide(be, rule, st, n, dim, du, dp, k, (const float *const *)dn, step,
-                             num_steps, 1, dout)))
+        (status = ccfg_guide_at(be, rule, st, n, dim, du, dp, k, (const float *const *)dn, step,
+                                num_steps, alpha_bar, 1, dout)))
         goto done;
     status = be->download(be, out, dout, count * sizeof(float));
 done:
@@ -250,15 +252,27 @@ typedef struct {
     int inputs_folded, output_folded;
 } guide_checks;
 
-static guide_checks guide_checks_for(const ccfg_backend *be, const ccfg_rule *rule, int k,
-                                     int step, int num_steps)
+static guide_checks guide_checks_for(const ccfg_backend *be, const ccfg_rule *rule,
+                                     const ccfg_guide_state *st, int64_t n, int64_t dim, int k,
+                                     int step, int num_steps, double alpha_bar)
 {
     const ccfg_rule_impl *impl = rule->impl;
     const int cpu = be == ccfg_backend_cpu();
     const int k_active = ccfg_rule_negative_active(rule, step, num_steps) ? k : 0;
     guide_checks c;
     c.output_folded = cpu && !impl->after && !impl->host;
-    c.inputs_folded = c.output_folded && impl->device_form && !impl->state_init && k_active == k;
+    /* the fused pass runs when this call has a coefficient form (CCFG's batch or uncalibrated
+     * pilot τ has none: the host loop reads the reductions) */
+    ccfg_coef_form form = {.family = 0};
+    const ccfg_rule_inputs sizes = {.n = n, .dim = dim, .k = k_active, .step = step,
+                                    .alpha_bar = alpha_bar};
+    if (c.output_folded && impl->device_form && !ccfg_rule_stateful(rule) && k_active == k &&
+        impl->device_form(rule, st, &sizes, &form) != CCFG_OK) {
+        ccfg_clear_error();   /* the call itself reports it */
+        form.family = 0;
+    }
+    c.inputs_folded = c.output_folded && form.family != 0 && !ccfg_rule_stateful(rule) &&
+                      k_active == k;
     return c;
 }
 
@@ -277,19 +291,21 @@ static int first_nonfinite_array(const float *const *arr, int count, int64_t siz
  *       [, out|None, names|None, label]) -> eps (out itself when given)
  * names: (eps_u's, eps_p's, each eps_n's) for "NAME contains NaN or Inf" (ValueError); with them
  * a NaN/Inf result raises FloatingPointError naming `label` (the rule). Without names nothing is
- * checked (the caller has). out: a C-contiguous writeable float32 (n, dim) array to write into. */
+ * checked (the caller has). out: a C-contiguous writeable float32 (n, dim) array to write into.
+ * alpha_bar: the step's ā_t (NaN = unknown), for rules that read it. */
 PyObject *py_guide(PyObject *self, PyObject *args)
 {
     PyObject *spec, *uo, *po, *nl, *so, *out = NULL, *outo = Py_None, *names = Py_None;
     const char *device, *label = "";
     int step, num_steps, k = 0, status = CCFG_OK;
+    double alpha_bar = NAN;
     ccfg_rule rule;
     PyArrayObject *u = NULL, *p = NULL, *negs[PY_MAX_NEGATIVES] = {0};
     const float *neg_ptr[PY_MAX_NEGATIVES];
     const ccfg_backend *be = NULL;
     (void)self;
-    if (!PyArg_ParseTuple(args, "O!OOOOiis|OOs", &PyTuple_Type, &spec, &uo, &po, &nl, &so, &step,
-                          &num_steps, &device, &outo, &names, &label))
+    if (!PyArg_ParseTuple(args, "O!OOOOiis|OOsd", &PyTuple_Type, &spec, &uo, &po, &nl, &so, &step,
+                          &num_steps, &device, &outo, &names, &label, &alpha_bar))
         return NULL;
     if (py_parse_rule(spec, &rule)) return NULL;
     u = py_as_array(uo, NPY_FLOAT32, 2, NULL, "eps_u");
@@ -347,7 +363,8 @@ PyObject *py_guide(PyObject *self, PyObject *args)
         if (!out) goto done;
     }
     const int checks = names != Py_None;
-    const guide_checks gc = guide_checks_for(be, &rule, k, step, num_steps);
+    const guide_checks gc = guide_checks_for(be, &rule, st, n, dim, k, step, num_steps,
+                                                alpha_bar);
     const float *all[2 + PY_MAX_NEGATIVES];
     all[0] = py_f32(u);
     all[1] = p ? py_f32(p) : NULL;
@@ -358,8 +375,8 @@ PyObject *py_guide(PyObject *self, PyObject *args)
     if (rule.impl->host && be->synchronous) {
         /* a Python rule on the CPU runs with the GIL held throughout (it calls back at once) */
         if (checks && (bad_in = first_nonfinite_array(all, 2 + k, count)) >= 0) goto nonfinite;
-        status = ccfg_guide(be, &rule, st, n, dim, all[0], all[1], k, neg_ptr, step, num_steps, 1,
-                            op);
+        status = ccfg_guide_at(be, &rule, st, n, dim, all[0], all[1], k, neg_ptr, step, num_steps,
+                               alpha_bar, 1, op);
         if (!status && checks) bad_out = first_nonfinite_array((const float *const *)&op, 1, count) >= 0;
     } else {
         py_run run;
@@ -368,7 +385,7 @@ PyObject *py_guide(PyObject *self, PyObject *args)
         if (bad_in < 0 && !(status = py_run_enter(&run, "ccfg.guide", be, NULL))) {
             (void)ccfg_cpu_guide_flags();                   /* forget older reports */
             status = guide_on(be, &rule, st, n, dim, all[0], all[1], k, neg_ptr, step, num_steps,
-                              op);
+                              alpha_bar, op);
             const unsigned flags = ccfg_cpu_guide_flags();
             py_run_leave(&run);
             if (!status && checks) {

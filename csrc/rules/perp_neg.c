@@ -46,8 +46,10 @@ static int coefficients(const ccfg_rule *r, const ccfg_guide_state *st,
     return CCFG_OK;
 }
 
-static int device_form(const ccfg_rule *r, const ccfg_rule_inputs *in, ccfg_coef_form *form)
+static int device_form(const ccfg_rule *r, const ccfg_guide_state *st,
+                       const ccfg_rule_inputs *in, ccfg_coef_form *form)
 {
+    (void)st;
     (void)in;
     *form = (ccfg_coef_form){.family = CCFG_FORM_PERPENDICULAR, .w = r->scale,
                              .w_n = r->negative_scale,

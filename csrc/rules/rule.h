@@ -24,6 +24,7 @@ typedef struct {
     int64_t n, dim;
     int k;
     int step;                       /* the sampler step (or the guide call's step) */
+    double alpha_bar;               /* the step's ā_t (VP), NaN when the caller does not know it */
     const float *eps_u, *eps_p;     /* backend memory; eps_p == eps_u without a positive */
     const float *const *eps_n;      /* [k] */
     /* per-sample reductions (host arrays), filled before `coefficients` runs */
@@ -47,7 +48,11 @@ struct ccfg_rule_impl {
                         const ccfg_rule_inputs *in, double *coef);
     /* the same table as a ccfg_coef_form: the family and this call's scalars, from the functions
      * `coefficients` uses (in: sizes and step; no reductions). NULL: no device form. */
-    int (*device_form)(const ccfg_rule *r, const ccfg_rule_inputs *in, ccfg_coef_form *form);
+    int (*device_form)(const ccfg_rule *r, const ccfg_guide_state *st, const ccfg_rule_inputs *in,
+                       ccfg_coef_form *form);
+    /* after the table of an updating call: learn host state from this call's reductions (in->pp,
+     * in->nn; NULL when the device form ran), never touching `out` (NULL: nothing to learn) */
+    int (*learn)(const ccfg_rule *r, ccfg_guide_state *st, const ccfg_rule_inputs *in);
     /* an elementwise pass after combine, on `out` (NULL: none) */
     int (*after)(const ccfg_backend *be, const ccfg_rule *r, ccfg_guide_state *st,
                  const ccfg_rule_inputs *in, int update, float *out);
@@ -56,6 +61,8 @@ struct ccfg_rule_impl {
                 int k, const float *const *eps_n, float *out);
     /* state: allocate (st->n, dim, n_neg, be are set) and learn from a transition */
     int (*state_init)(ccfg_guide_state *st, const ccfg_rule *r);
+    /* with these parameters, does the rule use its state (NULL: whenever it has state_init) */
+    int (*needs_state)(const ccfg_rule *r);
     int (*observe)(const ccfg_backend *be, const ccfg_rule *r, ccfg_guide_state *st, int64_t n,
                    int64_t dim, const float *x_t, const float *x_prev, const float *eps_u,
                    int n_neg, const float *const *eps_n, double alpha_bar, double alpha_bar_prev,
