@@ -191,11 +191,12 @@ class DNG(Rule):
     """Dynamic Negative Guidance: negative scale ``λ0 p/(1-p)`` from a per-sample posterior ``p``
     that the sample belongs to the negative, updated from each transition (stateful).
 
-    ``offset`` (δ): the per-step bias of the log-odds update, ``δ / (2 s²)`` nats per step. The
+    ``offset`` (δ): the per-step bias of the posterior update, ``δ / (2 s²)`` nats of ``log p`` per
+    step. The
     official value 2e-4 (the DNG README's run) is sized for DDPM with the training schedule's
     1000 steps (about 29 nats over that run on the linear schedule, but 1-1.4 nats over 20-100
     steps). ``offset="scaled"`` makes ``ccfg.sample`` scale the official δ to the run so that the
-    offset's log-odds drift over the whole run equals the official 1000-step run's
+    offset's drift of ``log p`` over the whole run equals the official 1000-step run's
     (``ccfg.sampling.dng_scaled_offset``; derivation in docs/methods.md §4); a number is used as
     is (the default is the official constant). DNG's official sampler is DDPM with
     ``noise_variance="fixed_large"`` (``ccfg.sample``) and ``num_train_timesteps`` steps."""

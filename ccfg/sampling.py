@@ -272,7 +272,7 @@ def _negative_list(negative):
 
 
 def _offset_drift_weight(plan, sampler, eta):
-    """sum over the run's steps of 1 / (2 var_k): the log-odds one unit of DNG offset adds over
+    """sum over the run's steps of 1 / (2 var_k): the log p one unit of DNG offset adds over
     the run. var_k is the variance DNG's update (csrc/rules/dng.c) divides by at step k: η² β̃
     for a stochastic step (η = 1 for ddpm and euler_ancestral, DDIM's eta), the stride variance
     1 - ā/ā_prev for a deterministic one; steps with var_k = 0 (the last, onto ā = 1) add
@@ -293,7 +293,7 @@ def _offset_drift_weight(plan, sampler, eta):
 def dng_scaled_offset(sampler, steps, scheduler=None, eta=0.0, offset=_g.DNG.OFFICIAL_OFFSET,
                       reference_steps=None):
     """DNG's per-step offset for a run of ``steps`` steps of ``sampler`` such that the offset's
-    total log-odds drift, sum_k offset_K / (2 var_k), equals that of ``offset`` over the official
+    total drift of log p, sum_k offset_K / (2 var_k), equals that of ``offset`` over the official
     run (DDPM with ``reference_steps`` steps, default ``num_train_timesteps``, on the same
     training schedule):  offset_K = offset * W_ref / W_run with W = sum_k 1 / (2 var_k)
     (docs/methods.md §4). On the linear schedule the official run drifts 29.2 nats, a DDPM run
