@@ -34,7 +34,7 @@ from .sweep import read_records as _sweep_read
 from .sweep import sweep as _run_sweep
 from ._version import __version__
 from .guidance import CCFG, CFG, DNG, SLD, SLD_PRESETS, NegatedCFG, NegativePrompt, PerpNeg
-from .models import FASHION_MNIST_DIR, GaussianMixture, _load_fashion_mnist
+from .models import FASHION_MNIST_DIR, _load_fashion_mnist
 
 # (positive, negative): the negative overlaps the positive in all but "top, not footwear"
 # (second, so that a run cut short still has the disjoint pair)
@@ -811,6 +811,8 @@ def main(argv=None):
                          "process")
     ap.add_argument("--pairs", default=None, help="only these Fashion-MNIST pairs, e.g. "
                     "footwear:sneaker,top:footwear")
+    ap.add_argument("--scales", default=None, help="only these Fashion-MNIST scales, e.g. 4 or "
+                    "2,4")
     ap.add_argument("--no-toy", action="store_true", help="skip the exact mixtures")
     ap.add_argument("--no-images", action="store_true", help="skip Fashion-MNIST")
     ap.add_argument("--no-plot", action="store_true", help="no figures")
@@ -826,6 +828,12 @@ def main(argv=None):
     size = dict(SIZES[args.size])
     if args.pairs:
         size["pairs"] = _parse_pairs(args.pairs)
+    if args.scales:
+        try:
+            size["scales"] = [float(v) for v in args.scales.split(",")]
+        except ValueError:
+            raise SystemExit(f"compare: --scales: expected numbers separated by commas, got "
+                             f"{args.scales!r}") from None
     t0 = time.perf_counter()
     meta = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpus": os.cpu_count(),
             "command": "python -m ccfg compare " + " ".join(argv if argv is not None
@@ -859,13 +867,16 @@ def main(argv=None):
     executor = "serial" if (args.workers == 1 or not isinstance(model_name, str)) else None
     os.makedirs(work, exist_ok=True)
     n_before = len(_sweep_read(os.path.join(work, "cells.jsonl")))
-    records = run_cells(plan, work, args.device, executor, args.workers, args.quiet)
-    # a run resumed from cells of earlier invocations: its report states the sampling time of
-    # all of them (work/invocations.jsonl), not only this one's
-    with open(os.path.join(work, "invocations.jsonl"), "a", encoding="utf-8") as f:
-        f.write(json.dumps({"date": meta["date"], "sampling_wall_s": time.perf_counter() - t0,
-                            "cells_run": len(_sweep_read(os.path.join(work, "cells.jsonl")))
-                            - n_before, "load": meta.get("load")}) + "\n")
+    try:
+        records = run_cells(plan, work, args.device, executor, args.workers, args.quiet)
+    finally:
+        # a run resumed from cells of earlier (or interrupted) invocations: its report states
+        # the sampling time of all of them (work/invocations.jsonl), not only this one's
+        with open(os.path.join(work, "invocations.jsonl"), "a", encoding="utf-8") as f:
+            f.write(json.dumps({"date": meta["date"],
+                                "sampling_wall_s": time.perf_counter() - t0,
+                                "cells_run": len(_sweep_read(os.path.join(work, "cells.jsonl")))
+                                - n_before, "load": meta.get("load")}) + "\n")
     inv = _sweep_read(os.path.join(work, "invocations.jsonl"))
     meta["sampling_wall_s"] = sum(r.get("sampling_wall_s", 0.0) for r in inv)
     meta["invocations"] = len(inv)
