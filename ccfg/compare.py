@@ -57,7 +57,8 @@ SIZES = {
                   n=16, steps=20, ddpm_steps=20, toy_seeds=2, toy_n=500, toy_steps=50, toy_ddpm_steps=100,
                   toy_scales=[1.5, 3.0], official=True, n_boot=1000),
     # the default: every pair at two scales, 32 images per rule (2 seeds x 16), 1000 toy samples
-    # per rule: about 40 min on 2 idle cores (docs/RESULTS.md states the measured cost per cell)
+    # per rule: 230 400 image evaluations, about 33 min at the 8.6 ms each measured on 2 idle
+    # cores, plus a few minutes (docs/RESULTS.md states the cost per cell it measured)
     "default": dict(pairs=IMAGE_PAIRS, scales=[2.0, 4.0], seeds=2, n=16, steps=20,
                     ddpm_steps=20, toy_seeds=2, toy_n=500, toy_steps=50, toy_ddpm_steps=100,
                     toy_scales=[1.5, 3.0, 6.0], official=True, n_boot=1000),
@@ -320,10 +321,15 @@ class _ImageScorer:
         return out
 
 
+# bump when the analysis changes: analysed tables are cached in --work/analysis by their inputs
+ANALYSIS_VERSION = 1
+
+
 def analyse(plan, records, work, n_boot=1000, confidence=0.95, real=None, quiet=False):
     """The report's tables from the cells' samples: for each table, each rule's value with its
     interval, the best rule with those not resolved from it, and the head-to-head differences.
-    Returns a list of plain dicts (the JSON's "tables")."""
+    Returns a list of plain dicts (the JSON's "tables"). A table analysed before from the same
+    samples and settings is read back from ``work``/analysis."""
     i = 0
     out = []
     scorers = {}
@@ -332,6 +338,15 @@ def analyse(plan, records, work, n_boot=1000, confidence=0.95, real=None, quiet=
         for a, cells in entries:
             recs.append(records[i:i + len(cells)])
             i += len(cells)
+        key = hashlib.sha1(json.dumps(
+            [ANALYSIS_VERSION, t, [[r["samples"] for r in rs] for rs in recs],
+             [a["label"] for a, _ in entries], n_boot, confidence, real is None],
+            sort_keys=True, default=str).encode()).hexdigest()[:20]
+        cache = Path(work) / "analysis" / f"{key}.json"
+        if cache.is_file():
+            with open(cache, encoding="utf-8") as f:
+                out.append(json.load(f))
+            continue
         if t["part"] == "toy":
             key = (t["problem"],)
             if key not in scorers:
@@ -364,6 +379,10 @@ def analyse(plan, records, work, n_boot=1000, confidence=0.95, real=None, quiet=
                      confidence=confidence, rows=rows)
         table["best"] = _best(rows, boots, columns, confidence)
         table["head_to_head"] = _pairs(rows, boots, columns, confidence)
+        table = json.loads(json.dumps(table, default=float))       # plain JSON values
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        with open(cache, "w", encoding="utf-8") as f:
+            json.dump(table, f)
         out.append(table)
         _log(quiet, f"analysed {t['problem']} {t['positive']} not {t['negative']} "
                     f"w={t['scale']:g}")
@@ -586,7 +605,8 @@ def write_report(out_md, tables, size_name, size, meta):
                                      if wt else "",
                                      f"Fashion-MNIST ({size['seeds'] * size['n']} images): {wi}"
                                      if wi else "") if x)
-             + ". Widths shrink as 1/√n: `--size large` (4× the images) halves them.", ""]
+             + ". Widths shrink as 1/√n: 4× the samples halve them (`--size large`: 4× the "
+             "images, 2× the mixture samples).", ""]
     text += [HOW_TO_READ.format(n_boot=size["n_boot"])]
     toy = [t for t in tables if t["part"] == "toy"]
     if toy:
@@ -792,7 +812,8 @@ def main(argv=None):
                                  description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--size", choices=list(SIZES), default="default",
                     help="tiny: seconds (tests); quick: about 15 min on 2 idle cores; default: "
-                         "about 40 min; large: 4x the images, a third scale (hours)")
+                         "about 40 min; large: 4x the images per rule, a third scale (about "
+                         "3.5 h)")
     ap.add_argument("--quick", action="store_const", const="quick", dest="size",
                     help="same as --size quick")
     ap.add_argument("--model", default=None, help="Fashion-MNIST pipeline folder (default: the "
