@@ -570,7 +570,9 @@ HOW_TO_READ = """## How to read these tables
   update scores the move with), with the official offset δ = 2e-4 (sized for 1000 steps: about
   1 nat of log p drift over a 20-100-step run instead of 29) and with δ scaled so that the
   drift over the run equals the official run's (`DNG(offset="scaled")`, docs/methods.md §4).
-  Its baseline is CFG on that same sampler and step count. On the mixtures the official
+  Its baseline is CFG on that same sampler and step count. The scaled offset matches the total
+  drift, not its timing: at 20 steps 99 % of it comes in the last step, too late to guide, so
+  there it changes little; at 100 steps (the mixtures) it acts. On the mixtures the official
   protocol runs too: DDPM over all 1000 training steps with fixed-large noise (β_t) as the
   official code, next to CFG on it.
 """
@@ -855,6 +857,8 @@ def main(argv=None):
         except ValueError:
             raise SystemExit(f"compare: --scales: expected numbers separated by commas, got "
                              f"{args.scales!r}") from None
+    full = SIZES[args.size]
+    restricted = (size["pairs"] != full["pairs"] or size["scales"] != full["scales"])
     t0 = time.perf_counter()
     meta = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpus": os.cpu_count(),
             "command": "python -m ccfg compare " + " ".join(argv if argv is not None
@@ -864,6 +868,14 @@ def main(argv=None):
             f"{v:.1f}" for v in os.getloadavg())
     except OSError:
         pass
+    if restricted:
+        meta["note"] = (
+            f"**Smaller than `--size {args.size}`:** the image tables are restricted (--pairs/"
+            f"--scales) to {', '.join(f'{p}/{q}' for p, q in size['pairs'])} at w = "
+            f"{', '.join(f'{w:g}' for w in size['scales'])}; the full size has "
+            f"{', '.join(f'{p}/{q}' for p, q in full['pairs'])} at w = "
+            f"{', '.join(f'{w:g}' for w in full['scales'])}. The command without --pairs/--scales "
+            "runs them all (resuming from these cells).")
     parts = [] if args.no_toy else ["toy"]
     model_name, real = "fashion-mnist", None
     if not args.no_images:
