@@ -46,6 +46,9 @@ OFFICIAL_DDPM_STEPS = 1000
 # is reported as "negligible", not as better/worse (leakage 1e-46 vs 0 is resolved and means
 # nothing)
 MIN_EFFECT = 1e-3
+# one UNet evaluation of one image on this repository's 2-core build machine, idle (load 0.8,
+# 2026-11-30, a 16-image 20-step CCFG run): the time budget of the sizes (docs/api.md)
+IDLE_MS_PER_IMAGE_NFE = 8.6
 
 SIZES = {
     # for tests: seconds
@@ -527,13 +530,14 @@ def _summary(tables, part, columns, what):
 
 
 def _widths(tables, part, columns):
-    """median 95 % interval width of the paired differences, per metric, over the tables"""
+    """median 95 % interval width of the paired differences, per metric, over the tables (over
+    the comparisons whose two rules differ on some unit: identical outputs give width 0)"""
     ts = [t for t in tables if t["part"] == part]
     heads = {k: h for k, h, _ in columns}
     out = []
     for key, _, _ in columns:
         w = [h["high"] - h["low"] for t in ts for h in t["head_to_head"] if h["metric"] == key
-             and not math.isnan(h["high"])]
+             and not math.isnan(h["high"]) and h["high"] > h["low"]]
         if w:
             out.append(f"{heads[key]} {np.median(w):.3f}")
     return ", ".join(out)
@@ -602,7 +606,7 @@ def write_report(out_md, tables, size_name, size, meta):
     text += _summary(tables, "images", IMAGE_COLUMNS, "Fashion-MNIST")
     wt, wi = _widths(tables, "toy", TOY_COLUMNS), _widths(tables, "images", IMAGE_COLUMNS)
     text += ["", "Interval widths at this size (median width of the paired differences' 95 % "
-             "intervals): "
+             "intervals, over the comparisons that are not identical on every unit): "
              + "; ".join(x for x in (f"mixtures ({size['toy_seeds'] * size['toy_n']} samples): {wt}"
                                      if wt else "",
                                      f"Fashion-MNIST ({size['seeds'] * size['n']} images): {wi}"
@@ -655,7 +659,11 @@ def cost_text(cost):
         parts.append(f"the UNet cost {cost['ms_per_image_nfe']:.1f} ms per image and model "
                      f"evaluation, so the image part of `--size default` needs about "
                      f"{cost['default_image_min']:.0f} min of cell time and `--size large` about "
-                     f"{cost['large_image_min']:.0f} min at this load")
+                     f"{cost['large_image_min']:.0f} min at this load (at the "
+                     f"{IDLE_MS_PER_IMAGE_NFE} ms measured on 2 idle cores: "
+                     f"{cost['default_image_min'] * IDLE_MS_PER_IMAGE_NFE / cost['ms_per_image_nfe']:.0f}"
+                     f" and {cost['large_image_min'] * IDLE_MS_PER_IMAGE_NFE / cost['ms_per_image_nfe']:.0f}"
+                     " min)")
     return ("Cost (cell time, summed over the worker processes): " + "; ".join(parts) + "."
             if parts else "")
 
