@@ -394,7 +394,8 @@ _FASHION_LEGEND = (
     "minus negative; higher is better).  leak: fraction in the negative's classes (lower is "
     "better).\nFD: Fréchet distance between the classifier features of the images and of real "
     "test images of the target (lower is better; the floor, real vs real at this size, is in "
-    "fashion.md).  \"no guidance\": the positive's conditional model alone.")
+    "fashion.md).  \"no guidance\": the positive's conditional model alone.  DNG runs DDPM (it needs "
+    "a stochastic sampler); at few steps it looks like \"CFG on DNG's sampler\", its baseline.")
 
 
 def _fashion_runs(w, steps, ddpm_steps):
@@ -453,8 +454,10 @@ def _demo_fashion(args, out):
             f"metrics from the classifier run in C (ccfg.metrics.image_summary). Fréchet floor "
             f"(real vs real, same size): {rows[0]['frechet_floor']:.2f}. DNG runs DDPM (its "
             f"method needs a stochastic sampler) with the official offset and with the offset "
-            f"scaled to the step count; \"CFG on DNG's sampler\" is its baseline. One seed: see "
-            f"docs/RESULTS.md for paired intervals.", "", "\n".join(lines), ""]
+            f"scaled to the step count; \"CFG on DNG's sampler\" is its baseline. At this few steps "
+            f"DNG's posterior barely moves before the last step (docs/methods.md §4.5), so DNG "
+            f"looks like CFG on the same sampler: that is the method at this step count, not a "
+            f"bug. One seed: see docs/RESULTS.md for paired intervals.", "", "\n".join(lines), ""]
     files = {}
     (out / "fashion.md").write_text("\n".join(text), encoding="utf-8")
     files["fashion"] = out / "fashion.md"
