@@ -189,11 +189,23 @@ class SLD(Rule):
 
 class DNG(Rule):
     """Dynamic Negative Guidance: negative scale ``λ0 p/(1-p)`` from a per-sample posterior ``p``
-    that the sample belongs to the negative, updated from each transition (stateful)."""
+    that the sample belongs to the negative, updated from each transition (stateful).
+
+    ``offset`` (δ): the per-step bias of the posterior update, ``δ / (2 s²)`` nats of ``log p`` per
+    step. The
+    official value 2e-4 (the DNG README's run) is sized for DDPM with the training schedule's
+    1000 steps (about 29 nats over that run on the linear schedule, but 1-1.4 nats over 20-100
+    steps). ``offset="scaled"`` makes ``ccfg.sample`` scale the official δ to the run so that the
+    offset's drift of ``log p`` over the whole run equals the official 1000-step run's
+    (``ccfg.sampling.dng_scaled_offset``; derivation in docs/methods.md §4); a number is used as
+    is (the default is the official constant). DNG's official sampler is DDPM with
+    ``noise_variance="fixed_large"`` (``ccfg.sample``) and ``num_train_timesteps`` steps."""
 
     _c_rule = "dng"
     name = "dng"
     stateful = True
+    # the official per-step offset (DNG README run; docs/methods.md §4)
+    OFFICIAL_OFFSET = 2e-4
 
     def __init__(self, scale=7.5, negative_scale=None, prior=0.01, temperature=0.2, offset=2e-4,
                  p_min=1e-6, p_max=0.8, negative_window=None):
@@ -203,7 +215,10 @@ class DNG(Rule):
         if self.prior >= 1.0:
             raise ValueError(f"prior must be < 1, got {self.prior}")
         self.temperature = _v.real(temperature, "temperature", low=0.0)
-        self.offset = _v.real(offset, "offset")
+        if isinstance(offset, str):
+            self.offset = _v.name(offset, "offset", ("scaled",))
+        else:
+            self.offset = _v.real(offset, "offset")
         self.p_min = _v.real(p_min, "p_min", low=0.0, low_open=True)
         self.p_max = _v.real(p_max, "p_max", high=1.0)
         if self.p_max >= 1.0:
@@ -217,7 +232,18 @@ class DNG(Rule):
                 "temperature": self.temperature, "offset": self.offset, "p_min": self.p_min,
                 "p_max": self.p_max}
 
+    def _with_offset(self, offset):
+        """A copy with a numeric offset (how ccfg.sample runs ``offset="scaled"``)."""
+        import copy
+        out = copy.copy(self)
+        out.offset = _v.real(offset, "offset")
+        return out
+
     def _c_params(self):
+        if self.offset == "scaled":
+            raise ValueError("offset='scaled' is sized from the run's schedule and step count: "
+                             "ccfg.sample resolves it; with ccfg.guide pass a number, e.g. "
+                             "ccfg.sampling.dng_scaled_offset(sampler, steps)")
         return {"prior": self.prior, "temperature": self.temperature, "offset": self.offset,
                 "p_min": self.p_min, "p_max": self.p_max}
 

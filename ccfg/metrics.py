@@ -418,3 +418,93 @@ def image_summary(images, positive, negative=None, seed=0, real=None):
     out["frechet"] = frechet_distance(feats_x, rf[half_b]) if labels.shape[0] >= 2 else float("nan")
     out["frechet_floor"] = frechet_distance(rf[half_a[:n]], rf[half_b]) if n >= 2 else float("nan")
     return out
+
+
+# ====================================================================== statistics
+# Paired comparisons (ccfg.compare): rules share noise, so sample i of seed s starts from the same
+# x_T and meets the same step noise under every rule. The unit of resampling is that x_T: one
+# bootstrap resample draws units with replacement and EVERY rule's metric is recomputed on the
+# same draw, so the spread of a difference reflects only how the two rules differ on the same
+# starting points. Intervals are percentile intervals (Efron & Tibshirani 1993, §13.3).
+
+__all__ += ["bootstrap_counts", "paired_bootstrap", "percentile_interval", "kernel_distance",
+            "polynomial_kernel"]
+
+
+def bootstrap_counts(n, n_boot=2000, seed=0):
+    """(n_boot, n) integer counts: row r says how often resample r drew each of the n units
+    (n draws with replacement, uniform). The same counts serve every rule and every metric of a
+    comparison, which is what makes the resamples paired."""
+    n = _v.integer(n, "n", low=1)
+    n_boot = _v.integer(n_boot, "n_boot", low=1)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, size=(n_boot, n))
+    flat = idx + n * np.arange(n_boot)[:, None]
+    return np.bincount(flat.ravel(), minlength=n_boot * n).reshape(n_boot, n)
+
+
+def percentile_interval(boot, confidence=0.95):
+    """(low, high): the (1-c)/2 and (1+c)/2 quantiles of the bootstrap values (NaNs dropped;
+    (nan, nan) when none is left)."""
+    if not (isinstance(confidence, numbers.Real) and 0.0 < confidence < 1.0):
+        raise ValueError(f"confidence: expected a number in (0, 1), got {confidence!r}")
+    b = np.asarray(boot, dtype=np.float64).ravel()
+    b = b[np.isfinite(b)]
+    if b.size == 0:
+        return float("nan"), float("nan")
+    lo, hi = np.quantile(b, [(1.0 - confidence) / 2.0, (1.0 + confidence) / 2.0])
+    return float(lo), float(hi)
+
+
+def paired_bootstrap(a, b, n_boot=2000, confidence=0.95, seed=0, counts=None):
+    """Bootstrap interval of mean(a) - mean(b) for paired per-unit values (a[i] and b[i] measured
+    on the same unit, e.g. the same x_T under two rules). Resamples units with replacement
+    (``counts`` from :func:`bootstrap_counts`, or ``n_boot`` fresh ones from ``seed``) and
+    returns a dict: ``estimate`` (the difference on all units), ``low``, ``high`` (the percentile
+    interval at ``confidence``), ``n``, ``n_boot`` and ``resolved`` (True when the interval
+    excludes 0)."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.ndim != 1 or a.shape != b.shape or a.size < 1:
+        raise ValueError(f"a, b: expected two 1-D arrays of the same non-zero length, got "
+                         f"{a.shape} and {b.shape}")
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+        raise ValueError("a, b: contain NaN or infinity")
+    d = a - b
+    if counts is None:
+        counts = bootstrap_counts(d.size, n_boot, seed)
+    counts = np.asarray(counts)
+    if counts.ndim != 2 or counts.shape[1] != d.size:
+        raise ValueError(f"counts: expected (n_boot, {d.size}), got {counts.shape}")
+    boot = counts @ d / d.size
+    lo, hi = percentile_interval(boot, confidence)
+    return {"estimate": float(d.mean()), "low": lo, "high": hi, "n": int(d.size),
+            "n_boot": int(counts.shape[0]), "resolved": bool(lo > 0.0 or hi < 0.0)}
+
+
+def polynomial_kernel(x, y, degree=3, gamma=None, coef0=1.0):
+    """k(x, y) = (gamma x·y + coef0)^degree, gamma = 1/D by default: the kernel of the kernel
+    inception distance (Bińkowski et al. 2018), as a matrix (len(x), len(y))."""
+    x, y = _sample_sets(x, y)
+    g = 1.0 / x.shape[1] if gamma is None else float(gamma)
+    return (g * (x @ y.T) + coef0) ** degree
+
+
+def kernel_distance(x, y, degree=3, gamma=None, coef0=1.0):
+    """Unbiased squared MMD between sample sets x (m, D) and y (n, D) with the cubic polynomial
+    kernel (the KID of Bińkowski et al., "Demystifying MMD GANs", 2018, on the full sets rather
+    than averaged over subsets):
+    MMD²_u = Σ_{i≠j} k(x_i, x_j)/(m(m-1)) + Σ_{i≠j} k(y_i, y_j)/(n(n-1)) - 2 Σ k(x_i, y_j)/(mn).
+    Unlike the Fréchet distance it has no small-sample bias: its expectation is the population
+    MMD², 0 when x and y come from one distribution (so single values can be negative)."""
+    x, y = _sample_sets(x, y)
+    if x.shape[0] < 2 or y.shape[0] < 2:
+        raise ValueError("x, y: at least 2 rows each")
+    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+        raise ValueError("x, y: contain NaN or infinity")
+    m, n = x.shape[0], y.shape[0]
+    kxx = polynomial_kernel(x, x, degree, gamma, coef0)
+    kyy = polynomial_kernel(y, y, degree, gamma, coef0)
+    kxy = polynomial_kernel(x, y, degree, gamma, coef0)
+    return float((kxx.sum() - np.trace(kxx)) / (m * (m - 1))
+                 + (kyy.sum() - np.trace(kyy)) / (n * (n - 1)) - 2.0 * kxy.mean())

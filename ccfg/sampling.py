@@ -11,9 +11,9 @@ import numpy as np
 from . import _core, _device, _tensors
 from . import _validate as _v
 from . import guidance as _g
-from .schedulers import PREDICTIONS, as_config, check_sampler
+from .schedulers import PREDICTIONS, VARIANCE_TYPES, as_config, check_sampler
 
-__all__ = ["sample", "guide", "randn", "GuidanceState"]
+__all__ = ["sample", "guide", "randn", "GuidanceState", "dng_scaled_offset"]
 
 
 def _rule_spec(rule, shape):
@@ -312,9 +312,53 @@ def _negative_list(negative):
     return list(negative) if isinstance(negative, (list, tuple)) else [negative]
 
 
+def _offset_drift_weight(plan, sampler, eta):
+    """sum over the run's steps of 1 / (2 var_k): the log p one unit of DNG offset adds over
+    the run. var_k is the variance DNG's update (csrc/rules/dng.c) divides by at step k: η² β̃
+    for a stochastic step (η = 1 for ddpm and euler_ancestral, DDIM's eta), the stride variance
+    1 - ā/ā_prev for a deterministic one; steps with var_k = 0 (the last, onto ā = 1) add
+    nothing."""
+    ab = np.asarray(plan["alpha_bars"], np.float64)
+    abn = np.asarray(plan["alpha_bars_next"], np.float64)
+    e = 1.0 if sampler in ("ddpm", "euler_ancestral") else (eta if sampler == "ddim" else 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if e > 0:
+            bt = (1.0 - abn) / (1.0 - ab) * (1.0 - ab / abn)
+            var = np.where(ab < 1.0, e * e * bt, 0.0)
+        else:
+            var = 1.0 - ab / abn
+        w = np.where(var > 0, 0.5 / np.where(var > 0, var, 1.0), 0.0)
+    return float(np.sum(w))
+
+
+def dng_scaled_offset(sampler, steps, scheduler=None, eta=0.0, offset=_g.DNG.OFFICIAL_OFFSET,
+                      reference_steps=None):
+    """DNG's per-step offset for a run of ``steps`` steps of ``sampler`` such that the offset's
+    total drift of log p, sum_k offset_K / (2 var_k), equals that of ``offset`` over the official
+    run (DDPM with ``reference_steps`` steps, default ``num_train_timesteps``, on the same
+    training schedule):  offset_K = offset * W_ref / W_run with W = sum_k 1 / (2 var_k)
+    (docs/methods.md §4). On the linear schedule the official run drifts 29.2 nats, a DDPM run
+    of 10-100 steps with the official offset 1.0-1.35 nats, so the scaled offset is 22-29 times
+    the official one there. The total matches, not its timing: a short run gets most of it in its
+    last step (98.9 % at 20 DDPM steps), the official run half of it before t = 50
+    (docs/methods.md §4.5)."""
+    cfg = as_config(scheduler)
+    sampler = check_sampler(sampler)
+    steps = _v.integer(steps, "steps", low=1)
+    eta = _v.real(eta, "eta", low=0.0)
+    offset = _v.real(offset, "offset")
+    ref = cfg.num_train_timesteps if reference_steps is None else \
+        _v.integer(reference_steps, "reference_steps", low=1)
+    w_run = _offset_drift_weight(_core.plan(cfg._spec(sampler, steps, eta)), sampler, eta)
+    w_ref = _offset_drift_weight(_core.plan(cfg._spec("ddpm", ref)), "ddpm", 1.0)
+    if w_run <= 0:
+        raise ValueError(f"sampler: a {sampler} run of {steps} steps has no step DNG learns from")
+    return offset * w_ref / w_run
+
+
 def sample(model, positive=None, negative=None, guidance=None, sampler="ddim", steps=50, n=16,
            seed=0, x_T=None, return_trajectory=False, progress=True, *, eta=0.0, karras=False,
-           scheduler=None, device="auto", null=None):
+           scheduler=None, device="auto", null=None, noise_variance=None):
     """Sample ``model`` with a negative-guidance rule; returns float32 (n, *model.shape).
 
     ``guidance``: a rule (``ccfg.CCFG(scale=5)``), a name (``"ccfg"``) or None. ``positive``: one
@@ -324,7 +368,10 @@ def sample(model, positive=None, negative=None, guidance=None, sampler="ddim", s
     runs there, else the CPU), "cpu", "vulkan" or "vulkan:N". ``progress``: True (a bar on a
     terminal or in Jupyter, a plain line with ETA every 10 % / 5 s in logs and pipes), False
     (silent) or a callable(step, steps). Names (sampler, rule, device, concepts) are matched
-    case-insensitively. See docs/api.md for every argument."""
+    case-insensitively. ``noise_variance`` (ddpm only): "fixed_small" (β̃_t, diffusers' default)
+    or "fixed_large" (β_t, DNG's official sampler); None takes the scheduler config's
+    ``variance_type``. A DNG with ``offset="scaled"`` gets its offset sized to this run
+    (``dng_scaled_offset``). See docs/api.md for every argument."""
     if not hasattr(model, "_c_model"):
         raise TypeError("model must be a ccfg model (GaussianMixture, PythonModel, UNet, ...), "
                         f"got {type(model).__name__}")
@@ -345,6 +392,10 @@ def sample(model, positive=None, negative=None, guidance=None, sampler="ddim", s
         raise ValueError(f"karras: Karras sigmas need a sigma-space sampler, not {sampler!r}")
     if eta and sampler != "ddim":
         raise ValueError(f"eta applies to the ddim sampler only, not {sampler!r}")
+    if noise_variance is not None:
+        noise_variance = _v.name(noise_variance, "noise_variance", VARIANCE_TYPES)
+        if sampler != "ddpm":
+            raise ValueError(f"noise_variance applies to the ddpm sampler only, not {sampler!r}")
     # a model evaluated on the host (PythonModel) would make a GPU pay two transfers per step for
     # a few cheap vector ops: "auto" keeps such runs on the CPU backend; the C models (mixtures,
     # UNet) run on whichever device is picked
@@ -352,6 +403,9 @@ def sample(model, positive=None, negative=None, guidance=None, sampler="ddim", s
     cfg = as_config(scheduler, getattr(model, "scheduler", None))
     pred = _v.name(getattr(model, "prediction_type", None) or cfg.prediction_type,
                    "prediction_type", PREDICTIONS)
+
+    if isinstance(rule, _g.DNG) and rule.offset == "scaled":
+        rule = rule._with_offset(dng_scaled_offset(sampler, steps, cfg, eta))
 
     if x_T is None:
         x0 = randn(seed, n, shape, 0)
@@ -371,7 +425,8 @@ def sample(model, positive=None, negative=None, guidance=None, sampler="ddim", s
 
     try:
         res = _core.sample(cmodel, PREDICTIONS[pred], _rule_spec(rule, (n,) + shape),
-                           cfg._spec(sampler, steps, eta, karras), pos, neg_ids, seed, 0,
+                           cfg._spec(sampler, steps, eta, karras, noise_variance), pos, neg_ids,
+                           seed, 0,
                            _v.flat(x0), bool(return_trajectory), prog, dev)
     except FloatingPointError as exc:
         msg = str(exc)

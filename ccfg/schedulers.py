@@ -33,10 +33,14 @@ MAX_TRAIN_TIMESTEPS = 1_000_000
 # the smallest last alpha_bar of a training schedule (diffusers' schedules end near 1e-9..1e-3)
 MIN_ALPHA_BAR = 1e-30
 
+# DDPM's noise variance (diffusers' variance_type): "fixed_small" = the posterior variance β̃_t
+# (diffusers' default; "fixed_small_log" is the same variance computed through its log),
+# "fixed_large" = β_t (the DDPM paper's other choice, and DNG's official sampler)
+VARIANCE_TYPES = ("fixed_small", "fixed_small_log", "fixed_large")
+
 # diffusers scheduler options ccfg implements at one setting only (what ccfg's samplers do): a
 # config with another value raises, naming the option, rather than being silently run otherwise
 _FIXED = {
-    "variance_type": ("fixed_small", "fixed_small_log", None),
     "use_karras_sigmas": (False,),           # ccfg.sample(karras=True) selects Karras sigmas
     "use_exponential_sigmas": (False,), "use_beta_sigmas": (False,), "use_flow_sigmas": (False,),
     "use_lu_lambdas": (False,), "use_dynamic_shifting": (False,), "euler_at_final": (False,),
@@ -76,6 +80,9 @@ class SchedulerConfig:
     dynamic_thresholding_ratio: float = 0.995
     sample_max_value: float = 1.0
     rescale_betas_zero_snr: bool = False
+    # the ddpm sampler's noise variance (see VARIANCE_TYPES); other samplers ignore it, as
+    # diffusers' other schedulers have no such option
+    variance_type: str | None = None
 
     def __post_init__(self):
         T = self.num_train_timesteps
@@ -92,7 +99,7 @@ class SchedulerConfig:
         _v.integer(off, "steps_offset", low=0, high=int(T) - 1)
         object.__setattr__(self, "steps_offset", int(off))
         # names are matched case-insensitively (stored in their canonical lower case)
-        for field in ("beta_schedule", "prediction_type", "timestep_spacing"):
+        for field in ("beta_schedule", "prediction_type", "timestep_spacing", "variance_type"):
             v = getattr(self, field)
             if isinstance(v, str):
                 object.__setattr__(self, field, v.strip().lower())
@@ -101,6 +108,11 @@ class SchedulerConfig:
         if not isinstance(self.prediction_type, str) or self.prediction_type not in PREDICTIONS:
             raise ValueError(f"prediction_type must be one of {sorted(PREDICTIONS)}, "
                              f"got {self.prediction_type!r}")
+        if self.variance_type is not None and (not isinstance(self.variance_type, str) or
+                                               self.variance_type not in VARIANCE_TYPES):
+            raise ValueError(f"variance_type: ccfg's ddpm sampler supports "
+                             f"{', '.join(map(repr, VARIANCE_TYPES))} or None, got "
+                             f"{self.variance_type!r}")
         if not isinstance(self.timestep_spacing, (str, type(None))) or \
                 self.timestep_spacing not in _SPACINGS:
             raise ValueError("timestep_spacing must be 'leading', 'trailing', 'linspace' or None, "
@@ -191,8 +203,9 @@ class SchedulerConfig:
                                  f"{' or '.join(repr(v) for v in _FIXED[key])}")
         return cls(**kwargs)
 
-    def _spec(self, sampler, steps, eta=0.0, karras=False):
-        """Flat tuple for the C core (layout of parse_sampler in csrc/python/py_sample.c)."""
+    def _spec(self, sampler, steps, eta=0.0, karras=False, noise_variance=None):
+        """Flat tuple for the C core (layout of parse_sampler in csrc/python/py_sample.c).
+        ``noise_variance`` (ddpm): overrides ``variance_type`` when given."""
         # (the C plan refuses them for samplers other than ddim and ddpm, naming the option)
         clip = float(self.clip_sample_range) if self.clip_sample else 0.0
         ratio = float(self.dynamic_thresholding_ratio) if self.thresholding else 0.0
@@ -201,7 +214,8 @@ class SchedulerConfig:
                 bool(self.set_alpha_to_one), int(self.num_train_timesteps),
                 _BETAS[self.beta_schedule], float(self.beta_start), float(self.beta_end),
                 None if self.trained_betas is None else np.asarray(self.trained_betas),
-                clip, ratio, float(self.sample_max_value))
+                clip, ratio, float(self.sample_max_value),
+                sampler == "ddpm" and (noise_variance or self.variance_type) == "fixed_large")
 
 
 def as_config(scheduler, default=None):

@@ -9,7 +9,8 @@ cell (its parameters and its metrics), on any ``concurrent.futures.Executor``.
 
 Design:
 
-- ``grid`` maps ``ccfg.sample``'s argument names to lists of values. Rule parameters (``scale``,
+- ``grid`` maps ``ccfg.sample``'s argument names to lists of values (or is a list of cells, each
+  a dict of arguments, for a design that is not a full product). Rule parameters (``scale``,
   ``tau``, ... of the rule class) may be grid keys too when ``guidance`` is given by name: the
   rule is then built in the worker as ``ccfg.guidance.NAMES[name](scale=..., tau=...)``. Keys are
   varied in the order given; the last key varies fastest.
@@ -44,7 +45,7 @@ import time
 
 import numpy as np
 
-__all__ = ["sweep", "SweepResult", "cells", "run_cell", "to_dataframe"]
+__all__ = ["sweep", "SweepResult", "cells", "cell_list", "run_cell", "to_dataframe"]
 
 _SAMPLE_ARGS = None
 _MODEL_CACHE = {}
@@ -113,6 +114,24 @@ def cells(grid, **fixed):
     if both:
         raise ValueError(f"{sorted(both)}: given both in grid and as fixed arguments")
     return [dict(fixed, **dict(zip(keys, combo))) for combo in itertools.product(*values)]
+
+
+def cell_list(cell_dicts, **fixed):
+    """Cells given one by one (a list of dicts of ``ccfg.sample`` arguments), each merged with
+    ``fixed``: for designs that are not a full product (``ccfg.compare`` runs each rule on its
+    own sampler)."""
+    out = []
+    for i, c in enumerate(cell_dicts):
+        if not isinstance(c, dict) or not c:
+            raise TypeError(f"grid[{i}]: expected a non-empty dict of ccfg.sample arguments")
+        both = set(c) & set(fixed)
+        if both:
+            raise ValueError(f"grid[{i}]: {sorted(both)} given both in the cell and as fixed "
+                             "arguments")
+        out.append(dict(fixed, **c))
+    if not out:
+        raise ValueError("grid: an empty list of cells")
+    return out
 
 
 def _rule_param_names(cell):
@@ -313,19 +332,21 @@ def _portable_model(model, executor):
 
 
 def sweep(grid, executor=None, out=None, metrics="auto", progress=True, workers=None, **fixed):
-    """Run every combination of ``grid`` and return its records (a :class:`SweepResult`, a list
+    """Run every combination of ``grid`` (or every cell of a list of cells) and return its records (a :class:`SweepResult`, a list
     of dicts in grid order). See the module docstring (``ccfg.sweep``'s module, ccfg/sweep.py)
     for the grid, records, metrics, resume and executors. ``fixed``: more ``ccfg.sample``
     arguments (or rule parameters) shared by every cell, e.g. ``device="cpu"``; ``workers``: the
     number of local processes when ``executor`` is None (default ``min(2, os.cpu_count())``)."""
-    all_cells = cells(grid, **fixed)
+    all_cells = cell_list(grid, **fixed) if isinstance(grid, (list, tuple)) else \
+        cells(grid, **fixed)
     for c in all_cells:
         _check_cell(c)
     if not (metrics in ("auto", None) or callable(metrics)):
         raise TypeError("metrics: expected 'auto', None or a callable f(model, x, cell) -> dict")
     if executor is not None and executor != "serial" and not hasattr(executor, "submit"):
         raise TypeError("executor: expected None, 'serial' or a concurrent.futures.Executor")
-    names = list(all_cells[0])
+    # every key any cell has (cells given as a list need not share their keys)
+    names = list(dict.fromkeys(k for c in all_cells for k in c))
     done = {}
     if out is not None:
         for r in read_records(out):

@@ -231,6 +231,10 @@ typedef struct {
      * quantile of |x0| clamped to [1, sample_max], x0 = clamp(x0, -s, s) / s */
     double clip_sample;
     double threshold_ratio, sample_max;
+    /* DDPM only: the noise variance of a step is β_t = 1 - ā/ā_prev (diffusers' variance_type
+     * "fixed_large", the DDPM paper's σ² = β and DNG's official sampler) instead of the posterior
+     * variance β̃_t ("fixed_small", 0 here) */
+    int variance_large;
 } ccfg_sampler_config;
 
 /* Everything a solver walks, computed once from the config.

@@ -32,6 +32,7 @@ typedef struct {
     double *bounds;     /* [n] per-row bounds (host) */
     float *host_x0;     /* [n, dim] x0 on the host, for the quantiles (NULL on host memory) */
     double *sorted;     /* [dim] one row's |x0|, sorted */
+    int variance_large; /* DDPM: β_t noise (fixed_large) rather than β̃_t */
 } solve_args;
 
 /* a failed backend call ends the loop with its status (the caller frees the buffers) */
@@ -143,13 +144,17 @@ static int loop(const solve_args *r, float *x, float *trajectory, float *const b
             break;
         }
         case CCFG_SOLVER_DDPM: {
-            /* posterior mean (DDPM eq. 7) from x0 and x; fixed_small variance; diffusers adds no
-             * noise at t = 0 and clamps the variance at 1e-20 elsewhere */
+            /* posterior mean (DDPM eq. 7) from x0 and x; noise variance β̃_t (fixed_small) or
+             * β_t (fixed_large), as diffusers' DDPMScheduler: no noise at t = 0, the fixed_small
+             * variance clamped at 1e-20 elsewhere. The rule's transition callback still reports
+             * eta = 1 (the β̃_t posterior): DNG's official code adds β_t noise but scores the move
+             * with β̃_t, and so does this. */
             const double a = ab[i], an = abn[i], alpha = a / an, beta = 1.0 - alpha;
             const double c0 = sqrt(an) * beta / (1.0 - a);
             const double cx = c0 / sqrt(a) + sqrt(alpha) * (1.0 - an) / (1.0 - a);
             const double ce = -c0 * sqrt((1.0 - a) / a);
-            if (plan->timesteps[i] > 0.0) std = sqrt(fmax((1.0 - an) / (1.0 - a) * beta, 1e-20));
+            if (plan->timesteps[i] > 0.0)
+                std = r->variance_large ? sqrt(beta) : sqrt(fmax((1.0 - an) / (1.0 - a) * beta, 1e-20));
             if (x0_processed) {
                 /* the posterior mean from the processed x0 and x */
                 TRY(processed_x0(r, cur, eps, k, a, buf[AUX1]));
@@ -266,7 +271,11 @@ int ccfg_solve(const ccfg_backend *be, const ccfg_plan *plan, const ccfg_sampler
         .sigma_space = kind == CCFG_SOLVER_EULER || kind == CCFG_SOLVER_EULER_ANCESTRAL ||
                        kind == CCFG_SOLVER_HEUN,
         .clip = cfg->clip_sample, .ratio = cfg->threshold_ratio, .sample_max = cfg->sample_max,
+        .variance_large = cfg->variance_large,
     };
+    if (cfg->variance_large && kind != CCFG_SOLVER_DDPM)
+        return ccfg_fail(CCFG_EINVAL, "variance_large (fixed_large noise): only the ddpm sampler "
+                         "takes it, not %s", solver_names[kind]);
     /* plan_init refuses these for other samplers; a plan made from another config must not
      * drop them silently either */
     const int x0_processed = r.clip > 0.0 || r.ratio > 0.0;

@@ -308,11 +308,12 @@ def sample_reference(fn, sampler, steps, x_T, cfg=None, *, eta=0.0, karras=False
                 x = math.sqrt(abn) * x0 + math.sqrt(1 - abn - std**2) * eps
                 if eta > 0:
                     x = x + std * noises[k]
-            else:  # ddpm, posterior mean + fixed_small variance
+            else:  # ddpm, posterior mean + fixed_small (β̃_t) or fixed_large (β_t) variance
                 beta_t = 1 - ab / abn
                 x = (math.sqrt(abn) * beta_t / (1 - ab)) * x0 + (math.sqrt(ab / abn) * (1 - abn) / (1 - ab)) * x
                 if t > 0:
-                    var = max((1 - abn) / (1 - ab) * beta_t, 1e-20)
+                    var = beta_t if cfg.get("variance_type") == "fixed_large" else \
+                        max((1 - abn) / (1 - ab) * beta_t, 1e-20)
                     x = x + math.sqrt(var) * noises[k]
             traj.append(x.copy())
     else:
@@ -399,7 +400,7 @@ def diffusers_config(sampler, cfg=None) -> dict:
     if sampler == "ddim":
         kw.update(clip_sample=False, set_alpha_to_one=cfg["set_alpha_to_one"])
     elif sampler == "ddpm":
-        kw.update(clip_sample=False, variance_type="fixed_small")
+        kw.update(clip_sample=False, variance_type=cfg.get("variance_type") or "fixed_small")
     elif sampler == "heun":
         kw.update(clip_sample=False)
     elif sampler == "dpmpp_2m":

@@ -58,7 +58,7 @@ def test_demo_small(tmp_path, capsys):
     # every rule runs from the same seed: the stored samples are ccfg.sample's, bit for bit
     model = ccfg.models.GaussianMixture.toy_2d()
     for label, rule, sampler, steps in _demo_runs(3.0, 10.0, 10, 20):
-        if label in ("no guidance", "NegatedCFG", "DNG (ddpm)", "CCFG τ=0.2 (official)"):
+        if label in ("no guidance", "NegatedCFG", "DNG (ddpm, scaled δ)", "CCFG τ=0.2 (official)"):
             ref = ccfg.sample(model, "A", "B", rule, sampler=sampler, steps=steps, n=200,
                               seed=0, progress=False)
             np.testing.assert_array_equal(data[label], ref, err_msg=label)

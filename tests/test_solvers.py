@@ -306,6 +306,61 @@ def test_stochastic_noise_streams():
         _close(got, want, f"ddpm seed {seed}")
 
 
+@pytest.mark.parametrize("beta", ["linear", "scaled_linear"])
+def test_ddpm_fixed_large_against_diffusers(beta):
+    """variance_type="fixed_large" (noise variance β_t): step by step against diffusers'
+    DDPMScheduler(variance_type="fixed_large") and the float64 reference on the same noise."""
+    cfg = _cfg(beta, None, "epsilon", variance_type="fixed_large")
+    x, _ = _compare("ddpm", 6, cfg)
+    small = _run("ddpm", 6, _cfg(beta, None, "epsilon"), traj=False)
+    assert not np.allclose(x, small, atol=1e-3)        # the option reaches the sampler
+
+
+def test_noise_variance_argument_is_the_config_option():
+    """sample(noise_variance=...) overrides the config's variance_type, both ways."""
+    model = _ccfg_model(make_test_model(full_config()), "epsilon")
+    run = lambda cfg, **kw: ccfg.sample(model, sampler="ddpm", steps=5, n=N, seed=3,  # noqa: E731
+                                        progress=False, scheduler=SchedulerConfig(**cfg), **kw)
+    large = run(dict(variance_type="fixed_large"))
+    np.testing.assert_array_equal(run({}, noise_variance="FIXED_LARGE"), large)
+    np.testing.assert_array_equal(run(dict(variance_type="fixed_large"),
+                                      noise_variance="fixed_small"), run({}))
+    np.testing.assert_array_equal(run({}, noise_variance="fixed_small_log"), run({}))
+    with pytest.raises(ValueError, match="noise_variance"):
+        ccfg.sample(model, sampler="ddim", steps=3, n=2, progress=False,
+                    noise_variance="fixed_large")
+    with pytest.raises(ValueError, match="noise_variance"):
+        run({}, noise_variance="learned")
+    with pytest.raises(ValueError, match="variance_type"):
+        SchedulerConfig(variance_type="learned_range")
+
+
+@pytest.mark.parametrize("sampler,eta", [("ddim", 0.0), ("ddim", 1.0), ("ddpm", 0.0)])
+def test_noise_shared_across_rules(sampler, eta):
+    """Paired comparisons (ccfg.compare) rest on this: seed s gives every rule the same x_T and
+    the same per-step noise, whatever conditions the rule evaluates. CFG (null + positive, 2
+    branches) and NegatedCFG with negative_scale 0 (3 branches) give the same guided eps, so
+    the same noise must give bit-identical samples; and with guidance=None (1 branch) at scale
+    1, too. A model whose output depends on the condition makes the branches differ."""
+    def fn(x, t, cond):
+        shift = np.array([0.0 if c is None else 0.1 * (1 + int(c)) for c in cond], np.float32)
+        return (0.2 * x + shift.reshape(-1, 1, 1)).astype(np.float32)
+
+    model = ccfg.models.PythonModel(fn, SHAPE)
+    kw = dict(sampler=sampler, steps=6, n=N, seed=11, progress=False, positive=0, negative=1)
+    if sampler == "ddim":
+        kw["eta"] = eta
+    a = ccfg.sample(model, guidance=ccfg.CFG(2.0), **kw)
+    b = ccfg.sample(model, guidance=ccfg.NegatedCFG(2.0, negative_scale=0.0), **kw)
+    np.testing.assert_array_equal(a, b)
+    c = ccfg.sample(model, guidance=ccfg.CFG(1.0), **kw)
+    d = ccfg.sample(model, guidance=None, **dict(kw, negative=None))
+    np.testing.assert_allclose(c, d, rtol=0, atol=1e-6)
+    # and the shared x_T is randn(seed, n, shape, stream 0)
+    x_T = ccfg.randn(11, N, SHAPE, stream=0)
+    np.testing.assert_array_equal(ccfg.sample(model, guidance=ccfg.CFG(2.0), x_T=x_T, **kw), a)
+
+
 # ------------------------------------------------------------------------------------------------
 # bad input
 # ------------------------------------------------------------------------------------------------

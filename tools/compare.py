@@ -1,8 +1,9 @@
 """Regenerate docs/RESULTS.md and docs/figures/compare_*.png: every negative-guidance rule over
-scales and seeds (same as ``python -m ccfg compare``; see ccfg/compare.py). Run from the repo root:
+scales, paired over shared noise with bootstrap intervals (same as ``python -m ccfg compare``; see ccfg/compare.py). Run from the repo root:
 
-    python tools/compare.py            # default size, < ~40 min on 2 cores
-    python tools/compare.py --quick    # a few minutes
+    python tools/compare.py            # default size, about 40 min on 2 idle cores
+    python tools/compare.py --quick    # about 15 min
+    python tools/compare.py --render   # rewrite the report from docs/RESULTS.json
 """
 import os
 import sys

@@ -20,11 +20,11 @@ static int parse_sampler(PyObject *spec, sampler_args *s)
     PyObject *betas = Py_None;
     ccfg_sampler_config *c = &s->cfg;
     memset(s, 0, sizeof *s);
-    if (!PyArg_ParseTuple(spec, "iidpiipiiddOddd;sampler spec", &c->solver, &c->steps, &c->eta,
+    if (!PyArg_ParseTuple(spec, "iidpiipiiddOdddp;sampler spec", &c->solver, &c->steps, &c->eta,
                           &c->karras, &c->spacing, &c->steps_offset, &c->set_alpha_to_one,
                           &c->num_train_timesteps, &c->beta_schedule, &c->beta_start,
                           &c->beta_end, &betas, &c->clip_sample, &c->threshold_ratio,
-                          &c->sample_max))
+                          &c->sample_max, &c->variance_large))
         return -1;
     if (betas != Py_None) {
         npy_intp shape[1] = {c->num_train_timesteps};
