@@ -20,6 +20,8 @@ DEVICES = ["cpu"] + ([f"vulkan:{VK[0]['index']}"] if VK else [])
 
 CHILD = """
 import json, os, signal, sys, threading, time
+# a shell's background job starts with SIGINT ignored, and Python then installs no handler
+signal.signal(signal.SIGINT, signal.default_int_handler)
 import numpy as np
 import ccfg
 dev, size = sys.argv[1], int(sys.argv[2])
@@ -67,6 +69,7 @@ def test_ctrl_c_stops_a_unet_forward_within_a_layer(dev):
 def test_ctrl_c_stops_a_classifier_forward():
     code = textwrap.dedent("""
     import json, os, signal, threading, time
+    signal.signal(signal.SIGINT, signal.default_int_handler)   # as in CHILD
     import numpy as np
     from ccfg.classifier import load_classifier
     clf = load_classifier()
