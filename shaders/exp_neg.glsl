@@ -2,7 +2,7 @@
 // variant is our own, to ~1e-16 relative: v = n ln2 + r (fdlibm's split of ln2), |r| <= ln2/2,
 // e^r = 1 + r (1 + r/2 (1 + r/3 (...))) to r^14; below -700 it returns 0 (e^-700 ~ 1e-304: past
 // that the scale 2^n would leave the normal doubles). NaN stays NaN (r is NaN).
-// (shaders/gmm_eps.glsl has the same function inline.)
+// (shared by coef.glsl and gmm_eps.glsl)
 #ifdef F64
 double exp_neg(double v)
 {

@@ -10,6 +10,7 @@
 // a workgroup's barriers would cost more than the arithmetic. Arithmetic in REAL
 // (double where the device has it, as the CPU does); the softmax's exp in double is our own.
 #include "real.glsl"
+#include "exp_neg.glsl"
 layout(local_size_x = 128) in;
 
 layout(std430, binding = 0) readonly buffer X { float x[]; };
@@ -32,22 +33,6 @@ layout(push_constant) uniform Push {
 const uint KMAX = 256;  // the host refuses more components
 shared REAL red[128];
 shared REAL lp[KMAX];
-
-#ifdef F64
-// e^v for v <= 0 to ~1e-16 relative: v = n ln2 + r (fdlibm's split of ln2), |r| <= ln2/2,
-// e^r = 1 + r (1 + r/2 (1 + r/3 (...))) to r^14
-double exp_neg(double v)
-{
-    if (v < -700.0lf) return 0.0lf;
-    const double n = floor(v * 1.4426950408889634lf + 0.5lf);
-    const double r = (v - n * 6.93147180369123816490e-01lf) - n * 1.90821492927058770002e-10lf;
-    double t = 1.0lf;
-    for (int q = 14; q >= 1; q--) t = 1.0lf + r * t / double(q);
-    return t * packDouble2x32(uvec2(0u, uint(int(n) + 1023) << 20));
-}
-#else
-float exp_neg(float v) { return exp(v); }
-#endif
 
 // sum of v over the workgroup, returned to every invocation
 REAL workgroup_sum(REAL v)
