@@ -123,7 +123,7 @@ def window(value):
     return (start, stop)
 
 
-def eps_array(value, name, shape=None, finite=True):
+def eps_array(value, name, shape=None, finite=True, shape_of="the shape of eps_u"):
     """A finite real array (any float or integer dtype) of at least 1 dimension whose values fit
     float32 (the core's type);
     TypeError/ValueError naming ``name``. Masked arrays are refused (their masked values would be
@@ -146,7 +146,7 @@ def eps_array(value, name, shape=None, finite=True):
     if value.ndim < 1 or value.shape[0] < 1:
         raise ValueError(f"{name} must have shape (N, ...) with N >= 1, got {value.shape}")
     if shape is not None and value.shape != shape:
-        raise ValueError(f"{name} has shape {value.shape}, expected {shape} (the shape of eps_u)")
+        raise ValueError(f"{name} has shape {value.shape}, expected {shape} ({shape_of})")
     if (finite or value.dtype != np.float32) and not all_finite(value):
         raise ValueError(f"{name} contains NaN or Inf")
     if value.dtype.itemsize > 4 and value.size and (value.max() > FLOAT32_MAX or

@@ -18,6 +18,9 @@ fraction of the steps, as diffusers' guiders do (only the conditional branch is 
 a ccfg rule's own ``negative_window`` keeps applying inside. Stateful rules (SLD) keep their state
 across the steps of a run and start a new one at step 0. DNG needs the transition the scheduler
 took and is not offered as a guider: use ``ccfg.guide`` with ``state.observe`` in your loop.
+Rules that read the step's noise level ā_t (CCFG with ``tau="nce"``, ``"auto"`` or
+``"pilot_noise"``) need the scheduler's ``alphas_cumprod``: call ``guider.set_scheduler(scheduler)``
+once; each step's ā_t is then ``alphas_cumprod[timestep]`` for the timestep given to ``set_state``.
 Importing this module imports diffusers (``pip install 'ccfg[pipelines]'``).
 """
 from __future__ import annotations
@@ -54,6 +57,36 @@ class _RuleGuider(BaseGuidance):
         # the C record says whether the rule reads a negative branch at all
         self._uses_negative = _core.rule_uses_negatives(self.rule._c_spec()[0])
         self._ccfg_state = None
+        self._alphas_cumprod = None
+
+    def set_scheduler(self, scheduler):
+        """Read ``scheduler.alphas_cumprod`` (a diffusers scheduler), so that each step passes
+        ā_t = alphas_cumprod[timestep] to the rule (``ccfg.guide(..., alpha_bar=)``); the rules
+        that do not read ā_t ignore it. Returns the guider."""
+        ab = getattr(scheduler, "alphas_cumprod", None)
+        if ab is None:
+            raise TypeError("scheduler: needs an alphas_cumprod attribute (a diffusers DDPM-family "
+                            f"scheduler), got {type(scheduler).__name__}")
+        ab = [float(a) for a in (ab.tolist() if hasattr(ab, "tolist") else ab)]
+        if not ab or not all(0.0 < a < 1.0 for a in ab):
+            raise ValueError("scheduler: alphas_cumprod must be non-empty with every value in "
+                             "(0, 1)")
+        self._alphas_cumprod = ab
+        return self
+
+    def _alpha_bar(self):
+        """ā_t of the current step, or None when no scheduler was set"""
+        if self._alphas_cumprod is None:
+            return None
+        if self._timestep is None:
+            raise ValueError("set_state(timestep=...) must come before the guider is called: the "
+                             "rule reads ā_t at that timestep")
+        t = self._timestep
+        t = int(t.item() if hasattr(t, "item") else t)
+        if not 0 <= t < len(self._alphas_cumprod):
+            raise ValueError(f"timestep {t} is outside the scheduler's "
+                             f"{len(self._alphas_cumprod)} training steps")
+        return self._alphas_cumprod[t]
 
     def _is_enabled(self):
         if not self._enabled:
@@ -93,6 +126,9 @@ class _RuleGuider(BaseGuidance):
         kw = {}
         if self._num_inference_steps is not None:
             kw = dict(step=self._step, num_steps=self._num_inference_steps)
+        alpha_bar = self._alpha_bar()
+        if alpha_bar is not None:
+            kw["alpha_bar"] = alpha_bar
         if self.rule.stateful:
             if self._step in (None, 0):
                 self._ccfg_state = None          # a new run
@@ -116,15 +152,18 @@ class RuleGuidance(_RuleGuider):
 
 
 class CCFGGuidance(_RuleGuider):
-    """Contrastive CFG (ccfg.CCFG) as a diffusers guider."""
+    """Contrastive CFG (ccfg.CCFG) as a diffusers guider. ``tau`` is a number or a schedule name
+    (ccfg.CCFG); the schedules that read ā_t need ``set_scheduler(scheduler)`` first."""
 
     @register_to_config
-    def __init__(self, guidance_scale: float = 7.5, tau: float = 0.2, tau_reduce: str = "sum",
-                 negative_scale: float | None = None, start: float = 0.0, stop: float = 1.0,
+    def __init__(self, guidance_scale: float = 7.5, tau: float | str = 0.2,
+                 tau_reduce: str = "sum", negative_scale: float | None = None,
+                 tau_scale: float = 1.0, start: float = 0.0, stop: float = 1.0,
                  enabled: bool = True):
         self._init("ccfg", guidance_scale, dict(tau=tau, tau_reduce=tau_reduce,
-                                                      negative_scale=negative_scale),
-                         start, stop, enabled)
+                                                negative_scale=negative_scale,
+                                                tau_scale=tau_scale),
+                   start, stop, enabled)
 
 
 class NegatedCFGGuidance(_RuleGuider):

@@ -99,9 +99,9 @@ class GuidanceState:
         ``1 - ā/ā_prev`` when eta = 0."""
         if self.rule.name != "dng":
             raise ValueError("observe: only a DNG state learns from transitions")
-        x_t = _v.eps_array(x_t, "x_t", self.shape)
-        x_prev = _v.eps_array(x_prev, "x_prev", self.shape)
-        eps_u = _v.eps_array(eps_u, "eps_u", self.shape)
+        x_t = _v.eps_array(x_t, "x_t", self.shape, shape_of="the state's shape")
+        x_prev = _v.eps_array(x_prev, "x_prev", self.shape, shape_of="the state's shape")
+        eps_u = _v.eps_array(eps_u, "eps_u", self.shape, shape_of="the state's shape")
         negs = _negatives(eps_n, self.shape)
         if len(negs) != self.n_neg:
             raise ValueError(f"eps_n: the state tracks {self.n_neg} negatives, got {len(negs)}")
@@ -410,7 +410,7 @@ def sample(model, positive=None, negative=None, guidance=None, sampler="ddim", s
     if x_T is None:
         x0 = randn(seed, n, shape, 0)
     else:
-        x0 = _v.eps_array(x_T, "x_T", (n,) + shape)
+        x0 = _v.eps_array(x_T, "x_T", (n,) + shape, shape_of="(n,) + the model's sample shape")
     # the model hands C one handle for this run, with its condition ids (CONTRIBUTING.md)
     cmodel, pos, neg_ids = model._c_model(dev, positive, _negative_list(negative), null)
 

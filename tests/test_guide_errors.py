@@ -360,3 +360,10 @@ def test_python_rule_exception_propagates():
     # the interpreter and the module are fine afterwards
     out = ccfg.guide(u, p, ns[0], ccfg.CFG(scale=1.0))
     np.testing.assert_array_equal(out, p)
+
+
+def test_x_T_of_the_wrong_shape_names_what_it_must_match():
+    model = ccfg.models.GaussianMixture.toy_2d()
+    with pytest.raises(ValueError, match=r"x_T has shape \(3, 2\), expected \(4, 2\) "
+                                         r"\(\(n,\) \+ the model's sample shape\)"):
+        ccfg.sample(model, n=4, steps=2, x_T=np.zeros((3, 2), np.float32), progress=False)

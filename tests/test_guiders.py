@@ -14,10 +14,13 @@ pytestmark = pytest.mark.filterwarnings("ignore")
 from test_pipelines import STEPS, folder  # noqa: E402,F401  (the tiny pipeline fixture)
 
 
-def guided_loop(pipe, guider, prompt, negative, x_T, record=None):
-    """a diffusers-style denoising loop with a guider, on the pipeline's torch modules"""
+def guided_loop(pipe, guider, prompt, negative, x_T, record=None, bind=False):
+    """a diffusers-style denoising loop with a guider, on the pipeline's torch modules; ``bind``:
+    the guider reads ā_t from the loop's scheduler (record then also holds each step's t)"""
     sched = diffusers.DDIMScheduler.from_pretrained(pipe_folder(pipe), subfolder="scheduler")
     sched.set_timesteps(STEPS)
+    if bind:
+        guider.set_scheduler(sched)
     emb = {k: torch.from_numpy(pipe.encode([p])).repeat(x_T.shape[0], 1, 1)
            for k, p in (("c", prompt), ("u", ""), ("n", negative))}
     x = torch.from_numpy(x_T)
@@ -29,7 +32,7 @@ def guided_loop(pipe, guider, prompt, negative, x_T, record=None):
                 b.noise_pred = pipe.unet(x, t, encoder_hidden_states=b.encoder_hidden_states).sample
         out = guider(batches)
         if record is not None:
-            record.append(([b.noise_pred for b in batches], out.pred))
+            record.append(([b.noise_pred for b in batches], out.pred) + ((int(t),) if bind else ()))
         x = sched.step(out.pred, t, x).prev_sample
     return x.numpy()
 
@@ -61,6 +64,37 @@ def test_guider_equals_guide_on_the_same_predictions(pipe, make, rule):
         n = preds[2] if len(preds) > 2 else None
         want = ccfg.guide(u, c, n, rule)
         assert isinstance(got, torch.Tensor) and torch.equal(got, want)
+
+
+@pytest.mark.parametrize("tau", ["nce", "pilot_noise", "auto"])
+def test_tau_schedules_read_alpha_bar_from_the_scheduler(pipe, tau):
+    """ā_t is the scheduler's alphas_cumprod at the step's timestep, read here from diffusers'
+    own scheduler object, and passed to ccfg.guide as the rule's noise level"""
+    record = []
+    guider = ccfg.guiders.CCFGGuidance(guidance_scale=5.0, tau=tau, tau_scale=0.5)
+    guided_loop(pipe, guider, "boots", "sneakers", ccfg.randn(2, 2, (4, 8, 8)), record, bind=True)
+    sched = diffusers.DDIMScheduler.from_pretrained(pipe_folder(pipe), subfolder="scheduler")
+    rule, state = ccfg.CCFG(5.0, tau=tau, tau_scale=0.5), None
+    for i, (preds, got, t) in enumerate(record):
+        kw = dict(step=i, num_steps=STEPS, alpha_bar=float(sched.alphas_cumprod[t]))
+        if rule.stateful:
+            want, state = ccfg.guide(preds[1], preds[0], preds[2], rule, state, **kw)
+        else:
+            want = ccfg.guide(preds[1], preds[0], preds[2], rule, **kw)
+        assert torch.equal(got, want)
+    # ā_t does reach the rule: a different level gives a different result at the last step
+    preds, got, t = record[-1]
+    other = ccfg.guide(preds[1], preds[0], preds[2], ccfg.CCFG(5.0, tau="nce", tau_scale=0.5),
+                       alpha_bar=0.5 * float(sched.alphas_cumprod[t]))
+    assert tau != "nce" or not torch.equal(got, other)
+
+
+def test_a_schedule_that_reads_alpha_bar_needs_the_scheduler(pipe):
+    guider = ccfg.guiders.CCFGGuidance(guidance_scale=5.0, tau="nce")
+    with pytest.raises(ValueError, match="alpha_bar"):
+        guided_loop(pipe, guider, "boots", "sneakers", ccfg.randn(2, 2, (4, 8, 8)))
+    with pytest.raises(TypeError, match="scheduler"):
+        guider.set_scheduler(object())
 
 
 def test_guider_loop_equals_the_pipeline(pipe):
