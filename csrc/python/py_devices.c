@@ -110,6 +110,7 @@ static int backend_details(PyObject *d, const ccfg_device *dev)
                py_dict_set(d, "float64", PyBool_FromLong(v->float64)) ||
                py_dict_set(d, "storage_16bit", PyBool_FromLong(v->storage16)) ||
                py_dict_set(d, "float16", PyBool_FromLong(v->float16)) ||
+               py_dict_set(d, "vulkan_memory_model", PyBool_FromLong(v->memory_model)) ||
                py_dict_set(d, "cooperative_matrix", coop_shapes(v));
     }
     return 0;
