@@ -438,6 +438,8 @@ static void describe_half(ccfg_vk_device_info *info, VkPhysicalDevice pd)
     }
 }
 
+static int coop_variant(int i);
+
 static void describe_device(int i, VkPhysicalDevice pd)
 {
     ccfg_vk_device_info *info = &g.info[i];
@@ -495,6 +497,7 @@ static void describe_device(int i, VkPhysicalDevice pd)
     g.ts_period[i] = props.limits.timestampPeriod;
     info->usable = has_compute && props.apiVersion >= VK_API_VERSION_1_2;
     if (props.apiVersion >= VK_API_VERSION_1_2) describe_half(info, pd);
+    info->precisions = 1 | (info->storage16 ? 2 : 0) | (coop_variant(i) ? 4 : 0);
 }
 
 static void destroy_device(vk_dev *d);

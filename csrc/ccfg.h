@@ -479,6 +479,8 @@ typedef struct {
      * cooperative matrix extensions with the shapes their properties query lists */
     int storage16, float16, memory_model;   /* ... and vulkanMemoryModel (the coop shaders) */
     int coop_nv, coop_khr;          /* the extension is present and its feature is on */
+    int precisions;                 /* CCFG_VULKAN_PRECISION values it runs: bit 0 fp32, 1 fp16,
+                                     * 2 coop (the coop shaders' shape and requirements) */
     int ncoop;                      /* shapes in coop[] (NV's first, then KHR's) */
     ccfg_vk_coop_shape coop[32];
 } ccfg_vk_device_info;

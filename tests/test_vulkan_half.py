@@ -88,10 +88,14 @@ def test_devices_report_half_features():
             for s in shapes:
                 assert set(s) == {"M", "N", "K", "A", "B", "C", "result", "scope"}
                 assert min(s["M"], s["N"], s["K"]) >= 1
+        # what the C side says the device runs agrees with the features it reports
+        assert d["precisions"] == (["fp32"] + (["fp16"] if d["storage_16bit"] else []) +
+                                   (["coop"] if coop_shape(d) else []))
     if INFO.get("driver") == "llvmpipe":
         # Mesa's lavapipe (22.3 here) has 16-bit storage and no cooperative matrices: the fp16
         # path runs in CI, the coop one cannot
         assert INFO["storage_16bit"] and INFO["cooperative_matrix"] == {}
+        assert INFO["precisions"] == ["fp32", "fp16"]
 
 
 OPEN = f"""

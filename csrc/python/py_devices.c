@@ -80,6 +80,24 @@ fail:
     return NULL;
 }
 
+/* the CCFG_VULKAN_PRECISION values the device runs ("auto" always: the best of these) */
+static PyObject *precisions(const ccfg_vk_device_info *v)
+{
+    static const char *const names[3] = {"fp32", "fp16", "coop"};
+    PyObject *list = PyList_New(0);
+    for (int b = 0; list && b < 3; b++) {
+        if (!(v->precisions & (1 << b))) continue;
+        PyObject *s = PyUnicode_FromString(names[b]);
+        if (!s || PyList_Append(list, s)) {
+            Py_XDECREF(s);
+            Py_CLEAR(list);
+            break;
+        }
+        Py_DECREF(s);
+    }
+    return list;
+}
+
 static int backend_details(PyObject *d, const ccfg_device *dev)
 {
     if (!strcmp(dev->backend, "cpu"))
@@ -111,7 +129,8 @@ static int backend_details(PyObject *d, const ccfg_device *dev)
                py_dict_set(d, "storage_16bit", PyBool_FromLong(v->storage16)) ||
                py_dict_set(d, "float16", PyBool_FromLong(v->float16)) ||
                py_dict_set(d, "vulkan_memory_model", PyBool_FromLong(v->memory_model)) ||
-               py_dict_set(d, "cooperative_matrix", coop_shapes(v));
+               py_dict_set(d, "cooperative_matrix", coop_shapes(v)) ||
+               py_dict_set(d, "precisions", precisions(v));
     }
     return 0;
 }
