@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Run THERE, on a lent GPU machine, from the repository root, with gpu-carry/ (made here by
 # benchmarks/gpu_prepare.sh) carried along: build with the carried toolchain, run the Vulkan tests
-# and benchmarks/gpu_vs_torch.py (arguments are passed on; --profile is a good first run).
+# and benchmarks/gpu_vs_torch.py (arguments are passed on; --profile is a good first run; its
+# UNet rows are followed by the same forward with CCFG_VULKAN_PRECISION=fp16 and coop where the
+# GPU runs them: the coop shaders' first check against the CPU, tests/test_vulkan_half.py too).
 # Results also go to $OUT (the device tool's output folder) when it is set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,7 +38,7 @@ log=${OUT:-/tmp}/gpu_run.txt
     echo "== Vulkan tests"
     "$PY" -m pytest -q -p no:cacheprovider tests/test_vulkan.py tests/test_vulkan_sampling.py \
         tests/test_unet_vulkan.py tests/test_unet_condition.py tests/test_pipelines.py \
-        tests/test_profiling.py tests/test_apg.py || true
+        tests/test_profiling.py tests/test_apg.py tests/test_vulkan_half.py || true
     echo "== gpu_vs_torch"
     "$PY" benchmarks/gpu_vs_torch.py "$@"
 } 2>&1 | tee "$log"

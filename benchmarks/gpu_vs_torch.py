@@ -9,7 +9,10 @@ Rows (each a ratio measured in this process, same weights, same inputs; medians)
   3. per-step cost of CCFG, Perp-Neg and DNG against NegatedCFG (exact toy mixture, same sampler),
      with submits per step (checked: CCFG and Perp-Neg no more than NegatedCFG)
   4. exact-mixture sampling, n = 1M, d = 2 and 64, against ccfg's CPU backend
-  5. a CIFAR-sized UNet2DModel forward (fp32; torch with TF32 off, TF32 on and bf16 autocast)
+  5. a CIFAR-sized UNet2DModel forward (fp32; torch with TF32 off, TF32 on and bf16 autocast),
+     then again in each half precision the device runs (CCFG_VULKAN_PRECISION=fp16 and coop, one
+     subprocess each: the precision is read when a device opens), checked against torch fp32 at
+     the precision contract (HALF_TOL, tests/test_vulkan_half.py) and timed against bf16 autocast
   6. a whole CCFG DDIM run on the shipped Fashion-MNIST model against a torch loop
      (diffusers UNet2DModel + DDIMScheduler + CCFG written in torch)
 Outputs are compared before timing; a mismatch is printed and the exit status is 1. Without a
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import tempfile
 
@@ -35,6 +39,10 @@ FULL = dict(bytes=256 << 20, toy_n=100_000, toy_steps=20, mix_n=1_000_000, mix_s
             run_steps=20, repeats=5)
 SMOKE = dict(bytes=4 << 20, toy_n=2_000, toy_steps=3, mix_n=4_000, mix_steps=2, unet_rows=4,
              unet_channels=(32, 64), unet_size=16, run_n=4, run_steps=2, repeats=2)
+
+
+# the half-precision forward's contract against float32 (tests/test_vulkan_half.py FORWARD_TOL)
+HALF_TOL = 3e-3
 
 
 def rel_err(a, b):
@@ -197,9 +205,30 @@ def unet_forward(rep, P, vk, torch, tdev, profile):
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
     ref = peer("fp32")().float().cpu().numpy()
-    rep.check(f"UNet forward {vk} vs torch fp32", rel_err(unet(x, 500, device=vk), ref), 1e-3)
+    # CCFG_VULKAN_PRECISION (fp32 unless set): the half precisions are held to their contract
+    prec = os.environ.get("CCFG_VULKAN_PRECISION") or "fp32"
+    half = prec != "fp32"
+    rep.check(f"UNet forward {vk} {prec} vs torch fp32", rel_err(unet(x, 500, device=vk), ref),
+              HALF_TOL if half else 1e-3)
+    if half:
+        bf = peer("bf16")().float().cpu().numpy()
+        print(f"for comparison, torch {tdev.type} bf16 autocast vs torch fp32: "
+              f"{rel_err(bf, ref):.2e}")
     tv = measure(lambda: unet(x, 500, device=vk), repeats=P["repeats"]).median
     name = f"UNet {ch} forward, {n} rows"
+    if half:
+        # fp16/coop against bf16 autocast (the target), and fp32 for scale
+        rep.row(f"{name} {prec} (torch bf16)", tv,
+                measure(peer("bf16"), repeats=P["repeats"]).median,
+                f"torch {tdev.type} bf16 autocast", "<= 1.0x")
+        rep.row(f"{name} {prec} (torch fp32)", tv,
+                measure(peer("fp32"), repeats=P["repeats"]).median,
+                f"torch {tdev.type} fp32, TF32 off", "reference")
+        if profile:
+            with ccfg.profiling.profile(vk) as prof:
+                unet(x, 500, device=vk)
+            print(f"\nprofile, one UNet forward of {n} rows, {prec}:\n{prof}\n")
+        return
     rep.row(name + " fp32", tv, measure(peer("fp32"), repeats=P["repeats"]).median,
             f"torch {tdev.type} fp32, TF32 off", "<= 1.0x")
     if tf32:
@@ -208,11 +237,33 @@ def unet_forward(rep, P, vk, torch, tdev, profile):
         rep.row(name + " (torch TF32)", tv, measure(peer("fp32"), repeats=P["repeats"]).median,
                 "torch cuda TF32 (its default)", "reference")
     rep.row(name + " (torch bf16)", tv, measure(peer("bf16"), repeats=P["repeats"]).median,
-            f"torch {tdev.type} bf16 autocast", "<= 1.0x with fp16/bf16 shaders")
+            f"torch {tdev.type} bf16 autocast", "reference (fp16, coop below)")
     if profile:
         with ccfg.profiling.profile(vk) as prof:
             unet(x, 500, device=vk)
         print(f"\nprofile, one UNet forward of {n} rows:\n{prof}\n")
+
+
+def unet_half(args, vk):
+    """The UNet section again in each half precision of --precisions that the device runs
+    (ccfg.devices()' 'precisions'), each in a subprocess with CCFG_VULKAN_PRECISION set; their
+    tables print as they come. Returns the number of runs that failed."""
+    info = next(d for d in ccfg.devices() if d.get("selector") == vk)
+    have = info.get("precisions", ["fp32"])
+    failed = 0
+    for prec in args.precisions:
+        if prec not in have:
+            print(f"\nUNet {prec}: skipped, {vk} runs only {have}")
+            continue
+        print(f"\n== UNet forward with CCFG_VULKAN_PRECISION={prec}")
+        cmd = [sys.executable, os.path.abspath(__file__), "--only", "unet", "--device", vk,
+               "--precisions", ""] + (["--smoke"] if args.smoke else []) + \
+            (["--profile"] if args.profile else [])
+        r = subprocess.run(cmd, env=dict(os.environ, CCFG_VULKAN_PRECISION=prec))
+        if r.returncode:
+            print(f"UNet {prec}: the run failed (exit status {r.returncode})")
+            failed += 1
+    return failed
 
 
 def ccfg_torch_loop(torch, tdev, model, sched, n, steps, pos, neg, null, scale, tau, x_T):
@@ -271,6 +322,11 @@ def main(argv=None):
     ap.add_argument("--profile", action="store_true", help="print per-kind device time")
     ap.add_argument("--only", choices=["transfers", "rules", "mixtures", "unet", "run"],
                     action="append", help="run only these sections (repeatable)")
+    ap.add_argument("--precisions", default="fp16,coop",
+                    type=lambda v: [p for p in v.split(",") if p],
+                    help="after the fp32 rows, the UNet section again with each of these "
+                         "CCFG_VULKAN_PRECISION values the device runs (comma-separated; '' none; "
+                         "default fp16,coop)")
     args = ap.parse_args(argv)
     sys.stdout.reconfigure(line_buffering=True)
     P = SMOKE if args.smoke else FULL
@@ -307,10 +363,13 @@ def main(argv=None):
         whole_run(rep, P, vk, torch, tdev)
     print()
     print(rep.render())
+    half_failed = 0
+    if "unet" in want and not os.environ.get("CCFG_VULKAN_PRECISION"):
+        half_failed = unet_half(args, vk)
     if rep.failures:
         print("MISMATCH in: " + ", ".join(rep.failures))
         return 1
-    return 0
+    return 1 if half_failed else 0
 
 
 if __name__ == "__main__":

@@ -83,6 +83,11 @@ int ccfg_vk_nn_scratch(const ccfg_backend *be, size_t bytes, float **out)
     *out = NULL;
     return ccfg_fail(CCFG_EINTERNAL, "no Vulkan device: %s", no_vk);
 }
+int ccfg_vk_nn_precision(const ccfg_backend *be)
+{
+    (void)be;
+    return 0;
+}
 int ccfg_vk_profile(int device, int action, ccfg_vk_profile_entry *out, int max, int *count,
                     ccfg_vk_profile_totals *totals)
 {
@@ -109,7 +114,8 @@ int ccfg_vk_copy_bench(int device, size_t bytes, int repeats, double *seconds)
 #define VK_GLOBAL_FNS(X) X(CreateInstance) X(EnumerateInstanceVersion)
 #define VK_INSTANCE_FNS(X)                                                                        \
     X(DestroyInstance) X(EnumeratePhysicalDevices) X(GetPhysicalDeviceProperties)                 \
-    X(GetPhysicalDeviceProperties2) X(GetPhysicalDeviceFeatures)                                  \
+    X(GetPhysicalDeviceProperties2) X(GetPhysicalDeviceFeatures) X(GetPhysicalDeviceFeatures2)    \
+    X(EnumerateDeviceExtensionProperties)                                                         \
     X(GetPhysicalDeviceMemoryProperties) X(GetPhysicalDeviceQueueFamilyProperties)                \
     X(CreateDevice) X(DestroyDevice) X(GetDeviceQueue) X(CreateBuffer) X(DestroyBuffer)           \
     X(GetBufferMemoryRequirements) X(AllocateMemory) X(FreeMemory) X(BindBufferMemory)            \
@@ -207,6 +213,18 @@ SPV(nn_layer_norm)
 SPV(nn_conv2d_direct)
 #include "nn_conv2d_direct.spv.h"
 ;
+SPV(nn_to_f16)
+#include "nn_to_f16.spv.h"
+;
+SPV(nn_conv2d_f16)
+#include "nn_conv2d_f16.spv.h"
+;
+SPV(nn_conv2d_coop)
+#include "nn_conv2d_coop.spv.h"
+;
+SPV(nn_conv2d_coop8)
+#include "nn_conv2d_coop8.spv.h"
+;
 #undef SPV
 
 #define PIPE(P, name, nb, push) [P] = {#name, spv_##name, sizeof spv_##name, nb, sizeof(push)}
@@ -240,6 +258,10 @@ static const struct {
     PIPE(P_NN_ELTWISE, nn_eltwise, 2, ccfg_vk_push_eltwise),
     PIPE(P_NN_LAYER_NORM, nn_layer_norm, 4, ccfg_vk_push_layer_norm),
     PIPE(P_NN_CONV2D_DIRECT, nn_conv2d_direct, 4, ccfg_vk_push_conv2d),
+    PIPE(P_NN_TO_F16, nn_to_f16, 2, ccfg_vk_push_to_f16),
+    PIPE(P_NN_CONV2D_F16, nn_conv2d_f16, 4, ccfg_vk_push_conv2d),
+    PIPE(P_NN_CONV2D_COOP, nn_conv2d_coop, 4, ccfg_vk_push_conv2d),
+    PIPE(P_NN_CONV2D_COOP8, nn_conv2d_coop8, 4, ccfg_vk_push_conv2d),
 };
 #undef PIPE
 
@@ -310,6 +332,114 @@ static const char *type_name(VkPhysicalDeviceType t)
     }
 }
 
+/* VK_KHR_cooperative_matrix is newer than the Vulkan headers this builds with (1.3.239): its
+ * structures as the registry defines them (extension 507; the component and scope enums have the
+ * NV extension's values) */
+#define CCFG_STYPE_COOP_FEATURES_KHR ((VkStructureType)1000506000)
+#define CCFG_STYPE_COOP_PROPERTIES_KHR ((VkStructureType)1000506001)
+typedef struct {
+    VkStructureType sType;
+    void *pNext;
+    VkBool32 cooperativeMatrix, cooperativeMatrixRobustBufferAccess;
+} coop_features_khr;
+typedef struct {
+    VkStructureType sType;
+    void *pNext;
+    uint32_t MSize, NSize, KSize;
+    uint32_t AType, BType, CType, ResultType;
+    VkBool32 saturatingAccumulation;
+    uint32_t scope;
+} coop_properties_khr;
+typedef VkResult (VKAPI_PTR *pfn_coop_properties_khr)(VkPhysicalDevice, uint32_t *,
+                                                      coop_properties_khr *);
+
+/* whether device pd offers extension `name` */
+static int has_extension(VkPhysicalDevice pd, const char *name)
+{
+    uint32_t n = 0;
+    int found = 0;
+    if (vk.EnumerateDeviceExtensionProperties(pd, NULL, &n, NULL) != VK_SUCCESS || !n) return 0;
+    VkExtensionProperties *ext = malloc((size_t)n * sizeof *ext);
+    if (!ext) return 0;         /* reported as absent: the half paths stay off */
+    VkResult r = vk.EnumerateDeviceExtensionProperties(pd, NULL, &n, ext);
+    if (r == VK_SUCCESS || r == VK_INCOMPLETE)
+        for (uint32_t e = 0; e < n && !found; e++) found = !strcmp(ext[e].extensionName, name);
+    free(ext);
+    return found;
+}
+
+/* The half-precision features of pd (Vulkan >= 1.2): 16-bit storage, float16 arithmetic and the
+ * cooperative matrix extensions with their (M, N, K, types, scope) list. Only recorded here; a
+ * device enables them when CCFG_VULKAN_PRECISION asks for a path that uses them (get_device). */
+static void describe_half(ccfg_vk_device_info *info, VkPhysicalDevice pd)
+{
+    info->coop_nv = has_extension(pd, VK_NV_COOPERATIVE_MATRIX_EXTENSION_NAME);
+    info->coop_khr = has_extension(pd, "VK_KHR_cooperative_matrix");
+    VkPhysicalDeviceCooperativeMatrixFeaturesNV nv = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV};
+    coop_features_khr khr = {.sType = CCFG_STYPE_COOP_FEATURES_KHR};
+    VkPhysicalDeviceVulkan12Features f12 = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES};
+    VkPhysicalDeviceVulkan11Features f11 = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_1_FEATURES, .pNext = &f12};
+    /* chain an extension's structure only where the extension exists */
+    void **tail = &f12.pNext;
+    if (info->coop_nv) {
+        *tail = &nv;
+        tail = &nv.pNext;
+    }
+    if (info->coop_khr) *tail = &khr;
+    VkPhysicalDeviceFeatures2 f2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2,
+                                    .pNext = &f11};
+    vk.GetPhysicalDeviceFeatures2(pd, &f2);
+    info->storage16 = f11.storageBuffer16BitAccess == VK_TRUE;
+    info->float16 = f12.shaderFloat16 == VK_TRUE;
+    info->memory_model = f12.vulkanMemoryModel == VK_TRUE;
+    info->coop_nv = info->coop_nv && nv.cooperativeMatrix == VK_TRUE;
+    info->coop_khr = info->coop_khr && khr.cooperativeMatrix == VK_TRUE;
+
+    /* the shapes: the query functions are instance-level entry points of the extensions, absent
+     * from older loaders (then no shapes, and the coop path stays off) */
+    const int cap = (int)(sizeof info->coop / sizeof info->coop[0]);
+    PFN_vkGetPhysicalDeviceCooperativeMatrixPropertiesNV get_nv =
+        (PFN_vkGetPhysicalDeviceCooperativeMatrixPropertiesNV)vk.GetInstanceProcAddr(
+            g.instance, "vkGetPhysicalDeviceCooperativeMatrixPropertiesNV");
+    uint32_t n = 0;
+    if (info->coop_nv && get_nv && get_nv(pd, &n, NULL) == VK_SUCCESS && n) {
+        VkCooperativeMatrixPropertiesNV *pr = calloc(n, sizeof *pr);
+        if (pr) {
+            for (uint32_t j = 0; j < n; j++)
+                pr[j].sType = VK_STRUCTURE_TYPE_COOPERATIVE_MATRIX_PROPERTIES_NV;
+            VkResult r = get_nv(pd, &n, pr);
+            for (uint32_t j = 0; (r == VK_SUCCESS || r == VK_INCOMPLETE) && j < n &&
+                                 info->ncoop < cap; j++)
+                info->coop[info->ncoop++] = (ccfg_vk_coop_shape){
+                    pr[j].MSize, pr[j].NSize, pr[j].KSize, (uint32_t)pr[j].AType,
+                    (uint32_t)pr[j].BType, (uint32_t)pr[j].CType, (uint32_t)pr[j].DType,
+                    (uint32_t)pr[j].scope, 0};
+            free(pr);
+        }
+    }
+    pfn_coop_properties_khr get_khr = (pfn_coop_properties_khr)vk.GetInstanceProcAddr(
+        g.instance, "vkGetPhysicalDeviceCooperativeMatrixPropertiesKHR");
+    n = 0;
+    if (info->coop_khr && get_khr && get_khr(pd, &n, NULL) == VK_SUCCESS && n) {
+        coop_properties_khr *pr = calloc(n, sizeof *pr);
+        if (pr) {
+            for (uint32_t j = 0; j < n; j++) pr[j].sType = CCFG_STYPE_COOP_PROPERTIES_KHR;
+            VkResult r = get_khr(pd, &n, pr);
+            for (uint32_t j = 0; (r == VK_SUCCESS || r == VK_INCOMPLETE) && j < n &&
+                                 info->ncoop < cap; j++)
+                info->coop[info->ncoop++] = (ccfg_vk_coop_shape){
+                    pr[j].MSize, pr[j].NSize, pr[j].KSize, pr[j].AType, pr[j].BType,
+                    pr[j].CType, pr[j].ResultType, pr[j].scope, 1};
+            free(pr);
+        }
+    }
+}
+
+static int coop_variant(int i);
+
 static void describe_device(int i, VkPhysicalDevice pd)
 {
     ccfg_vk_device_info *info = &g.info[i];
@@ -366,6 +496,8 @@ static void describe_device(int i, VkPhysicalDevice pd)
         }
     g.ts_period[i] = props.limits.timestampPeriod;
     info->usable = has_compute && props.apiVersion >= VK_API_VERSION_1_2;
+    if (props.apiVersion >= VK_API_VERSION_1_2) describe_half(info, pd);
+    info->precisions = 1 | (info->storage16 ? 2 : 0) | (coop_variant(i) ? 4 : 0);
 }
 
 static void destroy_device(vk_dev *d);
@@ -542,6 +674,100 @@ static void destroy_device(vk_dev *d)
 static int create_buffer(vk_dev *d, size_t bytes, int kind, vk_buffer **out);
 static void init_backend_table(vk_dev *d);
 
+/* the cooperative matrix variant device i can run: CCFG_VK_PRECISION_COOP (16 x 16 x 16) or
+ * _COOP8 (16 x 8 x 16) from VK_NV_cooperative_matrix with float16 A and B, float32 C and result,
+ * subgroup scope; subgroups of 32 (the shader's 4 subgroups per 128 invocations), float16
+ * arithmetic, 16-bit storage and the Vulkan memory model (the shader's scopes). 0: none. The KHR
+ * extension's shapes are recorded but not used: this glslc cannot compile GL_KHR_cooperative_matrix. */
+static int coop_variant(int i)
+{
+    const ccfg_vk_device_info *v = &g.info[i];
+    int found = 0;
+    if (!v->coop_nv || !v->float16 || !v->storage16 || !v->memory_model || v->subgroup_size != 32)
+        return 0;
+    for (int j = 0; j < v->ncoop; j++) {
+        const ccfg_vk_coop_shape *c = &v->coop[j];
+        if (c->khr || c->m != 16 || c->k != 16 || c->a != 0 || c->b != 0 || c->c != 1 ||
+            c->result != 1 || c->scope != 3)
+            continue;
+        if (c->n == 16) return CCFG_VK_PRECISION_COOP;
+        if (c->n == 8) found = CCFG_VK_PRECISION_COOP8;
+    }
+    return found;
+}
+
+/* CCFG_VULKAN_PRECISION for device i: fp32 (unset or empty: the default), fp16 (needs
+ * storageBuffer16BitAccess), coop (a cooperative matrix shape, coop_variant) or auto (the best
+ * of those the device has). Asking for what the device lacks is an error naming the variable. */
+static int choose_precision(int i, int *out)
+{
+    const char *env = getenv("CCFG_VULKAN_PRECISION");
+    const ccfg_vk_device_info *v = &g.info[i];
+    const int coop = coop_variant(i);
+    *out = CCFG_VK_PRECISION_FP32;
+    if (!env || !*env || !strcmp(env, "fp32")) return CCFG_OK;
+    if (!strcmp(env, "auto")) {
+        *out = coop ? coop : v->storage16 ? CCFG_VK_PRECISION_FP16 : CCFG_VK_PRECISION_FP32;
+        return CCFG_OK;
+    }
+    if (!strcmp(env, "fp16")) {
+        if (!v->storage16)
+            return ccfg_fail(CCFG_EINVAL, "CCFG_VULKAN_PRECISION=fp16: Vulkan device %d (%s) has "
+                             "no storageBuffer16BitAccess (unset it, or set it to fp32 or auto)",
+                             i, v->name);
+        *out = CCFG_VK_PRECISION_FP16;
+        return CCFG_OK;
+    }
+    if (!strcmp(env, "coop")) {
+        if (!coop)
+            return ccfg_fail(CCFG_EINVAL, "CCFG_VULKAN_PRECISION=coop: Vulkan device %d (%s) has "
+                             "no VK_NV_cooperative_matrix shape 16x16x16 or 16x8x16 with float16 "
+                             "inputs and float32 accumulators in subgroups of 32 (with "
+                             "shaderFloat16, 16-bit storage and vulkanMemoryModel); see "
+                             "ccfg.devices() (unset it, or set it to fp16, fp32 or auto)", i,
+                             v->name);
+        *out = coop;
+        return CCFG_OK;
+    }
+    return ccfg_fail(CCFG_EINVAL, "CCFG_VULKAN_PRECISION must be fp32, fp16, coop or auto, not "
+                     "'%s'", env);
+}
+
+/* vkCreateDevice for d with the features its precision uses and no others: float64 as before;
+ * 16-bit storage for fp16; with it shaderFloat16, vulkanMemoryModel and the cooperative matrix
+ * extension for coop */
+static VkResult create_logical_device(vk_dev *d, const VkDeviceQueueCreateInfo *qci)
+{
+    const int half = d->precision != CCFG_VK_PRECISION_FP32;
+    const int coop = d->precision == CCFG_VK_PRECISION_COOP ||
+                     d->precision == CCFG_VK_PRECISION_COOP8;
+    VkPhysicalDeviceCooperativeMatrixFeaturesNV nv = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV,
+        .cooperativeMatrix = VK_TRUE};
+    VkPhysicalDeviceVulkan12Features f12 = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES,
+        .pNext = coop ? &nv : NULL,
+        .shaderFloat16 = coop ? VK_TRUE : VK_FALSE,
+        .vulkanMemoryModel = coop ? VK_TRUE : VK_FALSE};
+    VkPhysicalDeviceVulkan11Features f11 = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_1_FEATURES, .pNext = &f12,
+        .storageBuffer16BitAccess = VK_TRUE};
+    VkPhysicalDeviceFeatures2 f2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2,
+                                    .pNext = &f11};
+    f2.features.shaderFloat64 = d->f64 ? VK_TRUE : VK_FALSE;
+    const char *ext[1] = {VK_NV_COOPERATIVE_MATRIX_EXTENSION_NAME};
+    VkDeviceCreateInfo dci = {.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO,
+                              .queueCreateInfoCount = 1, .pQueueCreateInfos = qci};
+    if (half) {
+        dci.pNext = &f2;        /* pEnabledFeatures must then be NULL */
+        dci.enabledExtensionCount = coop ? 1 : 0;
+        dci.ppEnabledExtensionNames = coop ? ext : NULL;
+        return vk.CreateDevice(d->phys, &dci, NULL, &d->dev);
+    }
+    dci.pEnabledFeatures = &f2.features;
+    return vk.CreateDevice(d->phys, &dci, NULL, &d->dev);
+}
+
 static int get_device(int index, vk_dev **out)
 {
     VkResult r;
@@ -590,11 +816,9 @@ static int get_device(int index, vk_dev **out)
      * (tests compare the two paths on one device; benchmarks measure the round trip it saves) */
     const char *host_coef = getenv("CCFG_VULKAN_HOST_COEFFICIENTS");
     d->host_coefficients = host_coef && *host_coef && strcmp(host_coef, "0");
-    const VkPhysicalDeviceFeatures feat = {.shaderFloat64 = d->f64 ? VK_TRUE : VK_FALSE};
-    const VkDeviceCreateInfo dci = {.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO,
-                                    .queueCreateInfoCount = 1, .pQueueCreateInfos = &qci,
-                                    .pEnabledFeatures = &feat};
-    r = vk.CreateDevice(d->phys, &dci, NULL, &d->dev);
+    int status;
+    if ((status = choose_precision(index, &d->precision))) goto fail_status;
+    r = create_logical_device(d, &qci);
     if (r != VK_SUCCESS) {
         d->dev = VK_NULL_HANDLE;
         vk_fail(d, "vkCreateDevice", r);
@@ -635,7 +859,6 @@ static int get_device(int index, vk_dev **out)
     d->next_addr = (uintptr_t)(index + 1) << 48;
     snprintf(d->name, sizeof d->name, "vulkan:%d (%s)", index, g.info[index].name);
     init_backend_table(d);
-    int status;
     if ((status = create_buffer(d, sizeof(uint32_t), BUF_DEVICE, &d->flag)) || (status = vkb_fill_flag(d)))
         goto fail_status;
     g.dev[index] = d;
@@ -1233,6 +1456,8 @@ static void vk_lock(const ccfg_backend *be, int acquire)
 /* ------------------------------------------------------------------------- */
 /* nn.h ops (nn_vk.c records them through this) */
 
+int ccfg_vk_nn_precision(const ccfg_backend *be) { return ((const vk_dev *)be->ctx)->precision; }
+
 int ccfg_vk_nn_dispatch(const ccfg_backend *be, int kernel, int nbuf, const float *const *ptrs,
                         const int64_t *counts, void *push, int64_t items, int per_group,
                         uint32_t groups_y)
@@ -1241,7 +1466,8 @@ int ccfg_vk_nn_dispatch(const ccfg_backend *be, int kernel, int nbuf, const floa
     vk_buffer *bufs[MAX_BINDINGS];
     uint32_t *offs = push;
     static const char *names[CCFG_VK_NN_COUNT] = {"conv2d", "group_norm", "linear", "attention",
-                                                  "eltwise", "layer_norm", "conv2d"};
+                                                  "eltwise", "layer_norm", "conv2d", "to_f16",
+                                                  "conv2d", "conv2d", "conv2d"};
     int status;
     if (kernel < 0 || kernel >= CCFG_VK_NN_COUNT || nbuf < 1 ||
         (uint32_t)nbuf != pipe_spec[P_NN_FIRST + kernel].bindings)

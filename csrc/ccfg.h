@@ -452,7 +452,17 @@ int ccfg_sample(const ccfg_backend *be, const ccfg_guided_model *gm, const ccfg_
  * memory would do; CCFG_VULKAN_NO_F64=1 uses the float32 shaders even where the device has
  * float64 (tests run both paths on one device); CCFG_VULKAN_HOST_COEFFICIENTS=1 computes the
  * coefficient tables of CCFG and Perp-Neg on the host as the CPU does (their reductions are
- * downloaded every step) instead of on the device (guide op combine_form). */
+ * downloaded every step) instead of on the device (guide op combine_form);
+ * CCFG_VULKAN_PRECISION=fp32|fp16|coop|auto picks the UNet convolutions' precision (nn_vk.c;
+ * fp32 by default; fp16 and coop refuse to open a device without the features they need). */
+
+/* one (M, N, K, types, scope) a cooperative matrix extension supports: D = A (MxK) B (KxN) + C */
+typedef struct {
+    uint32_t m, n, k;
+    uint32_t a, b, c, result;       /* VkComponentTypeKHR/NV values (0 float16, 1 float32, ...) */
+    uint32_t scope;                 /* VkScopeKHR/NV (3 = subgroup) */
+    int khr;                        /* from VK_KHR_cooperative_matrix (else VK_NV_) */
+} ccfg_vk_coop_shape;
 
 typedef struct {
     int index;                      /* the N of "vulkan:N" */
@@ -465,6 +475,14 @@ typedef struct {
     uint32_t max_storage_buffer_range, max_workgroup_invocations, max_shared_memory;
     int float64;                    /* shaderFloat64 */
     int usable;                     /* Vulkan >= 1.2 with a compute queue */
+    /* half precision (CCFG_VULKAN_PRECISION): storageBuffer16BitAccess, shaderFloat16, and the
+     * cooperative matrix extensions with the shapes their properties query lists */
+    int storage16, float16, memory_model;   /* ... and vulkanMemoryModel (the coop shaders) */
+    int coop_nv, coop_khr;          /* the extension is present and its feature is on */
+    int precisions;                 /* CCFG_VULKAN_PRECISION values it runs: bit 0 fp32, 1 fp16,
+                                     * 2 coop (the coop shaders' shape and requirements) */
+    int ncoop;                      /* shapes in coop[] (NV's first, then KHR's) */
+    ccfg_vk_coop_shape coop[32];
 } ccfg_vk_device_info;
 
 /* The devices found (enumerated once). *count may be 0: then ccfg_vk_unavailable() says why. */

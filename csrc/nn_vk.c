@@ -49,6 +49,75 @@ static int dispatch_groups(const ccfg_backend *be, int kernel, int nbuf, const f
 static int vk_begin(const ccfg_backend *be) { (void)be; return CCFG_OK; }
 static int vk_end(const ccfg_backend *be) { (void)be; return CCFG_OK; }
 
+/* conv2d with float16 weights and inputs and float32 sums (CCFG_VULKAN_PRECISION=fp16, coop,
+ * auto; vk_conv2d's sizes already checked, tiled sizes only): the weights are converted into
+ * float16 device scratch (nn_to_f16.comp; read once, 1.5x their float32 bytes moved per call,
+ * released after the batch), then nn_conv2d_f16.comp (the tiled shader's tiles) or
+ * nn_conv2d_coop*.comp (cooperative matrices) run over chunks of input channels as the float32
+ * shader's do. Chunks are multiples of 8 or 16 channels, so a chunk's first weight is an even
+ * float16 index: a whole 32-bit element, the unit of the bound arrays' offsets. */
+static int vk_conv2d_half(const ccfg_backend *be, int precision, int batch, int cin, int h,
+                          int w, const float *x, int cout, int k, int stride, int pad0, int ho,
+                          int wo, const float *weight, const float *bias, int accumulate,
+                          float *y)
+{
+    const int coop = precision == CCFG_VK_PRECISION_COOP || precision == CCFG_VK_PRECISION_COOP8;
+    const int64_t kk = (int64_t)k * k, n_in = (int64_t)batch * h * w;
+    const int64_t nx = (int64_t)cin * n_in, ny = (int64_t)cout * batch * ho * wo;
+    const int64_t nw = (int64_t)cout * cin * kk, nw32 = (nw + 1) / 2;
+    const int64_t bm = coop ? CCFG_VK_COOP_BM : CCFG_VK_CONV_BM;
+    const int64_t bn = coop ? CCFG_VK_COOP_BN : CCFG_VK_CONV_BN;
+    const int64_t bk = coop ? CCFG_VK_COOP_BK : CCFG_VK_CONV_BK;
+    int status;
+    if ((status = fits(nw, "conv2d"))) return status;
+    const int64_t items = (ny / cout + bn - 1) / bn;
+    const int64_t mtiles = (cout + bm - 1) / bm;
+    if (mtiles > CCFG_VK_MAX_GROUPS)
+        return ccfg_fail(CCFG_EINVAL, "Vulkan nn conv2d: %d output channels is too many", cout);
+    /* the float32 tiled shader's budget (vk_conv2d), with this shader's stage width */
+    const int64_t rounds = (items + CCFG_VK_MAX_GROUPS - 1) / CCFG_VK_MAX_GROUPS;
+    const int64_t budget = CCFG_VK_LOOP_BUDGET / (rounds > 1 ? rounds : 1);
+    int64_t chunk = ((budget - k) / kk - 1) * bk;
+    if (chunk < 1)
+        return ccfg_fail(CCFG_EINVAL, "Vulkan nn conv2d: a %dx%d kernel over %lld output pixels "
+                         "is more work per invocation than the device can loop", k, k,
+                         (long long)(ny / cout));
+    if (chunk > cin) chunk = cin;
+
+    float *w16 = NULL;
+    if ((status = ccfg_vk_nn_scratch(be, (size_t)nw32 * sizeof(float), &w16))) return status;
+    {
+        const float *ptrs[2] = {weight, w16};
+        const int64_t counts[2] = {nw, nw32};
+        ccfg_vk_push_to_f16 pc = {.count = (uint32_t)nw};
+        status = ccfg_vk_nn_dispatch(be, CCFG_VK_NN_TO_F16, 2, ptrs, counts, &pc, nw, 0, 1);
+    }
+    ccfg_vk_push_conv2d pc = {.batch = (uint32_t)batch, .h = (uint32_t)h,
+                              .w = (uint32_t)w, .cout = (uint32_t)cout, .k = (uint32_t)k,
+                              .stride = (uint32_t)stride, .pad0 = (uint32_t)pad0,
+                              .ho = (uint32_t)ho, .wo = (uint32_t)wo,
+                              .wstride = (uint32_t)((int64_t)cin * kk)};
+    const int kernel = precision == CCFG_VK_PRECISION_COOP    ? CCFG_VK_NN_CONV2D_COOP
+                       : precision == CCFG_VK_PRECISION_COOP8 ? CCFG_VK_NN_CONV2D_COOP8
+                                                              : CCFG_VK_NN_CONV2D_F16;
+    for (int64_t c0 = 0; c0 < cin && !status; c0 += chunk) {
+        const int64_t nc = cin - c0 < chunk ? cin - c0 : chunk;
+        if ((c0 * kk) % 2) {        /* chunks are multiples of bk (8 or 16): never */
+            status = ccfg_fail(CCFG_EINTERNAL, "Vulkan nn conv2d: a float16 chunk at an odd "
+                               "weight");
+            break;
+        }
+        const float *ptrs[4] = {x + c0 * n_in, w16 + c0 * kk / 2, bias ? bias : x, y};
+        const int64_t counts[4] = {nx - c0 * n_in, nw32 - c0 * kk / 2, bias ? cout : 0, ny};
+        pc.cin = (uint32_t)nc;
+        pc.flags = (bias && c0 == 0 ? 1u : 0u) | (accumulate || c0 > 0 ? 2u : 0u);
+        status = ccfg_vk_nn_dispatch(be, kernel, 4, ptrs, counts, &pc, items, 1,
+                                     (uint32_t)mtiles);
+    }
+    be->release(be, w16);       /* after the batch that uses it (backend_vk.c) */
+    return status;
+}
+
 static int vk_conv2d(const ccfg_backend *be, int batch, int cin, int h, int w, const float *x,
                      int cout, int k, int stride, int pad0, int pad1, const float *weight,
                      const float *bias, int accumulate, float *y, float *scratch,
@@ -68,6 +137,10 @@ static int vk_conv2d(const ccfg_backend *be, int batch, int cin, int h, int w, c
      * would waste half or more of its multiply-adds on channels that do not exist, so the direct
      * shader computes them (8-channel blocks, no shared memory). Otherwise the implicit GEMM. */
     const int direct = cout <= CCFG_VK_CONV_BM / 2;
+    const int precision = ccfg_vk_nn_precision(be);
+    if (!direct && precision != CCFG_VK_PRECISION_FP32)
+        return vk_conv2d_half(be, precision, batch, cin, h, w, x, cout, k, stride, pad0, ho, wo,
+                              weight, bias, accumulate, y);
     int64_t items, rounds;
     uint32_t groups_y;
     if (direct) {

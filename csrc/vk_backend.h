@@ -45,7 +45,8 @@ enum { P_AXPBYPCZ, P_AXPBYPCZ_F64, P_COMBINE, P_COMBINE_F64, P_SLD, P_SLD_F64, P
        P_DOTS, P_DOTS_F64, P_RANDN, P_RANDN_F64, P_FINITE, P_COPY, P_CLAMP, P_COEF, P_COEF_F64,
        /* the nn.h ops (nn_vk.c), float32 only, in vk_nn.h's CCFG_VK_NN_* order */
        P_NN_FIRST, P_NN_CONV2D = P_NN_FIRST, P_NN_GROUP_NORM, P_NN_LINEAR, P_NN_ATTENTION,
-       P_NN_ELTWISE, P_NN_LAYER_NORM, P_NN_CONV2D_DIRECT, P_COUNT };
+       P_NN_ELTWISE, P_NN_LAYER_NORM, P_NN_CONV2D_DIRECT, P_NN_TO_F16, P_NN_CONV2D_F16,
+       P_NN_CONV2D_COOP, P_NN_CONV2D_COOP8, P_COUNT };
 
 /* the profile: timestamps per batch, and the kinds it reports (the pipelines, then the copies) */
 enum { PROFILE_QUERIES = 4096, PROF_UPLOAD = P_COUNT, PROF_DOWNLOAD, PROF_KINDS };
@@ -87,6 +88,7 @@ typedef struct vk_dev {
     int mapped;                 /* buffers are host-visible and persistently mapped */
     int f64;                    /* the *_F64 pipelines (shaderFloat64 enabled) */
     int host_coefficients;      /* CCFG_VULKAN_HOST_COEFFICIENTS: no guide op combine_form */
+    int precision;              /* CCFG_VULKAN_PRECISION: a CCFG_VK_PRECISION_* (vk_nn.h) */
     int recording;              /* cmd is open with commands not yet submitted */
     uint64_t batch;             /* number of the open (or next) batch */
     int lost;                   /* a submit failed: every later call fails */

@@ -33,7 +33,26 @@ enum { CCFG_VK_LOOP_BUDGET = 32768 };
 enum { CCFG_VK_MAX_GROUPS = 65535, CCFG_VK_LOCAL_SIZE = 128 };
 
 enum { CCFG_VK_NN_CONV2D, CCFG_VK_NN_GROUP_NORM, CCFG_VK_NN_LINEAR, CCFG_VK_NN_ATTENTION,
-       CCFG_VK_NN_ELTWISE, CCFG_VK_NN_LAYER_NORM, CCFG_VK_NN_CONV2D_DIRECT, CCFG_VK_NN_COUNT };
+       CCFG_VK_NN_ELTWISE, CCFG_VK_NN_LAYER_NORM, CCFG_VK_NN_CONV2D_DIRECT,
+       /* the half-precision convolutions (CCFG_VULKAN_PRECISION): weights converted to float16
+        * (to_f16), the tiled shader with float16 weights and inputs (conv2d_f16), and its
+        * cooperative matrix twins (16 x 16 x 16 and 16 x 8 x 16 shapes) */
+       CCFG_VK_NN_TO_F16, CCFG_VK_NN_CONV2D_F16, CCFG_VK_NN_CONV2D_COOP, CCFG_VK_NN_CONV2D_COOP8,
+       CCFG_VK_NN_COUNT };
+
+/* The convolutions' precision on a device (CCFG_VULKAN_PRECISION, read when the device opens):
+ * FP32 the float32 shaders; FP16 nn_conv2d_f16.comp (float16 weights and inputs, float32 sums);
+ * COOP and COOP8 nn_conv2d_coop*.comp (the same on cooperative matrices of 16 x 16 x 16 or
+ * 16 x 8 x 16). Convolutions of at most CCFG_VK_CONV_BM / 2 output channels stay float32 in
+ * every mode (the direct shader: first and last layers of narrow models). */
+enum { CCFG_VK_PRECISION_FP32, CCFG_VK_PRECISION_FP16, CCFG_VK_PRECISION_COOP,
+       CCFG_VK_PRECISION_COOP8 };
+int ccfg_vk_nn_precision(const ccfg_backend *be);
+/* shaders/nn_conv2d_coop.glsl: a workgroup's tile (output channels x pixels) and the input
+ * channels per stage */
+enum { CCFG_VK_COOP_BM = 64, CCFG_VK_COOP_BN = 64, CCFG_VK_COOP_BK = 16 };
+/* shaders/nn_to_f16.comp: ox, oy element offsets (oy in 32-bit elements of the float16 array) */
+typedef struct { uint32_t ox, oy, count; } ccfg_vk_push_to_f16;
 
 /* cin: the input channels of this dispatch (a chunk: x and w start at its first channel),
  * wstride: floats per output channel of w (all input channels x k x k) */

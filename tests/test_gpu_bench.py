@@ -31,6 +31,10 @@ def test_smoke_runs_every_row_and_its_checks_pass():
                 "Fashion-MNIST CCFG DDIM"):
         assert row in out, row
     assert "profile, one UNet forward" in out and "nn_conv2d" in out
+    # the UNet section again in fp16 (a subprocess) where the device has 16-bit storage
+    if "fp16" in VK[0].get("precisions", []):
+        assert "fp16 vs torch fp32" in out and "forward, 4 rows fp16 (torch bf16)" in out
+        assert "nn_conv2d_f16" in out
 
 
 def test_full_mode_skips_without_a_gpu():

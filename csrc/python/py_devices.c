@@ -36,6 +36,68 @@ PyObject *py_philox(PyObject *self, PyObject *args)
 }
 
 /* the details one kind of backend adds to its entries (a new backend may add none) */
+/* {"VK_NV_cooperative_matrix": [shape, ...], "VK_KHR_cooperative_matrix": [...]} for the
+ * extensions the device has (their feature on), each shape a dict of M, N, K, the A, B, C and
+ * result types ("float16", "float32", ... or the number) and the scope */
+static PyObject *coop_shapes(const ccfg_vk_device_info *v)
+{
+    static const char *const types[] = {"float16", "float32", "float64", "sint8", "sint16",
+                                        "sint32", "sint64", "uint8", "uint16", "uint32", "uint64"};
+    PyObject *out = PyDict_New(), *lists[2] = {NULL, NULL};
+    if (!out) return NULL;
+    const int has[2] = {v->coop_nv, v->coop_khr};
+    static const char *const ext[2] = {"VK_NV_cooperative_matrix", "VK_KHR_cooperative_matrix"};
+    for (int e = 0; e < 2; e++) {
+        if (!has[e]) continue;
+        if (!(lists[e] = PyList_New(0)) || PyDict_SetItemString(out, ext[e], lists[e])) goto fail;
+    }
+    for (int i = 0; i < v->ncoop; i++) {
+        const ccfg_vk_coop_shape *c = &v->coop[i];
+        PyObject *list = lists[c->khr ? 1 : 0], *item;
+        if (!list) continue;
+        const uint32_t t[4] = {c->a, c->b, c->c, c->result};
+        PyObject *names[4];
+        for (int j = 0; j < 4; j++)
+            names[j] = t[j] < sizeof types / sizeof *types ? PyUnicode_FromString(types[t[j]])
+                                                           : PyLong_FromUnsignedLong(t[j]);
+        item = Py_BuildValue("{s:I,s:I,s:I,s:N,s:N,s:N,s:N,s:s}", "M", c->m, "N", c->n, "K",
+                             c->k, "A", names[0], "B", names[1], "C", names[2], "result",
+                             names[3], "scope",
+                             c->scope == 3 ? "subgroup" : c->scope == 2 ? "workgroup" : "other");
+        if (!item || PyList_Append(list, item)) {
+            Py_XDECREF(item);
+            goto fail;
+        }
+        Py_DECREF(item);
+    }
+    Py_XDECREF(lists[0]);
+    Py_XDECREF(lists[1]);
+    return out;
+fail:
+    Py_XDECREF(lists[0]);
+    Py_XDECREF(lists[1]);
+    Py_DECREF(out);
+    return NULL;
+}
+
+/* the CCFG_VULKAN_PRECISION values the device runs ("auto" always: the best of these) */
+static PyObject *precisions(const ccfg_vk_device_info *v)
+{
+    static const char *const names[3] = {"fp32", "fp16", "coop"};
+    PyObject *list = PyList_New(0);
+    for (int b = 0; list && b < 3; b++) {
+        if (!(v->precisions & (1 << b))) continue;
+        PyObject *s = PyUnicode_FromString(names[b]);
+        if (!s || PyList_Append(list, s)) {
+            Py_XDECREF(s);
+            Py_CLEAR(list);
+            break;
+        }
+        Py_DECREF(s);
+    }
+    return list;
+}
+
 static int backend_details(PyObject *d, const ccfg_device *dev)
 {
     if (!strcmp(dev->backend, "cpu"))
@@ -63,7 +125,12 @@ static int backend_details(PyObject *d, const ccfg_device *dev)
                py_dict_set(d, "max_workgroup_invocations",
                            PyLong_FromUnsignedLong(v->max_workgroup_invocations)) ||
                py_dict_set(d, "max_shared_memory", PyLong_FromUnsignedLong(v->max_shared_memory)) ||
-               py_dict_set(d, "float64", PyBool_FromLong(v->float64));
+               py_dict_set(d, "float64", PyBool_FromLong(v->float64)) ||
+               py_dict_set(d, "storage_16bit", PyBool_FromLong(v->storage16)) ||
+               py_dict_set(d, "float16", PyBool_FromLong(v->float16)) ||
+               py_dict_set(d, "vulkan_memory_model", PyBool_FromLong(v->memory_model)) ||
+               py_dict_set(d, "cooperative_matrix", coop_shapes(v)) ||
+               py_dict_set(d, "precisions", precisions(v));
     }
     return 0;
 }

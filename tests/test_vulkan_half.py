@@ -1,0 +1,312 @@
+"""Half precision on Vulkan (CCFG_VULKAN_PRECISION=fp16|coop|auto; fp32 is the default): the
+device features ccfg.devices() reports, the errors for a precision a device cannot run, and the
+precision contract of the half-precision convolutions against independent references.
+
+The precision is read when a device opens (once per process), so every run here is a subprocess.
+
+The contract (docs/api.md, docs/PERFORMANCE.md):
+  * a convolution of more than 32 output channels computes with float16 weights and float16
+    inputs (each rounded to nearest), exact products and float32 sums: against torch's float64
+    convolution of the rounded operands, max|a - b| / max|b| <= OP_EXACT (only the order of
+    the float32 sums differs); against the float32 convolution of the unrounded operands, the
+    rounding costs at most OP_TOL;
+  * convolutions of at most 32 output channels stay float32 (<= 1e-5 against float32);
+  * a whole UNet forward (every other op float32) is within FORWARD_TOL of diffusers' float32
+    forward (measured on lavapipe: shipped Fashion-MNIST UNet <= 9e-5, a CIFAR-shaped
+    UNet2DModel with random weights 1.0e-3; torch's bf16 autocast gives 1.3e-2 on the latter).
+The cooperative matrix shaders (coop) are held to the same bounds; they run only on a device
+that lists a matching VK_NV_cooperative_matrix shape, so on lavapipe those tests skip."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ccfg import _core
+
+ROOT = Path(__file__).resolve().parents[1]
+
+OP_EXACT = 1e-5
+OP_TOL = 2e-3
+FORWARD_TOL = 3e-3
+
+VK = [d for d in _core.devices() if d["backend"] == "vulkan" and "index" in d]
+WHY = next((d["note"] for d in _core.devices() if d["backend"] == "vulkan" and "note" in d), "")
+DEV = f"vulkan:{VK[0]['index']}" if VK else "vulkan:0"
+INFO = VK[0] if VK else {}
+needs_vk = pytest.mark.skipif(not VK, reason=f"no Vulkan device: {WHY}")
+needs_16bit = pytest.mark.skipif(not INFO.get("storage_16bit"),
+                                 reason="the device has no storageBuffer16BitAccess")
+
+
+def coop_shape(info):
+    """the shape the coop shaders would use on this device (csrc/backend_vk.c coop_variant), or
+    None: VK_NV_cooperative_matrix, 16 x 16 x 16 or 16 x 8 x 16, float16 A and B, float32 C and
+    result, subgroup scope, subgroups of 32, float16, 16-bit storage and the memory model"""
+    if not (info.get("float16") and info.get("storage_16bit") and
+            info.get("vulkan_memory_model") and info.get("subgroup_size") == 32):
+        return None
+    shapes = info.get("cooperative_matrix", {}).get("VK_NV_cooperative_matrix", [])
+    ok = [s["N"] for s in shapes if s["M"] == 16 and s["K"] == 16 and s["N"] in (16, 8) and
+          (s["A"], s["B"], s["C"], s["result"], s["scope"]) ==
+          ("float16", "float16", "float32", "float32", "subgroup")]
+    return (16, max(ok), 16) if ok else None
+
+
+COOP = coop_shape(INFO)
+needs_coop = pytest.mark.skipif(COOP is None, reason="no VK_NV_cooperative_matrix shape the coop "
+                                "shaders use (16x16x16 or 16x8x16 float16 -> float32, subgroups "
+                                "of 32)")
+
+
+def run_py(code, precision, timeout=900):
+    env = dict(os.environ, CCFG_VULKAN_PRECISION=precision)
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def run_json(code, precision):
+    r = run_py(code, precision)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+# --------------------------------------------------------------------------- features
+
+@needs_vk
+def test_devices_report_half_features():
+    for d in VK:
+        for key in ("storage_16bit", "float16", "vulkan_memory_model"):
+            assert isinstance(d[key], bool), key
+        coop = d["cooperative_matrix"]
+        assert isinstance(coop, dict)
+        assert set(coop) <= {"VK_NV_cooperative_matrix", "VK_KHR_cooperative_matrix"}
+        for shapes in coop.values():
+            for s in shapes:
+                assert set(s) == {"M", "N", "K", "A", "B", "C", "result", "scope"}
+                assert min(s["M"], s["N"], s["K"]) >= 1
+        # what the C side says the device runs agrees with the features it reports
+        assert d["precisions"] == (["fp32"] + (["fp16"] if d["storage_16bit"] else []) +
+                                   (["coop"] if coop_shape(d) else []))
+    if INFO.get("driver") == "llvmpipe":
+        # Mesa's lavapipe (22.3 here) has 16-bit storage and no cooperative matrices: the fp16
+        # path runs in CI, the coop one cannot
+        assert INFO["storage_16bit"] and INFO["cooperative_matrix"] == {}
+        assert INFO["precisions"] == ["fp32", "fp16"]
+
+
+OPEN = f"""
+import numpy as np
+from ccfg import _core
+x = np.zeros(4, np.float32)
+_core.nn_op({DEV!r}, "copy", [x], [x.copy()], (4,), (), None, None)
+print("opened")
+"""
+
+
+@needs_vk
+@pytest.mark.parametrize("value", ["", "fp32", "auto"])
+def test_precisions_every_device_accepts(value):
+    r = run_py(OPEN, value)
+    assert r.returncode == 0 and "opened" in r.stdout, r.stderr[-2000:]
+
+
+@needs_vk
+@pytest.mark.parametrize("value", ["bf16", "FP16", "half"])
+def test_unknown_precision_is_refused_naming_the_variable(value):
+    r = run_py(OPEN, value)
+    assert r.returncode != 0
+    assert "ValueError: CCFG_VULKAN_PRECISION must be fp32, fp16, coop or auto" in r.stderr
+    assert repr(value) in r.stderr or f"'{value}'" in r.stderr
+
+
+@needs_vk
+def test_coop_without_the_feature_is_refused():
+    if COOP is not None:
+        pytest.skip("this device has a cooperative matrix shape the coop shaders use")
+    r = run_py(OPEN, "coop")
+    assert r.returncode != 0
+    assert "ValueError: CCFG_VULKAN_PRECISION=coop: Vulkan device" in r.stderr, r.stderr[-2000:]
+    assert "VK_NV_cooperative_matrix" in r.stderr
+
+
+@needs_vk
+def test_fp16_without_16bit_storage_is_refused():
+    if INFO.get("storage_16bit"):
+        pytest.skip("this device has storageBuffer16BitAccess")
+    r = run_py(OPEN, "fp16")
+    assert r.returncode != 0
+    assert "CCFG_VULKAN_PRECISION=fp16" in r.stderr and "storageBuffer16BitAccess" in r.stderr
+
+
+# --------------------------------------------------------------------------- op by op
+
+# (batch, cin, h, w, cout, k, stride, pad0, pad1): odd channel counts (partial stages and
+# tiles), a 1x1, a stride-2 downsample padded (0, 1), more output channels than one tile,
+# and at most 32 output channels (the float32 direct shader in every precision)
+SHAPES = [(3, 21, 9, 7, 70, 3, 1, 1, 1), (2, 64, 8, 8, 128, 1, 1, 0, 0),
+          (2, 37, 9, 9, 65, 3, 2, 0, 1), (1, 130, 6, 5, 200, 3, 1, 1, 1),
+          (2, 40, 7, 7, 24, 3, 1, 1, 1)]
+
+OPS = f"""
+import json
+import numpy as np
+import torch
+from ccfg import _core
+torch.set_num_threads(1)
+out = []
+for i, (batch, cin, h, w, cout, k, s, p0, p1) in enumerate({SHAPES!r}):
+    rng = np.random.default_rng(i)
+    ho, wo = (h + p0 + p1 - k) // s + 1, (w + p0 + p1 - k) // s + 1
+    x = (3.0 * rng.standard_normal((cin, batch, h, w))).astype(np.float32)
+    wt = (0.2 * rng.standard_normal((cout, cin, k, k))).astype(np.float32)
+    b = rng.standard_normal(cout).astype(np.float32)
+    for acc in (0, 1):
+        y0 = rng.standard_normal((cout, batch, ho, wo)).astype(np.float32)
+        got = _core.nn_op({DEV!r}, "conv2d", [x.ravel(), wt.ravel(), None if acc else b],
+                          [y0.ravel()], (batch, cin, h, w, cout, k, s, p0, p1, acc), (),
+                          None, None)[0].reshape(cout, batch, ho, wo)
+
+        def ref(xx, ww):
+            # torch's convolution in float64 (NCHW), padded (p0, p1) on each spatial side
+            xt = torch.from_numpy(xx.astype(np.float64)).permute(1, 0, 2, 3)
+            xt = torch.nn.functional.pad(xt, (p0, p1, p0, p1))
+            yt = torch.nn.functional.conv2d(xt, torch.from_numpy(ww.astype(np.float64)),
+                                            stride=s)
+            r = yt.permute(1, 0, 2, 3).numpy()
+            return r + y0 if acc else r + b[:, None, None, None]
+
+        def err(r):
+            return float(np.abs(got - r).max() / np.abs(r).max())
+        h16 = lambda a: a.astype(np.float16).astype(np.float32)
+        out.append(dict(shape=[batch, cin, h, w, cout, k, s, p0, p1], acc=acc,
+                        rounded=err(ref(h16(x), h16(wt))), fp32=err(ref(x, wt))))
+print(json.dumps(out))
+"""
+
+
+def check_ops(precision):
+    for r in run_json(OPS, precision):
+        what = f"{r['shape']} accumulate={r['acc']}"
+        if r["shape"][4] <= 32:
+            assert r["fp32"] <= OP_EXACT, what          # the direct shader: float32
+        else:
+            assert r["rounded"] <= OP_EXACT, what
+            assert r["fp32"] <= OP_TOL, what
+            # the half path did run: the rounding shows against float32
+            assert r["fp32"] > 10 * r["rounded"] and r["fp32"] > 1e-5, what
+
+
+@needs_vk
+@needs_16bit
+def test_fp16_convolution_contract():
+    check_ops("fp16")
+
+
+@needs_vk
+def test_fp32_is_the_default():
+    for r in run_json(OPS, ""):
+        assert r["fp32"] <= OP_EXACT, r
+
+
+@needs_vk
+@needs_coop
+def test_coop_convolution_contract():
+    check_ops("coop")
+
+
+# --------------------------------------------------------------------------- the whole model
+
+FORWARD = f"""
+import json, os, tempfile
+import numpy as np
+import torch
+import diffusers
+from diffusers import UNet2DModel
+import ccfg
+from ccfg.models import FASHION_MNIST_DIR
+diffusers.utils.logging.set_verbosity_error()
+torch.set_num_threads(1)
+rel = lambda a, b: float(np.abs(np.asarray(a, np.float64) - b).max() / np.abs(b).max())
+res, outs = {{}}, {{}}
+unet = ccfg.models.load("fashion-mnist")
+m = UNet2DModel.from_pretrained(os.path.join(FASHION_MNIST_DIR, "unet"),
+                                low_cpu_mem_usage=False).eval()
+rng = np.random.default_rng(0)
+x = rng.standard_normal((3,) + unet.shape).astype(np.float32)
+labels = np.array([1, 7, 10])
+for t in (999, 300, 10):
+    with torch.no_grad():
+        ref = m(torch.from_numpy(x), t, torch.as_tensor(labels)).sample.numpy()
+    out = unet(x, t, labels, device={DEV!r})
+    res[f"fashion-mnist t={{t}}"] = rel(out, ref)
+    outs[f"fashion-mnist t={{t}}"] = float(np.abs(out).sum())
+# CIFAR-shaped (3 x 32 x 32, the blocks of benchmarks/gpu_vs_torch.py's model, half its
+# channels: the full model's 143 MiB of weights exceed lavapipe's maxStorageBufferRange)
+torch.manual_seed(0)
+ch = (64, 128, 128, 128)
+cm = UNet2DModel(sample_size=32, in_channels=3, out_channels=3, block_out_channels=ch,
+                 layers_per_block=2, attention_head_dim=32, norm_num_groups=32,
+                 down_block_types=("DownBlock2D",) + ("AttnDownBlock2D",) * 3,
+                 up_block_types=("AttnUpBlock2D",) * 3 + ("UpBlock2D",)).eval()
+d = tempfile.mkdtemp()
+cm.save_pretrained(d)
+cu = ccfg.models.UNet.from_pretrained(d)
+x = rng.standard_normal((2, 3, 32, 32)).astype(np.float32)
+for t in (999, 20):
+    with torch.no_grad():
+        ref = cm(torch.from_numpy(x), t).sample.numpy()
+    out = cu(x, t, device={DEV!r})
+    res[f"cifar-shaped t={{t}}"] = rel(out, ref)
+    outs[f"cifar-shaped t={{t}}"] = float(np.abs(out).sum())
+print(json.dumps(dict(err=res, sums=outs)))
+"""
+
+
+def check_forward(precision):
+    pytest.importorskip("torch")
+    pytest.importorskip("diffusers")
+    got = run_json(FORWARD, precision)
+    for what, e in got["err"].items():
+        assert e <= FORWARD_TOL, f"{precision} {what}: {e:.3g}"
+        assert e > 1e-6, f"{precision} {what}: as exact as float32; did the half path run?"
+    return got
+
+
+@needs_vk
+@needs_16bit
+def test_fp16_forward_contract_and_auto():
+    fp16 = check_forward("fp16")
+    if COOP is None:
+        # auto on a device without cooperative matrices is fp16, bit for bit
+        assert run_json(FORWARD, "auto") == fp16
+
+
+@needs_vk
+@needs_coop
+def test_coop_forward_contract():
+    check_forward("coop")
+
+
+SAMPLE = f"""
+import json
+import numpy as np
+import ccfg
+unet = ccfg.models.load("fashion-mnist")
+kw = dict(guidance=ccfg.CCFG(3.0), sampler="ddim", steps=4, n=2, seed=3, progress=False)
+a = ccfg.sample(unet, "footwear", "sneaker", device={DEV!r}, **kw)
+b = ccfg.sample(unet, "footwear", "sneaker", device="cpu", **kw)
+print(json.dumps(float(np.abs(a.astype(np.float64) - b).max() / np.abs(b).max())))
+"""
+
+
+@needs_vk
+@needs_16bit
+def test_fp16_sampling_run_matches_cpu():
+    """the precision reaches ccfg.sample: a CCFG DDIM run on the device in fp16 against the CPU
+    backend's (float32) run"""
+    e = run_json(SAMPLE, "fp16")
+    assert 1e-6 < e <= 1e-2, e
