@@ -28,7 +28,6 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 
 
 def parse(argv=None):
@@ -57,7 +56,7 @@ import torch  # noqa: E402
 from diffusers import DDIMScheduler, UNet2DModel  # noqa: E402
 
 import ccfg  # noqa: E402
-from bench_common import Table, Timing, profile_forward, thread_report  # noqa: E402
+from bench_common import Table, measure_pair, profile_forward, thread_report  # noqa: E402
 
 SCALE, TAU, POS, NEG, NULL = 3.0, 0.5, 1, 2, 10
 
@@ -73,21 +72,6 @@ def build(layers):
     folder = tempfile.mkdtemp(prefix="ccfg_bench_unet_")
     model.save_pretrained(folder)
     return model, ccfg.models.UNet.from_pretrained(folder), folder
-
-
-def measure_pair(fa, fb, repeats, warmup=1):
-    """(Timing of fa, Timing of fb), their calls alternating a, b, a, b, ... after ``warmup``
-    untimed calls of each, so that load from other processes falls on both sides"""
-    for _ in range(warmup):
-        fa()
-        fb()
-    ta, tb = [], []
-    for _ in range(repeats):
-        for fn, times in ((fa, ta), (fb, tb)):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-    return Timing(ta), Timing(tb)
 
 
 def rel_err(a, b):
