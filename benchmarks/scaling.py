@@ -216,6 +216,11 @@ def _check(err, tol):
     return f"{err:.1e}" + ("" if err <= tol else " MISMATCH")
 
 
+def _section(title, intro, cells):
+    """a heading, a paragraph and a table's header rows"""
+    return [f"## {title}", "", intro, "", "| " + " | ".join(cells) + " |", "|" + "---|" * len(cells)]
+
+
 def markdown(g, lim, unet, mix, info):
     L = ["# Scaling of ccfg's CPU paths (issue 16 item 5)", "",
          f"Written by `{info['command']}` on {info['date']}.", "",
@@ -235,14 +240,13 @@ def markdown(g, lim, unet, mix, info):
         for series, title in (("batch", "UNet forward against batch (32x32)"),
                               ("size", f"UNet forward against image size "
                                        f"(batch {g['size_batch']})")):
-            L += [f"## {title}", "",
-                  "bench_unet.py's UNet2DModel (32, 64, 128; 3.9M parameters), ccfg's C forward "
-                  "against diffusers on PyTorch CPU, same weights. GFLOP: convolutions and "
-                  "matmuls (torch's flop counter); % sgemm: the rate reached against "
-                  f"`np.dot` float32's {sgemm:.0f} GFLOP/s.", "",
-                  f"| {series} | ccfg ms | torch ms | torch / ccfg | GFLOP | ccfg GFLOP/s "
-                  "(% sgemm) | torch GFLOP/s (% sgemm) | reps | max rel diff |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+            L += _section(title, "bench_unet.py's UNet2DModel (32, 64, 128; 3.9M parameters), "
+                          "ccfg's C forward against diffusers on PyTorch CPU, same weights. "
+                          "GFLOP: convolutions and matmuls (torch's flop counter); % sgemm: the "
+                          f"rate reached against `np.dot` float32's {sgemm:.0f} GFLOP/s.",
+                          [series, "ccfg ms", "torch ms", "torch / ccfg", "GFLOP",
+                           "ccfg GFLOP/s (% sgemm)", "torch GFLOP/s (% sgemm)", "reps",
+                           "max rel diff"])
             for s, x, ta, tb, fl, err in unet:
                 if s != series:
                     continue
@@ -254,14 +258,12 @@ def markdown(g, lim, unet, mix, info):
             L.append("")
     for series, title in (("dim", f"Exact mixture against dimension (K = {g['mix_k']})"),
                           ("components", f"Exact mixture against components (d = {g['mix_d']})")):
-        L += [f"## {title}", "",
-              f"Unguided DDIM-{g['steps']}, n = {g['mix_n']}, isotropic components "
-              "(bench_sampling.isotropic_k8): `ccfg.sample` against bench_sampling's NumPy "
-              "float64 loop. Bound: steps x max(read x + write x' in float32 at the copy "
-              "bandwidth, 4nKd flops at the dgemm rate).", "",
-              f"| {'d' if series == 'dim' else 'K'} | ccfg ms | NumPy ms | NumPy / ccfg | "
-              "bound ms | ccfg / bound | reps | max rel diff |",
-              "|---|---|---|---|---|---|---|---|"]
+        L += _section(title, f"Unguided DDIM-{g['steps']}, n = {g['mix_n']}, isotropic "
+                      "components (bench_sampling.isotropic_k8): `ccfg.sample` against "
+                      "bench_sampling's NumPy float64 loop. Bound: steps x max(read x + write x' "
+                      "in float32 at the copy bandwidth, 4nKd flops at the dgemm rate).",
+                      ["d" if series == "dim" else "K", "ccfg ms", "NumPy ms", "NumPy / ccfg",
+                       "bound ms", "ccfg / bound", "reps", "max rel diff"])
         for s, x, ta, tb, ndk, err in mix:
             if s != series:
                 continue
