@@ -1,7 +1,10 @@
 """Scaling of ccfg's CPU paths beside their peers (issue 16 item 5), with the machine's limits.
 
     .venv/bin/python benchmarks/scaling.py [--out docs/scaling.md] [--plot PNG] [--threads T]
-                                           [--quick]
+                                           [--section docs/PERFORMANCE.md] [--quick]
+
+``--section`` also writes the tables into that file between its two scaling.py marker lines
+(docs/PERFORMANCE.md's section "Scaling (issue 16 item 5)"), so one command refreshes both.
 
 Four series, each point timed against its peer in this process, calls alternating (ccfg, peer,
 ccfg, peer, ...) after one checked call of each, medians:
@@ -13,12 +16,13 @@ ccfg, peer, ...) after one checked call of each, medians:
     unguided DDIM of n samples (bench_sampling.isotropic_k8's mixtures), ``ccfg.sample`` against
     bench_sampling's NumPy float64 loop (one GEMM per step for the quadratic forms); final samples
     agree to max|a-b| <= 1e-3 * max|b| before timing.
-Limits, measured first: copy bandwidth (``np.copyto`` of a large float32 array: read + write),
-sgemm (``np.dot`` float32, NumPy's OpenBLAS; ``torch.mm`` too when torch is there) and dgemm
-(``np.dot`` float64). Beside each UNet point: the forward's convolution/matmul FLOPs (counted by
-torch.utils.flop_counter on the diffusers model) and the rate each side reaches, as a percentage
-of the sgemm rate. Beside each mixture point: a lower bound, steps x max(time to read x and write
-x' once at copy bandwidth (float32), 4 n K d flops at the dgemm rate).
+Limits, measured first (best of the repeats: ceilings): copy bandwidth (``np.copyto`` of a large
+float32 array: read + write), sgemm (``np.dot`` float32, NumPy's OpenBLAS; ``torch.mm`` too when
+torch is there) and dgemm (``np.dot`` float64). Beside each UNet point: the forward's
+convolution/matmul FLOPs (counted by torch.utils.flop_counter on the diffusers model) and the rate
+each side reaches, as a percentage of the sgemm rate. Beside each mixture point: a lower bound,
+steps x max(time to read x and write x' once at copy bandwidth (float32), 4 n K d flops at the
+dgemm rate).
 
 Threads: ``--threads T`` sets OMP_NUM_THREADS and OPENBLAS_NUM_THREADS before NumPy and ccfg load
 and calls torch.set_num_threads(T); without it both use ccfg's OpenMP thread count. The UNet
@@ -45,13 +49,48 @@ def parse(argv=None):
                     help="PNG plot to write (default: --out with .png in place of .md)")
     ap.add_argument("--threads", type=int, default=None,
                     help="threads for ccfg, OpenBLAS and torch (default: ccfg's OpenMP count)")
+    ap.add_argument("--section", default=None, metavar="MD",
+                    help="also write the tables between the scaling.py markers of this file "
+                         "(docs/PERFORMANCE.md's section 'Scaling (issue 16 item 5)')")
     ap.add_argument("--quick", action="store_true", help="a tiny grid, seconds (for the test)")
     args = ap.parse_args(argv)
     if args.threads is not None and args.threads < 1:
         ap.error("--threads must be >= 1")
     if args.plot is None:
         args.plot = os.path.splitext(args.out)[0] + ".png"
+    if args.section is not None:        # checked now, not after minutes of measuring
+        try:
+            section_bounds(read_text(args.section))
+        except (OSError, ValueError) as exc:
+            ap.error(f"--section: {exc}")
     return args
+
+
+BEGIN = "<!-- benchmarks/scaling.py writes from here -->"
+END = "<!-- benchmarks/scaling.py writes up to here -->"
+
+
+def read_text(path):
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+def section_bounds(doc):
+    """(end of the BEGIN line, start of the END line) in doc; ValueError without both markers"""
+    i, j = doc.find(BEGIN), doc.find(END)
+    if i < 0 or j < i or doc.find(BEGIN, i + 1) >= 0:
+        raise ValueError(f"expected one line {BEGIN!r} followed by one line {END!r}")
+    return i + len(BEGIN), j
+
+
+def write_section(path, text):
+    """replace what lies between the markers of ``path`` with ``text`` (its headings one level
+    down, the title line dropped: it goes under that file's own section heading)"""
+    doc = read_text(path)
+    a, b = section_bounds(doc)
+    body = [("#" + ln if ln.startswith("## ") else ln) for ln in text.splitlines()[2:]]
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(doc[:a] + "\n" + "\n".join(body).strip("\n") + "\n" + doc[b:])
 
 
 if __name__ == "__main__":
@@ -68,10 +107,10 @@ import bench_sampling  # noqa: E402
 from bench_common import measure, measure_pair  # noqa: E402
 
 # (grid, repeats per point): repeats shrink as a point grows, so the full run stays minutes
-FULL = dict(batches=[(1, 7), (4, 7), (16, 5), (64, 3), (256, 2)],
-            sizes=[(32, 5), (64, 3), (128, 2)], size_batch=8,
-            dims=[(2, 5), (16, 5), (64, 5), (256, 5), (1024, 3), (4096, 3)],
-            comps=[(2, 5), (8, 5), (32, 5), (128, 3), (256, 3)],
+FULL = dict(batches=[(1, 9), (4, 9), (16, 7), (64, 5), (256, 3)],
+            sizes=[(32, 7), (64, 5), (128, 3)], size_batch=8,
+            dims=[(2, 7), (16, 7), (64, 7), (256, 7), (1024, 5), (4096, 3)],
+            comps=[(2, 7), (8, 7), (32, 7), (64, 7), (128, 5), (256, 5)],
             mix_n=4096, mix_k=8, mix_d=64, steps=10, copy_mib=256, gemm=2048)
 QUICK = dict(batches=[(1, 1), (2, 1)], sizes=[(32, 1), (64, 1)], size_batch=1,
              dims=[(2, 1), (8, 1)], comps=[(2, 1), (4, 1)],
@@ -97,12 +136,13 @@ def machine():
 
 # ---------------------------------------------------------------------- limits
 def limits(g, torch):
-    """{name: (value, unit, how)} measured on this machine now"""
+    """{name: (value, unit, how)} measured on this machine now: the best of the repeats (a
+    ceiling; the median would count the other processes' load as a property of the machine)"""
     out = {}
     n = g["copy_mib"] * 2**20 // 4
     src = np.ones(n, np.float32)
     dst = np.empty_like(src)
-    t = measure(lambda: np.copyto(dst, src), repeats=5, warmup=1).median
+    t = measure(lambda: np.copyto(dst, src), repeats=7, warmup=1).min
     out["copy"] = (2 * src.nbytes / t / 1e9, "GB/s",
                    f"`np.copyto`, {g['copy_mib']} MiB float32 (read + write)")
     m = g["gemm"]
@@ -110,13 +150,13 @@ def limits(g, torch):
     for key, dt in (("sgemm", np.float32), ("dgemm", np.float64)):
         a = rng.standard_normal((m, m)).astype(dt)
         b = rng.standard_normal((m, m)).astype(dt)
-        t = measure(lambda: np.dot(a, b), repeats=3, warmup=1).median
+        t = measure(lambda: np.dot(a, b), repeats=5, warmup=1).min
         out[key] = (2 * m**3 / t / 1e9, "GFLOP/s",
                     f"`np.dot` {np.dtype(dt).name} {m}x{m}x{m} (NumPy's OpenBLAS)")
     if torch is not None:
         a = torch.randn(m, m)
         b = torch.randn(m, m)
-        t = measure(lambda: torch.mm(a, b), repeats=3, warmup=1).median
+        t = measure(lambda: torch.mm(a, b), repeats=5, warmup=1).min
         out["sgemm_torch"] = (2 * m**3 / t / 1e9, "GFLOP/s", f"`torch.mm` float32 {m}x{m}x{m}")
     return out
 
@@ -209,7 +249,8 @@ def mixture_bound(ndk, steps, lim):
 
 # ---------------------------------------------------------------------- output
 def _ms(t):
-    return f"{t * 1e3:.3g}"
+    ms = t * 1e3
+    return f"{ms:.0f}" if ms >= 100 else (f"{ms:.1f}" if ms >= 10 else f"{ms:.3g}")
 
 
 def _check(err, tol):
@@ -218,7 +259,8 @@ def _check(err, tol):
 
 def _section(title, intro, cells):
     """a heading, a paragraph and a table's header rows"""
-    return [f"## {title}", "", intro, "", "| " + " | ".join(cells) + " |", "|" + "---|" * len(cells)]
+    return [f"## {title}", "", intro, "",
+            "| " + " | ".join(cells) + " |", "|" + "---|" * len(cells)]
 
 
 def markdown(g, lim, unet, mix, info):
@@ -229,9 +271,10 @@ def markdown(g, lim, unet, mix, info):
          f"- Threads: {info['threads']} for ccfg (OpenMP), NumPy's OpenBLAS and torch.",
          "- Each point: medians of calls alternating ccfg and its peer (repeats in the table), "
          "after one checked call of each. Ratios above 1: ccfg is faster.", "",
-         "## Limits (measured now)", "", "| limit | rate | how |", "|---|---|---|"]
+         "## Limits (measured now, best of the repeats)", "", "| limit | rate | how |",
+         "|---|---|---|"]
     for key, (val, unit, how) in lim.items():
-        L.append(f"| {key} | {val:.1f} {unit} | {how} |")
+        L.append(f"| {key} | {val:.3g} {unit} | {how} |")
     L.append("")
     if isinstance(unet, str):
         L += ["## UNet forward", "", f"Skipped: {unet}.", ""]
@@ -253,7 +296,8 @@ def markdown(g, lim, unet, mix, info):
                 ra, rb = fl / ta.median / 1e9, fl / tb.median / 1e9
                 L.append(f"| {x} | {_ms(ta.median)} | {_ms(tb.median)} | "
                          f"{tb.median / ta.median:.2f}x | {fl / 1e9:.2f} | "
-                         f"{ra:.1f} ({100 * ra / sgemm:.0f}%) | {rb:.1f} ({100 * rb / sgemm:.0f}%) | "
+                         f"{ra:.1f} ({100 * ra / sgemm:.0f}%) | "
+                         f"{rb:.1f} ({100 * rb / sgemm:.0f}%) | "
                          f"{ta.repeats} | {_check(err, 1e-4)} |")
             L.append("")
     for series, title in (("dim", f"Exact mixture against dimension (K = {g['mix_k']})"),
@@ -350,16 +394,23 @@ def main(args):
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     try:
         plot(args.plot, g, lim, unet, mix)
-        info["plot"] = os.path.relpath(os.path.abspath(args.plot),
-                                       os.path.dirname(os.path.abspath(args.out)))
+        info["plot"] = os.path.abspath(args.plot)
     except ImportError as exc:
         info["plot_error"] = f"matplotlib not importable: {exc}"
     info["load1"] = ", ".join(f"{v:.2f}" for v in os.getloadavg())
     info["minutes"] = (time.perf_counter() - t0) / 60
-    text = markdown(g, lim, unet, mix, info)
-    with open(args.out, "w", encoding="utf-8") as f:
-        f.write(text + "\n")
-    print(f"wrote {args.out}" + (f" and {args.plot}" if info.get("plot") else ""))
+    for path in [args.out] + ([args.section] if args.section else []):
+        here = dict(info)             # the plot's link, relative to this file's folder
+        if info.get("plot"):
+            here["plot"] = os.path.relpath(info["plot"], os.path.dirname(os.path.abspath(path)))
+        text = markdown(g, lim, unet, mix, here)
+        if path == args.section:
+            write_section(path, text)
+        else:
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(text + "\n")
+    print(f"wrote {args.out}" + (f" and {args.plot}" if info.get("plot") else "")
+          + (f"; the tables into {args.section}" if args.section else ""))
     if failures:
         print("MISMATCH:\n  " + "\n  ".join(failures))
         return 1

@@ -76,11 +76,24 @@ def test_scaling_quick_writes_table_and_plot(tmp_path):
     pytest.importorskip("matplotlib")
     grid = _quick_grid()
     out = tmp_path / "sub" / "scaling.md"
-    log = _run([SCALING, "--quick", "--threads", "1", "--out", str(out)])
+    perf = tmp_path / "PERF.md"
+    perf.write_text("# notes\n\n## Scaling (issue 16 item 5)\n\nrun it so:\n"
+                    "<!-- benchmarks/scaling.py writes from here -->\nold table\n"
+                    "<!-- benchmarks/scaling.py writes up to here -->\n\n## Next\nkept\n",
+                    encoding="utf-8")
+    log = _run([SCALING, "--quick", "--threads", "1", "--out", str(out), "--section", str(perf)])
     text = out.read_text(encoding="utf-8")
+    # the section got the same tables, a heading level down, between its markers; the rest kept
+    sec = perf.read_text(encoding="utf-8")
+    assert sec.startswith("# notes\n\n## Scaling (issue 16 item 5)\n\nrun it so:\n<!-- ")
+    assert sec.endswith("<!-- benchmarks/scaling.py writes up to here -->\n\n## Next\nkept\n")
+    assert "old table" not in sec and "# Scaling of ccfg" not in sec
+    in_sec = _tables(sec.replace("### ", "## "))
+    assert all(in_sec[k] == v for k, v in _tables(text).items())
+    assert "](sub/scaling.png)" in sec
     assert "MISMATCH" not in text and "MISMATCH" not in log
     tables = _tables(text)
-    assert {"copy", "sgemm", "dgemm"} <= set(tables["Limits (measured now)"])
+    assert {"copy", "sgemm", "dgemm"} <= set(tables["Limits (measured now, best of the repeats)"])
     _check_mixture(tables, grid)
     if _has_torch():
         assert tables["UNet forward against batch (32x32)"] == [str(b) for b, _ in grid["batches"]]
@@ -111,3 +124,13 @@ def test_run_prints_issue16_table_without_torch():
     assert len(rows) == 8
     assert sum("skipped: torch and diffusers" in r for r in rows) == 2
     assert sum("not run (--only)" in r for r in rows) == 4     # the first row of each group
+
+
+def test_scaling_section_without_markers_fails_before_measuring(tmp_path):
+    perf = tmp_path / "PERF.md"
+    perf.write_text("# no markers here\n", encoding="utf-8")
+    r = subprocess.run([sys.executable, SCALING, "--quick", "--out", str(tmp_path / "s.md"),
+                        "--section", str(perf)], cwd=ROOT, env=_env(), capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 2 and "--section" in r.stderr and "scaling.py writes" in r.stderr
+    assert not (tmp_path / "s.md").exists()
