@@ -93,7 +93,7 @@ def test_scaling_quick_writes_table_and_plot(tmp_path):
     assert "](sub/scaling.png)" in sec
     assert "MISMATCH" not in text and "MISMATCH" not in log
     tables = _tables(text)
-    assert {"copy", "sgemm", "dgemm"} <= set(tables["Limits (measured now, best of the repeats)"])
+    assert {"copy", "sgemm", "dgemm"} <= set(tables["Limits (measured in this run: the best repeat)"])
     _check_mixture(tables, grid)
     if _has_torch():
         assert tables["UNet forward against batch (32x32)"] == [str(b) for b, _ in grid["batches"]]
