@@ -110,8 +110,9 @@ def issue16_table(res, unet_args):
     smp = f"CCFG DDIM sampling, n = {n}, {steps} steps, that UNet"
     if isinstance(u, dict):
         thr = u.get("threads", "?")
+        thr = f"{thr} thread" + ("" if thr == 1 else "s")
         for what, a, b, peer in ((fwd, "forward_ccfg", "forward_torch",
-                                  f"PyTorch CPU (diffusers `UNet2DModel`), {thr} threads"),
+                                  f"PyTorch CPU (diffusers `UNet2DModel`), {thr}"),
                                  (smp, "sample_ccfg", "sample_torch",
                                   "diffusers DDIM loop + CCFG in torch")):
             r = _speedup(u[a].median, u[b].median)

@@ -37,6 +37,7 @@ import argparse
 import datetime
 import os
 import platform
+import shutil
 import sys
 
 
@@ -186,7 +187,14 @@ def unet_flops(model, torch, size):
 def unet_series(g, torch, failures):
     """[(series, x, ccfg Timing, torch Timing, flops, rel err)]"""
     import bench_unet
-    model, unet, _ = bench_unet.build(2)
+    model, unet, folder = bench_unet.build(2)
+    try:
+        return _unet_points(g, torch, failures, bench_unet, model, unet)
+    finally:                    # the saved weights (16 MB) were only needed to load ccfg's model
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _unet_points(g, torch, failures, bench_unet, model, unet):
     rng = np.random.default_rng(0)
     pts = [("batch", b, 32, r) for b, r in g["batches"]]
     pts += [("size", s, s, r) for s, r in g["sizes"]]
