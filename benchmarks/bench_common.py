@@ -37,6 +37,21 @@ def measure(fn, repeats=7, warmup=1, min_time=0.0):
     return Timing(times, number)
 
 
+def measure_pair(fa, fb, repeats, warmup=1):
+    """(Timing of fa, Timing of fb), their calls alternating a, b, a, b, ... after ``warmup``
+    untimed calls of each, so that load from other processes falls on both sides"""
+    for _ in range(warmup):
+        fa()
+        fb()
+    ta, tb = [], []
+    for _ in range(repeats):
+        for fn, times in ((fa, ta), (fb, tb)):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+    return Timing(ta), Timing(tb)
+
+
 class Timing:
     def __init__(self, times, number=1):
         self.times = list(times)

@@ -226,11 +226,13 @@ def run(failures, full=False):
     results.append((label,) + bench_unguided(table, label, model, 10_000, ab, ab_next, failures)
                    + (model, 10_000, False))
     print(table.render())
+    table.phases = {}       # label -> (step, eps, guide) seconds, for run.py's issue-16 table
     for label, t_c, t_n, model, n, guided in results:
         print(f"summary {label}: ccfg.sample is {t_n.median / t_c.median:.2f}x the speed of NumPy "
               f"({t_c.median:.3f} s vs {t_n.median:.3f} s, medians)")
         t_eps, t_guide = phase_profile(label, model, n, ab, guided)
         step = t_c.median / STEPS
+        table.phases[label] = (step, t_eps, t_guide)
         print(f"  profile per step ({1e3 * step:.2f} ms): mixture eps {1e3 * t_eps:.2f} ms "
               f"(responsibilities, exp, eps; {'3 conditions' if guided else '1 condition'}), "
               f"guidance {1e3 * t_guide:.2f} ms, solver/stacking/NaN watch/Python "

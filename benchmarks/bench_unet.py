@@ -28,10 +28,9 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 
 
-def parse():
+def parse(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=50, help="sampling steps (default 50)")
     ap.add_argument("--n", type=int, default=64, help="samples per run (3n rows per forward)")
@@ -43,12 +42,13 @@ def parse():
     ap.add_argument("--profile", type=int, default=3, metavar="K",
                     help="print ccfg's forward time per op kind over K forwards (0: off; "
                          "default 3)")
-    return ap.parse_args()
+    return ap.parse_args(argv)
 
 
-ARGS = parse()
-if ARGS.threads:
-    os.environ["OMP_NUM_THREADS"] = str(ARGS.threads)
+if __name__ == "__main__":      # run.py and scaling.py import this module: no parsing there
+    ARGS = parse()
+    if ARGS.threads:
+        os.environ["OMP_NUM_THREADS"] = str(ARGS.threads)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import numpy as np  # noqa: E402
@@ -56,7 +56,7 @@ import torch  # noqa: E402
 from diffusers import DDIMScheduler, UNet2DModel  # noqa: E402
 
 import ccfg  # noqa: E402
-from bench_common import Table, Timing, measure, profile_forward, thread_report  # noqa: E402
+from bench_common import Table, measure_pair, profile_forward, thread_report  # noqa: E402
 
 SCALE, TAU, POS, NEG, NULL = 3.0, 0.5, 1, 2, 10
 
@@ -72,21 +72,6 @@ def build(layers):
     folder = tempfile.mkdtemp(prefix="ccfg_bench_unet_")
     model.save_pretrained(folder)
     return model, ccfg.models.UNet.from_pretrained(folder), folder
-
-
-def measure_pair(fa, fb, repeats, warmup=1):
-    """(Timing of fa, Timing of fb), their calls alternating a, b, a, b, ... after ``warmup``
-    untimed calls of each, so that load from other processes falls on both sides"""
-    for _ in range(warmup):
-        fa()
-        fb()
-    ta, tb = [], []
-    for _ in range(repeats):
-        for fn, times in ((fa, ta), (fb, tb)):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-    return Timing(ta), Timing(tb)
 
 
 def rel_err(a, b):
@@ -110,20 +95,38 @@ def torch_ccfg_run(model, x_T, steps, n):
     return x.numpy()
 
 
-def main():
-    sys.stdout.reconfigure(line_buffering=True)
+def set_threads():
+    """torch.set_num_threads(ccfg's OpenMP thread count); prints and returns that count"""
     threads = ccfg.devices()[0]["threads"]
     torch.set_num_threads(threads)
+    print(f"threads: ccfg OpenMP {threads}, torch.set_num_threads({threads}) "
+          f"-> torch.get_num_threads() = {torch.get_num_threads()}")
+    return threads
+
+
+def main():
+    sys.stdout.reconfigure(line_buffering=True)
     print(f"ccfg {ccfg.__version__} UNet benchmark ({ccfg.__file__}), torch {torch.__version__}")
     for line in thread_report():
         print(line)
-    print(f"threads: ccfg OpenMP {threads}, torch.set_num_threads({threads}) "
-          f"-> torch.get_num_threads() = {torch.get_num_threads()}")
-    model, unet, folder = build(ARGS.layers)
-    print(f"model: {unet!r}\n  saved to {folder}")
-    n, rows = ARGS.n, 3 * ARGS.n
+    set_threads()
     failures = []
-    table = Table(f"UNet2DModel 32x32x1, batch {rows} forward; CCFG DDIM {ARGS.steps} steps, "
+    run(failures, n=ARGS.n, steps=ARGS.steps, repeats=ARGS.repeats,
+        sample_repeats=ARGS.sample_repeats, layers=ARGS.layers, profile=ARGS.profile)
+    if failures:
+        print("MISMATCH in: " + ", ".join(failures))
+    return 1 if failures else 0
+
+
+def run(failures, n=64, steps=50, repeats=5, sample_repeats=1, layers=2, profile=3):
+    """Forward of 3n rows and a CCFG DDIM run of n samples, ccfg against torch (threads as set by
+    the caller): prints the checks, the op-kind profile and the table; returns a dict of Timings
+    (forward_ccfg, forward_torch, sample_ccfg, sample_torch) and the profile text. A check that
+    fails is appended to ``failures``."""
+    model, unet, folder = build(layers)
+    print(f"model: {unet!r}\n  saved to {folder}")
+    rows = 3 * n
+    table = Table(f"UNet2DModel 32x32x1, batch {rows} forward; CCFG DDIM {steps} steps, "
                   f"n = {n}")
 
     # ---------------------------------------------------------------- forward
@@ -140,18 +143,20 @@ def main():
     status = "ok" if err <= 1e-4 else "MISMATCH"
     print(f"forward check: max|ccfg - torch| / max|torch| = {err:.2e} ({status})")
     if status != "ok":
-        failures.append("forward")
-    t_ccfg, t_torch = measure_pair(lambda: unet(x, 500, labels), torch_forward, ARGS.repeats)
+        failures.append(f"UNet forward, {rows} rows: ccfg differs from torch ({err:.2e})")
+    t_ccfg, t_torch = measure_pair(lambda: unet(x, 500, labels), torch_forward, repeats)
     case = f"forward, {rows} rows"
     table.add(case, "torch (diffusers UNet2DModel)", t_torch)
     table.add(case, "ccfg C (OpenBLAS + OpenMP)", t_ccfg, peer="torch (diffusers UNet2DModel)")
     print(f"forward: ccfg {t_ccfg.median:.3f} s, torch {t_torch.median:.3f} s, "
           f"ratio ccfg/torch = {t_ccfg.median / t_torch.median:.2f}; activations planned: "
           f"{unet.plan_bytes / 2**20:.0f} MiB")
-    if ARGS.profile > 0:
-        print(f"ccfg forward of {rows} rows by op kind (mean of {ARGS.profile}; load "
+    prof = ""
+    if profile > 0:
+        print(f"ccfg forward of {rows} rows by op kind (mean of {profile}; load "
               f"{os.getloadavg()[0]:.1f}):")
-        print(profile_forward(lambda: unet(x, 500, labels), ARGS.profile))
+        prof = profile_forward(lambda: unet(x, 500, labels), profile)
+        print(prof)
 
     # ---------------------------------------------------------------- sampling
     x_T = ccfg.randn(0, n, unet.shape)
@@ -159,30 +164,31 @@ def main():
 
     def ccfg_run():
         return ccfg.sample(unet, positive=POS, negative=NEG, guidance=rule, sampler="ddim",
-                           steps=ARGS.steps, n=n, seed=0, progress=False,
+                           steps=steps, n=n, seed=0, progress=False,
                            scheduler=ccfg.SchedulerConfig())
 
-    # every timed run also feeds the check (a 50-step run takes minutes on 2 cores)
+    # every timed run also feeds the check (a 50-step run takes minutes on 2 cores); the runs
+    # alternate, as the forwards do
     results = {}
-    s_ccfg = measure(lambda: results.__setitem__("ccfg", ccfg_run()),
-                     repeats=ARGS.sample_repeats, warmup=0)
-    s_torch = measure(lambda: results.__setitem__("torch", torch_ccfg_run(model, x_T, ARGS.steps, n)),
-                      repeats=ARGS.sample_repeats, warmup=0)
+    s_ccfg, s_torch = measure_pair(
+        lambda: results.__setitem__("ccfg", ccfg_run()),
+        lambda: results.__setitem__("torch", torch_ccfg_run(model, x_T, steps, n)),
+        sample_repeats, warmup=0)
     err = rel_err(results["ccfg"], results["torch"])
     status = "ok" if err <= 1e-3 else "MISMATCH"
     print(f"sampling check: max|ccfg - torch| / max|torch| = {err:.2e} ({status})")
     if status != "ok":
-        failures.append("sampling")
-    case = f"CCFG DDIM {ARGS.steps} steps, n={n}"
+        failures.append(f"UNet CCFG DDIM {steps} steps, n={n}: ccfg differs from torch "
+                        f"({err:.2e})")
+    case = f"CCFG DDIM {steps} steps, n={n}"
     table.add(case, "torch loop (diffusers DDIM + CCFG)", s_torch)
     table.add(case, "ccfg.sample (all in C)", s_ccfg, peer="torch loop (diffusers DDIM + CCFG)")
     print(f"sampling: ccfg {s_ccfg.median:.1f} s, torch {s_torch.median:.1f} s, "
           f"ratio ccfg/torch = {s_ccfg.median / s_torch.median:.2f}")
     print()
     print(table.render())
-    if failures:
-        print("MISMATCH in: " + ", ".join(failures))
-    return 1 if failures else 0
+    return dict(forward_ccfg=t_ccfg, forward_torch=t_torch, sample_ccfg=s_ccfg,
+                sample_torch=s_torch, profile=prof)
 
 
 if __name__ == "__main__":

@@ -51,7 +51,6 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 
 CONFIG_NAMES = ("tiny", "sd15-reduced")
 
@@ -86,7 +85,7 @@ from diffusers.utils import logging as diffusers_logging  # noqa: E402
 
 import ccfg  # noqa: E402
 from ccfg.unet import UNet  # noqa: E402
-from bench_common import Table, Timing, thread_report  # noqa: E402
+from bench_common import Table, measure_pair, thread_report  # noqa: E402
 
 SCALE, TAU, TOKENS = 7.5, 0.2, 77
 
@@ -126,22 +125,6 @@ def embeddings(dim, seed=0):
 def rel_err(a, b):
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30))
-
-
-def measure_pair(fa, fb, repeats, warmup=1):
-    """(Timing of fa, Timing of fb): ``warmup`` untimed calls of each, then ``repeats`` timed
-    calls of each, alternating a, b, a, b, ... so that load from other processes sharing the
-    cores falls on both sides rather than on one."""
-    for _ in range(warmup):
-        fa()
-        fb()
-    ta, tb = [], []
-    for _ in range(repeats):
-        for fn, times in ((fa, ta), (fb, tb)):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-    return Timing(ta), Timing(tb)
 
 
 def sync(tdev):
