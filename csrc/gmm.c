@@ -96,7 +96,7 @@ static void gmm_block(const ccfg_gmm *g, int64_t rows, const float *x, double a,
  * - ½ Σ_d (x_d - a μ_kd)² / c_kd, a vectorised exp, then per condition the responsibilities and
  * eps_d = s Σ_k r_k (x_d - a μ_kd) / c_kd. Rows the sampler stacked for several conditions
  * (identical x, bit for bit) share their densities and exps. */
-enum { GMM_R = 16 };
+enum { GMM_R = 16, EPS_TILE = 256 };
 
 /* exp(x) for x <= 0 in double, vectorisable (no table, no branch): 2^k e^r with |r| <= ln2/2,
  * e^r by its Taylor polynomial to degree 13 (truncation < 5e-18 relative), 2^k built in the
@@ -147,7 +147,7 @@ typedef struct {
 } gmm_axis;
 
 /* per-thread scratch of one block, in doubles */
-static size_t axis_scratch(int64_t K, int64_t D) { return (size_t)(2 * D + 3 * K + 4) * GMM_R; }
+static size_t axis_scratch(int64_t K, int64_t D) { return (size_t)(D + 3 * K + 4) * GMM_R; }
 
 /* one block: x rows src[0..nr) (the rest of the R lanes repeat row src[0]); for each of nb
  * conditions j, outputs to rows dst[j * R + i] (< 0: none) with that row's condition */
@@ -158,7 +158,7 @@ static void axis_block(const gmm_axis *P, int nr, const int64_t *src, int nb, co
     enum { R = GMM_R };
     const int64_t K = P->K, D = P->D;
     double *xT = ws, *q = xT + D * R, *E = q + K * R, *W = E + K * R, *mx = W + K * R;
-    double *M = mx + R, *tot = M + R, *A = tot + R, *eT = A + R;     /* eT: eps, (D, R) */
+    double *M = mx + R, *tot = M + R, *A = tot + R;
     for (int i = 0; i < R; i++) {
         const float *xi = x + src[i < nr ? i : 0] * D;
         for (int64_t d = 0; d < D; d++) xT[d * R + i] = (double)xi[d];
@@ -206,26 +206,59 @@ static void axis_block(const gmm_axis *P, int nr, const int64_t *src, int nb, co
         const int64_t *dj = dst + j * R;
         /* responsibilities within each lane's condition: exp(q - M) renormalised over the
          * allowed components; a condition whose best component lies far below M (its exps
-         * would lose precision or vanish) gets exps of its own */
-        for (int i = 0; i < R; i++) {
-            tot[i] = 0.0;
-            mx[i] = -INFINITY;
-        }
-        for (int i = 0; i < R; i++) {
-            if (i >= nr || dj[i] < 0) {                 /* a lane without output */
-                tot[i] = 1.0;
-                for (int64_t k = 0; k < K; k++) W[k * R + i] = 0.0;
-                continue;
+         * would lose precision or vanish) gets exps of its own. The common case, every lane of
+         * the block with one condition (the sampler's stacked blocks), goes across lanes;
+         * the per-lane loop below does the same operations in the same order. */
+        int uniform = nr > 0 && dj[0] >= 0;
+        const int32_t c0 = uniform ? cond[dj[0]] : 0;
+        for (int i = 1; i < nr && uniform; i++) uniform = dj[i] >= 0 && cond[dj[i]] == c0;
+        const uint8_t *mk0 = uniform && c0 >= 0 ? P->mask + (int64_t)c0 * K : NULL;
+        if (uniform) {
+            for (int i = 0; i < R; i++) {
+                tot[i] = 0.0;
+                mx[i] = -INFINITY;
             }
-            const uint8_t *mk = cond[dj[i]] >= 0 ? P->mask + (int64_t)cond[dj[i]] * K : NULL;
-            for (int64_t k = 0; k < K; k++)
-                if ((!mk || mk[k]) && q[k * R + i] > mx[i]) mx[i] = q[k * R + i];
-            const int own = M[i] - mx[i] > 600.0;
             for (int64_t k = 0; k < K; k++) {
-                const double e = (mk && !mk[k]) ? 0.0
-                                 : own ? exp_nonpos(q[k * R + i] - mx[i]) : E[k * R + i];
-                W[k * R + i] = e;
-                tot[i] += e;
+                if (mk0 && !mk0[k]) continue;
+                #pragma omp simd
+                for (int i = 0; i < R; i++) mx[i] = q[k * R + i] > mx[i] ? q[k * R + i] : mx[i];
+            }
+            for (int i = 0; i < nr && uniform; i++) uniform = !(M[i] - mx[i] > 600.0);
+        }
+        if (uniform) {
+            for (int64_t k = 0; k < K; k++) {
+                if (mk0 && !mk0[k]) {
+                    #pragma omp simd
+                    for (int i = 0; i < R; i++) W[k * R + i] = 0.0;
+                    continue;               /* tot += 0.0 would change nothing */
+                }
+                #pragma omp simd
+                for (int i = 0; i < R; i++) {
+                    W[k * R + i] = E[k * R + i];
+                    tot[i] += E[k * R + i];
+                }
+            }
+        } else {
+            for (int i = 0; i < R; i++) {
+                tot[i] = 0.0;
+                mx[i] = -INFINITY;
+            }
+            for (int i = 0; i < R; i++) {
+                if (i >= nr || dj[i] < 0) {                 /* a lane without output */
+                    tot[i] = 1.0;
+                    for (int64_t k = 0; k < K; k++) W[k * R + i] = 0.0;
+                    continue;
+                }
+                const uint8_t *mk = cond[dj[i]] >= 0 ? P->mask + (int64_t)cond[dj[i]] * K : NULL;
+                for (int64_t k = 0; k < K; k++)
+                    if ((!mk || mk[k]) && q[k * R + i] > mx[i]) mx[i] = q[k * R + i];
+                const int own = M[i] - mx[i] > 600.0;
+                for (int64_t k = 0; k < K; k++) {
+                    const double e = (mk && !mk[k]) ? 0.0
+                                     : own ? exp_nonpos(q[k * R + i] - mx[i]) : E[k * R + i];
+                    W[k * R + i] = e;
+                    tot[i] += e;
+                }
             }
         }
         for (int64_t k = 0; k < K; k++) {
@@ -244,33 +277,40 @@ static void axis_block(const gmm_axis *P, int nr, const int64_t *src, int nb, co
                 }
             }
         }
-        for (int64_t d = 0; d < D; d++) {
-            double acc[R];
-            const double *xd = xT + d * R;
-            if (P->iso) {
-                #pragma omp simd
-                for (int i = 0; i < R; i++) acc[i] = xd[i] * A[i];
-                for (int64_t k = 0; k < K; k++) {
-                    const double m = P->amu[k * D + d];
-                    #pragma omp simd
-                    for (int i = 0; i < R; i++) acc[i] -= W[k * R + i] * m;
-                }
-            } else {
-                for (int i = 0; i < R; i++) acc[i] = 0.0;
-                for (int64_t k = 0; k < K; k++) {
-                    const double m = P->amu[k * D + d], c = P->ic[k * D + d];
-                    #pragma omp simd
-                    for (int i = 0; i < R; i++) acc[i] += W[k * R + i] * ((xd[i] - m) * c);
-                }
-            }
-            #pragma omp simd
-            for (int i = 0; i < R; i++) eT[d * R + i] = P->s * acc[i];
-        }
-        /* back to rows: contiguous float stores, one row at a time */
+        /* eps row by row, across d: the weights are per row (a broadcast), so the result comes
+         * out in row order with no transpose back (a scalar strided loop was a quarter of
+         * this function); per element the same operations in the same order as across lanes */
         for (int i = 0; i < nr; i++) {
             if (dj[i] < 0) continue;
+            const float *xi = x + src[i] * D;
             float *o = out + dj[i] * D;
-            for (int64_t d = 0; d < D; d++) o[d] = (float)eT[d * R + i];
+            for (int64_t d0 = 0; d0 < D; d0 += EPS_TILE) {
+                const int64_t len = D - d0 < EPS_TILE ? D - d0 : EPS_TILE;
+                double acc[EPS_TILE];
+                if (P->iso) {
+                    const double ai = A[i];
+                    #pragma omp simd
+                    for (int64_t d = 0; d < len; d++) acc[d] = (double)xi[d0 + d] * ai;
+                    for (int64_t k = 0; k < K; k++) {
+                        const double w = W[k * R + i], *m = P->amu + k * D + d0;
+                        #pragma omp simd
+                        for (int64_t d = 0; d < len; d++) acc[d] -= w * m[d];
+                    }
+                } else {
+                    #pragma omp simd
+                    for (int64_t d = 0; d < len; d++) acc[d] = 0.0;
+                    for (int64_t k = 0; k < K; k++) {
+                        const double w = W[k * R + i], *m = P->amu + k * D + d0,
+                                     *c = P->ic + k * D + d0;
+                        #pragma omp simd
+                        for (int64_t d = 0; d < len; d++)
+                            acc[d] += w * (((double)xi[d0 + d] - m[d]) * c[d]);
+                    }
+                }
+                const double sc = P->s;
+                #pragma omp simd
+                for (int64_t d = 0; d < len; d++) o[d0 + d] = (float)(sc * acc[d]);
+            }
         }
     }
 }
