@@ -96,7 +96,7 @@ static void gmm_block(const ccfg_gmm *g, int64_t rows, const float *x, double a,
  * - ½ Σ_d (x_d - a μ_kd)² / c_kd, a vectorised exp, then per condition the responsibilities and
  * eps_d = s Σ_k r_k (x_d - a μ_kd) / c_kd. Rows the sampler stacked for several conditions
  * (identical x, bit for bit) share their densities and exps. */
-enum { GMM_R = 16, EPS_TILE = 256 };
+enum { GMM_R = 16, EPS_ROWWISE = 16 };
 
 /* exp(x) for x <= 0 in double, vectorisable (no table, no branch): 2^k e^r with |r| <= ln2/2,
  * e^r by its Taylor polynomial to degree 13 (truncation < 5e-18 relative), 2^k built in the
@@ -147,7 +147,38 @@ typedef struct {
 } gmm_axis;
 
 /* per-thread scratch of one block, in doubles */
-static size_t axis_scratch(int64_t K, int64_t D) { return (size_t)(D + 3 * K + 4) * GMM_R; }
+static size_t axis_scratch(int64_t K, int64_t D) { return (size_t)(2 * D + 3 * K + 4) * GMM_R; }
+
+/* eps of one row at dimensions [d0, d0 + V): w[k * stride] the row's weight of component k
+ * (r_k, or r_k / c_k in the isotropic form, where ai = Σ_k r_k / c_k) */
+static inline __attribute__((always_inline)) void eps_chunk(const gmm_axis *P, const int V,
+                                                            int64_t d0, const double *w,
+                                                            int64_t stride, double ai,
+                                                            const float *xi, float *o)
+{
+    const int64_t K = P->K, D = P->D;
+    double acc[32];
+    if (P->iso) {
+        #pragma omp simd
+        for (int l = 0; l < V; l++) acc[l] = (double)xi[d0 + l] * ai;
+        for (int64_t k = 0; k < K; k++) {
+            const double wk = w[k * stride], *m = P->amu + k * D + d0;
+            #pragma omp simd
+            for (int l = 0; l < V; l++) acc[l] -= wk * m[l];
+        }
+    } else {
+        #pragma omp simd
+        for (int l = 0; l < V; l++) acc[l] = 0.0;
+        for (int64_t k = 0; k < K; k++) {
+            const double wk = w[k * stride], *m = P->amu + k * D + d0, *c = P->ic + k * D + d0;
+            #pragma omp simd
+            for (int l = 0; l < V; l++) acc[l] += wk * (((double)xi[d0 + l] - m[l]) * c[l]);
+        }
+    }
+    const double sc = P->s;
+    #pragma omp simd
+    for (int l = 0; l < V; l++) o[d0 + l] = (float)(sc * acc[l]);
+}
 
 /* one block: x rows src[0..nr) (the rest of the R lanes repeat row src[0]); for each of nb
  * conditions j, outputs to rows dst[j * R + i] (< 0: none) with that row's condition */
@@ -158,7 +189,7 @@ static void axis_block(const gmm_axis *P, int nr, const int64_t *src, int nb, co
     enum { R = GMM_R };
     const int64_t K = P->K, D = P->D;
     double *xT = ws, *q = xT + D * R, *E = q + K * R, *W = E + K * R, *mx = W + K * R;
-    double *M = mx + R, *tot = M + R, *A = tot + R;
+    double *M = mx + R, *tot = M + R, *A = tot + R, *eT = A + R;  /* eT: eps (D, R), D small */
     for (int i = 0; i < R; i++) {
         const float *xi = x + src[i < nr ? i : 0] * D;
         for (int64_t d = 0; d < D; d++) xT[d * R + i] = (double)xi[d];
@@ -277,40 +308,51 @@ static void axis_block(const gmm_axis *P, int nr, const int64_t *src, int nb, co
                 }
             }
         }
+        if (D < EPS_ROWWISE) {
+            /* few dimensions (the 2-D toy): across lanes, then transposed back */
+            for (int64_t d = 0; d < D; d++) {
+                double acc[R];
+                const double *xd = xT + d * R;
+                if (P->iso) {
+                    #pragma omp simd
+                    for (int i = 0; i < R; i++) acc[i] = xd[i] * A[i];
+                    for (int64_t k = 0; k < K; k++) {
+                        const double m = P->amu[k * D + d];
+                        #pragma omp simd
+                        for (int i = 0; i < R; i++) acc[i] -= W[k * R + i] * m;
+                    }
+                } else {
+                    for (int i = 0; i < R; i++) acc[i] = 0.0;
+                    for (int64_t k = 0; k < K; k++) {
+                        const double m = P->amu[k * D + d], c = P->ic[k * D + d];
+                        #pragma omp simd
+                        for (int i = 0; i < R; i++) acc[i] += W[k * R + i] * ((xd[i] - m) * c);
+                    }
+                }
+                #pragma omp simd
+                for (int i = 0; i < R; i++) eT[d * R + i] = P->s * acc[i];
+            }
+            for (int i = 0; i < nr; i++) {
+                if (dj[i] < 0) continue;
+                float *o = out + dj[i] * D;
+                for (int64_t d = 0; d < D; d++) o[d] = (float)eT[d * R + i];
+            }
+            continue;
+        }
         /* eps row by row, across d: the weights are per row (a broadcast), so the result comes
          * out in row order with no transpose back (a scalar strided loop was a quarter of
-         * this function); per element the same operations in the same order as across lanes */
+         * this function at d = 64); per element the same operations in the same order as
+         * across lanes. 32 dimensions at a time keep four independent sums in registers
+         * through the K components; then 8 at a time, then one. */
         for (int i = 0; i < nr; i++) {
             if (dj[i] < 0) continue;
             const float *xi = x + src[i] * D;
             float *o = out + dj[i] * D;
-            for (int64_t d0 = 0; d0 < D; d0 += EPS_TILE) {
-                const int64_t len = D - d0 < EPS_TILE ? D - d0 : EPS_TILE;
-                double acc[EPS_TILE];
-                if (P->iso) {
-                    const double ai = A[i];
-                    #pragma omp simd
-                    for (int64_t d = 0; d < len; d++) acc[d] = (double)xi[d0 + d] * ai;
-                    for (int64_t k = 0; k < K; k++) {
-                        const double w = W[k * R + i], *m = P->amu + k * D + d0;
-                        #pragma omp simd
-                        for (int64_t d = 0; d < len; d++) acc[d] -= w * m[d];
-                    }
-                } else {
-                    #pragma omp simd
-                    for (int64_t d = 0; d < len; d++) acc[d] = 0.0;
-                    for (int64_t k = 0; k < K; k++) {
-                        const double w = W[k * R + i], *m = P->amu + k * D + d0,
-                                     *c = P->ic + k * D + d0;
-                        #pragma omp simd
-                        for (int64_t d = 0; d < len; d++)
-                            acc[d] += w * (((double)xi[d0 + d] - m[d]) * c[d]);
-                    }
-                }
-                const double sc = P->s;
-                #pragma omp simd
-                for (int64_t d = 0; d < len; d++) o[d0 + d] = (float)(sc * acc[d]);
-            }
+            const double ai = P->iso ? A[i] : 0.0;
+            int64_t d0 = 0;
+            for (; d0 + 32 <= D; d0 += 32) eps_chunk(P, 32, d0, W + i, R, ai, xi, o);
+            for (; d0 + 8 <= D; d0 += 8) eps_chunk(P, 8, d0, W + i, R, ai, xi, o);
+            for (; d0 < D; d0++) eps_chunk(P, 1, d0, W + i, R, ai, xi, o);
         }
     }
 }
