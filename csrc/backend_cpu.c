@@ -171,9 +171,11 @@ static inline void dots_row(int64_t dim, const float *ui, const float *pi, int k
  * w) cancel, so float sums would lose bits. An input after the first with a zero coefficient is
  * skipped; up to four inputs go in one loop (each element read once, summed in input order),
  * more a tile at a time through an accumulator. Returns 0 when a written value is NaN/Inf
- * (float32 overflow). next >= 0: see the prefetch below. */
+ * (float32 overflow). The fused pass (form_rows) reads a row twice, the reductions from memory
+ * and this from cache; a software prefetch of the next row here was measured slower than the
+ * hardware prefetcher alone (PERFORMANCE.md, issue 16 items 2 and 4) and is gone. */
 static inline __attribute__((always_inline)) int combine_row(int64_t dim, int m, const float *const *in, int64_t off,
-                              const double *c, float *out, int64_t next)
+                              const double *c, float *out)
 {
     enum { TILE = 512 };
     const float *x[2 + CCFG_MAX_RULE_NEGATIVES];
@@ -243,12 +245,6 @@ static inline __attribute__((always_inline)) int combine_row(int64_t dim, int m,
             }
         }
         ok &= tile_ok;
-        /* the fused pass (form_rows) reads a row twice: the reductions from memory, then this
-         * from cache. Asking for the same tile of the next row meanwhile keeps memory busy
-         * through this half too (next < 0: no next row) */
-        if (next >= 0)
-            for (int q = 0; q < m; q++)
-                for (int64_t j = 0; j < len; j += 16) __builtin_prefetch(in[q] + next + j0 + j, 0, 2);
     }
     return ok;
 }
@@ -279,7 +275,7 @@ static unsigned combine_rows(int64_t lo, int64_t hi, int64_t dim, int m, const f
                              const double *coef, float *out)
 {
     int ok = 1;
-    for (int64_t i = lo; i < hi; i++) ok &= combine_row(dim, m, in, i * dim, coef + i * m, out, -1);
+    for (int64_t i = lo; i < hi; i++) ok &= combine_row(dim, m, in, i * dim, coef + i * m, out);
     return ok ? 0u : CCFG_CPU_BAD_OUTPUT;
 }
 
@@ -337,7 +333,7 @@ static unsigned form_rows(const ccfg_coef_form *f, int64_t lo, int64_t hi, int64
         for (int q = 0; q < k; q++) ok &= isfinite(wanted[q]);
         if (!ok) flags |= CCFG_CPU_BAD_INPUT;
         form_row(f, k, pp, rn, rp, NULL, c);
-        ok_out &= combine_row(dim, 2 + k, in, off, c, out, i + 1 < hi ? off + dim : -1);
+        ok_out &= combine_row(dim, 2 + k, in, off, c, out);
     }
     return flags | (ok_out ? 0u : CCFG_CPU_BAD_OUTPUT);
 }
