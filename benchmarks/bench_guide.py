@@ -129,7 +129,7 @@ def ccfg_openmp():
     import ctypes
     from bench_common import _loaded_libraries
     for path in _loaded_libraries():
-        if os.path.basename(path) == "libgomp.so.1":
+        if os.path.basename(path).startswith("libgomp.so"):
             try:
                 return ctypes.CDLL(path)
             except OSError:
