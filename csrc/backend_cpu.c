@@ -171,20 +171,37 @@ static inline void dots_row(int64_t dim, const float *ui, const float *pi, int k
  * w) cancel, so float sums would lose bits. An input after the first with a zero coefficient is
  * skipped; up to four inputs go in one loop (each element read once, summed in input order),
  * more a tile at a time through an accumulator. Returns 0 when a written value is NaN/Inf
- * (float32 overflow). next >= 0: see the prefetch below. */
+ * (float32 overflow). The fused pass (form_rows) reads a row twice, the reductions from memory
+ * and this from cache; a software prefetch of the next row here was measured slower than the
+ * hardware prefetcher alone (PERFORMANCE.md, issue 16 items 2 and 4) and is gone. */
 static inline __attribute__((always_inline)) int combine_row(int64_t dim, int m, const float *const *in, int64_t off,
-                              const double *c, float *out, int64_t next)
+                              const double *c, float *out)
 {
     enum { TILE = 512 };
     const float *x[2 + CCFG_MAX_RULE_NEGATIVES];
-    double cc[2 + CCFG_MAX_RULE_NEGATIVES] = {0};
+    double cc[2 + CCFG_MAX_RULE_NEGATIVES];     /* not `= {0}`: 66 doubles per row at dim 64 */
     int used = 0, ok = 1;
+    cc[1] = cc[2] = cc[3] = 0.0;                /* read (times a repeated x[0]) when used < 4 */
     for (int q = 0; q < m; q++)
         if (q == 0 || c[q] != 0.0) {
             x[used] = in[q] + off;
             cc[used++] = c[q];
         }
     float *o = out + off;
+    if (dim < LANES && used <= 3) {
+        /* short rows (a 2-D mixture, 100k of them a step): the same sums element by element,
+         * without the tile and vector-loop set-up that cost more than the row */
+        const float *x0 = x[0], *x1 = x[used > 1], *x2 = x[used > 2 ? 2 : 0];
+        for (int64_t j = 0; j < dim; j++) {
+            const float v = used == 1 ? (float)(cc[0] * (double)x0[j])
+                            : used == 2 ? (float)(cc[0] * (double)x0[j] + cc[1] * (double)x1[j])
+                                        : (float)(cc[0] * (double)x0[j] + cc[1] * (double)x1[j] +
+                                                  cc[2] * (double)x2[j]);
+            o[j] = v;
+            ok &= fabsf(v) <= FLT_MAX;
+        }
+        return ok;
+    }
     for (int64_t j0 = 0; j0 < dim; j0 += TILE) {
         const int64_t len = dim - j0 < TILE ? dim - j0 : TILE;
         int tile_ok = 1;
@@ -242,12 +259,6 @@ static inline __attribute__((always_inline)) int combine_row(int64_t dim, int m,
             }
         }
         ok &= tile_ok;
-        /* the fused pass (form_rows) reads a row twice: the reductions from memory, then this
-         * from cache. Asking for the same tile of the next row meanwhile keeps memory busy
-         * through this half too (next < 0: no next row) */
-        if (next >= 0)
-            for (int q = 0; q < m; q++)
-                for (int64_t j = 0; j < len; j += 16) __builtin_prefetch(in[q] + next + j0 + j, 0, 2);
     }
     return ok;
 }
@@ -278,7 +289,7 @@ static unsigned combine_rows(int64_t lo, int64_t hi, int64_t dim, int m, const f
                              const double *coef, float *out)
 {
     int ok = 1;
-    for (int64_t i = lo; i < hi; i++) ok &= combine_row(dim, m, in, i * dim, coef + i * m, out, -1);
+    for (int64_t i = lo; i < hi; i++) ok &= combine_row(dim, m, in, i * dim, coef + i * m, out);
     return ok ? 0u : CCFG_CPU_BAD_OUTPUT;
 }
 
@@ -336,7 +347,7 @@ static unsigned form_rows(const ccfg_coef_form *f, int64_t lo, int64_t hi, int64
         for (int q = 0; q < k; q++) ok &= isfinite(wanted[q]);
         if (!ok) flags |= CCFG_CPU_BAD_INPUT;
         form_row(f, k, pp, rn, rp, NULL, c);
-        ok_out &= combine_row(dim, 2 + k, in, off, c, out, i + 1 < hi ? off + dim : -1);
+        ok_out &= combine_row(dim, 2 + k, in, off, c, out);
     }
     return flags | (ok_out ? 0u : CCFG_CPU_BAD_OUTPUT);
 }
@@ -447,20 +458,51 @@ static int cpu_combine_form(const ccfg_backend *be, const ccfg_coef_form *f, int
     return CCFG_OK;
 }
 
+/* out = a x + b y + c z over [lo, hi), in double with one rounding at the end (solver
+ * coefficients can be large and cancel). Cloned per ISA like the guidance kernels: the baseline
+ * build is SSE2, 2 doubles a step. The sampler stacks its state once per condition with
+ * (a = 1, no y, no z): a copy, since (float)(double)v == v for every float v but a signalling NaN
+ * (which the NaN watch reports either way). */
+GUIDE_CLONES
+static void axpbypcz_range(int64_t lo, int64_t hi, double a, const float *x, double b,
+                           const float *y, double c, const float *z, float *out)
+{
+    if (a == 1.0 && !y && !z) {
+        if (out != x) memmove(out + lo, x + lo, (size_t)(hi - lo) * sizeof *out);
+        return;
+    }
+    if (y && z) {
+        #pragma omp simd
+        for (int64_t i = lo; i < hi; i++)
+            out[i] = (float)((double)x[i] * a + (double)y[i] * b + (double)z[i] * c);
+    } else if (y) {
+        #pragma omp simd
+        for (int64_t i = lo; i < hi; i++) out[i] = (float)((double)x[i] * a + (double)y[i] * b);
+    } else if (z) {
+        #pragma omp simd
+        for (int64_t i = lo; i < hi; i++) out[i] = (float)((double)x[i] * a + (double)z[i] * c);
+    } else {
+        #pragma omp simd
+        for (int64_t i = lo; i < hi; i++) out[i] = (float)((double)x[i] * a);
+    }
+}
+
 static int cpu_axpbypcz(const ccfg_backend *be, int64_t count, double a, const float *x,
                         double b, const float *y, double c, const float *z, float *out)
 {
     (void)be;
-    /* double arithmetic, one rounding at the end: solver coefficients can be large and cancel.
-     * Elementwise passes run several times per sampler step; a second thread pays off only on
+    /* Elementwise passes run several times per sampler step; a second thread pays off only on
      * large arrays (waking it costs more than a pass over a few MB, and on a loaded machine
      * far more: PERFORMANCE.md, issue 16) */
-    #pragma omp parallel for schedule(static) if (count > ELEMENTWISE_PARALLEL)
-    for (int64_t i = 0; i < count; i++) {
-        double v = (double)x[i] * a;
-        if (y) v += (double)y[i] * b;
-        if (z) v += (double)z[i] * c;
-        out[i] = (float)v;
+    if (count <= ELEMENTWISE_PARALLEL) {
+        axpbypcz_range(0, count, a, x, b, y, c, z, out);
+        return CCFG_OK;
+    }
+    const int64_t per = 1 << 16, chunks = (count + per - 1) / per;
+    #pragma omp parallel for schedule(static)
+    for (int64_t ch = 0; ch < chunks; ch++) {
+        const int64_t lo = ch * per, hi = lo + per < count ? lo + per : count;
+        axpbypcz_range(lo, hi, a, x, b, y, c, z, out);
     }
     return CCFG_OK;
 }
@@ -468,14 +510,39 @@ static int cpu_axpbypcz(const ccfg_backend *be, int64_t count, double a, const f
 /* the first non-finite tag of this thread's work (the CPU runs ops in the calling thread) */
 static _Thread_local int cpu_bad_tag = -1;
 
+/* 1 when x[lo, hi) is all finite: the largest |x| as bits (sign cleared) is below the
+ * exponent-all-ones pattern of Inf and NaN. An integer max vectorises; the float form
+ * (fabsf(v) <= FLT_MAX, false for NaN) compiled to a scalar compare-and-set loop. */
+GUIDE_CLONES
+static int finite_range(int64_t lo, int64_t hi, const float *x)
+{
+    uint32_t m = 0;
+    #pragma omp simd reduction(max : m)
+    for (int64_t i = lo; i < hi; i++) {
+        uint32_t bits;
+        memcpy(&bits, x + i, sizeof bits);
+        bits &= 0x7fffffffu;
+        m = bits > m ? bits : m;
+    }
+    return m < 0x7f800000u;
+}
+
 static int cpu_watch_finite(const ccfg_backend *be, int64_t count, const float *x, int tag)
 {
     int ok = 1;
     (void)be;
-    /* |x| <= FLT_MAX is false for NaN and ±Inf; without a branch the loop vectorises (it runs
-     * on every input of ccfg.guide whose rule does not fold the check into its reductions) */
-    #pragma omp parallel for simd schedule(static) reduction(& : ok) if (count > ELEMENTWISE_PARALLEL)
-    for (int64_t i = 0; i < count; i++) ok &= fabsf(x[i]) <= FLT_MAX;
+    /* it runs on every model output and every state of a sampler step, and on every input of
+     * ccfg.guide whose rule does not fold the check into its reductions */
+    if (count <= ELEMENTWISE_PARALLEL) {
+        ok = finite_range(0, count, x);
+    } else {
+        const int64_t per = 1 << 16, chunks = (count + per - 1) / per;
+        #pragma omp parallel for schedule(static) reduction(& : ok)
+        for (int64_t ch = 0; ch < chunks; ch++) {
+            const int64_t lo = ch * per, hi = lo + per < count ? lo + per : count;
+            ok &= finite_range(lo, hi, x);
+        }
+    }
     if (!ok && (cpu_bad_tag < 0 || tag < cpu_bad_tag)) cpu_bad_tag = tag;
     return CCFG_OK;
 }

@@ -96,7 +96,7 @@ static void gmm_block(const ccfg_gmm *g, int64_t rows, const float *x, double a,
  * - ½ Σ_d (x_d - a μ_kd)² / c_kd, a vectorised exp, then per condition the responsibilities and
  * eps_d = s Σ_k r_k (x_d - a μ_kd) / c_kd. Rows the sampler stacked for several conditions
  * (identical x, bit for bit) share their densities and exps. */
-enum { GMM_R = 16 };
+enum { GMM_R = 16, EPS_ROWWISE = 16 };
 
 /* exp(x) for x <= 0 in double, vectorisable (no table, no branch): 2^k e^r with |r| <= ln2/2,
  * e^r by its Taylor polynomial to degree 13 (truncation < 5e-18 relative), 2^k built in the
@@ -149,6 +149,37 @@ typedef struct {
 /* per-thread scratch of one block, in doubles */
 static size_t axis_scratch(int64_t K, int64_t D) { return (size_t)(2 * D + 3 * K + 4) * GMM_R; }
 
+/* eps of one row at dimensions [d0, d0 + V): w[k * stride] the row's weight of component k
+ * (r_k, or r_k / c_k in the isotropic form, where ai = Σ_k r_k / c_k) */
+static inline __attribute__((always_inline)) void eps_chunk(const gmm_axis *P, const int V,
+                                                            int64_t d0, const double *w,
+                                                            int64_t stride, double ai,
+                                                            const float *xi, float *o)
+{
+    const int64_t K = P->K, D = P->D;
+    double acc[32];
+    if (P->iso) {
+        #pragma omp simd
+        for (int l = 0; l < V; l++) acc[l] = (double)xi[d0 + l] * ai;
+        for (int64_t k = 0; k < K; k++) {
+            const double wk = w[k * stride], *m = P->amu + k * D + d0;
+            #pragma omp simd
+            for (int l = 0; l < V; l++) acc[l] -= wk * m[l];
+        }
+    } else {
+        #pragma omp simd
+        for (int l = 0; l < V; l++) acc[l] = 0.0;
+        for (int64_t k = 0; k < K; k++) {
+            const double wk = w[k * stride], *m = P->amu + k * D + d0, *c = P->ic + k * D + d0;
+            #pragma omp simd
+            for (int l = 0; l < V; l++) acc[l] += wk * (((double)xi[d0 + l] - m[l]) * c[l]);
+        }
+    }
+    const double sc = P->s;
+    #pragma omp simd
+    for (int l = 0; l < V; l++) o[d0 + l] = (float)(sc * acc[l]);
+}
+
 /* one block: x rows src[0..nr) (the rest of the R lanes repeat row src[0]); for each of nb
  * conditions j, outputs to rows dst[j * R + i] (< 0: none) with that row's condition */
 GUIDE_CLONES_GMM
@@ -158,7 +189,7 @@ static void axis_block(const gmm_axis *P, int nr, const int64_t *src, int nb, co
     enum { R = GMM_R };
     const int64_t K = P->K, D = P->D;
     double *xT = ws, *q = xT + D * R, *E = q + K * R, *W = E + K * R, *mx = W + K * R;
-    double *M = mx + R, *tot = M + R, *A = tot + R, *eT = A + R;     /* eT: eps, (D, R) */
+    double *M = mx + R, *tot = M + R, *A = tot + R, *eT = A + R;  /* eT: eps (D, R), D small */
     for (int i = 0; i < R; i++) {
         const float *xi = x + src[i < nr ? i : 0] * D;
         for (int64_t d = 0; d < D; d++) xT[d * R + i] = (double)xi[d];
@@ -206,26 +237,59 @@ static void axis_block(const gmm_axis *P, int nr, const int64_t *src, int nb, co
         const int64_t *dj = dst + j * R;
         /* responsibilities within each lane's condition: exp(q - M) renormalised over the
          * allowed components; a condition whose best component lies far below M (its exps
-         * would lose precision or vanish) gets exps of its own */
-        for (int i = 0; i < R; i++) {
-            tot[i] = 0.0;
-            mx[i] = -INFINITY;
-        }
-        for (int i = 0; i < R; i++) {
-            if (i >= nr || dj[i] < 0) {                 /* a lane without output */
-                tot[i] = 1.0;
-                for (int64_t k = 0; k < K; k++) W[k * R + i] = 0.0;
-                continue;
+         * would lose precision or vanish) gets exps of its own. The common case, every lane of
+         * the block with one condition (the sampler's stacked blocks), goes across lanes;
+         * the per-lane loop below does the same operations in the same order. */
+        int uniform = nr > 0 && dj[0] >= 0;
+        const int32_t c0 = uniform ? cond[dj[0]] : 0;
+        for (int i = 1; i < nr && uniform; i++) uniform = dj[i] >= 0 && cond[dj[i]] == c0;
+        const uint8_t *mk0 = uniform && c0 >= 0 ? P->mask + (int64_t)c0 * K : NULL;
+        if (uniform) {
+            for (int i = 0; i < R; i++) {
+                tot[i] = 0.0;
+                mx[i] = -INFINITY;
             }
-            const uint8_t *mk = cond[dj[i]] >= 0 ? P->mask + (int64_t)cond[dj[i]] * K : NULL;
-            for (int64_t k = 0; k < K; k++)
-                if ((!mk || mk[k]) && q[k * R + i] > mx[i]) mx[i] = q[k * R + i];
-            const int own = M[i] - mx[i] > 600.0;
             for (int64_t k = 0; k < K; k++) {
-                const double e = (mk && !mk[k]) ? 0.0
-                                 : own ? exp_nonpos(q[k * R + i] - mx[i]) : E[k * R + i];
-                W[k * R + i] = e;
-                tot[i] += e;
+                if (mk0 && !mk0[k]) continue;
+                #pragma omp simd
+                for (int i = 0; i < R; i++) mx[i] = q[k * R + i] > mx[i] ? q[k * R + i] : mx[i];
+            }
+            for (int i = 0; i < nr && uniform; i++) uniform = !(M[i] - mx[i] > 600.0);
+        }
+        if (uniform) {
+            for (int64_t k = 0; k < K; k++) {
+                if (mk0 && !mk0[k]) {
+                    #pragma omp simd
+                    for (int i = 0; i < R; i++) W[k * R + i] = 0.0;
+                    continue;               /* tot += 0.0 would change nothing */
+                }
+                #pragma omp simd
+                for (int i = 0; i < R; i++) {
+                    W[k * R + i] = E[k * R + i];
+                    tot[i] += E[k * R + i];
+                }
+            }
+        } else {
+            for (int i = 0; i < R; i++) {
+                tot[i] = 0.0;
+                mx[i] = -INFINITY;
+            }
+            for (int i = 0; i < R; i++) {
+                if (i >= nr || dj[i] < 0) {                 /* a lane without output */
+                    tot[i] = 1.0;
+                    for (int64_t k = 0; k < K; k++) W[k * R + i] = 0.0;
+                    continue;
+                }
+                const uint8_t *mk = cond[dj[i]] >= 0 ? P->mask + (int64_t)cond[dj[i]] * K : NULL;
+                for (int64_t k = 0; k < K; k++)
+                    if ((!mk || mk[k]) && q[k * R + i] > mx[i]) mx[i] = q[k * R + i];
+                const int own = M[i] - mx[i] > 600.0;
+                for (int64_t k = 0; k < K; k++) {
+                    const double e = (mk && !mk[k]) ? 0.0
+                                     : own ? exp_nonpos(q[k * R + i] - mx[i]) : E[k * R + i];
+                    W[k * R + i] = e;
+                    tot[i] += e;
+                }
             }
         }
         for (int64_t k = 0; k < K; k++) {
@@ -244,33 +308,51 @@ static void axis_block(const gmm_axis *P, int nr, const int64_t *src, int nb, co
                 }
             }
         }
-        for (int64_t d = 0; d < D; d++) {
-            double acc[R];
-            const double *xd = xT + d * R;
-            if (P->iso) {
+        if (D < EPS_ROWWISE) {
+            /* few dimensions (the 2-D toy): across lanes, then transposed back */
+            for (int64_t d = 0; d < D; d++) {
+                double acc[R];
+                const double *xd = xT + d * R;
+                if (P->iso) {
+                    #pragma omp simd
+                    for (int i = 0; i < R; i++) acc[i] = xd[i] * A[i];
+                    for (int64_t k = 0; k < K; k++) {
+                        const double m = P->amu[k * D + d];
+                        #pragma omp simd
+                        for (int i = 0; i < R; i++) acc[i] -= W[k * R + i] * m;
+                    }
+                } else {
+                    for (int i = 0; i < R; i++) acc[i] = 0.0;
+                    for (int64_t k = 0; k < K; k++) {
+                        const double m = P->amu[k * D + d], c = P->ic[k * D + d];
+                        #pragma omp simd
+                        for (int i = 0; i < R; i++) acc[i] += W[k * R + i] * ((xd[i] - m) * c);
+                    }
+                }
                 #pragma omp simd
-                for (int i = 0; i < R; i++) acc[i] = xd[i] * A[i];
-                for (int64_t k = 0; k < K; k++) {
-                    const double m = P->amu[k * D + d];
-                    #pragma omp simd
-                    for (int i = 0; i < R; i++) acc[i] -= W[k * R + i] * m;
-                }
-            } else {
-                for (int i = 0; i < R; i++) acc[i] = 0.0;
-                for (int64_t k = 0; k < K; k++) {
-                    const double m = P->amu[k * D + d], c = P->ic[k * D + d];
-                    #pragma omp simd
-                    for (int i = 0; i < R; i++) acc[i] += W[k * R + i] * ((xd[i] - m) * c);
-                }
+                for (int i = 0; i < R; i++) eT[d * R + i] = P->s * acc[i];
             }
-            #pragma omp simd
-            for (int i = 0; i < R; i++) eT[d * R + i] = P->s * acc[i];
+            for (int i = 0; i < nr; i++) {
+                if (dj[i] < 0) continue;
+                float *o = out + dj[i] * D;
+                for (int64_t d = 0; d < D; d++) o[d] = (float)eT[d * R + i];
+            }
+            continue;
         }
-        /* back to rows: contiguous float stores, one row at a time */
+        /* eps row by row, across d: the weights are per row (a broadcast), so the result comes
+         * out in row order with no transpose back (a scalar strided loop was a quarter of
+         * this function at d = 64); per element the same operations in the same order as
+         * across lanes. 32 dimensions at a time keep four independent sums in registers
+         * through the K components; then 8 at a time, then one. */
         for (int i = 0; i < nr; i++) {
             if (dj[i] < 0) continue;
+            const float *xi = x + src[i] * D;
             float *o = out + dj[i] * D;
-            for (int64_t d = 0; d < D; d++) o[d] = (float)eT[d * R + i];
+            const double ai = P->iso ? A[i] : 0.0;
+            int64_t d0 = 0;
+            for (; d0 + 32 <= D; d0 += 32) eps_chunk(P, 32, d0, W + i, R, ai, xi, o);
+            for (; d0 + 8 <= D; d0 += 8) eps_chunk(P, 8, d0, W + i, R, ai, xi, o);
+            for (; d0 < D; d0++) eps_chunk(P, 1, d0, W + i, R, ai, xi, o);
         }
     }
 }
@@ -322,7 +404,7 @@ static int stacked_blocks(int64_t rows, int64_t D, const float *x)
 
 /* rows [u0, u1) of the first stacked block with their copies in the other blocks */
 static void axis_range(const gmm_axis *P, int64_t u0, int64_t u1, int64_t m, int nb,
-                       const float *x, const int32_t *cond, float *out, double *ws)
+                       int all_same, const float *x, const int32_t *cond, float *out, double *ws)
 {
     enum { R = GMM_R };
     const int64_t D = P->D;
@@ -333,8 +415,9 @@ static void axis_range(const gmm_axis *P, int64_t u0, int64_t u1, int64_t m, int
         for (int j = 0; j < nb; j++)
             for (int i = 0; i < nr; i++) {
                 const int64_t r = u + i + j * m;
-                dst[j * R + i] = (j == 0 || !memcmp(x + r * D, x + (u + i) * D,
-                                                    (size_t)D * sizeof *x)) ? r : -1;
+                dst[j * R + i] = (j == 0 || all_same ||
+                                  !memcmp(x + r * D, x + (u + i) * D, (size_t)D * sizeof *x))
+                                     ? r : -1;
             }
         axis_block(P, nr, src, nb, dst, x, cond, out, ws);
         /* a row that differs from its block-0 row (not the sampler's stacking): on its own */
@@ -363,7 +446,13 @@ static void axis_eps(const gmm_axis *P, int64_t rows, const float *x, const int3
         double *w = ws;
 #endif
         const int64_t u0 = c * per, u1 = u0 + per < m ? u0 + per : m;
-        axis_range(P, u0, u1, m, nb, x, cond, out, w);
+        /* the sampler's blocks are copies: one comparison per chunk and block instead of a
+         * memcmp call per row (6% of a d=64 step); rows one by one only when they differ */
+        int all_same = 1;
+        for (int j = 1; j < nb && all_same; j++)
+            all_same = !memcmp(x + u0 * P->D, x + (j * m + u0) * P->D,
+                               (size_t)((u1 - u0) * P->D) * sizeof *x);
+        axis_range(P, u0, u1, m, nb, all_same, x, cond, out, w);
     }
 }
 

@@ -42,15 +42,16 @@ static int to_eps(const ccfg_backend *be, int pred, int64_t count, const float *
 
 /* One model call on the stacked input. A model that reads host arrays gets copies when the
  * backend is a device (two transfers per evaluation: the documented cost of Python models). */
-static int call_model(sampler_ctx *c, int64_t rows, double timestep, double alpha_bar, float *y)
+static int call_model(sampler_ctx *c, int64_t rows, const float *x_in, double timestep,
+                      double alpha_bar, float *y)
 {
     const ccfg_backend *be = c->be;
     const ccfg_model *model = c->gm->model;
     const size_t bytes = (size_t)rows * (size_t)c->dim * sizeof(float);
     int status;
     if (model->on_backend || be->host_memory)
-        return model->eval(model->ctx, be, rows, c->dim, c->x_in, timestep, alpha_bar, c->cond, y);
-    if ((status = be->download(be, c->host_x, c->x_in, bytes)) ||
+        return model->eval(model->ctx, be, rows, c->dim, x_in, timestep, alpha_bar, c->cond, y);
+    if ((status = be->download(be, c->host_x, x_in, bytes)) ||
         (status = model->eval(model->ctx, be, rows, c->dim, c->host_x, timestep, alpha_bar,
                               c->cond, c->host_y)))
         return status;
@@ -81,14 +82,18 @@ static int eval_eps(void *vctx, int step, int level, int stage, const float *x_v
     for (int j = 0; j < k; j++) ids[nb++] = gm->negatives[j];
 
     int status;
+    /* one block (unguided, or a rule that needs one condition): the model reads the state in
+     * place (models never write their input); several: stacked once per condition */
+    const float *x_in = nb == 1 ? x_vp : c->x_in;
     for (int b = 0; b < nb; b++) {
-        if ((status = be->axpbypcz(be, count, 1.0, x_vp, 0.0, NULL, 0.0, NULL, c->x_in + b * count)))
+        if (nb > 1 &&
+            (status = be->axpbypcz(be, count, 1.0, x_vp, 0.0, NULL, 0.0, NULL, c->x_in + b * count)))
             return status;
         for (int64_t i = 0; i < n; i++) c->cond[b * n + i] = ids[b];
     }
     float *y = c->y[stage ? 1 : 0];
-    if ((status = call_model(c, nb * n, timestep, alpha_bar, y)) ||
-        (status = to_eps(be, gm->model->prediction_type, nb * count, c->x_in, y, alpha_bar)) ||
+    if ((status = call_model(c, nb * n, x_in, timestep, alpha_bar, y)) ||
+        (status = to_eps(be, gm->model->prediction_type, nb * count, x_in, y, alpha_bar)) ||
         (status = be->watch_finite(be, nb * count, y, 2 * step)))
         return status;
     if (be->synchronous) {      /* a device reports at its next wait (solver.c) */
