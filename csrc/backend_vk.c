@@ -192,6 +192,9 @@ SPV(nn_conv2d)
 SPV(nn_group_norm)
 #include "nn_group_norm.spv.h"
 ;
+SPV(nn_group_norm_sg)
+#include "nn_group_norm_sg.spv.h"
+;
 SPV(nn_linear)
 #include "nn_linear.spv.h"
 ;
@@ -233,6 +236,7 @@ static const struct {
     PIPE(P_CLAMP, clamp_rows, 3, push_clamp),
     PIPE(P_COEF, coef, 4, push_coef),
     PIPE(P_COEF_F64, coef_f64, 4, push_coef),
+    PIPE(P_NN_GROUP_NORM_SG, nn_group_norm_sg, 7, ccfg_vk_push_group_norm),
     PIPE(P_NN_CONV2D, nn_conv2d, 4, ccfg_vk_push_conv2d),
     PIPE(P_NN_GROUP_NORM, nn_group_norm, 7, ccfg_vk_push_group_norm),
     PIPE(P_NN_LINEAR, nn_linear, 4, ccfg_vk_push_linear),
@@ -260,6 +264,7 @@ static struct {
     ccfg_vk_device_info info[MAX_DEVICES];
     VkPhysicalDevice phys[MAX_DEVICES];
     uint32_t qfam[MAX_DEVICES];
+    int subgroup_arith[MAX_DEVICES];    /* subgroup arithmetic in compute shaders */
     uint32_t ts_bits[MAX_DEVICES];      /* the queue family's timestampValidBits */
     float ts_period[MAX_DEVICES];       /* ns per timestamp tick */
     vk_dev *dev[MAX_DEVICES];
@@ -335,6 +340,8 @@ static void describe_device(int i, VkPhysicalDevice pd)
     if (props.apiVersion >= VK_API_VERSION_1_1) {
         vk.GetPhysicalDeviceProperties2(pd, &p2);
         info->subgroup_size = sub.subgroupSize;
+        g.subgroup_arith[i] = (sub.supportedOperations & VK_SUBGROUP_FEATURE_ARITHMETIC_BIT) &&
+                              (sub.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT);
     }
     if (props.apiVersion >= VK_API_VERSION_1_2) {
         snprintf(info->driver_name, sizeof info->driver_name, "%s", drv.driverName);
@@ -590,6 +597,11 @@ static int get_device(int index, vk_dev **out)
      * (tests compare the two paths on one device; benchmarks measure the round trip it saves) */
     const char *host_coef = getenv("CCFG_VULKAN_HOST_COEFFICIENTS");
     d->host_coefficients = host_coef && *host_coef && strcmp(host_coef, "0");
+    /* subgroup-reduction variants where the device has subgroup arithmetic in compute shaders
+     * (Vulkan 1.1 core, optional per operation class); CCFG_VULKAN_NO_SUBGROUP=1 forces the
+     * shared-memory trees (tests run both on one device) */
+    const char *no_sg = getenv("CCFG_VULKAN_NO_SUBGROUP");
+    d->subgroup = g.subgroup_arith[index] && !(no_sg && *no_sg && strcmp(no_sg, "0"));
     const VkPhysicalDeviceFeatures feat = {.shaderFloat64 = d->f64 ? VK_TRUE : VK_FALSE};
     const VkDeviceCreateInfo dci = {.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO,
                                     .queueCreateInfoCount = 1, .pQueueCreateInfos = &qci,
@@ -1258,7 +1270,10 @@ int ccfg_vk_nn_dispatch(const ccfg_backend *be, int kernel, int nbuf, const floa
             return status;
     const uint32_t groups = per_group ? (uint32_t)(items < MAX_GROUPS ? items : MAX_GROUPS)
                                       : vkb_groups_for(items);
-    return vkb_dispatch(d, P_NN_FIRST + kernel, bufs, push, groups, groups_y);
+    /* group_norm's subgroup twin: the same bindings, push block and phases */
+    const int p = kernel == CCFG_VK_NN_GROUP_NORM && d->subgroup ? P_NN_GROUP_NORM_SG
+                                                                 : P_NN_FIRST + kernel;
+    return vkb_dispatch(d, p, bufs, push, groups, groups_y);
 }
 
 static void init_backend_table(vk_dev *d)

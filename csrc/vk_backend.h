@@ -43,6 +43,7 @@ typedef struct { uint32_t count, dim, divide, ox, oo; } push_clamp;
 /* a pipeline with an _F64 twin is followed by it: P_X + 1 */
 enum { P_AXPBYPCZ, P_AXPBYPCZ_F64, P_COMBINE, P_COMBINE_F64, P_SLD, P_SLD_F64, P_GMM, P_GMM_F64,
        P_DOTS, P_DOTS_F64, P_RANDN, P_RANDN_F64, P_FINITE, P_COPY, P_CLAMP, P_COEF, P_COEF_F64,
+       P_NN_GROUP_NORM_SG,      /* nn_group_norm's subgroup twin (vk_dev.subgroup) */
        /* the nn.h ops (nn_vk.c), float32 only, in vk_nn.h's CCFG_VK_NN_* order */
        P_NN_FIRST, P_NN_CONV2D = P_NN_FIRST, P_NN_GROUP_NORM, P_NN_LINEAR, P_NN_ATTENTION,
        P_NN_ELTWISE, P_NN_LAYER_NORM, P_NN_CONV2D_DIRECT, P_COUNT };
@@ -87,6 +88,7 @@ typedef struct vk_dev {
     int mapped;                 /* buffers are host-visible and persistently mapped */
     int f64;                    /* the *_F64 pipelines (shaderFloat64 enabled) */
     int host_coefficients;      /* CCFG_VULKAN_HOST_COEFFICIENTS: no guide op combine_form */
+    int subgroup;               /* subgroup arithmetic in compute (CCFG_VULKAN_NO_SUBGROUP: off) */
     int recording;              /* cmd is open with commands not yet submitted */
     uint64_t batch;             /* number of the open (or next) batch */
     int lost;                   /* a submit failed: every later call fails */

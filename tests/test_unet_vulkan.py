@@ -83,6 +83,47 @@ def test_group_norm(in_bias, film, silu):
           [np.zeros(c * batch * hw, np.float32)], (batch, c, hw, groups, silu), (1e-5,))
 
 
+# (batch, c, hw, groups): a (sample, group) of at most 8192 values (vk_nn.h CCFG_VK_GN_FUSED) is
+# one workgroup of one dispatch; one more value takes the three-dispatch path
+GN_SIZES = [(2, 8, 2048, 2), (2, 8, 2049, 2), (5, 6, 1, 3), (1, 64, 1025, 8)]
+
+
+@needs_vk
+@pytest.mark.parametrize("batch,c,hw,groups", GN_SIZES)
+def test_group_norm_one_dispatch_and_three(batch, c, hw, groups):
+    rng = np.random.default_rng(batch * c + hw)
+    x = 3.0 * rnd(rng, c, batch, hw) + 1.5
+    ib, film = rnd(rng, batch, c), 0.3 * rnd(rng, batch, 2 * c)
+    check("group_norm", [x, ib, rnd(rng, c), rnd(rng, c), film], [np.zeros(c * batch * hw, np.float32)], (batch, c, hw, groups, True), (1e-5,))
+
+
+@needs_vk
+def test_group_norm_without_subgroup_operations():
+    """CCFG_VULKAN_NO_SUBGROUP=1: the shared-memory trees instead of subgroupAdd (devices without
+    subgroup arithmetic), both paths, against the CPU"""
+    import os
+    import subprocess
+    import sys
+    code = f"""
+import numpy as np
+from ccfg import _core
+rng = np.random.default_rng(4)
+for batch, c, hw, groups in {GN_SIZES!r}:
+    x = (3.0 * rng.standard_normal(c * batch * hw) + 1.5).astype(np.float32)
+    args = ([x, None, rng.standard_normal(c).astype(np.float32),
+             rng.standard_normal(c).astype(np.float32), None], [np.zeros_like(x)],
+            (batch, c, hw, groups, True), (1e-5,), None, None)
+    a = _core.nn_op("{DEV}", "group_norm", *args)[0]
+    b = _core.nn_op("cpu", "group_norm", *args)[0]
+    err = np.abs(a.astype(np.float64) - b).max() / np.abs(b).max()
+    assert err <= {OP_TOL}, (batch, c, hw, groups, err)
+print("ok")
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, CCFG_VULKAN_NO_SUBGROUP="1"))
+    assert r.returncode == 0 and "ok" in r.stdout, r.stderr
+
+
 @needs_vk
 @pytest.mark.parametrize("silu_in,bias", [(False, True), (True, True), (True, False)])
 def test_linear(silu_in, bias):
