@@ -83,6 +83,12 @@ int ccfg_vk_nn_scratch(const ccfg_backend *be, size_t bytes, float **out)
     *out = NULL;
     return ccfg_fail(CCFG_EINTERNAL, "no Vulkan device: %s", no_vk);
 }
+int ccfg_vk_nn_copy(const ccfg_backend *be, int64_t count, const float *x, float *y, int *done)
+{
+    (void)be; (void)count; (void)x; (void)y;
+    *done = 0;
+    return ccfg_fail(CCFG_EINTERNAL, "no Vulkan device: %s", no_vk);
+}
 int ccfg_vk_profile(int device, int action, ccfg_vk_profile_entry *out, int max, int *count,
                     ccfg_vk_profile_totals *totals)
 {
@@ -90,9 +96,9 @@ int ccfg_vk_profile(int device, int action, ccfg_vk_profile_entry *out, int max,
     *count = 0;
     return ccfg_fail(CCFG_EINTERNAL, "no Vulkan device: %s", no_vk);
 }
-int ccfg_vk_copy_bench(int device, size_t bytes, int repeats, double *seconds)
+int ccfg_vk_copy_bench(int device, size_t bytes, int repeats, int mode, double *seconds)
 {
-    (void)device; (void)bytes; (void)repeats;
+    (void)device; (void)bytes; (void)repeats; (void)mode;
     *seconds = 0.0;
     return ccfg_fail(CCFG_EINTERNAL, "no Vulkan device: %s", no_vk);
 }
@@ -1276,6 +1282,36 @@ int ccfg_vk_nn_dispatch(const ccfg_backend *be, int kernel, int nbuf, const floa
     return vkb_dispatch(d, p, bufs, push, groups, groups_y);
 }
 
+/* y = x over count floats as a transfer command (vkCmdCopyBuffer: the driver's copy path, at or
+ * near the device's memory bandwidth, no descriptor set). Overlapping ranges of one buffer are
+ * undefined for vkCmdCopyBuffer: the caller (nn_vk.c) copies those with the eltwise shader. */
+int ccfg_vk_nn_copy(const ccfg_backend *be, int64_t count, const float *x, float *y, int *done)
+{
+    vk_dev *d = be->ctx;
+    vk_buffer *xb, *yb;
+    uint32_t xo, yo;
+    int status;
+    *done = 0;
+    if (count <= 0) {
+        *done = 1;
+        return CCFG_OK;
+    }
+    if ((status = vkb_resolve_all(d, count, &x, 1, &xb, &xo, "copy")) ||
+        (status = vkb_resolve_all(d, count, (const float *const *)&y, 1, &yb, &yo, "copy")))
+        return status;
+    if (xb == yb && (int64_t)xo < (int64_t)yo + count && (int64_t)yo < (int64_t)xo + count)
+        return CCFG_OK;     /* overlapping: not done here */
+    if ((status = begin(d)) != CCFG_OK) return status;
+    const VkBufferCopy region = {.srcOffset = (VkDeviceSize)xo * 4, .dstOffset = (VkDeviceSize)yo * 4,
+                                 .size = (VkDeviceSize)count * 4};
+    vk.CmdCopyBuffer(d->cmd, xb->buf, yb->buf, 1, &region);
+    xb->batch_used = yb->batch_used = d->batch;
+    barrier(d);
+    stamp(d, PROF_COPY);
+    *done = 1;
+    return CCFG_OK;
+}
+
 static void init_backend_table(vk_dev *d)
 {
     d->be = (ccfg_backend){
@@ -1350,7 +1386,8 @@ int ccfg_vk_profile(int device, int action, ccfg_vk_profile_entry *out, int max,
     for (int k = 0; k < PROF_KINDS && *count < max; k++) {
         if (!d->prof_count[k]) continue;
         out[*count].kind = k == PROF_UPLOAD ? "upload (staging copy)"
-                           : k == PROF_DOWNLOAD ? "download (staging copy)" : pipe_spec[k].name;
+                           : k == PROF_DOWNLOAD ? "download (staging copy)"
+                           : k == PROF_COPY ? "copy (vkCmdCopyBuffer)" : pipe_spec[k].name;
         out[*count].count = d->prof_count[k];
         out[*count].ms = d->prof_ns[k] * 1e-6;
         (*count)++;
@@ -1361,32 +1398,84 @@ int ccfg_vk_profile(int device, int action, ccfg_vk_profile_entry *out, int max,
     return CCFG_OK;
 }
 
-/* seconds per copy of `bytes` by shaders/copy.comp (the device's memory bandwidth, benchmarks) */
-int ccfg_vk_copy_bench(int device, size_t bytes, int repeats, double *seconds)
+/* seconds per copy of `bytes` between two device buffers, `repeats` copies recorded back to back
+ * (a barrier after each, as in a real batch) and submitted once: mode 0 by shaders/copy.comp,
+ * mode 1 by vkCmdCopyBuffer (the driver's copy, the bound to compare the shader with). Timed on
+ * the device by two timestamps around the copies where the queue has them (so the submit and the
+ * host's wait, tens of microseconds to a millisecond on a GPU, are not counted: a 64 MiB copy
+ * takes ~30 us on an H200), else by the host's clock around submit and wait. */
+int ccfg_vk_copy_bench(int device, size_t bytes, int repeats, int mode, double *seconds)
 {
     const ccfg_backend *be;
     vk_buffer *src = NULL, *dst = NULL;
+    VkQueryPool qp = VK_NULL_HANDLE;
+    VkResult r;
     int status;
     *seconds = 0.0;
+    if (mode != 0 && mode != 1)
+        return ccfg_fail(CCFG_EINVAL, "copy benchmark: mode %d (0: shader, 1: vkCmdCopyBuffer)",
+                         mode);
     if ((status = ccfg_backend_vulkan(device, &be))) return status;
     vk_dev *d = be->ctx;
     bytes &= ~(size_t)15;
     if ((status = vkb_new_buffer(d, bytes, &src)) || (status = vkb_new_buffer(d, bytes, &dst)) ||
         (status = flush(d)))
         goto fail;
+    const int stamped = g.ts_bits[d->index] && d->tick_ns > 0.0 && !d->profiling;
+    if (stamped) {
+        const VkQueryPoolCreateInfo qi = {.sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO,
+                                          .queryType = VK_QUERY_TYPE_TIMESTAMP, .queryCount = 2};
+        if ((r = vk.CreateQueryPool(d->dev, &qi, NULL, &qp)) != VK_SUCCESS) {
+            qp = VK_NULL_HANDLE;
+            status = vk_fail(d, "vkCreateQueryPool", r);
+            goto fail;
+        }
+    }
     vk_buffer *bufs[2] = {src, dst};
-    const push_copy pc = {(uint32_t)(bytes / 16)};
+    const uint32_t count = (uint32_t)(bytes / 16);
+    const push_copy pc = {count};
+    /* blocks of 1024 vec4s (copy.comp), at most MAX_GROUPS workgroups */
+    const uint32_t blocks = (count + 1023u) / 1024u;
+    const uint32_t groups = blocks < 1 ? 1 : blocks > MAX_GROUPS ? MAX_GROUPS : blocks;
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    for (int r = 0; r < repeats && !status; r++)
-        status = vkb_dispatch(d, P_COPY, bufs, &pc, vkb_groups_for((int64_t)(bytes / 16)), 1);
+    if ((status = begin(d)) != CCFG_OK) goto fail;
+    if (qp) {
+        vk.CmdResetQueryPool(d->cmd, qp, 0, 2);
+        vk.CmdWriteTimestamp(d->cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, qp, 0);
+    }
+    for (int i = 0; i < repeats && !status; i++) {
+        if (mode == 0) {
+            status = vkb_dispatch(d, P_COPY, bufs, &pc, groups, 1);
+        } else {
+            const VkBufferCopy region = {.srcOffset = 0, .dstOffset = 0, .size = bytes};
+            vk.CmdCopyBuffer(d->cmd, src->buf, dst->buf, 1, &region);
+            src->batch_used = dst->batch_used = d->batch;
+            barrier(d);
+        }
+    }
+    if (!status && qp) vk.CmdWriteTimestamp(d->cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, qp, 1);
     if (!status) status = flush(d);
     clock_gettime(CLOCK_MONOTONIC, &t1);
+    if (status) goto fail;
     *seconds = ((double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec)) / repeats;
+    if (qp) {
+        uint64_t t[2];
+        r = vk.GetQueryPoolResults(d->dev, qp, 0, 2, sizeof t, t, sizeof t[0],
+                                   VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT);
+        if (r != VK_SUCCESS) {
+            status = vk_fail(d, "vkGetQueryPoolResults", r);
+            goto fail;
+        }
+        const uint64_t ticks = ((t[1] & d->ts_mask) - (t[0] & d->ts_mask)) & d->ts_mask;
+        *seconds = (double)ticks * d->tick_ns * 1e-9 / repeats;
+    }
 fail:
     if (src) vkb_release_buffer(src);
     if (dst) vkb_release_buffer(dst);
     if (!status) status = flush(d);
+    /* the batch that used the pool has run (flush waits) or the device is lost */
+    if (qp) vk.DestroyQueryPool(d->dev, qp, NULL);
     return status;
 }
 

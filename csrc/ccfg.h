@@ -487,9 +487,10 @@ typedef struct {
 } ccfg_vk_profile_totals;
 int ccfg_vk_profile(int device, int action, ccfg_vk_profile_entry *out, int max, int *count,
                     ccfg_vk_profile_totals *totals);
-/* seconds per device-to-device copy of `bytes` by shaders/copy.comp (mean of `repeats` recorded
- * back to back): the memory bandwidth bound that benchmarks compare guide with */
-int ccfg_vk_copy_bench(int device, size_t bytes, int repeats, double *seconds);
+/* seconds per device-to-device copy of `bytes` (mean of `repeats` recorded back to back; device
+ * time from timestamps where the queue has them) by shaders/copy.comp (mode 0) or
+ * vkCmdCopyBuffer (mode 1): the memory bandwidth bound that benchmarks compare guide with */
+int ccfg_vk_copy_bench(int device, size_t bytes, int repeats, int mode, double *seconds);
 
 #ifdef __cplusplus
 }

@@ -216,10 +216,15 @@ static int vk_silu(const ccfg_backend *be, int64_t count, const float *x, float 
     return eltwise(be, 1, count, x, count, y, &pc);
 }
 
+/* a transfer command (the UNet's skip concatenations and residual copies): the driver's copy
+ * path instead of a shader and a descriptor set; overlapping ranges through the eltwise shader */
 static int vk_copy(const ccfg_backend *be, int64_t count, const float *x, float *y)
 {
     ccfg_vk_push_eltwise pc = {0};
+    int status, done = 0;
     if (x == y) return CCFG_OK;
+    if ((status = fits(count, "copy"))) return status;
+    if ((status = ccfg_vk_nn_copy(be, count, x, y, &done)) || done) return status;
     return eltwise(be, 0, count, x, count, y, &pc);
 }
 

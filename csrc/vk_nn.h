@@ -96,4 +96,8 @@ int ccfg_vk_nn_dispatch(const ccfg_backend *be, int kernel, int nbuf, const floa
  * be->release right after recording (it lives until the batch using it has run). */
 int ccfg_vk_nn_scratch(const ccfg_backend *be, size_t bytes, float **out);
 
+/* y = x (count floats) as a transfer command (vkCmdCopyBuffer); *done = 0 when the two ranges
+ * overlap in one buffer, which the caller then copies another way. */
+int ccfg_vk_nn_copy(const ccfg_backend *be, int64_t count, const float *x, float *y, int *done);
+
 #endif /* CCFG_VK_NN_H */

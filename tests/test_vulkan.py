@@ -298,3 +298,13 @@ print("cpu ok")
     assert "vulkan: none (" in r.stdout and "error: no Vulkan device:" in r.stdout
     if not WHY.startswith("Vulkan backend not built"):     # else that is the reason given
         assert reason in r.stdout
+
+
+@needs_vk
+def test_copy_bench_modes():
+    """the bandwidth bound of the benchmarks: the copy shader (mode 0) and vkCmdCopyBuffer (mode 1)
+    both time a copy; another mode is refused, naming it"""
+    for mode in (0, 1):
+        assert _core.vk_copy_bench(DEV, 1 << 20, 3, mode) > 0.0
+    with pytest.raises(ValueError, match="mode 2"):
+        _core.vk_copy_bench(DEV, 1 << 20, 3, 2)
