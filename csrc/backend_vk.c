@@ -608,6 +608,10 @@ static int get_device(int index, vk_dev **out)
      * shared-memory trees (tests run both on one device) */
     const char *no_sg = getenv("CCFG_VULKAN_NO_SUBGROUP");
     d->subgroup = g.subgroup_arith[index] && !(no_sg && *no_sg && strcmp(no_sg, "0"));
+    /* the mixture's stacked conditions share densities (gmm_eps.glsl mode 2); off: every row on
+     * its own, as before (tests compare the two; benchmarks measure the sharing) */
+    const char *no_share = getenv("CCFG_VULKAN_GMM_NO_SHARING");
+    d->gmm_sharing = !(no_share && *no_share && strcmp(no_share, "0"));
     const VkPhysicalDeviceFeatures feat = {.shaderFloat64 = d->f64 ? VK_TRUE : VK_FALSE};
     const VkDeviceCreateInfo dci = {.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO,
                                     .queueCreateInfoCount = 1, .pQueueCreateInfos = &qci,

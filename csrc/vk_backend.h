@@ -27,7 +27,7 @@ typedef struct {
     float wf, ssf, thrf, smf, betaf;
     uint32_t wd[2], ssd[2], thrd[2], smd[2], betad[2];
 } push_sld;
-typedef struct { uint32_t D, K, full, mode, rows, ox, oo, row0; } push_gmm;
+typedef struct { uint32_t D, K, full, mode, rows, ox, oo, row0, nb, m; } push_gmm;
 typedef struct { uint32_t rows, dim, blocks, seed_lo, seed_hi, stream, first, oo; } push_randn;
 typedef struct { uint32_t dim, groups, mode, rows, row0, base, ou, op, on, per_row; } push_dots;
 typedef struct { uint32_t count, ox, tag; } push_finite;
@@ -89,6 +89,7 @@ typedef struct vk_dev {
     int f64;                    /* the *_F64 pipelines (shaderFloat64 enabled) */
     int host_coefficients;      /* CCFG_VULKAN_HOST_COEFFICIENTS: no guide op combine_form */
     int subgroup;               /* subgroup arithmetic in compute (CCFG_VULKAN_NO_SUBGROUP: off) */
+    int gmm_sharing;            /* gmm_eps mode 2 (CCFG_VULKAN_GMM_NO_SHARING=1: off) */
     int recording;              /* cmd is open with commands not yet submitted */
     uint64_t batch;             /* number of the open (or next) batch */
     int lost;                   /* a submit failed: every later call fails */
