@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run THERE, on a lent GPU machine, from the repository root, with gpu-carry/ (made here by
 # benchmarks/gpu_prepare.sh) carried along: build with the carried toolchain, run the Vulkan tests
-# and benchmarks/gpu_vs_torch.py (arguments are passed on; --profile is a good first run).
+# and benchmarks/gpu_vs_torch.py (arguments are passed on; --profile is a good first run), then
+# benchmarks/bench_vk_switches.py --big (each path an environment switch turns off, on vs off).
 # Results also go to $OUT (the device tool's output folder) when it is set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,4 +40,6 @@ log=${OUT:-/tmp}/gpu_run.txt
         tests/test_profiling.py tests/test_apg.py || true
     echo "== gpu_vs_torch"
     "$PY" benchmarks/gpu_vs_torch.py "$@"
+    echo "== switches (group_norm subgroups, mixture sharing: on vs off)"
+    "$PY" benchmarks/bench_vk_switches.py --big --rounds 3 || true
 } 2>&1 | tee "$log"
