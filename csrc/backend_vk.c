@@ -397,7 +397,7 @@ static void teardown(void)
             busy = 1;
             continue;
         }
-        if (d->recording) flush(d);
+        if (d->recording || d->inflight) flush(d);
         pthread_mutex_unlock(&d->mutex);
         destroy_device(d);
         g.dev[i] = NULL;
@@ -542,8 +542,10 @@ static void destroy_device(vk_dev *d)
             if (d->pipe[p].layout) vk.DestroyPipelineLayout(d->dev, d->pipe[p].layout, NULL);
             if (d->pipe[p].dsl) vk.DestroyDescriptorSetLayout(d->dev, d->pipe[p].dsl, NULL);
         }
-        if (d->desc_pool) vk.DestroyDescriptorPool(d->dev, d->desc_pool, NULL);
-        if (d->fence) vk.DestroyFence(d->dev, d->fence, NULL);
+        for (int i = 0; i < 2; i++) {
+            if (d->pools[i]) vk.DestroyDescriptorPool(d->dev, d->pools[i], NULL);
+            if (d->fences[i]) vk.DestroyFence(d->dev, d->fences[i], NULL);
+        }
         if (d->queries) vk.DestroyQueryPool(d->dev, d->queries, NULL);
         if (d->cmd_pool) vk.DestroyCommandPool(d->dev, d->cmd_pool, NULL);
         vk.DestroyDevice(d->dev, NULL);
@@ -634,25 +636,34 @@ static int get_device(int index, vk_dev **out)
     const VkCommandBufferAllocateInfo cai = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
                                              .commandPool = d->cmd_pool,
                                              .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
-                                             .commandBufferCount = 1};
-    if ((r = vk.AllocateCommandBuffers(d->dev, &cai, &d->cmd)) != VK_SUCCESS) {
+                                             .commandBufferCount = 2};
+    if ((r = vk.AllocateCommandBuffers(d->dev, &cai, d->cmds)) != VK_SUCCESS) {
         vk_fail(d, "vkAllocateCommandBuffers", r);
         goto fail;
     }
+    /* two slots (command buffer, fence, descriptor pool): one records while the other runs */
     const VkFenceCreateInfo fci = {.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
-    if ((r = vk.CreateFence(d->dev, &fci, NULL, &d->fence)) != VK_SUCCESS) {
-        vk_fail(d, "vkCreateFence", r);
-        goto fail;
-    }
     const VkDescriptorPoolSize ps = {.type = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
                                      .descriptorCount = POOL_SETS * MAX_BINDINGS};
     const VkDescriptorPoolCreateInfo dpi = {.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO,
                                             .maxSets = POOL_SETS, .poolSizeCount = 1,
                                             .pPoolSizes = &ps};
-    if ((r = vk.CreateDescriptorPool(d->dev, &dpi, NULL, &d->desc_pool)) != VK_SUCCESS) {
-        vk_fail(d, "vkCreateDescriptorPool", r);
-        goto fail;
+    for (int i = 0; i < 2; i++) {
+        if ((r = vk.CreateFence(d->dev, &fci, NULL, &d->fences[i])) != VK_SUCCESS) {
+            d->fences[i] = VK_NULL_HANDLE;
+            vk_fail(d, "vkCreateFence", r);
+            goto fail;
+        }
+        if ((r = vk.CreateDescriptorPool(d->dev, &dpi, NULL, &d->pools[i])) != VK_SUCCESS) {
+            d->pools[i] = VK_NULL_HANDLE;
+            vk_fail(d, "vkCreateDescriptorPool", r);
+            goto fail;
+        }
     }
+    d->cur = 0;
+    d->cmd = d->cmds[0];
+    d->fence = d->fences[0];
+    d->desc_pool = d->pools[0];
     /* the fake address space of device i: [(i+1) << 48, (i+2) << 48) */
     d->next_addr = (uintptr_t)(index + 1) << 48;
     snprintf(d->name, sizeof d->name, "vulkan:%d (%s)", index, g.info[index].name);
@@ -812,57 +823,106 @@ static void destroy_buffer(vk_buffer *b)
     free(b);
 }
 
-/* Submit the open batch and wait for it. */
+/* Batches. One batch records at a time, in slot d->cur (d->cmd, d->fence and d->desc_pool are
+ * that slot's). flush submits it and waits for everything. submit_async (be->submit: the UNet's
+ * Ctrl-C pacing) submits it and waits only for the batch submitted before it, which ran while the
+ * host recorded this one: the device is not left idle while the host records, and at most one
+ * batch is in flight (d->inflight, in slot 1 - d->cur). A buffer that a batch not yet done uses
+ * (batch_used > done_batch) is released only after that batch has run (garbage). */
 static void recycle(vk_buffer *b);
 
-static int flush(vk_dev *d)
+/* the garbage of the batches that have run into the recycled lists */
+static void collect_garbage(vk_dev *d)
+{
+    vk_buffer **pp = &d->garbage;
+    while (*pp) {
+        vk_buffer *b = *pp;
+        if (b->batch_used <= d->done_batch) {
+            *pp = b->next;
+            recycle(b);
+        } else {
+            pp = &b->next;
+        }
+    }
+}
+
+/* end the open batch (slot d->cur) and submit it with the slot's fence */
+static int submit_open(vk_dev *d)
 {
     VkResult r;
-    int status = CCFG_OK;
-    if (!d->recording) return CCFG_OK;
     d->recording = 0;
     d->batch++;
-    if ((r = vk.EndCommandBuffer(d->cmd)) != VK_SUCCESS) {
-        status = vk_fail(d, "vkEndCommandBuffer", r);
-        goto fail;
-    }
-    if ((r = vk.ResetFences(d->dev, 1, &d->fence)) != VK_SUCCESS) {
-        status = vk_fail(d, "vkResetFences", r);
-        goto fail;
-    }
+    if ((r = vk.EndCommandBuffer(d->cmd)) != VK_SUCCESS) return vk_fail(d, "vkEndCommandBuffer", r);
+    if ((r = vk.ResetFences(d->dev, 1, &d->fence)) != VK_SUCCESS)
+        return vk_fail(d, "vkResetFences", r);
     const VkSubmitInfo si = {.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO, .commandBufferCount = 1,
                              .pCommandBuffers = &d->cmd};
-    if ((r = vk.QueueSubmit(d->queue, 1, &si, d->fence)) != VK_SUCCESS) {
-        status = vk_fail(d, "vkQueueSubmit", r);
-        goto fail;
-    }
+    if ((r = vk.QueueSubmit(d->queue, 1, &si, d->fence)) != VK_SUCCESS)
+        return vk_fail(d, "vkQueueSubmit", r);
+    if (d->profiling) d->prof_batches++;
+    return CCFG_OK;
+}
+
+/* wait for batch number `batch`, submitted from slot s, and retire it: its timestamps, its
+ * descriptor sets; the batches are run in order, so every earlier one is done too */
+static int wait_slot(vk_dev *d, int s, uint64_t batch)
+{
+    VkResult r;
+    int status;
     struct timespec w0, w1;
     if (d->profiling) clock_gettime(CLOCK_MONOTONIC, &w0);
-    if ((r = vk.WaitForFences(d->dev, 1, &d->fence, VK_TRUE, UINT64_MAX)) != VK_SUCCESS) {
-        status = vk_fail(d, "vkWaitForFences", r);
-        goto fail;
-    }
+    if ((r = vk.WaitForFences(d->dev, 1, &d->fences[s], VK_TRUE, UINT64_MAX)) != VK_SUCCESS)
+        return vk_fail(d, "vkWaitForFences", r);
     if (d->profiling) {
         clock_gettime(CLOCK_MONOTONIC, &w1);
         d->prof_wait_ns += 1e9 * (double)(w1.tv_sec - w0.tv_sec) + (double)(w1.tv_nsec - w0.tv_nsec);
-        d->prof_batches++;
-        if ((status = collect_profile(d)) != CCFG_OK) goto fail;
+        if ((status = collect_profile(d)) != CCFG_OK) return status;
     }
-    if ((r = vk.ResetDescriptorPool(d->dev, d->desc_pool, 0)) != VK_SUCCESS) {
-        status = vk_fail(d, "vkResetDescriptorPool", r);
-        goto fail;
+    if ((r = vk.ResetDescriptorPool(d->dev, d->pools[s], 0)) != VK_SUCCESS)
+        return vk_fail(d, "vkResetDescriptorPool", r);
+    d->done_batch = batch;
+    return CCFG_OK;
+}
+
+/* Submit the open batch and wait for it and for the one in flight. */
+static int flush(vk_dev *d)
+{
+    int status = CCFG_OK;
+    const uint64_t open = d->batch;
+    const int recorded = d->recording;
+    if (recorded) status = submit_open(d);
+    if (!status && d->inflight) {
+        status = wait_slot(d, 1 - d->cur, d->inflight);
+        d->inflight = 0;
     }
-fail:
+    if (!status && recorded) status = wait_slot(d, d->cur, open);
     /* a failed batch leaves its outputs undefined and maybe the device lost: refuse further work
      * rather than return results that look good */
     if (status != CCFG_OK) d->lost = 1;
-    else {
-        while (d->garbage) {
-            vk_buffer *b = d->garbage;
-            d->garbage = b->next;
-            recycle(b);
-        }
-    }
+    else collect_garbage(d);
+    return status;
+}
+
+/* Submit the open batch without waiting for it; wait for the batch in flight before it (if any)
+ * and record the next batch in its slot. With the profile on (one query pool, read per batch)
+ * this is flush. */
+static int submit_async(vk_dev *d)
+{
+    int status;
+    if (d->profiling) return flush(d);
+    if (!d->recording) return CCFG_OK;
+    const uint64_t open = d->batch;
+    if ((status = submit_open(d)) != CCFG_OK) goto fail;
+    if (d->inflight && (status = wait_slot(d, 1 - d->cur, d->inflight)) != CCFG_OK) goto fail;
+    d->inflight = open;
+    d->cur = 1 - d->cur;
+    d->cmd = d->cmds[d->cur];
+    d->fence = d->fences[d->cur];
+    d->desc_pool = d->pools[d->cur];
+    collect_garbage(d);
+    return CCFG_OK;
+fail:
+    d->lost = 1;
     return status;
 }
 
@@ -1038,11 +1098,11 @@ static void recycle(vk_buffer *b)
     }
 }
 
-/* Release now, or after the open batch if it still uses the buffer. */
+/* Release now, or after the batches that use it have run. */
 void vkb_release_buffer(vk_buffer *b)
 {
     vk_dev *d = b->d;
-    if (d->recording && b->batch_used == d->batch) {
+    if (b->batch_used > d->done_batch) {   /* the open batch or the one in flight uses it */
         b->next = d->garbage;
         d->garbage = b;
     } else {
@@ -1086,7 +1146,7 @@ int vkb_write_buffer(vk_buffer *b, size_t at, const void *src, size_t bytes)
     if (!bytes) return CCFG_OK;
     if (b->map) {
         /* host writes land at once: work recorded earlier on this buffer must run first */
-        if (d->recording && b->batch_used == d->batch && (status = flush(d)) != CCFG_OK) return status;
+        if (b->batch_used > d->done_batch && (status = flush(d)) != CCFG_OK) return status;
         memcpy((char *)b->map + at, src, bytes);
         return CCFG_OK;
     }
@@ -1241,6 +1301,7 @@ static int vk_download(const ccfg_backend *be, void *dst, const void *src, size_
 }
 
 static int vk_sync(const ccfg_backend *be) { return flush(be->ctx); }
+static int vk_submit(const ccfg_backend *be) { return submit_async(be->ctx); }
 
 static void vk_lock(const ccfg_backend *be, int acquire)
 {
@@ -1329,6 +1390,7 @@ static void init_backend_table(vk_dev *d)
         .upload = vk_upload,
         .download = vk_download,
         .sync = vk_sync,
+        .submit = vk_submit,
         .axpbypcz = vkb_axpbypcz,
         .clamp_rows = vkb_clamp_rows,
         .randn = vkb_randn,

@@ -132,6 +132,9 @@ struct ccfg_backend {
     int (*upload)(const ccfg_backend *be, void *dst, const void *src, size_t bytes);
     int (*download)(const ccfg_backend *be, void *dst, const void *src, size_t bytes);
     int (*sync)(const ccfg_backend *be);          /* run everything recorded, wait */
+    /* optional (NULL: use sync): start what is recorded without waiting for it, waiting only
+     * for work submitted before (so at most one batch runs while the host records the next) */
+    int (*submit)(const ccfg_backend *be);
     /* out = a*x + b*y + c*z elementwise over count; y or z may be NULL (term skipped) */
     int (*axpbypcz)(const ccfg_backend *be, int64_t count, double a, const float *x, double b,
                     const float *y, double c, const float *z, float *out);

@@ -81,9 +81,15 @@ typedef struct vk_dev {
     VkDevice dev;
     VkQueue queue;
     VkCommandPool cmd_pool;
+    VkCommandBuffer cmds[2];    /* two slots: one records while the other's batch runs */
+    VkFence fences[2];
+    VkDescriptorPool pools[2];
+    int cur;                    /* the recording slot; d->cmd, fence, desc_pool are its */
     VkCommandBuffer cmd;
     VkFence fence;
     VkDescriptorPool desc_pool;
+    uint64_t inflight;          /* the batch submitted without a wait (slot 1 - cur), 0: none */
+    uint64_t done_batch;        /* every batch up to this number has run */
     vk_pipe pipe[P_COUNT];
     int mapped;                 /* buffers are host-visible and persistently mapped */
     int f64;                    /* the *_F64 pipelines (shaderFloat64 enabled) */
