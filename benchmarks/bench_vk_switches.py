@@ -8,7 +8,9 @@ process (the switches are read when a device is opened), settings alternated, me
    densities shared between the blocks (gmm_eps.glsl mode 2) against CCFG_VULKAN_GMM_NO_SHARING=1,
    toy_2d (D = 2, K = 7) and gmm64 (D = 64);
 2. group_norm at UNet sizes: subgroupAdd (nn_group_norm_sg.comp) against the shared-memory trees
-   (CCFG_VULKAN_NO_SUBGROUP=1), one-dispatch groups (<= 8192 values) and a three-dispatch one.
+   (CCFG_VULKAN_NO_SUBGROUP=1), one-dispatch groups (<= 8192 values) and a three-dispatch one;
+3. the shipped UNet's forward, host wall time (no profile: it would wait per batch), its pacing
+   submits pipelined (be->submit, two command buffers) against CCFG_VULKAN_SYNC_PACING=1.
 
 Sizes are small by default (lavapipe); --big uses the GPU sizes (n = 1M toy rows, 48-row UNet
 norms). Skips (exit 0) without a Vulkan device. Nothing about time is asserted.
@@ -49,10 +51,23 @@ for c, hw, groups in ((128, 1024, 32), (256, 256, 32), (320, 4096, 32)):
     args = ([x, None, g, g, None], [np.zeros_like(x)], (rows, c, hw, groups, 1), (1e-5,), None, None)
     out[f"group_norm {rows} x {c} x {hw}, {c // groups * hw} a group"] = timed(
         lambda: _core.nn_op(dev, "group_norm", *args), "group_norm")
+import time
+unet = ccfg.models.load("fashion-mnist")
+rows = 192 if big else 6
+x = rng.standard_normal((rows, 1, 32, 32)).astype(np.float32)
+labels = list(range(10)) * (rows // 10) + list(range(rows % 10))
+unet(x, 500, labels, device=dev)
+walls = []
+for _ in range(3):
+    t0 = time.perf_counter()
+    unet(x, 500, labels, device=dev)
+    walls.append(time.perf_counter() - t0)
+out[f"fashion-mnist forward {rows} rows (wall)"] = 1e3 * sorted(walls)[1]
 print("RESULT " + json.dumps(out))
 """
 
-SWITCHES = {"CCFG_VULKAN_GMM_NO_SHARING": "gmm_eps", "CCFG_VULKAN_NO_SUBGROUP": "group_norm"}
+SWITCHES = {"CCFG_VULKAN_GMM_NO_SHARING": "gmm_eps", "CCFG_VULKAN_NO_SUBGROUP": "group_norm",
+            "CCFG_VULKAN_SYNC_PACING": "forward"}
 
 
 def main():
@@ -85,7 +100,8 @@ def main():
                 print(r.stderr)
                 return 1
             runs[setting].append(json.loads(line[0][len("RESULT "):]))
-    print(f"device ms per call, median of {a.rounds} alternated processes; 'off' = "
+    print(f"ms per call (device time; the forward: wall), median of {a.rounds} alternated "
+          f"processes; 'off' = "
           + ", ".join(f"{v}=1" for v in SWITCHES))
     print(f"{'case':<48} {'on':>10} {'off':>10} {'on/off':>7}")
     for case in runs["on"][0]:

@@ -614,6 +614,9 @@ static int get_device(int index, vk_dev **out)
      * its own, as before (tests compare the two; benchmarks measure the sharing) */
     const char *no_share = getenv("CCFG_VULKAN_GMM_NO_SHARING");
     d->gmm_sharing = !(no_share && *no_share && strcmp(no_share, "0"));
+    /* be->submit waits for the batch it submits, as before the two slots (benchmarks compare) */
+    const char *sync_pacing = getenv("CCFG_VULKAN_SYNC_PACING");
+    d->sync_pacing = sync_pacing && *sync_pacing && strcmp(sync_pacing, "0");
     const VkPhysicalDeviceFeatures feat = {.shaderFloat64 = d->f64 ? VK_TRUE : VK_FALSE};
     const VkDeviceCreateInfo dci = {.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO,
                                     .queueCreateInfoCount = 1, .pQueueCreateInfos = &qci,
@@ -1301,7 +1304,11 @@ static int vk_download(const ccfg_backend *be, void *dst, const void *src, size_
 }
 
 static int vk_sync(const ccfg_backend *be) { return flush(be->ctx); }
-static int vk_submit(const ccfg_backend *be) { return submit_async(be->ctx); }
+static int vk_submit(const ccfg_backend *be)
+{
+    vk_dev *d = be->ctx;
+    return d->sync_pacing ? flush(d) : submit_async(d);
+}
 
 static void vk_lock(const ccfg_backend *be, int acquire)
 {

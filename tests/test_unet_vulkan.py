@@ -263,6 +263,31 @@ def test_pipelined_forward_is_deterministic(saved):
 
 
 @needs_vk
+def test_sync_pacing_switch_gives_the_same_forward():
+    """CCFG_VULKAN_SYNC_PACING=1 (each pacing submit waits, as before the two command buffers:
+    the benchmarks' comparison) computes the same forward bit for bit"""
+    import os
+    import subprocess
+    import sys
+    code = f"""
+import numpy as np, ccfg
+unet = ccfg.models.load("fashion-mnist")
+x = np.random.default_rng(1).standard_normal((4, 1, 32, 32)).astype(np.float32)
+np.save(__import__("sys").argv[1], unet(x, 300, [0, 1, 2, 3], device="{DEV}"))
+"""
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        outs = []
+        for i, flag in enumerate(("0", "1")):
+            path = os.path.join(tmp, f"{i}.npy")
+            r = subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True,
+                               timeout=300, env=dict(os.environ, CCFG_VULKAN_SYNC_PACING=flag))
+            assert r.returncode == 0, r.stderr
+            outs.append(np.load(path))
+    assert np.array_equal(outs[0], outs[1])
+
+
+@needs_vk
 def test_ddim_on_vulkan_matches_diffusers_and_cpu(saved):
     m, folder = saved["3_levels_attention"]
     unet = UNet.from_pretrained(folder)
