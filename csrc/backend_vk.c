@@ -1481,6 +1481,7 @@ int ccfg_vk_copy_bench(int device, size_t bytes, int repeats, int mode, double *
 {
     const ccfg_backend *be;
     vk_buffer *src = NULL, *dst = NULL;
+    uint32_t *pattern = NULL;
     VkQueryPool qp = VK_NULL_HANDLE;
     VkResult r;
     int status;
@@ -1491,8 +1492,13 @@ int ccfg_vk_copy_bench(int device, size_t bytes, int repeats, int mode, double *
     if ((status = ccfg_backend_vulkan(device, &be))) return status;
     vk_dev *d = be->ctx;
     bytes &= ~(size_t)15;
+    if (!bytes) return ccfg_fail(CCFG_EINVAL, "copy benchmark: at least 16 bytes");
+    /* a pattern in src, checked in dst afterwards: a wrong copy is an error, not a bandwidth */
+    if (!(pattern = malloc(bytes)))
+        return ccfg_fail(CCFG_ENOMEM, "out of memory for the copy benchmark");
+    for (size_t i = 0; i < bytes / 4; i++) pattern[i] = (uint32_t)(i * 2654435761u) ^ 0x5bd1e995u;
     if ((status = vkb_new_buffer(d, bytes, &src)) || (status = vkb_new_buffer(d, bytes, &dst)) ||
-        (status = flush(d)))
+        (status = vkb_write_buffer(src, 0, pattern, bytes)) || (status = flush(d)))
         goto fail;
     const int stamped = g.ts_bits[d->index] && d->tick_ns > 0.0 && !d->profiling;
     if (stamped) {
@@ -1543,7 +1549,16 @@ int ccfg_vk_copy_bench(int device, size_t bytes, int repeats, int mode, double *
         const uint64_t ticks = ((t[1] & d->ts_mask) - (t[0] & d->ts_mask)) & d->ts_mask;
         *seconds = (double)ticks * d->tick_ns * 1e-9 / repeats;
     }
+    memset(pattern, 0, bytes);
+    if ((status = vkb_read_buffer(pattern, dst, 0, bytes))) goto fail;
+    for (size_t i = 0; i < bytes / 4; i++)
+        if (pattern[i] != ((uint32_t)(i * 2654435761u) ^ 0x5bd1e995u)) {
+            status = ccfg_fail(CCFG_EINTERNAL, "%s: the copy benchmark (mode %d) copied word %zu of "
+                               "%zu wrongly", d->name, mode, i, bytes / 4);
+            goto fail;
+        }
 fail:
+    free(pattern);
     if (src) vkb_release_buffer(src);
     if (dst) vkb_release_buffer(dst);
     if (!status) status = flush(d);
