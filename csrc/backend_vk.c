@@ -1513,9 +1513,7 @@ int ccfg_vk_copy_bench(int device, size_t bytes, int repeats, int mode, double *
     vk_buffer *bufs[2] = {src, dst};
     const uint32_t count = (uint32_t)(bytes / 16);
     const push_copy pc = {count};
-    /* blocks of 1024 vec4s (copy.comp), at most MAX_GROUPS workgroups */
-    const uint32_t blocks = (count + 1023u) / 1024u;
-    const uint32_t groups = blocks < 1 ? 1 : blocks > MAX_GROUPS ? MAX_GROUPS : blocks;
+    const uint32_t groups = vkb_groups_for((int64_t)count);    /* copy.comp: one vec4 each */
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     if ((status = begin(d)) != CCFG_OK) goto fail;

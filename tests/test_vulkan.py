@@ -303,8 +303,9 @@ print("cpu ok")
 @needs_vk
 def test_copy_bench_modes():
     """the bandwidth bound of the benchmarks: the copy shader (mode 0) and vkCmdCopyBuffer (mode 1)
-    both time a copy, which the benchmark checks word for word (an error otherwise): whole blocks
-    of 1024 vec4s, a partial last block, one vec4; another mode is refused, naming it"""
+    both time a copy, which the benchmark checks word for word (an error otherwise), at sizes that
+    are and are not multiples of a workgroup's 128 vec4s, and of one vec4; another mode is
+    refused"""
     for mode in (0, 1):
         for nbytes in (1 << 20, (1 << 20) + 48, (1 << 20) + 16 * 700, 16, 16400):
             assert _core.vk_copy_bench(DEV, nbytes, 3, mode) > 0.0
