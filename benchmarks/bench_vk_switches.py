@@ -48,7 +48,8 @@ rows = 48 if big else 4
 for c, hw, groups in ((128, 1024, 32), (256, 256, 32), (320, 4096, 32)):
     x = rng.standard_normal(c * rows * hw).astype(np.float32)
     g = np.ones(c, np.float32)
-    args = ([x, None, g, g, None], [np.zeros_like(x)], (rows, c, hw, groups, 1), (1e-5,), None, None)
+    args = ([x, None, g, g, None], [np.zeros_like(x)], (rows, c, hw, groups, 1), (1e-5,),
+            None, None)
     out[f"group_norm {rows} x {c} x {hw}, {c // groups * hw} a group"] = timed(
         lambda: _core.nn_op(dev, "group_norm", *args), "group_norm")
 import time

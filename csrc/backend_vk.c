@@ -1374,7 +1374,8 @@ int ccfg_vk_nn_copy(const ccfg_backend *be, int64_t count, const float *x, float
     if (xb == yb && (int64_t)xo < (int64_t)yo + count && (int64_t)yo < (int64_t)xo + count)
         return CCFG_OK;     /* overlapping: not done here */
     if ((status = begin(d)) != CCFG_OK) return status;
-    const VkBufferCopy region = {.srcOffset = (VkDeviceSize)xo * 4, .dstOffset = (VkDeviceSize)yo * 4,
+    const VkBufferCopy region = {.srcOffset = (VkDeviceSize)xo * 4,
+                                 .dstOffset = (VkDeviceSize)yo * 4,
                                  .size = (VkDeviceSize)count * 4};
     vk.CmdCopyBuffer(d->cmd, xb->buf, yb->buf, 1, &region);
     xb->batch_used = yb->batch_used = d->batch;
@@ -1551,8 +1552,8 @@ int ccfg_vk_copy_bench(int device, size_t bytes, int repeats, int mode, double *
     if ((status = vkb_read_buffer(pattern, dst, 0, bytes))) goto fail;
     for (size_t i = 0; i < bytes / 4; i++)
         if (pattern[i] != ((uint32_t)(i * 2654435761u) ^ 0x5bd1e995u)) {
-            status = ccfg_fail(CCFG_EINTERNAL, "%s: the copy benchmark (mode %d) copied word %zu of "
-                               "%zu wrongly", d->name, mode, i, bytes / 4);
+            status = ccfg_fail(CCFG_EINTERNAL, "%s: the copy benchmark (mode %d) copied word "
+                               "%zu of %zu wrongly", d->name, mode, i, bytes / 4);
             goto fail;
         }
 fail:
