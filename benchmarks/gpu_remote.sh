@@ -3,7 +3,8 @@
 # benchmarks/gpu_prepare.sh) carried along: build with the carried toolchain, run the Vulkan tests
 # and benchmarks/gpu_vs_torch.py (arguments are passed on; --profile is a good first run; its
 # UNet rows are followed by the same forward with CCFG_VULKAN_PRECISION=fp16 and coop where the
-# GPU runs them: the coop shaders' first check against the CPU, tests/test_vulkan_half.py too).
+# GPU runs them: the coop shaders' first check against the CPU, tests/test_vulkan_half.py too),
+# then benchmarks/bench_vk_switches.py --big (each path an environment switch turns off, on vs off).
 # Results also go to $OUT (the device tool's output folder) when it is set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,4 +42,6 @@ log=${OUT:-/tmp}/gpu_run.txt
         tests/test_profiling.py tests/test_apg.py tests/test_vulkan_half.py || true
     echo "== gpu_vs_torch"
     "$PY" benchmarks/gpu_vs_torch.py "$@"
+    echo "== switches (group_norm subgroups, mixture sharing: on vs off)"
+    "$PY" benchmarks/bench_vk_switches.py --big --rounds 3 || true
 } 2>&1 | tee "$log"

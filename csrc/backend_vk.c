@@ -88,6 +88,12 @@ int ccfg_vk_nn_precision(const ccfg_backend *be)
     (void)be;
     return 0;
 }
+int ccfg_vk_nn_copy(const ccfg_backend *be, int64_t count, const float *x, float *y, int *done)
+{
+    (void)be; (void)count; (void)x; (void)y;
+    *done = 0;
+    return ccfg_fail(CCFG_EINTERNAL, "no Vulkan device: %s", no_vk);
+}
 int ccfg_vk_profile(int device, int action, ccfg_vk_profile_entry *out, int max, int *count,
                     ccfg_vk_profile_totals *totals)
 {
@@ -95,9 +101,9 @@ int ccfg_vk_profile(int device, int action, ccfg_vk_profile_entry *out, int max,
     *count = 0;
     return ccfg_fail(CCFG_EINTERNAL, "no Vulkan device: %s", no_vk);
 }
-int ccfg_vk_copy_bench(int device, size_t bytes, int repeats, double *seconds)
+int ccfg_vk_copy_bench(int device, size_t bytes, int repeats, int mode, double *seconds)
 {
-    (void)device; (void)bytes; (void)repeats;
+    (void)device; (void)bytes; (void)repeats; (void)mode;
     *seconds = 0.0;
     return ccfg_fail(CCFG_EINTERNAL, "no Vulkan device: %s", no_vk);
 }
@@ -198,6 +204,9 @@ SPV(nn_conv2d)
 SPV(nn_group_norm)
 #include "nn_group_norm.spv.h"
 ;
+SPV(nn_group_norm_sg)
+#include "nn_group_norm_sg.spv.h"
+;
 SPV(nn_linear)
 #include "nn_linear.spv.h"
 ;
@@ -251,6 +260,7 @@ static const struct {
     PIPE(P_CLAMP, clamp_rows, 3, push_clamp),
     PIPE(P_COEF, coef, 4, push_coef),
     PIPE(P_COEF_F64, coef_f64, 4, push_coef),
+    PIPE(P_NN_GROUP_NORM_SG, nn_group_norm_sg, 7, ccfg_vk_push_group_norm),
     PIPE(P_NN_CONV2D, nn_conv2d, 4, ccfg_vk_push_conv2d),
     PIPE(P_NN_GROUP_NORM, nn_group_norm, 7, ccfg_vk_push_group_norm),
     PIPE(P_NN_LINEAR, nn_linear, 4, ccfg_vk_push_linear),
@@ -282,6 +292,7 @@ static struct {
     ccfg_vk_device_info info[MAX_DEVICES];
     VkPhysicalDevice phys[MAX_DEVICES];
     uint32_t qfam[MAX_DEVICES];
+    int subgroup_arith[MAX_DEVICES];    /* subgroup arithmetic in compute shaders */
     uint32_t ts_bits[MAX_DEVICES];      /* the queue family's timestampValidBits */
     float ts_period[MAX_DEVICES];       /* ns per timestamp tick */
     vk_dev *dev[MAX_DEVICES];
@@ -465,6 +476,8 @@ static void describe_device(int i, VkPhysicalDevice pd)
     if (props.apiVersion >= VK_API_VERSION_1_1) {
         vk.GetPhysicalDeviceProperties2(pd, &p2);
         info->subgroup_size = sub.subgroupSize;
+        g.subgroup_arith[i] = (sub.supportedOperations & VK_SUBGROUP_FEATURE_ARITHMETIC_BIT) &&
+                              (sub.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT);
     }
     if (props.apiVersion >= VK_API_VERSION_1_2) {
         snprintf(info->driver_name, sizeof info->driver_name, "%s", drv.driverName);
@@ -516,7 +529,7 @@ static void teardown(void)
             busy = 1;
             continue;
         }
-        if (d->recording) flush(d);
+        if (d->recording || d->inflight) flush(d);
         pthread_mutex_unlock(&d->mutex);
         destroy_device(d);
         g.dev[i] = NULL;
@@ -661,8 +674,10 @@ static void destroy_device(vk_dev *d)
             if (d->pipe[p].layout) vk.DestroyPipelineLayout(d->dev, d->pipe[p].layout, NULL);
             if (d->pipe[p].dsl) vk.DestroyDescriptorSetLayout(d->dev, d->pipe[p].dsl, NULL);
         }
-        if (d->desc_pool) vk.DestroyDescriptorPool(d->dev, d->desc_pool, NULL);
-        if (d->fence) vk.DestroyFence(d->dev, d->fence, NULL);
+        for (int i = 0; i < 2; i++) {
+            if (d->pools[i]) vk.DestroyDescriptorPool(d->dev, d->pools[i], NULL);
+            if (d->fences[i]) vk.DestroyFence(d->dev, d->fences[i], NULL);
+        }
         if (d->queries) vk.DestroyQueryPool(d->dev, d->queries, NULL);
         if (d->cmd_pool) vk.DestroyCommandPool(d->dev, d->cmd_pool, NULL);
         vk.DestroyDevice(d->dev, NULL);
@@ -820,6 +835,18 @@ static int get_device(int index, vk_dev **out)
     d->host_coefficients = host_coef && *host_coef && strcmp(host_coef, "0");
     int status;
     if ((status = choose_precision(index, &d->precision))) goto fail_status;
+    /* subgroup-reduction variants where the device has subgroup arithmetic in compute shaders
+     * (Vulkan 1.1 core, optional per operation class); CCFG_VULKAN_NO_SUBGROUP=1 forces the
+     * shared-memory trees (tests run both on one device) */
+    const char *no_sg = getenv("CCFG_VULKAN_NO_SUBGROUP");
+    d->subgroup = g.subgroup_arith[index] && !(no_sg && *no_sg && strcmp(no_sg, "0"));
+    /* the mixture's stacked conditions share densities (gmm_eps.glsl mode 2); off: every row on
+     * its own, as before (tests compare the two; benchmarks measure the sharing) */
+    const char *no_share = getenv("CCFG_VULKAN_GMM_NO_SHARING");
+    d->gmm_sharing = !(no_share && *no_share && strcmp(no_share, "0"));
+    /* be->submit waits for the batch it submits, as before the two slots (benchmarks compare) */
+    const char *sync_pacing = getenv("CCFG_VULKAN_SYNC_PACING");
+    d->sync_pacing = sync_pacing && *sync_pacing && strcmp(sync_pacing, "0");
     r = create_logical_device(d, &qci);
     if (r != VK_SUCCESS) {
         d->dev = VK_NULL_HANDLE;
@@ -838,25 +865,34 @@ static int get_device(int index, vk_dev **out)
     const VkCommandBufferAllocateInfo cai = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
                                              .commandPool = d->cmd_pool,
                                              .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
-                                             .commandBufferCount = 1};
-    if ((r = vk.AllocateCommandBuffers(d->dev, &cai, &d->cmd)) != VK_SUCCESS) {
+                                             .commandBufferCount = 2};
+    if ((r = vk.AllocateCommandBuffers(d->dev, &cai, d->cmds)) != VK_SUCCESS) {
         vk_fail(d, "vkAllocateCommandBuffers", r);
         goto fail;
     }
+    /* two slots (command buffer, fence, descriptor pool): one records while the other runs */
     const VkFenceCreateInfo fci = {.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
-    if ((r = vk.CreateFence(d->dev, &fci, NULL, &d->fence)) != VK_SUCCESS) {
-        vk_fail(d, "vkCreateFence", r);
-        goto fail;
-    }
     const VkDescriptorPoolSize ps = {.type = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
                                      .descriptorCount = POOL_SETS * MAX_BINDINGS};
     const VkDescriptorPoolCreateInfo dpi = {.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO,
                                             .maxSets = POOL_SETS, .poolSizeCount = 1,
                                             .pPoolSizes = &ps};
-    if ((r = vk.CreateDescriptorPool(d->dev, &dpi, NULL, &d->desc_pool)) != VK_SUCCESS) {
-        vk_fail(d, "vkCreateDescriptorPool", r);
-        goto fail;
+    for (int i = 0; i < 2; i++) {
+        if ((r = vk.CreateFence(d->dev, &fci, NULL, &d->fences[i])) != VK_SUCCESS) {
+            d->fences[i] = VK_NULL_HANDLE;
+            vk_fail(d, "vkCreateFence", r);
+            goto fail;
+        }
+        if ((r = vk.CreateDescriptorPool(d->dev, &dpi, NULL, &d->pools[i])) != VK_SUCCESS) {
+            d->pools[i] = VK_NULL_HANDLE;
+            vk_fail(d, "vkCreateDescriptorPool", r);
+            goto fail;
+        }
     }
+    d->cur = 0;
+    d->cmd = d->cmds[0];
+    d->fence = d->fences[0];
+    d->desc_pool = d->pools[0];
     /* the fake address space of device i: [(i+1) << 48, (i+2) << 48) */
     d->next_addr = (uintptr_t)(index + 1) << 48;
     snprintf(d->name, sizeof d->name, "vulkan:%d (%s)", index, g.info[index].name);
@@ -1015,57 +1051,106 @@ static void destroy_buffer(vk_buffer *b)
     free(b);
 }
 
-/* Submit the open batch and wait for it. */
+/* Batches. One batch records at a time, in slot d->cur (d->cmd, d->fence and d->desc_pool are
+ * that slot's). flush submits it and waits for everything. submit_async (be->submit: the UNet's
+ * Ctrl-C pacing) submits it and waits only for the batch submitted before it, which ran while the
+ * host recorded this one: the device is not left idle while the host records, and at most one
+ * batch is in flight (d->inflight, in slot 1 - d->cur). A buffer that a batch not yet done uses
+ * (batch_used > done_batch) is released only after that batch has run (garbage). */
 static void recycle(vk_buffer *b);
 
-static int flush(vk_dev *d)
+/* the garbage of the batches that have run into the recycled lists */
+static void collect_garbage(vk_dev *d)
+{
+    vk_buffer **pp = &d->garbage;
+    while (*pp) {
+        vk_buffer *b = *pp;
+        if (b->batch_used <= d->done_batch) {
+            *pp = b->next;
+            recycle(b);
+        } else {
+            pp = &b->next;
+        }
+    }
+}
+
+/* end the open batch (slot d->cur) and submit it with the slot's fence */
+static int submit_open(vk_dev *d)
 {
     VkResult r;
-    int status = CCFG_OK;
-    if (!d->recording) return CCFG_OK;
     d->recording = 0;
     d->batch++;
-    if ((r = vk.EndCommandBuffer(d->cmd)) != VK_SUCCESS) {
-        status = vk_fail(d, "vkEndCommandBuffer", r);
-        goto fail;
-    }
-    if ((r = vk.ResetFences(d->dev, 1, &d->fence)) != VK_SUCCESS) {
-        status = vk_fail(d, "vkResetFences", r);
-        goto fail;
-    }
+    if ((r = vk.EndCommandBuffer(d->cmd)) != VK_SUCCESS) return vk_fail(d, "vkEndCommandBuffer", r);
+    if ((r = vk.ResetFences(d->dev, 1, &d->fence)) != VK_SUCCESS)
+        return vk_fail(d, "vkResetFences", r);
     const VkSubmitInfo si = {.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO, .commandBufferCount = 1,
                              .pCommandBuffers = &d->cmd};
-    if ((r = vk.QueueSubmit(d->queue, 1, &si, d->fence)) != VK_SUCCESS) {
-        status = vk_fail(d, "vkQueueSubmit", r);
-        goto fail;
-    }
+    if ((r = vk.QueueSubmit(d->queue, 1, &si, d->fence)) != VK_SUCCESS)
+        return vk_fail(d, "vkQueueSubmit", r);
+    if (d->profiling) d->prof_batches++;
+    return CCFG_OK;
+}
+
+/* wait for batch number `batch`, submitted from slot s, and retire it: its timestamps, its
+ * descriptor sets; the batches are run in order, so every earlier one is done too */
+static int wait_slot(vk_dev *d, int s, uint64_t batch)
+{
+    VkResult r;
+    int status;
     struct timespec w0, w1;
     if (d->profiling) clock_gettime(CLOCK_MONOTONIC, &w0);
-    if ((r = vk.WaitForFences(d->dev, 1, &d->fence, VK_TRUE, UINT64_MAX)) != VK_SUCCESS) {
-        status = vk_fail(d, "vkWaitForFences", r);
-        goto fail;
-    }
+    if ((r = vk.WaitForFences(d->dev, 1, &d->fences[s], VK_TRUE, UINT64_MAX)) != VK_SUCCESS)
+        return vk_fail(d, "vkWaitForFences", r);
     if (d->profiling) {
         clock_gettime(CLOCK_MONOTONIC, &w1);
         d->prof_wait_ns += 1e9 * (double)(w1.tv_sec - w0.tv_sec) + (double)(w1.tv_nsec - w0.tv_nsec);
-        d->prof_batches++;
-        if ((status = collect_profile(d)) != CCFG_OK) goto fail;
+        if ((status = collect_profile(d)) != CCFG_OK) return status;
     }
-    if ((r = vk.ResetDescriptorPool(d->dev, d->desc_pool, 0)) != VK_SUCCESS) {
-        status = vk_fail(d, "vkResetDescriptorPool", r);
-        goto fail;
+    if ((r = vk.ResetDescriptorPool(d->dev, d->pools[s], 0)) != VK_SUCCESS)
+        return vk_fail(d, "vkResetDescriptorPool", r);
+    d->done_batch = batch;
+    return CCFG_OK;
+}
+
+/* Submit the open batch and wait for it and for the one in flight. */
+static int flush(vk_dev *d)
+{
+    int status = CCFG_OK;
+    const uint64_t open = d->batch;
+    const int recorded = d->recording;
+    if (recorded) status = submit_open(d);
+    if (!status && d->inflight) {
+        status = wait_slot(d, 1 - d->cur, d->inflight);
+        d->inflight = 0;
     }
-fail:
+    if (!status && recorded) status = wait_slot(d, d->cur, open);
     /* a failed batch leaves its outputs undefined and maybe the device lost: refuse further work
      * rather than return results that look good */
     if (status != CCFG_OK) d->lost = 1;
-    else {
-        while (d->garbage) {
-            vk_buffer *b = d->garbage;
-            d->garbage = b->next;
-            recycle(b);
-        }
-    }
+    else collect_garbage(d);
+    return status;
+}
+
+/* Submit the open batch without waiting for it; wait for the batch in flight before it (if any)
+ * and record the next batch in its slot. With the profile on (one query pool, read per batch)
+ * this is flush. */
+static int submit_async(vk_dev *d)
+{
+    int status;
+    if (d->profiling) return flush(d);
+    if (!d->recording) return CCFG_OK;
+    const uint64_t open = d->batch;
+    if ((status = submit_open(d)) != CCFG_OK) goto fail;
+    if (d->inflight && (status = wait_slot(d, 1 - d->cur, d->inflight)) != CCFG_OK) goto fail;
+    d->inflight = open;
+    d->cur = 1 - d->cur;
+    d->cmd = d->cmds[d->cur];
+    d->fence = d->fences[d->cur];
+    d->desc_pool = d->pools[d->cur];
+    collect_garbage(d);
+    return CCFG_OK;
+fail:
+    d->lost = 1;
     return status;
 }
 
@@ -1241,11 +1326,11 @@ static void recycle(vk_buffer *b)
     }
 }
 
-/* Release now, or after the open batch if it still uses the buffer. */
+/* Release now, or after the batches that use it have run. */
 void vkb_release_buffer(vk_buffer *b)
 {
     vk_dev *d = b->d;
-    if (d->recording && b->batch_used == d->batch) {
+    if (b->batch_used > d->done_batch) {   /* the open batch or the one in flight uses it */
         b->next = d->garbage;
         d->garbage = b;
     } else {
@@ -1289,7 +1374,7 @@ int vkb_write_buffer(vk_buffer *b, size_t at, const void *src, size_t bytes)
     if (!bytes) return CCFG_OK;
     if (b->map) {
         /* host writes land at once: work recorded earlier on this buffer must run first */
-        if (d->recording && b->batch_used == d->batch && (status = flush(d)) != CCFG_OK) return status;
+        if (b->batch_used > d->done_batch && (status = flush(d)) != CCFG_OK) return status;
         memcpy((char *)b->map + at, src, bytes);
         return CCFG_OK;
     }
@@ -1444,6 +1529,11 @@ static int vk_download(const ccfg_backend *be, void *dst, const void *src, size_
 }
 
 static int vk_sync(const ccfg_backend *be) { return flush(be->ctx); }
+static int vk_submit(const ccfg_backend *be)
+{
+    vk_dev *d = be->ctx;
+    return d->sync_pacing ? flush(d) : submit_async(d);
+}
 
 static void vk_lock(const ccfg_backend *be, int acquire)
 {
@@ -1486,7 +1576,41 @@ int ccfg_vk_nn_dispatch(const ccfg_backend *be, int kernel, int nbuf, const floa
             return status;
     const uint32_t groups = per_group ? (uint32_t)(items < MAX_GROUPS ? items : MAX_GROUPS)
                                       : vkb_groups_for(items);
-    return vkb_dispatch(d, P_NN_FIRST + kernel, bufs, push, groups, groups_y);
+    /* group_norm's subgroup twin: the same bindings, push block and phases */
+    const int p = kernel == CCFG_VK_NN_GROUP_NORM && d->subgroup ? P_NN_GROUP_NORM_SG
+                                                                 : P_NN_FIRST + kernel;
+    return vkb_dispatch(d, p, bufs, push, groups, groups_y);
+}
+
+/* y = x over count floats as a transfer command (vkCmdCopyBuffer: the driver's copy path, at or
+ * near the device's memory bandwidth, no descriptor set). Overlapping ranges of one buffer are
+ * undefined for vkCmdCopyBuffer: the caller (nn_vk.c) copies those with the eltwise shader. */
+int ccfg_vk_nn_copy(const ccfg_backend *be, int64_t count, const float *x, float *y, int *done)
+{
+    vk_dev *d = be->ctx;
+    vk_buffer *xb, *yb;
+    uint32_t xo, yo;
+    int status;
+    *done = 0;
+    if (count <= 0) {
+        *done = 1;
+        return CCFG_OK;
+    }
+    if ((status = vkb_resolve_all(d, count, &x, 1, &xb, &xo, "copy")) ||
+        (status = vkb_resolve_all(d, count, (const float *const *)&y, 1, &yb, &yo, "copy")))
+        return status;
+    if (xb == yb && (int64_t)xo < (int64_t)yo + count && (int64_t)yo < (int64_t)xo + count)
+        return CCFG_OK;     /* overlapping: not done here */
+    if ((status = begin(d)) != CCFG_OK) return status;
+    const VkBufferCopy region = {.srcOffset = (VkDeviceSize)xo * 4,
+                                 .dstOffset = (VkDeviceSize)yo * 4,
+                                 .size = (VkDeviceSize)count * 4};
+    vk.CmdCopyBuffer(d->cmd, xb->buf, yb->buf, 1, &region);
+    xb->batch_used = yb->batch_used = d->batch;
+    barrier(d);
+    stamp(d, PROF_COPY);
+    *done = 1;
+    return CCFG_OK;
 }
 
 static void init_backend_table(vk_dev *d)
@@ -1502,6 +1626,7 @@ static void init_backend_table(vk_dev *d)
         .upload = vk_upload,
         .download = vk_download,
         .sync = vk_sync,
+        .submit = vk_submit,
         .axpbypcz = vkb_axpbypcz,
         .clamp_rows = vkb_clamp_rows,
         .randn = vkb_randn,
@@ -1563,7 +1688,8 @@ int ccfg_vk_profile(int device, int action, ccfg_vk_profile_entry *out, int max,
     for (int k = 0; k < PROF_KINDS && *count < max; k++) {
         if (!d->prof_count[k]) continue;
         out[*count].kind = k == PROF_UPLOAD ? "upload (staging copy)"
-                           : k == PROF_DOWNLOAD ? "download (staging copy)" : pipe_spec[k].name;
+                           : k == PROF_DOWNLOAD ? "download (staging copy)"
+                           : k == PROF_COPY ? "copy (vkCmdCopyBuffer)" : pipe_spec[k].name;
         out[*count].count = d->prof_count[k];
         out[*count].ms = d->prof_ns[k] * 1e-6;
         (*count)++;
@@ -1574,32 +1700,97 @@ int ccfg_vk_profile(int device, int action, ccfg_vk_profile_entry *out, int max,
     return CCFG_OK;
 }
 
-/* seconds per copy of `bytes` by shaders/copy.comp (the device's memory bandwidth, benchmarks) */
-int ccfg_vk_copy_bench(int device, size_t bytes, int repeats, double *seconds)
+/* seconds per copy of `bytes` between two device buffers, `repeats` copies recorded back to back
+ * (a barrier after each, as in a real batch) and submitted once: mode 0 by shaders/copy.comp,
+ * mode 1 by vkCmdCopyBuffer (the driver's copy, the bound to compare the shader with). Timed on
+ * the device by two timestamps around the copies where the queue has them (so the submit and the
+ * host's wait, tens of microseconds to a millisecond on a GPU, are not counted: a 64 MiB copy
+ * takes ~30 us on an H200), else by the host's clock around submit and wait. */
+int ccfg_vk_copy_bench(int device, size_t bytes, int repeats, int mode, double *seconds)
 {
     const ccfg_backend *be;
     vk_buffer *src = NULL, *dst = NULL;
+    uint32_t *pattern = NULL;
+    VkQueryPool qp = VK_NULL_HANDLE;
+    VkResult r;
     int status;
     *seconds = 0.0;
+    if (mode != 0 && mode != 1)
+        return ccfg_fail(CCFG_EINVAL, "copy benchmark: mode %d (0: shader, 1: vkCmdCopyBuffer)",
+                         mode);
     if ((status = ccfg_backend_vulkan(device, &be))) return status;
     vk_dev *d = be->ctx;
     bytes &= ~(size_t)15;
+    if (!bytes) return ccfg_fail(CCFG_EINVAL, "copy benchmark: at least 16 bytes");
+    /* a pattern in src, checked in dst afterwards: a wrong copy is an error, not a bandwidth */
+    if (!(pattern = malloc(bytes)))
+        return ccfg_fail(CCFG_ENOMEM, "out of memory for the copy benchmark");
+    for (size_t i = 0; i < bytes / 4; i++) pattern[i] = (uint32_t)(i * 2654435761u) ^ 0x5bd1e995u;
     if ((status = vkb_new_buffer(d, bytes, &src)) || (status = vkb_new_buffer(d, bytes, &dst)) ||
-        (status = flush(d)))
+        (status = vkb_write_buffer(src, 0, pattern, bytes)) || (status = flush(d)))
         goto fail;
+    const int stamped = g.ts_bits[d->index] && d->tick_ns > 0.0 && !d->profiling;
+    if (stamped) {
+        const VkQueryPoolCreateInfo qi = {.sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO,
+                                          .queryType = VK_QUERY_TYPE_TIMESTAMP, .queryCount = 2};
+        if ((r = vk.CreateQueryPool(d->dev, &qi, NULL, &qp)) != VK_SUCCESS) {
+            qp = VK_NULL_HANDLE;
+            status = vk_fail(d, "vkCreateQueryPool", r);
+            goto fail;
+        }
+    }
     vk_buffer *bufs[2] = {src, dst};
-    const push_copy pc = {(uint32_t)(bytes / 16)};
+    const uint32_t count = (uint32_t)(bytes / 16);
+    const push_copy pc = {count};
+    const uint32_t groups = vkb_groups_for((int64_t)count);    /* copy.comp: one vec4 each */
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    for (int r = 0; r < repeats && !status; r++)
-        status = vkb_dispatch(d, P_COPY, bufs, &pc, vkb_groups_for((int64_t)(bytes / 16)), 1);
+    if ((status = begin(d)) != CCFG_OK) goto fail;
+    if (qp) {
+        vk.CmdResetQueryPool(d->cmd, qp, 0, 2);
+        vk.CmdWriteTimestamp(d->cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, qp, 0);
+    }
+    for (int i = 0; i < repeats && !status; i++) {
+        if (mode == 0) {
+            status = vkb_dispatch(d, P_COPY, bufs, &pc, groups, 1);
+        } else {
+            const VkBufferCopy region = {.srcOffset = 0, .dstOffset = 0, .size = bytes};
+            vk.CmdCopyBuffer(d->cmd, src->buf, dst->buf, 1, &region);
+            src->batch_used = dst->batch_used = d->batch;
+            barrier(d);
+        }
+    }
+    if (!status && qp) vk.CmdWriteTimestamp(d->cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, qp, 1);
     if (!status) status = flush(d);
     clock_gettime(CLOCK_MONOTONIC, &t1);
+    if (status) goto fail;
     *seconds = ((double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec)) / repeats;
+    if (qp) {
+        uint64_t t[2];
+        r = vk.GetQueryPoolResults(d->dev, qp, 0, 2, sizeof t, t, sizeof t[0],
+                                   VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT);
+        if (r != VK_SUCCESS) {
+            status = vk_fail(d, "vkGetQueryPoolResults", r);
+            goto fail;
+        }
+        const uint64_t ticks = ((t[1] & d->ts_mask) - (t[0] & d->ts_mask)) & d->ts_mask;
+        *seconds = (double)ticks * d->tick_ns * 1e-9 / repeats;
+    }
+    memset(pattern, 0, bytes);
+    if ((status = vkb_read_buffer(pattern, dst, 0, bytes))) goto fail;
+    for (size_t i = 0; i < bytes / 4; i++)
+        if (pattern[i] != ((uint32_t)(i * 2654435761u) ^ 0x5bd1e995u)) {
+            status = ccfg_fail(CCFG_EINTERNAL, "%s: the copy benchmark (mode %d) copied word "
+                               "%zu of %zu wrongly", d->name, mode, i, bytes / 4);
+            goto fail;
+        }
 fail:
+    free(pattern);
     if (src) vkb_release_buffer(src);
     if (dst) vkb_release_buffer(dst);
     if (!status) status = flush(d);
+    /* the batch that used the pool has run (flush waits) or the device is lost */
+    if (qp) vk.DestroyQueryPool(d->dev, qp, NULL);
     return status;
 }
 

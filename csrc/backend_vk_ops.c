@@ -530,6 +530,24 @@ fail:
     return status;
 }
 
+/* The sampler stacks the same x once per condition (blocks of n rows, each its own condition).
+ * x is device memory, so the blocks are guessed from the host's cond: nb runs of one condition
+ * each, all of one length, 2 <= nb <= 2 + CCFG_MAX_RULE_NEGATIVES; 1 otherwise (per-sample
+ * conditions, one condition). A wrong guess costs only the comparison: the shader shares a
+ * row's densities only with rows whose x is bit for bit the same. */
+static int stacked_blocks(int64_t rows, const int32_t *cond)
+{
+    int64_t len = 1;
+    while (len < rows && cond[len] == cond[0]) len++;
+    if (len == rows || rows % len) return 1;
+    const int64_t nb = rows / len;
+    if (nb > 2 + CCFG_MAX_RULE_NEGATIVES) return 1;
+    for (int64_t b = 0; b < nb; b++)
+        for (int64_t r = b * len; r < (b + 1) * len; r++)
+            if (cond[r] != cond[b * len] || (b && cond[b * len] == cond[(b - 1) * len])) return 1;
+    return (int)nb;
+}
+
 static int vk_gmm_eps(const ccfg_backend *be, const ccfg_gmm *gm, void *handle, int64_t rows,
                       const float *x, double alpha_bar, const int32_t *cond, float *out)
 {
@@ -570,10 +588,29 @@ static int vk_gmm_eps(const ccfg_backend *be, const ccfg_gmm *gm, void *handle, 
     bufs[5] = cb;
     bufs[6] = m->mask;
     bufs[7] = m->scratch ? m->scratch : m->mask;
-    for (int64_t r0 = 0; r0 < rows; r0 += m->chunk) {
+    /* mode 2 (rows stacked per condition, gmm_eps.glsl): an invocation loops about K D + K for
+     * its row, then per block D + K + K D, and 3 K D + 4 K more for a row on its own: within 3/4
+     * of a driver's loop limit, else mode 1 */
+    int nb = m->per_row && d->gmm_sharing ? stacked_blocks(rows, cond) : 1;
+    if (nb > 1 && d->loop_limit &&
+        K * D + K + nb * (D + K + K * D + 3 * K * D + 4 * K) + 256 > (int64_t)d->loop_limit / 4 * 3)
+        nb = 1;
+    if (nb > 1) {
+        /* the unique rows of block 0, chunk / 2 per dispatch (2 K reals of scratch each) */
+        const int64_t mr = rows / nb, per = m->chunk / 2;
+        for (int64_t u0 = 0; u0 < mr; u0 += per) {
+            const int64_t nr = mr - u0 < per ? mr - u0 : per;
+            const push_gmm pc = {(uint32_t)D, (uint32_t)K, 0, 2, (uint32_t)nr, o[0], o[1],
+                                 (uint32_t)u0, (uint32_t)nb, (uint32_t)mr};
+            if ((status = vkb_dispatch(d, vkb_pipe_real(d, P_GMM), bufs, &pc,
+                                       (uint32_t)((nr + LOCAL_SIZE - 1) / LOCAL_SIZE), 1)))
+                goto fail;
+        }
+    }
+    for (int64_t r0 = 0; nb == 1 && r0 < rows; r0 += m->chunk) {
         const int64_t nr = rows - r0 < m->chunk ? rows - r0 : m->chunk;
         const push_gmm pc = {(uint32_t)D, (uint32_t)K, m->U != NULL, (uint32_t)m->per_row,
-                             (uint32_t)nr, o[0], o[1], (uint32_t)r0};
+                             (uint32_t)nr, o[0], o[1], (uint32_t)r0, 1, 0};
         const uint32_t groups = m->per_row ? (uint32_t)((nr + LOCAL_SIZE - 1) / LOCAL_SIZE) : (uint32_t)nr;
         if ((status = vkb_dispatch(d, vkb_pipe_real(d, P_GMM), bufs, &pc, groups, 1))) goto fail;
     }

@@ -132,6 +132,9 @@ struct ccfg_backend {
     int (*upload)(const ccfg_backend *be, void *dst, const void *src, size_t bytes);
     int (*download)(const ccfg_backend *be, void *dst, const void *src, size_t bytes);
     int (*sync)(const ccfg_backend *be);          /* run everything recorded, wait */
+    /* optional (NULL: use sync): start what is recorded without waiting for it, waiting only
+     * for work submitted before (so at most one batch runs while the host records the next) */
+    int (*submit)(const ccfg_backend *be);
     /* out = a*x + b*y + c*z elementwise over count; y or z may be NULL (term skipped) */
     int (*axpbypcz)(const ccfg_backend *be, int64_t count, double a, const float *x, double b,
                     const float *y, double c, const float *z, float *out);
@@ -505,9 +508,10 @@ typedef struct {
 } ccfg_vk_profile_totals;
 int ccfg_vk_profile(int device, int action, ccfg_vk_profile_entry *out, int max, int *count,
                     ccfg_vk_profile_totals *totals);
-/* seconds per device-to-device copy of `bytes` by shaders/copy.comp (mean of `repeats` recorded
- * back to back): the memory bandwidth bound that benchmarks compare guide with */
-int ccfg_vk_copy_bench(int device, size_t bytes, int repeats, double *seconds);
+/* seconds per device-to-device copy of `bytes` (mean of `repeats` recorded back to back; device
+ * time from timestamps where the queue has them) by shaders/copy.comp (mode 0) or
+ * vkCmdCopyBuffer (mode 1): the memory bandwidth bound that benchmarks compare guide with */
+int ccfg_vk_copy_bench(int device, size_t bytes, int repeats, int mode, double *seconds);
 
 #ifdef __cplusplus
 }

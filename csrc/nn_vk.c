@@ -200,26 +200,37 @@ static int vk_group_norm(const ccfg_backend *be, int batch, int c, int hw, int g
     const int64_t n = (int64_t)c * batch * hw;
     int status;
     if ((status = fits(n, "group_norm"))) return status;
+    const int64_t pairs = (int64_t)batch * groups, per_group = (int64_t)(c / groups) * hw;
+    if (!pairs) return CCFG_OK;
+    ccfg_vk_push_group_norm pc = {.batch = (uint32_t)batch, .c = (uint32_t)c, .hw = (uint32_t)hw,
+                                  .groups = (uint32_t)groups, .eps = eps,
+                                  .flags = (in_bias ? 1u : 0u) | (film ? 2u : 0u) |
+                                           (silu ? 4u : 0u)};
+    if (per_group <= CCFG_VK_GN_FUSED) {
+        /* one dispatch, a workgroup per (sample, group); the stats binding is never read (y
+         * stands in) */
+        const float *ptrs[7] = {x, in_bias ? in_bias : x, gamma, beta, film ? film : x, y, y};
+        const int64_t counts[7] = {n, in_bias ? (int64_t)batch * c : 0, c, c,
+                                   film ? 2 * (int64_t)batch * c : 0, n, 0};
+        pc.phase = 3;
+        return dispatch_groups(be, CCFG_VK_NN_GROUP_NORM, 7, ptrs, counts, &pc, pairs,
+                               "group_norm");
+    }
     /* phase 0 takes slices of 128 x e values of a group (e >= 16, so large groups spread over
      * many workgroups; larger when a group would have more than 4096 slices, which phase 1
      * loops over): phase 0 loops about 2e times, phase 1 at most 4096 */
-    const int64_t pairs = (int64_t)batch * groups, per_group = (int64_t)(c / groups) * hw;
     int64_t e = 16;
     while ((per_group + 128 * e - 1) / (128 * e) > 4096) e *= 2;
     const int64_t part = 128 * e, parts = (per_group + part - 1) / part;
     const int64_t nstats = 2 * pairs * (parts + 1);
-    if (!pairs) return CCFG_OK;
     if ((status = fits(nstats, "group_norm"))) return status;
     float *stats = NULL;
     if ((status = ccfg_vk_nn_scratch(be, (size_t)nstats * sizeof(float), &stats))) return status;
     const float *ptrs[7] = {x, in_bias ? in_bias : x, gamma, beta, film ? film : x, y, stats};
     const int64_t counts[7] = {n, in_bias ? (int64_t)batch * c : 0, c, c,
                                film ? 2 * (int64_t)batch * c : 0, n, nstats};
-    ccfg_vk_push_group_norm pc = {.batch = (uint32_t)batch, .c = (uint32_t)c, .hw = (uint32_t)hw,
-                                  .groups = (uint32_t)groups, .eps = eps,
-                                  .flags = (in_bias ? 1u : 0u) | (film ? 2u : 0u) |
-                                           (silu ? 4u : 0u),
-                                  .part = (uint32_t)part, .parts = (uint32_t)parts};
+    pc.part = (uint32_t)part;
+    pc.parts = (uint32_t)parts;
     pc.phase = 0;
     status = dispatch_groups(be, CCFG_VK_NN_GROUP_NORM, 7, ptrs, counts, &pc, pairs * parts,
                              "group_norm");
@@ -278,10 +289,15 @@ static int vk_silu(const ccfg_backend *be, int64_t count, const float *x, float 
     return eltwise(be, 1, count, x, count, y, &pc);
 }
 
+/* a transfer command (the UNet's skip concatenations and residual copies): the driver's copy
+ * path instead of a shader and a descriptor set; overlapping ranges through the eltwise shader */
 static int vk_copy(const ccfg_backend *be, int64_t count, const float *x, float *y)
 {
     ccfg_vk_push_eltwise pc = {0};
+    int status, done = 0;
     if (x == y) return CCFG_OK;
+    if ((status = fits(count, "copy"))) return status;
+    if ((status = ccfg_vk_nn_copy(be, count, x, y, &done)) || done) return status;
     return eltwise(be, 0, count, x, count, y, &pc);
 }
 

@@ -685,7 +685,8 @@ int ccfg_unet_plan(ccfg_unet *u, int64_t max_batch, int h, int w, int ctx_len, i
  * PACE_SECONDS to run, so that Ctrl-C, checked at every checkpoint, lands within about a layer
  * instead of after the whole forward. The time per checkpoint is learnt from the submits of this
  * forward (the largest seen; the first checkpoint submits to measure): a GPU then submits a few
- * times per forward, a slow device (lavapipe) at every checkpoint. */
+ * times per forward, a slow device (lavapipe) at every checkpoint. After the first, a device with
+ * be->submit waits only for the piece before (at most two pieces between Ctrl-C and its stop). */
 #define PACE_SECONDS 0.05
 typedef struct {
     double per_checkpoint;      /* seconds, < 0 until measured */
@@ -717,7 +718,10 @@ static int checkpoint(const run_t *r)
         pc->since++;
         if (pc->per_checkpoint < 0.0 || pc->since * pc->per_checkpoint >= PACE_SECONDS) {
             const double t0 = seconds_now();
-            TRY(r->be->sync(r->be));
+            /* once measured, a backend that can start work without waiting for it (be->submit)
+             * keeps running the submitted piece while the next is recorded */
+            if (pc->per_checkpoint >= 0.0 && r->be->submit) TRY(r->be->submit(r->be));
+            else TRY(r->be->sync(r->be));
             const double per = (seconds_now() - t0) / pc->since;
             if (per > pc->per_checkpoint) pc->per_checkpoint = per;
             pc->since = 0;

@@ -27,7 +27,7 @@ typedef struct {
     float wf, ssf, thrf, smf, betaf;
     uint32_t wd[2], ssd[2], thrd[2], smd[2], betad[2];
 } push_sld;
-typedef struct { uint32_t D, K, full, mode, rows, ox, oo, row0; } push_gmm;
+typedef struct { uint32_t D, K, full, mode, rows, ox, oo, row0, nb, m; } push_gmm;
 typedef struct { uint32_t rows, dim, blocks, seed_lo, seed_hi, stream, first, oo; } push_randn;
 typedef struct { uint32_t dim, groups, mode, rows, row0, base, ou, op, on, per_row; } push_dots;
 typedef struct { uint32_t count, ox, tag; } push_finite;
@@ -43,13 +43,14 @@ typedef struct { uint32_t count, dim, divide, ox, oo; } push_clamp;
 /* a pipeline with an _F64 twin is followed by it: P_X + 1 */
 enum { P_AXPBYPCZ, P_AXPBYPCZ_F64, P_COMBINE, P_COMBINE_F64, P_SLD, P_SLD_F64, P_GMM, P_GMM_F64,
        P_DOTS, P_DOTS_F64, P_RANDN, P_RANDN_F64, P_FINITE, P_COPY, P_CLAMP, P_COEF, P_COEF_F64,
+       P_NN_GROUP_NORM_SG,      /* nn_group_norm's subgroup twin (vk_dev.subgroup) */
        /* the nn.h ops (nn_vk.c), float32 only, in vk_nn.h's CCFG_VK_NN_* order */
        P_NN_FIRST, P_NN_CONV2D = P_NN_FIRST, P_NN_GROUP_NORM, P_NN_LINEAR, P_NN_ATTENTION,
        P_NN_ELTWISE, P_NN_LAYER_NORM, P_NN_CONV2D_DIRECT, P_NN_TO_F16, P_NN_CONV2D_F16,
        P_NN_CONV2D_COOP, P_NN_CONV2D_COOP8, P_COUNT };
 
 /* the profile: timestamps per batch, and the kinds it reports (the pipelines, then the copies) */
-enum { PROFILE_QUERIES = 4096, PROF_UPLOAD = P_COUNT, PROF_DOWNLOAD, PROF_KINDS };
+enum { PROFILE_QUERIES = 4096, PROF_UPLOAD = P_COUNT, PROF_DOWNLOAD, PROF_COPY, PROF_KINDS };
 
 enum { MAX_BINDINGS = 10, LOCAL_SIZE = 128, MAX_GROUPS = 65535, MAX_DEVICES = 16,
        POOL_SETS = 256, COMBINE_INPUTS = 8, GMM_MAX_K = 256, DOTS_ROW_ALONE = 64 };
@@ -81,14 +82,23 @@ typedef struct vk_dev {
     VkDevice dev;
     VkQueue queue;
     VkCommandPool cmd_pool;
+    VkCommandBuffer cmds[2];    /* two slots: one records while the other's batch runs */
+    VkFence fences[2];
+    VkDescriptorPool pools[2];
+    int cur;                    /* the recording slot; d->cmd, fence, desc_pool are its */
     VkCommandBuffer cmd;
     VkFence fence;
     VkDescriptorPool desc_pool;
+    uint64_t inflight;          /* the batch submitted without a wait (slot 1 - cur), 0: none */
+    uint64_t done_batch;        /* every batch up to this number has run */
     vk_pipe pipe[P_COUNT];
     int mapped;                 /* buffers are host-visible and persistently mapped */
     int f64;                    /* the *_F64 pipelines (shaderFloat64 enabled) */
     int host_coefficients;      /* CCFG_VULKAN_HOST_COEFFICIENTS: no guide op combine_form */
     int precision;              /* CCFG_VULKAN_PRECISION: a CCFG_VK_PRECISION_* (vk_nn.h) */
+    int subgroup;               /* subgroup arithmetic in compute (CCFG_VULKAN_NO_SUBGROUP: off) */
+    int gmm_sharing;            /* gmm_eps mode 2 (CCFG_VULKAN_GMM_NO_SHARING=1: off) */
+    int sync_pacing;            /* CCFG_VULKAN_SYNC_PACING: be->submit waits (flush) */
     int recording;              /* cmd is open with commands not yet submitted */
     uint64_t batch;             /* number of the open (or next) batch */
     int lost;                   /* a submit failed: every later call fails */

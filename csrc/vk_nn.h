@@ -60,8 +60,13 @@ typedef struct {
     uint32_t ox, ow, ob, oy;
     uint32_t batch, cin, h, w, cout, k, stride, pad0, ho, wo, flags, wstride;
 } ccfg_vk_push_conv2d;
-/* three phases (shaders/nn_group_norm.comp): 0 partial statistics of `part`-sized slices of each
- * (sample, group), 1 their merge into (mean, 1/std) per (sample, group), 2 the normalisation */
+/* shaders/nn_group_norm.glsl: a (sample, group) of at most GN_FUSED values is one workgroup of
+ * one dispatch (phase 3: statistics and normalisation, nothing in scratch); larger ones take three
+ * phases: 0 partial statistics of `part`-sized slices of each (sample, group), 1 their merge into
+ * (mean, 1/std) per (sample, group), 2 the normalisation. 8192 values: an invocation loops 3 x 64
+ * times, and a GPU still gets a workgroup per (sample, group) (48 rows x 32 groups = 1536 at
+ * CIFAR's 32x32 x 4 channels); past that, slices spread a group over many workgroups. */
+enum { CCFG_VK_GN_FUSED = 8192 };
 typedef struct {
     uint32_t ox, oib, og, obe, of, oy, os;
     uint32_t batch, c, hw, groups;
@@ -109,5 +114,9 @@ int ccfg_vk_nn_dispatch(const ccfg_backend *be, int kernel, int nbuf, const floa
  * between key blocks): like be->alloc but not zero-filled (no fill command); free it with
  * be->release right after recording (it lives until the batch using it has run). */
 int ccfg_vk_nn_scratch(const ccfg_backend *be, size_t bytes, float **out);
+
+/* y = x (count floats) as a transfer command (vkCmdCopyBuffer); *done = 0 when the two ranges
+ * overlap in one buffer, which the caller then copies another way. */
+int ccfg_vk_nn_copy(const ccfg_backend *be, int64_t count, const float *x, float *y, int *done);
 
 #endif /* CCFG_VK_NN_H */

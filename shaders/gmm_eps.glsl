@@ -7,7 +7,13 @@
 // Axis-aligned mixtures (full == 0) have U = I; full covariances keep w_k = z_k / c_k of the
 // chunk's rows in `scratch` between the two rotations. Small axis-aligned mixtures (mode 1) take
 // one invocation per row instead of a workgroup, with the row's log-likelihoods in `scratch`:
-// a workgroup's barriers would cost more than the arithmetic. Arithmetic in REAL
+// a workgroup's barriers would cost more than the arithmetic. Mode 2 is mode 1 for rows the
+// sampler stacked as `nb` blocks of `m` rows (one block per condition, the same x): an invocation
+// takes row u of block 0, computes its log-likelihoods and their exps e_k = exp(l_k - max_k l_k)
+// once, and reuses them for row u + j m of every block j whose x is bit for bit the same:
+// r_k = e_k / Σ_{k allowed} e_k (as the CPU's row blocks, gmm.c). A row that differs, or whose
+// condition's best component is so far below the row's best that its e_k underflow, is computed
+// on its own (mode 1's code, a second scratch area). Arithmetic in REAL
 // (double where the device has it, as the CPU does); the softmax's exp in double is our own.
 #include "real.glsl"
 #include "exp_neg.glsl"
@@ -20,7 +26,7 @@ layout(std430, binding = 3) readonly buffer ET { REAL UT[]; };      // [K, D, D]
 layout(std430, binding = 4) readonly buffer V { REAL lvl[]; };      // a, s², s, bias[K], a μ [K, D], 1 / c [K, D]
 layout(std430, binding = 5) readonly buffer C { int cond[]; };      // [rows] of the whole call
 layout(std430, binding = 6) readonly buffer K_ { uint mask[]; };    // [concepts, K]
-layout(std430, binding = 7) buffer W { REAL scratch[]; };           // [chunk rows, K, D] or [.., K]
+layout(std430, binding = 7) buffer W { REAL scratch[]; };           // [chunk rows, K, D], [.., K] or [.., 2K]
 
 layout(push_constant) uniform Push {
     uint D, K, full;
@@ -28,7 +34,16 @@ layout(push_constant) uniform Push {
     uint rows;          // rows in this dispatch (mode 1)
     uint ox, oo;        // element offsets of x and out
     uint row0;          // first row of this dispatch (within the call)
+    uint nb, m;         // mode 2: blocks, and rows per block (row0, rows: rows of block 0)
 } p;
+
+// mode 2: the sum of a condition's shared exps below which the row gets exps of its own (its
+// best component is then more than ~575 nats (double) or ~46 nats (float) below the row's best)
+#ifdef F64
+const REAL SHARE_MIN = REAL(1.0e-250);
+#else
+const REAL SHARE_MIN = REAL(1.0e-20);
+#endif
 
 const uint KMAX = 256;  // the host refuses more components
 shared REAL red[128];
@@ -51,10 +66,10 @@ REAL workgroup_sum(REAL v)
 
 bool allowed(int cr, uint k) { return cr < 0 || mask[uint(cr) * p.K + k] != 0u; }
 
-// mode 1: the whole row in one invocation
-void row_alone(uint local_row)
+// mode 1: the whole row in one invocation, its log-likelihoods in scratch[lk, lk + K)
+void row_alone(uint row, uint lk)
 {
-    const uint row = p.row0 + local_row, D = p.D, K = p.K, xr = p.ox + row * D, lk = local_row * K;
+    const uint D = p.D, K = p.K, xr = p.ox + row * D;
     const REAL s = lvl[2];
     const uint amu = 3u + K, ic = amu + K * D;
     const int cr = cond[row];
@@ -85,10 +100,62 @@ void row_alone(uint local_row)
     }
 }
 
+// mode 2: row u of block 0 and its copies in the other blocks; scratch [2 local, 2 local + 1) K:
+// the shared e_k, then a condition's s r_k or a row's own log-likelihoods
+void rows_stacked(uint local)
+{
+    const uint u = p.row0 + local, D = p.D, K = p.K, xu = p.ox + u * D, lk = 2u * local * K;
+    const REAL s = lvl[2];
+    const uint amu = 3u + K, ic = amu + K * D;
+    REAL mx = REAL(-1.0e300);
+    for (uint k = 0u; k < K; k++) {
+        REAL q = REAL(0.0);
+        for (uint j = 0u; j < D; j++) {
+            const REAL y = REAL(x[xu + j]) - lvl[amu + k * D + j];
+            q += y * y * lvl[ic + k * D + j];
+        }
+        const REAL l = lvl[3u + k] - REAL(0.5) * q;
+        scratch[lk + k] = l;
+        mx = max(mx, l);
+    }
+    for (uint k = 0u; k < K; k++) scratch[lk + k] = exp_neg(scratch[lk + k] - mx);
+    for (uint b = 0u; b < p.nb; b++) {
+        const uint row = u + b * p.m, xr = p.ox + row * D;
+        bool same = true;
+        for (uint j = 0u; j < D; j++)
+            same = same && floatBitsToUint(x[xr + j]) == floatBitsToUint(x[xu + j]);
+        const int cr = cond[row];
+        REAL tot = REAL(0.0);
+        for (uint k = 0u; k < K; k++)
+            if (allowed(cr, k)) tot += scratch[lk + k];
+        if (!same || !(tot >= SHARE_MIN)) {
+            row_alone(row, lk + K);
+            continue;
+        }
+        // this condition's s r_k in the second area (free: the row is not on its own)
+        for (uint k = 0u; k < K; k++)
+            scratch[lk + K + k] = allowed(cr, k) ? s * scratch[lk + k] / tot : REAL(0.0);
+        for (uint i = 0u; i < D; i++) {
+            REAL acc = REAL(0.0);
+            for (uint k = 0u; k < K; k++) {
+                const REAL r = scratch[lk + K + k];
+                if (r != REAL(0.0))
+                    acc += r * (REAL(x[xr + i]) - lvl[amu + k * D + i]) * lvl[ic + k * D + i];
+            }
+            o[p.oo + row * D + i] = float(acc);
+        }
+    }
+}
+
 void main()
 {
     if (p.mode == 1u) {         // uniform across the dispatch: no barrier below is skipped by some
-        if (gl_GlobalInvocationID.x < p.rows) row_alone(gl_GlobalInvocationID.x);
+        if (gl_GlobalInvocationID.x < p.rows)
+            row_alone(p.row0 + gl_GlobalInvocationID.x, gl_GlobalInvocationID.x * p.K);
+        return;
+    }
+    if (p.mode == 2u) {
+        if (gl_GlobalInvocationID.x < p.rows) rows_stacked(gl_GlobalInvocationID.x);
         return;
     }
     const uint lid = gl_LocalInvocationID.x;

@@ -123,6 +123,36 @@ print("ok")
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr
 
 
+def nn_dispatches(op, inputs, outputs, ints, floats=()):
+    with ccfg.profiling.profile(DEV) as prof:
+        _core.nn_op(DEV, op, inputs, outputs, ints, floats, None, None)
+    out = {}
+    for kind, calls, _ in prof.rows:
+        if "staging" in kind:       # a discrete GPU's uploads and downloads of the arrays
+            continue
+        kind = kind.removesuffix("_sg")
+        out[kind] = out.get(kind, 0) + calls
+    return out
+
+
+def test_group_norm_is_one_dispatch_when_a_group_fits_a_workgroup():
+    """issue 11: a (sample, group) of at most 8192 values is normalised by one workgroup in one
+    dispatch (statistics and normalisation); larger groups keep the three dispatches"""
+    def gn(batch, c, hw, groups):
+        x = np.ones(c * batch * hw, np.float32)
+        g = np.ones(c, np.float32)
+        return nn_dispatches("group_norm", [x, None, g, g, None], [np.zeros_like(x)],
+                             (batch, c, hw, groups, True), (1e-5,))
+    assert gn(2, 8, 2048, 2) == {"nn_group_norm": 1}
+    assert gn(2, 8, 2049, 2) == {"nn_group_norm": 3}
+
+
+def test_nn_copy_is_a_transfer_command():
+    """the UNet's skip concatenations and residual copies: vkCmdCopyBuffer, not a shader"""
+    x = np.arange(1000, dtype=np.float32)
+    assert nn_dispatches("copy", [x], [np.zeros_like(x)], (1000,)) == {"copy (vkCmdCopyBuffer)": 1}
+
+
 def test_only_vulkan_devices_are_profiled():
     with pytest.raises(ValueError, match="device"):
         with ccfg.profiling.profile("cpu"):

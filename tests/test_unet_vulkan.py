@@ -83,6 +83,47 @@ def test_group_norm(in_bias, film, silu):
           [np.zeros(c * batch * hw, np.float32)], (batch, c, hw, groups, silu), (1e-5,))
 
 
+# (batch, c, hw, groups): a (sample, group) of at most 8192 values (vk_nn.h CCFG_VK_GN_FUSED) is
+# one workgroup of one dispatch; one more value takes the three-dispatch path
+GN_SIZES = [(2, 8, 2048, 2), (2, 8, 2049, 2), (5, 6, 1, 3), (1, 64, 1025, 8)]
+
+
+@needs_vk
+@pytest.mark.parametrize("batch,c,hw,groups", GN_SIZES)
+def test_group_norm_one_dispatch_and_three(batch, c, hw, groups):
+    rng = np.random.default_rng(batch * c + hw)
+    x = 3.0 * rnd(rng, c, batch, hw) + 1.5
+    ib, film = rnd(rng, batch, c), 0.3 * rnd(rng, batch, 2 * c)
+    check("group_norm", [x, ib, rnd(rng, c), rnd(rng, c), film], [np.zeros(c * batch * hw, np.float32)], (batch, c, hw, groups, True), (1e-5,))
+
+
+@needs_vk
+def test_group_norm_without_subgroup_operations():
+    """CCFG_VULKAN_NO_SUBGROUP=1: the shared-memory trees instead of subgroupAdd (devices without
+    subgroup arithmetic), both paths, against the CPU"""
+    import os
+    import subprocess
+    import sys
+    code = f"""
+import numpy as np
+from ccfg import _core
+rng = np.random.default_rng(4)
+for batch, c, hw, groups in {GN_SIZES!r}:
+    x = (3.0 * rng.standard_normal(c * batch * hw) + 1.5).astype(np.float32)
+    args = ([x, None, rng.standard_normal(c).astype(np.float32),
+             rng.standard_normal(c).astype(np.float32), None], [np.zeros_like(x)],
+            (batch, c, hw, groups, True), (1e-5,), None, None)
+    a = _core.nn_op("{DEV}", "group_norm", *args)[0]
+    b = _core.nn_op("cpu", "group_norm", *args)[0]
+    err = np.abs(a.astype(np.float64) - b).max() / np.abs(b).max()
+    assert err <= {OP_TOL}, (batch, c, hw, groups, err)
+print("ok")
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, CCFG_VULKAN_NO_SUBGROUP="1"))
+    assert r.returncode == 0 and "ok" in r.stdout, r.stderr
+
+
 @needs_vk
 @pytest.mark.parametrize("silu_in,bias", [(False, True), (True, True), (True, False)])
 def test_linear(silu_in, bias):
@@ -200,6 +241,50 @@ def test_forward_on_vulkan_matches_diffusers(saved, name):
     assert rel_err(out, ref) <= FORWARD_TOL, name
     # the CPU model is untouched by the device copy of the weights
     assert rel_err(unet(x, t, labels), ref) <= 1e-4
+
+
+@needs_vk
+def test_pipelined_forward_is_deterministic(saved):
+    """issue 11: the forward's pacing submits a piece without waiting for it (be->submit, two
+    command buffers) while the next is recorded; buffers a running piece uses are freed only
+    after it ran. The same forward, repeated and with other work between, is bit for bit the
+    same, and matches the CPU; with the profile on (every piece waited for) too."""
+    m, folder = saved["3_levels_attention"]
+    unet = UNet.from_pretrained(folder)
+    x, t, labels = inputs(CONFIGS["3_levels_attention"])
+    first = unet(x, t, labels, device=DEV)
+    for _ in range(2):
+        _core.vk_op(DEV, "axpbypcz", (x.ravel(), None, None), (2.0, 0.0, 0.0))
+        assert np.array_equal(unet(x, t, labels, device=DEV), first)
+    with ccfg.profiling.profile(DEV) as prof:
+        assert np.array_equal(unet(x, t, labels, device=DEV), first)
+    assert prof.batches >= 2       # the pacing submitted pieces (lavapipe: at every checkpoint)
+    assert rel_err(first, unet(x, t, labels)) <= FORWARD_TOL
+
+
+@needs_vk
+def test_sync_pacing_switch_gives_the_same_forward():
+    """CCFG_VULKAN_SYNC_PACING=1 (each pacing submit waits, as before the two command buffers:
+    the benchmarks' comparison) computes the same forward bit for bit"""
+    import os
+    import subprocess
+    import sys
+    code = f"""
+import numpy as np, ccfg
+unet = ccfg.models.load("fashion-mnist")
+x = np.random.default_rng(1).standard_normal((4, 1, 32, 32)).astype(np.float32)
+np.save(__import__("sys").argv[1], unet(x, 300, [0, 1, 2, 3], device="{DEV}"))
+"""
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        outs = []
+        for i, flag in enumerate(("0", "1")):
+            path = os.path.join(tmp, f"{i}.npy")
+            r = subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True,
+                               timeout=300, env=dict(os.environ, CCFG_VULKAN_SYNC_PACING=flag))
+            assert r.returncode == 0, r.stderr
+            outs.append(np.load(path))
+    assert np.array_equal(outs[0], outs[1])
 
 
 @needs_vk

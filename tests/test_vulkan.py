@@ -298,3 +298,18 @@ print("cpu ok")
     assert "vulkan: none (" in r.stdout and "error: no Vulkan device:" in r.stdout
     if not WHY.startswith("Vulkan backend not built"):     # else that is the reason given
         assert reason in r.stdout
+
+
+@needs_vk
+def test_copy_bench_modes():
+    """the bandwidth bound of the benchmarks: the copy shader (mode 0) and vkCmdCopyBuffer (mode 1)
+    both time a copy, which the benchmark checks word for word (an error otherwise), at sizes that
+    are and are not multiples of a workgroup's 128 vec4s, and of one vec4; another mode is
+    refused"""
+    for mode in (0, 1):
+        for nbytes in (1 << 20, (1 << 20) + 48, (1 << 20) + 16 * 700, 16, 16400):
+            assert _core.vk_copy_bench(DEV, nbytes, 3, mode) > 0.0
+    with pytest.raises(ValueError, match="mode 2"):
+        _core.vk_copy_bench(DEV, 1 << 20, 3, 2)
+    with pytest.raises(ValueError, match="16 bytes"):
+        _core.vk_copy_bench(DEV, 15, 3, 0)

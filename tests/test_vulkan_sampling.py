@@ -121,6 +121,54 @@ def test_gmm_eps_on_device_matches_numpy(kind):
             assert rel(got, want) <= TOL, (kind, ab, concept, rel(got, want))
 
 
+STACKED_CODE = """
+import numpy as np, ccfg
+from ccfg import _core
+def rel(a, b):
+    return float(np.linalg.norm(np.asarray(a, np.float64) - b) / np.linalg.norm(b))
+m = ccfg.models.load("{model}")
+rng = np.random.default_rng(3)
+n = 37
+x = (rng.standard_normal((n, m.dim)) + m.means[rng.integers(0, m.K, n)]).astype(np.float32)
+# far from concept 1: that condition's best component is hundreds of nats below the row's best
+only_a = np.flatnonzero(m._concept_mask[0] & ~m._concept_mask[1].astype(bool))[0]
+x[:5] = (8.0 * m.means[only_a]).astype(np.float32)
+xs = np.concatenate([x, x, x])
+xs[n + 7] += 0.5                   # one row of block 1 differs: computed on its own
+cond = np.repeat(np.array([0, 1, -1], np.int32), n)
+spec = m._c_spec()
+worst = 0.0
+for ab in (0.9999, 0.5, 0.01):
+    got = _core.gmm_eps(spec, xs, ab, cond, "{dev}")
+    for b, concept in enumerate((0, 1, None)):
+        want = m._eps_numpy(xs[b * n:(b + 1) * n].astype(np.float64), ab, concept)
+        worst = max(worst, rel(got[b * n:(b + 1) * n], want))
+print("worst", worst)
+"""
+
+
+@needs_vk
+@pytest.mark.parametrize("model", ["toy_2d", "gmm64"])
+@pytest.mark.parametrize("env", [{}, {"CCFG_VULKAN_NO_F64": "1"},
+                                 {"CCFG_VULKAN_GMM_NO_SHARING": "1"}])
+def test_stacked_conditions_share_densities(model, env):
+    """issue 11: the sampler's blocks of the same x (one per condition) share their densities on
+    the device (gmm_eps.glsl mode 2), against the model's float64 NumPy eps, block by block, with
+    a row that differs from its block-0 row and rows whose condition underflows the shared exps;
+    float32 shaders, and sharing off, the same"""
+    import os
+    import subprocess
+    import sys
+    code = STACKED_CODE.format(model=model, dev=DEV)
+    if model == "toy_2d":
+        code = code.replace('ccfg.models.load("toy_2d")', "ccfg.models.GaussianMixture.toy_2d()")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, **env))
+    assert r.returncode == 0, r.stderr
+    worst = float(r.stdout.split()[-1])
+    assert worst <= (1e-5 if env.get("CCFG_VULKAN_NO_F64") else TOL), worst
+
+
 @needs_vk
 @pytest.mark.parametrize("n", [1, 65])
 def test_batch_sizes(toy, n):

@@ -72,7 +72,8 @@ static PyMethodDef methods[] = {
     {"randn", py_randn, METH_VARARGS, "randn(seed, n, dim, stream, first=0) -> float32 (n, dim)"},
     {"philox4x32", py_philox, METH_VARARGS, "philox4x32((c0,c1,c2,c3), (k0,k1)) -> 4 uint32"},
     {"vk_copy_bench", py_vk_copy_bench, METH_VARARGS,
-     "vk_copy_bench(device, bytes, repeats) -> seconds per copy"},
+     "vk_copy_bench(device, bytes, repeats, mode=0) -> seconds per copy "
+     "(0: shader, 1: vkCmdCopyBuffer)"},
     {"vk_profile", py_vk_profile, METH_VARARGS,
      "vk_profile(device, 'start'|'stop'|'read') -> time per shader kind (timestamp queries)"},
     /* test hooks */

@@ -172,17 +172,18 @@ fail:
     return NULL;
 }
 
-/* vk_copy_bench(device, bytes, repeats) -> seconds per copy (shaders/copy.comp); device is a
- * Vulkan device's name ("vulkan:N") */
+/* vk_copy_bench(device, bytes, repeats, mode=0) -> seconds per copy (mode 0: shaders/copy.comp,
+ * 1: vkCmdCopyBuffer; device time where the queue has timestamps); device is a Vulkan device's
+ * name ("vulkan:N") */
 PyObject *py_vk_copy_bench(PyObject *self, PyObject *args)
 {
-    int repeats, status, index = -1;
+    int repeats, status, index = -1, mode = 0;
     const char *device;
     unsigned long long bytes;
     double sec = 0.0;
     const ccfg_backend *be = NULL;
     (void)self;
-    if (!PyArg_ParseTuple(args, "sKi", &device, &bytes, &repeats)) return NULL;
+    if (!PyArg_ParseTuple(args, "sKi|i", &device, &bytes, &repeats, &mode)) return NULL;
     if (repeats < 1) {
         PyErr_SetString(PyExc_ValueError, "repeats must be >= 1");
         return NULL;
@@ -196,7 +197,7 @@ PyObject *py_vk_copy_bench(PyObject *self, PyObject *args)
     Py_BEGIN_ALLOW_THREADS
     status = py_open_backend(device, &be);
     if (!status && !(status = py_run_enter(&run, "the copy benchmark", be, NULL))) {
-        status = ccfg_vk_copy_bench(index, (size_t)bytes, repeats, &sec);
+        status = ccfg_vk_copy_bench(index, (size_t)bytes, repeats, mode, &sec);
         py_run_leave(&run);
     }
     Py_END_ALLOW_THREADS
