@@ -50,6 +50,20 @@ static int kernel_isa(void)
 #endif
 }
 
+/* CCFG_CPU_WINOGRAD=0 turns the Winograd 3x3 path off (read once): the direct kernel then runs
+ * every 3x3 convolution, for comparisons */
+static int wino_off(void)
+{
+    static int off = -1;
+    int v = __atomic_load_n(&off, __ATOMIC_RELAXED);
+    if (v < 0) {
+        const char *e = getenv("CCFG_CPU_WINOGRAD");
+        v = e && !strcmp(e, "0");
+        __atomic_store_n(&off, v, __ATOMIC_RELAXED);
+    }
+    return v;
+}
+
 /* an im2col tile narrower than this makes the GEMM inefficient */
 enum { MIN_CONV_TILE = 256 };
 #define CACHE_TILE_FLOATS ((int64_t)1 << 18)
@@ -57,11 +71,6 @@ enum { MIN_CONV_TILE = 256 };
  * loop, and far more on a loaded machine */
 #define PAR_MIN ((int64_t)1 << 16)
 
-int64_t ccfg_nn_conv2d_scratch(int cin, int k, int w)
-{
-    const int64_t row = (int64_t)cin * k * k * (w > MIN_CONV_TILE ? w : MIN_CONV_TILE);
-    return row > CACHE_TILE_FLOATS ? row : CACHE_TILE_FLOATS;
-}
 
 /* exp(x) in float, within 2 ulp (Cephes expf: x = n ln2 + r, degree-6 polynomial in r), written
  * without calls or branches so loops using it vectorise; libm's expf made SiLU ~8% of a forward */
@@ -305,6 +314,211 @@ static int conv3x3_direct(int batch, int cin, int h, int w, const float *x, int 
     return 1;
 }
 
+/* Winograd F(2x2, 3x3) (nn_cpu_conv.h wino_*): 3x3, stride 1, padding 1 convolutions with
+ * 16 products per 2x2 output tile and input channel instead of 36. */
+
+/* the transformed weights U = G g G^T (G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1]) as
+ * U[((pos * nco + cb) * cin + ci) * co_tile + c] for output channel cb * co_tile + c (zeros past
+ * cout): a tile's CO weights of one input channel and position are contiguous. Computed in
+ * double, rounded once. */
+static void wino_pack(int cin, int cout, int co_tile, const float *weight, float *U)
+{
+    const int nco = (cout + co_tile - 1) / co_tile;
+    for (int cb = 0; cb < nco; cb++)
+        for (int ci = 0; ci < cin; ci++)
+            for (int c = 0; c < co_tile; c++) {
+                const int co = cb * co_tile + c;
+                double u[16] = {0};
+                if (co < cout) {
+                    const float *g = weight + ((int64_t)co * cin + ci) * 9;
+                    double t[4][3];                 /* G g */
+                    for (int j = 0; j < 3; j++) {
+                        t[0][j] = g[j];
+                        t[1][j] = 0.5 * ((double)g[j] + g[3 + j] + g[6 + j]);
+                        t[2][j] = 0.5 * ((double)g[j] - g[3 + j] + g[6 + j]);
+                        t[3][j] = g[6 + j];
+                    }
+                    for (int i = 0; i < 4; i++) {   /* (G g) G^T */
+                        u[i * 4 + 0] = t[i][0];
+                        u[i * 4 + 1] = 0.5 * (t[i][0] + t[i][1] + t[i][2]);
+                        u[i * 4 + 2] = 0.5 * (t[i][0] - t[i][1] + t[i][2]);
+                        u[i * 4 + 3] = t[i][2];
+                    }
+                }
+                for (int pos = 0; pos < 16; pos++)
+                    U[(((int64_t)pos * nco + cb) * cin + ci) * co_tile + c] = (float)u[pos];
+            }
+}
+
+/* the polyphase planes of samples [b0, b0 + g) (see nn_cpu_conv.h's Winograd note): plane
+ * (ci, phase = 2 rp + cp) at pp + (ci * 4 + phase) * pst holds, for sample bl, at bl * hq * wq +
+ * i * wq + j, the zero-padded input's pixel (2i + rp, 2j + cp), i.e. x[ci, b0 + bl, 2i + rp - 1,
+ * 2j + cp - 1] or 0 outside; zeros from g * hq * wq to pst (the last block's reads) */
+static void pad_polyphase(int cin, int h, int w, const float *x, int64_t n_in, int b0, int g,
+                          int hq, int wq, int64_t pst, float *pp)
+{
+    const int64_t hwq = (int64_t)hq * wq;
+    for (int ci = 0; ci < cin; ci++)
+        for (int ph = 0; ph < 4; ph++) {
+            const int rp = ph >> 1, cp = ph & 1;
+            float *pl = pp + (ci * 4 + ph) * pst;
+            for (int bl = 0; bl < g; bl++) {
+                const float *src = x + ci * n_in + (int64_t)(b0 + bl) * h * w;
+                for (int i = 0; i < hq; i++) {
+                    float *row = pl + bl * hwq + (int64_t)i * wq;
+                    const int iy = 2 * i + rp - 1;
+                    if (iy < 0 || iy >= h) {
+                        memset(row, 0, (size_t)wq * sizeof(float));
+                        continue;
+                    }
+                    const float *restrict sr = src + (int64_t)iy * w;
+                    float *restrict rw = row;
+                    /* column j reads ix = 2j + cp - 1: j = 0 is padding when cp = 0; a plain
+                     * strided copy in between (vectorised), the edges apart */
+                    if (cp == 0) {
+                        rw[0] = 0.0f;
+                        for (int j = 1; j <= w / 2; j++) rw[j] = sr[2 * j - 1];
+                        for (int j = w / 2 + 1; j < wq; j++) rw[j] = 0.0f;
+                    } else {
+                        for (int j = 0; j < (w + 1) / 2; j++) rw[j] = sr[2 * j];
+                        for (int j = (w + 1) / 2; j < wq; j++) rw[j] = 0.0f;
+                    }
+                }
+            }
+            memset(pl + g * hwq, 0, (size_t)(pst - g * hwq) * sizeof(float));
+        }
+}
+
+/* floats of wino_pack's output for a layer (co_tile of this CPU's kernel copy) */
+static int64_t wino_packed_len(int cin, int cout)
+{
+    const int co_tile = kernel_isa() == 2 ? 12 : 6;
+    return (int64_t)16 * ((cout + co_tile - 1) / co_tile) * co_tile * cin;
+}
+
+/* Winograd only up to this many input channels: its transforms add float32 rounding that grows
+ * with the sum's length (the op tests' 1e-5 bound holds with margin below it) */
+enum { WINO_MAX_CIN = 1024 };
+
+/* the Winograd path's layout for h x w images: samples per group, columns per block, plane
+ * stride; returns the floats of scratch one thread uses */
+static int64_t wino_layout(int cin, int h, int w, int *g_out, int *cb_out, int64_t *pst_out)
+{
+    const int isa = kernel_isa(), co_tile = isa == 2 ? 12 : 6, cb = isa == 2 ? 32 : 16;
+    const int hq = (h + 1) / 2 + 1, wq = (w + 1) / 2 + 1;
+    const int64_t hwq = (int64_t)hq * wq;
+    /* samples per group: at least 128 columns, so that small images fill the vectors */
+    const int g = (int)((128 + hwq - 1) / hwq);
+    const int64_t nblk = (g * hwq + cb - 1) / cb;
+    const int64_t pst = (nblk * cb + wq + 1 + 15) & ~(int64_t)15;
+    if (g_out) *g_out = g;
+    if (cb_out) *cb_out = cb;
+    if (pst_out) *pst_out = pst;
+    /* the planes, one column block of V, its M and the 4 output rows, 64-byte alignment */
+    return 4 * (int64_t)cin * pst + 16 * (int64_t)cin * cb + 16 * (int64_t)co_tile * cb + 4 * cb
+           + 16;
+}
+
+/* floats of scratch for `threads` threads of the Winograd path, packed weights apart */
+static int64_t wino_scratch(int cin, int h, int w, int threads)
+{
+    return wino_layout(cin, h, w, NULL, NULL, NULL) * threads;
+}
+
+/* 1 when the Winograd path ran (decided by the layer's shape and the scratch, never the batch);
+ * packed: wino_pack's output for this CPU, or NULL (packed here into the scratch) */
+static int conv3x3_wino(int batch, int cin, int h, int w, const float *x, int cout,
+                        const float *weight, const float *packed, const float *bias,
+                        int accumulate, float *y, float *scratch, int64_t scratch_len)
+{
+    const int isa = kernel_isa(), co_tile = isa == 2 ? 12 : 6;
+    if (w < 8 || h < 2 || cin > WINO_MAX_CIN) return 0;
+    const int nco = (cout + co_tile - 1) / co_tile;
+    const int hq = (h + 1) / 2 + 1, wq = (w + 1) / 2 + 1;
+    const int64_t hwq = (int64_t)hq * wq;
+    int g, cb;
+    int64_t pst;
+    const int64_t per = wino_layout(cin, h, w, &g, &cb, &pst);
+    if (g > batch) g = batch > 0 ? batch : 1;
+    const int64_t ulen = packed ? 0 : wino_packed_len(cin, cout);
+    if (ulen + per > scratch_len) return 0;
+    const int64_t groups = (batch + g - 1) / g, n_in = (int64_t)batch * h * w;
+    int nt = omp_get_max_threads();
+    if ((scratch_len - ulen) / per < nt) nt = (int)((scratch_len - ulen) / per);
+    if (nt > groups) nt = (int)groups;
+    if ((int64_t)cout * cin * 9 * n_in < 64 * PAR_MIN) nt = 1;
+    if (nt < 1) nt = 1;
+    const float *U = packed;
+    if (!packed) {
+        wino_pack(cin, cout, co_tile, weight, scratch);
+        U = scratch;
+    }
+    const int64_t ustride = (int64_t)nco * co_tile * cin;
+    float *const base = scratch + ulen;
+    #pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        float *pp = base + (int64_t)omp_get_thread_num() * per;
+        pp += (0u - (uintptr_t)pp / sizeof(float)) & 15;    /* 64-byte aligned */
+        float *V = pp + 4 * (int64_t)cin * pst, *M = V + 16 * (int64_t)cin * cb;
+        float *t = M + 16 * (int64_t)co_tile * cb;
+        #pragma omp for schedule(static)
+        for (int64_t gi = 0; gi < groups; gi++) {
+            const int b0 = (int)(gi * g), gn = batch - b0 < g ? batch - b0 : g;
+            pad_polyphase(cin, h, w, x, n_in, b0, gn, hq, wq, pst, pp);
+            const int64_t cols = gn * hwq;
+            for (int64_t g0 = 0; g0 < cols; g0 += cb) {
+                const int n = cols - g0 < cb ? (int)(cols - g0) : cb;
+#ifdef KERNEL_CLONES
+                if (isa == 2) wino_input_avx512(cin, pp, pst, wq, g0, V);
+                else if (isa == 1) wino_input_avx2(cin, pp, pst, wq, g0, V);
+                else
+#endif
+                    wino_input_base(cin, pp, pst, wq, g0, V);
+                for (int ct = 0; ct < nco; ct++) {
+                    const float *Ut = U + (int64_t)ct * cin * co_tile;
+#ifdef KERNEL_CLONES
+                    if (isa == 2) wino_gemm_avx512(cin, V, Ut, ustride, M);
+                    else if (isa == 1) wino_gemm_avx2(cin, V, Ut, ustride, M);
+                    else
+#endif
+                        wino_gemm_base(cin, V, Ut, ustride, M);
+                    for (int c = 0; c < co_tile && ct * co_tile + c < cout; c++) {
+                        const int co = ct * co_tile + c;
+                        const float bc = bias ? bias[co] : 0.0f;
+                        float *yc = y + (int64_t)co * n_in;
+#ifdef KERNEL_CLONES
+                        if (isa == 2) {
+                            wino_output_avx512(M, c, t);
+                            wino_store_avx512(t, cb, g0, n, hq, wq, h, w, b0, bc, accumulate, yc);
+                            continue;
+                        }
+                        if (isa == 1) {
+                            wino_output_avx2(M, c, t);
+                            wino_store_avx2(t, cb, g0, n, hq, wq, h, w, b0, bc, accumulate, yc);
+                            continue;
+                        }
+#endif
+                        wino_output_base(M, c, t);
+                        wino_store_base(t, cb, g0, n, hq, wq, h, w, b0, bc, accumulate, yc);
+                    }
+                }
+            }
+        }
+    }
+    return 1;
+}
+
+int64_t ccfg_nn_conv2d_scratch(int cin, int k, int w)
+{
+    const int64_t row = (int64_t)cin * k * k * (w > MIN_CONV_TILE ? w : MIN_CONV_TILE);
+    int64_t need = row > CACHE_TILE_FLOATS ? row : CACHE_TILE_FLOATS;
+    if (k == 3 && cin <= WINO_MAX_CIN) {    /* the Winograd path's per thread on w x w images */
+        const int64_t wino = wino_scratch(cin, w, w, 1);
+        if (wino > need) need = wino;
+    }
+    return need;
+}
+
 /* 1x1 convolution (every projection and shortcut of a UNet): nn_cpu_conv.h's pointwise tile
  * instead of OpenBLAS's Haswell sgemm (AVX2 only: half this CPU's FMA width). Columns in chunks
  * of 256 (a chunk of x stays in L2 across the output-channel tiles); each output is one sum over
@@ -337,13 +551,18 @@ static void conv1x1_direct(int batch, int cin, int h, int w, const float *x, int
 }
 
 static void cpu_conv2d(int batch, int cin, int h, int w, const float *x, int cout, int k,
-                       int stride, int pad0, int pad1, const float *weight, const float *bias,
-                       int accumulate, float *y, float *scratch, int64_t scratch_len)
+                       int stride, int pad0, int pad1, const float *weight, const float *packed,
+                       const float *bias, int accumulate, float *y, float *scratch,
+                       int64_t scratch_len)
 {
     if (k == 1 && stride == 1 && pad0 == 0 && pad1 == 0) {
         conv1x1_direct(batch, cin, h, w, x, cout, weight, bias, accumulate, y);
         return;
     }
+    if (k == 3 && stride == 1 && pad0 == 1 && pad1 == 1 && !wino_off() &&
+        conv3x3_wino(batch, cin, h, w, x, cout, weight, packed, bias, accumulate, y, scratch,
+                     scratch_len))
+        return;
     if (k == 3 && stride == 1 && pad0 == 1 && pad1 == 1 &&
         conv3x3_direct(batch, cin, h, w, x, cout, weight, bias, accumulate, y, scratch,
                        scratch_len))
@@ -768,12 +987,11 @@ int ccfg_nn_cpu_profile(int start, const char **names, double *ms, int64_t *call
 #define UNUSED_BE (void)be
 static int op_begin(const ccfg_backend *be) { UNUSED_BE; cpu_begin(); return CCFG_OK; }
 static int op_end(const ccfg_backend *be) { UNUSED_BE; cpu_end(); return CCFG_OK; }
-static int op_conv2d(const ccfg_backend *be, int batch, int cin, int h, int w, const float *x,
-                     int cout, int k, int stride, int pad0, int pad1, const float *weight,
-                     const float *bias, int accumulate, float *y, float *scratch,
-                     int64_t scratch_len)
+static int conv2d_any(int batch, int cin, int h, int w, const float *x, int cout, int k,
+                      int stride, int pad0, int pad1, const float *weight, const float *packed,
+                      const float *bias, int accumulate, float *y, float *scratch,
+                      int64_t scratch_len)
 {
-    UNUSED_BE;
     /* im2col needs one output row of scratch at the least (ccfg_nn_conv2d_scratch per thread):
      * less would be written past its end */
     const int64_t row = (int64_t)cin * k * k * ((w + pad0 + pad1 - k) / (stride > 0 ? stride : 1) + 1);
@@ -781,10 +999,48 @@ static int op_conv2d(const ccfg_backend *be, int batch, int cin, int h, int w, c
         return ccfg_fail(CCFG_EINVAL, "nn conv2d: %lld floats of scratch, one output row of "
                          "im2col needs %lld", (long long)scratch_len, (long long)row);
     const double t0 = prof_begin();
-    cpu_conv2d(batch, cin, h, w, x, cout, k, stride, pad0, pad1, weight, bias, accumulate, y,
-               scratch, scratch_len);
+    cpu_conv2d(batch, cin, h, w, x, cout, k, stride, pad0, pad1, weight, packed, bias, accumulate,
+               y, scratch, scratch_len);
     prof_end(k > 1 || stride > 1 || pad0 || pad1 ? P_CONV3 : P_CONV1, t0);
     return CCFG_OK;
+}
+static int op_conv2d(const ccfg_backend *be, int batch, int cin, int h, int w, const float *x,
+                     int cout, int k, int stride, int pad0, int pad1, const float *weight,
+                     const float *bias, int accumulate, float *y, float *scratch,
+                     int64_t scratch_len)
+{
+    UNUSED_BE;
+    return conv2d_any(batch, cin, h, w, x, cout, k, stride, pad0, pad1, weight, NULL, bias,
+                      accumulate, y, scratch, scratch_len);
+}
+/* the packed form: Winograd's U for 3x3, stride 1, padding 1 (what conv3x3_wino reads) */
+static int64_t op_conv2d_packed_len(int cin, int cout, int k, int stride, int pad0, int pad1)
+{
+    if (k != 3 || stride != 1 || pad0 != 1 || pad1 != 1 || cin < 1 || cout < 1 ||
+        cin > WINO_MAX_CIN)
+        return 0;
+    return wino_packed_len(cin, cout);
+}
+static int op_conv2d_pack(const ccfg_backend *be, int cin, int cout, int k, int stride, int pad0,
+                          int pad1, const float *weight, float *packed)
+{
+    UNUSED_BE;
+    if (!op_conv2d_packed_len(cin, cout, k, stride, pad0, pad1))
+        return ccfg_fail(CCFG_EINVAL, "nn conv2d_pack: a %dx%d stride-%d convolution of %d input "
+                         "channels has no packed form", k, k, stride, cin);
+    wino_pack(cin, cout, kernel_isa() == 2 ? 12 : 6, weight, packed);
+    return CCFG_OK;
+}
+static int op_conv2d_packed(const ccfg_backend *be, int batch, int cin, int h, int w,
+                            const float *x, int cout, int k, int stride, int pad0, int pad1,
+                            const float *weight, const float *packed, const float *bias,
+                            int accumulate, float *y, float *scratch, int64_t scratch_len)
+{
+    UNUSED_BE;
+    if (packed && !op_conv2d_packed_len(cin, cout, k, stride, pad0, pad1))
+        return ccfg_fail(CCFG_EINVAL, "nn conv2d_packed: the layer has no packed form");
+    return conv2d_any(batch, cin, h, w, x, cout, k, stride, pad0, pad1, weight, packed, bias,
+                      accumulate, y, scratch, scratch_len);
 }
 static int op_group_norm(const ccfg_backend *be, int batch, int c, int hw, int groups, float eps,
                          const float *x, const float *in_bias, const float *gamma,
@@ -934,6 +1190,9 @@ static const ccfg_nn_ops cpu_ops = {
     .begin = op_begin,
     .end = op_end,
     .conv2d = op_conv2d,
+    .conv2d_packed_len = op_conv2d_packed_len,
+    .conv2d_pack = op_conv2d_pack,
+    .conv2d_packed = op_conv2d_packed,
     .group_norm = op_group_norm,
     .linear = op_linear,
     .silu = op_silu,

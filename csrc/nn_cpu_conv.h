@@ -114,3 +114,135 @@ static void CONV_FN(pointwise_block)(int cin, int64_t n, const float *x, const f
             *o = (accumulate ? *o + bc : bc) + s;
         }
 }
+
+/* Winograd F(2x2, 3x3) for stride 1, padding 1 (Lavin & Gray 2016, "Fast Algorithms for
+ * Convolutional Neural Networks"): a 2x2 output tile is A^T [(G g G^T) . (B^T d B)] A over the
+ * tile's 4x4 input patch d, 16 products per input channel instead of 36. The three steps below
+ * work on a block of 2 VN tile "columns" (lanes), the GEMM step being the direct kernel's
+ * register tile (CO output channels x 2 VN columns) over the input channels of one of the 16
+ * transform positions. Columns: the input of a group of samples is stored as four polyphase
+ * planes per channel (nn_cpu.c pad_polyphase): plane (rp, cp) holds padded[2i + rp][2j + cp] for
+ * i < hq, j < wq, samples one after the other, so tile (ty, tx) of a sample is column
+ * ty * wq + tx of it and reads its patch entry (r, c) at column + (r >> 1) wq + (c >> 1) of plane
+ * (r & 1, c & 1): contiguous vector loads whatever the rows (the column tx = wq - 1 of each row
+ * and the row ty = hq - 1 of each sample are computed and dropped). Every column goes through the
+ * same vector operations in the same order, wherever it falls, so a sample's result does not
+ * depend on its batch. */
+
+/* V[pos][ci][0 .. 2 VN) = (B^T d B)[pos] for the 2 VN columns from g0 of the planes pp (plane
+ * (ci, phase) at pp + (ci * 4 + phase) * pst) */
+static void CONV_FN(wino_input)(int cin, const float *pp, int64_t pst, int wq, int64_t g0,
+                                float *V)
+{
+    const int64_t vs = (int64_t)cin * 2 * VN;      /* one position's block of V */
+    for (int ci = 0; ci < cin; ci++)
+        for (int k = 0; k < 2; k++) {
+            VF d[4][4], t[4][4];
+            for (int r = 0; r < 4; r++)
+                for (int c = 0; c < 4; c++) {
+                    const float *src = pp + (ci * 4 + (r & 1) * 2 + (c & 1)) * pst + g0 + k * VN
+                                       + (r >> 1) * wq + (c >> 1);
+                    memcpy(&d[r][c], src, sizeof d[r][c]);
+                }
+            for (int c = 0; c < 4; c++) {       /* B^T d: rows */
+                t[0][c] = d[0][c] - d[2][c];
+                t[1][c] = d[1][c] + d[2][c];
+                t[2][c] = d[2][c] - d[1][c];
+                t[3][c] = d[1][c] - d[3][c];
+            }
+            float *o = V + (int64_t)ci * 2 * VN + k * VN;
+            for (int r = 0; r < 4; r++) {       /* (B^T d) B: columns */
+                const VF v0 = t[r][0] - t[r][2], v1 = t[r][1] + t[r][2];
+                const VF v2 = t[r][2] - t[r][1], v3 = t[r][1] - t[r][3];
+                memcpy(o + (r * 4 + 0) * vs, &v0, sizeof v0);
+                memcpy(o + (r * 4 + 1) * vs, &v1, sizeof v1);
+                memcpy(o + (r * 4 + 2) * vs, &v2, sizeof v2);
+                memcpy(o + (r * 4 + 3) * vs, &v3, sizeof v3);
+            }
+        }
+}
+
+/* M[pos][c][0 .. 2 VN) = sum_ci U[pos][ci][c] V[pos][ci][.] for the CO channels of one tile; U:
+ * this tile's packed weights of position 0, position p at U + p * ustride (CO floats per ci) */
+static void CONV_FN(wino_gemm)(int cin, const float *V, const float *U, int64_t ustride, float *M)
+{
+    const int64_t vs = (int64_t)cin * 2 * VN;
+    for (int pos = 0; pos < 16; pos++) {
+        VF a[CO][2];
+        for (int c = 0; c < CO; c++) a[c][0] = a[c][1] = (VF){0};
+        const float *vp = V + pos * vs, *wt = U + pos * ustride;
+        for (int ci = 0; ci < cin; ci++, vp += 2 * VN, wt += CO) {
+            VF x0, x1;
+            memcpy(&x0, vp, sizeof x0);
+            memcpy(&x1, vp + VN, sizeof x1);
+            for (int c = 0; c < CO; c++) {
+                a[c][0] += wt[c] * x0;
+                a[c][1] += wt[c] * x1;
+            }
+        }
+        float *m = M + pos * CO * 2 * VN;
+        for (int c = 0; c < CO; c++) {
+            memcpy(m + c * 2 * VN, &a[c][0], sizeof a[c][0]);
+            memcpy(m + c * 2 * VN + VN, &a[c][1], sizeof a[c][1]);
+        }
+    }
+}
+
+/* the 2x2 outputs A^T M A of channel c's columns into t[4][2 VN] (y00, y01, y10, y11) */
+static void CONV_FN(wino_output)(const float *M, int c, float *t)
+{
+    for (int k = 0; k < 2; k++) {
+        VF m[16];
+        for (int pos = 0; pos < 16; pos++)
+            memcpy(&m[pos], M + (pos * CO + c) * 2 * VN + k * VN, sizeof m[pos]);
+        VF s0[4], s1[4];
+        for (int j = 0; j < 4; j++) {           /* A^T M: rows */
+            s0[j] = m[j] + m[4 + j] + m[8 + j];
+            s1[j] = m[4 + j] - m[8 + j] - m[12 + j];
+        }
+        const VF y00 = s0[0] + s0[1] + s0[2], y01 = s0[1] - s0[2] - s0[3];
+        const VF y10 = s1[0] + s1[1] + s1[2], y11 = s1[1] - s1[2] - s1[3];
+        memcpy(t + 0 * 2 * VN + k * VN, &y00, sizeof y00);
+        memcpy(t + 1 * 2 * VN + k * VN, &y01, sizeof y01);
+        memcpy(t + 2 * 2 * VN + k * VN, &y10, sizeof y10);
+        memcpy(t + 3 * 2 * VN + k * VN, &y11, sizeof y11);
+    }
+}
+
+/* the valid tiles of columns [g0, g0 + n) (t: y00, y01, y10, y11 rows of cb floats) into output
+ * channel plane yc: y = (y + bias) + v, or bias + v (the direct path's order) */
+static void CONV_FN(wino_store)(const float *t, int cb, int64_t g0, int n, int hq, int wq, int h, int w,
+                       int b0, float bc, int accumulate, float *restrict yc)
+{
+    const int64_t hwq = (int64_t)hq * wq;
+    for (int q = 0; q < n;) {
+        const int64_t g = g0 + q;
+        const int bl = (int)(g / hwq), vt = (int)(g % hwq), ty = vt / wq, tx = vt % wq;
+        int run = wq - tx;
+        if (run > n - q) run = n - q;
+        const int valid = tx + run > wq - 1 ? wq - 1 - tx : run;    /* drop column wq - 1 */
+        if (ty < hq - 1 && valid > 0) {
+            const int oy = 2 * ty, ox = 2 * tx;
+            const int full = ox + 2 * valid > w ? valid - 1 : valid;  /* odd w: half a tile */
+            float *restrict o = yc + (int64_t)(b0 + bl) * h * w + (int64_t)oy * w + ox;
+            for (int i = 0; i < 2 && oy + i < h; i++, o += w) {
+                const float *restrict ta = t + (2 * i) * cb + q;
+                const float *restrict tb = t + (2 * i + 1) * cb + q;
+                if (accumulate) {
+                    for (int k = 0; k < full; k++) {
+                        o[2 * k] = (o[2 * k] + bc) + ta[k];
+                        o[2 * k + 1] = (o[2 * k + 1] + bc) + tb[k];
+                    }
+                    if (full < valid) o[2 * full] = (o[2 * full] + bc) + ta[full];
+                } else {
+                    for (int k = 0; k < full; k++) {
+                        o[2 * k] = bc + ta[k];
+                        o[2 * k + 1] = bc + tb[k];
+                    }
+                    if (full < valid) o[2 * full] = bc + ta[full];
+                }
+            }
+        }
+        q += run;
+    }
+}

@@ -44,6 +44,7 @@ enum { CHUNK_PIXELS = 1 << 16 };
 typedef struct {
     int cin, cout;
     const float *w, *b;
+    const float *pk;                    /* the backend's packed form of w (3x3 only), or NULL */
 } conv_p;
 
 typedef struct {
@@ -107,6 +108,7 @@ struct ccfg_unet {
     const ccfg_backend *be;             /* where params and activations live */
     float *params;                      /* memory of be */
     int64_t n_params;
+    float *packed;                      /* memory of be: the 3x3 convolutions' packed weights */
     conv_p conv_in, conv_out;
     const float *t1_w, *t1_b, *t2_w, *t2_b, *class_table;
     resnet_p *down_res, *up_res, mid_res[2];
@@ -138,7 +140,7 @@ static const float *take(cursor *c, int64_t n)
 
 static conv_p walk_conv(cursor *c, int cin, int cout, int k)
 {
-    conv_p p = {cin, cout, NULL, NULL};
+    conv_p p = {cin, cout, NULL, NULL, NULL};
     p.w = take(c, (int64_t)cout * cin * k * k);
     p.b = take(c, cout);
     return p;
@@ -185,7 +187,7 @@ static attn_p walk_attn(cursor *c, const ccfg_unet_config *cfg, int ch, int grou
 
 static conv_p walk_linear_nobias(cursor *c, int cin, int cout)
 {
-    conv_p p = {cin, cout, NULL, NULL};
+    conv_p p = {cin, cout, NULL, NULL, NULL};
     p.w = take(c, (int64_t)cout * cin);
     return p;
 }
@@ -434,6 +436,7 @@ void ccfg_unet_free(ccfg_unet *u)
     if (!u) return;
     plan_free(u->be, &u->plan);
     u->be->release(u->be, u->params);
+    if (u->packed) u->be->release(u->be, u->packed);
     free(u->down_res);
     free(u->up_res);
     free(u->down_attn);
@@ -442,6 +445,66 @@ void ccfg_unet_free(ccfg_unet *u)
     free(u->up_tf);
     free(u->tblocks);
     free(u);
+}
+
+/* every stride-1 3x3 convolution of the walk (conv_in, the resnets', the upsamplers', conv_out):
+ * n of them into list (up to cap); returns n */
+static int conv3x3_list(ccfg_unet *u, conv_p **list, int cap)
+{
+    const ccfg_unet_config *cfg = &u->cfg;
+    const int L = cfg->levels, lpb = cfg->layers_per_block;
+    int n = 0;
+#define ADD(c) do { if (n < cap) list[n] = (c); n++; } while (0)
+    ADD(&u->conv_in);
+    ADD(&u->conv_out);
+    for (int i = 0; i < L * lpb; i++) {
+        ADD(&u->down_res[i].conv1);
+        ADD(&u->down_res[i].conv2);
+    }
+    for (int i = 0; i < L * (lpb + 1); i++) {
+        ADD(&u->up_res[i].conv1);
+        ADD(&u->up_res[i].conv2);
+    }
+    if (cfg->mid_block)
+        for (int i = 0; i < 2; i++) {
+            ADD(&u->mid_res[i].conv1);
+            ADD(&u->mid_res[i].conv2);
+        }
+    for (int i = 0; i < L - 1; i++) ADD(&u->up_conv[i]);
+#undef ADD
+    return n;
+}
+
+/* the 3x3 convolutions' weights packed once in the backend's layout (nn.h conv2d_pack; the
+ * CPU's Winograd filters), one allocation for all; nothing where the backend has no packed form */
+static int pack_convs(ccfg_unet *u)
+{
+    const ccfg_nn_ops *ops = u->ops;
+    if (!ops->conv2d_packed_len || !ops->conv2d_pack || !ops->conv2d_packed) return CCFG_OK;
+    const int n = conv3x3_list(u, NULL, 0);
+    conv_p **list = malloc((size_t)n * sizeof *list);
+    if (!list) return ccfg_fail(CCFG_ENOMEM, "out of memory packing the UNet's convolutions");
+    conv3x3_list(u, list, n);
+    int64_t total = 0;
+    for (int i = 0; i < n; i++)
+        total += (ops->conv2d_packed_len(list[i]->cin, list[i]->cout, 3, 1, 1, 1) + 15) & ~(int64_t)15;
+    int status = CCFG_OK;
+    if (total > 0 &&
+        !(status = u->be->alloc(u->be, (size_t)total * sizeof(float), &u->packed))) {
+        int64_t off = 0;
+        for (int i = 0; i < n && !status; i++) {
+            const int64_t len = ops->conv2d_packed_len(list[i]->cin, list[i]->cout, 3, 1, 1, 1);
+            if (!len) continue;
+            status = ops->conv2d_pack(u->be, list[i]->cin, list[i]->cout, 3, 1, 1, 1, list[i]->w,
+                                      u->packed + off);
+            list[i]->pk = u->packed + off;
+            off += (len + 15) & ~(int64_t)15;
+        }
+    } else if (status) {
+        u->packed = NULL;
+    }
+    free(list);
+    return status;
 }
 
 int ccfg_unet_create(const ccfg_unet_config *cfg, const float *params, int64_t n_params,
@@ -481,6 +544,7 @@ int ccfg_unet_create(const ccfg_unet_config *cfg, const float *params, int64_t n
     if ((status = u->be->upload(u->be, u->params, params, (size_t)need * sizeof(float)))) goto fail;
     walk(u, cfg, u->params, NULL);     /* pointer arithmetic works on device addresses too */
     u->n_skips = 1 + L * lpb + (L - 1);
+    if ((status = pack_convs(u))) goto fail;
     *out = u;
     return CCFG_OK;
 fail:
@@ -726,6 +790,20 @@ static int checkpoint(const run_t *r)
     return ccfg_check_interrupt();
 }
 
+/* y = conv(x) (+ y) for a stride-1 3x3 convolution at h x w, from its packed weights where the
+ * backend packed them */
+static int conv3(const run_t *r, const conv_p *c, int h, int w, const float *x, int accumulate,
+                 float *y)
+{
+    plan_t *p = r->p;
+    if (c->pk)
+        return r->ops->conv2d_packed(r->be, r->bc, c->cin, h, w, x, c->cout, 3, 1, 1, 1, c->w,
+                                     c->pk, c->b, accumulate, y, p->conv_scratch,
+                                     p->conv_scratch_len);
+    return r->ops->conv2d(r->be, r->bc, c->cin, h, w, x, c->cout, 3, 1, 1, 1, c->w, c->b,
+                          accumulate, y, p->conv_scratch, p->conv_scratch_len);
+}
+
 /* y = resnet(x); x and y distinct; uses p->a and p->temb */
 static int resnet_fwd(const run_t *r, const resnet_p *rs, int h, int w, const float *x, float *y)
 {
@@ -736,8 +814,7 @@ static int resnet_fwd(const run_t *r, const resnet_p *rs, int h, int w, const fl
     const int hw = h * w, G = cfg->norm_groups;
     TRY(ops->group_norm(be, r->bc, rs->cin, hw, G, cfg->norm_eps, x, NULL, rs->norm1_w, rs->norm1_b,
                         NULL, 1, p->a));
-    TRY(ops->conv2d(be, r->bc, rs->cin, h, w, p->a, rs->cout, 3, 1, 1, 1, rs->conv1.w, rs->conv1.b,
-                    0, y, p->conv_scratch, p->conv_scratch_len));
+    TRY(conv3(r, &rs->conv1, h, w, p->a, 0, y));
     TRY(checkpoint(r));
     TRY(ops->linear(be, r->bc, cfg->time_embed_dim, rs->temb_out, p->emb_act, rs->temb_w,
                     rs->temb_b, 0, p->temb, NULL));
@@ -750,8 +827,7 @@ static int resnet_fwd(const run_t *r, const resnet_p *rs, int h, int w, const fl
                         rs->shortcut.b, 0, y, p->conv_scratch, p->conv_scratch_len));
     else
         TRY(ops->copy(be, count, x, y));
-    TRY(ops->conv2d(be, r->bc, rs->cout, h, w, p->a, rs->cout, 3, 1, 1, 1, rs->conv2.w, rs->conv2.b,
-                    1, y, p->conv_scratch, p->conv_scratch_len));
+    TRY(conv3(r, &rs->conv2, h, w, p->a, 1, y));
     if (rs->out_scale != 1.0f) TRY(ops->scale(be, count, 1.0f / rs->out_scale, y));
     return checkpoint(r);
 }
@@ -859,8 +935,7 @@ static int forward_chunk(ccfg_unet *u, int bc, int h, int w, const float *x, con
     TRY(ops->silu(be, (int64_t)bc * T, p->emb, p->emb_act));
 
     int ns = 0;
-    TRY(ops->conv2d(be, bc, cfg->in_channels, h, w, p->x, C0, 3, 1, 1, 1, u->conv_in.w,
-                    u->conv_in.b, 0, p->skip[ns], p->conv_scratch, p->conv_scratch_len));
+    TRY(conv3(&r, &u->conv_in, h, w, p->x, 0, p->skip[ns]));
     float *cur = p->skip[ns++];
     for (int l = 0; l < L; l++) {
         for (int j = 0; j < lpb; j++) {
@@ -911,16 +986,14 @@ static int forward_chunk(ccfg_unet *u, int bc, int h, int w, const float *x, con
             w *= 2;
             cols *= 4;
             float *y = cur == p->p ? p->q : p->p;
-            TRY(ops->conv2d(be, bc, cur_c, h, w, p->a, cur_c, 3, 1, 1, 1, u->up_conv[i].w,
-                            u->up_conv[i].b, 0, y, p->conv_scratch, p->conv_scratch_len));
+            TRY(conv3(&r, &u->up_conv[i], h, w, p->a, 0, y));
             TRY(checkpoint(&r));
             cur = y;
         }
     }
     TRY(ops->group_norm(be, bc, C0, h * w, cfg->norm_groups, cfg->norm_eps, cur, NULL,
                         u->out_norm_w, u->out_norm_b, NULL, 1, p->a));
-    TRY(ops->conv2d(be, bc, C0, h, w, p->a, cfg->out_channels, 3, 1, 1, 1, u->conv_out.w,
-                    u->conv_out.b, 0, p->y, p->conv_scratch, p->conv_scratch_len));
+    TRY(conv3(&r, &u->conv_out, h, w, p->a, 0, p->y));
     TRY(ops->cnhw_to_nchw(be, bc, cfg->out_channels, h * w, p->y, out));
     return CCFG_OK;
 }
