@@ -209,6 +209,15 @@ static void CONV_FN(wino_output)(const float *M, int c, float *t)
     }
 }
 
+/* lanes 0 .. VN/2 - 1 of two vectors interleaved (a0 b0 a1 b1 ...) */
+#if VN == 16
+#define WINO_ZIP {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23}
+#else
+#define WINO_ZIP {0, 8, 1, 9, 2, 10, 3, 11}
+#endif
+typedef int32_t CONV_FN(vint) __attribute__((vector_size(sizeof(VF))));
+#define VI CONV_FN(vint)
+
 /* the valid tiles of columns [g0, g0 + n) (t: y00, y01, y10, y11 rows of cb floats) into output
  * channel plane yc: y = (y + bias) + v, or bias + v (the direct path's order) */
 static void CONV_FN(wino_store)(const float *t, int cb, int64_t g0, int n, int hq, int wq, int h, int w,
@@ -228,14 +237,31 @@ static void CONV_FN(wino_store)(const float *t, int cb, int64_t g0, int n, int h
             for (int i = 0; i < 2 && oy + i < h; i++, o += w) {
                 const float *restrict ta = t + (2 * i) * cb + q;
                 const float *restrict tb = t + (2 * i + 1) * cb + q;
+                /* VN / 2 tiles at a time: their two columns interleaved into one vector
+                 * (t rows have VN floats of slack for the loads past the run) */
+                int k = 0;
+                for (; k + VN / 2 <= full; k += VN / 2) {
+                    VF va, vb, v;
+                    memcpy(&va, ta + k, sizeof va);
+                    memcpy(&vb, tb + k, sizeof vb);
+                    v = __builtin_shuffle(va, vb, (VI)WINO_ZIP);
+                    if (accumulate) {
+                        VF ov;
+                        memcpy(&ov, o + 2 * k, sizeof ov);
+                        v = (ov + bc) + v;
+                    } else {
+                        v = bc + v;
+                    }
+                    memcpy(o + 2 * k, &v, sizeof v);
+                }
                 if (accumulate) {
-                    for (int k = 0; k < full; k++) {
+                    for (; k < full; k++) {
                         o[2 * k] = (o[2 * k] + bc) + ta[k];
                         o[2 * k + 1] = (o[2 * k + 1] + bc) + tb[k];
                     }
                     if (full < valid) o[2 * full] = (o[2 * full] + bc) + ta[full];
                 } else {
-                    for (int k = 0; k < full; k++) {
+                    for (; k < full; k++) {
                         o[2 * k] = bc + ta[k];
                         o[2 * k + 1] = bc + tb[k];
                     }
@@ -246,3 +272,5 @@ static void CONV_FN(wino_store)(const float *t, int cb, int64_t g0, int n, int h
         q += run;
     }
 }
+#undef VI
+#undef WINO_ZIP
