@@ -1,8 +1,11 @@
 /* nn_cpu.c — the CPU implementation of nn.h. Layout CNHW (see nn.h). 3x3 stride-1 convolutions
- * and 1x1 convolutions by register-tiled direct kernels (nn_cpu_conv.h), other convolutions by
- * im2col + OpenBLAS sgemm, attention flash-style (nn_cpu_attn.h), everything elementwise as
- * OpenMP loops; ccfg_nn_cpu_profile times the ops per kind. docs/PERFORMANCE.md ("CPU attention,
- * flash-style; direct convolutions") has the measurements behind each choice. */
+ * by Winograd F(2x2,3x3) (filters packed once by conv2d_pack; a preceding GroupNorm(+SiLU) can be
+ * folded into the input copy: conv2d_packed_norm), else by a register-tiled direct kernel; 1x1
+ * convolutions by a pointwise tile (both kernels in nn_cpu_conv.h), other convolutions by im2col +
+ * OpenBLAS sgemm, attention flash-style (nn_cpu_attn.h), everything elementwise as OpenMP loops;
+ * ccfg_nn_cpu_profile times the ops per kind. docs/PERFORMANCE.md ("CPU attention, flash-style;
+ * direct convolutions" and "UNet2DModel on the CPU: Winograd") has the measurements behind each
+ * choice. */
 /* lets GCC if-convert and vectorise exp_fast's clamp and float->int step (we never rely on
  * floating-point traps); results are unchanged */
 #pragma GCC optimize("no-trapping-math")
@@ -64,6 +67,20 @@ static int wino_off(void)
     return v;
 }
 
+/* CCFG_CPU_FUSE_NORM=0 (read once) has conv2d_packed_norm decline every layer: the UNet then
+ * writes each GroupNorm's output and convolves it, for comparisons */
+static int fuse_off(void)
+{
+    static int off = -1;
+    int v = __atomic_load_n(&off, __ATOMIC_RELAXED);
+    if (v < 0) {
+        const char *e = getenv("CCFG_CPU_FUSE_NORM");
+        v = e && !strcmp(e, "0");
+        __atomic_store_n(&off, v, __ATOMIC_RELAXED);
+    }
+    return v;
+}
+
 /* an im2col tile narrower than this makes the GEMM inefficient */
 enum { MIN_CONV_TILE = 256 };
 #define CACHE_TILE_FLOATS ((int64_t)1 << 18)
@@ -95,7 +112,10 @@ static inline __attribute__((always_inline)) float exp_fast(float x)
     return e * scale;
 }
 
-static inline float silu1(float v) { return v / (1.0f + exp_fast(-v)); }
+static inline __attribute__((always_inline)) float silu1(float v)
+{
+    return v / (1.0f + exp_fast(-v));
+}
 
 /* Threads: one OpenMP pool does all the parallel work; every sgemm runs single-threaded inside
  * it (begin() pins OpenBLAS to one thread for the duration of a forward). Two pools (OpenMP loops
@@ -350,45 +370,6 @@ static void wino_pack(int cin, int cout, int co_tile, const float *weight, float
             }
 }
 
-/* the polyphase planes of samples [b0, b0 + g) (see nn_cpu_conv.h's Winograd note): plane
- * (ci, phase = 2 rp + cp) at pp + (ci * 4 + phase) * pst holds, for sample bl, at bl * hq * wq +
- * i * wq + j, the zero-padded input's pixel (2i + rp, 2j + cp), i.e. x[ci, b0 + bl, 2i + rp - 1,
- * 2j + cp - 1] or 0 outside; zeros from g * hq * wq to pst (the last block's reads) */
-static void pad_polyphase(int cin, int h, int w, const float *x, int64_t n_in, int b0, int g,
-                          int hq, int wq, int64_t pst, float *pp)
-{
-    const int64_t hwq = (int64_t)hq * wq;
-    for (int ci = 0; ci < cin; ci++)
-        for (int ph = 0; ph < 4; ph++) {
-            const int rp = ph >> 1, cp = ph & 1;
-            float *pl = pp + (ci * 4 + ph) * pst;
-            for (int bl = 0; bl < g; bl++) {
-                const float *src = x + ci * n_in + (int64_t)(b0 + bl) * h * w;
-                for (int i = 0; i < hq; i++) {
-                    float *row = pl + bl * hwq + (int64_t)i * wq;
-                    const int iy = 2 * i + rp - 1;
-                    if (iy < 0 || iy >= h) {
-                        memset(row, 0, (size_t)wq * sizeof(float));
-                        continue;
-                    }
-                    const float *restrict sr = src + (int64_t)iy * w;
-                    float *restrict rw = row;
-                    /* column j reads ix = 2j + cp - 1: j = 0 is padding when cp = 0; a plain
-                     * strided copy in between (vectorised), the edges apart */
-                    if (cp == 0) {
-                        rw[0] = 0.0f;
-                        for (int j = 1; j <= w / 2; j++) rw[j] = sr[2 * j - 1];
-                        for (int j = w / 2 + 1; j < wq; j++) rw[j] = 0.0f;
-                    } else {
-                        for (int j = 0; j < (w + 1) / 2; j++) rw[j] = sr[2 * j];
-                        for (int j = (w + 1) / 2; j < wq; j++) rw[j] = 0.0f;
-                    }
-                }
-            }
-            memset(pl + g * hwq, 0, (size_t)(pst - g * hwq) * sizeof(float));
-        }
-}
-
 /* floats of wino_pack's output for a layer (co_tile of this CPU's kernel copy) */
 static int64_t wino_packed_len(int cin, int cout)
 {
@@ -423,9 +404,10 @@ static int64_t wino_layout(int cin, int h, int w, int *g_out, int *cb_out, int64
     if (cb_out) *cb_out = cb;
     if (pst_out) *pst_out = pst;
     /* the planes, one column block of V, its M, the 4 output rows and the slack past them that
-     * wino_store's vector loads read (ignored lanes), 64-byte alignment */
+     * wino_store's vector loads read (ignored lanes), one normalised input plane (pad_polyphase's
+     * tmp), 64-byte alignment */
     return 4 * (int64_t)cin * pst + 16 * (int64_t)cin * cb + 16 * (int64_t)co_tile * cb + 4 * cb
-           + 32 + 16;
+           + 32 + (((int64_t)h * w + 15) & ~(int64_t)15) + 16;
 }
 
 /* floats of scratch for `threads` threads of the Winograd path, packed weights apart */
@@ -435,10 +417,12 @@ static int64_t wino_scratch(int cin, int h, int w, int threads)
 }
 
 /* 1 when the Winograd path ran (decided by the layer's shape and the scratch, never the batch);
- * packed: wino_pack's output for this CPU, or NULL (packed here into the scratch) */
-static int conv3x3_wino(int batch, int cin, int h, int w, const float *x, int cout,
-                        const float *weight, const float *packed, const float *bias,
-                        int accumulate, float *y, float *scratch, int64_t scratch_len)
+ * packed: wino_pack's output for this CPU, or NULL (packed here into the scratch); ab, silu: the
+ * input read through a folded GroupNorm(+SiLU) (pad_polyphase), ab NULL: as it is */
+static int conv3x3_wino(int batch, int cin, int h, int w, const float *x, const float *ab,
+                        int silu, int cout, const float *weight, const float *packed,
+                        const float *bias, int accumulate, float *y, float *scratch,
+                        int64_t scratch_len)
 {
     const int isa = kernel_isa(), co_tile = isa == 2 ? 12 : 6;
     if (w < 8 || h < 2 || cin > WINO_MAX_CIN) return 0;
@@ -469,11 +453,18 @@ static int conv3x3_wino(int batch, int cin, int h, int w, const float *x, int co
         float *pp = base + (int64_t)omp_get_thread_num() * per;
         pp += (0u - (uintptr_t)pp / sizeof(float)) & 15;    /* 64-byte aligned */
         float *V = pp + 4 * (int64_t)cin * pst, *M = V + 16 * (int64_t)cin * cb;
-        float *t = M + 16 * (int64_t)co_tile * cb;
+        float *t = M + 16 * (int64_t)co_tile * cb, *tmp = t + 4 * cb + 32;
         #pragma omp for schedule(static)
         for (int64_t gi = 0; gi < groups; gi++) {
             const int b0 = (int)(gi * g), gn = batch - b0 < g ? batch - b0 : g;
-            pad_polyphase(cin, h, w, x, n_in, b0, gn, hq, wq, pst, pp);
+#ifdef KERNEL_CLONES
+            if (isa == 2)
+                pad_polyphase_avx512(cin, h, w, x, n_in, b0, gn, hq, wq, pst, ab, silu, tmp, pp);
+            else if (isa == 1)
+                pad_polyphase_avx2(cin, h, w, x, n_in, b0, gn, hq, wq, pst, ab, silu, tmp, pp);
+            else
+#endif
+                pad_polyphase_base(cin, h, w, x, n_in, b0, gn, hq, wq, pst, ab, silu, tmp, pp);
             const int64_t cols = gn * hwq;
             for (int64_t g0 = 0; g0 < cols; g0 += cb) {
                 const int n = cols - g0 < cb ? (int)(cols - g0) : cb;
@@ -569,8 +560,8 @@ static void cpu_conv2d(int batch, int cin, int h, int w, const float *x, int cou
         return;
     }
     if (k == 3 && stride == 1 && pad0 == 1 && pad1 == 1 && !wino_off() &&
-        conv3x3_wino(batch, cin, h, w, x, cout, weight, packed, bias, accumulate, y, scratch,
-                     scratch_len))
+        conv3x3_wino(batch, cin, h, w, x, NULL, 0, cout, weight, packed, bias, accumulate, y,
+                     scratch, scratch_len))
         return;
     if (k == 3 && stride == 1 && pad0 == 1 && pad1 == 1 &&
         conv3x3_direct(batch, cin, h, w, x, cout, weight, bias, accumulate, y, scratch,
@@ -665,6 +656,42 @@ CLONES static void affine_silu(const float *x, int count, float a, float d, int 
     }
 }
 
+/* GroupNorm's statistics of sample b, group g: mean and 1 / sqrt(var + eps), in double */
+static void gn_stats(int b, int g, int cpg, int c, int64_t n, int hw, float eps, const float *x,
+                     const float *in_bias, double *mean_out, double *rstd_out)
+{
+    /* sum and sum of squares in one pass, in double (activations are O(1)-O(100): no
+     * cancellation worth the float32 output) */
+    double sum = 0.0, sq = 0.0;
+    for (int ci = g * cpg; ci < (g + 1) * cpg; ci++) {
+        const float *xr = x + ci * n + (int64_t)b * hw;
+        sum_sq(xr, hw, in_bias ? in_bias[(int64_t)b * c + ci] : 0.0, &sum, &sq);
+    }
+    const double count = (double)cpg * hw, mean = sum / count;
+    double ss = sq - sum * mean;
+    ss = ss > 0.0 ? ss : 0.0;
+    *mean_out = mean;
+    *rstd_out = 1.0 / sqrt(ss / count + (double)eps);
+}
+
+/* channel ci of sample b: v = (x + add - mean) * rstd * gamma + beta (then FiLM) = x * a + d */
+static void gn_channel_affine(int b, int ci, int c, double mean, double rstd, const float *in_bias,
+                              const float *gamma, const float *beta, const float *film, float *a_out,
+                              float *d_out)
+{
+    const float add = in_bias ? in_bias[(int64_t)b * c + ci] : 0.0f;
+    float a = (float)(rstd * gamma[ci]);
+    float d = (float)(((double)add - mean) * rstd * gamma[ci] + beta[ci]);
+    if (film) {
+        const float sc = 1.0f + film[(int64_t)b * 2 * c + ci];
+        const float sh = film[(int64_t)b * 2 * c + c + ci];
+        a *= sc;
+        d = d * sc + sh;
+    }
+    *a_out = a;
+    *d_out = d;
+}
+
 static void cpu_group_norm(int batch, int c, int hw, int groups, float eps, const float *x,
                            const float *in_bias, const float *gamma, const float *beta,
                            const float *film, int silu, float *y)
@@ -674,31 +701,34 @@ static void cpu_group_norm(int batch, int c, int hw, int groups, float eps, cons
     #pragma omp parallel for collapse(2) schedule(static) if ((int64_t)c * n > PAR_MIN)
     for (int b = 0; b < batch; b++) {
         for (int g = 0; g < groups; g++) {
-            /* sum and sum of squares in one pass, in double (activations are O(1)-O(100): no
-             * cancellation worth the float32 output) */
-            double sum = 0.0, sq = 0.0;
+            double mean, rstd;
+            gn_stats(b, g, cpg, c, n, hw, eps, x, in_bias, &mean, &rstd);
             for (int ci = g * cpg; ci < (g + 1) * cpg; ci++) {
-                const float *xr = x + ci * n + (int64_t)b * hw;
-                sum_sq(xr, hw, in_bias ? in_bias[(int64_t)b * c + ci] : 0.0, &sum, &sq);
+                float a, d;
+                gn_channel_affine(b, ci, c, mean, rstd, in_bias, gamma, beta, film, &a, &d);
+                affine_silu(x + ci * n + (int64_t)b * hw, hw, a, d, silu,
+                            y + ci * n + (int64_t)b * hw);
             }
-            const double count = (double)cpg * hw, mean = sum / count;
-            double ss = sq - sum * mean;
-            ss = ss > 0.0 ? ss : 0.0;
-            const double rstd = 1.0 / sqrt(ss / count + (double)eps);
+        }
+    }
+}
+
+/* group_norm's (a, d) per (sample, channel) into ab[2 (b c + ci) + {0, 1}], nothing applied:
+ * the convolution that reads the normalised tensor applies them (conv2d_packed_norm) */
+static void cpu_group_norm_affine(int batch, int c, int hw, int groups, float eps, const float *x,
+                                  const float *in_bias, const float *gamma, const float *beta,
+                                  const float *film, float *ab)
+{
+    const int cpg = c / groups;
+    const int64_t n = (int64_t)batch * hw;
+    #pragma omp parallel for collapse(2) schedule(static) if ((int64_t)c * n > PAR_MIN)
+    for (int b = 0; b < batch; b++) {
+        for (int g = 0; g < groups; g++) {
+            double mean, rstd;
+            gn_stats(b, g, cpg, c, n, hw, eps, x, in_bias, &mean, &rstd);
             for (int ci = g * cpg; ci < (g + 1) * cpg; ci++) {
-                const float *xr = x + ci * n + (int64_t)b * hw;
-                float *yr = y + ci * n + (int64_t)b * hw;
-                const float add = in_bias ? in_bias[(int64_t)b * c + ci] : 0.0f;
-                /* v = (x + add - mean) * rstd * gamma + beta = x * a + d */
-                float a = (float)(rstd * gamma[ci]);
-                float d = (float)(((double)add - mean) * rstd * gamma[ci] + beta[ci]);
-                if (film) {
-                    const float sc = 1.0f + film[(int64_t)b * 2 * c + ci];
-                    const float sh = film[(int64_t)b * 2 * c + c + ci];
-                    a *= sc;
-                    d = d * sc + sh;
-                }
-                affine_silu(xr, hw, a, d, silu, yr);
+                float *o = ab + 2 * ((int64_t)b * c + ci);
+                gn_channel_affine(b, ci, c, mean, rstd, in_bias, gamma, beta, film, o, o + 1);
             }
         }
     }
@@ -1051,6 +1081,35 @@ static int op_conv2d_packed(const ccfg_backend *be, int batch, int cin, int h, i
     return conv2d_any(batch, cin, h, w, x, cout, k, stride, pad0, pad1, weight, packed, bias,
                       accumulate, y, scratch, scratch_len);
 }
+static int op_conv2d_packed_norm(const ccfg_backend *be, int batch, int cin, int h, int w,
+                                 const float *x, const float *ab, int silu, int cout, int k,
+                                 int stride, int pad0, int pad1, const float *weight,
+                                 const float *packed, const float *bias, int accumulate, float *y,
+                                 float *scratch, int64_t scratch_len, int *done)
+{
+    UNUSED_BE;
+    *done = 0;
+    if (!ab || !packed || !op_conv2d_packed_len(cin, cout, k, stride, pad0, pad1))
+        return ccfg_fail(CCFG_EINVAL, "nn conv2d_packed_norm: needs (a, d) and the layer's packed "
+                         "3x3 weights");
+    if (wino_off() || fuse_off()) return CCFG_OK;
+    const double t0 = prof_begin();
+    *done = conv3x3_wino(batch, cin, h, w, x, ab, silu, cout, weight, packed, bias, accumulate, y,
+                         scratch, scratch_len);
+    if (*done) prof_end(P_CONV3, t0);
+    return CCFG_OK;
+}
+static int op_group_norm_affine(const ccfg_backend *be, int batch, int c, int hw, int groups,
+                                float eps, const float *x, const float *in_bias,
+                                const float *gamma, const float *beta, const float *film,
+                                float *ab)
+{
+    UNUSED_BE;
+    const double t0 = prof_begin();
+    cpu_group_norm_affine(batch, c, hw, groups, eps, x, in_bias, gamma, beta, film, ab);
+    prof_end(P_GN, t0);
+    return CCFG_OK;
+}
 static int op_group_norm(const ccfg_backend *be, int batch, int c, int hw, int groups, float eps,
                          const float *x, const float *in_bias, const float *gamma,
                          const float *beta, const float *film, int silu, float *y)
@@ -1202,6 +1261,8 @@ static const ccfg_nn_ops cpu_ops = {
     .conv2d_packed_len = op_conv2d_packed_len,
     .conv2d_pack = op_conv2d_pack,
     .conv2d_packed = op_conv2d_packed,
+    .group_norm_affine = op_group_norm_affine,
+    .conv2d_packed_norm = op_conv2d_packed_norm,
     .group_norm = op_group_norm,
     .linear = op_linear,
     .silu = op_silu,

@@ -1,5 +1,6 @@
-/* nn_cpu_conv.h — the CPU direct 3x3 convolution (stride 1, padding 1), included by nn_cpu.c once
- * per instruction set (AVX2+FMA and the baseline), CONV_FN(name) giving each copy its own names.
+/* nn_cpu_conv.h — the CPU 3x3 convolution kernels (stride 1, padding 1: direct, and Winograd
+ * F(2x2,3x3) below) and the 1x1 tile, included by nn_cpu.c once per instruction set (AVX-512,
+ * AVX2+FMA and the baseline), CONV_FN(name) giving each copy its own names.
  * Not a header of its own: it uses nn_cpu.c's VF and CO.
  *
  * No im2col: one sample's input is copied once into zero-padded planes of (h + 2) rows of
@@ -128,6 +129,65 @@ static void CONV_FN(pointwise_block)(int cin, int64_t n, const float *x, const f
  * and the row ty = hq - 1 of each sample are computed and dropped). Every column goes through the
  * same vector operations in the same order, wherever it falls, so a sample's result does not
  * depend on its batch. */
+
+/* the polyphase planes of samples [b0, b0 + g) (see the Winograd note above): plane
+ * (ci, phase = 2 rp + cp) at pp + (ci * 4 + phase) * pst holds, for sample bl, at bl * hq * wq +
+ * i * wq + j, the zero-padded input's pixel (2i + rp, 2j + cp), i.e. x[ci, b0 + bl, 2i + rp - 1,
+ * 2j + cp - 1] or 0 outside; zeros from g * hq * wq to pst (the last block's reads) */
+static void CONV_FN(pad_polyphase)(int cin, int h, int w, const float *x, int64_t n_in, int b0,
+                                   int g, int hq, int wq, int64_t pst, const float *ab, int silu,
+                                   float *tmp, float *pp)
+{
+    const int64_t hwq = (int64_t)hq * wq, hw = (int64_t)h * w;
+    for (int ci = 0; ci < cin; ci++) {
+        for (int bl = 0; bl < g; bl++) {
+            const float *src = x + ci * n_in + (int64_t)(b0 + bl) * hw;
+            if (ab) {
+                /* the folded GroupNorm(+SiLU) over the sample's plane into tmp (h w floats:
+                 * stays in L1/L2 for the four phases below; one long loop that vectorises) */
+                const int64_t at = 2 * ((int64_t)(b0 + bl) * cin + ci);
+                const float a = ab[at], d = ab[at + 1];
+                float *restrict tv = tmp;
+                const float *restrict sv = src;
+                if (silu) {
+                    #pragma omp simd
+                    for (int64_t p = 0; p < hw; p++) tv[p] = silu1(sv[p] * a + d);
+                } else {
+                    #pragma omp simd
+                    for (int64_t p = 0; p < hw; p++) tv[p] = sv[p] * a + d;
+                }
+                src = tmp;
+            }
+            for (int ph = 0; ph < 4; ph++) {
+                const int rp = ph >> 1, cp = ph & 1;
+                float *pl = pp + (ci * 4 + ph) * pst + bl * hwq;
+                for (int i = 0; i < hq; i++) {
+                    float *restrict rw = pl + (int64_t)i * wq;
+                    const int iy = 2 * i + rp - 1;
+                    if (iy < 0 || iy >= h) {
+                        memset(rw, 0, (size_t)wq * sizeof(float));
+                        continue;
+                    }
+                    const float *restrict sr = src + (int64_t)iy * w;
+                    /* column j reads ix = 2j + cp - 1: j = 0 is padding when cp = 0; a plain
+                     * strided copy in between (vectorised), the edges apart */
+                    if (cp == 0) {
+                        rw[0] = 0.0f;
+                        for (int j = 1; j <= w / 2; j++) rw[j] = sr[2 * j - 1];
+                        for (int j = w / 2 + 1; j < wq; j++) rw[j] = 0.0f;
+                    } else {
+                        for (int j = 0; j < (w + 1) / 2; j++) rw[j] = sr[2 * j];
+                        for (int j = (w + 1) / 2; j < wq; j++) rw[j] = 0.0f;
+                    }
+                }
+            }
+        }
+        for (int ph = 0; ph < 4; ph++) {
+            float *pl = pp + (ci * 4 + ph) * pst;
+            memset(pl + g * hwq, 0, (size_t)(pst - g * hwq) * sizeof(float));
+        }
+    }
+}
 
 /* V[pos][ci][0 .. 2 VN) = (B^T d B)[pos] for the 2 VN columns from g0 of the planes pp (plane
  * (ci, phase) at pp + (ci * 4 + phase) * pst) */

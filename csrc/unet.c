@@ -93,6 +93,7 @@ typedef struct {
     int64_t floats;
     float *xin, *yout;                  /* device backends: a chunk's NCHW input and output */
     float *x, *y, *p, *q, *a, *cat, *qkv, *o, *conv_scratch, *attn_scratch;
+    float *ab;                          /* folded GroupNorms' (a, d) per sample and channel */
     int64_t conv_scratch_len, attn_scratch_len;
     float *tfreq, *e1, *emb, *emb_act, *temb, *lin_scratch;
     /* transformers: hidden tokens, the condition's keys and values, feed-forward, the condition
@@ -696,12 +697,12 @@ int ccfg_unet_plan(ccfg_unet *u, int64_t max_batch, int h, int w, int ctx_len, i
         bc * cfg->channels[0], bc * T, bc * T, bc * T, bc * tproj, bc * tmax,
         staged ? (int64_t)cfg->in_channels * bc * h * w : 0,
         staged ? (int64_t)cfg->out_channels * bc * h * w : 0,
-        z.th, z.kv, z.ff, z.ffh, ctx, skip_total,
+        z.th, z.kv, z.ff, z.ffh, ctx, 2 * bc * (z.conv_k / 9), skip_total,
     };
     float **slots[] = {&p->x, &p->y, &p->p, &p->q, &p->a, &p->cat, &p->qkv, &p->o,
                        &p->conv_scratch, &p->attn_scratch, &p->tfreq, &p->e1, &p->emb,
                        &p->emb_act, &p->temb, &p->lin_scratch, &p->xin, &p->yout,
-                       &p->th, &p->kv, &p->ff, &p->ffh, &p->ctx, NULL};
+                       &p->th, &p->kv, &p->ff, &p->ffh, &p->ctx, &p->ab, NULL};
     const int nslots = (int)(sizeof sizes / sizeof sizes[0]);
     int64_t total = 0;
     for (int s = 0; s < nslots; s++) total += (sizes[s] + 15) & ~(int64_t)15;   /* 64-byte aligned */
@@ -812,22 +813,58 @@ static int resnet_fwd(const run_t *r, const resnet_p *rs, int h, int w, const fl
     const ccfg_unet_config *cfg = r->cfg;
     plan_t *p = r->p;
     const int hw = h * w, G = cfg->norm_groups;
-    TRY(ops->group_norm(be, r->bc, rs->cin, hw, G, cfg->norm_eps, x, NULL, rs->norm1_w, rs->norm1_b,
-                        NULL, 1, p->a));
-    TRY(conv3(r, &rs->conv1, h, w, p->a, 0, y));
+    const float *in_bias = cfg->scale_shift ? NULL : p->temb;
+    const float *film = cfg->scale_shift ? p->temb : NULL;
+    /* GroupNorm+SiLU folded into the convolution after it where the backend can (nn.h
+     * conv2d_packed_norm): conv1's output h then lives in p->a, the normalised tensors are never
+     * written; else norm1 into p->a and h in y, as diffusers' order */
+    const int fuse = ops->group_norm_affine && ops->conv2d_packed_norm;
+    float *hb = y;
+    int done = 0;
+    if (fuse && rs->conv1.pk) {
+        TRY(ops->group_norm_affine(be, r->bc, rs->cin, hw, G, cfg->norm_eps, x, NULL, rs->norm1_w,
+                                   rs->norm1_b, NULL, p->ab));
+        TRY(ops->conv2d_packed_norm(be, r->bc, rs->cin, h, w, x, p->ab, 1, rs->cout, 3, 1, 1, 1,
+                                    rs->conv1.w, rs->conv1.pk, rs->conv1.b, 0, p->a,
+                                    p->conv_scratch, p->conv_scratch_len, &done));
+        if (done) hb = p->a;
+    }
+    if (!done) {
+        TRY(ops->group_norm(be, r->bc, rs->cin, hw, G, cfg->norm_eps, x, NULL, rs->norm1_w,
+                            rs->norm1_b, NULL, 1, p->a));
+        TRY(conv3(r, &rs->conv1, h, w, p->a, 0, y));
+    }
     TRY(checkpoint(r));
     TRY(ops->linear(be, r->bc, cfg->time_embed_dim, rs->temb_out, p->emb_act, rs->temb_w,
                     rs->temb_b, 0, p->temb, NULL));
-    TRY(ops->group_norm(be, r->bc, rs->cout, hw, G, cfg->norm_eps, y,
-                        cfg->scale_shift ? NULL : p->temb, rs->norm2_w, rs->norm2_b,
-                        cfg->scale_shift ? p->temb : NULL, 1, p->a));
     const int64_t count = (int64_t)rs->cout * r->bc * hw;
+    done = 0;
+    if (hb == p->a) {
+        /* h in p->a: y is free for the shortcut, conv2 reads h through norm2 */
+        if (rs->conv2.pk)
+            TRY(ops->group_norm_affine(be, r->bc, rs->cout, hw, G, cfg->norm_eps, p->a, in_bias,
+                                       rs->norm2_w, rs->norm2_b, film, p->ab));
+        else    /* norm2 in place */
+            TRY(ops->group_norm(be, r->bc, rs->cout, hw, G, cfg->norm_eps, p->a, in_bias,
+                                rs->norm2_w, rs->norm2_b, film, 1, p->a));
+    } else {
+        TRY(ops->group_norm(be, r->bc, rs->cout, hw, G, cfg->norm_eps, y, in_bias, rs->norm2_w,
+                            rs->norm2_b, film, 1, p->a));
+    }
     if (rs->shortcut.w)
         TRY(ops->conv2d(be, r->bc, rs->cin, h, w, x, rs->cout, 1, 1, 0, 0, rs->shortcut.w,
                         rs->shortcut.b, 0, y, p->conv_scratch, p->conv_scratch_len));
     else
         TRY(ops->copy(be, count, x, y));
-    TRY(conv3(r, &rs->conv2, h, w, p->a, 1, y));
+    if (hb == p->a && rs->conv2.pk) {
+        TRY(ops->conv2d_packed_norm(be, r->bc, rs->cout, h, w, p->a, p->ab, 1, rs->cout, 3, 1, 1,
+                                    1, rs->conv2.w, rs->conv2.pk, rs->conv2.b, 1, y,
+                                    p->conv_scratch, p->conv_scratch_len, &done));
+        if (!done)      /* not fused after all: norm2 in place, then conv2 */
+            TRY(ops->group_norm(be, r->bc, rs->cout, hw, G, cfg->norm_eps, p->a, in_bias,
+                                rs->norm2_w, rs->norm2_b, film, 1, p->a));
+    }
+    if (!done) TRY(conv3(r, &rs->conv2, h, w, p->a, 1, y));
     if (rs->out_scale != 1.0f) TRY(ops->scale(be, count, 1.0f / rs->out_scale, y));
     return checkpoint(r);
 }
@@ -991,9 +1028,19 @@ static int forward_chunk(ccfg_unet *u, int bc, int h, int w, const float *x, con
             cur = y;
         }
     }
-    TRY(ops->group_norm(be, bc, C0, h * w, cfg->norm_groups, cfg->norm_eps, cur, NULL,
-                        u->out_norm_w, u->out_norm_b, NULL, 1, p->a));
-    TRY(conv3(&r, &u->conv_out, h, w, p->a, 0, p->y));
+    int done = 0;
+    if (ops->group_norm_affine && ops->conv2d_packed_norm && u->conv_out.pk) {
+        TRY(ops->group_norm_affine(be, bc, C0, h * w, cfg->norm_groups, cfg->norm_eps, cur, NULL,
+                                   u->out_norm_w, u->out_norm_b, NULL, p->ab));
+        TRY(ops->conv2d_packed_norm(be, bc, C0, h, w, cur, p->ab, 1, cfg->out_channels, 3, 1, 1, 1,
+                                    u->conv_out.w, u->conv_out.pk, u->conv_out.b, 0, p->y,
+                                    p->conv_scratch, p->conv_scratch_len, &done));
+    }
+    if (!done) {
+        TRY(ops->group_norm(be, bc, C0, h * w, cfg->norm_groups, cfg->norm_eps, cur, NULL,
+                            u->out_norm_w, u->out_norm_b, NULL, 1, p->a));
+        TRY(conv3(&r, &u->conv_out, h, w, p->a, 0, p->y));
+    }
     TRY(ops->cnhw_to_nchw(be, bc, cfg->out_channels, h * w, p->y, out));
     return CCFG_OK;
 }
