@@ -432,6 +432,10 @@ static int conv3x3_wino(int batch, int cin, int h, int w, const float *x, const 
     int g, cb;
     int64_t pst;
     const int64_t per = wino_layout(cin, h, w, &g, &cb, &pst);
+    /* at least two groups per thread where the batch allows (groups are the parallel items);
+     * fewer samples per group changes no column's arithmetic */
+    const int nth = omp_get_max_threads();
+    if (nth > 1 && (int64_t)g * 2 * nth > batch) g = batch / (2 * nth) > 0 ? batch / (2 * nth) : 1;
     if (g > batch) g = batch > 0 ? batch : 1;
     const int64_t ulen = packed ? 0 : wino_packed_len(cin, cout);
     if (ulen + per > scratch_len) return 0;
