@@ -35,10 +35,14 @@
         if (try_status_) return try_status_;                                                      \
     } while (0)
 
-/* a chunk holds about this many pixels (samples x h x w): bounded memory, and activations that
- * stay in cache between layers (16 samples of 32 x 32: 2 MiB per 32 channels; 64 samples cost
- * bench_unet.py's forward 4-9 % more CPU time, its convolutions' input reads missing the cache) */
-enum { CHUNK_PIXELS = 1 << 14 };
+/* a chunk holds about this many pixels (samples x h x w): bounded memory, and at one thread
+ * activations that stay in cache between layers (16 samples of 32 x 32: 2 MiB per 32 channels;
+ * 64 samples cost bench_unet.py's forward 4-9 % more CPU time, its convolutions' input reads
+ * missing the cache). With more threads, 4x that: every op of a chunk is a fork/join, and on a
+ * shared machine each one waits for a descheduled thread (16-sample chunks made the 2-thread
+ * forward 3-6x slower at load 3). The chunking changes no result (every op is per sample or per
+ * column). */
+enum { CHUNK_PIXELS = 1 << 14, CHUNK_PIXELS_THREADED = 1 << 16 };
 /* the most columns (samples x (pixels + condition tokens)) one chunk may hold, whatever chunk a
  * caller asks for: with the CCFG_UNET_MAX_* bounds every plan size stays far below int64 */
 #define MAX_CHUNK_COLUMNS ((int64_t)1 << 28)
@@ -609,7 +613,8 @@ int ccfg_unet_plan(ccfg_unet *u, int64_t max_batch, int h, int w, int ctx_len, i
     if (ctx_len > CCFG_UNET_MAX_TOKENS)
         return ccfg_fail(CCFG_EINVAL, "encoder_hidden_states: %d tokens, at most %d supported",
                          ctx_len, CCFG_UNET_MAX_TOKENS);
-    int64_t bc = chunk > 0 ? chunk : max64(1, CHUNK_PIXELS / ((int64_t)h * w));
+    const int64_t chunk_px = omp_get_max_threads() > 1 ? CHUNK_PIXELS_THREADED : CHUNK_PIXELS;
+    int64_t bc = chunk > 0 ? chunk : max64(1, chunk_px / ((int64_t)h * w));
     if (bc > max_batch) bc = max_batch;
     /* "at most chunk samples": a chunk of columns (pixels and tokens) every size below fits */
     const int64_t cols = (int64_t)h * w + ctx_len;
