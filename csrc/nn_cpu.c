@@ -225,11 +225,15 @@ static void pad_sample(int cin, int h, int w, const float *x, int64_t n_in, int 
 #pragma GCC optimize("fp-contract=fast")
 #define CONV_FN(name) name##_avx512
 #define CO 12
+#define WCO 8
+#define WNV 3
 #define VF v16f
 #define VN 16
 #include "nn_cpu_conv.h"
 #undef CONV_FN
 #undef CO
+#undef WCO
+#undef WNV
 #undef VF
 #undef VN
 #pragma GCC pop_options
@@ -238,22 +242,30 @@ static void pad_sample(int cin, int h, int w, const float *x, int64_t n_in, int 
 #pragma GCC optimize("fp-contract=fast")
 #define CONV_FN(name) name##_avx2
 #define CO 6
+#define WCO 6
+#define WNV 2
 #define VF v8f
 #define VN 8
 #include "nn_cpu_conv.h"
 #undef CONV_FN
 #undef CO
+#undef WCO
+#undef WNV
 #undef VF
 #undef VN
 #pragma GCC pop_options
 #endif
 #define CONV_FN(name) name##_base
 #define CO 6
+#define WCO 6
+#define WNV 2
 #define VF v8f
 #define VN 8
 #include "nn_cpu_conv.h"
 #undef CONV_FN
 #undef CO
+#undef WCO
+#undef WNV
 #undef VF
 #undef VN
 
@@ -370,10 +382,15 @@ static void wino_pack(int cin, int cout, int co_tile, const float *weight, float
             }
 }
 
+/* the Winograd register tile of this CPU's kernel copy (nn_cpu_conv.h WCO x WNV VN): output
+ * channels, and columns per block */
+static int wino_co_tile(void) { return kernel_isa() == 2 ? 8 : 6; }
+static int wino_cb(void) { return kernel_isa() == 2 ? 48 : 16; }
+
 /* floats of wino_pack's output for a layer (co_tile of this CPU's kernel copy) */
 static int64_t wino_packed_len(int cin, int cout)
 {
-    const int co_tile = kernel_isa() == 2 ? 12 : 6;
+    const int co_tile = wino_co_tile();
     return (int64_t)16 * ((cout + co_tile - 1) / co_tile) * co_tile * cin;
 }
 
@@ -385,12 +402,12 @@ enum { WINO_MAX_CIN = 1024 };
  * stride; returns the floats of scratch one thread uses */
 static int64_t wino_layout(int cin, int h, int w, int *g_out, int *cb_out, int64_t *pst_out)
 {
-    const int isa = kernel_isa(), co_tile = isa == 2 ? 12 : 6, cb = isa == 2 ? 32 : 16;
+    const int co_tile = wino_co_tile(), cb = wino_cb();
     const int hq = (h + 1) / 2 + 1, wq = (w + 1) / 2 + 1;
     const int64_t hwq = (int64_t)hq * wq;
     /* samples per group: at least 128 columns, so that small images fill the vectors, and of
      * the next few counts the one whose columns best fill whole blocks (the last block's unused
-     * columns are computed too: 18 % of the work at 16 x 16 with 2 samples, 3 % with 5) */
+     * columns are computed too) */
     const int g0 = (int)((128 + hwq - 1) / hwq);
     int g = g0;
     for (int k = g0 + 1; k < g0 + 4 && k * hwq <= 1024; k++) {
@@ -424,7 +441,7 @@ static int conv3x3_wino(int batch, int cin, int h, int w, const float *x, const 
                         const float *bias, int accumulate, float *y, float *scratch,
                         int64_t scratch_len)
 {
-    const int isa = kernel_isa(), co_tile = isa == 2 ? 12 : 6;
+    const int isa = kernel_isa(), co_tile = wino_co_tile();
     if (w < 8 || h < 2 || cin > WINO_MAX_CIN) return 0;
     const int nco = (cout + co_tile - 1) / co_tile;
     const int hq = (h + 1) / 2 + 1, wq = (w + 1) / 2 + 1;
@@ -1071,7 +1088,7 @@ static int op_conv2d_pack(const ccfg_backend *be, int cin, int cout, int k, int 
     if (!op_conv2d_packed_len(cin, cout, k, stride, pad0, pad1))
         return ccfg_fail(CCFG_EINVAL, "nn conv2d_pack: a %dx%d stride-%d convolution of %d input "
                          "channels has no packed form", k, k, stride, cin);
-    wino_pack(cin, cout, kernel_isa() == 2 ? 12 : 6, weight, packed);
+    wino_pack(cin, cout, wino_co_tile(), weight, packed);
     return CCFG_OK;
 }
 static int op_conv2d_packed(const ccfg_backend *be, int batch, int cin, int h, int w,

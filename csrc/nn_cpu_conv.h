@@ -119,8 +119,9 @@ static void CONV_FN(pointwise_block)(int cin, int64_t n, const float *x, const f
 /* Winograd F(2x2, 3x3) for stride 1, padding 1 (Lavin & Gray 2016, "Fast Algorithms for
  * Convolutional Neural Networks"): a 2x2 output tile is A^T [(G g G^T) . (B^T d B)] A over the
  * tile's 4x4 input patch d, 16 products per input channel instead of 36. The three steps below
- * work on a block of 2 VN tile "columns" (lanes), the GEMM step being the direct kernel's
- * register tile (CO output channels x 2 VN columns) over the input channels of one of the 16
+ * work on a block of WNV VN tile "columns" (lanes), the GEMM step being the direct kernel's
+ * register tile shape (WCO output channels x WNV VN columns: 8 x 48 on AVX-512, exact for channel
+ * counts that are multiples of 8; 6 x 16 otherwise) over the input channels of one of the 16
  * transform positions. Columns: the input of a group of samples is stored as four polyphase
  * planes per channel (nn_cpu.c pad_polyphase): plane (rp, cp) holds padded[2i + rp][2j + cp] for
  * i < hq, j < wq, samples one after the other, so tile (ty, tx) of a sample is column
@@ -189,14 +190,14 @@ static void CONV_FN(pad_polyphase)(int cin, int h, int w, const float *x, int64_
     }
 }
 
-/* V[pos][ci][0 .. 2 VN) = (B^T d B)[pos] for the 2 VN columns from g0 of the planes pp (plane
+/* V[pos][ci][0 .. WNV VN) = (B^T d B)[pos] for the WNV VN columns from g0 of the planes pp (plane
  * (ci, phase) at pp + (ci * 4 + phase) * pst) */
 static void CONV_FN(wino_input)(int cin, const float *pp, int64_t pst, int wq, int64_t g0,
                                 float *V)
 {
-    const int64_t vs = (int64_t)cin * 2 * VN;      /* one position's block of V */
+    const int64_t vs = (int64_t)cin * WNV * VN;    /* one position's block of V */
     for (int ci = 0; ci < cin; ci++)
-        for (int k = 0; k < 2; k++) {
+        for (int k = 0; k < WNV; k++) {
             VF d[4][4], t[4][4];
             for (int r = 0; r < 4; r++)
                 for (int c = 0; c < 4; c++) {
@@ -210,7 +211,7 @@ static void CONV_FN(wino_input)(int cin, const float *pp, int64_t pst, int wq, i
                 t[2][c] = d[2][c] - d[1][c];
                 t[3][c] = d[1][c] - d[3][c];
             }
-            float *o = V + (int64_t)ci * 2 * VN + k * VN;
+            float *o = V + (int64_t)ci * WNV * VN + k * VN;
             for (int r = 0; r < 4; r++) {       /* (B^T d) B: columns */
                 const VF v0 = t[r][0] - t[r][2], v1 = t[r][1] + t[r][2];
                 const VF v2 = t[r][2] - t[r][1], v3 = t[r][1] - t[r][3];
@@ -222,39 +223,35 @@ static void CONV_FN(wino_input)(int cin, const float *pp, int64_t pst, int wq, i
         }
 }
 
-/* M[pos][c][0 .. 2 VN) = sum_ci U[pos][ci][c] V[pos][ci][.] for the CO channels of one tile; U:
- * this tile's packed weights of position 0, position p at U + p * ustride (CO floats per ci) */
+/* M[pos][c][0 .. WNV VN) = sum_ci U[pos][ci][c] V[pos][ci][.] for the WCO channels of one tile;
+ * U: this tile's packed weights of position 0, position p at U + p * ustride (WCO floats per ci) */
 static void CONV_FN(wino_gemm)(int cin, const float *V, const float *U, int64_t ustride, float *M)
 {
-    const int64_t vs = (int64_t)cin * 2 * VN;
+    const int64_t vs = (int64_t)cin * WNV * VN;
     for (int pos = 0; pos < 16; pos++) {
-        VF a[CO][2];
-        for (int c = 0; c < CO; c++) a[c][0] = a[c][1] = (VF){0};
+        VF a[WCO][WNV];
+        for (int c = 0; c < WCO; c++)
+            for (int k = 0; k < WNV; k++) a[c][k] = (VF){0};
         const float *vp = V + pos * vs, *wt = U + pos * ustride;
-        for (int ci = 0; ci < cin; ci++, vp += 2 * VN, wt += CO) {
-            VF x0, x1;
-            memcpy(&x0, vp, sizeof x0);
-            memcpy(&x1, vp + VN, sizeof x1);
-            for (int c = 0; c < CO; c++) {
-                a[c][0] += wt[c] * x0;
-                a[c][1] += wt[c] * x1;
-            }
+        for (int ci = 0; ci < cin; ci++, vp += WNV * VN, wt += WCO) {
+            VF xv[WNV];
+            for (int k = 0; k < WNV; k++) memcpy(&xv[k], vp + k * VN, sizeof xv[k]);
+            for (int c = 0; c < WCO; c++)
+                for (int k = 0; k < WNV; k++) a[c][k] += wt[c] * xv[k];
         }
-        float *m = M + pos * CO * 2 * VN;
-        for (int c = 0; c < CO; c++) {
-            memcpy(m + c * 2 * VN, &a[c][0], sizeof a[c][0]);
-            memcpy(m + c * 2 * VN + VN, &a[c][1], sizeof a[c][1]);
-        }
+        float *m = M + pos * WCO * WNV * VN;
+        for (int c = 0; c < WCO; c++)
+            for (int k = 0; k < WNV; k++) memcpy(m + (c * WNV + k) * VN, &a[c][k], sizeof a[c][k]);
     }
 }
 
-/* the 2x2 outputs A^T M A of channel c's columns into t[4][2 VN] (y00, y01, y10, y11) */
+/* the 2x2 outputs A^T M A of channel c's columns into t[4][WNV VN] (y00, y01, y10, y11) */
 static void CONV_FN(wino_output)(const float *M, int c, float *t)
 {
-    for (int k = 0; k < 2; k++) {
+    for (int k = 0; k < WNV; k++) {
         VF m[16];
         for (int pos = 0; pos < 16; pos++)
-            memcpy(&m[pos], M + (pos * CO + c) * 2 * VN + k * VN, sizeof m[pos]);
+            memcpy(&m[pos], M + ((pos * WCO + c) * WNV + k) * VN, sizeof m[pos]);
         VF s0[4], s1[4];
         for (int j = 0; j < 4; j++) {           /* A^T M: rows */
             s0[j] = m[j] + m[4 + j] + m[8 + j];
@@ -262,10 +259,10 @@ static void CONV_FN(wino_output)(const float *M, int c, float *t)
         }
         const VF y00 = s0[0] + s0[1] + s0[2], y01 = s0[1] - s0[2] - s0[3];
         const VF y10 = s1[0] + s1[1] + s1[2], y11 = s1[1] - s1[2] - s1[3];
-        memcpy(t + 0 * 2 * VN + k * VN, &y00, sizeof y00);
-        memcpy(t + 1 * 2 * VN + k * VN, &y01, sizeof y01);
-        memcpy(t + 2 * 2 * VN + k * VN, &y10, sizeof y10);
-        memcpy(t + 3 * 2 * VN + k * VN, &y11, sizeof y11);
+        memcpy(t + 0 * WNV * VN + k * VN, &y00, sizeof y00);
+        memcpy(t + 1 * WNV * VN + k * VN, &y01, sizeof y01);
+        memcpy(t + 2 * WNV * VN + k * VN, &y10, sizeof y10);
+        memcpy(t + 3 * WNV * VN + k * VN, &y11, sizeof y11);
     }
 }
 
