@@ -32,7 +32,7 @@ import tempfile
 
 def parse(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=50, help="sampling steps (default 50)")
+    ap.add_argument("--steps", type=int, default=50, help="sampling steps (default 50; 0: the forward only)")
     ap.add_argument("--n", type=int, default=64, help="samples per run (3n rows per forward)")
     ap.add_argument("--repeats", type=int, default=5, help="timed forward repeats")
     ap.add_argument("--sample-repeats", type=int, default=1,
@@ -157,6 +157,11 @@ def run(failures, n=64, steps=50, repeats=5, sample_repeats=1, layers=2, profile
               f"{os.getloadavg()[0]:.1f}):")
         prof = profile_forward(lambda: unet(x, 500, labels), profile)
         print(prof)
+
+    if ARGS.steps == 0:             # --steps 0: the forward alone
+        print()
+        print(table.render())
+        return 1 if failures else 0
 
     # ---------------------------------------------------------------- sampling
     x_T = ccfg.randn(0, n, unet.shape)

@@ -42,6 +42,37 @@ typedef struct ccfg_nn_ops {
     int (*conv2d)(const ccfg_backend *be, int batch, int cin, int h, int w, const float *x,
                   int cout, int k, int stride, int pad0, int pad1, const float *weight,
                   const float *bias, int accumulate, float *y, float *scratch, int64_t scratch_len);
+    /* Optional (NULL where a backend has none; the Vulkan table): weights pre-packed once, when a
+     * model is placed, in the layout the backend's convolution reads (the CPU: Winograd-
+     * transformed 3x3 filters), instead of repacking them on every call.
+     * conv2d_packed_len: floats the packed form of this layer takes, 0 if the layer has none;
+     * conv2d_pack: writes it to `packed` (backend memory of that many floats);
+     * conv2d_packed: conv2d (same arguments and result) reading `packed`, the output of
+     * conv2d_pack for the same layer on the same backend in this process (NULL: as conv2d). */
+    int64_t (*conv2d_packed_len)(int cin, int cout, int k, int stride, int pad0, int pad1);
+    int (*conv2d_pack)(const ccfg_backend *be, int cin, int cout, int k, int stride, int pad0,
+                       int pad1, const float *weight, float *packed);
+    int (*conv2d_packed)(const ccfg_backend *be, int batch, int cin, int h, int w, const float *x,
+                         int cout, int k, int stride, int pad0, int pad1, const float *weight,
+                         const float *packed, const float *bias, int accumulate, float *y,
+                         float *scratch, int64_t scratch_len);
+    /* Optional (NULL where a backend has none): a GroupNorm(+SiLU) folded into the stride-1 3x3
+     * convolution that reads its output, the normalised tensor never written.
+     * group_norm_affine: group_norm's arguments, but instead of y it writes the (a, d) per sample
+     * b and channel ci with which group_norm computes v = x * a + d before its SiLU, to
+     * ab[2 (b c + ci)] and ab[2 (b c + ci) + 1] (ab: 2 batch c floats);
+     * conv2d_packed_norm: conv2d_packed of silu ? SiLU(x a + d) : x a + d (zero padding as
+     * conv2d: the padding is of the normalised tensor), or *done = 0 with nothing written where
+     * the backend does not fuse this layer (decided by the layer's shape and the scratch, never
+     * the batch): the caller then runs group_norm and conv2d_packed. */
+    int (*group_norm_affine)(const ccfg_backend *be, int batch, int c, int hw, int groups,
+                             float eps, const float *x, const float *in_bias, const float *gamma,
+                             const float *beta, const float *film, float *ab);
+    int (*conv2d_packed_norm)(const ccfg_backend *be, int batch, int cin, int h, int w,
+                              const float *x, const float *ab, int silu, int cout, int k,
+                              int stride, int pad0, int pad1, const float *weight,
+                              const float *packed, const float *bias, int accumulate, float *y,
+                              float *scratch, int64_t scratch_len, int *done);
     /* GroupNorm over (channels of the group, h*w) per sample, then optional FiLM and SiLU:
      *   v = x + in_bias[b, c]                      (in_bias (batch, c) or NULL: ResNet time bias)
      *   v = (v - mean) / sqrt(var + eps) * gamma[c] + beta[c]   (biased variance, as torch)
@@ -107,7 +138,8 @@ const ccfg_nn_ops *ccfg_nn_ops_cpu(void);
 const ccfg_nn_ops *ccfg_nn_ops_vulkan(void);
 
 /* floats of scratch conv2d wants per thread for images w pixels wide (one cache-sized tile of
- * output rows; less than one row per thread would be an error) */
+ * output rows, and on the CPU room for the Winograd 3x3 path on square images; less than one
+ * output row per thread would be an error) */
 int64_t ccfg_nn_conv2d_scratch(int cin, int k, int w);
 /* floats of scratch attention and attention_qkv need per thread for heads of head_dim channels
  * (blocks of queries, their accumulators and one block of scores: independent of the token

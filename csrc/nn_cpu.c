@@ -1,8 +1,11 @@
 /* nn_cpu.c — the CPU implementation of nn.h. Layout CNHW (see nn.h). 3x3 stride-1 convolutions
- * and 1x1 convolutions by register-tiled direct kernels (nn_cpu_conv.h), other convolutions by
- * im2col + OpenBLAS sgemm, attention flash-style (nn_cpu_attn.h), everything elementwise as
- * OpenMP loops; ccfg_nn_cpu_profile times the ops per kind. docs/PERFORMANCE.md ("CPU attention,
- * flash-style; direct convolutions") has the measurements behind each choice. */
+ * by Winograd F(2x2,3x3) (filters packed once by conv2d_pack; a preceding GroupNorm(+SiLU) can be
+ * folded into the input copy: conv2d_packed_norm), else by a register-tiled direct kernel; 1x1
+ * convolutions by a pointwise tile (both kernels in nn_cpu_conv.h), other convolutions by im2col +
+ * OpenBLAS sgemm, attention flash-style (nn_cpu_attn.h), everything elementwise as OpenMP loops;
+ * ccfg_nn_cpu_profile times the ops per kind. docs/PERFORMANCE.md ("CPU attention, flash-style;
+ * direct convolutions" and "UNet2DModel on the CPU: Winograd") has the measurements behind each
+ * choice. */
 /* lets GCC if-convert and vectorise exp_fast's clamp and float->int step (we never rely on
  * floating-point traps); results are unchanged */
 #pragma GCC optimize("no-trapping-math")
@@ -50,6 +53,34 @@ static int kernel_isa(void)
 #endif
 }
 
+/* CCFG_CPU_WINOGRAD=0 turns the Winograd 3x3 path off (read once): the direct kernel then runs
+ * every 3x3 convolution, for comparisons */
+static int wino_off(void)
+{
+    static int off = -1;
+    int v = __atomic_load_n(&off, __ATOMIC_RELAXED);
+    if (v < 0) {
+        const char *e = getenv("CCFG_CPU_WINOGRAD");
+        v = e && !strcmp(e, "0");
+        __atomic_store_n(&off, v, __ATOMIC_RELAXED);
+    }
+    return v;
+}
+
+/* CCFG_CPU_FUSE_NORM=0 (read once) has conv2d_packed_norm decline every layer: the UNet then
+ * writes each GroupNorm's output and convolves it, for comparisons */
+static int fuse_off(void)
+{
+    static int off = -1;
+    int v = __atomic_load_n(&off, __ATOMIC_RELAXED);
+    if (v < 0) {
+        const char *e = getenv("CCFG_CPU_FUSE_NORM");
+        v = e && !strcmp(e, "0");
+        __atomic_store_n(&off, v, __ATOMIC_RELAXED);
+    }
+    return v;
+}
+
 /* an im2col tile narrower than this makes the GEMM inefficient */
 enum { MIN_CONV_TILE = 256 };
 #define CACHE_TILE_FLOATS ((int64_t)1 << 18)
@@ -57,11 +88,6 @@ enum { MIN_CONV_TILE = 256 };
  * loop, and far more on a loaded machine */
 #define PAR_MIN ((int64_t)1 << 16)
 
-int64_t ccfg_nn_conv2d_scratch(int cin, int k, int w)
-{
-    const int64_t row = (int64_t)cin * k * k * (w > MIN_CONV_TILE ? w : MIN_CONV_TILE);
-    return row > CACHE_TILE_FLOATS ? row : CACHE_TILE_FLOATS;
-}
 
 /* exp(x) in float, within 2 ulp (Cephes expf: x = n ln2 + r, degree-6 polynomial in r), written
  * without calls or branches so loops using it vectorise; libm's expf made SiLU ~8% of a forward */
@@ -86,7 +112,10 @@ static inline __attribute__((always_inline)) float exp_fast(float x)
     return e * scale;
 }
 
-static inline float silu1(float v) { return v / (1.0f + exp_fast(-v)); }
+static inline __attribute__((always_inline)) float silu1(float v)
+{
+    return v / (1.0f + exp_fast(-v));
+}
 
 /* Threads: one OpenMP pool does all the parallel work; every sgemm runs single-threaded inside
  * it (begin() pins OpenBLAS to one thread for the duration of a forward). Two pools (OpenMP loops
@@ -196,11 +225,15 @@ static void pad_sample(int cin, int h, int w, const float *x, int64_t n_in, int 
 #pragma GCC optimize("fp-contract=fast")
 #define CONV_FN(name) name##_avx512
 #define CO 12
+#define WCO 8
+#define WNV 3
 #define VF v16f
 #define VN 16
 #include "nn_cpu_conv.h"
 #undef CONV_FN
 #undef CO
+#undef WCO
+#undef WNV
 #undef VF
 #undef VN
 #pragma GCC pop_options
@@ -209,22 +242,30 @@ static void pad_sample(int cin, int h, int w, const float *x, int64_t n_in, int 
 #pragma GCC optimize("fp-contract=fast")
 #define CONV_FN(name) name##_avx2
 #define CO 6
+#define WCO 6
+#define WNV 2
 #define VF v8f
 #define VN 8
 #include "nn_cpu_conv.h"
 #undef CONV_FN
 #undef CO
+#undef WCO
+#undef WNV
 #undef VF
 #undef VN
 #pragma GCC pop_options
 #endif
 #define CONV_FN(name) name##_base
 #define CO 6
+#define WCO 6
+#define WNV 2
 #define VF v8f
 #define VN 8
 #include "nn_cpu_conv.h"
 #undef CONV_FN
 #undef CO
+#undef WCO
+#undef WNV
 #undef VF
 #undef VN
 
@@ -305,6 +346,200 @@ static int conv3x3_direct(int batch, int cin, int h, int w, const float *x, int 
     return 1;
 }
 
+/* Winograd F(2x2, 3x3) (nn_cpu_conv.h wino_*): 3x3, stride 1, padding 1 convolutions with
+ * 16 products per 2x2 output tile and input channel instead of 36. */
+
+/* the transformed weights U = G g G^T (G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1]) as
+ * U[((pos * nco + cb) * cin + ci) * co_tile + c] for output channel cb * co_tile + c (zeros past
+ * cout): a tile's CO weights of one input channel and position are contiguous. Computed in
+ * double, rounded once. */
+static void wino_pack(int cin, int cout, int co_tile, const float *weight, float *U)
+{
+    const int nco = (cout + co_tile - 1) / co_tile;
+    for (int cb = 0; cb < nco; cb++)
+        for (int ci = 0; ci < cin; ci++)
+            for (int c = 0; c < co_tile; c++) {
+                const int co = cb * co_tile + c;
+                double u[16] = {0};
+                if (co < cout) {
+                    const float *g = weight + ((int64_t)co * cin + ci) * 9;
+                    double t[4][3];                 /* G g */
+                    for (int j = 0; j < 3; j++) {
+                        t[0][j] = g[j];
+                        t[1][j] = 0.5 * ((double)g[j] + g[3 + j] + g[6 + j]);
+                        t[2][j] = 0.5 * ((double)g[j] - g[3 + j] + g[6 + j]);
+                        t[3][j] = g[6 + j];
+                    }
+                    for (int i = 0; i < 4; i++) {   /* (G g) G^T */
+                        u[i * 4 + 0] = t[i][0];
+                        u[i * 4 + 1] = 0.5 * (t[i][0] + t[i][1] + t[i][2]);
+                        u[i * 4 + 2] = 0.5 * (t[i][0] - t[i][1] + t[i][2]);
+                        u[i * 4 + 3] = t[i][2];
+                    }
+                }
+                for (int pos = 0; pos < 16; pos++)
+                    U[(((int64_t)pos * nco + cb) * cin + ci) * co_tile + c] = (float)u[pos];
+            }
+}
+
+/* the Winograd register tile of this CPU's kernel copy (nn_cpu_conv.h WCO x WNV VN): output
+ * channels, and columns per block */
+static int wino_co_tile(void) { return kernel_isa() == 2 ? 8 : 6; }
+static int wino_cb(void) { return kernel_isa() == 2 ? 48 : 16; }
+
+/* floats of wino_pack's output for a layer (co_tile of this CPU's kernel copy) */
+static int64_t wino_packed_len(int cin, int cout)
+{
+    const int co_tile = wino_co_tile();
+    return (int64_t)16 * ((cout + co_tile - 1) / co_tile) * co_tile * cin;
+}
+
+/* Winograd only up to this many input channels: its transforms add float32 rounding that grows
+ * with the sum's length (the op tests' 1e-5 bound holds with margin below it) */
+enum { WINO_MAX_CIN = 1024 };
+
+/* the Winograd path's layout for h x w images: samples per group, columns per block, plane
+ * stride; returns the floats of scratch one thread uses */
+static int64_t wino_layout(int cin, int h, int w, int *g_out, int *cb_out, int64_t *pst_out)
+{
+    const int co_tile = wino_co_tile(), cb = wino_cb();
+    const int hq = (h + 1) / 2 + 1, wq = (w + 1) / 2 + 1;
+    const int64_t hwq = (int64_t)hq * wq;
+    /* samples per group: at least 128 columns, so that small images fill the vectors, and of
+     * the next few counts the one whose columns best fill whole blocks (the last block's unused
+     * columns are computed too) */
+    const int g0 = (int)((128 + hwq - 1) / hwq);
+    int g = g0;
+    for (int k = g0 + 1; k < g0 + 4 && k * hwq <= 1024; k++) {
+        const int64_t waste_g = ((g * hwq + cb - 1) / cb * cb - g * hwq) * k;
+        const int64_t waste_k = ((k * hwq + cb - 1) / cb * cb - k * hwq) * g;
+        if (waste_k < waste_g) g = k;      /* less unused work per column */
+    }
+    const int64_t nblk = (g * hwq + cb - 1) / cb;
+    const int64_t pst = (nblk * cb + wq + 1 + 15) & ~(int64_t)15;
+    if (g_out) *g_out = g;
+    if (cb_out) *cb_out = cb;
+    if (pst_out) *pst_out = pst;
+    /* the planes, one column block of V, its M, the 4 output rows and the slack past them that
+     * wino_store's vector loads read (ignored lanes), one normalised input plane (pad_polyphase's
+     * tmp), 64-byte alignment */
+    return 4 * (int64_t)cin * pst + 16 * (int64_t)cin * cb + 16 * (int64_t)co_tile * cb + 4 * cb
+           + 32 + (((int64_t)h * w + 15) & ~(int64_t)15) + 16;
+}
+
+/* floats of scratch for `threads` threads of the Winograd path, packed weights apart */
+static int64_t wino_scratch(int cin, int h, int w, int threads)
+{
+    return wino_layout(cin, h, w, NULL, NULL, NULL) * threads;
+}
+
+/* 1 when the Winograd path ran (decided by the layer's shape and the scratch, never the batch);
+ * packed: wino_pack's output for this CPU, or NULL (packed here into the scratch); ab, silu: the
+ * input read through a folded GroupNorm(+SiLU) (pad_polyphase), ab NULL: as it is */
+static int conv3x3_wino(int batch, int cin, int h, int w, const float *x, const float *ab,
+                        int silu, int cout, const float *weight, const float *packed,
+                        const float *bias, int accumulate, float *y, float *scratch,
+                        int64_t scratch_len)
+{
+    const int isa = kernel_isa(), co_tile = wino_co_tile();
+    if (w < 8 || h < 2 || cin > WINO_MAX_CIN) return 0;
+    const int nco = (cout + co_tile - 1) / co_tile;
+    const int hq = (h + 1) / 2 + 1, wq = (w + 1) / 2 + 1;
+    const int64_t hwq = (int64_t)hq * wq;
+    int g, cb;
+    int64_t pst;
+    const int64_t per = wino_layout(cin, h, w, &g, &cb, &pst);
+    /* at least two groups per thread where the batch allows (groups are the parallel items);
+     * fewer samples per group changes no column's arithmetic */
+    const int nth = omp_get_max_threads();
+    if (nth > 1 && (int64_t)g * 2 * nth > batch) g = batch / (2 * nth) > 0 ? batch / (2 * nth) : 1;
+    if (g > batch) g = batch > 0 ? batch : 1;
+    const int64_t ulen = packed ? 0 : wino_packed_len(cin, cout);
+    if (ulen + per > scratch_len) return 0;
+    const int64_t groups = (batch + g - 1) / g, n_in = (int64_t)batch * h * w;
+    int nt = omp_get_max_threads();
+    if ((scratch_len - ulen) / per < nt) nt = (int)((scratch_len - ulen) / per);
+    if (nt > groups) nt = (int)groups;
+    if ((int64_t)cout * cin * 9 * n_in < 64 * PAR_MIN) nt = 1;
+    if (nt < 1) nt = 1;
+    const float *U = packed;
+    if (!packed) {
+        wino_pack(cin, cout, co_tile, weight, scratch);
+        U = scratch;
+    }
+    const int64_t ustride = (int64_t)nco * co_tile * cin;
+    float *const base = scratch + ulen;
+    #pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        float *pp = base + (int64_t)omp_get_thread_num() * per;
+        pp += (0u - (uintptr_t)pp / sizeof(float)) & 15;    /* 64-byte aligned */
+        float *V = pp + 4 * (int64_t)cin * pst, *M = V + 16 * (int64_t)cin * cb;
+        float *t = M + 16 * (int64_t)co_tile * cb, *tmp = t + 4 * cb + 32;
+        #pragma omp for schedule(static)
+        for (int64_t gi = 0; gi < groups; gi++) {
+            const int b0 = (int)(gi * g), gn = batch - b0 < g ? batch - b0 : g;
+#ifdef KERNEL_CLONES
+            if (isa == 2)
+                pad_polyphase_avx512(cin, h, w, x, n_in, b0, gn, hq, wq, pst, ab, silu, tmp, pp);
+            else if (isa == 1)
+                pad_polyphase_avx2(cin, h, w, x, n_in, b0, gn, hq, wq, pst, ab, silu, tmp, pp);
+            else
+#endif
+                pad_polyphase_base(cin, h, w, x, n_in, b0, gn, hq, wq, pst, ab, silu, tmp, pp);
+            const int64_t cols = gn * hwq;
+            for (int64_t g0 = 0; g0 < cols; g0 += cb) {
+                const int n = cols - g0 < cb ? (int)(cols - g0) : cb;
+#ifdef KERNEL_CLONES
+                if (isa == 2) wino_input_avx512(cin, pp, pst, wq, g0, V);
+                else if (isa == 1) wino_input_avx2(cin, pp, pst, wq, g0, V);
+                else
+#endif
+                    wino_input_base(cin, pp, pst, wq, g0, V);
+                for (int ct = 0; ct < nco; ct++) {
+                    const float *Ut = U + (int64_t)ct * cin * co_tile;
+#ifdef KERNEL_CLONES
+                    if (isa == 2) wino_gemm_avx512(cin, V, Ut, ustride, M);
+                    else if (isa == 1) wino_gemm_avx2(cin, V, Ut, ustride, M);
+                    else
+#endif
+                        wino_gemm_base(cin, V, Ut, ustride, M);
+                    for (int c = 0; c < co_tile && ct * co_tile + c < cout; c++) {
+                        const int co = ct * co_tile + c;
+                        const float bc = bias ? bias[co] : 0.0f;
+                        float *yc = y + (int64_t)co * n_in;
+#ifdef KERNEL_CLONES
+                        if (isa == 2) {
+                            wino_output_avx512(M, c, t);
+                            wino_store_avx512(t, cb, g0, n, hq, wq, h, w, b0, bc, accumulate, yc);
+                            continue;
+                        }
+                        if (isa == 1) {
+                            wino_output_avx2(M, c, t);
+                            wino_store_avx2(t, cb, g0, n, hq, wq, h, w, b0, bc, accumulate, yc);
+                            continue;
+                        }
+#endif
+                        wino_output_base(M, c, t);
+                        wino_store_base(t, cb, g0, n, hq, wq, h, w, b0, bc, accumulate, yc);
+                    }
+                }
+            }
+        }
+    }
+    return 1;
+}
+
+int64_t ccfg_nn_conv2d_scratch(int cin, int k, int w)
+{
+    const int64_t row = (int64_t)cin * k * k * (w > MIN_CONV_TILE ? w : MIN_CONV_TILE);
+    int64_t need = row > CACHE_TILE_FLOATS ? row : CACHE_TILE_FLOATS;
+    if (k == 3 && cin <= WINO_MAX_CIN) {    /* the Winograd path's per thread on w x w images */
+        const int64_t wino = wino_scratch(cin, w, w, 1);
+        if (wino > need) need = wino;
+    }
+    return need;
+}
+
 /* 1x1 convolution (every projection and shortcut of a UNet): nn_cpu_conv.h's pointwise tile
  * instead of OpenBLAS's Haswell sgemm (AVX2 only: half this CPU's FMA width). Columns in chunks
  * of 256 (a chunk of x stays in L2 across the output-channel tiles); each output is one sum over
@@ -337,13 +572,18 @@ static void conv1x1_direct(int batch, int cin, int h, int w, const float *x, int
 }
 
 static void cpu_conv2d(int batch, int cin, int h, int w, const float *x, int cout, int k,
-                       int stride, int pad0, int pad1, const float *weight, const float *bias,
-                       int accumulate, float *y, float *scratch, int64_t scratch_len)
+                       int stride, int pad0, int pad1, const float *weight, const float *packed,
+                       const float *bias, int accumulate, float *y, float *scratch,
+                       int64_t scratch_len)
 {
     if (k == 1 && stride == 1 && pad0 == 0 && pad1 == 0) {
         conv1x1_direct(batch, cin, h, w, x, cout, weight, bias, accumulate, y);
         return;
     }
+    if (k == 3 && stride == 1 && pad0 == 1 && pad1 == 1 && !wino_off() &&
+        conv3x3_wino(batch, cin, h, w, x, NULL, 0, cout, weight, packed, bias, accumulate, y,
+                     scratch, scratch_len))
+        return;
     if (k == 3 && stride == 1 && pad0 == 1 && pad1 == 1 &&
         conv3x3_direct(batch, cin, h, w, x, cout, weight, bias, accumulate, y, scratch,
                        scratch_len))
@@ -437,6 +677,42 @@ CLONES static void affine_silu(const float *x, int count, float a, float d, int 
     }
 }
 
+/* GroupNorm's statistics of sample b, group g: mean and 1 / sqrt(var + eps), in double */
+static void gn_stats(int b, int g, int cpg, int c, int64_t n, int hw, float eps, const float *x,
+                     const float *in_bias, double *mean_out, double *rstd_out)
+{
+    /* sum and sum of squares in one pass, in double (activations are O(1)-O(100): no
+     * cancellation worth the float32 output) */
+    double sum = 0.0, sq = 0.0;
+    for (int ci = g * cpg; ci < (g + 1) * cpg; ci++) {
+        const float *xr = x + ci * n + (int64_t)b * hw;
+        sum_sq(xr, hw, in_bias ? in_bias[(int64_t)b * c + ci] : 0.0, &sum, &sq);
+    }
+    const double count = (double)cpg * hw, mean = sum / count;
+    double ss = sq - sum * mean;
+    ss = ss > 0.0 ? ss : 0.0;
+    *mean_out = mean;
+    *rstd_out = 1.0 / sqrt(ss / count + (double)eps);
+}
+
+/* channel ci of sample b: v = (x + add - mean) * rstd * gamma + beta (then FiLM) = x * a + d */
+static void gn_channel_affine(int b, int ci, int c, double mean, double rstd, const float *in_bias,
+                              const float *gamma, const float *beta, const float *film, float *a_out,
+                              float *d_out)
+{
+    const float add = in_bias ? in_bias[(int64_t)b * c + ci] : 0.0f;
+    float a = (float)(rstd * gamma[ci]);
+    float d = (float)(((double)add - mean) * rstd * gamma[ci] + beta[ci]);
+    if (film) {
+        const float sc = 1.0f + film[(int64_t)b * 2 * c + ci];
+        const float sh = film[(int64_t)b * 2 * c + c + ci];
+        a *= sc;
+        d = d * sc + sh;
+    }
+    *a_out = a;
+    *d_out = d;
+}
+
 static void cpu_group_norm(int batch, int c, int hw, int groups, float eps, const float *x,
                            const float *in_bias, const float *gamma, const float *beta,
                            const float *film, int silu, float *y)
@@ -446,31 +722,34 @@ static void cpu_group_norm(int batch, int c, int hw, int groups, float eps, cons
     #pragma omp parallel for collapse(2) schedule(static) if ((int64_t)c * n > PAR_MIN)
     for (int b = 0; b < batch; b++) {
         for (int g = 0; g < groups; g++) {
-            /* sum and sum of squares in one pass, in double (activations are O(1)-O(100): no
-             * cancellation worth the float32 output) */
-            double sum = 0.0, sq = 0.0;
+            double mean, rstd;
+            gn_stats(b, g, cpg, c, n, hw, eps, x, in_bias, &mean, &rstd);
             for (int ci = g * cpg; ci < (g + 1) * cpg; ci++) {
-                const float *xr = x + ci * n + (int64_t)b * hw;
-                sum_sq(xr, hw, in_bias ? in_bias[(int64_t)b * c + ci] : 0.0, &sum, &sq);
+                float a, d;
+                gn_channel_affine(b, ci, c, mean, rstd, in_bias, gamma, beta, film, &a, &d);
+                affine_silu(x + ci * n + (int64_t)b * hw, hw, a, d, silu,
+                            y + ci * n + (int64_t)b * hw);
             }
-            const double count = (double)cpg * hw, mean = sum / count;
-            double ss = sq - sum * mean;
-            ss = ss > 0.0 ? ss : 0.0;
-            const double rstd = 1.0 / sqrt(ss / count + (double)eps);
+        }
+    }
+}
+
+/* group_norm's (a, d) per (sample, channel) into ab[2 (b c + ci) + {0, 1}], nothing applied:
+ * the convolution that reads the normalised tensor applies them (conv2d_packed_norm) */
+static void cpu_group_norm_affine(int batch, int c, int hw, int groups, float eps, const float *x,
+                                  const float *in_bias, const float *gamma, const float *beta,
+                                  const float *film, float *ab)
+{
+    const int cpg = c / groups;
+    const int64_t n = (int64_t)batch * hw;
+    #pragma omp parallel for collapse(2) schedule(static) if ((int64_t)c * n > PAR_MIN)
+    for (int b = 0; b < batch; b++) {
+        for (int g = 0; g < groups; g++) {
+            double mean, rstd;
+            gn_stats(b, g, cpg, c, n, hw, eps, x, in_bias, &mean, &rstd);
             for (int ci = g * cpg; ci < (g + 1) * cpg; ci++) {
-                const float *xr = x + ci * n + (int64_t)b * hw;
-                float *yr = y + ci * n + (int64_t)b * hw;
-                const float add = in_bias ? in_bias[(int64_t)b * c + ci] : 0.0f;
-                /* v = (x + add - mean) * rstd * gamma + beta = x * a + d */
-                float a = (float)(rstd * gamma[ci]);
-                float d = (float)(((double)add - mean) * rstd * gamma[ci] + beta[ci]);
-                if (film) {
-                    const float sc = 1.0f + film[(int64_t)b * 2 * c + ci];
-                    const float sh = film[(int64_t)b * 2 * c + c + ci];
-                    a *= sc;
-                    d = d * sc + sh;
-                }
-                affine_silu(xr, hw, a, d, silu, yr);
+                float *o = ab + 2 * ((int64_t)b * c + ci);
+                gn_channel_affine(b, ci, c, mean, rstd, in_bias, gamma, beta, film, o, o + 1);
             }
         }
     }
@@ -768,12 +1047,11 @@ int ccfg_nn_cpu_profile(int start, const char **names, double *ms, int64_t *call
 #define UNUSED_BE (void)be
 static int op_begin(const ccfg_backend *be) { UNUSED_BE; cpu_begin(); return CCFG_OK; }
 static int op_end(const ccfg_backend *be) { UNUSED_BE; cpu_end(); return CCFG_OK; }
-static int op_conv2d(const ccfg_backend *be, int batch, int cin, int h, int w, const float *x,
-                     int cout, int k, int stride, int pad0, int pad1, const float *weight,
-                     const float *bias, int accumulate, float *y, float *scratch,
-                     int64_t scratch_len)
+static int conv2d_any(int batch, int cin, int h, int w, const float *x, int cout, int k,
+                      int stride, int pad0, int pad1, const float *weight, const float *packed,
+                      const float *bias, int accumulate, float *y, float *scratch,
+                      int64_t scratch_len)
 {
-    UNUSED_BE;
     /* im2col needs one output row of scratch at the least (ccfg_nn_conv2d_scratch per thread):
      * less would be written past its end */
     const int64_t row = (int64_t)cin * k * k * ((w + pad0 + pad1 - k) / (stride > 0 ? stride : 1) + 1);
@@ -781,9 +1059,76 @@ static int op_conv2d(const ccfg_backend *be, int batch, int cin, int h, int w, c
         return ccfg_fail(CCFG_EINVAL, "nn conv2d: %lld floats of scratch, one output row of "
                          "im2col needs %lld", (long long)scratch_len, (long long)row);
     const double t0 = prof_begin();
-    cpu_conv2d(batch, cin, h, w, x, cout, k, stride, pad0, pad1, weight, bias, accumulate, y,
-               scratch, scratch_len);
+    cpu_conv2d(batch, cin, h, w, x, cout, k, stride, pad0, pad1, weight, packed, bias, accumulate,
+               y, scratch, scratch_len);
     prof_end(k > 1 || stride > 1 || pad0 || pad1 ? P_CONV3 : P_CONV1, t0);
+    return CCFG_OK;
+}
+static int op_conv2d(const ccfg_backend *be, int batch, int cin, int h, int w, const float *x,
+                     int cout, int k, int stride, int pad0, int pad1, const float *weight,
+                     const float *bias, int accumulate, float *y, float *scratch,
+                     int64_t scratch_len)
+{
+    UNUSED_BE;
+    return conv2d_any(batch, cin, h, w, x, cout, k, stride, pad0, pad1, weight, NULL, bias,
+                      accumulate, y, scratch, scratch_len);
+}
+/* the packed form: Winograd's U for 3x3, stride 1, padding 1 (what conv3x3_wino reads) */
+static int64_t op_conv2d_packed_len(int cin, int cout, int k, int stride, int pad0, int pad1)
+{
+    if (k != 3 || stride != 1 || pad0 != 1 || pad1 != 1 || cin < 1 || cout < 1 ||
+        cin > WINO_MAX_CIN)
+        return 0;
+    return wino_packed_len(cin, cout);
+}
+static int op_conv2d_pack(const ccfg_backend *be, int cin, int cout, int k, int stride, int pad0,
+                          int pad1, const float *weight, float *packed)
+{
+    UNUSED_BE;
+    if (!op_conv2d_packed_len(cin, cout, k, stride, pad0, pad1))
+        return ccfg_fail(CCFG_EINVAL, "nn conv2d_pack: a %dx%d stride-%d convolution of %d input "
+                         "channels has no packed form", k, k, stride, cin);
+    wino_pack(cin, cout, wino_co_tile(), weight, packed);
+    return CCFG_OK;
+}
+static int op_conv2d_packed(const ccfg_backend *be, int batch, int cin, int h, int w,
+                            const float *x, int cout, int k, int stride, int pad0, int pad1,
+                            const float *weight, const float *packed, const float *bias,
+                            int accumulate, float *y, float *scratch, int64_t scratch_len)
+{
+    UNUSED_BE;
+    if (packed && !op_conv2d_packed_len(cin, cout, k, stride, pad0, pad1))
+        return ccfg_fail(CCFG_EINVAL, "nn conv2d_packed: the layer has no packed form");
+    return conv2d_any(batch, cin, h, w, x, cout, k, stride, pad0, pad1, weight, packed, bias,
+                      accumulate, y, scratch, scratch_len);
+}
+static int op_conv2d_packed_norm(const ccfg_backend *be, int batch, int cin, int h, int w,
+                                 const float *x, const float *ab, int silu, int cout, int k,
+                                 int stride, int pad0, int pad1, const float *weight,
+                                 const float *packed, const float *bias, int accumulate, float *y,
+                                 float *scratch, int64_t scratch_len, int *done)
+{
+    UNUSED_BE;
+    *done = 0;
+    if (!ab || !packed || !op_conv2d_packed_len(cin, cout, k, stride, pad0, pad1))
+        return ccfg_fail(CCFG_EINVAL, "nn conv2d_packed_norm: needs (a, d) and the layer's packed "
+                         "3x3 weights");
+    if (wino_off() || fuse_off()) return CCFG_OK;
+    const double t0 = prof_begin();
+    *done = conv3x3_wino(batch, cin, h, w, x, ab, silu, cout, weight, packed, bias, accumulate, y,
+                         scratch, scratch_len);
+    if (*done) prof_end(P_CONV3, t0);
+    return CCFG_OK;
+}
+static int op_group_norm_affine(const ccfg_backend *be, int batch, int c, int hw, int groups,
+                                float eps, const float *x, const float *in_bias,
+                                const float *gamma, const float *beta, const float *film,
+                                float *ab)
+{
+    UNUSED_BE;
+    const double t0 = prof_begin();
+    cpu_group_norm_affine(batch, c, hw, groups, eps, x, in_bias, gamma, beta, film, ab);
+    prof_end(P_GN, t0);
     return CCFG_OK;
 }
 static int op_group_norm(const ccfg_backend *be, int batch, int c, int hw, int groups, float eps,
@@ -934,6 +1279,11 @@ static const ccfg_nn_ops cpu_ops = {
     .begin = op_begin,
     .end = op_end,
     .conv2d = op_conv2d,
+    .conv2d_packed_len = op_conv2d_packed_len,
+    .conv2d_pack = op_conv2d_pack,
+    .conv2d_packed = op_conv2d_packed,
+    .group_norm_affine = op_group_norm_affine,
+    .conv2d_packed_norm = op_conv2d_packed_norm,
     .group_norm = op_group_norm,
     .linear = op_linear,
     .silu = op_silu,

@@ -35,8 +35,14 @@
         if (try_status_) return try_status_;                                                      \
     } while (0)
 
-/* a chunk holds about this many pixels (samples x h x w): large GEMMs, bounded memory */
-enum { CHUNK_PIXELS = 1 << 16 };
+/* a chunk holds about this many pixels (samples x h x w): bounded memory, and at one thread
+ * activations that stay in cache between layers (16 samples of 32 x 32: 2 MiB per 32 channels;
+ * 64 samples cost bench_unet.py's forward 4-9 % more CPU time, its convolutions' input reads
+ * missing the cache). With more threads, 4x that: every op of a chunk is a fork/join, and on a
+ * shared machine each one waits for a descheduled thread (16-sample chunks made the 2-thread
+ * forward 3-6x slower at load 3). The chunking changes no result (every op is per sample or per
+ * column). */
+enum { CHUNK_PIXELS = 1 << 14, CHUNK_PIXELS_THREADED = 1 << 16 };
 /* the most columns (samples x (pixels + condition tokens)) one chunk may hold, whatever chunk a
  * caller asks for: with the CCFG_UNET_MAX_* bounds every plan size stays far below int64 */
 #define MAX_CHUNK_COLUMNS ((int64_t)1 << 28)
@@ -44,6 +50,7 @@ enum { CHUNK_PIXELS = 1 << 16 };
 typedef struct {
     int cin, cout;
     const float *w, *b;
+    const float *pk;                    /* the backend's packed form of w (3x3 only), or NULL */
 } conv_p;
 
 typedef struct {
@@ -92,6 +99,7 @@ typedef struct {
     int64_t floats;
     float *xin, *yout;                  /* device backends: a chunk's NCHW input and output */
     float *x, *y, *p, *q, *a, *cat, *qkv, *o, *conv_scratch, *attn_scratch;
+    float *ab;                          /* folded GroupNorms' (a, d) per sample and channel */
     int64_t conv_scratch_len, attn_scratch_len;
     float *tfreq, *e1, *emb, *emb_act, *temb, *lin_scratch;
     /* transformers: hidden tokens, the condition's keys and values, feed-forward, the condition
@@ -107,6 +115,7 @@ struct ccfg_unet {
     const ccfg_backend *be;             /* where params and activations live */
     float *params;                      /* memory of be */
     int64_t n_params;
+    float *packed;                      /* memory of be: the 3x3 convolutions' packed weights */
     conv_p conv_in, conv_out;
     const float *t1_w, *t1_b, *t2_w, *t2_b, *class_table;
     resnet_p *down_res, *up_res, mid_res[2];
@@ -138,7 +147,7 @@ static const float *take(cursor *c, int64_t n)
 
 static conv_p walk_conv(cursor *c, int cin, int cout, int k)
 {
-    conv_p p = {cin, cout, NULL, NULL};
+    conv_p p = {cin, cout, NULL, NULL, NULL};
     p.w = take(c, (int64_t)cout * cin * k * k);
     p.b = take(c, cout);
     return p;
@@ -185,7 +194,7 @@ static attn_p walk_attn(cursor *c, const ccfg_unet_config *cfg, int ch, int grou
 
 static conv_p walk_linear_nobias(cursor *c, int cin, int cout)
 {
-    conv_p p = {cin, cout, NULL, NULL};
+    conv_p p = {cin, cout, NULL, NULL, NULL};
     p.w = take(c, (int64_t)cout * cin);
     return p;
 }
@@ -434,6 +443,7 @@ void ccfg_unet_free(ccfg_unet *u)
     if (!u) return;
     plan_free(u->be, &u->plan);
     u->be->release(u->be, u->params);
+    if (u->packed) u->be->release(u->be, u->packed);
     free(u->down_res);
     free(u->up_res);
     free(u->down_attn);
@@ -442,6 +452,66 @@ void ccfg_unet_free(ccfg_unet *u)
     free(u->up_tf);
     free(u->tblocks);
     free(u);
+}
+
+/* every stride-1 3x3 convolution of the walk (conv_in, the resnets', the upsamplers', conv_out):
+ * n of them into list (up to cap); returns n */
+static int conv3x3_list(ccfg_unet *u, conv_p **list, int cap)
+{
+    const ccfg_unet_config *cfg = &u->cfg;
+    const int L = cfg->levels, lpb = cfg->layers_per_block;
+    int n = 0;
+#define ADD(c) do { if (n < cap) list[n] = (c); n++; } while (0)
+    ADD(&u->conv_in);
+    ADD(&u->conv_out);
+    for (int i = 0; i < L * lpb; i++) {
+        ADD(&u->down_res[i].conv1);
+        ADD(&u->down_res[i].conv2);
+    }
+    for (int i = 0; i < L * (lpb + 1); i++) {
+        ADD(&u->up_res[i].conv1);
+        ADD(&u->up_res[i].conv2);
+    }
+    if (cfg->mid_block)
+        for (int i = 0; i < 2; i++) {
+            ADD(&u->mid_res[i].conv1);
+            ADD(&u->mid_res[i].conv2);
+        }
+    for (int i = 0; i < L - 1; i++) ADD(&u->up_conv[i]);
+#undef ADD
+    return n;
+}
+
+/* the 3x3 convolutions' weights packed once in the backend's layout (nn.h conv2d_pack; the
+ * CPU's Winograd filters), one allocation for all; nothing where the backend has no packed form */
+static int pack_convs(ccfg_unet *u)
+{
+    const ccfg_nn_ops *ops = u->ops;
+    if (!ops->conv2d_packed_len || !ops->conv2d_pack || !ops->conv2d_packed) return CCFG_OK;
+    const int n = conv3x3_list(u, NULL, 0);
+    conv_p **list = malloc((size_t)n * sizeof *list);
+    if (!list) return ccfg_fail(CCFG_ENOMEM, "out of memory packing the UNet's convolutions");
+    conv3x3_list(u, list, n);
+    int64_t total = 0;
+    for (int i = 0; i < n; i++)
+        total += (ops->conv2d_packed_len(list[i]->cin, list[i]->cout, 3, 1, 1, 1) + 15) & ~(int64_t)15;
+    int status = CCFG_OK;
+    if (total > 0 &&
+        !(status = u->be->alloc(u->be, (size_t)total * sizeof(float), &u->packed))) {
+        int64_t off = 0;
+        for (int i = 0; i < n && !status; i++) {
+            const int64_t len = ops->conv2d_packed_len(list[i]->cin, list[i]->cout, 3, 1, 1, 1);
+            if (!len) continue;
+            status = ops->conv2d_pack(u->be, list[i]->cin, list[i]->cout, 3, 1, 1, 1, list[i]->w,
+                                      u->packed + off);
+            list[i]->pk = u->packed + off;
+            off += (len + 15) & ~(int64_t)15;
+        }
+    } else if (status) {
+        u->packed = NULL;
+    }
+    free(list);
+    return status;
 }
 
 int ccfg_unet_create(const ccfg_unet_config *cfg, const float *params, int64_t n_params,
@@ -481,6 +551,7 @@ int ccfg_unet_create(const ccfg_unet_config *cfg, const float *params, int64_t n
     if ((status = u->be->upload(u->be, u->params, params, (size_t)need * sizeof(float)))) goto fail;
     walk(u, cfg, u->params, NULL);     /* pointer arithmetic works on device addresses too */
     u->n_skips = 1 + L * lpb + (L - 1);
+    if ((status = pack_convs(u))) goto fail;
     *out = u;
     return CCFG_OK;
 fail:
@@ -542,7 +613,8 @@ int ccfg_unet_plan(ccfg_unet *u, int64_t max_batch, int h, int w, int ctx_len, i
     if (ctx_len > CCFG_UNET_MAX_TOKENS)
         return ccfg_fail(CCFG_EINVAL, "encoder_hidden_states: %d tokens, at most %d supported",
                          ctx_len, CCFG_UNET_MAX_TOKENS);
-    int64_t bc = chunk > 0 ? chunk : max64(1, CHUNK_PIXELS / ((int64_t)h * w));
+    const int64_t chunk_px = omp_get_max_threads() > 1 ? CHUNK_PIXELS_THREADED : CHUNK_PIXELS;
+    int64_t bc = chunk > 0 ? chunk : max64(1, chunk_px / ((int64_t)h * w));
     if (bc > max_batch) bc = max_batch;
     /* "at most chunk samples": a chunk of columns (pixels and tokens) every size below fits */
     const int64_t cols = (int64_t)h * w + ctx_len;
@@ -632,12 +704,12 @@ int ccfg_unet_plan(ccfg_unet *u, int64_t max_batch, int h, int w, int ctx_len, i
         bc * cfg->channels[0], bc * T, bc * T, bc * T, bc * tproj, bc * tmax,
         staged ? (int64_t)cfg->in_channels * bc * h * w : 0,
         staged ? (int64_t)cfg->out_channels * bc * h * w : 0,
-        z.th, z.kv, z.ff, z.ffh, ctx, skip_total,
+        z.th, z.kv, z.ff, z.ffh, ctx, 2 * bc * (z.conv_k / 9), skip_total,
     };
     float **slots[] = {&p->x, &p->y, &p->p, &p->q, &p->a, &p->cat, &p->qkv, &p->o,
                        &p->conv_scratch, &p->attn_scratch, &p->tfreq, &p->e1, &p->emb,
                        &p->emb_act, &p->temb, &p->lin_scratch, &p->xin, &p->yout,
-                       &p->th, &p->kv, &p->ff, &p->ffh, &p->ctx, NULL};
+                       &p->th, &p->kv, &p->ff, &p->ffh, &p->ctx, &p->ab, NULL};
     const int nslots = (int)(sizeof sizes / sizeof sizes[0]);
     int64_t total = 0;
     for (int s = 0; s < nslots; s++) total += (sizes[s] + 15) & ~(int64_t)15;   /* 64-byte aligned */
@@ -730,6 +802,20 @@ static int checkpoint(const run_t *r)
     return ccfg_check_interrupt();
 }
 
+/* y = conv(x) (+ y) for a stride-1 3x3 convolution at h x w, from its packed weights where the
+ * backend packed them */
+static int conv3(const run_t *r, const conv_p *c, int h, int w, const float *x, int accumulate,
+                 float *y)
+{
+    plan_t *p = r->p;
+    if (c->pk)
+        return r->ops->conv2d_packed(r->be, r->bc, c->cin, h, w, x, c->cout, 3, 1, 1, 1, c->w,
+                                     c->pk, c->b, accumulate, y, p->conv_scratch,
+                                     p->conv_scratch_len);
+    return r->ops->conv2d(r->be, r->bc, c->cin, h, w, x, c->cout, 3, 1, 1, 1, c->w, c->b,
+                          accumulate, y, p->conv_scratch, p->conv_scratch_len);
+}
+
 /* y = resnet(x); x and y distinct; uses p->a and p->temb */
 static int resnet_fwd(const run_t *r, const resnet_p *rs, int h, int w, const float *x, float *y)
 {
@@ -738,24 +824,58 @@ static int resnet_fwd(const run_t *r, const resnet_p *rs, int h, int w, const fl
     const ccfg_unet_config *cfg = r->cfg;
     plan_t *p = r->p;
     const int hw = h * w, G = cfg->norm_groups;
-    TRY(ops->group_norm(be, r->bc, rs->cin, hw, G, cfg->norm_eps, x, NULL, rs->norm1_w, rs->norm1_b,
-                        NULL, 1, p->a));
-    TRY(ops->conv2d(be, r->bc, rs->cin, h, w, p->a, rs->cout, 3, 1, 1, 1, rs->conv1.w, rs->conv1.b,
-                    0, y, p->conv_scratch, p->conv_scratch_len));
+    const float *in_bias = cfg->scale_shift ? NULL : p->temb;
+    const float *film = cfg->scale_shift ? p->temb : NULL;
+    /* GroupNorm+SiLU folded into the convolution after it where the backend can (nn.h
+     * conv2d_packed_norm): conv1's output h then lives in p->a, the normalised tensors are never
+     * written; else norm1 into p->a and h in y, as diffusers' order */
+    const int fuse = ops->group_norm_affine && ops->conv2d_packed_norm;
+    float *hb = y;
+    int done = 0;
+    if (fuse && rs->conv1.pk) {
+        TRY(ops->group_norm_affine(be, r->bc, rs->cin, hw, G, cfg->norm_eps, x, NULL, rs->norm1_w,
+                                   rs->norm1_b, NULL, p->ab));
+        TRY(ops->conv2d_packed_norm(be, r->bc, rs->cin, h, w, x, p->ab, 1, rs->cout, 3, 1, 1, 1,
+                                    rs->conv1.w, rs->conv1.pk, rs->conv1.b, 0, p->a,
+                                    p->conv_scratch, p->conv_scratch_len, &done));
+        if (done) hb = p->a;
+    }
+    if (!done) {
+        TRY(ops->group_norm(be, r->bc, rs->cin, hw, G, cfg->norm_eps, x, NULL, rs->norm1_w,
+                            rs->norm1_b, NULL, 1, p->a));
+        TRY(conv3(r, &rs->conv1, h, w, p->a, 0, y));
+    }
     TRY(checkpoint(r));
     TRY(ops->linear(be, r->bc, cfg->time_embed_dim, rs->temb_out, p->emb_act, rs->temb_w,
                     rs->temb_b, 0, p->temb, NULL));
-    TRY(ops->group_norm(be, r->bc, rs->cout, hw, G, cfg->norm_eps, y,
-                        cfg->scale_shift ? NULL : p->temb, rs->norm2_w, rs->norm2_b,
-                        cfg->scale_shift ? p->temb : NULL, 1, p->a));
     const int64_t count = (int64_t)rs->cout * r->bc * hw;
+    done = 0;
+    if (hb == p->a) {
+        /* h in p->a: y is free for the shortcut, conv2 reads h through norm2 */
+        if (rs->conv2.pk)
+            TRY(ops->group_norm_affine(be, r->bc, rs->cout, hw, G, cfg->norm_eps, p->a, in_bias,
+                                       rs->norm2_w, rs->norm2_b, film, p->ab));
+        else    /* norm2 in place */
+            TRY(ops->group_norm(be, r->bc, rs->cout, hw, G, cfg->norm_eps, p->a, in_bias,
+                                rs->norm2_w, rs->norm2_b, film, 1, p->a));
+    } else {
+        TRY(ops->group_norm(be, r->bc, rs->cout, hw, G, cfg->norm_eps, y, in_bias, rs->norm2_w,
+                            rs->norm2_b, film, 1, p->a));
+    }
     if (rs->shortcut.w)
         TRY(ops->conv2d(be, r->bc, rs->cin, h, w, x, rs->cout, 1, 1, 0, 0, rs->shortcut.w,
                         rs->shortcut.b, 0, y, p->conv_scratch, p->conv_scratch_len));
     else
         TRY(ops->copy(be, count, x, y));
-    TRY(ops->conv2d(be, r->bc, rs->cout, h, w, p->a, rs->cout, 3, 1, 1, 1, rs->conv2.w, rs->conv2.b,
-                    1, y, p->conv_scratch, p->conv_scratch_len));
+    if (hb == p->a && rs->conv2.pk) {
+        TRY(ops->conv2d_packed_norm(be, r->bc, rs->cout, h, w, p->a, p->ab, 1, rs->cout, 3, 1, 1,
+                                    1, rs->conv2.w, rs->conv2.pk, rs->conv2.b, 1, y,
+                                    p->conv_scratch, p->conv_scratch_len, &done));
+        if (!done)      /* not fused after all: norm2 in place, then conv2 */
+            TRY(ops->group_norm(be, r->bc, rs->cout, hw, G, cfg->norm_eps, p->a, in_bias,
+                                rs->norm2_w, rs->norm2_b, film, 1, p->a));
+    }
+    if (!done) TRY(conv3(r, &rs->conv2, h, w, p->a, 1, y));
     if (rs->out_scale != 1.0f) TRY(ops->scale(be, count, 1.0f / rs->out_scale, y));
     return checkpoint(r);
 }
@@ -863,8 +983,7 @@ static int forward_chunk(ccfg_unet *u, int bc, int h, int w, const float *x, con
     TRY(ops->silu(be, (int64_t)bc * T, p->emb, p->emb_act));
 
     int ns = 0;
-    TRY(ops->conv2d(be, bc, cfg->in_channels, h, w, p->x, C0, 3, 1, 1, 1, u->conv_in.w,
-                    u->conv_in.b, 0, p->skip[ns], p->conv_scratch, p->conv_scratch_len));
+    TRY(conv3(&r, &u->conv_in, h, w, p->x, 0, p->skip[ns]));
     float *cur = p->skip[ns++];
     for (int l = 0; l < L; l++) {
         for (int j = 0; j < lpb; j++) {
@@ -915,16 +1034,24 @@ static int forward_chunk(ccfg_unet *u, int bc, int h, int w, const float *x, con
             w *= 2;
             cols *= 4;
             float *y = cur == p->p ? p->q : p->p;
-            TRY(ops->conv2d(be, bc, cur_c, h, w, p->a, cur_c, 3, 1, 1, 1, u->up_conv[i].w,
-                            u->up_conv[i].b, 0, y, p->conv_scratch, p->conv_scratch_len));
+            TRY(conv3(&r, &u->up_conv[i], h, w, p->a, 0, y));
             TRY(checkpoint(&r));
             cur = y;
         }
     }
-    TRY(ops->group_norm(be, bc, C0, h * w, cfg->norm_groups, cfg->norm_eps, cur, NULL,
-                        u->out_norm_w, u->out_norm_b, NULL, 1, p->a));
-    TRY(ops->conv2d(be, bc, C0, h, w, p->a, cfg->out_channels, 3, 1, 1, 1, u->conv_out.w,
-                    u->conv_out.b, 0, p->y, p->conv_scratch, p->conv_scratch_len));
+    int done = 0;
+    if (ops->group_norm_affine && ops->conv2d_packed_norm && u->conv_out.pk) {
+        TRY(ops->group_norm_affine(be, bc, C0, h * w, cfg->norm_groups, cfg->norm_eps, cur, NULL,
+                                   u->out_norm_w, u->out_norm_b, NULL, p->ab));
+        TRY(ops->conv2d_packed_norm(be, bc, C0, h, w, cur, p->ab, 1, cfg->out_channels, 3, 1, 1, 1,
+                                    u->conv_out.w, u->conv_out.pk, u->conv_out.b, 0, p->y,
+                                    p->conv_scratch, p->conv_scratch_len, &done));
+    }
+    if (!done) {
+        TRY(ops->group_norm(be, bc, C0, h * w, cfg->norm_groups, cfg->norm_eps, cur, NULL,
+                            u->out_norm_w, u->out_norm_b, NULL, 1, p->a));
+        TRY(conv3(&r, &u->conv_out, h, w, p->a, 0, p->y));
+    }
     TRY(ops->cnhw_to_nchw(be, bc, cfg->out_channels, h * w, p->y, out));
     return CCFG_OK;
 }
