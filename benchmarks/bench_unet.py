@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 
@@ -124,7 +125,8 @@ def run(failures, n=64, steps=50, repeats=5, sample_repeats=1, layers=2, profile
     (forward_ccfg, forward_torch, sample_ccfg, sample_torch) and the profile text. A check that
     fails is appended to ``failures``."""
     model, unet, folder = build(layers)
-    print(f"model: {unet!r}\n  saved to {folder}")
+    shutil.rmtree(folder, ignore_errors=True)   # the saved weights were only needed to load ccfg's
+    print(f"model: {unet!r}")
     rows = 3 * n
     table = Table(f"UNet2DModel 32x32x1, batch {rows} forward; CCFG DDIM {steps} steps, "
                   f"n = {n}")
