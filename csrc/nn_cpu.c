@@ -53,32 +53,33 @@ static int kernel_isa(void)
 #endif
 }
 
-/* CCFG_CPU_WINOGRAD=0 turns the Winograd 3x3 path off (read once): the direct kernel then runs
- * every 3x3 convolution, for comparisons */
-static int wino_off(void)
+/* 1 when the environment variable `name` is "0", read once into *cache (-1: not read yet): the
+ * switches below turn a speed path off for comparisons */
+static int switched_off(const char *name, int *cache)
 {
-    static int off = -1;
-    int v = __atomic_load_n(&off, __ATOMIC_RELAXED);
+    int v = __atomic_load_n(cache, __ATOMIC_RELAXED);
     if (v < 0) {
-        const char *e = getenv("CCFG_CPU_WINOGRAD");
+        const char *e = getenv(name);
         v = e && !strcmp(e, "0");
-        __atomic_store_n(&off, v, __ATOMIC_RELAXED);
+        __atomic_store_n(cache, v, __ATOMIC_RELAXED);
     }
     return v;
 }
 
-/* CCFG_CPU_FUSE_NORM=0 (read once) has conv2d_packed_norm decline every layer: the UNet then
- * writes each GroupNorm's output and convolves it, for comparisons */
+/* CCFG_CPU_WINOGRAD=0 turns the Winograd 3x3 path off: the direct kernel then runs every 3x3
+ * convolution */
+static int wino_off(void)
+{
+    static int off = -1;
+    return switched_off("CCFG_CPU_WINOGRAD", &off);
+}
+
+/* CCFG_CPU_FUSE_NORM=0 has conv2d_packed_norm decline every layer: the UNet then writes each
+ * GroupNorm's output and convolves it */
 static int fuse_off(void)
 {
     static int off = -1;
-    int v = __atomic_load_n(&off, __ATOMIC_RELAXED);
-    if (v < 0) {
-        const char *e = getenv("CCFG_CPU_FUSE_NORM");
-        v = e && !strcmp(e, "0");
-        __atomic_store_n(&off, v, __ATOMIC_RELAXED);
-    }
-    return v;
+    return switched_off("CCFG_CPU_FUSE_NORM", &off);
 }
 
 /* an im2col tile narrower than this makes the GEMM inefficient */
