@@ -160,10 +160,11 @@ def run(failures, n=64, steps=50, repeats=5, sample_repeats=1, layers=2, profile
         prof = profile_forward(lambda: unet(x, 500, labels), profile)
         print(prof)
 
-    if ARGS.steps == 0:             # --steps 0: the forward alone
+    if steps == 0:             # --steps 0: the forward alone
         print()
         print(table.render())
-        return 1 if failures else 0
+        return dict(forward_ccfg=t_ccfg, forward_torch=t_torch, sample_ccfg=None,
+                    sample_torch=None, profile=prof)
 
     # ---------------------------------------------------------------- sampling
     x_T = ccfg.randn(0, n, unet.shape)

@@ -134,3 +134,24 @@ def test_scaling_section_without_markers_fails_before_measuring(tmp_path):
                        text=True, timeout=120)
     assert r.returncode == 2 and "--section" in r.stderr and "scaling.py writes" in r.stderr
     assert not (tmp_path / "s.md").exists()
+
+
+@pytest.mark.parametrize("steps", [0, 1])
+def test_bench_unet_script_runs(steps):
+    """bench_unet.py as make bench's unet group and as a script, forward alone (--steps 0) and
+    with a sampling run: the forward and sampling checks pass (a MISMATCH exits non-zero)"""
+    pytest.importorskip("torch")
+    pytest.importorskip("diffusers")
+    out = _run([os.path.join(BENCH, "bench_unet.py"), "--n", "1", "--steps", str(steps),
+                "--repeats", "1", "--layers", "1", "--profile", "1"])
+    assert "forward check" in out and "(ok)" in out
+    assert ("sampling check" in out) == (steps > 0)
+
+
+def test_run_py_unet_group_imports_bench_unet():
+    """make bench's unet group calls bench_unet.run as a module (no script arguments parsed)"""
+    pytest.importorskip("torch")
+    pytest.importorskip("diffusers")
+    out = _run([os.path.join(BENCH, "run.py"), "--only", "unet", "--unet-n", "1",
+                "--unet-steps", "1"])
+    assert "forward check" in out and "sampling check" in out
