@@ -1074,11 +1074,12 @@ static int op_conv2d(const ccfg_backend *be, int batch, int cin, int h, int w, c
     return conv2d_any(batch, cin, h, w, x, cout, k, stride, pad0, pad1, weight, NULL, bias,
                       accumulate, y, scratch, scratch_len);
 }
-/* the packed form: Winograd's U for 3x3, stride 1, padding 1 (what conv3x3_wino reads) */
+/* the packed form: Winograd's U for 3x3, stride 1, padding 1 (what conv3x3_wino reads); none
+ * with CCFG_CPU_WINOGRAD=0, so a model placed then keeps no filters it would never read */
 static int64_t op_conv2d_packed_len(int cin, int cout, int k, int stride, int pad0, int pad1)
 {
     if (k != 3 || stride != 1 || pad0 != 1 || pad1 != 1 || cin < 1 || cout < 1 ||
-        cin > WINO_MAX_CIN)
+        cin > WINO_MAX_CIN || wino_off())
         return 0;
     return wino_packed_len(cin, cout);
 }
