@@ -244,6 +244,53 @@ static inline __attribute__((always_inline)) void eps_chunk(const gmm_axis *P, c
     for (int l = 0; l < V; l++) o[d0 + l] = (float)(sc * acc[l]);
 }
 
+/* eps_chunk for V = 8 NV dimensions in vector variables: GCC kept eps_chunk's acc[32] on the
+ * stack (a load-store chain per component); the same operations per element in the same order,
+ * so the same bits */
+typedef double gmm_v8 __attribute__((vector_size(64)));
+
+static inline __attribute__((always_inline)) void eps_chunk_v(const gmm_axis *P, const int NV,
+                                                              int64_t d0, const double *w,
+                                                              int64_t stride, double ai,
+                                                              const float *xi, float *o)
+{
+    const int64_t K = P->K, D = P->D;
+    gmm_v8 acc[4], xv[4];
+    #pragma GCC unroll 4
+    for (int j = 0; j < NV; j++)
+        for (int l = 0; l < 8; l++) xv[j][l] = (double)xi[d0 + 8 * j + l];
+    if (P->iso) {
+        #pragma GCC unroll 4
+        for (int j = 0; j < NV; j++) acc[j] = xv[j] * ai;
+        for (int64_t k = 0; k < K; k++) {
+            const double wk = w[k * stride], *m = P->amu + k * D + d0;
+            #pragma GCC unroll 4
+            for (int j = 0; j < NV; j++) {
+                gmm_v8 mv;
+                memcpy(&mv, m + 8 * j, sizeof mv);
+                acc[j] -= wk * mv;
+            }
+        }
+    } else {
+        #pragma GCC unroll 4
+        for (int j = 0; j < NV; j++) acc[j] = (gmm_v8){0};
+        for (int64_t k = 0; k < K; k++) {
+            const double wk = w[k * stride], *m = P->amu + k * D + d0, *c = P->ic + k * D + d0;
+            #pragma GCC unroll 4
+            for (int j = 0; j < NV; j++) {
+                gmm_v8 mv, cv;
+                memcpy(&mv, m + 8 * j, sizeof mv);
+                memcpy(&cv, c + 8 * j, sizeof cv);
+                acc[j] += wk * ((xv[j] - mv) * cv);
+            }
+        }
+    }
+    const double sc = P->s;
+    #pragma GCC unroll 4
+    for (int j = 0; j < NV; j++)
+        for (int l = 0; l < 8; l++) o[d0 + 8 * j + l] = (float)(sc * acc[j][l]);
+}
+
 /* one block: x rows src[0..nr) (the rest of the R lanes repeat row src[0]); for each of nb
  * conditions j, outputs to rows dst[j * R + i] (< 0: none) with that row's condition */
 GUIDE_CLONES_GMM
@@ -436,8 +483,8 @@ static void axis_block(const gmm_axis *P, int nr, const int64_t *src, int nb, co
             float *o = out + dj[i] * D;
             const double ai = P->iso ? A[i] : 0.0;
             int64_t d0 = 0;
-            for (; d0 + 32 <= D; d0 += 32) eps_chunk(P, 32, d0, W + i, R, ai, xi, o);
-            for (; d0 + 8 <= D; d0 += 8) eps_chunk(P, 8, d0, W + i, R, ai, xi, o);
+            for (; d0 + 32 <= D; d0 += 32) eps_chunk_v(P, 4, d0, W + i, R, ai, xi, o);
+            for (; d0 + 8 <= D; d0 += 8) eps_chunk_v(P, 1, d0, W + i, R, ai, xi, o);
             for (; d0 < D; d0++) eps_chunk(P, 1, d0, W + i, R, ai, xi, o);
         }
     }
