@@ -154,7 +154,7 @@ typedef struct {
 /* per-thread scratch of one block, in doubles */
 static size_t axis_scratch(int64_t K, int64_t D) { return (size_t)(3 * D + 3 * K + 5) * GMM_R; }
 
-/* Log-densities by the expanded form, for at least GMM_KB components in GMM_EXPAND_D dimensions:
+/* Log-densities by the expanded form, from GMM_EXPAND_K components in GMM_EXPAND_D dimensions:
  * with y = x - m and ν_k = aμ_k - m, m the components' centre (fewer digits cancel: below),
  *     Σ_d (y_d - ν_kd)² / c_kd = Σ_d y_d² / c_kd - 2 Σ_d y_d (ν_kd / c_kd) + Σ_d ν_kd² / c_kd,
  * the last term once per step (axis_params), the isotropic first term ‖y‖² / c once per row. The
@@ -173,7 +173,7 @@ static size_t axis_scratch(int64_t K, int64_t D) { return (size_t)(3 * D + 3 * K
  * (axis_block; it depends on that row alone). Components 1000 apart at c = 1e-3 (‖y‖² / c ~ 4e10)
  * gave 6e-6 relative error in eps without this guard. */
 #define GMM_EXPAND_SAFE 1e8
-enum { GMM_KB = 4, GMM_EXPAND_D = 16 };
+enum { GMM_KB = 4, GMM_EXPAND_K = 8, GMM_EXPAND_D = 16 };
 
 static inline __attribute__((always_inline)) void q_expanded(const gmm_axis *P, const int KB,
                                                              int64_t k0, const double *yT,
@@ -647,11 +647,12 @@ int ccfg_gmm_work_new(const ccfg_gmm *g, ccfg_gmm_work **out)
         w->threads = 1;
 #endif
         w->iso = all_isotropic(g);
-        /* the expanded form where it was measured faster (docs/PERFORMANCE.md: 1.05x at K = 8,
-         * d = 16 to 1.4x at K = 256, d = 64; at d = 2 or K = 2 it was 1-3% slower);
-         * CCFG_GMM_EXPANDED=0/1 forces one form (tests, measurements), read once per placement */
+        /* the expanded form where it was measured faster (docs/PERFORMANCE.md, the section
+         * on issue 16 item 4: from K = 8 and d = 16; at K = 4, d = 32-64 0.95-1.01x of the
+         * direct form, at d = 2-8 within 1-9%); CCFG_GMM_EXPANDED=0/1 forces one form (tests,
+         * measurements), read once per placement */
         const char *env = getenv("CCFG_GMM_EXPANDED");
-        w->expand = env && *env ? env[0] != '0' : g->K >= GMM_KB && g->dim >= GMM_EXPAND_D;
+        w->expand = env && *env ? env[0] != '0' : g->K >= GMM_EXPAND_K && g->dim >= GMM_EXPAND_D;
         w->ctr = malloc((size_t)(g->dim ? g->dim : 1) * sizeof *w->ctr);
         w->amuw = malloc((kd ? kd : 1) * sizeof *w->amuw);
         w->mmw = malloc((size_t)(g->K ? g->K : 1) * sizeof *w->mmw);

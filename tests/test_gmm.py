@@ -235,7 +235,7 @@ def test_c_eps_expanded_form_falls_back_where_it_would_cancel(monkeypatch):
 @pytest.mark.parametrize("form", ["", "1"])
 def test_c_eps_expanded_form_is_batch_invariant(monkeypatch, form):
     """A row's eps is the same bits alone, in any batch, in any order and stacked for several
-    conditions (the sampler's blocks), with the expanded form (the default from K = 4, d = 16;
+    conditions (the sampler's blocks), with the expanded form (the default from K = 8, d = 16;
     "" leaves the choice to the core)."""
     monkeypatch.setenv("CCFG_GMM_EXPANDED", form)
     rng = np.random.default_rng(5)
