@@ -307,7 +307,7 @@ static void axis_block(const gmm_axis *P, int nr, const int64_t *src, int nb, co
         for (int64_t d = 0; d < D; d++) xT[d * R + i] = (double)xi[d];
     }
     /* log densities; M: the largest per lane */
-    int far[R], any_far = 0;
+    int far[R] = {0}, any_far = 0;   /* far[i]: lane i by the direct form (expanded steps) */
     for (int i = 0; i < R; i++) M[i] = -INFINITY;
     if (P->expand) {
         for (int i = 0; i < R; i++) yy[i] = 0.0;
