@@ -144,10 +144,74 @@ typedef struct {
     const double *ic;               /* [K, D] 1 / c_kd */
     const double *base;             /* [K] log w_k - ½ Σ_d log c_kd */
     const uint8_t *mask;            /* concept masks [n_concepts, K] */
+    int expand;                     /* log-densities by the expanded form (q_expanded) */
+    const double *ctr;              /* expanded: [D] the centre m_d = a (1/K) Σ_k μ_kd */
+    const double *amuw;             /* expanded: [K, D] (a μ_kd - m_d) / c_kd (isotropic: no 1/c) */
+    const double *mmw;              /* expanded: [K] Σ_d (a μ_kd - m_d)² / c_kd (isotropic: no 1/c) */
+    double icmax;                   /* expanded: the largest 1 / c_kd */
 } gmm_axis;
 
 /* per-thread scratch of one block, in doubles */
-static size_t axis_scratch(int64_t K, int64_t D) { return (size_t)(2 * D + 3 * K + 4) * GMM_R; }
+static size_t axis_scratch(int64_t K, int64_t D) { return (size_t)(3 * D + 3 * K + 5) * GMM_R; }
+
+/* Log-densities by the expanded form, from GMM_EXPAND_K components in GMM_EXPAND_D dimensions:
+ * with y = x - m and ν_k = aμ_k - m, m the components' centre (fewer digits cancel: below),
+ *     Σ_d (y_d - ν_kd)² / c_kd = Σ_d y_d² / c_kd - 2 Σ_d y_d (ν_kd / c_kd) + Σ_d ν_kd² / c_kd,
+ * the last term once per step (axis_params), the isotropic first term ‖y‖² / c once per row. The
+ * middle term is a (R x D) x (D x KB) product with the R rows in SIMD lanes and KB components in
+ * registers: x is loaded once per dimension for KB components, one multiply-add per (row, k, d)
+ * where the direct form takes a subtraction and a multiply-add (isotropic; diagonal: two
+ * multiply-adds instead of a subtraction and two multiplications). Each (row, k) sum runs over d
+ * in order 0..D-1 in its own accumulator, whatever the tile or the row's neighbours, so a row's
+ * result never depends on the batch. Cancellation: in double the result carries an absolute
+ * error of about 1e-16 (‖y‖² + ‖ν_k‖²) / c against the direct form's 1e-16 q; q enters
+ * exp(q - max q), so the responsibilities change by that much relative. Centring keeps ‖y‖ and
+ * ‖ν_k‖ at the mixture's spread, not its offset from the origin (means 1000 away, c = 1e-3:
+ * 3e-5 relative error in eps uncentred, float32 rounding centred); a sum that cancels below
+ * zero is set to zero. Where the error could still show, the direct form is used: a step whose
+ * largest ‖ν_k‖² / c exceeds GMM_EXPAND_SAFE (axis_params), and a row whose ‖y‖² / c does
+ * (axis_block; it depends on that row alone). Components 1000 apart at c = 1e-3 (‖y‖² / c ~ 4e10)
+ * gave 6e-6 relative error in eps without this guard. */
+#define GMM_EXPAND_SAFE 1e8
+enum { GMM_KB = 4, GMM_EXPAND_K = 8, GMM_EXPAND_D = 16 };
+
+static inline __attribute__((always_inline)) void q_expanded(const gmm_axis *P, const int KB,
+                                                             int64_t k0, const double *yT,
+                                                             const double *yy, double *q,
+                                                             double *M)
+{
+    enum { R = GMM_R };
+    const int64_t D = P->D;
+    double acc[GMM_KB][R], acc2[GMM_KB][R];
+    for (int j = 0; j < KB; j++)
+        for (int i = 0; i < R; i++) acc[j][i] = acc2[j][i] = 0.0;
+    for (int64_t d = 0; d < D; d++) {
+        const double *yd = yT + d * R;
+        for (int j = 0; j < KB; j++) {
+            const double m = P->amuw[(k0 + j) * D + d];
+            #pragma omp simd
+            for (int i = 0; i < R; i++) acc[j][i] += yd[i] * m;
+        }
+        if (!P->iso) {
+            for (int j = 0; j < KB; j++) {
+                const double c = P->ic[(k0 + j) * D + d];
+                #pragma omp simd
+                for (int i = 0; i < R; i++) acc2[j][i] += (yd[i] * yd[i]) * c;
+            }
+        }
+    }
+    for (int j = 0; j < KB; j++) {
+        const int64_t k = k0 + j;
+        const double b = P->base[k], mm = P->mmw[k], c = P->iso ? P->ic[k * D] : 1.0;
+        #pragma omp simd
+        for (int i = 0; i < R; i++) {
+            double t = ((P->iso ? yy[i] : acc2[j][i]) + mm) - 2.0 * acc[j][i];
+            t = t > 0.0 ? t * c : 0.0;
+            q[k * R + i] = b - 0.5 * t;
+            M[i] = q[k * R + i] > M[i] ? q[k * R + i] : M[i];
+        }
+    }
+}
 
 /* eps of one row at dimensions [d0, d0 + V): w[k * stride] the row's weight of component k
  * (r_k, or r_k / c_k in the isotropic form, where ai = Σ_k r_k / c_k) */
@@ -180,6 +244,53 @@ static inline __attribute__((always_inline)) void eps_chunk(const gmm_axis *P, c
     for (int l = 0; l < V; l++) o[d0 + l] = (float)(sc * acc[l]);
 }
 
+/* eps_chunk for V = 8 NV dimensions in vector variables: GCC kept eps_chunk's acc[32] on the
+ * stack (a load-store chain per component); the same operations per element in the same order,
+ * so the same bits */
+typedef double gmm_v8 __attribute__((vector_size(64)));
+
+static inline __attribute__((always_inline)) void eps_chunk_v(const gmm_axis *P, const int NV,
+                                                              int64_t d0, const double *w,
+                                                              int64_t stride, double ai,
+                                                              const float *xi, float *o)
+{
+    const int64_t K = P->K, D = P->D;
+    gmm_v8 acc[4], xv[4];
+    #pragma GCC unroll 4
+    for (int j = 0; j < NV; j++)
+        for (int l = 0; l < 8; l++) xv[j][l] = (double)xi[d0 + 8 * j + l];
+    if (P->iso) {
+        #pragma GCC unroll 4
+        for (int j = 0; j < NV; j++) acc[j] = xv[j] * ai;
+        for (int64_t k = 0; k < K; k++) {
+            const double wk = w[k * stride], *m = P->amu + k * D + d0;
+            #pragma GCC unroll 4
+            for (int j = 0; j < NV; j++) {
+                gmm_v8 mv;
+                memcpy(&mv, m + 8 * j, sizeof mv);
+                acc[j] -= wk * mv;
+            }
+        }
+    } else {
+        #pragma GCC unroll 4
+        for (int j = 0; j < NV; j++) acc[j] = (gmm_v8){0};
+        for (int64_t k = 0; k < K; k++) {
+            const double wk = w[k * stride], *m = P->amu + k * D + d0, *c = P->ic + k * D + d0;
+            #pragma GCC unroll 4
+            for (int j = 0; j < NV; j++) {
+                gmm_v8 mv, cv;
+                memcpy(&mv, m + 8 * j, sizeof mv);
+                memcpy(&cv, c + 8 * j, sizeof cv);
+                acc[j] += wk * ((xv[j] - mv) * cv);
+            }
+        }
+    }
+    const double sc = P->s;
+    #pragma GCC unroll 4
+    for (int j = 0; j < NV; j++)
+        for (int l = 0; l < 8; l++) o[d0 + 8 * j + l] = (float)(sc * acc[j][l]);
+}
+
 /* one block: x rows src[0..nr) (the rest of the R lanes repeat row src[0]); for each of nb
  * conditions j, outputs to rows dst[j * R + i] (< 0: none) with that row's condition */
 GUIDE_CLONES_GMM
@@ -190,13 +301,35 @@ static void axis_block(const gmm_axis *P, int nr, const int64_t *src, int nb, co
     const int64_t K = P->K, D = P->D;
     double *xT = ws, *q = xT + D * R, *E = q + K * R, *W = E + K * R, *mx = W + K * R;
     double *M = mx + R, *tot = M + R, *A = tot + R, *eT = A + R;  /* eT: eps (D, R), D small */
+    double *yT = eT + D * R, *yy = yT + D * R;          /* the expanded form: x - m (D, R), ‖y‖² */
     for (int i = 0; i < R; i++) {
         const float *xi = x + src[i < nr ? i : 0] * D;
         for (int64_t d = 0; d < D; d++) xT[d * R + i] = (double)xi[d];
     }
     /* log densities; M: the largest per lane */
+    int far[R] = {0}, any_far = 0;   /* far[i]: lane i by the direct form (expanded steps) */
     for (int i = 0; i < R; i++) M[i] = -INFINITY;
-    for (int64_t k = 0; k < K; k++) {
+    if (P->expand) {
+        for (int i = 0; i < R; i++) yy[i] = 0.0;
+        for (int64_t d = 0; d < D; d++) {
+            const double m = P->ctr[d];
+            #pragma omp simd
+            for (int i = 0; i < R; i++) {
+                yT[d * R + i] = xT[d * R + i] - m;
+                yy[i] += yT[d * R + i] * yT[d * R + i];
+            }
+        }
+        int64_t k = 0;
+        for (; k + GMM_KB <= K; k += GMM_KB) q_expanded(P, GMM_KB, k, yT, yy, q, M);
+        for (; k < K; k++) q_expanded(P, 1, k, yT, yy, q, M);
+        /* rows far from the centre (q_expanded's guard): their densities again, directly */
+        for (int i = 0; i < R; i++) {
+            far[i] = yy[i] * P->icmax > GMM_EXPAND_SAFE;
+            any_far |= far[i];
+            if (far[i]) M[i] = -INFINITY;
+        }
+    }
+    for (int64_t k = 0; k < K && (!P->expand || any_far); k++) {
         const double *amu = P->amu + k * D, *ic = P->ic + k * D;
         double acc[R];
         for (int i = 0; i < R; i++) acc[i] = 0.0;
@@ -225,7 +358,7 @@ static void axis_block(const gmm_axis *P, int nr, const int64_t *src, int nb, co
         const double b = P->base[k];
         #pragma omp simd
         for (int i = 0; i < R; i++) {
-            q[k * R + i] = b - 0.5 * acc[i];
+            if (!P->expand || far[i]) q[k * R + i] = b - 0.5 * acc[i];
             M[i] = q[k * R + i] > M[i] ? q[k * R + i] : M[i];
         }
     }
@@ -350,16 +483,17 @@ static void axis_block(const gmm_axis *P, int nr, const int64_t *src, int nb, co
             float *o = out + dj[i] * D;
             const double ai = P->iso ? A[i] : 0.0;
             int64_t d0 = 0;
-            for (; d0 + 32 <= D; d0 += 32) eps_chunk(P, 32, d0, W + i, R, ai, xi, o);
-            for (; d0 + 8 <= D; d0 += 8) eps_chunk(P, 8, d0, W + i, R, ai, xi, o);
+            for (; d0 + 32 <= D; d0 += 32) eps_chunk_v(P, 4, d0, W + i, R, ai, xi, o);
+            for (; d0 + 8 <= D; d0 += 8) eps_chunk_v(P, 1, d0, W + i, R, ai, xi, o);
             for (; d0 < D; d0++) eps_chunk(P, 1, d0, W + i, R, ai, xi, o);
         }
     }
 }
 
 /* the step's constants (K log evaluations per dimension, once per call) */
-static void axis_params(const ccfg_gmm *g, double alpha_bar, int iso, double *amu, double *ic,
-                        double *base, gmm_axis *P)
+static void axis_params(const ccfg_gmm *g, double alpha_bar, int iso, int expand, double *amu,
+                        double *ic, double *base, double *ctr, double *amuw, double *mmw,
+                        gmm_axis *P)
 {
     const int64_t K = g->K, D = g->dim;
     const double a = sqrt(alpha_bar), s2 = 1.0 - alpha_bar;
@@ -373,8 +507,32 @@ static void axis_params(const ccfg_gmm *g, double alpha_bar, int iso, double *am
         }
         base[k] = g->log_weights[k] - 0.5 * logdet;
     }
+    if (expand) {
+        /* the expanded form's constants, relative to the centre of the noised means */
+        for (int64_t d = 0; d < D; d++) {
+            double m = 0.0;
+            for (int64_t k = 0; k < K; k++) m += amu[k * D + d];
+            ctr[d] = m / (double)K;
+        }
+        for (int64_t k = 0; k < K; k++) {
+            double mm = 0.0;
+            for (int64_t d = 0; d < D; d++) {
+                const double v = amu[k * D + d] - ctr[d], w = iso ? 1.0 : ic[k * D + d];
+                amuw[k * D + d] = v * w;
+                mm += v * v * w;
+            }
+            mmw[k] = mm;
+        }
+    }
+    double icmax = 0.0, numax = 0.0;
+    for (int64_t k = 0; k < K && expand; k++) {
+        for (int64_t d = 0; d < D; d++) icmax = fmax(icmax, ic[k * D + d]);
+        numax = fmax(numax, iso ? mmw[k] * ic[k * D] : mmw[k]);
+    }
+    if (numax > GMM_EXPAND_SAFE) expand = 0;   /* q_expanded's guard: the whole step directly */
     *P = (gmm_axis){.K = K, .D = D, .iso = iso, .a = a, .s = sqrt(s2), .amu = amu, .ic = ic,
-                    .base = base, .mask = g->concept_mask};
+                    .base = base, .mask = g->concept_mask, .expand = expand, .ctr = ctr,
+                    .amuw = amuw, .mmw = mmw, .icmax = icmax};
 }
 
 /* every component's eigenvalues equal (the isotropic eps form applies) */
@@ -470,8 +628,9 @@ int ccfg_gmm_check(const ccfg_gmm *g, int64_t rows, double alpha_bar, const int3
 /* what one evaluation needs besides the mixture, allocated once per placement (cpu_gmm_load):
  * no allocation per sampler step */
 struct ccfg_gmm_work {
-    int iso, threads;
+    int iso, threads, expand;
     double *amu, *ic, *base;        /* axis-aligned: the step's constants */
+    double *ctr, *amuw, *mmw;       /* the expanded form's constants */
     double *scratch;                /* axis-aligned: per-thread block scratch */
 };
 
@@ -488,11 +647,21 @@ int ccfg_gmm_work_new(const ccfg_gmm *g, ccfg_gmm_work **out)
         w->threads = 1;
 #endif
         w->iso = all_isotropic(g);
+        /* the expanded form where it was measured faster (docs/PERFORMANCE.md, the section
+         * on issue 16 item 4: from K = 8 and d = 16; at K = 4, d = 32-64 0.95-1.01x of the
+         * direct form, at d = 2-8 within 1-9%); CCFG_GMM_EXPANDED=0/1 forces one form (tests,
+         * measurements), read once per placement */
+        const char *env = getenv("CCFG_GMM_EXPANDED");
+        w->expand = env && *env ? env[0] != '0' : g->K >= GMM_EXPAND_K && g->dim >= GMM_EXPAND_D;
+        w->ctr = malloc((size_t)(g->dim ? g->dim : 1) * sizeof *w->ctr);
+        w->amuw = malloc((kd ? kd : 1) * sizeof *w->amuw);
+        w->mmw = malloc((size_t)(g->K ? g->K : 1) * sizeof *w->mmw);
         w->amu = malloc((kd ? kd : 1) * sizeof *w->amu);
         w->ic = malloc((kd ? kd : 1) * sizeof *w->ic);
         w->base = malloc((size_t)(g->K ? g->K : 1) * sizeof *w->base);
         w->scratch = malloc(axis_scratch(g->K, g->dim) * (size_t)w->threads * sizeof *w->scratch);
-        if (!w->amu || !w->ic || !w->base || !w->scratch) goto fail;
+        if (!w->amu || !w->ic || !w->base || !w->scratch || !w->ctr || !w->amuw || !w->mmw)
+            goto fail;
     }
     *out = w;
     return CCFG_OK;
@@ -507,6 +676,9 @@ void ccfg_gmm_work_free(ccfg_gmm_work *w)
     free(w->amu);
     free(w->ic);
     free(w->base);
+    free(w->ctr);
+    free(w->amuw);
+    free(w->mmw);
     free(w->scratch);
     free(w);
 }
@@ -558,7 +730,8 @@ int ccfg_gmm_eps_with(const ccfg_gmm *g, ccfg_gmm_work *w, int64_t rows, const f
     if (g->evecs) return full_eps(g, rows, x, alpha_bar, cond, out);
     if (rows <= 0 || g->dim <= 0) return CCFG_OK;
     gmm_axis P;
-    axis_params(g, alpha_bar, w->iso, w->amu, w->ic, w->base, &P);
+    axis_params(g, alpha_bar, w->iso, w->expand, w->amu, w->ic, w->base, w->ctr, w->amuw, w->mmw,
+                &P);
     axis_eps(&P, rows, x, cond, out, w->scratch, w->threads);
     return CCFG_OK;
 }

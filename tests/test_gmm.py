@@ -165,6 +165,102 @@ def test_c_eps_high_dim_presets():
             np.testing.assert_allclose(got, ref, rtol=3e-5, atol=3e-5 * (1 + np.abs(ref).max()))
 
 
+@pytest.mark.skipif(not HAVE_C_EPS, reason="ccfg._core.gmm_eps not built yet")
+@pytest.mark.parametrize("form", ["0", "1"])
+@pytest.mark.parametrize("kind", ["iso", "diag"])
+@pytest.mark.parametrize("K,D,offset", [(4, 16, 0.0), (8, 64, 0.0), (13, 33, 0.0), (9, 64, 20.0)])
+def test_c_eps_both_log_density_forms_match_numpy(monkeypatch, form, kind, K, D, offset):
+    """The axis-aligned core's two forms of Σ_d (x_d - aμ_kd)²/c_kd (CCFG_GMM_EXPANDED: 0 the
+    direct form, 1 the expanded form ‖x‖²/c - 2 x·aμ/c + ‖aμ‖²/c) against the direct-form NumPy
+    reference; K = 13 leaves a partial tile of components, D = 33 a tail of dimensions. The offset
+    moves every mean 20 away from the origin (‖aμ‖² ~ 3e4 against q ~ D): the expanded form's
+    cancellation, in double, must stay invisible in float32."""
+    monkeypatch.setenv("CCFG_GMM_EXPANDED", form)
+    rng = np.random.default_rng(K * D)
+    means = rng.normal(scale=1.5, size=(K, D)) + offset
+    covs = rng.uniform(0.1, 1.0, size=K if kind == "iso" else (K, D))
+    model = GaussianMixture(means, covs, weights=rng.uniform(0.5, 2.0, size=K),
+                            concepts={"first": [0], "rest": list(range(1, K))})
+    for ab in (1e-5, 0.3, 0.9999, 1.0):
+        x = (math.sqrt(ab) * model.sample_data(48, seed=3)
+             + math.sqrt(1 - ab) * rng.normal(size=(48, D))).astype(np.float32)
+        x64 = x.astype(np.float64)
+        ids = np.tile(np.array([-1, 0, 1], dtype=np.int32), 16)
+        got = ccfg._core.gmm_eps(model._c_spec(), x, ab, ids)
+        ref = np.empty_like(x64)
+        for cid, concept in ((-1, None), (0, "first"), (1, "rest")):
+            ref[ids == cid] = model._eps_numpy(x64[ids == cid], ab, concept)
+        scale = 1.0 + np.abs(ref).max()
+        np.testing.assert_allclose(got, ref, rtol=3e-5, atol=3e-6 * scale)
+
+
+@pytest.mark.skipif(not HAVE_C_EPS, reason="ccfg._core.gmm_eps not built yet")
+def test_c_eps_expanded_form_falls_back_where_it_would_cancel(monkeypatch):
+    """Where ‖x - m‖²/c or ‖aμ_k - m‖²/c exceeds 1e8 (m the centre of the noised means) the
+    expanded form's cancellation could reach float32 (6e-6 relative in eps was measured without
+    the guard): such a step, or such a row, takes the direct form, bit for bit, and a guarded
+    row's result does not depend on the rows beside it."""
+    rng = np.random.default_rng(9)
+    K, D, ab = 8, 64, 0.99999
+    spec_x = {}
+    # (a) components 1000 apart at c ~ 1e-3: the whole step; rows between components 0 and 1
+    means = rng.normal(scale=1.5, size=(K, D))
+    means[2:] += 1000.0
+    far_means = GaussianMixture(means, np.full(K, 1e-3))
+    t = 0.5 + 1e-5 * np.arange(-24, 24)[:, None]
+    spec_x["step"] = (far_means, (math.sqrt(ab) * (t * means[0] + (1 - t) * means[1])))
+    # (b) close components, rows 1000 from their centre among ordinary rows: those rows only
+    near = GaussianMixture(rng.normal(scale=1.5, size=(K, D)), np.full(K, 1e-3))
+    x = math.sqrt(ab) * near.sample_data(48, seed=2) + math.sqrt(1 - ab) * rng.normal(size=(48, D))
+    u = rng.normal(size=(48, D))
+    x[::3] += 1000.0 * u[::3] / np.linalg.norm(u[::3], axis=1, keepdims=True)
+    spec_x["rows"] = (near, x)
+    for case, (model, x) in spec_x.items():
+        x = x.astype(np.float32)
+        ids = np.full(len(x), -1, dtype=np.int32)
+        got = {}
+        for form in "01":
+            monkeypatch.setenv("CCFG_GMM_EXPANDED", form)
+            got[form] = ccfg._core.gmm_eps(model._c_spec(), x, ab, ids)
+        ref = model._eps_numpy(x.astype(np.float64), ab)
+        np.testing.assert_allclose(got["1"], ref, rtol=3e-5, atol=3e-6 * (1 + np.abs(ref).max()))
+        guarded = slice(None) if case == "step" else slice(None, None, 3)
+        np.testing.assert_array_equal(got["1"][guarded], got["0"][guarded])
+        for i in (0, 3, 7):
+            np.testing.assert_array_equal(
+                ccfg._core.gmm_eps(model._c_spec(), x[i:i + 1], ab, ids[:1]), got["1"][i:i + 1])
+
+
+@pytest.mark.skipif(not HAVE_C_EPS, reason="ccfg._core.gmm_eps not built yet")
+@pytest.mark.parametrize("form", ["", "1"])
+def test_c_eps_expanded_form_is_batch_invariant(monkeypatch, form):
+    """A row's eps is the same bits alone, in any batch, in any order and stacked for several
+    conditions (the sampler's blocks), with the expanded form (the default from K = 8, d = 16;
+    "" leaves the choice to the core)."""
+    monkeypatch.setenv("CCFG_GMM_EXPANDED", form)
+    rng = np.random.default_rng(5)
+    K, D = 11, 40
+    model = GaussianMixture(rng.normal(size=(K, D)), rng.uniform(0.1, 1.0, size=(K, D)),
+                            concepts={"A": [0, 1, 2], "B": list(range(3, K))})
+    x = (0.7 * model.sample_data(37, seed=4) + 0.7 * rng.normal(size=(37, D))).astype(np.float32)
+    spec = model._c_spec()
+    ids = np.full(37, -1, dtype=np.int32)
+    whole = ccfg._core.gmm_eps(spec, x, 0.5, ids)
+    for i in (0, 15, 16, 36):
+        np.testing.assert_array_equal(ccfg._core.gmm_eps(spec, x[i:i + 1], 0.5, ids[:1]),
+                                      whole[i:i + 1])
+    perm = rng.permutation(37)
+    np.testing.assert_array_equal(ccfg._core.gmm_eps(spec, x[perm], 0.5, ids), whole[perm])
+    np.testing.assert_array_equal(ccfg._core.gmm_eps(spec, x[5:29], 0.5, ids[5:29]), whole[5:29])
+    stacked = np.concatenate([x, x, x])
+    sids = np.concatenate([ids, np.zeros(37, np.int32), np.ones(37, np.int32)])
+    got = ccfg._core.gmm_eps(spec, stacked, 0.5, sids)
+    np.testing.assert_array_equal(got[:37], whole)
+    for c in (0, 1):
+        alone = ccfg._core.gmm_eps(spec, x, 0.5, np.full(37, c, dtype=np.int32))
+        np.testing.assert_array_equal(got[37 * (c + 1):37 * (c + 2)], alone)
+
+
 def test_eps_single_vector_and_fallback_dtype():
     model = GaussianMixture.toy_2d()
     x = np.array([0.3, -0.2])
