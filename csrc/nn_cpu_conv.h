@@ -266,14 +266,19 @@ static void CONV_FN(wino_output)(const float *M, int c, float *t)
     }
 }
 
-/* lanes 0 .. VN/2 - 1 of two vectors interleaved (a0 b0 a1 b1 ...) */
+/* lanes 0 .. VN/2 - 1 of two vectors interleaved (a0 b0 a1 b1 ...); clang (the fuzz build) has
+ * __builtin_shufflevector with the indices as arguments, GCC __builtin_shuffle with a mask */
 #if VN == 16
-#define WINO_ZIP {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23}
+#define WINO_ZIP_IDX 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23
 #else
-#define WINO_ZIP {0, 8, 1, 9, 2, 10, 3, 11}
+#define WINO_ZIP_IDX 0, 8, 1, 9, 2, 10, 3, 11
 #endif
+#ifdef __clang__
+#define WINO_ZIP(a, b) __builtin_shufflevector(a, b, WINO_ZIP_IDX)
+#else
 typedef int32_t CONV_FN(vint) __attribute__((vector_size(sizeof(VF))));
-#define VI CONV_FN(vint)
+#define WINO_ZIP(a, b) __builtin_shuffle(a, b, (CONV_FN(vint)){WINO_ZIP_IDX})
+#endif
 
 /* the valid tiles of columns [g0, g0 + n) (t: y00, y01, y10, y11 rows of cb floats) into output
  * channel plane yc: y = (y + bias) + v, or bias + v (the direct path's order) */
@@ -301,7 +306,7 @@ static void CONV_FN(wino_store)(const float *t, int cb, int64_t g0, int n, int h
                     VF va, vb, v;
                     memcpy(&va, ta + k, sizeof va);
                     memcpy(&vb, tb + k, sizeof vb);
-                    v = __builtin_shuffle(va, vb, (VI)WINO_ZIP);
+                    v = WINO_ZIP(va, vb);
                     if (accumulate) {
                         VF ov;
                         memcpy(&ov, o + 2 * k, sizeof ov);
@@ -329,5 +334,5 @@ static void CONV_FN(wino_store)(const float *t, int cb, int64_t g0, int n, int h
         q += run;
     }
 }
-#undef VI
+#undef WINO_ZIP_IDX
 #undef WINO_ZIP
