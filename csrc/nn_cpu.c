@@ -714,9 +714,12 @@ static void gn_channel_affine(int b, int ci, int c, double mean, double rstd, co
     *d_out = d;
 }
 
+/* group_norm: each (sample, channel)'s (a, d) from its group's statistics, then either applied
+ * (y = a x + d, SiLU if asked) or, with ab set, stored in ab[2 (b c + ci) + {0, 1}] and nothing
+ * applied: the convolution that reads the normalised tensor applies them (conv2d_packed_norm) */
 static void cpu_group_norm(int batch, int c, int hw, int groups, float eps, const float *x,
                            const float *in_bias, const float *gamma, const float *beta,
-                           const float *film, int silu, float *y)
+                           const float *film, int silu, float *y, float *ab)
 {
     const int cpg = c / groups;
     const int64_t n = (int64_t)batch * hw;
@@ -728,29 +731,13 @@ static void cpu_group_norm(int batch, int c, int hw, int groups, float eps, cons
             for (int ci = g * cpg; ci < (g + 1) * cpg; ci++) {
                 float a, d;
                 gn_channel_affine(b, ci, c, mean, rstd, in_bias, gamma, beta, film, &a, &d);
-                affine_silu(x + ci * n + (int64_t)b * hw, hw, a, d, silu,
-                            y + ci * n + (int64_t)b * hw);
-            }
-        }
-    }
-}
-
-/* group_norm's (a, d) per (sample, channel) into ab[2 (b c + ci) + {0, 1}], nothing applied:
- * the convolution that reads the normalised tensor applies them (conv2d_packed_norm) */
-static void cpu_group_norm_affine(int batch, int c, int hw, int groups, float eps, const float *x,
-                                  const float *in_bias, const float *gamma, const float *beta,
-                                  const float *film, float *ab)
-{
-    const int cpg = c / groups;
-    const int64_t n = (int64_t)batch * hw;
-    #pragma omp parallel for collapse(2) schedule(static) if ((int64_t)c * n > PAR_MIN)
-    for (int b = 0; b < batch; b++) {
-        for (int g = 0; g < groups; g++) {
-            double mean, rstd;
-            gn_stats(b, g, cpg, c, n, hw, eps, x, in_bias, &mean, &rstd);
-            for (int ci = g * cpg; ci < (g + 1) * cpg; ci++) {
-                float *o = ab + 2 * ((int64_t)b * c + ci);
-                gn_channel_affine(b, ci, c, mean, rstd, in_bias, gamma, beta, film, o, o + 1);
+                if (ab) {
+                    ab[2 * ((int64_t)b * c + ci)] = a;
+                    ab[2 * ((int64_t)b * c + ci) + 1] = d;
+                } else {
+                    affine_silu(x + ci * n + (int64_t)b * hw, hw, a, d, silu,
+                                y + ci * n + (int64_t)b * hw);
+                }
             }
         }
     }
@@ -1129,7 +1116,7 @@ static int op_group_norm_affine(const ccfg_backend *be, int batch, int c, int hw
 {
     UNUSED_BE;
     const double t0 = prof_begin();
-    cpu_group_norm_affine(batch, c, hw, groups, eps, x, in_bias, gamma, beta, film, ab);
+    cpu_group_norm(batch, c, hw, groups, eps, x, in_bias, gamma, beta, film, 0, NULL, ab);
     prof_end(P_GN, t0);
     return CCFG_OK;
 }
@@ -1139,7 +1126,7 @@ static int op_group_norm(const ccfg_backend *be, int batch, int c, int hw, int g
 {
     UNUSED_BE;
     const double t0 = prof_begin();
-    cpu_group_norm(batch, c, hw, groups, eps, x, in_bias, gamma, beta, film, silu, y);
+    cpu_group_norm(batch, c, hw, groups, eps, x, in_bias, gamma, beta, film, silu, y, NULL);
     prof_end(P_GN, t0);
     return CCFG_OK;
 }
