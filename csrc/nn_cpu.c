@@ -443,6 +443,7 @@ static int conv3x3_wino(int batch, int cin, int h, int w, const float *x, const 
                         int64_t scratch_len)
 {
     const int isa = kernel_isa(), co_tile = wino_co_tile();
+    (void)isa;  /* read only where KERNEL_CLONES picks a compiled copy (not under clang) */
     if (w < 8 || h < 2 || cin > WINO_MAX_CIN) return 0;
     const int nco = (cout + co_tile - 1) / co_tile;
     const int hq = (h + 1) / 2 + 1, wq = (w + 1) / 2 + 1;
@@ -554,6 +555,7 @@ static void conv1x1_direct(int batch, int cin, int h, int w, const float *x, int
     const int64_t n = (int64_t)batch * h * w, chunks = (n + CHUNK - 1) / CHUNK;
     const int64_t items = chunks * nco;
     const int par = items > 1 && (int64_t)cout * cin * n > 64 * PAR_MIN;
+    (void)isa, (void)par;  /* read only by the clone dispatch and OpenMP (fuzz builds have neither) */
     #pragma omp parallel for schedule(static) if (par)
     for (int64_t it = 0; it < items; it++) {
         const int64_t j0 = (it / nco) * CHUNK, j1 = j0 + CHUNK < n ? j0 + CHUNK : n;
@@ -851,6 +853,7 @@ static void cpu_attention_qkv(int batch, int nq, int nk, int heads, int head_dim
     if (slots < 1) slots = 1;
     const int par = slots > 1 && items > 1 && items * ATTN_QB * nk * head_dim > PAR_MIN;
     const int isa = kernel_isa();
+    (void)isa;  /* read only where KERNEL_CLONES picks a compiled copy (not under clang) */
     /* (sample, head, query block) items, each on its own: one thread's slice of scratch */
     #pragma omp parallel for schedule(static) num_threads(slots) if (par)
     for (int64_t it = 0; it < items; it++) {
