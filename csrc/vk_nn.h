@@ -48,6 +48,10 @@ enum { CCFG_VK_NN_CONV2D, CCFG_VK_NN_GROUP_NORM, CCFG_VK_NN_LINEAR, CCFG_VK_NN_A
 enum { CCFG_VK_PRECISION_FP32, CCFG_VK_PRECISION_FP16, CCFG_VK_PRECISION_COOP,
        CCFG_VK_PRECISION_COOP8 };
 int ccfg_vk_nn_precision(const ccfg_backend *be);
+/* test hook: sets an open device's precision to FP32 or back to the one it opened with (-1; whose
+ * features its logical device has); an error otherwise. A placed model notices at its next
+ * forward (nn.h conv2d_packed_len; unet.c repack_if_stale). */
+int ccfg_vk_nn_set_precision(const ccfg_backend *be, int precision);
 /* shaders/nn_conv2d_coop.glsl: a workgroup's tile (output channels x pixels) and the input
  * channels per stage */
 enum { CCFG_VK_COOP_BM = 64, CCFG_VK_COOP_BN = 64, CCFG_VK_COOP_BK = 16 };
