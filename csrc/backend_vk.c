@@ -266,17 +266,17 @@ static const struct {
     PIPE(P_COEF, coef, 4, push_coef),
     PIPE(P_COEF_F64, coef_f64, 4, push_coef),
     PIPE(P_NN_GROUP_NORM_SG, nn_group_norm_sg, 7, ccfg_vk_push_group_norm),
-    PIPE(P_NN_CONV2D, nn_conv2d, 4, ccfg_vk_push_conv2d),
+    PIPE(P_NN_CONV2D, nn_conv2d, CCFG_VK_CONV_BINDINGS, ccfg_vk_push_conv2d),
     PIPE(P_NN_GROUP_NORM, nn_group_norm, 7, ccfg_vk_push_group_norm),
     PIPE(P_NN_LINEAR, nn_linear, 4, ccfg_vk_push_linear),
     PIPE(P_NN_ATTENTION, nn_attention, 5, ccfg_vk_push_attention),
     PIPE(P_NN_ELTWISE, nn_eltwise, 2, ccfg_vk_push_eltwise),
     PIPE(P_NN_LAYER_NORM, nn_layer_norm, 4, ccfg_vk_push_layer_norm),
-    PIPE(P_NN_CONV2D_DIRECT, nn_conv2d_direct, 4, ccfg_vk_push_conv2d),
+    PIPE(P_NN_CONV2D_DIRECT, nn_conv2d_direct, CCFG_VK_CONV_BINDINGS, ccfg_vk_push_conv2d),
     PIPE(P_NN_TO_F16, nn_to_f16, 2, ccfg_vk_push_to_f16),
-    PIPE(P_NN_CONV2D_F16, nn_conv2d_f16, 4, ccfg_vk_push_conv2d),
-    PIPE(P_NN_CONV2D_COOP, nn_conv2d_coop, 4, ccfg_vk_push_conv2d),
-    PIPE(P_NN_CONV2D_COOP8, nn_conv2d_coop8, 4, ccfg_vk_push_conv2d),
+    PIPE(P_NN_CONV2D_F16, nn_conv2d_f16, CCFG_VK_CONV_BINDINGS, ccfg_vk_push_conv2d),
+    PIPE(P_NN_CONV2D_COOP, nn_conv2d_coop, CCFG_VK_CONV_BINDINGS, ccfg_vk_push_conv2d),
+    PIPE(P_NN_CONV2D_COOP8, nn_conv2d_coop8, CCFG_VK_CONV_BINDINGS, ccfg_vk_push_conv2d),
 };
 #undef PIPE
 

@@ -63,6 +63,16 @@ typedef struct ccfg_nn_ops {
                          int cout, int k, int stride, int pad0, int pad1, const float *weight,
                          const float *packed, const float *bias, int accumulate, float *y,
                          float *scratch, int64_t scratch_len);
+    /* Optional (NULL where a backend has none; the CPU): conv2d_packed (packed may be NULL: as
+     * conv2d) adding a residual input in its epilogue instead of accumulating onto y:
+     *   y[co, b, oy, ox] = (bias[co] + sum ...) + residual[co, b, oy, ox]
+     * residual: like y (cout, batch, ho, wo), an array that does not overlap y, or y itself (then
+     * this is accumulate). The result is bit for bit that of copying residual into y and
+     * accumulating onto it, without the copy's pass over memory (a resnet's skip connection). */
+    int (*conv2d_residual)(const ccfg_backend *be, int batch, int cin, int h, int w,
+                           const float *x, int cout, int k, int stride, int pad0, int pad1,
+                           const float *weight, const float *packed, const float *bias,
+                           const float *residual, float *y, float *scratch, int64_t scratch_len);
     /* Optional (NULL where a backend has none): a GroupNorm(+SiLU) folded into the stride-1 3x3
      * convolution that reads its output, the normalised tensor never written.
      * group_norm_affine: group_norm's arguments, but instead of y it writes the (a, d) per sample

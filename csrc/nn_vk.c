@@ -11,6 +11,7 @@
  * attention keep a few floats per (sample, group) or query in device scratch of their own,
  * released once the batch that uses it has run. */
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -73,7 +74,7 @@ static int f16_cache_off(void)
 static int vk_conv2d_half(const ccfg_backend *be, int precision, int batch, int cin, int h,
                           int w, const float *x, int cout, int k, int stride, int pad0, int ho,
                           int wo, const float *weight, const float *w16, const float *bias,
-                          int accumulate, float *y)
+                          const float *residual, int accumulate, float *y)
 {
     const int coop = precision == CCFG_VK_PRECISION_COOP || precision == CCFG_VK_PRECISION_COOP8;
     const int64_t kk = (int64_t)k * k, n_in = (int64_t)batch * h * w;
@@ -123,21 +124,26 @@ static int vk_conv2d_half(const ccfg_backend *be, int precision, int batch, int 
                                "weight");
             break;
         }
-        const float *ptrs[4] = {x + c0 * n_in, w16 + c0 * kk / 2, bias ? bias : x, y};
-        const int64_t counts[4] = {nx - c0 * n_in, nw32 - c0 * kk / 2, bias ? cout : 0, ny};
+        const float *ptrs[CCFG_VK_CONV_BINDINGS] = {x + c0 * n_in, w16 + c0 * kk / 2,
+                                                    bias ? bias : x, y, residual ? residual : y};
+        const int64_t counts[CCFG_VK_CONV_BINDINGS] = {nx - c0 * n_in, nw32 - c0 * kk / 2,
+                                                       bias ? cout : 0, ny, residual ? ny : 0};
         pc.cin = (uint32_t)nc;
-        pc.flags = (bias && c0 == 0 ? 1u : 0u) | (accumulate || c0 > 0 ? 2u : 0u);
-        status = ccfg_vk_nn_dispatch(be, kernel, 4, ptrs, counts, &pc, items, 1,
-                                     (uint32_t)mtiles);
+        pc.flags = (bias && c0 == 0 ? 1u : 0u) | (accumulate || c0 > 0 ? 2u : 0u) |
+                   (residual && c0 == 0 ? 4u : 0u);
+        status = ccfg_vk_nn_dispatch(be, kernel, CCFG_VK_CONV_BINDINGS, ptrs, counts, &pc, items,
+                                     1, (uint32_t)mtiles);
     }
     if (conv16) be->release(be, conv16);    /* after the batch that uses it (backend_vk.c) */
     return status;
 }
 
-/* conv2d, from the layer's float16 weights w16 (vk_conv2d_pack) where given */
+/* conv2d, from the layer's float16 weights w16 (vk_conv2d_pack) where given, adding residual (an
+ * array like y, or NULL) in the epilogue of its first chunk */
 static int conv2d_any(const ccfg_backend *be, int batch, int cin, int h, int w, const float *x,
                       int cout, int k, int stride, int pad0, int pad1, const float *weight,
-                      const float *w16, const float *bias, int accumulate, float *y);
+                      const float *w16, const float *bias, const float *residual, int accumulate,
+                      float *y);
 
 static int vk_conv2d(const ccfg_backend *be, int batch, int cin, int h, int w, const float *x,
                      int cout, int k, int stride, int pad0, int pad1, const float *weight,
@@ -147,7 +153,7 @@ static int vk_conv2d(const ccfg_backend *be, int batch, int cin, int h, int w, c
     (void)scratch;
     (void)scratch_len;
     return conv2d_any(be, batch, cin, h, w, x, cout, k, stride, pad0, pad1, weight, NULL, bias,
-                      accumulate, y);
+                      NULL, accumulate, y);
 }
 
 /* the packed form (nn.h conv2d_packed_len): a layer the tiled shaders run in half precision keeps
@@ -199,12 +205,63 @@ static int vk_conv2d_packed(const ccfg_backend *be, int batch, int cin, int h, i
                          "this device now (its precision is fp32 or the layer stays float32): "
                          "its float16 weights are stale");
     return conv2d_any(be, batch, cin, h, w, x, cout, k, stride, pad0, pad1, weight, packed, bias,
-                      accumulate, y);
+                      NULL, accumulate, y);
+}
+
+/* CCFG_VULKAN_NO_CONV_RESIDUAL=1: conv2d_residual copies the residual into y and accumulates
+ * onto it (the path before the residual binding; for A/B). Read once. */
+static int conv_residual_off(void)
+{
+    static int off = -1;
+    if (off < 0) {
+        const char *v = getenv("CCFG_VULKAN_NO_CONV_RESIDUAL");
+        off = v && *v && strcmp(v, "0") ? 1 : 0;
+    }
+    return off;
+}
+
+static int vk_copy(const ccfg_backend *be, int64_t count, const float *x, float *y);
+
+/* nn.h conv2d_residual: the residual is the shaders' fifth binding, added to the first chunk's
+ * sums ((conv + bias) + r, the order of the accumulate it replaces); no copy into y first */
+static int vk_conv2d_residual(const ccfg_backend *be, int batch, int cin, int h, int w,
+                              const float *x, int cout, int k, int stride, int pad0, int pad1,
+                              const float *weight, const float *packed, const float *bias,
+                              const float *residual, float *y, float *scratch,
+                              int64_t scratch_len)
+{
+    (void)scratch;
+    (void)scratch_len;
+    if (!residual)
+        return ccfg_fail(CCFG_EINVAL, "Vulkan nn conv2d_residual: no residual");
+    if (packed && !vk_conv2d_packed_len(be, cin, cout, k, stride, pad0, pad1))
+        return ccfg_fail(CCFG_EINVAL, "Vulkan nn conv2d_residual: the layer has no packed form on "
+                         "this device now (its precision is fp32 or the layer stays float32): "
+                         "its float16 weights are stale");
+    if (batch < 0 || cout < 1 || h < 1 || w < 1 || k < 1 || stride < 1 || pad0 < 0 || pad1 < 0 ||
+        h + pad0 + pad1 < k || w + pad0 + pad1 < k)
+        return ccfg_fail(CCFG_EINVAL, "Vulkan nn conv2d: invalid sizes");
+    const int64_t ho = (h + pad0 + pad1 - k) / stride + 1, wo = (w + pad0 + pad1 - k) / stride + 1;
+    const int64_t ny = (int64_t)cout * batch * ho * wo;
+    /* device addresses of one address space (backend_vk.c): a residual that overlaps y without
+     * being y would be read where other invocations write */
+    if (residual != y && (uintptr_t)residual < (uintptr_t)(y + ny) &&
+        (uintptr_t)y < (uintptr_t)(residual + ny))
+        return ccfg_fail(CCFG_EINVAL, "Vulkan nn conv2d_residual: the residual overlaps y");
+    if (residual == y || conv_residual_off()) {
+        int status = vk_copy(be, ny, residual, y);
+        if (status) return status;
+        return conv2d_any(be, batch, cin, h, w, x, cout, k, stride, pad0, pad1, weight, packed,
+                          bias, NULL, 1, y);
+    }
+    return conv2d_any(be, batch, cin, h, w, x, cout, k, stride, pad0, pad1, weight, packed, bias,
+                      residual, 0, y);
 }
 
 static int conv2d_any(const ccfg_backend *be, int batch, int cin, int h, int w, const float *x,
                       int cout, int k, int stride, int pad0, int pad1, const float *weight,
-                      const float *w16, const float *bias, int accumulate, float *y)
+                      const float *w16, const float *bias, const float *residual, int accumulate,
+                      float *y)
 {
     if (batch < 0 || cin < 1 || cout < 1 || h < 1 || w < 1 || k < 1 || stride < 1 || pad0 < 0 ||
         pad1 < 0 || h + pad0 + pad1 < k || w + pad0 + pad1 < k)
@@ -221,7 +278,7 @@ static int conv2d_any(const ccfg_backend *be, int batch, int cin, int h, int w, 
     const int precision = ccfg_vk_nn_precision(be);
     if (!direct && precision != CCFG_VK_PRECISION_FP32)
         return vk_conv2d_half(be, precision, batch, cin, h, w, x, cout, k, stride, pad0, ho, wo,
-                              weight, w16, bias, accumulate, y);
+                              weight, w16, bias, residual, accumulate, y);
     int64_t items, rounds;
     uint32_t groups_y;
     if (direct) {
@@ -260,13 +317,18 @@ static int conv2d_any(const ccfg_backend *be, int batch, int cin, int h, int w, 
                               .wstride = (uint32_t)((int64_t)cin * kk)};
     for (int64_t c0 = 0; c0 < cin; c0 += chunk) {
         const int64_t nc = cin - c0 < chunk ? cin - c0 : chunk;
-        const float *ptrs[4] = {x + c0 * n_in, weight + c0 * kk, bias ? bias : weight, y};
-        const int64_t counts[4] = {nx - c0 * n_in, (int64_t)cout * cin * kk - c0 * kk,
-                                   bias ? cout : 0, ny};
+        const float *ptrs[CCFG_VK_CONV_BINDINGS] = {x + c0 * n_in, weight + c0 * kk,
+                                                    bias ? bias : weight, y,
+                                                    residual ? residual : y};
+        const int64_t counts[CCFG_VK_CONV_BINDINGS] = {nx - c0 * n_in,
+                                                       (int64_t)cout * cin * kk - c0 * kk,
+                                                       bias ? cout : 0, ny, residual ? ny : 0};
         pc.cin = (uint32_t)nc;
-        pc.flags = (bias && c0 == 0 ? 1u : 0u) | (accumulate || c0 > 0 ? 2u : 0u);
+        pc.flags = (bias && c0 == 0 ? 1u : 0u) | (accumulate || c0 > 0 ? 2u : 0u) |
+                   (residual && c0 == 0 ? 4u : 0u);
         status = ccfg_vk_nn_dispatch(be, direct ? CCFG_VK_NN_CONV2D_DIRECT : CCFG_VK_NN_CONV2D,
-                                     4, ptrs, counts, &pc, items, !direct, groups_y);
+                                     CCFG_VK_CONV_BINDINGS, ptrs, counts, &pc, items, !direct,
+                                     groups_y);
         if (status) return status;
     }
     return CCFG_OK;
@@ -563,6 +625,7 @@ static const ccfg_nn_ops vk_ops = {
     .conv2d_packed_len = vk_conv2d_packed_len,
     .conv2d_pack = vk_conv2d_pack,
     .conv2d_packed = vk_conv2d_packed,
+    .conv2d_residual = vk_conv2d_residual,
     .group_norm = vk_group_norm,
     .linear = vk_linear,
     .silu = vk_silu,

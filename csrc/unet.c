@@ -954,11 +954,17 @@ static int resnet_fwd(const run_t *r, const resnet_p *rs, int h, int w, const fl
         TRY(ops->group_norm(be, r->bc, rs->cout, hw, G, cfg->norm_eps, y, in_bias, rs->norm2_w,
                             rs->norm2_b, film, 1, p->a));
     }
+    /* The skip connection: the shortcut's output in y, onto which conv2 accumulates; without a
+     * shortcut, x itself, added by conv2's epilogue where the backend can (nn.h
+     * conv2d_residual: no copy of x into y), else copied into y first. Not where conv2 would be
+     * the fused norm-and-convolution (the CPU's), which accumulates onto y. */
+    const int fused2 = hb == p->a && rs->conv2.pk && ops->conv2d_packed_norm;
+    const int residual_in_conv = !rs->shortcut.w && ops->conv2d_residual && !fused2;
     if (rs->shortcut.w)
         TRY(conv_run(r, &rs->shortcut, h, w, x, 0, y, 1));
-    else
+    else if (!residual_in_conv)
         TRY(ops->copy(be, count, x, y));
-    if (hb == p->a && rs->conv2.pk) {
+    if (fused2) {
         TRY(ops->conv2d_packed_norm(be, r->bc, rs->cout, h, w, p->a, p->ab, 1, rs->cout, 3, 1, 1,
                                     1, rs->conv2.w, rs->conv2.pk, rs->conv2.b, 1, y,
                                     p->conv_scratch, p->conv_scratch_len, &done));
@@ -966,7 +972,12 @@ static int resnet_fwd(const run_t *r, const resnet_p *rs, int h, int w, const fl
             TRY(ops->group_norm(be, r->bc, rs->cout, hw, G, cfg->norm_eps, p->a, in_bias,
                                 rs->norm2_w, rs->norm2_b, film, 1, p->a));
     }
-    if (!done) TRY(conv3(r, &rs->conv2, h, w, p->a, 1, y));
+    if (!done && residual_in_conv)
+        TRY(ops->conv2d_residual(be, r->bc, rs->cout, h, w, p->a, rs->cout, 3, 1, 1, 1,
+                                 rs->conv2.w, rs->conv2.pk, rs->conv2.b, x, y, p->conv_scratch,
+                                 p->conv_scratch_len));
+    else if (!done)
+        TRY(conv3(r, &rs->conv2, h, w, p->a, 1, y));
     if (rs->out_scale != 1.0f) TRY(ops->scale(be, count, 1.0f / rs->out_scale, y));
     return checkpoint(r);
 }
