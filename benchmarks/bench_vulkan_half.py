@@ -17,7 +17,8 @@ convolutions' device time, and their ratios to fp32.
 --switches: instead of the precisions, each speed path of the convolutions against its off
 switch, alternated: fp32 and fp32 with CCFG_VULKAN_NO_CONV_RESIDUAL=1 (the residual added in the
 convolution's epilogue, or copied into y first), fp16 and fp16 with CCFG_VULKAN_NO_F16_CACHE=1
-(float16 weights converted once when placed, or per call). Also prints the dispatches per forward
+(float16 weights converted once when placed, or per call), and the same for coop where the
+device runs it. Also prints the dispatches per forward
 (every profiled command) and the device time of the whole forward.
 Nothing about time is asserted; exit status 1 on a mismatch.
 """
@@ -82,7 +83,8 @@ print(json.dumps(dict(err=err, forward=float(np.median(ts)), conv_ms=conv,
 """
 
 SWITCHED = {"fp32": {}, "fp32 no-residual": {"CCFG_VULKAN_NO_CONV_RESIDUAL": "1"},
-            "fp16": {}, "fp16 no-f16-cache": {"CCFG_VULKAN_NO_F16_CACHE": "1"}}
+            "fp16": {}, "fp16 no-f16-cache": {"CCFG_VULKAN_NO_F16_CACHE": "1"},
+            "coop": {}, "coop no-f16-cache": {"CCFG_VULKAN_NO_F16_CACHE": "1"}}
 
 
 def main(argv=None):
@@ -146,7 +148,7 @@ def main(argv=None):
             print(f"{p:<18} {f * 1e3:11.0f} {f / bf:6.2f} {c:9.0f} {c / bc:6.2f} {d:10.0f} "
                   f"{d / bd:6.2f} {runs[p][0]['dispatches']:10d}")
     if args.switches:
-        for base in ("fp32 no-residual", "fp16 no-f16-cache"):
+        for base in ("fp32 no-residual", "fp16 no-f16-cache", "coop no-f16-cache"):
             if base in runs:
                 table([p for p in runs if p.split()[0] == base.split()[0]], base)
     else:
