@@ -88,6 +88,11 @@ int ccfg_vk_nn_precision(const ccfg_backend *be)
     (void)be;
     return 0;
 }
+int ccfg_vk_nn_set_precision(const ccfg_backend *be, int precision)
+{
+    (void)be; (void)precision;
+    return ccfg_fail(CCFG_EINTERNAL, "no Vulkan device: %s", no_vk);
+}
 int ccfg_vk_nn_copy(const ccfg_backend *be, int64_t count, const float *x, float *y, int *done)
 {
     (void)be; (void)count; (void)x; (void)y;
@@ -261,17 +266,17 @@ static const struct {
     PIPE(P_COEF, coef, 4, push_coef),
     PIPE(P_COEF_F64, coef_f64, 4, push_coef),
     PIPE(P_NN_GROUP_NORM_SG, nn_group_norm_sg, 7, ccfg_vk_push_group_norm),
-    PIPE(P_NN_CONV2D, nn_conv2d, 4, ccfg_vk_push_conv2d),
+    PIPE(P_NN_CONV2D, nn_conv2d, CCFG_VK_CONV_BINDINGS, ccfg_vk_push_conv2d),
     PIPE(P_NN_GROUP_NORM, nn_group_norm, 7, ccfg_vk_push_group_norm),
     PIPE(P_NN_LINEAR, nn_linear, 4, ccfg_vk_push_linear),
     PIPE(P_NN_ATTENTION, nn_attention, 5, ccfg_vk_push_attention),
     PIPE(P_NN_ELTWISE, nn_eltwise, 2, ccfg_vk_push_eltwise),
     PIPE(P_NN_LAYER_NORM, nn_layer_norm, 4, ccfg_vk_push_layer_norm),
-    PIPE(P_NN_CONV2D_DIRECT, nn_conv2d_direct, 4, ccfg_vk_push_conv2d),
+    PIPE(P_NN_CONV2D_DIRECT, nn_conv2d_direct, CCFG_VK_CONV_BINDINGS, ccfg_vk_push_conv2d),
     PIPE(P_NN_TO_F16, nn_to_f16, 2, ccfg_vk_push_to_f16),
-    PIPE(P_NN_CONV2D_F16, nn_conv2d_f16, 4, ccfg_vk_push_conv2d),
-    PIPE(P_NN_CONV2D_COOP, nn_conv2d_coop, 4, ccfg_vk_push_conv2d),
-    PIPE(P_NN_CONV2D_COOP8, nn_conv2d_coop8, 4, ccfg_vk_push_conv2d),
+    PIPE(P_NN_CONV2D_F16, nn_conv2d_f16, CCFG_VK_CONV_BINDINGS, ccfg_vk_push_conv2d),
+    PIPE(P_NN_CONV2D_COOP, nn_conv2d_coop, CCFG_VK_CONV_BINDINGS, ccfg_vk_push_conv2d),
+    PIPE(P_NN_CONV2D_COOP8, nn_conv2d_coop8, CCFG_VK_CONV_BINDINGS, ccfg_vk_push_conv2d),
 };
 #undef PIPE
 
@@ -835,6 +840,7 @@ static int get_device(int index, vk_dev **out)
     d->host_coefficients = host_coef && *host_coef && strcmp(host_coef, "0");
     int status;
     if ((status = choose_precision(index, &d->precision))) goto fail_status;
+    d->opened_precision = d->precision;
     /* subgroup-reduction variants where the device has subgroup arithmetic in compute shaders
      * (Vulkan 1.1 core, optional per operation class); CCFG_VULKAN_NO_SUBGROUP=1 forces the
      * shared-memory trees (tests run both on one device) */
@@ -1549,6 +1555,22 @@ static void vk_lock(const ccfg_backend *be, int acquire)
 /* nn.h ops (nn_vk.c records them through this) */
 
 int ccfg_vk_nn_precision(const ccfg_backend *be) { return ((const vk_dev *)be->ctx)->precision; }
+
+/* test hook (vk_nn.h): the convolutions' precision of an open device changed in place, as if it
+ * had opened under another CCFG_VULKAN_PRECISION, so that tests can run a model placed under one
+ * precision under another. Only fp32 (needs no feature) or the precision it opened with (whose
+ * features the logical device has; -1 for it). The caller holds the device (py_run_enter). */
+int ccfg_vk_nn_set_precision(const ccfg_backend *be, int precision)
+{
+    vk_dev *d = be->ctx;
+    if (precision < 0) precision = d->opened_precision;
+    if (precision != CCFG_VK_PRECISION_FP32 && precision != d->opened_precision)
+        return ccfg_fail(CCFG_EINVAL, "%s: precision %d needs device features it was not opened "
+                         "with (it opened with precision %d; open it under that "
+                         "CCFG_VULKAN_PRECISION)", d->name, precision, d->opened_precision);
+    d->precision = precision;
+    return CCFG_OK;
+}
 
 int ccfg_vk_nn_dispatch(const ccfg_backend *be, int kernel, int nbuf, const float *const *ptrs,
                         const int64_t *counts, void *push, int64_t items, int per_group,

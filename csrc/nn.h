@@ -42,20 +42,37 @@ typedef struct ccfg_nn_ops {
     int (*conv2d)(const ccfg_backend *be, int batch, int cin, int h, int w, const float *x,
                   int cout, int k, int stride, int pad0, int pad1, const float *weight,
                   const float *bias, int accumulate, float *y, float *scratch, int64_t scratch_len);
-    /* Optional (NULL where a backend has none; the Vulkan table): weights pre-packed once, when a
-     * model is placed, in the layout the backend's convolution reads (the CPU: Winograd-
-     * transformed 3x3 filters), instead of repacking them on every call.
-     * conv2d_packed_len: floats the packed form of this layer takes, 0 if the layer has none;
+    /* Optional (NULL where a backend has none): weights pre-packed once, when a model is placed,
+     * in the layout the backend's convolution reads (the CPU: Winograd-transformed 3x3 filters;
+     * Vulkan in half precision: the float16 weights of every layer its tiled shaders run),
+     * instead of repacking them on every call.
+     * conv2d_packed_len: floats the packed form of this layer takes on be *as be is configured
+     * now*, 0 if the layer has none. It may change while a model is placed (Vulkan: the device's
+     * precision), so a caller that keeps packed forms compares it with the length it packed
+     * before each use, and packs again if they differ (unet.c repack_if_stale);
      * conv2d_pack: writes it to `packed` (backend memory of that many floats);
      * conv2d_packed: conv2d (same arguments and result) reading `packed`, the output of
-     * conv2d_pack for the same layer on the same backend in this process (NULL: as conv2d). */
-    int64_t (*conv2d_packed_len)(int cin, int cout, int k, int stride, int pad0, int pad1);
+     * conv2d_pack for the same layer on the same backend in this process, with the same
+     * conv2d_packed_len since (NULL: as conv2d). A layer that has no packed form now refuses a
+     * non-NULL `packed`. */
+    int64_t (*conv2d_packed_len)(const ccfg_backend *be, int cin, int cout, int k, int stride,
+                                 int pad0, int pad1);
     int (*conv2d_pack)(const ccfg_backend *be, int cin, int cout, int k, int stride, int pad0,
                        int pad1, const float *weight, float *packed);
     int (*conv2d_packed)(const ccfg_backend *be, int batch, int cin, int h, int w, const float *x,
                          int cout, int k, int stride, int pad0, int pad1, const float *weight,
                          const float *packed, const float *bias, int accumulate, float *y,
                          float *scratch, int64_t scratch_len);
+    /* Optional (NULL where a backend has none; the CPU): conv2d_packed (packed may be NULL: as
+     * conv2d) adding a residual input in its epilogue instead of accumulating onto y:
+     *   y[co, b, oy, ox] = (bias[co] + sum ...) + residual[co, b, oy, ox]
+     * residual: like y (cout, batch, ho, wo), an array that does not overlap y, or y itself (then
+     * this is accumulate). The result is bit for bit that of copying residual into y and
+     * accumulating onto it, without the copy's pass over memory (a resnet's skip connection). */
+    int (*conv2d_residual)(const ccfg_backend *be, int batch, int cin, int h, int w,
+                           const float *x, int cout, int k, int stride, int pad0, int pad1,
+                           const float *weight, const float *packed, const float *bias,
+                           const float *residual, float *y, float *scratch, int64_t scratch_len);
     /* Optional (NULL where a backend has none): a GroupNorm(+SiLU) folded into the stride-1 3x3
      * convolution that reads its output, the normalised tensor never written.
      * group_norm_affine: group_norm's arguments, but instead of y it writes the (a, d) per sample

@@ -1066,8 +1066,10 @@ static int op_conv2d(const ccfg_backend *be, int batch, int cin, int h, int w, c
 }
 /* the packed form: Winograd's U for 3x3, stride 1, padding 1 (what conv3x3_wino reads); none
  * with CCFG_CPU_WINOGRAD=0, so a model placed then keeps no filters it would never read */
-static int64_t op_conv2d_packed_len(int cin, int cout, int k, int stride, int pad0, int pad1)
+static int64_t op_conv2d_packed_len(const ccfg_backend *be, int cin, int cout, int k, int stride,
+                                    int pad0, int pad1)
 {
+    (void)be;
     if (k != 3 || stride != 1 || pad0 != 1 || pad1 != 1 || cin < 1 || cout < 1 ||
         cin > WINO_MAX_CIN || wino_off())
         return 0;
@@ -1077,7 +1079,7 @@ static int op_conv2d_pack(const ccfg_backend *be, int cin, int cout, int k, int 
                           int pad1, const float *weight, float *packed)
 {
     UNUSED_BE;
-    if (!op_conv2d_packed_len(cin, cout, k, stride, pad0, pad1))
+    if (!op_conv2d_packed_len(be, cin, cout, k, stride, pad0, pad1))
         return ccfg_fail(CCFG_EINVAL, "nn conv2d_pack: a %dx%d stride-%d convolution of %d input "
                          "channels has no packed form", k, k, stride, cin);
     wino_pack(cin, cout, wino_co_tile(), weight, packed);
@@ -1089,7 +1091,7 @@ static int op_conv2d_packed(const ccfg_backend *be, int batch, int cin, int h, i
                             int accumulate, float *y, float *scratch, int64_t scratch_len)
 {
     UNUSED_BE;
-    if (packed && !op_conv2d_packed_len(cin, cout, k, stride, pad0, pad1))
+    if (packed && !op_conv2d_packed_len(be, cin, cout, k, stride, pad0, pad1))
         return ccfg_fail(CCFG_EINVAL, "nn conv2d_packed: the layer has no packed form");
     return conv2d_any(batch, cin, h, w, x, cout, k, stride, pad0, pad1, weight, packed, bias,
                       accumulate, y, scratch, scratch_len);
@@ -1102,7 +1104,7 @@ static int op_conv2d_packed_norm(const ccfg_backend *be, int batch, int cin, int
 {
     UNUSED_BE;
     *done = 0;
-    if (!ab || !packed || !op_conv2d_packed_len(cin, cout, k, stride, pad0, pad1))
+    if (!ab || !packed || !op_conv2d_packed_len(be, cin, cout, k, stride, pad0, pad1))
         return ccfg_fail(CCFG_EINVAL, "nn conv2d_packed_norm: needs (a, d) and the layer's packed "
                          "3x3 weights");
     if (wino_off() || fuse_off()) return CCFG_OK;

@@ -11,7 +11,9 @@
  * attention keep a few floats per (sample, group) or query in device scratch of their own,
  * released once the batch that uses it has run. */
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "ccfg.h"
 #include "nn.h"
@@ -49,17 +51,30 @@ static int dispatch_groups(const ccfg_backend *be, int kernel, int nbuf, const f
 static int vk_begin(const ccfg_backend *be) { (void)be; return CCFG_OK; }
 static int vk_end(const ccfg_backend *be) { (void)be; return CCFG_OK; }
 
+/* CCFG_VULKAN_NO_F16_CACHE=1: no packed form, so every half-precision convolution converts its
+ * weights into scratch as it runs (the path before the cached weights; for A/B). Read once. */
+static int f16_cache_off(void)
+{
+    static int off = -1;
+    if (off < 0) {
+        const char *v = getenv("CCFG_VULKAN_NO_F16_CACHE");
+        off = v && *v && strcmp(v, "0") ? 1 : 0;
+    }
+    return off;
+}
+
 /* conv2d with float16 weights and inputs and float32 sums (CCFG_VULKAN_PRECISION=fp16, coop,
- * auto; vk_conv2d's sizes already checked, tiled sizes only): the weights are converted into
- * float16 device scratch (nn_to_f16.comp; read once, 1.5x their float32 bytes moved per call,
- * released after the batch), then nn_conv2d_f16.comp (the tiled shader's tiles) or
- * nn_conv2d_coop*.comp (cooperative matrices) run over chunks of input channels as the float32
- * shader's do. Chunks are multiples of 8 or 16 channels, so a chunk's first weight is an even
- * float16 index: a whole 32-bit element, the unit of the bound arrays' offsets. */
+ * auto; vk_conv2d's sizes already checked, tiled sizes only): nn_conv2d_f16.comp (the tiled
+ * shader's tiles) or nn_conv2d_coop*.comp (cooperative matrices) run over chunks of input channels
+ * as the float32 shader's do. w16: the layer's float16 weights (its packed form, vk_conv2d_pack,
+ * converted once when the model was placed), or NULL: then they are converted here into float16
+ * device scratch (nn_to_f16.comp; read once, 1.5x their float32 bytes moved per call, released
+ * after the batch). Chunks are multiples of 8 or 16 channels, so a chunk's first weight is an
+ * even float16 index: a whole 32-bit element, the unit of the bound arrays' offsets. */
 static int vk_conv2d_half(const ccfg_backend *be, int precision, int batch, int cin, int h,
                           int w, const float *x, int cout, int k, int stride, int pad0, int ho,
-                          int wo, const float *weight, const float *bias, int accumulate,
-                          float *y)
+                          int wo, const float *weight, const float *w16, const float *bias,
+                          const float *residual, int accumulate, float *y)
 {
     const int coop = precision == CCFG_VK_PRECISION_COOP || precision == CCFG_VK_PRECISION_COOP8;
     const int64_t kk = (int64_t)k * k, n_in = (int64_t)batch * h * w;
@@ -84,13 +99,15 @@ static int vk_conv2d_half(const ccfg_backend *be, int precision, int batch, int 
                          (long long)(ny / cout));
     if (chunk > cin) chunk = cin;
 
-    float *w16 = NULL;
-    if ((status = ccfg_vk_nn_scratch(be, (size_t)nw32 * sizeof(float), &w16))) return status;
-    {
-        const float *ptrs[2] = {weight, w16};
+    float *conv16 = NULL;       /* the weights converted here, when not packed */
+    if (!w16) {
+        if ((status = ccfg_vk_nn_scratch(be, (size_t)nw32 * sizeof(float), &conv16)))
+            return status;
+        const float *ptrs[2] = {weight, conv16};
         const int64_t counts[2] = {nw, nw32};
         ccfg_vk_push_to_f16 pc = {.count = (uint32_t)nw};
         status = ccfg_vk_nn_dispatch(be, CCFG_VK_NN_TO_F16, 2, ptrs, counts, &pc, nw, 0, 1);
+        w16 = conv16;
     }
     ccfg_vk_push_conv2d pc = {.batch = (uint32_t)batch, .h = (uint32_t)h,
                               .w = (uint32_t)w, .cout = (uint32_t)cout, .k = (uint32_t)k,
@@ -107,16 +124,26 @@ static int vk_conv2d_half(const ccfg_backend *be, int precision, int batch, int 
                                "weight");
             break;
         }
-        const float *ptrs[4] = {x + c0 * n_in, w16 + c0 * kk / 2, bias ? bias : x, y};
-        const int64_t counts[4] = {nx - c0 * n_in, nw32 - c0 * kk / 2, bias ? cout : 0, ny};
+        const float *ptrs[CCFG_VK_CONV_BINDINGS] = {x + c0 * n_in, w16 + c0 * kk / 2,
+                                                    bias ? bias : x, y, residual ? residual : y};
+        const int64_t counts[CCFG_VK_CONV_BINDINGS] = {nx - c0 * n_in, nw32 - c0 * kk / 2,
+                                                       bias ? cout : 0, ny, residual ? ny : 0};
         pc.cin = (uint32_t)nc;
-        pc.flags = (bias && c0 == 0 ? 1u : 0u) | (accumulate || c0 > 0 ? 2u : 0u);
-        status = ccfg_vk_nn_dispatch(be, kernel, 4, ptrs, counts, &pc, items, 1,
-                                     (uint32_t)mtiles);
+        pc.flags = (bias && c0 == 0 ? 1u : 0u) | (accumulate || c0 > 0 ? 2u : 0u) |
+                   (residual && c0 == 0 ? 4u : 0u);
+        status = ccfg_vk_nn_dispatch(be, kernel, CCFG_VK_CONV_BINDINGS, ptrs, counts, &pc, items,
+                                     1, (uint32_t)mtiles);
     }
-    be->release(be, w16);       /* after the batch that uses it (backend_vk.c) */
+    if (conv16) be->release(be, conv16);    /* after the batch that uses it (backend_vk.c) */
     return status;
 }
+
+/* conv2d, from the layer's float16 weights w16 (vk_conv2d_pack) where given, adding residual (an
+ * array like y, or NULL) in the epilogue of its first chunk */
+static int conv2d_any(const ccfg_backend *be, int batch, int cin, int h, int w, const float *x,
+                      int cout, int k, int stride, int pad0, int pad1, const float *weight,
+                      const float *w16, const float *bias, const float *residual, int accumulate,
+                      float *y);
 
 static int vk_conv2d(const ccfg_backend *be, int batch, int cin, int h, int w, const float *x,
                      int cout, int k, int stride, int pad0, int pad1, const float *weight,
@@ -125,6 +152,117 @@ static int vk_conv2d(const ccfg_backend *be, int batch, int cin, int h, int w, c
 {
     (void)scratch;
     (void)scratch_len;
+    return conv2d_any(be, batch, cin, h, w, x, cout, k, stride, pad0, pad1, weight, NULL, bias,
+                      NULL, accumulate, y);
+}
+
+/* the packed form (nn.h conv2d_packed_len): a layer the tiled shaders run in half precision keeps
+ * its weights in float16, (cout cin k k + 1) / 2 floats; none in fp32, for at most BM / 2 output
+ * channels (the float32 direct shader in every precision) and with CCFG_VULKAN_NO_F16_CACHE=1 */
+static int64_t vk_conv2d_packed_len(const ccfg_backend *be, int cin, int cout, int k, int stride,
+                                    int pad0, int pad1)
+{
+    (void)stride;
+    (void)pad0;
+    (void)pad1;
+    if (cin < 1 || cout <= CCFG_VK_CONV_BM / 2 || k < 1 || f16_cache_off() ||
+        ccfg_vk_nn_precision(be) == CCFG_VK_PRECISION_FP32)
+        return 0;
+    return ((int64_t)cout * cin * k * k + 1) / 2;
+}
+
+/* the layer's weights converted to float16 into `packed` (one nn_to_f16.comp dispatch, recorded:
+ * done when the batch runs, before any convolution recorded after it reads them) */
+static int vk_conv2d_pack(const ccfg_backend *be, int cin, int cout, int k, int stride, int pad0,
+                          int pad1, const float *weight, float *packed)
+{
+    const int64_t len = vk_conv2d_packed_len(be, cin, cout, k, stride, pad0, pad1);
+    const int64_t nw = (int64_t)cout * cin * k * k;
+    int status;
+    if (!len)
+        return ccfg_fail(CCFG_EINVAL, "Vulkan nn conv2d_pack: a %dx%d convolution of %d output "
+                         "channels has no packed form on this device (precision fp32, at most "
+                         "%d output channels, or CCFG_VULKAN_NO_F16_CACHE)", k, k, cout,
+                         CCFG_VK_CONV_BM / 2);
+    if ((status = fits(nw, "conv2d_pack"))) return status;
+    const float *ptrs[2] = {weight, packed};
+    const int64_t counts[2] = {nw, len};
+    ccfg_vk_push_to_f16 pc = {.count = (uint32_t)nw};
+    return ccfg_vk_nn_dispatch(be, CCFG_VK_NN_TO_F16, 2, ptrs, counts, &pc, nw, 0, 1);
+}
+
+static int vk_conv2d_packed(const ccfg_backend *be, int batch, int cin, int h, int w,
+                            const float *x, int cout, int k, int stride, int pad0, int pad1,
+                            const float *weight, const float *packed, const float *bias,
+                            int accumulate, float *y, float *scratch, int64_t scratch_len)
+{
+    (void)scratch;
+    (void)scratch_len;
+    /* float16 weights made under another precision (or switch) than the device's now would be
+     * read as what they are not: refuse them (the UNet packs again first: repack_if_stale) */
+    if (packed && !vk_conv2d_packed_len(be, cin, cout, k, stride, pad0, pad1))
+        return ccfg_fail(CCFG_EINVAL, "Vulkan nn conv2d_packed: the layer has no packed form on "
+                         "this device now (its precision is fp32 or the layer stays float32): "
+                         "its float16 weights are stale");
+    return conv2d_any(be, batch, cin, h, w, x, cout, k, stride, pad0, pad1, weight, packed, bias,
+                      NULL, accumulate, y);
+}
+
+/* CCFG_VULKAN_NO_CONV_RESIDUAL=1: conv2d_residual copies the residual into y and accumulates
+ * onto it (the path before the residual binding; for A/B). Read once. */
+static int conv_residual_off(void)
+{
+    static int off = -1;
+    if (off < 0) {
+        const char *v = getenv("CCFG_VULKAN_NO_CONV_RESIDUAL");
+        off = v && *v && strcmp(v, "0") ? 1 : 0;
+    }
+    return off;
+}
+
+static int vk_copy(const ccfg_backend *be, int64_t count, const float *x, float *y);
+
+/* nn.h conv2d_residual: the residual is the shaders' fifth binding, added to the first chunk's
+ * sums ((conv + bias) + r, the order of the accumulate it replaces); no copy into y first */
+static int vk_conv2d_residual(const ccfg_backend *be, int batch, int cin, int h, int w,
+                              const float *x, int cout, int k, int stride, int pad0, int pad1,
+                              const float *weight, const float *packed, const float *bias,
+                              const float *residual, float *y, float *scratch,
+                              int64_t scratch_len)
+{
+    (void)scratch;
+    (void)scratch_len;
+    if (!residual)
+        return ccfg_fail(CCFG_EINVAL, "Vulkan nn conv2d_residual: no residual");
+    if (packed && !vk_conv2d_packed_len(be, cin, cout, k, stride, pad0, pad1))
+        return ccfg_fail(CCFG_EINVAL, "Vulkan nn conv2d_residual: the layer has no packed form on "
+                         "this device now (its precision is fp32 or the layer stays float32): "
+                         "its float16 weights are stale");
+    if (batch < 0 || cout < 1 || h < 1 || w < 1 || k < 1 || stride < 1 || pad0 < 0 || pad1 < 0 ||
+        h + pad0 + pad1 < k || w + pad0 + pad1 < k)
+        return ccfg_fail(CCFG_EINVAL, "Vulkan nn conv2d: invalid sizes");
+    const int64_t ho = (h + pad0 + pad1 - k) / stride + 1, wo = (w + pad0 + pad1 - k) / stride + 1;
+    const int64_t ny = (int64_t)cout * batch * ho * wo;
+    /* device addresses of one address space (backend_vk.c): a residual that overlaps y without
+     * being y would be read where other invocations write */
+    if (residual != y && (uintptr_t)residual < (uintptr_t)(y + ny) &&
+        (uintptr_t)y < (uintptr_t)(residual + ny))
+        return ccfg_fail(CCFG_EINVAL, "Vulkan nn conv2d_residual: the residual overlaps y");
+    if (residual == y || conv_residual_off()) {
+        int status = vk_copy(be, ny, residual, y);
+        if (status) return status;
+        return conv2d_any(be, batch, cin, h, w, x, cout, k, stride, pad0, pad1, weight, packed,
+                          bias, NULL, 1, y);
+    }
+    return conv2d_any(be, batch, cin, h, w, x, cout, k, stride, pad0, pad1, weight, packed, bias,
+                      residual, 0, y);
+}
+
+static int conv2d_any(const ccfg_backend *be, int batch, int cin, int h, int w, const float *x,
+                      int cout, int k, int stride, int pad0, int pad1, const float *weight,
+                      const float *w16, const float *bias, const float *residual, int accumulate,
+                      float *y)
+{
     if (batch < 0 || cin < 1 || cout < 1 || h < 1 || w < 1 || k < 1 || stride < 1 || pad0 < 0 ||
         pad1 < 0 || h + pad0 + pad1 < k || w + pad0 + pad1 < k)
         return ccfg_fail(CCFG_EINVAL, "Vulkan nn conv2d: invalid sizes");
@@ -140,7 +278,7 @@ static int vk_conv2d(const ccfg_backend *be, int batch, int cin, int h, int w, c
     const int precision = ccfg_vk_nn_precision(be);
     if (!direct && precision != CCFG_VK_PRECISION_FP32)
         return vk_conv2d_half(be, precision, batch, cin, h, w, x, cout, k, stride, pad0, ho, wo,
-                              weight, bias, accumulate, y);
+                              weight, w16, bias, residual, accumulate, y);
     int64_t items, rounds;
     uint32_t groups_y;
     if (direct) {
@@ -179,13 +317,18 @@ static int vk_conv2d(const ccfg_backend *be, int batch, int cin, int h, int w, c
                               .wstride = (uint32_t)((int64_t)cin * kk)};
     for (int64_t c0 = 0; c0 < cin; c0 += chunk) {
         const int64_t nc = cin - c0 < chunk ? cin - c0 : chunk;
-        const float *ptrs[4] = {x + c0 * n_in, weight + c0 * kk, bias ? bias : weight, y};
-        const int64_t counts[4] = {nx - c0 * n_in, (int64_t)cout * cin * kk - c0 * kk,
-                                   bias ? cout : 0, ny};
+        const float *ptrs[CCFG_VK_CONV_BINDINGS] = {x + c0 * n_in, weight + c0 * kk,
+                                                    bias ? bias : weight, y,
+                                                    residual ? residual : y};
+        const int64_t counts[CCFG_VK_CONV_BINDINGS] = {nx - c0 * n_in,
+                                                       (int64_t)cout * cin * kk - c0 * kk,
+                                                       bias ? cout : 0, ny, residual ? ny : 0};
         pc.cin = (uint32_t)nc;
-        pc.flags = (bias && c0 == 0 ? 1u : 0u) | (accumulate || c0 > 0 ? 2u : 0u);
+        pc.flags = (bias && c0 == 0 ? 1u : 0u) | (accumulate || c0 > 0 ? 2u : 0u) |
+                   (residual && c0 == 0 ? 4u : 0u);
         status = ccfg_vk_nn_dispatch(be, direct ? CCFG_VK_NN_CONV2D_DIRECT : CCFG_VK_NN_CONV2D,
-                                     4, ptrs, counts, &pc, items, !direct, groups_y);
+                                     CCFG_VK_CONV_BINDINGS, ptrs, counts, &pc, items, !direct,
+                                     groups_y);
         if (status) return status;
     }
     return CCFG_OK;
@@ -479,6 +622,10 @@ static const ccfg_nn_ops vk_ops = {
     .begin = vk_begin,
     .end = vk_end,
     .conv2d = vk_conv2d,
+    .conv2d_packed_len = vk_conv2d_packed_len,
+    .conv2d_pack = vk_conv2d_pack,
+    .conv2d_packed = vk_conv2d_packed,
+    .conv2d_residual = vk_conv2d_residual,
     .group_norm = vk_group_norm,
     .linear = vk_linear,
     .silu = vk_silu,

@@ -50,7 +50,9 @@ enum { CHUNK_PIXELS = 1 << 14, CHUNK_PIXELS_THREADED = 1 << 16 };
 typedef struct {
     int cin, cout;
     const float *w, *b;
-    const float *pk;                    /* the backend's packed form of w (3x3 only), or NULL */
+    const float *pk;                    /* the backend's packed form of w, or NULL */
+    int k, stride, pad0, pad1;          /* the layer's shape (what the packed form depends on) */
+    int64_t pk_len;                     /* floats of pk: conv2d_packed_len when it was packed */
 } conv_p;
 
 typedef struct {
@@ -115,7 +117,10 @@ struct ccfg_unet {
     const ccfg_backend *be;             /* where params and activations live */
     float *params;                      /* memory of be */
     int64_t n_params;
-    float *packed;                      /* memory of be: the 3x3 convolutions' packed weights */
+    float *packed;                      /* memory of be: the convolutions' packed weights (nn.h
+                                         * conv2d_pack: the CPU's Winograd filters, Vulkan's
+                                         * float16 weights), one allocation for all */
+    int n_tblocks;                      /* transformer blocks in tblocks */
     conv_p conv_in, conv_out;
     const float *t1_w, *t1_b, *t2_w, *t2_b, *class_table;
     resnet_p *down_res, *up_res, mid_res[2];
@@ -147,7 +152,9 @@ static const float *take(cursor *c, int64_t n)
 
 static conv_p walk_conv(cursor *c, int cin, int cout, int k)
 {
-    conv_p p = {cin, cout, NULL, NULL, NULL};
+    /* stride 1, "same" padding: the resnets', attention's, conv_in/out, the upsamplers'; the
+     * downsamplers set their own stride and padding */
+    conv_p p = {cin, cout, NULL, NULL, NULL, k, 1, (k - 1) / 2, (k - 1) / 2, 0};
     p.w = take(c, (int64_t)cout * cin * k * k);
     p.b = take(c, cout);
     return p;
@@ -194,7 +201,7 @@ static attn_p walk_attn(cursor *c, const ccfg_unet_config *cfg, int ch, int grou
 
 static conv_p walk_linear_nobias(cursor *c, int cin, int cout)
 {
-    conv_p p = {cin, cout, NULL, NULL, NULL};
+    conv_p p = {cin, cout, NULL, NULL, NULL, 1, 1, 0, 0, 0};
     p.w = take(c, (int64_t)cout * cin);
     return p;
 }
@@ -285,6 +292,9 @@ static int64_t walk(ccfg_unet *u, const ccfg_unet_config *cfg, const float *base
         }
         if (l < L - 1) {
             cv = walk_conv(&c, out, out, 3);
+            cv.stride = 2;
+            cv.pad0 = cfg->downsample_padding;
+            cv.pad1 = cfg->downsample_padding ? cfg->downsample_padding : 1;
             if (u) u->down_conv[l] = cv;
         }
     }
@@ -454,64 +464,136 @@ void ccfg_unet_free(ccfg_unet *u)
     free(u);
 }
 
-/* every stride-1 3x3 convolution of the walk (conv_in, the resnets', the upsamplers', conv_out):
- * n of them into list (up to cap); returns n */
-static int conv3x3_list(ccfg_unet *u, conv_p **list, int cap)
+/* fn(u, c, arg) for every convolution of the walk (and the transformers' linear layers, which run
+ * as 1x1 convolutions), in walk order; absent ones (a resnet without shortcut, a block without
+ * attention: w == NULL) are skipped. Stops at the first nonzero return and returns it. */
+static int each_conv(ccfg_unet *u, int (*fn)(ccfg_unet *, conv_p *, void *), void *arg)
 {
     const ccfg_unet_config *cfg = &u->cfg;
     const int L = cfg->levels, lpb = cfg->layers_per_block;
-    int n = 0;
-#define ADD(c) do { if (n < cap) list[n] = (c); n++; } while (0)
-    ADD(&u->conv_in);
-    ADD(&u->conv_out);
+    int status = CCFG_OK;
+#define VISIT(c) do { if ((c)->w && (status = fn(u, (c), arg))) return status; } while (0)
+#define VISIT_RES(r) do { VISIT(&(r)->conv1); VISIT(&(r)->conv2); VISIT(&(r)->shortcut); } while (0)
+#define VISIT_ATTN(a) do { VISIT(&(a)->qkv); VISIT(&(a)->out); } while (0)
+#define VISIT_TF(t) do { VISIT(&(t)->proj_in); VISIT(&(t)->proj_out); } while (0)
+    VISIT(&u->conv_in);
+    VISIT(&u->conv_out);
     for (int i = 0; i < L * lpb; i++) {
-        ADD(&u->down_res[i].conv1);
-        ADD(&u->down_res[i].conv2);
+        VISIT_RES(&u->down_res[i]);
+        VISIT_ATTN(&u->down_attn[i]);
+        VISIT_TF(&u->down_tf[i]);
     }
     for (int i = 0; i < L * (lpb + 1); i++) {
-        ADD(&u->up_res[i].conv1);
-        ADD(&u->up_res[i].conv2);
+        VISIT_RES(&u->up_res[i]);
+        VISIT_ATTN(&u->up_attn[i]);
+        VISIT_TF(&u->up_tf[i]);
     }
-    if (cfg->mid_block)
-        for (int i = 0; i < 2; i++) {
-            ADD(&u->mid_res[i].conv1);
-            ADD(&u->mid_res[i].conv2);
-        }
-    for (int i = 0; i < L - 1; i++) ADD(&u->up_conv[i]);
-#undef ADD
-    return n;
+    if (cfg->mid_block) {
+        VISIT_RES(&u->mid_res[0]);
+        VISIT_RES(&u->mid_res[1]);
+        VISIT_ATTN(&u->mid_attn);
+        VISIT_TF(&u->mid_tf);
+    }
+    for (int i = 0; i < u->n_tblocks; i++) {
+        tblock_p *b = &u->tblocks[i];
+        VISIT(&b->qkv1); VISIT(&b->out1); VISIT(&b->q2); VISIT(&b->kv2); VISIT(&b->out2);
+        VISIT(&b->ff1); VISIT(&b->ff2);
+    }
+    for (int i = 0; i < L - 1; i++) {
+        VISIT(&u->down_conv[i]);
+        VISIT(&u->up_conv[i]);
+    }
+#undef VISIT_TF
+#undef VISIT_ATTN
+#undef VISIT_RES
+#undef VISIT
+    return status;
 }
 
-/* the 3x3 convolutions' weights packed once in the backend's layout (nn.h conv2d_pack; the
- * CPU's Winograd filters), one allocation for all; nothing where the backend has no packed form */
-static int pack_convs(ccfg_unet *u)
+/* the floats of c's packed form on u's backend as it is configured now (0: none) */
+static int64_t packed_len_now(const ccfg_unet *u, const conv_p *c)
 {
     const ccfg_nn_ops *ops = u->ops;
-    if (!ops->conv2d_packed_len || !ops->conv2d_pack || !ops->conv2d_packed) return CCFG_OK;
-    const int n = conv3x3_list(u, NULL, 0);
-    conv_p **list = malloc((size_t)n * sizeof *list);
-    if (!list) return ccfg_fail(CCFG_ENOMEM, "out of memory packing the UNet's convolutions");
-    conv3x3_list(u, list, n);
-    int64_t total = 0;
-    for (int i = 0; i < n; i++)
-        total += (ops->conv2d_packed_len(list[i]->cin, list[i]->cout, 3, 1, 1, 1) + 15) & ~(int64_t)15;
-    int status = CCFG_OK;
-    if (total > 0 &&
-        !(status = u->be->alloc(u->be, (size_t)total * sizeof(float), &u->packed))) {
-        int64_t off = 0;
-        for (int i = 0; i < n && !status; i++) {
-            const int64_t len = ops->conv2d_packed_len(list[i]->cin, list[i]->cout, 3, 1, 1, 1);
-            if (!len) continue;
-            status = ops->conv2d_pack(u->be, list[i]->cin, list[i]->cout, 3, 1, 1, 1, list[i]->w,
-                                      u->packed + off);
-            list[i]->pk = u->packed + off;
-            off += (len + 15) & ~(int64_t)15;
-        }
-    } else if (status) {
+    if (!ops->conv2d_packed_len || !ops->conv2d_pack || !ops->conv2d_packed) return 0;
+    return ops->conv2d_packed_len(u->be, c->cin, c->cout, c->k, c->stride, c->pad0, c->pad1);
+}
+
+/* packing: pass 0 sums the (16-float aligned) lengths into *total, pass 1 packs at *off */
+typedef struct { int pass; int64_t total, off; } pack_walk;
+
+static int pack_one(ccfg_unet *u, conv_p *c, void *arg)
+{
+    pack_walk *pw = arg;
+    const int64_t len = packed_len_now(u, c);
+    if (pw->pass == 0) {
+        c->pk = NULL;
+        c->pk_len = len;
+        pw->total += (len + 15) & ~(int64_t)15;
+        return CCFG_OK;
+    }
+    if (!c->pk_len) return CCFG_OK;
+    const int status = u->ops->conv2d_pack(u->be, c->cin, c->cout, c->k, c->stride, c->pad0,
+                                           c->pad1, c->w, u->packed + pw->off);
+    if (status) return status;
+    c->pk = u->packed + pw->off;
+    pw->off += (c->pk_len + 15) & ~(int64_t)15;
+    return CCFG_OK;
+}
+
+static int clear_pack(ccfg_unet *u, conv_p *c, void *arg)
+{
+    (void)u;
+    (void)arg;
+    c->pk = NULL;
+    c->pk_len = 0;
+    return CCFG_OK;
+}
+
+/* The convolutions' weights packed once in the backend's layout (nn.h conv2d_pack: the CPU's
+ * Winograd filters of the 3x3 layers; on Vulkan in half precision, every tiled layer's weights in
+ * float16, so that no forward converts them), one allocation for all, kept with the placed model
+ * and freed with it; nothing where the backend has no packed form. Any earlier packing is
+ * dropped first (repack_if_stale). */
+static int pack_convs(ccfg_unet *u)
+{
+    pack_walk pw = {0, 0, 0};
+    if (u->packed) {
+        u->be->release(u->be, u->packed);   /* after the batch that used it (device backends) */
         u->packed = NULL;
     }
-    free(list);
+    int status = each_conv(u, pack_one, &pw);
+    if (!status && pw.total > 0) {
+        if ((status = u->be->alloc(u->be, (size_t)pw.total * sizeof(float), &u->packed))) {
+            u->packed = NULL;
+        } else {
+            pw.pass = 1;
+            status = each_conv(u, pack_one, &pw);
+        }
+    }
+    if (status) {
+        each_conv(u, clear_pack, NULL);
+        if (u->packed) u->be->release(u->be, u->packed);
+        u->packed = NULL;
+    }
     return status;
+}
+
+static int pack_is_stale(ccfg_unet *u, conv_p *c, void *arg)
+{
+    (void)arg;
+    return packed_len_now(u, c) != c->pk_len;
+}
+
+/* Before every forward: the packed forms must be the ones the backend reads now. A packed form
+ * depends on how the backend is configured (Vulkan: the device's precision, CCFG_VULKAN_PRECISION,
+ * float16 weights in fp16 and coop, none in fp32), so a model placed under one configuration and
+ * run under another would read stale weights, or none where the backend now expects them: then
+ * everything is packed again, for the configuration in force (a host loop over the layers when
+ * nothing changed). */
+static int repack_if_stale(ccfg_unet *u)
+{
+    if (!each_conv(u, pack_is_stale, NULL)) return CCFG_OK;
+    return pack_convs(u);
 }
 
 int ccfg_unet_create(const ccfg_unet_config *cfg, const float *params, int64_t n_params,
@@ -550,6 +632,7 @@ int ccfg_unet_create(const ccfg_unet_config *cfg, const float *params, int64_t n
     }
     if ((status = u->be->upload(u->be, u->params, params, (size_t)need * sizeof(float)))) goto fail;
     walk(u, cfg, u->params, NULL);     /* pointer arithmetic works on device addresses too */
+    u->n_tblocks = n_blocks;
     u->n_skips = 1 + L * lpb + (L - 1);
     if ((status = pack_convs(u))) goto fail;
     *out = u;
@@ -802,18 +885,27 @@ static int checkpoint(const run_t *r)
     return ccfg_check_interrupt();
 }
 
-/* y = conv(x) (+ y) for a stride-1 3x3 convolution at h x w, from its packed weights where the
- * backend packed them */
+/* y = conv(x) (+ y) with c's shape over an h x w input (1x1 layers over columns: h = columns per
+ * sample, w = 1), from its packed weights where the backend packed them; scratch: whether the op
+ * gets the plan's convolution scratch (the GEMM-only 1x1 calls never had it) */
+static int conv_run(const run_t *r, const conv_p *c, int h, int w, const float *x, int accumulate,
+                    float *y, int scratch_on)
+{
+    plan_t *p = r->p;
+    float *scratch = scratch_on ? p->conv_scratch : NULL;
+    const int64_t scratch_len = scratch_on ? p->conv_scratch_len : 0;
+    if (c->pk)
+        return r->ops->conv2d_packed(r->be, r->bc, c->cin, h, w, x, c->cout, c->k, c->stride,
+                                     c->pad0, c->pad1, c->w, c->pk, c->b, accumulate, y, scratch,
+                                     scratch_len);
+    return r->ops->conv2d(r->be, r->bc, c->cin, h, w, x, c->cout, c->k, c->stride, c->pad0,
+                          c->pad1, c->w, c->b, accumulate, y, scratch, scratch_len);
+}
+
 static int conv3(const run_t *r, const conv_p *c, int h, int w, const float *x, int accumulate,
                  float *y)
 {
-    plan_t *p = r->p;
-    if (c->pk)
-        return r->ops->conv2d_packed(r->be, r->bc, c->cin, h, w, x, c->cout, 3, 1, 1, 1, c->w,
-                                     c->pk, c->b, accumulate, y, p->conv_scratch,
-                                     p->conv_scratch_len);
-    return r->ops->conv2d(r->be, r->bc, c->cin, h, w, x, c->cout, 3, 1, 1, 1, c->w, c->b,
-                          accumulate, y, p->conv_scratch, p->conv_scratch_len);
+    return conv_run(r, c, h, w, x, accumulate, y, 1);
 }
 
 /* y = resnet(x); x and y distinct; uses p->a and p->temb */
@@ -862,12 +954,17 @@ static int resnet_fwd(const run_t *r, const resnet_p *rs, int h, int w, const fl
         TRY(ops->group_norm(be, r->bc, rs->cout, hw, G, cfg->norm_eps, y, in_bias, rs->norm2_w,
                             rs->norm2_b, film, 1, p->a));
     }
+    /* The skip connection: the shortcut's output in y, onto which conv2 accumulates; without a
+     * shortcut, x itself, added by conv2's epilogue where the backend can (nn.h
+     * conv2d_residual: no copy of x into y), else copied into y first. Not where conv2 would be
+     * the fused norm-and-convolution (the CPU's), which accumulates onto y. */
+    const int fused2 = hb == p->a && rs->conv2.pk && ops->conv2d_packed_norm;
+    const int residual_in_conv = !rs->shortcut.w && ops->conv2d_residual && !fused2;
     if (rs->shortcut.w)
-        TRY(ops->conv2d(be, r->bc, rs->cin, h, w, x, rs->cout, 1, 1, 0, 0, rs->shortcut.w,
-                        rs->shortcut.b, 0, y, p->conv_scratch, p->conv_scratch_len));
-    else
+        TRY(conv_run(r, &rs->shortcut, h, w, x, 0, y, 1));
+    else if (!residual_in_conv)
         TRY(ops->copy(be, count, x, y));
-    if (hb == p->a && rs->conv2.pk) {
+    if (fused2) {
         TRY(ops->conv2d_packed_norm(be, r->bc, rs->cout, h, w, p->a, p->ab, 1, rs->cout, 3, 1, 1,
                                     1, rs->conv2.w, rs->conv2.pk, rs->conv2.b, 1, y,
                                     p->conv_scratch, p->conv_scratch_len, &done));
@@ -875,7 +972,12 @@ static int resnet_fwd(const run_t *r, const resnet_p *rs, int h, int w, const fl
             TRY(ops->group_norm(be, r->bc, rs->cout, hw, G, cfg->norm_eps, p->a, in_bias,
                                 rs->norm2_w, rs->norm2_b, film, 1, p->a));
     }
-    if (!done) TRY(conv3(r, &rs->conv2, h, w, p->a, 1, y));
+    if (!done && residual_in_conv)
+        TRY(ops->conv2d_residual(be, r->bc, rs->cout, h, w, p->a, rs->cout, 3, 1, 1, 1,
+                                 rs->conv2.w, rs->conv2.pk, rs->conv2.b, x, y, p->conv_scratch,
+                                 p->conv_scratch_len));
+    else if (!done)
+        TRY(conv3(r, &rs->conv2, h, w, p->a, 1, y));
     if (rs->out_scale != 1.0f) TRY(ops->scale(be, count, 1.0f / rs->out_scale, y));
     return checkpoint(r);
 }
@@ -887,18 +989,15 @@ static int attn_fwd(const run_t *r, const attn_p *at, int hw, float *y)
     const ccfg_backend *be = r->be;
     plan_t *p = r->p;
     const float *src = y;
-    const int inner = at->heads * at->head_dim;
     if (at->groups) {
         TRY(ops->group_norm(be, r->bc, at->c, hw, at->groups, r->cfg->norm_eps, y, NULL, at->norm_w,
                             at->norm_b, NULL, 0, p->a));
         src = p->a;
     }
-    TRY(ops->conv2d(be, r->bc, at->c, hw, 1, src, 3 * inner, 1, 1, 0, 0, at->qkv.w, at->qkv.b, 0,
-                    p->qkv, NULL, 0));
+    TRY(conv_run(r, &at->qkv, hw, 1, src, 0, p->qkv, 0));
     TRY(ops->attention(be, r->bc, hw, at->heads, at->head_dim, p->qkv, p->o, p->attn_scratch,
                        p->attn_scratch_len));
-    TRY(ops->conv2d(be, r->bc, inner, hw, 1, p->o, at->c, 1, 1, 0, 0, at->out.w, at->out.b, 1, y,
-                    NULL, 0));
+    TRY(conv_run(r, &at->out, hw, 1, p->o, 1, y, 0));
     if (at->out_scale != 1.0f) TRY(ops->scale(be, (int64_t)at->c * r->bc * hw, 1.0f / at->out_scale,
                                               y));
     return checkpoint(r);
@@ -909,8 +1008,7 @@ static int pointwise(const run_t *r, int64_t cols, const conv_p *c, const float 
                      float *y)
 {
     /* conv2d over bc "images" of cols/bc x 1 pixels: the one GEMM, no scratch */
-    return r->ops->conv2d(r->be, r->bc, c->cin, (int)(cols / r->bc), 1, x, c->cout, 1, 1, 0, 0,
-                          c->w, c->b, accumulate, y, NULL, 0);
+    return conv_run(r, c, (int)(cols / r->bc), 1, x, accumulate, y, 0);
 }
 
 /* y = Transformer2DModel(y) + y in place (hw pixels per sample); uses p->a, th, qkv, o, kv, ff,
@@ -994,11 +1092,9 @@ static int forward_chunk(ccfg_unet *u, int bc, int h, int w, const float *x, con
             cur = y;
         }
         if (l < L - 1) {
-            const int pd = cfg->downsample_padding;
             float *y = p->skip[ns++];
-            TRY(ops->conv2d(be, bc, cfg->channels[l], h, w, cur, cfg->channels[l], 3, 2, pd,
-                            pd ? pd : 1, u->down_conv[l].w, u->down_conv[l].b, 0, y,
-                            p->conv_scratch, p->conv_scratch_len));
+            /* stride 2, padding downsample_padding (or (0, 1): walk) */
+            TRY(conv_run(&r, &u->down_conv[l], h, w, cur, 0, y, 1));
             TRY(checkpoint(&r));
             cur = y;
             h /= 2;
@@ -1099,7 +1195,7 @@ static int forward(ccfg_unet *u, int64_t batch, int h, int w, const float *x, co
     for (int64_t b = 0; b < batch; b++)
         if (!isfinite(t[b])) return ccfg_fail(CCFG_EINVAL, "timestep[%lld] is not finite", (long long)b);
     int status = ccfg_unet_plan(u, batch, h, w, ctx_rows ? ctx_len : 0, 0);
-    if (status) return status;
+    if (status || (status = repack_if_stale(u))) return status;
     const int64_t chunk = u->plan.chunk;
     const int staged = !be->host_memory && !io_on_backend;
     if (u->ops->begin && (status = u->ops->begin(be))) return status;

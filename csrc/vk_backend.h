@@ -96,6 +96,8 @@ typedef struct vk_dev {
     int f64;                    /* the *_F64 pipelines (shaderFloat64 enabled) */
     int host_coefficients;      /* CCFG_VULKAN_HOST_COEFFICIENTS: no guide op combine_form */
     int precision;              /* CCFG_VULKAN_PRECISION: a CCFG_VK_PRECISION_* (vk_nn.h) */
+    int opened_precision;       /* the precision the logical device was created for (its
+                                 * features); precision differs only through a test hook */
     int subgroup;               /* subgroup arithmetic in compute (CCFG_VULKAN_NO_SUBGROUP: off) */
     int gmm_sharing;            /* gmm_eps mode 2 (CCFG_VULKAN_GMM_NO_SHARING=1: off) */
     int sync_pacing;            /* CCFG_VULKAN_SYNC_PACING: be->submit waits (flush) */

@@ -48,16 +48,23 @@ enum { CCFG_VK_NN_CONV2D, CCFG_VK_NN_GROUP_NORM, CCFG_VK_NN_LINEAR, CCFG_VK_NN_A
 enum { CCFG_VK_PRECISION_FP32, CCFG_VK_PRECISION_FP16, CCFG_VK_PRECISION_COOP,
        CCFG_VK_PRECISION_COOP8 };
 int ccfg_vk_nn_precision(const ccfg_backend *be);
+/* test hook: sets an open device's precision to FP32 or back to the one it opened with (-1; whose
+ * features its logical device has); an error otherwise. A placed model notices at its next
+ * forward (nn.h conv2d_packed_len; unet.c repack_if_stale). */
+int ccfg_vk_nn_set_precision(const ccfg_backend *be, int precision);
 /* shaders/nn_conv2d_coop.glsl: a workgroup's tile (output channels x pixels) and the input
  * channels per stage */
 enum { CCFG_VK_COOP_BM = 64, CCFG_VK_COOP_BN = 64, CCFG_VK_COOP_BK = 16 };
 /* shaders/nn_to_f16.comp: ox, oy element offsets (oy in 32-bit elements of the float16 array) */
 typedef struct { uint32_t ox, oy, count; } ccfg_vk_push_to_f16;
 
-/* cin: the input channels of this dispatch (a chunk: x and w start at its first channel),
- * wstride: floats per output channel of w (all input channels x k x k) */
+/* every convolution shader (nn_conv2d*.comp): bindings x, w, bias, y and the residual r (added in
+ * the epilogue, flags bit 2; y stands in, unread, without one); cin: the input channels of this
+ * dispatch (a chunk: x and w start at its first channel), wstride: floats per output channel of w
+ * (all input channels x k x k) */
+enum { CCFG_VK_CONV_BINDINGS = 5 };
 typedef struct {
-    uint32_t ox, ow, ob, oy;
+    uint32_t ox, ow, ob, oy, ores;
     uint32_t batch, cin, h, w, cout, k, stride, pad0, ho, wo, flags, wstride;
 } ccfg_vk_push_conv2d;
 /* shaders/nn_group_norm.glsl: a (sample, group) of at most GN_FUSED values is one workgroup of

@@ -15,7 +15,10 @@
 // not per element (no division in the inner loop), at the cost of rounding each tap's channels up
 // to BK (only a first convolution of 1-4 input channels pays much for that).
 //
-// y = (accumulate ? y : 0) + bias + conv(x, w); padding pad0 before, pad1 after (pad1 only bounds
+// y = ((conv(x, w) + bias) + (accumulate ? y : 0)) + (residual ? r : 0), in that order. r (binding
+// 4, its own element offset) is a separate input so that a resnet's skip connection is added here
+// instead of being copied into y first for the convolution to accumulate onto (the same sum, bit
+// for bit). Padding pad0 before, pad1 after (pad1 only bounds
 // the output size, which the host computes). Out-of-image taps, channels past cin and rows past
 // cout read a clamped address and are masked to zero rather than branched around.
 // Every array is a buffer plus an element offset (backend_vk.c device addresses). Many input
@@ -36,11 +39,13 @@ layout(std430, binding = 0) readonly buffer X { float x[]; };
 layout(std430, binding = 1) readonly buffer W { float wt[]; };
 layout(std430, binding = 2) readonly buffer B { float bias[]; };
 layout(std430, binding = 3) buffer Y { float y[]; };
+// the residual (cout x P like y; may be y itself), read only with flags bit 2
+layout(std430, binding = 4) readonly buffer R { float r[]; };
 
 layout(push_constant) uniform Push {
-    uint ox, ow, ob, oy;
+    uint ox, ow, ob, oy, ores;
     uint batch, cin, h, w, cout, k, stride, pad0, ho, wo;
-    uint flags;     // bit 0: bias present, bit 1: accumulate into y
+    uint flags;     // bit 0: bias present, bit 1: accumulate into y, bit 2: add the residual r
     uint wstride;   // floats per output channel of w (every input channel x k x k)
 } p;
 
@@ -149,6 +154,7 @@ void main()
                             const uint at = p.oy + co * n_out + pj;
                             float v = acc[i][h][e] + bv;
                             if ((p.flags & 2u) != 0u) v += y[at];
+                            if ((p.flags & 4u) != 0u) v += r[p.ores + (at - p.oy)];
                             y[at] = v;
                         }
                     }

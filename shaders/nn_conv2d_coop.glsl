@@ -18,8 +18,8 @@
 // BK x BN slice of X~ (8 gathered inputs each, rounded to float16) in shared memory, then every
 // subgroup multiplies its fragments from there. At the end the accumulators go through shared
 // memory (float32) so that bias, accumulate and the masks of partial tiles are applied per
-// element as in nn_conv2d.comp. Push constants, bindings, flags and chunks are nn_conv2d.comp's
-// with w in float16 (2 per element of ow, as nn_conv2d_f16.comp).
+// element as in nn_conv2d.comp (the residual r too). Push constants, bindings, flags and chunks
+// are nn_conv2d.comp's with w in float16 (2 per element of ow, as nn_conv2d_f16.comp).
 #extension GL_EXT_control_flow_attributes : require
 #extension GL_EXT_shader_16bit_storage : require
 #extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
@@ -36,11 +36,13 @@ layout(std430, binding = 0) readonly buffer X { float x[]; };
 layout(std430, binding = 1) readonly buffer W { float16_t wt[]; };
 layout(std430, binding = 2) readonly buffer B { float bias[]; };
 layout(std430, binding = 3) buffer Y { float y[]; };
+// the residual (cout x P like y; may be y itself), read only with flags bit 2
+layout(std430, binding = 4) readonly buffer R { float r[]; };
 
 layout(push_constant) uniform Push {
-    uint ox, ow, ob, oy;
+    uint ox, ow, ob, oy, ores;
     uint batch, cin, h, w, cout, k, stride, pad0, ho, wo;
-    uint flags;     // bit 0: bias present, bit 1: accumulate into y
+    uint flags;     // bit 0: bias present, bit 1: accumulate into y, bit 2: add the residual r
     uint wstride;   // weights per output channel of w (every input channel x k x k)
 } p;
 
@@ -135,6 +137,7 @@ void main()
                 const uint at = p.oy + co * n_out + pj;
                 float v = Cs[e] + ((p.flags & 1u) != 0u ? bias[p.ob + co] : 0.0);
                 if ((p.flags & 2u) != 0u) v += y[at];
+                if ((p.flags & 4u) != 0u) v += r[p.ores + (at - p.oy)];
                 y[at] = v;
             }
         }

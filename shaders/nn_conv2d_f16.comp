@@ -4,8 +4,9 @@
 // nn.h conv2d with half-precision inputs and float32 accumulation (CCFG_VULKAN_PRECISION=fp16,
 // csrc/nn_vk.c): nn_conv2d.comp's implicit GEMM (same tiles, stages, chunks and flags; read its
 // header) with two differences:
-//  - w is float16 (binding 1 holds 2 weights per 32-bit element; csrc/nn_vk.c converts the
-//    float32 weights with nn_to_f16.comp before the dispatch), so the weights' reads are half;
+//  - w is float16 (binding 1 holds 2 weights per 32-bit element: the layer's packed form, which
+//    csrc/nn_vk.c converts with nn_to_f16.comp once when a model is placed, or per call without
+//    one), so the weights' reads are half;
 //  - every input x is rounded to float16 as it is staged (x stays float32 in memory: the other
 //    ops write float32).
 // Products of two float16 values are exact in float32, and the sums are float32: this computes
@@ -27,11 +28,13 @@ layout(std430, binding = 0) readonly buffer X { float x[]; };
 layout(std430, binding = 1) readonly buffer W { float16_t wt[]; };   // 2 per element of ow
 layout(std430, binding = 2) readonly buffer B { float bias[]; };
 layout(std430, binding = 3) buffer Y { float y[]; };
+// the residual (cout x P like y; may be y itself), read only with flags bit 2
+layout(std430, binding = 4) readonly buffer R { float r[]; };
 
 layout(push_constant) uniform Push {
-    uint ox, ow, ob, oy;
+    uint ox, ow, ob, oy, ores;
     uint batch, cin, h, w, cout, k, stride, pad0, ho, wo;
-    uint flags;     // bit 0: bias present, bit 1: accumulate into y
+    uint flags;     // bit 0: bias present, bit 1: accumulate into y, bit 2: add the residual r
     uint wstride;   // weights per output channel of w (every input channel x k x k)
 } p;
 
@@ -143,6 +146,7 @@ void main()
                             const uint at = p.oy + co * n_out + pj;
                             float v = acc[i][h][e] + bv;
                             if ((p.flags & 2u) != 0u) v += y[at];
+                            if ((p.flags & 4u) != 0u) v += r[p.ores + (at - p.oy)];
                             y[at] = v;
                         }
                     }

@@ -2,8 +2,8 @@
 #extension GL_EXT_shader_16bit_storage : require
 // float32 -> float16 (round to nearest even by the device's conversion; |v| > 65504 becomes
 // +-inf, as a float16 cast does in PyTorch): the weights of the half-precision convolutions
-// (nn_conv2d_f16.comp, nn_conv2d_coop*.comp), converted into device scratch before each one
-// (csrc/nn_vk.c). Needs only storageBuffer16BitAccess: float16 values are stored, never computed.
+// (nn_conv2d_f16.comp, nn_conv2d_coop*.comp): once per layer when a model is placed (its packed
+// form, csrc/nn_vk.c vk_conv2d_pack), or into device scratch before each convolution without one. Needs only storageBuffer16BitAccess: float16 values are stored, never computed.
 layout(local_size_x = 128) in;
 
 layout(std430, binding = 0) readonly buffer X { float x[]; };

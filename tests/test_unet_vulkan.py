@@ -70,6 +70,48 @@ def test_conv2d(k, stride, pad0, pad1, bias, accumulate):
     check("conv2d", [x, wt, b], [y0], (batch, cin, h, w, cout, k, stride, pad0, pad1, accumulate))
 
 
+# (batch, cin, h, w, cout, k, stride, pad0, pad1): the direct shader (<= 32 output channels) and
+# the tiled one, a 1x1, a stride-2 downsample, and input channels split into chunks that
+# accumulate (a 15x15 kernel: 9 chunks in the direct shader, 2 in the tiled one), where the
+# residual belongs to the first chunk only
+RESIDUAL_SHAPES = [(3, 5, 9, 7, 11, 3, 1, 1, 1), (2, 21, 9, 7, 70, 3, 1, 1, 1),
+                   (2, 64, 8, 8, 128, 1, 1, 0, 0), (2, 37, 9, 9, 65, 3, 2, 0, 1),
+                   (1, 1200, 15, 15, 8, 15, 1, 0, 0), (1, 1200, 15, 15, 40, 15, 1, 0, 0)]
+
+
+@needs_vk
+@pytest.mark.parametrize("shape", RESIDUAL_SHAPES)
+@pytest.mark.parametrize("bias", [True, False])
+def test_conv2d_residual(shape, bias):
+    """nn.h conv2d_residual: y = (conv + bias) + r with r a binding of its own. Bit for bit the
+    copy of r into y and the accumulating conv2d it replaces in a resnet; within float32 sums of
+    torch's float64 convolution + bias + r; y's old contents never read (NaN there); r = y is
+    the accumulate. The CPU backend has no such op and says so."""
+    batch, cin, h, w, cout, k, s, p0, p1 = shape
+    rng = np.random.default_rng(cin + cout + k)
+    ho, wo = (h + p0 + p1 - k) // s + 1, (w + p0 + p1 - k) // s + 1
+    x, wt = rnd(rng, cin, batch, h, w), 0.1 * rnd(rng, cout, cin, k, k)
+    b = rnd(rng, cout) if bias else None
+    r = rnd(rng, cout, batch, ho, wo)
+    ints = (batch, cin, h, w, cout, k, s, p0, p1)
+    nan = np.full(r.size, np.nan, np.float32)
+    got = _core.nn_op(DEV, "conv2d_residual", [x, wt, b, r], [nan], ints + (0,), (), None, None)[0]
+    acc = _core.nn_op(DEV, "conv2d", [x, wt, b], [r], ints + (1,), (), None, None)[0]
+    own = _core.nn_op(DEV, "conv2d_residual", [x, wt, b], [r], ints + (1,), (), None, None)[0]
+    assert np.array_equal(got, acc) and np.array_equal(own, acc)
+    xt = torch.from_numpy(x.reshape(cin, batch, h, w).astype(np.float64)).permute(1, 0, 2, 3)
+    xt = torch.nn.functional.pad(xt, (p0, p1, p0, p1))
+    ref = torch.nn.functional.conv2d(xt, torch.from_numpy(wt.reshape(cout, cin, k, k)
+                                                          .astype(np.float64)), stride=s)
+    ref = ref.permute(1, 0, 2, 3).numpy().ravel() + r
+    if bias:
+        ref = ref + np.repeat(b.astype(np.float64), batch * ho * wo)
+    # float32 sums of 270,000 terms in the chunked shapes: their rounding grows with the length
+    assert rel_err(got, ref) <= (OP_TOL if cin * k * k < 1e5 else 1e-4)
+    with pytest.raises(ValueError, match="conv2d_residual: the cpu backend has none"):
+        _core.nn_op("cpu", "conv2d_residual", [x, wt, b, r], [nan], ints + (0,), (), None, None)
+
+
 @needs_vk
 @pytest.mark.parametrize("in_bias,film,silu", [(False, False, False), (True, False, True),
                                                (False, True, True), (True, True, False)])
@@ -285,6 +327,51 @@ np.save(__import__("sys").argv[1], unet(x, 300, [0, 1, 2, 3], device="{DEV}"))
             assert r.returncode == 0, r.stderr
             outs.append(np.load(path))
     assert np.array_equal(outs[0], outs[1])
+
+
+RESIDUAL_RUN = """
+import json, sys
+import numpy as np, ccfg
+from diffusers import UNet2DModel
+dev = sys.argv[2]
+unet = ccfg.models.load("fashion-mnist")
+x = np.random.default_rng(1).standard_normal((4, 1, 32, 32)).astype(np.float32)
+unet(x, 300, [0, 1, 2, 3], device=dev)
+with ccfg.profiling.profile(dev) as prof:
+    out = unet(x, 300, [0, 1, 2, 3], device=dev)
+np.save(sys.argv[1], out)
+print(json.dumps(sum(c for k, c, _ in prof.rows if k.startswith("copy"))))
+"""
+
+
+@needs_vk
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_residual_in_the_convolution_gives_the_same_forward(precision):
+    """issue 11: a resnet without a 1x1 shortcut adds its input in conv2's epilogue (nn.h
+    conv2d_residual) instead of copying it into the output for conv2 to accumulate onto: the
+    shipped model's forward is bit for bit the one with CCFG_VULKAN_NO_CONV_RESIDUAL=1 (the copy,
+    as before) in float32 and in float16 (the f16 shader's epilogue), with 3 copies fewer"""
+    import json
+    import os
+    import subprocess
+    import sys
+    import tempfile
+    if precision == "fp16" and not VK[0].get("storage_16bit"):
+        pytest.skip("the device has no storageBuffer16BitAccess")
+    with tempfile.TemporaryDirectory() as tmp:
+        outs, copies = [], []
+        for i, flag in enumerate(("0", "1")):
+            path = os.path.join(tmp, f"{i}.npy")
+            env = dict(os.environ, CCFG_VULKAN_NO_CONV_RESIDUAL=flag,
+                       CCFG_VULKAN_PRECISION=precision)
+            r = subprocess.run([sys.executable, "-c", RESIDUAL_RUN, path, DEV],
+                               capture_output=True, text=True, timeout=300, env=env)
+            assert r.returncode == 0, r.stderr[-3000:]
+            outs.append(np.load(path))
+            copies.append(json.loads(r.stdout.strip().splitlines()[-1]))
+    assert np.array_equal(outs[0], outs[1])
+    # the shipped model's resnets without a shortcut: 2 at 32x32, 1 in the mid block
+    assert copies[1] - copies[0] == 3, copies
 
 
 @needs_vk

@@ -310,3 +310,70 @@ def test_fp16_sampling_run_matches_cpu():
     backend's (float32) run"""
     e = run_json(SAMPLE, "fp16")
     assert 1e-6 < e <= 1e-2, e
+
+
+# --------------------------------------------------------------------------- cached weights
+
+CACHE = f"""
+import hashlib, json
+import numpy as np
+import ccfg
+from ccfg import _core
+dev = {DEV!r}
+digest = lambda a: hashlib.sha256(np.ascontiguousarray(a, np.float32).tobytes()).hexdigest()
+x = np.random.default_rng(0).standard_normal((3, 1, 32, 32)).astype(np.float32)
+labels = np.array([1, 7, 10])
+res = {{}}
+
+
+def run(model, key):
+    with ccfg.profiling.profile(dev) as prof:
+        out = model(x, 300, labels, device=dev)
+    res[key] = digest(out)
+    res[key + " to_f16"] = sum(c for k, c, _ in prof.rows if k == "nn_to_f16")
+    res[key + " f16 conv"] = sum(c for k, c, _ in prof.rows if k == "nn_conv2d_f16")
+    return out
+
+
+a = ccfg.models.load("fashion-mnist")
+run(a, "a placing")                 # placed here: the weights converted once
+run(a, "a")                         # no conversion left in a forward
+_core.vk_set_precision(dev, "fp32")
+run(a, "a fp32")                    # its float16 weights are stale now
+b = ccfg.models.load("fashion-mnist")
+run(b, "b fp32")                    # placed under fp32: no float16 weights
+_core.vk_set_precision(dev, "opened")
+run(a, "a again")
+run(b, "b opened")                  # placed without float16 weights, run where it needs them
+print(json.dumps(res))
+"""
+
+
+@needs_vk
+@needs_16bit
+def test_half_weights_converted_once_and_never_stale():
+    """In fp16 a placed model converts its float16 weights once (no nn_to_f16 dispatch in a
+    forward) and computes bit for bit what the per-call conversion (CCFG_VULKAN_NO_F16_CACHE=1)
+    computes. A model placed under one precision and run under another (the test hook
+    _core.vk_set_precision) neither reads stale float16 weights nor misses them: it gives what a
+    model placed under the precision it runs computes, bit for bit."""
+    got = run_json(CACHE, "fp16")
+    plain = run_json(CACHE, "fp32")
+    env = dict(os.environ, CCFG_VULKAN_PRECISION="fp16", CCFG_VULKAN_NO_F16_CACHE="1")
+    r = subprocess.run([sys.executable, "-c", CACHE], cwd=ROOT, env=env, capture_output=True,
+                       text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    per_call = json.loads(r.stdout.strip().splitlines()[-1])
+    # cached: converted when placed, never in a forward; the half path ran
+    assert got["a placing to_f16"] > 0 and got["a to_f16"] == 0 and got["a f16 conv"] > 0
+    # the per-call conversion (the path before) converts in every forward, same result
+    assert per_call["a to_f16"] == per_call["a f16 conv"] > 0
+    assert per_call["a"] == got["a"]
+    # under fp32 the model placed under fp16 computes what fp32 computes, bit for bit: the one
+    # placed under fp32 in the same process, and a process that opened the device in fp32
+    assert got["a fp32"] == got["b fp32"] == plain["a"]
+    assert got["a fp32 f16 conv"] == 0 and got["a fp32"] != got["a"]
+    # back in fp16 both models give the fp16 result: b's float16 weights were made when it
+    # first needed them (in that forward), a's again
+    assert got["a again"] == got["b opened"] == got["a"]
+    assert got["b opened to_f16"] > 0 and got["b opened f16 conv"] > 0

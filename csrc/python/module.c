@@ -34,6 +34,7 @@ PyObject *py_philox(PyObject *, PyObject *);
 PyObject *py_devices(PyObject *, PyObject *);
 PyObject *py_vk_copy_bench(PyObject *, PyObject *);
 PyObject *py_vk_profile(PyObject *, PyObject *);
+PyObject *py_vk_set_precision(PyObject *, PyObject *);
 PyObject *py_vk_op(PyObject *, PyObject *);             /* py_testhooks.c */
 PyObject *py_nn_op(PyObject *, PyObject *);
 PyObject *py_nn_profile(PyObject *, PyObject *);
@@ -77,6 +78,8 @@ static PyMethodDef methods[] = {
     {"vk_profile", py_vk_profile, METH_VARARGS,
      "vk_profile(device, 'start'|'stop'|'read') -> time per shader kind (timestamp queries)"},
     /* test hooks */
+    {"vk_set_precision", py_vk_set_precision, METH_VARARGS,
+     "vk_set_precision(device, 'fp32'|'opened'): a device's convolution precision (tests)"},
     {"vk_op", py_vk_op, METH_VARARGS,
      "vk_op(device, op, arrays, scalars): one backend op on a backend (tests)"},
     {"nn_op", py_nn_op, METH_VARARGS,

@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "vk_nn.h"
+
 PyObject *py_randn(PyObject *self, PyObject *args)
 {
     unsigned long long seed, stream;
@@ -251,4 +253,36 @@ PyObject *py_vk_profile(PyObject *self, PyObject *args)
     return Py_BuildValue("{s:N,s:K,s:K,s:d}", "kinds", kinds, "batches",
                          (unsigned long long)totals.batches, "unstamped",
                          (unsigned long long)totals.unstamped, "wait_ms", totals.wait_ms);
+}
+
+/* vk_set_precision(device, which): test hook (tests/test_vulkan_half.py): the convolutions'
+ * precision of the device "vulkan:N" changed in place, as if it had opened under another
+ * CCFG_VULKAN_PRECISION: "fp32", or "opened": back to the precision it opened with */
+PyObject *py_vk_set_precision(PyObject *self, PyObject *args)
+{
+    const char *device, *name;
+    int index = -1, precision, status;
+    const ccfg_backend *be = NULL;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "ss", &device, &name)) return NULL;
+    if (sscanf(device, "vulkan:%d", &index) != 1 || index < 0) {
+        PyErr_Format(PyExc_ValueError, "device: 'vulkan:N', got '%s'", device);
+        return NULL;
+    }
+    if (!strcmp(name, "fp32")) precision = CCFG_VK_PRECISION_FP32;
+    else if (!strcmp(name, "opened")) precision = -1;
+    else {
+        PyErr_Format(PyExc_ValueError, "which: 'fp32' or 'opened', got '%s'", name);
+        return NULL;
+    }
+    py_run run;
+    Py_BEGIN_ALLOW_THREADS
+    status = py_open_backend(device, &be);
+    if (!status && !(status = py_run_enter(&run, "vk_set_precision", be, NULL))) {
+        status = ccfg_vk_nn_set_precision(be, precision);
+        py_run_leave(&run);
+    }
+    Py_END_ALLOW_THREADS
+    if (status) return py_raise_status(status);
+    Py_RETURN_NONE;
 }

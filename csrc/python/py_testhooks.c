@@ -241,7 +241,8 @@ static const char *nn_need_of(const char *op, const int64_t *iv, int ni, nn_need
 #define EXPECT(i, f) do { w->ni = (i); w->nf = (f); if (ni != (i)) return wrong_ints; } \
     while (0)
 #define AT_LEAST(k, lo) do { if (iv[k] < (lo)) return "the sizes are out of range"; } while (0)
-    if (!strcmp(op, "conv2d")) {
+    if (!strcmp(op, "conv2d") || !strcmp(op, "conv2d_residual")) {
+        /* conv2d_residual: the last int says whether the residual is y itself (1) or input 3 */
         EXPECT(10, 0);
         for (int k = 1; k <= 6; k++) AT_LEAST(k, 1);
         AT_LEAST(0, 0); AT_LEAST(7, 0); AT_LEAST(8, 0);
@@ -254,6 +255,10 @@ static const char *nn_need_of(const char *op, const int64_t *iv, int ni, nn_need
         w->in[1] = PROD(cout, cin, k, k);
         w->in[2] = cout; w->optional[2] = 1;
         w->out[0] = PROD(cout, b, ho, wo);
+        if (!strcmp(op, "conv2d_residual") && !iv[9]) {
+            w->nin = 4;
+            w->in[3] = w->out[0];
+        }
         w->scratch = PROD(cin, k, k, wo > 256 ? wo : 256);
     } else if (!strcmp(op, "group_norm")) {
         EXPECT(5, 1);
@@ -357,6 +362,15 @@ static int nn_call(const ccfg_backend *be, const ccfg_nn_ops *ops, const char *o
         NEED(10, 0);
         return ops->conv2d(be, iv[0], iv[1], iv[2], iv[3], in[0], iv[4], iv[5], iv[6], iv[7], iv[8],
                            in[1], in[2], iv[9], out[0], scratch, scratch_len);
+    }
+    if (!strcmp(op, "conv2d_residual")) {
+        NEED(10, 0);
+        if (!ops->conv2d_residual)
+            return ccfg_fail(CCFG_EINVAL, "nn_op conv2d_residual: the %s backend has none",
+                             ops->name);
+        return ops->conv2d_residual(be, iv[0], iv[1], iv[2], iv[3], in[0], iv[4], iv[5], iv[6],
+                                    iv[7], iv[8], in[1], NULL, in[2], iv[9] ? out[0] : in[3],
+                                    out[0], scratch, scratch_len);
     }
     if (!strcmp(op, "group_norm")) {
         NEED(5, 1);
