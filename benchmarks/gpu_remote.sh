@@ -4,7 +4,8 @@
 # and benchmarks/gpu_vs_torch.py (arguments are passed on; --profile is a good first run; its
 # UNet rows are followed by the same forward with CCFG_VULKAN_PRECISION=fp16 and coop where the
 # GPU runs them: the coop shaders' first check against the CPU, tests/test_vulkan_half.py too),
-# then benchmarks/bench_vk_switches.py --big (each path an environment switch turns off, on vs off).
+# then benchmarks/bench_vk_switches.py --big and bench_vulkan_half.py --switches (each path an
+# environment switch turns off, on vs off).
 # Results also go to $OUT (the device tool's output folder) when it is set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,4 +45,6 @@ log=${OUT:-/tmp}/gpu_run.txt
     "$PY" benchmarks/gpu_vs_torch.py "$@"
     echo "== switches (group_norm subgroups, mixture sharing: on vs off)"
     "$PY" benchmarks/bench_vk_switches.py --big --rounds 3 || true
+    echo "== convolution paths: cached float16 weights, residual binding (on vs off)"
+    "$PY" benchmarks/bench_vulkan_half.py --switches --channels 128,256,256,256 --rows 48 --rounds 3 || true
 } 2>&1 | tee "$log"
