@@ -57,7 +57,7 @@ static int state_init(ccfg_guide_state *st, const ccfg_rule *r)
     const int64_t count = (int64_t)st->n_neg * st->n;
     const double lp0 = log(r->p[PRIOR]);
     const ccfg_guide_ops *g = st->be->guide;
-    if (g->reals_alloc && g->log_posterior_update && g->combine_form) {
+    if (count > 0 && g->reals_alloc && g->log_posterior_update && g->combine_form) {
         double *init = malloc((size_t)(count ? count : 1) * sizeof *init);
         if (!init) return ccfg_fail(CCFG_ENOMEM, "out of memory initialising DNG's posterior");
         for (int64_t q = 0; q < count; q++) init[q] = lp0;
