@@ -300,29 +300,21 @@ fail:
     return status;
 }
 
-/* Guidance with a coefficient form (ccfg.h): the direction_dots partials, coef.glsl's stages
- * turning them into the table, and combine reading it, all recorded into the open batch. Nothing
- * is read back, so a step of CCFG or Perp-Neg waits for the device no more than NegatedCFG's. */
-static int vk_combine_form(const ccfg_backend *be, const ccfg_coef_form *form, int64_t n,
-                           int64_t dim, const float *u, const float *p, int k,
-                           const float *const *neg, float *out)
+/* a rule's state on the device (guide ops reals_*, below) */
+static int resolve_reals(vk_dev *d, const float *p, int64_t count, vk_buffer **buf, const char *op);
+
+/* The table *cb (REAL [n][2 + k]) of a form with reductions (CCFG, Perp-Neg): the direction_dots
+ * partials and coef.glsl's stages 0-2, recorded into the open batch. */
+static int record_reduced_table(vk_dev *d, const ccfg_coef_form *form, int64_t n, int64_t dim,
+                                const float *u, const float *p, int k, const float *const *neg,
+                                vk_buffer **cb)
 {
-    vk_dev *d = be->ctx;
-    vk_buffer *pb = NULL, *rb = NULL, *cb = NULL, *gb = NULL, *bufs[4];
+    vk_buffer *pb = NULL, *rb = NULL, *gb = NULL, *bufs[4];
     const size_t real = d->f64 ? sizeof(double) : sizeof(float);
-    const int m = 2 + k;
     const int global = form->family == CCFG_FORM_PERPENDICULAR && form->batch_global && k > 0;
     uint32_t groups = 0;
     size_t bytes = 0;
     int status;
-    if (n < 0 || dim < 0 || k < 0 || k > CCFG_MAX_RULE_NEGATIVES)
-        return ccfg_fail(CCFG_EINVAL, "%s guide: needs n, dim >= 0 and 0..%d negatives", d->name,
-                         CCFG_MAX_RULE_NEGATIVES);
-    if (form->family != CCFG_FORM_CONTRASTIVE && form->family != CCFG_FORM_PERPENDICULAR)
-        return ccfg_fail(CCFG_EINTERNAL, "%s guide: no coefficient form %d", d->name, form->family);
-    if (!n || !dim) return CCFG_OK;
-    if ((size_t)n * (size_t)m > UINT32_MAX)
-        return ccfg_fail(CCFG_EINVAL, "%s guide: too many samples and negatives", d->name);
     if ((status = record_direction_dots(d, n, dim, u, p, k, neg, &pb, &groups, &bytes))) goto fail;
     const uint32_t slices = (uint32_t)((n + 128 * 256 - 1) / (128 * 256));   /* coef.glsl SLICE */
     push_coef pc = {.n = (uint32_t)n, .k = (uint32_t)k, .groups = groups,
@@ -335,13 +327,13 @@ static int vk_combine_form(const ccfg_backend *be, const ccfg_coef_form *form, i
     coef_bits(form->tau_eff, &pc.tauf, pc.taud);
     /* one partial per sample (short rows): the partials are the reductions */
     if (groups > 1 && (status = vkb_new_buffer(d, (size_t)pc.count * real, &rb))) goto fail;
-    if ((status = vkb_new_buffer(d, (size_t)n * (size_t)m * real, &cb)) ||
+    if ((status = vkb_new_buffer(d, (size_t)n * (size_t)(2 + k) * real, cb)) ||
         (global && (status = vkb_new_buffer(d, (size_t)k * slices * 2 * real, &gb))))
         goto fail;
     /* unused bindings get any valid buffer */
     bufs[0] = pb;
     bufs[1] = rb ? rb : pb;
-    bufs[2] = cb;
+    bufs[2] = *cb;
     bufs[3] = gb ? gb : pb;
     if (rb) {
         pc.stage = 0;
@@ -355,19 +347,179 @@ static int vk_combine_form(const ccfg_backend *be, const ccfg_coef_form *form, i
             goto fail;
     }
     pc.stage = 2;
-    if ((status = vkb_dispatch(d, vkb_pipe_real(d, P_COEF), bufs, &pc, vkb_groups_for(n), 1)))
-        goto fail;
-    const float *in[2 + CCFG_MAX_RULE_NEGATIVES];
-    in[0] = u;
-    in[1] = p;
-    for (int j = 0; j < k; j++) in[2 + j] = neg[j];
-    status = record_combine(d, n, dim, m, in, cb, out);
+    status = vkb_dispatch(d, vkb_pipe_real(d, P_COEF), bufs, &pc, vkb_groups_for(n), 1);
+fail:
+    /* released after the batch has run: the dispatches read them (*cb is the caller's) */
+    if (pb) vkb_release_buffer(pb);
+    if (rb) vkb_release_buffer(rb);
+    if (gb) vkb_release_buffer(gb);
+    return status;
+}
+
+/* DNG's table *cb (CCFG_FORM_POSTERIOR) from its state log p alone: coef.glsl stage 2, family 3,
+ * the state bound as Glob (Part and Red unused: no reductions) */
+static int record_posterior_table(vk_dev *d, const ccfg_coef_form *form, int64_t n, int k,
+                                  vk_buffer **cb)
+{
+    const size_t real = d->f64 ? sizeof(double) : sizeof(float);
+    vk_buffer *sb, *bufs[4];                   /* sb: the state's buffer, not ours to release */
+    int status;
+    if ((status = resolve_reals(d, form->state, (int64_t)k * n, &sb, "guide")) ||
+        (status = vkb_new_buffer(d, (size_t)n * (size_t)(2 + k) * real, cb)))
+        return status;
+    push_coef pc = {.n = (uint32_t)n, .k = (uint32_t)k, .stage = 2,
+                    .family = CCFG_FORM_POSTERIOR};
+    coef_bits(form->w, &pc.wf, pc.wd);
+    coef_bits(form->w_n, &pc.wnf, pc.wnd);
+    bufs[0] = bufs[1] = bufs[3] = sb;
+    bufs[2] = *cb;
+    return vkb_dispatch(d, vkb_pipe_real(d, P_COEF), bufs, &pc, vkb_groups_for(n), 1);
+}
+
+/* Guidance with a coefficient form (ccfg.h): the table made on the device (from the
+ * direction_dots reductions, or from DNG's state) and combine reading it, all recorded into the
+ * open batch. Nothing is read back, so a step of CCFG, Perp-Neg or DNG waits for the device no
+ * more than NegatedCFG's. */
+static int vk_combine_form(const ccfg_backend *be, const ccfg_coef_form *form, int64_t n,
+                           int64_t dim, const float *u, const float *p, int k,
+                           const float *const *neg, float *out)
+{
+    vk_dev *d = be->ctx;
+    vk_buffer *cb = NULL;
+    const int m = 2 + k;
+    int status;
+    if (n < 0 || dim < 0 || k < 0 || k > CCFG_MAX_RULE_NEGATIVES)
+        return ccfg_fail(CCFG_EINVAL, "%s guide: needs n, dim >= 0 and 0..%d negatives", d->name,
+                         CCFG_MAX_RULE_NEGATIVES);
+    if (form->family != CCFG_FORM_CONTRASTIVE && form->family != CCFG_FORM_PERPENDICULAR &&
+        form->family != CCFG_FORM_POSTERIOR)
+        return ccfg_fail(CCFG_EINTERNAL, "%s guide: no coefficient form %d", d->name, form->family);
+    if (!n || !dim) return CCFG_OK;
+    if ((size_t)n * (size_t)m > UINT32_MAX)
+        return ccfg_fail(CCFG_EINVAL, "%s guide: too many samples and negatives", d->name);
+    status = form->family == CCFG_FORM_POSTERIOR
+                 ? record_posterior_table(d, form, n, k, &cb)
+                 : record_reduced_table(d, form, n, dim, u, p, k, neg, &cb);
+    if (!status) {
+        const float *in[2 + CCFG_MAX_RULE_NEGATIVES];
+        in[0] = u;
+        in[1] = p;
+        for (int j = 0; j < k; j++) in[2 + j] = neg[j];
+        status = record_combine(d, n, dim, m, in, cb, out);
+    }
+    if (cb) vkb_release_buffer(cb);     /* after the batch: the dispatches read it */
+    return status;
+}
+
+/* ------------------------------------------------------------------------- */
+/* a rule's state in the shaders' REAL (guide ops reals_*): DNG's log p stays on the device */
+
+/* the buffer of `count` reals at device address p, which must start its buffer (be->alloc
+ * gives each allocation a buffer of its own: coef.glsl binds the state at element 0) */
+static int resolve_reals(vk_dev *d, const float *p, int64_t count, vk_buffer **buf, const char *op)
+{
+    const size_t real = d->f64 ? sizeof(double) : sizeof(float);
+    uint32_t at = 0;
+    int status;
+    if (!p || count < 0 || (uint64_t)count > UINT32_MAX)
+        return ccfg_fail(CCFG_EINTERNAL, "%s %s: no state of %lld reals", d->name, op,
+                         (long long)count);
+    if ((status = vkb_resolve(d, p, (size_t)(count ? count : 1) * real, buf, &at))) return status;
+    if (at != 0)
+        return ccfg_fail(CCFG_EINTERNAL, "%s %s: a rule's state must start its buffer", d->name, op);
+    return CCFG_OK;
+}
+
+static int vk_reals_alloc(const ccfg_backend *be, int64_t count, const double *init, float **out,
+                          int64_t *floats)
+{
+    vk_dev *d = be->ctx;
+    const size_t real = d->f64 ? sizeof(double) : sizeof(float);
+    float *f = NULL;
+    int status;
+    *out = NULL;
+    *floats = 0;
+    if (count < 1 || (uint64_t)count > UINT32_MAX)
+        return ccfg_fail(CCFG_EINVAL, "%s: a state of %lld reals", d->name, (long long)count);
+    const size_t bytes = (size_t)count * real;
+    if ((status = be->alloc(be, bytes, out))) return status;
+    if (d->f64) {
+        status = be->upload(be, *out, init, bytes);
+    } else if (!(f = malloc(bytes))) {
+        status = ccfg_fail(CCFG_ENOMEM, "out of memory initialising a guidance state");
+    } else {
+        for (int64_t q = 0; q < count; q++) f[q] = (float)init[q];
+        status = be->upload(be, *out, f, bytes);
+    }
+    free(f);
+    if (status) {
+        be->release(be, *out);
+        *out = NULL;
+        return status;
+    }
+    *floats = (int64_t)(bytes / sizeof(float));
+    return CCFG_OK;
+}
+
+static int vk_reals_read(const ccfg_backend *be, const float *src, int64_t count, double *out)
+{
+    vk_dev *d = be->ctx;
+    float *f = NULL;
+    int status;
+    if (count < 1) return CCFG_OK;
+    if (d->f64) return be->download(be, out, src, (size_t)count * sizeof(double));
+    if (!(f = malloc((size_t)count * sizeof *f)))
+        return ccfg_fail(CCFG_ENOMEM, "out of memory reading a guidance state");
+    if (!(status = be->download(be, f, src, (size_t)count * sizeof *f)))
+        for (int64_t q = 0; q < count; q++) out[q] = f[q];
+    free(f);
+    return status;
+}
+
+/* DNG's update on the device: the direction_dots partials, their sums (coef.glsl stage 0) and
+ * the update of the state (stage 3), recorded into the open batch; nothing is read back. */
+static int vk_log_posterior_update(const ccfg_backend *be, const ccfg_log_posterior_update *up,
+                                   int64_t n, int64_t dim, const float *u, const float *p, int k,
+                                   const float *const *neg, float *state)
+{
+    vk_dev *d = be->ctx;
+    vk_buffer *pb = NULL, *rb = NULL, *sb = NULL, *bufs[4];
+    const size_t real = d->f64 ? sizeof(double) : sizeof(float);
+    uint32_t groups = 0;
+    size_t bytes = 0;
+    int status;
+    if (n < 0 || dim < 0 || k < 0 || k > CCFG_MAX_RULE_NEGATIVES)
+        return ccfg_fail(CCFG_EINVAL, "%s posterior update: needs n, dim >= 0 and 0..%d "
+                         "negatives", d->name, CCFG_MAX_RULE_NEGATIVES);
+    if (!n || !k) return CCFG_OK;
+    if ((status = resolve_reals(d, state, (int64_t)k * n, &sb, "posterior update"))) return status;
+    if ((status = record_direction_dots(d, n, dim, u, p, k, neg, &pb, &groups, &bytes))) goto fail;
+    push_coef pc = {.n = (uint32_t)n, .k = (uint32_t)k, .groups = groups,
+                    .count = (uint32_t)((size_t)k * 3 * (size_t)n), .family = 0};
+    coef_bits(up->b2, &pc.wf, pc.wd);
+    coef_bits(up->b1, &pc.wnf, pc.wnd);
+    coef_bits(up->t, &pc.tauf, pc.taud);
+    coef_bits(up->offset, &pc.offf, pc.offd);
+    coef_bits(up->two_var, &pc.varf, pc.vard);
+    coef_bits(up->lo, &pc.lof, pc.lod);
+    coef_bits(up->hi, &pc.hif, pc.hid);
+    if (groups > 1 && (status = vkb_new_buffer(d, (size_t)pc.count * real, &rb))) goto fail;
+    bufs[0] = pb;
+    bufs[1] = rb ? rb : pb;
+    bufs[2] = pb;                       /* Coef: unused by stages 0 and 3 */
+    bufs[3] = sb;
+    if (rb) {
+        pc.stage = 0;
+        if ((status = vkb_dispatch(d, vkb_pipe_real(d, P_COEF), bufs, &pc,
+                                   vkb_groups_for(pc.count), 1)))
+            goto fail;
+    }
+    pc.stage = 3;
+    status = vkb_dispatch(d, vkb_pipe_real(d, P_COEF), bufs, &pc, vkb_groups_for(k * n), 1);
 fail:
     /* released after the batch has run: the dispatches read them */
     if (pb) vkb_release_buffer(pb);
     if (rb) vkb_release_buffer(rb);
-    if (cb) vkb_release_buffer(cb);
-    if (gb) vkb_release_buffer(gb);
     return status;
 }
 
@@ -626,6 +778,9 @@ const ccfg_guide_ops vkb_guide_ops = {
     .combine = vk_combine,
     .sld = vk_sld,
     .combine_form = vk_combine_form,
+    .reals_alloc = vk_reals_alloc,
+    .reals_read = vk_reals_read,
+    .log_posterior_update = vk_log_posterior_update,
 };
 
 const ccfg_guide_ops vkb_guide_ops_host_coefficients = {

@@ -59,15 +59,29 @@ typedef struct ccfg_backend ccfg_backend;
  *       λ+ = 2σ(τ_eff ‖D_p‖²) (1 with naive_positive), λ-_j = 2σ(-τ_eff ‖D_n_j‖²);
  *   CCFG_FORM_PERPENDICULAR (Perp-Neg): c_n_j = -w b, π_j = <D_n_j, D_p> / ‖D_p‖² (0 where
  *       ‖D_p‖ = 0), of the sample or of the batch's sums (batch_global),
- *       c_p = w + sum_j w b π_j, c_u = 1 - w - sum_j (w b π_j - w b).  (b = w_n) */
-typedef enum { CCFG_FORM_CONTRASTIVE = 1, CCFG_FORM_PERPENDICULAR = 2 } ccfg_form_family;
+ *       c_p = w + sum_j w b π_j, c_u = 1 - w - sum_j (w b π_j - w b).  (b = w_n)
+ *   CCFG_FORM_POSTERIOR (DNG): no reductions; p_j = exp(lp_j) from the rule's state on the
+ *       backend (log p, [k][n] reals of guide->reals_alloc), c_p = w, c_n_j = -w_n p_j/(1 - p_j),
+ *       c_u = 1 - w - sum_j c_n_j.  (w_n = λ0) */
+typedef enum {
+    CCFG_FORM_CONTRASTIVE = 1, CCFG_FORM_PERPENDICULAR = 2, CCFG_FORM_POSTERIOR = 3
+} ccfg_form_family;
 typedef struct {
     int family;                     /* ccfg_form_family */
     double w, w_n;                  /* the rule's scale and negative weight (CCFG w_n, Perp-Neg b) */
     double tau_eff;                 /* CONTRASTIVE: the step's τ / N (rules/ccfg.c tau_effective) */
     int naive_positive;             /* CONTRASTIVE: λ+ = 1 */
     int batch_global;               /* PERPENDICULAR: one projection over the whole batch */
+    const float *state;             /* POSTERIOR: log p [k][n], backend reals (guide->reals_alloc) */
 } ccfg_coef_form;
+
+/* A log-posterior update on the backend (DNG's observe, rules/dng.c), per sample i and negative
+ * j, from the reductions of direction_dots (nn = ‖n_j,i - u_i‖², np = <n_j,i - u_i, p_i - u_i>):
+ *   Δ = b2 nn - b1 np;  lp_j,i = min(max(lp_j,i + (-t Δ + offset) / two_var, lo), hi)
+ * in this order and in the backend's reals (double on float64 devices). */
+typedef struct {
+    double b2, b1, t, offset, two_var, lo, hi;
+} ccfg_log_posterior_update;
 
 /* kernels of the guidance rules (rules/ and guidance.c) */
 typedef struct ccfg_guide_ops {
@@ -99,6 +113,20 @@ typedef struct ccfg_guide_ops {
     int (*combine_form)(const ccfg_backend *be, const ccfg_coef_form *form, int64_t n,
                         int64_t dim, const float *u, const float *p, int k,
                         const float *const *neg, float *out);
+    /* A rule's per-sample state kept on the backend in "reals", the precision its guidance
+     * kernels compute in (double where a device has float64, float elsewhere): DNG's log p, so
+     * that neither its guide step nor its update waits for the device. NULL where the backend
+     * keeps such state on the host (the CPU: host doubles; a device with
+     * CCFG_VULKAN_HOST_COEFFICIENTS=1). reals_alloc: count reals initialised from init (backend
+     * memory, freed with be->release; *floats: its size in floats); reals_read: back to doubles
+     * (waits for the device); log_posterior_update: see ccfg_log_posterior_update, the
+     * reductions made and used on the backend (nothing read back). */
+    int (*reals_alloc)(const ccfg_backend *be, int64_t count, const double *init, float **out,
+                       int64_t *floats);
+    int (*reals_read)(const ccfg_backend *be, const float *src, int64_t count, double *out);
+    int (*log_posterior_update)(const ccfg_backend *be, const ccfg_log_posterior_update *up,
+                                int64_t n, int64_t dim, const float *u, const float *p, int k,
+                                const float *const *neg, float *state);
 } ccfg_guide_ops;
 
 /* the exact Gaussian-mixture eps (gmm.c): load places the mixture's parameters on the backend
@@ -390,8 +418,9 @@ int ccfg_rule_negative_active(const ccfg_rule *rule, int step, int num_steps);
 int ccfg_rule_needs_null(const ccfg_rule *rule, int has_positive, int k);
 
 /* Per-sample, per-negative state of a stateful rule: numbers on the backend (SLD: momentum ν,
- * as big as the samples) and numbers on the host (DNG: posterior p, updated from per-sample
- * reductions); which and how many is the rule's business. */
+ * as big as the samples; DNG's log posterior where the backend has guide->reals_alloc) or on
+ * the host (DNG's log posterior elsewhere, updated from per-sample reductions read back); which
+ * and how many is the rule's business. */
 typedef struct {
     int64_t n, dim;
     int n_neg;
@@ -399,7 +428,8 @@ typedef struct {
     const ccfg_rule_impl *impl;     /* the rule it belongs to */
     const ccfg_backend *be;
     float *device;                  /* [device_count] backend memory, or NULL */
-    int64_t device_count;
+    int64_t device_count;           /* in floats */
+    int device_reals;               /* 1: `device` holds guide->reals_alloc reals, not floats */
     double *host;                   /* [host_count] host memory, or NULL */
     int64_t host_count;
 } ccfg_guide_state;
@@ -408,6 +438,10 @@ typedef struct {
 int ccfg_guide_state_init(ccfg_guide_state *st, const ccfg_backend *be, const ccfg_rule *rule,
                           int64_t n, int64_t dim, int n_neg);
 void ccfg_guide_state_free(ccfg_guide_state *st);
+/* What the state shows the caller as host doubles (DNG: the posterior p, [n_neg][n], read from
+ * the device where it lives there; other rules: a copy of `host`): *out is malloc'ed (free it),
+ * *count its length; NULL and 0 for a state without host values. Waits for a device. */
+int ccfg_guide_state_values(const ccfg_guide_state *st, double **out, int64_t *count);
 
 /* eps_hat = rule(eps_u, eps_p, eps_n). eps_p may be NULL (= eps_u). n_neg may be 0.
  * num_steps = 0: no window. update: stateful rules advance their state. */
@@ -454,8 +488,9 @@ int ccfg_sample(const ccfg_backend *be, const ccfg_guided_model *gm, const ccfg_
  * CCFG_VULKAN_STAGING=1 forces device-local buffers with staging copies even where host-visible
  * memory would do; CCFG_VULKAN_NO_F64=1 uses the float32 shaders even where the device has
  * float64 (tests run both paths on one device); CCFG_VULKAN_HOST_COEFFICIENTS=1 computes the
- * coefficient tables of CCFG and Perp-Neg on the host as the CPU does (their reductions are
- * downloaded every step) instead of on the device (guide op combine_form);
+ * coefficient tables of CCFG, Perp-Neg and DNG on the host as the CPU does (their reductions are
+ * downloaded every step, DNG's posterior kept on the host) instead of on the device (guide ops
+ * combine_form, reals_*, log_posterior_update);
  * CCFG_VULKAN_PRECISION=fp32|fp16|coop|auto picks the UNet convolutions' precision (nn_vk.c;
  * fp32 by default; fp16 and coop refuse to open a device without the features they need). */
 

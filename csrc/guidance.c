@@ -123,6 +123,22 @@ void ccfg_guide_state_free(ccfg_guide_state *st)
     st->device = NULL;
     st->host = NULL;
     st->device_count = st->host_count = 0;
+    st->device_reals = 0;
+}
+
+int ccfg_guide_state_values(const ccfg_guide_state *st, double **out, int64_t *count)
+{
+    *out = NULL;
+    *count = 0;
+    if (!st->impl) return CCFG_OK;
+    if (st->impl->state_values && (st->host || st->device))
+        return st->impl->state_values(st, out, count);
+    if (!st->host) return CCFG_OK;
+    if (!(*out = malloc((size_t)st->host_count * sizeof **out)))
+        return ccfg_fail(CCFG_ENOMEM, "out of memory reading a guidance state");
+    memcpy(*out, st->host, (size_t)st->host_count * sizeof **out);
+    *count = st->host_count;
+    return CCFG_OK;
 }
 
 /* A rule computed on the host sees host arrays: on a device its inputs are downloaded and its

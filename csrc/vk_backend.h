@@ -33,10 +33,10 @@ typedef struct { uint32_t dim, groups, mode, rows, row0, base, ou, op, on, per_r
 typedef struct { uint32_t count, ox, tag; } push_finite;
 typedef struct {
     uint32_t n, k, groups, count, stage, family, flags, slices;
-    float wf, wnf, tauf;
+    float wf, wnf, tauf, offf, varf, lof, hif;  /* DNG's update: w = b2, wn = b1, tau = t */
     uint32_t pad;
-    uint32_t wd[2], wnd[2], taud[2];
-} push_coef;
+    uint32_t wd[2], wnd[2], taud[2], offd[2], vard[2], lod[2], hid[2];
+} push_coef;                        /* 120 bytes: within the 128 every device has */
 typedef struct { uint32_t count; } push_copy;
 typedef struct { uint32_t count, dim, divide, ox, oo; } push_clamp;
 

@@ -8,7 +8,12 @@
 //      <D_n_j, D_p>). Skipped where groups == 1: the partials are the reductions.
 //   1: (Perp-Neg batch_global) workgroup (s, j) sums ‖D_p‖² and <D_n_j, D_p> over the SLICE
 //      samples of slice s: glob[(j * slices + s) * 2 + 0/1], a tree of 128 per workgroup.
-//   2: an invocation per sample writes coef[i * (2 + k) + (c_u, c_p, c_n_0 ..)].
+//   2: an invocation per sample writes coef[i * (2 + k) + (c_u, c_p, c_n_0 ..)]. Family 3 (DNG,
+//      rules/dng.c) reads no reductions: its table comes from the state log p, [k][n], bound
+//      as Glob (p = exp_neg(log p), log p <= log p_max < 0).
+//   3: DNG's posterior update (rules/dng.c observe, ccfg_log_posterior_update): an invocation
+//      per (negative j, sample i) adds the step's log-likelihood ratio to glob[j * n + i] and
+//      clamps it, from the reductions of block j (‖D_n_j‖², <D_n_j, r_u>).
 #include "real.glsl"
 #include "exp_neg.glsl"
 layout(local_size_x = 128) in;
@@ -27,9 +32,9 @@ layout(push_constant) uniform Push {
     uint family;    // 1 contrastive (CCFG), 2 perpendicular (Perp-Neg), as ccfg_form_family
     uint flags;     // 1: naive positive (λ+ = 1), 2: batch global projection
     uint slices;    // stage 1/2: slices of SLICE samples
-    float wf, wnf, tauf;
+    float wf, wnf, tauf, offf, varf, lof, hif;    // stage 3: w = b2, wn = b1, tau = t
     uint pad;
-    uvec2 wd, wnd, taud;
+    uvec2 wd, wnd, taud, offd, vard, lod, hid;
 } p;
 
 const uint SLICE = 128u * 256u;     // samples per workgroup of stage 1: 256 each per invocation
@@ -103,6 +108,17 @@ void coefficients(uint i)
             c0 += cn;
         }
         coef[row] = c0;
+    } else if (p.family == 3u) {
+        // rules/dng.c: c = (1 - w, w, -cn_j), c_u += cn_j, cn_j = λ0 p_j / (1 - p_j)
+        REAL c0 = REAL(1.0) - w;
+        coef[row + 1u] = w;
+        for (uint j = 0u; j < p.k; j++) {
+            const REAL pj = exp_neg(glob[j * p.n + i]);
+            const REAL cn = wn * pj / (REAL(1.0) - pj);
+            coef[row + 2u + j] = -cn;
+            c0 += cn;
+        }
+        coef[row] = c0;
     } else {
         // rules/perp_neg.c: c = (1 - w, w), per negative c_p += w b π, c_u -= w b π, c_n = -w b,
         // c_u += w b
@@ -130,12 +146,26 @@ void coefficients(uint i)
     }
 }
 
+// rules/dng.c observe, term by term: Δ = b2 nn - b1 np, lp = clamp(lp + (-t Δ + off) / two_var)
+void posterior_update(uint q)
+{
+    const uint j = q / p.n, i = q - j * p.n;
+    const REAL b2 = COEF(p.wf, p.wd), b1 = COEF(p.wnf, p.wnd), t = COEF(p.tauf, p.taud);
+    const REAL off = COEF(p.offf, p.offd), two_var = COEF(p.varf, p.vard);
+    const REAL delta = b2 * red_nn(j, i) - b1 * red_np(j, i);
+    const REAL lp = glob[q] + (-t * delta + off) / two_var;
+    glob[q] = min(max(lp, COEF(p.lof, p.lod)), COEF(p.hif, p.hid));
+}
+
 void main()
 {
     if (p.stage == 0u) {
         sum_partials();
     } else if (p.stage == 1u) {
         batch_sums();
+    } else if (p.stage == 3u) {
+        const uint stride = gl_NumWorkGroups.x * gl_WorkGroupSize.x;
+        for (uint q = gl_GlobalInvocationID.x; q < p.n * p.k; q += stride) posterior_update(q);
     } else {
         const uint stride = gl_NumWorkGroups.x * gl_WorkGroupSize.x;
         for (uint i = gl_GlobalInvocationID.x; i < p.n; i += stride) coefficients(i);

@@ -111,9 +111,15 @@ def _official_dng(eps_fn, x_T, noises, ac, lam0, prior, temp, delta, p_min, p_ma
     return x
 
 
-def test_official_loop_with_fixed_large_noise():
+_VK = [d for d in ccfg.devices() if d["backend"] == "vulkan" and d.get("available")]
+DEVICES = ["cpu"] + [pytest.param(d["selector"], id="vulkan") for d in _VK[:1]]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_official_loop_with_fixed_large_noise(device):
     """ccfg's DNG on DDPM over every training step with noise_variance="fixed_large" is the
-    official loop (a short 60-step training schedule keeps the test fast)."""
+    official loop (a short 60-step training schedule keeps the test fast). On a Vulkan device
+    the posterior lives on the device (log p, shaders/coef.glsl)."""
     T, n, dim = 60, 6, 4
     cfg = SchedulerConfig(num_train_timesteps=T, beta_start=1e-3, beta_end=0.2)
     ac = np.cumprod(1 - np.linspace(1e-3, 0.2, T))
@@ -132,7 +138,7 @@ def test_official_loop_with_fixed_large_noise():
                     p_min=1e-6, p_max=0.9)
     got = ccfg.sample(model, positive=None, negative=1, guidance=rule, sampler="ddpm", steps=T,
                       n=n, seed=5, progress=False, scheduler=cfg, noise_variance="fixed_large",
-                      device="cpu")
+                      device=device)
     x_T = ccfg.randn(5, n, (dim,), stream=0)
     noises = [ccfg.randn(5, n, (dim,), stream=k + 1).astype(np.float64) for k in range(T)]
     want = _official_dng(eps_fn, x_T, noises, ac, 2.0, 0.2, 0.5, 2e-3, 1e-6, 0.9)

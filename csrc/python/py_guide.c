@@ -167,32 +167,35 @@ PyObject *py_guide_state(PyObject *self, PyObject *args)
     return (PyObject *)st;
 }
 
-/* state_info(state) -> {step, n, dim, n_neg, host: float64 (host_count,) | None,
- *                       device: float32 (device_count,) | None}  (copies) */
+/* state_info(state) -> {step, n, dim, n_neg, host: float64 | None, device: float32 | None}
+ * (copies). host: what the state shows as host doubles (ccfg_guide_state_values: DNG's
+ * posterior p, read from the device where it lives there); device_state: backend floats (SLD's
+ * momentum), None for a state in the backend's reals (DNG's log p on a device). */
 PyObject *py_state_info(PyObject *self, PyObject *args)
 {
     StateObject *so;
     (void)self;
     if (!PyArg_ParseTuple(args, "O!", &StateType, &so)) return NULL;
     const ccfg_guide_state *st = &so->st;
+    const ccfg_backend *be = st->be;
     PyObject *host = Py_NewRef(Py_None), *dev = Py_NewRef(Py_None);
-    if (st->host) {
-        npy_intp sh[1] = {(npy_intp)st->host_count};
-        Py_SETREF(host, PyArray_SimpleNew(1, sh, NPY_FLOAT64));
-        if (!host) goto fail;
-        memcpy(PyArray_DATA((PyArrayObject *)host), st->host, (size_t)sh[0] * sizeof(double));
-    }
-    if (st->device) {
+    double *values = NULL;
+    int64_t nvalues = 0;
+    int status = CCFG_OK;
+    const int floats = st->device && !st->device_reals;
+    if (floats) {
         npy_intp sh[1] = {(npy_intp)st->device_count};
         Py_SETREF(dev, PyArray_SimpleNew(1, sh, NPY_FLOAT32));
         if (!dev) goto fail;
-        const ccfg_backend *be = st->be;
-        int status;
+    }
+    if (st->host || st->device) {
         py_run run;
         Py_BEGIN_ALLOW_THREADS
         if (!(status = py_run_enter(&run, "reading a guidance state", be, NULL))) {
-            status = be->download(be, PyArray_DATA((PyArrayObject *)dev), st->device,
-                                  (size_t)sh[0] * sizeof(float));
+            status = ccfg_guide_state_values(st, &values, &nvalues);
+            if (!status && floats)
+                status = be->download(be, PyArray_DATA((PyArrayObject *)dev), st->device,
+                                      (size_t)st->device_count * sizeof(float));
             py_run_leave(&run);
         }
         Py_END_ALLOW_THREADS
@@ -201,11 +204,20 @@ PyObject *py_state_info(PyObject *self, PyObject *args)
             goto fail;
         }
     }
+    if (values) {
+        npy_intp sh[1] = {(npy_intp)nvalues};
+        Py_SETREF(host, PyArray_SimpleNew(1, sh, NPY_FLOAT64));
+        if (!host) goto fail;
+        memcpy(PyArray_DATA((PyArrayObject *)host), values, (size_t)nvalues * sizeof(double));
+        free(values);
+        values = NULL;
+    }
     return Py_BuildValue("{s:i,s:L,s:L,s:i,s:s,s:s,s:N,s:N}", "step", st->step, "n",
                          (long long)st->n, "dim", (long long)st->dim, "n_neg", st->n_neg, "rule",
                          ccfg_rule_name(st->impl), "device", st->be ? st->be->name : "", "host",
                          host, "device_state", dev);
 fail:
+    free(values);
     Py_XDECREF(host);
     Py_XDECREF(dev);
     return NULL;

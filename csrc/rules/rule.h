@@ -61,6 +61,9 @@ struct ccfg_rule_impl {
                 int k, const float *const *eps_n, float *out);
     /* state: allocate (st->n, dim, n_neg, be are set) and learn from a transition */
     int (*state_init)(ccfg_guide_state *st, const ccfg_rule *r);
+    /* what the state shows the caller as host doubles (ccfg_guide_state_values; NULL: a copy of
+     * st->host): *out malloc'ed, *count its length */
+    int (*state_values)(const ccfg_guide_state *st, double **out, int64_t *count);
     /* with these parameters, does the rule use its state (NULL: whenever it has state_init) */
     int (*needs_state)(const ccfg_rule *r);
     int (*observe)(const ccfg_backend *be, const ccfg_rule *r, ccfg_guide_state *st, int64_t n,
