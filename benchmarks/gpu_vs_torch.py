@@ -156,10 +156,10 @@ def rules(rep, P, vk, profile):
               f"device: {any(k.startswith('coef') for k, _, _ in prof.rows)}")
         if profile:
             print(f"\nprofile, toy_2d {name}, per step:\n{per}\n")
-    # CCFG's and Perp-Neg's tables are made on the device (no host round trip per step), unless
-    # CCFG_VULKAN_HOST_COEFFICIENTS=1 asks for the host path
+    # CCFG's and Perp-Neg's tables and DNG's posterior are made on the device (no host round trip
+    # per step), unless CCFG_VULKAN_HOST_COEFFICIENTS=1 asks for the host path
     if os.environ.get("CCFG_VULKAN_HOST_COEFFICIENTS", "") in ("", "0"):
-        for name in ("CCFG", "PerpNeg"):
+        for name in ("CCFG", "PerpNeg", "DNG"):
             rep.check(f"toy {name} submits per step above NegatedCFG's",
                       max(0.0, submits[name] - submits["NegatedCFG"]), 0.0)
     for name in ("CCFG", "PerpNeg", "DNG"):
