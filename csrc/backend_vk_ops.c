@@ -504,6 +504,11 @@ static int vk_gmm_load(const ccfg_backend *be, const ccfg_gmm *gm, void **handle
                                d->name, (long long)K, (long long)D);
         if (m->chunk > MAX_GROUPS) m->chunk = MAX_GROUPS;
         if (status || (status = vkb_new_buffer(d, (size_t)m->chunk * per_row, &m->scratch))) goto fail;
+    } else if (D <= 64 && d->gmm_near && K <= GMM_KPRIV) {
+        /* small rows: an invocation each, their K (mode 2: 2 K) values in the invocation's own
+         * array (gmm_eps.glsl KPRIV): no scratch, so no chunks but the dispatch's group limit */
+        m->per_row = 1;
+        m->chunk = (int64_t)MAX_GROUPS * LOCAL_SIZE;
     } else if (D <= 64) {
         /* small rows: an invocation each, log-likelihoods of `chunk` rows in the scratch */
         m->per_row = 1;
@@ -577,8 +582,8 @@ static int vk_gmm_eps(const ccfg_backend *be, const ccfg_gmm *gm, void *handle, 
         }
         m->bias[3 + k] = gm->log_weights[k] - 0.5 * logdet;
     }
-    if ((status = upload_reals(d, m->bias, (size_t)(3 + K + 2 * K * D), &lvl)) ||
-        (status = vkb_new_buffer(d, (size_t)rows * sizeof *cond, &cb)) ||
+    if ((status = upload_reals(d, m->bias, (size_t)(3 + K + 2 * K * D), &lvl))) goto fail;
+    if ((status = vkb_new_buffer(d, (size_t)rows * sizeof *cond, &cb)) ||
         (status = vkb_write_buffer(cb, 0, cond, (size_t)rows * sizeof *cond)))
         goto fail;
     /* unused bindings (no rotations, no scratch) get any valid buffer */
@@ -596,12 +601,13 @@ static int vk_gmm_eps(const ccfg_backend *be, const ccfg_gmm *gm, void *handle, 
         K * D + K + nb * (D + K + K * D + 3 * K * D + 4 * K) + 256 > (int64_t)d->loop_limit / 4 * 3)
         nb = 1;
     if (nb > 1) {
-        /* the unique rows of block 0, chunk / 2 per dispatch (2 K reals of scratch each) */
-        const int64_t mr = rows / nb, per = m->chunk / 2;
+        /* the unique rows of block 0, chunk / 2 per dispatch (2 K reals of scratch each; none
+         * with d->gmm_near and K <= GMM_KPRIV, then chunk) */
+        const int64_t mr = rows / nb, per = m->scratch ? m->chunk / 2 : m->chunk;
         for (int64_t u0 = 0; u0 < mr; u0 += per) {
             const int64_t nr = mr - u0 < per ? mr - u0 : per;
             const push_gmm pc = {(uint32_t)D, (uint32_t)K, 0, 2, (uint32_t)nr, o[0], o[1],
-                                 (uint32_t)u0, (uint32_t)nb, (uint32_t)mr};
+                                 (uint32_t)u0, (uint32_t)nb, (uint32_t)mr, (uint32_t)d->gmm_near};
             if ((status = vkb_dispatch(d, vkb_pipe_real(d, P_GMM), bufs, &pc,
                                        (uint32_t)((nr + LOCAL_SIZE - 1) / LOCAL_SIZE), 1)))
                 goto fail;
@@ -610,7 +616,7 @@ static int vk_gmm_eps(const ccfg_backend *be, const ccfg_gmm *gm, void *handle, 
     for (int64_t r0 = 0; nb == 1 && r0 < rows; r0 += m->chunk) {
         const int64_t nr = rows - r0 < m->chunk ? rows - r0 : m->chunk;
         const push_gmm pc = {(uint32_t)D, (uint32_t)K, m->U != NULL, (uint32_t)m->per_row,
-                             (uint32_t)nr, o[0], o[1], (uint32_t)r0, 1, 0};
+                             (uint32_t)nr, o[0], o[1], (uint32_t)r0, 1, 0, (uint32_t)d->gmm_near};
         const uint32_t groups = m->per_row ? (uint32_t)((nr + LOCAL_SIZE - 1) / LOCAL_SIZE) : (uint32_t)nr;
         if ((status = vkb_dispatch(d, vkb_pipe_real(d, P_GMM), bufs, &pc, groups, 1))) goto fail;
     }
