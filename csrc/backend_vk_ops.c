@@ -434,6 +434,11 @@ typedef struct {
     int64_t chunk;                  /* rows per dispatch (scratch holds their w_k or lp_k) */
     int per_row;                    /* mode 1 of the shader: an invocation per row */
     double *bias;                   /* [3 + K + 2 K D] host staging of the level (gmm_eps.glsl) */
+    /* d->gmm_near: the condition ids of the last call, on the device and on the host; the
+     * sampler passes the same ids every step, so a step compares instead of uploading */
+    vk_buffer *cond;
+    int32_t *cond_host;
+    int64_t cond_rows;
 } vk_gmm;
 
 static void vk_gmm_free(const ccfg_backend *be, void *handle)
@@ -445,6 +450,8 @@ static void vk_gmm_free(const ccfg_backend *be, void *handle)
     bs[0] = m->U; bs[1] = m->UT; bs[2] = m->mask; bs[3] = m->scratch;
     for (int i = 0; i < 4; i++)
         if (bs[i]) vkb_release_buffer(bs[i]);
+    if (m->cond) vkb_release_buffer(m->cond);
+    free(m->cond_host);
     free(m->bias);
     free(m);
 }
@@ -583,9 +590,32 @@ static int vk_gmm_eps(const ccfg_backend *be, const ccfg_gmm *gm, void *handle, 
         m->bias[3 + k] = gm->log_weights[k] - 0.5 * logdet;
     }
     if ((status = upload_reals(d, m->bias, (size_t)(3 + K + 2 * K * D), &lvl))) goto fail;
-    if ((status = vkb_new_buffer(d, (size_t)rows * sizeof *cond, &cb)) ||
-        (status = vkb_write_buffer(cb, 0, cond, (size_t)rows * sizeof *cond)))
-        goto fail;
+    const size_t cbytes = (size_t)rows * sizeof *cond;
+    if (d->gmm_near && m->cond && m->cond_rows == rows && !memcmp(m->cond_host, cond, cbytes)) {
+        cb = m->cond;               /* the same ids as the last call: already there */
+    } else {
+        /* a new buffer, never a write into the old one (a batch in flight may still read it:
+         * that write would wait for the device); the old one is freed once its batch ran */
+        if ((status = vkb_new_buffer(d, cbytes, &cb)) ||
+            (status = vkb_write_buffer(cb, 0, cond, cbytes)))
+            goto fail;
+        if (d->gmm_near) {
+            int32_t *h = realloc(m->cond_host, cbytes);
+            if (h) {                /* without the host copy the next call just uploads again */
+                memcpy(h, cond, cbytes);
+                if (m->cond) vkb_release_buffer(m->cond);
+                m->cond = cb;
+                m->cond_host = h;
+                m->cond_rows = rows;
+            } else {
+                free(m->cond_host);
+                m->cond_host = NULL;
+                if (m->cond) vkb_release_buffer(m->cond);
+                m->cond = NULL;
+                m->cond_rows = 0;
+            }
+        }
+    }
     /* unused bindings (no rotations, no scratch) get any valid buffer */
     bufs[2] = m->U ? m->U : m->mask;
     bufs[3] = m->UT ? m->UT : m->mask;
@@ -622,7 +652,7 @@ static int vk_gmm_eps(const ccfg_backend *be, const ccfg_gmm *gm, void *handle, 
     }
 fail:
     if (lvl) vkb_release_buffer(lvl);
-    if (cb) vkb_release_buffer(cb);
+    if (cb && cb != m->cond) vkb_release_buffer(cb);
     return status;
 }
 
