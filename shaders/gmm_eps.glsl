@@ -76,7 +76,10 @@ bool allowed(int cr, uint k) { return cr < 0 || mask[uint(cr) * p.K + k] != 0u; 
 // - the row's per-component values (K or 2 K reals, K <= KPRIV) in its own `wv` instead of the
 //   global scratch at a stride of K or 2 K reals between neighbouring invocations (uncoalesced).
 // The host (backend_vk_ops.c) sizes its chunks and scratch by the same limits.
-const uint PAR_MAX = 1536u;     // 12 KiB of doubles: with red and lp within the 16 KiB minimum
+// 8.5 KiB of doubles (d = 64 with K <= 8, d = 32 with K <= 16): more would cost workgroups per
+// compute unit where shared memory is scarce (64 KiB per AMD GCN CU: 5 groups of 11.5 KiB with red
+// and lp, 21 KiB would be 3); with red and lp within Vulkan's 16 KiB minimum
+const uint PAR_MAX = 1088u;
 const uint XMAX = 64u;          // mode 1 and 2 rows: D <= 64 (the host)
 const uint KPRIV = 32u;
 shared REAL par[PAR_MAX];

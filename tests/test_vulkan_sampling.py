@@ -209,7 +209,7 @@ def test_gmm_near_memory_is_bitwise_the_old_path(tmp_path, env):
     x and per-component values in the invocation's own arrays (K <= 32: no scratch, one
     dispatch) and cond kept on the device give the same bits as CCFG_VULKAN_GMM_V1=1 (all in
     global memory), on mixtures that take each branch: parameters in shared memory or not
-    (K = 16, D = 64: 2067 reals), own arrays or the scratch (K = 40); and both match the
+    (K = 16, D = 64: 2067 reals > 1088), own arrays or the scratch (K = 40); and both match the
     model's float64 NumPy eps"""
     outs = []
     for v1 in ("0", "1"):
