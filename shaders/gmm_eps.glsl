@@ -13,8 +13,9 @@
 // once, and reuses them for row u + j m of every block j whose x is bit for bit the same:
 // r_k = e_k / Σ_{k allowed} e_k (as the CPU's row blocks, gmm.c). A row that differs, or whose
 // condition's best component is so far below the row's best that its e_k underflow, is computed
-// on its own (mode 1's code, a second scratch area). Arithmetic in REAL
-// (double where the device has it, as the CPU does); the softmax's exp in double is our own.
+// on its own (mode 1's code, a second scratch area). Both modes share one log-likelihood
+// (log_lik) and one output loop (write_eps). Arithmetic in REAL (double where the device has it,
+// as the CPU does); the softmax's exp in double is our own (exp_neg, or exp_fast below).
 #include "real.glsl"
 #include "exp_neg.glsl"
 layout(local_size_x = 128) in;
@@ -83,11 +84,43 @@ const uint PAR_MAX = 1088u;
 const uint XMAX = 64u;          // mode 1 and 2 rows: D <= 64 (the host)
 const uint KPRIV = 32u;
 shared REAL par[PAR_MAX];
+bool g_near = false;            // p.flags & 1 (modes 1, 2)
 bool g_par = false;             // the parameters are in `par`
 bool g_priv = false;            // per-component values in `wv`, not in the scratch
 float xrow[XMAX];
 REAL wv[2u * KPRIV];
 
+// e^v for v <= 0 in the near path (p.flags & 1): exp_neg's split and degree, its nested
+// 1 + r t / q written as Horner's rule with the constants 1 / q! instead of 14 divisions (a double
+// division is a sequence of about 30 instructions on GPUs: for the 2-D toy the exps' divisions
+// were most of a row's arithmetic). Not the same bits as exp_neg: ~1e-16 relative either way.
+#ifdef F64
+double exp_fast(double v)
+{
+    if (v < -700.0lf) return 0.0lf;
+    const double n = floor(v * 1.4426950408889634lf + 0.5lf);
+    const double r = (v - n * 6.93147180369123816490e-01lf) - n * 1.90821492927058770002e-10lf;
+    double t = 1.1470745597729725e-11lf;
+    t = t * r + 1.6059043836821613e-10lf;
+    t = t * r + 2.08767569878681e-09lf;
+    t = t * r + 2.505210838544172e-08lf;
+    t = t * r + 2.755731922398589e-07lf;
+    t = t * r + 2.7557319223985893e-06lf;
+    t = t * r + 2.48015873015873e-05lf;
+    t = t * r + 0.0001984126984126984lf;
+    t = t * r + 0.001388888888888889lf;
+    t = t * r + 0.008333333333333333lf;
+    t = t * r + 0.041666666666666664lf;
+    t = t * r + 0.16666666666666666lf;
+    t = t * r + 0.5lf;
+    t = t * r + 1.0lf;
+    t = t * r + 1.0lf;
+    return t * packDouble2x32(uvec2(0u, uint(int(n) + 1023) << 20));
+}
+#else
+float exp_fast(float v) { return exp(v); }
+#endif
+REAL ex(REAL v) { return g_near ? exp_fast(v) : exp_neg(v); }
 REAL L(uint i) { return g_par ? par[i] : lvl[i]; }
 // the per-component value i (< 2 K) of the row whose scratch area starts at lk
 REAL val(uint lk, uint i) { return g_priv ? wv[i] : scratch[lk + i]; }
@@ -140,9 +173,9 @@ void row_alone(uint row, bool cached, uint lk, uint w0)
     }
     REAL tot = REAL(0.0);
     for (uint k = 0u; k < K; k++)
-        if (allowed(cr, k)) tot += exp_neg(val(lk, w0 + k) - mx);
+        if (allowed(cr, k)) tot += ex(val(lk, w0 + k) - mx);
     for (uint k = 0u; k < K; k++)
-        set_val(lk, w0 + k, allowed(cr, k) ? s * exp_neg(val(lk, w0 + k) - mx) / tot : REAL(0.0));
+        set_val(lk, w0 + k, allowed(cr, k) ? s * ex(val(lk, w0 + k) - mx) / tot : REAL(0.0));
     write_eps(row, xr, cached, lk, w0);
 }
 
@@ -158,7 +191,7 @@ void rows_stacked(uint local, bool cached)
         set_val(lk, k, l);
         mx = max(mx, l);
     }
-    for (uint k = 0u; k < K; k++) set_val(lk, k, exp_neg(val(lk, k) - mx));
+    for (uint k = 0u; k < K; k++) set_val(lk, k, ex(val(lk, k) - mx));
     for (uint b = 0u; b < p.nb; b++) {
         const uint row = u + b * p.m, xr = p.ox + row * D;
         bool same = true;
@@ -186,6 +219,7 @@ void main()
         const uint gid = gl_GlobalInvocationID.x;
         const uint npar = 3u + p.K + 2u * p.K * p.D;
         const bool near = (p.flags & 1u) != 0u;
+        g_near = near;
         g_par = near && npar <= PAR_MAX;
         g_priv = near && p.K <= KPRIV;
         if (g_par) {

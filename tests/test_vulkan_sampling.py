@@ -204,13 +204,13 @@ print("worst", worst)
 @needs_vk
 @pytest.mark.parametrize("env", [{}, {"CCFG_VULKAN_NO_F64": "1"},
                                  {"CCFG_VULKAN_GMM_NO_SHARING": "1"}])
-def test_gmm_near_memory_is_bitwise_the_old_path(tmp_path, env):
+def test_gmm_near_memory_matches_the_old_path(tmp_path, env):
     """issue 11: gmm_eps.glsl modes 1-2 with the level's parameters in shared memory, the row's
     x and per-component values in the invocation's own arrays (K <= 32: no scratch, one
-    dispatch) and cond kept on the device give the same bits as CCFG_VULKAN_GMM_V1=1 (all in
-    global memory), on mixtures that take each branch: parameters in shared memory or not
-    (K = 16, D = 64: 2067 reals > 1088), own arrays or the scratch (K = 40); and both match the
-    model's float64 NumPy eps"""
+    dispatch), cond kept on the device and the double exp by Horner's rule give the same bits as
+    CCFG_VULKAN_GMM_V1=1 (all in global memory; float64: within float32 rounding), on mixtures
+    that take each branch: parameters in shared memory or not (K = 16, D = 64: 2067 reals >
+    1088), own arrays or the scratch (K = 40); and both match the model's float64 NumPy eps"""
     outs = []
     for v1 in ("0", "1"):
         path = tmp_path / f"v1_{v1}.npz"
@@ -221,7 +221,14 @@ def test_gmm_near_memory_is_bitwise_the_old_path(tmp_path, env):
         assert float(r.stdout.split()[-1]) <= TOL, r.stdout
         outs.append(np.load(path))
     for key in outs[0].files:
-        assert np.array_equal(outs[0][key].view(np.uint32), outs[1][key].view(np.uint32)), key
+        a, b = outs[0][key], outs[1][key]
+        if env.get("CCFG_VULKAN_NO_F64"):
+            assert np.array_equal(a.view(np.uint32), b.view(np.uint32)), key
+        else:
+            # the float64 exps differ (exp_fast, exp_neg: ~1e-16): the same float32 eps but for
+            # a rounding (bit for bit on lavapipe in every case here)
+            ulp = np.spacing(np.abs(b).max(axis=1, keepdims=True))
+            assert np.all(np.abs(a - b) <= 4 * ulp), key
 
 
 @needs_vk
