@@ -12,6 +12,11 @@ submits, uploads (with --staging: the discrete-GPU path of device-local buffers 
 copies), and host wall ms. Each (case, setting) runs in its own process (the switch is read when
 a device opens), settings alternated per round, medians. The samples of the two settings are
 compared bit for bit. Skips (exit 0) without a Vulkan device; nothing about time is asserted.
+
+    PYTHONPATH=. .venv/bin/python benchmarks/bench_vk_gmm.py --accuracy
+
+prints instead the eps error of the float64 and the float32 shaders (CCFG_VULKAN_NO_F64=1)
+against the model's float64 NumPy eps (toy_2d, d = 64 K = 8, gmm64; 4000 rows, four levels).
 """
 from __future__ import annotations
 
@@ -49,6 +54,24 @@ print("RESULT " + json.dumps(dict(
     wall_ms=1e3 * wall / steps, digest=hashlib.sha1(out.tobytes()).hexdigest())))
 """
 
+ACCURACY = r"""
+import numpy as np, ccfg
+from ccfg import _core
+rng, r0 = np.random.default_rng(1), np.random.default_rng(0)
+models = {"toy_2d": ccfg.models.GaussianMixture.toy_2d(),
+          "d64_K8": ccfg.models.GaussianMixture(0.6 * r0.standard_normal((8, 64)), np.full(8, 0.1),
+                                                concepts={"a": [0, 1, 2, 3, 4], "b": [4, 5, 6, 7]}),
+          "gmm64": ccfg.models.load("gmm64")}
+for name, m in models.items():
+    n = 4000
+    x = (0.5 * rng.standard_normal((n, m.dim)) + m.means[rng.integers(0, m.K, n)]).astype(np.float32)
+    for ab in (0.9999, 0.99, 0.5, 0.01):
+        got = _core.gmm_eps(m._c_spec(), x, ab, np.zeros(n, np.int32), DEV).astype(np.float64)
+        want = m._eps_numpy(x.astype(np.float64), ab, 0)
+        rows = np.linalg.norm(got - want, axis=1) / np.maximum(np.linalg.norm(want, axis=1), 1e-30)
+        print(f"  {name:8} alpha_bar {ab:<7} relative error: norm {np.linalg.norm(got - want) / np.linalg.norm(want):.2e}, worst row {rows.max():.2e}")
+"""
+
 FIELDS = ("gmm_ms", "gmm_calls", "dispatches", "device_ms", "submits", "upload_ms", "uploads", "wall_ms")
 
 
@@ -66,6 +89,8 @@ def main():
     ap.add_argument("--staging", action="store_true",
                     help="CCFG_VULKAN_STAGING=1: device-local buffers and staging copies")
     ap.add_argument("--device", default=None, help="vulkan:N (default: the first)")
+    ap.add_argument("--accuracy", action="store_true",
+                    help="the eps error of float64 and float32 shaders instead of timings")
     a = ap.parse_args()
     sys.path.insert(0, os.getcwd())
     import numpy as np
@@ -78,6 +103,19 @@ def main():
     print(f"{dev}: {vk[0]['name']} ({vk[0].get('driver', '?')}), float64 {vk[0].get('float64')}, "
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '-')}, "
           f"staging {a.staging}, load {os.getloadavg()[0]:.1f}")
+    if a.accuracy:
+        for f64 in (True, False):
+            print("float64 shaders" if f64 else "float32 shaders (CCFG_VULKAN_NO_F64=1)")
+            env = dict(os.environ)
+            env.pop("CCFG_VULKAN_NO_F64", None)
+            if not f64:
+                env["CCFG_VULKAN_NO_F64"] = "1"
+            r = subprocess.run([sys.executable, "-c", f"DEV = {dev!r}\n" + ACCURACY], env=env,
+                               capture_output=True, text=True, timeout=3600)
+            print(r.stdout + r.stderr[-3000:], end="")
+            if r.returncode:
+                return 1
+        return 0
     print(f"per step (DDIM, {a.steps} steps; disp: gmm_eps dispatches, all: every dispatch), medians of {a.rounds} alternated processes; "
           f"new = default, old = CCFG_VULKAN_GMM_V1=1")
     head = (f"{'case':<26} {'gmm ms new':>10} {'old':>9} {'new/old':>7} {'disp new':>8} "
