@@ -69,7 +69,8 @@ REAL workgroup_sum(REAL v)
 bool allowed(int cr, uint k) { return cr < 0 || mask[uint(cr) * p.K + k] != 0u; }
 
 // Modes 1 and 2 keep what a row needs close (p.flags & 1, the default; off with
-// CCFG_VULKAN_GMM_V1=1, which restores global memory for all three; the same bits either way):
+// CCFG_VULKAN_GMM_V1=1, which restores global memory for all three and exp_neg; the same bits
+// but for exp_fast's roundings in double):
 // - the level's parameters (bias, a μ, 1 / c: 3 + K + 2 K D reals, read K D times per row by
 //   every invocation) in shared memory `par` when they fit, loaded once per workgroup;
 // - the row's x (D <= XMAX floats, read 2 K times per row) in the invocation's own `xrow`,
