@@ -5,8 +5,11 @@ process (the switches are read when a device is opened), settings alternated, me
     PYTHONPATH=. .venv/bin/python benchmarks/bench_vk_switches.py [--rounds 3] [--big]
 
 1. mixture eps of the sampler's stacked rows (3 condition blocks of the same x, CCFG's batch):
-   densities shared between the blocks (gmm_eps.glsl mode 2) against CCFG_VULKAN_GMM_NO_SHARING=1,
-   toy_2d (D = 2, K = 7) and gmm64 (D = 64);
+   densities shared between the blocks (gmm_eps.glsl mode 2) and the near-memory path (parameters
+   in shared memory, row values in the invocation's own arrays, one dispatch per call, condition
+   ids kept on the device) against CCFG_VULKAN_GMM_NO_SHARING=1 and CCFG_VULKAN_GMM_V1=1 together,
+   toy_2d (D = 2, K = 7) and gmm64 (D = 64); benchmarks/bench_vk_gmm.py separates the near path
+   and times whole sampling steps;
 2. group_norm at UNet sizes: subgroupAdd (nn_group_norm_sg.comp) against the shared-memory trees
    (CCFG_VULKAN_NO_SUBGROUP=1), one-dispatch groups (<= 8192 values) and a three-dispatch one;
 3. the shipped UNet's forward, host wall time (no profile: it would wait per batch), its pacing
@@ -67,7 +70,8 @@ out[f"fashion-mnist forward {rows} rows (wall)"] = 1e3 * sorted(walls)[1]
 print("RESULT " + json.dumps(out))
 """
 
-SWITCHES = {"CCFG_VULKAN_GMM_NO_SHARING": "gmm_eps", "CCFG_VULKAN_NO_SUBGROUP": "group_norm",
+SWITCHES = {"CCFG_VULKAN_GMM_NO_SHARING": "gmm_eps", "CCFG_VULKAN_GMM_V1": "gmm_eps",
+            "CCFG_VULKAN_NO_SUBGROUP": "group_norm",
             "CCFG_VULKAN_SYNC_PACING": "forward"}
 
 

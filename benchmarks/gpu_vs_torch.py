@@ -8,7 +8,7 @@ Rows (each a ratio measured in this process, same weights, same inputs; medians)
   2. the copy shader's bandwidth against torch's device-to-device copy
   3. per-step cost of CCFG, Perp-Neg and DNG against NegatedCFG (exact toy mixture, same sampler),
      with submits per step (checked: CCFG and Perp-Neg no more than NegatedCFG)
-  4. exact-mixture sampling, n = 1M, d = 2 and 64, against ccfg's CPU backend
+  4. exact-mixture sampling, n = 1M, d = 2 and 64, CFG and CCFG, against ccfg's CPU backend
   5. a CIFAR-sized UNet2DModel forward (fp32; torch with TF32 off, TF32 on and bf16 autocast),
      then again in each half precision the device runs (CCFG_VULKAN_PRECISION=fp16 and coop, one
      subprocess each: the precision is read when a device opens), checked against torch fp32 at
@@ -18,7 +18,8 @@ Rows (each a ratio measured in this process, same weights, same inputs; medians)
 Outputs are compared before timing; a mismatch is printed and the exit status is 1. Without a
 GPU Vulkan device and CUDA the script says why and exits 0 (--smoke runs anyway, on whatever
 there is: its numbers only show that every row runs). --profile adds ccfg.profiling's per-kind
-device time for one UNet forward and one CCFG step. Nothing about time is asserted.
+device time for one UNet forward, one CCFG step and one step of each mixture row. Nothing about
+time is asserted.
 """
 from __future__ import annotations
 
@@ -167,19 +168,28 @@ def rules(rep, P, vk, profile):
                 "NegatedCFG, same device", "<= 1.1x")
 
 
-def mixtures(rep, P, vk):
+def mixtures(rep, P, vk, profile):
+    # CFG (two conditions) and CCFG (three), as in the issue's table; --profile: where a step's
+    # device time goes (gmm_eps dispatches per step: one per call since the near-memory path)
     for d, model in ((2, ccfg.models.GaussianMixture.toy_2d()),
                      (64, ccfg.models.GaussianMixture.high_dim(d=64))):
         pos, neg = model.concept_names[0], model.concept_names[1]
-        kw = dict(guidance=ccfg.CCFG(3.0), steps=P["mix_steps"], n=P["mix_n"], seed=0,
-                  progress=False)
-        a = ccfg.sample(model, pos, neg, device=vk, **kw)
-        b = ccfg.sample(model, pos, neg, device="cpu", **kw)
-        rep.check(f"mixture d={d} {vk} vs cpu", rel_err(a, b), 1e-4)
-        tv = measure(lambda: ccfg.sample(model, pos, neg, device=vk, **kw), repeats=3).median
-        tc = measure(lambda: ccfg.sample(model, pos, neg, device="cpu", **kw), repeats=3).median
-        rep.row(f"mixture CCFG d={d} n={P['mix_n']} ({P['mix_steps']} steps)", tv, tc,
-                "ccfg CPU backend, same machine", "<= 0.1x")
+        for name, rule, conds in (("CFG", ccfg.CFG(3.0), (pos,)), ("CCFG", ccfg.CCFG(3.0),
+                                                                    (pos, neg))):
+            kw = dict(guidance=rule, steps=P["mix_steps"], n=P["mix_n"], seed=0, progress=False)
+            a = ccfg.sample(model, *conds, device=vk, **kw)
+            b = ccfg.sample(model, *conds, device="cpu", **kw)
+            rep.check(f"mixture {name} d={d} {vk} vs cpu", rel_err(a, b), 1e-4)
+            tv = measure(lambda: ccfg.sample(model, *conds, device=vk, **kw), repeats=3).median
+            tc = measure(lambda: ccfg.sample(model, *conds, device="cpu", **kw),
+                         repeats=3).median
+            rep.row(f"mixture {name} d={d} n={P['mix_n']} ({P['mix_steps']} steps)", tv, tc,
+                    "ccfg CPU backend, same machine", "<= 0.1x")
+            if profile:
+                with ccfg.profiling.profile(vk) as prof:
+                    ccfg.sample(model, *conds, device=vk, **kw)
+                print(f"\nprofile, mixture {name} d={d} n={P['mix_n']}, per step:\n"
+                      f"{prof.per(P['mix_steps'])}\n")
 
 
 def unet_forward(rep, P, vk, torch, tdev, profile):
@@ -367,7 +377,7 @@ def main(argv=None):
     if "rules" in want:
         rules(rep, P, vk, args.profile)
     if "mixtures" in want:
-        mixtures(rep, P, vk)
+        mixtures(rep, P, vk, args.profile)
     if "unet" in want:
         unet_forward(rep, P, vk, torch, tdev, args.profile)
     if "run" in want:

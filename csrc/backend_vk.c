@@ -850,6 +850,11 @@ static int get_device(int index, vk_dev **out)
      * its own, as before (tests compare the two; benchmarks measure the sharing) */
     const char *no_share = getenv("CCFG_VULKAN_GMM_NO_SHARING");
     d->gmm_sharing = !(no_share && *no_share && strcmp(no_share, "0"));
+    /* gmm_eps modes 1-2: parameters in shared memory, the row's x and per-component values in
+     * the invocation's own arrays, the condition ids kept on the device between calls; off: all
+     * in global memory and cond uploaded per call, as before (the same bits; for A/B) */
+    const char *gmm_v1 = getenv("CCFG_VULKAN_GMM_V1");
+    d->gmm_near = !(gmm_v1 && *gmm_v1 && strcmp(gmm_v1, "0"));
     /* be->submit waits for the batch it submits, as before the two slots (benchmarks compare) */
     const char *sync_pacing = getenv("CCFG_VULKAN_SYNC_PACING");
     d->sync_pacing = sync_pacing && *sync_pacing && strcmp(sync_pacing, "0");

@@ -586,6 +586,11 @@ typedef struct {
     int64_t chunk;                  /* rows per dispatch (scratch holds their w_k or lp_k) */
     int per_row;                    /* mode 1 of the shader: an invocation per row */
     double *bias;                   /* [3 + K + 2 K D] host staging of the level (gmm_eps.glsl) */
+    /* d->gmm_near: the condition ids of the last call, on the device and on the host; the
+     * sampler passes the same ids every step, so a step compares instead of uploading */
+    vk_buffer *cond;
+    int32_t *cond_host;
+    int64_t cond_rows;
 } vk_gmm;
 
 static void vk_gmm_free(const ccfg_backend *be, void *handle)
@@ -597,6 +602,8 @@ static void vk_gmm_free(const ccfg_backend *be, void *handle)
     bs[0] = m->U; bs[1] = m->UT; bs[2] = m->mask; bs[3] = m->scratch;
     for (int i = 0; i < 4; i++)
         if (bs[i]) vkb_release_buffer(bs[i]);
+    if (m->cond) vkb_release_buffer(m->cond);
+    free(m->cond_host);
     free(m->bias);
     free(m);
 }
@@ -656,6 +663,11 @@ static int vk_gmm_load(const ccfg_backend *be, const ccfg_gmm *gm, void **handle
                                d->name, (long long)K, (long long)D);
         if (m->chunk > MAX_GROUPS) m->chunk = MAX_GROUPS;
         if (status || (status = vkb_new_buffer(d, (size_t)m->chunk * per_row, &m->scratch))) goto fail;
+    } else if (D <= 64 && d->gmm_near && K <= GMM_KPRIV) {
+        /* small rows: an invocation each, their K (mode 2: 2 K) values in the invocation's own
+         * array (gmm_eps.glsl KPRIV): no scratch, so no chunks but the dispatch's group limit */
+        m->per_row = 1;
+        m->chunk = (int64_t)MAX_GROUPS * LOCAL_SIZE;
     } else if (D <= 64) {
         /* small rows: an invocation each, log-likelihoods of `chunk` rows in the scratch */
         m->per_row = 1;
@@ -729,10 +741,33 @@ static int vk_gmm_eps(const ccfg_backend *be, const ccfg_gmm *gm, void *handle, 
         }
         m->bias[3 + k] = gm->log_weights[k] - 0.5 * logdet;
     }
-    if ((status = upload_reals(d, m->bias, (size_t)(3 + K + 2 * K * D), &lvl)) ||
-        (status = vkb_new_buffer(d, (size_t)rows * sizeof *cond, &cb)) ||
-        (status = vkb_write_buffer(cb, 0, cond, (size_t)rows * sizeof *cond)))
-        goto fail;
+    if ((status = upload_reals(d, m->bias, (size_t)(3 + K + 2 * K * D), &lvl))) goto fail;
+    const size_t cbytes = (size_t)rows * sizeof *cond;
+    if (d->gmm_near && m->cond && m->cond_rows == rows && !memcmp(m->cond_host, cond, cbytes)) {
+        cb = m->cond;               /* the same ids as the last call: already there */
+    } else {
+        /* a new buffer, never a write into the old one (a batch in flight may still read it:
+         * that write would wait for the device); the old one is freed once its batch ran */
+        if ((status = vkb_new_buffer(d, cbytes, &cb)) ||
+            (status = vkb_write_buffer(cb, 0, cond, cbytes)))
+            goto fail;
+        if (d->gmm_near) {
+            int32_t *h = realloc(m->cond_host, cbytes);
+            if (h) {                /* without the host copy the next call just uploads again */
+                memcpy(h, cond, cbytes);
+                if (m->cond) vkb_release_buffer(m->cond);
+                m->cond = cb;
+                m->cond_host = h;
+                m->cond_rows = rows;
+            } else {
+                free(m->cond_host);
+                m->cond_host = NULL;
+                if (m->cond) vkb_release_buffer(m->cond);
+                m->cond = NULL;
+                m->cond_rows = 0;
+            }
+        }
+    }
     /* unused bindings (no rotations, no scratch) get any valid buffer */
     bufs[2] = m->U ? m->U : m->mask;
     bufs[3] = m->UT ? m->UT : m->mask;
@@ -748,12 +783,13 @@ static int vk_gmm_eps(const ccfg_backend *be, const ccfg_gmm *gm, void *handle, 
         K * D + K + nb * (D + K + K * D + 3 * K * D + 4 * K) + 256 > (int64_t)d->loop_limit / 4 * 3)
         nb = 1;
     if (nb > 1) {
-        /* the unique rows of block 0, chunk / 2 per dispatch (2 K reals of scratch each) */
-        const int64_t mr = rows / nb, per = m->chunk / 2;
+        /* the unique rows of block 0, chunk / 2 per dispatch (2 K reals of scratch each; none
+         * with d->gmm_near and K <= GMM_KPRIV, then chunk) */
+        const int64_t mr = rows / nb, per = m->scratch ? m->chunk / 2 : m->chunk;
         for (int64_t u0 = 0; u0 < mr; u0 += per) {
             const int64_t nr = mr - u0 < per ? mr - u0 : per;
             const push_gmm pc = {(uint32_t)D, (uint32_t)K, 0, 2, (uint32_t)nr, o[0], o[1],
-                                 (uint32_t)u0, (uint32_t)nb, (uint32_t)mr};
+                                 (uint32_t)u0, (uint32_t)nb, (uint32_t)mr, (uint32_t)d->gmm_near};
             if ((status = vkb_dispatch(d, vkb_pipe_real(d, P_GMM), bufs, &pc,
                                        (uint32_t)((nr + LOCAL_SIZE - 1) / LOCAL_SIZE), 1)))
                 goto fail;
@@ -762,13 +798,13 @@ static int vk_gmm_eps(const ccfg_backend *be, const ccfg_gmm *gm, void *handle, 
     for (int64_t r0 = 0; nb == 1 && r0 < rows; r0 += m->chunk) {
         const int64_t nr = rows - r0 < m->chunk ? rows - r0 : m->chunk;
         const push_gmm pc = {(uint32_t)D, (uint32_t)K, m->U != NULL, (uint32_t)m->per_row,
-                             (uint32_t)nr, o[0], o[1], (uint32_t)r0, 1, 0};
+                             (uint32_t)nr, o[0], o[1], (uint32_t)r0, 1, 0, (uint32_t)d->gmm_near};
         const uint32_t groups = m->per_row ? (uint32_t)((nr + LOCAL_SIZE - 1) / LOCAL_SIZE) : (uint32_t)nr;
         if ((status = vkb_dispatch(d, vkb_pipe_real(d, P_GMM), bufs, &pc, groups, 1))) goto fail;
     }
 fail:
     if (lvl) vkb_release_buffer(lvl);
-    if (cb) vkb_release_buffer(cb);
+    if (cb && cb != m->cond) vkb_release_buffer(cb);
     return status;
 }
 

@@ -27,7 +27,7 @@ typedef struct {
     float wf, ssf, thrf, smf, betaf;
     uint32_t wd[2], ssd[2], thrd[2], smd[2], betad[2];
 } push_sld;
-typedef struct { uint32_t D, K, full, mode, rows, ox, oo, row0, nb, m; } push_gmm;
+typedef struct { uint32_t D, K, full, mode, rows, ox, oo, row0, nb, m, flags; } push_gmm;
 typedef struct { uint32_t rows, dim, blocks, seed_lo, seed_hi, stream, first, oo; } push_randn;
 typedef struct { uint32_t dim, groups, mode, rows, row0, base, ou, op, on, per_row; } push_dots;
 typedef struct { uint32_t count, ox, tag; } push_finite;
@@ -53,7 +53,8 @@ enum { P_AXPBYPCZ, P_AXPBYPCZ_F64, P_COMBINE, P_COMBINE_F64, P_SLD, P_SLD_F64, P
 enum { PROFILE_QUERIES = 4096, PROF_UPLOAD = P_COUNT, PROF_DOWNLOAD, PROF_COPY, PROF_KINDS };
 
 enum { MAX_BINDINGS = 10, LOCAL_SIZE = 128, MAX_GROUPS = 65535, MAX_DEVICES = 16,
-       POOL_SETS = 256, COMBINE_INPUTS = 8, GMM_MAX_K = 256, DOTS_ROW_ALONE = 64 };
+       POOL_SETS = 256, COMBINE_INPUTS = 8, GMM_MAX_K = 256, DOTS_ROW_ALONE = 64,
+       GMM_KPRIV = 32 /* gmm_eps.glsl KPRIV */ };
 
 typedef struct {
     VkDescriptorSetLayout dsl;
@@ -100,6 +101,8 @@ typedef struct vk_dev {
                                  * features); precision differs only through a test hook */
     int subgroup;               /* subgroup arithmetic in compute (CCFG_VULKAN_NO_SUBGROUP: off) */
     int gmm_sharing;            /* gmm_eps mode 2 (CCFG_VULKAN_GMM_NO_SHARING=1: off) */
+    int gmm_near;               /* gmm_eps modes 1-2 keep parameters and row values near, cond
+                                 * kept between calls (CCFG_VULKAN_GMM_V1=1: off) */
     int sync_pacing;            /* CCFG_VULKAN_SYNC_PACING: be->submit waits (flush) */
     int recording;              /* cmd is open with commands not yet submitted */
     uint64_t batch;             /* number of the open (or next) batch */

@@ -13,8 +13,9 @@
 // once, and reuses them for row u + j m of every block j whose x is bit for bit the same:
 // r_k = e_k / Σ_{k allowed} e_k (as the CPU's row blocks, gmm.c). A row that differs, or whose
 // condition's best component is so far below the row's best that its e_k underflow, is computed
-// on its own (mode 1's code, a second scratch area). Arithmetic in REAL
-// (double where the device has it, as the CPU does); the softmax's exp in double is our own.
+// on its own (mode 1's code, a second scratch area). Both modes share one log-likelihood
+// (log_lik) and one output loop (write_eps). Arithmetic in REAL (double where the device has it,
+// as the CPU does); the softmax's exp in double is our own (exp_neg, or exp_fast below).
 #include "real.glsl"
 #include "exp_neg.glsl"
 layout(local_size_x = 128) in;
@@ -35,6 +36,7 @@ layout(push_constant) uniform Push {
     uint ox, oo;        // element offsets of x and out
     uint row0;          // first row of this dispatch (within the call)
     uint nb, m;         // mode 2: blocks, and rows per block (row0, rows: rows of block 0)
+    uint flags;         // modes 1, 2: bit 0, parameters and per-row values kept near (below)
 } p;
 
 // mode 2: the sum of a condition's shared exps below which the row gets exps of its own (its
@@ -66,96 +68,172 @@ REAL workgroup_sum(REAL v)
 
 bool allowed(int cr, uint k) { return cr < 0 || mask[uint(cr) * p.K + k] != 0u; }
 
-// mode 1: the whole row in one invocation, its log-likelihoods in scratch[lk, lk + K)
-void row_alone(uint row, uint lk)
+// Modes 1 and 2 keep what a row needs close (p.flags & 1, the default; off with
+// CCFG_VULKAN_GMM_V1=1, which restores global memory for all three and exp_neg; the same bits
+// but for exp_fast's roundings in double):
+// - the level's parameters (bias, a μ, 1 / c: 3 + K + 2 K D reals, read K D times per row by
+//   every invocation) in shared memory `par` when they fit, loaded once per workgroup;
+// - the row's x (D <= XMAX floats, read 2 K times per row) in the invocation's own `xrow`,
+//   loaded once;
+// - the row's per-component values (K or 2 K reals, K <= KPRIV) in its own `wv` instead of the
+//   global scratch at a stride of K or 2 K reals between neighbouring invocations (uncoalesced).
+// The host (backend_vk_ops.c) sizes its chunks and scratch by the same limits.
+// 8.5 KiB of doubles (d = 64 with K <= 8, d = 32 with K <= 16): more would cost workgroups per
+// compute unit where shared memory is scarce (64 KiB per AMD GCN CU: 5 groups of 11.5 KiB with red
+// and lp, 21 KiB would be 3); with red and lp within Vulkan's 16 KiB minimum
+const uint PAR_MAX = 1088u;
+const uint XMAX = 64u;          // mode 1 and 2 rows: D <= 64 (the host)
+const uint KPRIV = 32u;
+shared REAL par[PAR_MAX];
+bool g_near = false;            // p.flags & 1 (modes 1, 2)
+bool g_par = false;             // the parameters are in `par`
+bool g_priv = false;            // per-component values in `wv`, not in the scratch
+float xrow[XMAX];
+REAL wv[2u * KPRIV];
+
+// e^v for v <= 0 in the near path (p.flags & 1): exp_neg's split and degree, its nested
+// 1 + r t / q written as Horner's rule with the constants 1 / q! instead of 14 divisions (a double
+// division is a sequence of about 30 instructions on GPUs: for the 2-D toy the exps' divisions
+// were most of a row's arithmetic). Not the same bits as exp_neg: ~1e-16 relative either way.
+#ifdef F64
+double exp_fast(double v)
 {
-    const uint D = p.D, K = p.K, xr = p.ox + row * D;
-    const REAL s = lvl[2];
-    const uint amu = 3u + K, ic = amu + K * D;
-    const int cr = cond[row];
-    REAL mx = REAL(-1.0e300);
-    for (uint k = 0u; k < K; k++) {
-        REAL q = REAL(0.0);
-        for (uint j = 0u; j < D; j++) {
-            const REAL y = REAL(x[xr + j]) - lvl[amu + k * D + j];
-            q += y * y * lvl[ic + k * D + j];
-        }
-        const REAL l = lvl[3u + k] - REAL(0.5) * q;
-        scratch[lk + k] = l;
-        if (allowed(cr, k)) mx = max(mx, l);
+    if (v < -700.0lf) return 0.0lf;
+    const double n = floor(v * 1.4426950408889634lf + 0.5lf);
+    const double r = (v - n * 6.93147180369123816490e-01lf) - n * 1.90821492927058770002e-10lf;
+    double t = 1.1470745597729725e-11lf;
+    t = t * r + 1.6059043836821613e-10lf;
+    t = t * r + 2.08767569878681e-09lf;
+    t = t * r + 2.505210838544172e-08lf;
+    t = t * r + 2.755731922398589e-07lf;
+    t = t * r + 2.7557319223985893e-06lf;
+    t = t * r + 2.48015873015873e-05lf;
+    t = t * r + 0.0001984126984126984lf;
+    t = t * r + 0.001388888888888889lf;
+    t = t * r + 0.008333333333333333lf;
+    t = t * r + 0.041666666666666664lf;
+    t = t * r + 0.16666666666666666lf;
+    t = t * r + 0.5lf;
+    t = t * r + 1.0lf;
+    t = t * r + 1.0lf;
+    return t * packDouble2x32(uvec2(0u, uint(int(n) + 1023) << 20));
+}
+#else
+float exp_fast(float v) { return exp(v); }
+#endif
+REAL ex(REAL v) { return g_near ? exp_fast(v) : exp_neg(v); }
+REAL L(uint i) { return g_par ? par[i] : lvl[i]; }
+// the per-component value i (< 2 K) of the row whose scratch area starts at lk
+REAL val(uint lk, uint i) { return g_priv ? wv[i] : scratch[lk + i]; }
+void set_val(uint lk, uint i, REAL v)
+{
+    if (g_priv) wv[i] = v;
+    else scratch[lk + i] = v;
+}
+// x of the row at element xr, coordinate j: from `xrow` when the row was cached there
+REAL xval(uint xr, uint j, bool cached) { return cached ? REAL(xrow[j]) : REAL(x[xr + j]); }
+
+// log w_k - ½ log det C_k - ½ Σ_j (x_j - a μ_kj)² / c_kj of the row at xr
+REAL log_lik(uint xr, bool cached, uint k)
+{
+    const uint D = p.D, K = p.K, amu = 3u + K, ic = amu + K * D;
+    REAL q = REAL(0.0);
+    for (uint j = 0u; j < D; j++) {
+        const REAL y = xval(xr, j, cached) - L(amu + k * D + j);
+        q += y * y * L(ic + k * D + j);
     }
-    REAL tot = REAL(0.0);
-    for (uint k = 0u; k < K; k++)
-        if (allowed(cr, k)) tot += exp_neg(scratch[lk + k] - mx);
-    for (uint k = 0u; k < K; k++)
-        scratch[lk + k] = allowed(cr, k) ? s * exp_neg(scratch[lk + k] - mx) / tot : REAL(0.0);
+    return L(3u + k) - REAL(0.5) * q;
+}
+
+// out row = Σ_k s r_k (x - a μ_k) / c_k, the weights s r_k at val(lk, w0 + k)
+void write_eps(uint row, uint xr, bool cached, uint lk, uint w0)
+{
+    const uint D = p.D, K = p.K, amu = 3u + K, ic = amu + K * D;
     for (uint i = 0u; i < D; i++) {
         REAL acc = REAL(0.0);
         for (uint k = 0u; k < K; k++) {
-            const REAL r = scratch[lk + k];
+            const REAL r = val(lk, w0 + k);
             if (r != REAL(0.0))
-                acc += r * (REAL(x[xr + i]) - lvl[amu + k * D + i]) * lvl[ic + k * D + i];
+                acc += r * (xval(xr, i, cached) - L(amu + k * D + i)) * L(ic + k * D + i);
         }
         o[p.oo + row * D + i] = float(acc);
     }
 }
 
-// mode 2: row u of block 0 and its copies in the other blocks; scratch [2 local, 2 local + 1) K:
-// the shared e_k, then a condition's s r_k or a row's own log-likelihoods
-void rows_stacked(uint local)
+// mode 1: the whole row in one invocation, its log-likelihoods at val(lk, w0 + k)
+void row_alone(uint row, bool cached, uint lk, uint w0)
 {
-    const uint u = p.row0 + local, D = p.D, K = p.K, xu = p.ox + u * D, lk = 2u * local * K;
-    const REAL s = lvl[2];
-    const uint amu = 3u + K, ic = amu + K * D;
+    const uint K = p.K, xr = p.ox + row * p.D;
+    const REAL s = L(2u);
+    const int cr = cond[row];
     REAL mx = REAL(-1.0e300);
     for (uint k = 0u; k < K; k++) {
-        REAL q = REAL(0.0);
-        for (uint j = 0u; j < D; j++) {
-            const REAL y = REAL(x[xu + j]) - lvl[amu + k * D + j];
-            q += y * y * lvl[ic + k * D + j];
-        }
-        const REAL l = lvl[3u + k] - REAL(0.5) * q;
-        scratch[lk + k] = l;
+        const REAL l = log_lik(xr, cached, k);
+        set_val(lk, w0 + k, l);
+        if (allowed(cr, k)) mx = max(mx, l);
+    }
+    REAL tot = REAL(0.0);
+    for (uint k = 0u; k < K; k++)
+        if (allowed(cr, k)) tot += ex(val(lk, w0 + k) - mx);
+    for (uint k = 0u; k < K; k++)
+        set_val(lk, w0 + k, allowed(cr, k) ? s * ex(val(lk, w0 + k) - mx) / tot : REAL(0.0));
+    write_eps(row, xr, cached, lk, w0);
+}
+
+// mode 2: row u of block 0 and its copies in the other blocks; values [0, K): the shared e_k,
+// [K, 2K): a condition's s r_k or a row's own log-likelihoods
+void rows_stacked(uint local, bool cached)
+{
+    const uint u = p.row0 + local, D = p.D, K = p.K, xu = p.ox + u * D, lk = 2u * local * K;
+    const REAL s = L(2u);
+    REAL mx = REAL(-1.0e300);
+    for (uint k = 0u; k < K; k++) {
+        const REAL l = log_lik(xu, cached, k);
+        set_val(lk, k, l);
         mx = max(mx, l);
     }
-    for (uint k = 0u; k < K; k++) scratch[lk + k] = exp_neg(scratch[lk + k] - mx);
+    for (uint k = 0u; k < K; k++) set_val(lk, k, ex(val(lk, k) - mx));
     for (uint b = 0u; b < p.nb; b++) {
         const uint row = u + b * p.m, xr = p.ox + row * D;
         bool same = true;
         for (uint j = 0u; j < D; j++)
-            same = same && floatBitsToUint(x[xr + j]) == floatBitsToUint(x[xu + j]);
+            same = same && floatBitsToUint(x[xr + j]) ==
+                               floatBitsToUint(cached ? xrow[j] : x[xu + j]);
         const int cr = cond[row];
         REAL tot = REAL(0.0);
         for (uint k = 0u; k < K; k++)
-            if (allowed(cr, k)) tot += scratch[lk + k];
+            if (allowed(cr, k)) tot += val(lk, k);
         if (!same || !(tot >= SHARE_MIN)) {
-            row_alone(row, lk + K);
+            row_alone(row, false, lk, K);   // its own x from x[] (xrow keeps row u's)
             continue;
         }
         // this condition's s r_k in the second area (free: the row is not on its own)
         for (uint k = 0u; k < K; k++)
-            scratch[lk + K + k] = allowed(cr, k) ? s * scratch[lk + k] / tot : REAL(0.0);
-        for (uint i = 0u; i < D; i++) {
-            REAL acc = REAL(0.0);
-            for (uint k = 0u; k < K; k++) {
-                const REAL r = scratch[lk + K + k];
-                if (r != REAL(0.0))
-                    acc += r * (REAL(x[xr + i]) - lvl[amu + k * D + i]) * lvl[ic + k * D + i];
-            }
-            o[p.oo + row * D + i] = float(acc);
-        }
+            set_val(lk, K + k, allowed(cr, k) ? s * val(lk, k) / tot : REAL(0.0));
+        write_eps(row, xr, cached, lk, K);  // x of this row is row u's, bit for bit
     }
 }
 
 void main()
 {
-    if (p.mode == 1u) {         // uniform across the dispatch: no barrier below is skipped by some
-        if (gl_GlobalInvocationID.x < p.rows)
-            row_alone(p.row0 + gl_GlobalInvocationID.x, gl_GlobalInvocationID.x * p.K);
-        return;
-    }
-    if (p.mode == 2u) {
-        if (gl_GlobalInvocationID.x < p.rows) rows_stacked(gl_GlobalInvocationID.x);
+    if (p.mode != 0u) {         // uniform across the dispatch: every invocation reaches the barrier
+        const uint gid = gl_GlobalInvocationID.x;
+        const uint npar = 3u + p.K + 2u * p.K * p.D;
+        const bool near = (p.flags & 1u) != 0u;
+        g_near = near;
+        g_par = near && npar <= PAR_MAX;
+        g_priv = near && p.K <= KPRIV;
+        if (g_par) {
+            for (uint i = gl_LocalInvocationID.x; i < npar; i += 128u) par[i] = lvl[i];
+            barrier();
+        }
+        if (gid >= p.rows) return;
+        const uint row = p.row0 + gid;     // mode 2: row u of block 0
+        const bool cached = near && p.D <= XMAX;
+        if (cached)
+            for (uint j = 0u; j < p.D; j++) xrow[j] = x[p.ox + row * p.D + j];
+        if (p.mode == 1u) row_alone(row, cached, gid * p.K, 0u);
+        else rows_stacked(gid, cached);
         return;
     }
     const uint lid = gl_LocalInvocationID.x;

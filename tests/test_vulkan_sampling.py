@@ -169,6 +169,68 @@ def test_stacked_conditions_share_densities(model, env):
     assert worst <= (1e-5 if env.get("CCFG_VULKAN_NO_F64") else TOL), worst
 
 
+NEAR_CODE = """
+import sys, numpy as np, ccfg
+from ccfg import _core
+rng = np.random.default_rng(4)
+def iso(K, D):
+    return ccfg.models.GaussianMixture(rng.standard_normal((K, D)), np.full(K, 0.3),
+                                       concepts={{"a": list(range(K // 2)), "b": list(range(K // 2, K))}})
+models = [ccfg.models.GaussianMixture.toy_2d(), ccfg.models.load("gmm64"), iso(8, 64), iso(16, 64),
+          iso(32, 8), iso(40, 8)]
+out, worst = {{}}, 0.0
+for i, m in enumerate(models):
+    n = 301
+    x = (rng.standard_normal((n, m.dim)) + m.means[rng.integers(0, m.K, n)]).astype(np.float32)
+    x[:3] = 8.0 * m.means[0]
+    xs = np.concatenate([x, x, x])
+    xs[n + 7] += 0.5
+    stacked = np.repeat(np.array([0, 1, -1], np.int32), n)
+    mixed = rng.integers(-1, 2, 3 * n).astype(np.int32)
+    spec = m._c_spec()
+    for ab in (0.9999, 0.5, 0.01):
+        for j, cond in enumerate((stacked, mixed)):
+            got = _core.gmm_eps(spec, xs, ab, cond, "{dev}")
+            out[f"{{i}} {{ab}} {{j}}"] = got
+            for c in (-1, 0, 1):
+                sel = cond == c
+                want = m._eps_numpy(xs[sel].astype(np.float64), ab, None if c < 0 else c)
+                worst = max(worst, float(np.linalg.norm(got[sel] - want) / np.linalg.norm(want)))
+np.savez(sys.argv[1], **out)
+print("worst", worst)
+"""
+
+
+@needs_vk
+@pytest.mark.parametrize("env", [{}, {"CCFG_VULKAN_NO_F64": "1"},
+                                 {"CCFG_VULKAN_GMM_NO_SHARING": "1"}])
+def test_gmm_near_memory_matches_the_old_path(tmp_path, env):
+    """issue 11: gmm_eps.glsl modes 1-2 with the level's parameters in shared memory, the row's
+    x and per-component values in the invocation's own arrays (K <= 32: no scratch, one
+    dispatch), cond kept on the device and the double exp by Horner's rule give the same bits as
+    CCFG_VULKAN_GMM_V1=1 (all in global memory; float64: within float32 rounding), on mixtures
+    that take each branch: parameters in shared memory or not (K = 16, D = 64: 2067 reals >
+    1088), own arrays or the scratch (K = 40); and both match the model's float64 NumPy eps"""
+    outs = []
+    for v1 in ("0", "1"):
+        path = tmp_path / f"v1_{v1}.npz"
+        r = subprocess.run([sys.executable, "-c", NEAR_CODE.format(dev=DEV), str(path)],
+                           capture_output=True, text=True, timeout=300,
+                           env=dict(os.environ, CCFG_VULKAN_GMM_V1=v1, **env))
+        assert r.returncode == 0, r.stderr
+        assert float(r.stdout.split()[-1]) <= TOL, r.stdout
+        outs.append(np.load(path))
+    for key in outs[0].files:
+        a, b = outs[0][key], outs[1][key]
+        if env.get("CCFG_VULKAN_NO_F64"):
+            assert np.array_equal(a.view(np.uint32), b.view(np.uint32)), key
+        else:
+            # the float64 exps differ (exp_fast, exp_neg: ~1e-16): the same float32 eps but for
+            # a rounding (bit for bit on lavapipe in every case here)
+            ulp = np.spacing(np.abs(b).max(axis=1, keepdims=True))
+            assert np.all(np.abs(a - b) <= 4 * ulp), key
+
+
 @needs_vk
 @pytest.mark.parametrize("n", [1, 65])
 def test_batch_sizes(toy, n):
