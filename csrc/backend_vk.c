@@ -234,8 +234,17 @@ SPV(nn_conv2d_coop)
 SPV(nn_conv2d_coop8)
 #include "nn_conv2d_coop8.spv.h"
 ;
-SPV(nn_attention_tiled)
-#include "nn_attention_tiled.spv.h"
+SPV(nn_attention_tiled1)
+#include "nn_attention_tiled1.spv.h"
+;
+SPV(nn_attention_tiled2)
+#include "nn_attention_tiled2.spv.h"
+;
+SPV(nn_attention_tiled3)
+#include "nn_attention_tiled3.spv.h"
+;
+SPV(nn_attention_tiled4)
+#include "nn_attention_tiled4.spv.h"
 ;
 #undef SPV
 
@@ -275,7 +284,10 @@ static const struct {
     PIPE(P_NN_CONV2D_F16, nn_conv2d_f16, 4, ccfg_vk_push_conv2d),
     PIPE(P_NN_CONV2D_COOP, nn_conv2d_coop, 4, ccfg_vk_push_conv2d),
     PIPE(P_NN_CONV2D_COOP8, nn_conv2d_coop8, 4, ccfg_vk_push_conv2d),
-    PIPE(P_NN_ATTENTION_TILED, nn_attention_tiled, 5, ccfg_vk_push_attention_tiled),
+    PIPE(P_NN_ATTENTION_TILED1, nn_attention_tiled1, 5, ccfg_vk_push_attention_tiled),
+    PIPE(P_NN_ATTENTION_TILED2, nn_attention_tiled2, 5, ccfg_vk_push_attention_tiled),
+    PIPE(P_NN_ATTENTION_TILED3, nn_attention_tiled3, 5, ccfg_vk_push_attention_tiled),
+    PIPE(P_NN_ATTENTION_TILED4, nn_attention_tiled4, 5, ccfg_vk_push_attention_tiled),
 };
 #undef PIPE
 
@@ -1563,7 +1575,8 @@ int ccfg_vk_nn_dispatch(const ccfg_backend *be, int kernel, int nbuf, const floa
     uint32_t *offs = push;
     static const char *names[CCFG_VK_NN_COUNT] = {"conv2d", "group_norm", "linear", "attention",
                                                   "eltwise", "layer_norm", "conv2d", "to_f16",
-                                                  "conv2d", "conv2d", "conv2d", "attention"};
+                                                  "conv2d", "conv2d", "conv2d", "attention",
+                                                  "attention", "attention", "attention"};
     int status;
     if (kernel < 0 || kernel >= CCFG_VK_NN_COUNT || nbuf < 1 ||
         (uint32_t)nbuf != pipe_spec[P_NN_FIRST + kernel].bindings)

@@ -394,7 +394,8 @@ static int attention_lanes(const ccfg_backend *be, int batch, int nq, int nk, in
     return status;
 }
 
-/* The tiled shader (nn_attention_tiled.comp, the default): a workgroup per BR queries of one
+/* The tiled shader (nn_attention_tiled.glsl, the default; the pipeline with ceil(head_dim / DV)
+ * chunks of columns): a workgroup per BR queries of one
  * (sample, head), S = Q K^T and O += P V per tile of BC keys as register-tiled GEMMs from shared
  * memory (sizes checked by the caller) */
 static int attention_tiled(const ccfg_backend *be, int batch, int nq, int nk, int heads,
@@ -404,18 +405,20 @@ static int attention_tiled(const ccfg_backend *be, int batch, int nq, int nk, in
     int status = CCFG_OK;
     const int64_t bc = CCFG_VK_ATTN_TILED_BC, br = CCFG_VK_ATTN_TILED_BR;
     /* An invocation's loops per tile of keys, an upper bound whether or not the compiler unrolls
-     * the constant-count ones: per slice of DC channels of S = Q K^T, 1 + 2 x 8 staging loads +
-     * at most DC / 4 rounds of 4 channels; per chunk of DV columns of O += P V, 1 + 16 staging
+     * the constant-count ones: per slice of DC channels of S = Q K^T, 1 + 2 x DC x BR / WG staging
+     * loads + at most DC / 4 rounds of 4 channels; per chunk of DV columns of O += P V, 1 + 16 staging
      * loads + BC keys; the softmax 16 and the tile loop 1. Besides the tiles, about 200 (loading
      * and storing 4 x 4 vec4 of state and output). Keys go in blocks of whole tiles within the
      * budget, one dispatch each; between blocks each query's running maximum and sum wait in
      * `state` (2 floats per query) and its unnormalised output in `out`. */
     const int64_t slices = (head_dim + CCFG_VK_ATTN_TILED_DC - 1) / CCFG_VK_ATTN_TILED_DC;
     const int64_t chunks = (head_dim + CCFG_VK_ATTN_TILED_DV - 1) / CCFG_VK_ATTN_TILED_DV;
-    const int64_t per_tile = slices * (1 + 16 + CCFG_VK_ATTN_TILED_DC / 4) +
+    const int64_t per_tile = slices * (1 + 2 * CCFG_VK_ATTN_TILED_DC * CCFG_VK_ATTN_TILED_BR /
+                                               CCFG_VK_ATTN_TILED_WG +
+                                       (CCFG_VK_ATTN_TILED_DC + 3) / 4) +
                              chunks * (1 + CCFG_VK_ATTN_TILED_BC * CCFG_VK_ATTN_TILED_DV /
                                                CCFG_VK_ATTN_TILED_WG + bc) + 21;
-    const int64_t tiles = (CCFG_VK_LOOP_BUDGET - 200) / per_tile;     /* >= 53 (head_dim 256) */
+    const int64_t tiles = (CCFG_VK_LOOP_BUDGET - 200) / per_tile;     /* >= 50 (head_dim 256) */
     const int64_t per_block = (tiles > 1 ? tiles : 1) * bc;
     const int64_t block = per_block < nk ? per_block : nk;
     const int64_t queries = (int64_t)batch * heads * nq;
@@ -437,8 +440,8 @@ static int attention_tiled(const ccfg_backend *be, int batch, int nq, int nk, in
         pc.k0 = (uint32_t)k0;
         pc.kn = (uint32_t)(nk - k0 < block ? nk - k0 : block);
         pc.flags = (k0 == 0 ? 1u : 0u) | (k0 + block >= nk ? 2u : 0u);
-        status = dispatch_groups(be, CCFG_VK_NN_ATTENTION_TILED, 5, ptrs, counts, &pc, groups,
-                                 "attention");
+        status = dispatch_groups(be, CCFG_VK_NN_ATTENTION_TILED + (int)chunks - 1, 5, ptrs,
+                                 counts, &pc, groups, "attention");
     }
     be->release(be, state);     /* after the batch that uses it (backend_vk.c) */
     return status;

@@ -38,9 +38,11 @@ enum { CCFG_VK_NN_CONV2D, CCFG_VK_NN_GROUP_NORM, CCFG_VK_NN_LINEAR, CCFG_VK_NN_A
         * (to_f16), the tiled shader with float16 weights and inputs (conv2d_f16), and its
         * cooperative matrix twins (16 x 16 x 16 and 16 x 8 x 16 shapes) */
        CCFG_VK_NN_TO_F16, CCFG_VK_NN_CONV2D_F16, CCFG_VK_NN_CONV2D_COOP, CCFG_VK_NN_CONV2D_COOP8,
-       /* attention as two small GEMMs per key tile (nn_attention_tiled.comp; the default,
-        * CCFG_VULKAN_ATTENTION=lanes picks CCFG_VK_NN_ATTENTION) */
-       CCFG_VK_NN_ATTENTION_TILED,
+       /* attention as two small GEMMs per key tile (nn_attention_tiled.glsl; the default,
+        * CCFG_VULKAN_ATTENTION=lanes picks CCFG_VK_NN_ATTENTION), one pipeline per head width:
+        * TILED + n - 1 holds n chunks of DV columns (heads of up to 64 n channels) */
+       CCFG_VK_NN_ATTENTION_TILED, CCFG_VK_NN_ATTENTION_TILED2, CCFG_VK_NN_ATTENTION_TILED3,
+       CCFG_VK_NN_ATTENTION_TILED4,
        CCFG_VK_NN_COUNT };
 
 /* The convolutions' precision on a device (CCFG_VULKAN_PRECISION, read when the device opens):
@@ -99,12 +101,12 @@ typedef struct {
  * head); an invocation takes KB keys per round of its loop; K and V go through shared memory in
  * tiles of TILE / head_dim keys (TILE floats each) */
 enum { CCFG_VK_ATTENTION_WG = 64, CCFG_VK_ATTENTION_KB = 4, CCFG_VK_ATTENTION_TILE = 1920 };
-/* shaders/nn_attention_tiled.comp: a workgroup of WG invocations takes BR queries of one (sample,
+/* shaders/nn_attention_tiled.glsl: a workgroup of WG invocations takes BR queries of one (sample,
  * head) and walks the keys in tiles of BC; the reduction over head_dim goes in slices of DC
  * channels (S = Q K^T) and chunks of DV columns (O += P V). Keys [k0, k0 + kn) per dispatch, flags
  * and the state array as in ccfg_vk_push_attention. */
 enum { CCFG_VK_ATTN_TILED_WG = 128, CCFG_VK_ATTN_TILED_BR = 32, CCFG_VK_ATTN_TILED_BC = 32,
-       CCFG_VK_ATTN_TILED_DC = 32, CCFG_VK_ATTN_TILED_DV = 64 };
+       CCFG_VK_ATTN_TILED_DC = 40, CCFG_VK_ATTN_TILED_DV = 64 };
 typedef struct {
     uint32_t oq, ok, ov, oo, os, batch, nq, nk, heads, head_dim;
     float scale;

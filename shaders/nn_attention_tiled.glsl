@@ -1,5 +1,3 @@
-#version 450
-#extension GL_EXT_control_flow_attributes : require
 // nn.h attention_qkv as two small GEMMs per key tile (flash-attention style): out_h = V_h
 // softmax(K_h^T q_i / sqrt(head_dim)) for every (sample b, head, query i). q and out are
 // (heads*head_dim, batch*nq), k and v (heads*head_dim, batch*nk), CNHW: for one channel, tokens
@@ -8,7 +6,7 @@
 // A workgroup of 128 invocations takes a block of BR = 32 queries of one (sample, head) and walks
 // the keys in tiles of BC = 32. Per tile:
 //  1. S = scale Q K^T (32 x 32) as a register-tiled GEMM: the reduction over head_dim runs in
-//     chunks of DC = 32 channels, each staging a 32 x 32 slice of Q and of K in shared memory;
+//     slices of DC = 40 channels, each staging a 40 x 32 slice of Q and of K in shared memory;
 //     an invocation computes 4 queries x 2 keys of S (8 accumulators) from one vec4 and two
 //     scalar reads per channel. (Q is re-staged per tile: with 16 KiB of shared memory the whole
 //     Q block, 32 x 256 floats for the widest heads, does not fit beside the rest.)
@@ -23,8 +21,8 @@
 //     invocation reads 4 P values (broadcast) and one vec4 of V for 16 multiply-adds. It also sums
 //     its rows' P as it reads them, so the softmax denominator l needs no reduction: every
 //     invocation owning a row keeps the same l in a register.
-// No score matrix beyond one 32 x 32 tile exists. Shared memory: 544 vec4 (Q and K slices, or the
-// V chunk) + 32 x 33 floats (P, padded against bank conflicts) + 192 floats, 13.7 KiB: within
+// No score matrix beyond one 32 x 32 tile exists. Shared memory: 640 vec4 (Q and K slices, or the
+// V chunk) + 32 x 33 floats (P, padded against bank conflicts) + 192 floats, 14.9 KiB: within
 // the 16 KiB every Vulkan device has, so no device limit needs checking.
 //
 // Long key sequences: Mesa's lavapipe ends an invocation's loops after 65535 iterations in total
@@ -32,16 +30,20 @@
 // whole tiles, one dispatch each. Between blocks a query's running maximum and sum wait in `ml`
 // (2 floats per query) and its unnormalised output in `out`; flags bit 0: the first block (no
 // state yet), bit 1: the last (divide by the sum). Constant-count loops are unrolled; per tile an
-// invocation loops ceil(head_dim / DC) times over chunks and ceil(min(DC, rest) / 4) times within
-// each (the host's count is an upper bound of these).
+// invocation loops ceil(head_dim / DC) times over slices and ceil(min(DC, rest) / 4) times within
+// each (the host's count is an upper bound of these and of the unrolled ones).
 layout(local_size_x = 128) in;
 
 const uint WG = 128u;           // invocations: CCFG_VK_ATTN_TILED_WG
 const uint BR = 32u;            // queries per workgroup: CCFG_VK_ATTN_TILED_BR
 const uint BC = 32u;            // keys per tile: CCFG_VK_ATTN_TILED_BC
-const uint DC = 32u;            // channels per staged Q/K slice
+const uint DC = 40u;            // channels per staged Q/K slice: SD's heads (40, 80, 160) in whole slices
 const uint DV = 64u;            // columns of V per chunk (16 vec4)
-const uint NVC = 4u;            // V chunks for the widest head (256 / DV): the host refuses wider
+// NVC: V chunks of DV columns, up to head_dim = NVC x DV, set by the .comp wrapper: one pipeline
+// per NVC = 1..4 (head_dim <= 64, 128, 192, 256), so an invocation holds 16 NVC accumulators, not
+// the widest head's 64 (registers, hence occupancy on a GPU), and runs no chunk past head_dim (a
+// uniform branch that a SIMD device such as lavapipe would otherwise execute masked)
+const uint NVC = ATTN_NVC;
 const uint PS = BC + 1u;        // sP row stride (floats)
 const uint VS = DV / 4u + 1u;   // sV row stride (vec4), padded
 const float NEG = -1.0e30;      // "no key yet" / a masked key: e^(NEG - m) is 0, never NaN
@@ -59,9 +61,9 @@ layout(push_constant) uniform Push {
     uint k0, kn, flags;     // this dispatch's keys [k0, k0 + kn); bit 0 first block, bit 1 last
 } p;
 
-// stage: Q slice at [0, 256) as sQ[d * 8 + r / 4][r % 4], K slice at [256, 512) as
-// [256 + d * 8 + j / 4][j % 4]; or the V chunk as [j * VS + c / 4][c % 4] (32 x 17 vec4)
-shared vec4 s_buf[BC * VS];
+// stage: Q slice at [0, 320) as [d * 8 + r / 4][r % 4], K slice at [320, 640) as
+// [320 + d * 8 + j / 4][j % 4]; or the V chunk as [j * VS + c / 4][c % 4] (32 x 17 vec4)
+shared vec4 s_buf[max((DC * BR + DC * BC) / 4u, BC * VS)];
 shared float s_p[BR * PS];      // S, then P, of the tile: [row * PS + key]
 shared float s_red[WG];         // the row owners' partial maxima
 shared float s_m[BR];           // each row's running maximum
@@ -118,7 +120,7 @@ void main()
         const uint kc0 = b * p.nk + j0;        // the tile's first key column
         const uint tn = min(BC, end - j0);     // keys of this tile
 
-        // 1. S = Q K^T over chunks of DC channels
+        // 1. S = Q K^T over slices of DC channels
         float s[4][2];
         [[unroll]] for (uint a = 0u; a < 4u; a++) s[a][0] = s[a][1] = 0.0;
         for (uint d0 = 0u; d0 < D; d0 += DC) {
@@ -199,7 +201,9 @@ void main()
                     l[a] *= f;
                     [[unroll]] for (uint c2 = 0u; c2 < NVC; c2++) acc[a][c2] *= f;
                 }
-            vec4 ac0 = acc[0][cc], ac1 = acc[1][cc], ac2 = acc[2][cc], ac3 = acc[3][cc];
+            // the tile's share summed on its own, then added: a blocked sum, whose float32
+            // rounding grows with tiles + BC rather than with the keys (20k keys: 4e-6 -> 1e-6)
+            vec4 ac0 = vec4(0.0), ac1 = vec4(0.0), ac2 = vec4(0.0), ac3 = vec4(0.0);
             float ls0 = 0.0, ls1 = 0.0, ls2 = 0.0, ls3 = 0.0;
             [[unroll]] for (uint j = 0u; j < BC; j++) {
                 const vec4 vv = s_buf[j * VS + oc];
@@ -214,10 +218,10 @@ void main()
                 ls2 += p2;
                 ls3 += p3;
             }
-            acc[0][cc] = ac0;
-            acc[1][cc] = ac1;
-            acc[2][cc] = ac2;
-            acc[3][cc] = ac3;
+            acc[0][cc] += ac0;
+            acc[1][cc] += ac1;
+            acc[2][cc] += ac2;
+            acc[3][cc] += ac3;
             if (cc == 0u) {
                 l[0] += ls0;
                 l[1] += ls1;

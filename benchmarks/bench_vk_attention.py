@@ -1,0 +1,91 @@
+"""Vulkan attention: the tiled shader (nn_attention_tiled.glsl, the default) against the lanes
+shader (CCFG_VULKAN_ATTENTION=lanes, nn_attention.comp) on the same device, in one process: the
+switch is read at every call, so the two alternate call by call. Device time of the attention
+dispatches from timestamp queries (ccfg.profiling), medians over --reps interleaved rounds; the
+output of both is compared with the CPU backend first.
+
+    PYTHONPATH=. .venv/bin/python benchmarks/bench_vk_attention.py [--reps 3] [--big] [--device vulkan:0]
+
+Cases (batch, nq, nk, heads, head_dim): Stable Diffusion 1.x's self-attention at 64x64 latents
+(4096 tokens) with heads of 40 (level 0) and 160 (level 2's width at level 0's length), SD 2.x's
+64, and the text cross-attention (77 keys). On lavapipe one head each (the per-head work is the
+same with 8); --big runs all 8 heads and batch 2 (GPU sizes). Lavapipe runs with one thread
+(LP_NUM_THREADS=1 unless set) so that other work on the machine disturbs it less. Skips (exit 0)
+without a Vulkan device. Nothing about time is asserted; say the machine's load with any number.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+
+os.environ.setdefault("LP_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--big", action="store_true", help="8 heads, batch 2 (GPU sizes)")
+    ap.add_argument("--device", default=None, help="vulkan:N (default: the first)")
+    a = ap.parse_args()
+    sys.path.insert(0, os.getcwd())
+    import ccfg
+    from ccfg import _core
+
+    vk = [d for d in _core.devices() if d["backend"] == "vulkan" and "index" in d
+          and d["available"]]
+    if not vk:
+        print("no Vulkan device: skipped")
+        return 0
+    dev = a.device or f"vulkan:{vk[0]['index']}"
+    heads, batch = (8, 2) if a.big else (1, 1)
+    cases = [(batch, 4096, 4096, heads, 40), (batch, 4096, 4096, heads, 64),
+             (batch, 4096, 4096, heads, 160), (batch, 4096, 77, 8 if a.big else 2, 40),
+             (batch, 1024, 77, 8 if a.big else 2, 80)]
+    rng = np.random.default_rng(0)
+    print(f"device {dev}, load {os.getloadavg()[0]:.1f}, LP_NUM_THREADS="
+          f"{os.environ.get('LP_NUM_THREADS')}, {a.reps} interleaved rounds, medians")
+    print(f"{'case (batch, nq, nk, heads, hd)':<34} {'tiled ms':>10} {'lanes ms':>10} "
+          f"{'tiled/lanes':>11} {'dispatches t/l':>15}")
+    saved = os.environ.get("CCFG_VULKAN_ATTENTION")
+    try:
+        for b, nq, nk, h, hd in cases:
+            q = (0.5 * rng.standard_normal(h * hd * b * nq)).astype(np.float32)
+            k = (0.5 * rng.standard_normal(h * hd * b * nk)).astype(np.float32)
+            v = rng.standard_normal(h * hd * b * nk).astype(np.float32)
+            args = ([q, k, v], [np.zeros(h * hd * b * nq, np.float32)], (b, nq, nk, h, hd), (),
+                    None, None)
+            ref = _core.nn_op("cpu", "attention_qkv", *args)[0]
+            times = {"tiled": [], "lanes": []}
+            calls = {}
+            for rep in range(a.reps + 1):           # round 0: pipelines compiled, outputs checked
+                for mode in ("tiled", "lanes"):
+                    os.environ["CCFG_VULKAN_ATTENTION"] = mode
+                    with ccfg.profiling.profile(dev) as prof:
+                        out = _core.nn_op(dev, "attention_qkv", *args)[0]
+                    rows = [r for r in prof.rows if "attention" in r[0]]
+                    if rep == 0:
+                        err = float(np.abs(out - ref).max() / np.abs(ref).max())
+                        if err > 3e-5:
+                            raise SystemExit(f"{mode} {(b, nq, nk, h, hd)}: {err:.3g} from the CPU")
+                        calls[mode] = int(sum(r[1] for r in rows))
+                    else:
+                        times[mode].append(sum(r[2] for r in rows))
+            t, l_ = statistics.median(times["tiled"]), statistics.median(times["lanes"])
+            print(f"{str((b, nq, nk, h, hd)):<34} {t:>10.1f} {l_:>10.1f} {t / l_:>11.2f} "
+                  f"{calls['tiled']:>7}/{calls['lanes']:<7}", flush=True)
+    finally:
+        if saved is None:
+            os.environ.pop("CCFG_VULKAN_ATTENTION", None)
+        else:
+            os.environ["CCFG_VULKAN_ATTENTION"] = saved
+    print(f"load at the end {os.getloadavg()[0]:.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

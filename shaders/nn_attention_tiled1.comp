@@ -1,0 +1,4 @@
+#version 450
+#extension GL_EXT_control_flow_attributes : require
+#define ATTN_NVC 1u
+#include "nn_attention_tiled.glsl"
