@@ -5,11 +5,14 @@ dispatches from timestamp queries (ccfg.profiling), medians over --reps interlea
 output of both is compared with the CPU backend first.
 
     PYTHONPATH=. .venv/bin/python benchmarks/bench_vk_attention.py [--reps 3] [--big] [--device vulkan:0]
+        [--unet]
 
 Cases (batch, nq, nk, heads, head_dim): Stable Diffusion 1.x's self-attention at 64x64 latents
 (4096 tokens) with heads of 40 (level 0) and 160 (level 2's width at level 0's length), SD 2.x's
 64, and the text cross-attention (77 keys). On lavapipe one head each (the per-head work is the
-same with 8); --big runs all 8 heads and batch 2 (GPU sizes). Lavapipe runs with one thread
+same with 8); --big runs all 8 heads and batch 2 (GPU sizes). --unet adds a UNet2DConditionModel
+forward (random weights, diffusers needed: 32x32 latents = 1024 tokens, one head of 40 channels at
+level 0 and of 80 at level 1, 77 text tokens, batch 2): attention and total device time. Lavapipe runs with one thread
 (LP_NUM_THREADS=1 unless set) so that other work on the machine disturbs it less. Skips (exit 0)
 without a Vulkan device. Nothing about time is asserted; say the machine's load with any number.
 """
@@ -31,6 +34,7 @@ def main():
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--big", action="store_true", help="8 heads, batch 2 (GPU sizes)")
     ap.add_argument("--device", default=None, help="vulkan:N (default: the first)")
+    ap.add_argument("--unet", action="store_true", help="also a UNet2DConditionModel forward")
     a = ap.parse_args()
     sys.path.insert(0, os.getcwd())
     import ccfg
@@ -83,8 +87,52 @@ def main():
             os.environ.pop("CCFG_VULKAN_ATTENTION", None)
         else:
             os.environ["CCFG_VULKAN_ATTENTION"] = saved
+    if a.unet:
+        unet_forward(dev, a.reps)
     print(f"load at the end {os.getloadavg()[0]:.1f}")
     return 0
+
+
+def unet_forward(dev, reps):
+    """an SD-shaped UNet2DConditionModel forward, tiled against lanes, interleaved"""
+    import tempfile
+
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    import ccfg
+    torch.manual_seed(0)
+    m = UNet2DConditionModel(sample_size=32, in_channels=4, out_channels=4,
+                             block_out_channels=(40, 80), layers_per_block=1, norm_num_groups=8,
+                             cross_attention_dim=64, attention_head_dim=(1, 1),
+                             down_block_types=("CrossAttnDownBlock2D",) * 2,
+                             up_block_types=("CrossAttnUpBlock2D",) * 2).eval()
+    with tempfile.TemporaryDirectory() as d:
+        m.save_pretrained(d)
+        unet = ccfg.unet.UNet.from_pretrained(d)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 4, 32, 32)).astype(np.float32)
+    t = np.array([999, 37])
+    ehs = rng.standard_normal((2, 77, 64)).astype(np.float32)
+    res = {"tiled": [], "lanes": []}
+    outs = {}
+    for rep in range(reps + 1):
+        for mode in ("tiled", "lanes"):
+            os.environ["CCFG_VULKAN_ATTENTION"] = mode
+            with ccfg.profiling.profile(dev) as prof:
+                outs[mode] = unet(x, t, device=dev, encoder_hidden_states=ehs)
+            attn = sum(r[2] for r in prof.rows if "attention" in r[0])
+            if rep:
+                res[mode].append((attn, prof.device_ms))
+    os.environ.pop("CCFG_VULKAN_ATTENTION", None)
+    diff = float(np.abs(outs["tiled"] - outs["lanes"]).max() / np.abs(outs["lanes"]).max())
+    med = {k: (statistics.median(a for a, _ in v), statistics.median(b for _, b in v))
+           for k, v in res.items()}
+    print(f"UNet2DConditionModel 2 x 4 x 32 x 32, heads 40/80, 77 tokens (tiled vs lanes output "
+          f"{diff:.2g} apart): attention ms tiled {med['tiled'][0]:.1f} lanes "
+          f"{med['lanes'][0]:.1f} ({med['tiled'][0] / med['lanes'][0]:.2f}); device ms tiled "
+          f"{med['tiled'][1]:.1f} lanes {med['lanes'][1]:.1f} "
+          f"({med['tiled'][1] / med['lanes'][1]:.2f})", flush=True)
 
 
 if __name__ == "__main__":
