@@ -7,8 +7,8 @@
 // the keys in tiles of BC = 32. Per tile:
 //  1. S = scale Q K^T (32 x 32) as a register-tiled GEMM: the reduction over head_dim runs in
 //     slices of DC = 40 channels, each staging a 40 x 32 slice of Q and of K in shared memory;
-//     an invocation computes 4 queries x 2 keys of S (8 accumulators) from one vec4 and two
-//     scalar reads per channel. (Q is re-staged per tile: with 16 KiB of shared memory the whole
+//     an invocation computes 4 queries x 2 adjacent keys of S (8 accumulators) from two vec4
+//     reads per channel (its queries, its keys' vec4). (Q is re-staged per tile: with 16 KiB of shared memory the whole
 //     Q block, 32 x 256 floats for the widest heads, does not fit beside the rest.)
 //  2. the online softmax per query row: S goes to shared memory (sP), 4 invocations per row take
 //     8 keys each, their maxima meet in shared memory (a 4-value read, no tree), each computes
@@ -17,12 +17,13 @@
 //  3. O += P V with O register-tiled: an invocation holds 4 query rows x (a vec4 of columns in each
 //     64-column chunk of head_dim), 4 x 16 floats for head_dim 256, not a whole head_dim row
 //     (the lanes shader's 256-float accumulator, which a GPU keeps in local memory). V goes
-//     through shared memory in chunks of 32 keys x 64 columns (the Q/K space reused); per key an
-//     invocation reads 4 P values (broadcast) and one vec4 of V for 16 multiply-adds. It also sums
+//     through shared memory in chunks of 32 keys x 64 columns (the Q/K space reused); per 4 keys
+//     an invocation reads its 4 rows' P as vec4s (broadcast) and 4 vec4 of V for 64 multiply-adds
+//     (on a GPU: 12 shared-memory wavefronts per warp for 16 issue cycles of FMAs). It also sums
 //     its rows' P as it reads them, so the softmax denominator l needs no reduction: every
 //     invocation owning a row keeps the same l in a register.
 // No score matrix beyond one 32 x 32 tile exists. Shared memory: 640 vec4 (Q and K slices, or the
-// V chunk) + 32 x 33 floats (P, padded against bank conflicts) + 192 floats, 14.9 KiB: within
+// V chunk) + 32 x 9 vec4 (P, padded against bank conflicts) + 192 floats, 15.3 KiB: within
 // the 16 KiB every Vulkan device has, so no device limit needs checking.
 //
 // Long key sequences: Mesa's lavapipe ends an invocation's loops after 65535 iterations in total
@@ -44,7 +45,7 @@ const uint DV = 64u;            // columns of V per chunk (16 vec4)
 // the widest head's 64 (registers, hence occupancy on a GPU), and runs no chunk past head_dim (a
 // uniform branch that a SIMD device such as lavapipe would otherwise execute masked)
 const uint NVC = ATTN_NVC;
-const uint PS = BC + 1u;        // sP row stride (floats)
+const uint PS = BC / 4u + 1u;   // s_p row stride (vec4), padded
 const uint VS = DV / 4u + 1u;   // sV row stride (vec4), padded
 const float NEG = -1.0e30;      // "no key yet" / a masked key: e^(NEG - m) is 0, never NaN
 
@@ -64,7 +65,7 @@ layout(push_constant) uniform Push {
 // stage: Q slice at [0, 320) as [d * 8 + r / 4][r % 4], K slice at [320, 640) as
 // [320 + d * 8 + j / 4][j % 4]; or the V chunk as [j * VS + c / 4][c % 4] (32 x 17 vec4)
 shared vec4 s_buf[max((DC * BR + DC * BC) / 4u, BC * VS)];
-shared float s_p[BR * PS];      // S, then P, of the tile: [row * PS + key]
+shared vec4 s_p[BR * PS];       // S, then P, of the tile: [row * PS + key / 4][key % 4]
 shared float s_red[WG];         // the row owners' partial maxima
 shared float s_m[BR];           // each row's running maximum
 shared float s_a[BR];           // each row's rescale factor for this tile
@@ -86,7 +87,7 @@ void main()
     const uint D = p.head_dim;
     const bool first_block = (p.flags & 1u) != 0u, last_block = (p.flags & 2u) != 0u;
 
-    // S layout: rows 4 sr + a, keys sc and sc + 16
+    // S layout: rows 4 sr + a, keys 2 sc and 2 sc + 1 (one vec2 of K per channel)
     const uint sr = t / 16u, sc = t % 16u;
     // O layout: rows 4 orow + a, columns 64 cc + 4 oc + e
     const uint orow = t / 16u, oc = t % 16u;
@@ -147,8 +148,9 @@ void main()
                     const uint d = 4u * d4 + dd;
                     const vec4 qv = s_buf[d * (BR / 4u) + sr];
                     const uint kbase = (DC * BR) / 4u + d * (BC / 4u);
-                    const float k0v = s_buf[kbase + sc / 4u][sc % 4u];
-                    const float k1v = s_buf[kbase + (sc + 16u) / 4u][sc % 4u];
+                    const vec4 kq = s_buf[kbase + sc / 2u];
+                    const float k0v = (sc & 1u) != 0u ? kq.z : kq.x;
+                    const float k1v = (sc & 1u) != 0u ? kq.w : kq.y;
                     [[unroll]] for (uint a = 0u; a < 4u; a++) {
                         s[a][0] += qv[a] * k0v;
                         s[a][1] += qv[a] * k1v;
@@ -159,8 +161,8 @@ void main()
         // scaled scores to shared memory; keys past the tile are masked
         [[unroll]] for (uint a = 0u; a < 4u; a++)
             [[unroll]] for (uint h = 0u; h < 2u; h++) {
-                const uint j = sc + 16u * h;
-                s_p[(4u * sr + a) * PS + j] = j < tn ? s[a][h] * p.scale : NEG;
+                const uint j = 2u * sc + h;
+                s_p[(4u * sr + a) * PS + j / 4u][j % 4u] = j < tn ? s[a][h] * p.scale : NEG;
             }
         barrier();
 
@@ -168,7 +170,7 @@ void main()
         float sv[8];
         float mx = NEG;
         [[unroll]] for (uint i = 0u; i < 8u; i++) {
-            sv[i] = s_p[rr * PS + 8u * rq + i];
+            sv[i] = s_p[rr * PS + 2u * rq + i / 4u][i % 4u];
             mx = max(mx, sv[i]);
         }
         s_red[t] = mx;
@@ -176,7 +178,8 @@ void main()
         barrier();
         const float m_new = max(max(max(s_red[4u * rr], s_red[4u * rr + 1u]),
                                     max(s_red[4u * rr + 2u], s_red[4u * rr + 3u])), m_old);
-        [[unroll]] for (uint i = 0u; i < 8u; i++) s_p[rr * PS + 8u * rq + i] = exp(sv[i] - m_new);
+        [[unroll]] for (uint i = 0u; i < 8u; i++)
+            s_p[rr * PS + 2u * rq + i / 4u][i % 4u] = exp(sv[i] - m_new);
         if (rq == 0u) {
             s_m[rr] = m_new;
             s_a[rr] = exp(m_old - m_new);
@@ -205,18 +208,22 @@ void main()
             // rounding grows with tiles + BC rather than with the keys (20k keys: 4e-6 -> 1e-6)
             vec4 ac0 = vec4(0.0), ac1 = vec4(0.0), ac2 = vec4(0.0), ac3 = vec4(0.0);
             float ls0 = 0.0, ls1 = 0.0, ls2 = 0.0, ls3 = 0.0;
-            [[unroll]] for (uint j = 0u; j < BC; j++) {
-                const vec4 vv = s_buf[j * VS + oc];
-                const float p0 = s_p[(4u * orow) * PS + j], p1 = s_p[(4u * orow + 1u) * PS + j];
-                const float p2 = s_p[(4u * orow + 2u) * PS + j], p3 = s_p[(4u * orow + 3u) * PS + j];
-                ac0 += p0 * vv;
-                ac1 += p1 * vv;
-                ac2 += p2 * vv;
-                ac3 += p3 * vv;
-                ls0 += p0;
-                ls1 += p1;
-                ls2 += p2;
-                ls3 += p3;
+            // 4 keys a round: P as one vec4 per row, V as one vec4 per key
+            [[unroll]] for (uint j4 = 0u; j4 < BC / 4u; j4++) {
+                const vec4 p0 = s_p[(4u * orow) * PS + j4], p1 = s_p[(4u * orow + 1u) * PS + j4];
+                const vec4 p2 = s_p[(4u * orow + 2u) * PS + j4];
+                const vec4 p3 = s_p[(4u * orow + 3u) * PS + j4];
+                [[unroll]] for (uint jj = 0u; jj < 4u; jj++) {
+                    const vec4 vv = s_buf[(4u * j4 + jj) * VS + oc];
+                    ac0 += p0[jj] * vv;
+                    ac1 += p1[jj] * vv;
+                    ac2 += p2[jj] * vv;
+                    ac3 += p3[jj] * vv;
+                }
+                ls0 += (p0.x + p0.y) + (p0.z + p0.w);
+                ls1 += (p1.x + p1.y) + (p1.z + p1.w);
+                ls2 += (p2.x + p2.y) + (p2.z + p2.w);
+                ls3 += (p3.x + p3.y) + (p3.z + p3.w);
             }
             acc[0][cc] += ac0;
             acc[1][cc] += ac1;
