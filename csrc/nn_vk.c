@@ -418,7 +418,7 @@ static int attention_tiled(const ccfg_backend *be, int batch, int nq, int nk, in
                                        (CCFG_VK_ATTN_TILED_DC + 3) / 4) +
                              chunks * (1 + CCFG_VK_ATTN_TILED_BC * CCFG_VK_ATTN_TILED_DV /
                                                CCFG_VK_ATTN_TILED_WG + bc) + 21;
-    const int64_t tiles = (CCFG_VK_LOOP_BUDGET - 200) / per_tile;     /* >= 50 (head_dim 256) */
+    const int64_t tiles = (CCFG_VK_LOOP_BUDGET - 200) / per_tile;     /* >= 75 (head_dim 256) */
     const int64_t per_block = (tiles > 1 ? tiles : 1) * bc;
     const int64_t block = per_block < nk ? per_block : nk;
     const int64_t queries = (int64_t)batch * heads * nq;
