@@ -5,7 +5,10 @@ dispatches from timestamp queries (ccfg.profiling), medians over --reps interlea
 output of both is compared with the CPU backend first.
 
     PYTHONPATH=. .venv/bin/python benchmarks/bench_vk_attention.py [--reps 3] [--big] [--device vulkan:0]
-        [--unet]
+        [--unet] [--modes tiled,lanes]
+
+--modes lists the CCFG_VULKAN_ATTENTION values to alternate (tiled32 and tiled64 force the 32- or
+64-query workgroups that "tiled" picks between); ratios are against the last one.
 
 Cases (batch, nq, nk, heads, head_dim): Stable Diffusion 1.x's self-attention at 64x64 latents
 (4096 tokens) with heads of 40 (level 0) and 160 (level 2's width at level 0's length), SD 2.x's
@@ -35,6 +38,8 @@ def main():
     ap.add_argument("--big", action="store_true", help="8 heads, batch 2 (GPU sizes)")
     ap.add_argument("--device", default=None, help="vulkan:N (default: the first)")
     ap.add_argument("--unet", action="store_true", help="also a UNet2DConditionModel forward")
+    ap.add_argument("--modes", default="tiled,lanes",
+                    help="CCFG_VULKAN_ATTENTION values to alternate; ratios are against the last")
     a = ap.parse_args()
     sys.path.insert(0, os.getcwd())
     import ccfg
@@ -53,8 +58,10 @@ def main():
     rng = np.random.default_rng(0)
     print(f"device {dev}, load {os.getloadavg()[0]:.1f}, LP_NUM_THREADS="
           f"{os.environ.get('LP_NUM_THREADS')}, {a.reps} interleaved rounds, medians")
-    print(f"{'case (batch, nq, nk, heads, hd)':<34} {'tiled ms':>10} {'lanes ms':>10} "
-          f"{'tiled/lanes':>11} {'dispatches t/l':>15}")
+    modes = a.modes.split(",")
+    print(f"{'case (batch, nq, nk, heads, hd)':<34} "
+          + " ".join(f"{m + ' ms':>12}" for m in modes) + " "
+          + " ".join(f"{m + '/' + modes[-1]:>16}" for m in modes[:-1]) + "  dispatches")
     saved = os.environ.get("CCFG_VULKAN_ATTENTION")
     try:
         for b, nq, nk, h, hd in cases:
@@ -64,10 +71,10 @@ def main():
             args = ([q, k, v], [np.zeros(h * hd * b * nq, np.float32)], (b, nq, nk, h, hd), (),
                     None, None)
             ref = _core.nn_op("cpu", "attention_qkv", *args)[0]
-            times = {"tiled": [], "lanes": []}
+            times = {m: [] for m in modes}
             calls = {}
             for rep in range(a.reps + 1):           # round 0: pipelines compiled, outputs checked
-                for mode in ("tiled", "lanes"):
+                for mode in modes:
                     os.environ["CCFG_VULKAN_ATTENTION"] = mode
                     with ccfg.profiling.profile(dev) as prof:
                         out = _core.nn_op(dev, "attention_qkv", *args)[0]
@@ -76,12 +83,14 @@ def main():
                         err = float(np.abs(out - ref).max() / np.abs(ref).max())
                         if err > 3e-5:
                             raise SystemExit(f"{mode} {(b, nq, nk, h, hd)}: {err:.3g} from the CPU")
-                        calls[mode] = int(sum(r[1] for r in rows))
+                        calls[mode] = "+".join(f"{int(r[1])} {r[0]}" for r in rows)
                     else:
                         times[mode].append(sum(r[2] for r in rows))
-            t, l_ = statistics.median(times["tiled"]), statistics.median(times["lanes"])
-            print(f"{str((b, nq, nk, h, hd)):<34} {t:>10.1f} {l_:>10.1f} {t / l_:>11.2f} "
-                  f"{calls['tiled']:>7}/{calls['lanes']:<7}", flush=True)
+            med = {m: statistics.median(times[m]) for m in modes}
+            print(f"{str((b, nq, nk, h, hd)):<34} "
+                  + " ".join(f"{med[m]:>12.1f}" for m in modes) + " "
+                  + " ".join(f"{med[m] / med[modes[-1]]:>16.2f}" for m in modes[:-1]) + "  "
+                  + ", ".join(calls[m] for m in modes), flush=True)
     finally:
         if saved is None:
             os.environ.pop("CCFG_VULKAN_ATTENTION", None)

@@ -246,6 +246,18 @@ SPV(nn_attention_tiled3)
 SPV(nn_attention_tiled4)
 #include "nn_attention_tiled4.spv.h"
 ;
+SPV(nn_attention_tiled1_q64)
+#include "nn_attention_tiled1_q64.spv.h"
+;
+SPV(nn_attention_tiled2_q64)
+#include "nn_attention_tiled2_q64.spv.h"
+;
+SPV(nn_attention_tiled3_q64)
+#include "nn_attention_tiled3_q64.spv.h"
+;
+SPV(nn_attention_tiled4_q64)
+#include "nn_attention_tiled4_q64.spv.h"
+;
 #undef SPV
 
 #define PIPE(P, name, nb, push) [P] = {#name, spv_##name, sizeof spv_##name, nb, sizeof(push)}
@@ -288,6 +300,10 @@ static const struct {
     PIPE(P_NN_ATTENTION_TILED2, nn_attention_tiled2, 5, ccfg_vk_push_attention_tiled),
     PIPE(P_NN_ATTENTION_TILED3, nn_attention_tiled3, 5, ccfg_vk_push_attention_tiled),
     PIPE(P_NN_ATTENTION_TILED4, nn_attention_tiled4, 5, ccfg_vk_push_attention_tiled),
+    PIPE(P_NN_ATTENTION_TILED1_Q64, nn_attention_tiled1_q64, 5, ccfg_vk_push_attention_tiled),
+    PIPE(P_NN_ATTENTION_TILED2_Q64, nn_attention_tiled2_q64, 5, ccfg_vk_push_attention_tiled),
+    PIPE(P_NN_ATTENTION_TILED3_Q64, nn_attention_tiled3_q64, 5, ccfg_vk_push_attention_tiled),
+    PIPE(P_NN_ATTENTION_TILED4_Q64, nn_attention_tiled4_q64, 5, ccfg_vk_push_attention_tiled),
 };
 #undef PIPE
 
@@ -1566,6 +1582,13 @@ static void vk_lock(const ccfg_backend *be, int acquire)
 
 int ccfg_vk_nn_precision(const ccfg_backend *be) { return ((const vk_dev *)be->ctx)->precision; }
 
+void ccfg_vk_nn_limits(const ccfg_backend *be, uint32_t *shared_bytes, uint32_t *invocations)
+{
+    const ccfg_vk_device_info *info = &g.info[((const vk_dev *)be->ctx)->index];
+    *shared_bytes = info->max_shared_memory;
+    *invocations = info->max_workgroup_invocations;
+}
+
 int ccfg_vk_nn_dispatch(const ccfg_backend *be, int kernel, int nbuf, const float *const *ptrs,
                         const int64_t *counts, void *push, int64_t items, int per_group,
                         uint32_t groups_y)
@@ -1576,7 +1599,9 @@ int ccfg_vk_nn_dispatch(const ccfg_backend *be, int kernel, int nbuf, const floa
     static const char *names[CCFG_VK_NN_COUNT] = {"conv2d", "group_norm", "linear", "attention",
                                                   "eltwise", "layer_norm", "conv2d", "to_f16",
                                                   "conv2d", "conv2d", "conv2d", "attention",
-                                                  "attention", "attention", "attention"};
+                                                  "attention", "attention", "attention",
+                                                  "attention", "attention", "attention",
+                                                  "attention"};
     int status;
     if (kernel < 0 || kernel >= CCFG_VK_NN_COUNT || nbuf < 1 ||
         (uint32_t)nbuf != pipe_spec[P_NN_FIRST + kernel].bindings)

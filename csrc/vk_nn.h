@@ -43,6 +43,10 @@ enum { CCFG_VK_NN_CONV2D, CCFG_VK_NN_GROUP_NORM, CCFG_VK_NN_LINEAR, CCFG_VK_NN_A
         * TILED + n - 1 holds n chunks of DV columns (heads of up to 64 n channels) */
        CCFG_VK_NN_ATTENTION_TILED, CCFG_VK_NN_ATTENTION_TILED2, CCFG_VK_NN_ATTENTION_TILED3,
        CCFG_VK_NN_ATTENTION_TILED4,
+       /* the same with 64-query workgroups (TILED_Q64 + n - 1), where the device has the shared
+        * memory (CCFG_VK_ATTN_TILED_SHARED64) and 256 invocations per workgroup */
+       CCFG_VK_NN_ATTENTION_TILED_Q64, CCFG_VK_NN_ATTENTION_TILED2_Q64,
+       CCFG_VK_NN_ATTENTION_TILED3_Q64, CCFG_VK_NN_ATTENTION_TILED4_Q64,
        CCFG_VK_NN_COUNT };
 
 /* The convolutions' precision on a device (CCFG_VULKAN_PRECISION, read when the device opens):
@@ -106,7 +110,10 @@ enum { CCFG_VK_ATTENTION_WG = 64, CCFG_VK_ATTENTION_KB = 4, CCFG_VK_ATTENTION_TI
  * channels (S = Q K^T) and chunks of DV columns (O += P V). Keys [k0, k0 + kn) per dispatch, flags
  * and the state array as in ccfg_vk_push_attention. */
 enum { CCFG_VK_ATTN_TILED_WG = 128, CCFG_VK_ATTN_TILED_BR = 32, CCFG_VK_ATTN_TILED_BC = 32,
-       CCFG_VK_ATTN_TILED_DC = 40, CCFG_VK_ATTN_TILED_DV = 64 };
+       CCFG_VK_ATTN_TILED_DC = 40, CCFG_VK_ATTN_TILED_DV = 64,
+       /* the 64-query variant: 256 invocations, 26112 bytes of shared memory */
+       CCFG_VK_ATTN_TILED_WG64 = 256, CCFG_VK_ATTN_TILED_BR64 = 64,
+       CCFG_VK_ATTN_TILED_SHARED64 = 26112 };
 typedef struct {
     uint32_t oq, ok, ov, oo, os, batch, nq, nk, heads, head_dim;
     float scale;
@@ -116,6 +123,9 @@ typedef struct {
     uint32_t ox, oy, count, mode, batch, c, h, w;
     float a, b;
 } ccfg_vk_push_eltwise;
+
+/* the device's maxComputeSharedMemorySize (bytes) and maxComputeWorkGroupInvocations */
+void ccfg_vk_nn_limits(const ccfg_backend *be, uint32_t *shared_bytes, uint32_t *invocations);
 
 /* Records one dispatch of nn pipeline `kernel` on the Vulkan backend be: binding i is the array
  * at device address ptrs[i] holding counts[i] floats; its element offset is written to the i-th

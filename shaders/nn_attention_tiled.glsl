@@ -3,13 +3,14 @@
 // (heads*head_dim, batch*nq), k and v (heads*head_dim, batch*nk), CNHW: for one channel, tokens
 // are adjacent, so every staging load below reads 32 adjacent floats (coalesced).
 //
-// A workgroup of 128 invocations takes a block of BR = 32 queries of one (sample, head) and walks
-// the keys in tiles of BC = 32. Per tile:
-//  1. S = scale Q K^T (32 x 32) as a register-tiled GEMM: the reduction over head_dim runs in
-//     slices of DC = 40 channels, each staging a 40 x 32 slice of Q and of K in shared memory;
+// A workgroup of WG = 128 (or 256) invocations takes a block of BR = 32 (or 64) queries of one
+// (sample, head) and walks the keys in tiles of BC = 32. Per tile:
+//  1. S = scale Q K^T (BR x 32) as a register-tiled GEMM: the reduction over head_dim runs in
+//     slices of DC = 40 channels, each staging a 40-channel slice of Q and of K in shared memory;
 //     an invocation computes 4 queries x 2 adjacent keys of S (8 accumulators) from two vec4
-//     reads per channel (its queries, its keys' vec4). (Q is re-staged per tile: with 16 KiB of shared memory the whole
-//     Q block, 32 x 256 floats for the widest heads, does not fit beside the rest.)
+//     reads per channel (its queries, its keys' vec4). (Q is re-staged per tile: with 16 KiB of
+//     shared memory the whole Q block, 32 x 256 floats for the widest heads, does not fit beside
+//     the rest.)
 //  2. the online softmax per query row: S goes to shared memory (sP), 4 invocations per row take
 //     8 keys each, their maxima meet in shared memory (a 4-value read, no tree), each computes
 //     the new row maximum m, the row's rescale factor alpha = e^(m_old - m) and P = e^(S - m) in
@@ -22,9 +23,10 @@
 //     (on a GPU: 12 shared-memory wavefronts per warp for 16 issue cycles of FMAs). It also sums
 //     its rows' P as it reads them, so the softmax denominator l needs no reduction: every
 //     invocation owning a row keeps the same l in a register.
-// No score matrix beyond one 32 x 32 tile exists. Shared memory: 640 vec4 (Q and K slices, or the
-// V chunk) + 32 x 9 vec4 (P, padded against bank conflicts) + 192 floats, 15.3 KiB: within
-// the 16 KiB every Vulkan device has, so no device limit needs checking.
+// No score matrix beyond one BR x 32 tile exists. Shared memory at BR = 32: 640 vec4 (Q and K
+// slices, or the V chunk) + 32 x 9 vec4 (P, padded against bank conflicts) + 192 floats,
+// 15.3 KiB: within the 16 KiB every Vulkan device has. At BR = 64: 960 + 576 vec4 + 384 floats,
+// 25.5 KiB (CCFG_VK_ATTN_TILED_SHARED64), used where the device reports that much.
 //
 // Long key sequences: Mesa's lavapipe ends an invocation's loops after 65535 iterations in total
 // (csrc/vk_nn.h CCFG_VK_LOOP_BUDGET), so the host (csrc/nn_vk.c) splits the keys into blocks of
@@ -33,10 +35,14 @@
 // state yet), bit 1: the last (divide by the sum). Constant-count loops are unrolled; per tile an
 // invocation loops ceil(head_dim / DC) times over slices and ceil(min(DC, rest) / 4) times within
 // each (the host's count is an upper bound of these and of the unrolled ones).
-layout(local_size_x = 128) in;
+// ATTN_WG invocations take BR = ATTN_WG / 4 queries (every layout below has 4 rows per 16
+// invocations and 4 invocations per row): 128 and 32 (15.3 KiB of shared memory, any device), or
+// 256 and 64 (the *_q64.comp wrappers: 25.5 KiB, on devices that report that much; K and V
+// staged once per 64 queries instead of 32)
+layout(local_size_x = ATTN_WG) in;
 
-const uint WG = 128u;           // invocations: CCFG_VK_ATTN_TILED_WG
-const uint BR = 32u;            // queries per workgroup: CCFG_VK_ATTN_TILED_BR
+const uint WG = uint(ATTN_WG);  // invocations: CCFG_VK_ATTN_TILED_WG (or _WG64)
+const uint BR = WG / 4u;        // queries per workgroup: CCFG_VK_ATTN_TILED_BR (or _BR64)
 const uint BC = 32u;            // keys per tile: CCFG_VK_ATTN_TILED_BC
 const uint DC = 40u;            // channels per staged Q/K slice: SD's heads (40, 80, 160) in whole slices
 const uint DV = 64u;            // columns of V per chunk (16 vec4)

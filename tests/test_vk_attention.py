@@ -1,7 +1,8 @@
 """The Vulkan attention shaders against the CPU backend and torch: the tiled shader
-(nn_attention_tiled.glsl, the default: a workgroup per 32 queries, S = Q K^T and O += P V per tile
-of 32 keys as register-tiled GEMMs) and the lanes shader it replaced (CCFG_VULKAN_ATTENTION=lanes,
-nn_attention.comp). The switch is read at every call, so both run in one process.
+(nn_attention_tiled.glsl, the default: a workgroup per 32 or 64 queries, S = Q K^T and O += P V
+per tile of 32 keys as register-tiled GEMMs; CCFG_VULKAN_ATTENTION=tiled32 / tiled64 force either
+block) and the lanes shader it replaced (CCFG_VULKAN_ATTENTION=lanes, nn_attention.comp). The
+switch is read at every call, so all run in one process.
 
 Sizes: Stable Diffusion's self-attention at 64x64 latents (4096 tokens) with heads of 40, 64, 80
 and 160 channels, its text cross-attention (77 keys), several heads and batch > 1, query and key
@@ -30,7 +31,10 @@ F = torch.nn.functional
 
 OP_TOL = 1e-5
 LONG_TOL = 3e-5
-MODES = ["tiled", "lanes"]
+# the 64-query workgroups need 26112 bytes of shared memory and 256 invocations (vk_nn.h)
+FITS64 = bool(VK) and VK[0].get("max_shared_memory", 0) >= 26112 and \
+    VK[0].get("max_workgroup_invocations", 0) >= 256
+MODES = ["tiled32"] + (["tiled64"] if FITS64 else []) + ["lanes"]
 
 
 def rel_err(a, b):
@@ -75,16 +79,22 @@ def check(monkeypatch, mode, batch, nq, nk, heads, hd):
     return [r for r in prof.rows if "attention" in r[0]]
 
 
-def tiled_kind(hd):
-    """the pipeline the tiled path uses for heads of hd channels: 64-column chunks"""
-    return f"nn_attention_tiled{(hd + 63) // 64}"
+def kind(mode, nq, hd):
+    """the pipeline `mode` uses for nq queries and heads of hd channels: 64-column chunks, 32- or
+    64-query workgroups ("tiled": 64 where the device has them and nq > 32)"""
+    if mode == "lanes":
+        return "nn_attention"
+    q64 = mode == "tiled64" or (mode == "tiled" and FITS64 and nq > 32)
+    return f"nn_attention_tiled{(hd + 63) // 64}" + ("_q64" if q64 else "")
 
 
-# SD 1.x/2.x self-attention at 64x64 latents, one head (the per-head work of 8)
+# SD 1.x/2.x self-attention at 64x64 latents, one head (the per-head work of 8), in the default
+# mode and with 32-query workgroups
+@pytest.mark.parametrize("mode", ["tiled", "tiled32"])
 @pytest.mark.parametrize("hd", [40, 64, 80, 160])
-def test_tiled_sd_self_attention(monkeypatch, hd):
-    rows = check(monkeypatch, "tiled", 1, 4096, 4096, 1, hd)
-    assert [r[0] for r in rows] == [tiled_kind(hd)]
+def test_tiled_sd_self_attention(monkeypatch, mode, hd):
+    rows = check(monkeypatch, mode, 1, 4096, 4096, 1, hd)
+    assert [r[0] for r in rows] == [kind(mode, 4096, hd)]
 
 
 # (batch, nq, nk, heads, head_dim): SD's text cross-attention (77 keys) at levels 0-1, several
@@ -110,15 +120,16 @@ SHAPES = [
 @pytest.mark.parametrize("batch,nq,nk,heads,hd", SHAPES)
 def test_attention_shapes(monkeypatch, mode, batch, nq, nk, heads, hd):
     rows = check(monkeypatch, mode, batch, nq, nk, heads, hd)
-    assert [r[0] for r in rows] == [tiled_kind(hd) if mode == "tiled" else "nn_attention"]
+    assert [r[0] for r in rows] == [kind(mode, nq, hd)]
 
 
 # keys past what one lavapipe dispatch may loop over: blocks of keys, one dispatch each, each
 # query's running maximum and sum carried between them (short last blocks included)
+@pytest.mark.parametrize("mode", MODES[:-1])
 @pytest.mark.parametrize("batch,nq,nk,heads,hd", [(1, 40, 5000, 2, 256), (2, 33, 13001, 1, 40),
                                                    (1, 5, 20011, 2, 200)])
-def test_tiled_key_blocks(monkeypatch, batch, nq, nk, heads, hd):
-    rows = check(monkeypatch, "tiled", batch, nq, nk, heads, hd)
+def test_tiled_key_blocks(monkeypatch, mode, batch, nq, nk, heads, hd):
+    rows = check(monkeypatch, mode, batch, nq, nk, heads, hd)
     assert len(rows) == 1 and rows[0][1] >= 2, rows     # several dispatches
 
 
@@ -136,18 +147,26 @@ def test_self_attention_op_both_modes(monkeypatch):
         monkeypatch.setenv("CCFG_VULKAN_ATTENTION", mode)
         got[mode] = _core.nn_op(DEV, "attention", *args)[0]
         assert rel_err(got[mode], cpu) <= OP_TOL, mode
-    assert rel_err(got["tiled"], got["lanes"]) <= OP_TOL
+    for mode in MODES[:-1]:
+        assert rel_err(got[mode], got["lanes"]) <= OP_TOL, mode
 
 
-def test_switch_values(monkeypatch):
-    q, k, v = qkv(1, 8, 8, 1, 16)
-    monkeypatch.setenv("CCFG_VULKAN_ATTENTION", "")        # empty: the default (tiled)
-    with ccfg.profiling.profile(DEV) as prof:
-        run(DEV, 1, 8, 8, 1, 16, q, k, v)
-    assert [r[0] for r in prof.rows if "attention" in r[0]] == ["nn_attention_tiled1"]
+@pytest.mark.parametrize("nq", [8, 33])
+def test_switch_values(monkeypatch, nq):
+    q, k, v = qkv(1, nq, 8, 1, 16)
+    for value in ("", "tiled"):      # unset or empty: the default
+        monkeypatch.setenv("CCFG_VULKAN_ATTENTION", value)
+        with ccfg.profiling.profile(DEV) as prof:
+            run(DEV, 1, nq, 8, 1, 16, q, k, v)
+        assert [r[0] for r in prof.rows if "attention" in r[0]] == [kind("tiled", nq, 16)]
     monkeypatch.setenv("CCFG_VULKAN_ATTENTION", "flash")
-    with pytest.raises(ValueError, match="CCFG_VULKAN_ATTENTION must be tiled or lanes"):
-        run(DEV, 1, 8, 8, 1, 16, q, k, v)
+    with pytest.raises(ValueError, match="CCFG_VULKAN_ATTENTION must be tiled, tiled32, tiled64 "
+                                         "or lanes"):
+        run(DEV, 1, nq, 8, 1, 16, q, k, v)
+    if not FITS64:
+        monkeypatch.setenv("CCFG_VULKAN_ATTENTION", "tiled64")
+        with pytest.raises(ValueError, match="CCFG_VULKAN_ATTENTION=tiled64"):
+            run(DEV, 1, nq, 8, 1, 16, q, k, v)
 
 
 def test_heads_wider_than_256_refused(monkeypatch):
@@ -184,7 +203,7 @@ def sd_like_unet(tmp_path_factory):
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", ["tiled"] + MODES)
 def test_unet_condition_forward(monkeypatch, sd_like_unet, mode):
     m, unet = sd_like_unet
     monkeypatch.setenv("CCFG_VULKAN_ATTENTION", mode)
@@ -199,5 +218,5 @@ def test_unet_condition_forward(monkeypatch, sd_like_unet, mode):
         out = unet(x, t, device=DEV, encoder_hidden_states=ehs)
     assert rel_err(out, ref) <= 1e-4
     kinds = {r[0] for r in prof.rows if "attention" in r[0]}
-    want = {"nn_attention_tiled1", "nn_attention_tiled2"} if mode == "tiled" else {"nn_attention"}
-    assert kinds == want
+    # queries: 144 tokens at level 0 (heads of 40), 36 at level 1 and in the mid block (80)
+    assert kinds == {kind(mode, 144, 40), kind(mode, 36, 80)}
