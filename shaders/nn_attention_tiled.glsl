@@ -11,7 +11,7 @@
 //     reads per channel (its queries, its keys' vec4). (Q is re-staged per tile: with 16 KiB of
 //     shared memory the whole Q block, 32 x 256 floats for the widest heads, does not fit beside
 //     the rest.)
-//  2. the online softmax per query row: S goes to shared memory (sP), 4 invocations per row take
+//  2. the online softmax per query row: S goes to shared memory (s_p), 4 invocations per row take
 //     8 keys each, their maxima meet in shared memory (a 4-value read, no tree), each computes
 //     the new row maximum m, the row's rescale factor alpha = e^(m_old - m) and P = e^(S - m) in
 //     place; one of them records m and alpha for the row.
@@ -35,6 +35,7 @@
 // state yet), bit 1: the last (divide by the sum). Constant-count loops are unrolled; per tile an
 // invocation loops ceil(head_dim / DC) times over slices and ceil(min(DC, rest) / 4) times within
 // each (the host's count is an upper bound of these and of the unrolled ones).
+//
 // ATTN_WG invocations take BR = ATTN_WG / 4 queries (every layout below has 4 rows per 16
 // invocations and 4 invocations per row): 128 and 32 (15.3 KiB of shared memory, any device), or
 // 256 and 64 (the *_q64.comp wrappers: 25.5 KiB, on devices that report that much; K and V
@@ -44,7 +45,7 @@ layout(local_size_x = ATTN_WG) in;
 const uint WG = uint(ATTN_WG);  // invocations: CCFG_VK_ATTN_TILED_WG (or _WG64)
 const uint BR = WG / 4u;        // queries per workgroup: CCFG_VK_ATTN_TILED_BR (or _BR64)
 const uint BC = 32u;            // keys per tile: CCFG_VK_ATTN_TILED_BC
-const uint DC = 40u;            // channels per staged Q/K slice: SD's heads (40, 80, 160) in whole slices
+const uint DC = 40u;            // channels per Q/K slice: SD's heads (40, 80, 160) in whole ones
 const uint DV = 64u;            // columns of V per chunk (16 vec4)
 // NVC: V chunks of DV columns, up to head_dim = NVC x DV, set by the .comp wrapper: one pipeline
 // per NVC = 1..4 (head_dim <= 64, 128, 192, 256), so an invocation holds 16 NVC accumulators, not
