@@ -1580,6 +1580,14 @@ static void vk_lock(const ccfg_backend *be, int acquire)
 /* ------------------------------------------------------------------------- */
 /* nn.h ops (nn_vk.c records them through this) */
 
+/* nn kernel k runs pipeline P_NN_FIRST + k: the two lists (vk_nn.h, vk_backend.h) must grow
+ * together, or a kernel would run another's shader */
+_Static_assert(P_COUNT - P_NN_FIRST == CCFG_VK_NN_COUNT, "vk_nn.h's kernels and the P_NN_* "
+               "pipelines are out of step");
+_Static_assert(P_NN_ATTENTION_TILED1 - P_NN_FIRST == CCFG_VK_NN_ATTENTION_TILED &&
+               P_NN_ATTENTION_TILED1_Q64 - P_NN_FIRST == CCFG_VK_NN_ATTENTION_TILED_Q64,
+               "the tiled attention kernels and pipelines are out of step");
+
 int ccfg_vk_nn_precision(const ccfg_backend *be) { return ((const vk_dev *)be->ctx)->precision; }
 
 void ccfg_vk_nn_limits(const ccfg_backend *be, uint32_t *shared_bytes, uint32_t *invocations)
