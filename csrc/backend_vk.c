@@ -239,6 +239,30 @@ SPV(nn_conv2d_coop)
 SPV(nn_conv2d_coop8)
 #include "nn_conv2d_coop8.spv.h"
 ;
+SPV(nn_attention_tiled1)
+#include "nn_attention_tiled1.spv.h"
+;
+SPV(nn_attention_tiled2)
+#include "nn_attention_tiled2.spv.h"
+;
+SPV(nn_attention_tiled3)
+#include "nn_attention_tiled3.spv.h"
+;
+SPV(nn_attention_tiled4)
+#include "nn_attention_tiled4.spv.h"
+;
+SPV(nn_attention_tiled1_q64)
+#include "nn_attention_tiled1_q64.spv.h"
+;
+SPV(nn_attention_tiled2_q64)
+#include "nn_attention_tiled2_q64.spv.h"
+;
+SPV(nn_attention_tiled3_q64)
+#include "nn_attention_tiled3_q64.spv.h"
+;
+SPV(nn_attention_tiled4_q64)
+#include "nn_attention_tiled4_q64.spv.h"
+;
 #undef SPV
 
 #define PIPE(P, name, nb, push) [P] = {#name, spv_##name, sizeof spv_##name, nb, sizeof(push)}
@@ -277,6 +301,14 @@ static const struct {
     PIPE(P_NN_CONV2D_F16, nn_conv2d_f16, CCFG_VK_CONV_BINDINGS, ccfg_vk_push_conv2d),
     PIPE(P_NN_CONV2D_COOP, nn_conv2d_coop, CCFG_VK_CONV_BINDINGS, ccfg_vk_push_conv2d),
     PIPE(P_NN_CONV2D_COOP8, nn_conv2d_coop8, CCFG_VK_CONV_BINDINGS, ccfg_vk_push_conv2d),
+    PIPE(P_NN_ATTENTION_TILED1, nn_attention_tiled1, 5, ccfg_vk_push_attention_tiled),
+    PIPE(P_NN_ATTENTION_TILED2, nn_attention_tiled2, 5, ccfg_vk_push_attention_tiled),
+    PIPE(P_NN_ATTENTION_TILED3, nn_attention_tiled3, 5, ccfg_vk_push_attention_tiled),
+    PIPE(P_NN_ATTENTION_TILED4, nn_attention_tiled4, 5, ccfg_vk_push_attention_tiled),
+    PIPE(P_NN_ATTENTION_TILED1_Q64, nn_attention_tiled1_q64, 5, ccfg_vk_push_attention_tiled),
+    PIPE(P_NN_ATTENTION_TILED2_Q64, nn_attention_tiled2_q64, 5, ccfg_vk_push_attention_tiled),
+    PIPE(P_NN_ATTENTION_TILED3_Q64, nn_attention_tiled3_q64, 5, ccfg_vk_push_attention_tiled),
+    PIPE(P_NN_ATTENTION_TILED4_Q64, nn_attention_tiled4_q64, 5, ccfg_vk_push_attention_tiled),
 };
 #undef PIPE
 
@@ -1559,6 +1591,14 @@ static void vk_lock(const ccfg_backend *be, int acquire)
 /* ------------------------------------------------------------------------- */
 /* nn.h ops (nn_vk.c records them through this) */
 
+/* nn kernel k runs pipeline P_NN_FIRST + k: the two lists (vk_nn.h, vk_backend.h) must grow
+ * together, or a kernel would run another's shader */
+_Static_assert(P_COUNT - P_NN_FIRST == CCFG_VK_NN_COUNT, "vk_nn.h's kernels and the P_NN_* "
+               "pipelines are out of step");
+_Static_assert(P_NN_ATTENTION_TILED1 - P_NN_FIRST == CCFG_VK_NN_ATTENTION_TILED &&
+               P_NN_ATTENTION_TILED1_Q64 - P_NN_FIRST == CCFG_VK_NN_ATTENTION_TILED_Q64,
+               "the tiled attention kernels and pipelines are out of step");
+
 int ccfg_vk_nn_precision(const ccfg_backend *be) { return ((const vk_dev *)be->ctx)->precision; }
 
 /* test hook (vk_nn.h): the convolutions' precision of an open device changed in place, as if it
@@ -1577,6 +1617,13 @@ int ccfg_vk_nn_set_precision(const ccfg_backend *be, int precision)
     return CCFG_OK;
 }
 
+void ccfg_vk_nn_limits(const ccfg_backend *be, uint32_t *shared_bytes, uint32_t *invocations)
+{
+    const ccfg_vk_device_info *info = &g.info[((const vk_dev *)be->ctx)->index];
+    *shared_bytes = info->max_shared_memory;
+    *invocations = info->max_workgroup_invocations;
+}
+
 int ccfg_vk_nn_dispatch(const ccfg_backend *be, int kernel, int nbuf, const float *const *ptrs,
                         const int64_t *counts, void *push, int64_t items, int per_group,
                         uint32_t groups_y)
@@ -1586,7 +1633,10 @@ int ccfg_vk_nn_dispatch(const ccfg_backend *be, int kernel, int nbuf, const floa
     uint32_t *offs = push;
     static const char *names[CCFG_VK_NN_COUNT] = {"conv2d", "group_norm", "linear", "attention",
                                                   "eltwise", "layer_norm", "conv2d", "to_f16",
-                                                  "conv2d", "conv2d", "conv2d"};
+                                                  "conv2d", "conv2d", "conv2d", "attention",
+                                                  "attention", "attention", "attention",
+                                                  "attention", "attention", "attention",
+                                                  "attention"};
     int status;
     if (kernel < 0 || kernel >= CCFG_VK_NN_COUNT || nbuf < 1 ||
         (uint32_t)nbuf != pipe_spec[P_NN_FIRST + kernel].bindings)

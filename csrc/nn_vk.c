@@ -476,21 +476,13 @@ static int vk_cnhw_to_nchw(const ccfg_backend *be, int batch, int c, int hw, con
     return eltwise(be, 5, n, x, n, y, &pc);
 }
 
-static int vk_attention_qkv(const ccfg_backend *be, int batch, int nq, int nk, int heads,
-                            int head_dim, const float *q, const float *k, const float *v,
-                            float *out, float *scratch, int64_t scratch_len)
+/* The lanes shader (nn_attention.comp, CCFG_VULKAN_ATTENTION=lanes): a few invocations per query
+ * split its keys, each holding a whole head_dim accumulator (sizes checked by the caller) */
+static int attention_lanes(const ccfg_backend *be, int batch, int nq, int nk, int heads,
+                           int head_dim, const float *q, const float *k, const float *v,
+                           float *out, int64_t nqe, int64_t nke)
 {
-    (void)scratch;
-    (void)scratch_len;
-    if (batch < 0 || nq < 1 || nk < 1 || heads < 1 || head_dim < 1)
-        return ccfg_fail(CCFG_EINVAL, "Vulkan nn attention: invalid sizes");
-    if (head_dim > 256)     /* shaders/nn_attention.comp's MAX_HEAD_DIM */
-        return ccfg_fail(CCFG_EINVAL, "Vulkan nn attention: heads of %d channels; the shader "
-                         "supports up to 256 (set attention_head_dim)", head_dim);
-    const int64_t nqe = (int64_t)heads * head_dim * batch * nq;
-    const int64_t nke = (int64_t)heads * head_dim * batch * nk;
-    int status;
-    if ((status = fits(nqe, "attention")) || (status = fits(nke, "attention"))) return status;
+    int status = CCFG_OK;
     /* Keys go through shared memory in tiles of tk keys, shared by the workgroup's 64 / lanes
      * queries. Keys are split between `lanes` invocations per query so that one invocation does
      * not loop over ~8k key x channel steps (long sequences spread over a GPU's lanes), but at
@@ -542,6 +534,111 @@ static int vk_attention_qkv(const ccfg_backend *be, int batch, int nq, int nk, i
     }
     be->release(be, state);     /* after the batch that uses it (backend_vk.c) */
     return status;
+}
+
+/* The tiled shader (nn_attention_tiled.glsl, the default; the pipeline with ceil(head_dim / DV)
+ * chunks of columns): a workgroup per BR queries of one
+ * (sample, head), S = Q K^T and O += P V per tile of BC keys as register-tiled GEMMs from shared
+ * memory (sizes checked by the caller) */
+static int attention_tiled(const ccfg_backend *be, int batch, int nq, int nk, int heads,
+                           int head_dim, const float *q, const float *k, const float *v,
+                           float *out, int64_t nqe, int64_t nke, int q64)
+{
+    int status = CCFG_OK;
+    const int64_t bc = CCFG_VK_ATTN_TILED_BC;
+    const int64_t br = q64 ? CCFG_VK_ATTN_TILED_BR64 : CCFG_VK_ATTN_TILED_BR;
+    const int64_t wg = q64 ? CCFG_VK_ATTN_TILED_WG64 : CCFG_VK_ATTN_TILED_WG;
+    /* An invocation's loops per tile of keys, an upper bound whether or not the compiler unrolls
+     * the constant-count ones: per slice of DC channels of S = Q K^T, 1 + DC x (BR + BC) / WG
+     * staging loads + at most DC / 4 rounds of 4 channels; per chunk of DV columns of O += P V,
+     * 1 + BC x DV / WG staging loads + BC keys; the softmax 16 and the tile loop 1. Besides the tiles, about 200 (loading
+     * and storing 4 x 4 vec4 of state and output). Keys go in blocks of whole tiles within the
+     * budget, one dispatch each; between blocks each query's running maximum and sum wait in
+     * `state` (2 floats per query) and its unnormalised output in `out`. */
+    const int64_t slices = (head_dim + CCFG_VK_ATTN_TILED_DC - 1) / CCFG_VK_ATTN_TILED_DC;
+    const int64_t chunks = (head_dim + CCFG_VK_ATTN_TILED_DV - 1) / CCFG_VK_ATTN_TILED_DV;
+    const int64_t per_tile = slices * (1 + CCFG_VK_ATTN_TILED_DC * (br + bc) / wg +
+                                       (CCFG_VK_ATTN_TILED_DC + 3) / 4) +
+                             chunks * (1 + bc * CCFG_VK_ATTN_TILED_DV / wg + bc) + 21;
+    const int64_t tiles = (CCFG_VK_LOOP_BUDGET - 200) / per_tile;     /* >= 75 (head_dim 256) */
+    const int64_t per_block = (tiles > 1 ? tiles : 1) * bc;
+    const int64_t block = per_block < nk ? per_block : nk;
+    const int64_t queries = (int64_t)batch * heads * nq;
+    const int64_t groups = (int64_t)batch * heads * ((nq + br - 1) / br);
+    if (!queries) return CCFG_OK;
+    float *state = NULL;
+    if (block < nk) {
+        if ((status = fits(2 * queries, "attention"))) return status;
+        if ((status = ccfg_vk_nn_scratch(be, (size_t)(2 * queries) * sizeof(float), &state)))
+            return status;
+    }
+    const float *ptrs[5] = {q, k, v, out, state ? state : out};
+    const int64_t counts[5] = {nqe, nke, nke, nqe, state ? 2 * queries : 0};
+    ccfg_vk_push_attention_tiled pc = {.batch = (uint32_t)batch, .nq = (uint32_t)nq,
+                                       .nk = (uint32_t)nk, .heads = (uint32_t)heads,
+                                       .head_dim = (uint32_t)head_dim,
+                                       .scale = 1.0f / sqrtf((float)head_dim)};
+    for (int64_t k0 = 0; k0 < nk && !status; k0 += block) {
+        pc.k0 = (uint32_t)k0;
+        pc.kn = (uint32_t)(nk - k0 < block ? nk - k0 : block);
+        pc.flags = (k0 == 0 ? 1u : 0u) | (k0 + block >= nk ? 2u : 0u);
+        status = dispatch_groups(be, (q64 ? CCFG_VK_NN_ATTENTION_TILED_Q64
+                                          : CCFG_VK_NN_ATTENTION_TILED) + (int)chunks - 1,
+                                 5, ptrs, counts, &pc, groups, "attention");
+    }
+    be->release(be, state);     /* after the batch that uses it (backend_vk.c) */
+    return status;
+}
+
+/* CCFG_VULKAN_ATTENTION: the attention shader. "tiled" (unset or empty: the default) is the tiled
+ * shader with 64-query workgroups where the device has their shared memory and 256 invocations and
+ * there are more than 32 queries, else 32-query ones; "tiled32" and "tiled64" force either (tiled64
+ * fails on a device without them); "lanes" is the shader before the tiled one, kept for A/B
+ * comparisons. Read at every call, so one process can compare them. *mode: 0 lanes, 1 tiled with
+ * 32-query workgroups, 2 with 64. */
+static int attention_mode(const ccfg_backend *be, int nq, int *mode)
+{
+    const char *env = getenv("CCFG_VULKAN_ATTENTION");
+    uint32_t shared = 0, invocations = 0;
+    ccfg_vk_nn_limits(be, &shared, &invocations);
+    const int fits64 = shared >= CCFG_VK_ATTN_TILED_SHARED64 &&
+                       invocations >= CCFG_VK_ATTN_TILED_WG64;
+    if (!env || !*env || !strcmp(env, "tiled"))
+        *mode = fits64 && nq > CCFG_VK_ATTN_TILED_BR ? 2 : 1;
+    else if (!strcmp(env, "tiled32")) *mode = 1;
+    else if (!strcmp(env, "tiled64")) {
+        if (!fits64)
+            return ccfg_fail(CCFG_EINVAL, "CCFG_VULKAN_ATTENTION=tiled64: the device has %u bytes "
+                             "of shared memory and %u invocations per workgroup; the 64-query "
+                             "shader needs %d and %d", shared, invocations,
+                             CCFG_VK_ATTN_TILED_SHARED64, CCFG_VK_ATTN_TILED_WG64);
+        *mode = 2;
+    } else if (!strcmp(env, "lanes")) *mode = 0;
+    else
+        return ccfg_fail(CCFG_EINVAL, "CCFG_VULKAN_ATTENTION must be tiled, tiled32, tiled64 or "
+                         "lanes, not '%.40s'", env);
+    return CCFG_OK;
+}
+
+static int vk_attention_qkv(const ccfg_backend *be, int batch, int nq, int nk, int heads,
+                            int head_dim, const float *q, const float *k, const float *v,
+                            float *out, float *scratch, int64_t scratch_len)
+{
+    (void)scratch;
+    (void)scratch_len;
+    if (batch < 0 || nq < 1 || nk < 1 || heads < 1 || head_dim < 1)
+        return ccfg_fail(CCFG_EINVAL, "Vulkan nn attention: invalid sizes");
+    if (head_dim > 256)     /* both shaders' widest head (MAX_HEAD_DIM, NVC x DV) */
+        return ccfg_fail(CCFG_EINVAL, "Vulkan nn attention: heads of %d channels; the shader "
+                         "supports up to 256 (set attention_head_dim)", head_dim);
+    const int64_t nqe = (int64_t)heads * head_dim * batch * nq;
+    const int64_t nke = (int64_t)heads * head_dim * batch * nk;
+    int status, mode = 1;
+    if ((status = fits(nqe, "attention")) || (status = fits(nke, "attention"))) return status;
+    if ((status = attention_mode(be, nq, &mode))) return status;
+    return mode ? attention_tiled(be, batch, nq, nk, heads, head_dim, q, k, v, out, nqe, nke,
+                                  mode == 2)
+                : attention_lanes(be, batch, nq, nk, heads, head_dim, q, k, v, out, nqe, nke);
 }
 
 /* self-attention: q, k and v are the three row blocks of qkv */

@@ -38,6 +38,15 @@ enum { CCFG_VK_NN_CONV2D, CCFG_VK_NN_GROUP_NORM, CCFG_VK_NN_LINEAR, CCFG_VK_NN_A
         * (to_f16), the tiled shader with float16 weights and inputs (conv2d_f16), and its
         * cooperative matrix twins (16 x 16 x 16 and 16 x 8 x 16 shapes) */
        CCFG_VK_NN_TO_F16, CCFG_VK_NN_CONV2D_F16, CCFG_VK_NN_CONV2D_COOP, CCFG_VK_NN_CONV2D_COOP8,
+       /* attention as two small GEMMs per key tile (nn_attention_tiled.glsl; the default,
+        * CCFG_VULKAN_ATTENTION=lanes picks CCFG_VK_NN_ATTENTION), one pipeline per head width:
+        * TILED + n - 1 holds n chunks of DV columns (heads of up to 64 n channels) */
+       CCFG_VK_NN_ATTENTION_TILED, CCFG_VK_NN_ATTENTION_TILED2, CCFG_VK_NN_ATTENTION_TILED3,
+       CCFG_VK_NN_ATTENTION_TILED4,
+       /* the same with 64-query workgroups (TILED_Q64 + n - 1), where the device has the shared
+        * memory (CCFG_VK_ATTN_TILED_SHARED64) and 256 invocations per workgroup */
+       CCFG_VK_NN_ATTENTION_TILED_Q64, CCFG_VK_NN_ATTENTION_TILED2_Q64,
+       CCFG_VK_NN_ATTENTION_TILED3_Q64, CCFG_VK_NN_ATTENTION_TILED4_Q64,
        CCFG_VK_NN_COUNT };
 
 /* The convolutions' precision on a device (CCFG_VULKAN_PRECISION, read when the device opens):
@@ -103,10 +112,27 @@ typedef struct {
  * head); an invocation takes KB keys per round of its loop; K and V go through shared memory in
  * tiles of TILE / head_dim keys (TILE floats each) */
 enum { CCFG_VK_ATTENTION_WG = 64, CCFG_VK_ATTENTION_KB = 4, CCFG_VK_ATTENTION_TILE = 1920 };
+/* shaders/nn_attention_tiled.glsl: a workgroup of WG invocations takes BR queries of one (sample,
+ * head) and walks the keys in tiles of BC; the reduction over head_dim goes in slices of DC
+ * channels (S = Q K^T) and chunks of DV columns (O += P V). Keys [k0, k0 + kn) per dispatch, flags
+ * and the state array as in ccfg_vk_push_attention. */
+enum { CCFG_VK_ATTN_TILED_WG = 128, CCFG_VK_ATTN_TILED_BR = 32, CCFG_VK_ATTN_TILED_BC = 32,
+       CCFG_VK_ATTN_TILED_DC = 40, CCFG_VK_ATTN_TILED_DV = 64,
+       /* the 64-query variant: 256 invocations, 26112 bytes of shared memory */
+       CCFG_VK_ATTN_TILED_WG64 = 256, CCFG_VK_ATTN_TILED_BR64 = 64,
+       CCFG_VK_ATTN_TILED_SHARED64 = 26112 };
+typedef struct {
+    uint32_t oq, ok, ov, oo, os, batch, nq, nk, heads, head_dim;
+    float scale;
+    uint32_t k0, kn, flags;
+} ccfg_vk_push_attention_tiled;
 typedef struct {
     uint32_t ox, oy, count, mode, batch, c, h, w;
     float a, b;
 } ccfg_vk_push_eltwise;
+
+/* the device's maxComputeSharedMemorySize (bytes) and maxComputeWorkGroupInvocations */
+void ccfg_vk_nn_limits(const ccfg_backend *be, uint32_t *shared_bytes, uint32_t *invocations);
 
 /* Records one dispatch of nn pipeline `kernel` on the Vulkan backend be: binding i is the array
  * at device address ptrs[i] holding counts[i] floats; its element offset is written to the i-th

@@ -1,0 +1,148 @@
+"""Vulkan attention: the tiled shader (nn_attention_tiled.glsl, the default) against the lanes
+shader (CCFG_VULKAN_ATTENTION=lanes, nn_attention.comp) on the same device, in one process: the
+switch is read at every call, so the two alternate call by call. Device time of the attention
+dispatches from timestamp queries (ccfg.profiling), medians over --reps interleaved rounds; the
+output of both is compared with the CPU backend first.
+
+    PYTHONPATH=. .venv/bin/python benchmarks/bench_vk_attention.py [--reps 3] [--big] [--device vulkan:0]
+        [--unet] [--modes tiled,lanes]
+
+--modes lists the CCFG_VULKAN_ATTENTION values to alternate (tiled32 and tiled64 force the 32- or
+64-query workgroups that "tiled" picks between); ratios are against the last one.
+
+Cases (batch, nq, nk, heads, head_dim): Stable Diffusion 1.x's self-attention at 64x64 latents
+(4096 tokens) with heads of 40 (level 0) and 160 (level 2's width at level 0's length), SD 2.x's
+64, and the text cross-attention (77 keys). On lavapipe one head each (the per-head work is the
+same with 8); --big runs all 8 heads and batch 2 (GPU sizes). --unet adds a UNet2DConditionModel
+forward (random weights, diffusers needed: 32x32 latents = 1024 tokens, one head of 40 channels at
+level 0 and of 80 at level 1, 77 text tokens, batch 2): attention and total device time. Lavapipe runs with one thread
+(LP_NUM_THREADS=1 unless set) so that other work on the machine disturbs it less. Skips (exit 0)
+without a Vulkan device. Nothing about time is asserted; say the machine's load with any number.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+
+os.environ.setdefault("LP_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--big", action="store_true", help="8 heads, batch 2 (GPU sizes)")
+    ap.add_argument("--device", default=None, help="vulkan:N (default: the first)")
+    ap.add_argument("--unet", action="store_true", help="also a UNet2DConditionModel forward")
+    ap.add_argument("--modes", default="tiled,lanes",
+                    help="CCFG_VULKAN_ATTENTION values to alternate; ratios are against the last")
+    a = ap.parse_args()
+    sys.path.insert(0, os.getcwd())
+    import ccfg
+    from ccfg import _core
+
+    vk = [d for d in _core.devices() if d["backend"] == "vulkan" and "index" in d
+          and d["available"]]
+    if not vk:
+        print("no Vulkan device: skipped")
+        return 0
+    dev = a.device or f"vulkan:{vk[0]['index']}"
+    heads, batch = (8, 2) if a.big else (1, 1)
+    cases = [(batch, 4096, 4096, heads, 40), (batch, 4096, 4096, heads, 64),
+             (batch, 4096, 4096, heads, 160), (batch, 4096, 77, 8 if a.big else 2, 40),
+             (batch, 1024, 77, 8 if a.big else 2, 80)]
+    rng = np.random.default_rng(0)
+    print(f"device {dev}, load {os.getloadavg()[0]:.1f}, LP_NUM_THREADS="
+          f"{os.environ.get('LP_NUM_THREADS')}, {a.reps} interleaved rounds, medians")
+    modes = a.modes.split(",")
+    print(f"{'case (batch, nq, nk, heads, hd)':<34} "
+          + " ".join(f"{m + ' ms':>12}" for m in modes) + " "
+          + " ".join(f"{m + '/' + modes[-1]:>16}" for m in modes[:-1]) + "  dispatches")
+    saved = os.environ.get("CCFG_VULKAN_ATTENTION")
+    try:
+        for b, nq, nk, h, hd in cases:
+            q = (0.5 * rng.standard_normal(h * hd * b * nq)).astype(np.float32)
+            k = (0.5 * rng.standard_normal(h * hd * b * nk)).astype(np.float32)
+            v = rng.standard_normal(h * hd * b * nk).astype(np.float32)
+            args = ([q, k, v], [np.zeros(h * hd * b * nq, np.float32)], (b, nq, nk, h, hd), (),
+                    None, None)
+            ref = _core.nn_op("cpu", "attention_qkv", *args)[0]
+            times = {m: [] for m in modes}
+            calls = {}
+            for rep in range(a.reps + 1):           # round 0: pipelines compiled, outputs checked
+                for mode in modes:
+                    os.environ["CCFG_VULKAN_ATTENTION"] = mode
+                    with ccfg.profiling.profile(dev) as prof:
+                        out = _core.nn_op(dev, "attention_qkv", *args)[0]
+                    rows = [r for r in prof.rows if "attention" in r[0]]
+                    if rep == 0:
+                        err = float(np.abs(out - ref).max() / np.abs(ref).max())
+                        if err > 3e-5:
+                            raise SystemExit(f"{mode} {(b, nq, nk, h, hd)}: {err:.3g} from the CPU")
+                        calls[mode] = "+".join(f"{int(r[1])} {r[0]}" for r in rows)
+                    else:
+                        times[mode].append(sum(r[2] for r in rows))
+            med = {m: statistics.median(times[m]) for m in modes}
+            print(f"{str((b, nq, nk, h, hd)):<34} "
+                  + " ".join(f"{med[m]:>12.1f}" for m in modes) + " "
+                  + " ".join(f"{med[m] / med[modes[-1]]:>16.2f}" for m in modes[:-1]) + "  "
+                  + ", ".join(calls[m] for m in modes), flush=True)
+    finally:
+        if saved is None:
+            os.environ.pop("CCFG_VULKAN_ATTENTION", None)
+        else:
+            os.environ["CCFG_VULKAN_ATTENTION"] = saved
+    if a.unet:
+        unet_forward(dev, a.reps)
+    print(f"load at the end {os.getloadavg()[0]:.1f}")
+    return 0
+
+
+def unet_forward(dev, reps):
+    """an SD-shaped UNet2DConditionModel forward, tiled against lanes, interleaved"""
+    import tempfile
+
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    import ccfg
+    torch.manual_seed(0)
+    m = UNet2DConditionModel(sample_size=32, in_channels=4, out_channels=4,
+                             block_out_channels=(40, 80), layers_per_block=1, norm_num_groups=8,
+                             cross_attention_dim=64, attention_head_dim=(1, 1),
+                             down_block_types=("CrossAttnDownBlock2D",) * 2,
+                             up_block_types=("CrossAttnUpBlock2D",) * 2).eval()
+    with tempfile.TemporaryDirectory() as d:
+        m.save_pretrained(d)
+        unet = ccfg.unet.UNet.from_pretrained(d)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 4, 32, 32)).astype(np.float32)
+    t = np.array([999, 37])
+    ehs = rng.standard_normal((2, 77, 64)).astype(np.float32)
+    res = {"tiled": [], "lanes": []}
+    outs = {}
+    for rep in range(reps + 1):
+        for mode in ("tiled", "lanes"):
+            os.environ["CCFG_VULKAN_ATTENTION"] = mode
+            with ccfg.profiling.profile(dev) as prof:
+                outs[mode] = unet(x, t, device=dev, encoder_hidden_states=ehs)
+            attn = sum(r[2] for r in prof.rows if "attention" in r[0])
+            if rep:
+                res[mode].append((attn, prof.device_ms))
+    os.environ.pop("CCFG_VULKAN_ATTENTION", None)
+    diff = float(np.abs(outs["tiled"] - outs["lanes"]).max() / np.abs(outs["lanes"]).max())
+    med = {k: (statistics.median(a for a, _ in v), statistics.median(b for _, b in v))
+           for k, v in res.items()}
+    print(f"UNet2DConditionModel 2 x 4 x 32 x 32, heads 40/80, 77 tokens (tiled vs lanes output "
+          f"{diff:.2g} apart): attention ms tiled {med['tiled'][0]:.1f} lanes "
+          f"{med['lanes'][0]:.1f} ({med['tiled'][0] / med['lanes'][0]:.2f}); device ms tiled "
+          f"{med['tiled'][1]:.1f} lanes {med['lanes'][1]:.1f} "
+          f"({med['tiled'][1] / med['lanes'][1]:.2f})", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,5 @@
+#version 450
+#extension GL_EXT_control_flow_attributes : require
+#define ATTN_NVC 3u
+#define ATTN_WG 128
+#include "nn_attention_tiled.glsl"
