@@ -5,7 +5,9 @@
 # UNet rows are followed by the same forward with CCFG_VULKAN_PRECISION=fp16 and coop where the
 # GPU runs them: the coop shaders' first check against the CPU, tests/test_vulkan_half.py too),
 # then benchmarks/bench_vk_switches.py --big and bench_vulkan_half.py --switches (each path an
-# environment switch turns off, on vs off).
+# environment switch turns off, on vs off), bench_vk_gmm.py and bench_vk_attention.py --big. The
+# benchmarks after gpu_vs_torch have time limits so that the whole run fits the device tool's
+# 600 s per command; the log streams to $OUT, so a cut run still returns what it printed.
 # Results also go to $OUT (the device tool's output folder) when it is set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,11 +42,16 @@ log=${OUT:-/tmp}/gpu_run.txt
     echo "== Vulkan tests"
     "$PY" -m pytest -q -p no:cacheprovider tests/test_vulkan.py tests/test_vulkan_sampling.py \
         tests/test_unet_vulkan.py tests/test_unet_condition.py tests/test_pipelines.py \
-        tests/test_profiling.py tests/test_apg.py tests/test_vulkan_half.py || true
+        tests/test_profiling.py tests/test_apg.py tests/test_vulkan_half.py tests/test_vk_attention.py \
+        tests/test_device_coefficients.py || true
     echo "== gpu_vs_torch"
-    "$PY" benchmarks/gpu_vs_torch.py "$@"
+    "$PY" benchmarks/gpu_vs_torch.py "$@" || echo "gpu_vs_torch.py exited with $? (a MISMATCH line above says which)"
     echo "== switches (group_norm subgroups, mixture sharing: on vs off)"
-    "$PY" benchmarks/bench_vk_switches.py --big --rounds 3 || true
+    timeout 150 "$PY" benchmarks/bench_vk_switches.py --big --rounds 3 || true
     echo "== convolution paths: cached float16 weights, residual binding (on vs off)"
-    "$PY" benchmarks/bench_vulkan_half.py --switches --channels 128,256,256,256 --rows 48 --rounds 3 || true
+    timeout 150 "$PY" benchmarks/bench_vulkan_half.py --switches --channels 128,256,256,256 --rows 48 --rounds 3 || true
+    echo "== mixture shader: near-memory path vs CCFG_VULKAN_GMM_V1=1 (n = 100k, 1M)"
+    timeout 120 "$PY" benchmarks/bench_vk_gmm.py --n 100000 1000000 --rounds 3 || true
+    echo "== attention: tiled vs lanes at SD sizes, and an SD-shaped UNet2DConditionModel forward"
+    timeout 120 "$PY" benchmarks/bench_vk_attention.py --big --unet --modes tiled,tiled32,lanes || true
 } 2>&1 | tee "$log"
