@@ -15,7 +15,7 @@
 // condition's best component is so far below the row's best that its e_k underflow, is computed
 // on its own (mode 1's code, a second scratch area). Both modes share one log-likelihood
 // (log_lik) and one output loop (write_eps). Arithmetic in REAL (double where the device has it,
-// as the CPU does); the softmax's exp in double is our own (exp_neg, or exp_fast below).
+// as the CPU does); the softmax's exp in double is our own (exp_neg).
 #include "real.glsl"
 #include "exp_neg.glsl"
 layout(local_size_x = 128) in;
@@ -69,8 +69,7 @@ REAL workgroup_sum(REAL v)
 bool allowed(int cr, uint k) { return cr < 0 || mask[uint(cr) * p.K + k] != 0u; }
 
 // Modes 1 and 2 keep what a row needs close (p.flags & 1, the default; off with
-// CCFG_VULKAN_GMM_V1=1, which restores global memory for all three and exp_neg; the same bits
-// but for exp_fast's roundings in double):
+// CCFG_VULKAN_GMM_V1=1, which restores global memory for all three; the same bits):
 // - the level's parameters (bias, a μ, 1 / c: 3 + K + 2 K D reals, read K D times per row by
 //   every invocation) in shared memory `par` when they fit, loaded once per workgroup;
 // - the row's x (D <= XMAX floats, read 2 K times per row) in the invocation's own `xrow`,
@@ -91,37 +90,6 @@ bool g_priv = false;            // per-component values in `wv`, not in the scra
 float xrow[XMAX];
 REAL wv[2u * KPRIV];
 
-// e^v for v <= 0 in the near path (p.flags & 1): exp_neg's split and degree, its nested
-// 1 + r t / q written as Horner's rule with the constants 1 / q! instead of 14 divisions (a double
-// division is a sequence of about 30 instructions on GPUs: for the 2-D toy the exps' divisions
-// were most of a row's arithmetic). Not the same bits as exp_neg: ~1e-16 relative either way.
-#ifdef F64
-double exp_fast(double v)
-{
-    if (v < -700.0lf) return 0.0lf;
-    const double n = floor(v * 1.4426950408889634lf + 0.5lf);
-    const double r = (v - n * 6.93147180369123816490e-01lf) - n * 1.90821492927058770002e-10lf;
-    double t = 1.1470745597729725e-11lf;
-    t = t * r + 1.6059043836821613e-10lf;
-    t = t * r + 2.08767569878681e-09lf;
-    t = t * r + 2.505210838544172e-08lf;
-    t = t * r + 2.755731922398589e-07lf;
-    t = t * r + 2.7557319223985893e-06lf;
-    t = t * r + 2.48015873015873e-05lf;
-    t = t * r + 0.0001984126984126984lf;
-    t = t * r + 0.001388888888888889lf;
-    t = t * r + 0.008333333333333333lf;
-    t = t * r + 0.041666666666666664lf;
-    t = t * r + 0.16666666666666666lf;
-    t = t * r + 0.5lf;
-    t = t * r + 1.0lf;
-    t = t * r + 1.0lf;
-    return t * packDouble2x32(uvec2(0u, uint(int(n) + 1023) << 20));
-}
-#else
-float exp_fast(float v) { return exp(v); }
-#endif
-REAL ex(REAL v) { return g_near ? exp_fast(v) : exp_neg(v); }
 REAL L(uint i) { return g_par ? par[i] : lvl[i]; }
 // the per-component value i (< 2 K) of the row whose scratch area starts at lk
 REAL val(uint lk, uint i) { return g_priv ? wv[i] : scratch[lk + i]; }
@@ -174,9 +142,9 @@ void row_alone(uint row, bool cached, uint lk, uint w0)
     }
     REAL tot = REAL(0.0);
     for (uint k = 0u; k < K; k++)
-        if (allowed(cr, k)) tot += ex(val(lk, w0 + k) - mx);
+        if (allowed(cr, k)) tot += exp_neg(val(lk, w0 + k) - mx);
     for (uint k = 0u; k < K; k++)
-        set_val(lk, w0 + k, allowed(cr, k) ? s * ex(val(lk, w0 + k) - mx) / tot : REAL(0.0));
+        set_val(lk, w0 + k, allowed(cr, k) ? s * exp_neg(val(lk, w0 + k) - mx) / tot : REAL(0.0));
     write_eps(row, xr, cached, lk, w0);
 }
 
@@ -192,7 +160,7 @@ void rows_stacked(uint local, bool cached)
         set_val(lk, k, l);
         mx = max(mx, l);
     }
-    for (uint k = 0u; k < K; k++) set_val(lk, k, ex(val(lk, k) - mx));
+    for (uint k = 0u; k < K; k++) set_val(lk, k, exp_neg(val(lk, k) - mx));
     for (uint b = 0u; b < p.nb; b++) {
         const uint row = u + b * p.m, xr = p.ox + row * D;
         bool same = true;
