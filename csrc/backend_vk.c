@@ -93,6 +93,12 @@ int ccfg_vk_nn_set_precision(const ccfg_backend *be, int precision)
     (void)be; (void)precision;
     return ccfg_fail(CCFG_EINTERNAL, "no Vulkan device: %s", no_vk);
 }
+void ccfg_vk_nn_limits(const ccfg_backend *be, uint32_t *shared_bytes, uint32_t *invocations)
+{
+    (void)be;
+    *shared_bytes = 16384; /* Vulkan's guaranteed minimums: never reached without a device */
+    *invocations = 128;
+}
 int ccfg_vk_nn_copy(const ccfg_backend *be, int64_t count, const float *x, float *y, int *done)
 {
     (void)be; (void)count; (void)x; (void)y;
