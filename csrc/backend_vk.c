@@ -88,6 +88,11 @@ int ccfg_vk_nn_precision(const ccfg_backend *be)
     (void)be;
     return 0;
 }
+int ccfg_vk_nn_cpu_device(const ccfg_backend *be)
+{
+    (void)be;
+    return 0;
+}
 int ccfg_vk_nn_set_precision(const ccfg_backend *be, int precision)
 {
     (void)be; (void)precision;
@@ -239,6 +244,9 @@ SPV(nn_conv2d_coop)
 SPV(nn_conv2d_coop8)
 #include "nn_conv2d_coop8.spv.h"
 ;
+SPV(nn_conv2d_reduce)
+#include "nn_conv2d_reduce.spv.h"
+;
 #undef SPV
 
 #define PIPE(P, name, nb, push) [P] = {#name, spv_##name, sizeof spv_##name, nb, sizeof(push)}
@@ -277,6 +285,8 @@ static const struct {
     PIPE(P_NN_CONV2D_F16, nn_conv2d_f16, CCFG_VK_CONV_BINDINGS, ccfg_vk_push_conv2d),
     PIPE(P_NN_CONV2D_COOP, nn_conv2d_coop, CCFG_VK_CONV_BINDINGS, ccfg_vk_push_conv2d),
     PIPE(P_NN_CONV2D_COOP8, nn_conv2d_coop8, CCFG_VK_CONV_BINDINGS, ccfg_vk_push_conv2d),
+    PIPE(P_NN_CONV2D_REDUCE, nn_conv2d_reduce, CCFG_VK_CONV_REDUCE_BINDINGS,
+         ccfg_vk_push_conv2d_reduce),
 };
 #undef PIPE
 
@@ -1556,6 +1566,11 @@ static void vk_lock(const ccfg_backend *be, int acquire)
 
 int ccfg_vk_nn_precision(const ccfg_backend *be) { return ((const vk_dev *)be->ctx)->precision; }
 
+int ccfg_vk_nn_cpu_device(const ccfg_backend *be)
+{
+    return !strcmp(g.info[((const vk_dev *)be->ctx)->index].type, "cpu");
+}
+
 /* test hook (vk_nn.h): the convolutions' precision of an open device changed in place, as if it
  * had opened under another CCFG_VULKAN_PRECISION, so that tests can run a model placed under one
  * precision under another. Only fp32 (needs no feature) or the precision it opened with (whose
@@ -1581,7 +1596,7 @@ int ccfg_vk_nn_dispatch(const ccfg_backend *be, int kernel, int nbuf, const floa
     uint32_t *offs = push;
     static const char *names[CCFG_VK_NN_COUNT] = {"conv2d", "group_norm", "linear", "attention",
                                                   "eltwise", "layer_norm", "conv2d", "to_f16",
-                                                  "conv2d", "conv2d", "conv2d"};
+                                                  "conv2d", "conv2d", "conv2d", "conv2d"};
     int status;
     if (kernel < 0 || kernel >= CCFG_VK_NN_COUNT || nbuf < 1 ||
         (uint32_t)nbuf != pipe_spec[P_NN_FIRST + kernel].bindings)

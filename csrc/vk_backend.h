@@ -47,7 +47,7 @@ enum { P_AXPBYPCZ, P_AXPBYPCZ_F64, P_COMBINE, P_COMBINE_F64, P_SLD, P_SLD_F64, P
        /* the nn.h ops (nn_vk.c), float32 only, in vk_nn.h's CCFG_VK_NN_* order */
        P_NN_FIRST, P_NN_CONV2D = P_NN_FIRST, P_NN_GROUP_NORM, P_NN_LINEAR, P_NN_ATTENTION,
        P_NN_ELTWISE, P_NN_LAYER_NORM, P_NN_CONV2D_DIRECT, P_NN_TO_F16, P_NN_CONV2D_F16,
-       P_NN_CONV2D_COOP, P_NN_CONV2D_COOP8, P_COUNT };
+       P_NN_CONV2D_COOP, P_NN_CONV2D_COOP8, P_NN_CONV2D_REDUCE, P_COUNT };
 
 /* the profile: timestamps per batch, and the kinds it reports (the pipelines, then the copies) */
 enum { PROFILE_QUERIES = 4096, PROF_UPLOAD = P_COUNT, PROF_DOWNLOAD, PROF_COPY, PROF_KINDS };
