@@ -26,6 +26,13 @@
 // chunk's first channel, w's rows are wstride floats apart): later chunks accumulate, so no
 // invocation loops past the loop budget (csrc/vk_nn.h CCFG_VK_LOOP_BUDGET). The constant-count
 // loops are unrolled, so an invocation loops k*k*ceil(cin / BK) times per tile (one per stage).
+//
+// Split-K (p.split != 0; csrc/nn_vk.c conv_splitk, CCFG_VULKAN_CONV_SPLITK): where a convolution
+// has too few tiles to fill a GPU (low resolutions, few rows) and a long reduction, the host
+// splits the stages into slices of p.split stages, one more workgroup row per slice and channel
+// tile. A slice's workgroup writes its raw partial tile to its slice of y (device scratch, no
+// flags), and nn_conv2d_reduce.comp then adds the slices in order and applies the epilogue
+// above: no float atomics, so the result depends only on the sizes and the slices.
 layout(local_size_x = 128) in;
 
 const uint BM = 64u;    // output channels per tile: vk_nn.h CCFG_VK_CONV_BM

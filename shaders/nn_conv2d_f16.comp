@@ -2,8 +2,8 @@
 #extension GL_EXT_control_flow_attributes : require
 #extension GL_EXT_shader_16bit_storage : require
 // nn.h conv2d with half-precision inputs and float32 accumulation (CCFG_VULKAN_PRECISION=fp16,
-// csrc/nn_vk.c): nn_conv2d.comp's implicit GEMM (same tiles, stages, chunks and flags; read its
-// header) with two differences:
+// csrc/nn_vk.c): nn_conv2d.comp's implicit GEMM (same tiles, stages, chunks, flags and split-K
+// slices; read its header) with two differences:
 //  - w is float16 (binding 1 holds 2 weights per 32-bit element: the layer's packed form, which
 //    csrc/nn_vk.c converts with nn_to_f16.comp once when a model is placed, or per call without
 //    one), so the weights' reads are half;
