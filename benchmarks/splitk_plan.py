@@ -14,6 +14,13 @@ import collections
 import math
 
 BM, BN, BK = 64, 128, 8                 # vk_nn.h CCFG_VK_CONV_BM, _BN, _BK
+# the GPU-time model (assumptions, not measurements): an H200's 132 SMs hold 4 of the tile's
+# workgroups each (~128 registers x 128 invocations); a full SM reaches `eff` of its fp32 peak
+# (67 TFLOPS / 132) and a workgroup a quarter of that, whether or not the SM is full (one
+# workgroup of 4 warps cannot hide its own latencies); workgroups beyond the 528 slots run in
+# further (fractional) waves; each dispatch costs GAP of launch and barrier; the reduce moves
+# its bytes at BW
+SMS, SLOTS_PER_SM, PEAK, GAP, BW = 132, 4, 67e12, 3e-6, 3e12
 TARGET, SMAX, MIN_STAGES = 512, 32, 16  # vk_nn.h CCFG_VK_SPLITK_*
 
 
@@ -24,6 +31,17 @@ def slices(groups, stages):
         return 1
     sps = -(-stages // s)
     return -(-stages // sps)
+
+
+def model_ms(groups, stages, s, cout, p, eff):
+    """predicted ms of one convolution split into s slices (1: unsplit), reduce included"""
+    slots = SMS * SLOTS_PER_SM
+    wg_rate = eff * PEAK / SMS / SLOTS_PER_SM
+    flop_wg = 2.0 * BM * BN * BK * stages / s          # rounded tiles, as the shader computes
+    t = max(1.0, groups * s / slots) * flop_wg / wg_rate + GAP
+    if s > 1:
+        t += (s + 2) * cout * p * 4 / BW + GAP         # partials read, y written (and read)
+    return 1e3 * t
 
 
 def convs(rows):
@@ -52,6 +70,8 @@ def convs(rows):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=48)
+    ap.add_argument("--eff", type=float, nargs="+", default=[0.5, 0.25],
+                    help="fraction of fp32 peak of a full SM (the model's assumption)")
     a = ap.parse_args()
     rows = a.rows
     table = collections.Counter()
@@ -59,8 +79,11 @@ def main():
         table[(cin, cout, k, stride, ho, wo)] += 1
     print(f"{rows} rows; tiled shader only (more than {BM // 2} output channels)")
     print(f"{'cin->cout k/s':>16} {'px':>5} {'n':>2} {'groups':>6} {'stages':>6} {'S':>3} "
-          f"{'groups*S':>8} {'GFLOP':>6} {'partials MB':>11}")
+          f"{'groups*S':>8} {'GFLOP':>6} {'partials MB':>11}  "
+          + " ".join(f"{'ms@' + str(e):>8} {'split':>6}" for e in a.eff))
     tot_flop = tot_mb = 0.0
+    tot = {e: [0.0, 0.0] for e in a.eff}
+    by_px = collections.defaultdict(lambda: {e: [0.0, 0.0] for e in a.eff})
     for (cin, cout, k, stride, ho, wo), n in sorted(table.items(), key=lambda t: -t[0][4]):
         if cout <= BM // 2:
             continue
@@ -72,10 +95,24 @@ def main():
         mb = (2 * s * cout * p * 4 / 1e6) if s > 1 else 0.0   # written once, read once
         tot_flop += n * flop
         tot_mb += n * mb
+        cols = []
+        for e in a.eff:
+            t0, t1 = model_ms(groups, stages, 1, cout, p, e), model_ms(groups, stages, s, cout, p, e)
+            tot[e][0] += n * t0
+            tot[e][1] += n * t1
+            by_px[ho][e][0] += n * t0
+            by_px[ho][e][1] += n * t1
+            cols.append(f"{t0:8.3f} {t1:6.3f}")
         print(f"{cin:>6}->{cout:<4} {k}/{stride} {ho:>3}^2 {n:>2} {groups:>6} {stages:>6} {s:>3} "
-              f"{groups * s:>8} {flop:>6.2f} {mb:>11.1f}")
+              f"{groups * s:>8} {flop:>6.2f} {mb:>11.1f}  " + " ".join(cols))
     print(f"total: {tot_flop:.1f} GFLOP in the tiled convolutions, {tot_mb:.0f} MB of partial "
           f"sums moved (at 4 TB/s: {tot_mb / 4e6 * 1e3:.3f} ms)")
+    for px, t in sorted(by_px.items(), reverse=True):
+        print(f"model, {px}x{px} px: " + "; ".join(
+            f"eff {e}: {t[e][0]:.2f} -> {t[e][1]:.2f} ms" for e in a.eff))
+    for e in a.eff:
+        print(f"model, all tiled convolutions, eff {e}: {tot[e][0]:.1f} -> {tot[e][1]:.1f} ms "
+              f"per forward ({tot[e][0] - tot[e][1]:.1f} ms saved)")
 
 
 if __name__ == "__main__":
