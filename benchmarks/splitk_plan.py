@@ -97,7 +97,8 @@ def main():
         tot_mb += n * mb
         cols = []
         for e in a.eff:
-            t0, t1 = model_ms(groups, stages, 1, cout, p, e), model_ms(groups, stages, s, cout, p, e)
+            t0 = model_ms(groups, stages, 1, cout, p, e)
+            t1 = model_ms(groups, stages, s, cout, p, e)
             tot[e][0] += n * t0
             tot[e][1] += n * t1
             by_px[ho][e][0] += n * t0

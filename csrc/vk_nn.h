@@ -50,7 +50,8 @@ enum { CCFG_VK_NN_CONV2D, CCFG_VK_NN_GROUP_NORM, CCFG_VK_NN_LINEAR, CCFG_VK_NN_A
 enum { CCFG_VK_PRECISION_FP32, CCFG_VK_PRECISION_FP16, CCFG_VK_PRECISION_COOP,
        CCFG_VK_PRECISION_COOP8 };
 int ccfg_vk_nn_precision(const ccfg_backend *be);
-/* 1 on a CPU Vulkan device (lavapipe: VK_PHYSICAL_DEVICE_TYPE_CPU), where split-K's default is off */
+/* 1 on a CPU Vulkan device (lavapipe: VK_PHYSICAL_DEVICE_TYPE_CPU), where split-K's default is
+ * off */
 int ccfg_vk_nn_cpu_device(const ccfg_backend *be);
 /* test hook: sets an open device's precision to FP32 or back to the one it opened with (-1; whose
  * features its logical device has); an error otherwise. A placed model notices at its next

@@ -116,9 +116,9 @@ def run(code, env, *args):
 @pytest.mark.parametrize("splitk", ["2", "3", "7"])
 def test_forced_split_matches_float64_torch(splitk):
     """S forced: every case within the op tolerance of torch float64 (1e-4 for the chunked 15x15
-    kernel's 270,000-term sums, as tests/test_unet_vulkan.py), a reduce dispatch per tiled chunk
-    (6 chunks' worth per shape: bias, accumulate, residual, repeat, batch of one, plus one more
-    chunk for the 2-chunk shape), bit-identical repeats and batch-invariant bits"""
+    kernel's 270,000-term sums, as tests/test_unet_vulkan.py), one reduce dispatch per chunk of
+    every convolution (5 per shape: bias, accumulate, residual, the repeat and the batch of one;
+    twice that for the 2-chunk shape), bit-identical repeats and batch-invariant bits"""
     out = run(OPS, {"CCFG_VULKAN_CONV_SPLITK": splitk}, DEV, json.dumps(SHAPES), "0")
     for shape, name, e in out["errs"]:
         cin, k = shape[1], shape[5]
@@ -181,8 +181,8 @@ print(json.dumps({"err": float(np.abs(got.astype(np.float64) - cpu).max() / np.a
 @pytest.mark.parametrize("splitk", ["3", "auto"])
 def test_unet_forward_with_split_matches_cpu(splitk):
     """the shipped model's forward with every tiled convolution split (3) and with the GPU rule
-    applied on lavapipe (auto: its 4-row grids are small, so it splits their long reductions) equals the CPU
-    forward within the forward tolerance, the same bits when repeated"""
+    applied on lavapipe (auto: its 4-row grids are small, so it splits their long reductions)
+    equals the CPU forward within the forward tolerance, the same bits when repeated"""
     out = run(FORWARD, {"CCFG_VULKAN_CONV_SPLITK": splitk}, DEV)
     assert out["err"] <= FORWARD_TOL, out
     assert out["same"]
@@ -199,7 +199,8 @@ def test_bad_switch_value_is_refused_naming_it():
     code = (r"import numpy as np, sys; from ccfg import _core; "
             r"x = np.ones(2 * 64 * 16, np.float32); "
             r"_core.nn_op(sys.argv[1], 'conv2d', [x, np.ones(64 * 64, np.float32), None], "
-            r"[np.zeros(2 * 64 * 16, np.float32)], (2, 64, 4, 4, 64, 1, 1, 0, 0, 0), (), None, None)")
+            r"[np.zeros(2 * 64 * 16, np.float32)], (2, 64, 4, 4, 64, 1, 1, 0, 0, 0), (), None, "
+            r"None)")
     r = subprocess.run([sys.executable, "-c", code, DEV], capture_output=True, text=True,
                        timeout=300, cwd=ROOT,
                        env=dict(os.environ, PYTHONPATH=ROOT, CCFG_VULKAN_CONV_SPLITK="two"))
