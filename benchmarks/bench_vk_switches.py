@@ -13,10 +13,14 @@ process (the switches are read when a device is opened), settings alternated, me
 2. group_norm at UNet sizes: subgroupAdd (nn_group_norm_sg.comp) against the shared-memory trees
    (CCFG_VULKAN_NO_SUBGROUP=1), one-dispatch groups (<= 8192 values) and a three-dispatch one;
 3. the shipped UNet's forward, host wall time (no profile: it would wait per batch), its pacing
-   submits pipelined (be->submit, two command buffers) against CCFG_VULKAN_SYNC_PACING=1.
+   submits pipelined (be->submit, two command buffers) against CCFG_VULKAN_SYNC_PACING=1;
+4. conv2d at the issue's CIFAR-sized UNet's 16x16, 8x8 and 4x4 shapes (3x3, 256 and 512 -> 256
+   channels): split-K by the default rule, forced on every device (CCFG_VULKAN_CONV_SPLITK=auto:
+   a CPU device's default is off), against CCFG_VULKAN_CONV_SPLITK=0; the device time of the
+   slices and their reduce together.
 
 Sizes are small by default (lavapipe); --big uses the GPU sizes (n = 1M toy rows, 48-row UNet
-norms). Skips (exit 0) without a Vulkan device. Nothing about time is asserted.
+norms and convolutions). Skips (exit 0) without a Vulkan device. Nothing about time is asserted.
 """
 from __future__ import annotations
 
@@ -55,6 +59,15 @@ for c, hw, groups in ((128, 1024, 32), (256, 256, 32), (320, 4096, 32)):
             None, None)
     out[f"group_norm {rows} x {c} x {hw}, {c // groups * hw} a group"] = timed(
         lambda: _core.nn_op(dev, "group_norm", *args), "group_norm")
+rows = 48 if big else 4
+for cin, cout, px in ((256, 256, 16), (256, 256, 8), (256, 256, 4), (512, 256, 4)):
+    x = rng.standard_normal(cin * rows * px * px).astype(np.float32)
+    w = (rng.standard_normal(cout * cin * 9) / np.sqrt(cin * 9)).astype(np.float32)
+    b = rng.standard_normal(cout).astype(np.float32)
+    args = ([x, w, b], [np.zeros(cout * rows * px * px, np.float32)],
+            (rows, cin, px, px, cout, 3, 1, 1, 1, 0), (), None, None)
+    out[f"conv2d {rows} x {cin}->{cout} {px}x{px} 3x3"] = timed(
+        lambda: _core.nn_op(dev, "conv2d", *args), "conv2d")
 import time
 unet = ccfg.models.load("fashion-mnist")
 rows = 192 if big else 6
@@ -70,9 +83,10 @@ out[f"fashion-mnist forward {rows} rows (wall)"] = 1e3 * sorted(walls)[1]
 print("RESULT " + json.dumps(out))
 """
 
-SWITCHES = {"CCFG_VULKAN_GMM_NO_SHARING": "gmm_eps", "CCFG_VULKAN_GMM_V1": "gmm_eps",
-            "CCFG_VULKAN_NO_SUBGROUP": "group_norm",
-            "CCFG_VULKAN_SYNC_PACING": "forward"}
+# switch: (value on, value off); None: unset
+SWITCHES = {"CCFG_VULKAN_GMM_NO_SHARING": (None, "1"), "CCFG_VULKAN_GMM_V1": (None, "1"),
+            "CCFG_VULKAN_NO_SUBGROUP": (None, "1"),
+            "CCFG_VULKAN_SYNC_PACING": (None, "1"), "CCFG_VULKAN_CONV_SPLITK": ("auto", "0")}
 
 
 def main():
@@ -94,10 +108,11 @@ def main():
     for _ in range(a.rounds):
         for setting in ("on", "off"):
             env = dict(os.environ)
-            for var in SWITCHES:
+            for var, values in SWITCHES.items():
                 env.pop(var, None)
-                if setting == "off":
-                    env[var] = "1"
+                value = values[setting == "off"]
+                if value is not None:
+                    env[var] = value
             r = subprocess.run([sys.executable, "-c", CHILD, dev, "1" if a.big else "0"], env=env,
                                capture_output=True, text=True, timeout=1800)
             line = [ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")]
@@ -107,7 +122,7 @@ def main():
             runs[setting].append(json.loads(line[0][len("RESULT "):]))
     print(f"ms per call (device time; the forward: wall), median of {a.rounds} alternated "
           f"processes; 'off' = "
-          + ", ".join(f"{v}=1" for v in SWITCHES))
+          + ", ".join(f"{v}={values[1]}" for v, values in SWITCHES.items()))
     print(f"{'case':<48} {'on':>10} {'off':>10} {'on/off':>7}")
     for case in runs["on"][0]:
         on = float(np.median([r[case] for r in runs["on"]]))

@@ -269,6 +269,9 @@ SPV(nn_attention_tiled3_q64)
 SPV(nn_attention_tiled4_q64)
 #include "nn_attention_tiled4_q64.spv.h"
 ;
+SPV(nn_conv2d_reduce)
+#include "nn_conv2d_reduce.spv.h"
+;
 #undef SPV
 
 #define PIPE(P, name, nb, push) [P] = {#name, spv_##name, sizeof spv_##name, nb, sizeof(push)}
@@ -315,6 +318,8 @@ static const struct {
     PIPE(P_NN_ATTENTION_TILED2_Q64, nn_attention_tiled2_q64, 5, ccfg_vk_push_attention_tiled),
     PIPE(P_NN_ATTENTION_TILED3_Q64, nn_attention_tiled3_q64, 5, ccfg_vk_push_attention_tiled),
     PIPE(P_NN_ATTENTION_TILED4_Q64, nn_attention_tiled4_q64, 5, ccfg_vk_push_attention_tiled),
+    PIPE(P_NN_CONV2D_REDUCE, nn_conv2d_reduce, CCFG_VK_CONV_REDUCE_BINDINGS,
+         ccfg_vk_push_conv2d_reduce),
 };
 #undef PIPE
 
@@ -1642,7 +1647,7 @@ int ccfg_vk_nn_dispatch(const ccfg_backend *be, int kernel, int nbuf, const floa
                                                   "conv2d", "conv2d", "conv2d", "attention",
                                                   "attention", "attention", "attention",
                                                   "attention", "attention", "attention",
-                                                  "attention"};
+                                                  "attention", "conv2d"};
     int status;
     if (kernel < 0 || kernel >= CCFG_VK_NN_COUNT || nbuf < 1 ||
         (uint32_t)nbuf != pipe_spec[P_NN_FIRST + kernel].bindings)

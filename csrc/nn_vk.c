@@ -63,6 +63,114 @@ static int f16_cache_off(void)
     return off;
 }
 
+/* Off by default: the rule's constants are guesses that no GPU run has checked yet, lavapipe
+ * runs 1.8x slower with it (a few cores are filled without it), and since S follows the grid a
+ * sample's output would depend on its batch by float32 rounding.
+ * CCFG_VULKAN_CONV_SPLITK: unset or "" off, "auto" the rule (conv_splitk) on every device, "0" or
+ * "1" off, S >= 2 (at most 4096) S slices for
+ * every tiled convolution that has that many stages (for tests and A/B). Read once; *mode: -2
+ * unset, -1 auto, else the number. Another value is refused, naming the variable. */
+static int splitk_env(int *mode)
+{
+    static int parsed, value = -2, bad;
+    if (!parsed) {
+        const char *v = getenv("CCFG_VULKAN_CONV_SPLITK");
+        if (v && *v) {
+            char *end = NULL;
+            const long n = strtol(v, &end, 10);
+            if (!strcmp(v, "auto"))
+                value = -1;
+            else if (end != v && !*end && n >= 0 && n <= 4096)
+                value = (int)n;
+            else
+                bad = 1;
+        }
+        parsed = 1;
+    }
+    *mode = value;
+    if (bad)
+        return ccfg_fail(CCFG_EINVAL, "CCFG_VULKAN_CONV_SPLITK=%s: expected 0 (off), a number of "
+                         "slices up to 4096 or auto", getenv("CCFG_VULKAN_CONV_SPLITK"));
+    return CCFG_OK;
+}
+
+/* Split-K for one dispatch of a tiled convolution: groups workgroups (pixel tiles x mtiles
+ * channel tiles) reducing `stages` stages each, ny outputs. *sps: stages per slice, or 0 for no
+ * split. The default rule (vk_nn.h CCFG_VK_SPLITK_*) uses only the grid and the reduction length,
+ * not the device: Vulkan's core API exposes no count of compute units, and a GPU too small for
+ * TARGET workgroups only pays the partial sums' traffic. The slices are then evened out (S = ceil(stages / sps): every slice
+ * non-empty). */
+static int conv_splitk(const ccfg_backend *be, int64_t groups, int64_t mtiles, int64_t stages,
+                       int64_t ny, int64_t *sps)
+{
+    int mode, status;
+    int64_t s;
+    *sps = 0;
+    if ((status = splitk_env(&mode))) return status;
+    if (mode >= 0)
+        s = mode;
+    else if (mode == -2)
+        s = 1;  /* unset: off until a GPU run has measured the rule (see splitk_env) */
+    else {
+        s = (CCFG_VK_SPLITK_TARGET + groups - 1) / groups;
+        if (s > CCFG_VK_SPLITK_MAX) s = CCFG_VK_SPLITK_MAX;
+        if (s > stages / CCFG_VK_SPLITK_MIN_STAGES) s = stages / CCFG_VK_SPLITK_MIN_STAGES;
+    }
+    if (s > stages) s = stages;
+    /* the workgroup rows are slices x channel tiles; the reduce loops s times per element of its
+     * grid-stride loop (the loop budget); the shaders index the S x ny partial sums in 32 bits */
+    if (s > CCFG_VK_MAX_GROUPS / mtiles) s = CCFG_VK_MAX_GROUPS / mtiles;
+    if (s > CCFG_VK_LOOP_BUDGET / grid_rounds(ny)) s = CCFG_VK_LOOP_BUDGET / grid_rounds(ny);
+    if (ny > 0 && s > (int64_t)UINT32_MAX / ny) s = (int64_t)UINT32_MAX / ny;
+    if (s >= 2) *sps = (stages + s - 1) / s;
+    return CCFG_OK;
+}
+
+/* One dispatch (one chunk of input channels) of a tiled convolution, `kernel` nn_conv2d.comp or
+ * nn_conv2d_f16.comp, with pc's flags: one dispatch unsplit; with split-K, the S slices' partial
+ * sums into device scratch (S x ny floats) and nn_conv2d_reduce.comp summing them in slice order,
+ * then bias, accumulate and residual as pc's flags say (the unsplit epilogue's order). Chunks
+ * compose: each chunk splits its own stages and its reduce accumulates onto the earlier ones. */
+static int conv_tiled_dispatch(const ccfg_backend *be, int kernel, const float *const *ptrs,
+                               const int64_t *counts, ccfg_vk_push_conv2d *pc, int64_t items,
+                               int64_t mtiles, int64_t ny, int64_t bk)
+{
+    const int64_t stages = (int64_t)pc->k * pc->k * ((pc->cin + bk - 1) / bk);
+    int64_t sps;
+    int status;
+    pc->split = 0;
+    if ((status = conv_splitk(be, items * mtiles, mtiles, stages, ny, &sps))) return status;
+    if (!sps)
+        return ccfg_vk_nn_dispatch(be, kernel, CCFG_VK_CONV_BINDINGS, ptrs, counts, pc, items, 1,
+                                   (uint32_t)mtiles);
+    const int64_t slices = (stages + sps - 1) / sps;
+    float *part = NULL;
+    if ((status = ccfg_vk_nn_scratch(be, (size_t)(slices * ny) * sizeof(float), &part)))
+        return status;
+    const uint32_t flags = pc->flags;
+    /* the slices ignore the flags and write raw sums: nothing but x and w is read */
+    const float *sp[CCFG_VK_CONV_BINDINGS] = {ptrs[0], ptrs[1], part, part, part};
+    const int64_t sc[CCFG_VK_CONV_BINDINGS] = {counts[0], counts[1], 0, slices * ny, 0};
+    pc->split = (uint32_t)sps;
+    pc->flags = 0;
+    status = ccfg_vk_nn_dispatch(be, kernel, CCFG_VK_CONV_BINDINGS, sp, sc, pc, items, 1,
+                                 (uint32_t)(slices * mtiles));
+    pc->split = 0;
+    pc->flags = flags;
+    if (!status) {
+        const float *rp[CCFG_VK_CONV_REDUCE_BINDINGS] = {part, ptrs[2], ptrs[3], ptrs[4]};
+        const int64_t rc[CCFG_VK_CONV_REDUCE_BINDINGS] = {slices * ny, counts[2], counts[3],
+                                                          counts[4]};
+        ccfg_vk_push_conv2d_reduce rpc = {.count = (uint32_t)ny,
+                                          .n_out = (uint32_t)(ny / pc->cout),
+                                          .slices = (uint32_t)slices, .flags = flags};
+        status = ccfg_vk_nn_dispatch(be, CCFG_VK_NN_CONV2D_REDUCE, CCFG_VK_CONV_REDUCE_BINDINGS,
+                                     rp, rc, &rpc, ny, 0, 1);
+    }
+    be->release(be, part);      /* after the batch that uses it (backend_vk.c) */
+    return status;
+}
+
 /* conv2d with float16 weights and inputs and float32 sums (CCFG_VULKAN_PRECISION=fp16, coop,
  * auto; vk_conv2d's sizes already checked, tiled sizes only): nn_conv2d_f16.comp (the tiled
  * shader's tiles) or nn_conv2d_coop*.comp (cooperative matrices) run over chunks of input channels
@@ -131,8 +239,11 @@ static int vk_conv2d_half(const ccfg_backend *be, int precision, int batch, int 
         pc.cin = (uint32_t)nc;
         pc.flags = (bias && c0 == 0 ? 1u : 0u) | (accumulate || c0 > 0 ? 2u : 0u) |
                    (residual && c0 == 0 ? 4u : 0u);
-        status = ccfg_vk_nn_dispatch(be, kernel, CCFG_VK_CONV_BINDINGS, ptrs, counts, &pc, items,
-                                     1, (uint32_t)mtiles);
+        /* split-K in the float16 tiled shader; the coop shaders have none (pc.split = 0) */
+        status = kernel == CCFG_VK_NN_CONV2D_F16
+                     ? conv_tiled_dispatch(be, kernel, ptrs, counts, &pc, items, mtiles, ny, bk)
+                     : ccfg_vk_nn_dispatch(be, kernel, CCFG_VK_CONV_BINDINGS, ptrs, counts, &pc,
+                                           items, 1, (uint32_t)mtiles);
     }
     if (conv16) be->release(be, conv16);    /* after the batch that uses it (backend_vk.c) */
     return status;
@@ -326,9 +437,10 @@ static int conv2d_any(const ccfg_backend *be, int batch, int cin, int h, int w, 
         pc.cin = (uint32_t)nc;
         pc.flags = (bias && c0 == 0 ? 1u : 0u) | (accumulate || c0 > 0 ? 2u : 0u) |
                    (residual && c0 == 0 ? 4u : 0u);
-        status = ccfg_vk_nn_dispatch(be, direct ? CCFG_VK_NN_CONV2D_DIRECT : CCFG_VK_NN_CONV2D,
-                                     CCFG_VK_CONV_BINDINGS, ptrs, counts, &pc, items, !direct,
-                                     groups_y);
+        status = direct ? ccfg_vk_nn_dispatch(be, CCFG_VK_NN_CONV2D_DIRECT, CCFG_VK_CONV_BINDINGS,
+                                              ptrs, counts, &pc, items, 0, groups_y)
+                        : conv_tiled_dispatch(be, CCFG_VK_NN_CONV2D, ptrs, counts, &pc, items,
+                                              groups_y, ny, CCFG_VK_CONV_BK);
         if (status) return status;
     }
     return CCFG_OK;

@@ -47,6 +47,8 @@ enum { CCFG_VK_NN_CONV2D, CCFG_VK_NN_GROUP_NORM, CCFG_VK_NN_LINEAR, CCFG_VK_NN_A
         * memory (CCFG_VK_ATTN_TILED_SHARED64) and 256 invocations per workgroup */
        CCFG_VK_NN_ATTENTION_TILED_Q64, CCFG_VK_NN_ATTENTION_TILED2_Q64,
        CCFG_VK_NN_ATTENTION_TILED3_Q64, CCFG_VK_NN_ATTENTION_TILED4_Q64,
+       /* split-K's second dispatch: the partial sums of the slices, in order, plus the epilogue */
+       CCFG_VK_NN_CONV2D_REDUCE,
        CCFG_VK_NN_COUNT };
 
 /* The convolutions' precision on a device (CCFG_VULKAN_PRECISION, read when the device opens):
@@ -70,12 +72,29 @@ typedef struct { uint32_t ox, oy, count; } ccfg_vk_push_to_f16;
 /* every convolution shader (nn_conv2d*.comp): bindings x, w, bias, y and the residual r (added in
  * the epilogue, flags bit 2; y stands in, unread, without one); cin: the input channels of this
  * dispatch (a chunk: x and w start at its first channel), wstride: floats per output channel of w
- * (all input channels x k x k) */
+ * (all input channels x k x k); split: split-K (the tiled float32 and float16 shaders only; 0
+ * elsewhere and without it): stages (of BK channels of one tap) per slice; the y workgroup rows
+ * are then S slices x the channel tiles, and each slice's raw partial sums go to slice s of y
+ * (scratch of S x cout x P floats) */
 enum { CCFG_VK_CONV_BINDINGS = 5 };
 typedef struct {
     uint32_t ox, ow, ob, oy, ores;
     uint32_t batch, cin, h, w, cout, k, stride, pad0, ho, wo, flags, wstride;
+    uint32_t split;
 } ccfg_vk_push_conv2d;
+/* shaders/nn_conv2d_reduce.comp: bindings part (slices x count floats), bias, y, r; y = ((sum of
+ * the slices in order + bias) + y if accumulate) + r, flags as the convolution's */
+enum { CCFG_VK_CONV_REDUCE_BINDINGS = 4 };
+typedef struct {
+    uint32_t opart, ob, oy, ores, count, n_out, slices, flags;
+} ccfg_vk_push_conv2d_reduce;
+/* Split-K's default rule (nn_vk.c conv_splitk; CCFG_VULKAN_CONV_SPLITK overrides it): a tiled
+ * convolution of G = pixel tiles x channel tiles workgroups is split into S = ceil(TARGET / G)
+ * slices when that is 2 or more, at most MAX and at most stages / MIN_STAGES (a slice reduces at
+ * least MIN_STAGES stages of BK channels, so that its 32 KiB partial tile is small against the
+ * 6 KiB x MIN_STAGES it stages). TARGET: 512 workgroups, about 4 resident per SM of a 132-SM
+ * GPU (docs/PERFORMANCE.md "Split-K"). */
+enum { CCFG_VK_SPLITK_TARGET = 512, CCFG_VK_SPLITK_MAX = 32, CCFG_VK_SPLITK_MIN_STAGES = 16 };
 /* shaders/nn_group_norm.glsl: a (sample, group) of at most GN_FUSED values is one workgroup of
  * one dispatch (phase 3: statistics and normalisation, nothing in scratch); larger ones take three
  * phases: 0 partial statistics of `part`-sized slices of each (sample, group), 1 their merge into

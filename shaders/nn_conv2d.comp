@@ -26,6 +26,13 @@
 // chunk's first channel, w's rows are wstride floats apart): later chunks accumulate, so no
 // invocation loops past the loop budget (csrc/vk_nn.h CCFG_VK_LOOP_BUDGET). The constant-count
 // loops are unrolled, so an invocation loops k*k*ceil(cin / BK) times per tile (one per stage).
+//
+// Split-K (p.split != 0; csrc/nn_vk.c conv_splitk, CCFG_VULKAN_CONV_SPLITK): where a convolution
+// has too few tiles to fill a GPU (low resolutions, few rows) and a long reduction, the host
+// splits the stages into slices of p.split stages, one more workgroup row per slice and channel
+// tile. A slice's workgroup writes its raw partial tile to its slice of y (device scratch, no
+// flags), and nn_conv2d_reduce.comp then adds the slices in order and applies the epilogue
+// above: no float atomics, so the result depends only on the sizes and the slices.
 layout(local_size_x = 128) in;
 
 const uint BM = 64u;    // output channels per tile: vk_nn.h CCFG_VK_CONV_BM
@@ -47,6 +54,11 @@ layout(push_constant) uniform Push {
     uint batch, cin, h, w, cout, k, stride, pad0, ho, wo;
     uint flags;     // bit 0: bias present, bit 1: accumulate into y, bit 2: add the residual r
     uint wstride;   // floats per output channel of w (every input channel x k x k)
+    // split-K: stages per slice (0: no split). With it the y workgroups are slices x output-
+    // channel tiles; slice s reduces stages [s split, (s + 1) split) and writes its raw partial
+    // sums to slice s of y (scratch, slices x cout x P), ignoring the flags;
+    // nn_conv2d_reduce.comp sums the slices in order and applies them
+    uint split;
 } p;
 
 // As[c][m / 4], Bs[c][n / 4]: the stage, read as vec4s (two of each per channel and invocation)
@@ -81,7 +93,10 @@ void main()
     const uint t = gl_LocalInvocationID.x;
     const uint plane = p.ho * p.wo, n_out = p.batch * plane;
     const uint hw = p.h * p.w, n_in = p.batch * hw, kk = p.k * p.k;
-    const uint m0 = gl_WorkGroupID.y * BM;
+    // split-K: workgroup row y = slice x mtiles + output-channel tile; one slice without it
+    const uint mtiles = (p.cout + BM - 1u) / BM;
+    const uint slice = gl_WorkGroupID.y / mtiles;
+    const uint m0 = (gl_WorkGroupID.y - slice * mtiles) * BM;
     const uint tm = t / 16u, tn = t % 16u;
     // loading W: input channel ac of the stage, output channels m0 + 4 am + q (one vec4 each)
     const uint ac = t % BK, am = t / BK;
@@ -113,12 +128,16 @@ void main()
         // loads of the next stage are issued into registers before this stage's multiply-adds,
         // so their latency is hidden behind them within the workgroup; the registers are written
         // to shared memory once the stage has been read.
+        // Split-K: slice s takes stages [s split, min((s + 1) split, stages)), in the unsplit
+        // order (the host makes every slice non-empty); without it, all of them.
         const uint nst = (p.cin + BK - 1u) / BK, stages = kk * nst;
-        uint tap = 0u, c0 = 0u;
+        const uint sps = p.split != 0u ? p.split : stages;
+        const uint st0 = slice * sps, st1 = min(stages, st0 + sps);
+        uint tap = st0 / nst, c0 = (st0 - tap * nst) * BK;
         vec4 wv;
         float xv[BK];
         fetch(tap, c0, wrow, mok, ac, iy0, ix0, pv, xb, n_in, kk, wv, xv);
-        for (uint st = 0u; st < stages; st++) {
+        for (uint st = st0; st < st1; st++) {
             As[ac][am] = wv;
             [[unroll]] for (uint c = 0u; c < BK; c++) Bs[c][t / 4u][t % 4u] = xv[c];
             barrier();
@@ -127,7 +146,7 @@ void main()
                 c0 = 0u;
                 tap++;
             }
-            if (st + 1u < stages) fetch(tap, c0, wrow, mok, ac, iy0, ix0, pv, xb, n_in, kk, wv, xv);
+            if (st + 1u < st1) fetch(tap, c0, wrow, mok, ac, iy0, ix0, pv, xb, n_in, kk, wv, xv);
             [[unroll]] for (uint c = 0u; c < BK; c++) {
                 const vec4 a0 = As[c][tm], a1 = As[c][8u + tm];
                 const vec4 b0 = Bs[c][tn], b1 = Bs[c][16u + tn];
@@ -142,7 +161,9 @@ void main()
         }
 
         // acc[i][h]: channel m0 + 4 tm + i (i < 4) or m0 + 32 + 4 tm + i - 4, pixels
-        // n0 + 64 h + 4 tn + e
+        // n0 + 64 h + 4 tn + e. Split-K: the raw partial sums go to slice s of the scratch y.
+        const bool part = p.split != 0u;
+        const uint oys = p.oy + (part ? slice * p.cout * n_out : 0u);
         [[unroll]] for (uint i = 0u; i < 8u; i++) {
             const uint co = m0 + (i < 4u ? 4u * tm + i : 32u + 4u * tm + i - 4u);
             if (co < p.cout) {
@@ -151,7 +172,11 @@ void main()
                     [[unroll]] for (uint e = 0u; e < 4u; e++) {
                         const uint pj = n0 + 64u * h + 4u * tn + e;
                         if (pj < n_out) {
-                            const uint at = p.oy + co * n_out + pj;
+                            const uint at = oys + co * n_out + pj;
+                            if (part) {
+                                y[at] = acc[i][h][e];
+                                continue;
+                            }
                             float v = acc[i][h][e] + bv;
                             if ((p.flags & 2u) != 0u) v += y[at];
                             if ((p.flags & 4u) != 0u) v += r[p.ores + (at - p.oy)];
