@@ -100,7 +100,7 @@ static int splitk_env(int *mode)
  * not the device: Vulkan's core API exposes no count of compute units, and a GPU too small for
  * TARGET workgroups only pays the partial sums' traffic. The slices are then evened out (S = ceil(stages / sps): every slice
  * non-empty). */
-static int conv_splitk(const ccfg_backend *be, int64_t groups, int64_t mtiles, int64_t stages,
+static int conv_splitk(int64_t groups, int64_t mtiles, int64_t stages,
                        int64_t ny, int64_t *sps)
 {
     int mode, status;
@@ -139,7 +139,7 @@ static int conv_tiled_dispatch(const ccfg_backend *be, int kernel, const float *
     int64_t sps;
     int status;
     pc->split = 0;
-    if ((status = conv_splitk(be, items * mtiles, mtiles, stages, ny, &sps))) return status;
+    if ((status = conv_splitk(items * mtiles, mtiles, stages, ny, &sps))) return status;
     if (!sps)
         return ccfg_vk_nn_dispatch(be, kernel, CCFG_VK_CONV_BINDINGS, ptrs, counts, pc, items, 1,
                                    (uint32_t)mtiles);
