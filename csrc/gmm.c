@@ -595,6 +595,7 @@ static void axis_eps(const gmm_axis *P, int64_t rows, const float *x, const int3
     const int nb = stacked_blocks(rows, P->D, x);
     const int64_t m = rows / nb, per = 4 * GMM_R, chunks = (m + per - 1) / per;
     const size_t scratch = axis_scratch(P->K, P->D);
+    (void)scratch, (void)threads;  /* read only by OpenMP (fuzz builds have none) */
     #pragma omp parallel for schedule(dynamic) num_threads(threads) \
         if (threads > 1 && rows * P->K * P->D > (1 << 15))
     for (int64_t c = 0; c < chunks; c++) {
