@@ -209,6 +209,12 @@ SPV(coef)
 SPV(coef_f64)
 #include "coef_f64.spv.h"
 ;
+SPV(coef_nb)
+#include "coef_nb.spv.h"
+;
+SPV(coef_nb_f64)
+#include "coef_nb_f64.spv.h"
+;
 SPV(nn_conv2d)
 #include "nn_conv2d.spv.h"
 ;
@@ -298,6 +304,8 @@ static const struct {
     PIPE(P_CLAMP, clamp_rows, 3, push_clamp),
     PIPE(P_COEF, coef, 4, push_coef),
     PIPE(P_COEF_F64, coef_f64, 4, push_coef),
+    PIPE(P_COEF_NB, coef_nb, 4, push_coef),
+    PIPE(P_COEF_NB_F64, coef_nb_f64, 4, push_coef),
     PIPE(P_NN_GROUP_NORM_SG, nn_group_norm_sg, 7, ccfg_vk_push_group_norm),
     PIPE(P_NN_CONV2D, nn_conv2d, CCFG_VK_CONV_BINDINGS, ccfg_vk_push_conv2d),
     PIPE(P_NN_GROUP_NORM, nn_group_norm, 7, ccfg_vk_push_group_norm),
@@ -881,6 +889,12 @@ static int get_device(int index, vk_dev **out)
      * (tests compare the two paths on one device; benchmarks measure the round trip it saves) */
     const char *host_coef = getenv("CCFG_VULKAN_HOST_COEFFICIENTS");
     d->host_coefficients = host_coef && *host_coef && strcmp(host_coef, "0");
+    /* the old coef path, for A/B runs and the bit-identity tests: every stage in the shader
+     * with stage 1's barriers, and stage 0's sums of the partials a dispatch of their own */
+    const char *coef_bar = getenv("CCFG_VULKAN_COEF_BARRIERS");
+    d->coef_barriers = coef_bar && *coef_bar && strcmp(coef_bar, "0");
+    const char *coef_unf = getenv("CCFG_VULKAN_COEF_UNFUSED");
+    d->coef_unfused = coef_unf && *coef_unf && strcmp(coef_unf, "0");
     int status;
     if ((status = choose_precision(index, &d->precision))) goto fail_status;
     d->opened_precision = d->precision;

@@ -303,6 +303,34 @@ fail:
 /* a rule's state on the device (guide ops reals_*, below) */
 static int resolve_reals(vk_dev *d, const float *p, int64_t count, vk_buffer **buf, const char *op);
 
+/* coef.glsl's pipeline for `stage`: stage 1 (Perp-Neg's batch sums) needs the shader with the
+ * shared arrays and barriers; the others run in the barrier-free build (coef_nb), which lavapipe
+ * runs without coroutines (CCFG_VULKAN_COEF_BARRIERS=1: all in the old one) */
+static int coef_pipe(const vk_dev *d, uint32_t stage)
+{
+    return vkb_pipe_real(d, stage == 1 || d->coef_barriers ? P_COEF : P_COEF_NB);
+}
+
+/* Where a sample has several partials (groups > 1): fused (flag 4), the stages that read a
+ * reduction sum its partials themselves, in stage 0's order, and stage 0 is not recorded; one
+ * dispatch fewer, the same values bit for bit. CCFG_VULKAN_COEF_UNFUSED=1 records stage 0 into
+ * *rb (a new buffer of pc->count reals) as before. Returns a status; *rb stays NULL if fused. */
+static int record_partial_sums(vk_dev *d, push_coef *pc, vk_buffer *bufs[4], vk_buffer **rb)
+{
+    const size_t real = d->f64 ? sizeof(double) : sizeof(float);
+    int status;
+    *rb = NULL;
+    if (pc->groups <= 1) return CCFG_OK;         /* the partials are the reductions */
+    if (!d->coef_unfused) {
+        pc->flags |= 4u;
+        return CCFG_OK;
+    }
+    if ((status = vkb_new_buffer(d, (size_t)pc->count * real, rb))) return status;
+    bufs[1] = *rb;
+    pc->stage = 0;
+    return vkb_dispatch(d, coef_pipe(d, 0), bufs, pc, vkb_groups_for(pc->count), 1);
+}
+
 /* The table *cb (REAL [n][2 + k]) of a form with reductions (CCFG, Perp-Neg): the direction_dots
  * partials and coef.glsl's stages 0-2, recorded into the open batch. */
 static int record_reduced_table(vk_dev *d, const ccfg_coef_form *form, int64_t n, int64_t dim,
@@ -325,29 +353,22 @@ static int record_reduced_table(vk_dev *d, const ccfg_coef_form *form, int64_t n
     coef_bits(form->w, &pc.wf, pc.wd);
     coef_bits(form->w_n, &pc.wnf, pc.wnd);
     coef_bits(form->tau_eff, &pc.tauf, pc.taud);
-    /* one partial per sample (short rows): the partials are the reductions */
-    if (groups > 1 && (status = vkb_new_buffer(d, (size_t)pc.count * real, &rb))) goto fail;
     if ((status = vkb_new_buffer(d, (size_t)n * (size_t)(2 + k) * real, cb)) ||
         (global && (status = vkb_new_buffer(d, (size_t)k * slices * 2 * real, &gb))))
         goto fail;
-    /* unused bindings get any valid buffer */
+    /* unused bindings get any valid buffer; Red is the partials themselves unless stage 0 runs */
     bufs[0] = pb;
-    bufs[1] = rb ? rb : pb;
+    bufs[1] = pb;
     bufs[2] = *cb;
     bufs[3] = gb ? gb : pb;
-    if (rb) {
-        pc.stage = 0;
-        if ((status = vkb_dispatch(d, vkb_pipe_real(d, P_COEF), bufs, &pc,
-                                   vkb_groups_for(pc.count), 1)))
-            goto fail;
-    }
+    if ((status = record_partial_sums(d, &pc, bufs, &rb))) goto fail;
     if (global) {
         pc.stage = 1;
-        if ((status = vkb_dispatch(d, vkb_pipe_real(d, P_COEF), bufs, &pc, slices, (uint32_t)k)))
+        if ((status = vkb_dispatch(d, coef_pipe(d, 1), bufs, &pc, slices, (uint32_t)k)))
             goto fail;
     }
     pc.stage = 2;
-    status = vkb_dispatch(d, vkb_pipe_real(d, P_COEF), bufs, &pc, vkb_groups_for(n), 1);
+    status = vkb_dispatch(d, coef_pipe(d, 2), bufs, &pc, vkb_groups_for(n), 1);
 fail:
     /* released after the batch has run: the dispatches read them (*cb is the caller's) */
     if (pb) vkb_release_buffer(pb);
@@ -373,7 +394,7 @@ static int record_posterior_table(vk_dev *d, const ccfg_coef_form *form, int64_t
     coef_bits(form->w_n, &pc.wnf, pc.wnd);
     bufs[0] = bufs[1] = bufs[3] = sb;
     bufs[2] = *cb;
-    return vkb_dispatch(d, vkb_pipe_real(d, P_COEF), bufs, &pc, vkb_groups_for(n), 1);
+    return vkb_dispatch(d, coef_pipe(d, 2), bufs, &pc, vkb_groups_for(n), 1);
 }
 
 /* Guidance with a coefficient form (ccfg.h): the table made on the device (from the
@@ -484,7 +505,6 @@ static int vk_log_posterior_update(const ccfg_backend *be, const ccfg_log_poster
 {
     vk_dev *d = be->ctx;
     vk_buffer *pb = NULL, *rb = NULL, *sb = NULL, *bufs[4];
-    const size_t real = d->f64 ? sizeof(double) : sizeof(float);
     uint32_t groups = 0;
     size_t bytes = 0;
     int status;
@@ -503,19 +523,13 @@ static int vk_log_posterior_update(const ccfg_backend *be, const ccfg_log_poster
     coef_bits(up->two_var, &pc.varf, pc.vard);
     coef_bits(up->lo, &pc.lof, pc.lod);
     coef_bits(up->hi, &pc.hif, pc.hid);
-    if (groups > 1 && (status = vkb_new_buffer(d, (size_t)pc.count * real, &rb))) goto fail;
     bufs[0] = pb;
-    bufs[1] = rb ? rb : pb;
+    bufs[1] = pb;                       /* Red: the partials themselves unless stage 0 runs */
     bufs[2] = pb;                       /* Coef: unused by stages 0 and 3 */
     bufs[3] = sb;
-    if (rb) {
-        pc.stage = 0;
-        if ((status = vkb_dispatch(d, vkb_pipe_real(d, P_COEF), bufs, &pc,
-                                   vkb_groups_for(pc.count), 1)))
-            goto fail;
-    }
+    if ((status = record_partial_sums(d, &pc, bufs, &rb))) goto fail;
     pc.stage = 3;
-    status = vkb_dispatch(d, vkb_pipe_real(d, P_COEF), bufs, &pc, vkb_groups_for(k * n), 1);
+    status = vkb_dispatch(d, coef_pipe(d, 3), bufs, &pc, vkb_groups_for(k * n), 1);
 fail:
     /* released after the batch has run: the dispatches read them */
     if (pb) vkb_release_buffer(pb);

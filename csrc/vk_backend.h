@@ -43,6 +43,7 @@ typedef struct { uint32_t count, dim, divide, ox, oo; } push_clamp;
 /* a pipeline with an _F64 twin is followed by it: P_X + 1 */
 enum { P_AXPBYPCZ, P_AXPBYPCZ_F64, P_COMBINE, P_COMBINE_F64, P_SLD, P_SLD_F64, P_GMM, P_GMM_F64,
        P_DOTS, P_DOTS_F64, P_RANDN, P_RANDN_F64, P_FINITE, P_COPY, P_CLAMP, P_COEF, P_COEF_F64,
+       P_COEF_NB, P_COEF_NB_F64,    /* coef.glsl without stage 1's barriers (COEF_NO_BARRIER) */
        P_NN_GROUP_NORM_SG,      /* nn_group_norm's subgroup twin (vk_dev.subgroup) */
        /* the nn.h ops (nn_vk.c), float32 only, in vk_nn.h's CCFG_VK_NN_* order */
        P_NN_FIRST, P_NN_CONV2D = P_NN_FIRST, P_NN_GROUP_NORM, P_NN_LINEAR, P_NN_ATTENTION,
@@ -99,6 +100,8 @@ typedef struct vk_dev {
     int mapped;                 /* buffers are host-visible and persistently mapped */
     int f64;                    /* the *_F64 pipelines (shaderFloat64 enabled) */
     int host_coefficients;      /* CCFG_VULKAN_HOST_COEFFICIENTS: no guide op combine_form */
+    int coef_barriers;          /* CCFG_VULKAN_COEF_BARRIERS: every coef stage in P_COEF */
+    int coef_unfused;           /* CCFG_VULKAN_COEF_UNFUSED: coef stage 0 a dispatch of its own */
     int precision;              /* CCFG_VULKAN_PRECISION: a CCFG_VK_PRECISION_* (vk_nn.h) */
     int opened_precision;       /* the precision the logical device was created for (its
                                  * features); precision differs only through a test hook */

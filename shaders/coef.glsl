@@ -5,7 +5,10 @@
 // in the same order as the host sums them), the float one in float. Stages, one dispatch each:
 //   0: red[e] = sum over g of part[e * groups + g]: each sample's reductions, laid out as the
 //      partials with one partial per sample, [blocks][3][n] (block j: ‖D_p‖², ‖D_n_j‖²,
-//      <D_n_j, D_p>). Skipped where groups == 1: the partials are the reductions.
+//      <D_n_j, D_p>). Skipped where groups == 1: the partials are the reductions. Also skipped
+//      with flag 4 (fused, the host's default): stages 1-3 then sum each reduction they read
+//      from its partials themselves, by the same loop in the same order, so the values are
+//      bit for bit stage 0's (CCFG_VULKAN_COEF_UNFUSED=1 keeps stage 0, for A/B runs).
 //   1: (Perp-Neg batch_global) workgroup (s, j) sums ‖D_p‖² and <D_n_j, D_p> over the SLICE
 //      samples of slice s: glob[(j * slices + s) * 2 + 0/1], a tree of 128 per workgroup.
 //   2: an invocation per sample writes coef[i * (2 + k) + (c_u, c_p, c_n_0 ..)]. Family 3 (DNG,
@@ -14,6 +17,10 @@
 //   3: DNG's posterior update (rules/dng.c observe, ccfg_log_posterior_update): an invocation
 //      per (negative j, sample i) adds the step's log-likelihood ratio to glob[j * n + i] and
 //      clamps it, from the reductions of block j (‖D_n_j‖², <D_n_j, r_u>).
+// COEF_NO_BARRIER (coef_nb*.comp) compiles stages 0, 2 and 3 alone: no shared arrays and no
+// barrier(). lavapipe runs the invocations of a shader that contains a barrier as coroutines,
+// which costs the barrier-free stages ~20 % there even though they never reach it; a GPU pays
+// nothing for either. The host picks the variant per stage (stage 1 needs the barriers).
 #include "real.glsl"
 #include "exp_neg.glsl"
 layout(local_size_x = 128) in;
@@ -30,7 +37,8 @@ layout(push_constant) uniform Push {
     uint count;     // stage 0: reductions to sum ([blocks][3][n])
     uint stage;
     uint family;    // 1 contrastive (CCFG), 2 perpendicular (Perp-Neg), as ccfg_form_family
-    uint flags;     // 1: naive positive (λ+ = 1), 2: batch global projection
+    uint flags;     // 1: naive positive (λ+ = 1), 2: batch global projection,
+                    // 4: fused: reductions summed from the partials where read (no stage 0)
     uint slices;    // stage 1/2: slices of SLICE samples
     float wf, wnf, tauf, offf, varf, lof, hif;    // stage 3: w = b2, wn = b1, tau = t
     uint pad;
@@ -39,7 +47,9 @@ layout(push_constant) uniform Push {
 
 const uint SLICE = 128u * 256u;     // samples per workgroup of stage 1: 256 each per invocation
 
+#ifndef COEF_NO_BARRIER
 shared REAL s0[128], s1[128];
+#endif
 
 // 2σ(z) without overflow, as ccfg_two_sigmoid (guidance.c)
 REAL two_sigmoid(REAL z)
@@ -49,21 +59,29 @@ REAL two_sigmoid(REAL z)
     return REAL(2.0) * e / (REAL(1.0) + e);
 }
 
+// reduction e of the layout above: the sum of its partials, in order from 0 (stage 0's sum)
+REAL partial_sum(uint e)
+{
+    REAL s = REAL(0.0);
+    for (uint g = 0u; g < p.groups; g++) s += part[e * p.groups + g];
+    return s;
+}
+
+// stage 0's red[e], or with flag 4 the same sum made here, where it is read
+REAL reduction(uint e) { return (p.flags & 4u) != 0u ? partial_sum(e) : red[e]; }
+
 // reductions of sample i: ‖D_p‖² (block 0), ‖D_n_j‖², <D_n_j, D_p>
-REAL red_pp(uint i) { return red[i]; }
-REAL red_nn(uint j, uint i) { return red[(3u * j + 1u) * p.n + i]; }
-REAL red_np(uint j, uint i) { return red[(3u * j + 2u) * p.n + i]; }
+REAL red_pp(uint i) { return reduction(i); }
+REAL red_nn(uint j, uint i) { return reduction((3u * j + 1u) * p.n + i); }
+REAL red_np(uint j, uint i) { return reduction((3u * j + 2u) * p.n + i); }
 
 void sum_partials()
 {
     const uint stride = gl_NumWorkGroups.x * gl_WorkGroupSize.x;
-    for (uint e = gl_GlobalInvocationID.x; e < p.count; e += stride) {
-        REAL s = REAL(0.0);
-        for (uint g = 0u; g < p.groups; g++) s += part[e * p.groups + g];
-        red[e] = s;
-    }
+    for (uint e = gl_GlobalInvocationID.x; e < p.count; e += stride) red[e] = partial_sum(e);
 }
 
+#ifndef COEF_NO_BARRIER
 void batch_sums()
 {
     const uint lid = gl_LocalInvocationID.x, s = gl_WorkGroupID.x, j = gl_WorkGroupID.y;
@@ -90,6 +108,7 @@ void batch_sums()
         glob[(j * p.slices + s) * 2u + 1u] = s1[0];
     }
 }
+#endif
 
 void coefficients(uint i)
 {
@@ -161,8 +180,10 @@ void main()
 {
     if (p.stage == 0u) {
         sum_partials();
+#ifndef COEF_NO_BARRIER
     } else if (p.stage == 1u) {
         batch_sums();
+#endif
     } else if (p.stage == 3u) {
         const uint stride = gl_NumWorkGroups.x * gl_WorkGroupSize.x;
         for (uint q = gl_GlobalInvocationID.x; q < p.n * p.k; q += stride) posterior_update(q);

@@ -390,3 +390,49 @@ def test_dng_sampling_matches_cpu():
         vk = ccfg.sample(m, device=DEV, **kw)
         cpu = ccfg.sample(m, device="cpu", **kw)
         assert rel(vk, cpu) <= 1e-5, (sampler, window)
+
+
+# -------------------------------------------------------------------- coef.glsl's dispatch paths
+# Since the coef stages were split between two builds (the barrier-free coef_nb for stages 0, 2
+# and 3) and stage 0 fused into the stages that read the reductions, the old path stays behind
+# two switches: CCFG_VULKAN_COEF_UNFUSED=1 (stage 0 a dispatch of its own) and
+# CCFG_VULKAN_COEF_BARRIERS=1 (every stage in the shader with barriers). The fused stages sum the
+# partials by stage 0's loop in stage 0's order, so every path gives the same bits.
+COEF_PATHS = """
+import numpy as np, ccfg, sys
+sys.path.insert(0, "tests")
+import test_device_coefficients as T
+out = {}
+for name in T.RULE_IDS:
+    _, rule, _ = T.rule_named(name)
+    for k, n, dim in ((2, 37, 2), (3, 5, 3000), (1, 70, 1100)):
+        u, p, negs = T.probed(n, dim, k, seed=k + n)
+        out[f"{name}_{k}_{dim}"] = ccfg.guide(u, p, negs, rule, device="%s")
+for k, n, dim in ((2, 37, 2), (3, 5, 3000)):
+    rounds = T.dng_run(["%s"], n, dim, k, 5, 1.0, seed=k)
+    out[f"dng_out_{k}"] = np.stack([r[0][0] for r in rounds])
+    out[f"dng_post_{k}"] = np.stack([r[0][1] for r in rounds])
+np.savez("%s", **out)
+"""
+
+
+@pytest.mark.parametrize("f64", [True, False], ids=["f64", "float32"])
+def test_coef_paths_are_bit_identical(tmp_path, f64):
+    """the default path (barrier-free build, stage 0 fused) against the old one (both switches)
+    and against each switch alone: outputs and DNG's posteriors equal bit for bit, with rows of
+    one partial per sample (dim 2) and of two and three (1100, 3000)"""
+    if f64 and not F64:
+        pytest.skip("no float64 on this device")
+    base = {} if f64 else {"CCFG_VULKAN_NO_F64": "1"}
+    paths = {"new": {}, "old": {"CCFG_VULKAN_COEF_UNFUSED": "1", "CCFG_VULKAN_COEF_BARRIERS": "1"},
+             "unfused": {"CCFG_VULKAN_COEF_UNFUSED": "1"},
+             "barriers": {"CCFG_VULKAN_COEF_BARRIERS": "1"}}
+    got = {}
+    for name, env in paths.items():
+        path = tmp_path / f"{name}.npz"
+        r = run_py(COEF_PATHS % (DEV, DEV, path), **base, **env)
+        assert r.returncode == 0, r.stderr[-3000:]
+        got[name] = np.load(path)
+    for name in ("old", "unfused", "barriers"):
+        for key in got["new"].files:
+            assert np.array_equal(got["new"][key], got[name][key]), (name, key)

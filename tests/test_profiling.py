@@ -59,7 +59,10 @@ def test_contrastive_rules_submit_no_more_than_negated_cfg():
                  ccfg.PerpNeg(3.0), ccfg.PerpNeg(3.0, batch_global=True)):
         got, k = submits(rule)
         assert got <= base, (rule, got, base)
-        assert k["coef"][0] >= 5 and k["dots"][0] == 5        # the table is made on the device
+        # the table is made on the device: stage 2 in the barrier-free build (coef_nb), and
+        # only Perp-Neg's batch sums (stage 1) in the shader with barriers
+        assert k["coef_nb"][0] == 5 and k["dots"][0] == 5
+        assert k.get("coef", (0,))[0] == (5 if getattr(rule, "batch_global", False) else 0), k
 
 
 def dng_submits(rule, negatives=("B", "B", "B"), steps=5):
@@ -79,7 +82,7 @@ def test_dng_submits_no_more_than_negated_cfg():
     got, k = dng_submits(ccfg.DNG(3.0))
     assert got <= base, (got, base)
     # the table every step (stage 2), the update after every transition but the last (stage 3)
-    assert k["coef"][0] == 5 + 4 and k["dots"][0] == 4 * 3
+    assert k["coef_nb"][0] == 5 + 4 and "coef" not in k and k["dots"][0] == 4 * 3
 
 
 def test_dng_host_posterior_waits_once_per_transition():
@@ -92,7 +95,7 @@ sys.path.insert(0, "tests")
 import ccfg, test_profiling as T
 base, _ = T.dng_submits(ccfg.NegatedCFG(3.0))
 got, k = T.dng_submits(ccfg.DNG(3.0))
-assert "coef" not in k, k
+assert "coef" not in k and "coef_nb" not in k, k
 assert base + 4 <= got <= base + 5, (base, got)
 print("ok")
 """
@@ -103,6 +106,53 @@ print("ok")
                        env=dict(os.environ, CCFG_VULKAN_HOST_COEFFICIENTS="1"),
                        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr
+
+
+COEF_DISPATCHES = """
+import sys
+import numpy as np, ccfg
+sys.path.insert(0, "tests")
+import test_profiling as T
+rng = np.random.default_rng(0)
+u = rng.standard_normal((6, 3000)).astype(np.float32)      # three partials per sample
+p, n1, n2 = u + 0.5, u - 0.25, u + 0.125
+out = {}
+for name, rule in (("ccfg", ccfg.CCFG(3.0)), ("global", ccfg.PerpNeg(3.0, batch_global=True))):
+    with ccfg.profiling.profile(T.DEV) as prof:
+        ccfg.guide(u, p, [n1, n2], rule, device=T.DEV)
+    k = T.kinds(prof)
+    out[name] = (k.get("coef", (0,))[0], k.get("coef_nb", (0,))[0])
+_, st = ccfg.guide(u, p, [n1, n2], ccfg.DNG(3.0), device=T.DEV)
+with ccfg.profiling.profile(T.DEV) as prof:
+    st.observe(u, p, u, [n1, n2], 0.5, 0.6)
+k = T.kinds(prof)
+out["dng_observe"] = (k.get("coef", (0,))[0], k.get("coef_nb", (0,))[0])
+print(repr(out))
+"""
+
+
+@pytest.mark.parametrize("env,want", [
+    # fused: stages 1-3 sum the partials themselves; 0, 2 and 3 in the barrier-free build
+    ({}, {"ccfg": (0, 1), "global": (1, 1), "dng_observe": (0, 1)}),
+    # stage 0 a dispatch of its own again (the barrier-free build)
+    ({"CCFG_VULKAN_COEF_UNFUSED": "1"}, {"ccfg": (0, 2), "global": (1, 2), "dng_observe": (0, 2)}),
+    # the old path: stage 0 of its own, every stage in the shader with barriers
+    ({"CCFG_VULKAN_COEF_UNFUSED": "1", "CCFG_VULKAN_COEF_BARRIERS": "1"},
+     {"ccfg": (2, 0), "global": (3, 0), "dng_observe": (2, 0)}),
+], ids=["default", "unfused", "old"])
+def test_coef_dispatches_with_several_partials_per_sample(env, want):
+    """rows of 3000 elements have three partials per sample: fused, a guide call of CCFG
+    records one coef dispatch (the table) and DNG's update one (stage 3), not two (stage 0
+    first); (calls of the coef kind, of the coef_nb kind) per call"""
+    import ast
+    import os
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-c", COEF_DISPATCHES], capture_output=True, text=True,
+                       timeout=120, env=dict(os.environ, **env),
+                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert ast.literal_eval(r.stdout.strip().splitlines()[-1]) == want
 
 
 def test_profile_stops_at_the_end_of_the_block():

@@ -1,0 +1,3 @@
+#version 450
+#define COEF_NO_BARRIER 1
+#include "coef.glsl"
