@@ -3,6 +3,7 @@ contrastive rules" of docs/PERFORMANCE.md.
 
     python benchmarks/bench_rule_steps.py [--device vulkan:0] [--n 10000] [--steps 20] [--repeats 5]
     python benchmarks/bench_rule_steps.py --ab 5 [...]
+    python benchmarks/bench_rule_steps.py --ab 5 --coef-ab [...]   (PYTHONPATH=. from the root)
 
 Exact toy mixture (toy_2d), DDIM (DNG and "NegatedCFG ddpm", its peer: DDPM, the sampler DNG
 learns from), seed 0. Per rule: wall time per step (median of repeats, the rules interleaved
@@ -43,17 +44,24 @@ RULES = {
     "NegatedCFG ddpm": lambda: ccfg.NegatedCFG(3.0),
     "DNG": lambda: ccfg.DNG(3.0),
 }
+# coef.glsl's old path: every stage in the shader with barriers, stage 0 a dispatch of its own
+COEF_OLD = {"CCFG_VULKAN_COEF_BARRIERS": "1", "CCFG_VULKAN_COEF_UNFUSED": "1"}
 DDPM = ("NegatedCFG ddpm", "DNG")         # run on DDPM; their ratio is to "NegatedCFG ddpm"
 
 
 def ab(args):
-    """--ab: child runs of this script alternating the device tables and the host tables"""
+    """--ab: child runs of this script alternating the device tables and the host tables (with
+    --coef-ab: the device tables by coef.glsl's current path and by its old one)"""
     modes = {"device": {}, "host": {"CCFG_VULKAN_HOST_COEFFICIENTS": "1"}}
+    if args.coef_ab:
+        modes = {"device": {}, "old coef": dict(COEF_OLD)}
+    a, b = modes
     walls = {m: {} for m in modes}
     submits = {m: {} for m in modes}
     cmd = [sys.executable, os.path.abspath(__file__), "--device", args.device, "--n", str(args.n),
            "--steps", str(args.steps), "--repeats", str(args.repeats), "--json"]
-    env0 = {k: v for k, v in os.environ.items() if k != "CCFG_VULKAN_HOST_COEFFICIENTS"}
+    env0 = {k: v for k, v in os.environ.items()
+            if k != "CCFG_VULKAN_HOST_COEFFICIENTS" and k not in COEF_OLD}
     loads = [os.getloadavg()[0]]
     for _ in range(args.ab):
         for mode, extra in modes.items():
@@ -68,16 +76,16 @@ def ab(args):
             loads.append(os.getloadavg()[0])
     print(f"{args.device}, toy_2d n={args.n}, {args.steps} steps, {args.ab} alternating runs per "
           f"mode (each the median of {args.repeats}); 1-min load {min(loads):.1f}-{max(loads):.1f}")
-    print("| rule | device ms/step | host ms/step | host/device | device vs peer | host vs peer "
-          "| submits/step device, host |")
+    print(f"| rule | {a} ms/step | {b} ms/step | {b}/{a} | {a} vs peer | {b} vs peer "
+          f"| submits/step {a}, {b} |")
     print("|---|---|---|---|---|---|---|")
     med = {m: {k: statistics.median(v) for k, v in walls[m].items()} for m in modes}
     for name in RULES:
         peer = "NegatedCFG ddpm" if name in DDPM else "NegatedCFG"
-        dv, hv = med["device"][name], med["host"][name]
+        dv, hv = med[a][name], med[b][name]
         print(f"| {name} | {1e3 * dv:.2f} | {1e3 * hv:.2f} | {hv / dv:.2f} | "
-              f"{dv / med['device'][peer]:.2f} | {hv / med['host'][peer]:.2f} | "
-              f"{submits['device'][name]:.2f}, {submits['host'][name]:.2f} |")
+              f"{dv / med[a][peer]:.2f} | {hv / med[b][peer]:.2f} | "
+              f"{submits[a][name]:.2f}, {submits[b][name]:.2f} |")
 
 
 def main():
@@ -88,6 +96,10 @@ def main():
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--ab", type=int, default=0, metavar="R",
                     help="R child runs per mode, alternating device and host tables")
+    ap.add_argument("--coef-ab", action="store_true",
+                    help="with --ab: alternate coef.glsl's current path and its old one "
+                         "(CCFG_VULKAN_COEF_BARRIERS=1 CCFG_VULKAN_COEF_UNFUSED=1) instead of "
+                         "the host tables")
     ap.add_argument("--json", action="store_true", help="one JSON line (what --ab reads)")
     args = ap.parse_args()
     if args.ab:
