@@ -2,7 +2,8 @@
 posterior update) by its current path against its old one: the table "Coefficient stages:
 barrier-free build, stage 0 fused" of docs/PERFORMANCE.md.
 
-    PYTHONPATH=. OMP_NUM_THREADS=1 LP_NUM_THREADS=1 python benchmarks/bench_coef_paths.py [--rounds 3] [--repeats 7]
+    PYTHONPATH=. OMP_NUM_THREADS=1 LP_NUM_THREADS=1 python benchmarks/bench_coef_paths.py \
+        [--rounds 3] [--repeats 7]
 
 The paths are chosen when the device opens, so each round runs this script once per path as a
 child process, alternating the paths:
