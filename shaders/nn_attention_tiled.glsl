@@ -66,6 +66,13 @@ const uint NVC = ATTN_NVC;
 #define ATTN_QS 0
 #endif
 const uint QS = uint(ATTN_QS);
+// ATTN_PREFETCH (the *_q64r wrapper, where QS > 0 leaves one K slice and one V chunk per tile):
+// a tile's global loads are issued a phase early into registers: V's before S = Q K^T, the next
+// tile's K before O += P V, and stored to shared memory after the barrier that frees it. On a GPU
+// the loads' latency then overlaps the math instead of stalling the staging step.
+#ifndef ATTN_PREFETCH
+#define ATTN_PREFETCH 0
+#endif
 const uint PS = BC / 4u + 1u;   // s_p row stride (vec4), padded
 const uint VS = DV / 4u + 1u;   // sV row stride (vec4), padded
 const float NEG = -1.0e30;      // "no key yet" / a masked key: e^(NEG - m) is 0, never NaN
@@ -176,9 +183,30 @@ void main()
         }
 #endif
     const uint end = p.k0 + p.kn;
+#if ATTN_PREFETCH
+    // the registers of the prefetch: this tile's K slice share, then its V chunk share
+    float kr[(DC * BC) / WG], vr[(BC * DV) / WG];
+    [[unroll]] for (uint u = 0u; u < (DC * BC) / WG; u++) {
+        const uint e = t + WG * u, d = e / BC, j = e % BC;
+        const bool ok = d < D && j < min(BC, end - p.k0);
+        const float kv = kb[p.ok + min(row + d, row + D - 1u) * kcols +
+                            min(b * p.nk + p.k0 + j, kcols - 1u)];
+        kr[u] = ok ? kv : 0.0;
+    }
+#endif
     for (uint j0 = p.k0; j0 < end; j0 += BC) {
         const uint kc0 = b * p.nk + j0;        // the tile's first key column
         const uint tn = min(BC, end - j0);     // keys of this tile
+#if ATTN_PREFETCH
+        // this tile's V, read after the softmax
+        [[unroll]] for (uint u = 0u; u < (BC * DV) / WG; u++) {
+            const uint e = t + WG * u, c = e / BC, j = e % BC;
+            const bool ok = c < D && j < tn;
+            const float vv = vb[p.ov + min(row + c, row + D - 1u) * kcols +
+                                min(kc0 + j, kcols - 1u)];
+            vr[u] = ok ? vv : 0.0;
+        }
+#endif
 
         // 1. S = Q K^T over slices of DC channels
         float s[4][2];
@@ -196,10 +224,14 @@ void main()
 #endif
             [[unroll]] for (uint u = 0u; u < (DC * BC) / WG; u++) {
                 const uint e = t + WG * u, d = e / BC, j = e % BC, ch = d0 + d;
+#if ATTN_PREFETCH
+                s_buf[KOFF + d * (BC / 4u) + j / 4u][j % 4u] = kr[u];
+#else
                 const bool ok = ch < D && j < tn;
                 const float kv = kb[p.ok + min(row + ch, row + D - 1u) * kcols +
                                     min(kc0 + j, kcols - 1u)];
                 s_buf[KOFF + d * (BC / 4u) + j / 4u][j % 4u] = ok ? kv : 0.0;
+#endif
             }
             barrier();
             // channels past D were staged as zeros: whole groups of 4
@@ -257,12 +289,26 @@ void main()
             barrier();      // S's slices (or the previous chunk) are read
             [[unroll]] for (uint u = 0u; u < (BC * DV) / WG; u++) {
                 const uint e = t + WG * u, c = e / BC, j = e % BC, ch = DV * cc + c;
+#if ATTN_PREFETCH
+                s_buf[j * VS + c / 4u][c % 4u] = vr[u];
+#else
                 const bool ok = ch < D && j < tn;
                 const float vv = vb[p.ov + min(row + ch, row + D - 1u) * kcols +
                                     min(kc0 + j, kcols - 1u)];
                 s_buf[j * VS + c / 4u][c % 4u] = ok ? vv : 0.0;
+#endif
             }
             barrier();
+#if ATTN_PREFETCH
+            // the next tile's K (none past the block: zeros, from clamped addresses)
+            [[unroll]] for (uint u = 0u; u < (DC * BC) / WG; u++) {
+                const uint e = t + WG * u, d = e / BC, j = e % BC, j1 = j0 + BC;
+                const bool ok = d < D && j1 < end && j < end - j1;
+                const float kv = kb[p.ok + min(row + d, row + D - 1u) * kcols +
+                                    min(b * p.nk + j1 + j, kcols - 1u)];
+                kr[u] = ok ? kv : 0.0;
+            }
+#endif
             // this chunk's owners only (uniform per chunk of invocations past them: a loop of
             // 0 or 1 rounds, which lavapipe leaves once all its lanes are done)
             const uint nv = pv_vec4s(cc);
