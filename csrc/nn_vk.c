@@ -725,11 +725,11 @@ static int attention_mode(const ccfg_backend *be, int nq, int head_dim, int *mod
     ccfg_vk_nn_limits(be, &shared, &invocations);
     const int fits64 = shared >= CCFG_VK_ATTN_TILED_SHARED64 &&
                        invocations >= CCFG_VK_ATTN_TILED_WG64;
-    const int q64 = fits64 && shared >= CCFG_VK_ATTN_TILED_SHARED_QR &&
-                    head_dim <= CCFG_VK_ATTN_TILED_DC ? 3 : 2;
+    const int mode64 = fits64 && shared >= CCFG_VK_ATTN_TILED_SHARED_QR &&
+                       head_dim <= CCFG_VK_ATTN_TILED_DC ? 3 : 2;
     *v1 = 0;
     if (!env || !*env || !strcmp(env, "tiled"))
-        *mode = fits64 && nq > CCFG_VK_ATTN_TILED_BR ? q64 : 1;
+        *mode = fits64 && nq > CCFG_VK_ATTN_TILED_BR ? mode64 : 1;
     else if (!strcmp(env, "tiled-v1")) {
         *mode = fits64 && nq > CCFG_VK_ATTN_TILED_BR ? 2 : 1;
         *v1 = 1;
@@ -740,7 +740,7 @@ static int attention_mode(const ccfg_backend *be, int nq, int head_dim, int *mod
                              "of shared memory and %u invocations per workgroup; the 64-query "
                              "shader needs %d and %d", shared, invocations,
                              CCFG_VK_ATTN_TILED_SHARED64, CCFG_VK_ATTN_TILED_WG64);
-        *mode = q64;
+        *mode = mode64;
     } else if (!strcmp(env, "lanes")) *mode = 0;
     else
         return ccfg_fail(CCFG_EINVAL, "CCFG_VULKAN_ATTENTION must be tiled, tiled32, tiled64, "
