@@ -8,7 +8,9 @@ output of both is compared with the CPU backend first.
         [--unet] [--modes tiled,lanes]
 
 --modes lists the CCFG_VULKAN_ATTENTION values to alternate (tiled32 and tiled64 force the 32- or
-64-query workgroups that "tiled" picks between); ratios are against the last one.
+64-query workgroups that "tiled" picks between; tiled-v1 is the tiled shader as first merged: Q
+re-staged per key tile, P V in whole 64-column chunks, no prefetch); ratios are against the last
+one. `--modes tiled,tiled-v1` compares the current shader with the merged one.
 
 Cases (batch, nq, nk, heads, head_dim): Stable Diffusion 1.x's self-attention at 64x64 latents
 (4096 tokens) with heads of 40 (level 0) and 160 (level 2's width at level 0's length), SD 2.x's

@@ -53,5 +53,5 @@ log=${OUT:-/tmp}/gpu_run.txt
     echo "== mixture shader: near-memory path vs CCFG_VULKAN_GMM_V1=1 (n = 100k, 1M)"
     timeout 120 "$PY" benchmarks/bench_vk_gmm.py --n 100000 1000000 --rounds 3 || true
     echo "== attention: tiled vs lanes at SD sizes, and an SD-shaped UNet2DConditionModel forward"
-    timeout 120 "$PY" benchmarks/bench_vk_attention.py --big --unet --modes tiled,tiled32,lanes || true
+    timeout 120 "$PY" benchmarks/bench_vk_attention.py --big --unet --modes tiled,tiled-v1,tiled32,lanes || true
 } 2>&1 | tee "$log"

@@ -275,6 +275,9 @@ SPV(nn_attention_tiled3_q64)
 SPV(nn_attention_tiled4_q64)
 #include "nn_attention_tiled4_q64.spv.h"
 ;
+SPV(nn_attention_tiled1_q64r)
+#include "nn_attention_tiled1_q64r.spv.h"
+;
 SPV(nn_conv2d_reduce)
 #include "nn_conv2d_reduce.spv.h"
 ;
@@ -326,6 +329,7 @@ static const struct {
     PIPE(P_NN_ATTENTION_TILED2_Q64, nn_attention_tiled2_q64, 5, ccfg_vk_push_attention_tiled),
     PIPE(P_NN_ATTENTION_TILED3_Q64, nn_attention_tiled3_q64, 5, ccfg_vk_push_attention_tiled),
     PIPE(P_NN_ATTENTION_TILED4_Q64, nn_attention_tiled4_q64, 5, ccfg_vk_push_attention_tiled),
+    PIPE(P_NN_ATTENTION_TILED1_Q64R, nn_attention_tiled1_q64r, 5, ccfg_vk_push_attention_tiled),
     PIPE(P_NN_CONV2D_REDUCE, nn_conv2d_reduce, CCFG_VK_CONV_REDUCE_BINDINGS,
          ccfg_vk_push_conv2d_reduce),
 };
@@ -1621,7 +1625,8 @@ static void vk_lock(const ccfg_backend *be, int acquire)
 _Static_assert(P_COUNT - P_NN_FIRST == CCFG_VK_NN_COUNT, "vk_nn.h's kernels and the P_NN_* "
                "pipelines are out of step");
 _Static_assert(P_NN_ATTENTION_TILED1 - P_NN_FIRST == CCFG_VK_NN_ATTENTION_TILED &&
-               P_NN_ATTENTION_TILED1_Q64 - P_NN_FIRST == CCFG_VK_NN_ATTENTION_TILED_Q64,
+               P_NN_ATTENTION_TILED1_Q64 - P_NN_FIRST == CCFG_VK_NN_ATTENTION_TILED_Q64 &&
+               P_NN_ATTENTION_TILED1_Q64R - P_NN_FIRST == CCFG_VK_NN_ATTENTION_TILED1_Q64R,
                "the tiled attention kernels and pipelines are out of step");
 
 int ccfg_vk_nn_precision(const ccfg_backend *be) { return ((const vk_dev *)be->ctx)->precision; }
@@ -1661,7 +1666,7 @@ int ccfg_vk_nn_dispatch(const ccfg_backend *be, int kernel, int nbuf, const floa
                                                   "conv2d", "conv2d", "conv2d", "attention",
                                                   "attention", "attention", "attention",
                                                   "attention", "attention", "attention",
-                                                  "attention", "conv2d"};
+                                                  "attention", "attention", "conv2d"};
     int status;
     if (kernel < 0 || kernel >= CCFG_VK_NN_COUNT || nbuf < 1 ||
         (uint32_t)nbuf != pipe_spec[P_NN_FIRST + kernel].bindings)

@@ -651,12 +651,15 @@ static int attention_lanes(const ccfg_backend *be, int batch, int nq, int nk, in
 /* The tiled shader (nn_attention_tiled.glsl, the default; the pipeline with ceil(head_dim / DV)
  * chunks of columns): a workgroup per BR queries of one
  * (sample, head), S = Q K^T and O += P V per tile of BC keys as register-tiled GEMMs from shared
- * memory (sizes checked by the caller) */
+ * memory (sizes checked by the caller). mode (attention_mode): 1 32-query workgroups, 2 64-query,
+ * 3 64-query with Q resident in shared memory (heads of at most DC channels); v1: O += P V in
+ * whole DV-column chunks, as the merged shader did */
 static int attention_tiled(const ccfg_backend *be, int batch, int nq, int nk, int heads,
                            int head_dim, const float *q, const float *k, const float *v,
-                           float *out, int64_t nqe, int64_t nke, int q64)
+                           float *out, int64_t nqe, int64_t nke, int mode, int v1)
 {
     int status = CCFG_OK;
+    const int q64 = mode >= 2;
     const int64_t bc = CCFG_VK_ATTN_TILED_BC;
     const int64_t br = q64 ? CCFG_VK_ATTN_TILED_BR64 : CCFG_VK_ATTN_TILED_BR;
     const int64_t wg = q64 ? CCFG_VK_ATTN_TILED_WG64 : CCFG_VK_ATTN_TILED_WG;
@@ -671,8 +674,10 @@ static int attention_tiled(const ccfg_backend *be, int batch, int nq, int nk, in
     const int64_t chunks = (head_dim + CCFG_VK_ATTN_TILED_DV - 1) / CCFG_VK_ATTN_TILED_DV;
     const int64_t per_tile = slices * (1 + CCFG_VK_ATTN_TILED_DC * (br + bc) / wg +
                                        (CCFG_VK_ATTN_TILED_DC + 3) / 4) +
-                             chunks * (1 + bc * CCFG_VK_ATTN_TILED_DV / wg + bc) + 21;
-    const int64_t tiles = (CCFG_VK_LOOP_BUDGET - 200) / per_tile;     /* >= 75 (head_dim 256) */
+                             chunks * (2 + bc * CCFG_VK_ATTN_TILED_DV / wg + bc) + 21;
+    /* the resident Q's staging, once: DC x BR / WG loads */
+    const int64_t tiles = (CCFG_VK_LOOP_BUDGET - 200 - CCFG_VK_ATTN_TILED_DC * br / wg) /
+                          per_tile;     /* >= 75 (head_dim 256) */
     const int64_t per_block = (tiles > 1 ? tiles : 1) * bc;
     const int64_t block = per_block < nk ? per_block : nk;
     const int64_t queries = (int64_t)batch * heads * nq;
@@ -690,13 +695,15 @@ static int attention_tiled(const ccfg_backend *be, int batch, int nq, int nk, in
                                        .nk = (uint32_t)nk, .heads = (uint32_t)heads,
                                        .head_dim = (uint32_t)head_dim,
                                        .scale = 1.0f / sqrtf((float)head_dim)};
+    const int kernel = mode == 3 ? CCFG_VK_NN_ATTENTION_TILED1_Q64R
+                                 : (q64 ? CCFG_VK_NN_ATTENTION_TILED_Q64
+                                        : CCFG_VK_NN_ATTENTION_TILED) + (int)chunks - 1;
     for (int64_t k0 = 0; k0 < nk && !status; k0 += block) {
         pc.k0 = (uint32_t)k0;
         pc.kn = (uint32_t)(nk - k0 < block ? nk - k0 : block);
-        pc.flags = (k0 == 0 ? 1u : 0u) | (k0 + block >= nk ? 2u : 0u);
-        status = dispatch_groups(be, (q64 ? CCFG_VK_NN_ATTENTION_TILED_Q64
-                                          : CCFG_VK_NN_ATTENTION_TILED) + (int)chunks - 1,
-                                 5, ptrs, counts, &pc, groups, "attention");
+        pc.flags = (k0 == 0 ? 1u : 0u) | (k0 + block >= nk ? 2u : 0u) |
+                   (v1 ? (uint32_t)CCFG_VK_ATTN_TILED_PV_WHOLE : 0u);
+        status = dispatch_groups(be, kernel, 5, ptrs, counts, &pc, groups, "attention");
     }
     be->release(be, state);     /* after the batch that uses it (backend_vk.c) */
     return status;
@@ -704,31 +711,40 @@ static int attention_tiled(const ccfg_backend *be, int batch, int nq, int nk, in
 
 /* CCFG_VULKAN_ATTENTION: the attention shader. "tiled" (unset or empty: the default) is the tiled
  * shader with 64-query workgroups where the device has their shared memory and 256 invocations and
- * there are more than 32 queries, else 32-query ones; "tiled32" and "tiled64" force either (tiled64
- * fails on a device without them); "lanes" is the shader before the tiled one, kept for A/B
- * comparisons. Read at every call, so one process can compare them. *mode: 0 lanes, 1 tiled with
- * 32-query workgroups, 2 with 64. */
-static int attention_mode(const ccfg_backend *be, int nq, int *mode)
+ * there are more than 32 queries, else 32-query ones; the 64-query ones keep Q resident in shared
+ * memory for heads of at most DC channels where the device has that much more. "tiled32" and
+ * "tiled64" force either block size (tiled64 fails on a device without it); "tiled-v1" is the
+ * merged shader (Q re-staged per key tile, O += P V in whole 64-column chunks) and "lanes" the
+ * shader before the tiled one, kept for A/B comparisons. Read at every call, so one process can
+ * compare them. *mode: 0 lanes, 1 tiled with 32-query workgroups, 2 with 64, 3 with 64 and Q
+ * resident; *v1: the merged shader's P V. */
+static int attention_mode(const ccfg_backend *be, int nq, int head_dim, int *mode, int *v1)
 {
     const char *env = getenv("CCFG_VULKAN_ATTENTION");
     uint32_t shared = 0, invocations = 0;
     ccfg_vk_nn_limits(be, &shared, &invocations);
     const int fits64 = shared >= CCFG_VK_ATTN_TILED_SHARED64 &&
                        invocations >= CCFG_VK_ATTN_TILED_WG64;
+    const int mode64 = fits64 && shared >= CCFG_VK_ATTN_TILED_SHARED_QR &&
+                       head_dim <= CCFG_VK_ATTN_TILED_DC ? 3 : 2;
+    *v1 = 0;
     if (!env || !*env || !strcmp(env, "tiled"))
+        *mode = fits64 && nq > CCFG_VK_ATTN_TILED_BR ? mode64 : 1;
+    else if (!strcmp(env, "tiled-v1")) {
         *mode = fits64 && nq > CCFG_VK_ATTN_TILED_BR ? 2 : 1;
-    else if (!strcmp(env, "tiled32")) *mode = 1;
+        *v1 = 1;
+    } else if (!strcmp(env, "tiled32")) *mode = 1;
     else if (!strcmp(env, "tiled64")) {
         if (!fits64)
             return ccfg_fail(CCFG_EINVAL, "CCFG_VULKAN_ATTENTION=tiled64: the device has %u bytes "
                              "of shared memory and %u invocations per workgroup; the 64-query "
                              "shader needs %d and %d", shared, invocations,
                              CCFG_VK_ATTN_TILED_SHARED64, CCFG_VK_ATTN_TILED_WG64);
-        *mode = 2;
+        *mode = mode64;
     } else if (!strcmp(env, "lanes")) *mode = 0;
     else
-        return ccfg_fail(CCFG_EINVAL, "CCFG_VULKAN_ATTENTION must be tiled, tiled32, tiled64 or "
-                         "lanes, not '%.40s'", env);
+        return ccfg_fail(CCFG_EINVAL, "CCFG_VULKAN_ATTENTION must be tiled, tiled32, tiled64, "
+                         "tiled-v1 or lanes, not '%.40s'", env);
     return CCFG_OK;
 }
 
@@ -745,11 +761,11 @@ static int vk_attention_qkv(const ccfg_backend *be, int batch, int nq, int nk, i
                          "supports up to 256 (set attention_head_dim)", head_dim);
     const int64_t nqe = (int64_t)heads * head_dim * batch * nq;
     const int64_t nke = (int64_t)heads * head_dim * batch * nk;
-    int status, mode = 1;
+    int status, mode = 1, v1 = 0;
     if ((status = fits(nqe, "attention")) || (status = fits(nke, "attention"))) return status;
-    if ((status = attention_mode(be, nq, &mode))) return status;
+    if ((status = attention_mode(be, nq, head_dim, &mode, &v1))) return status;
     return mode ? attention_tiled(be, batch, nq, nk, heads, head_dim, q, k, v, out, nqe, nke,
-                                  mode == 2)
+                                  mode, v1)
                 : attention_lanes(be, batch, nq, nk, heads, head_dim, q, k, v, out, nqe, nke);
 }
 

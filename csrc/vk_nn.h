@@ -47,6 +47,9 @@ enum { CCFG_VK_NN_CONV2D, CCFG_VK_NN_GROUP_NORM, CCFG_VK_NN_LINEAR, CCFG_VK_NN_A
         * memory (CCFG_VK_ATTN_TILED_SHARED64) and 256 invocations per workgroup */
        CCFG_VK_NN_ATTENTION_TILED_Q64, CCFG_VK_NN_ATTENTION_TILED2_Q64,
        CCFG_VK_NN_ATTENTION_TILED3_Q64, CCFG_VK_NN_ATTENTION_TILED4_Q64,
+       /* 64-query workgroups with Q resident in shared memory for the whole key walk, heads of
+        * at most DC channels (CCFG_VK_ATTN_TILED_SHARED_QR bytes) */
+       CCFG_VK_NN_ATTENTION_TILED1_Q64R,
        /* split-K's second dispatch: the partial sums of the slices, in order, plus the epilogue */
        CCFG_VK_NN_CONV2D_REDUCE,
        CCFG_VK_NN_COUNT };
@@ -139,7 +142,12 @@ enum { CCFG_VK_ATTN_TILED_WG = 128, CCFG_VK_ATTN_TILED_BR = 32, CCFG_VK_ATTN_TIL
        CCFG_VK_ATTN_TILED_DC = 40, CCFG_VK_ATTN_TILED_DV = 64,
        /* the 64-query variant: 256 invocations, 26112 bytes of shared memory */
        CCFG_VK_ATTN_TILED_WG64 = 256, CCFG_VK_ATTN_TILED_BR64 = 64,
-       CCFG_VK_ATTN_TILED_SHARED64 = 26112 };
+       CCFG_VK_ATTN_TILED_SHARED64 = 26112,
+       /* the same with Q resident (nn_attention_tiled1_q64r.comp, heads of at most DC channels):
+        * Q 64 x 40 floats + the K slice or V chunk (32 x 17 vec4) + P (64 x 9 vec4) + 384 floats */
+       CCFG_VK_ATTN_TILED_SHARED_QR = 29696,
+       /* push flags bit 2: O += P V in whole DV-column chunks (the merged shader, for A/B) */
+       CCFG_VK_ATTN_TILED_PV_WHOLE = 4 };
 typedef struct {
     uint32_t oq, ok, ov, oo, os, batch, nq, nk, heads, head_dim;
     float scale;

@@ -1,8 +1,10 @@
 """The Vulkan attention shaders against the CPU backend and torch: the tiled shader
 (nn_attention_tiled.glsl, the default: a workgroup per 32 or 64 queries, S = Q K^T and O += P V
 per tile of 32 keys as register-tiled GEMMs; CCFG_VULKAN_ATTENTION=tiled32 / tiled64 force either
-block) and the lanes shader it replaced (CCFG_VULKAN_ATTENTION=lanes, nn_attention.comp). The
-switch is read at every call, so all run in one process.
+block; the 64-query one keeps Q resident in shared memory for heads of at most 40 channels where
+the device has room; tiled-v1 is the merged shader: Q re-staged per key tile, O += P V in whole
+64-column chunks) and the lanes shader it replaced (CCFG_VULKAN_ATTENTION=lanes,
+nn_attention.comp). The switch is read at every call, so all run in one process.
 
 Sizes: Stable Diffusion's self-attention at 64x64 latents (4096 tokens) with heads of 40, 64, 80
 and 160 channels, its text cross-attention (77 keys), several heads and batch > 1, query and key
@@ -34,7 +36,9 @@ LONG_TOL = 3e-5
 # the 64-query workgroups need 26112 bytes of shared memory and 256 invocations (vk_nn.h)
 FITS64 = bool(VK) and VK[0].get("max_shared_memory", 0) >= 26112 and \
     VK[0].get("max_workgroup_invocations", 0) >= 256
-MODES = ["tiled32"] + (["tiled64"] if FITS64 else []) + ["lanes"]
+# the 64-query workgroups with Q resident (heads of at most 40 channels): 29696 bytes
+FITSQR = FITS64 and VK[0].get("max_shared_memory", 0) >= 29696
+MODES = ["tiled32"] + (["tiled64"] if FITS64 else []) + ["tiled-v1", "lanes"]
 
 
 def rel_err(a, b):
@@ -81,10 +85,13 @@ def check(monkeypatch, mode, batch, nq, nk, heads, hd):
 
 def kind(mode, nq, hd):
     """the pipeline `mode` uses for nq queries and heads of hd channels: 64-column chunks, 32- or
-    64-query workgroups ("tiled": 64 where the device has them and nq > 32)"""
+    64-query workgroups ("tiled" and "tiled-v1": 64 where the device has them and nq > 32), the
+    64-query ones with Q resident for heads of at most 40 channels (not "tiled-v1")"""
     if mode == "lanes":
         return "nn_attention"
-    q64 = mode == "tiled64" or (mode == "tiled" and FITS64 and nq > 32)
+    q64 = mode == "tiled64" or (mode in ("tiled", "tiled-v1") and FITS64 and nq > 32)
+    if q64 and mode != "tiled-v1" and FITSQR and hd <= 40:
+        return "nn_attention_tiled1_q64r"
     return f"nn_attention_tiled{(hd + 63) // 64}" + ("_q64" if q64 else "")
 
 
@@ -95,6 +102,25 @@ def kind(mode, nq, hd):
 def test_tiled_sd_self_attention(monkeypatch, mode, hd):
     rows = check(monkeypatch, mode, 1, 4096, 4096, 1, hd)
     assert [r[0] for r in rows] == [kind(mode, 4096, hd)]
+
+
+# Q resident in shared memory (heads of at most 40 channels, 64-query workgroups) and O += P V
+# by the head's own columns (nv vec4 per row group: 10 at 40, 2 at 7) against the merged
+# shader's whole 64-column chunks: both against the CPU, and no worse than the merged shader
+@pytest.mark.parametrize("batch,nq,nk,heads,hd", [(1, 4096, 4096, 1, 40), (2, 130, 77, 2, 37),
+                                                   (1, 70, 300, 3, 7), (1, 97, 65, 1, 1)])
+def test_resident_q_and_head_columns(monkeypatch, batch, nq, nk, heads, hd):
+    rows = check(monkeypatch, "tiled", batch, nq, nk, heads, hd)
+    assert [r[0] for r in rows] == [kind("tiled", nq, hd)]
+    if FITSQR:
+        assert rows[0][0] == "nn_attention_tiled1_q64r"
+    q, k, v = qkv(batch, nq, nk, heads, hd)
+    cpu = run("cpu", batch, nq, nk, heads, hd, q, k, v)
+    errs = {}
+    for mode in ("tiled", "tiled-v1"):
+        monkeypatch.setenv("CCFG_VULKAN_ATTENTION", mode)
+        errs[mode] = rel_err(run(DEV, batch, nq, nk, heads, hd, q, k, v), cpu)
+    assert errs["tiled"] <= max(errs["tiled-v1"], 1e-7) * 1.5, errs
 
 
 # (batch, nq, nk, heads, head_dim): SD's text cross-attention (77 keys) at levels 0-1, several
@@ -160,8 +186,8 @@ def test_switch_values(monkeypatch, nq):
             run(DEV, 1, nq, 8, 1, 16, q, k, v)
         assert [r[0] for r in prof.rows if "attention" in r[0]] == [kind("tiled", nq, 16)]
     monkeypatch.setenv("CCFG_VULKAN_ATTENTION", "flash")
-    with pytest.raises(ValueError, match="CCFG_VULKAN_ATTENTION must be tiled, tiled32, tiled64 "
-                                         "or lanes"):
+    with pytest.raises(ValueError, match="CCFG_VULKAN_ATTENTION must be tiled, tiled32, tiled64, "
+                                         "tiled-v1 or lanes"):
         run(DEV, 1, nq, 8, 1, 16, q, k, v)
     if not FITS64:
         monkeypatch.setenv("CCFG_VULKAN_ATTENTION", "tiled64")
