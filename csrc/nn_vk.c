@@ -588,13 +588,43 @@ static int vk_cnhw_to_nchw(const ccfg_backend *be, int batch, int c, int hw, con
     return eltwise(be, 5, n, x, n, y, &pc);
 }
 
+/* Both attention shaders' key blocks: keys [k0, k0 + kn) per dispatch, `block` keys each (the
+ * loop budget), the first (flags bit 0) starting from nothing and the last (bit 1) normalising;
+ * between blocks each query's running maximum and sum wait in `state` (2 floats per query, device
+ * scratch) and its unnormalised output in `out`. pc is the shader's push block, whose k0, kn and
+ * flags fields the caller points to; `extra` is or-ed into every block's flags. */
+static int attention_key_blocks(const ccfg_backend *be, int kernel, const float *q, const float *k,
+                                const float *v, float *out, int64_t nqe, int64_t nke,
+                                int64_t queries, int64_t nk, int64_t block, int64_t groups,
+                                void *pc, uint32_t *k0f, uint32_t *knf, uint32_t *flagsf,
+                                uint32_t extra)
+{
+    int status;
+    float *state = NULL;
+    if (block < nk) {
+        if ((status = fits(2 * queries, "attention"))) return status;
+        if ((status = ccfg_vk_nn_scratch(be, (size_t)(2 * queries) * sizeof(float), &state)))
+            return status;
+    }
+    const float *ptrs[5] = {q, k, v, out, state ? state : out};
+    const int64_t counts[5] = {nqe, nke, nke, nqe, state ? 2 * queries : 0};
+    status = CCFG_OK;
+    for (int64_t k0 = 0; k0 < nk && !status; k0 += block) {
+        *k0f = (uint32_t)k0;
+        *knf = (uint32_t)(nk - k0 < block ? nk - k0 : block);
+        *flagsf = (k0 == 0 ? 1u : 0u) | (k0 + block >= nk ? 2u : 0u) | extra;
+        status = dispatch_groups(be, kernel, 5, ptrs, counts, pc, groups, "attention");
+    }
+    be->release(be, state);     /* after the batch that uses it (backend_vk.c) */
+    return status;
+}
+
 /* The lanes shader (nn_attention.comp, CCFG_VULKAN_ATTENTION=lanes): a few invocations per query
  * split its keys, each holding a whole head_dim accumulator (sizes checked by the caller) */
 static int attention_lanes(const ccfg_backend *be, int batch, int nq, int nk, int heads,
                            int head_dim, const float *q, const float *k, const float *v,
                            float *out, int64_t nqe, int64_t nke)
 {
-    int status = CCFG_OK;
     /* Keys go through shared memory in tiles of tk keys, shared by the workgroup's 64 / lanes
      * queries. Keys are split between `lanes` invocations per query so that one invocation does
      * not loop over ~8k key x channel steps (long sequences spread over a GPU's lanes), but at
@@ -624,28 +654,13 @@ static int attention_lanes(const ccfg_backend *be, int batch, int nq, int nk, in
     const int64_t queries = (int64_t)batch * heads * nq, per_group = CCFG_VK_ATTENTION_WG / lanes;
     const int64_t groups = (int64_t)batch * heads * ((nq + per_group - 1) / per_group);
     if (!queries) return CCFG_OK;
-    float *state = NULL;
-    if (block < nk) {
-        if ((status = fits(2 * queries, "attention"))) return status;
-        if ((status = ccfg_vk_nn_scratch(be, (size_t)(2 * queries) * sizeof(float), &state)))
-            return status;
-    }
-    const float *ptrs[5] = {q, k, v, out, state ? state : out};
-    const int64_t counts[5] = {nqe, nke, nke, nqe, state ? 2 * queries : 0};
     ccfg_vk_push_attention pc = {.batch = (uint32_t)batch, .nq = (uint32_t)nq,
                                  .nk = (uint32_t)nk, .heads = (uint32_t)heads,
                                  .head_dim = (uint32_t)head_dim,
                                  .scale = 1.0f / sqrtf((float)head_dim), .lanes = lanes,
                                  .tk = (uint32_t)tk};
-    for (int64_t k0 = 0; k0 < nk && !status; k0 += block) {
-        pc.k0 = (uint32_t)k0;
-        pc.kn = (uint32_t)(nk - k0 < block ? nk - k0 : block);
-        pc.flags = (k0 == 0 ? 1u : 0u) | (k0 + block >= nk ? 2u : 0u);
-        status = dispatch_groups(be, CCFG_VK_NN_ATTENTION, 5, ptrs, counts, &pc, groups,
-                                 "attention");
-    }
-    be->release(be, state);     /* after the batch that uses it (backend_vk.c) */
-    return status;
+    return attention_key_blocks(be, CCFG_VK_NN_ATTENTION, q, k, v, out, nqe, nke, queries, nk,
+                                block, groups, &pc, &pc.k0, &pc.kn, &pc.flags, 0u);
 }
 
 /* The tiled shader (nn_attention_tiled.glsl, the default; the pipeline with ceil(head_dim / DV)
@@ -658,7 +673,6 @@ static int attention_tiled(const ccfg_backend *be, int batch, int nq, int nk, in
                            int head_dim, const float *q, const float *k, const float *v,
                            float *out, int64_t nqe, int64_t nke, int mode, int v1)
 {
-    int status = CCFG_OK;
     const int q64 = mode >= 2;
     const int64_t bc = CCFG_VK_ATTN_TILED_BC;
     const int64_t br = q64 ? CCFG_VK_ATTN_TILED_BR64 : CCFG_VK_ATTN_TILED_BR;
@@ -683,14 +697,6 @@ static int attention_tiled(const ccfg_backend *be, int batch, int nq, int nk, in
     const int64_t queries = (int64_t)batch * heads * nq;
     const int64_t groups = (int64_t)batch * heads * ((nq + br - 1) / br);
     if (!queries) return CCFG_OK;
-    float *state = NULL;
-    if (block < nk) {
-        if ((status = fits(2 * queries, "attention"))) return status;
-        if ((status = ccfg_vk_nn_scratch(be, (size_t)(2 * queries) * sizeof(float), &state)))
-            return status;
-    }
-    const float *ptrs[5] = {q, k, v, out, state ? state : out};
-    const int64_t counts[5] = {nqe, nke, nke, nqe, state ? 2 * queries : 0};
     ccfg_vk_push_attention_tiled pc = {.batch = (uint32_t)batch, .nq = (uint32_t)nq,
                                        .nk = (uint32_t)nk, .heads = (uint32_t)heads,
                                        .head_dim = (uint32_t)head_dim,
@@ -698,15 +704,9 @@ static int attention_tiled(const ccfg_backend *be, int batch, int nq, int nk, in
     const int kernel = mode == 3 ? CCFG_VK_NN_ATTENTION_TILED1_Q64R
                                  : (q64 ? CCFG_VK_NN_ATTENTION_TILED_Q64
                                         : CCFG_VK_NN_ATTENTION_TILED) + (int)chunks - 1;
-    for (int64_t k0 = 0; k0 < nk && !status; k0 += block) {
-        pc.k0 = (uint32_t)k0;
-        pc.kn = (uint32_t)(nk - k0 < block ? nk - k0 : block);
-        pc.flags = (k0 == 0 ? 1u : 0u) | (k0 + block >= nk ? 2u : 0u) |
-                   (v1 ? (uint32_t)CCFG_VK_ATTN_TILED_PV_WHOLE : 0u);
-        status = dispatch_groups(be, kernel, 5, ptrs, counts, &pc, groups, "attention");
-    }
-    be->release(be, state);     /* after the batch that uses it (backend_vk.c) */
-    return status;
+    return attention_key_blocks(be, kernel, q, k, v, out, nqe, nke, queries, nk, block, groups,
+                                &pc, &pc.k0, &pc.kn, &pc.flags,
+                                v1 ? (uint32_t)CCFG_VK_ATTN_TILED_PV_WHOLE : 0u);
 }
 
 /* CCFG_VULKAN_ATTENTION: the attention shader. "tiled" (unset or empty: the default) is the tiled
