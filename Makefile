@@ -2,6 +2,8 @@
 # make demo  : setup + python -m ccfg demo      make test : setup + pytest
 # make bench : setup + benchmarks               make asan : tests under ASan/UBSan
 # make fuzz  : libFuzzer targets (fuzz/) over their corpus, FUZZ_SECONDS in all (default 60)
+# make test-coop : the cooperative-matrix tests on lavapipe 26 (Debian 13's, unpacked into
+#                  build/toolchain by tools/debian_toolchain.py; this machine's lavapipe has none)
 PY      := .venv/bin/python
 APT_PKGS := build-essential pkg-config libopenblas-dev glslc libvulkan-dev mesa-vulkan-drivers \
             vulkan-validationlayers dataset-fashion-mnist
@@ -9,7 +11,7 @@ APT_PKGS := build-essential pkg-config libopenblas-dev glslc libvulkan-dev mesa-
 FUZZ_APT_PKGS := clang libclang-rt-dev
 STAMP   := .venv/.installed
 
-.PHONY: setup build demo test bench asan fuzz fuzz-build fuzz-merge clean
+.PHONY: setup build demo test test-coop toolchain bench asan fuzz fuzz-build fuzz-merge clean
 
 # missing Debian packages of the list $(1): installed with apt-get when root, else named
 define apt_install
@@ -26,20 +28,35 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml setup.py
 	$(call apt_install,$(APT_PKGS))
+	$(MAKE) --no-print-directory toolchain
 	test -x $(PY) || python3 -m venv .venv
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
 # rebuild the extension in place after C changes (serialised: several shells may call it)
-build: $(STAMP)
+build: $(STAMP) toolchain
 	flock /tmp/ccfg-build.lock $(PY) setup.py -q build_ext --inplace
+
+# Debian 12's glslc cannot compile GL_KHR_cooperative_matrix: Debian 13's, unpacked into
+# build/toolchain (setup.py then compiles the coop shaders with it). Without it (no network, not
+# amd64) ccfg builds without the cooperative-matrix convolution and says so.
+toolchain:
+	@python3 tools/debian_toolchain.py glslc >/dev/null || \
+	  echo "ccfg: no glslc for GL_KHR_cooperative_matrix; the coop convolution is left out"
 
 demo: build
 	$(PY) -m ccfg demo
 
 test: build
 	$(PY) -m pytest -q tests
+
+# the tests that need VK_KHR_cooperative_matrix, on Debian 13's lavapipe (8x8x8 float16 shapes,
+# subgroups of 8) started through Debian 13's loader; they skip on this machine's lavapipe
+COOP_TESTS ?= tests/test_vulkan_half.py tests/test_vulkan_coop.py
+test-coop: build
+	python3 tools/debian_toolchain.py lavapipe >/dev/null
+	build/toolchain/lavapipe-run $(PY) -m pytest -q $(wildcard $(COOP_TESTS))
 
 bench: build
 	$(PY) benchmarks/run.py
@@ -48,7 +65,7 @@ bench: build
 asan: $(STAMP)
 	rm -rf build/asan && mkdir -p build/asan
 	cp -r setup.py pyproject.toml README.md SECURITY.md LICENSE CITATION.cff MANIFEST.in CONTRIBUTING.md csrc shaders ccfg tests tools docs benchmarks notebooks build/asan/ && rm -f build/asan/ccfg/_core*.so
-	cd build/asan && CCFG_SANITIZE=1 ../../$(PY) setup.py -q build_ext --inplace
+	cd build/asan && CCFG_GLSLC_COOP=$(CURDIR)/build/toolchain/glslc CCFG_SANITIZE=1 ../../$(PY) setup.py -q build_ext --inplace
 	cd build/asan && LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
 	  ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	  ../../$(PY) -m pytest -q -x tests -p no:cacheprovider
