@@ -8,7 +8,7 @@
 # this script copies from this machine's Debian packages: OpenBLAS (library and cblas.h), glslc
 # (with libshaderc), the Vulkan headers and loader, the glvnd libraries the NVIDIA ICD needs
 # (without libGLdispatch/libGLX/libEGL, vkCreateInstance fails with VK_ERROR_INCOMPATIBLE_DRIVER),
-# and diffusers with its pure-Python dependencies (wheels for the remote's Python, --target).
+# Debian 13's glslc for the cooperative-matrix shaders, and diffusers with its pure-Python dependencies (wheels for the remote's Python, --target).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEST=gpu-carry
@@ -36,6 +36,24 @@ strip --strip-unneeded "$OUT"/lib/*.so.* "$OUT/bin/glslc" 2>/dev/null || true
 cp /usr/include/vulkan/*.h "$OUT/include/vulkan/"         # the C headers (not vulkan.hpp's)
 [ -d /usr/include/vk_video ] && cp -r /usr/include/vk_video "$OUT/include/"
 cp /usr/include/x86_64-linux-gnu/openblas-pthread/*.h "$OUT/include/"
+
+# Debian 13's glslc for the GL_KHR_cooperative_matrix shaders (Debian 12's cannot compile them),
+# with the C and C++ libraries and loader it needs (tools/debian_toolchain.py unpacks them):
+# bin/glslc-coop runs it through the carried loader; gpu_remote.sh sets CCFG_GLSLC_COOP to it
+python3 tools/debian_toolchain.py glslc >/dev/null
+T=build/toolchain/root
+mkdir -p "$OUT/coop-glslc"
+for f in usr/bin/glslc usr/lib64/ld-linux-x86-64.so.2; do cp -L "$T/$f" "$OUT/coop-glslc/"; done
+for so in libshaderc.so.1 libstdc++.so.6 libgcc_s.so.1 libc.so.6 libm.so.6; do
+    cp -L "$T/usr/lib/x86_64-linux-gnu/$so" "$OUT/coop-glslc/"
+done
+strip --strip-unneeded "$OUT/coop-glslc/glslc" "$OUT/coop-glslc/libshaderc.so.1" 2>/dev/null || true
+cat > "$OUT/bin/glslc-coop" <<'EOF'
+#!/bin/sh
+d="$(cd "$(dirname "$0")/../coop-glslc" && pwd)"
+exec "$d/ld-linux-x86-64.so.2" --library-path "$d" "$d/glslc" "$@"
+EOF
+chmod +x "$OUT/bin/glslc-coop"
 
 # diffusers (the version tested here) and what it imports that a torch install may lack, as
 # wheels for the remote Python, without dependencies resolved (numpy and torch are there)

@@ -22,6 +22,7 @@ export LD_LIBRARY_PATH="$C/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export LIBRARY_PATH="$C/lib${LIBRARY_PATH:+:$LIBRARY_PATH}"
 export CPATH="$C/include${CPATH:+:$CPATH}"
 export CCFG_VULKAN_LOADER="$C/lib/libvulkan.so.1"
+export CCFG_GLSLC_COOP="$C/bin/glslc-coop"      # the GL_KHR_cooperative_matrix shaders
 if [ -z "${VK_DRIVER_FILES:-}" ]; then
     icd=$(ls /usr/local/nvidia/share/vulkan/icd.d/*.json /usr/share/vulkan/icd.d/nvidia*.json \
               /etc/vulkan/icd.d/nvidia*.json 2>/dev/null | head -1 || true)
