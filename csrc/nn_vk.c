@@ -556,15 +556,13 @@ static int vk_group_norm_affine(const ccfg_backend *be, int batch, int c, int hw
 
 /* CCFG_VULKAN_NO_NORM_FOLD=1: conv2d_packed_norm declines every layer, so the UNet runs each
  * GroupNorm(+SiLU) as its own pass that writes the normalised tensor and the convolution reads it
- * back (the path before the fold; for A/B). Read once. */
+ * back (the path before the fold; for A/B). Read at every call (a few per resnet, against a
+ * convolution's dispatch), so one process can interleave the two paths
+ * (benchmarks/bench_vk_switches.py). */
 static int norm_fold_off(void)
 {
-    static int off = -1;
-    if (off < 0) {
-        const char *v = getenv("CCFG_VULKAN_NO_NORM_FOLD");
-        off = v && *v && strcmp(v, "0") ? 1 : 0;
-    }
-    return off;
+    const char *v = getenv("CCFG_VULKAN_NO_NORM_FOLD");
+    return v && *v && strcmp(v, "0") ? 1 : 0;
 }
 
 /* nn.h conv2d_packed_norm: the tiled shaders (float32, and float16 in CCFG_VULKAN_PRECISION=fp16)
