@@ -3,7 +3,7 @@ same device: device time per call from timestamp queries (ccfg.profiling), each 
 process (the switches are read when a device is opened), settings alternated, medians.
 
     PYTHONPATH=. .venv/bin/python benchmarks/bench_vk_switches.py [--rounds 3] [--big]
-        [--norm-fold-only] [--norm-fold-reps 5]
+        [--norm-fold-only | --no-norm-fold] [--norm-fold-reps 5]
 
 1. mixture eps of the sampler's stacked rows (3 condition blocks of the same x, CCFG's batch):
    densities shared between the blocks (gmm_eps.glsl mode 2) and the near-memory path (parameters
@@ -171,6 +171,7 @@ def main():
     ap.add_argument("--device", default=None, help="vulkan:N (default: the first)")
     ap.add_argument("--norm-fold-only", action="store_true",
                     help="only section 5 (the folded GroupNorm)")
+    ap.add_argument("--no-norm-fold", action="store_true", help="sections 1-4 only")
     ap.add_argument("--norm-fold-reps", type=int, default=5,
                     help="alternated forward pairs of section 5")
     a = ap.parse_args()
@@ -210,7 +211,7 @@ def main():
         off = float(np.median([r[case] for r in runs["off"]]))
         print(f"{case:<48} {on:10.2f} {off:10.2f} {on / off:7.2f}")
     print(f"load {os.getloadavg()[0]:.1f}")
-    return norm_fold(dev, a.big, a.norm_fold_reps, False)
+    return 0 if a.no_norm_fold else norm_fold(dev, a.big, a.norm_fold_reps, False)
 
 
 if __name__ == "__main__":

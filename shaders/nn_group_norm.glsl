@@ -19,7 +19,8 @@
 // with which v = x a + d is the normalised value before SiLU (FiLM included) to
 // y[2 (b C + c)] and y[2 (b C + c) + 1]; phase 2 then has one invocation per (b, c), or with
 // flags bit 4 phase 1 writes them itself (each invocation its pair's channels) and phase 2 is not
-// run: two dispatches for a large group instead of three. The convolution that reads the normalised tensor applies them (nn_conv2d.comp flags bit 3).
+// run: two dispatches for a large group instead of three. The convolution that reads the
+// normalised tensor applies them (nn_conv2d.comp flags bit 3).
 // Partial sums meet in shared memory: a tree, or with SUBGROUP one subgroupAdd and a sum over the
 // workgroup's subgroups (the order differs: results agree to float32 rounding, not bit for bit).
 layout(local_size_x = 128) in;
