@@ -186,7 +186,8 @@ static int conv_tiled_dispatch(const ccfg_backend *be, int kernel, const float *
  * converted once when the model was placed), or NULL: then they are converted here into float16
  * device scratch (nn_to_f16.comp; read once, 1.5x their float32 bytes moved per call, released
  * after the batch). Chunks are multiples of 8 or 16 channels, so a chunk's first weight is an
- * even float16 index: a whole 32-bit element, the unit of the bound arrays' offsets. */
+ * even float16 index: a whole 32-bit element, the unit of the bound arrays' offsets. ab, silu:
+ * a folded GroupNorm (vk_conv2d_packed_norm; the float16 tiled shader only), or NULL. */
 static int vk_conv2d_half(const ccfg_backend *be, int precision, int batch, int cin, int h,
                           int w, const float *x, int cout, int k, int stride, int pad0, int ho,
                           int wo, const float *weight, const float *w16, const float *bias,
@@ -202,7 +203,7 @@ static int vk_conv2d_half(const ccfg_backend *be, int precision, int batch, int 
     const int64_t bk = coop ? CCFG_VK_COOP_BK : CCFG_VK_CONV_BK;
     int status;
     if ((status = fits(nw, "conv2d"))) return status;
-    if (ab && coop)     /* conv2d_packed_norm declines these (norm_fold) */
+    if (ab && coop)     /* vk_conv2d_packed_norm declines these */
         return ccfg_fail(CCFG_EINTERNAL, "Vulkan nn conv2d: a folded GroupNorm in a cooperative "
                          "matrix convolution");
     const int64_t items = (ny / cout + bn - 1) / bn;
@@ -268,7 +269,9 @@ static int vk_conv2d_half(const ccfg_backend *be, int precision, int batch, int 
 }
 
 /* conv2d, from the layer's float16 weights w16 (vk_conv2d_pack) where given, adding residual (an
- * array like y, or NULL) in the epilogue of its first chunk */
+ * array like y, or NULL) in the epilogue of its first chunk, reading its input through a folded
+ * GroupNorm where ab is given ((a, d) per sample and input channel, then SiLU if silu; the tiled
+ * shaders only) */
 static int conv2d_any(const ccfg_backend *be, int batch, int cin, int h, int w, const float *x,
                       int cout, int k, int stride, int pad0, int pad1, const float *weight,
                       const float *w16, const float *bias, const float *residual, int accumulate,
@@ -408,7 +411,7 @@ static int conv2d_any(const ccfg_backend *be, int batch, int cin, int h, int w, 
     if (!direct && precision != CCFG_VK_PRECISION_FP32)
         return vk_conv2d_half(be, precision, batch, cin, h, w, x, cout, k, stride, pad0, ho, wo,
                               weight, w16, bias, residual, accumulate, ab, silu, y);
-    if (ab && direct)   /* conv2d_packed_norm declines these (norm_fold) */
+    if (ab && direct)   /* vk_conv2d_packed_norm declines these */
         return ccfg_fail(CCFG_EINTERNAL, "Vulkan nn conv2d: a folded GroupNorm in the direct "
                          "shader");
     int64_t items, rounds;
