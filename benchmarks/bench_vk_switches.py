@@ -3,6 +3,7 @@ same device: device time per call from timestamp queries (ccfg.profiling), each 
 process (the switches are read when a device is opened), settings alternated, medians.
 
     PYTHONPATH=. .venv/bin/python benchmarks/bench_vk_switches.py [--rounds 3] [--big]
+        [--norm-fold-only | --no-norm-fold] [--norm-fold-reps 5]
 
 1. mixture eps of the sampler's stacked rows (3 condition blocks of the same x, CCFG's batch):
    densities shared between the blocks (gmm_eps.glsl mode 2) and the near-memory path (parameters
@@ -17,7 +18,13 @@ process (the switches are read when a device is opened), settings alternated, me
 4. conv2d at the issue's CIFAR-sized UNet's 16x16, 8x8 and 4x4 shapes (3x3, 256 and 512 -> 256
    channels): split-K by the default rule, forced on every device (CCFG_VULKAN_CONV_SPLITK=auto:
    a CPU device's default is off), against CCFG_VULKAN_CONV_SPLITK=0; the device time of the
-   slices and their reduce together.
+   slices and their reduce together;
+5. the GroupNorm(+SiLU) folded into the convolution that reads it (CCFG_VULKAN_NO_NORM_FOLD=1
+   unfolds it; read at every call, so this one is interleaved in one process per precision,
+   fp32 and fp16): a CIFAR-shaped UNet2DModel's forward (half the issue's channels on lavapipe,
+   whose storage buffers cannot hold the full model's weights; the full model with --big),
+   folded against unfolded forward by forward: wall time (medians of the alternated forwards and
+   of their ratios), device time and dispatches per forward from the profile.
 
 Sizes are small by default (lavapipe); --big uses the GPU sizes (n = 1M toy rows, 48-row UNet
 norms and convolutions). Skips (exit 0) without a Vulkan device. Nothing about time is asserted.
@@ -83,6 +90,74 @@ out[f"fashion-mnist forward {rows} rows (wall)"] = 1e3 * sorted(walls)[1]
 print("RESULT " + json.dumps(out))
 """
 
+NORM_FOLD_CHILD = r"""
+import json, os, sys, tempfile, time
+import numpy as np, torch, ccfg
+from diffusers import UNet2DModel
+dev, big, reps = sys.argv[1], sys.argv[2] == "1", int(sys.argv[3])
+torch.manual_seed(0)
+ch = (128, 256, 256, 256) if big else (64, 128, 128, 128)
+rows = 48 if big else 2
+cm = UNet2DModel(sample_size=32, in_channels=3, out_channels=3, block_out_channels=ch,
+                 layers_per_block=2, attention_head_dim=32, norm_num_groups=32,
+                 down_block_types=("DownBlock2D",) + ("AttnDownBlock2D",) * 3,
+                 up_block_types=("AttnUpBlock2D",) * 3 + ("UpBlock2D",)).eval()
+d = tempfile.mkdtemp()
+cm.save_pretrained(d)
+unet = ccfg.models.UNet.from_pretrained(d)
+x = np.random.default_rng(0).standard_normal((rows, 3, 32, 32)).astype(np.float32)
+setting = {"fold": "0", "unfolded": "1"}
+res = {}
+for name, flag in setting.items():      # placed, packed and warm; the profile of one forward
+    os.environ["CCFG_VULKAN_NO_NORM_FOLD"] = flag
+    res[name] = unet(x, 500, device=dev)
+    with ccfg.profiling.profile(dev) as prof:
+        unet(x, 500, device=dev)
+    res[name + " device"] = prof.device_ms
+    res[name + " calls"] = sum(c for _, c, _ in prof.rows)
+    res[name + " gn"] = sum(ms for k, _, ms in prof.rows if "group_norm" in k)
+    res[name + " conv"] = sum(ms for k, _, ms in prof.rows if "conv2d" in k)
+err = float(np.abs(res["fold"] - res["unfolded"]).max() / np.abs(res["unfolded"]).max())
+walls = {"fold": [], "unfolded": []}
+for _ in range(reps):
+    for name, flag in setting.items():
+        os.environ["CCFG_VULKAN_NO_NORM_FOLD"] = flag
+        t0 = time.perf_counter()
+        unet(x, 500, device=dev)
+        walls[name].append(time.perf_counter() - t0)
+ratio = [a / b for a, b in zip(walls["fold"], walls["unfolded"])]
+out = {"rows": rows, "channels": list(ch), "fold vs unfolded max rel diff": err,
+       "wall ms fold": 1e3 * float(np.median(walls["fold"])),
+       "wall ms unfolded": 1e3 * float(np.median(walls["unfolded"])),
+       "wall ratio fold/unfolded (median of pairs)": float(np.median(ratio))}
+for k in ("device", "calls", "gn", "conv"):
+    out[k + " fold"] = res["fold " + k]
+    out[k + " unfolded"] = res["unfolded " + k]
+print("RESULT " + json.dumps(out))
+"""
+
+
+def norm_fold(dev, big, reps, only):
+    """section 5: one process per precision, the fold toggled forward by forward in it"""
+    for precision in ("fp32", "fp16"):
+        env = dict(os.environ, CCFG_VULKAN_PRECISION=precision)
+        r = subprocess.run([sys.executable, "-c", NORM_FOLD_CHILD, dev, "1" if big else "0",
+                            str(reps)], env=env, capture_output=True, text=True, timeout=3600)
+        line = [ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")]
+        if r.returncode or not line:
+            print(f"norm fold {precision}: failed\n{r.stderr[-3000:]}")
+            if only:
+                return 1
+            continue
+        res = json.loads(line[0][len("RESULT "):])
+        print(f"norm fold, CIFAR-shaped forward {precision}, {res['rows']} rows, channels "
+              f"{res['channels']}, {reps} alternated pairs, load {os.getloadavg()[0]:.1f}:")
+        for k, v in res.items():
+            if k not in ("rows", "channels"):
+                print(f"  {k:<44} {v:10.4g}")
+    return 0
+
+
 # switch: (value on, value off); None: unset
 SWITCHES = {"CCFG_VULKAN_GMM_NO_SHARING": (None, "1"), "CCFG_VULKAN_GMM_V1": (None, "1"),
             "CCFG_VULKAN_NO_SUBGROUP": (None, "1"),
@@ -94,6 +169,11 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--big", action="store_true", help="GPU sizes")
     ap.add_argument("--device", default=None, help="vulkan:N (default: the first)")
+    ap.add_argument("--norm-fold-only", action="store_true",
+                    help="only section 5 (the folded GroupNorm)")
+    ap.add_argument("--no-norm-fold", action="store_true", help="sections 1-4 only")
+    ap.add_argument("--norm-fold-reps", type=int, default=5,
+                    help="alternated forward pairs of section 5")
     a = ap.parse_args()
     sys.path.insert(0, os.getcwd())
     import numpy as np
@@ -104,6 +184,8 @@ def main():
         return 0
     dev = a.device or vk[0]["selector"]
     print(f"{dev}: {vk[0]['name']} ({vk[0].get('driver', '?')}), load {os.getloadavg()[0]:.1f}")
+    if a.norm_fold_only:
+        return norm_fold(dev, a.big, a.norm_fold_reps, True)
     runs = {"on": [], "off": []}
     for _ in range(a.rounds):
         for setting in ("on", "off"):
@@ -129,7 +211,7 @@ def main():
         off = float(np.median([r[case] for r in runs["off"]]))
         print(f"{case:<48} {on:10.2f} {off:10.2f} {on / off:7.2f}")
     print(f"load {os.getloadavg()[0]:.1f}")
-    return 0
+    return 0 if a.no_norm_fold else norm_fold(dev, a.big, a.norm_fold_reps, False)
 
 
 if __name__ == "__main__":

@@ -48,7 +48,9 @@ log=${OUT:-/tmp}/gpu_run.txt
     echo "== gpu_vs_torch"
     "$PY" benchmarks/gpu_vs_torch.py "$@" || echo "gpu_vs_torch.py exited with $? (a MISMATCH line above says which)"
     echo "== switches (group_norm subgroups, mixture sharing: on vs off)"
-    timeout 150 "$PY" benchmarks/bench_vk_switches.py --big --rounds 3 || true
+    timeout 150 "$PY" benchmarks/bench_vk_switches.py --big --rounds 3 --no-norm-fold || true
+    echo "== GroupNorm+SiLU folded into the convolution vs CCFG_VULKAN_NO_NORM_FOLD=1 (CIFAR, 48 rows)"
+    timeout 120 "$PY" benchmarks/bench_vk_switches.py --big --norm-fold-only --norm-fold-reps 5 || true
     echo "== convolution paths: cached float16 weights, residual binding (on vs off)"
     timeout 150 "$PY" benchmarks/bench_vulkan_half.py --switches --channels 128,256,256,256 --rows 48 --rounds 3 || true
     echo "== mixture shader: near-memory path vs CCFG_VULKAN_GMM_V1=1 (n = 100k, 1M)"

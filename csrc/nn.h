@@ -73,23 +73,31 @@ typedef struct ccfg_nn_ops {
                            const float *x, int cout, int k, int stride, int pad0, int pad1,
                            const float *weight, const float *packed, const float *bias,
                            const float *residual, float *y, float *scratch, int64_t scratch_len);
-    /* Optional (NULL where a backend has none): a GroupNorm(+SiLU) folded into the stride-1 3x3
-     * convolution that reads its output, the normalised tensor never written.
+    /* Optional (NULL where a backend has none): a GroupNorm(+SiLU) folded into the convolution
+     * that reads its output, the normalised tensor never written (the CPU: stride-1 3x3 layers
+     * with packed Winograd weights; Vulkan: its tiled float32 and float16 shaders).
      * group_norm_affine: group_norm's arguments, but instead of y it writes the (a, d) per sample
      * b and channel ci with which group_norm computes v = x * a + d before its SiLU, to
      * ab[2 (b c + ci)] and ab[2 (b c + ci) + 1] (ab: 2 batch c floats);
      * conv2d_packed_norm: conv2d_packed of silu ? SiLU(x a + d) : x a + d (zero padding as
      * conv2d: the padding is of the normalised tensor), or *done = 0 with nothing written where
-     * the backend does not fuse this layer (decided by the layer's shape and the scratch, never
-     * the batch): the caller then runs group_norm and conv2d_packed. */
+     * the backend does not fuse this layer (decided by the layer's shape, the scratch and the
+     * backend's settings, never the batch): the caller then runs group_norm and conv2d_packed.
+     * residual: NULL, or as conv2d_residual's (added in the epilogue; accumulate then 0), which
+     * a backend without conv2d_residual declines (*done = 0). A backend whose ops tile on their
+     * own (uses_scratch 0) decides by the shape alone and takes batch 0 as a question: nothing
+     * recorded, x, ab and y unread, *done says whether it would fuse this layer, so a caller
+     * computes (a, d) only for a layer that reads them (unet.c norm_folds). The CPU needs the
+     * layer's packed weights and decides at the call. */
     int (*group_norm_affine)(const ccfg_backend *be, int batch, int c, int hw, int groups,
                              float eps, const float *x, const float *in_bias, const float *gamma,
                              const float *beta, const float *film, float *ab);
     int (*conv2d_packed_norm)(const ccfg_backend *be, int batch, int cin, int h, int w,
                               const float *x, const float *ab, int silu, int cout, int k,
                               int stride, int pad0, int pad1, const float *weight,
-                              const float *packed, const float *bias, int accumulate, float *y,
-                              float *scratch, int64_t scratch_len, int *done);
+                              const float *packed, const float *bias, const float *residual,
+                              int accumulate, float *y, float *scratch, int64_t scratch_len,
+                              int *done);
     /* GroupNorm over (channels of the group, h*w) per sample, then optional FiLM and SiLU:
      *   v = x + in_bias[b, c]                      (in_bias (batch, c) or NULL: ResNet time bias)
      *   v = (v - mean) / sqrt(var + eps) * gamma[c] + beta[c]   (biased variance, as torch)

@@ -1099,11 +1099,13 @@ static int op_conv2d_packed(const ccfg_backend *be, int batch, int cin, int h, i
 static int op_conv2d_packed_norm(const ccfg_backend *be, int batch, int cin, int h, int w,
                                  const float *x, const float *ab, int silu, int cout, int k,
                                  int stride, int pad0, int pad1, const float *weight,
-                                 const float *packed, const float *bias, int accumulate, float *y,
+                                 const float *packed, const float *bias,
+                                 const float *residual, int accumulate, float *y,
                                  float *scratch, int64_t scratch_len, int *done)
 {
     UNUSED_BE;
     *done = 0;
+    if (residual) return CCFG_OK;   /* no conv2d_residual here: declined (nn.h) */
     if (!ab || !packed || !op_conv2d_packed_len(be, cin, cout, k, stride, pad0, pad1))
         return ccfg_fail(CCFG_EINVAL, "nn conv2d_packed_norm: needs (a, d) and the layer's packed "
                          "3x3 weights");

@@ -130,40 +130,48 @@ static int conv_splitk(int64_t groups, int64_t mtiles, int64_t stages,
  * nn_conv2d_f16.comp, with pc's flags: one dispatch unsplit; with split-K, the S slices' partial
  * sums into device scratch (S x ny floats) and nn_conv2d_reduce.comp summing them in slice order,
  * then bias, accumulate and residual as pc's flags say (the unsplit epilogue's order). Chunks
- * compose: each chunk splits its own stages and its reduce accumulates onto the earlier ones. */
+ * compose: each chunk splits its own stages and its reduce accumulates onto the earlier ones.
+ * ptrs, counts: the convolution's five arrays (x, w, bias, y, r) and ab (vk_nn.h
+ * CCFG_VK_CONV_TILED_BINDINGS; without a folded GroupNorm x stands in, unread); abstride: the
+ * input channels per sample of ab. */
 static int conv_tiled_dispatch(const ccfg_backend *be, int kernel, const float *const *ptrs,
-                               const int64_t *counts, ccfg_vk_push_conv2d *pc, int64_t items,
-                               int64_t mtiles, int64_t ny, int64_t bk)
+                               const int64_t *counts, const ccfg_vk_push_conv2d *pc0,
+                               uint32_t abstride, int64_t items, int64_t mtiles, int64_t ny,
+                               int64_t bk)
 {
-    const int64_t stages = (int64_t)pc->k * pc->k * ((pc->cin + bk - 1) / bk);
+    ccfg_vk_push_conv2d_tiled pc = {.batch = pc0->batch, .cin = pc0->cin, .h = pc0->h,
+                                    .w = pc0->w, .cout = pc0->cout, .k = pc0->k,
+                                    .stride = pc0->stride, .pad0 = pc0->pad0, .ho = pc0->ho,
+                                    .wo = pc0->wo, .flags = pc0->flags, .wstride = pc0->wstride,
+                                    .abstride = abstride};
+    const int64_t stages = (int64_t)pc.k * pc.k * ((pc.cin + bk - 1) / bk);
     int64_t sps;
     int status;
-    pc->split = 0;
     if ((status = conv_splitk(items * mtiles, mtiles, stages, ny, &sps))) return status;
     if (!sps)
-        return ccfg_vk_nn_dispatch(be, kernel, CCFG_VK_CONV_BINDINGS, ptrs, counts, pc, items, 1,
-                                   (uint32_t)mtiles);
+        return ccfg_vk_nn_dispatch(be, kernel, CCFG_VK_CONV_TILED_BINDINGS, ptrs, counts, &pc,
+                                   items, 1, (uint32_t)mtiles);
     const int64_t slices = (stages + sps - 1) / sps;
     float *part = NULL;
     if ((status = ccfg_vk_nn_scratch(be, (size_t)(slices * ny) * sizeof(float), &part)))
         return status;
-    const uint32_t flags = pc->flags;
-    /* the slices ignore the flags and write raw sums: nothing but x and w is read */
-    const float *sp[CCFG_VK_CONV_BINDINGS] = {ptrs[0], ptrs[1], part, part, part};
-    const int64_t sc[CCFG_VK_CONV_BINDINGS] = {counts[0], counts[1], 0, slices * ny, 0};
-    pc->split = (uint32_t)sps;
-    pc->flags = 0;
-    status = ccfg_vk_nn_dispatch(be, kernel, CCFG_VK_CONV_BINDINGS, sp, sc, pc, items, 1,
+    const uint32_t flags = pc.flags;
+    /* the slices write raw sums: nothing but x, w and ab is read; they keep the input's flags
+     * (the folded GroupNorm) and leave the epilogue's to the reduce */
+    const float *sp[CCFG_VK_CONV_TILED_BINDINGS] = {ptrs[0], ptrs[1], part, part, part, ptrs[5]};
+    const int64_t sc[CCFG_VK_CONV_TILED_BINDINGS] = {counts[0], counts[1], 0, slices * ny, 0,
+                                                     counts[5]};
+    pc.split = (uint32_t)sps;
+    pc.flags = flags & (CCFG_VK_CONV_NORM | CCFG_VK_CONV_NORM_SILU);
+    status = ccfg_vk_nn_dispatch(be, kernel, CCFG_VK_CONV_TILED_BINDINGS, sp, sc, &pc, items, 1,
                                  (uint32_t)(slices * mtiles));
-    pc->split = 0;
-    pc->flags = flags;
     if (!status) {
         const float *rp[CCFG_VK_CONV_REDUCE_BINDINGS] = {part, ptrs[2], ptrs[3], ptrs[4]};
         const int64_t rc[CCFG_VK_CONV_REDUCE_BINDINGS] = {slices * ny, counts[2], counts[3],
                                                           counts[4]};
         ccfg_vk_push_conv2d_reduce rpc = {.count = (uint32_t)ny,
-                                          .n_out = (uint32_t)(ny / pc->cout),
-                                          .slices = (uint32_t)slices, .flags = flags};
+                                          .n_out = (uint32_t)(ny / pc.cout),
+                                          .slices = (uint32_t)slices, .flags = flags & 7u};
         status = ccfg_vk_nn_dispatch(be, CCFG_VK_NN_CONV2D_REDUCE, CCFG_VK_CONV_REDUCE_BINDINGS,
                                      rp, rc, &rpc, ny, 0, 1);
     }
@@ -178,11 +186,13 @@ static int conv_tiled_dispatch(const ccfg_backend *be, int kernel, const float *
  * converted once when the model was placed), or NULL: then they are converted here into float16
  * device scratch (nn_to_f16.comp; read once, 1.5x their float32 bytes moved per call, released
  * after the batch). Chunks are multiples of 8 or 16 channels, so a chunk's first weight is an
- * even float16 index: a whole 32-bit element, the unit of the bound arrays' offsets. */
+ * even float16 index: a whole 32-bit element, the unit of the bound arrays' offsets. ab, silu:
+ * a folded GroupNorm (vk_conv2d_packed_norm; the float16 tiled shader only), or NULL. */
 static int vk_conv2d_half(const ccfg_backend *be, int precision, int batch, int cin, int h,
                           int w, const float *x, int cout, int k, int stride, int pad0, int ho,
                           int wo, const float *weight, const float *w16, const float *bias,
-                          const float *residual, int accumulate, float *y)
+                          const float *residual, int accumulate, const float *ab, int silu,
+                          float *y)
 {
     const int coop = precision == CCFG_VK_PRECISION_COOP || precision == CCFG_VK_PRECISION_COOP8;
     const int64_t kk = (int64_t)k * k, n_in = (int64_t)batch * h * w;
@@ -193,6 +203,9 @@ static int vk_conv2d_half(const ccfg_backend *be, int precision, int batch, int 
     const int64_t bk = coop ? CCFG_VK_COOP_BK : CCFG_VK_CONV_BK;
     int status;
     if ((status = fits(nw, "conv2d"))) return status;
+    if (ab && coop)     /* vk_conv2d_packed_norm declines these */
+        return ccfg_fail(CCFG_EINTERNAL, "Vulkan nn conv2d: a folded GroupNorm in a cooperative "
+                         "matrix convolution");
     const int64_t items = (ny / cout + bn - 1) / bn;
     const int64_t mtiles = (cout + bm - 1) / bm;
     if (mtiles > CCFG_VK_MAX_GROUPS)
@@ -232,16 +245,22 @@ static int vk_conv2d_half(const ccfg_backend *be, int precision, int batch, int 
                                "weight");
             break;
         }
-        const float *ptrs[CCFG_VK_CONV_BINDINGS] = {x + c0 * n_in, w16 + c0 * kk / 2,
-                                                    bias ? bias : x, y, residual ? residual : y};
-        const int64_t counts[CCFG_VK_CONV_BINDINGS] = {nx - c0 * n_in, nw32 - c0 * kk / 2,
-                                                       bias ? cout : 0, ny, residual ? ny : 0};
+        /* ab (the tiled shader's sixth binding) from the chunk's first channel */
+        const float *ptrs[CCFG_VK_CONV_TILED_BINDINGS] = {x + c0 * n_in, w16 + c0 * kk / 2,
+                                                          bias ? bias : x, y,
+                                                          residual ? residual : y,
+                                                          ab ? ab + 2 * c0 : x};
+        const int64_t counts[CCFG_VK_CONV_TILED_BINDINGS] = {
+            nx - c0 * n_in, nw32 - c0 * kk / 2, bias ? cout : 0, ny, residual ? ny : 0,
+            ab ? 2 * (int64_t)batch * cin - 2 * c0 : 0};
         pc.cin = (uint32_t)nc;
         pc.flags = (bias && c0 == 0 ? 1u : 0u) | (accumulate || c0 > 0 ? 2u : 0u) |
-                   (residual && c0 == 0 ? 4u : 0u);
+                   (residual && c0 == 0 ? 4u : 0u) | (ab ? (uint32_t)CCFG_VK_CONV_NORM : 0u) |
+                   (ab && silu ? (uint32_t)CCFG_VK_CONV_NORM_SILU : 0u);
         /* split-K in the float16 tiled shader; the coop shaders have none (pc.split = 0) */
         status = kernel == CCFG_VK_NN_CONV2D_F16
-                     ? conv_tiled_dispatch(be, kernel, ptrs, counts, &pc, items, mtiles, ny, bk)
+                     ? conv_tiled_dispatch(be, kernel, ptrs, counts, &pc, (uint32_t)cin, items,
+                                           mtiles, ny, bk)
                      : ccfg_vk_nn_dispatch(be, kernel, CCFG_VK_CONV_BINDINGS, ptrs, counts, &pc,
                                            items, 1, (uint32_t)mtiles);
     }
@@ -250,11 +269,13 @@ static int vk_conv2d_half(const ccfg_backend *be, int precision, int batch, int 
 }
 
 /* conv2d, from the layer's float16 weights w16 (vk_conv2d_pack) where given, adding residual (an
- * array like y, or NULL) in the epilogue of its first chunk */
+ * array like y, or NULL) in the epilogue of its first chunk, reading its input through a folded
+ * GroupNorm where ab is given ((a, d) per sample and input channel, then SiLU if silu; the tiled
+ * shaders only) */
 static int conv2d_any(const ccfg_backend *be, int batch, int cin, int h, int w, const float *x,
                       int cout, int k, int stride, int pad0, int pad1, const float *weight,
                       const float *w16, const float *bias, const float *residual, int accumulate,
-                      float *y);
+                      const float *ab, int silu, float *y);
 
 static int vk_conv2d(const ccfg_backend *be, int batch, int cin, int h, int w, const float *x,
                      int cout, int k, int stride, int pad0, int pad1, const float *weight,
@@ -264,7 +285,7 @@ static int vk_conv2d(const ccfg_backend *be, int batch, int cin, int h, int w, c
     (void)scratch;
     (void)scratch_len;
     return conv2d_any(be, batch, cin, h, w, x, cout, k, stride, pad0, pad1, weight, NULL, bias,
-                      NULL, accumulate, y);
+                      NULL, accumulate, NULL, 0, y);
 }
 
 /* the packed form (nn.h conv2d_packed_len): a layer the tiled shaders run in half precision keeps
@@ -316,7 +337,7 @@ static int vk_conv2d_packed(const ccfg_backend *be, int batch, int cin, int h, i
                          "this device now (its precision is fp32 or the layer stays float32): "
                          "its float16 weights are stale");
     return conv2d_any(be, batch, cin, h, w, x, cout, k, stride, pad0, pad1, weight, packed, bias,
-                      NULL, accumulate, y);
+                      NULL, accumulate, NULL, 0, y);
 }
 
 /* CCFG_VULKAN_NO_CONV_RESIDUAL=1: conv2d_residual copies the residual into y and accumulates
@@ -363,16 +384,16 @@ static int vk_conv2d_residual(const ccfg_backend *be, int batch, int cin, int h,
         int status = vk_copy(be, ny, residual, y);
         if (status) return status;
         return conv2d_any(be, batch, cin, h, w, x, cout, k, stride, pad0, pad1, weight, packed,
-                          bias, NULL, 1, y);
+                          bias, NULL, 1, NULL, 0, y);
     }
     return conv2d_any(be, batch, cin, h, w, x, cout, k, stride, pad0, pad1, weight, packed, bias,
-                      residual, 0, y);
+                      residual, 0, NULL, 0, y);
 }
 
 static int conv2d_any(const ccfg_backend *be, int batch, int cin, int h, int w, const float *x,
                       int cout, int k, int stride, int pad0, int pad1, const float *weight,
                       const float *w16, const float *bias, const float *residual, int accumulate,
-                      float *y)
+                      const float *ab, int silu, float *y)
 {
     if (batch < 0 || cin < 1 || cout < 1 || h < 1 || w < 1 || k < 1 || stride < 1 || pad0 < 0 ||
         pad1 < 0 || h + pad0 + pad1 < k || w + pad0 + pad1 < k)
@@ -389,7 +410,10 @@ static int conv2d_any(const ccfg_backend *be, int batch, int cin, int h, int w, 
     const int precision = ccfg_vk_nn_precision(be);
     if (!direct && precision != CCFG_VK_PRECISION_FP32)
         return vk_conv2d_half(be, precision, batch, cin, h, w, x, cout, k, stride, pad0, ho, wo,
-                              weight, w16, bias, residual, accumulate, y);
+                              weight, w16, bias, residual, accumulate, ab, silu, y);
+    if (ab && direct)   /* vk_conv2d_packed_norm declines these */
+        return ccfg_fail(CCFG_EINTERNAL, "Vulkan nn conv2d: a folded GroupNorm in the direct "
+                         "shader");
     int64_t items, rounds;
     uint32_t groups_y;
     if (direct) {
@@ -428,48 +452,58 @@ static int conv2d_any(const ccfg_backend *be, int batch, int cin, int h, int w, 
                               .wstride = (uint32_t)((int64_t)cin * kk)};
     for (int64_t c0 = 0; c0 < cin; c0 += chunk) {
         const int64_t nc = cin - c0 < chunk ? cin - c0 : chunk;
-        const float *ptrs[CCFG_VK_CONV_BINDINGS] = {x + c0 * n_in, weight + c0 * kk,
-                                                    bias ? bias : weight, y,
-                                                    residual ? residual : y};
-        const int64_t counts[CCFG_VK_CONV_BINDINGS] = {nx - c0 * n_in,
-                                                       (int64_t)cout * cin * kk - c0 * kk,
-                                                       bias ? cout : 0, ny, residual ? ny : 0};
+        /* the direct shader binds the first five; ab from the chunk's first channel */
+        const float *ptrs[CCFG_VK_CONV_TILED_BINDINGS] = {x + c0 * n_in, weight + c0 * kk,
+                                                          bias ? bias : weight, y,
+                                                          residual ? residual : y,
+                                                          ab ? ab + 2 * c0 : x};
+        const int64_t counts[CCFG_VK_CONV_TILED_BINDINGS] = {
+            nx - c0 * n_in, (int64_t)cout * cin * kk - c0 * kk, bias ? cout : 0, ny,
+            residual ? ny : 0, ab ? 2 * (int64_t)batch * cin - 2 * c0 : 0};
         pc.cin = (uint32_t)nc;
         pc.flags = (bias && c0 == 0 ? 1u : 0u) | (accumulate || c0 > 0 ? 2u : 0u) |
-                   (residual && c0 == 0 ? 4u : 0u);
+                   (residual && c0 == 0 ? 4u : 0u) | (ab ? (uint32_t)CCFG_VK_CONV_NORM : 0u) |
+                   (ab && silu ? (uint32_t)CCFG_VK_CONV_NORM_SILU : 0u);
         status = direct ? ccfg_vk_nn_dispatch(be, CCFG_VK_NN_CONV2D_DIRECT, CCFG_VK_CONV_BINDINGS,
                                               ptrs, counts, &pc, items, 0, groups_y)
-                        : conv_tiled_dispatch(be, CCFG_VK_NN_CONV2D, ptrs, counts, &pc, items,
-                                              groups_y, ny, CCFG_VK_CONV_BK);
+                        : conv_tiled_dispatch(be, CCFG_VK_NN_CONV2D, ptrs, counts, &pc,
+                                              (uint32_t)cin, items, groups_y, ny,
+                                              CCFG_VK_CONV_BK);
         if (status) return status;
     }
     return CCFG_OK;
 }
 
-static int vk_group_norm(const ccfg_backend *be, int batch, int c, int hw, int groups, float eps,
-                         const float *x, const float *in_bias, const float *gamma,
-                         const float *beta, const float *film, int silu, float *y)
+/* group_norm (affine 0) or group_norm_affine (affine 1: y is the (a, d) array, 2 batch c floats;
+ * the same statistics, then the shader's CCFG_VK_GN_AFFINE step instead of the normalisation) */
+static int group_norm_any(const ccfg_backend *be, int batch, int c, int hw, int groups, float eps,
+                          const float *x, const float *in_bias, const float *gamma,
+                          const float *beta, const float *film, int silu, int affine, float *y)
 {
+    const char *op = affine ? "group_norm_affine" : "group_norm";
     if (batch < 0 || c < 1 || hw < 1 || groups < 1 || c % groups)
-        return ccfg_fail(CCFG_EINVAL, "Vulkan nn group_norm: %d groups for %d channels", groups, c);
-    const int64_t n = (int64_t)c * batch * hw;
+        return ccfg_fail(CCFG_EINVAL, "Vulkan nn %s: %d groups for %d channels", op, groups, c);
+    if (!x || !gamma || !beta || !y)
+        return ccfg_fail(CCFG_EINVAL, "Vulkan nn %s: x, gamma, beta and the output are needed",
+                         op);
+    const int64_t n = (int64_t)c * batch * hw, ny = affine ? 2 * (int64_t)batch * c : n;
     int status;
-    if ((status = fits(n, "group_norm"))) return status;
+    if ((status = fits(n, op))) return status;
     const int64_t pairs = (int64_t)batch * groups, per_group = (int64_t)(c / groups) * hw;
     if (!pairs) return CCFG_OK;
     ccfg_vk_push_group_norm pc = {.batch = (uint32_t)batch, .c = (uint32_t)c, .hw = (uint32_t)hw,
                                   .groups = (uint32_t)groups, .eps = eps,
                                   .flags = (in_bias ? 1u : 0u) | (film ? 2u : 0u) |
-                                           (silu ? 4u : 0u)};
+                                           (silu && !affine ? 4u : 0u) |
+                                           (affine ? (uint32_t)CCFG_VK_GN_AFFINE : 0u)};
     if (per_group <= CCFG_VK_GN_FUSED) {
         /* one dispatch, a workgroup per (sample, group); the stats binding is never read (y
          * stands in) */
         const float *ptrs[7] = {x, in_bias ? in_bias : x, gamma, beta, film ? film : x, y, y};
         const int64_t counts[7] = {n, in_bias ? (int64_t)batch * c : 0, c, c,
-                                   film ? 2 * (int64_t)batch * c : 0, n, 0};
+                                   film ? 2 * (int64_t)batch * c : 0, ny, 0};
         pc.phase = 3;
-        return dispatch_groups(be, CCFG_VK_NN_GROUP_NORM, 7, ptrs, counts, &pc, pairs,
-                               "group_norm");
+        return dispatch_groups(be, CCFG_VK_NN_GROUP_NORM, 7, ptrs, counts, &pc, pairs, op);
     }
     /* phase 0 takes slices of 128 x e values of a group (e >= 16, so large groups spread over
      * many workgroups; larger when a group would have more than 4096 slices, which phase 1
@@ -478,25 +512,121 @@ static int vk_group_norm(const ccfg_backend *be, int batch, int c, int hw, int g
     while ((per_group + 128 * e - 1) / (128 * e) > 4096) e *= 2;
     const int64_t part = 128 * e, parts = (per_group + part - 1) / part;
     const int64_t nstats = 2 * pairs * (parts + 1);
-    if ((status = fits(nstats, "group_norm"))) return status;
+    if ((status = fits(nstats, op))) return status;
     float *stats = NULL;
     if ((status = ccfg_vk_nn_scratch(be, (size_t)nstats * sizeof(float), &stats))) return status;
     const float *ptrs[7] = {x, in_bias ? in_bias : x, gamma, beta, film ? film : x, y, stats};
     const int64_t counts[7] = {n, in_bias ? (int64_t)batch * c : 0, c, c,
-                               film ? 2 * (int64_t)batch * c : 0, n, nstats};
+                               film ? 2 * (int64_t)batch * c : 0, ny, nstats};
     pc.part = (uint32_t)part;
     pc.parts = (uint32_t)parts;
+    /* (a, d) straight from phase 1 (no phase 2) where its invocations' loops stay within the
+     * budget: one per pair, each over its pair's slices and channels */
+    const int merge_ab = affine && (parts + c / groups) * grid_rounds(pairs) <= CCFG_VK_LOOP_BUDGET;
+    if (merge_ab) pc.flags |= CCFG_VK_GN_AFFINE_MERGE;
     pc.phase = 0;
-    status = dispatch_groups(be, CCFG_VK_NN_GROUP_NORM, 7, ptrs, counts, &pc, pairs * parts,
-                             "group_norm");
+    status = dispatch_groups(be, CCFG_VK_NN_GROUP_NORM, 7, ptrs, counts, &pc, pairs * parts, op);
     pc.phase = 1;
     if (!status)
         status = ccfg_vk_nn_dispatch(be, CCFG_VK_NN_GROUP_NORM, 7, ptrs, counts, &pc, pairs, 0, 1);
+    /* phase 2: an invocation per element, or per (sample, channel) for (a, d) */
     pc.phase = 2;
-    if (!status)
-        status = ccfg_vk_nn_dispatch(be, CCFG_VK_NN_GROUP_NORM, 7, ptrs, counts, &pc, n, 0, 1);
+    if (!status && !merge_ab)
+        status = ccfg_vk_nn_dispatch(be, CCFG_VK_NN_GROUP_NORM, 7, ptrs, counts, &pc,
+                                     affine ? (int64_t)batch * c : n, 0, 1);
     be->release(be, stats);     /* after the batch that uses it (backend_vk.c) */
     return status;
+}
+
+static int vk_group_norm(const ccfg_backend *be, int batch, int c, int hw, int groups, float eps,
+                         const float *x, const float *in_bias, const float *gamma,
+                         const float *beta, const float *film, int silu, float *y)
+{
+    return group_norm_any(be, batch, c, hw, groups, eps, x, in_bias, gamma, beta, film, silu, 0,
+                          y);
+}
+
+/* nn.h group_norm_affine: group_norm's statistics (the same dispatches), then (a, d) per sample
+ * and channel instead of the normalised tensor */
+static int vk_group_norm_affine(const ccfg_backend *be, int batch, int c, int hw, int groups,
+                                float eps, const float *x, const float *in_bias,
+                                const float *gamma, const float *beta, const float *film,
+                                float *ab)
+{
+    return group_norm_any(be, batch, c, hw, groups, eps, x, in_bias, gamma, beta, film, 0, 1,
+                          ab);
+}
+
+/* CCFG_VULKAN_NO_NORM_FOLD=1: conv2d_packed_norm declines every layer, so the UNet runs each
+ * GroupNorm(+SiLU) as its own pass that writes the normalised tensor and the convolution reads it
+ * back (the path before the fold; for A/B). Read at every call (a few per resnet, against a
+ * convolution's dispatch), so one process can interleave the two paths
+ * (benchmarks/bench_vk_switches.py). */
+static int norm_fold_off(void)
+{
+    const char *v = getenv("CCFG_VULKAN_NO_NORM_FOLD");
+    return v && *v && strcmp(v, "0") ? 1 : 0;
+}
+
+/* nn.h conv2d_packed_norm: the tiled shaders (float32, and float16 in CCFG_VULKAN_PRECISION=fp16)
+ * stage every input as x a + d (then SiLU), flags CCFG_VK_CONV_NORM(_SILU). Declined (*done = 0)
+ * by the layer's shape and the device's precision alone: at most BM / 2 output channels (the
+ * direct shader), cooperative matrices, or the switch above. batch 0: records nothing, so a
+ * caller may ask before it computes (a, d). A residual (like conv2d_residual's) is added in the
+ * first chunk's epilogue: a resnet's conv2 reads its normalised input and adds its skip in one
+ * pass. */
+static int vk_conv2d_packed_norm(const ccfg_backend *be, int batch, int cin, int h, int w,
+                                 const float *x, const float *ab, int silu, int cout, int k,
+                                 int stride, int pad0, int pad1, const float *weight,
+                                 const float *packed, const float *bias, const float *residual,
+                                 int accumulate, float *y, float *scratch, int64_t scratch_len,
+                                 int *done)
+{
+    (void)scratch;
+    (void)scratch_len;
+    *done = 0;
+    if (batch < 0 || cin < 1 || cout < 1 || h < 1 || w < 1 || k < 1 || stride < 1 || pad0 < 0 ||
+        pad1 < 0 || h + pad0 + pad1 < k || w + pad0 + pad1 < k)
+        return ccfg_fail(CCFG_EINVAL, "Vulkan nn conv2d_packed_norm: invalid sizes");
+    if (packed && !vk_conv2d_packed_len(be, cin, cout, k, stride, pad0, pad1))
+        return ccfg_fail(CCFG_EINVAL, "Vulkan nn conv2d_packed_norm: the layer has no packed form "
+                         "on this device now (its precision is fp32 or the layer stays float32): "
+                         "its float16 weights are stale");
+    const int precision = ccfg_vk_nn_precision(be);
+    if (norm_fold_off() || cout <= CCFG_VK_CONV_BM / 2 ||
+        (precision != CCFG_VK_PRECISION_FP32 && precision != CCFG_VK_PRECISION_FP16))
+        return CCFG_OK;
+    if (!batch) {
+        *done = 1;
+        return CCFG_OK;
+    }
+    if (!ab || !x || !y)
+        return ccfg_fail(CCFG_EINVAL, "Vulkan nn conv2d_packed_norm: x, ab and y are needed");
+    int status;
+    if ((status = fits(2 * (int64_t)batch * cin, "conv2d_packed_norm"))) return status;
+    if (residual) {
+        if (accumulate)
+            return ccfg_fail(CCFG_EINVAL, "Vulkan nn conv2d_packed_norm: a residual and "
+                             "accumulate together");
+        const int64_t ho = (h + pad0 + pad1 - k) / stride + 1;
+        const int64_t wo = (w + pad0 + pad1 - k) / stride + 1;
+        const int64_t ny = (int64_t)cout * batch * ho * wo;
+        if (residual != y && (uintptr_t)residual < (uintptr_t)(y + ny) &&
+            (uintptr_t)y < (uintptr_t)(residual + ny))
+            return ccfg_fail(CCFG_EINVAL, "Vulkan nn conv2d_packed_norm: the residual overlaps y");
+        /* as conv2d_residual: the copy and accumulate where the residual is y or is switched
+         * off (CCFG_VULKAN_NO_CONV_RESIDUAL) */
+        if (residual == y || conv_residual_off()) {
+            if ((status = vk_copy(be, ny, residual, y))) return status;
+            residual = NULL;
+            accumulate = 1;
+        }
+    }
+    if ((status = conv2d_any(be, batch, cin, h, w, x, cout, k, stride, pad0, pad1, weight,
+                             packed, bias, residual, accumulate, ab, silu, y)))
+        return status;
+    *done = 1;
+    return CCFG_OK;
 }
 
 static int vk_linear(const ccfg_backend *be, int rows, int in, int out, const float *x,
@@ -851,6 +981,8 @@ static const ccfg_nn_ops vk_ops = {
     .conv2d_pack = vk_conv2d_pack,
     .conv2d_packed = vk_conv2d_packed,
     .conv2d_residual = vk_conv2d_residual,
+    .group_norm_affine = vk_group_norm_affine,
+    .conv2d_packed_norm = vk_conv2d_packed_norm,
     .group_norm = vk_group_norm,
     .linear = vk_linear,
     .silu = vk_silu,

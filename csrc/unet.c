@@ -908,6 +908,25 @@ static int conv3(const run_t *r, const conv_p *c, int h, int w, const float *x, 
     return conv_run(r, c, h, w, x, accumulate, y, 1);
 }
 
+/* *fold: whether conv c (over an h x w input) reads the GroupNorm(+SiLU) before it folded in
+ * (nn.h conv2d_packed_norm), so that the caller computes (a, d) instead of the normalised tensor.
+ * A backend whose ops tile on their own (Vulkan) decides by the shape alone and is asked with
+ * batch 0 (nothing recorded), so no (a, d) is computed for a layer it declines; the CPU fuses
+ * only packed layers and decides at the call (then falls back: done = 0). */
+static int norm_folds(const run_t *r, const conv_p *c, int h, int w, int *fold)
+{
+    const ccfg_nn_ops *ops = r->ops;
+    *fold = 0;
+    if (!ops->group_norm_affine || !ops->conv2d_packed_norm) return CCFG_OK;
+    if (ops->uses_scratch) {
+        *fold = c->pk != NULL;
+        return CCFG_OK;
+    }
+    return ops->conv2d_packed_norm(r->be, 0, c->cin, h, w, NULL, NULL, 1, c->cout, c->k,
+                                   c->stride, c->pad0, c->pad1, c->w, c->pk, c->b, NULL, 0, NULL,
+                                   NULL, 0, fold);
+}
+
 /* y = resnet(x); x and y distinct; uses p->a and p->temb */
 static int resnet_fwd(const run_t *r, const resnet_p *rs, int h, int w, const float *x, float *y)
 {
@@ -921,14 +940,15 @@ static int resnet_fwd(const run_t *r, const resnet_p *rs, int h, int w, const fl
     /* GroupNorm+SiLU folded into the convolution after it where the backend can (nn.h
      * conv2d_packed_norm): conv1's output h then lives in p->a, the normalised tensors are never
      * written; else norm1 into p->a and h in y, as diffusers' order */
-    const int fuse = ops->group_norm_affine && ops->conv2d_packed_norm;
+    int fold1 = 0, fold2 = 0;
+    TRY(norm_folds(r, &rs->conv1, h, w, &fold1));
     float *hb = y;
     int done = 0;
-    if (fuse && rs->conv1.pk) {
+    if (fold1) {
         TRY(ops->group_norm_affine(be, r->bc, rs->cin, hw, G, cfg->norm_eps, x, NULL, rs->norm1_w,
                                    rs->norm1_b, NULL, p->ab));
         TRY(ops->conv2d_packed_norm(be, r->bc, rs->cin, h, w, x, p->ab, 1, rs->cout, 3, 1, 1, 1,
-                                    rs->conv1.w, rs->conv1.pk, rs->conv1.b, 0, p->a,
+                                    rs->conv1.w, rs->conv1.pk, rs->conv1.b, NULL, 0, p->a,
                                     p->conv_scratch, p->conv_scratch_len, &done));
         if (done) hb = p->a;
     }
@@ -944,7 +964,8 @@ static int resnet_fwd(const run_t *r, const resnet_p *rs, int h, int w, const fl
     done = 0;
     if (hb == p->a) {
         /* h in p->a: y is free for the shortcut, conv2 reads h through norm2 */
-        if (rs->conv2.pk)
+        TRY(norm_folds(r, &rs->conv2, h, w, &fold2));
+        if (fold2)
             TRY(ops->group_norm_affine(be, r->bc, rs->cout, hw, G, cfg->norm_eps, p->a, in_bias,
                                        rs->norm2_w, rs->norm2_b, film, p->ab));
         else    /* norm2 in place */
@@ -955,18 +976,18 @@ static int resnet_fwd(const run_t *r, const resnet_p *rs, int h, int w, const fl
                             rs->norm2_b, film, 1, p->a));
     }
     /* The skip connection: the shortcut's output in y, onto which conv2 accumulates; without a
-     * shortcut, x itself, added by conv2's epilogue where the backend can (nn.h
-     * conv2d_residual: no copy of x into y), else copied into y first. Not where conv2 would be
-     * the fused norm-and-convolution (the CPU's), which accumulates onto y. */
-    const int fused2 = hb == p->a && rs->conv2.pk && ops->conv2d_packed_norm;
-    const int residual_in_conv = !rs->shortcut.w && ops->conv2d_residual && !fused2;
+     * shortcut, x itself, added by conv2's epilogue where the backend can (nn.h conv2d_residual,
+     * and conv2d_packed_norm's residual where norm2 is folded in: no copy of x into y), else
+     * copied into y first (the CPU, whose folded conv2 then accumulates onto y). */
+    const int residual_in_conv = !rs->shortcut.w && ops->conv2d_residual;
     if (rs->shortcut.w)
         TRY(conv_run(r, &rs->shortcut, h, w, x, 0, y, 1));
     else if (!residual_in_conv)
         TRY(ops->copy(be, count, x, y));
-    if (fused2) {
+    if (fold2) {
         TRY(ops->conv2d_packed_norm(be, r->bc, rs->cout, h, w, p->a, p->ab, 1, rs->cout, 3, 1, 1,
-                                    1, rs->conv2.w, rs->conv2.pk, rs->conv2.b, 1, y,
+                                    1, rs->conv2.w, rs->conv2.pk, rs->conv2.b,
+                                    residual_in_conv ? x : NULL, residual_in_conv ? 0 : 1, y,
                                     p->conv_scratch, p->conv_scratch_len, &done));
         if (!done)      /* not fused after all: norm2 in place, then conv2 */
             TRY(ops->group_norm(be, r->bc, rs->cout, hw, G, cfg->norm_eps, p->a, in_bias,
@@ -1135,12 +1156,13 @@ static int forward_chunk(ccfg_unet *u, int bc, int h, int w, const float *x, con
             cur = y;
         }
     }
-    int done = 0;
-    if (ops->group_norm_affine && ops->conv2d_packed_norm && u->conv_out.pk) {
+    int done = 0, fold = 0;
+    TRY(norm_folds(&r, &u->conv_out, h, w, &fold));
+    if (fold) {
         TRY(ops->group_norm_affine(be, bc, C0, h * w, cfg->norm_groups, cfg->norm_eps, cur, NULL,
                                    u->out_norm_w, u->out_norm_b, NULL, p->ab));
         TRY(ops->conv2d_packed_norm(be, bc, C0, h, w, cur, p->ab, 1, cfg->out_channels, 3, 1, 1, 1,
-                                    u->conv_out.w, u->conv_out.pk, u->conv_out.b, 0, p->y,
+                                    u->conv_out.w, u->conv_out.pk, u->conv_out.b, NULL, 0, p->y,
                                     p->conv_scratch, p->conv_scratch_len, &done));
     }
     if (!done) {

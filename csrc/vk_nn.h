@@ -85,6 +85,19 @@ typedef struct {
     uint32_t batch, cin, h, w, cout, k, stride, pad0, ho, wo, flags, wstride;
     uint32_t split;
 } ccfg_vk_push_conv2d;
+/* the tiled float32 and float16 shaders (nn_conv2d.comp, nn_conv2d_f16.comp) have a sixth
+ * binding, ab: a GroupNorm folded into the input (nn.h conv2d_packed_norm; flags bit 3, bit 4
+ * for its SiLU): every staged input is x a + d with the (a, d) of its sample b and channel ci at
+ * ab[2 (b abstride + ci)] (abstride: all input channels; ab starts at the chunk's first
+ * channel), then SiLU. Their push block is the one above with ab's offset after the other
+ * offsets and abstride last. */
+enum { CCFG_VK_CONV_TILED_BINDINGS = 6, CCFG_VK_CONV_NORM = 8, CCFG_VK_CONV_NORM_SILU = 16 };
+typedef struct {
+    uint32_t ox, ow, ob, oy, ores, oab;
+    uint32_t batch, cin, h, w, cout, k, stride, pad0, ho, wo, flags, wstride;
+    uint32_t split;
+    uint32_t abstride;
+} ccfg_vk_push_conv2d_tiled;
 /* shaders/nn_conv2d_reduce.comp: bindings part (slices x count floats), bias, y, r; y = ((sum of
  * the slices in order + bias) + y if accumulate) + r, flags as the convolution's */
 enum { CCFG_VK_CONV_REDUCE_BINDINGS = 4 };
@@ -103,8 +116,11 @@ enum { CCFG_VK_SPLITK_TARGET = 512, CCFG_VK_SPLITK_MAX = 32, CCFG_VK_SPLITK_MIN_
  * phases: 0 partial statistics of `part`-sized slices of each (sample, group), 1 their merge into
  * (mean, 1/std) per (sample, group), 2 the normalisation. 8192 values: an invocation loops 3 x 64
  * times, and a GPU still gets a workgroup per (sample, group) (48 rows x 32 groups = 1536 at
- * CIFAR's 32x32 x 4 channels); past that, slices spread a group over many workgroups. */
-enum { CCFG_VK_GN_FUSED = 8192 };
+ * CIFAR's 32x32 x 4 channels); past that, slices spread a group over many workgroups.
+ * flags: bit 0 in_bias, bit 1 film, bit 2 silu, bit 3 (AFFINE, nn.h group_norm_affine): the
+ * (a, d) per sample and channel into y (2 batch c floats) instead of the normalised tensor, bit 4
+ * (AFFINE_MERGE) with it: phase 1 writes them and phase 2 is not run. */
+enum { CCFG_VK_GN_FUSED = 8192, CCFG_VK_GN_AFFINE = 8, CCFG_VK_GN_AFFINE_MERGE = 16 };
 typedef struct {
     uint32_t ox, oib, og, obe, of, oy, os;
     uint32_t batch, c, hw, groups;

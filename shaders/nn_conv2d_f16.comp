@@ -8,7 +8,8 @@
 //    csrc/nn_vk.c converts with nn_to_f16.comp once when a model is placed, or per call without
 //    one), so the weights' reads are half;
 //  - every input x is rounded to float16 as it is staged (x stays float32 in memory: the other
-//    ops write float32).
+//    ops write float32); with a GroupNorm folded in (flags bits 3 and 4) the normalised value
+//    x a + d (then SiLU) is what is rounded, as the unfused path rounds the normalised tensor.
 // Products of two float16 values are exact in float32, and the sums are float32: this computes
 // what a tensor-core (cooperative matrix) convolution with float16 inputs and float32
 // accumulators computes, up to the order of the sums, so the precision contract measured with it
@@ -30,17 +31,23 @@ layout(std430, binding = 2) readonly buffer B { float bias[]; };
 layout(std430, binding = 3) buffer Y { float y[]; };
 // the residual (cout x P like y; may be y itself), read only with flags bit 2
 layout(std430, binding = 4) readonly buffer R { float r[]; };
+// a GroupNorm folded in (flags bit 3): (a, d) per sample b and input channel ci at
+// ab[oab + 2 (b abstride + ci)] and the next element (nn.h group_norm_affine)
+layout(std430, binding = 5) readonly buffer AB { float ab[]; };
 
 layout(push_constant) uniform Push {
-    uint ox, ow, ob, oy, ores;
+    uint ox, ow, ob, oy, ores, oab;
     uint batch, cin, h, w, cout, k, stride, pad0, ho, wo;
-    uint flags;     // bit 0: bias present, bit 1: accumulate into y, bit 2: add the residual r
+    // bit 0: bias present, bit 1: accumulate into y, bit 2: add the residual r, bit 3: the
+    // input is read as x a + d (a GroupNorm folded in), bit 4: then SiLU
+    uint flags;
     uint wstride;   // weights per output channel of w (every input channel x k x k)
     // split-K: stages per slice (0: no split). With it the y workgroups are slices x output-
     // channel tiles; slice s reduces stages [s split, (s + 1) split) and writes its raw partial
     // sums to slice s of y (scratch, slices x cout x P), ignoring the flags;
     // nn_conv2d_reduce.comp sums the slices in order and applies them
     uint split;
+    uint abstride;  // input channels per sample of ab (every channel, not only this chunk's)
 } p;
 
 // As[c][m / 4], Bs[c][n / 4]: the stage, read as vec4s (two of each per channel and invocation)
@@ -54,7 +61,7 @@ float to_half(float v) { return unpackHalf2x16(packHalf2x16(vec2(v, 0.0))).x; }
 // m0 + 4 am + q, input channel c0 + ac) and BK inputs (its pixel, channels c0 .. c0 + BK - 1 at
 // the tap's offset). Out-of-image taps and channels past cin read a clamped address, masked to 0.
 void fetch(uint tap, uint c0, uint wrow[4], bool mok[4], uint ac, int iy0, int ix0, bool pv,
-           uint xb, uint n_in, uint kk, out vec4 wv, out float xv[BK])
+           uint xb, uint n_in, uint kk, uint abb, out vec4 wv, out float xv[BK])
 {
     const uint ky = tap / p.k, kx = tap - ky * p.k;
     const int iy = iy0 + int(ky), ix = ix0 + int(kx);
@@ -68,7 +75,13 @@ void fetch(uint tap, uint c0, uint wrow[4], bool mok[4], uint ac, int iy0, int i
     }
     [[unroll]] for (uint c = 0u; c < BK; c++) {
         const uint cb = c0 + c;
-        const float v = to_half(x[xo + min(cb, p.cin - 1u) * n_in]);
+        const uint cc = min(cb, p.cin - 1u);
+        float v = x[xo + cc * n_in];
+        if ((p.flags & 8u) != 0u) {
+            v = v * ab[abb + 2u * cc] + ab[abb + 2u * cc + 1u];
+            if ((p.flags & 16u) != 0u) v = v / (1.0 + exp(-v));
+        }
+        v = to_half(v);
         xv[c] = (ok && cb < p.cin) ? v : 0.0;
     }
 }
@@ -102,6 +115,7 @@ void main()
         const uint b = pc / plane, rem = pc - b * plane, oyy = rem / p.wo, oxx = rem - oyy * p.wo;
         const int iy0 = int(oyy * p.stride) - int(p.pad0), ix0 = int(oxx * p.stride) - int(p.pad0);
         const uint xb = p.ox + b * hw;
+        const uint abb = p.oab + 2u * b * p.abstride;   // this pixel's sample's (a, d)
 
         vec4 acc[8][2];
         [[unroll]] for (uint i = 0u; i < 8u; i++) {
@@ -121,7 +135,7 @@ void main()
         uint tap = st0 / nst, c0 = (st0 - tap * nst) * BK;
         vec4 wv;
         float xv[BK];
-        fetch(tap, c0, wrow, mok, ac, iy0, ix0, pv, xb, n_in, kk, wv, xv);
+        fetch(tap, c0, wrow, mok, ac, iy0, ix0, pv, xb, n_in, kk, abb, wv, xv);
         for (uint st = st0; st < st1; st++) {
             As[ac][am] = wv;
             [[unroll]] for (uint c = 0u; c < BK; c++) Bs[c][t / 4u][t % 4u] = xv[c];
@@ -131,7 +145,8 @@ void main()
                 c0 = 0u;
                 tap++;
             }
-            if (st + 1u < st1) fetch(tap, c0, wrow, mok, ac, iy0, ix0, pv, xb, n_in, kk, wv, xv);
+            if (st + 1u < st1)
+                fetch(tap, c0, wrow, mok, ac, iy0, ix0, pv, xb, n_in, kk, abb, wv, xv);
             [[unroll]] for (uint c = 0u; c < BK; c++) {
                 const vec4 a0 = As[c][tm], a1 = As[c][8u + tm];
                 const vec4 b0 = Bs[c][tn], b1 = Bs[c][16u + tn];

@@ -14,6 +14,13 @@
 //   2  one invocation per element: v = (v - mean) * rstd * gamma[c] + beta[c], optional FiLM
 //      v * (1 + film[b, c]) + film[b, c + C], optional SiLU. y may alias x (read before written,
 //      by the same invocation, after phases 0 and 1 have read everything).
+// With flags bit 3 (nn.h group_norm_affine) nothing is normalised: y is the (a, d) array, and
+// the last step (phase 3's third pass, phase 2) writes per sample b and channel c the a and d
+// with which v = x a + d is the normalised value before SiLU (FiLM included) to
+// y[2 (b C + c)] and y[2 (b C + c) + 1]; phase 2 then has one invocation per (b, c), or with
+// flags bit 4 phase 1 writes them itself (each invocation its pair's channels) and phase 2 is not
+// run: two dispatches for a large group instead of three. The convolution that reads the
+// normalised tensor applies them (nn_conv2d.comp flags bit 3).
 // Partial sums meet in shared memory: a tree, or with SUBGROUP one subgroupAdd and a sum over the
 // workgroup's subgroups (the order differs: results agree to float32 rounding, not bit for bit).
 layout(local_size_x = 128) in;
@@ -30,7 +37,8 @@ layout(push_constant) uniform Push {
     uint ox, oib, og, obe, of, oy, os;
     uint batch, c, hw, groups;
     float eps;
-    uint flags;     // bit 0: in_bias, bit 1: film, bit 2: silu
+    uint flags;     // bit 0: in_bias, bit 1: film, bit 2: silu, bit 3: (a, d) into y instead,
+                    // bit 4: phase 1 writes them
     uint phase, part, parts;
 } p;
 
@@ -96,6 +104,22 @@ void partials()
     }
 }
 
+// (a, d) of channel c of sample b: x a + d = finish's v before its SiLU, as the CPU's
+// gn_channel_affine computes them (nn_cpu.c)
+void affine_of(uint c, uint b, float mean, float rstd)
+{
+    const float add = (p.flags & 1u) != 0u ? in_bias[p.oib + b * p.c + c] : 0.0;
+    float a = rstd * gamma[p.og + c];
+    float d = (add - mean) * a + beta[p.obe + c];
+    if ((p.flags & 2u) != 0u) {
+        const float sc = 1.0 + film[p.of + b * 2u * p.c + c];
+        a *= sc;
+        d = d * sc + film[p.of + b * 2u * p.c + p.c + c];
+    }
+    y[p.oy + 2u * (b * p.c + c)] = a;
+    y[p.oy + 2u * (b * p.c + c) + 1u] = d;
+}
+
 void merge()
 {
     const uint cg = p.c / p.groups, n = cg * p.hw;
@@ -112,8 +136,15 @@ void merge()
             cnt = tot;
         }
         const uint at = p.os + 2u * (pairs * p.parts + pair);
+        const float rstd = 1.0 / sqrt(m2 / float(n) + p.eps);
+        if ((p.flags & 16u) != 0u) {
+            // (a, d) of the pair's channels straight away: no phase 2
+            const uint b = pair / p.groups, c0 = (pair - b * p.groups) * cg;
+            for (uint i = 0u; i < cg; i++) affine_of(c0 + i, b, mean, rstd);
+            continue;
+        }
         stats[at] = mean;
-        stats[at + 1u] = 1.0 / sqrt(m2 / float(n) + p.eps);
+        stats[at + 1u] = rstd;
     }
 }
 
@@ -132,6 +163,15 @@ void apply()
     const uint cg = p.c / p.groups, count = p.c * p.batch * p.hw;
     const uint pairs = p.batch * p.groups;
     const uint gstride = gl_NumWorkGroups.x * gl_WorkGroupSize.x;
+    if ((p.flags & 8u) != 0u) {
+        // i indexes (b, c): one (a, d) each
+        for (uint i = gl_GlobalInvocationID.x; i < p.batch * p.c; i += gstride) {
+            const uint b = i / p.c, c = i - b * p.c;
+            const uint at = p.os + 2u * (pairs * p.parts + b * p.groups + c / cg);
+            affine_of(c, b, stats[at], stats[at + 1u]);
+        }
+        return;
+    }
     for (uint i = gl_GlobalInvocationID.x; i < count; i += gstride) {
         // i indexes (c, b, pix) in CNHW
         const uint c = i / (p.batch * p.hw), r = i - c * p.batch * p.hw;
@@ -158,6 +198,10 @@ void fused()
         q += d * d;
     }
     const float rstd = 1.0 / sqrt(reduce_sum(q) / float(n) + p.eps);
+    if ((p.flags & 8u) != 0u) {
+        for (uint i = t; i < cg; i += 128u) affine_of(c0 + i, b, mean, rstd);
+        return;
+    }
     for (uint i = t; i < n; i += 128u) {
         const uint c = c0 + i / p.hw, pix = i % p.hw;
         y[p.oy + (c * p.batch + b) * p.hw + pix] = finish(load(c, b, pix), c, b, mean, rstd);

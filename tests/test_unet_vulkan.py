@@ -166,6 +166,201 @@ print("ok")
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr
 
 
+# ------------------------------------------------ GroupNorm(+SiLU) folded into the convolution
+
+def gn_ref(x, batch, c, hw, groups, eps, gamma, beta, ib=None, film=None, silu=False):
+    """nn.h group_norm from its formula in float64 (torch's GroupNorm: biased variance): x and the
+    result (c, batch, hw) in CNHW"""
+    v = x.reshape(c, batch, hw).astype(np.float64).transpose(1, 0, 2)      # (batch, c, hw)
+    if ib is not None:
+        v = v + ib.reshape(batch, c, 1)
+    g = v.reshape(batch, groups, -1)
+    g = (g - g.mean(-1, keepdims=True)) / np.sqrt(g.var(-1, keepdims=True) + eps)
+    v = g.reshape(batch, c, hw) * gamma[:, None] + beta[:, None]
+    if film is not None:
+        f = film.reshape(batch, 2 * c).astype(np.float64)
+        v = v * (1 + f[:, :c, None]) + f[:, c:, None]
+    if silu:
+        v = v / (1 + np.exp(-v))
+    return v.transpose(1, 0, 2)
+
+
+def conv_ref(v, batch, cin, h, w, wt, cout, k, s, p0, p1, bias=None):
+    """nn.h conv2d from its formula in float64: v (cin, batch, h, w) zero-padded by p0 before and
+    p1 after, kernel wt (cout, cin, k, k), stride s; the result (cout, batch, ho, wo) flattened"""
+    ho, wo = (h + p0 + p1 - k) // s + 1, (w + p0 + p1 - k) // s + 1
+    vp = np.zeros((cin, batch, h + p0 + p1, w + p0 + p1))
+    vp[:, :, p0:p0 + h, p0:p0 + w] = v.reshape(cin, batch, h, w)
+    W = wt.reshape(cout, cin, k, k).astype(np.float64)
+    y = np.zeros((cout, batch, ho, wo))
+    for ky in range(k):
+        for kx in range(k):
+            patch = vp[:, :, ky:ky + s * (ho - 1) + 1:s, kx:kx + s * (wo - 1) + 1:s]
+            y += np.einsum("oc,cbyx->obyx", W[:, :, ky, kx], patch)
+    if bias is not None:
+        y += bias.astype(np.float64)[:, None, None, None]
+    return y.ravel()
+
+
+@needs_vk
+@pytest.mark.parametrize("in_bias,film", [(False, False), (True, False), (False, True),
+                                          (True, True)])
+@pytest.mark.parametrize("batch,c,hw,groups", GN_SIZES)
+def test_group_norm_affine(in_bias, film, batch, c, hw, groups):
+    """nn.h group_norm_affine on Vulkan: x a + d is the GroupNorm (with the ResNet's time bias or
+    FiLM) of the formula, for one-workgroup groups and the large ones (phases 0 and 1, which then
+    writes (a, d) itself); and it agrees with the CPU's (a, d)"""
+    rng = np.random.default_rng(batch * c + hw + 7 * in_bias + 11 * film)
+    x = 3.0 * rnd(rng, c, batch, hw) + 1.5
+    ib = rnd(rng, batch, c) if in_bias else None
+    fl = 0.3 * rnd(rng, batch, 2 * c) if film else None
+    gamma, beta = rnd(rng, c), rnd(rng, c)
+    args = ([x, ib, gamma, beta, fl], [np.zeros(2 * batch * c, np.float32)],
+            (batch, c, hw, groups, 0), (1e-5,), None, None)
+    ab = _core.nn_op(DEV, "group_norm_affine", *args)[0]
+    a, d = ab[0::2].reshape(batch, c), ab[1::2].reshape(batch, c)
+    got = x.reshape(c, batch, hw) * a.T[:, :, None] + d.T[:, :, None]
+    ref = gn_ref(x, batch, c, hw, groups, 1e-5, gamma, beta, ib, fl)
+    assert rel_err(got, ref) <= OP_TOL
+    assert rel_err(ab, _core.nn_op("cpu", "group_norm_affine", *args)[0]) <= OP_TOL
+
+
+# (batch, cin, h, w, cout, k, stride, pad0, pad1, groups): odd images, input channels not a
+# multiple of the stage width (8), two output-channel tiles, a stride-2 and a 1x1, input
+# channels in two chunks (the 15x15 kernel: (a, d) from the chunk's first channel), and groups
+# of more than 8192 values (the statistics in two dispatches)
+NORM_CONV_SHAPES = [(3, 20, 7, 9, 70, 3, 1, 1, 1, 4), (2, 36, 9, 5, 65, 3, 1, 1, 1, 6),
+                    (2, 24, 7, 6, 40, 3, 2, 1, 1, 8), (2, 12, 5, 7, 48, 1, 1, 0, 0, 3),
+                    (1, 1200, 15, 15, 40, 15, 1, 0, 0, 8), (2, 16, 60, 50, 40, 3, 1, 1, 1, 1)]
+
+
+def norm_conv_case(shape, silu, seed):
+    """inputs of conv2d_packed_norm for shape (Vulkan's (a, d)), the float64 reference (the
+    GroupNorm, then SiLU, then the zero-padded convolution) and the normalised tensor v"""
+    batch, cin, h, w, cout, k, s, p0, p1, groups = shape
+    rng = np.random.default_rng(seed)
+    x = 2.0 * rnd(rng, cin, batch, h, w) + 0.5
+    gamma, beta = rnd(rng, cin), rnd(rng, cin) + 2.0    # SiLU(d) far from 0 at the padding
+    wt, b = 0.1 * rnd(rng, cout, cin, k, k), rnd(rng, cout)
+    ab = _core.nn_op(DEV, "group_norm_affine", [x, None, gamma, beta, None],
+                     [np.zeros(2 * batch * cin, np.float32)], (batch, cin, h * w, groups, 0),
+                     (1e-5,), None, None)[0]
+    v = gn_ref(x, batch, cin, h * w, groups, 1e-5, gamma, beta, silu=silu)
+    return x, wt, b, ab, conv_ref(v, batch, cin, h, w, wt, cout, k, s, p0, p1, b), v
+
+
+@needs_vk
+@pytest.mark.parametrize("shape", NORM_CONV_SHAPES)
+@pytest.mark.parametrize("silu", [True, False])
+def test_conv2d_packed_norm(shape, silu):
+    """nn.h conv2d_packed_norm on Vulkan (the tiled float32 shader staging x a + d, then SiLU):
+    the convolution of the normalised tensor with zero padding, against the float64 reference
+    written from the formulas; y's old contents never read (NaN there); accumulate onto y and a
+    residual in the epilogue (bit for bit the copy and accumulate)"""
+    batch, cin, h, w, cout, k, s, p0, p1, groups = shape
+    x, wt, b, ab, ref, _ = norm_conv_case(shape, silu, cin + cout + k + silu)
+    ho, wo = (h + p0 + p1 - k) // s + 1, (w + p0 + p1 - k) // s + 1
+    ny = cout * batch * ho * wo
+    ints = (batch, cin, h, w, cout, k, s, p0, p1)
+    nan = np.full(ny, np.nan, np.float32)
+    got = _core.nn_op(DEV, "conv2d_packed_norm", [x, wt, b, ab], [nan], ints + (0, silu, 0), (),
+                      None, None)[0]
+    # float32 sums of up to 270,000 terms in the chunked shape
+    tol = OP_TOL if cin * k * k < 1e5 else 1e-4
+    assert rel_err(got, ref) <= tol
+    r = rnd(np.random.default_rng(1), ny)
+    acc = _core.nn_op(DEV, "conv2d_packed_norm", [x, wt, b, ab], [r], ints + (1, silu, 0), (),
+                      None, None)[0]
+    res = _core.nn_op(DEV, "conv2d_packed_norm", [x, wt, b, ab, r], [nan], ints + (0, silu, 1),
+                      (), None, None)[0]
+    assert np.array_equal(acc, res)
+    assert rel_err(res, ref + r) <= tol
+
+
+@needs_vk
+def test_conv2d_packed_norm_pads_with_zeros():
+    """the padding is of the normalised tensor: 0, not SiLU(d), what a fold that normalised the
+    padded input would compute (a test that could fail: the two references differ by far more
+    than the tolerance)"""
+    shape = NORM_CONV_SHAPES[0]
+    batch, cin, h, w, cout, k, s, p0, p1, groups = shape
+    x, wt, b, ab, ref, v = norm_conv_case(shape, True, 3)
+    d = ab[1::2].reshape(batch, cin).T.astype(np.float64)
+    vp = np.broadcast_to((d / (1 + np.exp(-d)))[:, :, None, None],
+                         (cin, batch, h + p0 + p1, w + p0 + p1)).copy()
+    vp[:, :, p0:p0 + h, p0:p0 + w] = v.reshape(cin, batch, h, w)
+    wrong = conv_ref(vp, batch, cin, h + p0 + p1, w + p0 + p1, wt, cout, k, s, 0, 0, b)
+    got = _core.nn_op(DEV, "conv2d_packed_norm", [x, wt, b, ab],
+                      [np.zeros(ref.size, np.float32)], (batch, cin, h, w, cout, k, s, p0, p1,
+                                                         0, 1, 0), (), None, None)[0]
+    assert rel_err(got, ref) <= OP_TOL
+    assert rel_err(wrong, ref) > 100 * OP_TOL
+
+
+@needs_vk
+def test_conv2d_packed_norm_declines_and_refuses():
+    """nn.h: the Vulkan op declines (done = 0) a layer of at most 32 output channels (the direct
+    shader), the hook says so; the CPU needs packed weights; bad sizes are refused"""
+    shape = (2, 16, 6, 6, 32, 3, 1, 1, 1, 4)
+    x, wt, b, ab, ref, _ = norm_conv_case(shape, True, 5)
+    ints = (2, 16, 6, 6, 32, 3, 1, 1, 1, 0, 1, 0)
+    out = [np.zeros(ref.size, np.float32)]
+    with pytest.raises(ValueError, match="vulkan backend declined this layer"):
+        _core.nn_op(DEV, "conv2d_packed_norm", [x, wt, b, ab], out, ints, (), None, None)
+    with pytest.raises(ValueError, match="packed"):
+        _core.nn_op("cpu", "conv2d_packed_norm", [x, wt, b, ab], out, ints, (), None, None)
+    with pytest.raises(ValueError, match="input 3"):
+        _core.nn_op(DEV, "conv2d_packed_norm", [x, wt, b, ab[:10]], out, ints, (), None, None)
+
+
+NORM_FOLD_OPS = f"""
+import json, sys
+import numpy as np
+sys.path.insert(0, "tests")
+from test_unet_vulkan import NORM_CONV_SHAPES, norm_conv_case, rel_err
+from ccfg import _core
+errs = []
+for shape in NORM_CONV_SHAPES[:3] + NORM_CONV_SHAPES[5:]:
+    batch, cin, h, w, cout, k, s, p0, p1, groups = shape
+    x, wt, b, ab, ref, _ = norm_conv_case(shape, True, 9)
+    try:
+        got = _core.nn_op("{DEV}", "conv2d_packed_norm", [x, wt, b, ab],
+                          [np.zeros(ref.size, np.float32)],
+                          (batch, cin, h, w, cout, k, s, p0, p1, 0, 1, 0), (), None, None)[0]
+        errs.append(rel_err(got, ref))
+    except ValueError as e:
+        errs.append(str(e))
+print(json.dumps(errs))
+"""
+
+
+@needs_vk
+@pytest.mark.parametrize("env,tol", [(dict(CCFG_VULKAN_PRECISION="fp16"), 2e-3),
+                                     (dict(CCFG_VULKAN_CONV_SPLITK="3"), OP_TOL),
+                                     (dict(CCFG_VULKAN_NO_NORM_FOLD="1"), None)])
+def test_conv2d_packed_norm_half_splitk_and_switch(env, tol):
+    """the float16 tiled shader folds too (the normalised value rounded to float16 as it is
+    staged: the fp16 op contract), split-K's slices stage the normalised input, and
+    CCFG_VULKAN_NO_NORM_FOLD=1 declines every layer"""
+    import json
+    import os
+    import subprocess
+    import sys
+    if "CCFG_VULKAN_PRECISION" in env and not VK[0].get("storage_16bit"):
+        pytest.skip("the device has no storageBuffer16BitAccess")
+    r = subprocess.run([sys.executable, "-c", NORM_FOLD_OPS], capture_output=True, text=True,
+                       timeout=600, env=dict(os.environ, **env))
+    assert r.returncode == 0, r.stderr[-3000:]
+    errs = json.loads(r.stdout.strip().splitlines()[-1])
+    for e in errs:
+        if tol is None:
+            assert "declined" in e, e
+        else:
+            assert isinstance(e, float) and e <= tol, errs
+            if "CCFG_VULKAN_PRECISION" in env:
+                assert e > 1e-6, "as exact as float32: did the half path run?"
+
+
 @needs_vk
 @pytest.mark.parametrize("silu_in,bias", [(False, True), (True, True), (True, False)])
 def test_linear(silu_in, bias):
@@ -372,6 +567,85 @@ def test_residual_in_the_convolution_gives_the_same_forward(precision):
     assert np.array_equal(outs[0], outs[1])
     # the shipped model's resnets without a shortcut: 2 at 32x32, 1 in the mid block
     assert copies[1] - copies[0] == 3, copies
+
+
+NORM_FOLD_RUN = """
+import json, os, sys, tempfile
+import numpy as np, torch, diffusers
+from diffusers import UNet2DModel
+import ccfg
+from ccfg.models import FASHION_MNIST_DIR
+diffusers.utils.logging.set_verbosity_error()
+torch.set_num_threads(1)
+dev = sys.argv[1]
+rel = lambda a, b: float(np.abs(np.asarray(a, np.float64) - b).max() / np.abs(b).max())
+rng = np.random.default_rng(0)
+res = {}
+
+
+def run(name, unet, m, x, t, labels):
+    with torch.no_grad():
+        lab = None if labels is None else torch.as_tensor(labels)
+        ref = m(torch.from_numpy(x), t, lab).sample.numpy()
+    unet(x, t, labels, device=dev)      # placed (and packed) before the profile
+    with ccfg.profiling.profile(dev) as prof:
+        out = unet(x, t, labels, device=dev)
+    res[name] = dict(err=rel(out, ref), calls=sum(c for _, c, _ in prof.rows),
+                     gn=sum(c for k, c, _ in prof.rows if k.startswith("nn_group_norm")))
+
+
+# the shipped model: its 24-channel layers decline (the direct shader), 48 and 96 fold
+unet = ccfg.models.load("fashion-mnist")
+m = UNet2DModel.from_pretrained(os.path.join(FASHION_MNIST_DIR, "unet"),
+                                low_cpu_mem_usage=False).eval()
+run("fashion-mnist", unet, m, rng.standard_normal((3,) + unet.shape).astype(np.float32), 300,
+    np.array([1, 7, 10]))
+# FiLM (scale_shift) and groups of more than 8192 values (48 channels in 2 groups at 32x32):
+# the statistics take phases 0 and 1, and phase 1 writes (a, d)
+torch.manual_seed(0)
+cm = UNet2DModel(sample_size=32, in_channels=3, out_channels=3, block_out_channels=(48, 96),
+                 layers_per_block=1, norm_num_groups=2, resnet_time_scale_shift="scale_shift",
+                 down_block_types=("DownBlock2D",) * 2, up_block_types=("UpBlock2D",) * 2,
+                 add_attention=False).eval()
+d = tempfile.mkdtemp()
+cm.save_pretrained(d)
+run("large-groups", ccfg.models.UNet.from_pretrained(d), cm,
+    rng.standard_normal((2, 3, 32, 32)).astype(np.float32), 20, None)
+print(json.dumps(res))
+"""
+
+
+@needs_vk
+@pytest.mark.parametrize("precision,tol", [("fp32", FORWARD_TOL), ("fp16", 3e-3)])
+def test_norm_fold_forward_matches_diffusers_with_fewer_dispatches(precision, tol):
+    """issue 11: a resnet's GroupNorm+SiLU folded into the convolution that reads it (nn.h
+    group_norm_affine + conv2d_packed_norm: the normalised tensor never written) gives the
+    forward diffusers computes, in float32 and float16 (tests/test_vulkan_half.py's
+    tolerance), as does CCFG_VULKAN_NO_NORM_FOLD=1 (the unfused path). Dispatches per forward:
+    the same count where a group fits one workgroup (a statistics dispatch replaces the
+    normalisation's), 15 fewer in the model of large groups (two dispatches instead of three for
+    each of its 8 resnets' 2 norms but one: norm1 of the 48 -> 96 resnet at 16x16 has 24 x 256
+    values per group, one workgroup either way); the switch is the positive control."""
+    import json
+    import os
+    import subprocess
+    import sys
+    if precision == "fp16" and not VK[0].get("storage_16bit"):
+        pytest.skip("the device has no storageBuffer16BitAccess")
+    got = {}
+    for flag in ("0", "1"):
+        env = dict(os.environ, CCFG_VULKAN_NO_NORM_FOLD=flag, CCFG_VULKAN_PRECISION=precision)
+        r = subprocess.run([sys.executable, "-c", NORM_FOLD_RUN, DEV], capture_output=True,
+                           text=True, timeout=600, env=env)
+        assert r.returncode == 0, r.stderr[-3000:]
+        got[flag] = json.loads(r.stdout.strip().splitlines()[-1])
+    for flag, res in got.items():
+        for name, v in res.items():
+            assert v["err"] <= tol, (precision, flag, name, v)
+    fold, unfold = got["0"], got["1"]
+    assert fold["fashion-mnist"]["calls"] == unfold["fashion-mnist"]["calls"]
+    assert unfold["large-groups"]["calls"] - fold["large-groups"]["calls"] == 15, got
+    assert unfold["large-groups"]["gn"] - fold["large-groups"]["gn"] == 15, got
 
 
 @needs_vk

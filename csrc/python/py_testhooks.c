@@ -260,12 +260,31 @@ static const char *nn_need_of(const char *op, const int64_t *iv, int ni, nn_need
             w->in[3] = w->out[0];
         }
         w->scratch = PROD(cin, k, k, wo > 256 ? wo : 256);
-    } else if (!strcmp(op, "group_norm")) {
+    } else if (!strcmp(op, "conv2d_packed_norm")) {
+        /* ints: conv2d's ten, silu, whether input 4 is a residual; inputs x, w, bias, ab */
+        EXPECT(12, 0);
+        for (int k = 1; k <= 6; k++) AT_LEAST(k, 1);
+        AT_LEAST(0, 0); AT_LEAST(7, 0); AT_LEAST(8, 0);
+        const int64_t b = iv[0], cin = iv[1], h = iv[2], wd = iv[3], cout = iv[4], k = iv[5];
+        const int64_t s = iv[6], p0 = iv[7], p1 = iv[8];
+        if (h + p0 + p1 < k || wd + p0 + p1 < k) return "the kernel is larger than the image";
+        const int64_t ho = (h + p0 + p1 - k) / s + 1, wo = (wd + p0 + p1 - k) / s + 1;
+        w->nin = iv[11] ? 5 : 4; w->nout = 1;
+        w->in[0] = PROD(cin, b, h, wd);
+        w->in[1] = PROD(cout, cin, k, k);
+        w->in[2] = cout; w->optional[2] = 1;
+        w->in[3] = PROD(2, b, cin);
+        w->out[0] = PROD(cout, b, ho, wo);
+        if (iv[11]) w->in[4] = w->out[0];
+        w->scratch = PROD(cin, k, k, wo > 256 ? wo : 256);
+    } else if (!strcmp(op, "group_norm") || !strcmp(op, "group_norm_affine")) {
+        /* group_norm_affine: the same ints (the last, silu, unused) and (a, d) out */
         EXPECT(5, 1);
         AT_LEAST(0, 0); AT_LEAST(1, 1); AT_LEAST(2, 1); AT_LEAST(3, 1);
         if (iv[1] % iv[3]) return "groups must divide the channels";
         w->nin = 5; w->nout = 1;
         w->in[0] = w->out[0] = PROD(iv[1], iv[0], iv[2]);
+        if (op[10] == '_') w->out[0] = PROD(2, iv[0], iv[1]);
         w->in[1] = PROD(iv[0], iv[1]); w->optional[1] = 1;
         w->in[2] = w->in[3] = iv[1];
         w->in[4] = PROD(2, iv[0], iv[1]); w->optional[4] = 1;
@@ -371,6 +390,30 @@ static int nn_call(const ccfg_backend *be, const ccfg_nn_ops *ops, const char *o
         return ops->conv2d_residual(be, iv[0], iv[1], iv[2], iv[3], in[0], iv[4], iv[5], iv[6],
                                     iv[7], iv[8], in[1], NULL, in[2], iv[9] ? out[0] : in[3],
                                     out[0], scratch, scratch_len);
+    }
+    if (!strcmp(op, "conv2d_packed_norm")) {
+        int done = 0, status;
+        NEED(12, 0);
+        if (!ops->conv2d_packed_norm)
+            return ccfg_fail(CCFG_EINVAL, "nn_op conv2d_packed_norm: the %s backend has none",
+                             ops->name);
+        if ((status = ops->conv2d_packed_norm(be, iv[0], iv[1], iv[2], iv[3], in[0], in[3], iv[10],
+                                              iv[4], iv[5], iv[6], iv[7], iv[8], in[1], NULL,
+                                              in[2], iv[11] ? in[4] : NULL, iv[9], out[0],
+                                              scratch, scratch_len, &done)))
+            return status;
+        if (!done)
+            return ccfg_fail(CCFG_EINVAL, "nn_op conv2d_packed_norm: the %s backend declined "
+                             "this layer", ops->name);
+        return CCFG_OK;
+    }
+    if (!strcmp(op, "group_norm_affine")) {
+        NEED(5, 1);
+        if (!ops->group_norm_affine)
+            return ccfg_fail(CCFG_EINVAL, "nn_op group_norm_affine: the %s backend has none",
+                             ops->name);
+        return ops->group_norm_affine(be, iv[0], iv[1], iv[2], iv[3], (float)fv[0], in[0], in[1],
+                                      in[2], in[3], in[4], out[0]);
     }
     if (!strcmp(op, "group_norm")) {
         NEED(5, 1);
