@@ -19,8 +19,8 @@ process (the switches are read when a device is opened), settings alternated, me
    channels): split-K by the default rule, forced on every device (CCFG_VULKAN_CONV_SPLITK=auto:
    a CPU device's default is off), against CCFG_VULKAN_CONV_SPLITK=0; the device time of the
    slices and their reduce together;
-5. the GroupNorm(+SiLU) folded into the convolution that reads it (CCFG_VULKAN_NO_NORM_FOLD=1
-   unfolds it; read at every call, so this one is interleaved in one process per precision,
+5. the GroupNorm(+SiLU) folded into the convolution that reads it (CCFG_VULKAN_NORM_FOLD=1
+   folds it, off by default; read at every call, so this one is interleaved in one process per precision,
    fp32 and fp16): a CIFAR-shaped UNet2DModel's forward (half the issue's channels on lavapipe,
    whose storage buffers cannot hold the full model's weights; the full model with --big),
    folded against unfolded forward by forward: wall time (medians of the alternated forwards and
@@ -106,10 +106,10 @@ d = tempfile.mkdtemp()
 cm.save_pretrained(d)
 unet = ccfg.models.UNet.from_pretrained(d)
 x = np.random.default_rng(0).standard_normal((rows, 3, 32, 32)).astype(np.float32)
-setting = {"fold": "0", "unfolded": "1"}
+setting = {"fold": "1", "unfolded": "0"}
 res = {}
 for name, flag in setting.items():      # placed, packed and warm; the profile of one forward
-    os.environ["CCFG_VULKAN_NO_NORM_FOLD"] = flag
+    os.environ["CCFG_VULKAN_NORM_FOLD"] = flag
     res[name] = unet(x, 500, device=dev)
     with ccfg.profiling.profile(dev) as prof:
         unet(x, 500, device=dev)
@@ -121,7 +121,7 @@ err = float(np.abs(res["fold"] - res["unfolded"]).max() / np.abs(res["unfolded"]
 walls = {"fold": [], "unfolded": []}
 for _ in range(reps):
     for name, flag in setting.items():
-        os.environ["CCFG_VULKAN_NO_NORM_FOLD"] = flag
+        os.environ["CCFG_VULKAN_NORM_FOLD"] = flag
         t0 = time.perf_counter()
         unet(x, 500, device=dev)
         walls[name].append(time.perf_counter() - t0)

@@ -49,7 +49,7 @@ log=${OUT:-/tmp}/gpu_run.txt
     "$PY" benchmarks/gpu_vs_torch.py "$@" || echo "gpu_vs_torch.py exited with $? (a MISMATCH line above says which)"
     echo "== switches (group_norm subgroups, mixture sharing: on vs off)"
     timeout 150 "$PY" benchmarks/bench_vk_switches.py --big --rounds 3 --no-norm-fold || true
-    echo "== GroupNorm+SiLU folded into the convolution vs CCFG_VULKAN_NO_NORM_FOLD=1 (CIFAR, 48 rows)"
+    echo "== GroupNorm+SiLU folded into the convolution (CCFG_VULKAN_NORM_FOLD=1) vs not (the default; CIFAR, 48 rows)"
     timeout 120 "$PY" benchmarks/bench_vk_switches.py --big --norm-fold-only --norm-fold-reps 5 || true
     echo "== convolution paths: cached float16 weights, residual binding (on vs off)"
     timeout 150 "$PY" benchmarks/bench_vulkan_half.py --switches --channels 128,256,256,256 --rows 48 --rounds 3 || true

@@ -557,15 +557,18 @@ static int vk_group_norm_affine(const ccfg_backend *be, int batch, int c, int hw
                           ab);
 }
 
-/* CCFG_VULKAN_NO_NORM_FOLD=1: conv2d_packed_norm declines every layer, so the UNet runs each
- * GroupNorm(+SiLU) as its own pass that writes the normalised tensor and the convolution reads it
- * back (the path before the fold; for A/B). Read at every call (a few per resnet, against a
- * convolution's dispatch), so one process can interleave the two paths
- * (benchmarks/bench_vk_switches.py). */
+/* The fold is off unless CCFG_VULKAN_NORM_FOLD=1: without it conv2d_packed_norm declines every
+ * layer, so the UNet runs each GroupNorm(+SiLU) as its own pass that writes the normalised tensor
+ * and the convolution reads it back. Off by default because the SIMT shaders are issue-bound:
+ * normalising every staged input (once per tap and output-channel tile) costs them more than the
+ * pass over memory it saves (docs/PERFORMANCE.md, "GroupNorm(+SiLU) folded into the Vulkan
+ * convolution": 0.5-3.5 % slower on lavapipe, a loss predicted on the H200); the GPU run decides.
+ * Read at every call (a few per resnet, against a convolution's dispatch), so one process can
+ * interleave the two paths (benchmarks/bench_vk_switches.py). */
 static int norm_fold_off(void)
 {
-    const char *v = getenv("CCFG_VULKAN_NO_NORM_FOLD");
-    return v && *v && strcmp(v, "0") ? 1 : 0;
+    const char *v = getenv("CCFG_VULKAN_NORM_FOLD");
+    return v && *v && strcmp(v, "0") ? 0 : 1;
 }
 
 /* nn.h conv2d_packed_norm: the tiled shaders (float32, and float16 in CCFG_VULKAN_PRECISION=fp16)

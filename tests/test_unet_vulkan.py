@@ -249,7 +249,14 @@ def norm_conv_case(shape, silu, seed):
     return x, wt, b, ab, conv_ref(v, batch, cin, h, w, wt, cout, k, s, p0, p1, b), v
 
 
+@pytest.fixture
+def norm_fold(monkeypatch):
+    """the fold is off unless CCFG_VULKAN_NORM_FOLD=1 (read at every call)"""
+    monkeypatch.setenv("CCFG_VULKAN_NORM_FOLD", "1")
+
+
 @needs_vk
+@pytest.mark.usefixtures("norm_fold")
 @pytest.mark.parametrize("shape", NORM_CONV_SHAPES)
 @pytest.mark.parametrize("silu", [True, False])
 def test_conv2d_packed_norm(shape, silu):
@@ -278,6 +285,7 @@ def test_conv2d_packed_norm(shape, silu):
 
 
 @needs_vk
+@pytest.mark.usefixtures("norm_fold")
 def test_conv2d_packed_norm_pads_with_zeros():
     """the padding is of the normalised tensor: 0, not SiLU(d), what a fold that normalised the
     padded input would compute (a test that could fail: the two references differ by far more
@@ -298,6 +306,7 @@ def test_conv2d_packed_norm_pads_with_zeros():
 
 
 @needs_vk
+@pytest.mark.usefixtures("norm_fold")
 def test_conv2d_packed_norm_declines_and_refuses():
     """nn.h: the Vulkan op declines (done = 0) a layer of at most 32 output channels (the direct
     shader), the hook says so; the CPU needs packed weights; bad sizes are refused"""
@@ -335,13 +344,15 @@ print(json.dumps(errs))
 
 
 @needs_vk
-@pytest.mark.parametrize("env,tol", [(dict(CCFG_VULKAN_PRECISION="fp16"), 2e-3),
-                                     (dict(CCFG_VULKAN_CONV_SPLITK="3"), OP_TOL),
-                                     (dict(CCFG_VULKAN_NO_NORM_FOLD="1"), None)])
+@pytest.mark.parametrize("env,tol", [(dict(CCFG_VULKAN_PRECISION="fp16",
+                                           CCFG_VULKAN_NORM_FOLD="1"), 2e-3),
+                                     (dict(CCFG_VULKAN_CONV_SPLITK="3",
+                                           CCFG_VULKAN_NORM_FOLD="1"), OP_TOL),
+                                     (dict(CCFG_VULKAN_NORM_FOLD="0"), None)])
 def test_conv2d_packed_norm_half_splitk_and_switch(env, tol):
     """the float16 tiled shader folds too (the normalised value rounded to float16 as it is
     staged: the fp16 op contract), split-K's slices stage the normalised input, and
-    CCFG_VULKAN_NO_NORM_FOLD=1 declines every layer"""
+    without CCFG_VULKAN_NORM_FOLD=1 (the default) every layer is declined"""
     import json
     import os
     import subprocess
@@ -621,7 +632,7 @@ def test_norm_fold_forward_matches_diffusers_with_fewer_dispatches(precision, to
     """issue 11: a resnet's GroupNorm+SiLU folded into the convolution that reads it (nn.h
     group_norm_affine + conv2d_packed_norm: the normalised tensor never written) gives the
     forward diffusers computes, in float32 and float16 (tests/test_vulkan_half.py's
-    tolerance), as does CCFG_VULKAN_NO_NORM_FOLD=1 (the unfused path). Dispatches per forward:
+    tolerance), as does the unfused path (the default; CCFG_VULKAN_NORM_FOLD=1 folds). Dispatches per forward:
     the same count where a group fits one workgroup (a statistics dispatch replaces the
     normalisation's), 15 fewer in the model of large groups (two dispatches instead of three for
     each of its 8 resnets' 2 norms but one: norm1 of the 48 -> 96 resnet at 16x16 has 24 x 256
@@ -633,8 +644,8 @@ def test_norm_fold_forward_matches_diffusers_with_fewer_dispatches(precision, to
     if precision == "fp16" and not VK[0].get("storage_16bit"):
         pytest.skip("the device has no storageBuffer16BitAccess")
     got = {}
-    for flag in ("0", "1"):
-        env = dict(os.environ, CCFG_VULKAN_NO_NORM_FOLD=flag, CCFG_VULKAN_PRECISION=precision)
+    for flag in ("1", "0"):
+        env = dict(os.environ, CCFG_VULKAN_NORM_FOLD=flag, CCFG_VULKAN_PRECISION=precision)
         r = subprocess.run([sys.executable, "-c", NORM_FOLD_RUN, DEV], capture_output=True,
                            text=True, timeout=600, env=env)
         assert r.returncode == 0, r.stderr[-3000:]
@@ -642,7 +653,7 @@ def test_norm_fold_forward_matches_diffusers_with_fewer_dispatches(precision, to
     for flag, res in got.items():
         for name, v in res.items():
             assert v["err"] <= tol, (precision, flag, name, v)
-    fold, unfold = got["0"], got["1"]
+    fold, unfold = got["1"], got["0"]
     assert fold["fashion-mnist"]["calls"] == unfold["fashion-mnist"]["calls"]
     assert unfold["large-groups"]["calls"] - fold["large-groups"]["calls"] == 15, got
     assert unfold["large-groups"]["gn"] - fold["large-groups"]["gn"] == 15, got
