@@ -188,16 +188,19 @@ static int vk_conv2d_half(const ccfg_backend *be, int precision, int batch, int 
     const int64_t kk = (int64_t)k * k, n_in = (int64_t)batch * h * w;
     const int64_t nx = (int64_t)cin * n_in, ny = (int64_t)cout * batch * ho * wo;
     const int64_t nw = (int64_t)cout * cin * kk, nw32 = (nw + 1) / 2;
-    const int64_t bm = coop ? CCFG_VK_COOP_BM : CCFG_VK_CONV_BM;
-    const int64_t bn = coop ? CCFG_VK_COOP_BN : CCFG_VK_CONV_BN;
-    const int64_t bk = coop ? CCFG_VK_COOP_BK : CCFG_VK_CONV_BK;
+    /* the tile and stage of the shader: nn_conv2d_f16's, or the coop variant's */
+    const int coop8 = precision == CCFG_VK_PRECISION_COOP8;
+    const int64_t bm = !coop ? CCFG_VK_CONV_BM : coop8 ? CCFG_VK_COOP8_BM : CCFG_VK_COOP_BM;
+    const int64_t bn = !coop ? CCFG_VK_CONV_BN : coop8 ? CCFG_VK_COOP8_BN : CCFG_VK_COOP_BN;
+    const int64_t bk = !coop ? CCFG_VK_CONV_BK : coop8 ? CCFG_VK_COOP8_BK : CCFG_VK_COOP_BK;
     int status;
     if ((status = fits(nw, "conv2d"))) return status;
     const int64_t items = (ny / cout + bn - 1) / bn;
     const int64_t mtiles = (cout + bm - 1) / bm;
     if (mtiles > CCFG_VK_MAX_GROUPS)
         return ccfg_fail(CCFG_EINVAL, "Vulkan nn conv2d: %d output channels is too many", cout);
-    /* the float32 tiled shader's budget (vk_conv2d), with this shader's stage width */
+    /* the float32 tiled shader's budget (vk_conv2d), with this shader's stage width: the coop
+     * shader's loops per tile are its stages (its staging and epilogue loops are unrolled) */
     const int64_t rounds = (items + CCFG_VK_MAX_GROUPS - 1) / CCFG_VK_MAX_GROUPS;
     const int64_t budget = CCFG_VK_LOOP_BUDGET / (rounds > 1 ? rounds : 1);
     int64_t chunk = ((budget - k) / kk - 1) * bk;
