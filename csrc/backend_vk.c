@@ -831,9 +831,10 @@ static void decide_coop(int i)
     g.coop_variant[i] = 0;
     g.coop_pin[i] = 0;
 #ifdef CCFG_NO_COOP_KHR
+    (void)v;
+    (void)variants;
     snprintf(why, n, "this build has no cooperative-matrix shaders: %s", CCFG_NO_COOP_KHR);
-    return;
-#endif
+#else
     if (!v->coop_khr) {
         snprintf(why, n, "no VK_KHR_cooperative_matrix (the extension with its "
                  "cooperativeMatrix feature)");
@@ -877,6 +878,7 @@ static void decide_coop(int i)
     if (!listed)
         snprintf(why, n, "VK_KHR_cooperative_matrix lists neither 16x16x16 nor 8x8x8 with float16 "
                  "A and B, float32 C and result at subgroup scope");
+#endif
 }
 
 static int coop_variant(int i)
