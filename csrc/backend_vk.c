@@ -252,11 +252,19 @@ SPV(nn_conv2d_coop)
 SPV(nn_conv2d_coop8)
 #include "nn_conv2d_coop8.spv.h"
 ;
+SPV(nn_conv2d_coop_sb)
+#include "nn_conv2d_coop_sb.spv.h"
+;
+SPV(nn_conv2d_coop8_sb)
+#include "nn_conv2d_coop8_sb.spv.h"
+;
 #else
 /* built without a glslc for GL_KHR_cooperative_matrix (setup.py): placeholders, never made into
  * pipelines (coop_variant is 0 on every device and says why) */
 SPV(nn_conv2d_coop) {0};
 SPV(nn_conv2d_coop8) {0};
+SPV(nn_conv2d_coop_sb) {0};
+SPV(nn_conv2d_coop8_sb) {0};
 #endif
 SPV(nn_attention_tiled1)
 #include "nn_attention_tiled1.spv.h"
@@ -339,6 +347,8 @@ static const struct {
     PIPE(P_NN_ATTENTION_TILED1_Q64R, nn_attention_tiled1_q64r, 5, ccfg_vk_push_attention_tiled),
     PIPE(P_NN_CONV2D_REDUCE, nn_conv2d_reduce, CCFG_VK_CONV_REDUCE_BINDINGS,
          ccfg_vk_push_conv2d_reduce),
+    PIPE(P_NN_CONV2D_COOP_SB, nn_conv2d_coop_sb, CCFG_VK_CONV_BINDINGS, ccfg_vk_push_conv2d),
+    PIPE(P_NN_CONV2D_COOP8_SB, nn_conv2d_coop8_sb, CCFG_VK_CONV_BINDINGS, ccfg_vk_push_conv2d),
 };
 #undef PIPE
 
@@ -1154,9 +1164,10 @@ static int get_pipe(vk_dev *d, int p, vk_pipe **out)
      * written for: pinned, with full subgroups, where the device can (decide_coop) */
     VkPipelineShaderStageRequiredSubgroupSizeCreateInfoEXT rss = {
         .sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_REQUIRED_SUBGROUP_SIZE_CREATE_INFO_EXT,
-        .requiredSubgroupSize = p == P_NN_CONV2D_COOP ? CCFG_VK_COOP_SUBGROUP
-                                                      : CCFG_VK_COOP8_SUBGROUP};
-    if ((p == P_NN_CONV2D_COOP || p == P_NN_CONV2D_COOP8) && g.coop_pin[d->index]) {
+        .requiredSubgroupSize = p == P_NN_CONV2D_COOP || p == P_NN_CONV2D_COOP_SB
+                                    ? CCFG_VK_COOP_SUBGROUP : CCFG_VK_COOP8_SUBGROUP};
+    if ((p == P_NN_CONV2D_COOP || p == P_NN_CONV2D_COOP8 || p == P_NN_CONV2D_COOP_SB ||
+         p == P_NN_CONV2D_COOP8_SB) && g.coop_pin[d->index]) {
         cpi.stage.pNext = &rss;
         cpi.stage.flags = VK_PIPELINE_SHADER_STAGE_CREATE_REQUIRE_FULL_SUBGROUPS_BIT_EXT;
     }
@@ -1794,7 +1805,8 @@ int ccfg_vk_nn_dispatch(const ccfg_backend *be, int kernel, int nbuf, const floa
                                                   "conv2d", "conv2d", "conv2d", "attention",
                                                   "attention", "attention", "attention",
                                                   "attention", "attention", "attention",
-                                                  "attention", "attention", "conv2d"};
+                                                  "attention", "attention", "conv2d", "conv2d",
+                                                  "conv2d"};
     int status;
     if (kernel < 0 || kernel >= CCFG_VK_NN_COUNT || nbuf < 1 ||
         (uint32_t)nbuf != pipe_spec[P_NN_FIRST + kernel].bindings)

@@ -171,6 +171,15 @@ static int conv_tiled_dispatch(const ccfg_backend *be, int kernel, const float *
     return status;
 }
 
+/* CCFG_VULKAN_COOP_SINGLE_BUFFER=1: the coop convolution with one shared-memory stage and two
+ * barriers per stage (the path before double buffering; the same sums in the same order, so the
+ * same bits). Read at every convolution, so one process can alternate the two (A/B runs). */
+static int coop_single_buffer(void)
+{
+    const char *v = getenv("CCFG_VULKAN_COOP_SINGLE_BUFFER");
+    return v && *v && strcmp(v, "0");
+}
+
 /* conv2d with float16 weights and inputs and float32 sums (CCFG_VULKAN_PRECISION=fp16, coop,
  * auto; vk_conv2d's sizes already checked, tiled sizes only): nn_conv2d_f16.comp (the tiled
  * shader's tiles) or nn_conv2d_coop*.comp (cooperative matrices) run over chunks of input channels
@@ -225,9 +234,10 @@ static int vk_conv2d_half(const ccfg_backend *be, int precision, int batch, int 
                               .stride = (uint32_t)stride, .pad0 = (uint32_t)pad0,
                               .ho = (uint32_t)ho, .wo = (uint32_t)wo,
                               .wstride = (uint32_t)((int64_t)cin * kk)};
-    const int kernel = precision == CCFG_VK_PRECISION_COOP    ? CCFG_VK_NN_CONV2D_COOP
-                       : precision == CCFG_VK_PRECISION_COOP8 ? CCFG_VK_NN_CONV2D_COOP8
-                                                              : CCFG_VK_NN_CONV2D_F16;
+    const int sb = coop && coop_single_buffer();
+    const int kernel = !coop ? CCFG_VK_NN_CONV2D_F16
+                       : coop8 ? (sb ? CCFG_VK_NN_CONV2D_COOP8_SB : CCFG_VK_NN_CONV2D_COOP8)
+                               : (sb ? CCFG_VK_NN_CONV2D_COOP_SB : CCFG_VK_NN_CONV2D_COOP);
     for (int64_t c0 = 0; c0 < cin && !status; c0 += chunk) {
         const int64_t nc = cin - c0 < chunk ? cin - c0 : chunk;
         if ((c0 * kk) % 2) {        /* chunks are multiples of bk (8 or 16): never */

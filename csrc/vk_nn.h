@@ -52,6 +52,9 @@ enum { CCFG_VK_NN_CONV2D, CCFG_VK_NN_GROUP_NORM, CCFG_VK_NN_LINEAR, CCFG_VK_NN_A
        CCFG_VK_NN_ATTENTION_TILED1_Q64R,
        /* split-K's second dispatch: the partial sums of the slices, in order, plus the epilogue */
        CCFG_VK_NN_CONV2D_REDUCE,
+       /* the coop twins with one shared-memory stage (CCFG_VULKAN_COOP_SINGLE_BUFFER=1: the
+        * path before double buffering, for A/B runs) */
+       CCFG_VK_NN_CONV2D_COOP_SB, CCFG_VK_NN_CONV2D_COOP8_SB,
        CCFG_VK_NN_COUNT };
 
 /* The convolutions' precision on a device (CCFG_VULKAN_PRECISION, read when the device opens):

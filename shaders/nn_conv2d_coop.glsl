@@ -58,8 +58,16 @@ layout(push_constant) uniform Push {
     uint wstride;   // weights per output channel of w (every input channel x k x k)
 } p;
 
-shared float16_t As[BM * BK];       // As[m * BK + c]: weight of output channel m0 + m, channel c
-shared float16_t Bs[BK * BN];       // Bs[c * BN + n]: input channel c at pixel n0 + n
+// NBUF stages in shared memory: 2 (the default) while the subgroups multiply from one the next is
+// stored into the other, one barrier per stage; COOP_SINGLE_BUFFER (the _sb variants,
+// CCFG_VULKAN_COOP_SINGLE_BUFFER=1) one, two barriers per stage (the path before, for A/B runs)
+#ifdef COOP_SINGLE_BUFFER
+const uint NBUF = 1u;
+#else
+const uint NBUF = 2u;
+#endif
+shared float16_t As[NBUF * BM * BK];  // As[s BM BK + m BK + c]: stage s, output channel m0 + m, channel c
+shared float16_t Bs[NBUF * BK * BN];  // Bs[s BK BN + c BN + n]: stage s, input channel c at pixel n0 + n
 shared float Cs[4u * CM * CN];      // each subgroup's CM x CN accumulator on its way out
 
 // the PA weights and PB inputs this invocation stages for stage (tap, c0): weights of rows
@@ -84,6 +92,15 @@ void fetch(uint tap, uint c0, uint m0, uint wm, uint wc, int iy0, int ix0, bool 
         const float u = x[xo + min(cb, p.cin - 1u) * n_in];
         xv[j] = (ok && cb < p.cin) ? float16_t(u) : float16_t(0.0);
     }
+}
+
+// this invocation's staged values into shared-memory stage buf
+void stage_store(uint buf, uint wm, uint wc, uint xn, uint xc, float16_t wv[PA], float16_t xv[PB])
+{
+    [[unroll]] for (uint j = 0u; j < PA; j++)
+        As[buf * BM * BK + (wm + RA * j) * BK + wc] = wv[j];
+    [[unroll]] for (uint j = 0u; j < PB; j++)
+        Bs[buf * BK * BN + (xc + RB * j) * BN + xn] = xv[j];
 }
 
 void main()
@@ -118,31 +135,47 @@ void main()
         uint tap = 0u, c0 = 0u;
         float16_t wv[PA], xv[PB];
         fetch(tap, c0, m0, wm, wc, iy0, ix0, pv, xb, xc, n_in, kk, wv, xv);
+#ifndef COOP_SINGLE_BUFFER
+        stage_store(0u, wm, wc, xn, xc, wv, xv);
+        barrier();
+#endif
         for (uint st = 0u; st < stages; st++) {
-            [[unroll]] for (uint j = 0u; j < PA; j++)
-                As[(wm + RA * j) * BK + wc] = wv[j];
-            [[unroll]] for (uint j = 0u; j < PB; j++)
-                Bs[(xc + RB * j) * BN + xn] = xv[j];
+#ifdef COOP_SINGLE_BUFFER
+            const uint buf = 0u;
+            stage_store(0u, wm, wc, xn, xc, wv, xv);
             barrier();
+#else
+            const uint buf = st & 1u;
+#endif
             c0 += BK;
             if (c0 >= p.cin) {
                 c0 = 0u;
                 tap++;
             }
             // the next stage's global reads overlap this stage's multiplies
-            if (st + 1u < stages)
+            const bool more = st + 1u < stages;
+            if (more)
                 fetch(tap, c0, m0, wm, wc, iy0, ix0, pv, xb, xc, n_in, kk, wv, xv);
             coopmat<float16_t, gl_ScopeSubgroup, CM, CK, gl_MatrixUseA> a[2];
             [[unroll]] for (uint i = 0u; i < 2u; i++)
-                coopMatLoad(a[i], As, (2u * CM * sr + CM * i) * BK, BK,
+                coopMatLoad(a[i], As, buf * BM * BK + (2u * CM * sr + CM * i) * BK, BK,
                             gl_CooperativeMatrixLayoutRowMajor);
             [[unroll]] for (uint j = 0u; j < 2u; j++) {
                 coopmat<float16_t, gl_ScopeSubgroup, CK, CN, gl_MatrixUseB> bm;
-                coopMatLoad(bm, Bs, 2u * CN * sc + CN * j, BN, gl_CooperativeMatrixLayoutRowMajor);
+                coopMatLoad(bm, Bs, buf * BK * BN + 2u * CN * sc + CN * j, BN,
+                            gl_CooperativeMatrixLayoutRowMajor);
                 [[unroll]] for (uint i = 0u; i < 2u; i++)
                     acc[i][j] = coopMatMulAdd(a[i], bm, acc[i][j]);
             }
-            barrier();      // every subgroup has read the stage before the next one is stored
+#ifndef COOP_SINGLE_BUFFER
+            // the other buffer was last read in stage st - 1, before the barrier that ended it
+            if (more)
+                stage_store(buf ^ 1u, wm, wc, xn, xc, wv, xv);
+#endif
+            // single: every subgroup has read the stage before the next one is stored; double:
+            // stage st + 1 is stored before anyone reads it, and stage st read before stage
+            // st + 2 overwrites it
+            barrier();
         }
 
         // the epilogue, per subgroup: its slice of Cs holds one accumulator at a time

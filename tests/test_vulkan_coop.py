@@ -213,8 +213,9 @@ def test_coop_runs_the_cooperative_matrix_shader_and_auto_does_not():
     auto = run_json(code, "auto")
     kinds = [k for k in coop if k.startswith("nn_conv2d_coop")]
     assert len(kinds) == 1 and coop[kinds[0]] > 0, coop
-    if INFO.get("driver") == "llvmpipe":
-        assert kinds == ["nn_conv2d_coop8"]         # 8x8x8, subgroups of 8
+    if INFO.get("driver") == "llvmpipe":              # 8x8x8, subgroups of 8
+        single = os.environ.get("CCFG_VULKAN_COOP_SINGLE_BUFFER", "0") not in ("", "0")
+        assert kinds == ["nn_conv2d_coop8_sb" if single else "nn_conv2d_coop8"]
     assert "nn_conv2d_f16" not in coop
     # the same convolutions, one shader for the other
     assert coop[kinds[0]] == fp16["nn_conv2d_f16"]
@@ -241,3 +242,40 @@ def test_coop_sampling_run_matches_cpu():
     CPU backend's float32 run, at the fp16 path's bound (docs/api.md)"""
     e = run_json(f"DEV = {DEV!r}\n" + SAMPLE, "coop")
     assert 1e-6 < e <= 1e-2, e
+
+
+# --------------------------------------------------------------------------- the stages
+
+BUFFERS = r"""
+import json, os
+import numpy as np
+import ccfg
+from ccfg import _core
+out, kinds = {}, set()
+for i, (batch, cin, h, w, cout, k, s, p0, p1, mode) in enumerate(CASES):
+    rng = np.random.default_rng(200 + i)
+    ho, wo = (h + p0 + p1 - k) // s + 1, (w + p0 + p1 - k) // s + 1
+    x = rng.standard_normal(cin * batch * h * w).astype(np.float32)
+    wt = rng.standard_normal(cout * cin * k * k).astype(np.float32)
+    b = rng.standard_normal(cout).astype(np.float32)
+    y0 = rng.standard_normal(cout * batch * ho * wo).astype(np.float32)
+    got = {}
+    for single in ("0", "1", "0"):
+        os.environ["CCFG_VULKAN_COOP_SINGLE_BUFFER"] = single
+        with ccfg.profiling.profile(DEV) as prof:
+            got.setdefault(single, []).append(_core.nn_op(
+                DEV, "conv2d", [x, wt, b], [y0], (batch, cin, h, w, cout, k, s, p0, p1, 1), (),
+                None, None)[0].tobytes())
+        kinds |= {k for k, _, _ in prof.rows if k.startswith("nn_conv2d_coop")}
+    out[str(i)] = got["0"][0] == got["0"][1] == got["1"][0]
+print(json.dumps(dict(same=out, kinds=sorted(kinds))))
+"""
+
+
+@needs_coop
+def test_double_buffered_stages_match_one_stage_bit_for_bit():
+    """the double-buffered stages (the default) and one stage (CCFG_VULKAN_COOP_SINGLE_BUFFER=1,
+    read at every convolution) sum the same products in the same order: the same bits"""
+    got = run_json(f"DEV = {DEV!r}\nCASES = {CASES!r}\n" + BUFFERS, "coop")
+    assert got["same"] and all(got["same"].values()), got
+    assert len(got["kinds"]) == 2 and got["kinds"][1] == got["kinds"][0] + "_sb", got
