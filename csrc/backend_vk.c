@@ -829,7 +829,7 @@ static void init_backend_table(vk_dev *d);
  * (with full subgroups). The shader also needs float16 arithmetic, 16-bit storage and the Vulkan
  * memory model (its SPIR-V declares them), and compute among the matrices' stages. Where the
  * device can pin the size, the pipeline does so even when it is the device's own: then full
- * subgroups are guaranteed rather than assumed. */
+ * subgroups are guaranteed rather than assumed (CCFG_VULKAN_COOP_NO_PIN=1: never). */
 static void decide_coop(int i)
 {
     const ccfg_vk_device_info *v = &g.info[i];
@@ -838,11 +838,16 @@ static void decide_coop(int i)
         {CCFG_VK_PRECISION_COOP8, CCFG_VK_COOP8_BK, CCFG_VK_COOP8_SUBGROUP}};
     char *why = g.coop_why[i];
     const size_t n = sizeof g.coop_why[i];
+    /* CCFG_VULKAN_COOP_NO_PIN=1: never pin, as on a device without subgroup size control (the
+     * variant then needs the device's own size; lets lavapipe, which can pin, test that path) */
+    const char *np = getenv("CCFG_VULKAN_COOP_NO_PIN");
+    const int no_pin = np && *np && strcmp(np, "0");
     g.coop_variant[i] = 0;
     g.coop_pin[i] = 0;
 #ifdef CCFG_NO_COOP_KHR
     (void)v;
     (void)variants;
+    (void)no_pin;
     snprintf(why, n, "this build has no cooperative-matrix shaders: %s", CCFG_NO_COOP_KHR);
 #else
     if (!v->coop_khr) {
@@ -871,7 +876,7 @@ static void decide_coop(int i)
                   c->scope == COOP_SCOPE_SUBGROUP;
         }
         if (!has) continue;
-        const int pin = g.sg_control[i] && g.sg_min[i] <= sg && sg <= g.sg_max[i];
+        const int pin = g.sg_control[i] && g.sg_min[i] <= sg && sg <= g.sg_max[i] && !no_pin;
         if (pin || v->subgroup_size == sg) {
             g.coop_variant[i] = variants[k].variant;
             g.coop_pin[i] = pin;

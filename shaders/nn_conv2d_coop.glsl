@@ -4,7 +4,7 @@
 // suffix: the preprocessor checks them below):
 //   CM, CN, CK  the shape D (CM x CN) = A (CM x CK) B (CK x CN) + C, float16 A and B, float32
 //               C and D, subgroup scope
-//   SG          the subgroup size the variant runs with (csrc/backend_vk.c coop_variant requires
+//   SG          the subgroup size the variant runs with (csrc/backend_vk.c decide_coop requires
 //               it of the device, or pins it with VK_EXT_subgroup_size_control)
 // nn_conv2d_coop.comp: 16 x 16 x 16, SG 32 (NVIDIA tensor cores); nn_conv2d_coop8.comp: 8 x 8 x 8,
 // SG 8 (Mesa lavapipe >= 26, which runs it on the CPU: the variant the tests run). The first has
@@ -16,7 +16,8 @@
 // reduction runs in stages of one tap and BK = CK input channels: the workgroup stages a BM x BK
 // slice of W and a BK x BN slice of X~ (gathered, rounded to float16) in shared memory, then every
 // subgroup multiplies its fragments from there; the next stage's values are read into registers
-// while the multiplies run. At the end each subgroup sends its accumulators one at a time through
+// while the multiplies run and stored into the other of two shared-memory stages (NBUF below).
+// At the end each subgroup sends its accumulators one at a time through
 // its own CM x CN float32 slice of shared memory so that bias, accumulate, the residual and the
 // masks of partial tiles are applied per element as in nn_conv2d.comp (the element <-> lane
 // mapping of a cooperative matrix is the implementation's, so the epilogue cannot read it in

@@ -279,3 +279,41 @@ def test_double_buffered_stages_match_one_stage_bit_for_bit():
     got = run_json(f"DEV = {DEV!r}\nCASES = {CASES!r}\n" + BUFFERS, "coop")
     assert got["same"] and all(got["same"].values()), got
     assert len(got["kinds"]) == 2 and got["kinds"][1] == got["kinds"][0] + "_sb", got
+
+
+# --------------------------------------------------------------------------- the subgroup size
+
+DIGEST = r"""
+import hashlib, json
+import numpy as np
+from ccfg import _core
+h = hashlib.sha256()
+for i, (batch, cin, h_, w, cout, k, s, p0, p1, mode) in enumerate(CASES):
+    rng = np.random.default_rng(300 + i)
+    ho, wo = (h_ + p0 + p1 - k) // s + 1, (w + p0 + p1 - k) // s + 1
+    x = rng.standard_normal(cin * batch * h_ * w).astype(np.float32)
+    wt = rng.standard_normal(cout * cin * k * k).astype(np.float32)
+    b = rng.standard_normal(cout).astype(np.float32)
+    y0 = np.zeros(cout * batch * ho * wo, np.float32)
+    h.update(_core.nn_op(DEV, "conv2d", [x, wt, b], [y0], (batch, cin, h_, w, cout, k, s, p0, p1,
+                                                         0), (), None, None)[0].tobytes())
+print(json.dumps(h.hexdigest()))
+"""
+
+
+@needs_coop
+def test_unpinned_subgroup_size_gives_the_same_bits(monkeypatch):
+    """where the device can pin the variant's subgroup size (VK_EXT_subgroup_size_control, as
+    lavapipe 26 can) the pipeline pins it; CCFG_VULKAN_COOP_NO_PIN=1 takes the path of a device
+    that cannot, which needs the device's own size to be the variant's: on a device whose own
+    size is it, the same shader in the same subgroups, the same bits"""
+    code = f"DEV = {DEV!r}\nCASES = {CASES!r}\n" + DIGEST
+    pinned = run_json(code, "coop")
+    monkeypatch.setenv("CCFG_VULKAN_COOP_NO_PIN", "1")
+    if INFO.get("driver") == "llvmpipe":    # own size 8: the 8x8x8 variant runs unpinned
+        assert run_json(code, "coop") == pinned
+    else:
+        r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                           text=True, timeout=1200,
+                           env=dict(os.environ, CCFG_VULKAN_PRECISION="coop"))
+        assert r.returncode == 0 or "cannot pin" in r.stderr, r.stderr[-2000:]
