@@ -245,12 +245,27 @@ SPV(nn_to_f16)
 SPV(nn_conv2d_f16)
 #include "nn_conv2d_f16.spv.h"
 ;
+#ifndef CCFG_NO_COOP_KHR
 SPV(nn_conv2d_coop)
 #include "nn_conv2d_coop.spv.h"
 ;
 SPV(nn_conv2d_coop8)
 #include "nn_conv2d_coop8.spv.h"
 ;
+SPV(nn_conv2d_coop_sb)
+#include "nn_conv2d_coop_sb.spv.h"
+;
+SPV(nn_conv2d_coop8_sb)
+#include "nn_conv2d_coop8_sb.spv.h"
+;
+#else
+/* built without a glslc for GL_KHR_cooperative_matrix (setup.py): placeholders, never made into
+ * pipelines (coop_variant is 0 on every device and says why) */
+SPV(nn_conv2d_coop) {0};
+SPV(nn_conv2d_coop8) {0};
+SPV(nn_conv2d_coop_sb) {0};
+SPV(nn_conv2d_coop8_sb) {0};
+#endif
 SPV(nn_attention_tiled1)
 #include "nn_attention_tiled1.spv.h"
 ;
@@ -334,6 +349,8 @@ static const struct {
     PIPE(P_NN_ATTENTION_TILED1_Q64R, nn_attention_tiled1_q64r, 5, ccfg_vk_push_attention_tiled),
     PIPE(P_NN_CONV2D_REDUCE, nn_conv2d_reduce, CCFG_VK_CONV_REDUCE_BINDINGS,
          ccfg_vk_push_conv2d_reduce),
+    PIPE(P_NN_CONV2D_COOP_SB, nn_conv2d_coop_sb, CCFG_VK_CONV_BINDINGS, ccfg_vk_push_conv2d),
+    PIPE(P_NN_CONV2D_COOP8_SB, nn_conv2d_coop8_sb, CCFG_VK_CONV_BINDINGS, ccfg_vk_push_conv2d),
 };
 #undef PIPE
 
@@ -359,6 +376,17 @@ static struct {
     float ts_period[MAX_DEVICES];       /* ns per timestamp tick */
     vk_dev *dev[MAX_DEVICES];
     char reason[512];           /* why there is no device, when count == 0 */
+    /* the cooperative-matrix convolution (describe_half, decide_coop): its variant
+     * (CCFG_VK_PRECISION_COOP or _COOP8) or 0 and then why not; whether its pipeline pins the
+     * subgroup size (VK_EXT_subgroup_size_control, enabled with the device) */
+    int coop_variant[MAX_DEVICES];
+    int coop_pin[MAX_DEVICES];
+    char coop_why[MAX_DEVICES][320];
+    uint32_t coop_stages[MAX_DEVICES];  /* VK_KHR_cooperative_matrix's supported stages */
+    /* subgroup size control (Vulkan 1.3 core or the EXT extension, then sg_ext): usable for
+     * compute with full subgroups, and its range of sizes */
+    int sg_control[MAX_DEVICES], sg_ext[MAX_DEVICES];
+    uint32_t sg_min[MAX_DEVICES], sg_max[MAX_DEVICES];
 } g;
 
 static const char *vk_result_name(VkResult r)
@@ -425,6 +453,14 @@ typedef struct {
 } coop_properties_khr;
 typedef VkResult (VKAPI_PTR *pfn_coop_properties_khr)(VkPhysicalDevice, uint32_t *,
                                                       coop_properties_khr *);
+#define CCFG_STYPE_COOP_DEVICE_PROPERTIES_KHR ((VkStructureType)1000506002)
+typedef struct {
+    VkStructureType sType;
+    void *pNext;
+    VkShaderStageFlags cooperativeMatrixSupportedStages;
+} coop_device_properties_khr;
+/* the component types and scope of VkCooperativeMatrixPropertiesKHR this build's shaders use */
+enum { COOP_FLOAT16 = 0, COOP_FLOAT32 = 1, COOP_SCOPE_SUBGROUP = 3 };
 
 /* whether device pd offers extension `name` */
 static int has_extension(VkPhysicalDevice pd, const char *name)
@@ -461,7 +497,17 @@ static void describe_half(ccfg_vk_device_info *info, VkPhysicalDevice pd)
         *tail = &nv;
         tail = &nv.pNext;
     }
-    if (info->coop_khr) *tail = &khr;
+    if (info->coop_khr) {
+        *tail = &khr;
+        tail = &khr.pNext;
+    }
+    /* subgroup size control through its extension: the instance asks for Vulkan 1.2, so the
+     * 1.3 core feature is not ours to use; drivers keep listing the extension */
+    const int i = info->index;
+    g.sg_ext[i] = has_extension(pd, VK_EXT_SUBGROUP_SIZE_CONTROL_EXTENSION_NAME);
+    VkPhysicalDeviceSubgroupSizeControlFeaturesEXT sgf = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_SIZE_CONTROL_FEATURES_EXT};
+    if (g.sg_ext[i]) *tail = &sgf;
     VkPhysicalDeviceFeatures2 f2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2,
                                     .pNext = &f11};
     vk.GetPhysicalDeviceFeatures2(pd, &f2);
@@ -470,6 +516,26 @@ static void describe_half(ccfg_vk_device_info *info, VkPhysicalDevice pd)
     info->memory_model = f12.vulkanMemoryModel == VK_TRUE;
     info->coop_nv = info->coop_nv && nv.cooperativeMatrix == VK_TRUE;
     info->coop_khr = info->coop_khr && khr.cooperativeMatrix == VK_TRUE;
+
+    /* the stages the KHR matrices run in, and the range of subgroup sizes a pipeline can ask for */
+    VkPhysicalDeviceSubgroupSizeControlPropertiesEXT sgp = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_SIZE_CONTROL_PROPERTIES_EXT};
+    coop_device_properties_khr kp = {.sType = CCFG_STYPE_COOP_DEVICE_PROPERTIES_KHR};
+    VkPhysicalDeviceProperties2 p2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2};
+    void **ptail = &p2.pNext;
+    if (g.sg_ext[i]) {
+        *ptail = &sgp;
+        ptail = &sgp.pNext;
+    }
+    if (info->coop_khr) *ptail = &kp;
+    vk.GetPhysicalDeviceProperties2(pd, &p2);
+    g.coop_stages[i] = info->coop_khr ? kp.cooperativeMatrixSupportedStages : 0;
+    g.sg_control[i] = g.sg_ext[i] && sgf.subgroupSizeControl == VK_TRUE &&
+                      sgf.computeFullSubgroups == VK_TRUE &&
+                      (sgp.requiredSubgroupSizeStages & VK_SHADER_STAGE_COMPUTE_BIT) &&
+                      sgp.maxComputeWorkgroupSubgroups >= CCFG_VK_COOP_SUBGROUPS;
+    g.sg_min[i] = g.sg_control[i] ? sgp.minSubgroupSize : 0;
+    g.sg_max[i] = g.sg_control[i] ? sgp.maxSubgroupSize : 0;
 
     /* the shapes: the query functions are instance-level entry points of the extensions, absent
      * from older loaders (then no shapes, and the coop path stays off) */
@@ -511,6 +577,7 @@ static void describe_half(ccfg_vk_device_info *info, VkPhysicalDevice pd)
     }
 }
 
+static void decide_coop(int i);
 static int coop_variant(int i);
 
 static void describe_device(int i, VkPhysicalDevice pd)
@@ -572,6 +639,11 @@ static void describe_device(int i, VkPhysicalDevice pd)
     g.ts_period[i] = props.limits.timestampPeriod;
     info->usable = has_compute && props.apiVersion >= VK_API_VERSION_1_2;
     if (props.apiVersion >= VK_API_VERSION_1_2) describe_half(info, pd);
+    if (props.apiVersion >= VK_API_VERSION_1_2)
+        decide_coop(i);
+    else
+        snprintf(g.coop_why[i], sizeof g.coop_why[i], "Vulkan %u.%u (needs 1.2)",
+                 VK_API_VERSION_MAJOR(props.apiVersion), VK_API_VERSION_MINOR(props.apiVersion));
     info->precisions = 1 | (info->storage16 ? 2 : 0) | (coop_variant(i) ? 4 : 0);
 }
 
@@ -751,32 +823,91 @@ static void destroy_device(vk_dev *d)
 static int create_buffer(vk_dev *d, size_t bytes, int kind, vk_buffer **out);
 static void init_backend_table(vk_dev *d);
 
-/* the cooperative matrix variant device i can run: CCFG_VK_PRECISION_COOP (16 x 16 x 16) or
- * _COOP8 (16 x 8 x 16) from VK_NV_cooperative_matrix with float16 A and B, float32 C and result,
- * subgroup scope; subgroups of 32 (the shader's 4 subgroups per 128 invocations), float16
- * arithmetic, 16-bit storage and the Vulkan memory model (the shader's scopes). 0: none. The KHR
- * extension's shapes are recorded but not used: this glslc cannot compile GL_KHR_cooperative_matrix. */
-static int coop_variant(int i)
+/* The cooperative matrix variant device i runs, into g.coop_variant[i] (0: none, and
+ * g.coop_why[i] says why): shaders/nn_conv2d_coop.glsl's 16 x 16 x 16 in subgroups of 32
+ * (CCFG_VK_PRECISION_COOP) or 8 x 8 x 8 in subgroups of 8 (_COOP8), the first whose shape
+ * VK_KHR_cooperative_matrix lists with float16 A and B, float32 C and result at subgroup scope
+ * and whose subgroup size the device runs: its own, or one VK_EXT_subgroup_size_control pins
+ * (with full subgroups). The shader also needs float16 arithmetic, 16-bit storage and the Vulkan
+ * memory model (its SPIR-V declares them), and compute among the matrices' stages. Where the
+ * device can pin the size, the pipeline does so even when it is the device's own: then full
+ * subgroups are guaranteed rather than assumed (CCFG_VULKAN_COOP_NO_PIN=1: never). */
+static void decide_coop(int i)
 {
     const ccfg_vk_device_info *v = &g.info[i];
-    int found = 0;
-    if (!v->coop_nv || !v->float16 || !v->storage16 || !v->memory_model || v->subgroup_size != 32)
-        return 0;
-    for (int j = 0; j < v->ncoop; j++) {
-        const ccfg_vk_coop_shape *c = &v->coop[j];
-        if (c->khr || c->m != 16 || c->k != 16 || c->a != 0 || c->b != 0 || c->c != 1 ||
-            c->result != 1 || c->scope != 3)
-            continue;
-        if (c->n == 16) return CCFG_VK_PRECISION_COOP;
-        if (c->n == 8) found = CCFG_VK_PRECISION_COOP8;
+    static const struct { int variant; uint32_t mnk, sg; } variants[] = {
+        {CCFG_VK_PRECISION_COOP, CCFG_VK_COOP_BK, CCFG_VK_COOP_SUBGROUP},
+        {CCFG_VK_PRECISION_COOP8, CCFG_VK_COOP8_BK, CCFG_VK_COOP8_SUBGROUP}};
+    char *why = g.coop_why[i];
+    const size_t n = sizeof g.coop_why[i];
+    /* CCFG_VULKAN_COOP_NO_PIN=1: never pin, as on a device without subgroup size control (the
+     * variant then needs the device's own size; lets lavapipe, which can pin, test that path) */
+    const char *np = getenv("CCFG_VULKAN_COOP_NO_PIN");
+    const int no_pin = np && *np && strcmp(np, "0");
+    g.coop_variant[i] = 0;
+    g.coop_pin[i] = 0;
+#ifdef CCFG_NO_COOP_KHR
+    (void)v;
+    (void)variants;
+    (void)no_pin;
+    snprintf(why, n, "this build has no cooperative-matrix shaders: %s", CCFG_NO_COOP_KHR);
+#else
+    if (!v->coop_khr) {
+        snprintf(why, n, "no VK_KHR_cooperative_matrix (the extension with its "
+                 "cooperativeMatrix feature)");
+        return;
     }
-    return found;
+    if (!v->float16 || !v->storage16 || !v->memory_model) {
+        snprintf(why, n, "VK_KHR_cooperative_matrix without%s%s%s", v->float16 ? "" :
+                 " shaderFloat16", v->storage16 ? "" : " storageBuffer16BitAccess",
+                 v->memory_model ? "" : " vulkanMemoryModel");
+        return;
+    }
+    if (!(g.coop_stages[i] & VK_SHADER_STAGE_COMPUTE_BIT)) {
+        snprintf(why, n, "VK_KHR_cooperative_matrix not in compute shaders");
+        return;
+    }
+    int listed = 0;
+    for (size_t k = 0; k < sizeof variants / sizeof variants[0]; k++) {
+        const uint32_t mnk = variants[k].mnk, sg = variants[k].sg;
+        int has = 0;
+        for (int j = 0; j < v->ncoop && !has; j++) {
+            const ccfg_vk_coop_shape *c = &v->coop[j];
+            has = c->khr && c->m == mnk && c->n == mnk && c->k == mnk && c->a == COOP_FLOAT16 &&
+                  c->b == COOP_FLOAT16 && c->c == COOP_FLOAT32 && c->result == COOP_FLOAT32 &&
+                  c->scope == COOP_SCOPE_SUBGROUP;
+        }
+        if (!has) continue;
+        const int pin = g.sg_control[i] && g.sg_min[i] <= sg && sg <= g.sg_max[i] && !no_pin;
+        if (pin || v->subgroup_size == sg) {
+            g.coop_variant[i] = variants[k].variant;
+            g.coop_pin[i] = pin;
+            why[0] = 0;
+            return;
+        }
+        if (!listed)    /* the reason of the first listed shape */
+            snprintf(why, n, "VK_KHR_cooperative_matrix lists %ux%ux%u float16 -> float32, which "
+                     "runs in subgroups of %u, but the device's subgroups are %u and "
+                     "VK_EXT_subgroup_size_control cannot pin %u for compute", mnk, mnk, mnk, sg,
+                     v->subgroup_size, sg);
+        listed = 1;
+    }
+    if (!listed)
+        snprintf(why, n, "VK_KHR_cooperative_matrix lists neither 16x16x16 nor 8x8x8 with float16 "
+                 "A and B, float32 C and result at subgroup scope");
+#endif
+}
+
+static int coop_variant(int i)
+{
+    return g.coop_variant[i];
 }
 
 /* CCFG_VULKAN_PRECISION for device i: fp32 (unset or empty: the default), fp16 (needs
  * storageBuffer16BitAccess), coop (a cooperative matrix shape, coop_variant) or auto (fp16 where
- * the device has 16-bit storage, else fp32). auto never picks coop: the cooperative-matrix shaders
- * have not yet been checked against the CPU on any device, so only an explicit coop runs them.
+ * the device has 16-bit storage, else fp32). auto never picks coop: the cooperative-matrix shader
+ * has been checked against the CPU only on lavapipe 26 (8x8x8), never on a GPU (16x16x16), so
+ * only an explicit coop runs it.
  * Asking for what the device lacks is an error naming the variable. */
 static int choose_precision(int i, int *out)
 {
@@ -799,12 +930,10 @@ static int choose_precision(int i, int *out)
     }
     if (!strcmp(env, "coop")) {
         if (!coop)
-            return ccfg_fail(CCFG_EINVAL, "CCFG_VULKAN_PRECISION=coop: Vulkan device %d (%s) has "
-                             "no VK_NV_cooperative_matrix shape 16x16x16 or 16x8x16 with float16 "
-                             "inputs and float32 accumulators in subgroups of 32 (with "
-                             "shaderFloat16, 16-bit storage and vulkanMemoryModel); see "
+            return ccfg_fail(CCFG_EINVAL, "CCFG_VULKAN_PRECISION=coop: Vulkan device %d (%s) "
+                             "cannot run the cooperative-matrix convolution: %s; see "
                              "ccfg.devices() (unset it, or set it to fp16, fp32 or auto)", i,
-                             v->name);
+                             v->name, g.coop_why[i]);
         *out = coop;
         return CCFG_OK;
     }
@@ -813,19 +942,22 @@ static int choose_precision(int i, int *out)
 }
 
 /* vkCreateDevice for d with the features its precision uses and no others: float64 as before;
- * 16-bit storage for fp16; with it shaderFloat16, vulkanMemoryModel and the cooperative matrix
- * extension for coop */
+ * 16-bit storage for fp16; with it shaderFloat16, vulkanMemoryModel and VK_KHR_cooperative_matrix
+ * for coop, and VK_EXT_subgroup_size_control where the coop pipeline pins its subgroup size */
 static VkResult create_logical_device(vk_dev *d, const VkDeviceQueueCreateInfo *qci)
 {
     const int half = d->precision != CCFG_VK_PRECISION_FP32;
     const int coop = d->precision == CCFG_VK_PRECISION_COOP ||
                      d->precision == CCFG_VK_PRECISION_COOP8;
-    VkPhysicalDeviceCooperativeMatrixFeaturesNV nv = {
-        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV,
-        .cooperativeMatrix = VK_TRUE};
+    const int pin = coop && g.coop_pin[d->index];
+    VkPhysicalDeviceSubgroupSizeControlFeaturesEXT sgf = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_SIZE_CONTROL_FEATURES_EXT,
+        .subgroupSizeControl = VK_TRUE, .computeFullSubgroups = VK_TRUE};
+    coop_features_khr khr = {.sType = CCFG_STYPE_COOP_FEATURES_KHR, .pNext = pin ? &sgf : NULL,
+                             .cooperativeMatrix = VK_TRUE};
     VkPhysicalDeviceVulkan12Features f12 = {
         .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES,
-        .pNext = coop ? &nv : NULL,
+        .pNext = coop ? &khr : NULL,
         .shaderFloat16 = coop ? VK_TRUE : VK_FALSE,
         .vulkanMemoryModel = coop ? VK_TRUE : VK_FALSE};
     VkPhysicalDeviceVulkan11Features f11 = {
@@ -834,12 +966,13 @@ static VkResult create_logical_device(vk_dev *d, const VkDeviceQueueCreateInfo *
     VkPhysicalDeviceFeatures2 f2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2,
                                     .pNext = &f11};
     f2.features.shaderFloat64 = d->f64 ? VK_TRUE : VK_FALSE;
-    const char *ext[1] = {VK_NV_COOPERATIVE_MATRIX_EXTENSION_NAME};
+    const char *ext[2] = {"VK_KHR_cooperative_matrix",
+                          VK_EXT_SUBGROUP_SIZE_CONTROL_EXTENSION_NAME};
     VkDeviceCreateInfo dci = {.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO,
                               .queueCreateInfoCount = 1, .pQueueCreateInfos = qci};
     if (half) {
         dci.pNext = &f2;        /* pEnabledFeatures must then be NULL */
-        dci.enabledExtensionCount = coop ? 1 : 0;
+        dci.enabledExtensionCount = coop ? (pin ? 2 : 1) : 0;
         dci.ppEnabledExtensionNames = coop ? ext : NULL;
         return vk.CreateDevice(d->phys, &dci, NULL, &d->dev);
     }
@@ -1029,11 +1162,22 @@ static int get_pipe(vk_dev *d, int p, vk_pipe **out)
         vk_fail(d, "vkCreateShaderModule", r);
         goto fail;
     }
-    const VkComputePipelineCreateInfo cpi = {
+    VkComputePipelineCreateInfo cpi = {
         .sType = VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO,
         .stage = {.sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO,
                   .stage = VK_SHADER_STAGE_COMPUTE_BIT, .module = mod, .pName = "main"},
         .layout = pp->layout};
+    /* the coop convolution's cooperative matrices span a subgroup of the size its variant was
+     * written for: pinned, with full subgroups, where the device can (decide_coop) */
+    VkPipelineShaderStageRequiredSubgroupSizeCreateInfoEXT rss = {
+        .sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_REQUIRED_SUBGROUP_SIZE_CREATE_INFO_EXT,
+        .requiredSubgroupSize = p == P_NN_CONV2D_COOP || p == P_NN_CONV2D_COOP_SB
+                                    ? CCFG_VK_COOP_SUBGROUP : CCFG_VK_COOP8_SUBGROUP};
+    if ((p == P_NN_CONV2D_COOP || p == P_NN_CONV2D_COOP8 || p == P_NN_CONV2D_COOP_SB ||
+         p == P_NN_CONV2D_COOP8_SB) && g.coop_pin[d->index]) {
+        cpi.stage.pNext = &rss;
+        cpi.stage.flags = VK_PIPELINE_SHADER_STAGE_CREATE_REQUIRE_FULL_SUBGROUPS_BIT_EXT;
+    }
     if ((r = vk.CreateComputePipelines(d->dev, VK_NULL_HANDLE, 1, &cpi, NULL, &pp->pipeline)) != VK_SUCCESS) {
         pp->pipeline = VK_NULL_HANDLE;
         ccfg_fail(CCFG_EINTERNAL, "Vulkan device %d (%s): creating the %s pipeline failed: %s",
@@ -1668,7 +1812,8 @@ int ccfg_vk_nn_dispatch(const ccfg_backend *be, int kernel, int nbuf, const floa
                                                   "conv2d", "conv2d", "conv2d", "attention",
                                                   "attention", "attention", "attention",
                                                   "attention", "attention", "attention",
-                                                  "attention", "attention", "conv2d"};
+                                                  "attention", "attention", "conv2d", "conv2d",
+                                                  "conv2d"};
     int status;
     if (kernel < 0 || kernel >= CCFG_VK_NN_COUNT || nbuf < 1 ||
         (uint32_t)nbuf != pipe_spec[P_NN_FIRST + kernel].bindings)

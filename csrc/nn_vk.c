@@ -179,6 +179,15 @@ static int conv_tiled_dispatch(const ccfg_backend *be, int kernel, const float *
     return status;
 }
 
+/* CCFG_VULKAN_COOP_SINGLE_BUFFER=1: the coop convolution with one shared-memory stage and two
+ * barriers per stage (the path before double buffering; the same sums in the same order, so the
+ * same bits). Read at every convolution, so one process can alternate the two (A/B runs). */
+static int coop_single_buffer(void)
+{
+    const char *v = getenv("CCFG_VULKAN_COOP_SINGLE_BUFFER");
+    return v && *v && strcmp(v, "0");
+}
+
 /* conv2d with float16 weights and inputs and float32 sums (CCFG_VULKAN_PRECISION=fp16, coop,
  * auto; vk_conv2d's sizes already checked, tiled sizes only): nn_conv2d_f16.comp (the tiled
  * shader's tiles) or nn_conv2d_coop*.comp (cooperative matrices) run over chunks of input channels
@@ -198,9 +207,11 @@ static int vk_conv2d_half(const ccfg_backend *be, int precision, int batch, int 
     const int64_t kk = (int64_t)k * k, n_in = (int64_t)batch * h * w;
     const int64_t nx = (int64_t)cin * n_in, ny = (int64_t)cout * batch * ho * wo;
     const int64_t nw = (int64_t)cout * cin * kk, nw32 = (nw + 1) / 2;
-    const int64_t bm = coop ? CCFG_VK_COOP_BM : CCFG_VK_CONV_BM;
-    const int64_t bn = coop ? CCFG_VK_COOP_BN : CCFG_VK_CONV_BN;
-    const int64_t bk = coop ? CCFG_VK_COOP_BK : CCFG_VK_CONV_BK;
+    /* the tile and stage of the shader: nn_conv2d_f16's, or the coop variant's */
+    const int coop8 = precision == CCFG_VK_PRECISION_COOP8;
+    const int64_t bm = !coop ? CCFG_VK_CONV_BM : coop8 ? CCFG_VK_COOP8_BM : CCFG_VK_COOP_BM;
+    const int64_t bn = !coop ? CCFG_VK_CONV_BN : coop8 ? CCFG_VK_COOP8_BN : CCFG_VK_COOP_BN;
+    const int64_t bk = !coop ? CCFG_VK_CONV_BK : coop8 ? CCFG_VK_COOP8_BK : CCFG_VK_COOP_BK;
     int status;
     if ((status = fits(nw, "conv2d"))) return status;
     if (ab && coop)     /* vk_conv2d_packed_norm declines these */
@@ -210,7 +221,8 @@ static int vk_conv2d_half(const ccfg_backend *be, int precision, int batch, int 
     const int64_t mtiles = (cout + bm - 1) / bm;
     if (mtiles > CCFG_VK_MAX_GROUPS)
         return ccfg_fail(CCFG_EINVAL, "Vulkan nn conv2d: %d output channels is too many", cout);
-    /* the float32 tiled shader's budget (vk_conv2d), with this shader's stage width */
+    /* the float32 tiled shader's budget (vk_conv2d), with this shader's stage width: the coop
+     * shader's loops per tile are its stages (its staging and epilogue loops are unrolled) */
     const int64_t rounds = (items + CCFG_VK_MAX_GROUPS - 1) / CCFG_VK_MAX_GROUPS;
     const int64_t budget = CCFG_VK_LOOP_BUDGET / (rounds > 1 ? rounds : 1);
     int64_t chunk = ((budget - k) / kk - 1) * bk;
@@ -235,9 +247,10 @@ static int vk_conv2d_half(const ccfg_backend *be, int precision, int batch, int 
                               .stride = (uint32_t)stride, .pad0 = (uint32_t)pad0,
                               .ho = (uint32_t)ho, .wo = (uint32_t)wo,
                               .wstride = (uint32_t)((int64_t)cin * kk)};
-    const int kernel = precision == CCFG_VK_PRECISION_COOP    ? CCFG_VK_NN_CONV2D_COOP
-                       : precision == CCFG_VK_PRECISION_COOP8 ? CCFG_VK_NN_CONV2D_COOP8
-                                                              : CCFG_VK_NN_CONV2D_F16;
+    const int sb = coop && coop_single_buffer();
+    const int kernel = !coop ? CCFG_VK_NN_CONV2D_F16
+                       : coop8 ? (sb ? CCFG_VK_NN_CONV2D_COOP8_SB : CCFG_VK_NN_CONV2D_COOP8)
+                               : (sb ? CCFG_VK_NN_CONV2D_COOP_SB : CCFG_VK_NN_CONV2D_COOP);
     for (int64_t c0 = 0; c0 < cin && !status; c0 += chunk) {
         const int64_t nc = cin - c0 < chunk ? cin - c0 : chunk;
         if ((c0 * kk) % 2) {        /* chunks are multiples of bk (8 or 16): never */

@@ -36,7 +36,7 @@ enum { CCFG_VK_NN_CONV2D, CCFG_VK_NN_GROUP_NORM, CCFG_VK_NN_LINEAR, CCFG_VK_NN_A
        CCFG_VK_NN_ELTWISE, CCFG_VK_NN_LAYER_NORM, CCFG_VK_NN_CONV2D_DIRECT,
        /* the half-precision convolutions (CCFG_VULKAN_PRECISION): weights converted to float16
         * (to_f16), the tiled shader with float16 weights and inputs (conv2d_f16), and its
-        * cooperative matrix twins (16 x 16 x 16 and 16 x 8 x 16 shapes) */
+        * cooperative matrix twins (16 x 16 x 16 and 8 x 8 x 8 shapes, GL_KHR_cooperative_matrix) */
        CCFG_VK_NN_TO_F16, CCFG_VK_NN_CONV2D_F16, CCFG_VK_NN_CONV2D_COOP, CCFG_VK_NN_CONV2D_COOP8,
        /* attention as two small GEMMs per key tile (nn_attention_tiled.glsl; the default,
         * CCFG_VULKAN_ATTENTION=lanes picks CCFG_VK_NN_ATTENTION), one pipeline per head width:
@@ -52,12 +52,15 @@ enum { CCFG_VK_NN_CONV2D, CCFG_VK_NN_GROUP_NORM, CCFG_VK_NN_LINEAR, CCFG_VK_NN_A
        CCFG_VK_NN_ATTENTION_TILED1_Q64R,
        /* split-K's second dispatch: the partial sums of the slices, in order, plus the epilogue */
        CCFG_VK_NN_CONV2D_REDUCE,
+       /* the coop twins with one shared-memory stage (CCFG_VULKAN_COOP_SINGLE_BUFFER=1: the
+        * path before double buffering, for A/B runs) */
+       CCFG_VK_NN_CONV2D_COOP_SB, CCFG_VK_NN_CONV2D_COOP8_SB,
        CCFG_VK_NN_COUNT };
 
 /* The convolutions' precision on a device (CCFG_VULKAN_PRECISION, read when the device opens):
  * FP32 the float32 shaders; FP16 nn_conv2d_f16.comp (float16 weights and inputs, float32 sums);
- * COOP and COOP8 nn_conv2d_coop*.comp (the same on cooperative matrices of 16 x 16 x 16 or
- * 16 x 8 x 16). Convolutions of at most CCFG_VK_CONV_BM / 2 output channels stay float32 in
+ * COOP and COOP8 nn_conv2d_coop*.comp (the same on cooperative matrices of 16 x 16 x 16 in
+ * subgroups of 32, or 8 x 8 x 8 in subgroups of 8). Convolutions of at most CCFG_VK_CONV_BM / 2 output channels stay float32 in
  * every mode (the direct shader: first and last layers of narrow models). */
 enum { CCFG_VK_PRECISION_FP32, CCFG_VK_PRECISION_FP16, CCFG_VK_PRECISION_COOP,
        CCFG_VK_PRECISION_COOP8 };
@@ -66,9 +69,14 @@ int ccfg_vk_nn_precision(const ccfg_backend *be);
  * features its logical device has); an error otherwise. A placed model notices at its next
  * forward (nn.h conv2d_packed_len; unet.c repack_if_stale). */
 int ccfg_vk_nn_set_precision(const ccfg_backend *be, int precision);
-/* shaders/nn_conv2d_coop.glsl: a workgroup's tile (output channels x pixels) and the input
- * channels per stage */
-enum { CCFG_VK_COOP_BM = 64, CCFG_VK_COOP_BN = 64, CCFG_VK_COOP_BK = 16 };
+/* shaders/nn_conv2d_coop.glsl: a workgroup of CCFG_VK_COOP_SUBGROUPS subgroups; per variant its
+ * tile (output channels x pixels), the input channels per stage (also the matrices' M = N = K)
+ * and the subgroup size it runs with: COOP 16 x 16 x 16 in subgroups of 32, COOP8 8 x 8 x 8 in
+ * subgroups of 8 */
+enum { CCFG_VK_COOP_SUBGROUPS = 4,
+       CCFG_VK_COOP_BM = 64, CCFG_VK_COOP_BN = 64, CCFG_VK_COOP_BK = 16, CCFG_VK_COOP_SUBGROUP = 32,
+       CCFG_VK_COOP8_BM = 32, CCFG_VK_COOP8_BN = 32, CCFG_VK_COOP8_BK = 8,
+       CCFG_VK_COOP8_SUBGROUP = 8 };
 /* shaders/nn_to_f16.comp: ox, oy element offsets (oy in 32-bit elements of the float16 array) */
 typedef struct { uint32_t ox, oy, count; } ccfg_vk_push_to_f16;
 

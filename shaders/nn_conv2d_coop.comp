@@ -1,6 +1,8 @@
 #version 450
-// nn_conv2d_coop.glsl on 16 x 16 x 16 cooperative matrices (read it)
-#define CM 16u
-#define CN 16u
-#define CK 16u
+// nn_conv2d_coop.glsl on 16 x 16 x 16 cooperative matrices in subgroups of 32 (NVIDIA tensor
+// cores; read the body). Not yet run on any device.
+#define CM 16
+#define CN 16
+#define CK 16
+#define SG 32
 #include "nn_conv2d_coop.glsl"
