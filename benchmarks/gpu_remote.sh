@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Run THERE, on a lent GPU machine, from the repository root, with gpu-carry/ (made here by
-# benchmarks/gpu_prepare.sh) carried along: build with the carried toolchain, run the Vulkan tests
-# and benchmarks/gpu_vs_torch.py (arguments are passed on; --profile is a good first run; its
-# UNet rows are followed by the same forward with CCFG_VULKAN_PRECISION=fp16 and coop where the
-# GPU runs them: the coop shaders' first check against the CPU, tests/test_vulkan_half.py too),
-# then benchmarks/bench_vk_switches.py --big and bench_vulkan_half.py --switches (each path an
-# environment switch turns off, on vs off), bench_vk_gmm.py and bench_vk_attention.py --big. The
-# benchmarks after gpu_vs_torch have time limits so that the whole run fits the device tool's
-# 600 s per command; the log streams to $OUT, so a cut run still returns what it printed.
-# Results also go to $OUT (the device tool's output folder) when it is set.
+# benchmarks/gpu_prepare.sh) carried along: build with the carried toolchain (Debian 13's glslc
+# for the cooperative-matrix shaders), then, most informative first and each within what is left
+# of BUDGET (570 s; the device tool stops a command at 600 s): the half-precision and
+# cooperative-matrix tests (the 16x16x16 variants' first run), the Vulkan tests,
+# benchmarks/gpu_vs_torch.py (arguments are passed on; --profile is a good first run; its UNet
+# rows are followed by the same forward with CCFG_VULKAN_PRECISION=fp16 and coop), the coop
+# convolution's structures (coop_ab.py), then the on/off benchmarks of the speed paths
+# (bench_vulkan_half.py --switches, bench_vk_attention.py, bench_vk_switches.py, bench_vk_gmm.py).
+# The log streams to $OUT/gpu_run.txt (the device tool's output folder), so a cut run still
+# returns what it printed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python3}
@@ -36,25 +37,41 @@ export PYTHONPATH="$PWD:$C/py${PYTHONPATH:+:$PYTHONPATH}"
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv || true
 
 log=${OUT:-/tmp}/gpu_run.txt
+# The device tool stops a command at 600 s: every step after the build gets at most what is left
+# of BUDGET seconds (less a margin) and is skipped when too little is left, most informative first
+BUDGET=${BUDGET:-570}
+step() {    # step SECONDS TITLE COMMAND...: run COMMAND with timeout min(SECONDS, what is left)
+    local want=$1 title=$2; shift 2
+    local left=$((BUDGET - SECONDS - 10))
+    echo "== $title"
+    if [ "$left" -lt 20 ]; then echo "   skipped: ${left}s left of BUDGET=$BUDGET"; return 0; fi
+    [ "$want" -gt "$left" ] && want=$left
+    timeout "$want" "$@" || echo "   (exit $? after at most ${want}s)"
+}
+coop_tests=$(ls tests/test_vulkan_coop*.py 2>/dev/null || true)
 {
     echo "== build"
     time "$PY" setup.py -q build_ext --inplace
     "$PY" -c "import ccfg; [print('  ', d) for d in ccfg.devices()]"
-    echo "== Vulkan tests"
-    "$PY" -m pytest -q -p no:cacheprovider tests/test_vulkan.py tests/test_vulkan_sampling.py \
+    # the cooperative-matrix paths first: verified on lavapipe 26's 8x8x8 shapes only
+    step 120 "cooperative-matrix tests (16x16x16: their first run)" \
+        "$PY" -m pytest -q -p no:cacheprovider tests/test_vulkan_half.py $coop_tests
+    step 200 "Vulkan tests" \
+        "$PY" -m pytest -q -p no:cacheprovider tests/test_vulkan.py tests/test_vulkan_sampling.py \
         tests/test_unet_vulkan.py tests/test_unet_condition.py tests/test_pipelines.py \
-        tests/test_profiling.py tests/test_apg.py tests/test_vulkan_half.py tests/test_vk_attention.py \
-        tests/test_device_coefficients.py || true
-    echo "== gpu_vs_torch"
-    "$PY" benchmarks/gpu_vs_torch.py "$@" || echo "gpu_vs_torch.py exited with $? (a MISMATCH line above says which)"
-    echo "== switches (group_norm subgroups, mixture sharing: on vs off)"
-    timeout 150 "$PY" benchmarks/bench_vk_switches.py --big --rounds 3 --no-norm-fold || true
-    echo "== GroupNorm+SiLU folded into the convolution (CCFG_VULKAN_NORM_FOLD=1) vs not (the default; CIFAR, 48 rows)"
-    timeout 120 "$PY" benchmarks/bench_vk_switches.py --big --norm-fold-only --norm-fold-reps 5 || true
-    echo "== convolution paths: cached float16 weights, residual binding (on vs off)"
-    timeout 150 "$PY" benchmarks/bench_vulkan_half.py --switches --channels 128,256,256,256 --rows 48 --rounds 3 || true
-    echo "== mixture shader: near-memory path vs CCFG_VULKAN_GMM_V1=1 (n = 100k, 1M)"
-    timeout 120 "$PY" benchmarks/bench_vk_gmm.py --n 100000 1000000 --rounds 3 || true
-    echo "== attention: tiled vs lanes at SD sizes, and an SD-shaped UNet2DConditionModel forward"
-    timeout 120 "$PY" benchmarks/bench_vk_attention.py --big --unet --modes tiled,tiled-v1,tiled32,lanes || true
+        tests/test_profiling.py tests/test_apg.py tests/test_vk_attention.py \
+        tests/test_device_coefficients.py
+    step 240 "gpu_vs_torch" "$PY" benchmarks/gpu_vs_torch.py "$@"
+    step 90 "coop convolution: structures and buffering (interleaved)" \
+        "$PY" benchmarks/coop_ab.py --rows 48 --channels 128,256,256,256 --rounds 3
+    step 90 "convolution paths: cached float16 weights, residual binding (on vs off)" \
+        "$PY" benchmarks/bench_vulkan_half.py --switches --channels 128,256,256,256 --rows 48 --rounds 3
+    step 90 "attention: tiled vs lanes at SD sizes, and an SD-shaped UNet2DConditionModel forward" \
+        "$PY" benchmarks/bench_vk_attention.py --big --unet --modes tiled,tiled-v1,tiled32,lanes
+    step 90 "switches (group_norm subgroups, mixture sharing, split-K: on vs off)" \
+        "$PY" benchmarks/bench_vk_switches.py --big --rounds 3 --no-norm-fold
+    step 60 "GroupNorm+SiLU folded into the convolution (CCFG_VULKAN_NORM_FOLD=1) vs not (CIFAR, 48 rows)" \
+        "$PY" benchmarks/bench_vk_switches.py --big --norm-fold-only --norm-fold-reps 5
+    step 60 "mixture shader: near-memory path vs CCFG_VULKAN_GMM_V1=1 (n = 100k, 1M)" \
+        "$PY" benchmarks/bench_vk_gmm.py --n 100000 1000000 --rounds 3
 } 2>&1 | tee "$log"
