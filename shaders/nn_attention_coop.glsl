@@ -37,9 +37,9 @@
 //
 // Keys [k0, k0 + kn) per dispatch, flags bit 0 the first block, bit 1 the last, the state array
 // ml (2 floats per query: running maximum and sum) and the unnormalised O in out between blocks:
-// nn_attention_tiled.glsl's protocol (csrc/nn_vk.c attention_key_blocks). Every loop over sizes
-// is bounded by constants and unrolled; per tile an invocation loops once (the host's count for
-// lavapipe's loop limit is an upper bound of the unrolled ones too).
+// nn_attention_tiled.glsl's protocol (csrc/nn_vk.c attention_key_blocks). Every loop is bounded
+// by constants; all are unrolled but the staging loops of the 8 x 8 x 8 variant (STAGE_LOOP); the
+// host's count for lavapipe's loop limit is an upper bound of every loop, unrolled or not.
 #extension GL_EXT_control_flow_attributes : require
 #extension GL_EXT_shader_16bit_storage : require
 #extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
@@ -54,6 +54,14 @@
 // the staging loops the same count of values per invocation
 #if (SG % C) != 0 || ((C * C) % SG) != 0 || ((DSL * 4 * C) % WG) != 0 || (DSL % C) != 0
 #error "nn_attention_coop.glsl: C must divide SG and 64, and SG divide C C"
+#endif
+
+// the staging loops: unrolled on a GPU (the loads of an invocation issued together); not on
+// lavapipe (8 x 8 x 8), whose compile time of the unrolled shader grows to minutes at NVC = 4
+#if C == 8
+#define STAGE_LOOP [[dont_unroll]]
+#else
+#define STAGE_LOOP [[unroll]]
 #endif
 
 layout(local_size_x = WG) in;
@@ -134,8 +142,9 @@ void main()
     [[unroll]] for (uint sl = 0u; sl < NVC; sl++) {
         if (DS * sl >= D) break;            // uniform: the whole workgroup leaves together
         barrier();
-        [[unroll]] for (uint u = 0u; u < NST; u++) {
+        STAGE_LOOP for (uint u = 0u; u < NST; u++) {
             const uint e = t + WG * u, r = e % BR, c = e / BR, ch = DS * sl + c;
+            if (ch >= DP) break;    // channels past DP are never read (c grows with u)
             const bool ok = ch < D && i0 + r < p.nq;
             const float v = qb[p.oq + min(row + ch, row + D - 1u) * qcols +
                                min(qc0 + r, qcols - 1u)];
@@ -160,8 +169,9 @@ void main()
         [[unroll]] for (uint sl = 0u; sl < NVC; sl++) {
             if (DS * sl >= D) break;
             barrier();      // every subgroup is done with the stage (Q, a K or a V slice)
-            [[unroll]] for (uint u = 0u; u < NST; u++) {
+            STAGE_LOOP for (uint u = 0u; u < NST; u++) {
                 const uint e = t + WG * u, j = e % BC, c = e / BC, ch = DS * sl + c;
+                if (ch >= DP) break;
                 const bool ok = ch < D && j < tn;
                 const float v = kb[p.ok + min(row + ch, row + D - 1u) * kcols +
                                    min(kc0 + j, kcols - 1u)];
@@ -185,9 +195,12 @@ void main()
 
         // 2. the online softmax, LPR invocations per row; keys past the tile are masked
         const uint sb = sbase + rl * BC + part * KPL;
+        float sv[KPL];
         float mx = NEG;
-        [[unroll]] for (uint i = 0u; i < KPL; i++)
-            if (part * KPL + i < tn) mx = max(mx, s_s[sb + i] * p.scale);
+        [[unroll]] for (uint i = 0u; i < KPL; i++) {
+            sv[i] = part * KPL + i < tn ? s_s[sb + i] * p.scale : NEG;
+            mx = max(mx, sv[i]);
+        }
         s_red[t] = mx;
         subgroupMemoryBarrierShared();
         subgroupBarrier();
@@ -197,7 +210,7 @@ void main()
             m_new = max(m_new, s_red[sg * SG + rl * LPR + pp]);
         float sum = 0.0;
         [[unroll]] for (uint i = 0u; i < KPL; i++) {
-            const float e = part * KPL + i < tn ? exp(s_s[sb + i] * p.scale - m_new) : 0.0;
+            const float e = part * KPL + i < tn ? exp(sv[i] - m_new) : 0.0;
             const float16_t e16 = float16_t(e);
             s_p[sb + i] = e16;
             sum += float(e16);
@@ -226,8 +239,9 @@ void main()
         [[unroll]] for (uint sl = 0u; sl < NVC; sl++) {
             if (DS * sl >= D) break;
             barrier();      // every subgroup is done with the K slice
-            [[unroll]] for (uint u = 0u; u < NST; u++) {
+            STAGE_LOOP for (uint u = 0u; u < NST; u++) {
                 const uint e = t + WG * u, j = e % BC, c = e / BC, ch = DS * sl + c;
+                if (ch >= DP) break;
                 const bool ok = ch < D && j < tn;
                 const float v = vb[p.ov + min(row + ch, row + D - 1u) * kcols +
                                    min(kc0 + j, kcols - 1u)];
