@@ -815,7 +815,8 @@ static int attention_mode(const ccfg_backend *be, int nq, int head_dim, int *mod
     } else if (!strcmp(env, "lanes")) *mode = 0;
     else
         return ccfg_fail(CCFG_EINVAL, "CCFG_VULKAN_ATTENTION must be tiled, tiled32, tiled64, "
-                         "tiled-v1, lanes or coop, not '%.40s'", env);
+                         "tiled-v1 or lanes (or coop, under CCFG_VULKAN_PRECISION=coop), not "
+                         "'%.40s'", env);
     return CCFG_OK;
 }
 

@@ -171,9 +171,9 @@ typedef struct {
  * ccfg_vk_push_attention_tiled's. */
 enum { CCFG_VK_ATTN_COOP_DS = 64,
        CCFG_VK_ATTN_COOP_BR = 64, CCFG_VK_ATTN_COOP_BC = 64, CCFG_VK_ATTN_COOP_WG = 128,
-       CCFG_VK_ATTN_COOP_SHARED = 34048,
+       CCFG_VK_ATTN_COOP_SHARED = 37120,
        CCFG_VK_ATTN_COOP8_BR = 32, CCFG_VK_ATTN_COOP8_BC = 32, CCFG_VK_ATTN_COOP8_WG = 32,
-       CCFG_VK_ATTN_COOP8_SHARED = 10752 };
+       CCFG_VK_ATTN_COOP8_SHARED = 12800 };
 typedef struct {
     uint32_t ox, oy, count, mode, batch, c, h, w;
     float a, b;

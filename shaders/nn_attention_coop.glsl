@@ -31,9 +31,10 @@
 //     the block it owns, O = alpha O + (P V), in float32 registers (element e = lane + SG q: query
 //     e % C, column e / C, so that the final stores of a lane run along queries, adjacent in out).
 // Only the staging of Q, K and V needs workgroup barriers; the rest is within a subgroup.
-// Shared memory: the stage DS x BC float16, S or a P V block C x BC float32 and P C x BC float16
-// per subgroup, 7 BR floats: 34,048 bytes at 16 x 16 x 16 (CCFG_VK_ATTN_COOP_SHARED), 10,752 at
-// 8 x 8 x 8 (CCFG_VK_ATTN_COOP8_SHARED).
+// Shared memory (rows padded by 16 bytes, KS, SS, PS below): the stage DS x (BC + 8) float16, S or
+// a P V block C x (BC + 4) float32 and P C x (BC + 8) float16 per subgroup, WG + 3 BR floats:
+// 37,120 bytes at 16 x 16 x 16 (CCFG_VK_ATTN_COOP_SHARED), 12,800 at 8 x 8 x 8
+// (CCFG_VK_ATTN_COOP8_SHARED).
 //
 // Keys [k0, k0 + kn) per dispatch, flags bit 0 the first block, bit 1 the last, the state array
 // ml (2 floats per query: running maximum and sum) and the unnormalised O in out between blocks:
@@ -91,11 +92,17 @@ layout(push_constant) uniform Push {
     uint k0, kn, flags;     // this dispatch's keys [k0, k0 + kn); bit 0 first block, bit 1 last
 } p;
 
-// the stage: a Q slice [channel * BR + query] (column-major A), a K slice [channel * BC + key]
-// (row-major B = K^T) or a V slice [channel * BC + key] (column-major B = V); BR = BC
-shared float16_t s_kv[DS * BC];
-shared float s_s[NSG * C * BC];         // per subgroup: S (row-major, stride BC), then P V blocks
-shared float16_t s_p[NSG * C * BC];     // per subgroup: P (row-major, stride BC)
+// Row strides padded by 16 bytes: rows of 64 float16 (128 bytes) would start in the same bank,
+// so a matrix load's rows would conflict (8 ways on a GPU with 32 banks of 4 bytes); 16-byte
+// multiples keep every matrix load and store aligned to 16 bytes.
+const uint KS = BC + 8u;        // s_kv's row stride (float16)
+const uint SS = BC + 4u;        // s_s's row stride (float32)
+const uint PS = BC + 8u;        // s_p's row stride (float16)
+// the stage: a Q slice [channel * KS + query] (column-major A), a K slice [channel * KS + key]
+// (row-major B = K^T) or a V slice [channel * KS + key] (column-major B = V); BR = BC
+shared float16_t s_kv[DS * KS];
+shared float s_s[NSG * C * SS];         // per subgroup: S (row-major, stride SS), then P V blocks
+shared float16_t s_p[NSG * C * PS];     // per subgroup: P (row-major, stride PS)
 shared float s_red[WG];                 // the row invocations' partial maxima, then sums
 shared float s_m[BR], s_l[BR], s_a[BR]; // per row: running maximum, sum, this tile's rescale
 
@@ -116,7 +123,7 @@ void main()
     const uint qc0 = b * p.nq + i0;            // the block's first query column
     const bool first_block = (p.flags & 1u) != 0u, last_block = (p.flags & 2u) != 0u;
     const uint r0 = sg * C;                    // this subgroup's first row of the block
-    const uint sbase = sg * C * BC;            // its slices of s_s and s_p
+    const uint sbase = sg * C * SS, pbase = sg * C * PS;   // its slices of s_s and s_p
     // softmax layout: row r0 + rl, keys part KPL .. part KPL + KPL - 1
     const uint rl = lane / LPR, part = lane % LPR, rr = r0 + rl;
 
@@ -148,12 +155,12 @@ void main()
             const bool ok = ch < D && i0 + r < p.nq;
             const float v = qb[p.oq + min(row + ch, row + D - 1u) * qcols +
                                min(qc0 + r, qcols - 1u)];
-            s_kv[c * BR + r] = ok ? float16_t(v) : float16_t(0.0);
+            s_kv[c * KS + r] = ok ? float16_t(v) : float16_t(0.0);
         }
         barrier();
         [[unroll]] for (uint kd = 0u; kd < QB; kd++)
             if (DS * sl + C * kd < DP)
-                coopMatLoad(qa[sl * QB + kd], s_kv, C * kd * BR + r0, BR,
+                coopMatLoad(qa[sl * QB + kd], s_kv, C * kd * KS + r0, KS,
                             gl_CooperativeMatrixLayoutColumnMajor);
     }
 
@@ -175,26 +182,26 @@ void main()
                 const bool ok = ch < D && j < tn;
                 const float v = kb[p.ok + min(row + ch, row + D - 1u) * kcols +
                                    min(kc0 + j, kcols - 1u)];
-                s_kv[c * BC + j] = ok ? float16_t(v) : float16_t(0.0);
+                s_kv[c * KS + j] = ok ? float16_t(v) : float16_t(0.0);
             }
             barrier();
             [[unroll]] for (uint kd = 0u; kd < QB; kd++) {
                 if (DS * sl + C * kd >= DP) break;
                 [[unroll]] for (uint n = 0u; n < KB; n++) {
                     coopmat<float16_t, gl_ScopeSubgroup, C, C, gl_MatrixUseB> kt;
-                    coopMatLoad(kt, s_kv, C * kd * BC + C * n, BC,
+                    coopMatLoad(kt, s_kv, C * kd * KS + C * n, KS,
                                 gl_CooperativeMatrixLayoutRowMajor);
                     sacc[n] = coopMatMulAdd(qa[sl * QB + kd], kt, sacc[n]);
                 }
             }
         }
         [[unroll]] for (uint n = 0u; n < KB; n++)
-            coopMatStore(sacc[n], s_s, sbase + C * n, BC, gl_CooperativeMatrixLayoutRowMajor);
+            coopMatStore(sacc[n], s_s, sbase + C * n, SS, gl_CooperativeMatrixLayoutRowMajor);
         subgroupMemoryBarrierShared();
         subgroupBarrier();
 
         // 2. the online softmax, LPR invocations per row; keys past the tile are masked
-        const uint sb = sbase + rl * BC + part * KPL;
+        const uint sb = sbase + rl * SS + part * KPL, pb = pbase + rl * PS + part * KPL;
         float sv[KPL];
         float mx = NEG;
         [[unroll]] for (uint i = 0u; i < KPL; i++) {
@@ -212,7 +219,7 @@ void main()
         [[unroll]] for (uint i = 0u; i < KPL; i++) {
             const float e = part * KPL + i < tn ? exp(sv[i] - m_new) : 0.0;
             const float16_t e16 = float16_t(e);
-            s_p[sb + i] = e16;
+            s_p[pb + i] = e16;
             sum += float(e16);
         }
         subgroupBarrier();      // every row invocation has read the maxima
@@ -233,7 +240,7 @@ void main()
         // 3. O = alpha O + P V, slice by slice of V, C columns at a time
         coopmat<float16_t, gl_ScopeSubgroup, C, C, gl_MatrixUseA> pa[KB];
         [[unroll]] for (uint kk = 0u; kk < KB; kk++)
-            coopMatLoad(pa[kk], s_p, sbase + C * kk, BC, gl_CooperativeMatrixLayoutRowMajor);
+            coopMatLoad(pa[kk], s_p, pbase + C * kk, PS, gl_CooperativeMatrixLayoutRowMajor);
         float al[EPL];
         [[unroll]] for (uint q = 0u; q < EPL; q++) al[q] = s_a[r0 + (lane + SG * q) % C];
         [[unroll]] for (uint sl = 0u; sl < NVC; sl++) {
@@ -245,7 +252,7 @@ void main()
                 const bool ok = ch < D && j < tn;
                 const float v = vb[p.ov + min(row + ch, row + D - 1u) * kcols +
                                    min(kc0 + j, kcols - 1u)];
-                s_kv[c * BC + j] = ok ? float16_t(v) : float16_t(0.0);
+                s_kv[c * KS + j] = ok ? float16_t(v) : float16_t(0.0);
             }
             barrier();
             [[unroll]] for (uint cl = 0u; cl < QB; cl++) {
@@ -255,7 +262,7 @@ void main()
                     coopmat<float, gl_ScopeSubgroup, C, C, gl_MatrixUseAccumulator>(0.0);
                 [[unroll]] for (uint kk = 0u; kk < KB; kk++) {
                     coopmat<float16_t, gl_ScopeSubgroup, C, C, gl_MatrixUseB> vm;
-                    coopMatLoad(vm, s_kv, C * cl * BC + C * kk, BC,
+                    coopMatLoad(vm, s_kv, C * cl * KS + C * kk, KS,
                                 gl_CooperativeMatrixLayoutColumnMajor);
                     pv = coopMatMulAdd(pa[kk], vm, pv);
                 }
