@@ -32,8 +32,10 @@ Then the float32 sums of P V (the matrix product's over a tile of BC <= 64 keys,
 running sums over T tiles) and of l, and the final division: gamma_(BC + 3T + 8) (sum p|v| / l +
 |O|), twice (O and l). The bound is the sum of these, no margin factor: every term is a
 worst case. With u16 = 2^-11 it is about 5e-4 sum_j w_j |v_j - O| per element, and it is
-the P term that dominates (the float32 terms are ~1e-5 of it); a float16 product summed in
-float16, a P not rounded the same way the sum l is, or a lost tile would exceed it.
+the P term that dominates (the float32 terms are ~1e-5 of it). On lavapipe 26 the errors reach
+0.03-0.25 of it. It catches a lost, doubled or misplaced key tile, a wrong scale, mask or
+row/column mapping, or a wrong rescale; it is too loose to tell float16 V or a float32 sum l
+from the shader's choices (errors of the order of u16 |O|).
 
 Also asserted: rounding happened (against the float64 attention of the unrounded inputs the
 error exceeds 1e-6 relative), the profile shows the coop pipeline of the head's width class, and
