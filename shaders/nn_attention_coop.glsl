@@ -103,7 +103,9 @@ const uint PS = BC + 8u;        // s_p's row stride (float16)
 shared float16_t s_kv[DS * KS];
 shared float s_s[NSG * C * SS];         // per subgroup: S (row-major, stride SS), then P V blocks
 shared float16_t s_p[NSG * C * PS];     // per subgroup: P (row-major, stride PS)
-shared float s_red[WG];                 // the row invocations' partial maxima, then sums
+// the row invocations' partial maxima, then sums, at [subgroup * SG + lane]: by subgroup and
+// lane, not gl_LocalInvocationID, whose relation to them Vulkan leaves to the implementation
+shared float s_red[WG];
 shared float s_m[BR], s_l[BR], s_a[BR]; // per row: running maximum, sum, this tile's rescale
 
 void main()
@@ -208,7 +210,7 @@ void main()
             sv[i] = part * KPL + i < tn ? s_s[sb + i] * p.scale : NEG;
             mx = max(mx, sv[i]);
         }
-        s_red[t] = mx;
+        s_red[sg * SG + lane] = mx;
         subgroupMemoryBarrierShared();
         subgroupBarrier();
         const float m_old = s_m[rr];
@@ -223,7 +225,7 @@ void main()
             sum += float(e16);
         }
         subgroupBarrier();      // every row invocation has read the maxima
-        s_red[t] = sum;
+        s_red[sg * SG + lane] = sum;
         subgroupMemoryBarrierShared();
         subgroupBarrier();
         if (part == 0u) {
