@@ -296,6 +296,42 @@ SPV(nn_attention_tiled1_q64r)
 SPV(nn_conv2d_reduce)
 #include "nn_conv2d_reduce.spv.h"
 ;
+#ifndef CCFG_NO_COOP_KHR
+SPV(nn_attention_coop1)
+#include "nn_attention_coop1.spv.h"
+;
+SPV(nn_attention_coop2)
+#include "nn_attention_coop2.spv.h"
+;
+SPV(nn_attention_coop3)
+#include "nn_attention_coop3.spv.h"
+;
+SPV(nn_attention_coop4)
+#include "nn_attention_coop4.spv.h"
+;
+SPV(nn_attention_coop8_1)
+#include "nn_attention_coop8_1.spv.h"
+;
+SPV(nn_attention_coop8_2)
+#include "nn_attention_coop8_2.spv.h"
+;
+SPV(nn_attention_coop8_3)
+#include "nn_attention_coop8_3.spv.h"
+;
+SPV(nn_attention_coop8_4)
+#include "nn_attention_coop8_4.spv.h"
+;
+#else
+/* placeholders, as for the coop convolution: never made into pipelines */
+SPV(nn_attention_coop1) {0};
+SPV(nn_attention_coop2) {0};
+SPV(nn_attention_coop3) {0};
+SPV(nn_attention_coop4) {0};
+SPV(nn_attention_coop8_1) {0};
+SPV(nn_attention_coop8_2) {0};
+SPV(nn_attention_coop8_3) {0};
+SPV(nn_attention_coop8_4) {0};
+#endif
 #undef SPV
 
 #define PIPE(P, name, nb, push) [P] = {#name, spv_##name, sizeof spv_##name, nb, sizeof(push)}
@@ -351,6 +387,14 @@ static const struct {
          ccfg_vk_push_conv2d_reduce),
     PIPE(P_NN_CONV2D_COOP_SB, nn_conv2d_coop_sb, CCFG_VK_CONV_BINDINGS, ccfg_vk_push_conv2d),
     PIPE(P_NN_CONV2D_COOP8_SB, nn_conv2d_coop8_sb, CCFG_VK_CONV_BINDINGS, ccfg_vk_push_conv2d),
+    PIPE(P_NN_ATTENTION_COOP1, nn_attention_coop1, 5, ccfg_vk_push_attention_tiled),
+    PIPE(P_NN_ATTENTION_COOP2, nn_attention_coop2, 5, ccfg_vk_push_attention_tiled),
+    PIPE(P_NN_ATTENTION_COOP3, nn_attention_coop3, 5, ccfg_vk_push_attention_tiled),
+    PIPE(P_NN_ATTENTION_COOP4, nn_attention_coop4, 5, ccfg_vk_push_attention_tiled),
+    PIPE(P_NN_ATTENTION_COOP8_1, nn_attention_coop8_1, 5, ccfg_vk_push_attention_tiled),
+    PIPE(P_NN_ATTENTION_COOP8_2, nn_attention_coop8_2, 5, ccfg_vk_push_attention_tiled),
+    PIPE(P_NN_ATTENTION_COOP8_3, nn_attention_coop8_3, 5, ccfg_vk_push_attention_tiled),
+    PIPE(P_NN_ATTENTION_COOP8_4, nn_attention_coop8_4, 5, ccfg_vk_push_attention_tiled),
 };
 #undef PIPE
 
@@ -1168,13 +1212,16 @@ static int get_pipe(vk_dev *d, int p, vk_pipe **out)
                   .stage = VK_SHADER_STAGE_COMPUTE_BIT, .module = mod, .pName = "main"},
         .layout = pp->layout};
     /* the coop convolution's cooperative matrices span a subgroup of the size its variant was
-     * written for: pinned, with full subgroups, where the device can (decide_coop) */
+     * written for: pinned, with full subgroups, where the device can (decide_coop); so do the
+     * coop attention's (the 16 x 16 x 16 pipelines in subgroups of 32, 8 x 8 x 8 in 8) */
+    const int coop16 = p == P_NN_CONV2D_COOP || p == P_NN_CONV2D_COOP_SB ||
+                       (p >= P_NN_ATTENTION_COOP1 && p <= P_NN_ATTENTION_COOP4);
+    const int coop8 = p == P_NN_CONV2D_COOP8 || p == P_NN_CONV2D_COOP8_SB ||
+                      (p >= P_NN_ATTENTION_COOP8_1 && p <= P_NN_ATTENTION_COOP8_4);
     VkPipelineShaderStageRequiredSubgroupSizeCreateInfoEXT rss = {
         .sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_REQUIRED_SUBGROUP_SIZE_CREATE_INFO_EXT,
-        .requiredSubgroupSize = p == P_NN_CONV2D_COOP || p == P_NN_CONV2D_COOP_SB
-                                    ? CCFG_VK_COOP_SUBGROUP : CCFG_VK_COOP8_SUBGROUP};
-    if ((p == P_NN_CONV2D_COOP || p == P_NN_CONV2D_COOP8 || p == P_NN_CONV2D_COOP_SB ||
-         p == P_NN_CONV2D_COOP8_SB) && g.coop_pin[d->index]) {
+        .requiredSubgroupSize = coop16 ? CCFG_VK_COOP_SUBGROUP : CCFG_VK_COOP8_SUBGROUP};
+    if ((coop16 || coop8) && g.coop_pin[d->index]) {
         cpi.stage.pNext = &rss;
         cpi.stage.flags = VK_PIPELINE_SHADER_STAGE_CREATE_REQUIRE_FULL_SUBGROUPS_BIT_EXT;
     }
@@ -1774,6 +1821,9 @@ _Static_assert(P_NN_ATTENTION_TILED1 - P_NN_FIRST == CCFG_VK_NN_ATTENTION_TILED 
                P_NN_ATTENTION_TILED1_Q64 - P_NN_FIRST == CCFG_VK_NN_ATTENTION_TILED_Q64 &&
                P_NN_ATTENTION_TILED1_Q64R - P_NN_FIRST == CCFG_VK_NN_ATTENTION_TILED1_Q64R,
                "the tiled attention kernels and pipelines are out of step");
+_Static_assert(P_NN_ATTENTION_COOP1 - P_NN_FIRST == CCFG_VK_NN_ATTENTION_COOP &&
+               P_NN_ATTENTION_COOP8_1 - P_NN_FIRST == CCFG_VK_NN_ATTENTION_COOP8,
+               "the coop attention kernels and pipelines are out of step");
 
 int ccfg_vk_nn_precision(const ccfg_backend *be) { return ((const vk_dev *)be->ctx)->precision; }
 
@@ -1813,7 +1863,9 @@ int ccfg_vk_nn_dispatch(const ccfg_backend *be, int kernel, int nbuf, const floa
                                                   "attention", "attention", "attention",
                                                   "attention", "attention", "attention",
                                                   "attention", "attention", "conv2d", "conv2d",
-                                                  "conv2d"};
+                                                  "conv2d", "attention", "attention", "attention",
+                                                  "attention", "attention", "attention",
+                                                  "attention", "attention"};
     int status;
     if (kernel < 0 || kernel >= CCFG_VK_NN_COUNT || nbuf < 1 ||
         (uint32_t)nbuf != pipe_spec[P_NN_FIRST + kernel].bindings)

@@ -855,6 +855,47 @@ static int attention_tiled(const ccfg_backend *be, int batch, int nq, int nk, in
                                 v1 ? (uint32_t)CCFG_VK_ATTN_TILED_PV_WHOLE : 0u);
 }
 
+/* The cooperative-matrix shader (nn_attention_coop.glsl; precision: the device's
+ * CCFG_VK_PRECISION_COOP or _COOP8, whose variant it runs; the pipeline with ceil(head_dim / DS)
+ * slices): a workgroup per BR queries of one (sample, head), S = Q K^T and P V per tile of BC keys
+ * on float16 matrices with float32 accumulators, the softmax and O in float32 (sizes checked by
+ * the caller). */
+static int attention_coop(const ccfg_backend *be, int precision, int batch, int nq, int nk,
+                          int heads, int head_dim, const float *q, const float *k, const float *v,
+                          float *out, int64_t nqe, int64_t nke)
+{
+    const int c8 = precision == CCFG_VK_PRECISION_COOP8;
+    const int64_t br = c8 ? CCFG_VK_ATTN_COOP8_BR : CCFG_VK_ATTN_COOP_BR;
+    const int64_t bc = c8 ? CCFG_VK_ATTN_COOP8_BC : CCFG_VK_ATTN_COOP_BC;
+    const int64_t wg = c8 ? CCFG_VK_ATTN_COOP8_WG : CCFG_VK_ATTN_COOP_WG;
+    const int64_t mnk = c8 ? CCFG_VK_COOP8_BK : CCFG_VK_COOP_BK;    /* the matrices' M = N = K */
+    const int64_t ds = CCFG_VK_ATTN_COOP_DS;
+    const int64_t slices = (head_dim + ds - 1) / ds;
+    /* An invocation's loops per tile of keys, counting the unrolled ones too (an upper bound for
+     * lavapipe's loop limit): per slice of K and of V, DS x BC / WG staging stores and
+     * (DS / C) x (BC / C) matrix products; per C-column block of P V, C C / SG updates (<= C);
+     * the softmax's 3 x BC keys; the tile loop 1 and a margin. Besides the tiles, Q's slices and
+     * the state and output, about slices x (DS BR / WG + 2 DS) + 200. Keys go in blocks of
+     * whole tiles within the budget, one dispatch each (attention_key_blocks). */
+    const int64_t per_slice = ds * bc / wg + (ds / mnk) * (bc / mnk);
+    const int64_t per_tile = slices * (2 * per_slice + (ds / mnk) * mnk) + 3 * bc + 16;
+    const int64_t fixed = slices * (ds * br / wg + 2 * ds) + 200;
+    const int64_t tiles = (CCFG_VK_LOOP_BUDGET - fixed) / per_tile;    /* >= 27 (head_dim 256) */
+    const int64_t per_block = (tiles > 1 ? tiles : 1) * bc;
+    const int64_t block = per_block < nk ? per_block : nk;
+    const int64_t queries = (int64_t)batch * heads * nq;
+    const int64_t groups = (int64_t)batch * heads * ((nq + br - 1) / br);
+    if (!queries) return CCFG_OK;
+    ccfg_vk_push_attention_tiled pc = {.batch = (uint32_t)batch, .nq = (uint32_t)nq,
+                                       .nk = (uint32_t)nk, .heads = (uint32_t)heads,
+                                       .head_dim = (uint32_t)head_dim,
+                                       .scale = 1.0f / sqrtf((float)head_dim)};
+    const int kernel = (c8 ? CCFG_VK_NN_ATTENTION_COOP8 : CCFG_VK_NN_ATTENTION_COOP) +
+                       (int)slices - 1;
+    return attention_key_blocks(be, kernel, q, k, v, out, nqe, nke, queries, nk, block, groups,
+                                &pc, &pc.k0, &pc.kn, &pc.flags, 0u);
+}
+
 /* CCFG_VULKAN_ATTENTION: the attention shader. "tiled" (unset or empty: the default) is the tiled
  * shader with 64-query workgroups where the device has their shared memory and 256 invocations and
  * there are more than 32 queries, else 32-query ones; the 64-query ones keep Q resident in shared
@@ -863,12 +904,39 @@ static int attention_tiled(const ccfg_backend *be, int batch, int nq, int nk, in
  * merged shader (Q re-staged per key tile, O += P V in whole 64-column chunks) and "lanes" the
  * shader before the tiled one, kept for A/B comparisons. Read at every call, so one process can
  * compare them. *mode: 0 lanes, 1 tiled with 32-query workgroups, 2 with 64, 3 with 64 and Q
- * resident; *v1: the merged shader's P V. */
+ * resident, 4 the cooperative-matrix shader (below); *v1: the merged shader's P V. */
 static int attention_mode(const ccfg_backend *be, int nq, int head_dim, int *mode, int *v1)
 {
     const char *env = getenv("CCFG_VULKAN_ATTENTION");
     uint32_t shared = 0, invocations = 0;
     ccfg_vk_nn_limits(be, &shared, &invocations);
+    /* Under CCFG_VULKAN_PRECISION=coop (the device's precision COOP or COOP8) unset or empty, and
+     * "coop", pick the cooperative-matrix shader (*mode 4) where the device has its shared memory
+     * and invocations; "coop" raises where it cannot run, unset falls back to "tiled". Any other
+     * value names a float32 shader, under every precision (for A/B). */
+    const int prec = ccfg_vk_nn_precision(be);
+    const int c8 = prec == CCFG_VK_PRECISION_COOP8;
+    const int cprec = c8 || prec == CCFG_VK_PRECISION_COOP;
+    const uint32_t cshared = c8 ? CCFG_VK_ATTN_COOP8_SHARED : CCFG_VK_ATTN_COOP_SHARED;
+    const uint32_t cwg = c8 ? CCFG_VK_ATTN_COOP8_WG : CCFG_VK_ATTN_COOP_WG;
+    const int coop_fits = cprec && shared >= cshared && invocations >= cwg;
+    if (env && !strcmp(env, "coop")) {
+        if (!coop_fits)
+            return ccfg_fail(CCFG_EINVAL, "CCFG_VULKAN_ATTENTION=coop: %s", !cprec ?
+                             "the device's convolutions are not on cooperative matrices (set "
+                             "CCFG_VULKAN_PRECISION=coop before the device opens)" :
+                             "the device has too little shared memory or too few invocations per "
+                             "workgroup for the cooperative-matrix attention (vk_nn.h "
+                             "CCFG_VK_ATTN_COOP_SHARED)");
+        *mode = 4;
+        *v1 = 0;
+        return CCFG_OK;
+    }
+    if ((!env || !*env) && coop_fits) {
+        *mode = 4;
+        *v1 = 0;
+        return CCFG_OK;
+    }
     const int fits64 = shared >= CCFG_VK_ATTN_TILED_SHARED64 &&
                        invocations >= CCFG_VK_ATTN_TILED_WG64;
     const int mode64 = fits64 && shared >= CCFG_VK_ATTN_TILED_SHARED_QR &&
@@ -890,7 +958,8 @@ static int attention_mode(const ccfg_backend *be, int nq, int head_dim, int *mod
     } else if (!strcmp(env, "lanes")) *mode = 0;
     else
         return ccfg_fail(CCFG_EINVAL, "CCFG_VULKAN_ATTENTION must be tiled, tiled32, tiled64, "
-                         "tiled-v1 or lanes, not '%.40s'", env);
+                         "tiled-v1 or lanes (or coop, under CCFG_VULKAN_PRECISION=coop), not "
+                         "'%.40s'", env);
     return CCFG_OK;
 }
 
@@ -910,6 +979,9 @@ static int vk_attention_qkv(const ccfg_backend *be, int batch, int nq, int nk, i
     int status, mode = 1, v1 = 0;
     if ((status = fits(nqe, "attention")) || (status = fits(nke, "attention"))) return status;
     if ((status = attention_mode(be, nq, head_dim, &mode, &v1))) return status;
+    if (mode == 4)
+        return attention_coop(be, ccfg_vk_nn_precision(be), batch, nq, nk, heads, head_dim, q, k,
+                              v, out, nqe, nke);
     return mode ? attention_tiled(be, batch, nq, nk, heads, head_dim, q, k, v, out, nqe, nke,
                                   mode, v1)
                 : attention_lanes(be, batch, nq, nk, heads, head_dim, q, k, v, out, nqe, nke);

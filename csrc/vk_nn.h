@@ -55,6 +55,12 @@ enum { CCFG_VK_NN_CONV2D, CCFG_VK_NN_GROUP_NORM, CCFG_VK_NN_LINEAR, CCFG_VK_NN_A
        /* the coop twins with one shared-memory stage (CCFG_VULKAN_COOP_SINGLE_BUFFER=1: the
         * path before double buffering, for A/B runs) */
        CCFG_VK_NN_CONV2D_COOP_SB, CCFG_VK_NN_CONV2D_COOP8_SB,
+       /* attention on cooperative matrices (nn_attention_coop.glsl; the precision's variant),
+        * one pipeline per head width: ATTENTION_COOP + n - 1 (16 x 16 x 16) or
+        * ATTENTION_COOP8 + n - 1 (8 x 8 x 8) holds n slices of 64 channels */
+       CCFG_VK_NN_ATTENTION_COOP, CCFG_VK_NN_ATTENTION_COOP2, CCFG_VK_NN_ATTENTION_COOP3,
+       CCFG_VK_NN_ATTENTION_COOP4, CCFG_VK_NN_ATTENTION_COOP8, CCFG_VK_NN_ATTENTION_COOP8_2,
+       CCFG_VK_NN_ATTENTION_COOP8_3, CCFG_VK_NN_ATTENTION_COOP8_4,
        CCFG_VK_NN_COUNT };
 
 /* The convolutions' precision on a device (CCFG_VULKAN_PRECISION, read when the device opens):
@@ -177,6 +183,16 @@ typedef struct {
     float scale;
     uint32_t k0, kn, flags;
 } ccfg_vk_push_attention_tiled;
+/* shaders/nn_attention_coop.glsl: 4 subgroups take BR queries of one (sample, head), C rows each,
+ * and walk the keys in tiles of BC; K and V are staged in slices of DS channels. Per variant
+ * (COOP: 16 x 16 x 16 in subgroups of 32; COOP8: 8 x 8 x 8 in subgroups of 8) its block, tile
+ * and shared memory (bytes). Push constants, keys per dispatch, flags and the state array:
+ * ccfg_vk_push_attention_tiled's. */
+enum { CCFG_VK_ATTN_COOP_DS = 64,
+       CCFG_VK_ATTN_COOP_BR = 64, CCFG_VK_ATTN_COOP_BC = 64, CCFG_VK_ATTN_COOP_WG = 128,
+       CCFG_VK_ATTN_COOP_SHARED = 37120,
+       CCFG_VK_ATTN_COOP8_BR = 32, CCFG_VK_ATTN_COOP8_BC = 32, CCFG_VK_ATTN_COOP8_WG = 32,
+       CCFG_VK_ATTN_COOP8_SHARED = 12800 };
 typedef struct {
     uint32_t ox, oy, count, mode, batch, c, h, w;
     float a, b;
