@@ -53,7 +53,7 @@ test: build
 
 # the tests that need VK_KHR_cooperative_matrix, on Debian 13's lavapipe (8x8x8 float16 shapes,
 # subgroups of 8) started through Debian 13's loader; they skip on this machine's lavapipe
-COOP_TESTS ?= tests/test_vulkan_half.py tests/test_vulkan_coop.py
+COOP_TESTS ?= tests/test_vulkan_half.py tests/test_vulkan_coop*.py
 test-coop: build
 	@if python3 tools/debian_toolchain.py lavapipe >/dev/null; then \
 	  build/toolchain/lavapipe-run $(PY) -m pytest -q $(wildcard $(COOP_TESTS)); \
