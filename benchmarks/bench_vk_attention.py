@@ -9,8 +9,13 @@ output of both is compared with the CPU backend first.
 
 --modes lists the CCFG_VULKAN_ATTENTION values to alternate (tiled32 and tiled64 force the 32- or
 64-query workgroups that "tiled" picks between; tiled-v1 is the tiled shader as first merged: Q
-re-staged per key tile, P V in whole 64-column chunks, no prefetch); ratios are against the last
-one. `--modes tiled,tiled-v1` compares the current shader with the merged one.
+re-staged per key tile, P V in whole 64-column chunks, no prefetch; coop is the attention on
+cooperative matrices, float16 Q, K, V and P); ratios are against the last one.
+`--modes tiled,tiled-v1` compares the current shader with the merged one, `--modes coop,tiled`
+the tensor-core attention with the float32 one (CCFG_VULKAN_PRECISION is then set to coop unless
+set; the device must run coop: on lavapipe 26, start the script with
+`build/toolchain/lavapipe-run .venv/bin/python`, tools/debian_toolchain.py). Each output is
+compared with the CPU backend first (float32 modes within 3e-5, coop within 1e-2).
 
 Cases (batch, nq, nk, heads, head_dim): Stable Diffusion 1.x's self-attention at 64x64 latents
 (4096 tokens) with heads of 40 (level 0) and 160 (level 2's width at level 0's length), SD 2.x's
@@ -35,6 +40,8 @@ import numpy as np  # noqa: E402
 
 
 def main():
+    if "coop" in " ".join(sys.argv):       # before ccfg opens the device: coop needs it
+        os.environ.setdefault("CCFG_VULKAN_PRECISION", "coop")
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--big", action="store_true", help="8 heads, batch 2 (GPU sizes)")
@@ -47,10 +54,11 @@ def main():
     import ccfg
     from ccfg import _core
 
+    modes = a.modes.split(",")
     vk = [d for d in _core.devices() if d["backend"] == "vulkan" and "index" in d
-          and d["available"]]
+          and d["available"] and ("coop" not in modes or "coop" in d.get("precisions", []))]
     if not vk:
-        print("no Vulkan device: skipped")
+        print("no Vulkan device" + (" that runs coop" if "coop" in modes else "") + ": skipped")
         return 0
     dev = a.device or f"vulkan:{vk[0]['index']}"
     heads, batch = (8, 2) if a.big else (1, 1)
@@ -58,12 +66,14 @@ def main():
              (batch, 4096, 4096, heads, 160), (batch, 4096, 77, 8 if a.big else 2, 40),
              (batch, 1024, 77, 8 if a.big else 2, 80)]
     rng = np.random.default_rng(0)
-    print(f"device {dev}, load {os.getloadavg()[0]:.1f}, LP_NUM_THREADS="
-          f"{os.environ.get('LP_NUM_THREADS')}, {a.reps} interleaved rounds, medians")
-    modes = a.modes.split(",")
+    print(f"device {dev} ({vk[0]['name']}, {vk[0].get('driver_info', '')}), load "
+          f"{os.getloadavg()[0]:.1f}, LP_NUM_THREADS={os.environ.get('LP_NUM_THREADS')}, "
+          f"CCFG_VULKAN_PRECISION={os.environ.get('CCFG_VULKAN_PRECISION', '-')}, {a.reps} "
+          f"interleaved rounds, medians")
     print(f"{'case (batch, nq, nk, heads, hd)':<34} "
           + " ".join(f"{m + ' ms':>12}" for m in modes) + " "
-          + " ".join(f"{m + '/' + modes[-1]:>16}" for m in modes[:-1]) + "  dispatches")
+          + " ".join(f"{m + '/' + modes[-1]:>16}" for m in modes[:-1]) + " "
+          + " ".join(f"{m + ' err':>12}" for m in modes) + "  dispatches")
     saved = os.environ.get("CCFG_VULKAN_ATTENTION")
     try:
         for b, nq, nk, h, hd in cases:
@@ -74,7 +84,7 @@ def main():
                     None, None)
             ref = _core.nn_op("cpu", "attention_qkv", *args)[0]
             times = {m: [] for m in modes}
-            calls = {}
+            calls, errs = {}, {}
             for rep in range(a.reps + 1):           # round 0: pipelines compiled, outputs checked
                 for mode in modes:
                     os.environ["CCFG_VULKAN_ATTENTION"] = mode
@@ -82,16 +92,18 @@ def main():
                         out = _core.nn_op(dev, "attention_qkv", *args)[0]
                     rows = [r for r in prof.rows if "attention" in r[0]]
                     if rep == 0:
-                        err = float(np.abs(out - ref).max() / np.abs(ref).max())
-                        if err > 3e-5:
-                            raise SystemExit(f"{mode} {(b, nq, nk, h, hd)}: {err:.3g} from the CPU")
+                        errs[mode] = float(np.abs(out - ref).max() / np.abs(ref).max())
+                        if errs[mode] > (1e-2 if mode == "coop" else 3e-5):
+                            raise SystemExit(f"{mode} {(b, nq, nk, h, hd)}: {errs[mode]:.3g} "
+                                             "from the CPU")
                         calls[mode] = "+".join(f"{int(r[1])} {r[0]}" for r in rows)
                     else:
                         times[mode].append(sum(r[2] for r in rows))
             med = {m: statistics.median(times[m]) for m in modes}
             print(f"{str((b, nq, nk, h, hd)):<34} "
                   + " ".join(f"{med[m]:>12.1f}" for m in modes) + " "
-                  + " ".join(f"{med[m] / med[modes[-1]]:>16.2f}" for m in modes[:-1]) + "  "
+                  + " ".join(f"{med[m] / med[modes[-1]]:>16.2f}" for m in modes[:-1]) + " "
+                  + " ".join(f"{errs[m]:>12.2g}" for m in modes) + "  "
                   + ", ".join(calls[m] for m in modes), flush=True)
     finally:
         if saved is None:
@@ -99,13 +111,14 @@ def main():
         else:
             os.environ["CCFG_VULKAN_ATTENTION"] = saved
     if a.unet:
-        unet_forward(dev, a.reps)
+        unet_forward(dev, a.reps, modes)
     print(f"load at the end {os.getloadavg()[0]:.1f}")
     return 0
 
 
-def unet_forward(dev, reps):
-    """an SD-shaped UNet2DConditionModel forward, tiled against lanes, interleaved"""
+def unet_forward(dev, reps, modes):
+    """an SD-shaped UNet2DConditionModel forward in each mode, interleaved; ratios against the
+    last mode"""
     import tempfile
 
     import torch
@@ -125,10 +138,10 @@ def unet_forward(dev, reps):
     x = rng.standard_normal((2, 4, 32, 32)).astype(np.float32)
     t = np.array([999, 37])
     ehs = rng.standard_normal((2, 77, 64)).astype(np.float32)
-    res = {"tiled": [], "lanes": []}
+    res = {mode: [] for mode in modes}
     outs = {}
     for rep in range(reps + 1):
-        for mode in ("tiled", "lanes"):
+        for mode in modes:
             os.environ["CCFG_VULKAN_ATTENTION"] = mode
             with ccfg.profiling.profile(dev) as prof:
                 outs[mode] = unet(x, t, device=dev, encoder_hidden_states=ehs)
@@ -136,14 +149,16 @@ def unet_forward(dev, reps):
             if rep:
                 res[mode].append((attn, prof.device_ms))
     os.environ.pop("CCFG_VULKAN_ATTENTION", None)
-    diff = float(np.abs(outs["tiled"] - outs["lanes"]).max() / np.abs(outs["lanes"]).max())
+    last = modes[-1]
     med = {k: (statistics.median(a for a, _ in v), statistics.median(b for _, b in v))
            for k, v in res.items()}
-    print(f"UNet2DConditionModel 2 x 4 x 32 x 32, heads 40/80, 77 tokens (tiled vs lanes output "
-          f"{diff:.2g} apart): attention ms tiled {med['tiled'][0]:.1f} lanes "
-          f"{med['lanes'][0]:.1f} ({med['tiled'][0] / med['lanes'][0]:.2f}); device ms tiled "
-          f"{med['tiled'][1]:.1f} lanes {med['lanes'][1]:.1f} "
-          f"({med['tiled'][1] / med['lanes'][1]:.2f})", flush=True)
+    print(f"UNet2DConditionModel 2 x 4 x 32 x 32, heads 40/80, 77 tokens, "
+          f"CCFG_VULKAN_PRECISION={os.environ.get('CCFG_VULKAN_PRECISION', '-')}:")
+    for mode in modes:
+        diff = float(np.abs(outs[mode] - outs[last]).max() / np.abs(outs[last]).max())
+        print(f"  {mode:<9} attention ms {med[mode][0]:8.1f} ({med[mode][0] / med[last][0]:.2f}x "
+              f"{last}), device ms {med[mode][1]:8.1f} ({med[mode][1] / med[last][1]:.2f}x), "
+              f"output {diff:.2g} from {last}'s", flush=True)
 
 
 if __name__ == "__main__":

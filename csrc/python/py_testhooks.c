@@ -241,15 +241,19 @@ static const char *nn_need_of(const char *op, const int64_t *iv, int ni, nn_need
 #define EXPECT(i, f) do { w->ni = (i); w->nf = (f); if (ni != (i)) return wrong_ints; } \
     while (0)
 #define AT_LEAST(k, lo) do { if (iv[k] < (lo)) return "the sizes are out of range"; } while (0)
+/* the convolution ops' first nine ints (batch, cin, h, w, cout, k, stride, pad0, pad1): checked,
+ * and the output's height and width */
+#define CONV_SIZES()                                                                            \
+    for (int k = 1; k <= 6; k++) AT_LEAST(k, 1);                                               \
+    AT_LEAST(0, 0); AT_LEAST(7, 0); AT_LEAST(8, 0);                                            \
+    const int64_t b = iv[0], cin = iv[1], h = iv[2], wd = iv[3], cout = iv[4], k = iv[5];      \
+    const int64_t s = iv[6], p0 = iv[7], p1 = iv[8];                                           \
+    if (h + p0 + p1 < k || wd + p0 + p1 < k) return "the kernel is larger than the image";    \
+    const int64_t ho = (h + p0 + p1 - k) / s + 1, wo = (wd + p0 + p1 - k) / s + 1
     if (!strcmp(op, "conv2d") || !strcmp(op, "conv2d_residual")) {
         /* conv2d_residual: the last int says whether the residual is y itself (1) or input 3 */
         EXPECT(10, 0);
-        for (int k = 1; k <= 6; k++) AT_LEAST(k, 1);
-        AT_LEAST(0, 0); AT_LEAST(7, 0); AT_LEAST(8, 0);
-        const int64_t b = iv[0], cin = iv[1], h = iv[2], wd = iv[3], cout = iv[4], k = iv[5];
-        const int64_t s = iv[6], p0 = iv[7], p1 = iv[8];
-        if (h + p0 + p1 < k || wd + p0 + p1 < k) return "the kernel is larger than the image";
-        const int64_t ho = (h + p0 + p1 - k) / s + 1, wo = (wd + p0 + p1 - k) / s + 1;
+        CONV_SIZES();
         w->nin = 3; w->nout = 1;
         w->in[0] = PROD(cin, b, h, wd);
         w->in[1] = PROD(cout, cin, k, k);
@@ -263,12 +267,7 @@ static const char *nn_need_of(const char *op, const int64_t *iv, int ni, nn_need
     } else if (!strcmp(op, "conv2d_packed_norm")) {
         /* ints: conv2d's ten, silu, whether input 4 is a residual; inputs x, w, bias, ab */
         EXPECT(12, 0);
-        for (int k = 1; k <= 6; k++) AT_LEAST(k, 1);
-        AT_LEAST(0, 0); AT_LEAST(7, 0); AT_LEAST(8, 0);
-        const int64_t b = iv[0], cin = iv[1], h = iv[2], wd = iv[3], cout = iv[4], k = iv[5];
-        const int64_t s = iv[6], p0 = iv[7], p1 = iv[8];
-        if (h + p0 + p1 < k || wd + p0 + p1 < k) return "the kernel is larger than the image";
-        const int64_t ho = (h + p0 + p1 - k) / s + 1, wo = (wd + p0 + p1 - k) / s + 1;
+        CONV_SIZES();
         w->nin = iv[11] ? 5 : 4; w->nout = 1;
         w->in[0] = PROD(cin, b, h, wd);
         w->in[1] = PROD(cout, cin, k, k);
@@ -364,6 +363,7 @@ static const char *nn_need_of(const char *op, const int64_t *iv, int ni, nn_need
     }
 #undef EXPECT
 #undef AT_LEAST
+#undef CONV_SIZES
     for (int i = 0; i < NN_MAX_ARRAYS; i++)
         if (w->in[i] < 0 || w->out[i] < 0) return "the sizes are too large";
     if (w->scratch < 0) return "the sizes are too large";
