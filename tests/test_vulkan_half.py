@@ -11,7 +11,8 @@ The contract (docs/api.md, docs/PERFORMANCE.md):
     the float32 sums differs); against the float32 convolution of the unrounded operands, the
     rounding costs at most OP_TOL;
   * convolutions of at most 32 output channels stay float32 (<= 1e-5 against float32);
-  * a whole UNet forward (every other op float32) is within FORWARD_TOL of diffusers' float32
+  * a whole UNet forward (every other op float32, but for coop's attention: float16 Q, K, V
+    and P, tests/test_vulkan_coop_attention.py) is within FORWARD_TOL of diffusers' float32
     forward (measured on lavapipe: shipped Fashion-MNIST UNet <= 9e-5, a CIFAR-shaped
     UNet2DModel with random weights 1.0e-3; torch's bf16 autocast gives 1.3e-2 on the latter).
 The cooperative-matrix shader (coop) is held to the same bounds; it runs only on a device that
