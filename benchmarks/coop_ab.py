@@ -8,12 +8,13 @@ Two comparisons:
   (default)  double-buffered stages against one stage (CCFG_VULKAN_COOP_SINGLE_BUFFER=1, the path
              before), both on the default 2x2 tile
   --tiles    the tiles and stagings of CCFG_VULKAN_COOP_TILE (2x2, the default, 2x4, 4x4, and
-             the packed stagings 2x2p, 2x4p, 4x4p), each against the first of the list; the
-             order rotates every round so each variant takes every position
+             the packed stagings 2x2p, 2x4p, 4x4p, and those with padded shared-memory rows
+             2x2pp, 2x4pp, 4x4pp), each against the first of the list; the order rotates every
+             round so each variant takes every position
 
     CCFG_VULKAN_PRECISION=coop build/toolchain/lavapipe-run .venv/bin/python \\
         benchmarks/coop_ab.py [--rounds 7] [--rows 4] [--channels 64,128,128,128] \\
-        [--tiles 2x2,2x4,4x4,2x2p,2x4p,4x4p]
+        [--tiles [2x2,2x4,4x4,2x2p,2x4p,4x4p,2x2pp,2x4pp,4x4pp]]
 
 Model: benchmarks/bench_vulkan_half.py's CIFAR-shaped UNet2DModel (3 x 32 x 32, random weights,
 torch seed 0). Set LP_NUM_THREADS=1 on lavapipe for steadier numbers on a loaded machine.
@@ -26,7 +27,7 @@ import time
 
 import numpy as np
 
-ALL_TILES = "2x2,2x4,4x4,2x2p,2x4p,4x4p"
+ALL_TILES = "2x2,2x4,4x4,2x2p,2x4p,4x4p,2x2pp,2x4pp,4x4pp"
 
 
 def main(argv=None):

@@ -273,6 +273,15 @@ SPV(nn_conv2d_coop_t24p)
 SPV(nn_conv2d_coop_t44p)
 #include "nn_conv2d_coop_t44p.spv.h"
 ;
+SPV(nn_conv2d_coop_t22pp)
+#include "nn_conv2d_coop_t22pp.spv.h"
+;
+SPV(nn_conv2d_coop_t24pp)
+#include "nn_conv2d_coop_t24pp.spv.h"
+;
+SPV(nn_conv2d_coop_t44pp)
+#include "nn_conv2d_coop_t44pp.spv.h"
+;
 SPV(nn_conv2d_coop8_t24)
 #include "nn_conv2d_coop8_t24.spv.h"
 ;
@@ -288,6 +297,15 @@ SPV(nn_conv2d_coop8_t24p)
 SPV(nn_conv2d_coop8_t44p)
 #include "nn_conv2d_coop8_t44p.spv.h"
 ;
+SPV(nn_conv2d_coop8_t22pp)
+#include "nn_conv2d_coop8_t22pp.spv.h"
+;
+SPV(nn_conv2d_coop8_t24pp)
+#include "nn_conv2d_coop8_t24pp.spv.h"
+;
+SPV(nn_conv2d_coop8_t44pp)
+#include "nn_conv2d_coop8_t44pp.spv.h"
+;
 #else
 /* built without a glslc for GL_KHR_cooperative_matrix (setup.py): placeholders, never made into
  * pipelines (coop_variant is 0 on every device and says why) */
@@ -300,11 +318,17 @@ SPV(nn_conv2d_coop_t44) {0};
 SPV(nn_conv2d_coop_t22p) {0};
 SPV(nn_conv2d_coop_t24p) {0};
 SPV(nn_conv2d_coop_t44p) {0};
+SPV(nn_conv2d_coop_t22pp) {0};
+SPV(nn_conv2d_coop_t24pp) {0};
+SPV(nn_conv2d_coop_t44pp) {0};
 SPV(nn_conv2d_coop8_t24) {0};
 SPV(nn_conv2d_coop8_t44) {0};
 SPV(nn_conv2d_coop8_t22p) {0};
 SPV(nn_conv2d_coop8_t24p) {0};
 SPV(nn_conv2d_coop8_t44p) {0};
+SPV(nn_conv2d_coop8_t22pp) {0};
+SPV(nn_conv2d_coop8_t24pp) {0};
+SPV(nn_conv2d_coop8_t44pp) {0};
 #endif
 SPV(nn_attention_tiled1)
 #include "nn_attention_tiled1.spv.h"
@@ -396,11 +420,23 @@ static const struct {
     PIPE(P_NN_CONV2D_COOP_T22P, nn_conv2d_coop_t22p, CCFG_VK_CONV_BINDINGS, ccfg_vk_push_conv2d),
     PIPE(P_NN_CONV2D_COOP_T24P, nn_conv2d_coop_t24p, CCFG_VK_CONV_BINDINGS, ccfg_vk_push_conv2d),
     PIPE(P_NN_CONV2D_COOP_T44P, nn_conv2d_coop_t44p, CCFG_VK_CONV_BINDINGS, ccfg_vk_push_conv2d),
+    PIPE(P_NN_CONV2D_COOP_T22PP, nn_conv2d_coop_t22pp, CCFG_VK_CONV_BINDINGS,
+         ccfg_vk_push_conv2d),
+    PIPE(P_NN_CONV2D_COOP_T24PP, nn_conv2d_coop_t24pp, CCFG_VK_CONV_BINDINGS,
+         ccfg_vk_push_conv2d),
+    PIPE(P_NN_CONV2D_COOP_T44PP, nn_conv2d_coop_t44pp, CCFG_VK_CONV_BINDINGS,
+         ccfg_vk_push_conv2d),
     PIPE(P_NN_CONV2D_COOP8_T24, nn_conv2d_coop8_t24, CCFG_VK_CONV_BINDINGS, ccfg_vk_push_conv2d),
     PIPE(P_NN_CONV2D_COOP8_T44, nn_conv2d_coop8_t44, CCFG_VK_CONV_BINDINGS, ccfg_vk_push_conv2d),
     PIPE(P_NN_CONV2D_COOP8_T22P, nn_conv2d_coop8_t22p, CCFG_VK_CONV_BINDINGS, ccfg_vk_push_conv2d),
     PIPE(P_NN_CONV2D_COOP8_T24P, nn_conv2d_coop8_t24p, CCFG_VK_CONV_BINDINGS, ccfg_vk_push_conv2d),
     PIPE(P_NN_CONV2D_COOP8_T44P, nn_conv2d_coop8_t44p, CCFG_VK_CONV_BINDINGS, ccfg_vk_push_conv2d),
+    PIPE(P_NN_CONV2D_COOP8_T22PP, nn_conv2d_coop8_t22pp, CCFG_VK_CONV_BINDINGS,
+         ccfg_vk_push_conv2d),
+    PIPE(P_NN_CONV2D_COOP8_T24PP, nn_conv2d_coop8_t24pp, CCFG_VK_CONV_BINDINGS,
+         ccfg_vk_push_conv2d),
+    PIPE(P_NN_CONV2D_COOP8_T44PP, nn_conv2d_coop8_t44pp, CCFG_VK_CONV_BINDINGS,
+         ccfg_vk_push_conv2d),
 };
 #undef PIPE
 
@@ -1172,10 +1208,10 @@ fail_status:
 static uint32_t coop_pipe_subgroup(int p)
 {
     if (p == P_NN_CONV2D_COOP || p == P_NN_CONV2D_COOP_SB ||
-        (p >= P_NN_CONV2D_COOP_T24 && p <= P_NN_CONV2D_COOP_T44P))
+        (p >= P_NN_CONV2D_COOP_T24 && p <= P_NN_CONV2D_COOP_T44PP))
         return CCFG_VK_COOP_SUBGROUP;
     if (p == P_NN_CONV2D_COOP8 || p == P_NN_CONV2D_COOP8_SB ||
-        (p >= P_NN_CONV2D_COOP8_T24 && p <= P_NN_CONV2D_COOP8_T44P))
+        (p >= P_NN_CONV2D_COOP8_T24 && p <= P_NN_CONV2D_COOP8_T44PP))
         return CCFG_VK_COOP8_SUBGROUP;
     return 0;
 }
@@ -1881,7 +1917,8 @@ int ccfg_vk_nn_dispatch(const ccfg_backend *be, int kernel, int nbuf, const floa
                                                   "attention", "attention", "conv2d", "conv2d",
                                                   "conv2d", "conv2d", "conv2d", "conv2d", "conv2d",
                                                   "conv2d", "conv2d", "conv2d", "conv2d", "conv2d",
-                                                  "conv2d"};
+                                                  "conv2d", "conv2d", "conv2d", "conv2d", "conv2d",
+                                                  "conv2d", "conv2d"};
     int status;
     if (kernel < 0 || kernel >= CCFG_VK_NN_COUNT || nbuf < 1 ||
         (uint32_t)nbuf != pipe_spec[P_NN_FIRST + kernel].bindings)

@@ -192,9 +192,11 @@ static int coop_single_buffer(void)
  * FM x FN accumulators per subgroup and whether the staging packs float16 pairs. Unset or empty:
  * 2x2, the default until a GPU run says otherwise. Read at every convolution, so one process can
  * alternate them (A/B runs; every tile computes the same bits, shaders/nn_conv2d_coop.glsl). */
-static const struct { const char *name; int fm, fn, packed; } coop_tiles[CCFG_VK_COOP_TILE_COUNT] = {
-    {"2x2", 2, 2, 0}, {"2x4", 2, 4, 0}, {"4x4", 4, 4, 0},
-    {"2x2p", 2, 2, 1}, {"2x4p", 2, 4, 1}, {"4x4p", 4, 4, 1}};
+static const struct { const char *name; int fm, fn, packed, pad; }
+    coop_tiles[CCFG_VK_COOP_TILE_COUNT] = {
+        {"2x2", 2, 2, 0, 0}, {"2x4", 2, 4, 0, 0}, {"4x4", 4, 4, 0, 0},
+        {"2x2p", 2, 2, 1, 0}, {"2x4p", 2, 4, 1, 0}, {"4x4p", 4, 4, 1, 0},
+        {"2x2pp", 2, 2, 1, 1}, {"2x4pp", 2, 4, 1, 1}, {"4x4pp", 4, 4, 1, 1}};
 
 static int coop_tile(int *out)
 {
@@ -206,8 +208,9 @@ static int coop_tile(int *out)
             *out = t;
             return CCFG_OK;
         }
-    return ccfg_fail(CCFG_EINVAL, "CCFG_VULKAN_COOP_TILE must be 2x2, 2x4, 4x4, 2x2p, 2x4p or 4x4p "
-                     "(accumulators per subgroup; p: packed staging), not '%s'", v);
+    return ccfg_fail(CCFG_EINVAL, "CCFG_VULKAN_COOP_TILE must be 2x2, 2x4, 4x4, 2x2p, 2x4p, 4x4p, "
+                     "2x2pp, 2x4pp or 4x4pp (accumulators per subgroup; p: packed staging, pp: "
+                     "packed with padded shared-memory rows), not '%s'", v);
 }
 
 /* conv2d with float16 weights and inputs and float32 sums (CCFG_VULKAN_PRECISION=fp16, coop,
@@ -247,12 +250,15 @@ static int vk_conv2d_half(const ccfg_backend *be, int precision, int batch, int 
     const int64_t bk = !coop ? CCFG_VK_CONV_BK : coop8 ? CCFG_VK_COOP8_BK : CCFG_VK_COOP_BK;
     if ((status = fits(nw, "conv2d"))) return status;
     if (coop) {
-        /* the shader's shared memory (nn_conv2d_coop.glsl As, Bs: two stages of float16, Cs:
-         * 4 float32 fragments of bk x bk) against the device's limit: a larger tile may not fit
-         * where 2x2 does (NVIDIA: 48 KiB without opt-in; 4x4 of 16 x 16 x 16 needs 20 KiB) */
+        /* the shader's shared memory (nn_conv2d_coop.glsl As, Bs: two stages of float16, rows
+         * 8 float16 longer when padded, Cs: 4 float32 fragments of bk x bk) against the device's
+         * limit: a larger tile may not fit where 2x2 does (NVIDIA: 48 KiB without opt-in; 4x4
+         * of 16 x 16 x 16 needs 20 KiB, padded 24.5 KiB) */
         uint32_t shared = 0, inv = 0;
         ccfg_vk_nn_limits(be, &shared, &inv);
-        const int64_t need = (sb ? 1 : 2) * (bm * bk + bk * bn) * 2 + 4 * bk * bk * 4;
+        const int64_t pad = coop_tiles[tile].pad ? 8 : 0;
+        const int64_t need = (sb ? 1 : 2) * (bm * (bk + pad) + bk * (bn + pad)) * 2 +
+                             4 * bk * bk * 4;
         if (need > (int64_t)shared)
             return ccfg_fail(CCFG_EINVAL, "Vulkan nn conv2d: CCFG_VULKAN_COOP_TILE=%s needs %lld "
                              "bytes of shared memory, the device has %u",

@@ -10,6 +10,7 @@
 //               More of them feed each A and B fragment loaded from shared memory to more
 //               multiplies (FM FN MMAs for FM + FN fragment loads); the workgroup tile grows
 //               with them (CCFG_VULKAN_COOP_TILE, csrc/nn_vk.c)
+//   COOP_PAD    shared-memory rows padded by 16 bytes against bank conflicts (LA, LB below)
 //   COOP_PACKED the cheaper staging: each invocation stages float16 pairs (two adjacent channels
 //               of W, two adjacent pixels of X~), converted two at a time and stored 32 bits at
 //               a time (the shared arrays are f16vec2); without it one float16 at a time
@@ -99,9 +100,17 @@ const uint NBUF = 1u;
 #else
 const uint NBUF = 2u;
 #endif
-// in units of PK float16 (coopMatLoad's offsets and strides count the array's elements)
-shared HT As[NBUF * BM * UK];   // As[s BM UK + m UK + c / PK]: stage s, output channel m0 + m, channel c
-shared HT Bs[NBUF * BK * UN];   // Bs[s BK UN + c UN + n / PK]: stage s, input channel c at pixel n0 + n
+// in units of PK float16 (coopMatLoad's offsets and strides count the array's elements). Rows of
+// LA and LB units: UK and UN, or with COOP_PAD 8 float16 (16 bytes) more, so that the 8 rows of
+// an 8 x 8 piece of a fragment (rows 32, 128 or 256 bytes apart unpadded: the same banks) start
+// in 8 different 16-byte bank groups (row strides of 48, 144 or 272 bytes)
+#ifdef COOP_PAD
+const uint LA = UK + 8u / PK, LB = UN + 8u / PK;
+#else
+const uint LA = UK, LB = UN;
+#endif
+shared HT As[NBUF * BM * LA];   // As[s BM LA + m LA + c / PK]: stage s, output channel m0 + m, channel c
+shared HT Bs[NBUF * BK * LB];   // Bs[s BK LB + c LB + n / PK]: stage s, input channel c at pixel n0 + n
 shared float Cs[4u * CM * CN];  // each subgroup's CM x CN accumulator on its way out
 
 // what an invocation knows of its pixels for the whole tile (index arithmetic out of the stage
@@ -167,10 +176,10 @@ void fetch(uint tap, uint c0, uint m0, uint wm, uint wc, Pix px[NP], uint xc, ui
 void stage_store(uint buf, uint wm, uint wq, uint xq, uint xc, HT wv[PA], HT xv[NPX * NCH])
 {
     [[unroll]] for (uint j = 0u; j < PA; j++)
-        As[buf * BM * UK + (wm + RA * j) * UK + wq] = wv[j];
+        As[buf * BM * LA + (wm + RA * j) * LA + wq] = wv[j];
     [[unroll]] for (uint j = 0u; j < NCH; j++)
         [[unroll]] for (uint u = 0u; u < NPX; u++)
-            Bs[buf * BK * UN + (xc + RB * j) * UN + xq + TPX * u] = xv[j * NPX + u];
+            Bs[buf * BK * LB + (xc + RB * j) * LB + xq + TPX * u] = xv[j * NPX + u];
 }
 
 void main()
@@ -228,11 +237,11 @@ void main()
                 fetch(tap, c0, m0, wm, wc, px, xc, n_in, kk, wv, xv);
             coopmat<float16_t, gl_ScopeSubgroup, CM, CK, gl_MatrixUseA> a[FM];
             [[unroll]] for (uint i = 0u; i < FM; i++)
-                coopMatLoad(a[i], As, buf * BM * UK + (FM * CM * sr + CM * i) * UK, UK,
+                coopMatLoad(a[i], As, buf * BM * LA + (FM * CM * sr + CM * i) * LA, LA,
                             gl_CooperativeMatrixLayoutRowMajor);
             [[unroll]] for (uint j = 0u; j < FN; j++) {
                 coopmat<float16_t, gl_ScopeSubgroup, CK, CN, gl_MatrixUseB> bm;
-                coopMatLoad(bm, Bs, buf * BK * UN + (FN * CN * sc + CN * j) / PK, UN,
+                coopMatLoad(bm, Bs, buf * BK * LB + (FN * CN * sc + CN * j) / PK, LB,
                             gl_CooperativeMatrixLayoutRowMajor);
                 [[unroll]] for (uint i = 0u; i < FM; i++)
                     acc[i][j] = coopMatMulAdd(a[i], bm, acc[i][j]);

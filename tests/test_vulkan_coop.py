@@ -54,8 +54,9 @@ def mesa_version(info):
     return (int(m.group(1)), int(m.group(2))) if m else None
 
 
-# CCFG_VULKAN_COOP_TILE: accumulators per subgroup (2x2 the default), p: the packed staging
-TILES = ["2x2", "2x4", "4x4", "2x2p", "2x4p", "4x4p"]
+# CCFG_VULKAN_COOP_TILE: accumulators per subgroup (2x2 the default), p: the packed staging, pp:
+# packed with padded shared-memory rows
+TILES = ["2x2", "2x4", "4x4", "2x2p", "2x4p", "4x4p", "2x2pp", "2x4pp", "4x4pp"]
 
 
 def run_json(code, precision, timeout=1200, tile=None):
@@ -189,11 +190,11 @@ def test_coop_convolution_against_the_definition(tile):
 
 
 @needs_coop
-@pytest.mark.parametrize("tile", ["2x2", "4x4p"])
+@pytest.mark.parametrize("tile", ["2x2", "4x4pp"])
 def test_coop_convolution_chunked_input_channels(tile):
     """30000 input channels x 3 x 3 taps: more stages than an invocation may loop (lavapipe's
     loop limiter, CCFG_VK_LOOP_BUDGET), so the channels go in two dispatches, the second
-    accumulating onto the first (the default tile and the largest, packed)"""
+    accumulating onto the first (the default tile and the largest, packed and padded)"""
     check_cases(CHUNKED, tile)
 
 
@@ -346,7 +347,7 @@ def test_tiles_alternate_in_one_process_and_compute_the_same_bits():
         assert all(per_tile.values()), (CASES[int(case)], per_tile)
     base = got["kinds"][0]
     assert len(base) == 1 and base[0] in ("nn_conv2d_coop", "nn_conv2d_coop8"), got["kinds"]
-    suffix = {"2x4": "_t24", "4x4": "_t44", "2x2p": "_t22p", "2x4p": "_t24p", "4x4p": "_t44p"}
+    suffix = {t: "_t" + t.replace("x", "") for t in TILES[1:]}
     assert got["kinds"] == [base] + [[base[0] + suffix[t]] for t in TILES[1:]], got["kinds"]
     for bad in ("3x3", "4X4"):
         assert got["errors"][bad].startswith("ValueError") and \
