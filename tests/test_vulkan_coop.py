@@ -63,6 +63,8 @@ def run_json(code, precision, timeout=1200, tile=None):
     env = dict(os.environ, CCFG_VULKAN_PRECISION=precision)
     if tile is not None:
         env["CCFG_VULKAN_COOP_TILE"] = tile
+        if tile != "2x2":   # the single-buffer switch has a 2x2 pipeline only (else an error)
+            env.pop("CCFG_VULKAN_COOP_SINGLE_BUFFER", None)
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
                        text=True, timeout=timeout)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
@@ -299,6 +301,7 @@ import numpy as np
 import ccfg
 from ccfg import _core
 same, kinds = {}, []
+os.environ["CCFG_VULKAN_COOP_SINGLE_BUFFER"] = "0"     # the tiles' own stages (2x2 has both)
 for i, (batch, cin, h, w, cout, k, s, p0, p1, mode) in enumerate(CASES):
     rng = np.random.default_rng(400 + i)
     ho, wo = (h + p0 + p1 - k) // s + 1, (w + p0 + p1 - k) // s + 1
