@@ -299,8 +299,8 @@ static int vk_conv2d_half(const ccfg_backend *be, int precision, int batch, int 
                               .wstride = (uint32_t)((int64_t)cin * kk)};
     const int kernel = !coop ? CCFG_VK_NN_CONV2D_F16
                        : tile != CCFG_VK_COOP_TILE_2X2
-                           ? (coop8 ? CCFG_VK_NN_CONV2D_COOP8_TILES : CCFG_VK_NN_CONV2D_COOP_TILES) +
-                                 tile - 1
+                           ? (coop8 ? CCFG_VK_NN_CONV2D_COOP8_TILES
+                                    : CCFG_VK_NN_CONV2D_COOP_TILES) + tile - 1
                        : coop8 ? (sb ? CCFG_VK_NN_CONV2D_COOP8_SB : CCFG_VK_NN_CONV2D_COOP8)
                                : (sb ? CCFG_VK_NN_CONV2D_COOP_SB : CCFG_VK_NN_CONV2D_COOP);
     for (int64_t c0 = 0; c0 < cin && !status; c0 += chunk) {

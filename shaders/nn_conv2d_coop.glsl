@@ -109,8 +109,10 @@ const uint LA = UK + 8u / PK, LB = UN + 8u / PK;
 #else
 const uint LA = UK, LB = UN;
 #endif
-shared HT As[NBUF * BM * LA];   // As[s BM LA + m LA + c / PK]: stage s, output channel m0 + m, channel c
-shared HT Bs[NBUF * BK * LB];   // Bs[s BK LB + c LB + n / PK]: stage s, input channel c at pixel n0 + n
+// As[s BM LA + m LA + c / PK]: stage s, output channel m0 + m, channel c
+shared HT As[NBUF * BM * LA];
+// Bs[s BK LB + c LB + n / PK]: stage s, input channel c at pixel n0 + n
+shared HT Bs[NBUF * BK * LB];
 shared float Cs[4u * CM * CN];  // each subgroup's CM x CN accumulator on its way out
 
 // what an invocation knows of its pixels for the whole tile (index arithmetic out of the stage
