@@ -1,11 +1,20 @@
-"""The coop convolution's double-buffered stages against one stage (CCFG_VULKAN_COOP_SINGLE_BUFFER=1,
-the path before), in one process, alternated call by call (the switch is read at every
-convolution), medians of the per-round ratios; the convolutions' device time from
-ccfg.profiling and the forward's wall time. The two must agree bit for bit (same sums, same
-order); exit status 1 otherwise or when the device does not run coop.
+"""The coop convolution's variants against each other in one process, alternated call by call
+(the switches are read at every convolution), medians of the per-round ratios; the convolutions'
+device time from ccfg.profiling and the forward's wall time. Every variant must give the bits of
+the first (the same sums in the same order); exit status 1 otherwise or when the device does not
+run coop.
+
+Two comparisons:
+  (default)  double-buffered stages against one stage (CCFG_VULKAN_COOP_SINGLE_BUFFER=1, the path
+             before), both on the default 2x2 tile
+  --tiles    the tiles and stagings of CCFG_VULKAN_COOP_TILE (2x2, the default, 2x4, 4x4, and
+             the packed stagings 2x2p, 2x4p, 4x4p, and those with padded shared-memory rows
+             2x2pp, 2x4pp, 4x4pp), each against the first of the list; the order rotates every
+             round so each variant takes every position
 
     CCFG_VULKAN_PRECISION=coop build/toolchain/lavapipe-run .venv/bin/python \\
-        benchmarks/coop_ab.py [--rounds 7] [--rows 4] [--channels 64,128,128,128]
+        benchmarks/coop_ab.py [--rounds 7] [--rows 4] [--channels 64,128,128,128] \\
+        [--tiles [2x2,2x4,4x4,2x2p,2x4p,4x4p,2x2pp,2x4pp,4x4pp]]
 
 Model: benchmarks/bench_vulkan_half.py's CIFAR-shaped UNet2DModel (3 x 32 x 32, random weights,
 torch seed 0). Set LP_NUM_THREADS=1 on lavapipe for steadier numbers on a loaded machine.
@@ -18,13 +27,20 @@ import time
 
 import numpy as np
 
+ALL_TILES = "2x2,2x4,4x4,2x2p,2x4p,4x4p,2x2pp,2x4pp,4x4pp"
+
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--rows", type=int, default=4)
     ap.add_argument("--channels", default="64,128,128,128")
+    ap.add_argument("--tiles", nargs="?", const=ALL_TILES, default=None,
+                    help=f"compare CCFG_VULKAN_COOP_TILE values (comma-separated; alone: "
+                         f"{ALL_TILES}) instead of double vs single buffer")
     args = ap.parse_args(argv)
+    if args.rounds < 1 or args.rows < 1:
+        ap.error("--rounds and --rows must be at least 1")
     import torch
     from diffusers import UNet2DModel
     import ccfg
@@ -36,6 +52,18 @@ def main(argv=None):
         print("needs CCFG_VULKAN_PRECISION=coop on a device that runs it (lavapipe >= 26: "
               "build/toolchain/lavapipe-run)")
         return 1
+    if args.tiles is None:
+        variants = {"double": {"CCFG_VULKAN_COOP_SINGLE_BUFFER": "0",
+                               "CCFG_VULKAN_COOP_TILE": ""},
+                    "single": {"CCFG_VULKAN_COOP_SINGLE_BUFFER": "1",
+                               "CCFG_VULKAN_COOP_TILE": ""}}
+    else:
+        names = [t for t in args.tiles.split(",") if t]
+        if len(names) < 2 or len(set(names)) != len(names):
+            ap.error("--tiles needs two or more different values")
+        variants = {t: {"CCFG_VULKAN_COOP_SINGLE_BUFFER": "0", "CCFG_VULKAN_COOP_TILE": t}
+                    for t in names}
+    names = list(variants)
     dev = vks[0]["selector"]
     ch = tuple(map(int, args.channels.split(",")))
     torch.manual_seed(0)
@@ -51,8 +79,8 @@ def main(argv=None):
           f"{ch}; LP_NUM_THREADS={os.environ.get('LP_NUM_THREADS', 'unset')}; load "
           f"{os.getloadavg()[0]:.1f}")
 
-    def run(single):
-        os.environ["CCFG_VULKAN_COOP_SINGLE_BUFFER"] = "1" if single else "0"
+    def run(name):
+        os.environ.update(variants[name])
         with ccfg.profiling.profile(dev) as prof:
             t0 = time.perf_counter()
             out = unet(x, 500, device=dev)
@@ -60,25 +88,32 @@ def main(argv=None):
         conv = {k: ms for k, _, ms in prof.rows if k.startswith("nn_conv2d_coop")}
         return out, wall, conv
 
-    a, _, conv_a = run(False)       # placed, pipelines made
-    b, _, conv_b = run(True)
-    same = np.array_equal(a, b)
-    print(f"double-buffered kinds {sorted(conv_a)}, single {sorted(conv_b)}; bit for bit "
-          f"{'equal' if same else 'DIFFERENT'}")
-    walls, convs = [], []
+    first = {n: run(n) for n in names}      # placed, pipelines made
+    ref = first[names[0]][0]
+    same = {n: bool(np.array_equal(first[n][0], ref)) for n in names}
+    for n in names:
+        print(f"{n}: kinds {sorted(first[n][2])}; bit for bit with {names[0]}: "
+              f"{'equal' if same[n] else 'DIFFERENT'}")
+    walls = {n: [] for n in names[1:]}
+    convs = {n: [] for n in names[1:]}
     for r in range(args.rounds):
-        order = (False, True) if r % 2 == 0 else (True, False)
-        res = {s: run(s) for s in order}
-        wd, cd = res[False][1], sum(res[False][2].values())
-        ws, cs = res[True][1], sum(res[True][2].values())
-        walls.append(wd / ws)
-        convs.append(cd / cs)
-        print(f"round {r}: double {wd * 1e3:.0f} ms (convolutions {cd:.0f} ms device), single "
-              f"{ws * 1e3:.0f} ms ({cs:.0f} ms); ratios {wd / ws:.3f}, {cd / cs:.3f}; load "
-              f"{os.getloadavg()[0]:.1f}")
-    print(f"median ratio double / single: forward {np.median(walls):.3f}, convolutions' device "
-          f"time {np.median(convs):.3f} (rounds {args.rounds}); load {os.getloadavg()[0]:.1f}")
-    return 0 if same else 1
+        order = names[r % len(names):] + names[:r % len(names)]
+        if r % 2:
+            order = order[::-1]
+        res = {n: run(n) for n in order}
+        w0, c0 = res[names[0]][1], sum(res[names[0]][2].values())
+        line = [f"{names[0]} {w0 * 1e3:.0f} ms (convolutions {c0:.0f} ms device)"]
+        for n in names[1:]:
+            w, c = res[n][1], sum(res[n][2].values())
+            walls[n].append(w / w0)
+            convs[n].append(c / c0)
+            line.append(f"{n} {w * 1e3:.0f} ms ({c:.0f}): {w / w0:.3f}, {c / c0:.3f}")
+        print(f"round {r}: " + "; ".join(line) + f"; load {os.getloadavg()[0]:.1f}")
+    for n in names[1:]:
+        print(f"median ratio {n} / {names[0]}: forward {np.median(walls[n]):.3f}, convolutions' "
+              f"device time {np.median(convs[n]):.3f} (rounds {args.rounds}, per round "
+              f"{min(convs[n]):.3f}-{max(convs[n]):.3f}); load {os.getloadavg()[0]:.1f}")
+    return 0 if all(same.values()) else 1
 
 
 if __name__ == "__main__":

@@ -258,6 +258,54 @@ SPV(nn_conv2d_coop_sb)
 SPV(nn_conv2d_coop8_sb)
 #include "nn_conv2d_coop8_sb.spv.h"
 ;
+SPV(nn_conv2d_coop_t24)
+#include "nn_conv2d_coop_t24.spv.h"
+;
+SPV(nn_conv2d_coop_t44)
+#include "nn_conv2d_coop_t44.spv.h"
+;
+SPV(nn_conv2d_coop_t22p)
+#include "nn_conv2d_coop_t22p.spv.h"
+;
+SPV(nn_conv2d_coop_t24p)
+#include "nn_conv2d_coop_t24p.spv.h"
+;
+SPV(nn_conv2d_coop_t44p)
+#include "nn_conv2d_coop_t44p.spv.h"
+;
+SPV(nn_conv2d_coop_t22pp)
+#include "nn_conv2d_coop_t22pp.spv.h"
+;
+SPV(nn_conv2d_coop_t24pp)
+#include "nn_conv2d_coop_t24pp.spv.h"
+;
+SPV(nn_conv2d_coop_t44pp)
+#include "nn_conv2d_coop_t44pp.spv.h"
+;
+SPV(nn_conv2d_coop8_t24)
+#include "nn_conv2d_coop8_t24.spv.h"
+;
+SPV(nn_conv2d_coop8_t44)
+#include "nn_conv2d_coop8_t44.spv.h"
+;
+SPV(nn_conv2d_coop8_t22p)
+#include "nn_conv2d_coop8_t22p.spv.h"
+;
+SPV(nn_conv2d_coop8_t24p)
+#include "nn_conv2d_coop8_t24p.spv.h"
+;
+SPV(nn_conv2d_coop8_t44p)
+#include "nn_conv2d_coop8_t44p.spv.h"
+;
+SPV(nn_conv2d_coop8_t22pp)
+#include "nn_conv2d_coop8_t22pp.spv.h"
+;
+SPV(nn_conv2d_coop8_t24pp)
+#include "nn_conv2d_coop8_t24pp.spv.h"
+;
+SPV(nn_conv2d_coop8_t44pp)
+#include "nn_conv2d_coop8_t44pp.spv.h"
+;
 #else
 /* built without a glslc for GL_KHR_cooperative_matrix (setup.py): placeholders, never made into
  * pipelines (coop_variant is 0 on every device and says why) */
@@ -265,6 +313,22 @@ SPV(nn_conv2d_coop) {0};
 SPV(nn_conv2d_coop8) {0};
 SPV(nn_conv2d_coop_sb) {0};
 SPV(nn_conv2d_coop8_sb) {0};
+SPV(nn_conv2d_coop_t24) {0};
+SPV(nn_conv2d_coop_t44) {0};
+SPV(nn_conv2d_coop_t22p) {0};
+SPV(nn_conv2d_coop_t24p) {0};
+SPV(nn_conv2d_coop_t44p) {0};
+SPV(nn_conv2d_coop_t22pp) {0};
+SPV(nn_conv2d_coop_t24pp) {0};
+SPV(nn_conv2d_coop_t44pp) {0};
+SPV(nn_conv2d_coop8_t24) {0};
+SPV(nn_conv2d_coop8_t44) {0};
+SPV(nn_conv2d_coop8_t22p) {0};
+SPV(nn_conv2d_coop8_t24p) {0};
+SPV(nn_conv2d_coop8_t44p) {0};
+SPV(nn_conv2d_coop8_t22pp) {0};
+SPV(nn_conv2d_coop8_t24pp) {0};
+SPV(nn_conv2d_coop8_t44pp) {0};
 #endif
 SPV(nn_attention_tiled1)
 #include "nn_attention_tiled1.spv.h"
@@ -395,6 +459,28 @@ static const struct {
     PIPE(P_NN_ATTENTION_COOP8_2, nn_attention_coop8_2, 5, ccfg_vk_push_attention_tiled),
     PIPE(P_NN_ATTENTION_COOP8_3, nn_attention_coop8_3, 5, ccfg_vk_push_attention_tiled),
     PIPE(P_NN_ATTENTION_COOP8_4, nn_attention_coop8_4, 5, ccfg_vk_push_attention_tiled),
+    PIPE(P_NN_CONV2D_COOP_T24, nn_conv2d_coop_t24, CCFG_VK_CONV_BINDINGS, ccfg_vk_push_conv2d),
+    PIPE(P_NN_CONV2D_COOP_T44, nn_conv2d_coop_t44, CCFG_VK_CONV_BINDINGS, ccfg_vk_push_conv2d),
+    PIPE(P_NN_CONV2D_COOP_T22P, nn_conv2d_coop_t22p, CCFG_VK_CONV_BINDINGS, ccfg_vk_push_conv2d),
+    PIPE(P_NN_CONV2D_COOP_T24P, nn_conv2d_coop_t24p, CCFG_VK_CONV_BINDINGS, ccfg_vk_push_conv2d),
+    PIPE(P_NN_CONV2D_COOP_T44P, nn_conv2d_coop_t44p, CCFG_VK_CONV_BINDINGS, ccfg_vk_push_conv2d),
+    PIPE(P_NN_CONV2D_COOP_T22PP, nn_conv2d_coop_t22pp, CCFG_VK_CONV_BINDINGS,
+         ccfg_vk_push_conv2d),
+    PIPE(P_NN_CONV2D_COOP_T24PP, nn_conv2d_coop_t24pp, CCFG_VK_CONV_BINDINGS,
+         ccfg_vk_push_conv2d),
+    PIPE(P_NN_CONV2D_COOP_T44PP, nn_conv2d_coop_t44pp, CCFG_VK_CONV_BINDINGS,
+         ccfg_vk_push_conv2d),
+    PIPE(P_NN_CONV2D_COOP8_T24, nn_conv2d_coop8_t24, CCFG_VK_CONV_BINDINGS, ccfg_vk_push_conv2d),
+    PIPE(P_NN_CONV2D_COOP8_T44, nn_conv2d_coop8_t44, CCFG_VK_CONV_BINDINGS, ccfg_vk_push_conv2d),
+    PIPE(P_NN_CONV2D_COOP8_T22P, nn_conv2d_coop8_t22p, CCFG_VK_CONV_BINDINGS, ccfg_vk_push_conv2d),
+    PIPE(P_NN_CONV2D_COOP8_T24P, nn_conv2d_coop8_t24p, CCFG_VK_CONV_BINDINGS, ccfg_vk_push_conv2d),
+    PIPE(P_NN_CONV2D_COOP8_T44P, nn_conv2d_coop8_t44p, CCFG_VK_CONV_BINDINGS, ccfg_vk_push_conv2d),
+    PIPE(P_NN_CONV2D_COOP8_T22PP, nn_conv2d_coop8_t22pp, CCFG_VK_CONV_BINDINGS,
+         ccfg_vk_push_conv2d),
+    PIPE(P_NN_CONV2D_COOP8_T24PP, nn_conv2d_coop8_t24pp, CCFG_VK_CONV_BINDINGS,
+         ccfg_vk_push_conv2d),
+    PIPE(P_NN_CONV2D_COOP8_T44PP, nn_conv2d_coop8_t44pp, CCFG_VK_CONV_BINDINGS,
+         ccfg_vk_push_conv2d),
 };
 #undef PIPE
 
@@ -1161,6 +1247,22 @@ fail_status:
     return status;
 }
 
+/* the subgroup size the cooperative-matrix pipeline p was written for (SG of nn_conv2d_coop.glsl
+ * and nn_attention_coop.glsl: every tile and staging of a shape runs in that shape's subgroups),
+ * or 0 for any other */
+static uint32_t coop_pipe_subgroup(int p)
+{
+    if (p == P_NN_CONV2D_COOP || p == P_NN_CONV2D_COOP_SB ||
+        (p >= P_NN_CONV2D_COOP_T24 && p <= P_NN_CONV2D_COOP_T44PP) ||
+        (p >= P_NN_ATTENTION_COOP1 && p <= P_NN_ATTENTION_COOP4))
+        return CCFG_VK_COOP_SUBGROUP;
+    if (p == P_NN_CONV2D_COOP8 || p == P_NN_CONV2D_COOP8_SB ||
+        (p >= P_NN_CONV2D_COOP8_T24 && p <= P_NN_CONV2D_COOP8_T44PP) ||
+        (p >= P_NN_ATTENTION_COOP8_1 && p <= P_NN_ATTENTION_COOP8_4))
+        return CCFG_VK_COOP8_SUBGROUP;
+    return 0;
+}
+
 /* Pipeline p of device d, created on first use. */
 static int get_pipe(vk_dev *d, int p, vk_pipe **out)
 {
@@ -1213,15 +1315,12 @@ static int get_pipe(vk_dev *d, int p, vk_pipe **out)
         .layout = pp->layout};
     /* the coop convolution's cooperative matrices span a subgroup of the size its variant was
      * written for: pinned, with full subgroups, where the device can (decide_coop); so do the
-     * coop attention's (the 16 x 16 x 16 pipelines in subgroups of 32, 8 x 8 x 8 in 8) */
-    const int coop16 = p == P_NN_CONV2D_COOP || p == P_NN_CONV2D_COOP_SB ||
-                       (p >= P_NN_ATTENTION_COOP1 && p <= P_NN_ATTENTION_COOP4);
-    const int coop8 = p == P_NN_CONV2D_COOP8 || p == P_NN_CONV2D_COOP8_SB ||
-                      (p >= P_NN_ATTENTION_COOP8_1 && p <= P_NN_ATTENTION_COOP8_4);
+     * coop attention's (coop_pipe_subgroup) */
+    const uint32_t coop_sg = coop_pipe_subgroup(p);
     VkPipelineShaderStageRequiredSubgroupSizeCreateInfoEXT rss = {
         .sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_REQUIRED_SUBGROUP_SIZE_CREATE_INFO_EXT,
-        .requiredSubgroupSize = coop16 ? CCFG_VK_COOP_SUBGROUP : CCFG_VK_COOP8_SUBGROUP};
-    if ((coop16 || coop8) && g.coop_pin[d->index]) {
+        .requiredSubgroupSize = coop_sg};
+    if (coop_sg && g.coop_pin[d->index]) {
         cpi.stage.pNext = &rss;
         cpi.stage.flags = VK_PIPELINE_SHADER_STAGE_CREATE_REQUIRE_FULL_SUBGROUPS_BIT_EXT;
     }
@@ -1817,6 +1916,10 @@ static void vk_lock(const ccfg_backend *be, int acquire)
  * together, or a kernel would run another's shader */
 _Static_assert(P_COUNT - P_NN_FIRST == CCFG_VK_NN_COUNT, "vk_nn.h's kernels and the P_NN_* "
                "pipelines are out of step");
+_Static_assert(P_NN_CONV2D_COOP_T24 - P_NN_FIRST == CCFG_VK_NN_CONV2D_COOP_TILES &&
+               P_NN_CONV2D_COOP8_T24 - P_NN_FIRST == CCFG_VK_NN_CONV2D_COOP8_TILES &&
+               P_NN_CONV2D_COOP8_T24 - P_NN_CONV2D_COOP_T24 == CCFG_VK_COOP_TILE_COUNT - 1,
+               "the coop tile kernels and pipelines are out of step");
 _Static_assert(P_NN_ATTENTION_TILED1 - P_NN_FIRST == CCFG_VK_NN_ATTENTION_TILED &&
                P_NN_ATTENTION_TILED1_Q64 - P_NN_FIRST == CCFG_VK_NN_ATTENTION_TILED_Q64 &&
                P_NN_ATTENTION_TILED1_Q64R - P_NN_FIRST == CCFG_VK_NN_ATTENTION_TILED1_Q64R,
@@ -1865,7 +1968,10 @@ int ccfg_vk_nn_dispatch(const ccfg_backend *be, int kernel, int nbuf, const floa
                                                   "attention", "attention", "conv2d", "conv2d",
                                                   "conv2d", "attention", "attention", "attention",
                                                   "attention", "attention", "attention",
-                                                  "attention", "attention"};
+                                                  "attention", "attention", "conv2d", "conv2d",
+                                                  "conv2d", "conv2d", "conv2d", "conv2d", "conv2d",
+                                                  "conv2d", "conv2d", "conv2d", "conv2d", "conv2d",
+                                                  "conv2d", "conv2d", "conv2d", "conv2d"};
     int status;
     if (kernel < 0 || kernel >= CCFG_VK_NN_COUNT || nbuf < 1 ||
         (uint32_t)nbuf != pipe_spec[P_NN_FIRST + kernel].bindings)

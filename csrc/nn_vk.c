@@ -188,6 +188,31 @@ static int coop_single_buffer(void)
     return v && *v && strcmp(v, "0");
 }
 
+/* CCFG_VULKAN_COOP_TILE: the coop convolution's tile and staging (vk_nn.h CCFG_VK_COOP_TILE_*),
+ * FM x FN accumulators per subgroup and whether the staging packs float16 pairs. Unset or empty:
+ * 2x2, the default until a GPU run says otherwise. Read at every convolution, so one process can
+ * alternate them (A/B runs; every tile computes the same bits, shaders/nn_conv2d_coop.glsl). */
+static const struct { const char *name; int fm, fn, packed, pad; }
+    coop_tiles[CCFG_VK_COOP_TILE_COUNT] = {
+        {"2x2", 2, 2, 0, 0}, {"2x4", 2, 4, 0, 0}, {"4x4", 4, 4, 0, 0},
+        {"2x2p", 2, 2, 1, 0}, {"2x4p", 2, 4, 1, 0}, {"4x4p", 4, 4, 1, 0},
+        {"2x2pp", 2, 2, 1, 1}, {"2x4pp", 2, 4, 1, 1}, {"4x4pp", 4, 4, 1, 1}};
+
+static int coop_tile(int *out)
+{
+    const char *v = getenv("CCFG_VULKAN_COOP_TILE");
+    *out = CCFG_VK_COOP_TILE_2X2;
+    if (!v || !*v) return CCFG_OK;
+    for (int t = 0; t < CCFG_VK_COOP_TILE_COUNT; t++)
+        if (!strcmp(v, coop_tiles[t].name)) {
+            *out = t;
+            return CCFG_OK;
+        }
+    return ccfg_fail(CCFG_EINVAL, "CCFG_VULKAN_COOP_TILE must be 2x2, 2x4, 4x4, 2x2p, 2x4p, 4x4p, "
+                     "2x2pp, 2x4pp or 4x4pp (accumulators per subgroup; p: packed staging, pp: "
+                     "packed with padded shared-memory rows), not '%s'", v);
+}
+
 /* conv2d with float16 weights and inputs and float32 sums (CCFG_VULKAN_PRECISION=fp16, coop,
  * auto; vk_conv2d's sizes already checked, tiled sizes only): nn_conv2d_f16.comp (the tiled
  * shader's tiles) or nn_conv2d_coop*.comp (cooperative matrices) run over chunks of input channels
@@ -209,11 +234,36 @@ static int vk_conv2d_half(const ccfg_backend *be, int precision, int batch, int 
     const int64_t nw = (int64_t)cout * cin * kk, nw32 = (nw + 1) / 2;
     /* the tile and stage of the shader: nn_conv2d_f16's, or the coop variant's */
     const int coop8 = precision == CCFG_VK_PRECISION_COOP8;
-    const int64_t bm = !coop ? CCFG_VK_CONV_BM : coop8 ? CCFG_VK_COOP8_BM : CCFG_VK_COOP_BM;
-    const int64_t bn = !coop ? CCFG_VK_CONV_BN : coop8 ? CCFG_VK_COOP8_BN : CCFG_VK_COOP_BN;
+    int tile = CCFG_VK_COOP_TILE_2X2, status;
+    if (coop && (status = coop_tile(&tile))) return status;
+    const int sb = coop && coop_single_buffer();
+    if (sb && tile != CCFG_VK_COOP_TILE_2X2)    /* the _sb pipelines exist for 2x2 only */
+        return ccfg_fail(CCFG_EINVAL, "CCFG_VULKAN_COOP_SINGLE_BUFFER=1 runs only the 2x2 tile, "
+                         "not CCFG_VULKAN_COOP_TILE=%s", coop_tiles[tile].name);
+    /* the default tile is 2 x 2 fragments per subgroup: the others scale it */
+    const int64_t bm = !coop ? CCFG_VK_CONV_BM
+                             : (coop8 ? CCFG_VK_COOP8_BM : CCFG_VK_COOP_BM) / 2 *
+                                   coop_tiles[tile].fm;
+    const int64_t bn = !coop ? CCFG_VK_CONV_BN
+                             : (coop8 ? CCFG_VK_COOP8_BN : CCFG_VK_COOP_BN) / 2 *
+                                   coop_tiles[tile].fn;
     const int64_t bk = !coop ? CCFG_VK_CONV_BK : coop8 ? CCFG_VK_COOP8_BK : CCFG_VK_COOP_BK;
-    int status;
     if ((status = fits(nw, "conv2d"))) return status;
+    if (coop) {
+        /* the shader's shared memory (nn_conv2d_coop.glsl As, Bs: two stages of float16, rows
+         * 8 float16 longer when padded, Cs: 4 float32 fragments of bk x bk) against the device's
+         * limit: a larger tile may not fit where 2x2 does (NVIDIA: 48 KiB without opt-in; 4x4
+         * of 16 x 16 x 16 needs 20 KiB, padded 24.5 KiB) */
+        uint32_t shared = 0, inv = 0;
+        ccfg_vk_nn_limits(be, &shared, &inv);
+        const int64_t pad = coop_tiles[tile].pad ? 8 : 0;
+        const int64_t need = (sb ? 1 : 2) * (bm * (bk + pad) + bk * (bn + pad)) * 2 +
+                             4 * bk * bk * 4;
+        if (need > (int64_t)shared)
+            return ccfg_fail(CCFG_EINVAL, "Vulkan nn conv2d: CCFG_VULKAN_COOP_TILE=%s needs %lld "
+                             "bytes of shared memory, the device has %u",
+                             coop_tiles[tile].name, (long long)need, shared);
+    }
     if (ab && coop)     /* vk_conv2d_packed_norm declines these */
         return ccfg_fail(CCFG_EINTERNAL, "Vulkan nn conv2d: a folded GroupNorm in a cooperative "
                          "matrix convolution");
@@ -247,8 +297,10 @@ static int vk_conv2d_half(const ccfg_backend *be, int precision, int batch, int 
                               .stride = (uint32_t)stride, .pad0 = (uint32_t)pad0,
                               .ho = (uint32_t)ho, .wo = (uint32_t)wo,
                               .wstride = (uint32_t)((int64_t)cin * kk)};
-    const int sb = coop && coop_single_buffer();
     const int kernel = !coop ? CCFG_VK_NN_CONV2D_F16
+                       : tile != CCFG_VK_COOP_TILE_2X2
+                           ? (coop8 ? CCFG_VK_NN_CONV2D_COOP8_TILES
+                                    : CCFG_VK_NN_CONV2D_COOP_TILES) + tile - 1
                        : coop8 ? (sb ? CCFG_VK_NN_CONV2D_COOP8_SB : CCFG_VK_NN_CONV2D_COOP8)
                                : (sb ? CCFG_VK_NN_CONV2D_COOP_SB : CCFG_VK_NN_CONV2D_COOP);
     for (int64_t c0 = 0; c0 < cin && !status; c0 += chunk) {

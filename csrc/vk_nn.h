@@ -61,6 +61,14 @@ enum { CCFG_VK_NN_CONV2D, CCFG_VK_NN_GROUP_NORM, CCFG_VK_NN_LINEAR, CCFG_VK_NN_A
        CCFG_VK_NN_ATTENTION_COOP, CCFG_VK_NN_ATTENTION_COOP2, CCFG_VK_NN_ATTENTION_COOP3,
        CCFG_VK_NN_ATTENTION_COOP4, CCFG_VK_NN_ATTENTION_COOP8, CCFG_VK_NN_ATTENTION_COOP8_2,
        CCFG_VK_NN_ATTENTION_COOP8_3, CCFG_VK_NN_ATTENTION_COOP8_4,
+       /* the coop twins' other tiles and stagings (CCFG_VULKAN_COOP_TILE, CCFG_VK_COOP_TILE_*):
+        * COOP_TILES + t - 1 (16 x 16 x 16) and COOP8_TILES + t - 1 (8 x 8 x 8) run tile t > 0 */
+       CCFG_VK_NN_CONV2D_COOP_TILES, CCFG_VK_NN_CONV2D_COOP_T44, CCFG_VK_NN_CONV2D_COOP_T22P,
+       CCFG_VK_NN_CONV2D_COOP_T24P, CCFG_VK_NN_CONV2D_COOP_T44P, CCFG_VK_NN_CONV2D_COOP_T22PP,
+       CCFG_VK_NN_CONV2D_COOP_T24PP, CCFG_VK_NN_CONV2D_COOP_T44PP,
+       CCFG_VK_NN_CONV2D_COOP8_TILES, CCFG_VK_NN_CONV2D_COOP8_T44, CCFG_VK_NN_CONV2D_COOP8_T22P,
+       CCFG_VK_NN_CONV2D_COOP8_T24P, CCFG_VK_NN_CONV2D_COOP8_T44P, CCFG_VK_NN_CONV2D_COOP8_T22PP,
+       CCFG_VK_NN_CONV2D_COOP8_T24PP, CCFG_VK_NN_CONV2D_COOP8_T44PP,
        CCFG_VK_NN_COUNT };
 
 /* The convolutions' precision on a device (CCFG_VULKAN_PRECISION, read when the device opens):
@@ -83,6 +91,15 @@ enum { CCFG_VK_COOP_SUBGROUPS = 4,
        CCFG_VK_COOP_BM = 64, CCFG_VK_COOP_BN = 64, CCFG_VK_COOP_BK = 16, CCFG_VK_COOP_SUBGROUP = 32,
        CCFG_VK_COOP8_BM = 32, CCFG_VK_COOP8_BN = 32, CCFG_VK_COOP8_BK = 8,
        CCFG_VK_COOP8_SUBGROUP = 8 };
+/* the coop convolution's tiles (CCFG_VULKAN_COOP_TILE, read at every convolution): FM x FN
+ * accumulators per subgroup, so a workgroup tile of 2 FM M x 2 FN N (the BM, BN above are 2x2's),
+ * and the staging: plain (one float16 per store) or packed (float16 pairs, 32-bit stores), the
+ * PP ones packed with shared-memory rows padded by 16 bytes (against bank conflicts).
+ * 2X2 is the default (nn_conv2d_coop*.comp); tile t > 0 runs CCFG_VK_NN_CONV2D_COOP*_TILES + t - 1
+ * (nn_conv2d_coop*_t*.comp) */
+enum { CCFG_VK_COOP_TILE_2X2, CCFG_VK_COOP_TILE_2X4, CCFG_VK_COOP_TILE_4X4, CCFG_VK_COOP_TILE_2X2P,
+       CCFG_VK_COOP_TILE_2X4P, CCFG_VK_COOP_TILE_4X4P, CCFG_VK_COOP_TILE_2X2PP,
+       CCFG_VK_COOP_TILE_2X4PP, CCFG_VK_COOP_TILE_4X4PP, CCFG_VK_COOP_TILE_COUNT };
 /* shaders/nn_to_f16.comp: ox, oy element offsets (oy in 32-bit elements of the float16 array) */
 typedef struct { uint32_t ox, oy, count; } ccfg_vk_push_to_f16;
 

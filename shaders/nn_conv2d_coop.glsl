@@ -6,17 +6,28 @@
 //               C and D, subgroup scope
 //   SG          the subgroup size the variant runs with (csrc/backend_vk.c decide_coop requires
 //               it of the device, or pins it with VK_EXT_subgroup_size_control)
+//   FM, FN      the accumulators a subgroup owns: FM x FN fragments of CM x CN (default 2 x 2).
+//               More of them feed each A and B fragment loaded from shared memory to more
+//               multiplies (FM FN MMAs for FM + FN fragment loads); the workgroup tile grows
+//               with them (CCFG_VULKAN_COOP_TILE, csrc/nn_vk.c)
+//   COOP_PAD    shared-memory rows padded by 16 bytes against bank conflicts (LA, LB below)
+//   COOP_PACKED the cheaper staging: each invocation stages float16 pairs (two adjacent channels
+//               of W, two adjacent pixels of X~), converted two at a time and stored 32 bits at
+//               a time (the shared arrays are f16vec2); without it one float16 at a time
 // nn_conv2d_coop.comp: 16 x 16 x 16, SG 32 (NVIDIA tensor cores); nn_conv2d_coop8.comp: 8 x 8 x 8,
-// SG 8 (Mesa lavapipe >= 26, which runs it on the CPU: the variant the tests run). The first has
-// not run on any device yet; only the second has (tests/test_vulkan_coop.py).
+// SG 8 (Mesa lavapipe >= 26, which runs it on the CPU: the variant the tests run); the _t*
+// twins the other tiles and stagings. The 16 x 16 x 16 ones have not run on any device yet; the
+// 8 x 8 x 8 ones have (tests/test_vulkan_coop.py).
 //
-// A workgroup is 4 subgroups (WG = 4 SG invocations) and computes a BM x BN = 4 CM x 4 CN tile of
-// Y (output channels: gl_WorkGroupID.y; pixels: gl_WorkGroupID.x, grid-stride over the tiles).
-// Subgroup s owns the 2 CM x 2 CN quarter (s / 2, s % 2): 2 x 2 accumulators of CM x CN. The
-// reduction runs in stages of one tap and BK = CK input channels: the workgroup stages a BM x BK
-// slice of W and a BK x BN slice of X~ (gathered, rounded to float16) in shared memory, then every
-// subgroup multiplies its fragments from there; the next stage's values are read into registers
-// while the multiplies run and stored into the other of two shared-memory stages (NBUF below).
+// A workgroup is 4 subgroups (WG = 4 SG invocations) and computes a BM x BN = 2 FM CM x 2 FN CN
+// tile of Y (output channels: gl_WorkGroupID.y; pixels: gl_WorkGroupID.x, grid-stride over the
+// tiles). Subgroup s owns the FM CM x FN CN quarter (s / 2, s % 2): FM x FN accumulators of
+// CM x CN. The reduction runs in stages of one tap and BK = CK input channels: the workgroup
+// stages a BM x BK slice of W and a BK x BN slice of X~ (gathered, rounded to float16) in shared
+// memory, then every subgroup multiplies its fragments from there; the next stage's values are
+// read into registers while the multiplies run and stored into the other of two shared-memory
+// stages (NBUF below). Every accumulator receives the same multiplies of the same fragments in
+// the same order whatever FM, FN and the staging: every variant computes the same bits.
 // At the end each subgroup sends its accumulators one at a time through
 // its own CM x CN float32 slice of shared memory so that bias, accumulate, the residual and the
 // masks of partial tiles are applied per element as in nn_conv2d.comp (the element <-> lane
@@ -29,36 +40,58 @@
 #extension GL_KHR_memory_scope_semantics : require
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_cooperative_matrix : require
-
-#define WG (4 * SG)
-// The staging below gives each invocation a fixed pixel of the X~ slice and a fixed channel of
-// the W slice, and every invocation the same number of values: true for any subgroup size with
-#if (SG % CN) != 0 || (WG % CK) != 0 || ((CM * CK) % SG) != 0 || ((CK * CN) % SG) != 0
-#error "nn_conv2d_coop.glsl: SG must be a multiple of CN, 4 SG of CK, and divide CM CK and CK CN"
+#ifndef FM
+#define FM 2
 #endif
-
+#ifndef FN
+#define FN 2
+#endif
+#ifdef COOP_PACKED
+#define PK 2
+#define HT f16vec2
+#else
+#define PK 1
+#define HT float16_t
+#endif
+#define WG (4 * SG)
+// Staging: the units are PK adjacent float16 (channels of a row of W; pixels of a channel of X~).
+// W: UK = CK / PK units per row; invocation t stages unit t % UK of rows t / UK + RA j.
+// X~: UN = BN / PK units per channel; TPX = min(WG, UN) invocations side by side along them
+// (consecutive invocations, consecutive pixels: the gathers of a row of the image are
+// contiguous), each staging NPX units TPX apart for channels t / TPX + RB j. Every invocation
+// stages the same number of values when these divide:
+#define UK (CK / PK)
+#define UN (2 * FN * CN / PK)
+#if WG < UN
+#define TPX WG
+#else
+#define TPX UN
+#endif
+#if (CK % PK) != 0 || (WG % UK) != 0 || ((2 * FM * CM) % (WG / UK)) != 0 || \
+    (WG % TPX) != 0 || (UN % TPX) != 0 || (CK % (WG / TPX)) != 0 || (CN % PK) != 0
+#error "nn_conv2d_coop.glsl: the staging does not divide this tile among the invocations"
+#endif
 layout(local_size_x = WG) in;
-
-const uint BM = 4u * CM, BN = 4u * CN, BK = CK;    // vk_nn.h CCFG_VK_COOP_BM, _BN, _BK (per variant)
-const uint PA = BM * BK / WG;       // W values an invocation stages per stage
-const uint PB = BK * BN / WG;       // X~ values an invocation stages per stage
-const uint RA = WG / BK;            // rows of W apart between an invocation's values
-const uint RB = WG / BN;            // channels of X~ apart between an invocation's values
-
+// vk_nn.h CCFG_VK_COOP_BM, _BN, _BK (per variant and tile)
+const uint BM = 2u * FM * CM, BN = 2u * FN * CN, BK = CK;
+const uint RA = WG / UK;            // rows of W apart between an invocation's units
+const uint PA = BM / RA;            // W units an invocation stages per stage
+const uint NPX = UN / TPX;          // X~ units (of PK pixels) an invocation stages per channel
+const uint RB = WG / TPX;           // channels of X~ apart between an invocation's units
+const uint NCH = BK / RB;           // channels of X~ an invocation stages per stage
+const uint NP = NPX * PK;           // pixels an invocation gathers
 layout(std430, binding = 0) readonly buffer X { float x[]; };
 layout(std430, binding = 1) readonly buffer W { float16_t wt[]; };
 layout(std430, binding = 2) readonly buffer B { float bias[]; };
 layout(std430, binding = 3) buffer Y { float y[]; };
 // the residual (cout x P like y; may be y itself), read only with flags bit 2
 layout(std430, binding = 4) readonly buffer R { float r[]; };
-
 layout(push_constant) uniform Push {
     uint ox, ow, ob, oy, ores;
     uint batch, cin, h, w, cout, k, stride, pad0, ho, wo;
     uint flags;     // bit 0: bias present, bit 1: accumulate into y, bit 2: add the residual r
     uint wstride;   // weights per output channel of w (every input channel x k x k)
 } p;
-
 // NBUF stages in shared memory: 2 (the default) while the subgroups multiply from one the next is
 // stored into the other, one barrier per stage; COOP_SINGLE_BUFFER (the _sb variants,
 // CCFG_VULKAN_COOP_SINGLE_BUFFER=1) one, two barriers per stage (the path before, for A/B runs)
@@ -67,41 +100,88 @@ const uint NBUF = 1u;
 #else
 const uint NBUF = 2u;
 #endif
-shared float16_t As[NBUF * BM * BK];  // As[s BM BK + m BK + c]: stage s, output channel m0 + m, channel c
-shared float16_t Bs[NBUF * BK * BN];  // Bs[s BK BN + c BN + n]: stage s, input channel c at pixel n0 + n
-shared float Cs[4u * CM * CN];      // each subgroup's CM x CN accumulator on its way out
+// in units of PK float16 (coopMatLoad's offsets and strides count the array's elements). Rows of
+// LA and LB units: UK and UN, or with COOP_PAD 8 float16 (16 bytes) more, so that the 8 rows of
+// an 8 x 8 piece of a fragment (rows 32, 128 or 256 bytes apart unpadded: the same banks) start
+// in 8 different 16-byte bank groups (row strides of 48, 144 or 272 bytes)
+#ifdef COOP_PAD
+const uint LA = UK + 8u / PK, LB = UN + 8u / PK;
+#else
+const uint LA = UK, LB = UN;
+#endif
+// As[s BM LA + m LA + c / PK]: stage s, output channel m0 + m, channel c
+shared HT As[NBUF * BM * LA];
+// Bs[s BK LB + c LB + n / PK]: stage s, input channel c at pixel n0 + n
+shared HT Bs[NBUF * BK * LB];
+shared float Cs[4u * CM * CN];  // each subgroup's CM x CN accumulator on its way out
 
-// the PA weights and PB inputs this invocation stages for stage (tap, c0): weights of rows
-// m0 + wm + RA j at channel wc, inputs of channels xc + RB j at this invocation's pixel;
-// out-of-image taps, channels past cin and rows past cout read a clamped address, masked to zero
-void fetch(uint tap, uint c0, uint m0, uint wm, uint wc, int iy0, int ix0, bool pv, uint xb,
-           uint xc, uint n_in, uint kk, out float16_t wv[PA], out float16_t xv[PB])
+// what an invocation knows of its pixels for the whole tile (index arithmetic out of the stage
+// loop): the top-left tap's position, the sample's plane in x, whether the pixel exists
+struct Pix { int iy0, ix0; uint xb; bool pv; };
+
+// the PA weight units and NPX x NCH input units this invocation stages for stage (tap, c0):
+// weights of rows m0 + wm + RA j at channels wc, wc + 1 (packed), inputs of channels xc + RB j at
+// this invocation's pixels; out-of-image taps, channels past cin and rows past cout read a
+// clamped address, masked to zero
+void fetch(uint tap, uint c0, uint m0, uint wm, uint wc, Pix px[NP], uint xc, uint n_in, uint kk,
+           out HT wv[PA], out HT xv[NPX * NCH])
 {
     const uint ky = tap / p.k, kx = tap - ky * p.k;
-    const int iy = iy0 + int(ky), ix = ix0 + int(kx);
-    const bool ok = pv && iy >= 0 && iy < int(p.h) && ix >= 0 && ix < int(p.w);
-    const uint xo = xb + uint(clamp(iy, 0, int(p.h) - 1)) * p.w + uint(clamp(ix, 0, int(p.w) - 1));
+    uint xo[NP];
+    bool ok[NP];
+    [[unroll]] for (uint q = 0u; q < NP; q++) {
+        const int iy = px[q].iy0 + int(ky), ix = px[q].ix0 + int(kx);
+        ok[q] = px[q].pv && iy >= 0 && iy < int(p.h) && ix >= 0 && ix < int(p.w);
+        xo[q] = px[q].xb + uint(clamp(iy, 0, int(p.h) - 1)) * p.w +
+                uint(clamp(ix, 0, int(p.w) - 1));
+    }
     const uint ca = c0 + wc;
+#ifdef COOP_PACKED
+    const uint wcol0 = min(ca, p.cin - 1u) * kk + tap, wcol1 = min(ca + 1u, p.cin - 1u) * kk + tap;
+    const bool cok0 = ca < p.cin, cok1 = ca + 1u < p.cin;
+    [[unroll]] for (uint j = 0u; j < PA; j++) {
+        const uint row = m0 + wm + RA * j;
+        const uint wr = 2u * p.ow + min(row, p.cout - 1u) * p.wstride;
+        const bool rok = row < p.cout;
+        wv[j] = f16vec2(rok && cok0 ? wt[wr + wcol0] : float16_t(0.0),
+                        rok && cok1 ? wt[wr + wcol1] : float16_t(0.0));
+    }
+    [[unroll]] for (uint j = 0u; j < NCH; j++) {
+        const uint cb = c0 + xc + RB * j;
+        const uint cx = min(cb, p.cin - 1u) * n_in;
+        const bool cok = cb < p.cin;
+        [[unroll]] for (uint u = 0u; u < NPX; u++) {
+            const float v0 = x[xo[2u * u] + cx], v1 = x[xo[2u * u + 1u] + cx];
+            // one conversion of the pair (a packed float32 -> float16 x 2 where the device has it)
+            xv[j * NPX + u] = f16vec2(vec2(cok && ok[2u * u] ? v0 : 0.0,
+                                           cok && ok[2u * u + 1u] ? v1 : 0.0));
+        }
+    }
+#else
     const uint wcol = min(ca, p.cin - 1u) * kk + tap;
     [[unroll]] for (uint j = 0u; j < PA; j++) {
         const uint row = m0 + wm + RA * j;
         const float16_t v = wt[2u * p.ow + min(row, p.cout - 1u) * p.wstride + wcol];
         wv[j] = (row < p.cout && ca < p.cin) ? v : float16_t(0.0);
     }
-    [[unroll]] for (uint j = 0u; j < PB; j++) {
+    [[unroll]] for (uint j = 0u; j < NCH; j++) {
         const uint cb = c0 + xc + RB * j;
-        const float u = x[xo + min(cb, p.cin - 1u) * n_in];
-        xv[j] = (ok && cb < p.cin) ? float16_t(u) : float16_t(0.0);
+        [[unroll]] for (uint u = 0u; u < NPX; u++) {
+            const float v = x[xo[u] + min(cb, p.cin - 1u) * n_in];
+            xv[j * NPX + u] = (ok[u] && cb < p.cin) ? float16_t(v) : float16_t(0.0);
+        }
     }
+#endif
 }
 
-// this invocation's staged values into shared-memory stage buf
-void stage_store(uint buf, uint wm, uint wc, uint xn, uint xc, float16_t wv[PA], float16_t xv[PB])
+// this invocation's staged units into shared-memory stage buf
+void stage_store(uint buf, uint wm, uint wq, uint xq, uint xc, HT wv[PA], HT xv[NPX * NCH])
 {
     [[unroll]] for (uint j = 0u; j < PA; j++)
-        As[buf * BM * BK + (wm + RA * j) * BK + wc] = wv[j];
-    [[unroll]] for (uint j = 0u; j < PB; j++)
-        Bs[buf * BK * BN + (xc + RB * j) * BN + xn] = xv[j];
+        As[buf * BM * LA + (wm + RA * j) * LA + wq] = wv[j];
+    [[unroll]] for (uint j = 0u; j < NCH; j++)
+        [[unroll]] for (uint u = 0u; u < NPX; u++)
+            Bs[buf * BK * LB + (xc + RB * j) * LB + xq + TPX * u] = xv[j * NPX + u];
 }
 
 void main()
@@ -110,40 +190,40 @@ void main()
     const uint plane = p.ho * p.wo, n_out = p.batch * plane;
     const uint hw = p.h * p.w, n_in = p.batch * hw, kk = p.k * p.k;
     const uint m0 = gl_WorkGroupID.y * BM;
-    // staging W: rows wm + RA j, channel wc of the stage (consecutive invocations, consecutive
-    // channels); staging X~: pixel n0 + xn, channels xc + RB j (consecutive invocations,
-    // consecutive pixels: the gathers of a row of the image are contiguous)
-    const uint wm = t / BK, wc = t % BK;
-    const uint xn = t % BN, xc = t / BN;
+    // staging W: rows wm + RA j, unit wq of the stage (channels PK wq ...: consecutive
+    // invocations, consecutive channels); staging X~: units xq + TPX u (pixels PK (xq + TPX u)
+    // + e), channels xc + RB j
+    const uint wm = t / UK, wq = t % UK, wc = PK * wq;
+    const uint xq = t % TPX, xc = t / TPX;
     const uint sr = sg / 2u, sc = sg % 2u;
-
     const uint tiles = (n_out + BN - 1u) / BN;
     for (uint tile = gl_WorkGroupID.x; tile < tiles; tile += gl_NumWorkGroups.x) {
         const uint n0 = tile * BN;
-        const uint pn = n0 + xn;
-        const bool pv = pn < n_out;
-        const uint pc = min(pn, n_out - 1u);
-        const uint b = pc / plane, rem = pc - b * plane, oyy = rem / p.wo, oxx = rem - oyy * p.wo;
-        const int iy0 = int(oyy * p.stride) - int(p.pad0), ix0 = int(oxx * p.stride) - int(p.pad0);
-        const uint xb = p.ox + b * hw;
-
-        coopmat<float, gl_ScopeSubgroup, CM, CN, gl_MatrixUseAccumulator> acc[2][2];
-        [[unroll]] for (uint i = 0u; i < 2u; i++)
-            [[unroll]] for (uint j = 0u; j < 2u; j++)
+        Pix px[NP];
+        [[unroll]] for (uint q = 0u; q < NP; q++) {
+            const uint pn = n0 + PK * (xq + TPX * (q / PK)) + q % PK;
+            const uint pc = min(pn, n_out - 1u);
+            const uint b = pc / plane, rem = pc - b * plane, oyy = rem / p.wo;
+            const uint oxx = rem - oyy * p.wo;
+            px[q] = Pix(int(oyy * p.stride) - int(p.pad0), int(oxx * p.stride) - int(p.pad0),
+                        p.ox + b * hw, pn < n_out);
+        }
+        coopmat<float, gl_ScopeSubgroup, CM, CN, gl_MatrixUseAccumulator> acc[FM][FN];
+        [[unroll]] for (uint i = 0u; i < FM; i++)
+            [[unroll]] for (uint j = 0u; j < FN; j++)
                 acc[i][j] = coopmat<float, gl_ScopeSubgroup, CM, CN, gl_MatrixUseAccumulator>(0.0);
-
         const uint nst = (p.cin + BK - 1u) / BK, stages = kk * nst;
         uint tap = 0u, c0 = 0u;
-        float16_t wv[PA], xv[PB];
-        fetch(tap, c0, m0, wm, wc, iy0, ix0, pv, xb, xc, n_in, kk, wv, xv);
+        HT wv[PA], xv[NPX * NCH];
+        fetch(tap, c0, m0, wm, wc, px, xc, n_in, kk, wv, xv);
 #ifndef COOP_SINGLE_BUFFER
-        stage_store(0u, wm, wc, xn, xc, wv, xv);
+        stage_store(0u, wm, wq, xq, xc, wv, xv);
         barrier();
 #endif
         for (uint st = 0u; st < stages; st++) {
 #ifdef COOP_SINGLE_BUFFER
             const uint buf = 0u;
-            stage_store(0u, wm, wc, xn, xc, wv, xv);
+            stage_store(0u, wm, wq, xq, xc, wv, xv);
             barrier();
 #else
             const uint buf = st & 1u;
@@ -156,40 +236,39 @@ void main()
             // the next stage's global reads overlap this stage's multiplies
             const bool more = st + 1u < stages;
             if (more)
-                fetch(tap, c0, m0, wm, wc, iy0, ix0, pv, xb, xc, n_in, kk, wv, xv);
-            coopmat<float16_t, gl_ScopeSubgroup, CM, CK, gl_MatrixUseA> a[2];
-            [[unroll]] for (uint i = 0u; i < 2u; i++)
-                coopMatLoad(a[i], As, buf * BM * BK + (2u * CM * sr + CM * i) * BK, BK,
+                fetch(tap, c0, m0, wm, wc, px, xc, n_in, kk, wv, xv);
+            coopmat<float16_t, gl_ScopeSubgroup, CM, CK, gl_MatrixUseA> a[FM];
+            [[unroll]] for (uint i = 0u; i < FM; i++)
+                coopMatLoad(a[i], As, buf * BM * LA + (FM * CM * sr + CM * i) * LA, LA,
                             gl_CooperativeMatrixLayoutRowMajor);
-            [[unroll]] for (uint j = 0u; j < 2u; j++) {
+            [[unroll]] for (uint j = 0u; j < FN; j++) {
                 coopmat<float16_t, gl_ScopeSubgroup, CK, CN, gl_MatrixUseB> bm;
-                coopMatLoad(bm, Bs, buf * BK * BN + 2u * CN * sc + CN * j, BN,
+                coopMatLoad(bm, Bs, buf * BK * LB + (FN * CN * sc + CN * j) / PK, LB,
                             gl_CooperativeMatrixLayoutRowMajor);
-                [[unroll]] for (uint i = 0u; i < 2u; i++)
+                [[unroll]] for (uint i = 0u; i < FM; i++)
                     acc[i][j] = coopMatMulAdd(a[i], bm, acc[i][j]);
             }
 #ifndef COOP_SINGLE_BUFFER
             // the other buffer was last read in stage st - 1, before the barrier that ended it
             if (more)
-                stage_store(buf ^ 1u, wm, wc, xn, xc, wv, xv);
+                stage_store(buf ^ 1u, wm, wq, xq, xc, wv, xv);
 #endif
             // single: every subgroup has read the stage before the next one is stored; double:
             // stage st + 1 is stored before anyone reads it, and stage st read before stage
             // st + 2 overwrites it
             barrier();
         }
-
         // the epilogue, per subgroup: its slice of Cs holds one accumulator at a time
         const uint cs = sg * CM * CN;
-        [[unroll]] for (uint i = 0u; i < 2u; i++)
-            [[unroll]] for (uint j = 0u; j < 2u; j++) {
+        [[unroll]] for (uint i = 0u; i < FM; i++)
+            [[unroll]] for (uint j = 0u; j < FN; j++) {
                 coopMatStore(acc[i][j], Cs, cs, CN, gl_CooperativeMatrixLayoutRowMajor);
                 subgroupMemoryBarrierShared();
                 subgroupBarrier();
                 [[unroll]] for (uint q = 0u; q < CM * CN / SG; q++) {
                     const uint e = lane + uint(SG) * q;     // lanes along a row: y contiguous
-                    const uint co = m0 + 2u * CM * sr + CM * i + e / CN;
-                    const uint pj = n0 + 2u * CN * sc + CN * j + e % CN;
+                    const uint co = m0 + FM * CM * sr + CM * i + e / CN;
+                    const uint pj = n0 + FN * CN * sc + CN * j + e % CN;
                     if (co < p.cout && pj < n_out) {
                         const uint at = p.oy + co * n_out + pj;
                         float v = Cs[cs + e] + ((p.flags & 1u) != 0u ? bias[p.ob + co] : 0.0);

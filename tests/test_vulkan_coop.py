@@ -54,8 +54,17 @@ def mesa_version(info):
     return (int(m.group(1)), int(m.group(2))) if m else None
 
 
-def run_json(code, precision, timeout=1200):
+# CCFG_VULKAN_COOP_TILE: accumulators per subgroup (2x2 the default), p: the packed staging, pp:
+# packed with padded shared-memory rows
+TILES = ["2x2", "2x4", "4x4", "2x2p", "2x4p", "4x4p", "2x2pp", "2x4pp", "4x4pp"]
+
+
+def run_json(code, precision, timeout=1200, tile=None):
     env = dict(os.environ, CCFG_VULKAN_PRECISION=precision)
+    if tile is not None:
+        env["CCFG_VULKAN_COOP_TILE"] = tile
+        if tile != "2x2":   # the single-buffer switch has a 2x2 pipeline only (else an error)
+            env.pop("CCFG_VULKAN_COOP_SINGLE_BUFFER", None)
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
                        text=True, timeout=timeout)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
@@ -162,9 +171,9 @@ print(json.dumps(out))
 """
 
 
-def check_cases(cases):
+def check_cases(cases, tile=None):
     code = f"DEV = {DEV!r}\nCASES = {cases!r}\n" + OPS
-    for r in run_json(code, "coop"):
+    for r in run_json(code, "coop", tile=tile):
         what = str(r["case"])
         assert r["finite"], what
         # every output within the float32 summation bound of the definition
@@ -176,16 +185,19 @@ def check_cases(cases):
 
 
 @needs_coop
-def test_coop_convolution_against_the_definition():
-    check_cases(CASES)
+@pytest.mark.parametrize("tile", TILES)
+def test_coop_convolution_against_the_definition(tile):
+    """every tile and staging (CCFG_VULKAN_COOP_TILE) on its own: partial tiles of each size"""
+    check_cases(CASES, tile)
 
 
 @needs_coop
-def test_coop_convolution_chunked_input_channels():
+@pytest.mark.parametrize("tile", ["2x2", "4x4pp"])
+def test_coop_convolution_chunked_input_channels(tile):
     """30000 input channels x 3 x 3 taps: more stages than an invocation may loop (lavapipe's
     loop limiter, CCFG_VK_LOOP_BUDGET), so the channels go in two dispatches, the second
-    accumulating onto the first"""
-    check_cases(CHUNKED)
+    accumulating onto the first (the default tile and the largest, packed and padded)"""
+    check_cases(CHUNKED, tile)
 
 
 # --------------------------------------------------------------------------- which shader ran
@@ -279,6 +291,72 @@ def test_double_buffered_stages_match_one_stage_bit_for_bit():
     got = run_json(f"DEV = {DEV!r}\nCASES = {CASES!r}\n" + BUFFERS, "coop")
     assert got["same"] and all(got["same"].values()), got
     assert len(got["kinds"]) == 2 and got["kinds"][1] == got["kinds"][0] + "_sb", got
+
+
+# --------------------------------------------------------------------------- the tiles
+
+TILED = r"""
+import json, os
+import numpy as np
+import ccfg
+from ccfg import _core
+same, kinds = {}, []
+os.environ["CCFG_VULKAN_COOP_SINGLE_BUFFER"] = "0"     # the tiles' own stages (2x2 has both)
+for i, (batch, cin, h, w, cout, k, s, p0, p1, mode) in enumerate(CASES):
+    rng = np.random.default_rng(400 + i)
+    ho, wo = (h + p0 + p1 - k) // s + 1, (w + p0 + p1 - k) // s + 1
+    x = rng.standard_normal(cin * batch * h * w).astype(np.float32)
+    wt = rng.standard_normal(cout * cin * k * k).astype(np.float32)
+    b = rng.standard_normal(cout).astype(np.float32)
+    y0 = rng.standard_normal(cout * batch * ho * wo).astype(np.float32)
+    got = {}
+    # each tile twice, interleaved with the others: the switch is read at every convolution
+    for tile in TILES + TILES[::-1]:
+        os.environ["CCFG_VULKAN_COOP_TILE"] = tile
+        with ccfg.profiling.profile(DEV) as prof:
+            got.setdefault(tile, []).append(_core.nn_op(
+                DEV, "conv2d", [x, wt, b], [y0], (batch, cin, h, w, cout, k, s, p0, p1, 1), (),
+                None, None)[0].tobytes())
+        if i == 0 and len(got[tile]) == 1:
+            kinds.append([k for k, _, _ in prof.rows if k.startswith("nn_conv2d_coop")])
+    same[str(i)] = {t: v[0] == v[1] == got["2x2"][0] for t, v in got.items()}
+errors = {}
+for bad in ("3x3", "4X4"):
+    os.environ["CCFG_VULKAN_COOP_TILE"] = bad
+    try:
+        _core.nn_op(DEV, "conv2d", [x, wt, b], [y0], (batch, cin, h, w, cout, k, s, p0, p1, 1),
+                    (), None, None)
+    except Exception as e:
+        errors[bad] = f"{type(e).__name__}: {e}"
+os.environ["CCFG_VULKAN_COOP_TILE"] = "4x4"
+os.environ["CCFG_VULKAN_COOP_SINGLE_BUFFER"] = "1"
+try:
+    _core.nn_op(DEV, "conv2d", [x, wt, b], [y0], (batch, cin, h, w, cout, k, s, p0, p1, 1), (),
+                None, None)
+except Exception as e:
+    errors["sb"] = f"{type(e).__name__}: {e}"
+print(json.dumps(dict(same=same, kinds=kinds, errors=errors)))
+"""
+
+
+@needs_coop
+def test_tiles_alternate_in_one_process_and_compute_the_same_bits():
+    """CCFG_VULKAN_COOP_TILE read at every convolution: each tile runs its own shader (the
+    profile names it), and every tile and staging gives the bits of 2x2 (each accumulator gets
+    the same multiplies of the same fragments in the same order, nn_conv2d_coop.glsl); a value it
+    does not know, or a tile with the single-buffer switch, is an error naming the variable"""
+    got = run_json(f"DEV = {DEV!r}\nCASES = {CASES!r}\nTILES = {TILES!r}\n" + TILED, "coop")
+    for case, per_tile in got["same"].items():
+        assert all(per_tile.values()), (CASES[int(case)], per_tile)
+    base = got["kinds"][0]
+    assert len(base) == 1 and base[0] in ("nn_conv2d_coop", "nn_conv2d_coop8"), got["kinds"]
+    suffix = {t: "_t" + t.replace("x", "") for t in TILES[1:]}
+    assert got["kinds"] == [base] + [[base[0] + suffix[t]] for t in TILES[1:]], got["kinds"]
+    for bad in ("3x3", "4X4"):
+        assert got["errors"][bad].startswith("ValueError") and \
+            "CCFG_VULKAN_COOP_TILE" in got["errors"][bad] and bad in got["errors"][bad], got
+    assert "CCFG_VULKAN_COOP_SINGLE_BUFFER" in got["errors"]["sb"] and \
+        "CCFG_VULKAN_COOP_TILE=4x4" in got["errors"]["sb"], got
 
 
 # --------------------------------------------------------------------------- the subgroup size

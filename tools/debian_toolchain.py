@@ -50,16 +50,21 @@ LAVAPIPE_RUN = r"""#!/bin/sh
 set -e
 venv=$(cd "$(dirname "$1")/.." && pwd); shift
 real=$(readlink -f "$venv/bin/python")
-shadow="@DEST@/venv-lavapipe"
+# one shadow per virtual environment, its files replaced by rename: concurrent runs (several
+# test sessions) never see a half-written interpreter script
+shadow="@DEST@/venv-lavapipe-$(printf %s "$venv" | cksum | cut -d' ' -f1)"
 mkdir -p "$shadow/bin"
-cp "$venv/pyvenv.cfg" "$shadow/pyvenv.cfg"
-ln -sfn "$venv/lib" "$shadow/lib"
-cat > "$shadow/bin/python" <<EOF
+if [ ! -e "$shadow/lib" ]; then
+    ln -s "$venv/lib" "$shadow/lib.$$" && mv -T "$shadow/lib.$$" "$shadow/lib"
+fi
+cp "$venv/pyvenv.cfg" "$shadow/pyvenv.cfg.$$" && mv -f "$shadow/pyvenv.cfg.$$" "$shadow/pyvenv.cfg"
+cat > "$shadow/bin/python.$$" <<EOF
 #!/bin/sh
 export VK_DRIVER_FILES="@DEST@/lvp_icd.json"
 exec "@LOADER@" --library-path "$(dirname "$real")/../lib:@LIBS@:/usr/lib/@TRIPLET@" --argv0 "\$0" "$real" "\$@"
 EOF
-chmod +x "$shadow/bin/python"
+chmod +x "$shadow/bin/python.$$"
+mv -f "$shadow/bin/python.$$" "$shadow/bin/python"
 exec "$shadow/bin/python" "$@"
 """
 

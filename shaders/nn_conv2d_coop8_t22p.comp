@@ -1,0 +1,11 @@
+#version 450
+// nn_conv2d_coop8.comp with 2 x 2 accumulators per subgroup (a 32 x 32 tile) and the
+// packed staging (COOP_PACKED): CCFG_VULKAN_COOP_TILE=2x2p, read the body
+#define CM 8
+#define CN 8
+#define CK 8
+#define SG 8
+#define FM 2
+#define FN 2
+#define COOP_PACKED
+#include "nn_conv2d_coop.glsl"
