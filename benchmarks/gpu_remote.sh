@@ -62,8 +62,14 @@ coop_tests=$(ls tests/test_vulkan_coop*.py 2>/dev/null || true)
         tests/test_profiling.py tests/test_apg.py tests/test_vk_attention.py \
         tests/test_device_coefficients.py
     step 240 "gpu_vs_torch" "$PY" benchmarks/gpu_vs_torch.py "$@"
-    step 90 "coop convolution: structures and buffering (interleaved)" \
-        "$PY" benchmarks/coop_ab.py --rows 48 --channels 128,256,256,256 --rounds 3
+    step 100 "coop convolution: tiles and stagings (CCFG_VULKAN_COOP_TILE), 48 rows, interleaved" \
+        env CCFG_VULKAN_PRECISION=coop "$PY" benchmarks/coop_ab.py --tiles \
+        --channels 128,256,256,256 --rows 48 --rounds 3
+    step 100 "coop convolution: tiles and stagings, 384 rows" \
+        env CCFG_VULKAN_PRECISION=coop "$PY" benchmarks/coop_ab.py --tiles \
+        --channels 128,256,256,256 --rows 384 --rounds 3
+    step 60 "coop attention against the float32 tiled shader (SD sizes)" \
+        "$PY" benchmarks/bench_vk_attention.py --big --modes coop,tiled --reps 3
     step 90 "convolution paths: cached float16 weights, residual binding (on vs off)" \
         "$PY" benchmarks/bench_vulkan_half.py --switches --channels 128,256,256,256 --rows 48 --rounds 3
     step 90 "attention: tiled vs lanes at SD sizes, and an SD-shaped UNet2DConditionModel forward" \
