@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Run THERE, on a lent GPU machine, from the repository root, with gpu-carry/ (made here by
 # benchmarks/gpu_prepare.sh) carried along: build with the carried toolchain (Debian 13's glslc
-# for the cooperative-matrix shaders), then, most informative first and each within what is left
-# of BUDGET (570 s; the device tool stops a command at 600 s): the half-precision and
-# cooperative-matrix tests (the 16x16x16 variants' first run), the Vulkan tests,
-# benchmarks/gpu_vs_torch.py (arguments are passed on; --profile is a good first run; its UNet
-# rows are followed by the same forward with CCFG_VULKAN_PRECISION=fp16 and coop), the coop
-# convolution's structures (coop_ab.py), then the on/off benchmarks of the speed paths
-# (bench_vulkan_half.py --switches, bench_vk_attention.py, bench_vk_switches.py, bench_vk_gmm.py).
-# The log streams to $OUT/gpu_run.txt (the device tool's output folder), so a cut run still
-# returns what it printed.
+# for the cooperative-matrix shaders), then steps, most informative first, each within what is
+# left of BUDGET (570 s; the device tool stops a command at 600 s). Part 1 (the first call,
+# `bash benchmarks/gpu_remote.sh --profile`): the half-precision and cooperative-matrix tests
+# (the 16x16x16 variants' first run), benchmarks/gpu_vs_torch.py (arguments are passed on; its
+# UNet rows are followed by the same forward with CCFG_VULKAN_PRECISION=fp16 and coop), the coop
+# convolution's tiles at 48 rows, the coop attention, the convolution switches. Part 2 (a second
+# call while the machine is warm, `PART=2 bash benchmarks/gpu_remote.sh`, if the session's
+# device time allows): the Vulkan tests, the coop tiles at 384 rows, the other on/off
+# benchmarks. The log streams to $OUT/gpu_run_PART.txt (the device tool's output folder), so a
+# cut run still returns what it printed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python3}
@@ -36,7 +37,7 @@ fi
 export PYTHONPATH="$PWD:$C/py${PYTHONPATH:+:$PYTHONPATH}"
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv || true
 
-log=${OUT:-/tmp}/gpu_run.txt
+log=${OUT:-/tmp}/gpu_run${PART:+_$PART}.txt
 # The device tool stops a command at 600 s: every step after the build gets at most what is left
 # of BUDGET seconds (less a margin) and is skipped when too little is left, most informative first
 BUDGET=${BUDGET:-570}
@@ -49,29 +50,33 @@ step() {    # step SECONDS TITLE COMMAND...: run COMMAND with timeout min(SECOND
     timeout "$want" "$@" || echo "   (exit $? after at most ${want}s)"
 }
 coop_tests=$(ls tests/test_vulkan_coop*.py 2>/dev/null || true)
+PART=${PART:-1}     # 1: the first call; 2: a second call on the still-warm machine
 {
-    echo "== build"
+    echo "== build (part $PART)"
     time "$PY" setup.py -q build_ext --inplace
     "$PY" -c "import ccfg; [print('  ', d) for d in ccfg.devices()]"
-    # the cooperative-matrix paths first: verified on lavapipe 26's 8x8x8 shapes only
+    if [ "$PART" = 1 ]; then
+    # the cooperative-matrix paths first (verified on lavapipe 26's 8x8x8 shapes only), then the
+    # issue's table, then the coop structures to choose from
     step 120 "cooperative-matrix tests (16x16x16: their first run)" \
         "$PY" -m pytest -q -p no:cacheprovider tests/test_vulkan_half.py $coop_tests
+    step 240 "gpu_vs_torch" "$PY" benchmarks/gpu_vs_torch.py "$@"
+    step 100 "coop convolution: tiles and stagings (CCFG_VULKAN_COOP_TILE), 48 rows, interleaved" \
+        env CCFG_VULKAN_PRECISION=coop "$PY" benchmarks/coop_ab.py --tiles \
+        --channels 128,256,256,256 --rows 48 --rounds 3
+    step 60 "coop attention against the float32 tiled shader (SD sizes)" \
+        "$PY" benchmarks/bench_vk_attention.py --big --modes coop,tiled --reps 3
+    step 60 "convolution paths: cached float16 weights, residual binding (on vs off)" \
+        "$PY" benchmarks/bench_vulkan_half.py --switches --channels 128,256,256,256 --rows 48 --rounds 3
+    else
     step 200 "Vulkan tests" \
         "$PY" -m pytest -q -p no:cacheprovider tests/test_vulkan.py tests/test_vulkan_sampling.py \
         tests/test_unet_vulkan.py tests/test_unet_condition.py tests/test_pipelines.py \
         tests/test_profiling.py tests/test_apg.py tests/test_vk_attention.py \
         tests/test_device_coefficients.py
-    step 240 "gpu_vs_torch" "$PY" benchmarks/gpu_vs_torch.py "$@"
-    step 100 "coop convolution: tiles and stagings (CCFG_VULKAN_COOP_TILE), 48 rows, interleaved" \
-        env CCFG_VULKAN_PRECISION=coop "$PY" benchmarks/coop_ab.py --tiles \
-        --channels 128,256,256,256 --rows 48 --rounds 3
     step 100 "coop convolution: tiles and stagings, 384 rows" \
         env CCFG_VULKAN_PRECISION=coop "$PY" benchmarks/coop_ab.py --tiles \
         --channels 128,256,256,256 --rows 384 --rounds 3
-    step 60 "coop attention against the float32 tiled shader (SD sizes)" \
-        "$PY" benchmarks/bench_vk_attention.py --big --modes coop,tiled --reps 3
-    step 90 "convolution paths: cached float16 weights, residual binding (on vs off)" \
-        "$PY" benchmarks/bench_vulkan_half.py --switches --channels 128,256,256,256 --rows 48 --rounds 3
     step 90 "attention: tiled vs lanes at SD sizes, and an SD-shaped UNet2DConditionModel forward" \
         "$PY" benchmarks/bench_vk_attention.py --big --unet --modes tiled,tiled-v1,tiled32,lanes
     step 90 "switches (group_norm subgroups, mixture sharing, split-K: on vs off)" \
@@ -80,4 +85,5 @@ coop_tests=$(ls tests/test_vulkan_coop*.py 2>/dev/null || true)
         "$PY" benchmarks/bench_vk_switches.py --big --norm-fold-only --norm-fold-reps 5
     step 60 "mixture shader: near-memory path vs CCFG_VULKAN_GMM_V1=1 (n = 100k, 1M)" \
         "$PY" benchmarks/bench_vk_gmm.py --n 100000 1000000 --rounds 3
+    fi
 } 2>&1 | tee "$log"
