@@ -37,7 +37,9 @@ fi
 export PYTHONPATH="$PWD:$C/py${PYTHONPATH:+:$PYTHONPATH}"
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv || true
 
-log=${OUT:-/tmp}/gpu_run${PART:+_$PART}.txt
+PART=${PART:-1}     # 1: the first call; 2: a second call on the still-warm machine
+mkdir -p "${OUT:-/tmp}"
+log=${OUT:-/tmp}/gpu_run_$PART.txt
 # The device tool stops a command at 600 s: every step after the build gets at most what is left
 # of BUDGET seconds (less a margin) and is skipped when too little is left, most informative first
 BUDGET=${BUDGET:-570}
@@ -50,7 +52,6 @@ step() {    # step SECONDS TITLE COMMAND...: run COMMAND with timeout min(SECOND
     timeout "$want" "$@" || echo "   (exit $? after at most ${want}s)"
 }
 coop_tests=$(ls tests/test_vulkan_coop*.py 2>/dev/null || true)
-PART=${PART:-1}     # 1: the first call; 2: a second call on the still-warm machine
 {
     echo "== build (part $PART)"
     time "$PY" setup.py -q build_ext --inplace
