@@ -91,7 +91,8 @@ def compile_shaders():
         return "shaders/*.comp not found next to setup.py", None
     os.makedirs(SHADER_OUT, exist_ok=True)
     coop_glslc, coop_missing = None, None
-    if any(needs_khr_coop(src) for src in comps):
+    coop_srcs = {src for src in comps if needs_khr_coop(src)}
+    if coop_srcs:
         coop_glslc = khr_coop_glslc(glslc)
         if not coop_glslc:
             coop_missing = ("no glslc that compiles " + KHR_COOP + " (run python "
@@ -103,7 +104,7 @@ def compile_shaders():
     for src in comps:
         dst = os.path.join(SHADER_OUT, os.path.basename(src)[:-len(".comp")] + ".spv.h")
         compiler = glslc
-        if needs_khr_coop(src):
+        if src in coop_srcs:
             if not coop_glslc:
                 if os.path.exists(dst):
                     os.remove(dst)      # never link a header of an older source

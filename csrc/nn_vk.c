@@ -867,6 +867,27 @@ static int attention_lanes(const ccfg_backend *be, int batch, int nq, int nk, in
  * memory (sizes checked by the caller). mode (attention_mode): 1 32-query workgroups, 2 64-query,
  * 3 64-query with Q resident in shared memory (heads of at most DC channels); v1: O += P V in
  * whole DV-column chunks, as the merged shader did */
+/* The tiled and the coop shaders' dispatches (one push block, ccfg_vk_push_attention_tiled): a
+ * workgroup per br queries of one (sample, head), keys in blocks of `tiles` tiles of bc keys (at
+ * least one tile; the caller's loop budget), through attention_key_blocks. */
+static int attention_tiles(const ccfg_backend *be, int kernel, int batch, int nq, int nk,
+                           int heads, int head_dim, int64_t br, int64_t bc, int64_t tiles,
+                           const float *q, const float *k, const float *v, float *out,
+                           int64_t nqe, int64_t nke, uint32_t extra)
+{
+    const int64_t per_block = (tiles > 1 ? tiles : 1) * bc;
+    const int64_t block = per_block < nk ? per_block : nk;
+    const int64_t queries = (int64_t)batch * heads * nq;
+    const int64_t groups = (int64_t)batch * heads * ((nq + br - 1) / br);
+    if (!queries) return CCFG_OK;
+    ccfg_vk_push_attention_tiled pc = {.batch = (uint32_t)batch, .nq = (uint32_t)nq,
+                                       .nk = (uint32_t)nk, .heads = (uint32_t)heads,
+                                       .head_dim = (uint32_t)head_dim,
+                                       .scale = 1.0f / sqrtf((float)head_dim)};
+    return attention_key_blocks(be, kernel, q, k, v, out, nqe, nke, queries, nk, block, groups,
+                                &pc, &pc.k0, &pc.kn, &pc.flags, extra);
+}
+
 static int attention_tiled(const ccfg_backend *be, int batch, int nq, int nk, int heads,
                            int head_dim, const float *q, const float *k, const float *v,
                            float *out, int64_t nqe, int64_t nke, int mode, int v1)
@@ -890,21 +911,11 @@ static int attention_tiled(const ccfg_backend *be, int batch, int nq, int nk, in
     /* the resident Q's staging, once: DC x BR / WG loads */
     const int64_t tiles = (CCFG_VK_LOOP_BUDGET - 200 - CCFG_VK_ATTN_TILED_DC * br / wg) /
                           per_tile;     /* >= 75 (head_dim 256) */
-    const int64_t per_block = (tiles > 1 ? tiles : 1) * bc;
-    const int64_t block = per_block < nk ? per_block : nk;
-    const int64_t queries = (int64_t)batch * heads * nq;
-    const int64_t groups = (int64_t)batch * heads * ((nq + br - 1) / br);
-    if (!queries) return CCFG_OK;
-    ccfg_vk_push_attention_tiled pc = {.batch = (uint32_t)batch, .nq = (uint32_t)nq,
-                                       .nk = (uint32_t)nk, .heads = (uint32_t)heads,
-                                       .head_dim = (uint32_t)head_dim,
-                                       .scale = 1.0f / sqrtf((float)head_dim)};
     const int kernel = mode == 3 ? CCFG_VK_NN_ATTENTION_TILED1_Q64R
                                  : (q64 ? CCFG_VK_NN_ATTENTION_TILED_Q64
                                         : CCFG_VK_NN_ATTENTION_TILED) + (int)chunks - 1;
-    return attention_key_blocks(be, kernel, q, k, v, out, nqe, nke, queries, nk, block, groups,
-                                &pc, &pc.k0, &pc.kn, &pc.flags,
-                                v1 ? (uint32_t)CCFG_VK_ATTN_TILED_PV_WHOLE : 0u);
+    return attention_tiles(be, kernel, batch, nq, nk, heads, head_dim, br, bc, tiles, q, k, v,
+                           out, nqe, nke, v1 ? (uint32_t)CCFG_VK_ATTN_TILED_PV_WHOLE : 0u);
 }
 
 /* The cooperative-matrix shader (nn_attention_coop.glsl; precision: the device's
@@ -933,19 +944,10 @@ static int attention_coop(const ccfg_backend *be, int precision, int batch, int 
     const int64_t per_tile = slices * (2 * per_slice + (ds / mnk) * mnk) + 3 * bc + 16;
     const int64_t fixed = slices * (ds * br / wg + 2 * ds) + 200;
     const int64_t tiles = (CCFG_VK_LOOP_BUDGET - fixed) / per_tile;    /* >= 27 (head_dim 256) */
-    const int64_t per_block = (tiles > 1 ? tiles : 1) * bc;
-    const int64_t block = per_block < nk ? per_block : nk;
-    const int64_t queries = (int64_t)batch * heads * nq;
-    const int64_t groups = (int64_t)batch * heads * ((nq + br - 1) / br);
-    if (!queries) return CCFG_OK;
-    ccfg_vk_push_attention_tiled pc = {.batch = (uint32_t)batch, .nq = (uint32_t)nq,
-                                       .nk = (uint32_t)nk, .heads = (uint32_t)heads,
-                                       .head_dim = (uint32_t)head_dim,
-                                       .scale = 1.0f / sqrtf((float)head_dim)};
     const int kernel = (c8 ? CCFG_VK_NN_ATTENTION_COOP8 : CCFG_VK_NN_ATTENTION_COOP) +
                        (int)slices - 1;
-    return attention_key_blocks(be, kernel, q, k, v, out, nqe, nke, queries, nk, block, groups,
-                                &pc, &pc.k0, &pc.kn, &pc.flags, 0u);
+    return attention_tiles(be, kernel, batch, nq, nk, heads, head_dim, br, bc, tiles, q, k, v,
+                           out, nqe, nke, 0u);
 }
 
 /* CCFG_VULKAN_ATTENTION: the attention shader. "tiled" (unset or empty: the default) is the tiled
