@@ -15,6 +15,47 @@ import time
 import numpy as np
 
 
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+
+# issue 11's CIFAR-sized model: 35.7M parameters at layers_per_block=2. Its weights (143 MiB)
+# exceed lavapipe's 128 MiB maxStorageBufferRange, so lavapipe runs use half the channels.
+CIFAR_CHANNELS = (128, 256, 256, 256)
+
+
+def cifar_unet(channels=CIFAR_CHANNELS, layers_per_block=2, sample_size=32, seed=0, save=True):
+    """The CIFAR-shaped diffusers ``UNet2DModel`` the GPU benchmarks compare on: 3 x sample_size
+    x sample_size, a DownBlock2D then AttnDownBlock2Ds (attention at every level but the first,
+    heads of 32 channels), 32 groups, random weights from ``torch.manual_seed(seed)``. Returns
+    ``(model, folder)``: the torch model in eval mode and, with ``save``, a temporary folder it
+    was saved to (``ccfg.models.UNet.from_pretrained(folder)`` loads the same weights), else
+    None."""
+    import tempfile
+
+    import torch
+    from diffusers import UNet2DModel
+    channels = tuple(channels)
+    torch.manual_seed(seed)
+    attn = len(channels) - 1
+    model = UNet2DModel(sample_size=sample_size, in_channels=3, out_channels=3,
+                        block_out_channels=channels, layers_per_block=layers_per_block,
+                        down_block_types=("DownBlock2D",) + ("AttnDownBlock2D",) * attn,
+                        up_block_types=("AttnUpBlock2D",) * attn + ("UpBlock2D",),
+                        attention_head_dim=32, norm_num_groups=32).eval()
+    folder = None
+    if save:
+        folder = tempfile.mkdtemp(prefix="ccfg_bench_cifar_unet_")
+        model.save_pretrained(folder)
+    return model, folder
+
+
+def child_env(env=None):
+    """``env`` (default: this process's) with the benchmarks folder on PYTHONPATH, so that a
+    child started with ``python -c SCRIPT`` can ``from bench_common import ...``."""
+    env = dict(os.environ if env is None else env)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (BENCH_DIR, env.get("PYTHONPATH")) if p)
+    return env
+
+
 def measure(fn, repeats=7, warmup=1, min_time=0.0):
     """Per-call seconds of ``fn()``: ``warmup`` untimed calls, then ``repeats`` timed repeats.
 

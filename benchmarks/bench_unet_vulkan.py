@@ -38,7 +38,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import numpy as np  # noqa: E402
 
 import ccfg  # noqa: E402
-from bench_common import Table, measure  # noqa: E402
+from bench_common import CIFAR_CHANNELS, Table, cifar_unet, measure  # noqa: E402
 
 SCALE, TAU, POS, NEG, NULL = 3.0, 0.5, 1, 2, 10
 
@@ -63,20 +63,10 @@ def rel_err(a, b):
 def profile_forwards(args, sel):
     """--profile: per-kind device time of one forward of the shipped model and of a CIFAR-sized
     one on device `sel`, each checked against the CPU backend first."""
-    import torch
-    from diffusers import UNet2DModel
-
     failures = []
-    torch.manual_seed(0)
-    ch = (128, 256, 256, 256)
-    cifar = UNet2DModel(sample_size=32, in_channels=3, out_channels=3, block_out_channels=ch,
-                        layers_per_block=args.cifar_layers,
-                        down_block_types=("DownBlock2D",) + ("AttnDownBlock2D",) * 3,
-                        up_block_types=("AttnUpBlock2D",) * 3 + ("UpBlock2D",),
-                        attention_head_dim=32, norm_num_groups=32).eval()
+    ch = CIFAR_CHANNELS
+    cifar, folder = cifar_unet(ch, layers_per_block=args.cifar_layers)
     params = sum(p.numel() for p in cifar.parameters())
-    folder = tempfile.mkdtemp(prefix="ccfg_bench_unet_vk_cifar_")
-    cifar.save_pretrained(folder)
     del cifar
     rng = np.random.default_rng(0)
     shipped = ccfg.models.load("fashion-mnist")

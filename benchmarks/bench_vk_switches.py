@@ -37,6 +37,8 @@ import os
 import subprocess
 import sys
 
+from bench_common import child_env
+
 CHILD = r"""
 import json, sys, numpy as np, ccfg
 from ccfg import _core
@@ -91,19 +93,13 @@ print("RESULT " + json.dumps(out))
 """
 
 NORM_FOLD_CHILD = r"""
-import json, os, sys, tempfile, time
-import numpy as np, torch, ccfg
-from diffusers import UNet2DModel
+import json, os, sys, time
+import numpy as np, ccfg
+from bench_common import cifar_unet
 dev, big, reps = sys.argv[1], sys.argv[2] == "1", int(sys.argv[3])
-torch.manual_seed(0)
 ch = (128, 256, 256, 256) if big else (64, 128, 128, 128)
 rows = 48 if big else 2
-cm = UNet2DModel(sample_size=32, in_channels=3, out_channels=3, block_out_channels=ch,
-                 layers_per_block=2, attention_head_dim=32, norm_num_groups=32,
-                 down_block_types=("DownBlock2D",) + ("AttnDownBlock2D",) * 3,
-                 up_block_types=("AttnUpBlock2D",) * 3 + ("UpBlock2D",)).eval()
-d = tempfile.mkdtemp()
-cm.save_pretrained(d)
+cm, d = cifar_unet(ch)
 unet = ccfg.models.UNet.from_pretrained(d)
 x = np.random.default_rng(0).standard_normal((rows, 3, 32, 32)).astype(np.float32)
 setting = {"fold": "1", "unfolded": "0"}
@@ -140,7 +136,7 @@ print("RESULT " + json.dumps(out))
 def norm_fold(dev, big, reps, only):
     """section 5: one process per precision, the fold toggled forward by forward in it"""
     for precision in ("fp32", "fp16"):
-        env = dict(os.environ, CCFG_VULKAN_PRECISION=precision)
+        env = child_env(dict(os.environ, CCFG_VULKAN_PRECISION=precision))
         r = subprocess.run([sys.executable, "-c", NORM_FOLD_CHILD, dev, "1" if big else "0",
                             str(reps)], env=env, capture_output=True, text=True, timeout=3600)
         line = [ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")]

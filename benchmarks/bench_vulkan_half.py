@@ -30,12 +30,15 @@ import os
 import subprocess
 import sys
 
+from bench_common import child_env
+
 CHILD = r"""
-import json, os, sys, tempfile, time
+import json, os, sys, time
 import numpy as np, torch
 import diffusers
 from diffusers import UNet2DModel
 import ccfg
+from bench_common import cifar_unet
 diffusers.utils.logging.set_verbosity_error()
 torch.set_num_threads(1)
 dev, rows, ch, repeats = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
@@ -51,14 +54,7 @@ if ch == "shipped":
         ref = m(torch.from_numpy(x), 500, torch.as_tensor(labels)).sample.numpy()
     call = lambda: unet(x, 500, labels, device=dev)
 else:
-    ch = tuple(map(int, ch.split(",")))
-    torch.manual_seed(0)
-    m = UNet2DModel(sample_size=32, in_channels=3, out_channels=3, block_out_channels=ch,
-                    layers_per_block=2, attention_head_dim=32, norm_num_groups=32,
-                    down_block_types=("DownBlock2D",) + ("AttnDownBlock2D",) * (len(ch) - 1),
-                    up_block_types=("AttnUpBlock2D",) * (len(ch) - 1) + ("UpBlock2D",)).eval()
-    d = tempfile.mkdtemp(prefix="ccfg_bench_half_")
-    m.save_pretrained(d)
+    m, d = cifar_unet(map(int, ch.split(",")))
     unet = ccfg.models.UNet.from_pretrained(d)
     x = rng.standard_normal((rows, 3, 32, 32)).astype(np.float32)
     with torch.no_grad():
@@ -118,7 +114,8 @@ def main(argv=None):
     bad = 0
     for r in range(args.rounds):
         for p in precs:
-            env = dict(os.environ, CCFG_VULKAN_PRECISION=p.split()[0], OMP_NUM_THREADS="1")
+            env = child_env(dict(os.environ, CCFG_VULKAN_PRECISION=p.split()[0],
+                                 OMP_NUM_THREADS="1"))
             for var in ("CCFG_VULKAN_NO_CONV_RESIDUAL", "CCFG_VULKAN_NO_F16_CACHE"):
                 env.pop(var, None)
             env.update(SWITCHED.get(p, {}) if args.switches else {})

@@ -19,13 +19,16 @@ import tempfile
 
 import numpy as np
 
+from bench_common import child_env
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 CHILD = r"""
-import os, sys, tempfile
+import os, sys
 import numpy as np, torch, diffusers
 from diffusers import UNet2DModel
 import ccfg
+from bench_common import cifar_unet
 from ccfg.models import FASHION_MNIST_DIR
 diffusers.utils.logging.set_verbosity_error()
 torch.set_num_threads(1)
@@ -42,14 +45,7 @@ for t in (999, 300, 10):
         res[f"fashion-mnist t={t} ref"] = m(torch.from_numpy(x), t,
                                             torch.as_tensor(labels)).sample.numpy()
     res[f"fashion-mnist t={t}"] = unet(x, t, labels, device=dev)
-torch.manual_seed(0)
-ch = (64, 128, 128, 128)
-cm = UNet2DModel(sample_size=32, in_channels=3, out_channels=3, block_out_channels=ch,
-                 layers_per_block=2, attention_head_dim=32, norm_num_groups=32,
-                 down_block_types=("DownBlock2D",) + ("AttnDownBlock2D",) * 3,
-                 up_block_types=("AttnUpBlock2D",) * 3 + ("UpBlock2D",)).eval()
-d = tempfile.mkdtemp()
-cm.save_pretrained(d)
+cm, d = cifar_unet((64, 128, 128, 128))
 cu = ccfg.models.UNet.from_pretrained(d)
 x = rng.standard_normal((2, 3, 32, 32)).astype(np.float32)
 for t in (999, 20):
@@ -75,7 +71,8 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         for p in runs:
             path = os.path.join(tmp, p.replace(" ", "_") + ".npz")
-            env = dict(os.environ, CCFG_VULKAN_PRECISION=p.split()[0], OMP_NUM_THREADS="1")
+            env = child_env(dict(os.environ, CCFG_VULKAN_PRECISION=p.split()[0],
+                                 OMP_NUM_THREADS="1"))
             env.pop("CCFG_VULKAN_CONV_SPLITK", None)
             if p.endswith("splitk"):
                 env["CCFG_VULKAN_CONV_SPLITK"] = "auto"

@@ -27,13 +27,12 @@ import argparse
 import os
 import subprocess
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import numpy as np  # noqa: E402
 
 import ccfg  # noqa: E402
-from bench_common import measure  # noqa: E402
+from bench_common import cifar_unet, measure  # noqa: E402
 
 FULL = dict(bytes=256 << 20, toy_n=100_000, toy_steps=20, mix_n=1_000_000, mix_steps=10,
             unet_rows=48, unet_channels=(128, 256, 256, 256), unet_size=32, run_n=512,
@@ -193,16 +192,8 @@ def mixtures(rep, P, vk, profile):
 
 
 def unet_forward(rep, P, vk, torch, tdev, profile):
-    from diffusers import UNet2DModel
     ch = P["unet_channels"]
-    torch.manual_seed(0)
-    model = UNet2DModel(sample_size=P["unet_size"], in_channels=3, out_channels=3,
-                        block_out_channels=ch, layers_per_block=2,
-                        down_block_types=("DownBlock2D",) + ("AttnDownBlock2D",) * (len(ch) - 1),
-                        up_block_types=("AttnUpBlock2D",) * (len(ch) - 1) + ("UpBlock2D",),
-                        attention_head_dim=32, norm_num_groups=32).eval()
-    folder = tempfile.mkdtemp(prefix="ccfg_gpu_vs_torch_")
-    model.save_pretrained(folder)
+    model, folder = cifar_unet(ch, sample_size=P["unet_size"])
     unet = ccfg.models.UNet.from_pretrained(folder)
     n = P["unet_rows"]
     x = np.random.default_rng(0).standard_normal((n, 3, P["unet_size"], P["unet_size"])) \

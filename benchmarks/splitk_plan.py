@@ -47,13 +47,8 @@ def model_ms(groups, stages, s, cout, p, eff):
 def convs(rows):
     """(cin, cout, k, stride, ho, wo) of every convolution of the CIFAR-sized model's forward"""
     import torch
-    from diffusers import UNet2DModel
-    ch = (128, 256, 256, 256)
-    model = UNet2DModel(sample_size=32, in_channels=3, out_channels=3, block_out_channels=ch,
-                        layers_per_block=2,
-                        down_block_types=("DownBlock2D",) + ("AttnDownBlock2D",) * 3,
-                        up_block_types=("AttnUpBlock2D",) * 3 + ("UpBlock2D",),
-                        attention_head_dim=32, norm_num_groups=32).eval()
+    from bench_common import cifar_unet
+    model, _ = cifar_unet(save=False)
     seen = []
 
     def hook(mod, inp, out):
