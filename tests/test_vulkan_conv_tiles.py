@@ -136,7 +136,9 @@ def test_variants_give_the_default_bits(splitk):
     bits in every case; the default is within the op tolerance of the CPU backend; each variant
     ran its own pipeline; split-K splits alike under every variant (the split follows the default
     tile's grid)"""
-    shapes = SHAPES if splitk != "auto" else SHAPES[:4]
+    # the chunked shape (slow on lavapipe) unsplit only: how chunks and slices compose does not
+    # depend on the variant (tests/test_vk_conv_splitk.py covers it on the default)
+    shapes = SHAPES if splitk == "" else SHAPES[:4]
     tiles = [""] + TILES[1:]      # unset: 64x128 (named explicitly in the forward's test)
     out = run({"CCFG_VULKAN_CONV_SPLITK": splitk}, shapes, tiles)
     assert out["unequal"] == [], out["unequal"]
@@ -152,9 +154,8 @@ def test_variants_give_the_default_bits(splitk):
     if splitk == "":
         assert reduces == {0}
     elif splitk == "2":
-        # one reduce per chunk of every convolution: 5 per shape, the last shape 2 convolutions
-        # in 2 chunks each
-        assert reduces == {5 * (len(shapes) - 1) + 2 * 2}, out["reduces"]
+        # one reduce per convolution, 5 per shape
+        assert reduces == {5 * len(shapes)}, out["reduces"]
     else:
         assert reduces.pop() > 0
 
