@@ -396,6 +396,15 @@ SPV(nn_attention_coop8_2) {0};
 SPV(nn_attention_coop8_3) {0};
 SPV(nn_attention_coop8_4) {0};
 #endif
+SPV(nn_conv2d_t64db)
+#include "nn_conv2d_t64db.spv.h"
+;
+SPV(nn_conv2d_t128)
+#include "nn_conv2d_t128.spv.h"
+;
+SPV(nn_conv2d_t128db)
+#include "nn_conv2d_t128db.spv.h"
+;
 #undef SPV
 
 #define PIPE(P, name, nb, push) [P] = {#name, spv_##name, sizeof spv_##name, nb, sizeof(push)}
@@ -481,6 +490,12 @@ static const struct {
          ccfg_vk_push_conv2d),
     PIPE(P_NN_CONV2D_COOP8_T44PP, nn_conv2d_coop8_t44pp, CCFG_VK_CONV_BINDINGS,
          ccfg_vk_push_conv2d),
+    PIPE(P_NN_CONV2D_T64DB, nn_conv2d_t64db, CCFG_VK_CONV_TILED_BINDINGS,
+         ccfg_vk_push_conv2d_tiled),
+    PIPE(P_NN_CONV2D_T128, nn_conv2d_t128, CCFG_VK_CONV_TILED_BINDINGS,
+         ccfg_vk_push_conv2d_tiled),
+    PIPE(P_NN_CONV2D_T128DB, nn_conv2d_t128db, CCFG_VK_CONV_TILED_BINDINGS,
+         ccfg_vk_push_conv2d_tiled),
 };
 #undef PIPE
 
@@ -1920,6 +1935,9 @@ _Static_assert(P_NN_CONV2D_COOP_T24 - P_NN_FIRST == CCFG_VK_NN_CONV2D_COOP_TILES
                P_NN_CONV2D_COOP8_T24 - P_NN_FIRST == CCFG_VK_NN_CONV2D_COOP8_TILES &&
                P_NN_CONV2D_COOP8_T24 - P_NN_CONV2D_COOP_T24 == CCFG_VK_COOP_TILE_COUNT - 1,
                "the coop tile kernels and pipelines are out of step");
+_Static_assert(P_NN_CONV2D_T64DB - P_NN_FIRST == CCFG_VK_NN_CONV2D_TILES &&
+               P_NN_CONV2D_T128DB - P_NN_CONV2D_T64DB == CCFG_VK_CONV_TILE_COUNT - 2,
+               "the float32 convolution's tile kernels and pipelines are out of step");
 _Static_assert(P_NN_ATTENTION_TILED1 - P_NN_FIRST == CCFG_VK_NN_ATTENTION_TILED &&
                P_NN_ATTENTION_TILED1_Q64 - P_NN_FIRST == CCFG_VK_NN_ATTENTION_TILED_Q64 &&
                P_NN_ATTENTION_TILED1_Q64R - P_NN_FIRST == CCFG_VK_NN_ATTENTION_TILED1_Q64R,
@@ -1971,7 +1989,8 @@ int ccfg_vk_nn_dispatch(const ccfg_backend *be, int kernel, int nbuf, const floa
                                                   "attention", "attention", "conv2d", "conv2d",
                                                   "conv2d", "conv2d", "conv2d", "conv2d", "conv2d",
                                                   "conv2d", "conv2d", "conv2d", "conv2d", "conv2d",
-                                                  "conv2d", "conv2d", "conv2d", "conv2d"};
+                                                  "conv2d", "conv2d", "conv2d", "conv2d",
+                                                  "conv2d", "conv2d", "conv2d"};
     int status;
     if (kernel < 0 || kernel >= CCFG_VK_NN_COUNT || nbuf < 1 ||
         (uint32_t)nbuf != pipe_spec[P_NN_FIRST + kernel].bindings)

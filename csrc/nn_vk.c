@@ -126,14 +126,53 @@ static int conv_splitk(int64_t groups, int64_t mtiles, int64_t stages,
     return CCFG_OK;
 }
 
-/* One dispatch (one chunk of input channels) of a tiled convolution, `kernel` nn_conv2d.comp or
- * nn_conv2d_f16.comp, with pc's flags: one dispatch unsplit; with split-K, the S slices' partial
- * sums into device scratch (S x ny floats) and nn_conv2d_reduce.comp summing them in slice order,
+/* CCFG_VULKAN_CONV_TILE: the float32 tiled convolution's variant (vk_nn.h CCFG_VK_CONV_TILE_*,
+ * shaders/nn_conv2d.glsl): its kernel, output channels per tile, invocations per workgroup and
+ * shared-memory stages. Unset or empty: 64x128, the default until a GPU run says otherwise. Read
+ * at every convolution, so one process can alternate them (A/B runs, an autotuner: every variant
+ * computes the same bits, so choosing by speed never changes a result). */
+static const struct { const char *name; int kernel, bm, invocations, nbuf; }
+    conv_tiles[CCFG_VK_CONV_TILE_COUNT] = {
+        {"64x128", CCFG_VK_NN_CONV2D, CCFG_VK_CONV_BM, 2 * CCFG_VK_CONV_BM, 1},
+        {"64x128db", CCFG_VK_NN_CONV2D_TILES, CCFG_VK_CONV_BM, 2 * CCFG_VK_CONV_BM, 2},
+        {"128x128", CCFG_VK_NN_CONV2D_T128, CCFG_VK_CONV_BM_128, 2 * CCFG_VK_CONV_BM_128, 1},
+        {"128x128db", CCFG_VK_NN_CONV2D_T128DB, CCFG_VK_CONV_BM_128, 2 * CCFG_VK_CONV_BM_128, 2}};
+
+static int conv_tile(int *out)
+{
+    const char *v = getenv("CCFG_VULKAN_CONV_TILE");
+    *out = CCFG_VK_CONV_TILE_64X128;
+    if (!v || !*v) return CCFG_OK;
+    for (int t = 0; t < CCFG_VK_CONV_TILE_COUNT; t++)
+        if (!strcmp(v, conv_tiles[t].name)) {
+            *out = t;
+            return CCFG_OK;
+        }
+    return ccfg_fail(CCFG_EINVAL, "CCFG_VULKAN_CONV_TILE must be 64x128, 64x128db, 128x128 or "
+                     "128x128db (output channels x pixels per workgroup; db: double-buffered "
+                     "shared memory), not '%s'", v);
+}
+
+/* the output channels per workgroup of tiled kernel `kernel` (a conv_tiles variant, or
+ * nn_conv2d_f16.comp's CCFG_VK_CONV_BM) */
+static int64_t tiled_bm(int kernel)
+{
+    for (int t = 0; t < CCFG_VK_CONV_TILE_COUNT; t++)
+        if (conv_tiles[t].kernel == kernel) return conv_tiles[t].bm;
+    return CCFG_VK_CONV_BM;
+}
+
+/* One dispatch (one chunk of input channels) of a tiled convolution, `kernel` nn_conv2d.comp (or
+ * a variant of it, conv_tiles) or nn_conv2d_f16.comp, with pc's flags: one dispatch unsplit; with
+ * split-K, the S slices' partial sums into device scratch (S x ny floats) and
+ * nn_conv2d_reduce.comp summing them in slice order,
  * then bias, accumulate and residual as pc's flags say (the unsplit epilogue's order). Chunks
  * compose: each chunk splits its own stages and its reduce accumulates onto the earlier ones.
  * ptrs, counts: the convolution's five arrays (x, w, bias, y, r) and ab (vk_nn.h
  * CCFG_VK_CONV_TILED_BINDINGS; without a folded GroupNorm x stands in, unread); abstride: the
- * input channels per sample of ab. */
+ * input channels per sample of ab. mtiles: the channel tiles of the default's CCFG_VK_CONV_BM,
+ * from which split-K decides, so that every variant splits alike (the same slices, the same
+ * bits); the workgroup rows follow the kernel's own tile (tiled_bm). */
 static int conv_tiled_dispatch(const ccfg_backend *be, int kernel, const float *const *ptrs,
                                const int64_t *counts, const ccfg_vk_push_conv2d *pc0,
                                uint32_t abstride, int64_t items, int64_t mtiles, int64_t ny,
@@ -147,10 +186,11 @@ static int conv_tiled_dispatch(const ccfg_backend *be, int kernel, const float *
     const int64_t stages = (int64_t)pc.k * pc.k * ((pc.cin + bk - 1) / bk);
     int64_t sps;
     int status;
+    const int64_t bm = tiled_bm(kernel), ktiles = (pc.cout + bm - 1) / bm;
     if ((status = conv_splitk(items * mtiles, mtiles, stages, ny, &sps))) return status;
     if (!sps)
         return ccfg_vk_nn_dispatch(be, kernel, CCFG_VK_CONV_TILED_BINDINGS, ptrs, counts, &pc,
-                                   items, 1, (uint32_t)mtiles);
+                                   items, 1, (uint32_t)ktiles);
     const int64_t slices = (stages + sps - 1) / sps;
     float *part = NULL;
     if ((status = ccfg_vk_nn_scratch(be, (size_t)(slices * ny) * sizeof(float), &part)))
@@ -164,7 +204,7 @@ static int conv_tiled_dispatch(const ccfg_backend *be, int kernel, const float *
     pc.split = (uint32_t)sps;
     pc.flags = flags & (CCFG_VK_CONV_NORM | CCFG_VK_CONV_NORM_SILU);
     status = ccfg_vk_nn_dispatch(be, kernel, CCFG_VK_CONV_TILED_BINDINGS, sp, sc, &pc, items, 1,
-                                 (uint32_t)(slices * mtiles));
+                                 (uint32_t)(slices * ktiles));
     if (!status) {
         const float *rp[CCFG_VK_CONV_REDUCE_BINDINGS] = {part, ptrs[2], ptrs[3], ptrs[4]};
         const int64_t rc[CCFG_VK_CONV_REDUCE_BINDINGS] = {slices * ny, counts[2], counts[3],
@@ -479,6 +519,22 @@ static int conv2d_any(const ccfg_backend *be, int batch, int cin, int h, int w, 
     if (ab && direct)   /* vk_conv2d_packed_norm declines these */
         return ccfg_fail(CCFG_EINTERNAL, "Vulkan nn conv2d: a folded GroupNorm in the direct "
                          "shader");
+    int tile = CCFG_VK_CONV_TILE_64X128;
+    if (!direct) {
+        if ((status = conv_tile(&tile))) return status;
+        /* a variant's workgroup and shared memory ((BM + BN) x BK floats per stage) against the
+         * device's limits: Vulkan guarantees 128 invocations and 16 KiB, so 128x128 (256
+         * invocations) may not run where the default does */
+        uint32_t shared = 0, inv = 0;
+        ccfg_vk_nn_limits(be, &shared, &inv);
+        const int64_t need = (int64_t)conv_tiles[tile].nbuf *
+                             (conv_tiles[tile].bm + CCFG_VK_CONV_BN) * CCFG_VK_CONV_BK * 4;
+        if (need > (int64_t)shared || (uint32_t)conv_tiles[tile].invocations > inv)
+            return ccfg_fail(CCFG_EINVAL, "Vulkan nn conv2d: CCFG_VULKAN_CONV_TILE=%s needs %lld "
+                             "bytes of shared memory and %d invocations per workgroup, the device "
+                             "has %u and %u", conv_tiles[tile].name, (long long)need,
+                             conv_tiles[tile].invocations, shared, inv);
+    }
     int64_t items, rounds;
     uint32_t groups_y;
     if (direct) {
@@ -531,7 +587,7 @@ static int conv2d_any(const ccfg_backend *be, int batch, int cin, int h, int w, 
                    (ab && silu ? (uint32_t)CCFG_VK_CONV_NORM_SILU : 0u);
         status = direct ? ccfg_vk_nn_dispatch(be, CCFG_VK_NN_CONV2D_DIRECT, CCFG_VK_CONV_BINDINGS,
                                               ptrs, counts, &pc, items, 0, groups_y)
-                        : conv_tiled_dispatch(be, CCFG_VK_NN_CONV2D, ptrs, counts, &pc,
+                        : conv_tiled_dispatch(be, conv_tiles[tile].kernel, ptrs, counts, &pc,
                                               (uint32_t)cin, items, groups_y, ny,
                                               CCFG_VK_CONV_BK);
         if (status) return status;

@@ -62,7 +62,9 @@ enum { P_AXPBYPCZ, P_AXPBYPCZ_F64, P_COMBINE, P_COMBINE_F64, P_SLD, P_SLD_F64, P
        P_NN_CONV2D_COOP_T44PP,
        P_NN_CONV2D_COOP8_T24, P_NN_CONV2D_COOP8_T44, P_NN_CONV2D_COOP8_T22P, P_NN_CONV2D_COOP8_T24P,
        P_NN_CONV2D_COOP8_T44P, P_NN_CONV2D_COOP8_T22PP, P_NN_CONV2D_COOP8_T24PP,
-       P_NN_CONV2D_COOP8_T44PP, P_COUNT };
+       P_NN_CONV2D_COOP8_T44PP,
+       /* the float32 tiled convolution's other tiles (vk_nn.h CCFG_VK_NN_CONV2D_TILES) */
+       P_NN_CONV2D_T64DB, P_NN_CONV2D_T128, P_NN_CONV2D_T128DB, P_COUNT };
 
 /* the profile: timestamps per batch, and the kinds it reports (the pipelines, then the copies) */
 enum { PROFILE_QUERIES = 4096, PROF_UPLOAD = P_COUNT, PROF_DOWNLOAD, PROF_COPY, PROF_KINDS };

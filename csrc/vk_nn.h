@@ -69,6 +69,9 @@ enum { CCFG_VK_NN_CONV2D, CCFG_VK_NN_GROUP_NORM, CCFG_VK_NN_LINEAR, CCFG_VK_NN_A
        CCFG_VK_NN_CONV2D_COOP8_TILES, CCFG_VK_NN_CONV2D_COOP8_T44, CCFG_VK_NN_CONV2D_COOP8_T22P,
        CCFG_VK_NN_CONV2D_COOP8_T24P, CCFG_VK_NN_CONV2D_COOP8_T44P, CCFG_VK_NN_CONV2D_COOP8_T22PP,
        CCFG_VK_NN_CONV2D_COOP8_T24PP, CCFG_VK_NN_CONV2D_COOP8_T44PP,
+       /* the float32 tiled convolution's other tiles (CCFG_VULKAN_CONV_TILE,
+        * CCFG_VK_CONV_TILE_*): CONV2D_TILES + t - 1 runs tile t > 0 (nn_conv2d_t*.comp) */
+       CCFG_VK_NN_CONV2D_TILES, CCFG_VK_NN_CONV2D_T128, CCFG_VK_NN_CONV2D_T128DB,
        CCFG_VK_NN_COUNT };
 
 /* The convolutions' precision on a device (CCFG_VULKAN_PRECISION, read when the device opens):
@@ -100,6 +103,13 @@ enum { CCFG_VK_COOP_SUBGROUPS = 4,
 enum { CCFG_VK_COOP_TILE_2X2, CCFG_VK_COOP_TILE_2X4, CCFG_VK_COOP_TILE_4X4, CCFG_VK_COOP_TILE_2X2P,
        CCFG_VK_COOP_TILE_2X4P, CCFG_VK_COOP_TILE_4X4P, CCFG_VK_COOP_TILE_2X2PP,
        CCFG_VK_COOP_TILE_2X4PP, CCFG_VK_COOP_TILE_4X4PP, CCFG_VK_COOP_TILE_COUNT };
+/* the float32 tiled convolution's variants (shaders/nn_conv2d.glsl; CCFG_VULKAN_CONV_TILE, read
+ * at every convolution): 64X128 the default (nn_conv2d.comp: BM x BN above, 128 invocations, one
+ * shared-memory stage), 64X128DB double-buffered stages, 128X128 tiles of BM_128 output channels
+ * (256 invocations, 8 KiB of shared memory per stage), 128X128DB both. Every variant computes the
+ * bits of the default; tile t > 0 runs CCFG_VK_NN_CONV2D_TILES + t - 1. */
+enum { CCFG_VK_CONV_TILE_64X128, CCFG_VK_CONV_TILE_64X128DB, CCFG_VK_CONV_TILE_128X128,
+       CCFG_VK_CONV_TILE_128X128DB, CCFG_VK_CONV_TILE_COUNT, CCFG_VK_CONV_BM_128 = 128 };
 /* shaders/nn_to_f16.comp: ox, oy element offsets (oy in 32-bit elements of the float16 array) */
 typedef struct { uint32_t ox, oy, count; } ccfg_vk_push_to_f16;
 
