@@ -116,11 +116,12 @@ typedef struct {
     uint32_t batch, cin, h, w, cout, k, stride, pad0, ho, wo, flags, wstride;
     uint32_t split;
 } ccfg_vk_push_conv2d;
-/* the tiled float32 and float16 shaders (nn_conv2d.comp, nn_conv2d_f16.comp) have a sixth
- * binding, ab: a GroupNorm folded into the input (nn.h conv2d_packed_norm; flags bit 3, bit 4
- * for its SiLU): every staged input is x a + d with the (a, d) of its sample b and channel ci at
- * ab[2 (b abstride + ci)] (abstride: all input channels; ab starts at the chunk's first
- * channel), then SiLU. Their push block is the one above with ab's offset after the other
+/* the tiled float32 and float16 shaders (nn_conv2d.comp, nn_conv2d_f16.comp) and the coop ones
+ * (nn_conv2d_coop*.comp, no split-K: split 0) have a sixth binding, ab: a GroupNorm folded into
+ * the input (nn.h conv2d_packed_norm; flags bit 3, bit 4 for its SiLU): every staged input is
+ * x a + d with the (a, d) of its sample b and channel ci at ab[2 (b abstride + ci)] (abstride:
+ * all input channels; ab starts at the chunk's first channel), then SiLU (float32; the float16
+ * shaders round that). Their push block is the one above with ab's offset after the other
  * offsets and abstride last. */
 enum { CCFG_VK_CONV_TILED_BINDINGS = 6, CCFG_VK_CONV_NORM = 8, CCFG_VK_CONV_NORM_SILU = 16 };
 typedef struct {
