@@ -629,25 +629,28 @@ static int vk_group_norm_affine(const ccfg_backend *be, int batch, int c, int hw
 }
 
 /* CCFG_VULKAN_NORM_FOLD, three states: "0" the fold off everywhere, any other non-empty value on
- * everywhere, unset or empty the default: on for the cooperative-matrix convolutions
- * (CCFG_VULKAN_PRECISION=coop), off for the SIMT tiled shaders (float32, fp16). Where it is off
- * conv2d_packed_norm declines the layer, so the UNet runs each GroupNorm(+SiLU) as its own pass
- * that writes the normalised tensor and the convolution reads it back.
- * - SIMT: off by default because those shaders are issue-bound: normalising every staged input
- *   (once per tap and output-channel tile) costs them more than the pass over memory it saves
+ * everywhere, unset or empty each shader family's default: off for the SIMT tiled shaders
+ * (float32, fp16), vk_nn.h CCFG_VK_COOP_NORM_FOLD_DEFAULT (0: off) for the cooperative-matrix
+ * convolutions (CCFG_VULKAN_PRECISION=coop). Where it is off conv2d_packed_norm declines the
+ * layer, so the UNet runs each GroupNorm(+SiLU) as its own pass that writes the normalised
+ * tensor and the convolution reads it back.
+ * - SIMT: off because those shaders are issue-bound: normalising every staged input (once per
+ *   tap and output-channel tile) costs them more than the pass over memory it saves
  *   (docs/PERFORMANCE.md, "GroupNorm(+SiLU) folded into the tiled convolutions": 0.5-3.5 %
  *   slower on lavapipe, a loss predicted on the H200).
- * - coop: on by default, by arithmetic for a GPU (docs/PERFORMANCE.md, "GroupNorm(+SiLU) folded
- *   into the cooperative-matrix convolution"): the staging's extra instructions run beside the
- *   matrix units, and the memory pass saved is a real cost there. Lavapipe, which has no matrix
- *   unit, cannot confirm it; the GPU run decides (the "0" A/B).
+ * - coop: off too, by the H200 arithmetic of docs/PERFORMANCE.md, "GroupNorm(+SiLU) folded into
+ *   the cooperative-matrix convolution": its staging is issue-bound as well (round 2's model),
+ *   and the normalisation adds ~9 issue slots and 2 special-function instructions per staged
+ *   input, 35-97 % more time per folded convolution against a memory pass of ~0.1 ms per
+ *   forward at 48 rows; it pays only where bank conflicts bind the unpadded tiles. Its own
+ *   constant, so that a GPU run can flip it alone.
  * Read at every call (a few per resnet, against a convolution's dispatch), so one process can
  * interleave the two paths (benchmarks/bench_vk_switches.py, benchmarks/coop_ab.py --fold).
  * coop: whether the layer would run on cooperative matrices. */
 static int norm_fold_off(int coop)
 {
     const char *v = getenv("CCFG_VULKAN_NORM_FOLD");
-    if (!v || !*v) return !coop;
+    if (!v || !*v) return !(coop && CCFG_VK_COOP_NORM_FOLD_DEFAULT);
     return !strcmp(v, "0");
 }
 

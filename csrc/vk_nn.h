@@ -100,6 +100,14 @@ enum { CCFG_VK_COOP_SUBGROUPS = 4,
 enum { CCFG_VK_COOP_TILE_2X2, CCFG_VK_COOP_TILE_2X4, CCFG_VK_COOP_TILE_4X4, CCFG_VK_COOP_TILE_2X2P,
        CCFG_VK_COOP_TILE_2X4P, CCFG_VK_COOP_TILE_4X4P, CCFG_VK_COOP_TILE_2X2PP,
        CCFG_VK_COOP_TILE_2X4PP, CCFG_VK_COOP_TILE_4X4PP, CCFG_VK_COOP_TILE_COUNT };
+/* CCFG_VULKAN_NORM_FOLD unset or empty (nn_vk.c norm_fold_off): whether a GroupNorm(+SiLU) is
+ * folded into the coop convolution that reads it (1) or applied as its own pass (0); the SIMT
+ * shaders' default is off. 0 by the H200 arithmetic (docs/PERFORMANCE.md, "GroupNorm(+SiLU)
+ * folded into the cooperative-matrix convolution"): the coop staging is issue-bound and
+ * normalising every staged input (per tap and channel tile: two special-function instructions
+ * and ~9 issue slots each) costs more than the memory pass it saves, unless the fragment loads'
+ * bank conflicts bind. A GPU run that shows otherwise flips this one constant. */
+enum { CCFG_VK_COOP_NORM_FOLD_DEFAULT = 0 };
 /* shaders/nn_to_f16.comp: ox, oy element offsets (oy in 32-bit elements of the float16 array) */
 typedef struct { uint32_t ox, oy, count; } ccfg_vk_push_to_f16;
 
