@@ -11,8 +11,8 @@ Three comparisons:
              the packed stagings 2x2p, 2x4p, 4x4p, and those with padded shared-memory rows
              2x2pp, 2x4pp, 4x4pp), each against the first of the list; the order rotates every
              round so each variant takes every position
-  --fold     the GroupNorm(+SiLU) folded into the coop convolution (CCFG_VULKAN_NORM_FOLD unset,
-             the default under coop) against the unfolded path (CCFG_VULKAN_NORM_FOLD=0), on
+  --fold     the GroupNorm(+SiLU) folded into the coop convolution (CCFG_VULKAN_NORM_FOLD=1)
+             against the unfolded path (CCFG_VULKAN_NORM_FOLD=0, the coop default), on
              the tile CCFG_VULKAN_COOP_TILE names (2x2 unset); also the GroupNorm's device time
              and the dispatches per forward
 
@@ -43,8 +43,8 @@ def main(argv=None):
                     help=f"compare CCFG_VULKAN_COOP_TILE values (comma-separated; alone: "
                          f"{ALL_TILES}) instead of double vs single buffer")
     ap.add_argument("--fold", action="store_true",
-                    help="the GroupNorm folded into the coop convolution (CCFG_VULKAN_NORM_FOLD "
-                         "unset) against unfolded (=0) instead of double vs single buffer")
+                    help="the GroupNorm folded into the coop convolution (CCFG_VULKAN_NORM_FOLD"
+                         "=1) against unfolded (=0) instead of double vs single buffer")
     args = ap.parse_args(argv)
     if args.fold and args.tiles is not None:
         ap.error("--fold and --tiles are separate comparisons")
@@ -64,7 +64,7 @@ def main(argv=None):
     if args.fold:
         # the unfolded path first: the ratios are fold / unfolded
         variants = {"unfolded": {"CCFG_VULKAN_NORM_FOLD": "0"},
-                    "fold": {"CCFG_VULKAN_NORM_FOLD": ""}}
+                    "fold": {"CCFG_VULKAN_NORM_FOLD": "1"}}
     elif args.tiles is None:
         variants = {"double": {"CCFG_VULKAN_COOP_SINGLE_BUFFER": "0",
                                "CCFG_VULKAN_COOP_TILE": ""},
