@@ -261,7 +261,8 @@ static int coop_tile(int *out)
  * device scratch (nn_to_f16.comp; read once, 1.5x their float32 bytes moved per call, released
  * after the batch). Chunks are multiples of 8 or 16 channels, so a chunk's first weight is an
  * even float16 index: a whole 32-bit element, the unit of the bound arrays' offsets. ab, silu:
- * a folded GroupNorm (vk_conv2d_packed_norm; the float16 tiled shader only), or NULL. */
+ * a folded GroupNorm (vk_conv2d_packed_norm; the float16 tiled shader and every coop variant
+ * stage x a + d, then SiLU, in float32 and round that to float16), or NULL. */
 static int vk_conv2d_half(const ccfg_backend *be, int precision, int batch, int cin, int h,
                           int w, const float *x, int cout, int k, int stride, int pad0, int ho,
                           int wo, const float *weight, const float *w16, const float *bias,
@@ -304,9 +305,6 @@ static int vk_conv2d_half(const ccfg_backend *be, int precision, int batch, int 
                              "bytes of shared memory, the device has %u",
                              coop_tiles[tile].name, (long long)need, shared);
     }
-    if (ab && coop)     /* vk_conv2d_packed_norm declines these */
-        return ccfg_fail(CCFG_EINTERNAL, "Vulkan nn conv2d: a folded GroupNorm in a cooperative "
-                         "matrix convolution");
     const int64_t items = (ny / cout + bn - 1) / bn;
     const int64_t mtiles = (cout + bm - 1) / bm;
     if (mtiles > CCFG_VK_MAX_GROUPS)
@@ -362,12 +360,20 @@ static int vk_conv2d_half(const ccfg_backend *be, int precision, int batch, int 
         pc.flags = (bias && c0 == 0 ? 1u : 0u) | (accumulate || c0 > 0 ? 2u : 0u) |
                    (residual && c0 == 0 ? 4u : 0u) | (ab ? (uint32_t)CCFG_VK_CONV_NORM : 0u) |
                    (ab && silu ? (uint32_t)CCFG_VK_CONV_NORM_SILU : 0u);
-        /* split-K in the float16 tiled shader; the coop shaders have none (pc.split = 0) */
-        status = kernel == CCFG_VK_NN_CONV2D_F16
-                     ? conv_tiled_dispatch(be, kernel, ptrs, counts, &pc, (uint32_t)cin, items,
-                                           mtiles, ny, bk)
-                     : ccfg_vk_nn_dispatch(be, kernel, CCFG_VK_CONV_BINDINGS, ptrs, counts, &pc,
-                                           items, 1, (uint32_t)mtiles);
+        /* split-K in the float16 tiled shader; the coop shaders have none (split = 0) but the
+         * tiled shaders' bindings and push block: ab, its offset and abstride (the fold) */
+        if (kernel == CCFG_VK_NN_CONV2D_F16) {
+            status = conv_tiled_dispatch(be, kernel, ptrs, counts, &pc, (uint32_t)cin, items,
+                                         mtiles, ny, bk);
+        } else {
+            ccfg_vk_push_conv2d_tiled tp = {.batch = pc.batch, .cin = pc.cin, .h = pc.h,
+                                            .w = pc.w, .cout = pc.cout, .k = pc.k,
+                                            .stride = pc.stride, .pad0 = pc.pad0, .ho = pc.ho,
+                                            .wo = pc.wo, .flags = pc.flags,
+                                            .wstride = pc.wstride, .abstride = (uint32_t)cin};
+            status = ccfg_vk_nn_dispatch(be, kernel, CCFG_VK_CONV_TILED_BINDINGS, ptrs, counts,
+                                         &tp, items, 1, (uint32_t)mtiles);
+        }
     }
     if (conv16) be->release(be, conv16);    /* after the batch that uses it (backend_vk.c) */
     return status;
@@ -678,24 +684,37 @@ static int vk_group_norm_affine(const ccfg_backend *be, int batch, int c, int hw
                           ab);
 }
 
-/* The fold is off unless CCFG_VULKAN_NORM_FOLD=1: without it conv2d_packed_norm declines every
- * layer, so the UNet runs each GroupNorm(+SiLU) as its own pass that writes the normalised tensor
- * and the convolution reads it back. Off by default because the SIMT shaders are issue-bound:
- * normalising every staged input (once per tap and output-channel tile) costs them more than the
- * pass over memory it saves (docs/PERFORMANCE.md, "GroupNorm(+SiLU) folded into the Vulkan
- * convolution": 0.5-3.5 % slower on lavapipe, a loss predicted on the H200); the GPU run decides.
+/* CCFG_VULKAN_NORM_FOLD, three states: "0" the fold off everywhere, any other non-empty value on
+ * everywhere, unset or empty each shader family's default: off for the SIMT tiled shaders
+ * (float32, fp16), vk_nn.h CCFG_VK_COOP_NORM_FOLD_DEFAULT (0: off) for the cooperative-matrix
+ * convolutions (CCFG_VULKAN_PRECISION=coop). Where it is off conv2d_packed_norm declines the
+ * layer, so the UNet runs each GroupNorm(+SiLU) as its own pass that writes the normalised
+ * tensor and the convolution reads it back.
+ * - SIMT: off because those shaders are issue-bound: normalising every staged input (once per
+ *   tap and output-channel tile) costs them more than the pass over memory it saves
+ *   (docs/PERFORMANCE.md, "GroupNorm(+SiLU) folded into the tiled convolutions": 0.5-3.5 %
+ *   slower on lavapipe, a loss predicted on the H200).
+ * - coop: off too, by the H200 arithmetic of docs/PERFORMANCE.md, "GroupNorm(+SiLU) folded into
+ *   the cooperative-matrix convolution": its staging is issue-bound as well (round 2's model),
+ *   and the normalisation adds ~9 issue slots and 2 special-function instructions per staged
+ *   input, 35-97 % more time per folded convolution against a memory pass of ~0.1 ms per
+ *   forward at 48 rows; it pays only where bank conflicts bind the unpadded tiles. Its own
+ *   constant, so that a GPU run can flip it alone.
  * Read at every call (a few per resnet, against a convolution's dispatch), so one process can
- * interleave the two paths (benchmarks/bench_vk_switches.py). */
-static int norm_fold_off(void)
+ * interleave the two paths (benchmarks/bench_vk_switches.py, benchmarks/coop_ab.py --fold).
+ * coop: whether the layer would run on cooperative matrices. */
+static int norm_fold_off(int coop)
 {
     const char *v = getenv("CCFG_VULKAN_NORM_FOLD");
-    return v && *v && strcmp(v, "0") ? 0 : 1;
+    if (!v || !*v) return !(coop && CCFG_VK_COOP_NORM_FOLD_DEFAULT);
+    return !strcmp(v, "0");
 }
 
 /* nn.h conv2d_packed_norm: the tiled shaders (float32, and float16 in CCFG_VULKAN_PRECISION=fp16)
- * stage every input as x a + d (then SiLU), flags CCFG_VK_CONV_NORM(_SILU). Declined (*done = 0)
- * by the layer's shape and the device's precision alone: at most BM / 2 output channels (the
- * direct shader), cooperative matrices, or the switch above. batch 0: records nothing, so a
+ * and the coop ones (CCFG_VULKAN_PRECISION=coop) stage every input as x a + d (then SiLU), flags
+ * CCFG_VK_CONV_NORM(_SILU). Declined (*done = 0) by the layer's shape, the device's precision and
+ * the switch above alone: at most BM / 2 output channels (the direct shader, every precision),
+ * or the fold off for the layer's shader. batch 0: records nothing, so a
  * caller may ask before it computes (a, d). A residual (like conv2d_residual's) is added in the
  * first chunk's epilogue: a resnet's conv2 reads its normalised input and adds its skip in one
  * pass. */
@@ -717,8 +736,9 @@ static int vk_conv2d_packed_norm(const ccfg_backend *be, int batch, int cin, int
                          "on this device now (its precision is fp32 or the layer stays float32): "
                          "its float16 weights are stale");
     const int precision = ccfg_vk_nn_precision(be);
-    if (norm_fold_off() || cout <= CCFG_VK_CONV_BM / 2 ||
-        (precision != CCFG_VK_PRECISION_FP32 && precision != CCFG_VK_PRECISION_FP16))
+    const int coop = precision == CCFG_VK_PRECISION_COOP || precision == CCFG_VK_PRECISION_COOP8;
+    if (norm_fold_off(coop) || cout <= CCFG_VK_CONV_BM / 2 ||
+        (!coop && precision != CCFG_VK_PRECISION_FP32 && precision != CCFG_VK_PRECISION_FP16))
         return CCFG_OK;
     if (!batch) {
         *done = 1;

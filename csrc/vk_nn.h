@@ -110,6 +110,14 @@ enum { CCFG_VK_COOP_TILE_2X2, CCFG_VK_COOP_TILE_2X4, CCFG_VK_COOP_TILE_4X4, CCFG
  * bits of the default; tile t > 0 runs CCFG_VK_NN_CONV2D_TILES + t - 1. */
 enum { CCFG_VK_CONV_TILE_64X128, CCFG_VK_CONV_TILE_64X128DB, CCFG_VK_CONV_TILE_128X128,
        CCFG_VK_CONV_TILE_128X128DB, CCFG_VK_CONV_TILE_COUNT, CCFG_VK_CONV_BM_128 = 128 };
+/* CCFG_VULKAN_NORM_FOLD unset or empty (nn_vk.c norm_fold_off): whether a GroupNorm(+SiLU) is
+ * folded into the coop convolution that reads it (1) or applied as its own pass (0); the SIMT
+ * shaders' default is off. 0 by the H200 arithmetic (docs/PERFORMANCE.md, "GroupNorm(+SiLU)
+ * folded into the cooperative-matrix convolution"): the coop staging is issue-bound and
+ * normalising every staged input (per tap and channel tile: two special-function instructions
+ * and ~9 issue slots each) costs more than the memory pass it saves, unless the fragment loads'
+ * bank conflicts bind. A GPU run that shows otherwise flips this one constant. */
+enum { CCFG_VK_COOP_NORM_FOLD_DEFAULT = 0 };
 /* shaders/nn_to_f16.comp: ox, oy element offsets (oy in 32-bit elements of the float16 array) */
 typedef struct { uint32_t ox, oy, count; } ccfg_vk_push_to_f16;
 
@@ -126,11 +134,12 @@ typedef struct {
     uint32_t batch, cin, h, w, cout, k, stride, pad0, ho, wo, flags, wstride;
     uint32_t split;
 } ccfg_vk_push_conv2d;
-/* the tiled float32 and float16 shaders (nn_conv2d.comp, nn_conv2d_f16.comp) have a sixth
- * binding, ab: a GroupNorm folded into the input (nn.h conv2d_packed_norm; flags bit 3, bit 4
- * for its SiLU): every staged input is x a + d with the (a, d) of its sample b and channel ci at
- * ab[2 (b abstride + ci)] (abstride: all input channels; ab starts at the chunk's first
- * channel), then SiLU. Their push block is the one above with ab's offset after the other
+/* the tiled float32 and float16 shaders (nn_conv2d.comp, nn_conv2d_f16.comp) and the coop ones
+ * (nn_conv2d_coop*.comp, no split-K: split 0) have a sixth binding, ab: a GroupNorm folded into
+ * the input (nn.h conv2d_packed_norm; flags bit 3, bit 4 for its SiLU): every staged input is
+ * x a + d with the (a, d) of its sample b and channel ci at ab[2 (b abstride + ci)] (abstride:
+ * all input channels; ab starts at the chunk's first channel), then SiLU (float32; the float16
+ * shaders round that). Their push block is the one above with ab's offset after the other
  * offsets and abstride last. */
 enum { CCFG_VK_CONV_TILED_BINDINGS = 6, CCFG_VK_CONV_NORM = 8, CCFG_VK_CONV_NORM_SILU = 16 };
 typedef struct {

@@ -33,7 +33,14 @@
 // masks of partial tiles are applied per element as in nn_conv2d.comp (the element <-> lane
 // mapping of a cooperative matrix is the implementation's, so the epilogue cannot read it in
 // registers). Push constants, bindings, flags and chunks are nn_conv2d.comp's with w in float16
-// (2 per element of ow, as nn_conv2d_f16.comp).
+// (2 per element of ow, as nn_conv2d_f16.comp), its sixth binding included: with a GroupNorm
+// folded in (flags bits 3 and 4, nn.h conv2d_packed_norm) every staged input is x a + d, then
+// SiLU, computed in float32 and then rounded to float16 (the normalised value is what is rounded,
+// as the unfused path rounds the normalised tensor it reads), and out-of-image taps stay 0 (the
+// padding of the normalised tensor). The normalised tensor is then never written nor read back;
+// the price is the normalisation's few instructions per staged input, run by the staging
+// invocations beside the matrix units (docs/PERFORMANCE.md, "GroupNorm(+SiLU) folded into the
+// cooperative-matrix convolution").
 #extension GL_EXT_control_flow_attributes : require
 #extension GL_EXT_shader_16bit_storage : require
 #extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
@@ -86,11 +93,20 @@ layout(std430, binding = 2) readonly buffer B { float bias[]; };
 layout(std430, binding = 3) buffer Y { float y[]; };
 // the residual (cout x P like y; may be y itself), read only with flags bit 2
 layout(std430, binding = 4) readonly buffer R { float r[]; };
+// a GroupNorm folded in (flags bit 3): (a, d) per sample b and input channel ci at
+// ab[oab + 2 (b abstride + ci)] and the next element (nn.h group_norm_affine)
+layout(std430, binding = 5) readonly buffer AB { float ab[]; };
+// vk_nn.h ccfg_vk_push_conv2d_tiled (the tiled shaders' block: one layout for every convolution
+// that can fold)
 layout(push_constant) uniform Push {
-    uint ox, ow, ob, oy, ores;
+    uint ox, ow, ob, oy, ores, oab;
     uint batch, cin, h, w, cout, k, stride, pad0, ho, wo;
-    uint flags;     // bit 0: bias present, bit 1: accumulate into y, bit 2: add the residual r
+    // bit 0: bias present, bit 1: accumulate into y, bit 2: add the residual r, bit 3: the
+    // input is read as x a + d (a GroupNorm folded in), bit 4: then SiLU
+    uint flags;
     uint wstride;   // weights per output channel of w (every input channel x k x k)
+    uint split;     // split-K's stages per slice: always 0 here (the coop shaders have none)
+    uint abstride;  // input channels per sample of ab (every channel, not only this chunk's)
 } p;
 // NBUF stages in shared memory: 2 (the default) while the subgroups multiply from one the next is
 // stored into the other, one barrier per stage; COOP_SINGLE_BUFFER (the _sb variants,
@@ -116,8 +132,21 @@ shared HT Bs[NBUF * BK * LB];
 shared float Cs[4u * CM * CN];  // each subgroup's CM x CN accumulator on its way out
 
 // what an invocation knows of its pixels for the whole tile (index arithmetic out of the stage
-// loop): the top-left tap's position, the sample's plane in x, whether the pixel exists
-struct Pix { int iy0, ix0; uint xb; bool pv; };
+// loop): the top-left tap's position, the sample's plane in x, the sample's (a, d) in ab (a
+// folded GroupNorm), whether the pixel exists
+struct Pix { int iy0, ix0; uint xb, abb; bool pv; };
+
+// an input as staged: x, or with a folded GroupNorm x a + d with the (a, d) of its sample (abb)
+// and channel cc, then SiLU; float32 throughout, rounded to float16 by the caller. The branch is
+// uniform (push constant): the unfolded path pays nothing
+float stage_in(float v, uint abb, uint cc)
+{
+    if ((p.flags & 8u) != 0u) {
+        v = v * ab[abb + 2u * cc] + ab[abb + 2u * cc + 1u];
+        if ((p.flags & 16u) != 0u) v = v / (1.0 + exp(-v));
+    }
+    return v;
+}
 
 // the PA weight units and NPX x NCH input units this invocation stages for stage (tap, c0):
 // weights of rows m0 + wm + RA j at channels wc, wc + 1 (packed), inputs of channels xc + RB j at
@@ -148,10 +177,11 @@ void fetch(uint tap, uint c0, uint m0, uint wm, uint wc, Pix px[NP], uint xc, ui
     }
     [[unroll]] for (uint j = 0u; j < NCH; j++) {
         const uint cb = c0 + xc + RB * j;
-        const uint cx = min(cb, p.cin - 1u) * n_in;
+        const uint cc = min(cb, p.cin - 1u), cx = cc * n_in;
         const bool cok = cb < p.cin;
         [[unroll]] for (uint u = 0u; u < NPX; u++) {
-            const float v0 = x[xo[2u * u] + cx], v1 = x[xo[2u * u + 1u] + cx];
+            const float v0 = stage_in(x[xo[2u * u] + cx], px[2u * u].abb, cc);
+            const float v1 = stage_in(x[xo[2u * u + 1u] + cx], px[2u * u + 1u].abb, cc);
             // one conversion of the pair (a packed float32 -> float16 x 2 where the device has it)
             xv[j * NPX + u] = f16vec2(vec2(cok && ok[2u * u] ? v0 : 0.0,
                                            cok && ok[2u * u + 1u] ? v1 : 0.0));
@@ -166,8 +196,9 @@ void fetch(uint tap, uint c0, uint m0, uint wm, uint wc, Pix px[NP], uint xc, ui
     }
     [[unroll]] for (uint j = 0u; j < NCH; j++) {
         const uint cb = c0 + xc + RB * j;
+        const uint cc = min(cb, p.cin - 1u);
         [[unroll]] for (uint u = 0u; u < NPX; u++) {
-            const float v = x[xo[u] + min(cb, p.cin - 1u) * n_in];
+            const float v = stage_in(x[xo[u] + cc * n_in], px[u].abb, cc);
             xv[j * NPX + u] = (ok[u] && cb < p.cin) ? float16_t(v) : float16_t(0.0);
         }
     }
@@ -206,7 +237,7 @@ void main()
             const uint b = pc / plane, rem = pc - b * plane, oyy = rem / p.wo;
             const uint oxx = rem - oyy * p.wo;
             px[q] = Pix(int(oyy * p.stride) - int(p.pad0), int(oxx * p.stride) - int(p.pad0),
-                        p.ox + b * hw, pn < n_out);
+                        p.ox + b * hw, p.oab + 2u * b * p.abstride, pn < n_out);
         }
         coopmat<float, gl_ScopeSubgroup, CM, CN, gl_MatrixUseAccumulator> acc[FM][FN];
         [[unroll]] for (uint i = 0u; i < FM; i++)
