@@ -3,10 +3,11 @@
  * timing every candidate on the device with timestamp queries.
  *
  * Timing: the pending batch is flushed first (the tuner's runs get batches of their own, and the
- * real work recorded so far is not timed with them). Per candidate, one batch: WARMUP untimed
- * runs, then RUNS runs, each between two timestamps (every dispatch is followed by a full
- * barrier, so consecutive timestamps bound exactly that run's commands); the median of the RUNS
- * is its time. Pipelines are created when a dispatch is recorded (backend_vk.c get_pipe), on the
+ * real work recorded so far is not timed with them). One batch of WARMUP untimed runs of every
+ * candidate, then RUNS rounds, a batch each, in which every candidate runs once between two
+ * timestamps (every dispatch is followed by a full barrier, so consecutive timestamps bound
+ * exactly that run's commands), interleaved; the median of its RUNS times is a candidate's
+ * time. Pipelines are created when a dispatch is recorded (backend_vk.c get_pipe), on the
  * host, before the batch runs: a first-use compile is never between two timestamps (the warm-up
  * also brings the weights and the input into the caches, as in a forward). */
 #include <stdio.h>
@@ -101,7 +102,7 @@ struct vk_tune {
     double fake[CCFG_VK_TUNE_MAX_CANDIDATES];
 };
 
-enum { STAMPS = CCFG_VK_TUNE_RUNS + 1 };
+enum { STAMPS = CCFG_VK_TUNE_MAX_CANDIDATES + 1 };    /* a round's timestamps, at most */
 
 static int tune_of(vk_dev *d, struct vk_tune **out)
 {
@@ -179,23 +180,36 @@ int ccfg_vk_tune_measure(const ccfg_backend *be, const ccfg_vk_tune_kind *kind, 
      * and stamps are off while the tuner's run (its totals are collected by the flush) */
     if ((status = vkb_flush(d))) return status;
     d->profiling = 0;
+    /* the warm-ups, every candidate's, in a batch of their own (their pipelines are made while
+     * they are recorded) */
     for (int c = 0; c < n && !status; c++) {
-        double ns[CCFG_VK_TUNE_RUNS], sorted[CCFG_VK_TUNE_RUNS];
         e.names[c] = names[c];
         for (int r = 0; r < CCFG_VK_TUNE_WARMUP && !status; r++) {
             status = run(ctx, ids[c]);
             t->stats.runs++;
         }
-        if (!status) status = vkb_timestamp(d, t->pool, STAMPS, 0);
-        for (int r = 0; r < CCFG_VK_TUNE_RUNS && !status; r++) {
-            if ((status = run(ctx, ids[c]))) break;
+    }
+    if (!status) status = vkb_flush(d);
+    /* RUNS rounds, a batch each: every candidate once, between consecutive timestamps, the order
+     * rotated by one per round. Interleaved, a drift of the device's speed (clocks, other work
+     * on the GPU or, on lavapipe, on the CPU) reaches every candidate alike rather than whichever
+     * ran while it lasted; a batch per round keeps each round well within the descriptor pool,
+     * so no submit falls between two timestamps. */
+    for (int r = 0; r < CCFG_VK_TUNE_RUNS && !status; r++) {
+        double ns[CCFG_VK_TUNE_MAX_CANDIDATES];
+        status = vkb_timestamp(d, t->pool, (uint32_t)n + 1, 0);
+        for (int j = 0; j < n && !status; j++) {
+            if ((status = run(ctx, ids[(j + r) % n]))) break;
             t->stats.runs++;
-            status = vkb_timestamp(d, t->pool, 0, (uint32_t)r + 1);
+            status = vkb_timestamp(d, t->pool, 0, (uint32_t)j + 1);
         }
         if (!status) status = vkb_flush(d);
-        if (!status) status = vkb_timestamps_read(d, t->pool, STAMPS, ns);
-        if (status) break;
-        for (int r = 0; r < CCFG_VK_TUNE_RUNS; r++) e.ms[c][r] = sorted[r] = ns[r] * 1e-6;
+        if (!status) status = vkb_timestamps_read(d, t->pool, (uint32_t)n + 1, ns);
+        for (int j = 0; j < n && !status; j++) e.ms[(j + r) % n][r] = ns[j] * 1e-6;
+    }
+    for (int c = 0; c < n && !status; c++) {
+        double sorted[CCFG_VK_TUNE_RUNS];
+        memcpy(sorted, e.ms[c], sizeof sorted);
         qsort(sorted, CCFG_VK_TUNE_RUNS, sizeof sorted[0], cmp_double);
         e.median_ms[c] = sorted[CCFG_VK_TUNE_RUNS / 2];
         if (t->nfake) e.median_ms[c] = t->fake[c < t->nfake ? c : t->nfake - 1];

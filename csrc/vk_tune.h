@@ -16,8 +16,9 @@
 #include "ccfg.h"
 
 enum { CCFG_VK_TUNE_KEY = 16, CCFG_VK_TUNE_MAX_CANDIDATES = 16,
-       /* per candidate: WARMUP untimed runs, then RUNS runs each between two timestamps; the
-        * median of the RUNS is its time */
+       /* per candidate: WARMUP untimed runs, then RUNS runs each between two timestamps (in
+        * rounds that run every candidate once, interleaved); the median of the RUNS is its
+        * time */
        CCFG_VK_TUNE_WARMUP = 1, CCFG_VK_TUNE_RUNS = 3 };
 
 /* One run of candidate `id`: record its dispatches (into scratch outputs the caller set up in
@@ -36,11 +37,11 @@ int ccfg_vk_tune_lookup(const ccfg_backend *be, const ccfg_vk_tune_kind *kind, c
                         int *id);
 
 /* A miss: flush the device's pending batch, then time each of the n candidates (ids[i], named
- * names[i], static strings) with `run` (WARMUP + RUNS runs; the pipelines a run needs are created
- * while recording, before any of it runs, so a first-use compile is never inside the timestamps),
- * record every time, keep the lowest median and return its id in *id. The profile
- * (ccfg.profiling), if on, does not see the tuning runs. Refuses a device without timestamps on
- * its queue (naming `what`, the switch that asked for tuning). */
+ * names[i], static strings) with `run` (WARMUP + RUNS runs, interleaved; the pipelines a run
+ * needs are created while recording, before any of it runs, so a first-use compile is never
+ * inside the timestamps), record every time, keep the lowest median and return its id in *id.
+ * The profile (ccfg.profiling), if on, does not see the tuning runs. Refuses a device without
+ * timestamps on its queue (naming `what`, the switch that asked for tuning). */
 int ccfg_vk_tune_measure(const ccfg_backend *be, const ccfg_vk_tune_kind *kind, const int64_t *key,
                          int n, const int *ids, const char *const *names, ccfg_vk_tune_run_fn run,
                          void *ctx, const char *what, int *id);
