@@ -62,7 +62,7 @@ typedef struct {
 typedef struct {
     uint64_t tuned;                     /* shapes measured (misses) */
     uint64_t hits;                      /* lookups answered from the cache */
-    uint64_t runs;                      /* candidate runs recorded by the tuner, warm-ups included */
+    uint64_t runs;                      /* candidate runs recorded, warm-ups included */
 } ccfg_vk_tune_stats;
 
 /* A copy of the device's cache (*out: malloc'd, *count entries; free() it) and its counters. */
