@@ -222,6 +222,9 @@ from ccfg import _core
 unet = ccfg.models.load("fashion-mnist")
 x = np.random.default_rng(0).standard_normal((2,) + unet.shape).astype(np.float32)
 labels = np.array([1, 7])
+os.environ.pop("CCFG_VULKAN_COOP_TILE", None)
+default = unet(x, 500, labels, device=DEV)
+t0 = ccfg.profiling.tuning(DEV)
 os.environ["CCFG_VULKAN_COOP_TILE"] = "2x2"
 ref = unet(x, 500, labels, device=DEV)
 os.environ["CCFG_VULKAN_COOP_TILE"] = "auto"
@@ -231,7 +234,8 @@ b = unet(x, 500, labels, device=DEV)
 t2 = ccfg.profiling.tuning(DEV)
 ok_argmin = all(e["choice"] == min(e["candidates"], key=lambda c: c[1])[0] for e in t1.entries)
 first_on_tie = all(e["candidates"][0][0] == "2x2" for e in t1.entries)
-out = dict(same=[bool(np.array_equal(a, ref)), bool(np.array_equal(b, ref))],
+out = dict(same=[bool(np.array_equal(a, ref)), bool(np.array_equal(b, ref)),
+                 bool(np.array_equal(default, ref))], t0=[t0.tuned, t0.runs, t0.hits],
            t1=[t1.tuned, t1.runs, t1.hits], t2=[t2.tuned, t2.runs, t2.hits],
            families=sorted({e["family"] for e in t1.entries}), argmin=ok_argmin,
            first=first_on_tie, text=str(t1))
@@ -259,11 +263,12 @@ print(json.dumps(out))
 
 @needs_coop
 def test_auto_unet_forward_same_bits_tuned_once():
-    """the shipped UNet forward: auto gives 2x2's bits; the first forward tunes each shape once;
-    a second forward adds no timing run (only cache hits); every choice is the argmin of its
-    recorded medians; bad values of the switches raise naming them"""
+    """the shipped UNet forward: unset is 2x2 and tunes nothing; auto gives 2x2's bits; the first
+    forward tunes each shape once, a second adds no timing run (only cache hits); every choice
+    is the argmin of its recorded medians; bad values of the switches raise naming them"""
     got = run_json(f"DEV = {DEV!r}\n" + UNET, {})
-    assert got["same"] == [True, True]
+    assert got["same"] == [True, True, True]
+    assert got["t0"] == [0, 0, 0], got     # unset: 2x2, nothing tuned
     tuned, runs, hits = got["t1"]
     assert tuned >= 3 and runs == tuned * 2 * RUNS, got
     assert got["t2"][0] == tuned and got["t2"][1] == runs and got["t2"][2] > hits, got
