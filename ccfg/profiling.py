@@ -9,6 +9,14 @@ from Vulkan timestamp queries, summed per kind.
 Every recorded command is followed by a full barrier, so the difference of consecutive
 timestamps is that command's device time. ``batches`` counts submits, each of which the host
 waits for: a rule that needs per-sample reductions on the host waits once per step.
+
+The autotuner's decisions (``CCFG_VULKAN_COOP_TILE=auto``: the fastest coop tile per convolution
+shape, timed on the device the first time the shape is met, as ``torch.backends.cudnn.benchmark``):
+
+    print(ccfg.profiling.tuning("vulkan:0"))    # per shape: each candidate's median ms, the choice
+    ccfg.profiling.clear_tuning("vulkan:0")     # forget them: the next forward tunes again
+
+Every candidate computes the same bits, so tuning changes times only, never a result.
 """
 from __future__ import annotations
 
@@ -16,7 +24,7 @@ import contextlib
 
 from . import _core, _device
 
-__all__ = ["profile", "Profile"]
+__all__ = ["profile", "Profile", "tuning", "clear_tuning", "Tuning"]
 
 
 class Profile:
@@ -81,3 +89,58 @@ def profile(device="vulkan"):
         yield prof
     finally:
         prof._fill(_core.vk_profile(dev, "stop"))
+
+
+def _vulkan(device):
+    dev = _device.resolve(device)
+    if not dev.startswith("vulkan:"):
+        raise ValueError(f"device: only Vulkan devices are tuned, got {device!r} ({dev})")
+    return dev
+
+
+class Tuning:
+    """The autotuner's state on one device: ``entries``, one per tuned shape, each a dict with
+    ``family`` (the op and precision, e.g. "conv2d coop8"), ``key`` (the shape and flags, by
+    name), ``candidates`` [(name, median ms, [ms of each timed run])] and ``choice`` (the name
+    kept); ``tuned`` (shapes measured), ``hits`` (convolutions answered from the cache) and
+    ``runs`` (candidate runs the tuner recorded, warm-ups included) since the device opened or
+    the last :func:`clear_tuning`. Times are device times from timestamp queries."""
+
+    def __init__(self, device, raw):
+        self.device = device
+        self.entries = raw["entries"]
+        self.tuned = raw["tuned"]
+        self.hits = raw["hits"]
+        self.runs = raw["runs"]
+
+    def clear(self):
+        """Forget every decision on this device (:func:`clear_tuning`)."""
+        clear_tuning(self.device)
+
+    def __str__(self):
+        lines = []
+        for e in self.entries:
+            key = " ".join(f"{k}={v}" for k, v in e["key"].items())
+            best = min(m for _, m, _ in e["candidates"])
+            times = ", ".join(f"{n} {m:.3f}" + (" *" if n == e["choice"] else "")
+                              for n, m, _ in e["candidates"])
+            lines.append(f"{e['family']}: {key}\n    ms: {times} (chose {e['choice']}, "
+                         f"{best:.3f} ms)")
+        lines.append(f"{self.tuned} shapes tuned, {self.runs} candidate runs, {self.hits} cache "
+                     f"hits ({self.device})")
+        return "\n".join(lines)
+
+    __repr__ = __str__
+
+
+def tuning(device="vulkan"):
+    """The autotuner's decisions on a Vulkan ``device`` so far (a :class:`Tuning`)."""
+    dev = _vulkan(device)
+    return Tuning(dev, _core.vk_tuning(dev, "read"))
+
+
+def clear_tuning(device="vulkan"):
+    """Forget the autotuner's decisions on a Vulkan ``device`` and zero its counters: the next
+    convolution of each shape is timed again (a benchmark that re-tunes)."""
+    dev = _vulkan(device)
+    _core.vk_tuning(dev, "clear")

@@ -961,6 +961,7 @@ static void destroy_device(vk_dev *d)
     for (int k = 0; k < BUF_KINDS; k++)
         if (d->spare[k]) destroy_buffer(d->spare[k]);
     free(d->ranges);
+    vkb_tune_free(d);           /* before the device: it holds a query pool of it */
     if (d->dev) {
         for (int p = 0; p < P_COUNT; p++) {
             if (d->pipe[p].pipeline) vk.DestroyPipeline(d->dev, d->pipe[p].pipeline, NULL);
@@ -2237,6 +2238,54 @@ fail:
     /* the batch that used the pool has run (flush waits) or the device is lost */
     if (qp) vk.DestroyQueryPool(d->dev, qp, NULL);
     return status;
+}
+
+/* ------------------------------------------------------------------------- */
+/* the autotuner's plumbing (vk_tune.c; declared in vk_backend.h) */
+
+int vkb_flush(vk_dev *d) { return flush(d); }
+
+int vkb_timestamps_new(vk_dev *d, uint32_t count, VkQueryPool *out)
+{
+    *out = VK_NULL_HANDLE;
+    if (!g.ts_bits[d->index] || !(d->tick_ns > 0.0))
+        return ccfg_fail(CCFG_EINVAL, "%s has no timestamps on its compute queue", d->name);
+    const VkQueryPoolCreateInfo qi = {.sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO,
+                                      .queryType = VK_QUERY_TYPE_TIMESTAMP, .queryCount = count};
+    VkResult r = vk.CreateQueryPool(d->dev, &qi, NULL, out);
+    if (r != VK_SUCCESS) {
+        *out = VK_NULL_HANDLE;
+        return vk_fail(d, "vkCreateQueryPool", r);
+    }
+    return CCFG_OK;
+}
+
+void vkb_timestamps_free(vk_dev *d, VkQueryPool qp)
+{
+    if (qp && d->dev) vk.DestroyQueryPool(d->dev, qp, NULL);
+}
+
+int vkb_timestamp(vk_dev *d, VkQueryPool qp, uint32_t reset, uint32_t query)
+{
+    int status;
+    if ((status = begin(d)) != CCFG_OK) return status;
+    if (reset) vk.CmdResetQueryPool(d->cmd, qp, 0, reset);
+    vk.CmdWriteTimestamp(d->cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, qp, query);
+    return CCFG_OK;
+}
+
+int vkb_timestamps_read(vk_dev *d, VkQueryPool qp, uint32_t count, double *ns)
+{
+    uint64_t t[64];
+    if (count < 2 || count > 64)
+        return ccfg_fail(CCFG_EINTERNAL, "%s: %u timestamps to read", d->name, count);
+    VkResult r = vk.GetQueryPoolResults(d->dev, qp, 0, count, sizeof t, t, sizeof t[0],
+                                        VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT);
+    if (r != VK_SUCCESS) return vk_fail(d, "vkGetQueryPoolResults", r);
+    for (uint32_t q = 1; q < count; q++)
+        ns[q - 1] = (double)(((t[q] & d->ts_mask) - (t[q - 1] & d->ts_mask)) & d->ts_mask) *
+                    d->tick_ns;
+    return CCFG_OK;
 }
 
 #endif /* CCFG_NO_VULKAN */

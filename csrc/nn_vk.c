@@ -18,6 +18,7 @@
 #include "ccfg.h"
 #include "nn.h"
 #include "vk_nn.h"
+#include "vk_tune.h"
 
 /* the shaders index with 32-bit unsigned integers */
 static int fits(int64_t count, const char *op)
@@ -238,20 +239,53 @@ static const struct { const char *name; int fm, fn, packed, pad; }
         {"2x2p", 2, 2, 1, 0}, {"2x4p", 2, 4, 1, 0}, {"4x4p", 4, 4, 1, 0},
         {"2x2pp", 2, 2, 1, 1}, {"2x4pp", 2, 4, 1, 1}, {"4x4pp", 4, 4, 1, 1}};
 
+/* CCFG_VULKAN_COOP_TILE=auto: the tuner (vk_tune.c, coop_autotune below) picks per shape;
+ * coop_forced: the tile a tuning run forces (-1: none), thread-local as the run is this thread's
+ * recursive call of vk_conv2d_half */
+enum { COOP_TILE_AUTO = -1 };
+static _Thread_local int coop_forced = -1;
+
 static int coop_tile(int *out)
 {
     const char *v = getenv("CCFG_VULKAN_COOP_TILE");
     *out = CCFG_VK_COOP_TILE_2X2;
+    if (coop_forced >= 0) {
+        *out = coop_forced;
+        return CCFG_OK;
+    }
     if (!v || !*v) return CCFG_OK;
+    if (!strcmp(v, "auto")) {
+        *out = COOP_TILE_AUTO;
+        return CCFG_OK;
+    }
     for (int t = 0; t < CCFG_VK_COOP_TILE_COUNT; t++)
         if (!strcmp(v, coop_tiles[t].name)) {
             *out = t;
             return CCFG_OK;
         }
     return ccfg_fail(CCFG_EINVAL, "CCFG_VULKAN_COOP_TILE must be 2x2, 2x4, 4x4, 2x2p, 2x4p, 4x4p, "
-                     "2x2pp, 2x4pp or 4x4pp (accumulators per subgroup; p: packed staging, pp: "
-                     "packed with padded shared-memory rows), not '%s'", v);
+                     "2x2pp, 2x4pp, 4x4pp (accumulators per subgroup; p: packed staging, pp: "
+                     "packed with padded shared-memory rows) or auto (the fastest per shape, timed "
+                     "on the device: vk_tune.c), not '%s'", v);
 }
+
+/* the coop shader's shared memory for a tile (nn_conv2d_coop.glsl As, Bs: two stages of float16
+ * (one with the single-buffer switch), rows 8 float16 longer when padded, Cs: 4 float32
+ * fragments of bk x bk) */
+static int64_t coop_shared_need(int coop8, int tile, int sb)
+{
+    const int64_t bm = (coop8 ? CCFG_VK_COOP8_BM : CCFG_VK_COOP_BM) / 2 * coop_tiles[tile].fm;
+    const int64_t bn = (coop8 ? CCFG_VK_COOP8_BN : CCFG_VK_COOP_BN) / 2 * coop_tiles[tile].fn;
+    const int64_t bk = coop8 ? CCFG_VK_COOP8_BK : CCFG_VK_COOP_BK;
+    const int64_t pad = coop_tiles[tile].pad ? 8 : 0;
+    return (sb ? 1 : 2) * (bm * (bk + pad) + bk * (bn + pad)) * 2 + 4 * bk * bk * 4;
+}
+
+static int coop_autotune(const ccfg_backend *be, int precision, int batch, int cin, int h, int w,
+                         const float *x, int cout, int k, int stride, int pad0, int ho, int wo,
+                         const float *weight, const float *w16, const float *bias,
+                         const float *residual, int accumulate, const float *ab, int silu,
+                         float *y, int *tile);
 
 /* conv2d with float16 weights and inputs and float32 sums (CCFG_VULKAN_PRECISION=fp16, coop,
  * auto; vk_conv2d's sizes already checked, tiled sizes only): nn_conv2d_f16.comp (the tiled
@@ -277,6 +311,10 @@ static int vk_conv2d_half(const ccfg_backend *be, int precision, int batch, int 
     const int coop8 = precision == CCFG_VK_PRECISION_COOP8;
     int tile = CCFG_VK_COOP_TILE_2X2, status;
     if (coop && (status = coop_tile(&tile))) return status;
+    if (tile == COOP_TILE_AUTO &&
+        (status = coop_autotune(be, precision, batch, cin, h, w, x, cout, k, stride, pad0, ho, wo,
+                                weight, w16, bias, residual, accumulate, ab, silu, y, &tile)))
+        return status;
     const int sb = coop && coop_single_buffer();
     if (sb && tile != CCFG_VK_COOP_TILE_2X2)    /* the _sb pipelines exist for 2x2 only */
         return ccfg_fail(CCFG_EINVAL, "CCFG_VULKAN_COOP_SINGLE_BUFFER=1 runs only the 2x2 tile, "
@@ -297,9 +335,7 @@ static int vk_conv2d_half(const ccfg_backend *be, int precision, int batch, int 
          * of 16 x 16 x 16 needs 20 KiB, padded 24.5 KiB) */
         uint32_t shared = 0, inv = 0;
         ccfg_vk_nn_limits(be, &shared, &inv);
-        const int64_t pad = coop_tiles[tile].pad ? 8 : 0;
-        const int64_t need = (sb ? 1 : 2) * (bm * (bk + pad) + bk * (bn + pad)) * 2 +
-                             4 * bk * bk * 4;
+        const int64_t need = coop_shared_need(coop8, tile, sb);
         if (need > (int64_t)shared)
             return ccfg_fail(CCFG_EINVAL, "Vulkan nn conv2d: CCFG_VULKAN_COOP_TILE=%s needs %lld "
                              "bytes of shared memory, the device has %u",
@@ -377,6 +413,144 @@ static int vk_conv2d_half(const ccfg_backend *be, int precision, int batch, int 
     }
     if (conv16) be->release(be, conv16);    /* after the batch that uses it (backend_vk.c) */
     return status;
+}
+
+/* ---- run-time tuning of the convolution's variants (vk_tune.h; CCFG_VULKAN_COOP_TILE=auto)
+ *
+ * A convolution's arguments, for the tuner's runs: conv runs the convolution once into y_run
+ * with the variant *forced (a thread-local its variant chooser reads first) set to the
+ * candidate. The runs write into device scratch, never into the real y: accumulate and the
+ * residual read y (with accumulate the scratch starts as a copy of y, so the runs read what the
+ * real one will). The residual, x, the weights and bias are only read.
+ *
+ * How the float32 SIMT variants (CCFG_VULKAN_CONV_TILE=auto, vk_conv2d) join: in their chooser,
+ * a `static _Thread_local int conv_forced = -1;` returned first when >= 0 and a CONV_TILE_AUTO
+ * for "auto"; a `static int simt_run(const conv_tune_args *a, float *y)` calling the float32
+ * path with a's arguments; then, where the tile is chosen,
+ *     if (tile == CONV_TILE_AUTO) { conv_tune_args a = {.be = be, ..., .y = y, .forced =
+ *         &conv_forced, .conv = simt_run}; status = conv_autotune(&a, &simt_kind, n, ids, names,
+ *         "CCFG_VULKAN_CONV_TILE", &tile); }
+ * with simt_kind = {"conv2d fp32", conv_key_names, CONV_KEY} and ids/names the variants that fit
+ * this device (the default first: a tie keeps it), filtered by ccfg_vk_tune_candidates. */
+typedef struct conv_tune_args conv_tune_args;
+struct conv_tune_args {
+    const ccfg_backend *be;
+    int precision, batch, cin, h, w, cout, k, stride, pad0, ho, wo, accumulate, silu;
+    const float *x, *weight, *w16, *bias, *residual, *ab;
+    float *y;                   /* the real output: copied into the scratch with accumulate */
+    float *y_run;               /* the runs' output (scratch) */
+    int *forced;
+    int (*conv)(const conv_tune_args *a, float *y);
+    /* optional, on a miss before the runs: what all runs can share (coop: the weights in float16
+     * once, else every run converts them inside its timestamps) into device scratch tmp,
+     * released after the runs */
+    int (*prepare)(conv_tune_args *a);
+    float *tmp;
+};
+
+/* the key: everything that changes a convolution's work. The chunking over input channels (and
+ * the pixel tiles, the grid) follow from these and the constant CCFG_VK_LOOP_BUDGET for every
+ * candidate, so they are covered. */
+enum { CONV_KEY = 15 };
+static const char *const conv_key_names[CONV_KEY] = {
+    "batch", "cin", "h", "w", "cout", "k", "stride", "pad0", "ho", "wo", "bias", "accumulate",
+    "residual", "norm", "silu"};
+
+static int conv_tune_run(void *ctx, int id)
+{
+    const conv_tune_args *a = ctx;
+    *a->forced = id;
+    const int status = a->conv(a, a->y_run);
+    *a->forced = -1;
+    return status;
+}
+
+/* the variant for a's shape: the cached choice, or (a miss) the fastest of the n candidates
+ * (ids, names) timed on the device into scratch */
+static int conv_autotune(conv_tune_args *a, const ccfg_vk_tune_kind *kind, int n, const int *ids,
+                         const char *const *names, const char *what, int *choice)
+{
+    const ccfg_backend *be = a->be;
+    const int64_t key[CONV_KEY] = {a->batch, a->cin, a->h, a->w, a->cout, a->k, a->stride,
+                                   a->pad0, a->ho, a->wo, a->bias != NULL, a->accumulate != 0,
+                                   a->residual != NULL, a->ab != NULL, a->silu != 0};
+    const int64_t ny = (int64_t)a->cout * a->batch * a->ho * a->wo;
+    int status, done = 0;
+    if (ccfg_vk_tune_lookup(be, kind, key, choice)) return CCFG_OK;
+    if (a->prepare && (status = a->prepare(a))) goto done;
+    if ((status = ccfg_vk_nn_scratch(be, (size_t)ny * sizeof(float), &a->y_run))) goto done;
+    if (a->accumulate && !(status = ccfg_vk_nn_copy(be, ny, a->y, a->y_run, &done)) && !done)
+        status = ccfg_fail(CCFG_EINTERNAL, "Vulkan nn conv2d: tuning scratch overlaps y");
+    if (!status)
+        status = ccfg_vk_tune_measure(be, kind, key, n, ids, names, conv_tune_run, a, what,
+                                      choice);
+done:
+    /* after the batch that uses them (backend_vk.c); release ignores NULL */
+    be->release(be, a->y_run);
+    be->release(be, a->tmp);
+    a->y_run = a->tmp = NULL;
+    return status;
+}
+
+static int coop_run(const conv_tune_args *a, float *y)
+{
+    return vk_conv2d_half(a->be, a->precision, a->batch, a->cin, a->h, a->w, a->x, a->cout, a->k,
+                          a->stride, a->pad0, a->ho, a->wo, a->weight, a->w16, a->bias,
+                          a->residual, a->accumulate, a->ab, a->silu, y);
+}
+
+/* the layer's weights in float16 once for all the tuning runs (vk_conv2d_half's conversion) */
+static int coop_weights16(conv_tune_args *a)
+{
+    const int64_t nw = (int64_t)a->cout * a->cin * a->k * a->k, nw32 = (nw + 1) / 2;
+    int status;
+    if ((status = ccfg_vk_nn_scratch(a->be, (size_t)nw32 * sizeof(float), &a->tmp)))
+        return status;
+    const float *ptrs[2] = {a->weight, a->tmp};
+    const int64_t counts[2] = {nw, nw32};
+    ccfg_vk_push_to_f16 pc = {.count = (uint32_t)nw};
+    a->w16 = a->tmp;
+    return ccfg_vk_nn_dispatch(a->be, CCFG_VK_NN_TO_F16, 2, ptrs, counts, &pc, nw, 0, 1);
+}
+
+/* CCFG_VULKAN_COOP_TILE=auto: the coop tile for this shape, timed once per shape and device.
+ * Candidates: every tile whose shared memory fits the device, 2x2 (the default) first, those of
+ * CCFG_VULKAN_TUNE_CANDIDATES only where it is set. */
+static int coop_autotune(const ccfg_backend *be, int precision, int batch, int cin, int h, int w,
+                         const float *x, int cout, int k, int stride, int pad0, int ho, int wo,
+                         const float *weight, const float *w16, const float *bias,
+                         const float *residual, int accumulate, const float *ab, int silu,
+                         float *y, int *tile)
+{
+    static const ccfg_vk_tune_kind kinds[2] = {{"conv2d coop", conv_key_names, CONV_KEY},
+                                               {"conv2d coop8", conv_key_names, CONV_KEY}};
+    const char *names[CCFG_VK_COOP_TILE_COUNT];
+    int ids[CCFG_VK_COOP_TILE_COUNT], listed[CCFG_VK_COOP_TILE_COUNT], n = 0, status;
+    const int coop8 = precision == CCFG_VK_PRECISION_COOP8;
+    const ccfg_vk_tune_kind *kind = &kinds[coop8];
+    uint32_t shared = 0, inv = 0;
+    *tile = CCFG_VK_COOP_TILE_2X2;
+    if (coop_single_buffer())   /* the _sb pipelines exist for 2x2 only */
+        return ccfg_fail(CCFG_EINVAL, "CCFG_VULKAN_COOP_SINGLE_BUFFER=1 runs only the 2x2 tile, "
+                         "not CCFG_VULKAN_COOP_TILE=auto");
+    for (int t = 0; t < CCFG_VK_COOP_TILE_COUNT; t++) names[t] = coop_tiles[t].name;
+    if ((status = ccfg_vk_tune_candidates(names, CCFG_VK_COOP_TILE_COUNT, listed))) return status;
+    ccfg_vk_nn_limits(be, &shared, &inv);
+    for (int t = 0; t < CCFG_VK_COOP_TILE_COUNT; t++)
+        if (listed[t] && coop_shared_need(coop8, t, 0) <= (int64_t)shared) {
+            ids[n] = t;
+            names[n++] = coop_tiles[t].name;
+        }
+    if (!n)
+        return ccfg_fail(CCFG_EINVAL, "CCFG_VULKAN_TUNE_CANDIDATES: no listed tile fits the "
+                         "device's %u bytes of shared memory", shared);
+    conv_tune_args a = {.be = be, .precision = precision, .batch = batch, .cin = cin, .h = h,
+                        .w = w, .cout = cout, .k = k, .stride = stride, .pad0 = pad0, .ho = ho,
+                        .wo = wo, .accumulate = accumulate, .silu = silu, .x = x,
+                        .weight = weight, .w16 = w16, .bias = bias, .residual = residual,
+                        .ab = ab, .y = y, .forced = &coop_forced, .conv = coop_run,
+                        .prepare = w16 ? NULL : coop_weights16};
+    return conv_autotune(&a, kind, n, ids, names, "CCFG_VULKAN_COOP_TILE", tile);
 }
 
 /* conv2d, from the layer's float16 weights w16 (vk_conv2d_pack) where given, adding residual (an

@@ -155,6 +155,7 @@ typedef struct vk_dev {
     double prof_wait_ns;        /* host time spent waiting for batches */
     char name[320];
     ccfg_backend be;
+    struct vk_tune *tune;       /* the autotuner's cache (vk_tune.c), NULL until first used */
 } vk_dev;
 
 struct vk_buffer {
@@ -184,6 +185,19 @@ int vkb_write_buffer(vk_buffer *b, size_t at, const void *src, size_t bytes);
 int vkb_read_buffer(void *dst, vk_buffer *b, size_t at, size_t bytes);
 /* the buffer and element offset holding the device address range [p, p + bytes) */
 int vkb_resolve(vk_dev *d, const void *p, size_t bytes, vk_buffer **buf, uint32_t *elem);
+
+/* ---- backend_vk.c: what the autotuner (vk_tune.c) needs. Submit the open batch and wait for
+ * everything; a timestamp pool of `count` queries (an error where the queue has none); record,
+ * into the open batch, a reset of queries [0, reset) (none: 0) and then a timestamp at `query`
+ * (after everything recorded before it: every command is followed by a full barrier); the ns
+ * between consecutive timestamps 0..count-1 of a pool whose batch has run (count - 1 of them). */
+int vkb_flush(vk_dev *d);
+int vkb_timestamps_new(vk_dev *d, uint32_t count, VkQueryPool *out);
+void vkb_timestamps_free(vk_dev *d, VkQueryPool qp);
+int vkb_timestamp(vk_dev *d, VkQueryPool qp, uint32_t reset, uint32_t query);
+int vkb_timestamps_read(vk_dev *d, VkQueryPool qp, uint32_t count, double *ns);
+/* vk_tune.c: the device's tuning cache and pool, freed with the device (destroy_device) */
+void vkb_tune_free(vk_dev *d);
 
 /* ---- backend_vk_ops.c: the ops */
 int vkb_resolve_all(vk_dev *d, int64_t count, const float *const *ptrs, int np, vk_buffer **bufs,

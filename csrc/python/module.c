@@ -35,9 +35,11 @@ PyObject *py_devices(PyObject *, PyObject *);
 PyObject *py_vk_copy_bench(PyObject *, PyObject *);
 PyObject *py_vk_profile(PyObject *, PyObject *);
 PyObject *py_vk_set_precision(PyObject *, PyObject *);
+PyObject *py_vk_tuning(PyObject *, PyObject *);
 PyObject *py_vk_op(PyObject *, PyObject *);             /* py_testhooks.c */
 PyObject *py_nn_op(PyObject *, PyObject *);
 PyObject *py_nn_profile(PyObject *, PyObject *);
+PyObject *py_vk_tune_test(PyObject *, PyObject *);
 
 static PyMethodDef methods[] = {
     /* guidance */
@@ -77,6 +79,8 @@ static PyMethodDef methods[] = {
      "(0: shader, 1: vkCmdCopyBuffer)"},
     {"vk_profile", py_vk_profile, METH_VARARGS,
      "vk_profile(device, 'start'|'stop'|'read') -> time per shader kind (timestamp queries)"},
+    {"vk_tuning", py_vk_tuning, METH_VARARGS,
+     "vk_tuning(device, 'read'|'clear') -> the autotuner's decisions (CCFG_VULKAN_COOP_TILE=auto)"},
     /* test hooks */
     {"vk_set_precision", py_vk_set_precision, METH_VARARGS,
      "vk_set_precision(device, 'fp32'|'opened'): a device's convolution precision (tests)"},
@@ -86,6 +90,8 @@ static PyMethodDef methods[] = {
      "nn_op(device, op, inputs, outputs, ints, floats, t, index) (tests)"},
     {"nn_profile", py_nn_profile, METH_VARARGS,
      "nn_profile('start'|'stop') -> {op kind: (calls, ms)} of the CPU nn ops (benchmarks)"},
+    {"vk_tune_test", py_vk_tune_test, METH_VARARGS,
+     "vk_tune_test(device, 'fake'|'copies', values): the autotuner's test hooks (tests)"},
     {NULL, NULL, 0, NULL},
 };
 

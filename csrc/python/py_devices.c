@@ -4,9 +4,11 @@
 
 #include <omp.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "vk_nn.h"
+#include "vk_tune.h"
 
 PyObject *py_randn(PyObject *self, PyObject *args)
 {
@@ -253,6 +255,80 @@ PyObject *py_vk_profile(PyObject *self, PyObject *args)
     return Py_BuildValue("{s:N,s:K,s:K,s:d}", "kinds", kinds, "batches",
                          (unsigned long long)totals.batches, "unstamped",
                          (unsigned long long)totals.unstamped, "wait_ms", totals.wait_ms);
+}
+
+/* vk_tuning(device, action) -> {"entries": [{"family", "key": {field: value}, "candidates":
+ * [(name, median ms, [ms of each timed run])], "choice": name}], "tuned", "hits", "runs"}: the
+ * autotuner's decisions on "vulkan:N" (vk_tune.h; ccfg.profiling.tuning); action "read", or
+ * "clear" (forgets them and zeroes the counters, then returns the empty state) */
+PyObject *py_vk_tuning(PyObject *self, PyObject *args)
+{
+    const char *device, *action;
+    int index = -1, status, count = 0, clear;
+    ccfg_vk_tune_entry *entries = NULL;
+    ccfg_vk_tune_stats stats = {0};
+    const ccfg_backend *be = NULL;
+    PyObject *list = NULL, *result = NULL;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "ss", &device, &action)) return NULL;
+    if (!strcmp(action, "read")) clear = 0;
+    else if (!strcmp(action, "clear")) clear = 1;
+    else {
+        PyErr_Format(PyExc_ValueError, "action: 'read' or 'clear', got '%s'", action);
+        return NULL;
+    }
+    if (sscanf(device, "vulkan:%d", &index) != 1 || index < 0) {
+        PyErr_Format(PyExc_ValueError, "device: only Vulkan devices are tuned ('vulkan:N'), "
+                     "got '%s'", device);
+        return NULL;
+    }
+    py_run run;
+    Py_BEGIN_ALLOW_THREADS
+    status = py_open_backend(device, &be);
+    if (!status && !(status = py_run_enter(&run, "the tuning cache", be, NULL))) {
+        if (clear) status = ccfg_vk_tune_clear(be);
+        if (!status) status = ccfg_vk_tune_snapshot(be, &entries, &count, &stats);
+        py_run_leave(&run);
+    }
+    Py_END_ALLOW_THREADS
+    if (status) return py_raise_status(status);
+    if (!(list = PyList_New(count))) goto done;
+    for (int i = 0; i < count; i++) {
+        const ccfg_vk_tune_entry *e = &entries[i];
+        PyObject *key = PyDict_New(), *cands = PyList_New(e->n), *entry = NULL;
+        int ok = key && cands;
+        for (int j = 0; ok && j < e->nkey; j++) {
+            PyObject *v = PyLong_FromLongLong((long long)e->key[j]);
+            ok = v && PyDict_SetItemString(key, e->key_names[j], v) == 0;
+            Py_XDECREF(v);
+        }
+        for (int c = 0; ok && c < e->n; c++) {
+            PyObject *runs = PyList_New(CCFG_VK_TUNE_RUNS), *t = NULL;
+            ok = runs != NULL;
+            for (int r = 0; ok && r < CCFG_VK_TUNE_RUNS; r++) {
+                PyObject *v = PyFloat_FromDouble(e->ms[c][r]);
+                if (!v) ok = 0;
+                else PyList_SET_ITEM(runs, r, v);
+            }
+            if (ok) ok = (t = Py_BuildValue("(sdN)", e->names[c], e->median_ms[c], runs)) != NULL;
+            else Py_XDECREF(runs);
+            if (ok) PyList_SET_ITEM(cands, c, t);
+        }
+        if (ok)
+            entry = Py_BuildValue("{s:s,s:O,s:O,s:s}", "family", e->family, "key", key,
+                                  "candidates", cands, "choice", e->names[e->choice]);
+        Py_XDECREF(key);
+        Py_XDECREF(cands);
+        if (!entry) goto done;
+        PyList_SET_ITEM(list, i, entry);
+    }
+    result = Py_BuildValue("{s:O,s:K,s:K,s:K}", "entries", list, "tuned",
+                           (unsigned long long)stats.tuned, "hits", (unsigned long long)stats.hits,
+                           "runs", (unsigned long long)stats.runs);
+done:
+    Py_XDECREF(list);
+    free(entries);
+    return result;
 }
 
 /* vk_set_precision(device, which): test hook (tests/test_vulkan_half.py): the convolutions'

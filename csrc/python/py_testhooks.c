@@ -6,6 +6,8 @@
 #include <string.h>
 
 #include "nn.h"
+#include "vk_nn.h"
+#include "vk_tune.h"
 
 enum { VKOP_MAX = 16, VKOP_GAP = 3 };
 
@@ -672,4 +674,94 @@ PyObject *py_nn_profile(PyObject *self, PyObject *args)
         Py_DECREF(t);
     }
     return d;
+}
+
+/* ---- the autotuner's test hooks (vk_tune.h; tests/test_vulkan_tune.py): its cache, selection
+ * and timestamp path on any Vulkan device, without the convolutions' variants */
+
+/* candidate i of the "copies" family copies sizes[i] floats (vkCmdCopyBuffer) */
+typedef struct {
+    const ccfg_backend *be;
+    float *src, *dst;
+    const int64_t *sizes;
+} tune_copies;
+
+static int tune_copy_run(void *ctx, int id)
+{
+    const tune_copies *c = ctx;
+    int done = 0;
+    const int status = ccfg_vk_nn_copy(c->be, c->sizes[id], c->src, c->dst, &done);
+    if (!status && !done) return ccfg_fail(CCFG_EINTERNAL, "vk_tune_test: the copy overlaps");
+    return status;
+}
+
+/* vk_tune_test(device, action, values):
+ *   "fake" (t0, t1, ...): the medians of later measures replaced by these ms (() turns it off)
+ *   "copies" (key, size0, size1, ...): tune the family "test copies" at key over candidates
+ *     i = a copy of size_i floats -> (chosen i, whether the cache answered) */
+PyObject *py_vk_tune_test(PyObject *self, PyObject *args)
+{
+    static const char *const key_names[1] = {"key"};
+    static const ccfg_vk_tune_kind kind = {"test copies", key_names, 1};
+    static const char *const names[CCFG_VK_TUNE_MAX_CANDIDATES] = {
+        "c0", "c1", "c2", "c3", "c4", "c5", "c6", "c7", "c8", "c9", "c10", "c11", "c12", "c13",
+        "c14", "c15"};
+    const char *device, *action;
+    PyObject *values;
+    double v[CCFG_VK_TUNE_MAX_CANDIDATES + 1];
+    int64_t sizes[CCFG_VK_TUNE_MAX_CANDIDATES], most = 1;
+    int ids[CCFG_VK_TUNE_MAX_CANDIDATES], status, choice = -1, hit = 0, fake;
+    const ccfg_backend *be = NULL;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "ssO!", &device, &action, &PyTuple_Type, &values)) return NULL;
+    const Py_ssize_t nv = PyTuple_GET_SIZE(values);
+    if (!strcmp(action, "fake")) fake = 1;
+    else if (!strcmp(action, "copies")) fake = 0;
+    else {
+        PyErr_Format(PyExc_ValueError, "action: 'fake' or 'copies', got '%s'", action);
+        return NULL;
+    }
+    if (nv > CCFG_VK_TUNE_MAX_CANDIDATES + !fake || (!fake && nv < 2)) {
+        PyErr_SetString(PyExc_ValueError, "values: too many or too few");
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < nv; i++) {
+        v[i] = PyFloat_AsDouble(PyTuple_GET_ITEM(values, i));
+        if (PyErr_Occurred()) return NULL;
+    }
+    const int n = (int)nv - !fake;
+    for (int i = 0; !fake && i < n; i++) {
+        sizes[i] = (int64_t)v[i + 1];
+        ids[i] = i;
+        if (sizes[i] < 1 || sizes[i] > ((int64_t)1 << 26)) {
+            PyErr_Format(PyExc_ValueError, "values: size %d out of range", i);
+            return NULL;
+        }
+        if (sizes[i] > most) most = sizes[i];
+    }
+    py_run run;
+    Py_BEGIN_ALLOW_THREADS
+    status = py_open_backend(device, &be);
+    if (!status && !(status = py_run_enter(&run, "vk_tune_test", be, NULL))) {
+        if (fake) {
+            status = ccfg_vk_tune_fake_times(be, n, v);
+        } else {
+            const int64_t key[1] = {(int64_t)v[0]};
+            tune_copies c = {.be = be, .sizes = sizes};
+            if ((hit = ccfg_vk_tune_lookup(be, &kind, key, &choice)) == 0) {
+                status = ccfg_vk_nn_scratch(be, (size_t)most * sizeof(float), &c.src);
+                if (!status) status = ccfg_vk_nn_scratch(be, (size_t)most * sizeof(float), &c.dst);
+                if (!status)
+                    status = ccfg_vk_tune_measure(be, &kind, key, n, ids, names, tune_copy_run,
+                                                  &c, "vk_tune_test", &choice);
+                be->release(be, c.src);
+                be->release(be, c.dst);
+            }
+        }
+        py_run_leave(&run);
+    }
+    Py_END_ALLOW_THREADS
+    if (status) return py_raise_status(status);
+    if (fake) Py_RETURN_NONE;
+    return Py_BuildValue("(iO)", choice, hit ? Py_True : Py_False);
 }
