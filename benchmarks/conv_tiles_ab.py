@@ -26,7 +26,6 @@ CIFAR-sized model at --rows (PLAN_* below: estimates and assumptions, not measur
 import argparse
 import os
 import sys
-import tempfile
 import time
 
 import numpy as np
@@ -184,16 +183,10 @@ def main(argv=None):
     good = True
     if not args.no_unet:
         import torch
-        from diffusers import UNet2DModel
+        from bench_common import cifar_unet
         torch.set_num_threads(1)
         ch = tuple(map(int, args.channels.split(",")))
-        torch.manual_seed(0)
-        m = UNet2DModel(sample_size=32, in_channels=3, out_channels=3, block_out_channels=ch,
-                        layers_per_block=2, attention_head_dim=32, norm_num_groups=32,
-                        down_block_types=("DownBlock2D",) + ("AttnDownBlock2D",) * (len(ch) - 1),
-                        up_block_types=("AttnUpBlock2D",) * (len(ch) - 1) + ("UpBlock2D",)).eval()
-        folder = tempfile.mkdtemp(prefix="ccfg_conv_tiles_ab_")
-        m.save_pretrained(folder)
+        m, folder = cifar_unet(ch)
         unet = ccfg.models.UNet.from_pretrained(folder)
         x = np.random.default_rng(0).standard_normal((args.rows, 3, 32, 32)).astype(np.float32)
 

@@ -6,9 +6,10 @@
 # `bash benchmarks/gpu_remote.sh --profile`): the half-precision and cooperative-matrix tests
 # (the 16x16x16 variants' first run), benchmarks/gpu_vs_torch.py (arguments are passed on; its
 # UNet rows are followed by the same forward with CCFG_VULKAN_PRECISION=fp16 and coop), the coop
-# convolution's tiles at 48 rows, the coop attention, the convolution switches. Part 2 (a second
-# call while the machine is warm, `PART=2 bash benchmarks/gpu_remote.sh`, if the session's
-# device time allows): the Vulkan tests, the coop tiles at 384 rows, the other on/off
+# convolution's tiles at 48 rows, the float32 convolution's tiles, the coop autotuner, the coop
+# attention, the convolution switches. Part 2 (a second call while the machine is warm,
+# `PART=2 bash benchmarks/gpu_remote.sh`, if the session's device time allows): the Vulkan
+# tests, the coop and float32 tiles at 384 rows, the coop fold, the other on/off
 # benchmarks. The log streams to $OUT/gpu_run_PART.txt (the device tool's output folder), so a
 # cut run still returns what it printed.
 set -euo pipefail
@@ -60,10 +61,16 @@ coop_tests=$(ls tests/test_vulkan_coop*.py 2>/dev/null || true)
     # the cooperative-matrix paths first (verified on lavapipe 26's 8x8x8 shapes only), then the
     # issue's table, then the coop structures to choose from
     step 120 "cooperative-matrix tests (16x16x16: their first run)" \
-        "$PY" -m pytest -q -p no:cacheprovider tests/test_vulkan_half.py $coop_tests
+        "$PY" -m pytest -q -p no:cacheprovider tests/test_vulkan_half.py $coop_tests \
+        tests/test_vulkan_tune.py tests/test_vulkan_conv_tiles.py
     step 240 "gpu_vs_torch" "$PY" benchmarks/gpu_vs_torch.py "$@"
+    step 90 "float32 convolution tiles (CCFG_VULKAN_CONV_TILE), 48 rows, interleaved" \
+        "$PY" benchmarks/conv_tiles_ab.py --rows 48 --rounds 3
     step 100 "coop convolution: tiles and stagings (CCFG_VULKAN_COOP_TILE), 48 rows, interleaved" \
         env CCFG_VULKAN_PRECISION=coop "$PY" benchmarks/coop_ab.py --tiles \
+        --channels 128,256,256,256 --rows 48 --rounds 3
+    step 90 "coop convolution: the autotuner (CCFG_VULKAN_COOP_TILE=auto), 48 rows" \
+        env CCFG_VULKAN_PRECISION=coop "$PY" benchmarks/tune_report.py \
         --channels 128,256,256,256 --rows 48 --rounds 3
     step 60 "coop attention against the float32 tiled shader (SD sizes)" \
         "$PY" benchmarks/bench_vk_attention.py --big --modes coop,tiled --reps 3
@@ -78,6 +85,16 @@ coop_tests=$(ls tests/test_vulkan_coop*.py 2>/dev/null || true)
     step 100 "coop convolution: tiles and stagings, 384 rows" \
         env CCFG_VULKAN_PRECISION=coop "$PY" benchmarks/coop_ab.py --tiles \
         --channels 128,256,256,256 --rows 384 --rounds 3
+    step 90 "float32 convolution tiles, 384 rows" \
+        "$PY" benchmarks/conv_tiles_ab.py --rows 384 --rounds 3 --no-conv
+    step 60 "GroupNorm folded into the coop convolution (CCFG_VULKAN_NORM_FOLD=1 vs 0), 2x2, 48 rows" \
+        env CCFG_VULKAN_PRECISION=coop "$PY" benchmarks/coop_ab.py --fold \
+        --channels 128,256,256,256 --rows 48 --rounds 3
+    step 60 "the same, 2x4pp, 384 rows" \
+        env CCFG_VULKAN_PRECISION=coop CCFG_VULKAN_COOP_TILE=2x4pp "$PY" benchmarks/coop_ab.py \
+        --fold --channels 128,256,256,256 --rows 384 --rounds 3
+    step 60 "float32 convolution tiles, 48 rows, split-K auto" \
+        env CCFG_VULKAN_CONV_SPLITK=auto "$PY" benchmarks/conv_tiles_ab.py --rows 48 --rounds 3 --no-conv
     step 90 "attention: tiled vs lanes at SD sizes, and an SD-shaped UNet2DConditionModel forward" \
         "$PY" benchmarks/bench_vk_attention.py --big --unet --modes tiled,tiled-v1,tiled32,lanes
     step 90 "switches (group_norm subgroups, mixture sharing, split-K: on vs off)" \

@@ -24,7 +24,6 @@ LP_NUM_THREADS=1 on lavapipe for steadier numbers on a loaded machine.
 import argparse
 import os
 import sys
-import tempfile
 import time
 
 import numpy as np
@@ -43,7 +42,7 @@ def main(argv=None):
     if args.rounds < 0 or args.rows < 1:
         ap.error("--rounds must be >= 0 and --rows >= 1")
     import torch
-    from diffusers import UNet2DModel
+    from bench_common import cifar_unet
     import ccfg
     from ccfg import _core
     torch.set_num_threads(1)
@@ -57,13 +56,7 @@ def main(argv=None):
     os.environ.pop("CCFG_VULKAN_COOP_SINGLE_BUFFER", None)
     dev = vks[0]["selector"]
     ch = tuple(map(int, args.channels.split(",")))
-    torch.manual_seed(0)
-    m = UNet2DModel(sample_size=32, in_channels=3, out_channels=3, block_out_channels=ch,
-                    layers_per_block=2, attention_head_dim=32, norm_num_groups=32,
-                    down_block_types=("DownBlock2D",) + ("AttnDownBlock2D",) * (len(ch) - 1),
-                    up_block_types=("AttnUpBlock2D",) * (len(ch) - 1) + ("UpBlock2D",)).eval()
-    d = tempfile.mkdtemp(prefix="ccfg_tune_report_")
-    m.save_pretrained(d)
+    m, d = cifar_unet(ch)
     unet = ccfg.models.UNet.from_pretrained(d)
     x = np.random.default_rng(0).standard_normal((args.rows, 3, 32, 32)).astype(np.float32)
     print(f"{dev} {vks[0]['name']} {vks[0].get('driver_info', '')}; {args.rows} rows, channels "
