@@ -52,8 +52,11 @@ test: build
 	$(PY) -m pytest -q tests
 
 # the tests that need VK_KHR_cooperative_matrix, on Debian 13's lavapipe (8x8x8 float16 shapes,
-# subgroups of 8) started through Debian 13's loader; they skip on this machine's lavapipe
-COOP_TESTS ?= tests/test_vulkan_half.py tests/test_vulkan_coop*.py
+# subgroups of 8) started through Debian 13's loader; they skip on this machine's lavapipe. The
+# autotuner's and the float32 tiles' tests run there too: a second compiler (LLVM 19) for the
+# variants' bit equality, and the tuner on real coop tiles
+COOP_TESTS ?= tests/test_vulkan_half.py tests/test_vulkan_coop*.py tests/test_vulkan_tune.py \
+              tests/test_vulkan_conv_tiles.py
 test-coop: build
 	@if python3 tools/debian_toolchain.py lavapipe >/dev/null; then \
 	  build/toolchain/lavapipe-run $(PY) -m pytest -q $(wildcard $(COOP_TESTS)); \
