@@ -48,6 +48,20 @@ def cifar_unet(channels=CIFAR_CHANNELS, layers_per_block=2, sample_size=32, seed
     return model, folder
 
 
+def coop_device():
+    """The first Vulkan device's entry of ``ccfg.devices()`` when CCFG_VULKAN_PRECISION=coop is
+    set and the device runs it, else None (with the reason printed): the coop benchmarks'
+    common check."""
+    from ccfg import _core
+    vks = [d for d in _core.devices() if d["backend"] == "vulkan" and "index" in d]
+    if not vks or os.environ.get("CCFG_VULKAN_PRECISION") != "coop" or \
+            "coop" not in vks[0]["precisions"]:
+        print("needs CCFG_VULKAN_PRECISION=coop on a device that runs it (lavapipe >= 26: "
+              "build/toolchain/lavapipe-run)")
+        return None
+    return vks[0]
+
+
 def child_env(env=None):
     """``env`` (default: this process's) with the benchmarks folder on PYTHONPATH, so that a
     child started with ``python -c SCRIPT`` can ``from bench_common import ...``."""

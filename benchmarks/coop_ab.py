@@ -50,15 +50,11 @@ def main(argv=None):
     if args.rounds < 1 or args.rows < 1:
         ap.error("--rounds and --rows must be at least 1")
     import torch
-    from bench_common import cifar_unet
+    from bench_common import cifar_unet, coop_device
     import ccfg
-    from ccfg import _core
     torch.set_num_threads(1)
-    vks = [d for d in _core.devices() if d["backend"] == "vulkan" and "index" in d]
-    if not vks or os.environ.get("CCFG_VULKAN_PRECISION") != "coop" or \
-            "coop" not in vks[0]["precisions"]:
-        print("needs CCFG_VULKAN_PRECISION=coop on a device that runs it (lavapipe >= 26: "
-              "build/toolchain/lavapipe-run)")
+    vk = coop_device()
+    if vk is None:
         return 1
     if args.fold:
         # the unfolded path first: the ratios are fold / unfolded
@@ -76,12 +72,12 @@ def main(argv=None):
         variants = {t: {"CCFG_VULKAN_COOP_SINGLE_BUFFER": "0", "CCFG_VULKAN_COOP_TILE": t}
                     for t in names}
     names = list(variants)
-    dev = vks[0]["selector"]
+    dev = vk["selector"]
     ch = tuple(map(int, args.channels.split(",")))
     m, d = cifar_unet(ch)
     unet = ccfg.models.UNet.from_pretrained(d)
     x = np.random.default_rng(0).standard_normal((args.rows, 3, 32, 32)).astype(np.float32)
-    print(f"{dev} {vks[0]['name']} {vks[0].get('driver_info', '')}; {args.rows} rows, channels "
+    print(f"{dev} {vk['name']} {vk.get('driver_info', '')}; {args.rows} rows, channels "
           f"{ch}; LP_NUM_THREADS={os.environ.get('LP_NUM_THREADS', 'unset')}; load "
           f"{os.getloadavg()[0]:.1f}")
 
