@@ -76,12 +76,12 @@ static void spatial_mean(int b, int c, int hw, const float *x, float *y)
 typedef struct {
     int64_t params;
     int64_t widest;         /* floats per sample of the largest tensor (input included) */
-    int64_t conv_scratch;   /* per thread, the largest conv2d needs */
+    int64_t conv_scratch;   /* the largest conv2d needs, for `threads` threads */
     int outputs, feature_width;
 } walk_result;
 
 static int walk(const ccfg_cls_layer *L, int n, int c, int h, int w, int features_layer,
-                walk_result *r)
+                int threads, walk_result *r)
 {
     memset(r, 0, sizeof *r);
     if (n < 1 || n > 1024) return ccfg_fail(CCFG_EINVAL, "classifier: %d layers (1 to 1024)", n);
@@ -115,7 +115,9 @@ static int walk(const ccfg_cls_layer *L, int n, int c, int h, int w, int feature
             if ((int64_t)ho * wo > CLS_MAX_PIXELS)
                 return ccfg_fail(CCFG_EINVAL, "classifier layer %d: a %dx%d output is more than "
                                  "the %d pixels supported", i, ho, wo, CLS_MAX_PIXELS);
-            int64_t s = ccfg_nn_conv2d_scratch(c, l->kernel, w);
+            /* for this input's h x w (the weights are not packed: op_conv2d) */
+            const int64_t s = ccfg_nn_conv2d_scratch(c, l->out_channels, h, w, l->kernel,
+                                                     l->stride, l->padding, l->padding, 0, threads);
             if (s > r->conv_scratch) r->conv_scratch = s;
             r->params += (int64_t)l->out_channels * c * l->kernel * l->kernel + l->out_channels;
             c = l->out_channels;
@@ -168,7 +170,7 @@ int64_t ccfg_classifier_param_count(const ccfg_cls_layer *layers, int n_layers, 
                                     int h, int w)
 {
     walk_result r;
-    if (walk(layers, n_layers, in_channels, h, w, -1, &r)) return 0;
+    if (walk(layers, n_layers, in_channels, h, w, -1, 1, &r)) return 0;
     return r.params;
 }
 
@@ -178,7 +180,7 @@ int ccfg_classifier_create(const ccfg_cls_layer *layers, int n_layers, int in_ch
 {
     walk_result r;
     ccfg_classifier *c = NULL;
-    int status = walk(layers, n_layers, in_channels, h, w, features_layer, &r);
+    int status = walk(layers, n_layers, in_channels, h, w, features_layer, 1, &r);
     *out = NULL;
     if (status) return status;
     if (n_params != r.params)
@@ -247,11 +249,12 @@ static int plan(ccfg_classifier *c, int64_t chunk)
 {
     if (c->planned == chunk) return CCFG_OK;
     walk_result r;
-    int status = walk(c->layers, c->n_layers, c->in_c, c->h, c->w, c->features_layer, &r);
-    if (status) return status;
     const int threads = omp_get_max_threads() > 0 ? omp_get_max_threads() : 1;
+    int status = walk(c->layers, c->n_layers, c->in_c, c->h, c->w, c->features_layer, threads,
+                      &r);
+    if (status) return status;
     const int64_t act = (r.widest * chunk + 15) & ~(int64_t)15;    /* 64-byte aligned slots */
-    const int64_t scratch = r.conv_scratch * threads;
+    const int64_t scratch = r.conv_scratch;
     free(c->arena);
     c->planned = 0;
     c->arena = malloc((size_t)(2 * act + scratch + 1) * sizeof(float));

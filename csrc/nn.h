@@ -38,7 +38,9 @@ typedef struct ccfg_nn_ops {
      *   y[co, b, oy, ox] = (accumulate ? y : 0) + bias[co]
      *                      + sum_{ci,ky,kx} w[co, ci, ky, kx] x[ci, b, oy*s + ky - pad0, ox*s + kx - pad0]
      * Output size ho = (h + pad0 + pad1 - k) / s + 1 (likewise wo). w: (cout, cin, k, k) as stored
-     * by PyTorch; bias may be NULL. scratch: scratch_len floats, at least ccfg_nn_conv2d_scratch(). */
+     * by PyTorch; bias may be NULL. scratch: scratch_len floats, ccfg_nn_conv2d_scratch() on the CPU
+     * (less: slower paths; a layer left to im2col with less than one output row of cin k k wo
+     * floats is refused). */
     int (*conv2d)(const ccfg_backend *be, int batch, int cin, int h, int w, const float *x,
                   int cout, int k, int stride, int pad0, int pad1, const float *weight,
                   const float *bias, int accumulate, float *y, float *scratch, int64_t scratch_len);
@@ -162,10 +164,17 @@ const ccfg_nn_ops *ccfg_nn_ops_cpu(void);
  * says which. Without the Vulkan backend built, every op fails with the reason. */
 const ccfg_nn_ops *ccfg_nn_ops_vulkan(void);
 
-/* floats of scratch conv2d wants per thread for images w pixels wide (one cache-sized tile of
- * output rows, and on the CPU room for the Winograd 3x3 path on square images; less than one
- * output row per thread would be an error) */
-int64_t ccfg_nn_conv2d_scratch(int cin, int k, int w);
+/* floats of scratch the CPU's conv2d (conv2d_packed, conv2d_packed_norm) uses for a k x k layer
+ * of cin -> cout channels, stride and padding pad0/pad1, on h x w inputs, split between `threads`
+ * threads: what the path it takes for that shape needs (Winograd's planes per thread, and its
+ * transformed weights once unless packed: the caller passes the layer's conv2d_pack output; the
+ * direct kernel's padded planes; im2col's cache-sized tile of output rows, and at least the one
+ * output row below which conv2d refuses a layer that falls to im2col). Linear in the input's
+ * size: a 1 x w image gets O(w). 0 for a
+ * 1x1 unpadded layer (it needs none) and for arguments that are not a convolution (threads < 1
+ * among them); saturates at 2^60 floats (an allocation that then fails). */
+int64_t ccfg_nn_conv2d_scratch(int cin, int cout, int h, int w, int k, int stride, int pad0,
+                               int pad1, int packed, int threads);
 /* floats of scratch attention and attention_qkv need per thread for heads of head_dim channels
  * (blocks of queries, their accumulators and one block of scores: independent of the token
  * counts) */

@@ -82,8 +82,6 @@ static int fuse_off(void)
     return switched_off("CCFG_CPU_FUSE_NORM", &off);
 }
 
-/* an im2col tile narrower than this makes the GEMM inefficient */
-enum { MIN_CONV_TILE = 256 };
 #define CACHE_TILE_FLOATS ((int64_t)1 << 18)
 /* parallel loops below this many elements run on one thread: a fork/join costs more than the
  * loop, and far more on a loaded machine */
@@ -289,24 +287,40 @@ static void pack_conv_tile(int cin, int cout, int co_tile, int cb, const float *
     }
 }
 
+/* the direct kernel's tile of output channels on this CPU's kernel copy */
+static int direct_co_tile(void) { return kernel_isa() == 2 ? 12 : 6; }
+/* its scratch per thread for h x w images: one sample's padded planes (+64 floats the row loads
+ * run past) and one tile's packed weights */
+static int64_t direct_per(int cin, int h, int w)
+{
+    return (int64_t)cin * ((int64_t)(h + 2) * (w + 2) + 64) + (int64_t)direct_co_tile() * cin * 9;
+}
+/* and the whole layer's packed weights, kept once for all threads where the scratch holds them */
+static int64_t direct_all_len(int cin, int cout)
+{
+    const int co_tile = direct_co_tile();
+    return (int64_t)co_tile * cin * 9 * ((cout + co_tile - 1) / co_tile);
+}
+/* narrow images waste 2 of every w + 2 virtual columns: the direct kernel from 8 columns */
+static int direct_shape(int w) { return w >= 8; }
+
 static int conv3x3_direct(int batch, int cin, int h, int w, const float *x, int cout,
                           const float *weight, const float *bias, int accumulate, float *y,
                           float *scratch, int64_t scratch_len)
 {
-    const int isa = kernel_isa(), co_tile = isa == 2 ? 12 : 6;
+    const int isa = kernel_isa(), co_tile = direct_co_tile();
     const int nco = (cout + co_tile - 1) / co_tile;
     /* per thread: one sample's padded planes and one tile's packed weights */
     const int64_t ps = (int64_t)(h + 2) * (w + 2) + 64, tile_len = (int64_t)co_tile * cin * 9;
-    const int64_t per = (int64_t)cin * ps + tile_len;
-    /* narrow images waste 2 of every w + 2 virtual columns */
-    if (w < 8 || per > scratch_len) return 0;
+    const int64_t per = direct_per(cin, h, w);
+    if (!direct_shape(w) || per > scratch_len) return 0;
     int nt = omp_get_max_threads();
     const int64_t n_in = (int64_t)batch * h * w;
     const int64_t items = (int64_t)batch * nco;
     if (items < 2 || (int64_t)cout * cin * 9 * n_in < 64 * PAR_MIN) nt = 1;
     /* the whole layer packed once, shared, when the scratch holds it besides the threads'
      * planes; else each item packs its tile (same numbers, more packing) */
-    const int64_t all_len = tile_len * nco;
+    const int64_t all_len = direct_all_len(cin, cout);
     const int shared = all_len + nt * per <= scratch_len;
     float *const base = shared ? scratch + all_len : scratch;
     if (((shared ? scratch_len - all_len : scratch_len) / per) < nt)
@@ -428,11 +442,9 @@ static int64_t wino_layout(int cin, int h, int w, int *g_out, int *cb_out, int64
            + 32 + (((int64_t)h * w + 15) & ~(int64_t)15) + 16;
 }
 
-/* floats of scratch for `threads` threads of the Winograd path, packed weights apart */
-static int64_t wino_scratch(int cin, int h, int w, int threads)
-{
-    return wino_layout(cin, h, w, NULL, NULL, NULL) * threads;
-}
+/* the shapes the Winograd path takes: 2+ rows and 8+ columns (its 2x2 tiles; narrower images
+ * fill few vector lanes) and at most WINO_MAX_CIN input channels */
+static int wino_shape(int cin, int h, int w) { return w >= 8 && h >= 2 && cin <= WINO_MAX_CIN; }
 
 /* 1 when the Winograd path ran (decided by the layer's shape and the scratch, never the batch);
  * packed: wino_pack's output for this CPU, or NULL (packed here into the scratch); ab, silu: the
@@ -444,7 +456,7 @@ static int conv3x3_wino(int batch, int cin, int h, int w, const float *x, const 
 {
     const int isa = kernel_isa(), co_tile = wino_co_tile();
     (void)isa;  /* read only where KERNEL_CLONES picks a compiled copy (not under clang) */
-    if (w < 8 || h < 2 || cin > WINO_MAX_CIN) return 0;
+    if (!wino_shape(cin, h, w)) return 0;
     const int nco = (cout + co_tile - 1) / co_tile;
     const int hq = (h + 1) / 2 + 1, wq = (w + 1) / 2 + 1;
     const int64_t hwq = (int64_t)hq * wq;
@@ -531,15 +543,44 @@ static int conv3x3_wino(int batch, int cin, int h, int w, const float *x, const 
     return 1;
 }
 
-int64_t ccfg_nn_conv2d_scratch(int cin, int k, int w)
+/* what ccfg_nn_conv2d_scratch returns past any machine's memory (its sums stay far below
+ * int64 overflow, and the caller's allocation fails) */
+#define SCRATCH_SATURATED ((int64_t)1 << 60)
+
+/* shared + threads * per, saturated */
+static int64_t scratch_total(int64_t shared, int64_t per, int threads)
 {
-    const int64_t row = (int64_t)cin * k * k * (w > MIN_CONV_TILE ? w : MIN_CONV_TILE);
-    int64_t need = row > CACHE_TILE_FLOATS ? row : CACHE_TILE_FLOATS;
-    if (k == 3 && cin <= WINO_MAX_CIN) {    /* the Winograd path's per thread on w x w images */
-        const int64_t wino = wino_scratch(cin, w, w, 1);
-        if (wino > need) need = wino;
-    }
-    return need;
+    if (shared >= SCRATCH_SATURATED || per > (SCRATCH_SATURATED - shared) / threads)
+        return SCRATCH_SATURATED;
+    return shared + per * threads;
+}
+
+/* The scratch cpu_conv2d uses for this layer on this input when given it: the path it takes
+ * (the same shape tests, in the same order), and that path's own need, so that no path is left
+ * for want of scratch and nothing is sized for a path not taken (the Winograd planes of a w x w
+ * image for a 1 x w one, before). */
+int64_t ccfg_nn_conv2d_scratch(int cin, int cout, int h, int w, int k, int stride, int pad0,
+                               int pad1, int packed, int threads)
+{
+    if (cin < 1 || cout < 1 || h < 1 || w < 1 || k < 1 || stride < 1 || pad0 < 0 || pad1 < 0 ||
+        threads < 1 || (int64_t)h + pad0 + pad1 < k || (int64_t)w + pad0 + pad1 < k)
+        return 0;
+    if (k == 1 && stride == 1 && pad0 == 0 && pad1 == 0) return 0;     /* conv1x1_direct */
+    const int64_t wo = ((int64_t)w + pad0 + pad1 - k) / stride + 1;
+    const int64_t K = (int64_t)cin * k * k;
+    if (K > SCRATCH_SATURATED / wo) return SCRATCH_SATURATED;
+    const int64_t row = K * wo;     /* one output row of im2col */
+    if (k == 3 && stride == 1 && pad0 == 1 && pad1 == 1 && !wino_off() && wino_shape(cin, h, w))
+        /* conv3x3_wino: its planes per thread, the transformed weights once unless packed */
+        return scratch_total(packed ? 0 : wino_packed_len(cin, cout),
+                             wino_layout(cin, h, w, NULL, NULL, NULL), threads);
+    if (k == 3 && stride == 1 && pad0 == 1 && pad1 == 1 && direct_shape(w))
+        /* conv3x3_direct: padded planes per thread, the layer's weights packed once (shared) */
+        return scratch_total(direct_all_len(cin, cout), direct_per(cin, h, w), threads);
+    /* im2col: a tile per thread of the whole output rows that fit in CACHE_TILE_FLOATS (the tile
+     * cpu_conv2d keeps to), or of one row where a row is larger */
+    return scratch_total(0, row >= CACHE_TILE_FLOATS ? row : CACHE_TILE_FLOATS / row * row,
+                         threads);
 }
 
 /* 1x1 convolution (every projection and shortcut of a UNet): nn_cpu_conv.h's pointwise tile
@@ -574,26 +615,31 @@ static void conv1x1_direct(int batch, int cin, int h, int w, const float *x, int
     }
 }
 
-static void cpu_conv2d(int batch, int cin, int h, int w, const float *x, int cout, int k,
-                       int stride, int pad0, int pad1, const float *weight, const float *packed,
-                       const float *bias, int accumulate, float *y, float *scratch,
-                       int64_t scratch_len)
+/* 1 when it ran; 0: the layer fell to im2col and scratch_len is short of one output row (nothing
+ * written) */
+static int cpu_conv2d(int batch, int cin, int h, int w, const float *x, int cout, int k,
+                      int stride, int pad0, int pad1, const float *weight, const float *packed,
+                      const float *bias, int accumulate, float *y, float *scratch,
+                      int64_t scratch_len)
 {
     if (k == 1 && stride == 1 && pad0 == 0 && pad1 == 0) {
         conv1x1_direct(batch, cin, h, w, x, cout, weight, bias, accumulate, y);
-        return;
+        return 1;
     }
     if (k == 3 && stride == 1 && pad0 == 1 && pad1 == 1 && !wino_off() &&
         conv3x3_wino(batch, cin, h, w, x, NULL, 0, cout, weight, packed, bias, accumulate, y,
                      scratch, scratch_len))
-        return;
+        return 1;
     if (k == 3 && stride == 1 && pad0 == 1 && pad1 == 1 &&
         conv3x3_direct(batch, cin, h, w, x, cout, weight, bias, accumulate, y, scratch,
                        scratch_len))
-        return;
+        return 1;
     const int ho = (h + pad0 + pad1 - k) / stride + 1, wo = (w + pad0 + pad1 - k) / stride + 1;
     const int64_t n_in = (int64_t)batch * h * w, n_out = (int64_t)batch * ho * wo;
     const int K = cin * k * k;
+    /* im2col writes whole output rows: less than one would be written past the scratch's end
+     * (checked here, not before the paths above, which need none of it) */
+    if (scratch_len < (int64_t)K * wo) return 0;
     const int64_t work = (int64_t)cout * K * n_out;
     int nt = work > 64 * PAR_MIN ? omp_get_max_threads() : 1;
     if (k > 1 || stride > 1 || pad0 || pad1) {
@@ -619,7 +665,7 @@ static void cpu_conv2d(int batch, int cin, int h, int w, const float *x, int cou
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cout, (int)cols, cin, 1.0f,
                             weight, cin, x + j0, (int)n_out, 1.0f, y + j0, (int)n_out);
         }
-        return;
+        return 1;
     }
     /* im2col in tiles of whole output rows, one tile per thread at a time */
     const int64_t total_rows = (int64_t)batch * ho;
@@ -629,8 +675,7 @@ static void cpu_conv2d(int batch, int cin, int h, int w, const float *x, int cou
      * (1 MiB: measured 10-25% faster forwards than 16 MiB tiles on the Fashion-MNIST UNet) */
     const int64_t cache_rows = CACHE_TILE_FLOATS / ((int64_t)K * wo);
     if (tile_rows > cache_rows) tile_rows = cache_rows;
-    if (tile_rows < 1) tile_rows = 1;   /* the planner gives at least one row per thread
-                                         * (ccfg_nn_conv2d_scratch) */
+    if (tile_rows < 1) tile_rows = 1;   /* one row per thread fits: nt <= fit above */
     const int64_t balanced = (total_rows + nt - 1) / nt;
     if (tile_rows > balanced) tile_rows = balanced;
     const int64_t tiles = (total_rows + tile_rows - 1) / tile_rows;
@@ -644,6 +689,7 @@ static void cpu_conv2d(int batch, int cin, int h, int w, const float *x, int cou
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cout, (int)cols, K, 1.0f, weight, K,
                     col, (int)cols, 1.0f, y + row0 * wo, (int)n_out);
     }
+    return 1;
 }
 
 /* The two elementwise kernels of GroupNorm, compiled for AVX-512 and AVX2 as well as the baseline
@@ -1043,15 +1089,16 @@ static int conv2d_any(int batch, int cin, int h, int w, const float *x, int cout
                       const float *bias, int accumulate, float *y, float *scratch,
                       int64_t scratch_len)
 {
-    /* im2col needs one output row of scratch at the least (ccfg_nn_conv2d_scratch per thread):
-     * less would be written past its end */
-    const int64_t row = (int64_t)cin * k * k * ((w + pad0 + pad1 - k) / (stride > 0 ? stride : 1) + 1);
-    if ((k > 1 || stride > 1 || pad0 || pad1) && scratch_len < row)
+    const double t0 = prof_begin();
+    /* a layer that falls to im2col needs one output row of scratch at the least
+     * (ccfg_nn_conv2d_scratch gives its path's need) */
+    if (!cpu_conv2d(batch, cin, h, w, x, cout, k, stride, pad0, pad1, weight, packed, bias,
+                    accumulate, y, scratch, scratch_len)) {
+        const int64_t row = (int64_t)cin * k * k *
+                            ((w + pad0 + pad1 - k) / (stride > 0 ? stride : 1) + 1);
         return ccfg_fail(CCFG_EINVAL, "nn conv2d: %lld floats of scratch, one output row of "
                          "im2col needs %lld", (long long)scratch_len, (long long)row);
-    const double t0 = prof_begin();
-    cpu_conv2d(batch, cin, h, w, x, cout, k, stride, pad0, pad1, weight, packed, bias, accumulate,
-               y, scratch, scratch_len);
+    }
     prof_end(k > 1 || stride > 1 || pad0 || pad1 ? P_CONV3 : P_CONV1, t0);
     return CCFG_OK;
 }

@@ -653,7 +653,26 @@ int64_t ccfg_unet_plan_bytes(const ccfg_unet *u) { return u->plan.floats * (int6
 typedef struct {
     int64_t act, norm, cat, qkv, o, conv_k, attn_thread;   /* attn_thread: per thread */
     int64_t th, kv, ff, ffh;
+    int64_t conv_scratch;           /* the largest conv2d's scratch, all threads */
+    int threads;                    /* the threads conv2d splits its scratch between (0: none) */
 } plan_sizes;
+
+/* the scratch conv c takes on an h x w input (nn.h ccfg_nn_conv2d_scratch: its path's own need
+ * for this shape; packed when the layer's weights are) */
+static void need_conv(plan_sizes *z, const conv_p *c, int h, int w)
+{
+    if (!c->w || !z->threads) return;
+    z->conv_scratch = max64(z->conv_scratch,
+                            ccfg_nn_conv2d_scratch(c->cin, c->cout, h, w, c->k, c->stride,
+                                                   c->pad0, c->pad1, c->pk != NULL, z->threads));
+}
+
+static void need_resnet(plan_sizes *z, const resnet_p *r, int h, int w)
+{
+    need_conv(z, &r->conv1, h, w);
+    need_conv(z, &r->conv2, h, w);
+    need_conv(z, &r->shortcut, h, w);
+}
 
 static void need_attention(plan_sizes *z, const attn_p *a, int64_t n)
 {
@@ -709,6 +728,9 @@ int ccfg_unet_plan(ccfg_unet *u, int64_t max_batch, int h, int w, int ctx_len, i
 
     plan_sizes z;
     memset(&z, 0, sizeof z);
+    /* a device backend needs no scratch (its kernels tile on their own) */
+    z.threads = !u->ops->uses_scratch ? 0 : omp_get_max_threads() > 0 ? omp_get_max_threads() : 1;
+    int hl = h, wl = w;         /* the current level's size */
     int64_t skip_total = 0;
     int64_t *skip_size = malloc((size_t)u->n_skips * sizeof *skip_size);
     if (!skip_size) return ccfg_fail(CCFG_ENOMEM, "out of memory planning the UNet");
@@ -716,12 +738,14 @@ int ccfg_unet_plan(ccfg_unet *u, int64_t max_batch, int h, int w, int ctx_len, i
     int64_t n = bc * h * w;     /* columns at the current level */
     skip_size[ns++] = (int64_t)cfg->channels[0] * n;
     z.conv_k = max64(z.conv_k, cfg->in_channels * 9);
+    need_conv(&z, &u->conv_in, hl, wl);
     for (int l = 0; l < L; l++) {
         const int ch = cfg->channels[l];
         for (int j = 0; j < lpb; j++) {
             const resnet_p *r = &u->down_res[l * lpb + j];
             z.norm = max64(z.norm, (int64_t)max64(r->cin, r->cout) * n);
             z.conv_k = max64(z.conv_k, 9 * (int64_t)max64(r->cin, r->cout));
+            need_resnet(&z, r, hl, wl);
             skip_size[ns++] = (int64_t)ch * n;
             if (cfg->down_attention[l] == CCFG_UNET_SELF_ATTENTION)
                 need_attention(&z, &u->down_attn[l * lpb + j], n);
@@ -730,6 +754,9 @@ int ccfg_unet_plan(ccfg_unet *u, int64_t max_batch, int h, int w, int ctx_len, i
         }
         if (l < L - 1) {
             z.conv_k = max64(z.conv_k, 9 * (int64_t)ch);
+            need_conv(&z, &u->down_conv[l], hl, wl);
+            hl /= 2;
+            wl /= 2;
             n /= 4;
             skip_size[ns++] = (int64_t)ch * n;
         }
@@ -740,6 +767,8 @@ int ccfg_unet_plan(ccfg_unet *u, int64_t max_batch, int h, int w, int ctx_len, i
         z.act = max64(z.act, (int64_t)ch * n);
         z.norm = max64(z.norm, (int64_t)ch * n);
         z.conv_k = max64(z.conv_k, 9 * (int64_t)ch);
+        need_resnet(&z, &u->mid_res[0], hl, wl);
+        need_resnet(&z, &u->mid_res[1], hl, wl);
         if (cfg->mid_attention == CCFG_UNET_SELF_ATTENTION)
             need_attention(&z, &u->mid_attn, n);
         else if (cfg->mid_attention == CCFG_UNET_TRANSFORMER)
@@ -752,6 +781,7 @@ int ccfg_unet_plan(ccfg_unet *u, int64_t max_batch, int h, int w, int ctx_len, i
             z.norm = max64(z.norm, (int64_t)max64(r->cin, r->cout) * n);
             z.act = max64(z.act, (int64_t)r->cout * n);
             z.conv_k = max64(z.conv_k, 9 * (int64_t)max64(r->cin, r->cout));
+            need_resnet(&z, r, hl, wl);
             if (cfg->up_attention[i] == CCFG_UNET_SELF_ATTENTION)
                 need_attention(&z, &u->up_attn[i * (lpb + 1) + j], n);
             else if (cfg->up_attention[i] == CCFG_UNET_TRANSFORMER)
@@ -760,22 +790,25 @@ int ccfg_unet_plan(ccfg_unet *u, int64_t max_batch, int h, int w, int ctx_len, i
         if (i < L - 1) {
             const int ch = rev(cfg, i);
             n *= 4;
+            hl *= 2;
+            wl *= 2;
             z.norm = max64(z.norm, (int64_t)ch * n);    /* the upsampled tensor lives in `a` */
             z.act = max64(z.act, (int64_t)ch * n);
             z.conv_k = max64(z.conv_k, 9 * (int64_t)ch);
+            need_conv(&z, &u->up_conv[i], hl, wl);
         }
     }
     z.norm = max64(z.norm, (int64_t)cfg->channels[0] * n);
     z.conv_k = max64(z.conv_k, 9 * (int64_t)cfg->channels[0]);
+    need_conv(&z, &u->conv_out, hl, wl);
     for (int s = 0; s < u->n_skips; s++) skip_total += skip_size[s];
 
     /* a device backend needs no scratch (its kernels tile on their own) but staging for host
      * inputs and outputs */
     const int staged = !u->be->host_memory;
-    const int threads = !u->ops->uses_scratch ? 0
-                        : omp_get_max_threads() > 0 ? omp_get_max_threads() : 1;
-    /* conv2d splits its scratch between threads (the widest convolution input is at full width) */
-    const int64_t conv_scratch = ccfg_nn_conv2d_scratch((int)(z.conv_k / 9), 3, w) * threads;
+    const int threads = z.threads;
+    /* conv2d splits its scratch between threads: each layer's need on its level's h x w */
+    const int64_t conv_scratch = z.conv_scratch;
     const int64_t attn_scratch = z.attn_thread * threads;
     const int64_t tmax = max64(T, 2 * (int64_t)cfg->channels[0]);
     const int64_t ctx = (int64_t)D * bc * ctx_len;

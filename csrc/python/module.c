@@ -38,6 +38,7 @@ PyObject *py_vk_set_precision(PyObject *, PyObject *);
 PyObject *py_vk_tuning(PyObject *, PyObject *);
 PyObject *py_vk_op(PyObject *, PyObject *);             /* py_testhooks.c */
 PyObject *py_nn_op(PyObject *, PyObject *);
+PyObject *py_nn_conv2d_scratch(PyObject *, PyObject *);
 PyObject *py_nn_profile(PyObject *, PyObject *);
 PyObject *py_vk_tune_test(PyObject *, PyObject *);
 
@@ -88,6 +89,9 @@ static PyMethodDef methods[] = {
      "vk_op(device, op, arrays, scalars): one backend op on a backend (tests)"},
     {"nn_op", py_nn_op, METH_VARARGS,
      "nn_op(device, op, inputs, outputs, ints, floats, t, index) (tests)"},
+    {"nn_conv2d_scratch", py_nn_conv2d_scratch, METH_VARARGS,
+     "nn_conv2d_scratch(cin, cout, h, w, k, stride, pad0, pad1, packed, threads) -> floats of "
+     "the CPU conv2d's scratch (tests)"},
     {"nn_profile", py_nn_profile, METH_VARARGS,
      "nn_profile('start'|'stop') -> {op kind: (calls, ms)} of the CPU nn ops (benchmarks)"},
     {"vk_tune_test", py_vk_tune_test, METH_VARARGS,

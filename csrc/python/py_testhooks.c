@@ -479,6 +479,30 @@ static int nn_call(const ccfg_backend *be, const ccfg_nn_ops *ops, const char *o
     return ccfg_fail(CCFG_EINVAL, "nn_op: unknown op %s", op);
 }
 
+/* nn_conv2d_scratch(cin, cout, h, w, k, stride, pad0, pad1, packed, threads): nn.h's
+ * ccfg_nn_conv2d_scratch, for tests/test_conv_scratch.py; arguments that are not a convolution
+ * raise ValueError naming the argument (the C function returns 0 for them) */
+PyObject *py_nn_conv2d_scratch(PyObject *self, PyObject *args)
+{
+    int cin, cout, h, w, k, stride, pad0, pad1, packed, threads;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "iiiiiiiiii", &cin, &cout, &h, &w, &k, &stride, &pad0, &pad1,
+                          &packed, &threads))
+        return NULL;
+    if (threads < 1)
+        return PyErr_Format(PyExc_ValueError, "nn_conv2d_scratch: threads must be >= 1, got %d",
+                            threads);
+    if (cin < 1 || cout < 1 || h < 1 || w < 1 || k < 1 || stride < 1 || pad0 < 0 || pad1 < 0)
+        return PyErr_Format(PyExc_ValueError, "nn_conv2d_scratch: channels %d -> %d, size %d x "
+                            "%d, kernel %d, stride %d must be positive and padding (%d, %d) not "
+                            "negative", cin, cout, h, w, k, stride, pad0, pad1);
+    if ((int64_t)h + pad0 + pad1 < k || (int64_t)w + pad0 + pad1 < k)
+        return PyErr_Format(PyExc_ValueError, "nn_conv2d_scratch: kernel %d larger than the "
+                            "padded %d x %d input", k, h, w);
+    return PyLong_FromLongLong(ccfg_nn_conv2d_scratch(cin, cout, h, w, k, stride, pad0, pad1,
+                                                      packed, threads));
+}
+
 PyObject *py_nn_op(PyObject *self, PyObject *args)
 {
     int status = CCFG_OK, nin = 0, nout = 0, ni = 0, nf = 0;
