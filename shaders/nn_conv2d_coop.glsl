@@ -32,15 +32,15 @@
 // its own CM x CN float32 slice of shared memory so that bias, accumulate, the residual and the
 // masks of partial tiles are applied per element as in nn_conv2d.comp (the element <-> lane
 // mapping of a cooperative matrix is the implementation's, so the epilogue cannot read it in
-// registers). Push constants, bindings, flags and chunks are nn_conv2d.comp's with w in float16
-// (2 per element of ow, as nn_conv2d_f16.comp), its sixth binding included: with a GroupNorm
-// folded in (flags bits 3 and 4, nn.h conv2d_packed_norm) every staged input is x a + d, then
-// SiLU, computed in float32 and then rounded to float16 (the normalised value is what is rounded,
-// as the unfused path rounds the normalised tensor it reads), and out-of-image taps stay 0 (the
-// padding of the normalised tensor). The normalised tensor is then never written nor read back;
-// the price is the normalisation's few instructions per staged input, run by the staging
-// invocations beside the matrix units (docs/PERFORMANCE.md, "GroupNorm(+SiLU) folded into the
-// cooperative-matrix convolution").
+// registers). Push constants, bindings, flags and chunks are nn_conv2d.comp's (declared once in
+// nn_conv2d_io.glsl) with w in float16 (2 per element of ow, as nn_conv2d_f16.comp), its sixth
+// binding included: with a GroupNorm folded in (flags bits 3 and 4, nn.h conv2d_packed_norm) every
+// staged input is x a + d, then SiLU, computed in float32 and then rounded to float16 (the
+// normalised value is what is rounded, as the unfused path rounds the normalised tensor it reads),
+// and out-of-image taps stay 0 (the padding of the normalised tensor). The normalised tensor is
+// then never written nor read back; the price is the normalisation's few instructions per staged
+// input, run by the staging invocations beside the matrix units (docs/PERFORMANCE.md,
+// "GroupNorm(+SiLU) folded into the cooperative-matrix convolution").
 #extension GL_EXT_control_flow_attributes : require
 #extension GL_EXT_shader_16bit_storage : require
 #extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
@@ -87,27 +87,8 @@ const uint NPX = UN / TPX;          // X~ units (of PK pixels) an invocation sta
 const uint RB = WG / TPX;           // channels of X~ apart between an invocation's units
 const uint NCH = BK / RB;           // channels of X~ an invocation stages per stage
 const uint NP = NPX * PK;           // pixels an invocation gathers
-layout(std430, binding = 0) readonly buffer X { float x[]; };
-layout(std430, binding = 1) readonly buffer W { float16_t wt[]; };
-layout(std430, binding = 2) readonly buffer B { float bias[]; };
-layout(std430, binding = 3) buffer Y { float y[]; };
-// the residual (cout x P like y; may be y itself), read only with flags bit 2
-layout(std430, binding = 4) readonly buffer R { float r[]; };
-// a GroupNorm folded in (flags bit 3): (a, d) per sample b and input channel ci at
-// ab[oab + 2 (b abstride + ci)] and the next element (nn.h group_norm_affine)
-layout(std430, binding = 5) readonly buffer AB { float ab[]; };
-// vk_nn.h ccfg_vk_push_conv2d_tiled (the tiled shaders' block: one layout for every convolution
-// that can fold)
-layout(push_constant) uniform Push {
-    uint ox, ow, ob, oy, ores, oab;
-    uint batch, cin, h, w, cout, k, stride, pad0, ho, wo;
-    // bit 0: bias present, bit 1: accumulate into y, bit 2: add the residual r, bit 3: the
-    // input is read as x a + d (a GroupNorm folded in), bit 4: then SiLU
-    uint flags;
-    uint wstride;   // weights per output channel of w (every input channel x k x k)
-    uint split;     // split-K's stages per slice: always 0 here (the coop shaders have none)
-    uint abstride;  // input channels per sample of ab (every channel, not only this chunk's)
-} p;
+#define CONV_WEIGHT float16_t
+#include "nn_conv2d_io.glsl"   // bindings 0-5 and the push block p
 // NBUF stages in shared memory: 2 (the default) while the subgroups multiply from one the next is
 // stored into the other, one barrier per stage; COOP_SINGLE_BUFFER (the _sb variants,
 // CCFG_VULKAN_COOP_SINGLE_BUFFER=1) one, two barriers per stage (the path before, for A/B runs)

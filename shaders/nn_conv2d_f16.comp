@@ -25,30 +25,8 @@ const uint NT = 128u;   // invocations: 8 rows (tm) x 16 columns (tn)
 // an invocation computes 8 x 8 outputs: channels 4 tm + q and 32 + 4 tm + q, pixels 4 tn + e and
 // 64 + 4 tn + e (q, e < 4), read from shared memory as vec4s
 
-layout(std430, binding = 0) readonly buffer X { float x[]; };
-layout(std430, binding = 1) readonly buffer W { float16_t wt[]; };   // 2 per element of ow
-layout(std430, binding = 2) readonly buffer B { float bias[]; };
-layout(std430, binding = 3) buffer Y { float y[]; };
-// the residual (cout x P like y; may be y itself), read only with flags bit 2
-layout(std430, binding = 4) readonly buffer R { float r[]; };
-// a GroupNorm folded in (flags bit 3): (a, d) per sample b and input channel ci at
-// ab[oab + 2 (b abstride + ci)] and the next element (nn.h group_norm_affine)
-layout(std430, binding = 5) readonly buffer AB { float ab[]; };
-
-layout(push_constant) uniform Push {
-    uint ox, ow, ob, oy, ores, oab;
-    uint batch, cin, h, w, cout, k, stride, pad0, ho, wo;
-    // bit 0: bias present, bit 1: accumulate into y, bit 2: add the residual r, bit 3: the
-    // input is read as x a + d (a GroupNorm folded in), bit 4: then SiLU
-    uint flags;
-    uint wstride;   // weights per output channel of w (every input channel x k x k)
-    // split-K: stages per slice (0: no split). With it the y workgroups are slices x output-
-    // channel tiles; slice s reduces stages [s split, (s + 1) split) and writes its raw partial
-    // sums to slice s of y (scratch, slices x cout x P), ignoring the flags;
-    // nn_conv2d_reduce.comp sums the slices in order and applies them
-    uint split;
-    uint abstride;  // input channels per sample of ab (every channel, not only this chunk's)
-} p;
+#define CONV_WEIGHT float16_t   // 2 per element of ow
+#include "nn_conv2d_io.glsl"   // bindings 0-5 and the push block p
 
 // As[c][m / 4], Bs[c][n / 4]: the stage, read as vec4s (two of each per channel and invocation)
 shared vec4 As[BK][BM / 4u];

@@ -19,13 +19,10 @@ from diffusers import DDIMScheduler  # noqa: E402
 # the fixtures and helpers of the CPU tests: same configurations, same weights
 from test_unet import (CONFIGS, ddim_loop, diffusers_forward, inputs, rel_err,  # noqa: E402,F401
                        saved, torch_one_thread)
+# the device under test, its skip mark, subprocess runs (switches read when a device opens)
+from vk_helpers import DEV, VK, fold_forward_script, needs_vk, run_json, run_py  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
-
-VK = [d for d in _core.devices() if d["backend"] == "vulkan" and "index" in d]
-WHY = next((d["note"] for d in _core.devices() if d["backend"] == "vulkan" and "note" in d), "")
-DEV = f"vulkan:{VK[0]['index']}" if VK else "vulkan:0"   # the backend the op hooks open by name
-needs_vk = pytest.mark.skipif(not VK, reason=f"no Vulkan device: {WHY}")
 
 OP_TOL = 1e-5
 FORWARD_TOL = 1e-3
@@ -143,9 +140,6 @@ def test_group_norm_one_dispatch_and_three(batch, c, hw, groups):
 def test_group_norm_without_subgroup_operations():
     """CCFG_VULKAN_NO_SUBGROUP=1: the shared-memory trees instead of subgroupAdd (devices without
     subgroup arithmetic), both paths, against the CPU"""
-    import os
-    import subprocess
-    import sys
     code = f"""
 import numpy as np
 from ccfg import _core
@@ -161,8 +155,7 @@ for batch, c, hw, groups in {GN_SIZES!r}:
     assert err <= {OP_TOL}, (batch, c, hw, groups, err)
 print("ok")
 """
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                       env=dict(os.environ, CCFG_VULKAN_NO_SUBGROUP="1"))
+    r = run_py(code, env={"CCFG_VULKAN_NO_SUBGROUP": "1"}, timeout=300)
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr
 
 
@@ -353,16 +346,9 @@ def test_conv2d_packed_norm_half_splitk_and_switch(env, tol):
     """the float16 tiled shader folds too (the normalised value rounded to float16 as it is
     staged: the fp16 op contract), split-K's slices stage the normalised input, and
     without CCFG_VULKAN_NORM_FOLD=1 (the default) every layer is declined"""
-    import json
-    import os
-    import subprocess
-    import sys
     if "CCFG_VULKAN_PRECISION" in env and not VK[0].get("storage_16bit"):
         pytest.skip("the device has no storageBuffer16BitAccess")
-    r = subprocess.run([sys.executable, "-c", NORM_FOLD_OPS], capture_output=True, text=True,
-                       timeout=600, env=dict(os.environ, **env))
-    assert r.returncode == 0, r.stderr[-3000:]
-    errs = json.loads(r.stdout.strip().splitlines()[-1])
+    errs = run_json(NORM_FOLD_OPS, env=env, timeout=600)
     for e in errs:
         if tol is None:
             assert "declined" in e, e
@@ -515,8 +501,6 @@ def test_sync_pacing_switch_gives_the_same_forward():
     """CCFG_VULKAN_SYNC_PACING=1 (each pacing submit waits, as before the two command buffers:
     the benchmarks' comparison) computes the same forward bit for bit"""
     import os
-    import subprocess
-    import sys
     code = f"""
 import numpy as np, ccfg
 unet = ccfg.models.load("fashion-mnist")
@@ -528,8 +512,7 @@ np.save(__import__("sys").argv[1], unet(x, 300, [0, 1, 2, 3], device="{DEV}"))
         outs = []
         for i, flag in enumerate(("0", "1")):
             path = os.path.join(tmp, f"{i}.npy")
-            r = subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True,
-                               timeout=300, env=dict(os.environ, CCFG_VULKAN_SYNC_PACING=flag))
+            r = run_py(code, path, env={"CCFG_VULKAN_SYNC_PACING": flag}, timeout=300)
             assert r.returncode == 0, r.stderr
             outs.append(np.load(path))
     assert np.array_equal(outs[0], outs[1])
@@ -557,10 +540,7 @@ def test_residual_in_the_convolution_gives_the_same_forward(precision):
     conv2d_residual) instead of copying it into the output for conv2 to accumulate onto: the
     shipped model's forward is bit for bit the one with CCFG_VULKAN_NO_CONV_RESIDUAL=1 (the copy,
     as before) in float32 and in float16 (the f16 shader's epilogue), with 3 copies fewer"""
-    import json
     import os
-    import subprocess
-    import sys
     import tempfile
     if precision == "fp16" and not VK[0].get("storage_16bit"):
         pytest.skip("the device has no storageBuffer16BitAccess")
@@ -568,32 +548,17 @@ def test_residual_in_the_convolution_gives_the_same_forward(precision):
         outs, copies = [], []
         for i, flag in enumerate(("0", "1")):
             path = os.path.join(tmp, f"{i}.npy")
-            env = dict(os.environ, CCFG_VULKAN_NO_CONV_RESIDUAL=flag,
-                       CCFG_VULKAN_PRECISION=precision)
-            r = subprocess.run([sys.executable, "-c", RESIDUAL_RUN, path, DEV],
-                               capture_output=True, text=True, timeout=300, env=env)
-            assert r.returncode == 0, r.stderr[-3000:]
+            copies.append(run_json(RESIDUAL_RUN, path, DEV, env={
+                "CCFG_VULKAN_NO_CONV_RESIDUAL": flag, "CCFG_VULKAN_PRECISION": precision},
+                timeout=300))
             outs.append(np.load(path))
-            copies.append(json.loads(r.stdout.strip().splitlines()[-1]))
     assert np.array_equal(outs[0], outs[1])
     # the shipped model's resnets without a shortcut: 2 at 32x32, 1 in the mid block
     assert copies[1] - copies[0] == 3, copies
 
 
-NORM_FOLD_RUN = """
-import json, os, sys, tempfile
-import numpy as np, torch, diffusers
-from diffusers import UNet2DModel
-import ccfg
-from ccfg.models import FASHION_MNIST_DIR
-diffusers.utils.logging.set_verbosity_error()
-torch.set_num_threads(1)
-dev = sys.argv[1]
-rel = lambda a, b: float(np.abs(np.asarray(a, np.float64) - b).max() / np.abs(b).max())
-rng = np.random.default_rng(0)
-res = {}
-
-
+# the device forwards, one process per fold state (tests/vk_helpers.py FOLD_MODELS: the models)
+NORM_FOLD_RUN = fold_forward_script("""
 def run(name, unet, m, x, t, labels):
     with torch.no_grad():
         lab = None if labels is None else torch.as_tensor(labels)
@@ -603,27 +568,7 @@ def run(name, unet, m, x, t, labels):
         out = unet(x, t, labels, device=dev)
     res[name] = dict(err=rel(out, ref), calls=sum(c for _, c, _ in prof.rows),
                      gn=sum(c for k, c, _ in prof.rows if k.startswith("nn_group_norm")))
-
-
-# the shipped model: its 24-channel layers decline (the direct shader), 48 and 96 fold
-unet = ccfg.models.load("fashion-mnist")
-m = UNet2DModel.from_pretrained(os.path.join(FASHION_MNIST_DIR, "unet"),
-                                low_cpu_mem_usage=False).eval()
-run("fashion-mnist", unet, m, rng.standard_normal((3,) + unet.shape).astype(np.float32), 300,
-    np.array([1, 7, 10]))
-# FiLM (scale_shift) and groups of more than 8192 values (48 channels in 2 groups at 32x32):
-# the statistics take phases 0 and 1, and phase 1 writes (a, d)
-torch.manual_seed(0)
-cm = UNet2DModel(sample_size=32, in_channels=3, out_channels=3, block_out_channels=(48, 96),
-                 layers_per_block=1, norm_num_groups=2, resnet_time_scale_shift="scale_shift",
-                 down_block_types=("DownBlock2D",) * 2, up_block_types=("UpBlock2D",) * 2,
-                 add_attention=False).eval()
-d = tempfile.mkdtemp()
-cm.save_pretrained(d)
-run("large-groups", ccfg.models.UNet.from_pretrained(d), cm,
-    rng.standard_normal((2, 3, 32, 32)).astype(np.float32), 20, None)
-print(json.dumps(res))
-"""
+""")
 
 
 @needs_vk
@@ -637,19 +582,12 @@ def test_norm_fold_forward_matches_diffusers_with_fewer_dispatches(precision, to
     normalisation's), 15 fewer in the model of large groups (two dispatches instead of three for
     each of its 8 resnets' 2 norms but one: norm1 of the 48 -> 96 resnet at 16x16 has 24 x 256
     values per group, one workgroup either way); the switch is the positive control."""
-    import json
-    import os
-    import subprocess
-    import sys
     if precision == "fp16" and not VK[0].get("storage_16bit"):
         pytest.skip("the device has no storageBuffer16BitAccess")
-    got = {}
-    for flag in ("1", "0"):
-        env = dict(os.environ, CCFG_VULKAN_NORM_FOLD=flag, CCFG_VULKAN_PRECISION=precision)
-        r = subprocess.run([sys.executable, "-c", NORM_FOLD_RUN, DEV], capture_output=True,
-                           text=True, timeout=600, env=env)
-        assert r.returncode == 0, r.stderr[-3000:]
-        got[flag] = json.loads(r.stdout.strip().splitlines()[-1])
+    got = {flag: run_json(NORM_FOLD_RUN, DEV, env={"CCFG_VULKAN_NORM_FOLD": flag,
+                                                   "CCFG_VULKAN_PRECISION": precision},
+                          timeout=600)
+           for flag in ("1", "0")}
     for flag, res in got.items():
         for name, v in res.items():
             assert v["err"] <= tol, (precision, flag, name, v)

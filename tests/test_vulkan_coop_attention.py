@@ -42,38 +42,20 @@ error exceeds 1e-6 relative), the profile shows the coop pipeline of the head's 
 CCFG_VULKAN_ATTENTION=tiled under coop runs the float32 shader (within 1e-5 of the CPU).
 The whole UNet2DConditionModel forward under coop is held to the coop contract's bound against
 diffusers' float32 forward (tests/test_vulkan_half.py FORWARD_TOL, docs/api.md)."""
-import json
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
-import numpy as np
 import pytest
 
-from ccfg import _core
+from vk_helpers import DEV, FORWARD_HEAD, needs_coop, needs_vk, run_json, run_py
 
-ROOT = Path(__file__).resolve().parents[1]
 FORWARD_TOL = 3e-3      # the coop contract's whole-forward bound (tests/test_vulkan_half.py)
 
-VK = [d for d in _core.devices() if d["backend"] == "vulkan" and "index" in d]
-INFO = VK[0] if VK else {}
-DEV = f"vulkan:{INFO['index']}" if VK else "vulkan:0"
-HAS_COOP = "coop" in INFO.get("precisions", [])
-needs_vk = pytest.mark.skipif(not VK, reason="no Vulkan device")
-needs_coop = pytest.mark.skipif(
-    not HAS_COOP, reason="the device does not run the cooperative-matrix shaders (lavapipe >= 26 "
-    "through build/toolchain/lavapipe-run, or a GPU with VK_KHR_cooperative_matrix)")
 
-
-def run_json(code, env_extra, timeout=1800):
-    env = {k: v for k, v in os.environ.items() if k != "CCFG_VULKAN_ATTENTION"}
-    env.update(env_extra)
-    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
-                       text=True, timeout=timeout)
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
-    return json.loads(r.stdout.strip().splitlines()[-1])
+def run_coop(code):
+    """code's JSON from a process under CCFG_VULKAN_PRECISION=coop with CCFG_VULKAN_ATTENTION
+    unset (the attention coop picks by default)"""
+    return run_json(code, env={"CCFG_VULKAN_PRECISION": "coop"}, drop=("CCFG_VULKAN_ATTENTION",),
+                    timeout=1800)
 
 
 # --------------------------------------------------------------------------- op by op
@@ -170,7 +152,7 @@ print(json.dumps(out))
 @pytest.fixture(scope="module")
 def ops():
     code = f"DEV = {DEV!r}\nCASES = {CASES!r}\n" + OPS
-    return run_json(code, {"CCFG_VULKAN_PRECISION": "coop"})
+    return run_coop(code)
 
 
 @needs_coop
@@ -201,9 +183,8 @@ def test_coop_attention_refused_without_coop_precision(precision):
     code = (f"import numpy as np\nfrom ccfg import _core\nz = np.zeros(64, np.float32)\n"
             f"_core.nn_op({DEV!r}, 'attention_qkv', [z, z, z], [z.copy()], (1, 8, 8, 1, 8), (), "
             f"None, None)\n")
-    env = dict(os.environ, CCFG_VULKAN_PRECISION=precision, CCFG_VULKAN_ATTENTION="coop")
-    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
-                       text=True, timeout=300)
+    r = run_py(code, env={"CCFG_VULKAN_PRECISION": precision, "CCFG_VULKAN_ATTENTION": "coop"},
+               timeout=300)
     if precision == "fp16" and r.returncode and "storageBuffer16BitAccess" in r.stderr:
         pytest.skip("the device has no 16-bit storage")
     assert r.returncode != 0
@@ -213,17 +194,8 @@ def test_coop_attention_refused_without_coop_precision(precision):
 
 # --------------------------------------------------------------------------- the whole model
 
-FORWARD = r"""
-import json, os, tempfile
-import numpy as np
-import torch
-import diffusers
+FORWARD = FORWARD_HEAD + r"""
 from diffusers import UNet2DConditionModel
-import ccfg
-from ccfg.unet import UNet
-diffusers.utils.logging.set_verbosity_error()
-torch.set_num_threads(1)
-rel = lambda a, b: float(np.abs(np.asarray(a, np.float64) - b).max() / np.abs(b).max())
 # heads of 40 and 64 channels (one head per level: diffusers' attention_head_dim is the count
 # for SD 1.x configs), 256 and 64 tokens, 77 text tokens; and tests/test_unet_condition.py's
 # sd15_layout widths (8 heads of 4, 8 and 16 channels)
@@ -246,9 +218,7 @@ for name, cfg in CONFIGS.items():
     with torch.no_grad():
         for prm in m.parameters():
             prm.add_(0.05 * torch.randn_like(prm))
-    d = tempfile.mkdtemp()
-    m.save_pretrained(d)
-    unet = UNet.from_pretrained(d)
+    unet = ccfg_copy(m)
     rng = np.random.default_rng(1)
     x = rng.standard_normal((2, 4, 16, 16)).astype(np.float32)
     ehs = rng.standard_normal((2, 77, 32)).astype(np.float32)
@@ -272,7 +242,7 @@ print(json.dumps(res))
 def test_coop_forward_with_coop_attention():
     pytest.importorskip("torch")
     pytest.importorskip("diffusers")
-    got = run_json(f"DEV = {DEV!r}\n" + FORWARD, {"CCFG_VULKAN_PRECISION": "coop"})
+    got = run_coop(f"DEV = {DEV!r}\n" + FORWARD)
     for name, r in got.items():
         coop, tiled = r["default"], r["tiled"]
         assert coop["kinds"] and all(re.fullmatch(r"nn_attention_coop(8_)?1", k)

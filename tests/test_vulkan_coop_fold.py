@@ -37,15 +37,14 @@ float32 tensor vu (read back here) to float16, so the two differ where the two f
 do: |fold - unfold| <= sum |w16| (delta + |v16 - f16(vu)|) + both summation bounds (the same
 shader sums both in the same order: they are equal where every input is)."""
 import json
-import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from test_vulkan_coop import DEV, INFO, ROOT, TILES, VK, needs_coop  # noqa: E402
+from test_vulkan_coop import TILES  # noqa: E402
+from vk_helpers import (DEV, INFO, ROOT, fold_forward_script, needs_coop, needs_vk,  # noqa: E402
+                        run_json)
 
 U = 2.0 ** -24
 EPS = 1e-5          # the GroupNorm's epsilon
@@ -232,11 +231,7 @@ def run_device(tmp_path, cases, variants, unfolded, seed0):
                                   for n, a in inp.items()})
     with open(path + ".json", "w") as f:
         json.dump(dict(cases=cases, variants=variants, unfolded=unfolded), f)
-    env = dict(os.environ, CCFG_VULKAN_PRECISION="coop")
-    r = subprocess.run([sys.executable, "-c", DEVICE, DEV, path], cwd=ROOT, env=env,
-                       capture_output=True, text=True, timeout=1800)
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
-    meta = json.loads(r.stdout.strip().splitlines()[-1])
+    meta = run_json(DEVICE, DEV, path, env={"CCFG_VULKAN_PRECISION": "coop"}, timeout=1800)
     return inputs, dict(np.load(path + ".out.npz")), meta
 
 
@@ -395,35 +390,19 @@ print(json.dumps(res))
 """
 
 
-@pytest.mark.skipif(not VK, reason="no Vulkan device")
+@needs_vk
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_fold_stays_off_by_default_for_the_simt_shaders(precision):
     """CCFG_VULKAN_NORM_FOLD unset or empty: the float32 and fp16 tiled shaders decline the
     fold (issue-bound: docs/PERFORMANCE.md); "1" folds, "0" declines"""
     if precision == "fp16" and not INFO.get("storage_16bit"):
         pytest.skip("the device has no storageBuffer16BitAccess")
-    env = dict(os.environ, CCFG_VULKAN_PRECISION=precision)
-    r = subprocess.run([sys.executable, "-c", SIMT, DEV], cwd=ROOT, env=env, capture_output=True,
-                       text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert json.loads(r.stdout.strip().splitlines()[-1]) == {
+    assert run_json(SIMT, DEV, env={"CCFG_VULKAN_PRECISION": precision}, timeout=600) == {
         "None": "declined", "''": "declined", "'0'": "declined", "'1'": "folded"}
 
 
-FORWARD = r"""
-import json, os, sys, tempfile
-import numpy as np, torch, diffusers
-from diffusers import UNet2DModel
-import ccfg
-from ccfg.models import FASHION_MNIST_DIR
-diffusers.utils.logging.set_verbosity_error()
-torch.set_num_threads(1)
-dev = sys.argv[1]
-rel = lambda a, b: float(np.abs(np.asarray(a, np.float64) - b).max() / np.abs(b).max())
-rng = np.random.default_rng(0)
-res = {}
-
-
+# the device forwards: every fold state in one process (the switch is read at every call)
+FORWARD = fold_forward_script(r"""
 def run(name, unet, m, x, t, labels):
     with torch.no_grad():
         lab = None if labels is None else torch.as_tensor(labels)
@@ -447,28 +426,7 @@ def run(name, unet, m, x, t, labels):
     res[name]["unset_is_1"] = bool(np.array_equal(outs["1"], outs[None]))
     res[name]["unset_is_0"] = bool(np.array_equal(outs["0"], outs[None]))
     res[name]["fold_vs_unfolded"] = rel(outs["1"], outs["0"])
-
-
-# the shipped model: its 24-channel layers decline (the direct shader), 48 and 96 fold
-unet = ccfg.models.load("fashion-mnist")
-m = UNet2DModel.from_pretrained(os.path.join(FASHION_MNIST_DIR, "unet"),
-                                low_cpu_mem_usage=False).eval()
-run("fashion-mnist", unet, m, rng.standard_normal((3,) + unet.shape).astype(np.float32), 300,
-    np.array([1, 7, 10]))
-# FiLM (scale_shift) and groups of more than 8192 values (48 channels in 2 groups at 32x32):
-# unfolded, such a GroupNorm takes three dispatches (statistics in two, then the normalisation
-# pass that writes the tensor); folded two, and the normalised tensor is never written
-torch.manual_seed(0)
-cm = UNet2DModel(sample_size=32, in_channels=3, out_channels=3, block_out_channels=(48, 96),
-                 layers_per_block=1, norm_num_groups=2, resnet_time_scale_shift="scale_shift",
-                 down_block_types=("DownBlock2D",) * 2, up_block_types=("UpBlock2D",) * 2,
-                 add_attention=False).eval()
-d = tempfile.mkdtemp()
-cm.save_pretrained(d)
-run("large-groups", ccfg.models.UNet.from_pretrained(d), cm,
-    rng.standard_normal((2, 3, 32, 32)).astype(np.float32), 20, None)
-print(json.dumps(res))
-"""
+""")
 
 
 @needs_coop
@@ -482,11 +440,7 @@ def test_unet_forward_with_the_fold_matches_diffusers_with_fewer_dispatches():
     fit one workgroup); the convolutions are the same coop dispatches"""
     pytest.importorskip("torch")
     pytest.importorskip("diffusers")
-    env = dict(os.environ, CCFG_VULKAN_PRECISION="coop")
-    r = subprocess.run([sys.executable, "-c", FORWARD, DEV], cwd=ROOT, env=env,
-                       capture_output=True, text=True, timeout=1800)
-    assert r.returncode == 0, r.stderr[-3000:]
-    got = json.loads(r.stdout.strip().splitlines()[-1])
+    got = run_json(FORWARD, DEV, env={"CCFG_VULKAN_PRECISION": "coop"}, timeout=1800)
     for name, res in got.items():
         for flag in ("None", "'0'", "'1'"):
             assert 1e-6 < res[flag]["err"] <= 3e-3, (name, flag, res)

@@ -19,29 +19,16 @@ The cooperative-matrix shader (coop) is held to the same bounds; it runs only on
 lists a VK_KHR_cooperative_matrix shape it has a variant for: lavapipe >= 26 (8x8x8; `make
 test-coop` runs this file there) or a GPU (16x16x16). On lavapipe 22.3 those tests skip, and
 tests/test_vulkan_coop.py checks coop op by op against the definition."""
-import json
-import os
-import re
-import subprocess
-import sys
-from pathlib import Path
-
-import numpy as np
 import pytest
 
-from ccfg import _core
-
-ROOT = Path(__file__).resolve().parents[1]
+import vk_helpers
+from vk_helpers import (DEV, FASHION_MNIST, FORWARD_HEAD, HAS_COOP, INFO, VK, cifar_unet_config,
+                        mesa_version, needs_coop, needs_vk)
 
 OP_EXACT = 1e-5
 OP_TOL = 2e-3
 FORWARD_TOL = 3e-3
 
-VK = [d for d in _core.devices() if d["backend"] == "vulkan" and "index" in d]
-WHY = next((d["note"] for d in _core.devices() if d["backend"] == "vulkan" and "note" in d), "")
-DEV = f"vulkan:{VK[0]['index']}" if VK else "vulkan:0"
-INFO = VK[0] if VK else {}
-needs_vk = pytest.mark.skipif(not VK, reason=f"no Vulkan device: {WHY}")
 needs_16bit = pytest.mark.skipif(not INFO.get("storage_16bit"),
                                  reason="the device has no storageBuffer16BitAccess")
 
@@ -63,30 +50,17 @@ def coop_shape(info):
     return (max(ok),) * 3 if ok else None
 
 
-def mesa_version(info):
-    """(major, minor) of a Mesa driver's driver_info, or None"""
-    m = re.search(r"Mesa (\d+)\.(\d+)", info.get("driver_info", ""))
-    return (int(m.group(1)), int(m.group(2))) if m else None
-
-
 COOP = coop_shape(INFO)
-HAS_COOP = "coop" in INFO.get("precisions", [])
-needs_coop = pytest.mark.skipif(not HAS_COOP, reason="the device does not run the "
-                                "cooperative-matrix convolution (a VK_KHR_cooperative_matrix "
-                                "shape 16x16x16 or 8x8x8 float16 -> float32: lavapipe >= 26 or a "
-                                "GPU; `make test-coop`)")
 
 
 def run_py(code, precision, timeout=900):
-    env = dict(os.environ, CCFG_VULKAN_PRECISION=precision)
-    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    """code in a process under CCFG_VULKAN_PRECISION=precision (read when the device opens)"""
+    return vk_helpers.run_py(code, env={"CCFG_VULKAN_PRECISION": precision}, timeout=timeout)
 
 
 def run_json(code, precision):
-    r = run_py(code, precision)
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
-    return json.loads(r.stdout.strip().splitlines()[-1])
+    """the JSON of run_py's last line of output; the process must succeed"""
+    return vk_helpers.run_json(code, env={"CCFG_VULKAN_PRECISION": precision})
 
 
 # --------------------------------------------------------------------------- features
@@ -248,22 +222,11 @@ def test_coop_convolution_contract():
 
 # --------------------------------------------------------------------------- the whole model
 
-FORWARD = f"""
-import json, os, tempfile
-import numpy as np
-import torch
-import diffusers
-from diffusers import UNet2DModel
-import ccfg
-from ccfg.models import FASHION_MNIST_DIR
-diffusers.utils.logging.set_verbosity_error()
-torch.set_num_threads(1)
-rel = lambda a, b: float(np.abs(np.asarray(a, np.float64) - b).max() / np.abs(b).max())
+# the shipped model, then a CIFAR-shaped one (3 x 32 x 32, the blocks of
+# benchmarks/gpu_vs_torch.py's model, half its channels: the full model's 143 MiB of weights
+# exceed lavapipe's maxStorageBufferRange)
+FORWARD = FORWARD_HEAD + FASHION_MNIST + f"""
 res, outs = {{}}, {{}}
-unet = ccfg.models.load("fashion-mnist")
-m = UNet2DModel.from_pretrained(os.path.join(FASHION_MNIST_DIR, "unet"),
-                                low_cpu_mem_usage=False).eval()
-rng = np.random.default_rng(0)
 x = rng.standard_normal((3,) + unet.shape).astype(np.float32)
 labels = np.array([1, 7, 10])
 for t in (999, 300, 10):
@@ -272,17 +235,9 @@ for t in (999, 300, 10):
     out = unet(x, t, labels, device={DEV!r})
     res[f"fashion-mnist t={{t}}"] = rel(out, ref)
     outs[f"fashion-mnist t={{t}}"] = float(np.abs(out).sum())
-# CIFAR-shaped (3 x 32 x 32, the blocks of benchmarks/gpu_vs_torch.py's model, half its
-# channels: the full model's 143 MiB of weights exceed lavapipe's maxStorageBufferRange)
 torch.manual_seed(0)
-ch = (64, 128, 128, 128)
-cm = UNet2DModel(sample_size=32, in_channels=3, out_channels=3, block_out_channels=ch,
-                 layers_per_block=2, attention_head_dim=32, norm_num_groups=32,
-                 down_block_types=("DownBlock2D",) + ("AttnDownBlock2D",) * 3,
-                 up_block_types=("AttnUpBlock2D",) * 3 + ("UpBlock2D",)).eval()
-d = tempfile.mkdtemp()
-cm.save_pretrained(d)
-cu = ccfg.models.UNet.from_pretrained(d)
+cm = UNet2DModel(**{cifar_unet_config()!r}).eval()
+cu = ccfg_copy(cm)
 x = rng.standard_normal((2, 3, 32, 32)).astype(np.float32)
 for t in (999, 20):
     with torch.no_grad():
@@ -387,11 +342,8 @@ def test_half_weights_converted_once_and_never_stale():
     model placed under the precision it runs computes, bit for bit."""
     got = run_json(CACHE, "fp16")
     plain = run_json(CACHE, "fp32")
-    env = dict(os.environ, CCFG_VULKAN_PRECISION="fp16", CCFG_VULKAN_NO_F16_CACHE="1")
-    r = subprocess.run([sys.executable, "-c", CACHE], cwd=ROOT, env=env, capture_output=True,
-                       text=True, timeout=900)
-    assert r.returncode == 0, r.stderr[-3000:]
-    per_call = json.loads(r.stdout.strip().splitlines()[-1])
+    per_call = vk_helpers.run_json(CACHE, env={"CCFG_VULKAN_PRECISION": "fp16",
+                                               "CCFG_VULKAN_NO_F16_CACHE": "1"})
     # cached: converted when placed, never in a forward; the half path ran
     assert got["a placing to_f16"] > 0 and got["a to_f16"] == 0 and got["a f16 conv"] > 0
     # the per-call conversion (the path before) converts in every forward, same result

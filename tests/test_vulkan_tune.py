@@ -18,23 +18,14 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 import ccfg
 from ccfg import _core
-
-ROOT = Path(__file__).resolve().parents[1]
-VK = [d for d in _core.devices() if d["backend"] == "vulkan" and "index" in d]
-INFO = VK[0] if VK else {}
-DEV = f"vulkan:{INFO['index']}" if VK else "vulkan:0"
-HAS_COOP = "coop" in INFO.get("precisions", [])
-needs_vk = pytest.mark.skipif(not VK, reason="no Vulkan device")
-needs_coop = pytest.mark.skipif(
-    not HAS_COOP, reason="the device does not run the cooperative-matrix convolution (lavapipe "
-    ">= 26: build/toolchain/lavapipe-run, or a GPU with VK_KHR_cooperative_matrix)")
+# the device under test and its skip marks (every name this file has had, for the tests below)
+from vk_helpers import DEV, HAS_COOP, INFO, ROOT, VK, needs_coop, needs_vk  # noqa: F401
 RUNS = 4    # per candidate: one warm-up and three timed runs (vk_tune.h)
 
 
