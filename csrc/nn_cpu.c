@@ -10,6 +10,7 @@
  * floating-point traps); results are unchanged */
 #pragma GCC optimize("no-trapping-math")
 
+#include <limits.h>
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -1089,6 +1090,15 @@ static int conv2d_any(int batch, int cin, int h, int w, const float *x, int cout
                       const float *bias, int accumulate, float *y, float *scratch,
                       int64_t scratch_len)
 {
+    /* the GEMMs take cin*k*k and the output's batch*ho*wo as int (OpenBLAS's cblas interface):
+     * a layer past that is refused, not wrapped (the classifier's C API allows 2^16 channels and
+     * kernels of 1024) */
+    const int64_t ho = stride > 0 ? ((int64_t)h + pad0 + pad1 - k) / stride + 1 : 0;
+    const int64_t wo = stride > 0 ? ((int64_t)w + pad0 + pad1 - k) / stride + 1 : 0;
+    if ((int64_t)cin * k * k > INT_MAX || (int64_t)batch * ho * wo > INT_MAX ||
+        (int64_t)batch * h * w > INT_MAX)
+        return ccfg_fail(CCFG_EINVAL, "nn conv2d: %d channels x %dx%d kernel on %d x %dx%d is "
+                         "past the GEMM's int sizes", cin, k, k, batch, h, w);
     const double t0 = prof_begin();
     /* a layer that falls to im2col needs one output row of scratch at the least
      * (ccfg_nn_conv2d_scratch gives its path's need) */
