@@ -10,8 +10,8 @@ Model: a CIFAR-shaped UNet2DModel (3 x 32 x 32; the blocks of benchmarks/gpu_vs_
 attention at 16 x 16 and below) with random weights (torch seed 0) and --channels; the default
 halves gpu_vs_torch.py's (128, 256, 256, 256), whose weights exceed lavapipe's 128 MiB
 maxStorageBufferRange. --model shipped: the shipped Fashion-MNIST UNet instead. Each run first
-checks its forward against diffusers' float32 forward (on CUDA with TF32 off where torch has it) (1e-3 for fp32, the half precisions'
-contract 3e-3: tests/test_vulkan_half.py). Prints per precision the forward's median and the
+checks its forward against diffusers' float32 forward (on CUDA, TF32 off, where torch has it;
+1e-3 for fp32, the half precisions' contract 3e-3: tests/test_vulkan_half.py). Prints per precision the forward's median and the
 convolutions' device time, and their ratios to fp32.
 
 --switches: instead of the precisions, each speed path of the convolutions against its off
