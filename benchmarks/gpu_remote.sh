@@ -78,18 +78,24 @@ log=${OUT:-/tmp}/gpu_run_$PART.txt
 # The device tool stops a command at 600 s: every step after the build gets at most what is left
 # of BUDGET seconds (less a margin) and is skipped when too little is left, most informative first
 RESULTS=()
+# the steps that ran clean in part 1 (on this machine, which stays warm between the two calls):
+# part 2 lists the ones that part 1 may not reach, and runs them only if part 1 did not
+DONE=${CARRY_DIR:-/tmp/ccfg-carry}/steps_done_part1.txt
+[ "$PART" = 1 ] && [ "$DRY_RUN" != 1 ] && : > "$DONE"
 step() {    # step SECONDS TITLE COMMAND...: run COMMAND with timeout min(SECONDS, what is left)
     local want=$(($1 * SCALE)) title=$2 rc=0 t0=$SECONDS left status; shift 2
     echo "== $title"
     if [ "$DRY_RUN" = 1 ]; then echo "   command: $*"; return 0; fi
     left=$((BUDGET - SECONDS - 10))
-    if [ "$left" -lt 20 ]; then
+    if [ "$PART" != 1 ] && [ -f "$DONE" ] && grep -qxF "$title" "$DONE"; then
+        status="done in part 1, not rerun"
+    elif [ "$left" -lt 20 ]; then
         status="skipped (${left}s left of BUDGET=$BUDGET)"
     else
         [ "$want" -gt "$left" ] && want=$left
         timeout -k 10 "$want" "$@" || rc=$?
         case $rc in
-            0) status="ran, $((SECONDS - t0))s" ;;
+            0) status="ran, $((SECONDS - t0))s"; [ "$PART" = 1 ] && echo "$title" >> "$DONE" ;;
             124|137) status="TIMED OUT at ${want}s (exit $rc)" ;;
             *) status="FAILED: exit $rc after $((SECONDS - t0))s" ;;
         esac
@@ -98,6 +104,13 @@ step() {    # step SECONDS TITLE COMMAND...: run COMMAND with timeout min(SECOND
     RESULTS+=("$(printf '%-34s %s' "$status" "$title")")
 }
 coop_tests=$(ls tests/test_vulkan_coop*.py 2>/dev/null || true)
+tiles_big() {   # the tiles at the issue's 384 rows: at the end of part 1, in part 2 if not run
+    step 100 "coop convolution: tiles and stagings, $ROWS_BIG rows" \
+        env CCFG_VULKAN_PRECISION=coop "$PY" benchmarks/coop_ab.py --tiles \
+        --channels $CH --rows $ROWS_BIG --rounds $ROUNDS
+    step 90 "float32 convolution tiles, $ROWS_BIG rows" \
+        "$PY" benchmarks/conv_tiles_ab.py --channels $CH --rows $ROWS_BIG --rounds $ROUNDS --no-conv
+}
 {
     if [ "$DRY_RUN" != 1 ]; then
     echo "== build (part $PART$([ "$REHEARSE" = 1 ] && echo ', REHEARSAL: tiny sizes'))"
@@ -108,9 +121,10 @@ coop_tests=$(ls tests/test_vulkan_coop*.py 2>/dev/null || true)
     if [ "$PART" = 1 ]; then
     # the cooperative-matrix paths first (verified on lavapipe 26's 8x8x8 shapes only), then the
     # issue's table, then the coop structures to choose from
+    # (-v: a run cut by its timeout still shows each test's outcome; the coop files first)
     step 120 "cooperative-matrix tests (16x16x16: their first run)" \
-        "$PY" -m pytest -q -p no:cacheprovider $TESTS tests/test_vulkan_half.py $coop_tests \
-        tests/test_vulkan_tune.py tests/test_vulkan_conv_tiles.py
+        "$PY" -m pytest -v --durations=10 -p no:cacheprovider $TESTS $coop_tests \
+        tests/test_vulkan_half.py tests/test_vulkan_tune.py tests/test_vulkan_conv_tiles.py
     step 240 "gpu_vs_torch" "$PY" benchmarks/gpu_vs_torch.py $VS_SIZE "$@"
     step 90 "float32 convolution tiles (CCFG_VULKAN_CONV_TILE), $ROWS rows, interleaved" \
         "$PY" benchmarks/conv_tiles_ab.py --channels $CH --rows $ROWS --rounds $ROUNDS
@@ -122,19 +136,17 @@ coop_tests=$(ls tests/test_vulkan_coop*.py 2>/dev/null || true)
         --channels $CH --rows $ROWS --rounds $ROUNDS
     step 60 "coop attention against the float32 tiled shader (SD sizes)" \
         "$PY" benchmarks/bench_vk_attention.py --big $ATT_SIZE --modes coop,tiled --reps $ATT_REPS
-    step 60 "convolution paths: cached float16 weights, residual binding (on vs off)" \
+    tiles_big
+    # last: 6 runs per round, each its own process (torch and diffusers imported): what is left
+    step 150 "convolution paths: cached float16 weights, residual binding (on vs off)" \
         "$PY" benchmarks/bench_vulkan_half.py --switches --channels $CH --rows $ROWS --rounds $ROUNDS
     else
     step 200 "Vulkan tests" \
-        "$PY" -m pytest -q -p no:cacheprovider $TESTS tests/test_vulkan.py tests/test_vulkan_sampling.py \
+        "$PY" -m pytest -q --durations=10 -p no:cacheprovider $TESTS tests/test_vulkan.py tests/test_vulkan_sampling.py \
         tests/test_unet_vulkan.py tests/test_unet_condition.py tests/test_pipelines.py \
         tests/test_profiling.py tests/test_apg.py tests/test_vk_attention.py \
         tests/test_device_coefficients.py
-    step 100 "coop convolution: tiles and stagings, $ROWS_BIG rows" \
-        env CCFG_VULKAN_PRECISION=coop "$PY" benchmarks/coop_ab.py --tiles \
-        --channels $CH --rows $ROWS_BIG --rounds $ROUNDS
-    step 90 "float32 convolution tiles, $ROWS_BIG rows" \
-        "$PY" benchmarks/conv_tiles_ab.py --channels $CH --rows $ROWS_BIG --rounds $ROUNDS --no-conv
+    tiles_big
     step 60 "GroupNorm folded into the coop convolution (CCFG_VULKAN_NORM_FOLD=1 vs 0), 2x2, $ROWS rows" \
         env CCFG_VULKAN_PRECISION=coop "$PY" benchmarks/coop_ab.py --fold \
         --channels $CH --rows $ROWS --rounds $ROUNDS
@@ -145,7 +157,8 @@ coop_tests=$(ls tests/test_vulkan_coop*.py 2>/dev/null || true)
         env CCFG_VULKAN_CONV_SPLITK=auto "$PY" benchmarks/conv_tiles_ab.py --channels $CH \
         --rows $ROWS --rounds $ROUNDS --no-conv
     step 90 "attention: tiled vs lanes at SD sizes, and an SD-shaped UNet2DConditionModel forward" \
-        "$PY" benchmarks/bench_vk_attention.py --big $ATT_SIZE --unet --modes tiled,tiled-v1,tiled32,lanes
+        "$PY" benchmarks/bench_vk_attention.py --big $ATT_SIZE --unet --modes tiled,tiled-v1,tiled32,lanes \
+        --reps $ATT_REPS
     step 90 "switches (group_norm subgroups, mixture sharing, split-K: on vs off)" \
         "$PY" benchmarks/bench_vk_switches.py $SW_SIZE --rounds $ROUNDS --no-norm-fold
     step 60 "GroupNorm+SiLU folded into the convolution (CCFG_VULKAN_NORM_FOLD=1) vs not (CIFAR, $ROWS rows)" \
