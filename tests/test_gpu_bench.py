@@ -157,8 +157,11 @@ def test_the_carry_holds_what_gpu_remote_uses():
     tarball = os.path.join(ROOT, "gpu-carry", "carry.tar.xz")
     if not os.path.exists(tarball):
         pytest.skip("no gpu-carry/carry.tar.xz here (bash benchmarks/gpu_prepare.sh makes it)")
-    # the device tool carries 64 MiB in all, the working tree included
-    assert os.path.getsize(tarball) < 48 << 20
+    # the device tool carries 64 MiB in all, the working tree (tracked files) included
+    tree = subprocess.run(["git", "ls-files", "-z"], capture_output=True, cwd=ROOT)
+    tracked = sum(os.path.getsize(os.path.join(ROOT, f)) for f in tree.stdout.decode().split("\0")
+                  if f and os.path.isfile(os.path.join(ROOT, f))) if tree.returncode == 0 else 0
+    assert os.path.getsize(tarball) + tracked < 60 << 20, (os.path.getsize(tarball), tracked)
     r = subprocess.run(["tar", "-tJf", tarball], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     have = set(r.stdout.split())
@@ -174,3 +177,45 @@ def test_the_carry_holds_what_gpu_remote_uses():
               "carry/lib/libEGL.so.1", "carry/lib/libGLdispatch.so.0"):
         assert p in have, p
     assert any(re.match(r"carry/wheels/diffusers-.*\.whl$", p) for p in have)
+    assert any(re.match(r"carry/wheels/pytest-.*\.whl$", p) for p in have)
+
+
+# what a PyTorch install brings (torch's own requirements and theirs): the remote has them
+REMOTE_HAS = {"numpy", "torch", "triton", "sympy", "mpmath", "networkx", "jinja2", "markupsafe",
+              "setuptools", "filelock", "fsspec", "typing_extensions"}
+
+
+def test_the_carried_wheels_are_closed_under_their_requirements(tmp_path):
+    """Every requirement of every carried wheel (markers evaluated for the remote: Linux x86_64,
+    Python 3.12) is carried too or comes with torch: the wheels are installed there with
+    --no-deps, and a missing one (huggingface_hub 2's httpx2) made `import diffusers` fail."""
+    import zipfile
+    requirements = pytest.importorskip("packaging.requirements")
+    tarball = os.path.join(ROOT, "gpu-carry", "carry.tar.xz")
+    if not os.path.exists(tarball):
+        pytest.skip("no gpu-carry/carry.tar.xz here (bash benchmarks/gpu_prepare.sh makes it)")
+    r = subprocess.run(["tar", "-C", str(tmp_path), "-xJf", tarball, "carry/wheels"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    norm = lambda n: re.sub(r"[-_.]+", "_", n).lower()  # noqa: E731
+    env = {"python_version": "3.12", "python_full_version": "3.12.0", "sys_platform": "linux",
+           "platform_system": "Linux", "platform_machine": "x86_64", "os_name": "posix",
+           "implementation_name": "cpython", "platform_python_implementation": "CPython",
+           "extra": ""}
+    wheels = sorted((tmp_path / "carry" / "wheels").glob("*.whl"))
+    carried = {norm(w.name.split("-")[0]) for w in wheels}
+    missing = []
+    for w in wheels:
+        with zipfile.ZipFile(w) as z:
+            meta = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
+            text = z.read(meta).decode()
+        for line in text.splitlines():
+            if line.startswith("Requires-Dist:"):
+                req = requirements.Requirement(line.split(":", 1)[1].strip())
+                if req.marker is not None and not req.marker.evaluate(env):
+                    continue
+                n = norm(req.name)
+                if n not in carried and n not in REMOTE_HAS and not n.startswith("nvidia_"):
+                    missing.append(f"{w.name} needs {req}")
+    assert not missing, missing
+    assert {"diffusers", "huggingface_hub", "pytest"} <= carried, sorted(carried)
