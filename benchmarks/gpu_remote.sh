@@ -2,16 +2,38 @@
 # Run THERE, on a lent GPU machine, from the repository root, with gpu-carry/ (made here by
 # benchmarks/gpu_prepare.sh) carried along: build with the carried toolchain (Debian 13's glslc
 # for the cooperative-matrix shaders), then steps, most informative first, each within what is
-# left of BUDGET (570 s; the device tool stops a command at 600 s). Part 1 (the first call,
-# `bash benchmarks/gpu_remote.sh --profile`): the half-precision and cooperative-matrix tests
-# (the 16x16x16 variants' first run), benchmarks/gpu_vs_torch.py (arguments are passed on; its
-# UNet rows are followed by the same forward with CCFG_VULKAN_PRECISION=fp16 and coop), the coop
-# convolution's tiles at 48 rows, the float32 convolution's tiles, the coop autotuner, the coop
-# attention, the convolution switches. Part 2 (a second call while the machine is warm,
-# `PART=2 bash benchmarks/gpu_remote.sh`, if the session's device time allows): the Vulkan
-# tests, the coop and float32 tiles at 384 rows, the coop fold, the other on/off
-# benchmarks. The log streams to $OUT/gpu_run_PART.txt (the device tool's output folder), so a
-# cut run still returns what it printed.
+# left of BUDGET (570 s; the device tool stops a command at 600 s); the sizes are set in one
+# block below. The log streams to $OUT/gpu_run_PART.txt (the device tool's output folder), so a
+# cut run still returns what it printed; it ends with a summary, one line per step: ran / FAILED:
+# exit N / TIMED OUT / skipped (no time left) / done in part 1.
+#
+# Part 1, the first call: run(command="bash benchmarks/gpu_remote.sh --profile", carry=
+# ["gpu-carry"], timeout_s=600). The cooperative-matrix and half-precision tests (the 16x16x16
+# variants' first run), benchmarks/gpu_vs_torch.py (arguments are passed on; its UNet rows are
+# followed by the same forward with CCFG_VULKAN_PRECISION=fp16 and coop), the float32 and coop
+# convolution tiles at 48 rows, the coop autotuner, the coop attention, the coop and float32
+# tiles at 384 rows, then the float16-cache/residual switches with what is left.
+# Part 2, a second call while the machine is warm, only if status says enough device time is
+# left: run(command="PART=2 BUDGET=<budget_left_s - 60> bash benchmarks/gpu_remote.sh",
+# timeout_s=<the same + 20>) -- the command is stopped at what is left of the session's device
+# time, so BUDGET must say it. The Vulkan tests, the 384-row tiles if part 1 did not run them,
+# the coop fold, the other on/off benchmarks.
+#
+# Budget (estimates for the H200 machine, docs/PERFORMANCE.md "Rehearsing the GPU run"): the
+# machine's start-up (minutes) comes out of the session's 15 minutes, not out of the 570 s.
+# Part 1: carry, wheels and build ~30 s (the first run built in ~12 s; 70 shaders since), tests
+# <= 120 s (the cap; 61 tests, most in child processes), gpu_vs_torch ~95 s (240 s if the
+# transfer and coefficient paths are still as slow as in the first run), tiles and tuner at 48
+# rows ~65 s, coop attention ~12 s, tiles at 384 rows ~60 s, the switches (18 child processes,
+# ~6 s each) the rest: ~500 s in all, within 570; in the worst case the last step is cut.
+# Part 2 then has ~150-250 s of the session's time: the Vulkan tests (641) may take all of it.
+#
+# Rehearsal HERE (no GPU; do it after any change to this file or to a step's script):
+#     bash benchmarks/gpu_rehearse.sh
+# runs REHEARSE=1 (every step of both parts at tiny sizes, the tests collected only, the step
+# timeouts x20, no overall budget) in a fresh clone with the carry, its loader and Debian 13's
+# lavapipe 26: 214 s + 280 s on 2 loaded cores. DRY_RUN=1 prints the steps' commands and runs
+# nothing (tests/test_gpu_bench.py checks them in make test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python3}
@@ -43,45 +65,43 @@ if [ "$REHEARSE" = 1 ]; then
     BUDGET=${REHEARSE_BUDGET:-100000}
 fi
 
-if [ "$DRY_RUN" != 1 ]; then
-[ -f gpu-carry/carry.tar.xz ] || { echo "gpu-carry/carry.tar.xz missing: run benchmarks/gpu_prepare.sh on the dev machine"; exit 2; }
-C=${CARRY_DIR:-/tmp/ccfg-carry}/carry
-if [ ! -d "$C" ]; then
-    mkdir -p "$(dirname "$C")" && tar -C "$(dirname "$C")" -xJf gpu-carry/carry.tar.xz
-fi
-export PATH="$C/bin:$PATH"
-export LD_LIBRARY_PATH="$C/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-export LIBRARY_PATH="$C/lib${LIBRARY_PATH:+:$LIBRARY_PATH}"
-export CPATH="$C/include${CPATH:+:$CPATH}"
-export CCFG_VULKAN_LOADER="$C/lib/libvulkan.so.1"
-export CCFG_GLSLC_COOP="$C/bin/glslc-coop"      # the GL_KHR_cooperative_matrix shaders
-if [ -z "${VK_DRIVER_FILES:-}" ]; then
-    icd=$(ls /usr/local/nvidia/share/vulkan/icd.d/*.json /usr/share/vulkan/icd.d/nvidia*.json \
-              /etc/vulkan/icd.d/nvidia*.json 2>/dev/null | head -1 || true)
-    [ -n "$icd" ] && export VK_DRIVER_FILES="$icd"
-fi
-echo "VK_DRIVER_FILES=${VK_DRIVER_FILES:-<loader default>}"
-if [ ! -d "$C/py" ] || [ -z "$(ls -A "$C/py")" ]; then
-    # a Python the wheels were not made for (gpu_prepare.sh: REMOTE_PYTHON_VERSION) must not end
-    # the run: the steps that need diffusers then use this Python's own, or fail one by one
-    "$PY" -m pip install -q --no-deps --no-index --target "$C/py" "$C"/wheels/*.whl \
-        || echo "note: the carried wheels did not install for $("$PY" -V 2>&1)"
-fi
-export PYTHONPATH="$PWD:$C/py${PYTHONPATH:+:$PYTHONPATH}"
-export PYTHONUNBUFFERED=1   # a step stopped by its timeout keeps what it printed
-command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv || true
-fi
-
 mkdir -p "${OUT:-/tmp}"
 log=${OUT:-/tmp}/gpu_run_$PART.txt
 [ "$DRY_RUN" = 1 ] && log=/dev/null
+setup_carry() {   # the carried toolchain, loader, ICD and wheels (not in DRY_RUN)
+    [ -f gpu-carry/carry.tar.xz ] || { echo "gpu-carry/carry.tar.xz missing: run benchmarks/gpu_prepare.sh on the dev machine"; exit 2; }
+    C=${CARRY_DIR:-/tmp/ccfg-carry}/carry
+    if [ ! -d "$C" ]; then
+        mkdir -p "$(dirname "$C")" && tar -C "$(dirname "$C")" -xJf gpu-carry/carry.tar.xz
+    fi
+    export PATH="$C/bin:$PATH"
+    export LD_LIBRARY_PATH="$C/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    export LIBRARY_PATH="$C/lib${LIBRARY_PATH:+:$LIBRARY_PATH}"
+    export CPATH="$C/include${CPATH:+:$CPATH}"
+    export CCFG_VULKAN_LOADER="$C/lib/libvulkan.so.1"
+    export CCFG_GLSLC_COOP="$C/bin/glslc-coop"      # the GL_KHR_cooperative_matrix shaders
+    if [ -z "${VK_DRIVER_FILES:-}" ]; then
+        icd=$(ls /usr/local/nvidia/share/vulkan/icd.d/*.json /usr/share/vulkan/icd.d/nvidia*.json \
+                  /etc/vulkan/icd.d/nvidia*.json 2>/dev/null | head -1 || true)
+        [ -n "$icd" ] && export VK_DRIVER_FILES="$icd"
+    fi
+    echo "VK_DRIVER_FILES=${VK_DRIVER_FILES:-<loader default>}"
+    if [ ! -d "$C/py" ] || [ -z "$(ls -A "$C/py")" ]; then
+        # a Python the wheels were not made for (gpu_prepare.sh: REMOTE_PYTHON_VERSION) must not end
+        # the run: the steps that need diffusers then use this Python's own, or fail one by one
+        "$PY" -m pip install -q --no-deps --no-index --target "$C/py" "$C"/wheels/*.whl \
+            || echo "note: the carried wheels did not install for $("$PY" -V 2>&1)"
+    fi
+    export PYTHONPATH="$PWD:$C/py${PYTHONPATH:+:$PYTHONPATH}"
+    export PYTHONUNBUFFERED=1   # a step stopped by its timeout keeps what it printed
+    command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv || true
+}
 # The device tool stops a command at 600 s: every step after the build gets at most what is left
 # of BUDGET seconds (less a margin) and is skipped when too little is left, most informative first
 RESULTS=()
 # the steps that ran clean in part 1 (on this machine, which stays warm between the two calls):
 # part 2 lists the ones that part 1 may not reach, and runs them only if part 1 did not
 DONE=${CARRY_DIR:-/tmp/ccfg-carry}/steps_done_part1.txt
-[ "$PART" = 1 ] && [ "$DRY_RUN" != 1 ] && : > "$DONE"
 step() {    # step SECONDS TITLE COMMAND...: run COMMAND with timeout min(SECONDS, what is left)
     local want=$(($1 * SCALE)) title=$2 rc=0 t0=$SECONDS left status; shift 2
     echo "== $title"
@@ -95,7 +115,8 @@ step() {    # step SECONDS TITLE COMMAND...: run COMMAND with timeout min(SECOND
         [ "$want" -gt "$left" ] && want=$left
         timeout -k 10 "$want" "$@" || rc=$?
         case $rc in
-            0) status="ran, $((SECONDS - t0))s"; [ "$PART" = 1 ] && echo "$title" >> "$DONE" ;;
+            0) status="ran, $((SECONDS - t0))s"
+               if [ "$PART" = 1 ]; then echo "$title" >> "$DONE"; fi ;;
             124|137) status="TIMED OUT at ${want}s (exit $rc)" ;;
             *) status="FAILED: exit $rc after $((SECONDS - t0))s" ;;
         esac
@@ -113,6 +134,8 @@ tiles_big() {   # the tiles at the issue's 384 rows: at the end of part 1, in pa
 }
 {
     if [ "$DRY_RUN" != 1 ]; then
+    setup_carry
+    if [ "$PART" = 1 ]; then mkdir -p "$(dirname "$DONE")"; : > "$DONE"; fi
     echo "== build (part $PART$([ "$REHEARSE" = 1 ] && echo ', REHEARSAL: tiny sizes'))"
     time "$PY" setup.py -q build_ext --inplace
     "$PY" -c "import ccfg; [print('  ', d) for d in ccfg.devices()]"
