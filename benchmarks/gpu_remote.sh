@@ -44,7 +44,7 @@ DRY_RUN=${DRY_RUN:-0}
 # device there is, e.g. lavapipe) replaces them with tiny ones, so every step's script, flags,
 # imports and code path run end to end while the command lines stay those of the real run.
 ROWS=48                 # the CIFAR-sized UNet's rows (the issue's 48-row case)
-ROWS_BIG=384            # part 2's large case
+ROWS_BIG=384            # the issue's 384-row case (the tiles at the end of part 1)
 ROUNDS=3                # interleaved rounds of each A/B
 CH=128,256,256,256      # the issue's CIFAR-sized UNet2DModel (35.7M parameters)
 VS_SIZE=""              # gpu_vs_torch.py: its full sizes ("") or --smoke
