@@ -15,9 +15,9 @@
 #     bash benchmarks/gpu_rehearse.sh [PARTS]        # PARTS: "1 2" (default), "1" or "2"
 #
 # Environment: VENV_PY (default .venv/bin/python: torch CPU, diffusers), REHEARSE_DIR (default
-# /tmp/ccfg-rehearse, removed first), LP_NUM_THREADS (lavapipe's threads). On 2 loaded cores
-# part 1 took about 15 minutes and part 2 about 25: every number it prints is a lavapipe number
-# at tiny sizes, meaningless as a timing.
+# /tmp/ccfg-rehearse, removed first), LP_NUM_THREADS (lavapipe's threads). On 2 cores at load
+# 5-7 part 1 took 405 s (79 s of it the build) and part 2 119 s: every number it prints is a
+# lavapipe number at tiny sizes, meaningless as a timing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SRC=$PWD

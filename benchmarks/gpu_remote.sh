@@ -32,7 +32,7 @@
 #     bash benchmarks/gpu_rehearse.sh
 # runs REHEARSE=1 (every step of both parts at tiny sizes, the tests collected only, the step
 # timeouts x20, no overall budget) in a fresh clone with the carry, its loader and Debian 13's
-# lavapipe 26: 214 s + 280 s on 2 loaded cores. DRY_RUN=1 prints the steps' commands and runs
+# lavapipe 26: 405 s + 119 s on 2 cores at load 5-7. DRY_RUN=1 prints the steps' commands and runs
 # nothing (tests/test_gpu_bench.py checks them in make test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
