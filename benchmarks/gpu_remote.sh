@@ -17,7 +17,9 @@
 # left: run(command="PART=2 BUDGET=<budget_left_s - 60> bash benchmarks/gpu_remote.sh",
 # timeout_s=<the same + 20>) -- the command is stopped at what is left of the session's device
 # time, so BUDGET must say it. The Vulkan tests, the 384-row tiles if part 1 did not run them,
-# the coop fold, the other on/off benchmarks.
+# the coop fold, the other on/off benchmarks. Call it at once: status said idle_release_s 30, so a
+# warm machine is given back 30 s after a call ends, and a fresh one costs minutes of start-up and
+# a rebuild (no machine starts with under 4 minutes left).
 #
 # Budget (estimates for the H200 machine, docs/PERFORMANCE.md "Rehearsing the GPU run"): the
 # machine's start-up (minutes) comes out of the session's 15 minutes, not out of the 570 s.
