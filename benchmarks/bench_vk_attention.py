@@ -5,7 +5,7 @@ dispatches from timestamp queries (ccfg.profiling), medians over --reps interlea
 output of both is compared with the CPU backend first.
 
     PYTHONPATH=. .venv/bin/python benchmarks/bench_vk_attention.py [--reps 3] [--big] [--device vulkan:0]
-        [--unet] [--modes tiled,lanes]
+        [--unet] [--modes tiled,lanes] [--tokens 4096]
 
 --modes lists the CCFG_VULKAN_ATTENTION values to alternate (tiled32 and tiled64 force the 32- or
 64-query workgroups that "tiled" picks between; tiled-v1 is the tiled shader as first merged: Q
@@ -47,9 +47,14 @@ def main():
     ap.add_argument("--big", action="store_true", help="8 heads, batch 2 (GPU sizes)")
     ap.add_argument("--device", default=None, help="vulkan:N (default: the first)")
     ap.add_argument("--unet", action="store_true", help="also a UNet2DConditionModel forward")
+    ap.add_argument("--tokens", type=int, default=4096,
+                    help="query length of the self-attention cases (default 4096: SD's 64x64 "
+                         "latents; the cross-attention cases take it and a quarter of it)")
     ap.add_argument("--modes", default="tiled,lanes",
                     help="CCFG_VULKAN_ATTENTION values to alternate; ratios are against the last")
     a = ap.parse_args()
+    if a.tokens < 4 or a.reps < 1:
+        ap.error("--tokens must be at least 4 and --reps at least 1")
     sys.path.insert(0, os.getcwd())
     import ccfg
     from ccfg import _core
@@ -62,9 +67,10 @@ def main():
         return 0
     dev = a.device or f"vulkan:{vk[0]['index']}"
     heads, batch = (8, 2) if a.big else (1, 1)
-    cases = [(batch, 4096, 4096, heads, 40), (batch, 4096, 4096, heads, 64),
-             (batch, 4096, 4096, heads, 160), (batch, 4096, 77, 8 if a.big else 2, 40),
-             (batch, 1024, 77, 8 if a.big else 2, 80)]
+    t = a.tokens
+    cases = [(batch, t, t, heads, 40), (batch, t, t, heads, 64),
+             (batch, t, t, heads, 160), (batch, t, 77, 8 if a.big else 2, 40),
+             (batch, t // 4, 77, 8 if a.big else 2, 80)]
     rng = np.random.default_rng(0)
     print(f"device {dev} ({vk[0]['name']}, {vk[0].get('driver_info', '')}), load "
           f"{os.getloadavg()[0]:.1f}, LP_NUM_THREADS={os.environ.get('LP_NUM_THREADS')}, "

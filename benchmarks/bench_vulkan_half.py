@@ -10,8 +10,8 @@ Model: a CIFAR-shaped UNet2DModel (3 x 32 x 32; the blocks of benchmarks/gpu_vs_
 attention at 16 x 16 and below) with random weights (torch seed 0) and --channels; the default
 halves gpu_vs_torch.py's (128, 256, 256, 256), whose weights exceed lavapipe's 128 MiB
 maxStorageBufferRange. --model shipped: the shipped Fashion-MNIST UNet instead. Each run first
-checks its forward against diffusers' float32 forward (1e-3 for fp32, the half precisions'
-contract 3e-3: tests/test_vulkan_half.py). Prints per precision the forward's median and the
+checks its forward against diffusers' float32 forward (on CUDA, TF32 off, where torch has it;
+1e-3 for fp32, the half precisions' contract 3e-3: tests/test_vulkan_half.py). Prints per precision the forward's median and the
 convolutions' device time, and their ratios to fp32.
 
 --switches: instead of the precisions, each speed path of the convolutions against its off
@@ -43,22 +43,28 @@ diffusers.utils.logging.set_verbosity_error()
 torch.set_num_threads(1)
 dev, rows, ch, repeats = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 rng = np.random.default_rng(0)
+# the float32 reference on CUDA where there is one (TF32 off): on one CPU thread the full CIFAR
+# model at 48 rows takes seconds, in each of the runs
+tdev = "cuda" if torch.cuda.is_available() else "cpu"
+torch.backends.cuda.matmul.allow_tf32 = False
+torch.backends.cudnn.allow_tf32 = False
 if ch == "shipped":
     from ccfg.models import FASHION_MNIST_DIR
     m = UNet2DModel.from_pretrained(os.path.join(FASHION_MNIST_DIR, "unet"),
-                                    low_cpu_mem_usage=False).eval()
+                                    low_cpu_mem_usage=False).eval().to(tdev)
     unet = ccfg.models.load("fashion-mnist")
     x = rng.standard_normal((rows,) + unet.shape).astype(np.float32)
     labels = np.arange(rows) % 10
     with torch.no_grad():
-        ref = m(torch.from_numpy(x), 500, torch.as_tensor(labels)).sample.numpy()
+        ref = m(torch.from_numpy(x).to(tdev), 500,
+                torch.as_tensor(labels).to(tdev)).sample.cpu().numpy()
     call = lambda: unet(x, 500, labels, device=dev)
 else:
     m, d = cifar_unet(map(int, ch.split(",")))
     unet = ccfg.models.UNet.from_pretrained(d)
     x = rng.standard_normal((rows, 3, 32, 32)).astype(np.float32)
     with torch.no_grad():
-        ref = m(torch.from_numpy(x), 500).sample.numpy()
+        ref = m.to(tdev)(torch.from_numpy(x).to(tdev), 500).sample.cpu().numpy()
     call = lambda: unet(x, 500, device=dev)
 out = call()
 err = float(np.abs(out.astype(np.float64) - ref).max() / np.abs(ref).max())

@@ -8,7 +8,8 @@
 # this script copies from this machine's Debian packages: OpenBLAS (library and cblas.h), glslc
 # (with libshaderc), the Vulkan headers and loader, the glvnd libraries the NVIDIA ICD needs
 # (without libGLdispatch/libGLX/libEGL, vkCreateInstance fails with VK_ERROR_INCOMPATIBLE_DRIVER),
-# Debian 13's glslc for the cooperative-matrix shaders, and diffusers with its pure-Python dependencies (wheels for the remote's Python, --target).
+# Debian 13's glslc for the cooperative-matrix shaders, and diffusers and pytest with what they
+# import (wheels for the remote's Python, --target).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEST=gpu-carry
@@ -55,21 +56,49 @@ exec "$d/ld-linux-x86-64.so.2" --library-path "$d" "$d/glslc" "$@"
 EOF
 chmod +x "$OUT/bin/glslc-coop"
 
-# diffusers (the version tested here) and what it imports that a torch install may lack, as
-# wheels for the remote Python, without dependencies resolved (numpy and torch are there)
+# diffusers (the version tested here) and pytest with everything they import that a torch
+# install lacks: the closure of their requirements, from this environment's installed metadata
+# with the markers evaluated for the remote (Linux x86_64, Python $PYV), numpy and torch left
+# out (the remote has them). A fixed list missed huggingface_hub 2's new requirements (httpx2,
+# click, ...): `import diffusers` failed without them. As wheels for the remote Python
+# (installed there with --target, without dependency resolution).
 PY=${PY:-.venv/bin/python}
-pins=$("$PY" - <<'PYEOF'
-from importlib.metadata import version
-names = ["diffusers", "huggingface_hub", "safetensors", "regex", "pillow", "importlib_metadata",
-         "zipp", "tqdm", "pyyaml", "packaging", "filelock", "fsspec", "typing_extensions",
-         "requests", "urllib3", "idna", "certifi", "charset_normalizer", "hf_xet"]
-print(" ".join(f"{n}=={version(n)}" for n in names))
+pins=$("$PY" - "$PYV" <<'PYEOF'
+import re
+import sys
+from importlib.metadata import PackageNotFoundError, requires, version
+from packaging.requirements import Requirement
+pyv = sys.argv[1]
+env = {"python_version": pyv, "python_full_version": pyv + ".0", "sys_platform": "linux",
+       "platform_system": "Linux", "platform_machine": "x86_64", "os_name": "posix",
+       "implementation_name": "cpython", "platform_python_implementation": "CPython",
+       "extra": ""}
+HAVE = {"numpy", "torch"}
+found, todo = {}, ["diffusers", "pytest"]
+while todo:
+    name = re.sub(r"[-_.]+", "_", todo.pop()).lower()
+    if name in found or name in HAVE:
+        continue
+    try:
+        found[name] = version(name)
+    except PackageNotFoundError:
+        sys.exit(f"gpu_prepare.sh: {name} is required on the remote but not installed here")
+    for r in requires(name) or []:
+        req = Requirement(r)
+        if req.marker is None or req.marker.evaluate(env):
+            todo.append(req.name)
+print(" ".join(f"{n}=={v}" for n, v in sorted(found.items())))
 PYEOF
 )
-"$PY" -m pip download -q --no-deps --only-binary=:all: --python-version "$PYV" \
-    --implementation cp --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 \
-    --platform manylinux_2_28_x86_64 --platform any -d "$OUT/wheels" $pins 2>&1 \
-    | grep -v "^WARNING: Location" || true
+echo "wheels: $pins"
+if ! "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version "$PYV" \
+        --implementation cp --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 \
+        --platform manylinux_2_28_x86_64 --platform any -d "$OUT/wheels" $pins \
+        > "$OUT/pip.log" 2>&1; then
+    grep -v "^WARNING: Location" "$OUT/pip.log"
+    echo "gpu_prepare.sh: a wheel for Python $PYV could not be fetched"; exit 1
+fi
+rm -f "$OUT/pip.log"
 mkdir -p "$DEST"
 tar -C "$(dirname "$OUT")" -cJf "$DEST/carry.tar.xz" carry
 echo "$DEST/carry.tar.xz: $(du -h "$DEST/carry.tar.xz" | cut -f1) (unpacked $(du -sh "$OUT" | cut -f1))"
