@@ -23,36 +23,14 @@ exceed. It is far tighter than float16's own step (2^-11 relative): a product ro
 or an input rounded the wrong way (about 2^-12 of a term) exceeds it unless n is in the
 thousands, and the whole-output metric of docs/api.md's contract, max|got - ref| / max|ref| <=
 1e-5, is asserted too (the chunked case's gamma is 0.016)."""
-import json
 import os
-import re
-import subprocess
-import sys
-from pathlib import Path
 
-import numpy as np
 import pytest
 
-from ccfg import _core
+import vk_helpers
+from vk_helpers import DEV, HAS_COOP, INFO, VK, mesa_version, needs_coop, run_py
 
-ROOT = Path(__file__).resolve().parents[1]
 OP_EXACT = 1e-5
-
-VK = [d for d in _core.devices() if d["backend"] == "vulkan" and "index" in d]
-INFO = VK[0] if VK else {}
-DEV = f"vulkan:{INFO['index']}" if VK else "vulkan:0"
-HAS_COOP = "coop" in INFO.get("precisions", [])
-needs_coop = pytest.mark.skipif(
-    not HAS_COOP, reason="the device does not run the cooperative-matrix convolution (lavapipe "
-    ">= 26 or a GPU with VK_KHR_cooperative_matrix; `make test-coop`)")
-
-
-def mesa_version(info):
-    """(major, minor) of a Mesa driver's driver_info ('Mesa 26.1.6-1~bpo13+1 (LLVM 19.1.7)'), or
-    None"""
-    m = re.search(r"Mesa (\d+)\.(\d+)", info.get("driver_info", ""))
-    return (int(m.group(1)), int(m.group(2))) if m else None
-
 
 # CCFG_VULKAN_COOP_TILE: accumulators per subgroup (2x2 the default), p: the packed staging, pp:
 # packed with padded shared-memory rows
@@ -60,15 +38,14 @@ TILES = ["2x2", "2x4", "4x4", "2x2p", "2x4p", "4x4p", "2x2pp", "2x4pp", "4x4pp"]
 
 
 def run_json(code, precision, timeout=1200, tile=None):
-    env = dict(os.environ, CCFG_VULKAN_PRECISION=precision)
+    """vk_helpers.run_json under CCFG_VULKAN_PRECISION=precision (and CCFG_VULKAN_COOP_TILE=tile)"""
+    env = {"CCFG_VULKAN_PRECISION": precision}
+    drop = ()
     if tile is not None:
         env["CCFG_VULKAN_COOP_TILE"] = tile
         if tile != "2x2":   # the single-buffer switch has a 2x2 pipeline only (else an error)
-            env.pop("CCFG_VULKAN_COOP_SINGLE_BUFFER", None)
-    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
-                       text=True, timeout=timeout)
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
-    return json.loads(r.stdout.strip().splitlines()[-1])
+            drop = ("CCFG_VULKAN_COOP_SINGLE_BUFFER",)
+    return vk_helpers.run_json(code, env=env, drop=drop, timeout=timeout)
 
 
 # --------------------------------------------------------------------------- the device
@@ -85,11 +62,9 @@ def test_lavapipe_26_runs_the_8x8x8_variant():
     assert INFO["subgroup_size"] == 8
     assert INFO["float16"] and INFO["storage_16bit"] and INFO["vulkan_memory_model"]
     if not HAS_COOP:
-        env = dict(os.environ, CCFG_VULKAN_PRECISION="coop")
         code = (f"from ccfg import _core; import numpy as np; x = np.zeros(4, np.float32); "
                 f"_core.nn_op({DEV!r}, 'copy', [x], [x.copy()], (4,), (), None, None)")
-        r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
-                           text=True, timeout=300)
+        r = run_py(code, env={"CCFG_VULKAN_PRECISION": "coop"}, timeout=300)
         assert r.returncode != 0
         assert "this build has no cooperative-matrix shaders" in r.stderr, r.stderr[-2000:]
         pytest.skip("this build has no cooperative-matrix shaders (no KHR-capable glslc)")
@@ -391,7 +366,5 @@ def test_unpinned_subgroup_size_gives_the_same_bits(monkeypatch):
     if INFO.get("driver") == "llvmpipe":    # own size 8: the 8x8x8 variant runs unpinned
         assert run_json(code, "coop") == pinned
     else:
-        r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                           text=True, timeout=1200,
-                           env=dict(os.environ, CCFG_VULKAN_PRECISION="coop"))
+        r = run_py(code, env={"CCFG_VULKAN_PRECISION": "coop"}, timeout=1200)
         assert r.returncode == 0 or "cannot pin" in r.stderr, r.stderr[-2000:]
