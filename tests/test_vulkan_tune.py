@@ -560,3 +560,221 @@ def test_conv_tile_is_validated_on_every_path(monkeypatch):
     for cout in ("128", "32"):
         assert "CCFG_VULKAN_CONV_TILE" in got[cout] and "96x128" in got[cout], got
     assert got["tuned"] == [0, 0], got
+
+
+# --------------------------------------------------------------------------- the saved cache
+# CCFG_VULKAN_TUNE_CACHE=/path and ccfg.profiling.save_tuning / load_tuning (csrc/vk_tune.c, "the
+# file"): a decision measured in one process is used by another on the same device without any
+# timing run, and never on another device or shader build.
+
+CACHE = r"""
+import hashlib, json, os, sys
+import numpy as np
+import ccfg
+from ccfg import _core
+DEV, mode, path = sys.argv[1], sys.argv[2], sys.argv[3]
+SHAPES = [(2, 21, 9, 7, 70, 3, 1, 1, 1), (2, 64, 8, 8, 128, 1, 1, 0, 0)]
+
+
+def conv(shape):
+    batch, cin, h, w, cout, k, s, p0, p1 = shape
+    rng = np.random.default_rng(sum(shape))
+    ho, wo = (h + p0 + p1 - k) // s + 1, (w + p0 + p1 - k) // s + 1
+    x = rng.standard_normal(cin * batch * h * w).astype(np.float32)
+    wt = rng.standard_normal(cout * cin * k * k).astype(np.float32)
+    b = rng.standard_normal(cout).astype(np.float32)
+    y = np.zeros(cout * batch * ho * wo, np.float32)
+    return _core.nn_op(DEV, "conv2d", [x, wt, b], [y], tuple(shape) + (0,), (), None, None)[0]
+
+
+def digest(ys):
+    return hashlib.sha256(b"".join(y.tobytes() for y in ys)).hexdigest()
+
+
+out = {}
+os.environ["CCFG_VULKAN_CONV_TILE"] = "64x128"
+out["ref"] = digest([conv(s) for s in SHAPES])
+os.environ["CCFG_VULKAN_CONV_TILE"] = "auto"
+if "fake" in mode:      # 128x128db "wins": a decision no default could explain
+    _core.vk_tune_test(DEV, "fake", (2.0, 2.0, 2.0, 1.0))
+if "load" in mode:
+    out["applied"] = ccfg.profiling.load_tuning(path, DEV)
+with ccfg.profiling.profile(DEV) as prof:
+    out["bits"] = digest([conv(s) for s in SHAPES])
+_core.vk_tune_test(DEV, "fake", ())
+t = ccfg.profiling.tuning(DEV)
+out.update(tuned=t.tuned, runs=t.runs, hits=t.hits, loaded=t.loaded,
+           choices=[e["choice"] for e in t.entries], from_file=[e["loaded"] for e in t.entries],
+           kinds=sorted({k for k, _, _ in prof.rows if k.startswith("nn_conv2d")}),
+           identity=_core.vk_tuning(DEV, "identity"))
+if "save" in mode:
+    out["saved"] = ccfg.profiling.save_tuning(path, DEV)
+print(json.dumps(out))
+"""
+
+
+def entry_lines(path):
+    return [ln for ln in Path(path).read_text().splitlines() if ln and not ln.startswith(("#",
+                                                                                        "ccfg-"))]
+
+
+@needs_vk
+def test_cache_variable_round_trip_in_a_fresh_process(tmp_path):
+    """CCFG_VULKAN_TUNE_CACHE: the first process times both shapes (and writes the file, no save
+    call); a second process reads it and times nothing: 0 runs, both decisions loaded and used
+    (the profile shows the chosen variant's pipeline), the same bits"""
+    path = tmp_path / "tune.txt"
+    env = {"CCFG_VULKAN_TUNE_CACHE": str(path)}
+    first = run_fp32(CACHE, (DEV, "fake", path), env)
+    assert (first["tuned"], first["runs"], first["loaded"]) == (2, 2 * 4 * RUNS, 0), first
+    assert first["choices"] == ["128x128db"] * 2 and first["bits"] == first["ref"]
+    lines = entry_lines(path)
+    assert len(lines) == 2 and all(ln.startswith(first["identity"] + "\t") for ln in lines), lines
+    assert all(ln.split("\t")[1:5:3] == ["conv2d fp32", "128x128db"] for ln in lines), lines
+    second = run_fp32(CACHE, (DEV, "-", path), env)
+    assert (second["tuned"], second["runs"], second["loaded"], second["hits"]) == (0, 0, 2, 2)
+    assert second["choices"] == ["128x128db"] * 2 and second["from_file"] == [True, True]
+    assert second["kinds"] == ["nn_conv2d_t128db"], second
+    assert second["bits"] == first["bits"] == second["ref"]
+    assert entry_lines(path) == lines       # nothing new to write
+
+
+@needs_vk
+def test_save_and_load_round_trip_in_a_fresh_process(tmp_path):
+    """ccfg.profiling.save_tuning in one process, load_tuning in the next: 0 runs, same bits"""
+    path = tmp_path / "tune.txt"
+    first = run_fp32(CACHE, (DEV, "fake,save", path))
+    assert first["saved"] == 2 and first["tuned"] == 2
+    second = run_fp32(CACHE, (DEV, "load", path))
+    assert second["applied"] == 2 and (second["tuned"], second["runs"], second["hits"]) == (0, 0, 2)
+    assert second["kinds"] == ["nn_conv2d_t128db"] and second["bits"] == first["bits"] == \
+        first["ref"]
+
+
+@needs_vk
+def test_a_cache_of_another_device_is_not_applied_and_kept(tmp_path):
+    """lines whose device differs (here the vendor id) are not applied: the shapes are timed
+    again; rewriting the file keeps those lines next to this device's new ones"""
+    path = tmp_path / "tune.txt"
+    env = {"CCFG_VULKAN_TUNE_CACHE": str(path)}
+    first = run_fp32(CACHE, (DEV, "fake", path), env)
+    ident = first["identity"]
+    other = "ffff" + ident[4:]
+    text = path.read_text().replace(ident + "\t", other + "\t")
+    path.write_text(text)
+    second = run_fp32(CACHE, (DEV, "-", path), env)
+    assert (second["loaded"], second["tuned"], second["runs"]) == (0, 2, 2 * 4 * RUNS), second
+    assert second["bits"] == second["ref"]
+    lines = entry_lines(path)
+    assert len(lines) == 4, lines
+    assert sorted(ln.split("\t")[0] for ln in lines) == sorted([ident] * 2 + [other] * 2)
+
+
+def _identity_fields():
+    return _core.vk_tuning(DEV, "identity").split(":")
+
+
+def _line(ident, key, cands, choice):
+    times = ",".join(f"{1.0 + i}/{1.0 + i}/{1.0 + i}/{1.0 + i}" for i in range(len(cands)))
+    return "\t".join([ident, "conv2d fp32", key, ",".join(cands), choice, times])
+
+
+# the key of _conv_1x1 (no split-K, one chunk of its 64 input channels)
+KEY_1X1 = ("batch=2,cin=64,h=8,w=8,cout=128,k=1,stride=1,pad0=0,ho=8,wo=8,bias=1,accumulate=0,"
+           "residual=0,norm=0,silu=0,chunk=64,slices=1,slices_last=1")
+
+
+@needs_vk
+@pytest.mark.parametrize("field", [0, 1, 2, 3, 4])
+def test_a_decision_applies_to_its_own_device_and_question_only(clean, monkeypatch, tmp_path,
+                                                                field):
+    """a line written by hand for this device, this shape and these candidates is used without
+    timing; the same line with any part of the device's identity changed (vendor, device,
+    driver version, pipelineCacheUUID, shader hash) is not applied; nor is it for another
+    candidate list"""
+    ident = _identity_fields()
+    path = tmp_path / "tune.txt"
+    cands = ["64x128", "128x128db"]
+    changed = list(ident)
+    changed[field] = "f" * len(changed[field]) if changed[field] != "f" * len(changed[field]) \
+        else "0" * len(changed[field])
+    path.write_text("ccfg-tune-cache 1\n" + _line(":".join(changed), KEY_1X1, cands, cands[1])
+                    + "\n" + _line(":".join(ident), KEY_1X1, cands, cands[1]) + "\n")
+    if field == 0:      # drop this device's line: only the other one is left
+        path.write_text("\n".join(path.read_text().splitlines()[:2]) + "\n")
+        assert _core.vk_tuning(DEV, "load", str(path)) == (0, 1)
+        monkeypatch.setenv("CCFG_VULKAN_CONV_TILE", "auto")
+        monkeypatch.setenv("CCFG_VULKAN_TUNE_CANDIDATES", ",".join(cands))
+        _conv_1x1()
+        assert ccfg.profiling.tuning(DEV).tuned == 1      # timed: nothing applied
+        return
+    assert _core.vk_tuning(DEV, "load", str(path)) == (1, 1)
+    monkeypatch.setenv("CCFG_VULKAN_CONV_TILE", "64x128")
+    ref = _conv_1x1().view(np.uint32)
+    monkeypatch.setenv("CCFG_VULKAN_CONV_TILE", "auto")
+    monkeypatch.setenv("CCFG_VULKAN_TUNE_CANDIDATES", ",".join(cands))
+    with ccfg.profiling.profile(DEV) as prof:
+        y = _conv_1x1().view(np.uint32)
+    t = ccfg.profiling.tuning(DEV)
+    assert (t.tuned, t.runs, t.hits, t.loaded) == (0, 0, 1, 1) and np.array_equal(y, ref)
+    assert _kinds(prof) == ["nn_conv2d_t128db"]
+    # all four variants: another question, timed
+    monkeypatch.delenv("CCFG_VULKAN_TUNE_CANDIDATES")
+    assert np.array_equal(_conv_1x1().view(np.uint32), ref)
+    assert ccfg.profiling.tuning(DEV).tuned == 1
+
+
+@needs_vk
+@pytest.mark.parametrize("text,why", [
+    ("hello\n", "not a ccfg tuning cache"),
+    ("ccfg-tune-cache 2\n", "not a ccfg tuning cache"),
+    ("ccfg-tune-cache 1\nnot\tenough\tfields\n", "line 2: not 6 tab-separated fields"),
+    ("ccfg-tune-cache 1\n{id}\tconv2d fp32\t{key}\t64x128,64x128db\t128x128\t1/1/1/1,2/2/2/2\n",
+     "the choice is not one of the candidates"),
+    ("ccfg-tune-cache 1\n# c\n\n{id}\tconv2d fp32\t{key}\t64x128\t64x128\t1/1/x/1\n",
+     "line 4: a run's time is not a number"),
+    ("ccfg-tune-cache 1\n{id}\tconv2d fp32\tbatch=two\t64x128\t64x128\t1/1/1/1\n",
+     "a key field is not name=integer"),
+    ("ccfg-tune-cache 1\n{id}\tconv2d fp32\t{key}\t64x128\t64x128\t1/1/1\n",
+     "median/run/run/run"),
+    ("ccfg-tune-cache 1\nZZ\tconv2d fp32\t{key}\t64x128\t64x128\t1/1/1/1\n",
+     "the device is not hex"),
+    ("ccfg-tune-cache 1\n\0\n", "NUL byte"),
+])
+def test_a_malformed_cache_raises_naming_the_argument(clean, monkeypatch, tmp_path, text, why):
+    """load_tuning names `path`; the variable names itself (at the first auto convolution);
+    save_tuning refuses to overwrite it; nothing of the file is applied"""
+    path = tmp_path / "bad.txt"
+    path.write_bytes(text.format(id=_core.vk_tuning(DEV, "identity"), key=KEY_1X1).encode())
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match=f"path: .*{why}"):
+        ccfg.profiling.load_tuning(path, DEV)
+    with pytest.raises(ValueError, match=f"path: .*{why}"):
+        ccfg.profiling.save_tuning(path, DEV)
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["bad.txt"]
+    monkeypatch.setenv("CCFG_VULKAN_CONV_TILE", "auto")
+    monkeypatch.setenv("CCFG_VULKAN_TUNE_CACHE", str(path))
+    with pytest.raises(ValueError, match=f"CCFG_VULKAN_TUNE_CACHE: .*{why}"):
+        _conv_1x1()
+    t = ccfg.profiling.tuning(DEV)
+    assert (t.loaded, t.tuned, t.entries) == (0, 0, [])
+
+
+@needs_vk
+def test_cache_arguments(clean, tmp_path):
+    """a missing file raises for load_tuning (the variable treats it as empty: the first decision
+    creates it); save_tuning writes an empty cache that loads; bad arguments name themselves"""
+    with pytest.raises(ValueError, match="path: no tuning cache"):
+        ccfg.profiling.load_tuning(tmp_path / "missing.txt", DEV)
+    path = tmp_path / "empty.txt"
+    assert ccfg.profiling.save_tuning(str(path), DEV) == 0
+    assert path.read_text().startswith("ccfg-tune-cache 1\n")
+    assert ccfg.profiling.load_tuning(path, DEV) == 0
+    with pytest.raises(ValueError, match="path"):
+        ccfg.profiling.save_tuning("", DEV)
+    with pytest.raises(TypeError, match="path"):
+        ccfg.profiling.load_tuning(3, DEV)
+    with pytest.raises(ValueError, match="device"):
+        ccfg.profiling.save_tuning(path, "cpu")
+    with pytest.raises(ValueError, match="path: cannot write next to"):
+        ccfg.profiling.save_tuning(tmp_path / "no" / "such" / "dir.txt", DEV)
