@@ -778,3 +778,59 @@ def test_cache_arguments(clean, tmp_path):
         ccfg.profiling.save_tuning(path, "cpu")
     with pytest.raises(ValueError, match="path: cannot write next to"):
         ccfg.profiling.save_tuning(tmp_path / "no" / "such" / "dir.txt", DEV)
+
+
+COOP_FAMILIES = r"""
+import json, os
+import numpy as np
+import ccfg
+from ccfg import _core
+rng = np.random.default_rng(0)
+x = rng.standard_normal(2 * 64 * 64).astype(np.float32)
+w = rng.standard_normal(128 * 64).astype(np.float32)
+
+
+def conv():
+    return _core.nn_op(DEV, "conv2d", [x, w, None], [np.zeros(2 * 128 * 64, np.float32)],
+                       (2, 64, 8, 8, 128, 1, 1, 0, 0, 0), (), None, None)[0]
+
+
+out = {}
+os.environ["CCFG_VULKAN_COOP_TILE"] = "2x2"
+ref = conv()
+os.environ["CCFG_VULKAN_COOP_TILE"] = "auto"
+os.environ["CCFG_VULKAN_CONV_TILE"] = "auto"      # the float32 family's switch: not this path
+os.environ["CCFG_VULKAN_TUNE_CANDIDATES"] = "64x128db"      # a float32-only list
+with ccfg.profiling.profile(DEV) as prof:
+    a = conv()
+t = ccfg.profiling.tuning(DEV)
+out["fp32_list"] = [t.tuned, t.runs, sorted(k for k, _, _ in prof.rows if "conv2d" in k),
+                    bool(np.array_equal(a, ref))]
+os.environ["CCFG_VULKAN_TUNE_CANDIDATES"] = "64x128,2x2p,128x128db,2x2"
+b = conv()
+t = ccfg.profiling.tuning(DEV)
+out["mixed"] = [t.tuned, t.runs, [c[0] for c in t.entries[-1]["candidates"]],
+                t.entries[-1]["family"], bool(np.array_equal(b, ref))]
+os.environ["CCFG_VULKAN_CONV_TILE"] = "96x128"
+try:
+    conv()
+    out["bad_tile"] = "no error"
+except ValueError as e:
+    out["bad_tile"] = str(e)
+print(json.dumps(out))
+"""
+
+
+@needs_coop
+def test_coop_family_takes_its_own_tokens_and_conv_tile_is_validated():
+    """under coop: a float32-only candidate list leaves the coop family its default, untimed; a
+    mixed list gives it its own tokens only; a bad CCFG_VULKAN_CONV_TILE raises (though the
+    float32 shader does not run); CCFG_VULKAN_CONV_TILE=auto tunes nothing here"""
+    got = run_json(f"DEV = {DEV!r}\n" + COOP_FAMILIES, {})
+    tuned, runs, kinds, same = got["fp32_list"]
+    assert (tuned, runs, same) == (0, 0, True), got
+    assert kinds in (["nn_conv2d_coop8"], ["nn_conv2d_coop"]), got
+    tuned, runs, cands, family, same = got["mixed"]
+    assert (tuned, runs, cands, same) == (1, 2 * RUNS, ["2x2", "2x2p"], True), got
+    assert family.startswith("conv2d coop"), got
+    assert "CCFG_VULKAN_CONV_TILE" in got["bad_tile"] and "96x128" in got["bad_tile"], got
