@@ -533,8 +533,10 @@ for cout in (128, 32):      # the float16 tiled shader; the float32 direct shade
     except ValueError as e:
         out[cout] = str(e)
     os.environ["CCFG_VULKAN_CONV_TILE"] = "auto"     # no float32 variant here: nothing tuned
-    _core.nn_op(DEV, "conv2d", [x, w[:cout * 64], None], [np.zeros(2 * cout * 64, np.float32)],
-                (2, 64, 8, 8, cout, 1, 1, 0, 0, 0), (), None, None)
+    with ccfg.profiling.profile(DEV) as prof:
+        _core.nn_op(DEV, "conv2d", [x, w[:cout * 64], None], [np.zeros(2 * cout * 64, np.float32)],
+                    (2, 64, 8, 8, cout, 1, 1, 0, 0, 0), (), None, None)
+    out[f"kinds{cout}"] = sorted(k for k, _, _ in prof.rows if k.startswith("nn_conv2d"))
 t = ccfg.profiling.tuning(DEV)
 out["tuned"] = [t.tuned, t.runs]
 print(json.dumps(out))
@@ -560,6 +562,7 @@ def test_conv_tile_is_validated_on_every_path(monkeypatch):
     for cout in ("128", "32"):
         assert "CCFG_VULKAN_CONV_TILE" in got[cout] and "96x128" in got[cout], got
     assert got["tuned"] == [0, 0], got
+    assert got["kinds128"] == ["nn_conv2d_f16"] and got["kinds32"] == ["nn_conv2d_direct"], got
 
 
 # --------------------------------------------------------------------------- the saved cache
