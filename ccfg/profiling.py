@@ -10,13 +10,18 @@ Every recorded command is followed by a full barrier, so the difference of conse
 timestamps is that command's device time. ``batches`` counts submits, each of which the host
 waits for: a rule that needs per-sample reductions on the host waits once per step.
 
-The autotuner's decisions (``CCFG_VULKAN_COOP_TILE=auto``: the fastest coop tile per convolution
-shape, timed on the device the first time the shape is met, as ``torch.backends.cudnn.benchmark``):
+The autotuner's decisions (``CCFG_VULKAN_COOP_TILE=auto`` and ``CCFG_VULKAN_CONV_TILE=auto``: the
+fastest coop tile or float32 variant per convolution shape, timed on the device the first time the
+shape is met, as ``torch.backends.cudnn.benchmark``):
 
     print(ccfg.profiling.tuning("vulkan:0"))    # per shape: each candidate's median ms, the choice
     ccfg.profiling.clear_tuning("vulkan:0")     # forget them: the next forward tunes again
+    ccfg.profiling.save_tuning("tune.txt")      # keep them for the next process on this device
+    ccfg.profiling.load_tuning("tune.txt")      # use them without timing (this device's only)
 
-Every candidate computes the same bits, so tuning changes times only, never a result.
+``CCFG_VULKAN_TUNE_CACHE=/path/file`` does the last two by itself: the file is read the first time
+the tuner is asked, and rewritten after every new decision. Every candidate computes the same
+bits, so tuning (or a loaded decision) changes times only, never a result.
 """
 from __future__ import annotations
 
@@ -24,7 +29,7 @@ import contextlib
 
 from . import _core, _device
 
-__all__ = ["profile", "Profile", "tuning", "clear_tuning", "Tuning"]
+__all__ = ["profile", "Profile", "tuning", "clear_tuning", "save_tuning", "load_tuning", "Tuning"]
 
 
 class Profile:
@@ -100,11 +105,14 @@ def _vulkan(device):
 
 class Tuning:
     """The autotuner's state on one device: ``entries``, one per tuned shape, each a dict with
-    ``family`` (the op and precision, e.g. "conv2d coop8"), ``key`` (the shape and flags, by
-    name), ``candidates`` [(name, median ms, [ms of each timed run])] and ``choice`` (the name
-    kept); ``tuned`` (shapes measured), ``hits`` (convolutions answered from the cache) and
-    ``runs`` (candidate runs the tuner recorded, warm-ups included) since the device opened or
-    the last :func:`clear_tuning`. Times are device times from timestamp queries."""
+    ``family`` (the op and precision: "conv2d fp32" for the float32 variants, "conv2d coop" or
+    "conv2d coop8" for the coop tiles), ``key`` (the shape and flags, by name), ``candidates``
+    [(name, median ms, [ms of each timed run])], ``choice`` (the name kept) and ``loaded`` (read
+    from a file, not timed in this process); ``tuned`` (shapes measured), ``hits`` (convolutions
+    answered from the cache), ``runs`` (candidate runs the tuner recorded, warm-ups included) and
+    ``loaded`` (decisions read from files) since the device opened or the last
+    :func:`clear_tuning`. Times are device times from timestamp queries (a loaded decision's,
+    from the process that measured it)."""
 
     def __init__(self, device, raw):
         self.device = device
@@ -112,6 +120,11 @@ class Tuning:
         self.tuned = raw["tuned"]
         self.hits = raw["hits"]
         self.runs = raw["runs"]
+        self.loaded = raw["loaded"]
+
+    def family(self, name):
+        """The entries of one family ("conv2d fp32", "conv2d coop", "conv2d coop8")."""
+        return [e for e in self.entries if e["family"] == name]
 
     def clear(self):
         """Forget every decision on this device (:func:`clear_tuning`)."""
@@ -125,9 +138,12 @@ class Tuning:
             times = ", ".join(f"{n} {m:.3f}" + (" *" if n == e["choice"] else "")
                               for n, m, _ in e["candidates"])
             lines.append(f"{e['family']}: {key}\n    ms: {times} (chose {e['choice']}, "
-                         f"{best:.3f} ms)")
+                         f"{best:.3f} ms" + (", loaded" if e.get("loaded") else "") + ")")
+        families = sorted({e["family"] for e in self.entries})
         lines.append(f"{self.tuned} shapes tuned, {self.runs} candidate runs, {self.hits} cache "
-                     f"hits ({self.device})")
+                     f"hits, {self.loaded} decisions loaded"
+                     + (f"; families {', '.join(families)}" if families else "")
+                     + f" ({self.device})")
         return "\n".join(lines)
 
     __repr__ = __str__
@@ -144,3 +160,35 @@ def clear_tuning(device="vulkan"):
     convolution of each shape is timed again (a benchmark that re-tunes)."""
     dev = _vulkan(device)
     _core.vk_tuning(dev, "clear")
+
+
+def _path(path):
+    import os
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path: a file name (str or os.PathLike), got {type(path).__name__}")
+    path = os.fspath(path)
+    if not isinstance(path, str) or not path:
+        raise ValueError(f"path: a non-empty file name, got {path!r}")
+    return path
+
+
+def save_tuning(path, device="vulkan"):
+    """Write the autotuner's decisions on a Vulkan ``device`` to ``path`` (a text file, one
+    decision per line) and return how many were written. Each line names the device it was
+    measured on (vendor and device ids, driver version, pipelineCacheUUID and a hash of ccfg's
+    compiled shaders), so a file can hold several machines' decisions: the lines of other devices
+    already in the file are kept, and this device's replace their own. Written to a temporary
+    file next to ``path`` and renamed over it, so a reader never sees half a file. A file that
+    exists and is not a tuning cache raises ``ValueError`` naming ``path`` and is left alone."""
+    dev = _vulkan(device)
+    return _core.vk_tuning(dev, "save", _path(path))
+
+
+def load_tuning(path, device="vulkan"):
+    """Read the decisions that ``path`` holds for this ``device`` (the same vendor, device,
+    driver version, pipelineCacheUUID and shader build) into its cache: the shapes they cover are
+    then dispatched with their choice and never timed. Lines of other devices are ignored (not
+    applied); a decision already in the cache is kept. Returns how many were added. A missing or
+    malformed file raises ``ValueError`` naming ``path``, and nothing of it is applied."""
+    dev = _vulkan(device)
+    return _core.vk_tuning(dev, "load", _path(path))[0]

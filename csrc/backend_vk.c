@@ -2288,4 +2288,36 @@ int vkb_timestamps_read(vk_dev *d, VkQueryPool qp, uint32_t count, double *ns)
     return CCFG_OK;
 }
 
+/* FNV-1a (64 bits) over every pipeline's SPIR-V and size, once per process: the shader build a
+ * saved tuning decision was measured with (vk_tune.c) */
+static uint64_t shader_hash;
+static pthread_once_t shader_hash_once = PTHREAD_ONCE_INIT;
+
+static void hash_shaders(void)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (int p = 0; p < P_COUNT; p++) {
+        const unsigned char *b = (const unsigned char *)pipe_spec[p].code;
+        const uint64_t size = pipe_spec[p].size;
+        for (int i = 0; i < 8; i++) h = (h ^ ((size >> (8 * i)) & 0xff)) * 1099511628211ull;
+        for (size_t i = 0; i < pipe_spec[p].size; i++) h = (h ^ b[i]) * 1099511628211ull;
+    }
+    shader_hash = h;
+}
+
+int vkb_device_identity(vk_dev *d, uint32_t *vendor, uint32_t *device, uint32_t *driver,
+                        uint8_t uuid[VK_UUID_SIZE], uint64_t *shaders)
+{
+    VkPhysicalDeviceProperties props;
+    vk.GetPhysicalDeviceProperties(d->phys, &props);
+    *vendor = props.vendorID;
+    *device = props.deviceID;
+    *driver = props.driverVersion;
+    memcpy(uuid, props.pipelineCacheUUID, VK_UUID_SIZE);
+    if (pthread_once(&shader_hash_once, hash_shaders))
+        return ccfg_fail(CCFG_EINTERNAL, "%s: hashing the shaders failed", d->name);
+    *shaders = shader_hash;
+    return CCFG_OK;
+}
+
 #endif /* CCFG_NO_VULKAN */

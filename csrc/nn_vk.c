@@ -139,11 +139,27 @@ static const struct { const char *name; int kernel, bm, invocations, nbuf; }
         {"128x128", CCFG_VK_NN_CONV2D_T128, CCFG_VK_CONV_BM_128, 2 * CCFG_VK_CONV_BM_128, 1},
         {"128x128db", CCFG_VK_NN_CONV2D_T128DB, CCFG_VK_CONV_BM_128, 2 * CCFG_VK_CONV_BM_128, 2}};
 
+/* CCFG_VULKAN_CONV_TILE=auto: the tuner (vk_tune.c, simt_autotune below) picks per shape;
+ * conv_forced: the variant a tuning run forces (-1: none), thread-local as the run is this
+ * thread's recursive call of conv2d_any */
+enum { CONV_TILE_AUTO = -1 };
+static _Thread_local int conv_forced = -1;
+
+/* read (and validated) by every convolution, whatever its path, so a bad value never passes
+ * silently where the float32 tiled shader does not run (fp16, coop, <= 32 output channels) */
 static int conv_tile(int *out)
 {
     const char *v = getenv("CCFG_VULKAN_CONV_TILE");
     *out = CCFG_VK_CONV_TILE_64X128;
+    if (conv_forced >= 0) {
+        *out = conv_forced;
+        return CCFG_OK;
+    }
     if (!v || !*v) return CCFG_OK;
+    if (!strcmp(v, "auto")) {
+        *out = CONV_TILE_AUTO;
+        return CCFG_OK;
+    }
     for (int t = 0; t < CCFG_VK_CONV_TILE_COUNT; t++)
         if (!strcmp(v, conv_tiles[t].name)) {
             *out = t;
@@ -151,7 +167,18 @@ static int conv_tile(int *out)
         }
     return ccfg_fail(CCFG_EINVAL, "CCFG_VULKAN_CONV_TILE must be 64x128, 64x128db, 128x128 or "
                      "128x128db (output channels x pixels per workgroup; db: double-buffered "
-                     "shared memory), not '%s'", v);
+                     "shared memory) or auto (the fastest per shape, timed on the device: "
+                     "vk_tune.c), not '%s'", v);
+}
+
+/* does float32 variant t fit the device: its shared memory ((BM + BN) x BK floats per stage)
+ * and workgroup size. Vulkan guarantees 128 invocations and 16 KiB, so 128x128 (256
+ * invocations) may not run where the default does. */
+static int conv_tile_fits(int t, uint32_t shared, uint32_t inv, int64_t *need)
+{
+    *need = (int64_t)conv_tiles[t].nbuf * (conv_tiles[t].bm + CCFG_VK_CONV_BN) * CCFG_VK_CONV_BK *
+            4;
+    return *need <= (int64_t)shared && (uint32_t)conv_tiles[t].invocations <= inv;
 }
 
 /* the output channels per workgroup of tiled kernel `kernel` (a conv_tiles variant, or
@@ -415,27 +442,18 @@ static int vk_conv2d_half(const ccfg_backend *be, int precision, int batch, int 
     return status;
 }
 
-/* ---- run-time tuning of the convolution's variants (vk_tune.h; CCFG_VULKAN_COOP_TILE=auto)
+/* ---- run-time tuning of the convolution's variants (vk_tune.h; CCFG_VULKAN_COOP_TILE=auto,
+ * CCFG_VULKAN_CONV_TILE=auto)
  *
  * A convolution's arguments, for the tuner's runs: conv runs the convolution once into y_run
- * with the variant *forced (a thread-local its variant chooser reads first) set to the
- * candidate. The runs write into device scratch, never into the real y: accumulate and the
- * residual read y (with accumulate the scratch starts as a copy of y, so the runs read what the
- * real one will). The residual, x, the weights and bias are only read.
- *
- * How the float32 SIMT variants (CCFG_VULKAN_CONV_TILE=auto, vk_conv2d) join: in their chooser,
- * a `static _Thread_local int conv_forced = -1;` returned first when >= 0 and a CONV_TILE_AUTO
- * for "auto"; a `static int simt_run(const conv_tune_args *a, float *y)` calling the float32
- * path with a's arguments; then, where the tile is chosen,
- *     if (tile == CONV_TILE_AUTO) { conv_tune_args a = {.be = be, ..., .y = y, .forced =
- *         &conv_forced, .conv = simt_run}; status = conv_autotune(&a, &simt_kind, n, ids, names,
- *         "CCFG_VULKAN_CONV_TILE", &tile); }
- * with simt_kind = {"conv2d fp32", conv_key_names, CONV_KEY} and ids/names the variants that fit
- * this device (the default first: a tie keeps it), filtered by ccfg_vk_tune_candidates. */
+ * with the variant *forced (a thread-local its variant chooser reads first: coop_forced,
+ * conv_forced) set to the candidate. The runs write into device scratch, never into the real y:
+ * accumulate and the residual read y (with accumulate the scratch starts as a copy of y, so the
+ * runs read what the real one will). The residual, x, the weights and bias are only read. */
 typedef struct conv_tune_args conv_tune_args;
 struct conv_tune_args {
     const ccfg_backend *be;
-    int precision, batch, cin, h, w, cout, k, stride, pad0, ho, wo, accumulate, silu;
+    int precision, batch, cin, h, w, cout, k, stride, pad0, pad1, ho, wo, accumulate, silu;
     const float *x, *weight, *w16, *bias, *residual, *ab;
     float *y;                   /* the real output: copied into the scratch with accumulate */
     float *y_run;               /* the runs' output (scratch) */
@@ -448,13 +466,15 @@ struct conv_tune_args {
     float *tmp;
 };
 
-/* the key: everything that changes a convolution's work. The chunking over input channels (and
- * the pixel tiles, the grid) follow from these and the constant CCFG_VK_LOOP_BUDGET for every
- * candidate, so they are covered. */
-enum { CONV_KEY = 15 };
-static const char *const conv_key_names[CONV_KEY] = {
+/* the key: everything that changes a convolution's work. For the coop tiles, the chunking over
+ * input channels (and the pixel tiles, the grid) follow from these and the constant
+ * CCFG_VK_LOOP_BUDGET for every candidate, so they are covered. The float32 family adds its
+ * chunk of input channels and split-K's slices (CCFG_VULKAN_CONV_SPLITK is not in the fields
+ * above, and a saved decision must not outlive a change of the budget or the split rule). */
+enum { CONV_KEY = 15, SIMT_KEY = CONV_KEY + 3 };
+static const char *const conv_key_names[SIMT_KEY] = {
     "batch", "cin", "h", "w", "cout", "k", "stride", "pad0", "ho", "wo", "bias", "accumulate",
-    "residual", "norm", "silu"};
+    "residual", "norm", "silu", "chunk", "slices", "slices_last"};
 
 static int conv_tune_run(void *ctx, int id)
 {
@@ -466,17 +486,25 @@ static int conv_tune_run(void *ctx, int id)
 }
 
 /* the variant for a's shape: the cached choice, or (a miss) the fastest of the n candidates
- * (ids, names) timed on the device into scratch */
-static int conv_autotune(conv_tune_args *a, const ccfg_vk_tune_kind *kind, int n, const int *ids,
-                         const char *const *names, const char *what, int *choice)
+ * (ids, names; the default first) timed on the device into scratch. extra: the family's key
+ * fields past the CONV_KEY common ones (kind->nkey in all). One candidate: it, untimed. */
+static int conv_autotune(conv_tune_args *a, const ccfg_vk_tune_kind *kind, const int64_t *extra,
+                         int n, const int *ids, const char *const *names, const char *what,
+                         int *choice)
 {
     const ccfg_backend *be = a->be;
-    const int64_t key[CONV_KEY] = {a->batch, a->cin, a->h, a->w, a->cout, a->k, a->stride,
-                                   a->pad0, a->ho, a->wo, a->bias != NULL, a->accumulate != 0,
-                                   a->residual != NULL, a->ab != NULL, a->silu != 0};
+    int64_t key[CCFG_VK_TUNE_KEY] = {a->batch, a->cin, a->h, a->w, a->cout, a->k, a->stride,
+                                     a->pad0, a->ho, a->wo, a->bias != NULL, a->accumulate != 0,
+                                     a->residual != NULL, a->ab != NULL, a->silu != 0};
     const int64_t ny = (int64_t)a->cout * a->batch * a->ho * a->wo;
-    int status, done = 0;
-    if (ccfg_vk_tune_lookup(be, kind, key, choice)) return CCFG_OK;
+    int status, done = 0, hit = 0;
+    *choice = ids[0];
+    if (n == 1 || ny == 0) return CCFG_OK;     /* nothing to choose, or no work to time */
+    if (kind->nkey < CONV_KEY || kind->nkey > CCFG_VK_TUNE_KEY)
+        return ccfg_fail(CCFG_EINTERNAL, "Vulkan nn conv2d: %d key fields", kind->nkey);
+    for (int i = CONV_KEY; i < kind->nkey; i++) key[i] = extra[i - CONV_KEY];
+    if ((status = ccfg_vk_tune_lookup(be, kind, key, n, ids, names, &hit, choice)) || hit)
+        return status;
     if (a->prepare && (status = a->prepare(a))) goto done;
     if ((status = ccfg_vk_nn_scratch(be, (size_t)ny * sizeof(float), &a->y_run))) goto done;
     if (a->accumulate && !(status = ccfg_vk_nn_copy(be, ny, a->y, a->y_run, &done)) && !done)
@@ -490,6 +518,17 @@ done:
     be->release(be, a->tmp);
     a->y_run = a->tmp = NULL;
     return status;
+}
+
+/* CCFG_VULKAN_TUNE_CANDIDATES for a family whose variants are names (count): one list for both
+ * families, each token applying to the family whose variant it names */
+static int tune_candidates(const char *const *names, int count, int *out)
+{
+    const char *known[CCFG_VK_COOP_TILE_COUNT + CCFG_VK_CONV_TILE_COUNT];
+    int n = 0;
+    for (int t = 0; t < CCFG_VK_COOP_TILE_COUNT; t++) known[n++] = coop_tiles[t].name;
+    for (int t = 0; t < CCFG_VK_CONV_TILE_COUNT; t++) known[n++] = conv_tiles[t].name;
+    return ccfg_vk_tune_candidates(names, count, known, n, out);
 }
 
 static int coop_run(const conv_tune_args *a, float *y)
@@ -534,7 +573,7 @@ static int coop_autotune(const ccfg_backend *be, int precision, int batch, int c
         return ccfg_fail(CCFG_EINVAL, "CCFG_VULKAN_COOP_SINGLE_BUFFER=1 runs only the 2x2 tile, "
                          "not CCFG_VULKAN_COOP_TILE=auto");
     for (int t = 0; t < CCFG_VK_COOP_TILE_COUNT; t++) names[t] = coop_tiles[t].name;
-    if ((status = ccfg_vk_tune_candidates(names, CCFG_VK_COOP_TILE_COUNT, listed))) return status;
+    if ((status = tune_candidates(names, CCFG_VK_COOP_TILE_COUNT, listed))) return status;
     ccfg_vk_nn_limits(be, &shared, &inv);
     for (int t = 0; t < CCFG_VK_COOP_TILE_COUNT; t++)
         if (listed[t] && coop_shared_need(coop8, t, 0) <= (int64_t)shared) {
@@ -550,7 +589,7 @@ static int coop_autotune(const ccfg_backend *be, int precision, int batch, int c
                         .weight = weight, .w16 = w16, .bias = bias, .residual = residual,
                         .ab = ab, .y = y, .forced = &coop_forced, .conv = coop_run,
                         .prepare = w16 ? NULL : coop_weights16};
-    return conv_autotune(&a, kind, n, ids, names, "CCFG_VULKAN_COOP_TILE", tile);
+    return conv_autotune(&a, kind, NULL, n, ids, names, "CCFG_VULKAN_COOP_TILE", tile);
 }
 
 /* conv2d, from the layer's float16 weights w16 (vk_conv2d_pack) where given, adding residual (an
@@ -675,6 +714,68 @@ static int vk_conv2d_residual(const ccfg_backend *be, int batch, int cin, int h,
                       residual, 0, NULL, 0, y);
 }
 
+static int simt_run(const conv_tune_args *a, float *y)
+{
+    return conv2d_any(a->be, a->batch, a->cin, a->h, a->w, a->x, a->cout, a->k, a->stride,
+                      a->pad0, a->pad1, a->weight, NULL, a->bias, a->residual, a->accumulate,
+                      a->ab, a->silu, y);
+}
+
+/* split-K's slices of a float32 tiled dispatch of nc input channels (conv_tiled_dispatch's
+ * rule, with the default tile's channel tiles): 1 unsplit */
+static int simt_slices(int64_t nc, int k, int64_t items, int64_t mtiles, int64_t ny,
+                       int64_t *slices)
+{
+    const int64_t stages = (int64_t)k * k * ((nc + CCFG_VK_CONV_BK - 1) / CCFG_VK_CONV_BK);
+    int64_t sps = 0;
+    const int status = conv_splitk(items * mtiles, mtiles, stages, ny, &sps);
+    *slices = sps ? (stages + sps - 1) / sps : 1;
+    return status;
+}
+
+/* CCFG_VULKAN_CONV_TILE=auto: the float32 variant for this shape, timed once per shape and
+ * device. Candidates: every variant that fits the device's shared memory and workgroup size,
+ * 64x128 (the default) first, those of CCFG_VULKAN_TUNE_CANDIDATES only where it names float32
+ * variants. items, mtiles, chunk: conv2d_any's grid and chunk of input channels. */
+static int simt_autotune(const ccfg_backend *be, int batch, int cin, int h, int w,
+                         const float *x, int cout, int k, int stride, int pad0, int pad1, int ho,
+                         int wo, const float *weight, const float *bias, const float *residual,
+                         int accumulate, const float *ab, int silu, float *y, int64_t items,
+                         int64_t mtiles, int64_t chunk, int *tile)
+{
+    static const ccfg_vk_tune_kind kind = {"conv2d fp32", conv_key_names, SIMT_KEY};
+    const char *names[CCFG_VK_CONV_TILE_COUNT];
+    int ids[CCFG_VK_CONV_TILE_COUNT], listed[CCFG_VK_CONV_TILE_COUNT], n = 0, status;
+    const int64_t ny = (int64_t)cout * batch * ho * wo;
+    int64_t extra[SIMT_KEY - CONV_KEY] = {chunk, 1, 1}, need = 0;
+    uint32_t shared = 0, inv = 0;
+    *tile = CCFG_VK_CONV_TILE_64X128;
+    for (int t = 0; t < CCFG_VK_CONV_TILE_COUNT; t++) names[t] = conv_tiles[t].name;
+    if ((status = tune_candidates(names, CCFG_VK_CONV_TILE_COUNT, listed))) return status;
+    ccfg_vk_nn_limits(be, &shared, &inv);
+    for (int t = 0; t < CCFG_VK_CONV_TILE_COUNT; t++)
+        if (listed[t] && conv_tile_fits(t, shared, inv, &need)) {
+            ids[n] = t;
+            names[n++] = conv_tiles[t].name;
+        }
+    if (!n)     /* the default fits every device (16 KiB, 128 invocations) */
+        return ccfg_fail(CCFG_EINVAL, "CCFG_VULKAN_TUNE_CANDIDATES: no listed float32 variant "
+                         "fits the device's %u bytes of shared memory and %u invocations",
+                         shared, inv);
+    /* the first chunk's and the last chunk's split (the chunks between are the first's) */
+    const int64_t last = cin - (cin - 1) / chunk * chunk;
+    if ((status = simt_slices(chunk, k, items, mtiles, ny, &extra[1])) ||
+        (status = simt_slices(last, k, items, mtiles, ny, &extra[2])))
+        return status;
+    conv_tune_args a = {.be = be, .precision = CCFG_VK_PRECISION_FP32, .batch = batch,
+                        .cin = cin, .h = h, .w = w, .cout = cout, .k = k, .stride = stride,
+                        .pad0 = pad0, .pad1 = pad1, .ho = ho, .wo = wo, .accumulate = accumulate,
+                        .silu = silu, .x = x, .weight = weight, .bias = bias,
+                        .residual = residual, .ab = ab, .y = y, .forced = &conv_forced,
+                        .conv = simt_run};
+    return conv_autotune(&a, &kind, extra, n, ids, names, "CCFG_VULKAN_CONV_TILE", tile);
+}
+
 static int conv2d_any(const ccfg_backend *be, int batch, int cin, int h, int w, const float *x,
                       int cout, int k, int stride, int pad0, int pad1, const float *weight,
                       const float *w16, const float *bias, const float *residual, int accumulate,
@@ -693,28 +794,15 @@ static int conv2d_any(const ccfg_backend *be, int batch, int cin, int h, int w, 
      * shader computes them (8-channel blocks, no shared memory). Otherwise the implicit GEMM. */
     const int direct = cout <= CCFG_VK_CONV_BM / 2;
     const int precision = ccfg_vk_nn_precision(be);
+    /* CCFG_VULKAN_CONV_TILE is checked on every path, though only the float32 tiled one uses it */
+    int tile = CCFG_VK_CONV_TILE_64X128;
+    if ((status = conv_tile(&tile))) return status;
     if (!direct && precision != CCFG_VK_PRECISION_FP32)
         return vk_conv2d_half(be, precision, batch, cin, h, w, x, cout, k, stride, pad0, ho, wo,
                               weight, w16, bias, residual, accumulate, ab, silu, y);
     if (ab && direct)   /* vk_conv2d_packed_norm declines these */
         return ccfg_fail(CCFG_EINTERNAL, "Vulkan nn conv2d: a folded GroupNorm in the direct "
                          "shader");
-    int tile = CCFG_VK_CONV_TILE_64X128;
-    if (!direct) {
-        if ((status = conv_tile(&tile))) return status;
-        /* a variant's workgroup and shared memory ((BM + BN) x BK floats per stage) against the
-         * device's limits: Vulkan guarantees 128 invocations and 16 KiB, so 128x128 (256
-         * invocations) may not run where the default does */
-        uint32_t shared = 0, inv = 0;
-        ccfg_vk_nn_limits(be, &shared, &inv);
-        const int64_t need = (int64_t)conv_tiles[tile].nbuf *
-                             (conv_tiles[tile].bm + CCFG_VK_CONV_BN) * CCFG_VK_CONV_BK * 4;
-        if (need > (int64_t)shared || (uint32_t)conv_tiles[tile].invocations > inv)
-            return ccfg_fail(CCFG_EINVAL, "Vulkan nn conv2d: CCFG_VULKAN_CONV_TILE=%s needs %lld "
-                             "bytes of shared memory and %d invocations per workgroup, the device "
-                             "has %u and %u", conv_tiles[tile].name, (long long)need,
-                             conv_tiles[tile].invocations, shared, inv);
-    }
     int64_t items, rounds;
     uint32_t groups_y;
     if (direct) {
@@ -737,7 +825,7 @@ static int conv2d_any(const ccfg_backend *be, int batch, int cin, int h, int w, 
      * k x (1 + k x (1 + channels)) times in the direct shader, and k*k x channels / BK times in
      * the tiled one (once per stage of BK channels; the loops inside a stage are unrolled; the
      * bound below, k + k*k x (1 + channels / BK), keeps a margin), whose chunks are multiples of
-     * BK. */
+     * BK. Every float32 variant has the default's BN and BK, so the same chunks. */
     const int64_t budget = CCFG_VK_LOOP_BUDGET / (rounds > 1 ? rounds : 1);
     int64_t chunk = direct ? (budget - k - kk) / kk
                            : ((budget - k) / kk - 1) * CCFG_VK_CONV_BK;
@@ -746,6 +834,21 @@ static int conv2d_any(const ccfg_backend *be, int batch, int cin, int h, int w, 
                          "is more work per invocation than the device can loop", k, k,
                          (long long)(ny / cout));
     if (chunk > cin) chunk = cin;
+    if (!direct) {
+        if (tile == CONV_TILE_AUTO &&
+            (status = simt_autotune(be, batch, cin, h, w, x, cout, k, stride, pad0, pad1, ho, wo,
+                                    weight, bias, residual, accumulate, ab, silu, y, items,
+                                    groups_y, chunk, &tile)))
+            return status;
+        uint32_t shared = 0, inv = 0;
+        int64_t need = 0;
+        ccfg_vk_nn_limits(be, &shared, &inv);
+        if (!conv_tile_fits(tile, shared, inv, &need))
+            return ccfg_fail(CCFG_EINVAL, "Vulkan nn conv2d: CCFG_VULKAN_CONV_TILE=%s needs %lld "
+                             "bytes of shared memory and %d invocations per workgroup, the device "
+                             "has %u and %u", conv_tiles[tile].name, (long long)need,
+                             conv_tiles[tile].invocations, shared, inv);
+    }
     ccfg_vk_push_conv2d pc = {.batch = (uint32_t)batch, .h = (uint32_t)h,
                               .w = (uint32_t)w, .cout = (uint32_t)cout, .k = (uint32_t)k,
                               .stride = (uint32_t)stride, .pad0 = (uint32_t)pad0,

@@ -198,6 +198,10 @@ int vkb_timestamp(vk_dev *d, VkQueryPool qp, uint32_t reset, uint32_t query);
 int vkb_timestamps_read(vk_dev *d, VkQueryPool qp, uint32_t count, double *ns);
 /* vk_tune.c: the device's tuning cache and pool, freed with the device (destroy_device) */
 void vkb_tune_free(vk_dev *d);
+/* what a saved tuning decision is valid for (vk_tune.c): the device's vendorID, deviceID,
+ * driverVersion and pipelineCacheUUID, and a hash of every compiled shader */
+int vkb_device_identity(vk_dev *d, uint32_t *vendor, uint32_t *device, uint32_t *driver,
+                        uint8_t uuid[VK_UUID_SIZE], uint64_t *shaders);
 
 /* ---- backend_vk_ops.c: the ops */
 int vkb_resolve_all(vk_dev *d, int64_t count, const float *const *ptrs, int np, vk_buffer **bufs,

@@ -10,41 +10,55 @@
  * time. Pipelines are created when a dispatch is recorded (backend_vk.c get_pipe), on the
  * host, before the batch runs: a first-use compile is never between two timestamps (the warm-up
  * also brings the weights and the input into the caches, as in a forward). */
+#define _POSIX_C_SOURCE 200809L     /* mkstemp, fsync, fchmod */
+#include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "vk_tune.h"
 
-/* CCFG_VULKAN_TUNE_CANDIDATES: needs no device (the stub build parses it too) */
-int ccfg_vk_tune_candidates(const char *const *names, int count, int *out)
+/* does [p, p + len) spell s */
+static int spells(const char *s, const char *p, size_t len)
+{
+    return strlen(s) == len && !strncmp(s, p, len);
+}
+
+/* CCFG_VULKAN_TUNE_CANDIDATES: needs no device (the stub build parses it too). One list for
+ * every family: a token applies to the family whose variant it names (the families' names are
+ * disjoint: "2x2p" is a coop tile, "64x128db" a float32 one). */
+int ccfg_vk_tune_candidates(const char *const *names, int count, const char *const *known,
+                            int nknown, int *out)
 {
     const char *v = getenv("CCFG_VULKAN_TUNE_CANDIDATES");
     for (int i = 0; i < count; i++) out[i] = !v || !*v;
     if (!v || !*v) return CCFG_OK;
     int any = 0;
-    for (const char *p = v; *p;) {
+    for (const char *p = v;;) {
         const char *e = strchr(p, ',');
         const size_t len = e ? (size_t)(e - p) : strlen(p);
         int found = 0;
-        for (int i = 0; i < count; i++)
-            if (strlen(names[i]) == len && !strncmp(names[i], p, len)) {
-                out[i] = found = any = 1;
-                break;
-            }
+        for (int i = 0; i < count && !found; i++)
+            if (spells(names[i], p, len)) out[i] = found = any = 1;
+        for (int i = 0; i < nknown && !found; i++) found = spells(known[i], p, len);
         if (!found) {
-            char known[256] = "";
-            for (int i = 0; i < count; i++) {
-                const size_t at = strlen(known);
-                snprintf(known + at, sizeof known - at, "%s%s", i ? ", " : "", names[i]);
+            char list[512] = "";
+            for (int i = 0; i < nknown; i++) {
+                const size_t at = strlen(list);
+                snprintf(list + at, sizeof list - at, "%s%s", i ? ", " : "", known[i]);
             }
             return ccfg_fail(CCFG_EINVAL, "CCFG_VULKAN_TUNE_CANDIDATES: '%.*s' is not a "
-                             "candidate (%s; comma-separated, no spaces)", (int)len, p, known);
+                             "candidate of any family (%s; comma-separated, no spaces)",
+                             (int)len, p, list);
         }
-        p += len + (e ? 1 : 0);
+        if (!e) break;
+        p = e + 1;
     }
-    if (!any)
-        return ccfg_fail(CCFG_EINVAL, "CCFG_VULKAN_TUNE_CANDIDATES='%s' names no candidate", v);
+    /* another family's list: this family keeps its default, so nothing is timed for it */
+    if (!any && count > 0) out[0] = 1;
     return CCFG_OK;
 }
 
@@ -52,11 +66,31 @@ int ccfg_vk_tune_candidates(const char *const *names, int count, int *out)
 /* built without Vulkan: nothing is ever tuned */
 static const char no_tune[] = "no Vulkan device: Vulkan backend not built";
 int ccfg_vk_tune_lookup(const ccfg_backend *be, const ccfg_vk_tune_kind *kind, const int64_t *key,
-                        int *id)
+                        int n, const int *ids, const char *const *names, int *hit, int *id)
 {
-    (void)be; (void)kind; (void)key;
-    *id = 0;
-    return 0;
+    (void)be; (void)kind; (void)key; (void)n; (void)names;
+    *hit = 0;
+    *id = n > 0 ? ids[0] : 0;
+    return CCFG_OK;
+}
+int ccfg_vk_tune_identity(const ccfg_backend *be, char *out)
+{
+    (void)be;
+    out[0] = 0;
+    return ccfg_fail(CCFG_EINTERNAL, "%s", no_tune);
+}
+int ccfg_vk_tune_save(const ccfg_backend *be, const char *path, const char *what, int *count)
+{
+    (void)be; (void)path; (void)what;
+    *count = 0;
+    return ccfg_fail(CCFG_EINTERNAL, "%s", no_tune);
+}
+int ccfg_vk_tune_load(const ccfg_backend *be, const char *path, const char *what, int missing_ok,
+                      int *applied, int *other)
+{
+    (void)be; (void)path; (void)what; (void)missing_ok;
+    *applied = *other = 0;
+    return ccfg_fail(CCFG_EINTERNAL, "%s", no_tune);
 }
 int ccfg_vk_tune_measure(const ccfg_backend *be, const ccfg_vk_tune_kind *kind, const int64_t *key,
                          int n, const int *ids, const char *const *names, ccfg_vk_tune_run_fn run,
@@ -90,9 +124,23 @@ int ccfg_vk_tune_fake_times(const ccfg_backend *be, int n, const double *times_m
 
 #include "vk_backend.h"
 
+/* interned strings of loaded decisions (families, key names, candidate names): the entries point
+ * at them, so they live until the device is freed; equal strings share one copy, so loading the
+ * same file again adds nothing */
+typedef struct tune_str {
+    struct tune_str *next;
+    char s[];
+} tune_str;
+/* an interned array of key names (a loaded entry's key_names) */
+typedef struct tune_keys {
+    struct tune_keys *next;
+    int n;
+    const char *names[CCFG_VK_TUNE_KEY];
+} tune_keys;
+
 /* the device's tuner: its decisions (a growing array, searched linearly: a model has tens of
  * convolution shapes, and a lookup is a few hundred integer compares against a dispatch), its
- * timestamp pool (made on first use) and counters */
+ * timestamp pool (made on first use), counters, identity and the strings of loaded decisions */
 struct vk_tune {
     ccfg_vk_tune_entry *entries;
     int count, cap;
@@ -100,14 +148,33 @@ struct vk_tune {
     ccfg_vk_tune_stats stats;
     int nfake;                          /* test hook: medians replaced (ccfg_vk_tune_fake_times) */
     double fake[CCFG_VK_TUNE_MAX_CANDIDATES];
+    char id[CCFG_VK_TUNE_ID_LEN];       /* ccfg_vk_tune_identity */
+    char *env_path;                     /* the CCFG_VULKAN_TUNE_CACHE file loaded (NULL: none) */
+    tune_str *strings;
+    tune_keys *keysets;
 };
 
 enum { STAMPS = CCFG_VK_TUNE_MAX_CANDIDATES + 1 };    /* a round's timestamps, at most */
 
 static int tune_of(vk_dev *d, struct vk_tune **out)
 {
-    if (!d->tune && !(d->tune = calloc(1, sizeof *d->tune)))
-        return ccfg_fail(CCFG_ENOMEM, "out of memory for the tuning cache");
+    if (!d->tune) {
+        struct vk_tune *t = calloc(1, sizeof *t);
+        uint32_t vendor = 0, device = 0, driver = 0;
+        uint8_t uuid[VK_UUID_SIZE];
+        uint64_t shaders = 0;
+        int status;
+        if (!t) return ccfg_fail(CCFG_ENOMEM, "out of memory for the tuning cache");
+        if ((status = vkb_device_identity(d, &vendor, &device, &driver, uuid, &shaders))) {
+            free(t);
+            return status;
+        }
+        char hex[2 * VK_UUID_SIZE + 1];
+        for (int i = 0; i < (int)VK_UUID_SIZE; i++) snprintf(hex + 2 * i, 3, "%02x", uuid[i]);
+        snprintf(t->id, sizeof t->id, "%04x:%04x:%08x:%s:%016llx", vendor, device, driver, hex,
+                 (unsigned long long)shaders);
+        d->tune = t;
+    }
     *out = d->tune;
     return CCFG_OK;
 }
@@ -116,32 +183,99 @@ void vkb_tune_free(vk_dev *d)
 {
     if (!d->tune) return;
     vkb_timestamps_free(d, d->tune->pool);
+    for (tune_str *s = d->tune->strings, *next; s; s = next) {
+        next = s->next;
+        free(s);
+    }
+    for (tune_keys *k = d->tune->keysets, *next; k; k = next) {
+        next = k->next;
+        free(k);
+    }
+    free(d->tune->env_path);
     free(d->tune->entries);
     free(d->tune);
     d->tune = NULL;
 }
 
-static int same_key(const ccfg_vk_tune_entry *e, const ccfg_vk_tune_kind *kind, const int64_t *key)
+int ccfg_vk_tune_identity(const ccfg_backend *be, char *out)
 {
-    return e->family == kind->family && e->nkey == kind->nkey &&
-           !memcmp(e->key, key, (size_t)kind->nkey * sizeof key[0]);
+    struct vk_tune *t = NULL;
+    const int status = tune_of(be->ctx, &t);
+    snprintf(out, CCFG_VK_TUNE_ID_LEN, "%s", status ? "" : t->id);
+    return status;
 }
 
+static const char *intern(struct vk_tune *t, const char *s)
+{
+    for (tune_str *p = t->strings; p; p = p->next)
+        if (!strcmp(p->s, s)) return p->s;
+    const size_t len = strlen(s);
+    tune_str *p = malloc(sizeof *p + len + 1);
+    if (!p) return NULL;
+    memcpy(p->s, s, len + 1);
+    p->next = t->strings;
+    t->strings = p;
+    return p->s;
+}
+
+/* names: already interned */
+static const char *const *intern_keys(struct vk_tune *t, int n, const char *const *names)
+{
+    for (tune_keys *k = t->keysets; k; k = k->next)
+        if (k->n == n && !memcmp(k->names, names, (size_t)n * sizeof names[0])) return k->names;
+    tune_keys *k = calloc(1, sizeof *k);
+    if (!k) return NULL;
+    k->n = n;
+    memcpy(k->names, names, (size_t)n * sizeof names[0]);
+    k->next = t->keysets;
+    t->keysets = k;
+    return k->names;
+}
+
+static int same_str(const char *a, const char *b) { return a == b || !strcmp(a, b); }
+
+/* the same question: family, key (names and values) and candidates (names, in order) */
+static int same_question(const ccfg_vk_tune_entry *e, const char *family,
+                         const char *const *key_names, int nkey, const int64_t *key, int n,
+                         const char *const *names)
+{
+    if (e->nkey != nkey || e->n != n || !same_str(e->family, family) ||
+        memcmp(e->key, key, (size_t)nkey * sizeof key[0]))
+        return 0;
+    for (int i = 0; i < nkey; i++)
+        if (!same_str(e->key_names[i], key_names[i])) return 0;
+    for (int c = 0; c < n; c++)
+        if (!same_str(e->names[c], names[c])) return 0;
+    return 1;
+}
+
+static int load_env(vk_dev *d, struct vk_tune *t);
+
 int ccfg_vk_tune_lookup(const ccfg_backend *be, const ccfg_vk_tune_kind *kind, const int64_t *key,
-                        int *id)
+                        int n, const int *ids, const char *const *names, int *hit, int *id)
 {
     vk_dev *d = be->ctx;
-    *id = 0;
-    if (!d->tune) return 0;
-    for (int i = 0; i < d->tune->count; i++) {
-        const ccfg_vk_tune_entry *e = &d->tune->entries[i];
-        if (same_key(e, kind, key)) {
+    const char *env = getenv("CCFG_VULKAN_TUNE_CACHE");
+    struct vk_tune *t = d->tune;
+    int status;
+    *hit = 0;
+    *id = n > 0 ? ids[0] : 0;
+    if (env && *env) {
+        if ((status = tune_of(d, &t)) || (status = load_env(d, t))) return status;
+    }
+    if (!t) return CCFG_OK;
+    for (int i = 0; i < t->count; i++) {
+        ccfg_vk_tune_entry *e = &t->entries[i];
+        if (same_question(e, kind->family, kind->key_names, kind->nkey, key, n, names)) {
+            /* a loaded decision names its choice; the caller's ids are this build's */
+            e->choice_id = ids[e->choice];
             *id = e->choice_id;
-            d->tune->stats.hits++;
-            return 1;
+            *hit = 1;
+            t->stats.hits++;
+            return CCFG_OK;
         }
     }
-    return 0;
+    return CCFG_OK;
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -149,6 +283,21 @@ static int cmp_double(const void *a, const void *b)
     const double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
 }
+
+static int add_entry(struct vk_tune *t, const ccfg_vk_tune_entry *e)
+{
+    if (t->count == t->cap) {
+        const int cap = t->cap ? 2 * t->cap : 16;
+        ccfg_vk_tune_entry *grown = realloc(t->entries, (size_t)cap * sizeof *grown);
+        if (!grown) return ccfg_fail(CCFG_ENOMEM, "out of memory for the tuning cache");
+        t->entries = grown;
+        t->cap = cap;
+    }
+    t->entries[t->count++] = *e;
+    return CCFG_OK;
+}
+
+static int save(vk_dev *d, struct vk_tune *t, const char *path, const char *what, int *count);
 
 int ccfg_vk_tune_measure(const ccfg_backend *be, const ccfg_vk_tune_kind *kind, const int64_t *key,
                          int n, const int *ids, const char *const *names, ccfg_vk_tune_run_fn run,
@@ -222,18 +371,17 @@ int ccfg_vk_tune_measure(const ccfg_backend *be, const ccfg_vk_tune_kind *kind, 
          * (a candidate it could not record): nothing is cached */
         return status;
     }
-    if (t->count == t->cap) {
-        const int cap = t->cap ? 2 * t->cap : 16;
-        ccfg_vk_tune_entry *grown = realloc(t->entries, (size_t)cap * sizeof *grown);
-        if (!grown) return ccfg_fail(CCFG_ENOMEM, "out of memory for the tuning cache");
-        t->entries = grown;
-        t->cap = cap;
-    }
     e.choice_id = ids[e.choice];
-    t->entries[t->count++] = e;
+    if ((status = add_entry(t, &e))) return status;
     t->stats.tuned++;
     *id = ids[e.choice];
-    return CCFG_OK;
+    /* CCFG_VULKAN_TUNE_CACHE: the file gets the new decision now, so a process that ends (or
+     * fails) later keeps it */
+    const char *env = getenv("CCFG_VULKAN_TUNE_CACHE");
+    int written = 0;
+    if (env && *env && !(status = load_env(d, t)))
+        status = save(d, t, env, "CCFG_VULKAN_TUNE_CACHE", &written);
+    return status;
 }
 
 int ccfg_vk_tune_snapshot(const ccfg_backend *be, ccfg_vk_tune_entry **out, int *count,
@@ -257,6 +405,9 @@ int ccfg_vk_tune_clear(const ccfg_backend *be)
 {
     vk_dev *d = be->ctx;
     if (!d->tune) return CCFG_OK;
+    /* the strings stay interned (a snapshot may still point at them); the file named by
+     * CCFG_VULKAN_TUNE_CACHE is not read again: the next lookups tune anew (and rewrite its
+     * lines) */
     d->tune->count = 0;
     memset(&d->tune->stats, 0, sizeof d->tune->stats);
     return CCFG_OK;
@@ -274,6 +425,466 @@ int ccfg_vk_tune_fake_times(const ccfg_backend *be, int n, const double *times_m
     for (int i = 0; i < n; i++) t->fake[i] = times_ms[i];
     t->nfake = n;
     return CCFG_OK;
+}
+
+/* ---- the file (CCFG_VULKAN_TUNE_CACHE, ccfg.profiling.save_tuning / load_tuning)
+ *
+ * Text, one decision per line, so a researcher can read it and diff it:
+ *     ccfg-tune-cache 1
+ *     # comments
+ *     DEVICE <tab> FAMILY <tab> KEY <tab> CANDIDATES <tab> CHOICE <tab> TIMES
+ * DEVICE  vendor:device:driverVersion:pipelineCacheUUID:shader hash (hex; ccfg_vk_tune_identity)
+ * FAMILY  e.g. "conv2d fp32" (printable, no tab)
+ * KEY     name=value,... (integers; "-" for none)
+ * CANDIDATES  the names timed, comma-separated, in the order the caller lists them
+ * CHOICE  one of them
+ * TIMES   per candidate median/run/run/run in ms, comma-separated, in CANDIDATES' order
+ * A decision answers (DEVICE, FAMILY, KEY, CANDIDATES): only this device's lines apply, and only
+ * to that exact question. The format's number changes with what a line holds (e.g. the number
+ * of timed runs); a file of another format is refused, never half-read. */
+
+#define TUNE_HEADER "ccfg-tune-cache 1"
+enum { TUNE_FILE_MAX = 64 << 20, TUNE_NAME_MAX = 64 };
+
+typedef struct {
+    char *f[6];                         /* the fields, NUL-terminated in the parse copy */
+    const char *raw;                    /* the line in the file's text (for rewriting) */
+    size_t raw_len;
+    int nkey, n, choice;
+    char *key_names[CCFG_VK_TUNE_KEY];
+    int64_t key[CCFG_VK_TUNE_KEY];
+    char *names[CCFG_VK_TUNE_MAX_CANDIDATES];
+    double median[CCFG_VK_TUNE_MAX_CANDIDATES];
+    double ms[CCFG_VK_TUNE_MAX_CANDIDATES][CCFG_VK_TUNE_RUNS];
+} tune_line;
+
+typedef struct {
+    char *text;                         /* the file as read */
+    char *copy;                         /* split into fields */
+    tune_line *lines;
+    int count;
+} tune_file;
+
+static void file_free(tune_file *f)
+{
+    free(f->text);
+    free(f->copy);
+    free(f->lines);
+    memset(f, 0, sizeof *f);
+}
+
+/* the whole file into f->text; *missing when it does not exist */
+static int file_read(const char *path, const char *what, tune_file *f, int *missing)
+{
+    FILE *fp = fopen(path, "rb");
+    size_t len = 0, cap = 0;
+    *missing = 0;
+    if (!fp) {
+        if (errno == ENOENT) {
+            *missing = 1;
+            return CCFG_OK;
+        }
+        return ccfg_fail(CCFG_EINVAL, "%s: cannot open the tuning cache '%s': %s", what, path,
+                         strerror(errno));
+    }
+    for (;;) {
+        if (cap - len < 4096) {
+            cap = cap ? 2 * cap : 65536;
+            char *grown = cap > (size_t)TUNE_FILE_MAX + 4096 ? NULL : realloc(f->text, cap + 1);
+            if (!grown) {
+                fclose(fp);
+                return ccfg_fail(cap > (size_t)TUNE_FILE_MAX + 4096 ? CCFG_EINVAL : CCFG_ENOMEM,
+                                 "%s: the tuning cache '%s' is over %d MiB (not one of ours?) "
+                                 "or out of memory reading it", what, path, TUNE_FILE_MAX >> 20);
+            }
+            f->text = grown;
+        }
+        const size_t got = fread(f->text + len, 1, cap - len, fp);
+        len += got;
+        if (got == 0) break;
+    }
+    const int bad = ferror(fp);
+    fclose(fp);
+    if (bad) return ccfg_fail(CCFG_EINVAL, "%s: reading the tuning cache '%s' failed", what, path);
+    if (len > (size_t)TUNE_FILE_MAX)
+        return ccfg_fail(CCFG_EINVAL, "%s: the tuning cache '%s' is over %d MiB (not one of "
+                         "ours?)", what, path, TUNE_FILE_MAX >> 20);
+    if (!f->text && !(f->text = malloc(1)))
+        return ccfg_fail(CCFG_ENOMEM, "out of memory reading the tuning cache");
+    f->text[len] = 0;
+    if (memchr(f->text, 0, len))
+        return ccfg_fail(CCFG_EINVAL, "%s: the tuning cache '%s' holds a NUL byte (not a text "
+                         "file)", what, path);
+    return CCFG_OK;
+}
+
+static int name_ok(const char *s)
+{
+    size_t n = 0;
+    for (; s[n]; n++)
+        if (!((s[n] >= 'a' && s[n] <= 'z') || (s[n] >= 'A' && s[n] <= 'Z') ||
+              (s[n] >= '0' && s[n] <= '9') || strchr("_.+-", s[n])))
+            return 0;
+    return n > 0 && n < TUNE_NAME_MAX;
+}
+
+static int family_ok(const char *s)
+{
+    size_t n = 0;
+    for (; s[n]; n++)
+        if (s[n] < 0x20 || s[n] > 0x7e) return 0;
+    return n > 0 && n < TUNE_NAME_MAX;
+}
+
+static int device_ok(const char *s)
+{
+    size_t n = 0;
+    for (; s[n]; n++)
+        if (!((s[n] >= '0' && s[n] <= '9') || (s[n] >= 'a' && s[n] <= 'f') || s[n] == ':'))
+            return 0;
+    return n > 0 && n < CCFG_VK_TUNE_ID_LEN;
+}
+
+/* split s at sep into at most max pieces (in place): the count, or -1 when there are more */
+static int split(char *s, char sep, char **out, int max)
+{
+    int n = 0;
+    for (char *p = s;; n++) {
+        if (n == max) return -1;
+        out[n] = p;
+        char *e = strchr(p, sep);
+        if (!e) return n + 1;
+        *e = 0;
+        p = e + 1;
+    }
+}
+
+static int parse_i64(const char *s, int64_t *v)
+{
+    char *end = NULL;
+    errno = 0;
+    const long long x = strtoll(s, &end, 10);
+    if (end == s || *end || errno) return 0;
+    *v = (int64_t)x;
+    return 1;
+}
+
+static int parse_ms(const char *s, double *v)
+{
+    char *end = NULL;
+    errno = 0;
+    const double x = strtod(s, &end);
+    if (end == s || *end || errno || !isfinite(x) || x < 0) return 0;
+    *v = x;
+    return 1;
+}
+
+/* one entry line (in place); the reason it is malformed, or NULL */
+static const char *parse_line(char *s, tune_line *l)
+{
+    char *part[CCFG_VK_TUNE_MAX_CANDIDATES + 1];
+    if (split(s, '\t', l->f, 6) != 6) return "not 6 tab-separated fields";
+    if (!device_ok(l->f[0])) return "the device is not hex digits and colons";
+    if (!family_ok(l->f[1])) return "the family is empty, too long or not printable";
+    if (!strcmp(l->f[2], "-")) {
+        l->nkey = 0;
+    } else {
+        char *kv[CCFG_VK_TUNE_KEY];
+        if ((l->nkey = split(l->f[2], ',', kv, CCFG_VK_TUNE_KEY)) < 0)
+            return "more key fields than a key holds";
+        for (int i = 0; i < l->nkey; i++) {
+            char *eq = strchr(kv[i], '=');
+            if (!eq) return "a key field without '='";
+            *eq = 0;
+            l->key_names[i] = kv[i];
+            if (!name_ok(kv[i]) || !parse_i64(eq + 1, &l->key[i]))
+                return "a key field is not name=integer";
+        }
+    }
+    if ((l->n = split(l->f[3], ',', l->names, CCFG_VK_TUNE_MAX_CANDIDATES)) < 0)
+        return "more candidates than the tuner times";
+    l->choice = -1;
+    for (int c = 0; c < l->n; c++) {
+        if (!name_ok(l->names[c])) return "a candidate's name is empty or not [A-Za-z0-9_.+-]";
+        for (int j = 0; j < c; j++)
+            if (!strcmp(l->names[j], l->names[c])) return "a candidate is listed twice";
+        if (!strcmp(l->names[c], l->f[4])) l->choice = c;
+    }
+    if (l->choice < 0) return "the choice is not one of the candidates";
+    if (split(l->f[5], ',', part, CCFG_VK_TUNE_MAX_CANDIDATES + 1) != l->n)
+        return "not one group of times per candidate";
+    for (int c = 0; c < l->n; c++) {
+        char *t[CCFG_VK_TUNE_RUNS + 2];
+        if (split(part[c], '/', t, CCFG_VK_TUNE_RUNS + 2) != CCFG_VK_TUNE_RUNS + 1)
+            return "a candidate's times are not median/run/run/run";
+        if (!parse_ms(t[0], &l->median[c])) return "a median is not a number >= 0";
+        for (int r = 0; r < CCFG_VK_TUNE_RUNS; r++)
+            if (!parse_ms(t[r + 1], &l->ms[c][r])) return "a run's time is not a number >= 0";
+    }
+    return NULL;
+}
+
+/* f->text into lines: the header first (blank lines and # comments anywhere); an empty file has
+ * no lines. Malformed: an error naming what, the path and the line. */
+static int file_parse(tune_file *f, const char *path, const char *what)
+{
+    const size_t len = strlen(f->text);
+    int cap = 0, header = 0, lineno = 0;
+    if (!(f->copy = malloc(len + 1)))
+        return ccfg_fail(CCFG_ENOMEM, "out of memory parsing the tuning cache");
+    memcpy(f->copy, f->text, len + 1);
+    for (size_t at = 0; at < len;) {
+        char *s = f->copy + at, *nl = strchr(s, '\n');
+        const size_t n = nl ? (size_t)(nl - s) : strlen(s);
+        const char *raw = f->text + at;
+        at += n + (nl ? 1 : 0);
+        lineno++;
+        s[n] = 0;
+        if (n && s[n - 1] == '\r') s[n - 1] = 0;
+        if (!*s || *s == '#') continue;
+        if (!header) {
+            if (strcmp(s, TUNE_HEADER))
+                return ccfg_fail(CCFG_EINVAL, "%s: '%s' is not a ccfg tuning cache of this "
+                                 "version (its first line is not '" TUNE_HEADER "'): delete it "
+                                 "or name another file", what, path);
+            header = 1;
+            continue;
+        }
+        if (f->count == cap) {
+            cap = cap ? 2 * cap : 64;
+            tune_line *grown = realloc(f->lines, (size_t)cap * sizeof *grown);
+            if (!grown) return ccfg_fail(CCFG_ENOMEM, "out of memory parsing the tuning cache");
+            f->lines = grown;
+        }
+        tune_line *l = &f->lines[f->count];
+        memset(l, 0, sizeof *l);
+        l->raw = raw;
+        l->raw_len = n;
+        const char *why = parse_line(s, l);
+        if (why)
+            return ccfg_fail(CCFG_EINVAL, "%s: the tuning cache '%s' is malformed at line %d: "
+                             "%s", what, path, lineno, why);
+        f->count++;
+    }
+    return CCFG_OK;
+}
+
+/* the file at path, read and parsed (a missing one: no lines, *missing) */
+static int file_load(const char *path, const char *what, tune_file *f, int *missing)
+{
+    int status = file_read(path, what, f, missing);
+    if (!status && !*missing) status = file_parse(f, path, what);
+    if (status) file_free(f);
+    return status;
+}
+
+static int line_is(const tune_line *l, const ccfg_vk_tune_entry *e)
+{
+    return same_question(e, l->f[1], (const char *const *)l->key_names, l->nkey, l->key, l->n,
+                         (const char *const *)l->names);
+}
+
+static int load(vk_dev *d, struct vk_tune *t, const char *path, const char *what, int missing_ok,
+                int *applied, int *other)
+{
+    tune_file f = {0};
+    int missing = 0, status;
+    *applied = *other = 0;
+    if ((status = file_load(path, what, &f, &missing))) return status;
+    if (missing) {
+        if (missing_ok) return CCFG_OK;
+        return ccfg_fail(CCFG_EINVAL, "%s: no tuning cache '%s'", what, path);
+    }
+    /* every line parsed: now apply this device's */
+    for (int i = 0; i < f.count && !status; i++) {
+        const tune_line *l = &f.lines[i];
+        int known = 0;
+        if (strcmp(l->f[0], t->id)) {
+            (*other)++;
+            continue;
+        }
+        for (int j = 0; j < t->count && !known; j++) known = line_is(l, &t->entries[j]);
+        if (known) continue;
+        ccfg_vk_tune_entry e;
+        const char *keys[CCFG_VK_TUNE_KEY];
+        memset(&e, 0, sizeof e);
+        e.family = intern(t, l->f[1]);
+        int ok = e.family != NULL;
+        for (int k = 0; k < l->nkey && ok; k++) ok = (keys[k] = intern(t, l->key_names[k])) != NULL;
+        for (int c = 0; c < l->n && ok; c++) ok = (e.names[c] = intern(t, l->names[c])) != NULL;
+        if (ok) ok = (e.key_names = intern_keys(t, l->nkey, keys)) != NULL;
+        if (!ok) {
+            status = ccfg_fail(CCFG_ENOMEM, "out of memory loading the tuning cache");
+            break;
+        }
+        e.nkey = l->nkey;
+        memcpy(e.key, l->key, (size_t)l->nkey * sizeof e.key[0]);
+        e.n = l->n;
+        memcpy(e.median_ms, l->median, sizeof l->median);
+        memcpy(e.ms, l->ms, sizeof l->ms);
+        e.choice = l->choice;
+        e.choice_id = -1;               /* set by the lookup that uses it */
+        e.loaded = 1;
+        if (!(status = add_entry(t, &e))) {
+            (*applied)++;
+            t->stats.loaded++;
+        }
+    }
+    (void)d;
+    file_free(&f);
+    return status;
+}
+
+/* CCFG_VULKAN_TUNE_CACHE: its file loaded once per device and path (a missing file is an empty
+ * cache: the first decision creates it) */
+static int load_env(vk_dev *d, struct vk_tune *t)
+{
+    const char *env = getenv("CCFG_VULKAN_TUNE_CACHE");
+    int applied = 0, other = 0, status;
+    if (!env || !*env || (t->env_path && !strcmp(t->env_path, env))) return CCFG_OK;
+    if ((status = load(d, t, env, "CCFG_VULKAN_TUNE_CACHE", 1, &applied, &other))) return status;
+    char *copy = strdup(env);
+    if (!copy) return ccfg_fail(CCFG_ENOMEM, "out of memory for CCFG_VULKAN_TUNE_CACHE");
+    free(t->env_path);
+    t->env_path = copy;
+    return CCFG_OK;
+}
+
+static int write_entry(FILE *fp, const char *id, const ccfg_vk_tune_entry *e)
+{
+    int bad = fprintf(fp, "%s\t%s\t", id, e->family) < 0;
+    for (int k = 0; k < e->nkey; k++)
+        bad |= fprintf(fp, "%s%s=%lld", k ? "," : "", e->key_names[k], (long long)e->key[k]) < 0;
+    if (!e->nkey) bad |= fputs("-", fp) < 0;
+    bad |= fputc('\t', fp) == EOF;
+    for (int c = 0; c < e->n; c++) bad |= fprintf(fp, "%s%s", c ? "," : "", e->names[c]) < 0;
+    bad |= fprintf(fp, "\t%s\t", e->names[e->choice]) < 0;
+    for (int c = 0; c < e->n; c++) {
+        bad |= fprintf(fp, "%s%.9g", c ? "," : "", e->median_ms[c]) < 0;
+        for (int r = 0; r < CCFG_VK_TUNE_RUNS; r++) bad |= fprintf(fp, "/%.9g", e->ms[c][r]) < 0;
+    }
+    bad |= fputc('\n', fp) == EOF;
+    return bad;
+}
+
+/* an entry the file format can hold (the names a caller gave are ours, but check) */
+static int entry_writable(const ccfg_vk_tune_entry *e)
+{
+    if (!family_ok(e->family) || strchr(e->family, '\t')) return 0;
+    for (int k = 0; k < e->nkey; k++)
+        if (!name_ok(e->key_names[k])) return 0;
+    for (int c = 0; c < e->n; c++)
+        if (!name_ok(e->names[c])) return 0;
+    for (int c = 0; c < e->n; c++) {
+        if (!isfinite(e->median_ms[c]) || e->median_ms[c] < 0) return 0;
+        for (int r = 0; r < CCFG_VK_TUNE_RUNS; r++)
+            if (!isfinite(e->ms[c][r]) || e->ms[c][r] < 0) return 0;
+    }
+    return 1;
+}
+
+static int save(vk_dev *d, struct vk_tune *t, const char *path, const char *what, int *count)
+{
+    tune_file f = {0};
+    int missing = 0, status, fd = -1, bad = 0;
+    char *tmp = NULL;
+    FILE *fp = NULL;
+    struct stat st;
+    mode_t mode = 0644;
+    *count = 0;
+    (void)d;
+    /* the lines already there: a file that does not parse is not ours to overwrite */
+    if ((status = file_load(path, what, &f, &missing))) return status;
+    if (!missing && !stat(path, &st)) mode = st.st_mode & 0777;
+    const size_t plen = strlen(path);
+    if (!(tmp = malloc(plen + 8))) {
+        status = ccfg_fail(CCFG_ENOMEM, "out of memory saving the tuning cache");
+        goto fail;
+    }
+    memcpy(tmp, path, plen);
+    memcpy(tmp + plen, ".XXXXXX", 8);
+    if ((fd = mkstemp(tmp)) < 0) {
+        status = ccfg_fail(CCFG_EINVAL, "%s: cannot write next to '%s' (a temporary file for "
+                           "an atomic rename): %s", what, path, strerror(errno));
+        free(tmp);
+        tmp = NULL;
+        goto fail;
+    }
+    if (fchmod(fd, mode) || !(fp = fdopen(fd, "w"))) {
+        status = ccfg_fail(CCFG_EINVAL, "%s: cannot write '%s': %s", what, tmp, strerror(errno));
+        goto fail;
+    }
+    fd = -1;                            /* fp owns it */
+    bad |= fputs(TUNE_HEADER "\n# ccfg's Vulkan autotuner (CCFG_VULKAN_TUNE_CACHE, "
+                 "ccfg.profiling.save_tuning): one decision per line,\n# device family key "
+                 "candidates choice times(median/run/run/run ms), tab-separated\n", fp) < 0;
+    /* the file's lines that no decision of ours replaces: other devices', and ours for
+     * questions this process has not answered */
+    for (int i = 0; i < f.count; i++) {
+        const tune_line *l = &f.lines[i];
+        int replaced = 0;
+        if (!strcmp(l->f[0], t->id))
+            for (int j = 0; j < t->count && !replaced; j++)
+                replaced = entry_writable(&t->entries[j]) && line_is(l, &t->entries[j]);
+        if (replaced) continue;
+        bad |= fwrite(l->raw, 1, l->raw_len, fp) != l->raw_len;
+        bad |= fputc('\n', fp) == EOF;
+    }
+    for (int j = 0; j < t->count; j++) {
+        if (!entry_writable(&t->entries[j])) continue;
+        bad |= write_entry(fp, t->id, &t->entries[j]);
+        (*count)++;
+    }
+    bad |= fflush(fp) != 0;
+    bad |= fsync(fileno(fp)) != 0;
+    bad |= fclose(fp) != 0;
+    fp = NULL;
+    if (bad) {
+        status = ccfg_fail(CCFG_EINVAL, "%s: writing '%s' failed: %s", what, tmp,
+                           strerror(errno));
+        goto fail;
+    }
+    if (rename(tmp, path)) {
+        status = ccfg_fail(CCFG_EINVAL, "%s: cannot rename '%s' to '%s': %s", what, tmp, path,
+                           strerror(errno));
+        goto fail;
+    }
+    free(tmp);
+    file_free(&f);
+    return CCFG_OK;
+fail:
+    if (fp) fclose(fp);
+    if (fd >= 0) close(fd);
+    if (tmp) {
+        unlink(tmp);
+        free(tmp);
+    }
+    file_free(&f);
+    *count = 0;
+    return status;
+}
+
+int ccfg_vk_tune_save(const ccfg_backend *be, const char *path, const char *what, int *count)
+{
+    vk_dev *d = be->ctx;
+    struct vk_tune *t = NULL;
+    int status;
+    *count = 0;
+    if (!path || !*path) return ccfg_fail(CCFG_EINVAL, "%s: an empty path", what);
+    if ((status = tune_of(d, &t))) return status;
+    return save(d, t, path, what, count);
+}
+
+int ccfg_vk_tune_load(const ccfg_backend *be, const char *path, const char *what, int missing_ok,
+                      int *applied, int *other)
+{
+    vk_dev *d = be->ctx;
+    struct vk_tune *t = NULL;
+    int status;
+    *applied = *other = 0;
+    if (!path || !*path) return ccfg_fail(CCFG_EINVAL, "%s: an empty path", what);
+    if ((status = tune_of(d, &t))) return status;
+    return load(d, t, path, what, missing_ok, applied, other);
 }
 
 #endif /* CCFG_NO_VULKAN */

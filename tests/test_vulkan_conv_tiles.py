@@ -196,8 +196,9 @@ print(json.dumps({"same": [bool(np.array_equal(o.view(np.uint32), ref.view(np.ui
 
 @needs_vk
 def test_bad_value_is_refused_naming_the_variable(monkeypatch):
-    """an unknown CCFG_VULKAN_CONV_TILE raises naming the variable and the accepted values; a
-    convolution of at most 32 output channels (the direct shader) does not read it"""
+    """an unknown CCFG_VULKAN_CONV_TILE raises naming the variable and the accepted values, on
+    every path: a convolution of at most 32 output channels (the direct shader) too, so a typo
+    never passes silently (tests/test_vulkan_tune.py: the float16 path)"""
     x = np.ones(2 * 64 * 16, np.float32)
     w = np.ones(64 * 64, np.float32)
     monkeypatch.setenv("CCFG_VULKAN_CONV_TILE", "96x128")
@@ -205,6 +206,10 @@ def test_bad_value_is_refused_naming_the_variable(monkeypatch):
                                          r"128x128 or 128x128db.*'96x128'"):
         _core.nn_op(DEV, "conv2d", [x, w, None], [np.zeros(2 * 64 * 16, np.float32)],
                     (2, 64, 4, 4, 64, 1, 1, 0, 0, 0), (), None, None)
+    with pytest.raises(ValueError, match=r"CCFG_VULKAN_CONV_TILE must be .*'96x128'"):
+        _core.nn_op(DEV, "conv2d", [x, w[:64 * 32], None], [np.zeros(2 * 32 * 16, np.float32)],
+                    (2, 64, 4, 4, 32, 1, 1, 0, 0, 0), (), None, None)
+    monkeypatch.delenv("CCFG_VULKAN_CONV_TILE")
     y = _core.nn_op(DEV, "conv2d", [x, w[:64 * 32], None], [np.zeros(2 * 32 * 16, np.float32)],
                     (2, 64, 4, 4, 32, 1, 1, 0, 0, 0), (), None, None)[0]
     assert np.all(y == 64.0)

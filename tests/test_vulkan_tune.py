@@ -271,3 +271,560 @@ def test_auto_unet_forward_same_bits_tuned_once():
     assert e["cands"].startswith("ValueError") and "CCFG_VULKAN_TUNE_CANDIDATES" in e["cands"] \
         and "9x9" in e["cands"], e
     assert "CCFG_VULKAN_COOP_SINGLE_BUFFER" in e["sb"] and "auto" in e["sb"], e
+
+
+# --------------------------------------------------------------------------- the float32 variants
+# CCFG_VULKAN_CONV_TILE=auto (csrc/nn_vk.c simt_autotune): the float32 tiled convolution's four
+# variants (64x128, 64x128db, 128x128, 128x128db; tests/test_vulkan_conv_tiles.py) give the same
+# bits, so `auto` must give 64x128's whatever it picks. These run on any Vulkan device (lavapipe
+# 22.3 included), with small shapes.
+
+FP32_TILES = ["64x128", "64x128db", "128x128", "128x128db"]
+# the profile's kind of each variant's pipeline (csrc/backend_vk.c pipe_spec)
+FP32_KINDS = {"64x128": "nn_conv2d", "64x128db": "nn_conv2d_t64db", "128x128": "nn_conv2d_t128",
+              "128x128db": "nn_conv2d_t128db"}
+FP32_SWITCHES = ("CCFG_VULKAN_PRECISION", "CCFG_VULKAN_CONV_TILE", "CCFG_VULKAN_CONV_SPLITK",
+                 "CCFG_VULKAN_TUNE_CANDIDATES", "CCFG_VULKAN_TUNE_CACHE", "CCFG_VULKAN_COOP_TILE",
+                 "CCFG_VULKAN_NORM_FOLD")
+
+
+def run_fp32(code, args=(), env_extra=None, timeout=600):
+    """the last stdout line (JSON) of `code` in a fresh process (the worktree's ccfg), without
+    the tuner's switches of ours unless env_extra sets them"""
+    env = {k: v for k, v in os.environ.items() if k not in FP32_SWITCHES}
+    env.update(env_extra or {})
+    r = subprocess.run([sys.executable, "-c", code, *map(str, args)], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=timeout)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+# (batch, cin, h, w, cout, k, stride, pad0, pad1): 189 pixels and 70 output channels (partial
+# tiles of 64 and 128), stride 2 with asymmetric padding, a 1x1 over one tile of each, and
+# 256 -> 256 at 4x4 (the CIFAR model's lowest level: enough stages for split-K's rule)
+FP32_SHAPES = {"a": [3, 21, 9, 7, 70, 3, 1, 1, 1], "s2": [2, 37, 9, 9, 65, 3, 2, 0, 1],
+               "1x1": [2, 64, 8, 8, 128, 1, 1, 0, 0], "deep": [2, 256, 4, 4, 256, 3, 1, 1, 1]}
+
+FP32_OPS = r"""
+import json, os, sys
+import numpy as np
+import ccfg
+from ccfg import _core
+DEV, CASES, SHAPES = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
+os.environ["CCFG_VULKAN_NORM_FOLD"] = "1"     # read at every call
+TILES = ["64x128", "64x128db", "128x128", "128x128db"]
+
+
+def conv(shape, mode, seed):
+    batch, cin, h, w, cout, k, s, p0, p1 = shape
+    rng = np.random.default_rng(seed)
+    ho, wo = (h + p0 + p1 - k) // s + 1, (w + p0 + p1 - k) // s + 1
+    ny = cout * batch * ho * wo
+    x = rng.standard_normal(cin * batch * h * w).astype(np.float32)
+    wt = (rng.standard_normal(cout * cin * k * k) / np.sqrt(cin * k * k)).astype(np.float32)
+    b = rng.standard_normal(cout).astype(np.float32)
+    y0 = rng.standard_normal(ny).astype(np.float32)
+    r = rng.standard_normal(ny).astype(np.float32)
+    ab = np.empty(2 * batch * cin, np.float32)
+    ab[0::2] = rng.uniform(0.5, 1.5, batch * cin)
+    ab[1::2] = rng.standard_normal(batch * cin)
+    i = tuple(shape)
+    op, ins, ints = {
+        "bias": ("conv2d", [x, wt, b], i + (0,)),
+        "acc": ("conv2d", [x, wt, None], i + (1,)),
+        "res": ("conv2d_residual", [x, wt, b, r], i + (0,)),
+        "res_y": ("conv2d_residual", [x, wt, b], i + (1,)),
+        "fold": ("conv2d_packed_norm", [x, wt, b, ab, r], i + (0, 1, 1)),
+        "fold_acc": ("conv2d_packed_norm", [x, wt, None, ab], i + (1, 0, 0)),
+    }[mode]
+    return _core.nn_op(DEV, op, ins, [y0], ints, (), None, None)[0]
+
+
+out = {"same": [], "kinds": [], "counts": [], "choice": [], "keys": []}
+for n, (shape_name, mode) in enumerate(CASES):
+    shape = SHAPES[shape_name]
+    os.environ["CCFG_VULKAN_CONV_TILE"] = "64x128"
+    ref = conv(shape, mode, 700 + n).view(np.uint32)
+    want = 1 + n % 3                           # each non-default variant in turn
+    fake = [2.0] * 4
+    fake[want] = 1.0
+    os.environ["CCFG_VULKAN_CONV_TILE"] = "auto"
+    _core.vk_tune_test(DEV, "fake", tuple(fake))
+    t0 = ccfg.profiling.tuning(DEV)
+    first = conv(shape, mode, 700 + n).view(np.uint32)
+    _core.vk_tune_test(DEV, "fake", ())
+    t1 = ccfg.profiling.tuning(DEV)
+    with ccfg.profiling.profile(DEV) as prof:
+        again = conv(shape, mode, 700 + n).view(np.uint32)
+    t2 = ccfg.profiling.tuning(DEV)
+    e = t1.entries[-1]
+    out["same"].append([bool(np.array_equal(first, ref)), bool(np.array_equal(again, ref))])
+    out["kinds"].append(sorted({k for k, _, _ in prof.rows if k.startswith("nn_conv2d")
+                                and k != "nn_conv2d_reduce"}))
+    out["counts"].append([t1.tuned - t0.tuned, t1.runs - t0.runs, t2.runs - t1.runs,
+                          t2.hits - t1.hits])
+    out["choice"].append([e["choice"], TILES[want], [c[0] for c in e["candidates"]],
+                          e["family"]])
+    out["keys"].append(e["key"])
+print(json.dumps(out))
+"""
+
+FP32_CASES = {
+    "": [("a", m) for m in ("bias", "acc", "res", "res_y", "fold", "fold_acc")]
+    + [("s2", "bias"), ("s2", "fold"), ("1x1", "acc"), ("1x1", "res"), ("deep", "bias")],
+    "2": [("a", "bias"), ("a", "fold_acc"), ("deep", "res")],
+    "auto": [("a", "acc"), ("deep", "bias"), ("deep", "fold")],
+}
+
+
+@needs_vk
+@pytest.mark.parametrize("splitk", ["", "2", "auto"])
+def test_fp32_auto_gives_the_64x128_bits_on_single_convolutions(splitk):
+    """bias, accumulate, a residual of its own and y itself, the folded GroupNorm(+SiLU), stride 2,
+    1x1, split-K off, 2 and auto: auto made to pick each other variant in turn (fake medians)
+    gives exactly 64x128's bits on its tuning call (so the runs, into scratch, left y alone) and
+    on the cached call, which runs the chosen variant's pipeline once and times nothing; the key
+    holds split-K's slices and the chunk"""
+    cases = FP32_CASES[splitk]
+    got = run_fp32(FP32_OPS, (DEV, json.dumps(cases), json.dumps(FP32_SHAPES)),
+                   {"CCFG_VULKAN_CONV_SPLITK": splitk})
+    for case, same, kinds, counts, (choice, want, cands, family), key in zip(
+            cases, got["same"], got["kinds"], got["counts"], got["choice"], got["keys"]):
+        assert same == [True, True], case
+        assert family == "conv2d fp32" and cands == FP32_TILES, (case, cands)
+        assert choice == want and kinds == [FP32_KINDS[want]], (case, choice, kinds)
+        assert counts == [1, 4 * RUNS, 0, 1], (case, counts)
+        shape = FP32_SHAPES[case[0]]
+        assert key["cin"] == shape[1] and key["chunk"] == shape[1], key
+        assert key["norm"] == case[1].startswith("fold"), key
+        stages = shape[5] ** 2 * -(-shape[1] // 8)
+        if splitk == "":
+            assert key["slices"] == key["slices_last"] == 1, key
+        elif splitk == "2":
+            assert key["slices"] == key["slices_last"] == 2, key
+        elif case[0] == "deep":     # the rule: 4 workgroups, 288 stages -> 18 slices
+            assert stages == 288 and key["slices"] == key["slices_last"] == 18, key
+
+
+FP32_UNET = r"""
+import json, os, sys
+import numpy as np
+import ccfg
+from ccfg import _core
+DEV = sys.argv[1]
+unet = ccfg.models.load("fashion-mnist")
+x = np.random.default_rng(0).standard_normal((1,) + unet.shape).astype(np.float32)
+labels = np.array([3])
+default = unet(x, 500, labels, device=DEV)
+t0 = ccfg.profiling.tuning(DEV)
+os.environ["CCFG_VULKAN_CONV_TILE"] = "64x128"
+ref = unet(x, 500, labels, device=DEV)
+os.environ["CCFG_VULKAN_CONV_TILE"] = "auto"
+a = unet(x, 500, labels, device=DEV)
+t1 = ccfg.profiling.tuning(DEV)
+b = unet(x, 500, labels, device=DEV)
+t2 = ccfg.profiling.tuning(DEV)
+same = [bool(np.array_equal(o.view(np.uint32), ref.view(np.uint32))) for o in (a, b, default)]
+print(json.dumps(dict(
+    same=same, t0=[t0.tuned, t0.runs, t0.hits], t1=[t1.tuned, t1.runs, t1.hits],
+    t2=[t2.tuned, t2.runs, t2.hits], families=sorted({e["family"] for e in t1.entries}),
+    argmin=all(e["choice"] == min(e["candidates"], key=lambda c: c[1])[0] for e in t1.entries),
+    first=all([c[0] for c in e["candidates"]] == ["64x128", "64x128db"] for e in t1.entries),
+    keys=len({json.dumps(e["key"], sort_keys=True) for e in t1.entries}), text=str(t1))))
+"""
+
+
+@needs_vk
+def test_fp32_auto_unet_forward_same_bits_tuned_once():
+    """the shipped UNet forward (1 row; two candidates, to keep lavapipe quick): unset is 64x128
+    and tunes nothing; auto gives 64x128's bits; the first forward tunes each shape once, a
+    second adds no run (only cache hits); every choice is the argmin of its medians, 64x128
+    listed first"""
+    got = run_fp32(FP32_UNET, (DEV,), {"CCFG_VULKAN_TUNE_CANDIDATES": "64x128,64x128db"})
+    assert got["same"] == [True, True, True], got
+    assert got["t0"] == [0, 0, 0], got
+    tuned, runs, hits = got["t1"]
+    assert tuned >= 5 and runs == tuned * 2 * RUNS and got["keys"] == tuned, got
+    assert got["t2"][:2] == [tuned, runs] and got["t2"][2] > hits, got
+    assert got["families"] == ["conv2d fp32"], got
+    assert got["argmin"] and got["first"], got["text"]
+
+
+def _conv_1x1(seed=0):
+    """a float32 tiled convolution (128 output channels, 1x1) in this process -> its output"""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(2 * 64 * 64).astype(np.float32)
+    w = rng.standard_normal(128 * 64).astype(np.float32)
+    b = rng.standard_normal(128).astype(np.float32)
+    return _core.nn_op(DEV, "conv2d", [x, w, b], [np.zeros(2 * 128 * 64, np.float32)],
+                       (2, 64, 8, 8, 128, 1, 1, 0, 0, 0), (), None, None)[0]
+
+
+def _kinds(prof):
+    return sorted({k for k, _, _ in prof.rows if k.startswith("nn_conv2d")})
+
+
+@needs_vk
+def test_one_candidate_list_for_both_families(clean, monkeypatch):
+    """CCFG_VULKAN_TUNE_CANDIDATES: a token applies to the family whose variant it names; a
+    family the list does not name keeps its default, untimed; one candidate is used untimed; a
+    token naming no variant of either family raises, naming the variable"""
+    monkeypatch.setenv("CCFG_VULKAN_CONV_TILE", "64x128")
+    ref = _conv_1x1().view(np.uint32)
+    monkeypatch.setenv("CCFG_VULKAN_CONV_TILE", "auto")
+    # a coop-only list: the float32 family keeps 64x128, nothing is timed
+    monkeypatch.setenv("CCFG_VULKAN_TUNE_CANDIDATES", "2x2,2x2p")
+    with ccfg.profiling.profile(DEV) as prof:
+        y = _conv_1x1().view(np.uint32)
+    t = ccfg.profiling.tuning(DEV)
+    assert (t.tuned, t.runs, t.entries) == (0, 0, []) and _kinds(prof) == ["nn_conv2d"]
+    assert np.array_equal(y, ref)
+    # one float32 variant named (with a coop tile): it runs, untimed
+    monkeypatch.setenv("CCFG_VULKAN_TUNE_CANDIDATES", "2x2,64x128db")
+    with ccfg.profiling.profile(DEV) as prof:
+        y = _conv_1x1().view(np.uint32)
+    t = ccfg.profiling.tuning(DEV)
+    assert (t.tuned, t.runs) == (0, 0) and _kinds(prof) == ["nn_conv2d_t64db"]
+    assert np.array_equal(y, ref)
+    # two float32 variants and a coop tile: the two are timed
+    monkeypatch.setenv("CCFG_VULKAN_TUNE_CANDIDATES", "128x128,4x4pp,64x128")
+    y = _conv_1x1().view(np.uint32)
+    (e,) = ccfg.profiling.tuning(DEV).entries
+    assert [c[0] for c in e["candidates"]] == ["64x128", "128x128"], e    # the default first
+    assert ccfg.profiling.tuning(DEV).runs == 2 * RUNS and np.array_equal(y, ref)
+    # the same shape under another list is another question: timed again
+    monkeypatch.setenv("CCFG_VULKAN_TUNE_CANDIDATES", "64x128,128x128db")
+    _conv_1x1()
+    t = ccfg.profiling.tuning(DEV)
+    assert t.tuned == 2 and [c[0] for c in t.entries[-1]["candidates"]] == ["64x128",
+                                                                            "128x128db"]
+    for bad in ("64x128,4x4q", "64x128,", "64X128"):
+        monkeypatch.setenv("CCFG_VULKAN_TUNE_CANDIDATES", bad)
+        with pytest.raises(ValueError, match="CCFG_VULKAN_TUNE_CANDIDATES.*not a candidate of "
+                                             "any family"):
+            _conv_1x1()
+
+
+FP16_TILE = r"""
+import json, os, sys
+import numpy as np
+import ccfg
+from ccfg import _core
+DEV = sys.argv[1]
+rng = np.random.default_rng(0)
+x = rng.standard_normal(2 * 64 * 64).astype(np.float32)
+w = rng.standard_normal(128 * 64).astype(np.float32)
+out = {}
+for cout in (128, 32):      # the float16 tiled shader; the float32 direct shader
+    os.environ["CCFG_VULKAN_CONV_TILE"] = "96x128"
+    try:
+        _core.nn_op(DEV, "conv2d", [x, w[:cout * 64], None], [np.zeros(2 * cout * 64, np.float32)],
+                    (2, 64, 8, 8, cout, 1, 1, 0, 0, 0), (), None, None)
+        out[cout] = "no error"
+    except ValueError as e:
+        out[cout] = str(e)
+    os.environ["CCFG_VULKAN_CONV_TILE"] = "auto"     # no float32 variant here: nothing tuned
+    with ccfg.profiling.profile(DEV) as prof:
+        _core.nn_op(DEV, "conv2d", [x, w[:cout * 64], None], [np.zeros(2 * cout * 64, np.float32)],
+                    (2, 64, 8, 8, cout, 1, 1, 0, 0, 0), (), None, None)
+    out[f"kinds{cout}"] = sorted(k for k, _, _ in prof.rows if k.startswith("nn_conv2d"))
+t = ccfg.profiling.tuning(DEV)
+out["tuned"] = [t.tuned, t.runs]
+print(json.dumps(out))
+"""
+
+
+@needs_vk
+def test_conv_tile_is_validated_on_every_path(monkeypatch):
+    """a bad CCFG_VULKAN_CONV_TILE raises naming the variable wherever a convolution runs: the
+    float32 tiled and direct shaders here, the float16 tiled shader (CCFG_VULKAN_PRECISION=fp16)
+    in a subprocess; auto there tunes nothing"""
+    for cout in (128, 32):
+        monkeypatch.setenv("CCFG_VULKAN_CONV_TILE", "96x128")
+        with pytest.raises(ValueError, match=r"CCFG_VULKAN_CONV_TILE must be .* or auto .*"
+                                             r"'96x128'"):
+            _core.nn_op(DEV, "conv2d", [np.ones(2 * 64 * 16, np.float32),
+                                        np.ones(cout * 64, np.float32), None],
+                        [np.zeros(2 * cout * 16, np.float32)], (2, 64, 4, 4, cout, 1, 1, 0, 0, 0),
+                        (), None, None)
+    if "fp16" not in INFO.get("precisions", []):
+        pytest.skip("the device has no float16 storage (CCFG_VULKAN_PRECISION=fp16)")
+    got = run_fp32(FP16_TILE, (DEV,), {"CCFG_VULKAN_PRECISION": "fp16"})
+    for cout in ("128", "32"):
+        assert "CCFG_VULKAN_CONV_TILE" in got[cout] and "96x128" in got[cout], got
+    assert got["tuned"] == [0, 0], got
+    assert got["kinds128"] == ["nn_conv2d_f16"] and got["kinds32"] == ["nn_conv2d_direct"], got
+
+
+# --------------------------------------------------------------------------- the saved cache
+# CCFG_VULKAN_TUNE_CACHE=/path and ccfg.profiling.save_tuning / load_tuning (csrc/vk_tune.c, "the
+# file"): a decision measured in one process is used by another on the same device without any
+# timing run, and never on another device or shader build.
+
+CACHE = r"""
+import hashlib, json, os, sys
+import numpy as np
+import ccfg
+from ccfg import _core
+DEV, mode, path = sys.argv[1], sys.argv[2], sys.argv[3]
+SHAPES = [(2, 21, 9, 7, 70, 3, 1, 1, 1), (2, 64, 8, 8, 128, 1, 1, 0, 0)]
+
+
+def conv(shape):
+    batch, cin, h, w, cout, k, s, p0, p1 = shape
+    rng = np.random.default_rng(sum(shape))
+    ho, wo = (h + p0 + p1 - k) // s + 1, (w + p0 + p1 - k) // s + 1
+    x = rng.standard_normal(cin * batch * h * w).astype(np.float32)
+    wt = rng.standard_normal(cout * cin * k * k).astype(np.float32)
+    b = rng.standard_normal(cout).astype(np.float32)
+    y = np.zeros(cout * batch * ho * wo, np.float32)
+    return _core.nn_op(DEV, "conv2d", [x, wt, b], [y], tuple(shape) + (0,), (), None, None)[0]
+
+
+def digest(ys):
+    return hashlib.sha256(b"".join(y.tobytes() for y in ys)).hexdigest()
+
+
+out = {}
+os.environ["CCFG_VULKAN_CONV_TILE"] = "64x128"
+out["ref"] = digest([conv(s) for s in SHAPES])
+os.environ["CCFG_VULKAN_CONV_TILE"] = "auto"
+if "fake" in mode:      # 128x128db "wins": a decision no default could explain
+    _core.vk_tune_test(DEV, "fake", (2.0, 2.0, 2.0, 1.0))
+if "load" in mode:
+    out["applied"] = ccfg.profiling.load_tuning(path, DEV)
+with ccfg.profiling.profile(DEV) as prof:
+    out["bits"] = digest([conv(s) for s in SHAPES])
+_core.vk_tune_test(DEV, "fake", ())
+t = ccfg.profiling.tuning(DEV)
+out.update(tuned=t.tuned, runs=t.runs, hits=t.hits, loaded=t.loaded,
+           choices=[e["choice"] for e in t.entries], from_file=[e["loaded"] for e in t.entries],
+           kinds=sorted({k for k, _, _ in prof.rows if k.startswith("nn_conv2d")}),
+           identity=_core.vk_tuning(DEV, "identity"))
+if "save" in mode:
+    out["saved"] = ccfg.profiling.save_tuning(path, DEV)
+print(json.dumps(out))
+"""
+
+
+def entry_lines(path):
+    return [ln for ln in Path(path).read_text().splitlines() if ln and not ln.startswith(("#",
+                                                                                        "ccfg-"))]
+
+
+@needs_vk
+def test_cache_variable_round_trip_in_a_fresh_process(tmp_path):
+    """CCFG_VULKAN_TUNE_CACHE: the first process times both shapes (and writes the file, no save
+    call); a second process reads it and times nothing: 0 runs, both decisions loaded and used
+    (the profile shows the chosen variant's pipeline), the same bits"""
+    path = tmp_path / "tune.txt"
+    env = {"CCFG_VULKAN_TUNE_CACHE": str(path)}
+    first = run_fp32(CACHE, (DEV, "fake", path), env)
+    assert (first["tuned"], first["runs"], first["loaded"]) == (2, 2 * 4 * RUNS, 0), first
+    assert first["choices"] == ["128x128db"] * 2 and first["bits"] == first["ref"]
+    lines = entry_lines(path)
+    assert len(lines) == 2 and all(ln.startswith(first["identity"] + "\t") for ln in lines), lines
+    assert all(ln.split("\t")[1:5:3] == ["conv2d fp32", "128x128db"] for ln in lines), lines
+    second = run_fp32(CACHE, (DEV, "-", path), env)
+    assert (second["tuned"], second["runs"], second["loaded"], second["hits"]) == (0, 0, 2, 2)
+    assert second["choices"] == ["128x128db"] * 2 and second["from_file"] == [True, True]
+    assert second["kinds"] == ["nn_conv2d_t128db"], second
+    assert second["bits"] == first["bits"] == second["ref"]
+    assert entry_lines(path) == lines       # nothing new to write
+
+
+@needs_vk
+def test_save_and_load_round_trip_in_a_fresh_process(tmp_path):
+    """ccfg.profiling.save_tuning in one process, load_tuning in the next: 0 runs, same bits"""
+    path = tmp_path / "tune.txt"
+    first = run_fp32(CACHE, (DEV, "fake,save", path))
+    assert first["saved"] == 2 and first["tuned"] == 2
+    second = run_fp32(CACHE, (DEV, "load", path))
+    assert second["applied"] == 2 and (second["tuned"], second["runs"], second["hits"]) == (0, 0, 2)
+    assert second["kinds"] == ["nn_conv2d_t128db"] and second["bits"] == first["bits"] == \
+        first["ref"]
+
+
+@needs_vk
+def test_a_cache_of_another_device_is_not_applied_and_kept(tmp_path):
+    """lines whose device differs (here the vendor id) are not applied: the shapes are timed
+    again; rewriting the file keeps those lines next to this device's new ones"""
+    path = tmp_path / "tune.txt"
+    env = {"CCFG_VULKAN_TUNE_CACHE": str(path)}
+    first = run_fp32(CACHE, (DEV, "fake", path), env)
+    ident = first["identity"]
+    other = "ffff" + ident[4:]
+    text = path.read_text().replace(ident + "\t", other + "\t")
+    path.write_text(text)
+    second = run_fp32(CACHE, (DEV, "-", path), env)
+    assert (second["loaded"], second["tuned"], second["runs"]) == (0, 2, 2 * 4 * RUNS), second
+    assert second["bits"] == second["ref"]
+    lines = entry_lines(path)
+    assert len(lines) == 4, lines
+    assert sorted(ln.split("\t")[0] for ln in lines) == sorted([ident] * 2 + [other] * 2)
+
+
+def _identity_fields():
+    return _core.vk_tuning(DEV, "identity").split(":")
+
+
+def _line(ident, key, cands, choice):
+    times = ",".join(f"{1.0 + i}/{1.0 + i}/{1.0 + i}/{1.0 + i}" for i in range(len(cands)))
+    return "\t".join([ident, "conv2d fp32", key, ",".join(cands), choice, times])
+
+
+# the key of _conv_1x1 (no split-K, one chunk of its 64 input channels)
+KEY_1X1 = ("batch=2,cin=64,h=8,w=8,cout=128,k=1,stride=1,pad0=0,ho=8,wo=8,bias=1,accumulate=0,"
+           "residual=0,norm=0,silu=0,chunk=64,slices=1,slices_last=1")
+
+
+@needs_vk
+@pytest.mark.parametrize("field", [0, 1, 2, 3, 4])
+def test_a_decision_applies_to_its_own_device_and_question_only(clean, monkeypatch, tmp_path,
+                                                                field):
+    """a line written by hand for this device, this shape and these candidates is used without
+    timing; the same line with any part of the device's identity changed (vendor, device,
+    driver version, pipelineCacheUUID, shader hash) is not applied; nor is it for another
+    candidate list"""
+    ident = _identity_fields()
+    path = tmp_path / "tune.txt"
+    cands = ["64x128", "128x128db"]
+    changed = list(ident)
+    changed[field] = "f" * len(changed[field]) if changed[field] != "f" * len(changed[field]) \
+        else "0" * len(changed[field])
+    path.write_text("ccfg-tune-cache 1\n" + _line(":".join(changed), KEY_1X1, cands, cands[1])
+                    + "\n" + _line(":".join(ident), KEY_1X1, cands, cands[1]) + "\n")
+    if field == 0:      # drop this device's line: only the other one is left
+        path.write_text("\n".join(path.read_text().splitlines()[:2]) + "\n")
+        assert _core.vk_tuning(DEV, "load", str(path)) == (0, 1)
+        monkeypatch.setenv("CCFG_VULKAN_CONV_TILE", "auto")
+        monkeypatch.setenv("CCFG_VULKAN_TUNE_CANDIDATES", ",".join(cands))
+        _conv_1x1()
+        assert ccfg.profiling.tuning(DEV).tuned == 1      # timed: nothing applied
+        return
+    assert _core.vk_tuning(DEV, "load", str(path)) == (1, 1)
+    monkeypatch.setenv("CCFG_VULKAN_CONV_TILE", "64x128")
+    ref = _conv_1x1().view(np.uint32)
+    monkeypatch.setenv("CCFG_VULKAN_CONV_TILE", "auto")
+    monkeypatch.setenv("CCFG_VULKAN_TUNE_CANDIDATES", ",".join(cands))
+    with ccfg.profiling.profile(DEV) as prof:
+        y = _conv_1x1().view(np.uint32)
+    t = ccfg.profiling.tuning(DEV)
+    assert (t.tuned, t.runs, t.hits, t.loaded) == (0, 0, 1, 1) and np.array_equal(y, ref)
+    assert _kinds(prof) == ["nn_conv2d_t128db"]
+    # all four variants: another question, timed
+    monkeypatch.delenv("CCFG_VULKAN_TUNE_CANDIDATES")
+    assert np.array_equal(_conv_1x1().view(np.uint32), ref)
+    assert ccfg.profiling.tuning(DEV).tuned == 1
+
+
+@needs_vk
+@pytest.mark.parametrize("text,why", [
+    ("hello\n", "not a ccfg tuning cache"),
+    ("ccfg-tune-cache 2\n", "not a ccfg tuning cache"),
+    ("ccfg-tune-cache 1\nnot\tenough\tfields\n", "line 2: not 6 tab-separated fields"),
+    ("ccfg-tune-cache 1\n{id}\tconv2d fp32\t{key}\t64x128,64x128db\t128x128\t1/1/1/1,2/2/2/2\n",
+     "the choice is not one of the candidates"),
+    ("ccfg-tune-cache 1\n# c\n\n{id}\tconv2d fp32\t{key}\t64x128\t64x128\t1/1/x/1\n",
+     "line 4: a run's time is not a number"),
+    ("ccfg-tune-cache 1\n{id}\tconv2d fp32\tbatch=two\t64x128\t64x128\t1/1/1/1\n",
+     "a key field is not name=integer"),
+    ("ccfg-tune-cache 1\n{id}\tconv2d fp32\t{key}\t64x128\t64x128\t1/1/1\n",
+     "median/run/run/run"),
+    ("ccfg-tune-cache 1\nZZ\tconv2d fp32\t{key}\t64x128\t64x128\t1/1/1/1\n",
+     "the device is not hex"),
+    ("ccfg-tune-cache 1\n\0\n", "NUL byte"),
+])
+def test_a_malformed_cache_raises_naming_the_argument(clean, monkeypatch, tmp_path, text, why):
+    """load_tuning names `path`; the variable names itself (at the first auto convolution);
+    save_tuning refuses to overwrite it; nothing of the file is applied"""
+    path = tmp_path / "bad.txt"
+    path.write_bytes(text.format(id=_core.vk_tuning(DEV, "identity"), key=KEY_1X1).encode())
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match=f"path: .*{why}"):
+        ccfg.profiling.load_tuning(path, DEV)
+    with pytest.raises(ValueError, match=f"path: .*{why}"):
+        ccfg.profiling.save_tuning(path, DEV)
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["bad.txt"]
+    monkeypatch.setenv("CCFG_VULKAN_CONV_TILE", "auto")
+    monkeypatch.setenv("CCFG_VULKAN_TUNE_CACHE", str(path))
+    with pytest.raises(ValueError, match=f"CCFG_VULKAN_TUNE_CACHE: .*{why}"):
+        _conv_1x1()
+    t = ccfg.profiling.tuning(DEV)
+    assert (t.loaded, t.tuned, t.entries) == (0, 0, [])
+
+
+@needs_vk
+def test_cache_arguments(clean, tmp_path):
+    """a missing file raises for load_tuning (the variable treats it as empty: the first decision
+    creates it); save_tuning writes an empty cache that loads; bad arguments name themselves"""
+    with pytest.raises(ValueError, match="path: no tuning cache"):
+        ccfg.profiling.load_tuning(tmp_path / "missing.txt", DEV)
+    path = tmp_path / "empty.txt"
+    assert ccfg.profiling.save_tuning(str(path), DEV) == 0
+    assert path.read_text().startswith("ccfg-tune-cache 1\n")
+    assert ccfg.profiling.load_tuning(path, DEV) == 0
+    with pytest.raises(ValueError, match="path"):
+        ccfg.profiling.save_tuning("", DEV)
+    with pytest.raises(TypeError, match="path"):
+        ccfg.profiling.load_tuning(3, DEV)
+    with pytest.raises(ValueError, match="device"):
+        ccfg.profiling.save_tuning(path, "cpu")
+    with pytest.raises(ValueError, match="path: cannot write next to"):
+        ccfg.profiling.save_tuning(tmp_path / "no" / "such" / "dir.txt", DEV)
+
+
+COOP_FAMILIES = r"""
+import json, os
+import numpy as np
+import ccfg
+from ccfg import _core
+rng = np.random.default_rng(0)
+x = rng.standard_normal(2 * 64 * 64).astype(np.float32)
+w = rng.standard_normal(128 * 64).astype(np.float32)
+
+
+def conv():
+    return _core.nn_op(DEV, "conv2d", [x, w, None], [np.zeros(2 * 128 * 64, np.float32)],
+                       (2, 64, 8, 8, 128, 1, 1, 0, 0, 0), (), None, None)[0]
+
+
+out = {}
+os.environ["CCFG_VULKAN_COOP_TILE"] = "2x2"
+ref = conv()
+os.environ["CCFG_VULKAN_COOP_TILE"] = "auto"
+os.environ["CCFG_VULKAN_CONV_TILE"] = "auto"      # the float32 family's switch: not this path
+os.environ["CCFG_VULKAN_TUNE_CANDIDATES"] = "64x128db"      # a float32-only list
+with ccfg.profiling.profile(DEV) as prof:
+    a = conv()
+t = ccfg.profiling.tuning(DEV)
+out["fp32_list"] = [t.tuned, t.runs, sorted(k for k, _, _ in prof.rows if "conv2d" in k),
+                    bool(np.array_equal(a, ref))]
+os.environ["CCFG_VULKAN_TUNE_CANDIDATES"] = "64x128,2x2p,128x128db,2x2"
+b = conv()
+t = ccfg.profiling.tuning(DEV)
+out["mixed"] = [t.tuned, t.runs, [c[0] for c in t.entries[-1]["candidates"]],
+                t.entries[-1]["family"], bool(np.array_equal(b, ref))]
+os.environ["CCFG_VULKAN_CONV_TILE"] = "96x128"
+try:
+    conv()
+    out["bad_tile"] = "no error"
+except ValueError as e:
+    out["bad_tile"] = str(e)
+print(json.dumps(out))
+"""
+
+
+@needs_coop
+def test_coop_family_takes_its_own_tokens_and_conv_tile_is_validated():
+    """under coop: a float32-only candidate list leaves the coop family its default, untimed; a
+    mixed list gives it its own tokens only; a bad CCFG_VULKAN_CONV_TILE raises (though the
+    float32 shader does not run); CCFG_VULKAN_CONV_TILE=auto tunes nothing here"""
+    got = run_json(f"DEV = {DEV!r}\n" + COOP_FAMILIES, {})
+    tuned, runs, kinds, same = got["fp32_list"]
+    assert (tuned, runs, same) == (0, 0, True), got
+    assert kinds in (["nn_conv2d_coop8"], ["nn_conv2d_coop"]), got
+    tuned, runs, cands, family, same = got["mixed"]
+    assert (tuned, runs, cands, same) == (1, 2 * RUNS, ["2x2", "2x2p"], True), got
+    assert family.startswith("conv2d coop"), got
+    assert "CCFG_VULKAN_CONV_TILE" in got["bad_tile"] and "96x128" in got["bad_tile"], got

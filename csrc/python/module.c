@@ -81,7 +81,8 @@ static PyMethodDef methods[] = {
     {"vk_profile", py_vk_profile, METH_VARARGS,
      "vk_profile(device, 'start'|'stop'|'read') -> time per shader kind (timestamp queries)"},
     {"vk_tuning", py_vk_tuning, METH_VARARGS,
-     "vk_tuning(device, 'read'|'clear') -> the autotuner's decisions (CCFG_VULKAN_COOP_TILE=auto)"},
+     "vk_tuning(device, 'read'|'clear'|'save'|'load'|'identity'[, path]) -> the autotuner's decisions "
+     "(CCFG_VULKAN_COOP_TILE=auto, CCFG_VULKAN_CONV_TILE=auto), their file, the device's identity"},
     /* test hooks */
     {"vk_set_precision", py_vk_set_precision, METH_VARARGS,
      "vk_set_precision(device, 'fp32'|'opened'): a device's convolution precision (tests)"},

@@ -257,26 +257,40 @@ PyObject *py_vk_profile(PyObject *self, PyObject *args)
                          (unsigned long long)totals.unstamped, "wait_ms", totals.wait_ms);
 }
 
-/* vk_tuning(device, action) -> {"entries": [{"family", "key": {field: value}, "candidates":
- * [(name, median ms, [ms of each timed run])], "choice": name}], "tuned", "hits", "runs"}: the
- * autotuner's decisions on "vulkan:N" (vk_tune.h; ccfg.profiling.tuning); action "read", or
- * "clear" (forgets them and zeroes the counters, then returns the empty state) */
+/* vk_tuning(device, action[, path]) -> {"entries": [{"family", "key": {field: value},
+ * "candidates": [(name, median ms, [ms of each timed run])], "choice": name, "loaded": bool}],
+ * "tuned", "hits", "runs", "loaded"}: the autotuner's decisions on "vulkan:N" (vk_tune.h;
+ * ccfg.profiling.tuning); action "read", or "clear" (forgets them and zeroes the counters, then
+ * returns the empty state). With a path: "save" -> the decisions written; "load" -> (applied,
+ * lines of other devices); "identity" (no path) -> the device's identity as the file writes it.
+ * File errors name `path` (ccfg.profiling.save_tuning / load_tuning's argument). */
 PyObject *py_vk_tuning(PyObject *self, PyObject *args)
 {
-    const char *device, *action;
-    int index = -1, status, count = 0, clear;
+    const char *device, *action, *path = NULL;
+    int index = -1, status, count = 0, clear = 0, applied = 0, other = 0;
+    enum { READ, CLEAR, SAVE, LOAD, IDENTITY } act;
+    char id[CCFG_VK_TUNE_ID_LEN] = "";
     ccfg_vk_tune_entry *entries = NULL;
     ccfg_vk_tune_stats stats = {0};
     const ccfg_backend *be = NULL;
     PyObject *list = NULL, *result = NULL;
     (void)self;
-    if (!PyArg_ParseTuple(args, "ss", &device, &action)) return NULL;
-    if (!strcmp(action, "read")) clear = 0;
-    else if (!strcmp(action, "clear")) clear = 1;
+    if (!PyArg_ParseTuple(args, "ss|s", &device, &action, &path)) return NULL;
+    if (!strcmp(action, "read")) act = READ;
+    else if (!strcmp(action, "clear")) act = CLEAR;
+    else if (!strcmp(action, "save")) act = SAVE;
+    else if (!strcmp(action, "load")) act = LOAD;
+    else if (!strcmp(action, "identity")) act = IDENTITY;
     else {
-        PyErr_Format(PyExc_ValueError, "action: 'read' or 'clear', got '%s'", action);
+        PyErr_Format(PyExc_ValueError, "action: 'read', 'clear', 'save', 'load' or 'identity', "
+                     "got '%s'", action);
         return NULL;
     }
+    if ((act == SAVE || act == LOAD) && (!path || !*path)) {
+        PyErr_SetString(PyExc_ValueError, "path: a file name is needed to save or load");
+        return NULL;
+    }
+    clear = act == CLEAR;
     if (sscanf(device, "vulkan:%d", &index) != 1 || index < 0) {
         PyErr_Format(PyExc_ValueError, "device: only Vulkan devices are tuned ('vulkan:N'), "
                      "got '%s'", device);
@@ -286,12 +300,20 @@ PyObject *py_vk_tuning(PyObject *self, PyObject *args)
     Py_BEGIN_ALLOW_THREADS
     status = py_open_backend(device, &be);
     if (!status && !(status = py_run_enter(&run, "the tuning cache", be, NULL))) {
-        if (clear) status = ccfg_vk_tune_clear(be);
-        if (!status) status = ccfg_vk_tune_snapshot(be, &entries, &count, &stats);
+        if (act == SAVE) status = ccfg_vk_tune_save(be, path, "path", &count);
+        else if (act == LOAD) status = ccfg_vk_tune_load(be, path, "path", 0, &applied, &other);
+        else if (act == IDENTITY) status = ccfg_vk_tune_identity(be, id);
+        else {
+            if (clear) status = ccfg_vk_tune_clear(be);
+            if (!status) status = ccfg_vk_tune_snapshot(be, &entries, &count, &stats);
+        }
         py_run_leave(&run);
     }
     Py_END_ALLOW_THREADS
     if (status) return py_raise_status(status);
+    if (act == SAVE) return PyLong_FromLong(count);
+    if (act == LOAD) return Py_BuildValue("(ii)", applied, other);
+    if (act == IDENTITY) return PyUnicode_FromString(id);
     if (!(list = PyList_New(count))) goto done;
     for (int i = 0; i < count; i++) {
         const ccfg_vk_tune_entry *e = &entries[i];
@@ -315,16 +337,18 @@ PyObject *py_vk_tuning(PyObject *self, PyObject *args)
             if (ok) PyList_SET_ITEM(cands, c, t);
         }
         if (ok)
-            entry = Py_BuildValue("{s:s,s:O,s:O,s:s}", "family", e->family, "key", key,
-                                  "candidates", cands, "choice", e->names[e->choice]);
+            entry = Py_BuildValue("{s:s,s:O,s:O,s:s,s:O}", "family", e->family, "key", key,
+                                  "candidates", cands, "choice", e->names[e->choice], "loaded",
+                                  e->loaded ? Py_True : Py_False);
         Py_XDECREF(key);
         Py_XDECREF(cands);
         if (!entry) goto done;
         PyList_SET_ITEM(list, i, entry);
     }
-    result = Py_BuildValue("{s:O,s:K,s:K,s:K}", "entries", list, "tuned",
+    result = Py_BuildValue("{s:O,s:K,s:K,s:K,s:K}", "entries", list, "tuned",
                            (unsigned long long)stats.tuned, "hits", (unsigned long long)stats.hits,
-                           "runs", (unsigned long long)stats.runs);
+                           "runs", (unsigned long long)stats.runs, "loaded",
+                           (unsigned long long)stats.loaded);
 done:
     Py_XDECREF(list);
     free(entries);

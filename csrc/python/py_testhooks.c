@@ -772,7 +772,8 @@ PyObject *py_vk_tune_test(PyObject *self, PyObject *args)
         } else {
             const int64_t key[1] = {(int64_t)v[0]};
             tune_copies c = {.be = be, .sizes = sizes};
-            if ((hit = ccfg_vk_tune_lookup(be, &kind, key, &choice)) == 0) {
+            status = ccfg_vk_tune_lookup(be, &kind, key, n, ids, names, &hit, &choice);
+            if (!status && !hit) {
                 status = ccfg_vk_nn_scratch(be, (size_t)most * sizeof(float), &c.src);
                 if (!status) status = ccfg_vk_nn_scratch(be, (size_t)most * sizeof(float), &c.dst);
                 if (!status)
