@@ -11,13 +11,14 @@
 # ["gpu-carry"], timeout_s=600). The cooperative-matrix and half-precision tests (the 16x16x16
 # variants' first run), benchmarks/gpu_vs_torch.py (arguments are passed on; its UNet rows are
 # followed by the same forward with CCFG_VULKAN_PRECISION=fp16 and coop), the float32 and coop
-# convolution tiles at 48 rows, the coop autotuner, the coop attention, the coop and float32
-# tiles at 384 rows, then the float16-cache/residual switches with what is left.
+# convolution tiles at 48 rows, the coop and float32 autotuners (their decisions saved and
+# copied into $OUT as ccfg_tune_cache.txt), the coop attention, the coop and float32 tiles at 384
+# rows, then the float16-cache/residual switches with what is left.
 # Part 2, a second call while the machine is warm, only if status says enough device time is
 # left: run(command="PART=2 BUDGET=<budget_left_s - 60> bash benchmarks/gpu_remote.sh",
 # timeout_s=<the same + 20>) -- the command is stopped at what is left of the session's device
 # time, so BUDGET must say it. The Vulkan tests, the 384-row tiles if part 1 did not run them,
-# the coop fold, the other on/off benchmarks. Call it at once: status said idle_release_s 30, so a
+# the float32 autotuner from part 1's saved decisions (0 candidate runs expected), the coop fold, the other on/off benchmarks. Call it at once: status said idle_release_s 30, so a
 # warm machine is given back 30 s after a call ends, and a fresh one costs minutes of start-up and
 # a rebuild (no machine starts with under 4 minutes left).
 #
@@ -26,7 +27,7 @@
 # Part 1: carry, wheels and build ~30 s (the first run built in ~12 s; 70 shaders since), tests
 # <= 120 s (the cap; 61 tests, most in child processes), gpu_vs_torch ~95 s (240 s if the
 # transfer and coefficient paths are still as slow as in the first run), tiles and tuner at 48
-# rows ~65 s, coop attention ~12 s, tiles at 384 rows ~60 s, the switches (18 child processes,
+# rows ~65 s, the float32 autotuner ~10 s (~1.2 s of it tuning), coop attention ~12 s, tiles at 384 rows ~60 s, the switches (18 child processes,
 # ~6 s each) the rest: ~500 s in all, within 570; in the worst case the last step is cut.
 # Part 2 then has ~150-250 s of the session's time: the Vulkan tests (641) may take all of it.
 #
@@ -58,6 +59,9 @@ GMM_N="100000 1000000"  # bench_vk_gmm.py's sample counts
 TESTS=""                # pytest: run the tests ("") or --collect-only
 SCALE=1                 # each step's timeout is multiplied by this
 BUDGET=${BUDGET:-570}   # seconds for the whole command (the device tool stops it at 600)
+# the autotuners' decisions (CCFG_VULKAN_TUNE_CACHE): kept beside the carry, which stays on the warm
+# machine between the two calls (each call's $OUT starts empty), and copied into $OUT at the end
+TUNE_CACHE=${CARRY_DIR:-/tmp/ccfg-carry}/ccfg_tune_cache.txt
 if [ "$REHEARSE" = 1 ]; then
     # the shaders and pipelines of lavapipe (a CPU) at 2 rows cost what an H200's cost at 384,
     # and the Vulkan tests are run elsewhere (make test, make test-coop): collected here, to
@@ -156,9 +160,13 @@ tiles_big() {   # the tiles at the issue's 384 rows: at the end of part 1, in pa
     step 100 "coop convolution: tiles and stagings (CCFG_VULKAN_COOP_TILE), $ROWS rows, interleaved" \
         env CCFG_VULKAN_PRECISION=coop "$PY" benchmarks/coop_ab.py --tiles \
         --channels $CH --rows $ROWS --rounds $ROUNDS
+    # both tuners save their decisions into $OUT, so the H200's choices come back as a file
     step 90 "coop convolution: the autotuner (CCFG_VULKAN_COOP_TILE=auto), $ROWS rows" \
         env CCFG_VULKAN_PRECISION=coop "$PY" benchmarks/tune_report.py \
-        --channels $CH --rows $ROWS --rounds $ROUNDS
+        --channels $CH --rows $ROWS --rounds $ROUNDS --cache "$TUNE_CACHE"
+    step 60 "float32 convolution: the autotuner (CCFG_VULKAN_CONV_TILE=auto), $ROWS rows" \
+        "$PY" benchmarks/tune_report.py --family fp32 --channels $CH --rows $ROWS \
+        --rounds $ROUNDS --cache "$TUNE_CACHE"
     step 60 "coop attention against the float32 tiled shader (SD sizes)" \
         "$PY" benchmarks/bench_vk_attention.py --big $ATT_SIZE --modes coop,tiled --reps $ATT_REPS
     tiles_big
@@ -172,6 +180,9 @@ tiles_big() {   # the tiles at the issue's 384 rows: at the end of part 1, in pa
         tests/test_profiling.py tests/test_apg.py tests/test_vk_attention.py \
         tests/test_device_coefficients.py
     tiles_big
+    step 30 "float32 convolution: the autotuner from part 1's saved decisions (expect 0 candidate runs)" \
+        "$PY" benchmarks/tune_report.py --family fp32 --channels $CH --rows $ROWS --rounds 0 \
+        --cache "$TUNE_CACHE"
     step 60 "GroupNorm folded into the coop convolution (CCFG_VULKAN_NORM_FOLD=1 vs 0), 2x2, $ROWS rows" \
         env CCFG_VULKAN_PRECISION=coop "$PY" benchmarks/coop_ab.py --fold \
         --channels $CH --rows $ROWS --rounds $ROUNDS
@@ -194,4 +205,5 @@ tiles_big() {   # the tiles at the issue's 384 rows: at the end of part 1, in pa
     [ "$DRY_RUN" = 1 ] && exit 0
     echo "== summary, part $PART$([ "$REHEARSE" = 1 ] && echo ' (REHEARSAL)'), ${SECONDS}s of BUDGET=$BUDGET"
     for r in "${RESULTS[@]}"; do echo "   $r"; done
+    if [ -f "$TUNE_CACHE" ]; then cp "$TUNE_CACHE" "${OUT:-/tmp}/"; echo "   tuning decisions: ${OUT:-/tmp}/$(basename "$TUNE_CACHE")"; fi
 } 2>&1 | tee "$log"
