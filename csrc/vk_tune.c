@@ -18,6 +18,10 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <fcntl.h>
+#if defined(__unix__) || defined(__APPLE__)
+#include <sys/file.h>      /* flock: the save's lock (lock_path); absent: saves unlocked */
+#endif
 
 #include "vk_tune.h"
 #include "vk_tune_file.h"
@@ -430,7 +434,7 @@ int ccfg_vk_tune_fake_times(const ccfg_backend *be, int n, const double *times_m
 
 /* ---- the file (CCFG_VULKAN_TUNE_CACHE, ccfg.profiling.save_tuning / load_tuning): its format,
  * parser and writer are in vk_tune_file.c (no device: the fuzz target drives them). Here: reading
- * it, applying this device's lines, and rewriting it. */
+ * it, applying this device's lines, and rewriting it under a lock. */
 
 typedef ccfg_vk_tune_line tune_line;
 typedef ccfg_vk_tune_file tune_file;
@@ -560,18 +564,68 @@ static int load_env(vk_dev *d, struct vk_tune *t)
     return CCFG_OK;
 }
 
+/* The lock of `path`'s rewrite: an exclusive flock (waited for: it is held for one read, write
+ * and fsync of a small file) on the side file PATH.lock, held from reading
+ * the file to renaming the new one over it, so that two processes saving at once (each tuning its
+ * own shapes) serialise their read-merge-write and both keep their lines; without it the later
+ * rename drops the lines the earlier one added. The lock is on a side file because the rename
+ * replaces the file's inode (a lock on the file itself would guard the old one); the side file
+ * is left in place (removing it would race with a process about to lock it). Readers take no
+ * lock: the file is only ever replaced whole. Advisory and best effort: where the side file
+ * cannot be made or flock is refused (a file system without locks, a platform without flock)
+ * the save goes on unlocked, as before — the file is still never half-written. *fd: the held
+ * lock's descriptor, or -1. */
+static int lock_path(const char *path, const char *what, int *fd)
+{
+    /* CCFG_VULKAN_TUNE_LOCK=0: the old unlocked rewrite (an A/B switch) */
+    const char *env = getenv("CCFG_VULKAN_TUNE_LOCK");
+    *fd = -1;
+    if (env && *env && strcmp(env, "0") && strcmp(env, "1"))
+        return ccfg_fail(CCFG_EINVAL, "%s: CCFG_VULKAN_TUNE_LOCK='%s' is neither 0 (save the "
+                         "tuning cache without its lock) nor 1 (with it, the default)", what, env);
+    if (env && !strcmp(env, "0")) return CCFG_OK;
+#ifdef LOCK_EX
+    const size_t plen = strlen(path);
+    char *name = malloc(plen + 6);
+    if (!name) return ccfg_fail(CCFG_ENOMEM, "out of memory saving the tuning cache");
+    memcpy(name, path, plen);
+    memcpy(name + plen, ".lock", 6);
+    const int lfd = open(name, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    free(name);
+    if (lfd < 0) return CCFG_OK;        /* unlocked; the temporary file reports a real problem */
+    int r;
+    while ((r = flock(lfd, LOCK_EX)) != 0 && errno == EINTR) {
+    }
+    if (r != 0) {
+        close(lfd);                     /* ENOLCK, EOPNOTSUPP...: unlocked */
+        return CCFG_OK;
+    }
+    *fd = lfd;
+#else
+    (void)path;
+#endif
+    return CCFG_OK;
+}
+
+static void unlock_path(int fd)
+{
+    if (fd >= 0) close(fd);             /* closing the descriptor releases its flock */
+}
+
 static int save(vk_dev *d, struct vk_tune *t, const char *path, const char *what, int *count)
 {
     tune_file f = {0};
-    int missing = 0, status, fd = -1, bad = 0;
+    int missing = 0, status, fd = -1, lock = -1, bad = 0;
     char *tmp = NULL;
     FILE *fp = NULL;
     struct stat st;
     mode_t mode = 0644;
     *count = 0;
     (void)d;
-    /* the lines already there: a file that does not parse is not ours to overwrite */
-    if ((status = file_load(path, what, &f, &missing))) return status;
+    if ((status = lock_path(path, what, &lock))) return status;
+    /* the lines already there, read under the lock (another process may have added some since
+     * this one loaded the file): a file that does not parse is not ours to overwrite */
+    if ((status = file_load(path, what, &f, &missing))) goto fail;
     if (!missing && !stat(path, &st)) mode = st.st_mode & 0777;
     const size_t plen = strlen(path);
     if (!(tmp = malloc(plen + 8))) {
@@ -593,22 +647,31 @@ static int save(vk_dev *d, struct vk_tune *t, const char *path, const char *what
     }
     fd = -1;                            /* fp owns it */
     bad |= ccfg_vk_tune_write_header(fp);
-    /* the file's lines that no decision of ours replaces: other devices', and ours for
-     * questions this process has not answered */
+    /* the file's lines that no decision measured here replaces: other devices', ours for
+     * questions this process has not answered, and ours that this process loaded (a file's line
+     * wins over a loaded copy of a line: it may be another process's newer one) */
     for (int i = 0; i < f.count; i++) {
         const tune_line *l = &f.lines[i];
         int replaced = 0;
         if (!strcmp(l->f[0], t->id))
             for (int j = 0; j < t->count && !replaced; j++)
-                replaced = ccfg_vk_tune_entry_writable(&t->entries[j]) &&
+                replaced = !t->entries[j].loaded &&
+                           ccfg_vk_tune_entry_writable(&t->entries[j]) &&
                            line_is(l, &t->entries[j]);
         if (replaced) continue;
         bad |= fwrite(l->raw, 1, l->raw_len, fp) != l->raw_len;
         bad |= fputc('\n', fp) == EOF;
     }
+    /* the decisions measured here, and those loaded (from this file or another) that the file
+     * does not hold */
     for (int j = 0; j < t->count; j++) {
-        if (!ccfg_vk_tune_entry_writable(&t->entries[j])) continue;
-        bad |= ccfg_vk_tune_write_entry(fp, t->id, &t->entries[j]);
+        const ccfg_vk_tune_entry *e = &t->entries[j];
+        int there = 0;
+        if (!ccfg_vk_tune_entry_writable(e)) continue;
+        if (e->loaded)
+            for (int i = 0; i < f.count && !there; i++)
+                there = !strcmp(f.lines[i].f[0], t->id) && line_is(&f.lines[i], e);
+        if (!there) bad |= ccfg_vk_tune_write_entry(fp, t->id, e);
         (*count)++;
     }
     bad |= fflush(fp) != 0;
@@ -627,6 +690,7 @@ static int save(vk_dev *d, struct vk_tune *t, const char *path, const char *what
     }
     free(tmp);
     ccfg_vk_tune_file_free(&f);
+    unlock_path(lock);
     return CCFG_OK;
 fail:
     if (fp) fclose(fp);
@@ -636,6 +700,7 @@ fail:
         free(tmp);
     }
     ccfg_vk_tune_file_free(&f);
+    unlock_path(lock);
     *count = 0;
     return status;
 }
