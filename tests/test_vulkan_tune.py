@@ -907,3 +907,22 @@ def test_tune_lock_switch(clean, monkeypatch, tmp_path):
     monkeypatch.setenv("CCFG_VULKAN_TUNE_LOCK", "1")
     assert ccfg.profiling.save_tuning(path, DEV) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.txt", "t.txt.lock"]
+
+
+@needs_vk
+def test_a_loaded_decision_never_replaces_the_files_line(clean, tmp_path):
+    """save_tuning merges into what the file holds now: a decision this process only loaded does
+    not overwrite the file's line for the same question (another process may have written it
+    since), and is written where the file lacks it"""
+    ident = _core.vk_tuning(DEV, "identity")
+    cands = ["64x128", "128x128db"]
+    path = tmp_path / "tune.txt"
+    path.write_text("ccfg-tune-cache 1\n" + _line(ident, KEY_1X1, cands, cands[1]) + "\n")
+    assert ccfg.profiling.load_tuning(path, DEV) == 1
+    newer = _line(ident, KEY_1X1, cands, cands[0])      # "another process" re-tuned it
+    path.write_text("ccfg-tune-cache 1\n" + newer + "\n")
+    assert ccfg.profiling.save_tuning(path, DEV) == 1
+    assert entry_lines(path) == [newer]
+    path.write_text("ccfg-tune-cache 1\n")
+    assert ccfg.profiling.save_tuning(path, DEV) == 1
+    assert [ln.split("\t")[4] for ln in entry_lines(path)] == [cands[1]]
