@@ -590,7 +590,9 @@ static int lock_path(const char *path, const char *what, int *fd)
     if (!name) return ccfg_fail(CCFG_ENOMEM, "out of memory saving the tuning cache");
     memcpy(name, path, plen);
     memcpy(name + plen, ".lock", 6);
-    const int lfd = open(name, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    int lfd = open(name, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    /* another user's lock file (a shared cache): flock needs no write access */
+    if (lfd < 0 && errno == EACCES) lfd = open(name, O_RDONLY | O_CLOEXEC);
     free(name);
     if (lfd < 0) return CCFG_OK;        /* unlocked; the temporary file reports a real problem */
     int r;
