@@ -127,7 +127,7 @@ int ccfg_vk_tune_parse(ccfg_vk_tune_file *f, const char *text, size_t len, const
 {
     int cap = 0, header = 0, lineno = 0, status = CCFG_OK;
     memset(f, 0, sizeof *f);
-    if (memchr(text, 0, len))
+    if (len && memchr(text, 0, len))
         return ccfg_fail(CCFG_EINVAL, "%s: the tuning cache '%s' holds a NUL byte (not a text "
                          "file)", what, path);
     /* the lines point into both copies: raw into text (rewritten as it was), fields into copy */
