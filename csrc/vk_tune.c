@@ -18,8 +18,13 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <fcntl.h>
+#if defined(__unix__) || defined(__APPLE__)
+#include <sys/file.h>      /* flock: the save's lock (lock_path); absent: saves unlocked */
+#endif
 
 #include "vk_tune.h"
+#include "vk_tune_file.h"
 
 /* does [p, p + len) spell s */
 static int spells(const char *s, const char *p, size_t len)
@@ -427,58 +432,22 @@ int ccfg_vk_tune_fake_times(const ccfg_backend *be, int n, const double *times_m
     return CCFG_OK;
 }
 
-/* ---- the file (CCFG_VULKAN_TUNE_CACHE, ccfg.profiling.save_tuning / load_tuning)
- *
- * Text, one decision per line, so a researcher can read it and diff it:
- *     ccfg-tune-cache 1
- *     # comments
- *     DEVICE <tab> FAMILY <tab> KEY <tab> CANDIDATES <tab> CHOICE <tab> TIMES
- * DEVICE  vendor:device:driverVersion:pipelineCacheUUID:shader hash (hex; ccfg_vk_tune_identity)
- * FAMILY  e.g. "conv2d fp32" (printable, no tab)
- * KEY     name=value,... (integers; "-" for none)
- * CANDIDATES  the names timed, comma-separated, in the order the caller lists them
- * CHOICE  one of them
- * TIMES   per candidate median/run/run/run in ms, comma-separated, in CANDIDATES' order
- * A decision answers (DEVICE, FAMILY, KEY, CANDIDATES): only this device's lines apply, and only
- * to that exact question. The format's number changes with what a line holds (e.g. the number
- * of timed runs); a file of another format is refused, never half-read. */
+/* ---- the file (CCFG_VULKAN_TUNE_CACHE, ccfg.profiling.save_tuning / load_tuning): its format,
+ * parser and writer are in vk_tune_file.c (no device: the fuzz target drives them). Here: reading
+ * it, applying this device's lines, and rewriting it under a lock. */
 
-#define TUNE_HEADER "ccfg-tune-cache 1"
-enum { TUNE_FILE_MAX = 64 << 20, TUNE_NAME_MAX = 64 };
+typedef ccfg_vk_tune_line tune_line;
+typedef ccfg_vk_tune_file tune_file;
 
-typedef struct {
-    char *f[6];                         /* the fields, NUL-terminated in the parse copy */
-    const char *raw;                    /* the line in the file's text (for rewriting) */
-    size_t raw_len;
-    int nkey, n, choice;
-    char *key_names[CCFG_VK_TUNE_KEY];
-    int64_t key[CCFG_VK_TUNE_KEY];
-    char *names[CCFG_VK_TUNE_MAX_CANDIDATES];
-    double median[CCFG_VK_TUNE_MAX_CANDIDATES];
-    double ms[CCFG_VK_TUNE_MAX_CANDIDATES][CCFG_VK_TUNE_RUNS];
-} tune_line;
-
-typedef struct {
-    char *text;                         /* the file as read */
-    char *copy;                         /* split into fields */
-    tune_line *lines;
-    int count;
-} tune_file;
-
-static void file_free(tune_file *f)
-{
-    free(f->text);
-    free(f->copy);
-    free(f->lines);
-    memset(f, 0, sizeof *f);
-}
-
-/* the whole file into f->text; *missing when it does not exist */
-static int file_read(const char *path, const char *what, tune_file *f, int *missing)
+/* the file at path, read whole and parsed (a missing one: no lines, *missing) */
+static int file_load(const char *path, const char *what, tune_file *f, int *missing)
 {
     FILE *fp = fopen(path, "rb");
+    char *text = NULL;
     size_t len = 0, cap = 0;
+    int status;
     *missing = 0;
+    memset(f, 0, sizeof *f);
     if (!fp) {
         if (errno == ENOENT) {
             *missing = 1;
@@ -490,191 +459,36 @@ static int file_read(const char *path, const char *what, tune_file *f, int *miss
     for (;;) {
         if (cap - len < 4096) {
             cap = cap ? 2 * cap : 65536;
-            char *grown = cap > (size_t)TUNE_FILE_MAX + 4096 ? NULL : realloc(f->text, cap + 1);
+            char *grown = cap > (size_t)CCFG_VK_TUNE_FILE_MAX + 4096 ? NULL
+                                                                     : realloc(text, cap + 1);
             if (!grown) {
                 fclose(fp);
-                return ccfg_fail(cap > (size_t)TUNE_FILE_MAX + 4096 ? CCFG_EINVAL : CCFG_ENOMEM,
+                free(text);
+                return ccfg_fail(cap > (size_t)CCFG_VK_TUNE_FILE_MAX + 4096 ? CCFG_EINVAL
+                                                                            : CCFG_ENOMEM,
                                  "%s: the tuning cache '%s' is over %d MiB (not one of ours?) "
-                                 "or out of memory reading it", what, path, TUNE_FILE_MAX >> 20);
+                                 "or out of memory reading it", what, path,
+                                 CCFG_VK_TUNE_FILE_MAX >> 20);
             }
-            f->text = grown;
+            text = grown;
         }
-        const size_t got = fread(f->text + len, 1, cap - len, fp);
+        const size_t got = fread(text + len, 1, cap - len, fp);
         len += got;
         if (got == 0) break;
     }
     const int bad = ferror(fp);
     fclose(fp);
-    if (bad) return ccfg_fail(CCFG_EINVAL, "%s: reading the tuning cache '%s' failed", what, path);
-    if (len > (size_t)TUNE_FILE_MAX)
+    if (bad) {
+        free(text);
+        return ccfg_fail(CCFG_EINVAL, "%s: reading the tuning cache '%s' failed", what, path);
+    }
+    if (len > (size_t)CCFG_VK_TUNE_FILE_MAX) {
+        free(text);
         return ccfg_fail(CCFG_EINVAL, "%s: the tuning cache '%s' is over %d MiB (not one of "
-                         "ours?)", what, path, TUNE_FILE_MAX >> 20);
-    if (!f->text && !(f->text = malloc(1)))
-        return ccfg_fail(CCFG_ENOMEM, "out of memory reading the tuning cache");
-    f->text[len] = 0;
-    if (memchr(f->text, 0, len))
-        return ccfg_fail(CCFG_EINVAL, "%s: the tuning cache '%s' holds a NUL byte (not a text "
-                         "file)", what, path);
-    return CCFG_OK;
-}
-
-static int name_ok(const char *s)
-{
-    size_t n = 0;
-    for (; s[n]; n++)
-        if (!((s[n] >= 'a' && s[n] <= 'z') || (s[n] >= 'A' && s[n] <= 'Z') ||
-              (s[n] >= '0' && s[n] <= '9') || strchr("_.+-", s[n])))
-            return 0;
-    return n > 0 && n < TUNE_NAME_MAX;
-}
-
-static int family_ok(const char *s)
-{
-    size_t n = 0;
-    for (; s[n]; n++)
-        if (s[n] < 0x20 || s[n] > 0x7e) return 0;
-    return n > 0 && n < TUNE_NAME_MAX;
-}
-
-static int device_ok(const char *s)
-{
-    size_t n = 0;
-    for (; s[n]; n++)
-        if (!((s[n] >= '0' && s[n] <= '9') || (s[n] >= 'a' && s[n] <= 'f') || s[n] == ':'))
-            return 0;
-    return n > 0 && n < CCFG_VK_TUNE_ID_LEN;
-}
-
-/* split s at sep into at most max pieces (in place): the count, or -1 when there are more */
-static int split(char *s, char sep, char **out, int max)
-{
-    int n = 0;
-    for (char *p = s;; n++) {
-        if (n == max) return -1;
-        out[n] = p;
-        char *e = strchr(p, sep);
-        if (!e) return n + 1;
-        *e = 0;
-        p = e + 1;
+                         "ours?)", what, path, CCFG_VK_TUNE_FILE_MAX >> 20);
     }
-}
-
-static int parse_i64(const char *s, int64_t *v)
-{
-    char *end = NULL;
-    errno = 0;
-    const long long x = strtoll(s, &end, 10);
-    if (end == s || *end || errno) return 0;
-    *v = (int64_t)x;
-    return 1;
-}
-
-static int parse_ms(const char *s, double *v)
-{
-    char *end = NULL;
-    errno = 0;
-    const double x = strtod(s, &end);
-    if (end == s || *end || errno || !isfinite(x) || x < 0) return 0;
-    *v = x;
-    return 1;
-}
-
-/* one entry line (in place); the reason it is malformed, or NULL */
-static const char *parse_line(char *s, tune_line *l)
-{
-    char *part[CCFG_VK_TUNE_MAX_CANDIDATES + 1];
-    if (split(s, '\t', l->f, 6) != 6) return "not 6 tab-separated fields";
-    if (!device_ok(l->f[0])) return "the device is not hex digits and colons";
-    if (!family_ok(l->f[1])) return "the family is empty, too long or not printable";
-    if (!strcmp(l->f[2], "-")) {
-        l->nkey = 0;
-    } else {
-        char *kv[CCFG_VK_TUNE_KEY];
-        if ((l->nkey = split(l->f[2], ',', kv, CCFG_VK_TUNE_KEY)) < 0)
-            return "more key fields than a key holds";
-        for (int i = 0; i < l->nkey; i++) {
-            char *eq = strchr(kv[i], '=');
-            if (!eq) return "a key field without '='";
-            *eq = 0;
-            l->key_names[i] = kv[i];
-            if (!name_ok(kv[i]) || !parse_i64(eq + 1, &l->key[i]))
-                return "a key field is not name=integer";
-        }
-    }
-    if ((l->n = split(l->f[3], ',', l->names, CCFG_VK_TUNE_MAX_CANDIDATES)) < 0)
-        return "more candidates than the tuner times";
-    l->choice = -1;
-    for (int c = 0; c < l->n; c++) {
-        if (!name_ok(l->names[c])) return "a candidate's name is empty or not [A-Za-z0-9_.+-]";
-        for (int j = 0; j < c; j++)
-            if (!strcmp(l->names[j], l->names[c])) return "a candidate is listed twice";
-        if (!strcmp(l->names[c], l->f[4])) l->choice = c;
-    }
-    if (l->choice < 0) return "the choice is not one of the candidates";
-    if (split(l->f[5], ',', part, CCFG_VK_TUNE_MAX_CANDIDATES + 1) != l->n)
-        return "not one group of times per candidate";
-    for (int c = 0; c < l->n; c++) {
-        char *t[CCFG_VK_TUNE_RUNS + 2];
-        if (split(part[c], '/', t, CCFG_VK_TUNE_RUNS + 2) != CCFG_VK_TUNE_RUNS + 1)
-            return "a candidate's times are not median/run/run/run";
-        if (!parse_ms(t[0], &l->median[c])) return "a median is not a number >= 0";
-        for (int r = 0; r < CCFG_VK_TUNE_RUNS; r++)
-            if (!parse_ms(t[r + 1], &l->ms[c][r])) return "a run's time is not a number >= 0";
-    }
-    return NULL;
-}
-
-/* f->text into lines: the header first (blank lines and # comments anywhere); an empty file has
- * no lines. Malformed: an error naming what, the path and the line. */
-static int file_parse(tune_file *f, const char *path, const char *what)
-{
-    const size_t len = strlen(f->text);
-    int cap = 0, header = 0, lineno = 0;
-    if (!(f->copy = malloc(len + 1)))
-        return ccfg_fail(CCFG_ENOMEM, "out of memory parsing the tuning cache");
-    memcpy(f->copy, f->text, len + 1);
-    for (size_t at = 0; at < len;) {
-        char *s = f->copy + at, *nl = strchr(s, '\n');
-        const size_t n = nl ? (size_t)(nl - s) : strlen(s);
-        const char *raw = f->text + at;
-        at += n + (nl ? 1 : 0);
-        lineno++;
-        s[n] = 0;
-        if (n && s[n - 1] == '\r') s[n - 1] = 0;
-        if (!*s || *s == '#') continue;
-        if (!header) {
-            if (strcmp(s, TUNE_HEADER))
-                return ccfg_fail(CCFG_EINVAL, "%s: '%s' is not a ccfg tuning cache of this "
-                                 "version (its first line is not '" TUNE_HEADER "'): delete it "
-                                 "or name another file", what, path);
-            header = 1;
-            continue;
-        }
-        if (f->count == cap) {
-            cap = cap ? 2 * cap : 64;
-            tune_line *grown = realloc(f->lines, (size_t)cap * sizeof *grown);
-            if (!grown) return ccfg_fail(CCFG_ENOMEM, "out of memory parsing the tuning cache");
-            f->lines = grown;
-        }
-        tune_line *l = &f->lines[f->count];
-        memset(l, 0, sizeof *l);
-        l->raw = raw;
-        l->raw_len = n;
-        const char *why = parse_line(s, l);
-        if (why)
-            return ccfg_fail(CCFG_EINVAL, "%s: the tuning cache '%s' is malformed at line %d: "
-                             "%s", what, path, lineno, why);
-        f->count++;
-    }
-    return CCFG_OK;
-}
-
-/* the file at path, read and parsed (a missing one: no lines, *missing) */
-static int file_load(const char *path, const char *what, tune_file *f, int *missing)
-{
-    int status = file_read(path, what, f, missing);
-    if (!status && !*missing) status = file_parse(f, path, what);
-    if (status) file_free(f);
+    status = ccfg_vk_tune_parse(f, text ? text : "", len, path, what);
+    free(text);
     return status;
 }
 
@@ -731,7 +545,7 @@ static int load(vk_dev *d, struct vk_tune *t, const char *path, const char *what
         }
     }
     (void)d;
-    file_free(&f);
+    ccfg_vk_tune_file_free(&f);
     return status;
 }
 
@@ -750,51 +564,70 @@ static int load_env(vk_dev *d, struct vk_tune *t)
     return CCFG_OK;
 }
 
-static int write_entry(FILE *fp, const char *id, const ccfg_vk_tune_entry *e)
+/* The lock of `path`'s rewrite: an exclusive flock (waited for: it is held for one read, write
+ * and fsync of a small file) on the side file PATH.lock, held from reading
+ * the file to renaming the new one over it, so that two processes saving at once (each tuning its
+ * own shapes) serialise their read-merge-write and both keep their lines; without it the later
+ * rename drops the lines the earlier one added. The lock is on a side file because the rename
+ * replaces the file's inode (a lock on the file itself would guard the old one); the side file
+ * is left in place (removing it would race with a process about to lock it). Readers take no
+ * lock: the file is only ever replaced whole. Advisory and best effort: where the side file
+ * cannot be made or flock is refused (a file system without locks, a platform without flock)
+ * the save goes on unlocked, as before — the file is still never half-written. *fd: the held
+ * lock's descriptor, or -1. */
+static int lock_path(const char *path, const char *what, int *fd)
 {
-    int bad = fprintf(fp, "%s\t%s\t", id, e->family) < 0;
-    for (int k = 0; k < e->nkey; k++)
-        bad |= fprintf(fp, "%s%s=%lld", k ? "," : "", e->key_names[k], (long long)e->key[k]) < 0;
-    if (!e->nkey) bad |= fputs("-", fp) < 0;
-    bad |= fputc('\t', fp) == EOF;
-    for (int c = 0; c < e->n; c++) bad |= fprintf(fp, "%s%s", c ? "," : "", e->names[c]) < 0;
-    bad |= fprintf(fp, "\t%s\t", e->names[e->choice]) < 0;
-    for (int c = 0; c < e->n; c++) {
-        bad |= fprintf(fp, "%s%.9g", c ? "," : "", e->median_ms[c]) < 0;
-        for (int r = 0; r < CCFG_VK_TUNE_RUNS; r++) bad |= fprintf(fp, "/%.9g", e->ms[c][r]) < 0;
+    /* CCFG_VULKAN_TUNE_LOCK=0: the old unlocked rewrite (an A/B switch) */
+    const char *env = getenv("CCFG_VULKAN_TUNE_LOCK");
+    *fd = -1;
+    if (env && *env && strcmp(env, "0") && strcmp(env, "1"))
+        return ccfg_fail(CCFG_EINVAL, "%s: CCFG_VULKAN_TUNE_LOCK='%s' is neither 0 (save the "
+                         "tuning cache without its lock) nor 1 (with it, the default)", what, env);
+    if (env && !strcmp(env, "0")) return CCFG_OK;
+#ifdef LOCK_EX
+    const size_t plen = strlen(path);
+    char *name = malloc(plen + 6);
+    if (!name) return ccfg_fail(CCFG_ENOMEM, "out of memory saving the tuning cache");
+    memcpy(name, path, plen);
+    memcpy(name + plen, ".lock", 6);
+    int lfd = open(name, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    /* another user's lock file (a shared cache): flock needs no write access */
+    if (lfd < 0 && errno == EACCES) lfd = open(name, O_RDONLY | O_CLOEXEC);
+    free(name);
+    if (lfd < 0) return CCFG_OK;        /* unlocked; the temporary file reports a real problem */
+    int r;
+    while ((r = flock(lfd, LOCK_EX)) != 0 && errno == EINTR) {
     }
-    bad |= fputc('\n', fp) == EOF;
-    return bad;
+    if (r != 0) {
+        close(lfd);                     /* ENOLCK, EOPNOTSUPP...: unlocked */
+        return CCFG_OK;
+    }
+    *fd = lfd;
+#else
+    (void)path;
+#endif
+    return CCFG_OK;
 }
 
-/* an entry the file format can hold (the names a caller gave are ours, but check) */
-static int entry_writable(const ccfg_vk_tune_entry *e)
+static void unlock_path(int fd)
 {
-    if (!family_ok(e->family) || strchr(e->family, '\t')) return 0;
-    for (int k = 0; k < e->nkey; k++)
-        if (!name_ok(e->key_names[k])) return 0;
-    for (int c = 0; c < e->n; c++)
-        if (!name_ok(e->names[c])) return 0;
-    for (int c = 0; c < e->n; c++) {
-        if (!isfinite(e->median_ms[c]) || e->median_ms[c] < 0) return 0;
-        for (int r = 0; r < CCFG_VK_TUNE_RUNS; r++)
-            if (!isfinite(e->ms[c][r]) || e->ms[c][r] < 0) return 0;
-    }
-    return 1;
+    if (fd >= 0) close(fd);             /* closing the descriptor releases its flock */
 }
 
 static int save(vk_dev *d, struct vk_tune *t, const char *path, const char *what, int *count)
 {
     tune_file f = {0};
-    int missing = 0, status, fd = -1, bad = 0;
+    int missing = 0, status, fd = -1, lock = -1, bad = 0;
     char *tmp = NULL;
     FILE *fp = NULL;
     struct stat st;
     mode_t mode = 0644;
     *count = 0;
     (void)d;
-    /* the lines already there: a file that does not parse is not ours to overwrite */
-    if ((status = file_load(path, what, &f, &missing))) return status;
+    if ((status = lock_path(path, what, &lock))) return status;
+    /* the lines already there, read under the lock (another process may have added some since
+     * this one loaded the file): a file that does not parse is not ours to overwrite */
+    if ((status = file_load(path, what, &f, &missing))) goto fail;
     if (!missing && !stat(path, &st)) mode = st.st_mode & 0777;
     const size_t plen = strlen(path);
     if (!(tmp = malloc(plen + 8))) {
@@ -815,24 +648,32 @@ static int save(vk_dev *d, struct vk_tune *t, const char *path, const char *what
         goto fail;
     }
     fd = -1;                            /* fp owns it */
-    bad |= fputs(TUNE_HEADER "\n# ccfg's Vulkan autotuner (CCFG_VULKAN_TUNE_CACHE, "
-                 "ccfg.profiling.save_tuning): one decision per line,\n# device family key "
-                 "candidates choice times(median/run/run/run ms), tab-separated\n", fp) < 0;
-    /* the file's lines that no decision of ours replaces: other devices', and ours for
-     * questions this process has not answered */
+    bad |= ccfg_vk_tune_write_header(fp);
+    /* the file's lines that no decision measured here replaces: other devices', ours for
+     * questions this process has not answered, and ours that this process loaded (a file's line
+     * wins over a loaded copy of a line: it may be another process's newer one) */
     for (int i = 0; i < f.count; i++) {
         const tune_line *l = &f.lines[i];
         int replaced = 0;
         if (!strcmp(l->f[0], t->id))
             for (int j = 0; j < t->count && !replaced; j++)
-                replaced = entry_writable(&t->entries[j]) && line_is(l, &t->entries[j]);
+                replaced = !t->entries[j].loaded &&
+                           ccfg_vk_tune_entry_writable(&t->entries[j]) &&
+                           line_is(l, &t->entries[j]);
         if (replaced) continue;
         bad |= fwrite(l->raw, 1, l->raw_len, fp) != l->raw_len;
         bad |= fputc('\n', fp) == EOF;
     }
+    /* the decisions measured here, and those loaded (from this file or another) that the file
+     * does not hold */
     for (int j = 0; j < t->count; j++) {
-        if (!entry_writable(&t->entries[j])) continue;
-        bad |= write_entry(fp, t->id, &t->entries[j]);
+        const ccfg_vk_tune_entry *e = &t->entries[j];
+        int there = 0;
+        if (!ccfg_vk_tune_entry_writable(e)) continue;
+        if (e->loaded)
+            for (int i = 0; i < f.count && !there; i++)
+                there = !strcmp(f.lines[i].f[0], t->id) && line_is(&f.lines[i], e);
+        if (!there) bad |= ccfg_vk_tune_write_entry(fp, t->id, e);
         (*count)++;
     }
     bad |= fflush(fp) != 0;
@@ -850,7 +691,8 @@ static int save(vk_dev *d, struct vk_tune *t, const char *path, const char *what
         goto fail;
     }
     free(tmp);
-    file_free(&f);
+    ccfg_vk_tune_file_free(&f);
+    unlock_path(lock);
     return CCFG_OK;
 fail:
     if (fp) fclose(fp);
@@ -859,7 +701,8 @@ fail:
         unlink(tmp);
         free(tmp);
     }
-    file_free(&f);
+    ccfg_vk_tune_file_free(&f);
+    unlock_path(lock);
     *count = 0;
     return status;
 }

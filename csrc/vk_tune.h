@@ -94,9 +94,13 @@ enum { CCFG_VK_TUNE_ID_LEN = 96 };
 int ccfg_vk_tune_identity(const ccfg_backend *be, char *out);
 
 /* Save the device's decisions to `path`: the file's lines for other devices (and this device's
- * for questions not in the cache) are kept, this device's decisions replace their own lines;
- * written to a temporary file in the same folder, then renamed over `path`. A file that exists
- * and does not parse is left alone and raises, naming `what`. *count: the decisions written. */
+ * for questions not in the cache, or answered only by a decision loaded from a file) are kept,
+ * this device's measured decisions replace their own lines; read, merged and written to a
+ * temporary file in the same folder, then renamed over `path`, all under an exclusive flock of
+ * PATH.lock (best effort; CCFG_VULKAN_TUNE_LOCK=0: none), so concurrent savers keep each
+ * other's lines. A file that exists and does not parse is left alone and raises, naming `what`.
+ * *count: the cache's decisions the file holds afterwards (written, or a loaded one already
+ * there). The text's format, parser and writer: vk_tune_file.h. */
 int ccfg_vk_tune_save(const ccfg_backend *be, const char *path, const char *what, int *count);
 /* Load the decisions of this device from `path` (the whole file parsed first: a malformed one
  * raises naming `what` and applies nothing); a decision already in the cache (the same family,

@@ -18,6 +18,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -745,7 +746,9 @@ def test_a_malformed_cache_raises_naming_the_argument(clean, monkeypatch, tmp_pa
         ccfg.profiling.load_tuning(path, DEV)
     with pytest.raises(ValueError, match=f"path: .*{why}"):
         ccfg.profiling.save_tuning(path, DEV)
-    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["bad.txt"]
+    # no temporary file left (save's lock side file, bad.txt.lock, stays: csrc/vk_tune.c lock_path)
+    assert path.read_bytes() == before and \
+        sorted(p.name for p in tmp_path.iterdir()) in (["bad.txt"], ["bad.txt", "bad.txt.lock"])
     monkeypatch.setenv("CCFG_VULKAN_CONV_TILE", "auto")
     monkeypatch.setenv("CCFG_VULKAN_TUNE_CACHE", str(path))
     with pytest.raises(ValueError, match=f"CCFG_VULKAN_TUNE_CACHE: .*{why}"):
@@ -828,3 +831,98 @@ def test_coop_family_takes_its_own_tokens_and_conv_tile_is_validated():
     assert (tuned, runs, cands, same) == (1, 2 * RUNS, ["2x2", "2x2p"], True), got
     assert family.startswith("conv2d coop"), got
     assert "CCFG_VULKAN_CONV_TILE" in got["bad_tile"] and "96x128" in got["bad_tile"], got
+
+
+# --------------------------------------------------------------------------- concurrent writers
+# csrc/vk_tune.c lock_path: each save reads, merges and renames under an flock of PATH.lock, so
+# processes tuning different shapes into one CCFG_VULKAN_TUNE_CACHE at once all keep their lines.
+
+WRITER = r"""
+import json, os, sys, time
+import numpy as np
+import ccfg
+from ccfg import _core
+DEV, who, go = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+# this writer's shapes: 1x1 convolutions, its own output widths (each shape a miss, so a save)
+# (widths over 32: narrower ones are not tuned, 64x128db being no different there)
+SHAPES = [(1, 8, 4, 4, 40 + 8 * (2 * i + who), 1, 1, 0, 0) for i in range(int(sys.argv[4]))]
+x = np.ones(8 * 16, np.float32)
+while time.time() < go:     # both writers start their first tuning together
+    time.sleep(0.001)
+for batch, cin, h, w, cout, k, s, p0, p1 in SHAPES:
+    wt = np.ones(cout * cin, np.float32)
+    _core.nn_op(DEV, "conv2d", [x, wt, None], [np.zeros(cout * 16, np.float32)],
+                (batch, cin, h, w, cout, k, s, p0, p1, 0), (), None, None)
+t = ccfg.profiling.tuning(DEV)
+print(json.dumps({"couts": [s[4] for s in SHAPES], "tuned": t.tuned, "loaded": t.loaded}))
+"""
+
+
+def _writers(path, lock, shapes=6, writers=2):
+    """`writers` processes tuning `shapes` shapes each into one file, started together; the
+    couts each tuned and the couts whose lines the file holds afterwards"""
+    import time
+    env = {k: v for k, v in os.environ.items() if k not in FP32_SWITCHES}
+    env.update(CCFG_VULKAN_TUNE_CACHE=str(path), CCFG_VULKAN_CONV_TILE="auto",
+               CCFG_VULKAN_TUNE_CANDIDATES="64x128,64x128db", CCFG_VULKAN_TUNE_LOCK=lock)
+    go = time.time() + 3.0      # after every interpreter has imported ccfg and opened the device
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, DEV, str(w), str(go), str(shapes)],
+                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for w in range(writers)]
+    tuned = []
+    for p in procs:
+        out, err = p.communicate(timeout=600)
+        assert p.returncode == 0, out[-2000:] + err[-3000:]
+        got = json.loads(out.strip().splitlines()[-1])
+        assert got["tuned"] == shapes, got      # every shape timed here, none from the other
+        tuned += got["couts"]
+    held = [int(dict(kv.split("=") for kv in ln.split("\t")[2].split(","))["cout"])
+            for ln in entry_lines(path)]
+    return sorted(tuned), sorted(held)
+
+
+@needs_vk
+def test_concurrent_writers_keep_each_others_lines(tmp_path):
+    """two processes tuning different float32 convolution shapes into one CCFG_VULKAN_TUNE_CACHE
+    at the same time (each decision rewrites the file): afterwards the file holds every shape of
+    both, once; no temporary file is left; the lock's side file is there"""
+    path = tmp_path / "tune.txt"
+    tuned, held = _writers(path, "1")
+    assert len(tuned) == 12 and len(set(tuned)) == 12
+    assert held == tuned
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tune.txt", "tune.txt.lock"]
+
+
+@needs_vk
+def test_tune_lock_switch(clean, monkeypatch, tmp_path):
+    """CCFG_VULKAN_TUNE_LOCK=0 saves without the lock (no side file); another value raises
+    naming the variable"""
+    path = tmp_path / "t.txt"
+    monkeypatch.setenv("CCFG_VULKAN_TUNE_LOCK", "0")
+    assert ccfg.profiling.save_tuning(path, DEV) == 0
+    assert [p.name for p in tmp_path.iterdir()] == ["t.txt"]
+    monkeypatch.setenv("CCFG_VULKAN_TUNE_LOCK", "yes")
+    with pytest.raises(ValueError, match="CCFG_VULKAN_TUNE_LOCK='yes'"):
+        ccfg.profiling.save_tuning(path, DEV)
+    monkeypatch.setenv("CCFG_VULKAN_TUNE_LOCK", "1")
+    assert ccfg.profiling.save_tuning(path, DEV) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.txt", "t.txt.lock"]
+
+
+@needs_vk
+def test_a_loaded_decision_never_replaces_the_files_line(clean, tmp_path):
+    """save_tuning merges into what the file holds now: a decision this process only loaded does
+    not overwrite the file's line for the same question (another process may have written it
+    since), and is written where the file lacks it"""
+    ident = _core.vk_tuning(DEV, "identity")
+    cands = ["64x128", "128x128db"]
+    path = tmp_path / "tune.txt"
+    path.write_text("ccfg-tune-cache 1\n" + _line(ident, KEY_1X1, cands, cands[1]) + "\n")
+    assert ccfg.profiling.load_tuning(path, DEV) == 1
+    newer = _line(ident, KEY_1X1, cands, cands[0])      # "another process" re-tuned it
+    path.write_text("ccfg-tune-cache 1\n" + newer + "\n")
+    assert ccfg.profiling.save_tuning(path, DEV) == 1
+    assert entry_lines(path) == [newer]
+    path.write_text("ccfg-tune-cache 1\n")
+    assert ccfg.profiling.save_tuning(path, DEV) == 1
+    assert [ln.split("\t")[4] for ln in entry_lines(path)] == [cands[1]]
