@@ -310,6 +310,7 @@ static int conv3x3_direct(int batch, int cin, int h, int w, const float *x, int 
                           float *scratch, int64_t scratch_len)
 {
     const int isa = kernel_isa(), co_tile = direct_co_tile();
+    (void)isa;  /* read only where KERNEL_CLONES picks a compiled copy (not under clang) */
     const int nco = (cout + co_tile - 1) / co_tile;
     /* per thread: one sample's padded planes and one tile's packed weights */
     const int64_t ps = (int64_t)(h + 2) * (w + 2) + 64, tile_len = (int64_t)co_tile * cin * 9;
