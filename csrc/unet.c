@@ -651,7 +651,8 @@ int64_t ccfg_unet_plan_bytes(const ccfg_unet *u) { return u->plan.floats * (int6
 
 /* the largest buffer each role needs, in floats, walking the forward */
 typedef struct {
-    int64_t act, norm, cat, qkv, o, conv_k, attn_thread;   /* attn_thread: per thread */
+    int64_t act, norm, cat, qkv, o, attn_thread;   /* attn_thread: per thread */
+    int64_t ch_max;     /* the most channels in or out of any layer: the GroupNorm affine's slot */
     int64_t th, kv, ff, ffh;
     int64_t conv_scratch;           /* the largest conv2d's scratch, all threads */
     int threads;                    /* the threads conv2d splits its scratch between (0: none) */
@@ -737,14 +738,14 @@ int ccfg_unet_plan(ccfg_unet *u, int64_t max_batch, int h, int w, int ctx_len, i
     int ns = 0;
     int64_t n = bc * h * w;     /* columns at the current level */
     skip_size[ns++] = (int64_t)cfg->channels[0] * n;
-    z.conv_k = max64(z.conv_k, cfg->in_channels * 9);
+    z.ch_max = max64(z.ch_max, cfg->in_channels);
     need_conv(&z, &u->conv_in, hl, wl);
     for (int l = 0; l < L; l++) {
         const int ch = cfg->channels[l];
         for (int j = 0; j < lpb; j++) {
             const resnet_p *r = &u->down_res[l * lpb + j];
             z.norm = max64(z.norm, (int64_t)max64(r->cin, r->cout) * n);
-            z.conv_k = max64(z.conv_k, 9 * (int64_t)max64(r->cin, r->cout));
+            z.ch_max = max64(z.ch_max, max64(r->cin, r->cout));
             need_resnet(&z, r, hl, wl);
             skip_size[ns++] = (int64_t)ch * n;
             if (cfg->down_attention[l] == CCFG_UNET_SELF_ATTENTION)
@@ -753,7 +754,7 @@ int ccfg_unet_plan(ccfg_unet *u, int64_t max_batch, int h, int w, int ctx_len, i
                 need_transformer(&z, &u->down_tf[l * lpb + j], n, bc, ctx_len);
         }
         if (l < L - 1) {
-            z.conv_k = max64(z.conv_k, 9 * (int64_t)ch);
+            z.ch_max = max64(z.ch_max, ch);
             need_conv(&z, &u->down_conv[l], hl, wl);
             hl /= 2;
             wl /= 2;
@@ -766,7 +767,7 @@ int ccfg_unet_plan(ccfg_unet *u, int64_t max_batch, int h, int w, int ctx_len, i
         const int ch = cfg->channels[L - 1];
         z.act = max64(z.act, (int64_t)ch * n);
         z.norm = max64(z.norm, (int64_t)ch * n);
-        z.conv_k = max64(z.conv_k, 9 * (int64_t)ch);
+        z.ch_max = max64(z.ch_max, ch);
         need_resnet(&z, &u->mid_res[0], hl, wl);
         need_resnet(&z, &u->mid_res[1], hl, wl);
         if (cfg->mid_attention == CCFG_UNET_SELF_ATTENTION)
@@ -780,7 +781,7 @@ int ccfg_unet_plan(ccfg_unet *u, int64_t max_batch, int h, int w, int ctx_len, i
             z.cat = max64(z.cat, (int64_t)r->cin * n);
             z.norm = max64(z.norm, (int64_t)max64(r->cin, r->cout) * n);
             z.act = max64(z.act, (int64_t)r->cout * n);
-            z.conv_k = max64(z.conv_k, 9 * (int64_t)max64(r->cin, r->cout));
+            z.ch_max = max64(z.ch_max, max64(r->cin, r->cout));
             need_resnet(&z, r, hl, wl);
             if (cfg->up_attention[i] == CCFG_UNET_SELF_ATTENTION)
                 need_attention(&z, &u->up_attn[i * (lpb + 1) + j], n);
@@ -794,33 +795,30 @@ int ccfg_unet_plan(ccfg_unet *u, int64_t max_batch, int h, int w, int ctx_len, i
             wl *= 2;
             z.norm = max64(z.norm, (int64_t)ch * n);    /* the upsampled tensor lives in `a` */
             z.act = max64(z.act, (int64_t)ch * n);
-            z.conv_k = max64(z.conv_k, 9 * (int64_t)ch);
+            z.ch_max = max64(z.ch_max, ch);
             need_conv(&z, &u->up_conv[i], hl, wl);
         }
     }
     z.norm = max64(z.norm, (int64_t)cfg->channels[0] * n);
-    z.conv_k = max64(z.conv_k, 9 * (int64_t)cfg->channels[0]);
+    z.ch_max = max64(z.ch_max, cfg->channels[0]);
     need_conv(&z, &u->conv_out, hl, wl);
     for (int s = 0; s < u->n_skips; s++) skip_total += skip_size[s];
 
-    /* a device backend needs no scratch (its kernels tile on their own) but staging for host
-     * inputs and outputs */
+    /* a device backend needs staging for host inputs and outputs (and no scratch: z.threads 0);
+     * conv2d's scratch is each layer's need on its level's h x w, for all threads */
     const int staged = !u->be->host_memory;
-    const int threads = z.threads;
-    /* conv2d splits its scratch between threads: each layer's need on its level's h x w */
-    const int64_t conv_scratch = z.conv_scratch;
-    const int64_t attn_scratch = z.attn_thread * threads;
+    const int64_t attn_scratch = z.attn_thread * z.threads;
     const int64_t tmax = max64(T, 2 * (int64_t)cfg->channels[0]);
     const int64_t ctx = (int64_t)D * bc * ctx_len;
     int64_t tproj = 0;
     for (int l = 0; l < L; l++) tproj = max64(tproj, 2 * (int64_t)cfg->channels[l]);
     const int64_t sizes[] = {
         (int64_t)cfg->in_channels * bc * h * w, (int64_t)cfg->out_channels * bc * h * w, z.act,
-        z.act, z.norm, z.cat, z.qkv, z.o, conv_scratch, attn_scratch,
+        z.act, z.norm, z.cat, z.qkv, z.o, z.conv_scratch, attn_scratch,
         bc * cfg->channels[0], bc * T, bc * T, bc * T, bc * tproj, bc * tmax,
         staged ? (int64_t)cfg->in_channels * bc * h * w : 0,
         staged ? (int64_t)cfg->out_channels * bc * h * w : 0,
-        z.th, z.kv, z.ff, z.ffh, ctx, 2 * bc * (z.conv_k / 9), skip_total,
+        z.th, z.kv, z.ff, z.ffh, ctx, 2 * bc * z.ch_max, skip_total,
     };
     float **slots[] = {&p->x, &p->y, &p->p, &p->q, &p->a, &p->cat, &p->qkv, &p->o,
                        &p->conv_scratch, &p->attn_scratch, &p->tfreq, &p->e1, &p->emb,
@@ -856,7 +854,7 @@ int ccfg_unet_plan(ccfg_unet *u, int64_t max_batch, int h, int w, int ctx_len, i
     }
     free(skip_size);
     p->floats = total;
-    p->conv_scratch_len = conv_scratch;
+    p->conv_scratch_len = z.conv_scratch;
     p->attn_scratch_len = attn_scratch;
     p->chunk = bc;
     p->h = h;
